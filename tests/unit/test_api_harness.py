@@ -1,0 +1,132 @@
+"""Shared wiring for the REST API tests: the real app over a real SQLite store.
+
+It lives in a ``test_api_*`` module because the API's tests own only those names; the other
+``test_api_*`` modules import :func:`running_api` from here. Its own tests check the wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from timefuse.adapters.inline import InlineIngestBuffer
+from timefuse.adapters.sqlite import SqliteEventStore
+from timefuse.adapters.system.clock import SystemClock
+from timefuse.config import Settings
+from timefuse.domain.event import Event
+from timefuse.entrypoints.api import create_app
+from timefuse.plugins.manager import build_registry, load_plugins
+from timefuse.ports.ingest import BufferUnavailable, IngestBuffer
+from timefuse.ports.store import EventStore
+from timefuse.service.events import EventService
+from timefuse.service.metrics import Metrics
+
+EVENTS = "/api/v1/events"
+ENVELOPE_KEYS = {"success", "data", "message", "error_code", "errors", "timestamp"}
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    store: SqliteEventStore
+    service: EventService
+    metrics: Metrics
+    app: Starlette
+
+    async def submit(self, **overrides: Any) -> httpx.Response:
+        return await self.client.post(EVENTS, json=event_json(**overrides))
+
+    async def submitted_id(self, **overrides: Any) -> str:
+        response = await self.submit(**overrides)
+        assert response.status_code == 202, response.text
+        event_id: str = response.json()["data"]["id"]
+        return event_id
+
+
+class FailingBuffer:
+    """An ingest buffer whose backend is down: every submit fails."""
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def ping(self) -> None:
+        raise BufferUnavailable("broker unreachable")
+
+    async def submit(self, events: Sequence[Event]) -> dict[str, str]:
+        raise BufferUnavailable("broker unreachable")
+
+
+def at(seconds: float) -> str:
+    """An ISO-8601 instant ``seconds`` from now (negative: in the past)."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def event_json(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "external_job_id": "job-1",
+        "source": "billing",
+        "scheduled_at": at(3600),
+        "delivery_type": "http",
+        "destination": "https://example.com/hook",
+        "payload": {"invoice": "INV-1", "lines": [1, 2]},
+        "max_retries": 3,
+    }
+    body.update(overrides)
+    return body
+
+
+def assert_envelope(body: dict[str, Any], *, success: bool) -> None:
+    assert set(body) == ENVELOPE_KEYS
+    assert body["success"] is success
+    stamp = datetime.fromisoformat(body["timestamp"])
+    assert stamp.utcoffset() == timedelta(0)
+
+
+def error_fields(response: httpx.Response) -> set[str]:
+    return {error["field"] for error in response.json()["errors"]}
+
+
+@asynccontextmanager
+async def running_api(
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    buffer: Callable[[EventStore], IngestBuffer] = InlineIngestBuffer,
+    readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
+) -> AsyncIterator[Harness]:
+    settings = Settings.from_env(env or {})
+    store = SqliteEventStore(str(tmp_path / "t.db"))
+    await store.open()
+    try:
+        metrics = Metrics()
+        service = EventService(
+            buffer=buffer(store),
+            store=store,
+            registry=build_registry(load_plugins(settings), settings),
+            clock=SystemClock(),
+            metrics=metrics,
+        )
+        app = create_app(service=service, metrics=metrics, settings=settings, readiness=readiness)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
+            yield Harness(client, store, service, metrics, app)
+    finally:
+        await store.close()
+
+
+async def test_the_harness_serves_the_api_over_a_real_store(tmp_path: Path) -> None:
+    async with running_api(tmp_path) as api:
+        event_id = await api.submitted_id()
+        stored = await api.store.get(event_id)
+    assert stored is not None
+    assert stored.external_job_id == "job-1"

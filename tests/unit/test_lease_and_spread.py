@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from timefuse.domain.lease import expire_lease
+from timefuse.domain.spread import spread_offset
+from timefuse.domain.status import EventStatus
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "retry_count", "max_retries", "status", "retries_after"),
+    [
+        (1, 0, 3, EventStatus.PENDING, 1),
+        (3, 2, 3, EventStatus.PENDING, 3),
+        (4, 3, 3, EventStatus.DEAD_LETTER, 4),
+        (1, 0, 0, EventStatus.DEAD_LETTER, 1),
+    ],
+)
+def test_an_expired_lease_counts_as_a_failed_attempt(
+    attempts: int, retry_count: int, max_retries: int, status: EventStatus, retries_after: int
+) -> None:
+    expiry = expire_lease(
+        attempts=attempts, retry_count=retry_count, max_retries=max_retries, now=NOW
+    )
+    assert expiry.status is status
+    assert expiry.retry_count == retries_after
+    assert (expiry.next_attempt_at == NOW) is (status is EventStatus.PENDING)
+
+
+@given(st.text(min_size=1, max_size=50), st.floats(min_value=0.001, max_value=1e6))
+def test_spread_offsets_stay_inside_the_window(event_id: str, window: float) -> None:
+    offset = spread_offset(event_id, window)
+    assert 0.0 <= offset < window
+    assert spread_offset(event_id, window) == offset
+
+
+def test_spread_offsets_are_uniform_enough_to_flatten_a_herd() -> None:
+    offsets = [spread_offset(f"event-{i}", 60.0) for i in range(6000)]
+    per_ten_seconds = [sum(1 for o in offsets if k * 10 <= o < (k + 1) * 10) for k in range(6)]
+    assert all(800 <= count <= 1200 for count in per_ten_seconds)
+
+
+def test_no_window_means_no_offset() -> None:
+    assert spread_offset("x", 0) == 0.0

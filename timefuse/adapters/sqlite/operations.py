@@ -1,0 +1,169 @@
+"""The store's work, as plain functions run on the store's single SQLite thread.
+
+Each function takes the connection and, where it writes, "now" as microseconds: the caller
+reads the clock on the SQLite thread, when the work actually runs, not when it was queued.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from timefuse.adapters.sqlite import queries
+from timefuse.adapters.sqlite.connection import transaction
+from timefuse.adapters.sqlite.rows import (
+    attempt_params,
+    event_to_row,
+    from_micros,
+    optional_micros,
+    row_to_attempt,
+    row_to_event,
+    to_micros,
+)
+from timefuse.domain.event import Event
+from timefuse.domain.lease import LEASE_EXPIRED_ERROR
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import AttemptRecord, CancelResult, OutcomeUpdate, StoreError
+
+# Bound parameters per IN (...) list: far below SQLite's limit (32766, or 999 before 3.32).
+_IN_CHUNK = 500
+
+
+def insert_many(conn: sqlite3.Connection, events: Sequence[Event]) -> dict[str, str]:
+    rows = [event_to_row(event) for event in events]
+    with transaction(conn):
+        inserted = conn.executemany(queries.INSERT_EVENT, rows).rowcount
+        if inserted == len(events):
+            # The common case: nothing was a duplicate, every id maps to itself.
+            return {event.id: event.id for event in events}
+        return _resolve_stored_ids(conn, events)
+
+
+def _resolve_stored_ids(conn: sqlite3.Connection, events: Sequence[Event]) -> dict[str, str]:
+    # An event whose id is stored (inserted now, or a duplicate id) maps to itself; any other
+    # was skipped for its dedup key and maps to the event holding that key.
+    ids = list(dict.fromkeys(event.id for event in events))
+    stored: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        stored.update(row[0] for row in conn.execute(queries.STORED_IDS.format(marks=marks), chunk))
+    resolved: dict[str, str] = {}
+    for event in events:
+        if event.id in stored:
+            resolved[event.id] = event.id
+            continue
+        key = (event.external_job_id, event.source, to_micros(event.scheduled_at))
+        row = conn.execute(queries.ID_BY_DEDUP_KEY, key).fetchone()
+        if row is None:
+            raise StoreError(f"event {event.id} was neither inserted nor a duplicate")
+        resolved[event.id] = row[0]
+    return resolved
+
+
+def claim_due(
+    conn: sqlite3.Connection, now: int, worker_id: str, limit: int, lease_micros: int
+) -> list[Event]:
+    params = {"worker": worker_id, "expires": now + lease_micros, "now": now, "limit": limit}
+    with transaction(conn):
+        rows = conn.execute(queries.CLAIM_DUE, params).fetchall()
+    # RETURNING gives rows in no promised order; the port promises earliest due first.
+    events = [row_to_event(row) for row in rows]
+    events.sort(key=lambda event: event.next_attempt_at)
+    return events
+
+
+def record_outcomes(
+    conn: sqlite3.Connection, now: int, worker_id: str, updates: Sequence[OutcomeUpdate]
+) -> int:
+    # Only the first outcome per event can apply (it clears the lease), so later ones for the
+    # same event are dropped here instead of leaving history rows for outcomes that didn't.
+    unique: dict[str, OutcomeUpdate] = {}
+    for update in updates:
+        unique.setdefault(update.event_id, update)
+    attempts = [attempt_params(u.event_id, worker_id, u.attempt) for u in unique.values()]
+    outcomes = [_outcome_params(now, worker_id, u) for u in unique.values()]
+    with transaction(conn):
+        conn.executemany(queries.INSERT_ATTEMPT_IF_LEASED, attempts)
+        return conn.executemany(queries.APPLY_OUTCOME, outcomes).rowcount
+
+
+def _outcome_params(now: int, worker_id: str, update: OutcomeUpdate) -> dict[str, Any]:
+    return {
+        "event_id": update.event_id,
+        "owner": worker_id,
+        "status": EventStatus(update.status).value,
+        "retry_count": update.retry_count,
+        "last_error": update.last_error,
+        "next_attempt_at": optional_micros(update.next_attempt_at),
+        "executed_at": optional_micros(update.executed_at),
+        "now": now,
+    }
+
+
+def release(conn: sqlite3.Connection, now: int, worker_id: str, event_ids: Sequence[str]) -> int:
+    params = [{"event_id": event_id, "owner": worker_id, "now": now} for event_id in event_ids]
+    with transaction(conn):
+        return conn.executemany(queries.RELEASE, params).rowcount
+
+
+def recover_expired_leases(conn: sqlite3.Connection, now: int) -> int:
+    with transaction(conn):
+        params = {"now": now, "error": LEASE_EXPIRED_ERROR}
+        return conn.execute(queries.RECOVER_EXPIRED_LEASES, params).rowcount
+
+
+def cancel(conn: sqlite3.Connection, now: int, event_id: str) -> CancelResult:
+    # One transaction, so "not pending" and "not found" describe the same moment.
+    with transaction(conn):
+        if conn.execute(queries.CANCEL, {"event_id": event_id, "now": now}).rowcount:
+            return CancelResult.CANCELLED
+        exists = conn.execute(queries.EXISTS, (event_id,)).fetchone() is not None
+    return CancelResult.NOT_PENDING if exists else CancelResult.NOT_FOUND
+
+
+def cancel_by_external_id(conn: sqlite3.Connection, now: int, external_job_id: str) -> int:
+    params = {"external_job_id": external_job_id, "now": now}
+    with transaction(conn):
+        return conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params).rowcount
+
+
+def get(conn: sqlite3.Connection, event_id: str) -> Event | None:
+    row = conn.execute(queries.GET, (event_id,)).fetchone()
+    return None if row is None else row_to_event(row)
+
+
+def find_by_external_id(conn: sqlite3.Connection, external_job_id: str, limit: int) -> list[Event]:
+    rows = conn.execute(queries.FIND_BY_EXTERNAL_ID, (external_job_id, limit)).fetchall()
+    return [row_to_event(row) for row in rows]
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[EventStatus, int]:
+    counts = dict.fromkeys(EventStatus, 0)
+    for status, count in conn.execute(queries.COUNT_BY_STATUS):
+        counts[EventStatus(status)] = count
+    return counts
+
+
+def next_due_at(conn: sqlite3.Connection) -> datetime | None:
+    value = conn.execute(queries.NEXT_DUE_AT).fetchone()[0]
+    return None if value is None else from_micros(value)
+
+
+def attempts(conn: sqlite3.Connection, event_id: str) -> list[AttemptRecord]:
+    return [row_to_attempt(row) for row in conn.execute(queries.ATTEMPTS, (event_id,))]
+
+
+def delete_terminal_batch(conn: sqlite3.Connection, cutoff: int, batch_size: int) -> int:
+    with transaction(conn):
+        ids = conn.execute(queries.OLD_TERMINAL_IDS, (cutoff, batch_size)).fetchall()
+        if ids:
+            conn.executemany(queries.DELETE_ATTEMPTS_OF_EVENT, ids)
+            conn.executemany(queries.DELETE_EVENT, ids)
+    return len(ids)
+
+
+def ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()

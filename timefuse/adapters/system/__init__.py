@@ -1,0 +1,1 @@
+"""Adapters to the operating system itself."""

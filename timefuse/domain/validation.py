@@ -1,0 +1,218 @@
+"""Rules a submitted event must meet before it is accepted.
+
+The rules see plain values (as decoded from JSON) and report every bad field at once, so a
+client fixes a request in one round trip. Whether a destination suits its delivery type is the
+delivery type's call; the service asks it after these rules pass.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from timefuse.domain.event import DEFAULT_MAX_RETRIES, Event, to_utc
+from timefuse.domain.spread import first_due_time
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class ValidationFailed(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionLimits:
+    max_external_job_id: int = 255
+    max_source: int = 100
+    max_destination: int = 2048
+    max_delivery_type: int = 64
+    max_retries_limit: int = 10
+    past_grace_seconds: float = 5.0
+    max_horizon_days: int = 3650
+    max_payload_bytes: int = 1024 * 1024
+    max_window_seconds: float = 7 * 86400.0
+    max_backoff_seconds: float = 7 * 86400.0
+
+
+REQUIRED_TEXT = ("external_job_id", "source", "delivery_type", "destination")
+
+
+def _has_control_characters(text: str) -> bool:
+    # isprintable() runs in C and is true for almost every identifier; only text it flags
+    # (which includes harmless spaces such as U+00A0) needs the per-character look.
+    if text.isprintable():
+        return False
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
+def _check_text(name: str, value: object, limit: int, errors: list[FieldError]) -> str:
+    if value is None:
+        errors.append(FieldError(name, "is required"))
+        return ""
+    if not isinstance(value, str):
+        errors.append(FieldError(name, "must be a string"))
+        return ""
+    if not value.strip():
+        errors.append(FieldError(name, "must not be blank"))
+    elif len(value) > limit:
+        errors.append(FieldError(name, f"must be at most {limit} characters"))
+    elif _has_control_characters(value):
+        errors.append(FieldError(name, "must not contain control characters"))
+    return value
+
+
+def parse_instant(value: object) -> datetime:
+    """An ISO-8601 instant with an offset, as UTC; ``ValueError`` with a reason otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string with an offset")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 date-time with an offset") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry an offset (for example Z or +02:00)")
+    return to_utc(moment)
+
+
+def _check_scheduled_at(
+    value: object, now: datetime, limits: SubmissionLimits, errors: list[FieldError]
+) -> datetime | None:
+    if value is None:
+        errors.append(FieldError("scheduled_at", "is required"))
+        return None
+    try:
+        moment = parse_instant(value)
+    except ValueError as exc:
+        errors.append(FieldError("scheduled_at", str(exc)))
+        return None
+    if moment < now - timedelta(seconds=limits.past_grace_seconds):
+        errors.append(
+            FieldError(
+                "scheduled_at",
+                f"is more than {limits.past_grace_seconds:g} s in the past",
+            )
+        )
+    elif moment > now + timedelta(days=limits.max_horizon_days):
+        errors.append(
+            FieldError("scheduled_at", f"is more than {limits.max_horizon_days} days ahead")
+        )
+    return moment
+
+
+def _check_int(
+    name: str, value: object, low: int, high: int, default: int, errors: list[FieldError]
+) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.append(FieldError(name, "must be an integer"))
+        return default
+    if not low <= value <= high:
+        errors.append(FieldError(name, f"must be between {low} and {high}"))
+        return default
+    return value
+
+
+def _check_seconds(name: str, value: object, high: float, errors: list[FieldError]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.append(FieldError(name, "must be a number of seconds"))
+        return None
+    if not 0 <= value <= high:
+        errors.append(FieldError(name, f"must be between 0 and {high:g}"))
+        return None
+    return float(value)
+
+
+def _check_payload(value: object, limits: SubmissionLimits, errors: list[FieldError]) -> bytes:
+    if value is None:
+        errors.append(FieldError("payload", "is required"))
+        return b""
+    if not isinstance(value, bytes):
+        errors.append(FieldError("payload", "must be a JSON value"))
+        return b""
+    if value.strip() == b"null":
+        errors.append(FieldError("payload", "is required"))
+    elif len(value) > limits.max_payload_bytes:
+        errors.append(FieldError("payload", f"must be at most {limits.max_payload_bytes} bytes"))
+    return value
+
+
+def build_event(
+    fields: Mapping[str, object],
+    *,
+    event_id: str,
+    now: datetime,
+    limits: SubmissionLimits,
+) -> Event:
+    """Check a submission and build the PENDING event it asks for.
+
+    ``fields`` holds the decoded request fields, with ``payload`` as the raw JSON bytes.
+    Raises :class:`ValidationFailed` naming every bad field.
+    """
+    errors: list[FieldError] = []
+    external_job_id = _check_text(
+        "external_job_id", fields.get("external_job_id"), limits.max_external_job_id, errors
+    )
+    source = _check_text("source", fields.get("source"), limits.max_source, errors)
+    delivery_type = _check_text(
+        "delivery_type", fields.get("delivery_type"), limits.max_delivery_type, errors
+    )
+    destination = _check_text(
+        "destination", fields.get("destination"), limits.max_destination, errors
+    )
+    scheduled_at = _check_scheduled_at(fields.get("scheduled_at"), now, limits, errors)
+    payload = _check_payload(fields.get("payload"), limits, errors)
+    max_retries = _check_int(
+        "max_retries",
+        fields.get("max_retries"),
+        0,
+        limits.max_retries_limit,
+        DEFAULT_MAX_RETRIES,
+        errors,
+    )
+    window = _check_seconds(
+        "delivery_window_seconds",
+        fields.get("delivery_window_seconds"),
+        limits.max_window_seconds,
+        errors,
+    )
+    backoff = _check_seconds(
+        "retry_backoff_seconds",
+        fields.get("retry_backoff_seconds"),
+        limits.max_backoff_seconds,
+        errors,
+    )
+    backoff_max = _check_seconds(
+        "retry_backoff_max_seconds",
+        fields.get("retry_backoff_max_seconds"),
+        limits.max_backoff_seconds,
+        errors,
+    )
+    if errors or scheduled_at is None:
+        raise ValidationFailed(errors)
+    return Event(
+        id=event_id,
+        external_job_id=external_job_id,
+        source=source,
+        scheduled_at=scheduled_at,
+        delivery_type=delivery_type.lower(),
+        destination=destination,
+        payload=payload,
+        next_attempt_at=first_due_time(event_id, scheduled_at, window or 0.0),
+        created_at=now,
+        updated_at=now,
+        max_retries=max_retries,
+        delivery_window_seconds=window or 0.0,
+        retry_backoff_seconds=backoff,
+        retry_backoff_max_seconds=backoff_max,
+    )

@@ -1,0 +1,1 @@
+"""Entry points: the REST API, the command line, logging, and the composition root."""

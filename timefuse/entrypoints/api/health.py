@@ -1,0 +1,73 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from timefuse.entrypoints.api.envelope import fail, ok
+from timefuse.entrypoints.api.errors import NOT_READY
+from timefuse.service.metrics import Metrics
+
+log = structlog.get_logger("timefuse.api")
+
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+
+# A probe that hangs is a failed probe: orchestrators time out at a few seconds anyway.
+READINESS_TIMEOUT_SECONDS = 5.0
+
+_UP = {"status": "UP"}
+
+
+async def _up(request: Request) -> Response:
+    return ok(_UP)
+
+
+class Health:
+    def __init__(self, metrics: Metrics, readiness: Readiness | None) -> None:
+        self._metrics = metrics
+        self._readiness = readiness
+
+    async def ready(self, request: Request) -> Response:
+        """200 when every part answers "ok"; 503 naming each part that doesn't."""
+        checks = await self._check()
+        failing = {part: state for part, state in checks.items() if state != "ok"}
+        if failing:
+            reasons = "; ".join(f"{part}: {state}" for part, state in failing.items())
+            data = {"status": "DOWN", "checks": checks}
+            return fail(503, NOT_READY, f"not ready: {reasons}", data=data)
+        return ok({"status": "UP", "checks": checks})
+
+    async def _check(self) -> dict[str, str]:
+        if self._readiness is None:
+            return {}
+        try:
+            return await asyncio.wait_for(self._readiness(), READINESS_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return {"readiness": f"no answer within {READINESS_TIMEOUT_SECONDS:g} s"}
+        except Exception as exc:
+            # The probe itself failing means not ready; it must not turn into a 500.
+            log.warning("readiness check failed", error=repr(exc))
+            return {"readiness": f"check failed: {exc!r}"}
+
+    async def metrics(self, request: Request) -> Response:
+        # Counters and gauges only: the per-status gauge is refreshed by a background task,
+        # so a scrape never costs a COUNT(*) (a defect of the seed).
+        body = generate_latest(self._metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def health_routes(health: Health, events_prefix: str) -> list[Route]:
+    return [
+        Route("/health", _up, methods=["GET"]),
+        Route("/health/live", _up, methods=["GET"]),
+        Route("/health/ready", health.ready, methods=["GET"]),
+        Route(events_prefix + "/health", _up, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,119 @@
+"""The ``timefuse`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from timefuse.config import ConfigError, Settings, variables
+from timefuse.plugins.registry import PluginError
+
+COMMANDS = {
+    "serve": "run every role in one process: API, dispatcher and maintenance",
+    "api": "run the REST API alone (stateless; run several behind a load balancer)",
+    "dispatch": "run the dispatcher and maintenance (several copies may share one database)",
+    "migrate": "create or upgrade the event store's schema, then exit",
+    "plugins": "list the loaded delivery types, where each comes from, and its version",
+}
+
+
+def _epilog() -> str:
+    rows = [f"  {v.env:<38} default {v.default or '(unset)'}\n      {v.help}" for v in variables()]
+    return "environment variables:\n" + "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="timefuse",
+        description="Scheduled event orchestrator: events submitted over REST, delivered at "
+        "their time, at least once.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name in ("serve", "api"):
+            sub.add_argument("--host", help="address to listen on (TIMEFUSE_HOST)")
+            sub.add_argument("--port", type=int, help="port to listen on (TIMEFUSE_PORT)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        return _dispatch(args, settings)
+    except (ConfigError, PluginError, ValueError) as exc:
+        print(f"timefuse: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from timefuse.entrypoints.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "plugins":
+        return _list_plugins(settings)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    from timefuse.entrypoints.runner import StartupError, run
+
+    roles = {
+        "serve": {"api", "dispatch", "maintenance"},
+        "api": {"api"},
+        "dispatch": {"dispatch", "maintenance"},
+    }[args.command]
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        print(f"timefuse: --port must be between 0 and 65535, got {port}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run(settings, roles, host=getattr(args, "host", None), port=port))
+    except StartupError as exc:
+        print(f"timefuse: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _list_plugins(settings: Settings) -> int:
+    from timefuse.plugins.manager import build_registry, load_plugins
+
+    registry = build_registry(load_plugins(settings), settings)
+    print(f"{'TYPE':<16}{'VERSION':<12}ORIGIN")
+    for delivery_type in registry.types():
+        print(f"{delivery_type.name:<16}{delivery_type.version or '-':<12}{delivery_type.origin}")
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from timefuse.adapters.system.clock import SystemClock
+    from timefuse.entrypoints.bootstrap import build_store
+
+    store = build_store(settings, SystemClock())
+    migrate = getattr(store, "migrate", None)
+    if callable(migrate):
+        await migrate()
+    else:
+        await store.open()
+        await store.close()
+    print("timefuse: schema is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Running a process: the API, the dispatcher and maintenance, in any combination."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import socket
+from collections.abc import Awaitable, Collection, Iterator
+
+import structlog
+import uvicorn
+
+from timefuse.config import Settings
+from timefuse.entrypoints.api.app import create_app
+from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.ports.ingest import BufferUnavailable
+from timefuse.ports.store import StoreError
+
+log = structlog.get_logger("timefuse")
+
+ALL_ROLES = frozenset({"api", "dispatch", "maintenance"})
+
+
+class StartupError(Exception):
+    """The process can't start; the message says why, for the command line."""
+
+
+class _Server(uvicorn.Server):
+    # The process owns SIGTERM/SIGINT: the dispatcher must drain after the API stops, and
+    # uvicorn's own handlers would re-raise the signal and kill the process before that.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def readiness(tf: Timefuse) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    try:
+        await tf.store.ping()
+        parts["store"] = "ok"
+    except StoreError as exc:
+        parts["store"] = str(exc) or "unreachable"
+    try:
+        await tf.buffer.ping()
+        parts["buffer"] = "ok"
+    except BufferUnavailable as exc:
+        parts["buffer"] = str(exc) or "unreachable"
+    return parts
+
+
+def _api_task(tf: Timefuse, sock: socket.socket) -> tuple[_Server, Awaitable[None]]:
+    app = create_app(
+        service=tf.service,
+        metrics=tf.metrics,
+        settings=tf.settings,
+        readiness=lambda: readiness(tf),
+    )
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    )
+    server = _Server(config)
+    return server, server.serve(sockets=[sock])
+
+
+async def run(
+    settings: Settings, roles: Collection[str], host: str | None = None, port: int | None = None
+) -> None:
+    """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
+    tf = bootstrap(settings)
+    sock = (
+        bind(host or settings.host, settings.port if port is None else port)
+        if "api" in roles
+        else None
+    )
+    await tf.open()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server: _Server | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if sock is not None:
+            server, serving = _api_task(tf, sock)
+            tasks.append(asyncio.ensure_future(serving))
+            address = sock.getsockname()
+            log.info("listening", host=address[0], port=address[1], store=_redacted(tf))
+        if "dispatch" in roles:
+            tasks.append(asyncio.create_task(tf.dispatcher.run(stop)))
+        if "maintenance" in roles:
+            tasks.append(asyncio.create_task(tf.maintenance.run(stop)))
+        log.info("started", roles=sorted(roles), worker=tf.worker_id)
+        await _until_stopped(stop, tasks)
+    finally:
+        log.info("stopping")
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await tf.close()
+        if sock is not None:
+            sock.close()
+        log.info("stopped")
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    for task in done:
+        if task is not waiter and task.exception() is not None:
+            raise StartupError(f"a role stopped unexpectedly: {task.exception()!r}")
+
+
+def _redacted(tf: Timefuse) -> str:
+    url = tf.settings.store_url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"

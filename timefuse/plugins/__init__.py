@@ -1,0 +1,1 @@
+"""Plugins: hook specifications, loading, and the built-in delivery types."""

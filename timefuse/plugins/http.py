@@ -1,0 +1,164 @@
+"""The built-in ``http`` delivery type: one POST of the event's payload to its destination.
+
+Registered through the same hook as third-party delivery types. Every request carries the
+Standard Webhooks headers ``webhook-id`` (the event id, the same on every retry, so receivers
+can drop duplicates) and ``webhook-timestamp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from timefuse.config import Settings
+from timefuse.domain.event import Event
+from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
+from timefuse.plugins.hookspecs import hookimpl
+from timefuse.plugins.http_guard import build_connector, parse_destination, validate_destination
+from timefuse.ports.delivery import DeliveryType
+
+__all__ = ["HttpDelivery", "register_delivery_types", "validate_destination"]
+
+# Room the dispatcher leaves above aiohttp's own total timeout before it cuts an attempt off:
+# aiohttp's timeout should fire first and yield a clear reason.
+TIMEOUT_MARGIN_SECONDS = 5.0
+
+# A receiver's answer is its status line; the body is read only so that the connection can go
+# back to the pool. Past this many bytes the connection is closed instead of drained.
+DISCARD_BODY_LIMIT = 64 * 1024
+
+# Headers aiohttp would add on its own that a webhook has no use for: Accept-Encoding would
+# invite a compressed answer we would only throw away, and Accept says nothing useful.
+_SKIPPED_AUTO_HEADERS = ("Accept", "Accept-Encoding")
+
+
+class HttpDelivery:
+    """Delivers events as HTTP POSTs through one pooled :class:`aiohttp.ClientSession`.
+
+    The session is opened by :meth:`start` and closed by :meth:`stop`, never at import or
+    construction. :meth:`deliver` never raises: every failure becomes an outcome.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.http_total_timeout, sock_connect=settings.http_connect_timeout
+        )
+        self._user_agent = f"timefuse/{_own_version()}"
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        self._session = aiohttp.ClientSession(
+            connector=build_connector(self._settings),
+            timeout=self._timeout,
+            # Receivers' cookies must not follow other events to the same host, and a real
+            # jar would filter cookies on every request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_SKIPPED_AUTO_HEADERS,
+            auto_decompress=False,
+        )
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def deliver(self, event: Event, attempt: int) -> DeliveryOutcome:
+        session = self._session
+        if session is None:
+            return DeliveryOutcome.retriable("http delivery is not started")
+        url = parse_destination(event.destination)
+        if isinstance(url, str):
+            return DeliveryOutcome.permanent(f"invalid destination: {url}")
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            "webhook-id": event.id,
+            "webhook-timestamp": str(int(time.time())),
+            "timefuse-attempt": str(attempt),
+        }
+        try:
+            # The payload was JSON-encoded once at submission and is sent byte for byte.
+            response = await session.post(
+                url, data=event.payload, headers=headers, allow_redirects=False
+            )
+        except Exception as exc:
+            return self._failure(exc)
+        try:
+            status = response.status
+            retry_after = response.headers.get("Retry-After")
+            await _discard_body(response)
+        finally:
+            response.release()
+        return classify_http_status(
+            status, parse_retry_after(retry_after, time.time()) if retry_after else None
+        )
+
+    def _failure(self, exc: Exception) -> DeliveryOutcome:
+        settings = self._settings
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return DeliveryOutcome.retriable(
+                f"timeout: no connection within {settings.http_connect_timeout:g}s"
+            )
+        if isinstance(exc, asyncio.TimeoutError):  # aiohttp.ServerTimeoutError included
+            return DeliveryOutcome.retriable(
+                f"timeout: no response within {settings.http_total_timeout:g}s"
+            )
+        if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+            return DeliveryOutcome.permanent(f"invalid destination: {exc}")
+        if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+            return DeliveryOutcome.retriable(f"connection failed: {_describe(exc)}")
+        if isinstance(exc, aiohttp.ClientError):
+            # A malformed or truncated response: the receiver may answer properly next time.
+            return DeliveryOutcome.retriable(f"bad response: {_describe(exc)}")
+        # A bug here or in aiohttp must not lose the event: retry it, with the reason recorded.
+        return DeliveryOutcome.retriable(f"unexpected error: {_describe(exc)}")
+
+
+async def _discard_body(response: aiohttp.ClientResponse) -> None:
+    content = response.content
+    budget = DISCARD_BODY_LIMIT
+    try:
+        while budget > 0 and not content.at_eof():
+            chunk = await content.readany()
+            if not chunk:
+                return
+            budget -= len(chunk)
+    except Exception:
+        # The status line has been received and is the receiver's answer; a body cut short
+        # (timeout, reset, bad chunking) only means the connection is closed instead of
+        # reused, which release() sees to.
+        return
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _own_version() -> str:
+    try:
+        return importlib.metadata.version("timefuse")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@hookimpl
+def register_delivery_types(register: Callable[[DeliveryType], None], settings: Settings) -> None:
+    delivery = HttpDelivery(settings)
+    register(
+        DeliveryType(
+            name="http",
+            validate_destination=validate_destination,
+            deliver=delivery.deliver,
+            start=delivery.start,
+            stop=delivery.stop,
+            timeout_seconds=settings.http_total_timeout + TIMEOUT_MARGIN_SECONDS,
+        )
+    )

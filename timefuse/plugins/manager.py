@@ -1,0 +1,257 @@
+"""Loading plugins: built-ins first, then installed packages' ``timefuse`` entry points.
+
+``TIMEFUSE_PLUGINS`` (``Settings.plugins``) picks the external plugins: unset loads every
+installed one, an empty value none, a comma list exactly those (a name that is not installed
+stops the start-up). Built-ins always load: they are timefuse, not extensions of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+import pluggy
+
+from timefuse.config import Settings
+from timefuse.domain.event import Event
+from timefuse.domain.outcome import DeliveryOutcome
+from timefuse.plugins import hookspecs
+from timefuse.plugins.registry import DeliveryRegistry, PluginError
+from timefuse.ports.delivery import Deliver, DeliveryType
+
+BUILTIN_PLUGINS = ("timefuse.plugins.http",)
+BUILTIN_ORIGIN = "timefuse (built-in)"
+
+Origin = tuple[str, str]  # (where a plugin comes from, its version)
+
+
+class Plugins:
+    """The plugin manager and where each registered plugin came from."""
+
+    def __init__(self, pm: pluggy.PluginManager, origins: dict[str, Origin]) -> None:
+        self.pm = pm
+        self._origins = origins
+
+    def origin_of(self, plugin: object) -> Origin:
+        """``(origin, version)`` of a registered plugin object."""
+        name = self.pm.get_name(plugin) or repr(plugin)
+        return self._origins.get(name, (name, ""))
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager that knows timefuse's hooks and has no plugin yet."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_plugins(settings: Settings, *extra: object) -> Plugins:
+    """Register the built-ins, the allowed installed plugins, and ``extra`` plugin objects.
+
+    :raises PluginError: a plugin can't be imported, a ``TIMEFUSE_PLUGINS`` name is not
+        installed, two packages claim one entry point name, or a plugin implements a hook
+        timefuse doesn't have (or an existing one with the wrong arguments, or as a coroutine).
+    """
+    pm = new_plugin_manager()
+    origins: dict[str, Origin] = {}
+    for module_name in BUILTIN_PLUGINS:
+        module = importlib.import_module(module_name)
+        _register(pm, module, module_name, (BUILTIN_ORIGIN, _own_version()), origins)
+    for entry_point in _selected_entry_points(settings.plugins):
+        origin = _entry_point_origin(entry_point)
+        _register(pm, _load(entry_point), entry_point.name, origin, origins)
+    for plugin in extra:
+        _register(pm, plugin, None, _passed_in_origin(plugin), origins)
+    check_hooks(pm)
+    return Plugins(pm, origins)
+
+
+def load_only(*plugins: object) -> Plugins:
+    """Plugins from these objects alone: no built-ins, no entry points (for tests and the kit).
+
+    :raises PluginError: as :func:`load_plugins`.
+    """
+    pm = new_plugin_manager()
+    origins: dict[str, Origin] = {}
+    for plugin in plugins:
+        _register(pm, plugin, None, _passed_in_origin(plugin), origins)
+    check_hooks(pm)
+    return Plugins(pm, origins)
+
+
+def _register(
+    pm: pluggy.PluginManager,
+    plugin: object,
+    name: str | None,
+    origin: Origin,
+    origins: dict[str, Origin],
+) -> None:
+    try:
+        registered = pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {origin[0]} does not match timefuse's hooks: {exc}") from exc
+    except ValueError as exc:  # pluggy: this object or this name is registered already
+        raise PluginError(f"plugin {origin[0]} can't be registered: {exc}") from exc
+    if registered is not None:
+        origins[registered] = origin
+
+
+def _selected_entry_points(allowed: tuple[str, ...] | None) -> list[importlib.metadata.EntryPoint]:
+    # Loading entry points ourselves (rather than pm.load_setuptools_entrypoints) lets
+    # TIMEFUSE_PLUGINS pick plugins by name and turns every failure into a clear error.
+    installed = _installed_entry_points()
+    if allowed is None:
+        return list(installed.values())
+    missing = [name for name in allowed if name not in installed]
+    if missing:
+        raise PluginError(
+            f"TIMEFUSE_PLUGINS names {', '.join(map(repr, missing))}, but no installed package "
+            f"has a {hookspecs.PROJECT!r} entry point by that name "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return [installed[name] for name in dict.fromkeys(allowed)]
+
+
+def _installed_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        earlier = found.get(entry_point.name)
+        if earlier is not None:
+            # Which one would win depends on sys.path order: refuse rather than guess.
+            raise PluginError(
+                f"two installed packages name a {hookspecs.PROJECT!r} entry point "
+                f"{entry_point.name!r}: {_entry_point_origin(earlier)[0]} and "
+                f"{_entry_point_origin(entry_point)[0]}; uninstall one"
+            )
+        found[entry_point.name] = entry_point
+    return found
+
+
+def _load(entry_point: importlib.metadata.EntryPoint) -> object:
+    try:
+        return entry_point.load()
+    except Exception as exc:
+        raise PluginError(
+            f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {exc!r}"
+        ) from exc
+
+
+def _entry_point_origin(entry_point: importlib.metadata.EntryPoint) -> Origin:
+    dist = entry_point.dist
+    if dist is None:
+        return (f"entry point {entry_point.name} = {entry_point.value}", "")
+    return (f"{dist.name} (entry point {entry_point.name})", dist.version)
+
+
+def _passed_in_origin(plugin: object) -> Origin:
+    if isinstance(plugin, types.ModuleType):
+        label = plugin.__name__
+    else:
+        kind = plugin if isinstance(plugin, type) else type(plugin)
+        label = f"{kind.__module__}.{kind.__qualname__}"
+    return (f"{label} (passed in)", str(getattr(plugin, "__version__", "")))
+
+
+def check_hooks(pm: pluggy.PluginManager) -> None:
+    """Refuse implementations timefuse would never call, or would call wrongly.
+
+    :raises PluginError: a hook implementation has no spec, or is a coroutine function
+        (timefuse calls hooks synchronously, so its body would never run).
+    """
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements a hook timefuse does not have: {exc}") from exc
+    for plugin in pm.get_plugins():
+        for caller in pm.get_hookcallers(plugin) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and _is_async(impl.function):
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} implements {caller.name} as a coroutine; "
+                        "timefuse hooks are plain functions"
+                    )
+
+
+def _is_async(function: Callable[..., object]) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+
+
+def collect_types(plugins: Plugins, settings: Settings) -> list[DeliveryType]:
+    """Ask every plugin for its delivery types, as registered, each stamped with its origin.
+
+    :raises PluginError: a plugin's ``register_delivery_types`` raised or passed something
+        that is not a :class:`DeliveryType`.
+    """
+    collected: list[DeliveryType] = []
+    for impl in plugins.pm.hook.register_delivery_types.get_hookimpls():
+        if impl.hookwrapper or impl.wrapper:
+            continue  # a wrapper has nothing of its own to register
+        origin, version = plugins.origin_of(impl.plugin)
+        register = _registering_into(collected, origin, version)
+        try:
+            impl.function(**_hook_kwargs(impl.argnames, register, settings))
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {origin} failed to register its types: {exc!r}") from exc
+    return collected
+
+
+def _registering_into(
+    collected: list[DeliveryType], origin: str, version: str
+) -> Callable[[DeliveryType], None]:
+    def register(delivery_type: DeliveryType) -> None:
+        if not isinstance(delivery_type, DeliveryType):
+            raise PluginError(f"plugin {origin} registered {delivery_type!r}, not a DeliveryType")
+        collected.append(replace(delivery_type, origin=origin, version=version))
+
+    return register
+
+
+def build_registry(plugins: Plugins, settings: Settings) -> DeliveryRegistry:
+    """The registry of every plugin's delivery types, as the dispatcher runs them.
+
+    :raises PluginError: as :func:`collect_types`, or when two types share a name, a name
+        breaks the naming rule, or a timeout is not positive and finite.
+    """
+    registry = DeliveryRegistry()
+    for delivery_type in collect_types(plugins, settings):
+        registry.register(replace(delivery_type, deliver=_checked(delivery_type)))
+    return registry
+
+
+def _checked(delivery_type: DeliveryType) -> Deliver:
+    deliver = delivery_type.deliver
+
+    # A deliver() that forgets to return would otherwise break the dispatcher's write-back:
+    # the event would sit PROCESSING until its lease expired, with the real reason lost.
+    async def deliver_checked(event: Event, attempt: int) -> DeliveryOutcome:
+        outcome = await deliver(event, attempt)
+        if isinstance(outcome, DeliveryOutcome):
+            return outcome
+        return DeliveryOutcome.retriable(
+            f"delivery type {delivery_type.name!r} ({delivery_type.origin}) returned "
+            f"{outcome!r}, not a DeliveryOutcome"
+        )
+
+    return deliver_checked
+
+
+def _hook_kwargs(
+    argnames: Iterable[str], register: Callable[[DeliveryType], None], settings: Settings
+) -> dict[str, object]:
+    # Like pluggy, pass only the arguments an implementation names: a plugin written
+    # before a hook gained an argument keeps working.
+    offered: dict[str, object] = {"register": register, "settings": settings}
+    return {name: offered[name] for name in argnames}
+
+
+def _own_version() -> str:
+    try:
+        return importlib.metadata.version("timefuse")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

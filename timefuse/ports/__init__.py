@@ -1,0 +1,1 @@
+"""Ports: the interfaces the service is written against. One module per port."""

@@ -1,0 +1,1 @@
+"""Use cases and long-running loops, written against ports only."""

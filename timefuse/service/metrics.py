@@ -1,0 +1,89 @@
+"""Prometheus metrics, built on a registry the caller owns (nothing is created at import)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# From 1 ms to 1 h: lateness spans both a healthy dispatcher and a backlog after an outage.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "timefuse_events_received", "Events accepted by the API.", ["delivery_type"], registry=r
+        )
+        self.rejected = Counter(
+            "timefuse_events_rejected", "Submitted events refused by validation.", registry=r
+        )
+        self.delivered = Counter(
+            "timefuse_events_delivered", "Events delivered.", ["delivery_type"], registry=r
+        )
+        self.failed = Counter(
+            "timefuse_events_failed",
+            "Delivery attempts that failed.",
+            ["delivery_type", "outcome"],
+            registry=r,
+        )
+        self.retried = Counter(
+            "timefuse_events_retried",
+            "Events rescheduled for retry.",
+            ["delivery_type"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "timefuse_events_dead_lettered",
+            "Events whose retries ran out.",
+            ["delivery_type"],
+            registry=r,
+        )
+        self.permanently_failed = Counter(
+            "timefuse_events_permanently_failed",
+            "Events that ended FAILED.",
+            ["delivery_type"],
+            registry=r,
+        )
+        self.cancelled = Counter("timefuse_events_cancelled", "Events cancelled.", registry=r)
+        self.lateness = Histogram(
+            "timefuse_delivery_lateness_seconds",
+            "Delivered time minus scheduled time.",
+            ["delivery_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "timefuse_delivery_duration_seconds",
+            "How long one delivery attempt took.",
+            ["delivery_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.claimed = Histogram(
+            "timefuse_dispatcher_batch_size",
+            "Events claimed per batch.",
+            buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 5000),
+            registry=r,
+        )
+        self.claim_latency = Histogram(
+            "timefuse_dispatcher_claim_seconds",
+            "How long one claim statement took.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "timefuse_deliveries_in_flight", "Deliveries running now.", registry=r
+        )
+        self.events_by_status = Gauge(
+            "timefuse_events",
+            "Events per status (refreshed periodically, not per scrape).",
+            ["status"],
+            registry=r,
+        )
+        self.leases_recovered = Counter(
+            "timefuse_leases_recovered", "Expired leases taken back.", registry=r
+        )

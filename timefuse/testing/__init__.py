@@ -1,0 +1,6 @@
+"""The contract-test kit: one suite every implementation of a port must pass.
+
+An adapter author provides an ``event_store`` fixture (an opened, empty store) and runs the
+suite with ``from timefuse.testing.store_contract import *``; ``factories`` builds valid
+domain objects for their own tests.
+"""
