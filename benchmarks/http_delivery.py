@@ -154,7 +154,12 @@ async def _compare(url: str, args: argparse.Namespace) -> None:
     payload = b'{"order": 42, "items": [1, 2, 3], "note": "' + b"x" * 200 + b'"}'
     events = _events(url, args.requests, payload)
     raw_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency))
-    delivery = HttpDelivery(Settings.from_env({"TIMEFUSE_CONCURRENCY": str(args.concurrency)}))
+    # Loopback must be allowed once the SSRF guard lands; unknown variables are ignored until then.
+    env = {
+        "TIMEFUSE_CONCURRENCY": str(args.concurrency),
+        "TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    delivery = HttpDelivery(Settings.from_env(env))
     await delivery.start()
 
     async def raw_post(i: int) -> str | None:

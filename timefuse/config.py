@@ -6,6 +6,7 @@ else is ``TIMEFUSE_*``. Unset database and Kafka variables mean the embedded def
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,36 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+KafkaConfig = Mapping[str, "str | int | float | bool"]
+
+
+def _kafka_config(env: str) -> Callable[[str], KafkaConfig]:
+    # librdkafka properties as one JSON object ({"linger.ms": 5, "sasl.mechanism": "PLAIN"}):
+    # one variable per property would need a naming scheme for dotted keys, and JSON keeps
+    # numbers and booleans typed.
+    def parse(text: str) -> KafkaConfig:
+        if not text.strip():
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{env} must be a JSON object: {exc}") from None
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in value.values()
+        ):
+            raise ConfigError(
+                f"{env} must be a JSON object of librdkafka properties to strings, numbers "
+                f"or booleans, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _optional_port(text: str) -> int | None:
+    return _int("TIMEFUSE_METRICS_PORT", 0, 65535)(text) if text.strip() else None
+
+
 @dataclass(frozen=True, slots=True)
 class Var:
     """One environment variable: its name, default (as text) and meaning."""
@@ -93,6 +124,62 @@ class Settings:
         "",
         "Comma list: Kafka delivery only to these topics (empty: any but timefuse.*).",
         _csv,
+    )
+    kafka_dlq_topic: str = _setting(
+        "TIMEFUSE_KAFKA_DLQ_TOPIC",
+        "",
+        "Topic for ingest records that can't be decoded or validated (empty: <ingest>.dlq).",
+    )
+    kafka_replication_factor: int = _setting(
+        "TIMEFUSE_KAFKA_REPLICATION_FACTOR",
+        "-1",
+        "Replication factor of the topics timefuse creates (-1: the broker's default).",
+        _int("TIMEFUSE_KAFKA_REPLICATION_FACTOR", -1, 32767),
+    )
+    kafka_consumer_group: str = _setting(
+        "TIMEFUSE_KAFKA_CONSUMER_GROUP", "timefuse-ingest", "Consumer group of `timefuse ingest`."
+    )
+    kafka_submit_timeout: float = _setting(
+        "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS",
+        "5",
+        "How long the API waits for Kafka to acknowledge a submission before answering 503.",
+        _float("TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS", 0.1),
+    )
+    kafka_ingest_batch_size: int = _setting(
+        "TIMEFUSE_KAFKA_INGEST_BATCH_SIZE",
+        "1000",
+        "Most records the ingest consumer writes to the store in one transaction.",
+        _int("TIMEFUSE_KAFKA_INGEST_BATCH_SIZE", 1, 100_000),
+    )
+    kafka_ingest_batch_ms: int = _setting(
+        "TIMEFUSE_KAFKA_INGEST_BATCH_MS",
+        "50",
+        "Longest the ingest consumer waits to fill a batch before writing what it has.",
+        _int("TIMEFUSE_KAFKA_INGEST_BATCH_MS", 1, 60_000),
+    )
+    kafka_delivery_timeout: float = _setting(
+        "TIMEFUSE_KAFKA_DELIVERY_TIMEOUT_SECONDS",
+        "30",
+        "Kafka delivery: how long one record may wait for the broker's acknowledgement.",
+        _float("TIMEFUSE_KAFKA_DELIVERY_TIMEOUT_SECONDS", 0.1),
+    )
+    kafka_client_config: KafkaConfig = _setting(
+        "TIMEFUSE_KAFKA_CLIENT_CONFIG",
+        "",
+        "JSON object of librdkafka properties for every Kafka client (security, SASL...).",
+        _kafka_config("TIMEFUSE_KAFKA_CLIENT_CONFIG"),
+    )
+    kafka_producer_config: KafkaConfig = _setting(
+        "TIMEFUSE_KAFKA_PRODUCER_CONFIG",
+        "",
+        "JSON object of librdkafka properties overriding the producers' defaults.",
+        _kafka_config("TIMEFUSE_KAFKA_PRODUCER_CONFIG"),
+    )
+    kafka_consumer_config: KafkaConfig = _setting(
+        "TIMEFUSE_KAFKA_CONSUMER_CONFIG",
+        "",
+        "JSON object of librdkafka properties overriding the ingest consumer's defaults.",
+        _kafka_config("TIMEFUSE_KAFKA_CONSUMER_CONFIG"),
     )
     poll_interval_ms: int = _setting(
         "SCHEDULER_POLL_INTERVAL_MS",
@@ -177,6 +264,12 @@ class Settings:
     worker_id: str = _setting(
         "TIMEFUSE_WORKER_ID", "", "This process's name in leases (default: host:pid)."
     )
+    metrics_port: int | None = _setting(
+        "TIMEFUSE_METRICS_PORT",
+        "",
+        "Port for /metrics and /health in processes without the API (ingest, dispatch).",
+        _optional_port,
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +284,14 @@ class Settings:
                 continue
             values[f.name] = f.metadata["parse"](var.default if raw is None else raw)
         return cls(**values)
+
+    @property
+    def kafka_enabled(self) -> bool:
+        return bool(self.kafka_bootstrap_servers.strip())
+
+    @property
+    def kafka_dead_letter_topic(self) -> str:
+        return self.kafka_dlq_topic or f"{self.kafka_ingest_topic}.dlq"
 
     @property
     def store_url(self) -> str:

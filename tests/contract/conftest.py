@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.ports.store import EventStore
@@ -29,7 +30,7 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
 }
 
 
-@pytest.fixture(params=sorted(STORE_FACTORIES))
+@pytest_asyncio.fixture(params=sorted(STORE_FACTORIES))
 async def event_store(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
     store = STORE_FACTORIES[request.param](request)
     await store.open()

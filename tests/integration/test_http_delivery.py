@@ -7,7 +7,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
@@ -15,9 +14,13 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from timefuse.config import Settings
-from timefuse.domain.event import Event, new_event_id
+from timefuse.domain.event import Event
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.plugins.http import HttpDelivery
+from timefuse.testing.factories import make_event
+
+# The receiver listens on loopback, which the SSRF guard (once it lands) refuses unless allowed.
+LOOPBACK_ALLOWED = {"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"}
 
 # Raw UTF-8 and odd spacing: any re-encoding on the way out would change these bytes.
 PAYLOAD = '{"order":  42, "name": "café", "tags": ["a","b"]}'.encode()
@@ -108,32 +111,20 @@ async def started(settings: Settings) -> HttpDelivery:
 
 @pytest.fixture
 async def delivery() -> AsyncIterator[HttpDelivery]:
-    delivery = await started(Settings.from_env({}))
+    delivery = await started(Settings.from_env(LOOPBACK_ALLOWED))
     yield delivery
     await delivery.stop()
 
 
-def make_event(destination: str, payload: bytes = PAYLOAD) -> Event:
-    now = datetime.now(UTC)
-    return Event(
-        id=new_event_id(now),
-        external_job_id="job-1",
-        source="tests",
-        scheduled_at=now,
-        delivery_type="http",
-        destination=destination,
-        payload=payload,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )
+def event_to(destination: str) -> Event:
+    return make_event(destination=destination, payload=PAYLOAD)
 
 
 @pytest.mark.parametrize("status", [200, 204])
 async def test_posts_the_payload_as_is_with_webhook_headers(
     receiver: Receiver, delivery: HttpDelivery, status: int
 ) -> None:
-    event = make_event(receiver.url(f"/status/{status}"))
+    event = event_to(receiver.url(f"/status/{status}"))
     before = int(time.time())
 
     outcome = await delivery.deliver(event, attempt=1)
@@ -155,7 +146,7 @@ async def test_posts_the_payload_as_is_with_webhook_headers(
 async def test_every_attempt_carries_the_same_webhook_id(
     receiver: Receiver, delivery: HttpDelivery
 ) -> None:
-    event = make_event(receiver.url("/status/500"))
+    event = event_to(receiver.url("/status/500"))
 
     await delivery.deliver(event, attempt=1)
     await delivery.deliver(event, attempt=2)
@@ -167,7 +158,7 @@ async def test_every_attempt_carries_the_same_webhook_id(
 async def test_503_with_retry_after_is_retried_after_that_delay(
     receiver: Receiver, delivery: HttpDelivery
 ) -> None:
-    outcome = await delivery.deliver(make_event(receiver.url("/status/503?retry_after=7")), 1)
+    outcome = await delivery.deliver(event_to(receiver.url("/status/503?retry_after=7")), 1)
 
     assert outcome.kind is OutcomeKind.RETRIABLE
     assert outcome.status_code == 503
@@ -178,7 +169,7 @@ async def test_503_with_retry_after_is_retried_after_that_delay(
 async def test_throttling_and_server_errors_are_retriable(
     receiver: Receiver, delivery: HttpDelivery, status: int
 ) -> None:
-    outcome = await delivery.deliver(make_event(receiver.url(f"/status/{status}")), 1)
+    outcome = await delivery.deliver(event_to(receiver.url(f"/status/{status}")), 1)
 
     assert outcome.kind is OutcomeKind.RETRIABLE
     assert outcome.status_code == status
@@ -189,7 +180,7 @@ async def test_throttling_and_server_errors_are_retriable(
 async def test_client_errors_are_permanent(
     receiver: Receiver, delivery: HttpDelivery, status: int
 ) -> None:
-    outcome = await delivery.deliver(make_event(receiver.url(f"/status/{status}")), 1)
+    outcome = await delivery.deliver(event_to(receiver.url(f"/status/{status}")), 1)
 
     assert outcome.kind is OutcomeKind.PERMANENT
     assert outcome.status_code == status
@@ -199,7 +190,7 @@ async def test_client_errors_are_permanent(
 async def test_redirects_are_permanent_and_not_followed(
     receiver: Receiver, delivery: HttpDelivery, status: int
 ) -> None:
-    outcome = await delivery.deliver(make_event(receiver.url(f"/redirect/{status}")), 1)
+    outcome = await delivery.deliver(event_to(receiver.url(f"/redirect/{status}")), 1)
 
     assert outcome.kind is OutcomeKind.PERMANENT
     assert outcome.status_code == status
@@ -211,7 +202,7 @@ async def test_a_closed_port_is_retriable(delivery: HttpDelivery) -> None:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
 
-    outcome = await delivery.deliver(make_event(f"http://127.0.0.1:{closed_port}/hook"), 1)
+    outcome = await delivery.deliver(event_to(f"http://127.0.0.1:{closed_port}/hook"), 1)
 
     assert outcome.kind is OutcomeKind.RETRIABLE
     assert outcome.error is not None
@@ -219,9 +210,10 @@ async def test_a_closed_port_is_retriable(delivery: HttpDelivery) -> None:
 
 
 async def test_a_receiver_slower_than_the_timeout_is_retriable(receiver: Receiver) -> None:
-    delivery = await started(Settings.from_env({"TIMEFUSE_HTTP_TIMEOUT_SECONDS": "0.3"}))
+    settings = Settings.from_env({**LOOPBACK_ALLOWED, "TIMEFUSE_HTTP_TIMEOUT_SECONDS": "0.3"})
+    delivery = await started(settings)
     try:
-        outcome = await delivery.deliver(make_event(receiver.url("/slow")), 1)
+        outcome = await delivery.deliver(event_to(receiver.url("/slow")), 1)
     finally:
         await delivery.stop()
 
@@ -234,8 +226,8 @@ async def test_a_receiver_slower_than_the_timeout_is_retriable(receiver: Receive
 async def test_a_large_response_body_is_discarded(
     receiver: Receiver, delivery: HttpDelivery
 ) -> None:
-    outcome = await delivery.deliver(make_event(receiver.url("/big")), 1)
-    again = await delivery.deliver(make_event(receiver.url("/status/200")), 1)
+    outcome = await delivery.deliver(event_to(receiver.url("/big")), 1)
+    again = await delivery.deliver(event_to(receiver.url("/status/200")), 1)
 
     assert outcome.kind is OutcomeKind.SUCCESS
     assert again.kind is OutcomeKind.SUCCESS
@@ -244,8 +236,8 @@ async def test_a_large_response_body_is_discarded(
 async def test_receiver_cookies_are_not_sent_back(
     receiver: Receiver, delivery: HttpDelivery
 ) -> None:
-    await delivery.deliver(make_event(receiver.url("/cookie")), 1)
-    await delivery.deliver(make_event(receiver.url("/status/200")), 1)
+    await delivery.deliver(event_to(receiver.url("/cookie")), 1)
+    await delivery.deliver(event_to(receiver.url("/status/200")), 1)
 
     assert "cookie" not in receiver.requests[1].headers
 
@@ -254,7 +246,7 @@ async def test_receiver_cookies_are_not_sent_back(
 async def test_an_invalid_destination_is_permanent(
     receiver: Receiver, delivery: HttpDelivery, destination: str
 ) -> None:
-    outcome = await delivery.deliver(make_event(destination), 1)
+    outcome = await delivery.deliver(event_to(destination), 1)
 
     assert outcome.kind is OutcomeKind.PERMANENT
     assert outcome.error is not None
@@ -263,8 +255,8 @@ async def test_an_invalid_destination_is_permanent(
 
 
 async def test_delivering_before_start_or_after_stop_is_retriable(receiver: Receiver) -> None:
-    delivery = HttpDelivery(Settings.from_env({}))
-    event = make_event(receiver.url("/status/200"))
+    delivery = HttpDelivery(Settings.from_env(LOOPBACK_ALLOWED))
+    event = event_to(receiver.url("/status/200"))
 
     before_start = await delivery.deliver(event, 1)
     await delivery.start()

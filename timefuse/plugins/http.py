@@ -103,8 +103,10 @@ class HttpDelivery:
     def _failure(self, exc: Exception) -> DeliveryOutcome:
         settings = self._settings
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            # Raised for the connect timeout and for the total one if it expires first.
             return DeliveryOutcome.retriable(
-                f"timeout: no connection within {settings.http_connect_timeout:g}s"
+                f"timeout while connecting (connect timeout {settings.http_connect_timeout:g}s,"
+                f" total {settings.http_total_timeout:g}s)"
             )
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp.ServerTimeoutError included
             return DeliveryOutcome.retriable(

@@ -166,7 +166,8 @@ def check_hooks(pm: pluggy.PluginManager) -> None:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"a plugin implements a hook timefuse does not have: {exc}") from exc
-    for plugin in pm.get_plugins():
+    # list_name_plugin rather than get_plugins: the latter needs hashable plugin objects.
+    for _, plugin in pm.list_name_plugin():
         for caller in pm.get_hookcallers(plugin) or ():
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and _is_async(impl.function):

@@ -84,7 +84,17 @@ class DeliveryRegistry:
         if delivery_type is None:
             known = ", ".join(self.names()) or "none"
             return f"unknown delivery type {name!r} (registered: {known})"
-        return delivery_type.validate_destination(destination)
+        try:
+            return delivery_type.validate_destination(destination)
+        except Exception as exc:
+            # A plugin's bug must not turn a submission into a 500: refuse the event instead.
+            log.warning(
+                "destination check raised",
+                delivery_type=name,
+                origin=delivery_type.origin,
+                error=repr(exc),
+            )
+            return f"delivery type {name!r} could not check this destination ({exc!r})"
 
     async def start(self) -> None:
         """Start every type; if one fails, stop those already started and raise PluginError."""

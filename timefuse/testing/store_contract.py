@@ -5,7 +5,10 @@ empty store, and import the suite into a test module::
 
     from timefuse.testing.store_contract import *  # noqa: F403
 
-The tests are coroutines: they expect pytest-asyncio with ``asyncio_mode = "auto"``.
+The tests are coroutines run by pytest-asyncio; they carry its marker, so strict mode works
+as well as ``asyncio_mode = "auto"`` (in strict mode, declare ``event_store`` with
+``@pytest_asyncio.fixture``). The import brings ``pytestmark`` along: a module that sets its
+own must include ``pytest.mark.asyncio``.
 
 Stores guard leases with their own clock (PostgreSQL's, for one), so these tests use real
 time, short leases and sleeps, never an injected clock; time assertions allow some slack.
@@ -24,7 +27,7 @@ from timefuse.domain.status import TERMINAL_STATUSES, EventStatus
 from timefuse.ports.store import CancelResult, EventStore
 from timefuse.testing.factories import make_event, make_outcome
 
-pytestmark = pytest.mark.timefuse_contract
+pytestmark = [pytest.mark.timefuse_contract, pytest.mark.asyncio]
 
 _SLACK = timedelta(seconds=5)  # between this process's clock and the store's
 _SHORT_LEASE = 0.05

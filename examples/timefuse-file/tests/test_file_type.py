@@ -6,10 +6,13 @@ import asyncio
 import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from timefuse_file import plugin
+from timefuse_file.plugin import FileDelivery, classify_os_error, validate_destination
 
 from timefuse.config import Settings
 from timefuse.domain import DeliveryOutcome, OutcomeKind
@@ -20,8 +23,6 @@ from timefuse.testing.delivery_contract import (
     collect_delivery_types,
     make_event,
 )
-from timefuse_file import plugin
-from timefuse_file.plugin import FileDelivery, classify_os_error, validate_destination
 
 
 def read_records(root: Path) -> list[dict[str, Any]]:
@@ -184,14 +185,19 @@ def test_classifies_file_system_errors(code: int, kind: OutcomeKind) -> None:
     assert errno.errorcode[code] in (outcome.error or "")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-async def test_permission_denied_fails_permanently(delivery: FileDelivery, root: Path) -> None:
+@pytest.fixture
+def read_only_root(root: Path) -> Iterator[Path]:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
     root.chmod(0o500)
-    try:
-        outcome = await delivery.deliver(make_event(destination="x.jsonl"), 1)
-    finally:
-        root.chmod(0o700)
+    yield root
+    root.chmod(0o700)
+
+
+async def test_permission_denied_fails_permanently(read_only_root: Path) -> None:
+    outcome = await FileDelivery(read_only_root).deliver(make_event(destination="x.jsonl"), 1)
     assert outcome.kind is OutcomeKind.PERMANENT
+    assert "EACCES" in (outcome.error or "")
 
 
 async def test_large_appends_from_two_processes_worth_of_writers_never_interleave(

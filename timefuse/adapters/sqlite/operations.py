@@ -24,7 +24,7 @@ from timefuse.adapters.sqlite.rows import (
 )
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
-from timefuse.domain.status import EventStatus
+from timefuse.domain.status import EventStatus, check_transition
 from timefuse.ports.store import AttemptRecord, CancelResult, OutcomeUpdate, StoreError
 
 # Bound parameters per IN (...) list: far below SQLite's limit (32766, or 999 before 3.32).
@@ -94,7 +94,9 @@ def _outcome_params(now: int, worker_id: str, update: OutcomeUpdate) -> dict[str
     return {
         "event_id": update.event_id,
         "owner": worker_id,
-        "status": EventStatus(update.status).value,
+        # An outcome must end the claim: PROCESSING here would leave an event with no lease,
+        # which no claim or lease recovery would ever pick up again.
+        "status": check_transition(EventStatus.PROCESSING, EventStatus(update.status)).value,
         "retry_count": update.retry_count,
         "last_error": update.last_error,
         "next_attempt_at": optional_micros(update.next_attempt_at),

@@ -157,8 +157,7 @@ class SqliteEventStore:
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            # Lets SQLite refresh planner statistics it found stale during this session.
-            conn.execute("PRAGMA optimize")
+            # The last connection to close checkpoints the WAL into the database file.
             conn.close()
 
     def _on_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:

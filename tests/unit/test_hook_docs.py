@@ -1,0 +1,133 @@
+"""Every hook is documented, in its spec and in docs/plugins.md, and tested (after datasette).
+
+Also runs the plugin that opens ``timefuse/plugins/hookspecs.py`` through the delivery type
+contract, so the first code a plugin author copies keeps working.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+import tomllib
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from timefuse.plugins import hookspecs
+from timefuse.ports.delivery import DeliveryType
+from timefuse.testing.delivery_contract import (
+    DeliveryTypeContract,
+    ReadBack,
+    collect_delivery_types,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+GUIDE = REPO / "docs" / "plugins.md"
+THIS_FILE = Path(__file__).resolve()
+
+
+def hook_specs() -> dict[str, Callable[..., object]]:
+    marker = f"{hookspecs.PROJECT}_spec"  # the attribute pluggy's HookspecMarker sets
+    return {
+        name: value
+        for name, value in vars(hookspecs).items()
+        if inspect.isfunction(value) and hasattr(value, marker)
+    }
+
+
+HOOKS = sorted(hook_specs())
+
+
+def rendered_signature(function: Callable[..., object]) -> str:
+    """``def name(arg: Type, ...) -> Return``, with annotations as written in the source."""
+    signature = inspect.signature(function)
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in signature.parameters.values())
+    return f"def {function.__name__}({params}) -> {signature.return_annotation}"
+
+
+def test_finds_the_hooks() -> None:
+    assert HOOKS == ["delivery_attempted", "register_delivery_types"]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_has_a_docstring(hook: str) -> None:
+    doc = inspect.getdoc(hook_specs()[hook]) or ""
+    assert len(doc) > 40, f"hookspec {hook} needs a docstring: when it is called, its arguments"
+    for param in inspect.signature(hook_specs()[hook]).parameters:
+        assert f":param {param}:" in doc, f"hookspec {hook} doesn't document {param}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_in_the_guide_with_its_full_signature(hook: str) -> None:
+    guide = GUIDE.read_text(encoding="utf-8")
+    signature = rendered_signature(hook_specs()[hook])
+    assert f"### {hook}" in guide, f"docs/plugins.md has no section for {hook}"
+    assert signature in guide, f"docs/plugins.md doesn't show `{signature}`"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook: str) -> None:
+    word = re.compile(rf"\b{hook}\b")
+    testing = [
+        path.relative_to(REPO)
+        for path in (REPO / "tests").rglob("test_*.py")
+        if path.resolve() != THIS_FILE and word.search(path.read_text(encoding="utf-8"))
+    ]
+    assert testing, f"no test in tests/ mentions the hook {hook}"
+
+
+# -- the plugin in the hookspecs docstring -----------------------------------------------------
+
+
+def literal_blocks(doc: str) -> list[str]:
+    """The reST literal blocks (the indented text after a line ending in ``::``)."""
+    blocks = re.findall(r"::\n\n((?:(?:[ ]{4}.*)?\n)+)", doc + "\n")
+    return [textwrap.dedent(block).strip() + "\n" for block in blocks]
+
+
+def documented_plugin() -> types.ModuleType:
+    module = types.ModuleType("my_package.plugin")
+    code = literal_blocks(hookspecs.__doc__ or "")[0]
+    exec(compile(code, "timefuse/plugins/hookspecs.py (docstring)", "exec"), module.__dict__)
+    return module
+
+
+def test_the_documented_entry_point_is_valid_toml_naming_the_module() -> None:
+    table = tomllib.loads(literal_blocks(hookspecs.__doc__ or "")[1])
+    assert table["project"]["entry-points"]["timefuse"] == {"echo": "my_package.plugin"}
+
+
+def test_the_guide_opens_with_the_same_plugin_as_the_hookspecs_module() -> None:
+    code = literal_blocks(hookspecs.__doc__ or "")[0]
+    assert f"```python\n{code}```" in GUIDE.read_text(encoding="utf-8")
+
+
+class TestTheDocumentedPlugin(DeliveryTypeContract):
+    """The docstring's ``echo`` type passes the contract every delivery type should."""
+
+    @pytest.fixture
+    def delivery_type(self) -> DeliveryType:
+        return collect_delivery_types(documented_plugin())["echo"]
+
+    @pytest.fixture
+    def valid_destination(self) -> str:
+        return "echo:orders"
+
+    @pytest.fixture
+    def invalid_destinations(self) -> list[str]:
+        return ["", "orders", "http://receiver.example/"]
+
+    @pytest.fixture
+    def arrange_failure(self) -> str:
+        return "orders"  # echo's only failure: a destination it refuses
+
+    @pytest.fixture
+    def delivered_event_ids(self, capsys: pytest.CaptureFixture[str]) -> ReadBack:
+        async def read() -> list[str]:  # echo prints "<event id> <attempt> <payload>"
+            out = capsys.readouterr().out
+            return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+        return read

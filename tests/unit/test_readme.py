@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from timefuse.config import variables
+from timefuse.entrypoints.cli import COMMANDS
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_the_readme_starts_with_the_two_commands() -> None:
+    first_block = README.split("```", 2)[1]
+    assert "make run" in first_block
+    assert "make test" in first_block
+
+
+def test_every_variable_is_in_the_readme_with_its_default() -> None:
+    for var in variables():
+        default = f"`{var.default}`" if var.default else "(unset)"
+        assert f"| `{var.env}` | {default} |" in README, var.env
+
+
+def test_every_command_is_in_the_readme() -> None:
+    for name in COMMANDS:
+        assert f"`timefuse {name}" in README, name

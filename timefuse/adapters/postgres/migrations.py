@@ -1,0 +1,81 @@
+"""Applying the versioned SQL files of ``timefuse/migrations/postgres`` in order, once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+
+import psycopg
+from psycopg.rows import TupleRow
+
+# Any fixed number, the same in every process: pg_advisory_xact_lock serialises migrate()
+# calls across processes, so two starting at once apply each migration exactly once.
+MIGRATION_LOCK_KEY = 0x74696D6566_01
+
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+# The runner's own bookkeeping, created before any migration runs; schema.sql repeats it.
+CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS timefuse_schema_version (
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT timefuse_schema_version_pkey PRIMARY KEY (version)
+)
+"""
+CURRENT_VERSION = "SELECT COALESCE(max(version), 0) FROM timefuse_schema_version"
+RECORD_VERSION = "INSERT INTO timefuse_schema_version (version, name) VALUES (%s, %s)"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_dir() -> Traversable:
+    return files("timefuse").joinpath("migrations", "postgres")
+
+
+def load_migrations() -> list[Migration]:
+    """Every migration file, in version order."""
+    found: list[Migration] = []
+    for entry in migrations_dir().iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda migration: migration.version)
+    versions = [migration.version for migration in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"PostgreSQL migrations must be numbered 1..n, found {versions}")
+    return found
+
+
+def schema_snapshot() -> str:
+    """``schema.sql``: the schema every migration produces, in one file, for reading and tests."""
+    return migrations_dir().joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+async def apply_migrations(conn: psycopg.AsyncConnection[TupleRow]) -> list[str]:
+    """Apply the migrations the database lacks, in one transaction; returns their names.
+
+    DDL is transactional in PostgreSQL, so a failing migration leaves the schema as it was.
+    """
+    migrations = load_migrations()
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        await conn.execute(CREATE_VERSION_TABLE)
+        cursor = await conn.execute(CURRENT_VERSION)
+        row = await cursor.fetchone()
+        current = int(row[0]) if row else 0
+        applied: list[str] = []
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            await conn.execute(migration.sql.encode())
+            await conn.execute(RECORD_VERSION, (migration.version, migration.name))
+            applied.append(migration.name)
+    return applied

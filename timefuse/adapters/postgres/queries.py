@@ -1,0 +1,207 @@
+"""The SQL of the PostgreSQL event store's port methods, in one place.
+
+Status literals are written into the text rather than bound: the planner uses the partial
+index ``events_due`` (``WHERE status = 'PENDING'``) only when a query repeats that condition
+in a form it can prove at plan time. Look-ups by id go through ``event_ids``, which holds each
+event's ``scheduled_at``, so they touch one partition instead of probing all of them.
+"""
+
+from __future__ import annotations
+
+from timefuse.adapters.postgres.rows import EVENT_COLUMN_NAMES, EVENT_COLUMNS
+
+DUE_CHANNEL = "timefuse_due"
+
+_COLUMNS = ", ".join(EVENT_COLUMN_NAMES)
+_E_COLUMNS = ", ".join(f"e.{name}" for name in EVENT_COLUMN_NAMES)
+_INPUT_COLUMNS = ", ".join(f"input.{name}" for name in EVENT_COLUMN_NAMES)
+# payload goes in binary: in text format every byte of a bytea would travel hex-escaped.
+_EVENT_ARRAYS = ", ".join(
+    f"%({name})b::{sql_type}[]" if name == "payload" else f"%({name})s::{sql_type}[]"
+    for name, sql_type in EVENT_COLUMNS
+)
+
+# A staging table per connection, for inserting through COPY (see INSERT_EVENTS_FROM_STAGING).
+CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS timefuse_staging "
+    "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+COPY_TO_STAGING = f"COPY timefuse_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+# One statement for the whole batch. The id is reserved in event_ids first: the reservation
+# skips an id stored already (whatever its scheduled_at), the event insert then skips a dedup
+# key stored already. An id reserved for an event the second step skipped is returned with a
+# NULL next_attempt_at, and the caller deletes it in the same transaction.
+_INSERT_EVENTS = f"""
+WITH input AS (SELECT * FROM {{source}}),
+reserved AS (
+    INSERT INTO event_ids (id, scheduled_at)
+    SELECT id, scheduled_at FROM input
+        ON CONFLICT DO NOTHING
+    RETURNING id
+),
+inserted AS (
+    INSERT INTO events ({_COLUMNS})
+    SELECT {_INPUT_COLUMNS} FROM input JOIN reserved USING (id)
+        ON CONFLICT DO NOTHING
+    RETURNING id, next_attempt_at
+)
+SELECT reserved.id, inserted.next_attempt_at
+  FROM reserved LEFT JOIN inserted USING (id)
+"""
+INSERT_EVENTS = _INSERT_EVENTS.format(source=f"unnest({_EVENT_ARRAYS}) AS input ({_COLUMNS})")
+INSERT_EVENTS_FROM_STAGING = _INSERT_EVENTS.format(source="timefuse_staging")
+
+FORGET_IDS = "DELETE FROM event_ids WHERE id = ANY(%(ids)s::text[])"
+
+# For submitted events that were not inserted: a stored id maps to itself, anything else to
+# the event holding its dedup key.
+RESOLVE_STORED_IDS = """
+SELECT input.id, COALESCE(x.id, e.id)
+  FROM unnest(%(id)s::text[], %(source)s::text[], %(external_job_id)s::text[],
+              %(scheduled_at)s::timestamptz[])
+       AS input (id, source, external_job_id, scheduled_at)
+  LEFT JOIN event_ids AS x ON x.id = input.id
+  LEFT JOIN events AS e
+         ON e.source = input.source
+        AND e.external_job_id = input.external_job_id
+        AND e.scheduled_at = input.scheduled_at
+"""
+
+NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
+
+# Leases run on the database's clock, so dispatchers with skewed clocks agree on them.
+CLAIM_DUE = f"""
+UPDATE events AS e
+   SET status = 'PROCESSING',
+       locked_by = %(worker)s,
+       lock_expires_at = now() + make_interval(secs => %(lease)s),
+       attempts = e.attempts + 1,
+       updated_at = now()
+  FROM (SELECT id, scheduled_at FROM events
+         WHERE status = 'PENDING' AND next_attempt_at <= now()
+         ORDER BY next_attempt_at
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS due
+ WHERE e.id = due.id AND e.scheduled_at = due.scheduled_at
+RETURNING {_E_COLUMNS}
+"""
+
+# Attempt records are inserted only for the updates that applied (those RETURNING gives back),
+# so history is kept exactly for the outcomes that counted; the statement's row count is the
+# number applied. A retry brings its own next_attempt_at; other outcomes leave the last one.
+RECORD_OUTCOMES = """
+WITH input AS (
+    SELECT input.*, x.scheduled_at
+      FROM unnest(%(event_id)s::text[], %(status)s::text[], %(retry_count)s::integer[],
+                  %(last_error)s::text[], %(next_attempt_at)s::timestamptz[],
+                  %(executed_at)s::timestamptz[], %(attempt)s::integer[],
+                  %(started_at)s::timestamptz[], %(duration_ms)s::double precision[],
+                  %(outcome)s::text[], %(status_code)s::integer[], %(error)s::text[],
+                  %(worker)s::text[])
+           AS input (event_id, status, retry_count, last_error, next_attempt_at, executed_at,
+                     attempt, started_at, duration_ms, outcome, status_code, error, worker)
+      JOIN event_ids AS x ON x.id = input.event_id
+),
+applied AS (
+    UPDATE events AS e
+       SET status = input.status,
+           retry_count = input.retry_count,
+           last_error = input.last_error,
+           next_attempt_at = COALESCE(input.next_attempt_at, e.next_attempt_at),
+           executed_at = COALESCE(input.executed_at, e.executed_at),
+           locked_by = NULL,
+           lock_expires_at = NULL,
+           updated_at = now()
+      FROM input
+     WHERE e.id = input.event_id AND e.scheduled_at = input.scheduled_at
+       AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
+    RETURNING e.id
+)
+INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
+                            outcome, status_code, error, worker)
+SELECT input.event_id, input.scheduled_at, input.attempt, input.started_at, input.duration_ms,
+       input.outcome, input.status_code, input.error, input.worker
+  FROM input JOIN applied ON applied.id = input.event_id
+"""
+
+RELEASE = """
+UPDATE events AS e
+   SET status = 'PENDING',
+       next_attempt_at = now(),
+       attempts = GREATEST(e.attempts - 1, 0),
+       locked_by = NULL,
+       lock_expires_at = NULL,
+       updated_at = now()
+  FROM event_ids AS x
+ WHERE x.id = ANY(%(ids)s::text[])
+   AND e.id = x.id AND e.scheduled_at = x.scheduled_at
+   AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
+"""
+
+# timefuse.domain.lease.expire_lease in SQL: the lost attempt counts as failed; the last
+# allowed attempt dead-letters. A lease is held through its expiry instant.
+RECOVER_EXPIRED_LEASES = """
+UPDATE events
+   SET status = CASE WHEN attempts >= max_retries + 1 THEN 'DEAD_LETTER' ELSE 'PENDING' END,
+       next_attempt_at = CASE WHEN attempts >= max_retries + 1
+                              THEN next_attempt_at ELSE now() END,
+       retry_count = retry_count + 1,
+       last_error = %(error)s,
+       locked_by = NULL,
+       lock_expires_at = NULL,
+       updated_at = now()
+ WHERE status = 'PROCESSING' AND lock_expires_at < now()
+"""
+
+# One statement, so "cancelled", "exists" and "not found" describe the same moment. The
+# EXISTS sees the statement's snapshot, from before the UPDATE.
+CANCEL = """
+WITH cancelled AS (
+    UPDATE events AS e
+       SET status = 'CANCELLED', updated_at = now()
+      FROM event_ids AS x
+     WHERE x.id = %(id)s AND e.id = x.id AND e.scheduled_at = x.scheduled_at
+       AND e.status = 'PENDING'
+    RETURNING e.id
+)
+SELECT EXISTS (SELECT 1 FROM cancelled),
+       EXISTS (SELECT 1 FROM event_ids AS x
+                 JOIN events AS e ON e.id = x.id AND e.scheduled_at = x.scheduled_at
+                WHERE x.id = %(id)s)
+"""
+
+CANCEL_BY_EXTERNAL_ID = """
+UPDATE events SET status = 'CANCELLED', updated_at = now()
+ WHERE external_job_id = %(external_job_id)s AND status = 'PENDING'
+"""
+
+GET = f"""
+SELECT {_E_COLUMNS}
+  FROM event_ids AS x
+  JOIN events AS e ON e.id = x.id AND e.scheduled_at = x.scheduled_at
+ WHERE x.id = %(id)s
+"""
+
+FIND_BY_EXTERNAL_ID = f"""
+SELECT {_COLUMNS} FROM events
+ WHERE external_job_id = %(external_job_id)s
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s
+"""
+
+COUNT_BY_STATUS = """
+SELECT status, sum(n)::bigint FROM timefuse_status_counts GROUP BY status
+"""
+
+NEXT_DUE_AT = "SELECT min(next_attempt_at) FROM events WHERE status = 'PENDING'"
+
+ATTEMPTS = """
+SELECT a.attempt, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error, a.worker
+  FROM event_ids AS x
+  JOIN event_attempts AS a ON a.event_id = x.id AND a.event_scheduled_at = x.scheduled_at
+ WHERE x.id = %(id)s
+ ORDER BY a.id
+"""
+
+NOW = "SELECT now()"

@@ -1,0 +1,193 @@
+"""Retention: dropping dead partitions whole, deleting the remaining old terminal events in
+bounded batches, and forgetting the ids of what went.
+
+Never touches a PENDING or PROCESSING event: a partition that still holds one, or a row updated
+after the cutoff, is kept and only its old terminal rows are deleted, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from timefuse.adapters.postgres.partitions import (
+    ATTEMPTS,
+    EVENTS,
+    Connection,
+    list_partitions,
+    lock_partition_ddl,
+)
+from timefuse.domain.status import TERMINAL_STATUSES, EventStatus
+
+# Any fixed number, distinct from the other lock keys: one retention run at a time.
+RETENTION_LOCK_KEY = 0x74696D6566_03
+
+_TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
+_LIVE = sorted(status.value for status in EventStatus if not status.is_terminal)
+
+_PARTITION_STATUSES = "SELECT status, count(*), max(updated_at) FROM {partition} GROUP BY status"
+
+# Index probes only (events_due, events_retention), so it is cheap under the lock.
+_STILL_ALIVE = """
+SELECT EXISTS (SELECT 1 FROM {partition} WHERE status = ANY(%(live)s::text[]))
+    OR EXISTS (SELECT 1 FROM {partition}
+                WHERE status = ANY(%(terminal)s::text[]) AND updated_at >= %(cutoff)s)
+"""
+
+# DELETE has no LIMIT in PostgreSQL: a batch is the ctids of at most `limit` rows. ctids are
+# only unique within one table, hence one partition at a time. The outer conditions re-check
+# each row in case it changed after the inner SELECT read it.
+_DELETE_BATCH = """
+WITH gone AS (
+    DELETE FROM {partition}
+     WHERE ctid = ANY(ARRAY(SELECT ctid FROM {partition}
+                             WHERE status = ANY(%(terminal)s::text[]) AND updated_at < %(cutoff)s
+                             LIMIT %(limit)s))
+       AND status = ANY(%(terminal)s::text[]) AND updated_at < %(cutoff)s
+    RETURNING id, status
+),
+forgotten AS (DELETE FROM event_ids WHERE id = ANY(ARRAY(SELECT id FROM gone))),
+history AS (DELETE FROM {attempts} WHERE event_id = ANY(ARRAY(SELECT id FROM gone))),
+counts AS (SELECT status, count(*) AS n FROM gone GROUP BY status)
+SELECT COALESCE(sum(n), 0)::bigint, timefuse_add_status_counts(array_agg(status), array_agg(-n))
+  FROM counts
+"""
+
+_FORGET_IDS_BATCH = """
+DELETE FROM event_ids
+ WHERE ctid = ANY(ARRAY(
+       SELECT x.ctid FROM event_ids AS x
+        WHERE x.scheduled_at >= %(lower)s AND x.scheduled_at < %(upper)s
+          AND NOT EXISTS (SELECT 1 FROM events AS e
+                           WHERE e.id = x.id AND e.scheduled_at = x.scheduled_at)
+        LIMIT %(limit)s))
+"""
+
+
+async def delete_terminal_before(conn: Connection, cutoff: datetime, batch_size: int) -> int:
+    """Run one retention pass on ``conn`` (autocommit); returns how many events went.
+
+    Returns 0 at once when another process is running retention.
+    """
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
+    row = await cursor.fetchone()
+    if not (row and row[0]):
+        return 0
+    try:
+        deleted = await _drop_dead_partitions(conn, cutoff)
+        deleted += await _delete_old_terminal_rows(conn, cutoff, batch_size)
+        await _forget_ids_of_dropped_partitions(conn, batch_size)
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK_KEY,))
+        except psycopg.Error:
+            # The session must not keep the lock, or no retention would ever run again:
+            # closing it releases the lock, and the pool replaces a closed connection.
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+    return deleted
+
+
+async def _drop_dead_partitions(conn: Connection, cutoff: datetime) -> int:
+    dropped = 0
+    for partition in await list_partitions(conn, EVENTS):
+        if partition.lower is None or partition.upper is None or partition.upper > cutoff:
+            continue
+        counts = await _counts_if_dead(conn, partition.name, cutoff)
+        bounds = (partition.lower, partition.upper)
+        if counts is not None and await _drop_partition(
+            conn, partition.name, bounds, cutoff, counts
+        ):
+            dropped += sum(counts.values())
+    return dropped
+
+
+async def _counts_if_dead(
+    conn: Connection, partition: str, cutoff: datetime
+) -> dict[str, int] | None:
+    """Rows per status if every row is terminal and older than ``cutoff``, else ``None``.
+
+    Read without a lock (a full pass over the partition's retention index), so the drop's
+    locked section stays short. Whatever changes afterwards makes a row live or recently
+    updated, which the re-check under the lock sees.
+    """
+    query = sql.SQL(_PARTITION_STATUSES).format(partition=sql.Identifier(partition))
+    counts: dict[str, int] = {}
+    for status, count, last_update in await (await conn.execute(query)).fetchall():
+        if status not in _TERMINAL or last_update >= cutoff:
+            return None
+        counts[status] = count
+    return counts
+
+
+async def _drop_partition(
+    conn: Connection,
+    name: str,
+    bounds: tuple[datetime, datetime],
+    cutoff: datetime,
+    counts: dict[str, int],
+) -> bool:
+    lower, upper = bounds
+    names: dict[str, Any] = {
+        "partition": sql.Identifier(name),
+        "attempts": sql.Identifier(ATTEMPTS.partition_name(lower)),
+    }
+    params = {"live": _LIVE, "terminal": _TERMINAL, "cutoff": cutoff}
+    async with conn.transaction():
+        await lock_partition_ddl(conn)
+        # ONLY: the parents, not every partition. Each query on events locks the parent
+        # first, so nothing can insert into or update this partition until the commit.
+        await conn.execute("LOCK TABLE ONLY events, event_attempts IN ACCESS EXCLUSIVE MODE")
+        cursor = await conn.execute(sql.SQL(_STILL_ALIVE).format(**names), params)
+        row = await cursor.fetchone()
+        if row is None or row[0]:
+            return False
+        await conn.execute(sql.SQL("DROP TABLE {partition}").format(**names))
+        await conn.execute(sql.SQL("DROP TABLE IF EXISTS {attempts}").format(**names))
+        # A dropped table fires no DELETE trigger: the counts go down here.
+        await conn.execute(
+            "SELECT timefuse_add_status_counts(%s::text[], %s::bigint[])",
+            (list(counts), [-count for count in counts.values()]),
+        )
+        await conn.execute(
+            "INSERT INTO timefuse_event_id_cleanup (lower_bound, upper_bound) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (lower, upper),
+        )
+    return True
+
+
+async def _delete_old_terminal_rows(conn: Connection, cutoff: datetime, batch_size: int) -> int:
+    attempts = {(p.lower, p.upper): p.name for p in await list_partitions(conn, ATTEMPTS)}
+    deleted = 0
+    for partition in await list_partitions(conn, EVENTS):
+        # The attempts of an event sit in the attempts partition with the same bounds.
+        attempts_name = attempts.get((partition.lower, partition.upper), ATTEMPTS.name)
+        query = sql.SQL(_DELETE_BATCH).format(
+            partition=sql.Identifier(partition.name), attempts=sql.Identifier(attempts_name)
+        )
+        params = {"terminal": _TERMINAL, "cutoff": cutoff, "limit": batch_size}
+        while True:
+            # Autocommit: each batch is its own short transaction.
+            row = await (await conn.execute(query, params)).fetchone()
+            batch = int(row[0]) if row else 0
+            deleted += batch
+            if batch < batch_size:
+                break
+    return deleted
+
+
+async def _forget_ids_of_dropped_partitions(conn: Connection, batch_size: int) -> None:
+    cursor = await conn.execute("SELECT lower_bound, upper_bound FROM timefuse_event_id_cleanup")
+    for lower, upper in await cursor.fetchall():
+        params = {"lower": lower, "upper": upper, "limit": batch_size}
+        while (await conn.execute(_FORGET_IDS_BATCH, params)).rowcount >= batch_size:
+            pass
+        await conn.execute(
+            "DELETE FROM timefuse_event_id_cleanup WHERE lower_bound = %s AND upper_bound = %s",
+            (lower, upper),
+        )
