@@ -15,6 +15,7 @@ def test_the_readme_starts_with_the_two_commands() -> None:
 
 
 def test_every_variable_is_in_the_readme_with_its_default() -> None:
+    # scripts/readme_config.py rewrites the table from timefuse.config.
     for var in variables():
         default = f"`{var.default}`" if var.default else "(unset)"
         assert f"| `{var.env}` | {default} |" in README, var.env

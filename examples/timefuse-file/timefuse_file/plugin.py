@@ -123,10 +123,22 @@ def json_line(event: Event, attempt: int) -> bytes:
     return b"".join((head[:-1], b',"payload":', payload, b"}\n"))
 
 
+# What the operator should look at, where the system's message alone would puzzle.
+_HINTS = {
+    errno.EEXIST: "a part of the path is a file, not a directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "the destination is a directory",
+    errno.ELOOP: "the destination is a symbolic link",
+}
+
+
 def classify_os_error(exc: OSError, destination: str) -> DeliveryOutcome:
     """A failed append as an outcome: permanent for :data:`PERMANENT_ERRNOS`, else retriable."""
     code = errno.errorcode.get(exc.errno or 0, "no errno")
+    hint = _HINTS.get(exc.errno or 0)
     reason = f"cannot append to {destination}: {exc.strerror or exc} ({code})"
+    if hint:
+        reason = f"{reason}: {hint}"
     if exc.errno in PERMANENT_ERRNOS:
         return DeliveryOutcome.permanent(reason)
     return DeliveryOutcome.retriable(reason)
