@@ -112,6 +112,7 @@ def test_two_packages_with_one_entry_point_name_stop_the_start_up(
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: fake)
     with pytest.raises(PluginError, match=r"entry point 'echo'.*EchoPlugin.*OtherPlugin"):
         load_plugins(settings())
+    assert type_names(settings(TIMEFUSE_PLUGINS="")) == ["http"]  # unless neither is loaded
 
 
 # -- hooks ---------------------------------------------------------------------------------

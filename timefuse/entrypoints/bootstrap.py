@@ -11,7 +11,7 @@ from timefuse.adapters.system.clock import SystemClock
 from timefuse.config import ConfigError, Settings
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.validation import SubmissionLimits
-from timefuse.plugins.manager import Plugins, build_registry, load_plugins
+from timefuse.plugins.manager import Plugins, build_registry, delivery_observer, load_plugins
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer
@@ -104,7 +104,6 @@ def bootstrap(
         limits=limits,
         wakeup=wakeup,
     )
-    hook = plugins.pm.hook.delivery_attempted
     dispatcher = Dispatcher(
         store=store,
         registry=registry,
@@ -122,9 +121,7 @@ def bootstrap(
             ),
         ),
         wakeup=wakeup,
-        observer=lambda event, attempt, outcome, worker: hook(
-            event=event, attempt=attempt, outcome=outcome, worker=worker
-        ),
+        observer=delivery_observer(plugins),
     )
     maintenance = Maintenance(
         store=store,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import pluggy
+import structlog
 
 from timefuse.config import Settings
 from timefuse.domain.event import Event
@@ -25,6 +26,8 @@ from timefuse.ports.delivery import Deliver, DeliveryType
 
 BUILTIN_PLUGINS = ("timefuse.plugins.http",)
 BUILTIN_ORIGIN = "timefuse (built-in)"
+
+_log = structlog.get_logger("timefuse.plugins")
 
 Origin = tuple[str, str]  # (where a plugin comes from, its version)
 
@@ -104,31 +107,35 @@ def _selected_entry_points(allowed: tuple[str, ...] | None) -> list[importlib.me
     # Loading entry points ourselves (rather than pm.load_setuptools_entrypoints) lets
     # TIMEFUSE_PLUGINS pick plugins by name and turns every failure into a clear error.
     installed = _installed_entry_points()
-    if allowed is None:
-        return list(installed.values())
-    missing = [name for name in allowed if name not in installed]
+    names = list(installed) if allowed is None else list(dict.fromkeys(allowed))
+    missing = [name for name in names if name not in installed]
     if missing:
         raise PluginError(
             f"TIMEFUSE_PLUGINS names {', '.join(map(repr, missing))}, but no installed package "
             f"has a {hookspecs.PROJECT!r} entry point by that name "
             f"(installed: {', '.join(sorted(installed)) or 'none'})"
         )
-    return [installed[name] for name in dict.fromkeys(allowed)]
+    return [_the_only(name, installed[name]) for name in names]
 
 
-def _installed_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    found: dict[str, importlib.metadata.EntryPoint] = {}
+def _installed_entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
     for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
-        earlier = found.get(entry_point.name)
-        if earlier is not None:
-            # Which one would win depends on sys.path order: refuse rather than guess.
-            raise PluginError(
-                f"two installed packages name a {hookspecs.PROJECT!r} entry point "
-                f"{entry_point.name!r}: {_entry_point_origin(earlier)[0]} and "
-                f"{_entry_point_origin(entry_point)[0]}; uninstall one"
-            )
-        found[entry_point.name] = entry_point
+        found.setdefault(entry_point.name, []).append(entry_point)
     return found
+
+
+def _the_only(
+    name: str, entry_points: list[importlib.metadata.EntryPoint]
+) -> importlib.metadata.EntryPoint:
+    if len(entry_points) > 1:
+        # Which one would win depends on sys.path order: refuse rather than guess.
+        providers = " and ".join(_entry_point_origin(e)[0] for e in entry_points)
+        raise PluginError(
+            f"two installed packages name a {hookspecs.PROJECT!r} entry point {name!r}: "
+            f"{providers}; uninstall one, or leave {name!r} out of TIMEFUSE_PLUGINS"
+        )
+    return entry_points[0]
 
 
 def _load(entry_point: importlib.metadata.EntryPoint) -> object:
@@ -256,3 +263,23 @@ def _own_version() -> str:
         return importlib.metadata.version("timefuse")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def delivery_observer(plugins: Plugins) -> Callable[[Event, int, DeliveryOutcome, str], None]:
+    """Calls every ``delivery_attempted`` implementation, each on its own.
+
+    pluggy's one-call dispatch would stop at the first observer that raises; an audit plugin
+    must not lose records because a metrics plugin next to it has a bug.
+    """
+    hook = plugins.pm.hook.delivery_attempted
+
+    def observe(event: Event, attempt: int, outcome: DeliveryOutcome, worker: str) -> None:
+        offered = {"event": event, "attempt": attempt, "outcome": outcome, "worker": worker}
+        for impl in hook.get_hookimpls():
+            try:
+                impl.function(**{name: offered[name] for name in impl.argnames})
+            except Exception as exc:
+                name = plugins.pm.get_name(impl.plugin)
+                _log.warning("delivery observer raised", plugin=name, error=repr(exc))
+
+    return observe

@@ -87,3 +87,57 @@ class Metrics:
         self.leases_recovered = Counter(
             "timefuse_leases_recovered", "Expired leases taken back.", registry=r
         )
+        self._add_kafka_metrics(r)
+
+    def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
+        # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*
+        # is counted by the delivery metrics above, with delivery_type="kafka".
+        self.kafka_produced = Counter(
+            "timefuse_kafka_records_produced",
+            "Records the broker acknowledged, by purpose (ingest, dead_letter).",
+            ["purpose"],
+            registry=r,
+        )
+        self.kafka_produce_failures = Counter(
+            "timefuse_kafka_produce_failures",
+            "Submissions or dead letters Kafka did not acknowledge (answered 503 / retried).",
+            ["purpose"],
+            registry=r,
+        )
+        self.ingest_batches = Counter(
+            "timefuse_ingest_batches_persisted",
+            "Batches the ingest consumer wrote to the store and committed.",
+            registry=r,
+        )
+        self.ingest_persisted = Counter(
+            "timefuse_ingest_events_persisted",
+            "Events the ingest consumer wrote to the store (duplicates included).",
+            registry=r,
+        )
+        self.ingest_duplicates = Counter(
+            "timefuse_ingest_duplicates",
+            "Ingested events the store already had (redelivered or resubmitted).",
+            registry=r,
+        )
+        self.ingest_dead_lettered = Counter(
+            "timefuse_ingest_dead_lettered",
+            "Ingest records sent to the dead letter topic (undecodable or invalid).",
+            registry=r,
+        )
+        self.ingest_store_retries = Counter(
+            "timefuse_ingest_store_retries",
+            "Batches retried because the store or the stream was unavailable.",
+            registry=r,
+        )
+        self.ingest_write_seconds = Histogram(
+            "timefuse_ingest_write_seconds",
+            "How long one ingest batch took to write to the store.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_lag = Gauge(
+            "timefuse_ingest_consumer_lag",
+            "Ingest records not yet committed, per partition this process consumes.",
+            ["partition"],
+            registry=r,
+        )

@@ -2,8 +2,14 @@
 
 Status literals are written into the text rather than bound: the planner uses the partial
 index ``events_due`` (``WHERE status = 'PENDING'``) only when a query repeats that condition
-in a form it can prove at plan time. Look-ups by id go through ``event_ids``, which holds each
-event's ``scheduled_at``, so they touch one partition instead of probing all of them.
+in a form it can prove at plan time.
+
+Every statement that finds events by id also bounds ``scheduled_at`` (the partition key) by a
+value computed once per execution: the event's own ``scheduled_at`` from ``event_ids``, or the
+min/max over a batch. PostgreSQL then prunes partitions at execution time, so the statement
+touches the one or two partitions that hold the rows instead of probing every partition (a
+plain join on ``(id, scheduled_at)`` gets no pruning, and the planner may even hash-join it
+against a sequential scan of the whole table).
 """
 
 from __future__ import annotations
@@ -55,35 +61,41 @@ INSERT_EVENTS_FROM_STAGING = _INSERT_EVENTS.format(source="timefuse_staging")
 FORGET_IDS = "DELETE FROM event_ids WHERE id = ANY(%(ids)s::text[])"
 
 # For submitted events that were not inserted: a stored id maps to itself, anything else to
-# the event holding its dedup key.
+# the event holding its dedup key. LATERAL makes each key one index probe in one partition.
 RESOLVE_STORED_IDS = """
-SELECT input.id, COALESCE(x.id, e.id)
+SELECT input.id, COALESCE(x.id, d.id)
   FROM unnest(%(id)s::text[], %(source)s::text[], %(external_job_id)s::text[],
               %(scheduled_at)s::timestamptz[])
        AS input (id, source, external_job_id, scheduled_at)
   LEFT JOIN event_ids AS x ON x.id = input.id
-  LEFT JOIN events AS e
-         ON e.source = input.source
-        AND e.external_job_id = input.external_job_id
-        AND e.scheduled_at = input.scheduled_at
+  LEFT JOIN LATERAL (SELECT e.id FROM events AS e
+                      WHERE e.source = input.source
+                        AND e.external_job_id = input.external_job_id
+                        AND e.scheduled_at = input.scheduled_at) AS d ON true
 """
 
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
 
-# Leases run on the database's clock, so dispatchers with skewed clocks agree on them.
+# Leases run on the database's clock, so dispatchers with skewed clocks agree on them. The
+# CTE runs once (it locks rows, so it is materialised); its rows are then found by id within
+# their scheduled_at range (see the module docstring).
 CLAIM_DUE = f"""
+WITH due AS (
+    SELECT id, scheduled_at FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now()
+     ORDER BY next_attempt_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
 UPDATE events AS e
    SET status = 'PROCESSING',
        locked_by = %(worker)s,
        lock_expires_at = now() + make_interval(secs => %(lease)s),
        attempts = e.attempts + 1,
        updated_at = now()
-  FROM (SELECT id, scheduled_at FROM events
-         WHERE status = 'PENDING' AND next_attempt_at <= now()
-         ORDER BY next_attempt_at
-         LIMIT %(limit)s
-           FOR UPDATE SKIP LOCKED) AS due
- WHERE e.id = due.id AND e.scheduled_at = due.scheduled_at
+ WHERE e.id = ANY(ARRAY(SELECT id FROM due))
+   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM due)
+   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM due)
 RETURNING {_E_COLUMNS}
 """
 
@@ -115,6 +127,9 @@ applied AS (
            updated_at = now()
       FROM input
      WHERE e.id = input.event_id AND e.scheduled_at = input.scheduled_at
+       AND e.id = ANY(ARRAY(SELECT event_id FROM input))
+       AND e.scheduled_at >= (SELECT min(scheduled_at) FROM input)
+       AND e.scheduled_at <= (SELECT max(scheduled_at) FROM input)
        AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
     RETURNING e.id
 )
@@ -126,6 +141,7 @@ SELECT input.event_id, input.scheduled_at, input.attempt, input.started_at, inpu
 """
 
 RELEASE = """
+WITH released AS (SELECT id, scheduled_at FROM event_ids WHERE id = ANY(%(ids)s::text[]))
 UPDATE events AS e
    SET status = 'PENDING',
        next_attempt_at = now(),
@@ -133,9 +149,9 @@ UPDATE events AS e
        locked_by = NULL,
        lock_expires_at = NULL,
        updated_at = now()
-  FROM event_ids AS x
- WHERE x.id = ANY(%(ids)s::text[])
-   AND e.id = x.id AND e.scheduled_at = x.scheduled_at
+ WHERE e.id = ANY(%(ids)s::text[])
+   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM released)
+   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM released)
    AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
 """
 
@@ -156,19 +172,18 @@ UPDATE events
 
 # One statement, so "cancelled", "exists" and "not found" describe the same moment. The
 # EXISTS sees the statement's snapshot, from before the UPDATE.
-CANCEL = """
+_SCHEDULED_AT_OF_ID = "(SELECT scheduled_at FROM event_ids WHERE id = %(id)s)"
+
+CANCEL = f"""
 WITH cancelled AS (
-    UPDATE events AS e
+    UPDATE events
        SET status = 'CANCELLED', updated_at = now()
-      FROM event_ids AS x
-     WHERE x.id = %(id)s AND e.id = x.id AND e.scheduled_at = x.scheduled_at
-       AND e.status = 'PENDING'
-    RETURNING e.id
+     WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
+       AND status = 'PENDING'
+    RETURNING id
 )
 SELECT EXISTS (SELECT 1 FROM cancelled),
-       EXISTS (SELECT 1 FROM event_ids AS x
-                 JOIN events AS e ON e.id = x.id AND e.scheduled_at = x.scheduled_at
-                WHERE x.id = %(id)s)
+       EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID})
 """
 
 CANCEL_BY_EXTERNAL_ID = """
@@ -177,10 +192,7 @@ UPDATE events SET status = 'CANCELLED', updated_at = now()
 """
 
 GET = f"""
-SELECT {_E_COLUMNS}
-  FROM event_ids AS x
-  JOIN events AS e ON e.id = x.id AND e.scheduled_at = x.scheduled_at
- WHERE x.id = %(id)s
+SELECT {_COLUMNS} FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
 """
 
 FIND_BY_EXTERNAL_ID = f"""
@@ -196,12 +208,11 @@ SELECT status, sum(n)::bigint FROM timefuse_status_counts GROUP BY status
 
 NEXT_DUE_AT = "SELECT min(next_attempt_at) FROM events WHERE status = 'PENDING'"
 
-ATTEMPTS = """
-SELECT a.attempt, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error, a.worker
-  FROM event_ids AS x
-  JOIN event_attempts AS a ON a.event_id = x.id AND a.event_scheduled_at = x.scheduled_at
- WHERE x.id = %(id)s
- ORDER BY a.id
+ATTEMPTS = f"""
+SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker
+  FROM event_attempts
+ WHERE event_id = %(id)s AND event_scheduled_at = {_SCHEDULED_AT_OF_ID}
+ ORDER BY id
 """
 
 NOW = "SELECT now()"
