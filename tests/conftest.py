@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.kafka_broker import KafkaBroker, kafka_broker
 from tests.support.postgres_server import PostgresServer, postgres_server
 
 _database_names = (f"timefuse_test_{n}" for n in itertools.count(1))
@@ -23,3 +24,14 @@ def postgres() -> Iterator[PostgresServer]:
 def postgres_dsn(postgres: PostgresServer) -> str:
     """A fresh, empty database on the session's server."""
     return postgres.create_database(next(_database_names))
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    """A running Kafka broker (local JVM, container or external: see tests/support).
+
+    Shared by the whole session: tests isolate themselves with topic and group names of
+    their own. A test that stops or kills it must start it again before it ends.
+    """
+    with kafka_broker() as broker:
+        yield broker

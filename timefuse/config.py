@@ -6,12 +6,16 @@ else is ``TIMEFUSE_*``. Unset database and Kafka variables mean the embedded def
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from timefuse.webhooks import SECRET_PREFIX, decode_secret
 
 
 class ConfigError(ValueError):
@@ -52,6 +56,19 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _bool(env: str) -> Callable[[str], bool]:
+    def parse(text: str) -> bool:
+        value = text.strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise ConfigError(f"{env} must be true or false, got {text!r}")
+        return value in _TRUE
+
+    return parse
+
+
 KafkaConfig = Mapping[str, "str | int | float | bool"]
 
 
@@ -74,6 +91,107 @@ def _kafka_config(env: str) -> Callable[[str], KafkaConfig]:
                 f"or booleans, got {text!r}"
             )
         return value
+
+    return parse
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(env: str) -> Callable[[str], tuple[IpNetwork, ...]]:
+    def parse(text: str) -> tuple[IpNetwork, ...]:
+        networks = []
+        for part in _csv(text):
+            try:
+                # strict: "10.0.0.5/8" is more likely a typo than a wish to allow all of 10/8.
+                networks.append(ipaddress.ip_network(part, strict=True))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{env} must be a comma list of CIDR networks (e.g. 10.0.0.0/8,fd00::/8), "
+                    f"got {part!r}: {exc}"
+                ) from None
+        return tuple(networks)
+
+    return parse
+
+
+# The specification asks for 24 to 64 random bytes; shorter keys are guessable.
+_SECRET_BYTES = range(24, 65)
+
+
+class WebhookSecrets(Mapping[str, tuple[str, ...]]):
+    """Webhook signing secrets by event source (``*``: any other source).
+
+    Its repr names sources only: settings end up in logs and tracebacks, secrets must not.
+    """
+
+    def __init__(self, by_source: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        self._by_source = dict(by_source or {})
+
+    def __getitem__(self, source: str) -> tuple[str, ...]:
+        return self._by_source[source]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_source)
+
+    def __len__(self) -> int:
+        return len(self._by_source)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s!r}: {len(v)} secret(s)" for s, v in self._by_source.items())
+        return f"WebhookSecrets({{{counts}}})"
+
+
+def _webhook_secrets(env: str) -> Callable[[str], WebhookSecrets]:
+    # {"billing": ["whsec_new", "whsec_old"], "*": "whsec_..."}: JSON because a secret's
+    # base64 may hold "+", "/" and "=", which rule out a simpler key=value list. Messages
+    # never quote a secret, only where it sits.
+    def parse(text: str) -> WebhookSecrets:
+        if not text.strip():
+            return WebhookSecrets()
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{env} must be a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{env} must be a JSON object of sources to secrets")
+        return WebhookSecrets(
+            {source: _source_secrets(env, source, secrets) for source, secrets in value.items()}
+        )
+
+    return parse
+
+
+def _source_secrets(env: str, source: str, secrets: object) -> tuple[str, ...]:
+    listed = [secrets] if isinstance(secrets, str) else secrets
+    if not source or not isinstance(listed, list):
+        raise ConfigError(
+            f"{env}: source {source!r} must map to a {SECRET_PREFIX} secret or a list of them"
+        )
+    for index, secret in enumerate(listed):
+        where = f"{env}: secret {index} of source {source!r}"
+        if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+            raise ConfigError(f"{where} must start with {SECRET_PREFIX}")
+        try:
+            key = decode_secret(secret)
+        except ValueError:
+            raise ConfigError(f"{where} must be {SECRET_PREFIX} followed by base64") from None
+        if len(key) not in _SECRET_BYTES:
+            raise ConfigError(f"{where} must decode to 24 to 64 bytes, not {len(key)}")
+    return tuple(listed)
+
+
+def _webhook_secrets_file(env: str) -> Callable[[str], WebhookSecrets]:
+    parse_json = _webhook_secrets(env)
+
+    def parse(text: str) -> WebhookSecrets:
+        if not text.strip():
+            return WebhookSecrets()
+        try:
+            content = Path(text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{env}: can't read {text!r}: {exc}") from None
+        return parse_json(content)
 
     return parse
 
@@ -269,6 +387,60 @@ class Settings:
         "",
         "Port for /metrics and /health in processes without the API (ingest, dispatch).",
         _optional_port,
+    )
+    http_allowed_networks: tuple[IpNetwork, ...] = _setting(
+        "TIMEFUSE_HTTP_ALLOWED_NETWORKS",
+        "",
+        "Comma list of CIDRs HTTP delivery may reach besides public addresses (e.g. 10.0.0.0/8).",
+        _networks("TIMEFUSE_HTTP_ALLOWED_NETWORKS"),
+    )
+    webhook_secrets: Mapping[str, tuple[str, ...]] = _setting(
+        "TIMEFUSE_WEBHOOK_SECRETS",
+        "",
+        'JSON {"<source>": ["whsec_...", ...], "*": [...]}: secrets signing HTTP deliveries.',
+        _webhook_secrets("TIMEFUSE_WEBHOOK_SECRETS"),
+    )
+    webhook_secrets_file: Mapping[str, tuple[str, ...]] = _setting(
+        "TIMEFUSE_WEBHOOK_SECRETS_FILE",
+        "",
+        "Path of a JSON file in the TIMEFUSE_WEBHOOK_SECRETS format, read at start-up.",
+        _webhook_secrets_file("TIMEFUSE_WEBHOOK_SECRETS_FILE"),
+    )
+    api_keys_file: str = _setting(
+        "TIMEFUSE_API_KEYS_FILE",
+        "",
+        "TOML (or .json) file of API keys (SHA-256 hashes, sources, roles); unset: no auth, "
+        "loopback only.",
+    )
+    metrics_auth: bool = _setting(
+        "TIMEFUSE_METRICS_AUTH",
+        "false",
+        "true: /metrics needs an API key with the read or admin role.",
+        _bool("TIMEFUSE_METRICS_AUTH"),
+    )
+    max_batch_events: int = _setting(
+        "TIMEFUSE_MAX_BATCH_EVENTS",
+        "1000",
+        "Most events in one batch request (400 above).",
+        _int("TIMEFUSE_MAX_BATCH_EVENTS", 1, 10_000),
+    )
+    max_json_depth: int = _setting(
+        "TIMEFUSE_MAX_JSON_DEPTH",
+        "32",
+        "Deepest nesting of arrays and objects in a request body, envelope included (400 above).",
+        _int("TIMEFUSE_MAX_JSON_DEPTH", 2, 256),
+    )
+    max_horizon_days: int = _setting(
+        "TIMEFUSE_MAX_HORIZON_DAYS",
+        "3650",
+        "Latest scheduled_at accepted, in days from now.",
+        _int("TIMEFUSE_MAX_HORIZON_DAYS", 1, 36_500),
+    )
+    past_grace_seconds: float = _setting(
+        "TIMEFUSE_PAST_GRACE_SECONDS",
+        "5",
+        "How far in the past scheduled_at may be (clock skew), in seconds.",
+        _float("TIMEFUSE_PAST_GRACE_SECONDS"),
     )
 
     @classmethod

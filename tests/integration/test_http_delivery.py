@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,9 +20,13 @@ from timefuse.domain.event import Event
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.plugins.http import HttpDelivery
 from timefuse.testing.factories import make_event
+from timefuse.webhooks import WebhookVerificationError, verify
 
-# The receiver listens on loopback, which the SSRF guard (once it lands) refuses unless allowed.
+# The receiver listens on loopback, which the SSRF guard refuses unless allowed.
 LOOPBACK_ALLOWED = {"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"}
+
+CURRENT_SECRET = "whsec_" + base64.b64encode(b"current signing key, 32 bytes!!").decode()
+PREVIOUS_SECRET = "whsec_" + base64.b64encode(b"previous signing key, 32 bytes!!").decode()
 
 # Raw UTF-8 and odd spacing: any re-encoding on the way out would change these bytes.
 PAYLOAD = '{"order":  42, "name": "café", "tags": ["a","b"]}'.encode()
@@ -40,6 +46,8 @@ class Receiver:
 
     base_url: str = ""
     requests: list[Received] = field(default_factory=list)
+    # The secret /signed checks requests against, as a real receiver would.
+    secret: str = ""
     # Slow handlers wait on this, so the server can shut down without waiting them out.
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,6 +66,7 @@ class Receiver:
         app.router.add_route("*", "/slow", self._slow)
         app.router.add_route("*", "/big", self._big)
         app.router.add_route("*", "/cookie", self._cookie)
+        app.router.add_route("*", "/signed", self._signed)
         return app
 
     async def _record(self, request: web.Request) -> None:
@@ -84,6 +93,14 @@ class Receiver:
     async def _big(self, request: web.Request) -> web.Response:
         await self._record(request)
         return web.Response(status=200, body=b"x" * (1024 * 1024))
+
+    async def _signed(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        try:
+            verify(await request.read(), request.headers, self.secret)
+        except WebhookVerificationError as exc:
+            return web.Response(status=401, text=str(exc))
+        return web.Response(status=204)
 
     async def _cookie(self, request: web.Request) -> web.Response:
         await self._record(request)
@@ -266,3 +283,69 @@ async def test_delivering_before_start_or_after_stop_is_retriable(receiver: Rece
     assert before_start.kind is OutcomeKind.RETRIABLE
     assert after_stop.kind is OutcomeKind.RETRIABLE
     assert receiver.requests == []
+
+
+# -- signed webhooks -------------------------------------------------------------------------
+
+
+def signing(secrets: dict[str, list[str]]) -> Settings:
+    return Settings.from_env({**LOOPBACK_ALLOWED, "TIMEFUSE_WEBHOOK_SECRETS": json.dumps(secrets)})
+
+
+async def test_a_source_with_a_secret_sends_signatures_its_receiver_verifies(
+    receiver: Receiver,
+) -> None:
+    receiver.secret = CURRENT_SECRET
+    delivery = await started(signing({"billing": [CURRENT_SECRET]}))
+    try:
+        event = make_event(source="billing", destination=receiver.url("/signed"), payload=PAYLOAD)
+        outcome = await delivery.deliver(event, 1)
+    finally:
+        await delivery.stop()
+
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    [request] = receiver.requests
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert request.body == PAYLOAD
+
+
+@pytest.mark.parametrize("known", [CURRENT_SECRET, PREVIOUS_SECRET])
+async def test_while_a_secret_rotates_a_receiver_knowing_either_one_verifies(
+    receiver: Receiver, known: str
+) -> None:
+    receiver.secret = known
+    delivery = await started(signing({"*": [CURRENT_SECRET, PREVIOUS_SECRET]}))
+    try:
+        outcome = await delivery.deliver(event_to(receiver.url("/signed")), 1)
+    finally:
+        await delivery.stop()
+
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    [request] = receiver.requests
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+
+
+async def test_a_receiver_with_another_secret_rejects_the_delivery(receiver: Receiver) -> None:
+    receiver.secret = PREVIOUS_SECRET
+    delivery = await started(signing({"*": [CURRENT_SECRET]}))
+    try:
+        outcome = await delivery.deliver(event_to(receiver.url("/signed")), 1)
+    finally:
+        await delivery.stop()
+
+    assert outcome.kind is OutcomeKind.PERMANENT
+    assert outcome.status_code == 401
+
+
+async def test_a_source_without_secrets_is_delivered_unsigned(receiver: Receiver) -> None:
+    delivery = await started(signing({"billing": [CURRENT_SECRET]}))
+    try:
+        event = make_event(source="shipping", destination=receiver.url("/status/200"))
+        outcome = await delivery.deliver(event, 1)
+    finally:
+        await delivery.stop()
+
+    assert outcome.kind is OutcomeKind.SUCCESS
+    [request] = receiver.requests
+    assert "webhook-signature" not in request.headers
+    assert request.headers["webhook-id"] == event.id

@@ -1,11 +1,26 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from timefuse.config import Settings
+from timefuse.config import ConfigError, Settings
 from timefuse.plugins import http
-from timefuse.plugins.http_guard import URL_FORM, validate_destination
+from timefuse.plugins.http_guard import URL_FORM, AddressPolicy, DestinationGuard
 from timefuse.ports.delivery import DeliveryType
+
+ALLOWED_VARIABLE = "TIMEFUSE_HTTP_ALLOWED_NETWORKS"
+
+
+def guard(allowed: str = "") -> DestinationGuard:
+    return DestinationGuard.from_settings(Settings.from_env({ALLOWED_VARIABLE: allowed}))
+
+
+def validate_destination(destination: str) -> str | None:
+    return guard().validate_destination(destination)
+
+
+# -- URL syntax ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -15,12 +30,13 @@ from timefuse.ports.delivery import DeliveryType
         "https://example.com:8443/a/b?x=1&y=2",
         "HTTPS://EXAMPLE.COM/hook",
         "http://example.com./hook",
-        "http://127.0.0.1:8080/",
-        "http://[::1]:8080/hook",
+        "http://93.184.216.34:8080/",
+        "http://[2606:4700::1111]:8080/hook",
         "https://user:secret@example.com/hook",
         "http://café.example/hook",
         "http://internal_service/hook",
         "http://example.com/hook#fragment",
+        "http://1.2.3.4.example/hook",
     ],
 )
 def test_accepts_absolute_http_urls(destination: str) -> None:
@@ -68,16 +84,205 @@ def test_rejects_malformed_urls_with_a_reason(destination: str, reason_mentions:
     assert reason_mentions in reason
 
 
+# -- which addresses may be reached ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.255.255.254", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("172.31.255.255", "private"),
+        ("192.168.1.1", "private"),
+        ("fc00::1", "private"),
+        ("fd12:3456::1", "private"),
+        ("169.254.169.254", "cloud metadata"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("ff02::1", "multicast"),
+        ("ff0e::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "unspecified"),
+        ("::", "unspecified"),
+        ("100.64.0.1", "CGNAT"),
+        ("100.127.255.254", "CGNAT"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("192.0.2.1", "not globally reachable"),
+        ("198.18.0.1", "not globally reachable"),
+        ("2001:db8::1", "not globally reachable"),
+        ("fec0::1", "site-local"),
+        ("::7f00:1", "reserved"),
+        ("64:ff9b:1::a00:1", "reserved"),
+        # IPv6 forms that carry an IPv4 address are judged by that address.
+        ("::ffff:127.0.0.1", "IPv4-mapped 127.0.0.1: loopback"),
+        ("::ffff:169.254.169.254", "IPv4-mapped 169.254.169.254: cloud metadata"),
+        ("64:ff9b::7f00:1", "NAT64 for 127.0.0.1: loopback"),
+        ("64:ff9b::a00:1", "NAT64 for 10.0.0.1: private"),
+        ("2002:7f00:1::", "6to4 for 127.0.0.1: loopback"),
+        ("2002:c0a8:101::1", "6to4 for 192.168.1.1: private"),
+    ],
+)
+def test_refuses_addresses_that_are_not_globally_reachable(address: str, kind: str) -> None:
+    refusal = AddressPolicy().refusal(ipaddress.ip_address(address))
+
+    assert refusal is not None
+    assert kind in refusal
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "93.184.216.34",
+        "1.1.1.1",
+        "100.63.255.255",  # just below CGNAT
+        "100.128.0.0",  # just above it
+        "172.32.0.1",  # just above 172.16.0.0/12
+        "2606:4700::1111",
+        "2a00:1450:4007:80e::200e",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",  # NAT64 to a public address, as DNS64 hands out
+        "2002:808:808::1",
+    ],
+)
+def test_allows_global_unicast_addresses(address: str) -> None:
+    assert AddressPolicy().refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("allowed", "address", "refused"),
+    [
+        ("127.0.0.0/8", "127.0.0.1", False),
+        ("127.0.0.0/8", "::ffff:127.0.0.1", False),
+        ("127.0.0.0/8", "::1", True),
+        ("127.0.0.0/8", "10.0.0.1", True),
+        ("10.0.0.0/8,fd00::/8", "10.20.30.40", False),
+        ("10.0.0.0/8,fd00::/8", "fd00::1", False),
+        ("10.0.0.0/8,fd00::/8", "fc00::1", True),
+        ("10.0.0.0/8,fd00::/8", "192.168.0.1", True),
+        ("169.254.169.254/32", "169.254.169.254", False),
+        ("169.254.169.254/32", "169.254.169.253", True),
+        ("10.1.2.3", "10.1.2.3", False),
+        ("10.1.2.3", "10.1.2.4", True),
+        ("::1/128", "::1", False),
+    ],
+)
+def test_allowed_networks_open_exactly_what_they_name(
+    allowed: str, address: str, refused: bool
+) -> None:
+    networks = Settings.from_env({ALLOWED_VARIABLE: allowed}).http_allowed_networks
+    refusal = AddressPolicy(networks).refusal(ipaddress.ip_address(address))
+
+    assert (refusal is not None) is refused
+
+
+# -- destinations naming an address ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("destination", "address"),
+    [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1"),
+        ("http://127.0.0.1./hook", "127.0.0.1"),
+        ("http://[::1]:8080/hook", "::1"),
+        ("http://[::ffff:127.0.0.1]/hook", "::ffff:7f00:1"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://10.0.0.8/hook", "10.0.0.8"),
+        ("http://0.0.0.0:8080/hook", "0.0.0.0"),
+        ("http://[fe80::1%25eth0]/hook", "fe80::1"),
+    ],
+)
+def test_rejects_literal_forbidden_addresses_at_submission(destination: str, address: str) -> None:
+    reason = validate_destination(destination)
+
+    assert reason is not None
+    assert f"address {address}" in reason
+    assert "is not allowed" in reason
+    assert ALLOWED_VARIABLE in reason
+
+
+@pytest.mark.parametrize(
+    "host", ["2130706433", "0x7f.1", "017700000001", "127.1", "127.000.000.001", "0x7f000001"]
+)
+def test_rejects_numeric_hosts_that_are_not_dotted_quads(host: str) -> None:
+    reason = validate_destination(f"http://{host}/hook")
+
+    assert reason is not None
+    assert "numeric host" in reason
+    assert "127.0.0.1" in reason  # what getaddrinfo would have connected to
+
+
+def test_numeric_host_forms_stay_refused_even_when_their_address_is_allowed() -> None:
+    assert guard("127.0.0.0/8").validate_destination("http://2130706433/") is not None
+
+
+def test_a_literal_address_in_an_allowed_network_is_accepted() -> None:
+    allowing = guard("127.0.0.0/8,::1/128")
+
+    assert allowing.validate_destination("http://127.0.0.1:8080/hook") is None
+    assert allowing.validate_destination("http://[::1]:8080/hook") is None
+    assert allowing.validate_destination("http://10.0.0.1/hook") is not None
+
+
+def test_names_are_left_to_the_connection_time_check() -> None:
+    # Resolving at submission would be slow and proves nothing: the answer can change by the
+    # time the event is due. The guarded resolver judges names when they are connected to.
+    assert validate_destination("http://localhost:8080/hook") is None
+
+
+# -- settings and registration ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["10.0.0.0/33", "not-a-network", "10.0.0.5/8", "10.0.0.0/8;fd00::/8", "fd00::/129"]
+)
+def test_an_invalid_allowed_network_is_a_config_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=ALLOWED_VARIABLE):
+        Settings.from_env({ALLOWED_VARIABLE: value})
+
+
+def test_allowed_networks_default_to_none() -> None:
+    assert Settings.from_env({}).http_allowed_networks == ()
+
+
+def test_allowed_networks_are_a_comma_list_with_spaces_tolerated() -> None:
+    networks = Settings.from_env({ALLOWED_VARIABLE: " 10.0.0.0/8 , fd00::/8 ,"})
+
+    assert networks.http_allowed_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+
+
+def registered(env: dict[str, str]) -> DeliveryType:
+    types: list[DeliveryType] = []
+    http.register_delivery_types(register=types.append, settings=Settings.from_env(env))
+    [delivery_type] = types
+    return delivery_type
+
+
 def test_registers_the_http_type_with_a_margin_over_the_http_timeout() -> None:
-    settings = Settings.from_env({"TIMEFUSE_HTTP_TIMEOUT_SECONDS": "12"})
-    registered: list[DeliveryType] = []
+    delivery_type = registered({"TIMEFUSE_HTTP_TIMEOUT_SECONDS": "12"})
 
-    http.register_delivery_types(register=registered.append, settings=settings)
-
-    [delivery_type] = registered
     assert delivery_type.name == "http"
     assert delivery_type.timeout_seconds == 17
     assert delivery_type.validate_destination("http://example.com/") is None
     assert delivery_type.validate_destination("ftp://example.com/") == URL_FORM
     assert delivery_type.start is not None
     assert delivery_type.stop is not None
+
+
+def test_the_registered_validator_applies_the_configured_allowed_networks() -> None:
+    default = registered({})
+    allowing = registered({ALLOWED_VARIABLE: "127.0.0.0/8"})
+
+    assert default.validate_destination("http://127.0.0.1:8080/hook") is not None
+    assert allowing.validate_destination("http://127.0.0.1:8080/hook") is None

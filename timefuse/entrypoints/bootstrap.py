@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.system.clock import SystemClock
@@ -14,13 +15,17 @@ from timefuse.domain.validation import SubmissionLimits
 from timefuse.plugins.manager import Plugins, build_registry, delivery_observer, load_plugins
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
-from timefuse.ports.ingest import IngestBuffer
+from timefuse.ports.ingest import IngestBuffer, IngestStream
 from timefuse.ports.store import EventStore
 from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
 from timefuse.service.events import EventService
+from timefuse.service.ingest_consumer import IngestConsumer, IngestSettings
 from timefuse.service.maintenance import Leadership, Maintenance, MaintenanceSettings
 from timefuse.service.metrics import Metrics
 from timefuse.service.wakeup import DueSignal
+
+if TYPE_CHECKING:  # the Kafka adapter (and confluent-kafka) load only when Kafka is configured
+    from timefuse.adapters.kafka import KafkaClientSettings, TopicSpec
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Timefuse:
     dispatcher: Dispatcher
     maintenance: Maintenance
     worker_id: str = field(default="")
+    ingest: IngestConsumer | None = None
 
     async def open(self) -> None:
         await self.store.open()
@@ -64,6 +70,89 @@ def build_store(settings: Settings, clock: Clock) -> EventStore:
     raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
 
 
+def build_buffer(settings: Settings, store: EventStore, metrics: Metrics) -> IngestBuffer:
+    """Kafka when ``KAFKA_BOOTSTRAP_SERVERS`` is set, else straight into the store."""
+    if not settings.kafka_enabled:
+        return InlineIngestBuffer(store)
+    from timefuse.adapters.kafka import KafkaIngestBuffer
+
+    produced = metrics.kafka_produced.labels("ingest")
+    failed = metrics.kafka_produce_failures.labels("ingest")
+
+    def observe(acknowledged: int, error: str | None) -> None:
+        produced.inc(acknowledged)
+        if error is not None:
+            failed.inc()
+
+    return KafkaIngestBuffer(
+        _kafka_clients(settings),
+        _ingest_topic(settings),
+        submit_timeout=settings.kafka_submit_timeout,
+        observer=observe,
+    )
+
+
+def build_stream(settings: Settings) -> IngestStream | None:
+    """The ingest topic as a consumer group member; ``None`` without Kafka."""
+    if not settings.kafka_enabled:
+        return None
+    from timefuse.adapters.kafka import KafkaIngestStream, TopicSpec
+
+    return KafkaIngestStream(
+        _kafka_clients(settings),
+        _ingest_topic(settings),
+        TopicSpec(
+            settings.kafka_dead_letter_topic,
+            settings.kafka_partitions,
+            settings.kafka_replication_factor,
+        ),
+        settings.kafka_consumer_group,
+    )
+
+
+def build_ingest(
+    settings: Settings,
+    stream: IngestStream | None,
+    store: EventStore,
+    metrics: Metrics,
+    limits: SubmissionLimits,
+    wakeup: DueSignal,
+) -> IngestConsumer | None:
+    """The consumer moving ``stream``'s events into ``store``; ``None`` without a stream."""
+    if stream is None:
+        return None
+    return IngestConsumer(
+        stream=stream,
+        store=store,
+        metrics=metrics,
+        settings=IngestSettings(
+            batch_size=settings.kafka_ingest_batch_size,
+            batch_timeout_seconds=settings.kafka_ingest_batch_ms / 1000.0,
+        ),
+        limits=limits,
+        wakeup=wakeup,
+    )
+
+
+def _kafka_clients(settings: Settings) -> KafkaClientSettings:
+    from timefuse.adapters.kafka import KafkaClientSettings
+
+    return KafkaClientSettings(
+        settings.kafka_bootstrap_servers,
+        client=settings.kafka_client_config,
+        producer=settings.kafka_producer_config,
+        consumer=settings.kafka_consumer_config,
+    )
+
+
+def _ingest_topic(settings: Settings) -> TopicSpec:
+    from timefuse.adapters.kafka import TopicSpec
+
+    return TopicSpec(
+        settings.kafka_ingest_topic, settings.kafka_partitions, settings.kafka_replication_factor
+    )
+
+
 def build_leadership(store: EventStore) -> Leadership | None:
     """The store's own leader election where it has one (PostgreSQL advisory locks)."""
     leadership = getattr(store, "leadership", None)
@@ -79,6 +168,7 @@ def bootstrap(
     *,
     store: EventStore | None = None,
     buffer: IngestBuffer | None = None,
+    stream: IngestStream | None = None,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     plugins: Plugins | None = None,
@@ -89,7 +179,8 @@ def bootstrap(
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
     store = store or build_store(settings, clock)
-    buffer = buffer or InlineIngestBuffer(store)
+    buffer = buffer or build_buffer(settings, store, metrics)
+    stream = stream or build_stream(settings)
     plugins = plugins or load_plugins(settings, *extra_plugins)
     registry = build_registry(plugins, settings)
     wakeup = DueSignal()
@@ -131,6 +222,7 @@ def bootstrap(
         leadership=build_leadership(store),
         wakeup=wakeup,
     )
+    ingest = build_ingest(settings, stream, store, metrics, limits, wakeup)
     return Timefuse(
         settings=settings,
         store=store,
@@ -144,4 +236,5 @@ def bootstrap(
         dispatcher=dispatcher,
         maintenance=maintenance,
         worker_id=worker_id,
+        ingest=ingest,
     )

@@ -11,8 +11,10 @@ from timefuse.config import ConfigError, Settings, variables
 from timefuse.plugins.registry import PluginError
 
 COMMANDS = {
-    "serve": "run every role in one process: API, dispatcher and maintenance",
+    "serve": "run every role in one process: API, ingest consumer (with Kafka), dispatcher "
+    "and maintenance",
     "api": "run the REST API alone (stateless; run several behind a load balancer)",
+    "ingest": "run the Kafka ingest consumer alone (copies share the topic's partitions)",
     "dispatch": "run the dispatcher and maintenance (several copies may share one database)",
     "migrate": "create or upgrade the event store's schema, then exit",
     "plugins": "list the loaded delivery types, where each comes from, and its version",
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("serve", "api"):
             sub.add_argument("--host", help="address to listen on (TIMEFUSE_HOST)")
             sub.add_argument("--port", type=int, help="port to listen on (TIMEFUSE_PORT)")
+    from timefuse.bench.options import add_bench_command  # argparse only; the rest loads on use
+
+    add_bench_command(commands)
     return parser
 
 
@@ -53,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "bench":
+        from timefuse.bench import run_bench
+
+        return run_bench(args)
     try:
         settings = Settings.from_env()
         return _dispatch(args, settings)
@@ -74,8 +83,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from timefuse.entrypoints.runner import StartupError, run
 
     roles = {
-        "serve": {"api", "dispatch", "maintenance"},
+        # With Kafka, serve consumes what its API produced (and wakes its own dispatcher).
+        "serve": {"api", "dispatch", "maintenance"}
+        | ({"ingest"} if settings.kafka_enabled else set()),
         "api": {"api"},
+        "ingest": {"ingest"},
         "dispatch": {"dispatch", "maintenance"},
     }[args.command]
     port = getattr(args, "port", None)

@@ -1,4 +1,4 @@
-"""Running a process: the API, the dispatcher and maintenance, in any combination."""
+"""Running a process: API, ingest consumer, dispatcher and maintenance, in any combination."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ from collections.abc import Awaitable, Collection, Iterator
 
 import structlog
 import uvicorn
+from starlette.applications import Starlette
 
 from timefuse.config import Settings
 from timefuse.entrypoints.api.app import create_app
+from timefuse.entrypoints.api.health import Health, health_routes
+from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
 
 log = structlog.get_logger("timefuse")
 
-ALL_ROLES = frozenset({"api", "dispatch", "maintenance"})
+ALL_ROLES = frozenset({"api", "ingest", "dispatch", "maintenance"})
 
 
 class StartupError(Exception):
@@ -66,13 +69,20 @@ async def readiness(tf: Timefuse) -> dict[str, str]:
     return parts
 
 
-def _api_task(tf: Timefuse, sock: socket.socket) -> tuple[_Server, Awaitable[None]]:
-    app = create_app(
-        service=tf.service,
-        metrics=tf.metrics,
-        settings=tf.settings,
-        readiness=lambda: readiness(tf),
-    )
+def _api_task(
+    tf: Timefuse, sock: socket.socket, api: bool = True
+) -> tuple[_Server, Awaitable[None]]:
+    """The REST API, or with ``api=False`` only /health and /metrics (for ingest, dispatch)."""
+    if api:
+        app = create_app(
+            service=tf.service,
+            metrics=tf.metrics,
+            settings=tf.settings,
+            readiness=lambda: readiness(tf),
+        )
+    else:
+        health = Health(tf.metrics, lambda: readiness(tf))
+        app = Starlette(routes=health_routes(health, PREFIX))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
     )
@@ -85,11 +95,9 @@ async def run(
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
     tf = bootstrap(settings)
-    sock = (
-        bind(host or settings.host, settings.port if port is None else port)
-        if "api" in roles
-        else None
-    )
+    if "ingest" in roles and tf.ingest is None:
+        raise StartupError("the ingest role reads Kafka: set KAFKA_BOOTSTRAP_SERVERS")
+    sock = _listener(settings, roles, host, port)
     await tf.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,10 +107,12 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     try:
         if sock is not None:
-            server, serving = _api_task(tf, sock)
+            server, serving = _api_task(tf, sock, api="api" in roles)
             tasks.append(asyncio.ensure_future(serving))
             address = sock.getsockname()
             log.info("listening", host=address[0], port=address[1], store=_redacted(tf))
+        if "ingest" in roles and tf.ingest is not None:
+            tasks.append(asyncio.create_task(tf.ingest.run(stop)))
         if "dispatch" in roles:
             tasks.append(asyncio.create_task(tf.dispatcher.run(stop)))
         if "maintenance" in roles:
@@ -119,6 +129,17 @@ async def run(
         if sock is not None:
             sock.close()
         log.info("stopped")
+
+
+def _listener(
+    settings: Settings, roles: Collection[str], host: str | None, port: int | None
+) -> socket.socket | None:
+    if "api" in roles:
+        return bind(host or settings.host, settings.port if port is None else port)
+    if settings.metrics_port is not None:
+        # Processes without the API still answer Prometheus and health probes.
+        return bind(host or settings.host, settings.metrics_port)
+    return None
 
 
 async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

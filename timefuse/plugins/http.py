@@ -2,7 +2,8 @@
 
 Registered through the same hook as third-party delivery types. Every request carries the
 Standard Webhooks headers ``webhook-id`` (the event id, the same on every retry, so receivers
-can drop duplicates) and ``webhook-timestamp``.
+can drop duplicates) and ``webhook-timestamp``, plus ``webhook-signature`` when the event's
+source has signing secrets. Destinations pass the SSRF guard of :mod:`http_guard`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,22 @@ import time
 from collections.abc import Callable
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
 from timefuse.plugins.hookspecs import hookimpl
-from timefuse.plugins.http_guard import build_connector, parse_destination, validate_destination
+from timefuse.plugins.http_guard import (
+    DestinationGuard,
+    DestinationRefused,
+    GuardedResolver,
+    build_connector,
+)
+from timefuse.plugins.webhook_signing import WebhookSigner
 from timefuse.ports.delivery import DeliveryType
 
-__all__ = ["HttpDelivery", "register_delivery_types", "validate_destination"]
+__all__ = ["HttpDelivery", "register_delivery_types"]
 
 # Room the dispatcher leaves above aiohttp's own total timeout before it cuts an attempt off:
 # aiohttp's timeout should fire first and yield a clear reason.
@@ -41,10 +49,18 @@ class HttpDelivery:
 
     The session is opened by :meth:`start` and closed by :meth:`stop`, never at import or
     construction. :meth:`deliver` never raises: every failure becomes an outcome.
+    :meth:`validate_destination` is the submission-time check, with the same guard.
+
+    :param resolver: resolves names before the guard filters the addresses (default: aiohttp's
+        own resolver); :meth:`stop` closes it.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, resolver: AbstractResolver | None = None) -> None:
         self._settings = settings
+        self._guard = DestinationGuard.from_settings(settings)
+        self._signer = WebhookSigner.from_settings(settings)
+        self._inner_resolver = resolver
+        self._resolver: GuardedResolver | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=settings.http_total_timeout, sock_connect=settings.http_connect_timeout
         )
@@ -54,9 +70,13 @@ class HttpDelivery:
     async def start(self) -> None:
         if self._session is not None:
             return
+        self._resolver = GuardedResolver(self._guard.policy, self._inner_resolver)
         self._session = aiohttp.ClientSession(
-            connector=build_connector(self._settings),
+            connector=build_connector(self._settings, self._resolver),
             timeout=self._timeout,
+            # Proxy variables would route deliveries through a proxy that connects wherever it
+            # is told, past the guarded resolver: the environment is ignored on purpose.
+            trust_env=False,
             # Receivers' cookies must not follow other events to the same host, and a real
             # jar would filter cookies on every request.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -66,23 +86,25 @@ class HttpDelivery:
 
     async def stop(self) -> None:
         session, self._session = self._session, None
+        resolver, self._resolver = self._resolver, None
         if session is not None:
             await session.close()
+        if resolver is not None:
+            await resolver.close()
+
+    def validate_destination(self, destination: str) -> str | None:
+        return self._guard.validate_destination(destination)
 
     async def deliver(self, event: Event, attempt: int) -> DeliveryOutcome:
         session = self._session
         if session is None:
             return DeliveryOutcome.retriable("http delivery is not started")
-        url = parse_destination(event.destination)
+        # Checked again although checked at submission: IP literals never reach the guarded
+        # resolver, and the allowed networks may have changed since.
+        url = self._guard.check(event.destination)
         if isinstance(url, str):
             return DeliveryOutcome.permanent(f"invalid destination: {url}")
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": self._user_agent,
-            "webhook-id": event.id,
-            "webhook-timestamp": str(int(time.time())),
-            "timefuse-attempt": str(attempt),
-        }
+        headers = self._headers(event, attempt)
         try:
             # The payload was JSON-encoded once at submission and is sent byte for byte.
             response = await session.post(
@@ -100,8 +122,28 @@ class HttpDelivery:
             status, parse_retry_after(retry_after, time.time()) if retry_after else None
         )
 
+    def _headers(self, event: Event, attempt: int) -> dict[str, str]:
+        # One timestamp for the header and the signature: they are checked against each other.
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            "webhook-id": event.id,
+            "webhook-timestamp": str(timestamp),
+            "timefuse-attempt": str(attempt),
+        }
+        signature = self._signer.signature(event.source, event.id, timestamp, event.payload)
+        if signature is not None:
+            headers["webhook-signature"] = signature
+        return headers
+
     def _failure(self, exc: Exception) -> DeliveryOutcome:
         settings = self._settings
+        refused = DestinationRefused.from_client_error(exc)
+        if refused is not None:
+            # The name resolved to addresses the guard refuses; retrying would not change
+            # that unless the operator does, so the event fails with the reason instead.
+            return DeliveryOutcome.permanent(refused.reason)
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             # Raised for the connect timeout and for the total one if it expires first.
             return DeliveryOutcome.retriable(
@@ -157,7 +199,7 @@ def register_delivery_types(register: Callable[[DeliveryType], None], settings: 
     register(
         DeliveryType(
             name="http",
-            validate_destination=validate_destination,
+            validate_destination=delivery.validate_destination,
             deliver=delivery.deliver,
             start=delivery.start,
             stop=delivery.stop,

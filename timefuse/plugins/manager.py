@@ -24,7 +24,7 @@ from timefuse.plugins import hookspecs
 from timefuse.plugins.registry import DeliveryRegistry, PluginError
 from timefuse.ports.delivery import Deliver, DeliveryType
 
-BUILTIN_PLUGINS = ("timefuse.plugins.http",)
+BUILTIN_PLUGINS = ("timefuse.plugins.http", "timefuse.plugins.kafka")
 BUILTIN_ORIGIN = "timefuse (built-in)"
 
 _log = structlog.get_logger("timefuse.plugins")

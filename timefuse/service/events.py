@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from timefuse.domain.event import Event, new_event_id
@@ -22,6 +22,17 @@ from timefuse.service.metrics import Metrics
 from timefuse.service.wakeup import DueSignal
 
 STATISTICS_TTL_SECONDS = 1.0
+# Most events of one external id a caller limited to some sources can cancel in one request:
+# the store cancels by external id for every source at once, so for such a caller each event
+# is looked up and cancelled on its own.
+SCOPED_CANCEL_LIMIT = 10_000
+
+# The sources a caller may act for; None: every source.
+Sources = Collection[str] | None
+
+
+def _visible(event: Event, sources: Sources) -> bool:
+    return sources is None or event.source in sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +68,12 @@ class EventService:
         self._metrics = metrics
         self._limits = limits or SubmissionLimits()
         self._wakeup = wakeup
-        self._statistics: tuple[float, dict[str, int]] | None = None
+        # Per set of visible sources (None: all); callers are few (one per API key).
+        self._statistics: dict[frozenset[str] | None, tuple[float, dict[str, int]]] = {}
+
+    @property
+    def limits(self) -> SubmissionLimits:
+        return self._limits
 
     def build(self, fields: Mapping[str, object]) -> Event:
         """Validate one submission; :class:`ValidationFailed` names every bad field."""
@@ -109,36 +125,63 @@ class EventService:
             self._metrics.received.labels(event.delivery_type).inc()
         if self._wakeup is not None:
             self._wakeup.notify(min(event.next_attempt_at for event in events))
-        self._statistics = None
+        self._statistics.clear()
         return ids
 
-    async def get(self, event_id: str) -> Event | None:
-        return await self._store.get(event_id)
+    # ``sources`` below: the sources the caller may act for. An event of another source is
+    # answered as if it did not exist, so a caller can't learn which ids other sources use.
 
-    async def find_by_external_id(self, external_job_id: str) -> list[Event]:
-        return await self._store.find_by_external_id(external_job_id)
+    async def get(self, event_id: str, *, sources: Sources = None) -> Event | None:
+        event = await self._store.get(event_id)
+        return event if event is not None and _visible(event, sources) else None
 
-    async def cancel(self, event_id: str) -> CancelResult:
+    async def find_by_external_id(
+        self, external_job_id: str, *, sources: Sources = None
+    ) -> list[Event]:
+        events = await self._store.find_by_external_id(external_job_id)
+        return [event for event in events if _visible(event, sources)]
+
+    async def cancel(self, event_id: str, *, sources: Sources = None) -> CancelResult:
+        if sources is not None and await self.get(event_id, sources=sources) is None:
+            # The source never changes, so the look-up can't race the cancel below.
+            return CancelResult.NOT_FOUND
         result = await self._store.cancel(event_id)
         if result is CancelResult.CANCELLED:
             self._metrics.cancelled.inc()
-            self._statistics = None
+            self._statistics.clear()
         return result
 
-    async def cancel_by_external_id(self, external_job_id: str) -> int:
-        count = await self._store.cancel_by_external_id(external_job_id)
+    async def cancel_by_external_id(self, external_job_id: str, *, sources: Sources = None) -> int:
+        if sources is None:
+            count = await self._store.cancel_by_external_id(external_job_id)
+        else:
+            count = await self._cancel_each(external_job_id, sources)
         if count:
             self._metrics.cancelled.inc(count)
-            self._statistics = None
+            self._statistics.clear()
         return count
 
-    async def statistics(self) -> dict[str, int]:
+    async def _cancel_each(self, external_job_id: str, sources: Collection[str]) -> int:
+        events = await self._store.find_by_external_id(external_job_id, SCOPED_CANCEL_LIMIT)
+        count = 0
+        for event in events:
+            if event.status is EventStatus.PENDING and _visible(event, sources):
+                # Each cancel is the store's atomic one: an event claimed meanwhile stays so.
+                if await self._store.cancel(event.id) is CancelResult.CANCELLED:
+                    count += 1
+        return count
+
+    async def statistics(self, *, sources: Sources = None) -> dict[str, int]:
         """Events per status, cached briefly so a busy dashboard can't turn into a scan loop."""
-        cached = self._statistics
+        key = None if sources is None else frozenset(sources)
+        cached = self._statistics.get(key)
         if cached is not None and time.monotonic() - cached[0] < STATISTICS_TTL_SECONDS:
             return cached[1]
-        counts = await self._store.count_by_status()
+        if key is None:
+            counts = await self._store.count_by_status()
+        else:
+            counts = await self._store.count_by_status(sources=key)
         result = {status.value: counts.get(status, 0) for status in EventStatus}
         result["TOTAL"] = sum(counts.values())
-        self._statistics = (time.monotonic(), result)
+        self._statistics[key] = (time.monotonic(), result)
         return result

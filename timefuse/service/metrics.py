@@ -88,13 +88,14 @@ class Metrics:
             "timefuse_leases_recovered", "Expired leases taken back.", registry=r
         )
         self._add_kafka_metrics(r)
+        self._add_process_metrics(r)
 
     def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
         # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*
         # is counted by the delivery metrics above, with delivery_type="kafka".
         self.kafka_produced = Counter(
             "timefuse_kafka_records_produced",
-            "Records the broker acknowledged, by purpose (ingest, dead_letter).",
+            "Records the broker acknowledged, by purpose (ingest: the API's submissions).",
             ["purpose"],
             registry=r,
         )
@@ -141,3 +142,13 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+
+    def _add_process_metrics(self, r: CollectorRegistry) -> None:
+        # The standard process_* (resident memory, CPU seconds, open fds), python_info and
+        # python_gc_* series, on this registry: the default registry is not the one served.
+        # Each reads /proc/self or the interpreter when scraped: no I/O of timefuse's own.
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
 import pytest_asyncio
+from psycopg import sql
 
+from tests.support.postgres_server import PostgresServer
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.domain.status import EventStatus
+
+Db = psycopg.Connection[tuple[object, ...]]
 
 
 @pytest_asyncio.fixture
@@ -24,14 +29,20 @@ async def pg_store(postgres_dsn: str) -> AsyncIterator[PostgresEventStore]:
 
 
 @pytest.fixture
-def db(postgres_dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def db(postgres_dsn: str) -> Iterator[Db]:
     """A plain autocommit connection to the test database, for arranging and inspecting rows."""
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         yield conn
 
 
-def counted_by_scan(db: psycopg.Connection[tuple[object, ...]]) -> dict[EventStatus, int]:
+@pytest.fixture
+def another_dsn(postgres: PostgresServer) -> str:
+    """A second fresh, empty database on the session's server."""
+    return postgres.create_database(f"timefuse_other_{uuid.uuid4().hex[:16]}")
+
+
+def counted_by_scan(db: Db) -> dict[EventStatus, int]:
     """What ``count_by_status`` must answer, counted the slow way."""
     counts = dict.fromkeys(EventStatus, 0)
     for status, count in db.execute("SELECT status, count(*) FROM events GROUP BY status"):
@@ -39,12 +50,21 @@ def counted_by_scan(db: psycopg.Connection[tuple[object, ...]]) -> dict[EventSta
     return counts
 
 
-def partition_of(db: psycopg.Connection[tuple[object, ...]], table: str, event_id: str) -> str:
+def partition_of(db: Db, table: str, event_id: str) -> str:
     """The partition that holds ``event_id``'s row (or its attempts) in ``table``."""
     column = "id" if table == "events" else "event_id"
-    row = db.execute(
-        f"SELECT DISTINCT tableoid::regclass::text FROM {table} WHERE {column} = %s",  # noqa: S608
-        (event_id,),
-    ).fetchone()
+    query = sql.SQL("SELECT DISTINCT tableoid::regclass::text FROM {} WHERE {} = %s").format(
+        sql.Identifier(table), sql.Identifier(column)
+    )
+    row = db.execute(query, (event_id,)).fetchone()
     assert row is not None, f"no row of {event_id} in {table}"
     return str(row[0])
+
+
+def partitions(db: Db, table: str) -> list[str]:
+    rows = db.execute(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass"
+        " ORDER BY 1",
+        (table,),
+    )
+    return [str(name) for (name,) in rows]

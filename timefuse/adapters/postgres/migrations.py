@@ -59,6 +59,17 @@ def schema_snapshot() -> str:
     return migrations_dir().joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+async def schema_version(conn: psycopg.AsyncConnection[TupleRow]) -> int:
+    """The version the database's schema is at; 0 when timefuse never migrated it."""
+    cursor = await conn.execute("SELECT to_regclass('timefuse_schema_version') IS NOT NULL")
+    row = await cursor.fetchone()
+    if not (row and row[0]):
+        return 0
+    cursor = await conn.execute(CURRENT_VERSION)
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def apply_migrations(conn: psycopg.AsyncConnection[TupleRow]) -> list[str]:
     """Apply the migrations the database lacks, in one transaction; returns their names.
 
@@ -68,9 +79,7 @@ async def apply_migrations(conn: psycopg.AsyncConnection[TupleRow]) -> list[str]
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         await conn.execute(CREATE_VERSION_TABLE)
-        cursor = await conn.execute(CURRENT_VERSION)
-        row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
+        current = await schema_version(conn)
         applied: list[str] = []
         for migration in migrations:
             if migration.version <= current:

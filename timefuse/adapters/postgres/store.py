@@ -16,7 +16,7 @@ from timefuse.adapters.postgres import queries, retention
 from timefuse.adapters.postgres.errors import wrap_exceptions
 from timefuse.adapters.postgres.leadership import AdvisoryLeadership
 from timefuse.adapters.postgres.listener import Notify, watch_due
-from timefuse.adapters.postgres.migrations import apply_migrations
+from timefuse.adapters.postgres.migrations import apply_migrations, load_migrations, schema_version
 from timefuse.adapters.postgres.partitions import (
     check_granularity,
     create_partitions,
@@ -100,6 +100,8 @@ class PostgresEventStore:
             with wrap_exceptions():
                 await pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
             self._pool = pool
+            if not self._migrate_on_open:
+                await self._check_schema()
             await self.create_partitions_ahead()
         except BaseException:
             self._pool = None
@@ -265,6 +267,16 @@ class PostgresEventStore:
             raise ValueError(f"the event store needs timezone-aware datetimes, got {cutoff!r}")
         async with self._connection() as conn:
             return await retention.delete_terminal_before(conn, cutoff, batch_size)
+
+    async def _check_schema(self) -> None:
+        latest = len(load_migrations())
+        async with self._connection() as conn:
+            current = await schema_version(conn)
+        if current < latest:
+            raise StoreError(
+                f"the database schema is at version {current}, this timefuse needs {latest}: "
+                "run `timefuse migrate` first"
+            )
 
     async def _update_and_notify(self, query: str, params: dict[str, Any]) -> int:
         """Run an UPDATE that makes events due now and wake listeners if it changed any."""

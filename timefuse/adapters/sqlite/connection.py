@@ -1,4 +1,4 @@
-"""Opening the SQLite database: durability settings, schema, and the transaction helper."""
+"""Opening the SQLite database: durability settings, schema and migrations, transactions."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from pathlib import Path
 from timefuse.adapters.sqlite import queries
 from timefuse.ports.store import StoreError
 
-# The version schema.sql writes into schema_version; bump both together.
-SCHEMA_VERSION = 1
+# The version schema.sql writes into schema_version; bump both together, and add the
+# migration from the previous version to MIGRATIONS.
+SCHEMA_VERSION = 2
+
+# The script that brings a database at version n - 1 to version n, keyed by n.
+MIGRATIONS = {
+    2: "0002_listing_redelivery_lease_history.sql",
+}
 
 # UPDATE ... RETURNING (the claim) arrived in SQLite 3.35.
 MINIMUM_SQLITE = (3, 35, 0)
@@ -38,7 +44,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, cached_statements=64)
     try:
         _configure(conn, in_memory=path == MEMORY)
-        _create_schema(conn)
+        _prepare_schema(conn)
     except BaseException:
         conn.close()
         raise
@@ -63,22 +69,58 @@ def _configure(conn: sqlite3.Connection, *, in_memory: bool) -> None:
     conn.execute("PRAGMA cache_size = -65536")
 
 
-def _create_schema(conn: sqlite3.Connection) -> None:
-    script = (files("timefuse") / "migrations" / "sqlite" / "schema.sql").read_text("utf-8")
-    # executescript commits whatever is open before it runs, so the transaction is part of the
-    # script: two processes opening a fresh file at once can't interleave their DDL.
-    try:
-        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    version = conn.execute(queries.SCHEMA_VERSION).fetchone()[0]
+def _prepare_schema(conn: sqlite3.Connection) -> None:
+    # One write transaction for the check and the DDL (SQLite's DDL is transactional): two
+    # processes opening the same file at once can't both create or migrate it, and a failed
+    # migration leaves the file at its old version.
+    with transaction(conn):
+        version = _stored_version(conn)
+        if version is None:
+            _run_script(conn, "schema.sql")
+        elif version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the SQLite database has schema version {version}, newer than this "
+                f"timefuse's {SCHEMA_VERSION}: upgrade timefuse to open it"
+            )
+        else:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                _run_script(conn, MIGRATIONS[target])
+        version = _stored_version(conn)
     if version != SCHEMA_VERSION:
         raise StoreError(
             f"the SQLite database has schema version {version}; "
             f"this timefuse expects {SCHEMA_VERSION}"
         )
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    if conn.execute(queries.SCHEMA_VERSION_TABLE).fetchone() is None:
+        return None
+    version: int | None = conn.execute(queries.SCHEMA_VERSION).fetchone()[0]
+    return version
+
+
+def _run_script(conn: sqlite3.Connection, name: str) -> None:
+    script = (files("timefuse") / "migrations" / "sqlite" / name).read_text("utf-8")
+    # executescript() would commit the open transaction first, so the script runs one
+    # statement at a time inside it.
+    for statement in _split_statements(script):
+        conn.execute(statement)
+
+
+def _split_statements(script: str) -> list[str]:
+    """The statements of an SQL script, each with the comment lines before it."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    leftover = [line for line in pending.splitlines() if line.strip()]
+    if any(not line.lstrip().startswith("--") for line in leftover):
+        raise StoreError(f"the SQL script ends in an incomplete statement: {pending!r}")
+    return statements
 
 
 @contextmanager

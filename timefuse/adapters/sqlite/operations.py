@@ -24,8 +24,15 @@ from timefuse.adapters.sqlite.rows import (
 )
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
+from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus, check_transition
-from timefuse.ports.store import AttemptRecord, CancelResult, OutcomeUpdate, StoreError
+from timefuse.ports.store import (
+    AttemptRecord,
+    CancelResult,
+    OutcomeUpdate,
+    RedeliverResult,
+    StoreError,
+)
 
 # Bound parameters per IN (...) list: far below SQLite's limit (32766, or 999 before 3.32).
 _IN_CHUNK = 500
@@ -105,16 +112,31 @@ def _outcome_params(now: int, worker_id: str, update: OutcomeUpdate) -> dict[str
     }
 
 
-def release(conn: sqlite3.Connection, now: int, worker_id: str, event_ids: Sequence[str]) -> int:
-    params = [{"event_id": event_id, "owner": worker_id, "now": now} for event_id in event_ids]
+def reschedule(
+    conn: sqlite3.Connection, now: int, worker_id: str, event_ids: Sequence[str], due_at: int
+) -> int:
+    params = [
+        {"event_id": event_id, "owner": worker_id, "due_at": due_at, "now": now}
+        for event_id in event_ids
+    ]
     with transaction(conn):
-        return conn.executemany(queries.RELEASE, params).rowcount
+        return conn.executemany(queries.RESCHEDULE, params).rowcount
 
 
 def recover_expired_leases(conn: sqlite3.Connection, now: int) -> int:
+    params = {"now": now, "error": LEASE_EXPIRED_ERROR, "outcome": OutcomeKind.RETRIABLE.value}
     with transaction(conn):
-        params = {"now": now, "error": LEASE_EXPIRED_ERROR}
+        conn.execute(queries.RECORD_EXPIRED_ATTEMPTS, params)
         return conn.execute(queries.RECOVER_EXPIRED_LEASES, params).rowcount
+
+
+def redeliver(conn: sqlite3.Connection, now: int, event_id: str) -> RedeliverResult:
+    # One transaction, like cancel: "not redeliverable" and "not found" describe one moment.
+    with transaction(conn):
+        if conn.execute(queries.REDELIVER, {"event_id": event_id, "now": now}).rowcount:
+            return RedeliverResult.REDELIVERED
+        exists = conn.execute(queries.EXISTS, (event_id,)).fetchone() is not None
+    return RedeliverResult.NOT_REDELIVERABLE if exists else RedeliverResult.NOT_FOUND
 
 
 def cancel(conn: sqlite3.Connection, now: int, event_id: str) -> CancelResult:
@@ -140,13 +162,6 @@ def get(conn: sqlite3.Connection, event_id: str) -> Event | None:
 def find_by_external_id(conn: sqlite3.Connection, external_job_id: str, limit: int) -> list[Event]:
     rows = conn.execute(queries.FIND_BY_EXTERNAL_ID, (external_job_id, limit)).fetchall()
     return [row_to_event(row) for row in rows]
-
-
-def count_by_status(conn: sqlite3.Connection) -> dict[EventStatus, int]:
-    counts = dict.fromkeys(EventStatus, 0)
-    for status, count in conn.execute(queries.COUNT_BY_STATUS):
-        counts[EventStatus(status)] = count
-    return counts
 
 
 def next_due_at(conn: sqlite3.Connection) -> datetime | None:

@@ -12,7 +12,7 @@ ever drops it.
 
 from __future__ import annotations
 
-from timefuse.domain.status import TERMINAL_STATUSES
+from timefuse.domain.status import REDELIVERABLE_STATUSES, TERMINAL_STATUSES
 
 EVENT_COLUMNS = (
     "id",
@@ -40,6 +40,7 @@ EVENT_COLUMNS = (
 )
 _COLUMNS = ", ".join(EVENT_COLUMNS)
 _TERMINAL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
+_REDELIVERABLE = ", ".join(f"'{status.value}'" for status in sorted(REDELIVERABLE_STATUSES))
 
 # ON CONFLICT DO NOTHING, not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
 # breaks a NOT NULL or CHECK constraint, and a bad row must fail the batch, not vanish.
@@ -62,6 +63,7 @@ UPDATE events
        locked_by = :worker,
        lock_expires_at = :expires,
        attempts = attempts + 1,
+       claimed_at = :now,
        updated_at = :now
  WHERE rowid IN (SELECT rowid FROM events INDEXED BY events_due
                   WHERE status = 'PENDING' AND next_attempt_at <= :now
@@ -70,12 +72,18 @@ UPDATE events
 RETURNING {_COLUMNS}
 """
 
+# The next number in an event's history: one seek in event_attempts_event_seq.
+_NEXT_ATTEMPT_SEQ = """COALESCE((SELECT MAX(history.attempt_seq) FROM event_attempts AS history
+                  WHERE history.event_id = {event_id}), 0) + 1"""
+
 # Written before APPLY_OUTCOME in the same transaction, so it sees the lease the outcome is
 # about to clear: history is kept exactly for the outcomes that apply.
-INSERT_ATTEMPT_IF_LEASED = """
+INSERT_ATTEMPT_IF_LEASED = f"""
 INSERT INTO event_attempts
-       (event_id, attempt, started_at, duration_ms, outcome, status_code, error, worker)
-SELECT :event_id, :attempt, :started_at, :duration_ms, :outcome, :status_code, :error, :worker
+       (event_id, attempt, started_at, duration_ms, outcome, status_code, error, worker,
+        attempt_seq)
+SELECT :event_id, :attempt, :started_at, :duration_ms, :outcome, :status_code, :error, :worker,
+       {_NEXT_ATTEMPT_SEQ.format(event_id=":event_id")}
  WHERE EXISTS (SELECT 1 FROM events
                 WHERE id = :event_id AND status = 'PROCESSING' AND locked_by = :owner)
 """
@@ -95,15 +103,29 @@ UPDATE events
  WHERE id = :event_id AND status = 'PROCESSING' AND locked_by = :owner
 """
 
-RELEASE = """
+RESCHEDULE = """
 UPDATE events
    SET status = 'PENDING',
-       next_attempt_at = :now,
+       next_attempt_at = :due_at,
        attempts = MAX(attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
        updated_at = :now
  WHERE id = :event_id AND status = 'PROCESSING' AND locked_by = :owner
+"""
+
+# The attempt record of each expired lease, written before RECOVER_EXPIRED_LEASES in the same
+# transaction (and with the same :now), so it sees exactly the leases about to be recovered.
+# claimed_at is NULL only for an event inserted as PROCESSING; its last update stands in.
+RECORD_EXPIRED_ATTEMPTS = f"""
+INSERT INTO event_attempts
+       (event_id, attempt, started_at, duration_ms, outcome, status_code, error, worker,
+        attempt_seq)
+SELECT id, attempts, started_at, (:now - started_at) / 1000.0, :outcome, NULL, :error,
+       COALESCE(locked_by, ''), {_NEXT_ATTEMPT_SEQ.format(event_id="expired.id")}
+  FROM (SELECT id, attempts, locked_by, COALESCE(claimed_at, updated_at) AS started_at
+          FROM events
+         WHERE status = 'PROCESSING' AND lock_expires_at < :now) AS expired
 """
 
 # timefuse.domain.lease.expire_lease in SQL: the lost attempt counts as failed; the last
@@ -119,6 +141,23 @@ UPDATE events
        lock_expires_at = NULL,
        updated_at = :now
  WHERE status = 'PROCESSING' AND lock_expires_at < :now
+"""
+
+# A redelivery starts a new delivery round: max_retries applies afresh. last_error,
+# executed_at and the attempt history stay as they were.
+REDELIVER_SET = """
+   SET status = 'PENDING',
+       next_attempt_at = :now,
+       attempts = 0,
+       retry_count = 0,
+       locked_by = NULL,
+       lock_expires_at = NULL,
+       updated_at = :now
+"""
+
+REDELIVER = f"""
+UPDATE events {REDELIVER_SET}
+ WHERE id = :event_id AND status IN ({_REDELIVERABLE})
 """
 
 CANCEL = """
@@ -143,17 +182,15 @@ SELECT {_COLUMNS} FROM events INDEXED BY events_dedup_key
  LIMIT ?
 """
 
-COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM events GROUP BY status"
-
 NEXT_DUE_AT = (
     "SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due WHERE status = 'PENDING'"
 )
 
 ATTEMPTS = """
-SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker
-  FROM event_attempts
+SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker, attempt_seq
+  FROM event_attempts INDEXED BY event_attempts_event_seq
  WHERE event_id = ?
- ORDER BY id
+ ORDER BY attempt_seq
 """
 
 OLD_TERMINAL_IDS = f"""
@@ -167,3 +204,7 @@ DELETE_ATTEMPTS_OF_EVENT = "DELETE FROM event_attempts WHERE event_id = ?"
 DELETE_EVENT = "DELETE FROM events WHERE id = ?"
 
 SCHEMA_VERSION = "SELECT MAX(version) FROM schema_version"
+
+SCHEMA_VERSION_TABLE = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+)

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
+from timefuse.adapters.sqlite import listing
 from timefuse.adapters.sqlite import operations as ops
 from timefuse.adapters.sqlite.connection import connect
 from timefuse.adapters.sqlite.errors import wrap_exceptions
-from timefuse.adapters.sqlite.rows import to_micros
+from timefuse.adapters.sqlite.rows import optional_micros, to_micros
+from timefuse.domain.cursor import Cursor
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
-from timefuse.ports.store import AttemptRecord, CancelResult, OutcomeUpdate, StoreUnavailable
+from timefuse.ports.store import (
+    AttemptRecord,
+    CancelResult,
+    EventPage,
+    EventQuery,
+    OutcomeUpdate,
+    RedeliverResult,
+    StoreUnavailable,
+    source_set,
+)
 
 T = TypeVar("T")
 
@@ -103,7 +114,20 @@ class SqliteEventStore:
     async def release(self, worker_id: str, event_ids: Sequence[str]) -> int:
         if not event_ids:
             return 0
-        return await self._run(lambda conn: ops.release(conn, self._now(), worker_id, event_ids))
+
+        def release_now(conn: sqlite3.Connection) -> int:
+            now = self._now()
+            return ops.reschedule(conn, now, worker_id, event_ids, due_at=now)
+
+        return await self._run(release_now)
+
+    async def reschedule(self, worker_id: str, event_ids: Sequence[str], due_at: datetime) -> int:
+        due = to_micros(due_at)
+        if not event_ids:
+            return 0
+        return await self._run(
+            lambda conn: ops.reschedule(conn, self._now(), worker_id, event_ids, due)
+        )
 
     async def recover_expired_leases(self) -> int:
         return await self._run(lambda conn: ops.recover_expired_leases(conn, self._now()))
@@ -124,8 +148,41 @@ class SqliteEventStore:
             partial(ops.find_by_external_id, external_job_id=external_job_id, limit=limit)
         )
 
-    async def count_by_status(self) -> Mapping[EventStatus, int]:
-        return await self._run(ops.count_by_status)
+    async def count_by_status(
+        self, sources: Collection[str] | None = None
+    ) -> Mapping[EventStatus, int]:
+        return await self._run(partial(listing.count_by_status, sources=source_set(sources)))
+
+    async def list_events(
+        self, query: EventQuery, limit: int, after: Cursor | None = None
+    ) -> EventPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        return await self._run(partial(listing.list_events, query=query, limit=limit, after=after))
+
+    async def redeliver(self, event_id: str, now: datetime) -> RedeliverResult:
+        moment = to_micros(now)
+        return await self._run(partial(ops.redeliver, now=moment, event_id=event_id))
+
+    async def redeliver_dead_letters(
+        self,
+        *,
+        sources: Collection[str] | None,
+        scheduled_from: datetime | None,
+        scheduled_to: datetime | None,
+        now: datetime,
+        limit: int = 10_000,
+    ) -> int:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        work = partial(
+            listing.redeliver_dead_letters,
+            now=to_micros(now),
+            sources=source_set(sources),
+            scheduled=(optional_micros(scheduled_from), optional_micros(scheduled_to)),
+            limit=limit,
+        )
+        return await self._run(work)
 
     async def next_due_at(self) -> datetime | None:
         return await self._run(ops.next_due_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from starlette.responses import Response
@@ -16,11 +17,31 @@ class FieldErrorOut(msgspec.Struct):
     message: str
 
 
-class Envelope(msgspec.Struct):
+T = TypeVar("T")
+
+
+class Envelope(msgspec.Struct, Generic[T]):
+    """A successful answer: ``data`` holds the result."""
+
     success: bool
-    data: object
+    data: T
     message: str | None
-    error_code: str | None
+    error_code: None
+    errors: None
+    timestamp: datetime
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """A failed answer: ``error_code`` says why, ``errors`` names each bad field.
+
+    ``data`` is null, or details: the batch result when no event of a batch was accepted,
+    the state of each part when not ready.
+    """
+
+    success: bool
+    data: Any
+    message: str
+    error_code: str
     errors: list[FieldErrorOut] | None
     timestamp: datetime
 
@@ -33,7 +54,7 @@ def encode(value: object) -> bytes:
     return _encoder.encode(value)
 
 
-def _response(envelope: Envelope, status: int, headers: Mapping[str, str] | None) -> Response:
+def _response(envelope: Envelope[Any] | ErrorEnvelope, status: int, headers: Mapping[str, str] | None) -> Response:
     return Response(
         _encoder.encode(envelope),
         status_code=status,
@@ -49,7 +70,7 @@ def ok(
     message: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    envelope = Envelope(True, data, message, None, None, datetime.now(UTC))
+    envelope: Envelope[Any] = Envelope(True, data, message, None, None, datetime.now(UTC))
     return _response(envelope, status, headers)
 
 
@@ -63,5 +84,5 @@ def fail(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     listed = [FieldErrorOut(e.field, e.message) for e in errors] if errors is not None else None
-    envelope = Envelope(False, data, message, error_code, listed, datetime.now(UTC))
+    envelope = ErrorEnvelope(False, data, message, error_code, listed, datetime.now(UTC))
     return _response(envelope, status, headers)

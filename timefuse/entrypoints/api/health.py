@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -13,6 +14,8 @@ from starlette.routing import Route
 
 from timefuse.entrypoints.api.envelope import fail, ok
 from timefuse.entrypoints.api.errors import NOT_READY
+from timefuse.entrypoints.api.operations import Operation
+from timefuse.entrypoints.auth import Role
 from timefuse.service.metrics import Metrics
 
 log = structlog.get_logger("timefuse.api")
@@ -22,7 +25,16 @@ Readiness = Callable[[], Awaitable[dict[str, str]]]
 # A probe that hangs is a failed probe: orchestrators time out at a few seconds anyway.
 READINESS_TIMEOUT_SECONDS = 5.0
 
-_UP = {"status": "UP"}
+
+
+class HealthOut(msgspec.Struct, omit_defaults=True):
+    """UP or DOWN; with readiness, what each part (store, buffer...) answered."""
+
+    status: str
+    checks: dict[str, str] | None = None
+
+
+_UP = HealthOut("UP")
 
 
 async def _up(request: Request) -> Response:
@@ -40,9 +52,9 @@ class Health:
         failing = {part: state for part, state in checks.items() if state != "ok"}
         if failing:
             reasons = "; ".join(f"{part}: {state}" for part, state in failing.items())
-            data = {"status": "DOWN", "checks": checks}
+            data = HealthOut("DOWN", checks)
             return fail(503, NOT_READY, f"not ready: {reasons}", data=data)
-        return ok({"status": "UP", "checks": checks})
+        return ok(HealthOut("UP", checks))
 
     async def _check(self) -> dict[str, str]:
         if self._readiness is None:
@@ -61,6 +73,26 @@ class Health:
         # so a scrape never costs a COUNT(*) (a defect of the seed).
         body = generate_latest(self._metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def health_operations(health: Health, events_prefix: str, *, metrics_auth: bool) -> list[Operation]:
+    """Probes are public: orchestrators probe without keys. /metrics is too, unless asked."""
+    tag = "operations"
+    up = "Liveness: the process answers"
+    return [
+        Operation("GET", "/health", _up, up, tag, public=True, data=HealthOut),
+        Operation("GET", "/health/live", _up, up, tag, public=True, data=HealthOut),
+        Operation(
+            "GET", "/health/ready", health.ready, "Readiness: every part answers", tag,
+            public=True, data=HealthOut, errors=(503,),
+        ),
+        Operation("GET", events_prefix + "/health", _up, up, tag, public=True, data=HealthOut),
+        Operation(
+            "GET", "/metrics", health.metrics, "Prometheus metrics", tag,
+            role=Role.READ if metrics_auth else None, public=not metrics_auth,
+            media_type=CONTENT_TYPE_LATEST.split(";")[0],
+        ),
+    ]  # fmt: skip
 
 
 def health_routes(health: Health, events_prefix: str) -> list[Route]:

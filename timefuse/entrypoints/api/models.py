@@ -3,58 +3,175 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
 from timefuse.domain.event import Event
+from timefuse.domain.validation import SubmissionLimits
 from timefuse.entrypoints.api.envelope import FieldErrorOut
 
 
+def _doc(description: str, **schema: object) -> msgspec.Meta:
+    return msgspec.Meta(description=description, extra_json_schema=schema)
+
+
+_RAW = msgspec.field(default_factory=msgspec.Raw)
+# Limits as documented: the defaults of the domain rules (the server's configuration may differ).
+_LIMITS = SubmissionLimits()
+_ANY = (
+    "The field takes any JSON value here so that a value of the wrong type is reported "
+    "with every other bad field, not alone."
+)
+
+ExternalJobId = Annotated[
+    msgspec.Raw,
+    _doc("The client's id for the job.", type="string", maxLength=_LIMITS.max_external_job_id),
+]
+Source = Annotated[
+    msgspec.Raw,
+    _doc("The system submitting the event.", type="string", maxLength=_LIMITS.max_source),
+]
+ScheduledAt = Annotated[
+    msgspec.Raw,
+    _doc("When to deliver: ISO-8601 with an offset.", type="string", format="date-time"),
+]
+DeliveryType = Annotated[
+    msgspec.Raw,
+    _doc(
+        "A registered delivery type (http, kafka, or one a plugin adds); case-insensitive.",
+        type="string",
+        maxLength=_LIMITS.max_delivery_type,
+        examples=["http"],
+    ),
+]
+Destination = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Where to deliver, as the delivery type reads it (a URL for http, a topic for kafka).",
+        type="string",
+        maxLength=_LIMITS.max_destination,
+    ),
+]
+Payload = Annotated[
+    msgspec.Raw,
+    _doc("Any JSON value but null, delivered exactly as sent."),
+]
+MaxRetries = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Retries after a failed attempt.",
+        type="integer",
+        minimum=0,
+        maximum=_LIMITS.max_retries_limit,
+        default=3,
+    ),
+]
+Window = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Spread delivery over this many seconds after scheduled_at (eases herds).",
+        type="number",
+        minimum=0,
+        maximum=_LIMITS.max_window_seconds,
+    ),
+]
+Backoff = Annotated[
+    msgspec.Raw,
+    _doc("Retry backoff, in seconds.", type="number", minimum=0, maximum=_LIMITS.max_backoff_seconds),
+]
+
+
 class EventIn(msgspec.Struct):
-    """One submitted event, decoded permissively.
+    """An event to deliver at its scheduled time."""
 
-    Every field takes any JSON value so that a value of the wrong type reaches the domain
-    rules, which report all bad fields together, instead of failing the decode at the first
-    one. ``payload`` stays the client's raw JSON: it is stored and delivered as sent, never
-    decoded and re-encoded. Unknown fields are ignored, as the seed did.
-    """
-
-    external_job_id: object = None
-    source: object = None
-    scheduled_at: object = None
-    delivery_type: object = None
-    destination: object = None
-    payload: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-    max_retries: object = None
-    delivery_window_seconds: object = None
-    retry_backoff_seconds: object = None
-    retry_backoff_max_seconds: object = None
+    # Every field is kept raw and decoded alone in to_fields: a value of the wrong type then
+    # reaches the domain rules, which report all bad fields together, instead of failing the
+    # decode at the first one; and a huge array in a field costs no objects, only its bytes.
+    # ``payload`` stays the client's JSON: stored and delivered as sent, never re-encoded.
+    # Unknown fields are ignored, as the seed did.
+    external_job_id: ExternalJobId = _RAW
+    source: Source = _RAW
+    scheduled_at: ScheduledAt = _RAW
+    delivery_type: DeliveryType = _RAW
+    destination: Destination = _RAW
+    payload: Payload = _RAW
+    max_retries: MaxRetries = _RAW
+    delivery_window_seconds: Window = _RAW
+    retry_backoff_seconds: Backoff = _RAW
+    retry_backoff_max_seconds: Backoff = _RAW
 
     def to_fields(self) -> dict[str, object]:
         """The plain mapping :func:`~timefuse.domain.validation.build_event` reads."""
         return {
-            "external_job_id": self.external_job_id,
-            "source": self.source,
-            "scheduled_at": self.scheduled_at,
-            "delivery_type": self.delivery_type,
-            "destination": self.destination,
-            # An absent payload decodes to an empty Raw; a JSON null stays b"null" and the
-            # domain rejects both as missing.
+            "external_job_id": _scalar(self.external_job_id),
+            "source": _scalar(self.source),
+            "scheduled_at": _scalar(self.scheduled_at),
+            "delivery_type": _scalar(self.delivery_type),
+            "destination": _scalar(self.destination),
+            # An absent payload is an empty Raw; a JSON null stays b"null" and the domain
+            # rejects both as missing.
             "payload": bytes(self.payload) if self.payload else None,
-            "max_retries": self.max_retries,
-            "delivery_window_seconds": self.delivery_window_seconds,
-            "retry_backoff_seconds": self.retry_backoff_seconds,
-            "retry_backoff_max_seconds": self.retry_backoff_max_seconds,
+            "max_retries": _scalar(self.max_retries),
+            "delivery_window_seconds": _scalar(self.delivery_window_seconds),
+            "retry_backoff_seconds": _scalar(self.retry_backoff_seconds),
+            "retry_backoff_max_seconds": _scalar(self.retry_backoff_max_seconds),
         }
 
+    @property
+    def source_text(self) -> str | None:
+        """The source, when it is a string (whether it may be submitted for is checked first)."""
+        value = _scalar(self.source)
+        return value if isinstance(value, str) else None
 
-# A batch item may be any JSON value: one that is not an object is rejected on its own
-# rather than failing the decode of the whole batch.
-BatchItem = EventIn | list[object] | str | int | float | bool | None
+
+class NotAScalar:
+    """Stands for a field's array, object or out-of-range number: no rule accepts it."""
+
+    def __repr__(self) -> str:
+        return "<not a scalar>"
+
+
+NOT_A_SCALAR = NotAScalar()
+
+
+def _scalar(raw: msgspec.Raw) -> object:
+    if not raw:
+        return None
+    text = bytes(raw)
+    if text[:1] in (b"[", b"{"):
+        # Never decoded: an array of a million objects would build a million objects.
+        return NOT_A_SCALAR
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.ValidationError:  # a number beyond a float's range (1e999)
+        return NOT_A_SCALAR
+
+
+EVENT_REQUIRED = [
+    "external_job_id", "source", "scheduled_at", "delivery_type", "destination", "payload",
+]  # fmt: skip
+# The body of POST /api/v1/events: decoded permissively (see EventIn), documented strictly.
+EventBody = Annotated[EventIn, msgspec.Meta(extra_json_schema={"required": EVENT_REQUIRED})]
 
 
 class BatchIn(msgspec.Struct):
-    events: list[BatchItem] | None = None
+    """Events to accept together; each is accepted or rejected on its own."""
+
+    # Raw, counted before it is decoded (see timefuse.entrypoints.api.jsonscan).
+    events: Annotated[
+        msgspec.Raw,
+        _doc(
+            "The events, 1 to TIMEFUSE_MAX_BATCH_EVENTS (default 1000) of them.",
+            type="array",
+            items={"$ref": "#/components/schemas/EventIn", "required": EVENT_REQUIRED},
+            minItems=1,
+            maxItems=1000,
+        ),
+    ] = _RAW
+
+
+BatchBody = Annotated[BatchIn, msgspec.Meta(extra_json_schema={"required": ["events"]})]
 
 
 class Submitted(msgspec.Struct):

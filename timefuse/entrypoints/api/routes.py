@@ -1,37 +1,47 @@
-"""The /api/v1/events routes: thin handlers over :class:`EventService`."""
+"""The /api/v1/events operations: thin handlers over :class:`EventService`."""
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 
 import msgspec
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from timefuse.domain.event import is_event_id
+from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api import batch
-from timefuse.entrypoints.api.body import read_json
+from timefuse.entrypoints.api.access import FORBIDDEN_SOURCE, principal
+from timefuse.entrypoints.api.body import BodyLimits, read_json
 from timefuse.entrypoints.api.envelope import ok
 from timefuse.entrypoints.api.errors import (
     EVENT_NOT_FOUND,
     EVENT_NOT_PENDING,
     INVALID_EVENT_ID,
+    VALIDATION_FAILED,
     ApiError,
 )
 from timefuse.entrypoints.api.models import (
+    BatchBody,
     BatchIn,
+    BatchOut,
     Cancelled,
+    EventBody,
     EventIn,
+    EventOut,
     Submitted,
     event_out,
 )
+from timefuse.entrypoints.api.operations import Operation
+from timefuse.entrypoints.auth import Role
 from timefuse.ports.store import CancelResult
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
 
 PREFIX = "/api/v1/events"
+ADMIN_PREFIX = PREFIX + "/admin"
 
 _event_decoder = msgspec.json.Decoder(EventIn)
 _batch_decoder = msgspec.json.Decoder(BatchIn)
@@ -67,13 +77,20 @@ class ExternalIdConvertor(Convertor[str]):
 
 
 class EventsApi:
-    def __init__(self, service: EventService, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, service: EventService, metrics: Metrics, limits: BodyLimits, max_batch_events: int
+    ) -> None:
         self._service = service
         self._metrics = metrics
-        self._max_body_bytes = max_body_bytes
+        self._limits = limits
+        self._max_batch_events = max_batch_events
 
     async def submit(self, request: Request) -> Response:
-        body = await read_json(request, _event_decoder, self._max_body_bytes)
+        body = await read_json(request, _event_decoder, self._limits)
+        source = body.source_text
+        if source is not None and not principal(request).sees(source):
+            message = f"this key may not submit events for source {source[:100]!r}"
+            raise ApiError(403, FORBIDDEN_SOURCE, message, errors=[FieldError("source", message)])
         event_id = await self._service.submit(body.to_fields())
         return ok(
             Submitted(event_id, "PENDING"),
@@ -87,39 +104,29 @@ class EventsApi:
 
         See :func:`timefuse.entrypoints.api.batch.all_rejected` for the all-rejected answer.
         """
-        body = await read_json(request, _batch_decoder, self._max_body_bytes)
-        items = batch.check_size(body.events)
-        out = await batch.submit_items(self._service, self._metrics, items)
+        body = await read_json(request, _batch_decoder, self._limits)
+        items = batch.check_size(body, self._max_batch_events)
+        out = await batch.submit_items(self._service, self._metrics, items, principal(request))
         if not out.accepted:
             raise batch.all_rejected(out)
         message = f"{out.accepted} accepted, {out.rejected} rejected"
         return ok(out, 202, message=message)
 
-    # One route per path with both methods, so a wrong method's 405 lists both in Allow.
-    async def by_id(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            return await self.cancel(request)
-        return await self.get(request)
-
-    async def by_external_id(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            return await self.cancel_by_external_id(request)
-        return await self.latest_by_external_id(request)
-
     async def get(self, request: Request) -> Response:
         event_id = _event_id(request)
-        event = await self._service.get(event_id)
+        event = await self._service.get(event_id, sources=principal(request).sources)
         if event is None:
             raise _not_found(event_id)
         return ok(event_out(event))
 
     async def cancel(self, request: Request) -> Response:
         event_id = _event_id(request)
-        result = await self._service.cancel(event_id)
+        sources = principal(request).sources
+        result = await self._service.cancel(event_id, sources=sources)
         if result is CancelResult.NOT_FOUND:
             raise _not_found(event_id)
         # Read back for the answer; the event may have moved on (or been purged) meanwhile.
-        event = await self._service.get(event_id)
+        event = await self._service.get(event_id, sources=sources)
         if result is CancelResult.NOT_PENDING:
             status = event.status.value if event is not None else "no longer PENDING"
             message = f"event {event_id} is {status}; only a PENDING event can be cancelled"
@@ -128,29 +135,57 @@ class EventsApi:
         return ok(data, message="event cancelled")
 
     async def latest_by_external_id(self, request: Request) -> Response:
-        external_job_id = request.path_params["external_job_id"]
-        events = await self._service.find_by_external_id(external_job_id)
+        external_job_id = self._external_id(request)
+        sources = principal(request).sources
+        events = await self._service.find_by_external_id(external_job_id, sources=sources)
         if not events:
             raise _no_external(external_job_id)
         # The store lists the most recently created first.
         return ok(event_out(events[0]))
 
     async def all_by_external_id(self, request: Request) -> Response:
-        external_job_id = request.path_params["external_job_id"]
-        events = await self._service.find_by_external_id(external_job_id)
+        external_job_id = self._external_id(request)
+        sources = principal(request).sources
+        events = await self._service.find_by_external_id(external_job_id, sources=sources)
         return ok([event_out(event) for event in events])
 
     async def cancel_by_external_id(self, request: Request) -> Response:
-        external_job_id = request.path_params["external_job_id"]
-        count = await self._service.cancel_by_external_id(external_job_id)
+        external_job_id = self._external_id(request)
+        sources = principal(request).sources
+        count = await self._service.cancel_by_external_id(external_job_id, sources=sources)
         # Nothing cancelled: 404 only if no event has that id at all; events that exist but
         # are past PENDING are an answer ("none left to cancel"), not a missing resource.
-        if count == 0 and not await self._service.find_by_external_id(external_job_id):
+        if count == 0 and not await self._service.find_by_external_id(
+            external_job_id, sources=sources
+        ):
             raise _no_external(external_job_id)
         return ok(Cancelled(count), message=f"{count} events cancelled")
 
     async def statistics(self, request: Request) -> Response:
-        return ok(await self._service.statistics())
+        return ok(await self._service.statistics(sources=principal(request).sources))
+
+    def _external_id(self, request: Request) -> str:
+        value: str = request.path_params["external_job_id"]
+        problem = external_id_problem(value, self._service.limits.max_external_job_id)
+        if problem is not None:
+            error = FieldError("external_job_id", problem)
+            raise ApiError(
+                400, VALIDATION_FAILED, f"external_job_id {problem}", errors=[error]
+            )
+        return value
+
+
+def external_id_problem(value: str, max_length: int) -> str | None:
+    """What is wrong with an external id from a path, by the rules a submitted one meets."""
+    if not value.strip():
+        return "must not be blank"
+    if len(value) > max_length:
+        return f"must be at most {max_length} characters"
+    # The domain's rule (timefuse.domain.validation), kept private there; a property test
+    # checks the two agree.
+    if not value.isprintable() and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        return "must not contain control characters"
+    return None
 
 
 def _event_id(request: Request) -> str:
@@ -169,18 +204,64 @@ def _no_external(external_job_id: str) -> ApiError:
     return ApiError(404, EVENT_NOT_FOUND, f"no event with external_job_id {external_job_id!r}")
 
 
-def event_routes(api: EventsApi) -> list[Route]:
-    """The routes, fixed paths before ``{event_id}`` so no fixed name is read as an id."""
+_EVENT_ID = {"type": "string", "format": "uuid", "description": "The event's id."}
+_EXTERNAL_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "description": "The client's id for the job; it may hold '/'.",
+}
+
+
+def event_operations(api: EventsApi) -> list[Operation]:
+    """The operations, fixed paths before ``{event_id}`` so no fixed name is read as an id."""
     register_url_convertor("event_id", EventIdConvertor())
     register_url_convertor("external_id", ExternalIdConvertor())
     external = PREFIX + "/external/{external_job_id:external_id}"
+    by_id = PREFIX + "/{event_id:event_id}"
+    tag = "events"
     return [
-        Route(PREFIX, api.submit, methods=["POST"]),
-        Route(PREFIX + "/batch", api.submit_batch, methods=["POST"]),
-        Route(PREFIX + "/statistics", api.statistics, methods=["GET"]),
+        Operation(
+            "POST", PREFIX, api.submit, "Submit an event", tag, Role.SUBMIT,
+            status=202, data=Submitted, body=EventBody, errors=(400, 403, 413, 415, 503),
+        ),
+        Operation(
+            "POST", PREFIX + "/batch", api.submit_batch, "Submit a batch of events", tag,
+            Role.SUBMIT, status=202, data=BatchOut, body=BatchBody,
+            errors=(400, 403, 413, 415, 503),
+            description="Each event is accepted or rejected on its own. 400 when none is "
+            "accepted (data lists the rejections); 403 when every event is for a source the "
+            "key may not act for.",
+        ),
+        Operation(
+            "GET", PREFIX + "/statistics", api.statistics, "Count events per status", tag,
+            Role.READ, data=dict[str, int], errors=(503,),
+            description="Only the events of the sources the key may act for.",
+        ),
         # "/all" is matched first, so only an external id that itself ends in "/all" can't be
         # looked up singly.
-        Route(external + "/all", api.all_by_external_id, methods=["GET"]),
-        Route(external, api.by_external_id, methods=["GET", "DELETE"]),
-        Route(PREFIX + "/{event_id:event_id}", api.by_id, methods=["GET", "DELETE"]),
-    ]
+        Operation(
+            "GET", external + "/all", api.all_by_external_id,
+            "List the events of an external id", tag, Role.READ, data=list[EventOut],
+            errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
+        ),
+        Operation(
+            "GET", external, api.latest_by_external_id,
+            "Read the latest event of an external id", tag, Role.READ, data=EventOut,
+            errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
+        ),
+        Operation(
+            "DELETE", external, api.cancel_by_external_id,
+            "Cancel the pending events of an external id", tag, Role.CANCEL, data=Cancelled,
+            errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
+        ),
+        Operation(
+            "GET", by_id, api.get, "Read an event", tag, Role.READ, data=EventOut,
+            errors=(400, 404, 503), params={"event_id": _EVENT_ID},
+        ),
+        Operation(
+            "DELETE", by_id, api.cancel, "Cancel a pending event", tag, Role.CANCEL,
+            data=EventOut | Submitted, errors=(400, 404, 409, 503),
+            params={"event_id": _EVENT_ID},
+        ),
+    ]  # fmt: skip

@@ -1,5 +1,8 @@
--- timefuse event store, SQLite flavour. Applied by SqliteEventStore.open(); every statement is
--- idempotent, so opening an existing database is safe.
+-- timefuse event store, SQLite flavour: the current schema, which SqliteEventStore.open()
+-- creates in a new database file. A file made by an earlier version is brought up to date by
+-- the numbered migrations beside this file instead; applying them to version 1 must give
+-- exactly this schema (a test compares the two), so a column added by a migration is added
+-- here last, with the same declaration.
 --
 -- Times are INTEGER microseconds since 1970-01-01 UTC: comparisons and ORDER BY are integer
 -- compares, and microseconds match PostgreSQL's timestamptz precision, so an event round-trips
@@ -10,7 +13,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 
 INSERT INTO schema_version (version)
-SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- A rowid table (not WITHOUT ROWID): payloads can reach 1 MiB, and SQLite advises against
 -- WITHOUT ROWID for rows that large. The claim subquery selects rowids straight from the
@@ -38,7 +41,9 @@ CREATE TABLE IF NOT EXISTS events (
     delivery_window_seconds   REAL    NOT NULL DEFAULT 0,
     retry_backoff_seconds     REAL,
     retry_backoff_max_seconds REAL,
-    extra                     TEXT    NOT NULL DEFAULT '{}'
+    extra                     TEXT    NOT NULL DEFAULT '{}',
+    -- When the event was last claimed: the start of the attempt a lease expiry records.
+    claimed_at                INTEGER
 );
 
 -- The dedup key: a resubmission of the same job for the same instant is the same event.
@@ -57,8 +62,19 @@ CREATE INDEX IF NOT EXISTS events_due
 CREATE INDEX IF NOT EXISTS events_retention
     ON events (status, updated_at);
 
+-- Listings, in their order (scheduled_at, id): a page is one index range from its cursor.
+-- Listings by status (dead letters to replay, say) have their own, so a rare status is found
+-- without walking every other event.
+CREATE INDEX IF NOT EXISTS events_schedule
+    ON events (scheduled_at, id);
+
+CREATE INDEX IF NOT EXISTS events_status_schedule
+    ON events (status, scheduled_at, id);
+
 -- No foreign key to events: attempts are written only under a live lease (checked in the
 -- same transaction) and deleted with their event by the retention job.
+-- attempt is the number within a delivery round (events.attempts at the claim), which a
+-- redelivery starts again; attempt_seq numbers the event's whole history and never repeats.
 CREATE TABLE IF NOT EXISTS event_attempts (
     id          INTEGER PRIMARY KEY,
     event_id    TEXT    NOT NULL,
@@ -68,8 +84,10 @@ CREATE TABLE IF NOT EXISTS event_attempts (
     outcome     TEXT    NOT NULL,
     status_code INTEGER,
     error       TEXT,
-    worker      TEXT    NOT NULL
+    worker      TEXT    NOT NULL,
+    attempt_seq INTEGER NOT NULL DEFAULT 0
 );
 
-CREATE INDEX IF NOT EXISTS event_attempts_event_id
-    ON event_attempts (event_id);
+-- Serves the history of one event, and the next attempt_seq (its maximum + 1) in one seek.
+CREATE UNIQUE INDEX IF NOT EXISTS event_attempts_event_seq
+    ON event_attempts (event_id, attempt_seq);

@@ -1,0 +1,75 @@
+-- timefuse event store, SQLite flavour. Applied by SqliteEventStore.open(); every statement is
+-- idempotent, so opening an existing database is safe.
+--
+-- Times are INTEGER microseconds since 1970-01-01 UTC: comparisons and ORDER BY are integer
+-- compares, and microseconds match PostgreSQL's timestamptz precision, so an event round-trips
+-- through either store unchanged.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+
+INSERT INTO schema_version (version)
+SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+
+-- A rowid table (not WITHOUT ROWID): payloads can reach 1 MiB, and SQLite advises against
+-- WITHOUT ROWID for rows that large. The claim subquery selects rowids straight from the
+-- partial index, so the text primary key is not consulted on the hot path.
+CREATE TABLE IF NOT EXISTS events (
+    id                        TEXT    NOT NULL PRIMARY KEY,
+    external_job_id           TEXT    NOT NULL,
+    source                    TEXT    NOT NULL,
+    scheduled_at              INTEGER NOT NULL,
+    delivery_type             TEXT    NOT NULL,
+    destination               TEXT    NOT NULL,
+    payload                   BLOB    NOT NULL,
+    next_attempt_at           INTEGER NOT NULL,
+    created_at                INTEGER NOT NULL,
+    updated_at                INTEGER NOT NULL,
+    max_retries               INTEGER NOT NULL,
+    status                    TEXT    NOT NULL CHECK (status IN (
+        'PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER', 'CANCELLED')),
+    attempts                  INTEGER NOT NULL DEFAULT 0,
+    retry_count               INTEGER NOT NULL DEFAULT 0,
+    last_error                TEXT,
+    executed_at               INTEGER,
+    locked_by                 TEXT,
+    lock_expires_at           INTEGER,
+    delivery_window_seconds   REAL    NOT NULL DEFAULT 0,
+    retry_backoff_seconds     REAL,
+    retry_backoff_max_seconds REAL,
+    extra                     TEXT    NOT NULL DEFAULT '{}'
+);
+
+-- The dedup key: a resubmission of the same job for the same instant is the same event.
+-- external_job_id leads, so this index also serves lookups and cancels by external id: one
+-- index on random keys to update per insert instead of two.
+CREATE UNIQUE INDEX IF NOT EXISTS events_dedup_key
+    ON events (external_job_id, source, scheduled_at);
+
+-- The claim: only PENDING rows are indexed, so the index stays as small as the backlog and
+-- delivered events cost nothing here.
+CREATE INDEX IF NOT EXISTS events_due
+    ON events (next_attempt_at) WHERE status = 'PENDING';
+
+-- Retention scans (status IN terminal, updated_at < cutoff). It also serves lease recovery:
+-- its ('PROCESSING', ...) prefix holds only in-flight events, so no separate lease index.
+CREATE INDEX IF NOT EXISTS events_retention
+    ON events (status, updated_at);
+
+-- No foreign key to events: attempts are written only under a live lease (checked in the
+-- same transaction) and deleted with their event by the retention job.
+CREATE TABLE IF NOT EXISTS event_attempts (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT    NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms REAL    NOT NULL,
+    outcome     TEXT    NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    worker      TEXT    NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS event_attempts_event_id
+    ON event_attempts (event_id);

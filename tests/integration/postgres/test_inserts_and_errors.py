@@ -1,0 +1,103 @@
+"""Inserting under concurrency, and how failures reach callers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import psycopg_pool
+import pytest
+
+from tests.integration.postgres.conftest import Db, counted_by_scan
+from tests.support.postgres_server import free_port, postgres_url
+from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres.errors import translate
+from timefuse.ports.store import StoreError, StoreUnavailable
+from timefuse.testing.factories import make_event
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_concurrent_submissions_of_the_same_jobs_store_each_job_once(
+    pg_store: PostgresEventStore, postgres_dsn: str, db: Db
+) -> None:
+    originals = [make_event() for _ in range(300)]
+    twins = [
+        make_event(source=e.source, external_job_id=e.external_job_id, scheduled_at=e.scheduled_at)
+        for e in originals
+    ]
+    other = PostgresEventStore(postgres_dsn, migrate_on_open=False)
+    await other.open()
+    try:
+        # Many small batches from two pools, so the two sides interleave on the dedup index.
+        results = await asyncio.gather(
+            *(pg_store.insert_many(originals[i : i + 10]) for i in range(0, 300, 10)),
+            *(other.insert_many(twins[i : i + 10]) for i in range(0, 300, 10)),
+        )
+    finally:
+        await other.close()
+    mapping = {submitted: stored for result in results for submitted, stored in result.items()}
+    for original, twin in zip(originals, twins, strict=True):
+        assert mapping[original.id] == mapping[twin.id]
+        assert mapping[original.id] in (original.id, twin.id)
+    stored_ids = {mapping[e.id] for e in originals}
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (300,)
+    # No id is left reserved for an event that was skipped.
+    rows = db.execute("SELECT id FROM event_ids").fetchall()
+    assert {row[0] for row in rows} == stored_ids
+    assert (await pg_store.count_by_status()) == counted_by_scan(db)
+
+
+async def test_a_payload_round_trips_as_raw_bytes(pg_store: PostgresEventStore) -> None:
+    event = make_event(payload=b'\x00\xff{"not": "utf-8"}\xfe  \n')
+    await pg_store.insert_many([event])
+    assert (await pg_store.get(event.id)) == event
+
+
+async def test_a_store_that_cannot_connect_is_unavailable() -> None:
+    store = PostgresEventStore(postgres_url("nobody", "x", "127.0.0.1", free_port(), "nowhere"))
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_a_store_that_is_not_open_is_unavailable(postgres_dsn: str) -> None:
+    store = PostgresEventStore(postgres_dsn)
+    with pytest.raises(StoreUnavailable):
+        await store.count_by_status()
+
+
+async def test_a_lost_connection_fails_one_call_and_the_pool_recovers(
+    pg_store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    await pg_store.ping()
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    failures = 0
+    for _ in range(5):
+        try:
+            await pg_store.ping()
+        except StoreUnavailable:
+            failures += 1
+    assert failures <= 1  # the pool held one idle connection
+    await pg_store.ping()
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (psycopg.OperationalError("connection refused"), True),
+        (psycopg_pool.PoolTimeout("no connection in 10s"), True),
+        (psycopg.errors.LockNotAvailable("lock timeout"), True),
+        (psycopg.errors.DeadlockDetected("deadlock"), True),
+        (psycopg.InterfaceError("the connection is closed"), True),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+        (psycopg.errors.UndefinedTable("no events table"), False),
+    ],
+)
+def test_driver_errors_become_port_errors(error: psycopg.Error, unavailable: bool) -> None:
+    translated = translate(error)
+    assert isinstance(translated, StoreError)
+    assert isinstance(translated, StoreUnavailable) is unavailable

@@ -1,0 +1,150 @@
+"""Schema migrations: the snapshot matches the migrations, and migrating is idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pytest
+
+from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres.migrations import load_migrations, schema_snapshot
+from timefuse.ports.store import StoreError
+
+pytestmark = pytest.mark.postgres
+
+# Everything a migration can create, described so that two databases compare equal exactly
+# when their schemas do. OIDs and generated names of dated partitions are left out.
+_CATALOG_QUERIES = {
+    "relations": """
+        SELECT c.relname, c.relkind, pg_get_partkeydef(c.oid),
+               pg_get_expr(c.relpartbound, c.oid), c.relpersistence
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema()""",
+    "columns": """
+        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+               a.attnotnull, pg_get_expr(d.adbin, d.adrelid), co.collname, a.attidentity
+          FROM pg_attribute a
+          JOIN pg_class c ON c.oid = a.attrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+          LEFT JOIN pg_collation co ON co.oid = a.attcollation
+         WHERE n.nspname = current_schema() AND a.attnum > 0 AND NOT a.attisdropped""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+         WHERE schemaname = current_schema()""",
+    "constraints": """
+        SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid)
+          FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+          JOIN pg_namespace n ON n.oid = k.connamespace
+         WHERE n.nspname = current_schema()""",
+    "triggers": """
+        SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND NOT t.tgisinternal""",
+    "functions": """
+        SELECT p.proname, pg_get_functiondef(p.oid)
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = current_schema()""",
+    "sequences": """
+        SELECT sequencename, data_type, start_value, increment_by, cycle FROM pg_sequences
+         WHERE schemaname = current_schema()""",
+    "inheritance": """
+        SELECT p.relname, c.relname FROM pg_inherits i
+          JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent""",
+    "versions": "SELECT version, name FROM timefuse_schema_version",
+}
+
+
+def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            name: sorted(conn.execute(query).fetchall(), key=repr)  # type: ignore[arg-type]
+            for name, query in _CATALOG_QUERIES.items()
+        }
+
+
+def build_from_snapshot(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema_snapshot().encode())
+
+
+def test_migrations_are_numbered_in_order() -> None:
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert len(migrations) >= 2
+
+
+async def test_the_snapshot_and_the_migrations_build_the_same_schema(
+    postgres_dsn: str, another_dsn: str
+) -> None:
+    build_from_snapshot(postgres_dsn)
+    applied = await PostgresEventStore(another_dsn).migrate()
+    assert applied == [m.name for m in load_migrations()]
+    from_snapshot, from_migrations = catalog(postgres_dsn), catalog(another_dsn)
+    for part in _CATALOG_QUERIES:
+        assert from_snapshot[part] == from_migrations[part], f"{part} differ"
+    assert from_migrations["triggers"], "the catalog query must see the counting triggers"
+
+
+async def test_migrating_a_snapshot_database_applies_nothing(postgres_dsn: str) -> None:
+    build_from_snapshot(postgres_dsn)
+    assert await PostgresEventStore(postgres_dsn).migrate() == []
+
+
+async def test_concurrent_migrations_apply_each_migration_once(
+    postgres_dsn: str, another_dsn: str
+) -> None:
+    stores = [PostgresEventStore(postgres_dsn) for _ in range(4)]
+    results = await asyncio.gather(*(store.migrate() for store in stores))
+    names = [m.name for m in load_migrations()]
+    assert sorted(results, key=len) == [[], [], [], names]
+    build_from_snapshot(another_dsn)
+    assert catalog(postgres_dsn) == catalog(another_dsn)
+
+
+def test_concurrent_migrate_commands_leave_one_schema(postgres_dsn: str, another_dsn: str) -> None:
+    env = {**os.environ, "DATABASE_URL": postgres_dsn}
+    commands = [
+        subprocess.Popen(
+            [sys.executable, "-m", "timefuse", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    outputs = [command.communicate(timeout=60)[0].decode() for command in commands]
+    assert [command.returncode for command in commands] == [0, 0], outputs
+    build_from_snapshot(another_dsn)
+    assert catalog(postgres_dsn) == catalog(another_dsn)
+
+
+async def test_opening_migrates_a_fresh_database_and_reopening_changes_nothing(
+    postgres_dsn: str,
+) -> None:
+    for _ in range(2):
+        store = PostgresEventStore(postgres_dsn)
+        await store.open()
+        await store.close()
+    versions = catalog(postgres_dsn)["versions"]
+    assert [version for version, _ in versions] == [m.version for m in load_migrations()]
+
+
+async def test_a_store_that_does_not_migrate_refuses_to_open_on_an_old_schema(
+    postgres_dsn: str,
+) -> None:
+    store = PostgresEventStore(postgres_dsn, migrate_on_open=False)
+    with pytest.raises(StoreError, match="timefuse migrate"):
+        await store.open()
+    with psycopg.connect(postgres_dsn) as conn:
+        row = conn.execute("SELECT to_regclass('events')").fetchone()
+    assert row == (None,)
+    await store.migrate()
+    await store.open()
+    await store.close()

@@ -1,0 +1,149 @@
+"""Dated partitions: any date is accepted, and partitions created later take their rows over."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.integration.postgres.conftest import Db, counted_by_scan, partition_of, partitions
+from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres.partitions import next_period, period_start, periods_ahead
+from timefuse.domain.status import EventStatus
+from timefuse.testing.factories import make_event, make_outcome
+
+pytestmark = pytest.mark.postgres
+
+
+def _day_name(table: str, moment: datetime) -> str:
+    return f"{table}_p{moment:%Y%m%d}"
+
+
+@pytest.mark.parametrize(
+    ("granularity", "moment", "start", "following"),
+    [
+        ("day", "2025-03-30T23:59:59+00:00", "2025-03-30", "2025-03-31"),
+        ("day", "2025-03-31T01:30:00+02:00", "2025-03-30", "2025-03-31"),
+        ("week", "2025-01-01T12:00:00+00:00", "2024-12-30", "2025-01-06"),
+        ("month", "2024-12-31T23:00:00+00:00", "2024-12-01", "2025-01-01"),
+        ("month", "2024-01-31T00:00:00+00:00", "2024-01-01", "2024-02-01"),
+    ],
+)
+def test_periods_are_utc_days_monday_weeks_and_calendar_months(
+    granularity: str, moment: str, start: str, following: str
+) -> None:
+    lower = period_start(datetime.fromisoformat(moment), granularity)
+    assert lower == datetime.fromisoformat(start).replace(tzinfo=UTC)
+    assert next_period(lower, granularity) == datetime.fromisoformat(following).replace(tzinfo=UTC)
+
+
+def test_periods_ahead_are_the_current_one_and_the_next_n() -> None:
+    periods = periods_ahead(datetime(2025, 12, 30, 15, tzinfo=UTC), "day", 3)
+    assert [lower.day for lower, _ in periods] == [30, 31, 1, 2]
+    assert all(upper == next_period(lower, "day") for lower, upper in periods)
+
+
+async def test_opening_creates_the_partitions_ahead_once(postgres_dsn: str, db: Db) -> None:
+    store = PostgresEventStore(postgres_dsn, partitions_ahead=3)
+    await store.open()
+    try:
+        today = period_start(datetime.now(UTC), "day")
+        expected = [_day_name("events", today + timedelta(days=n)) for n in range(4)]
+        assert partitions(db, "events") == sorted([*expected, "events_default"])
+        assert len(partitions(db, "event_attempts")) == 5
+        assert await store.create_partitions_ahead() == []
+    finally:
+        await store.close()
+
+
+async def test_accepts_events_next_year_and_ten_years_ahead(
+    pg_store: PostgresEventStore, db: Db
+) -> None:
+    now = datetime.now(UTC)
+    far = [make_event(scheduled_at=now + timedelta(days=days)) for days in (366, 3653)]
+    assert await pg_store.insert_many(far) == {event.id: event.id for event in far}
+    for event in far:
+        assert await pg_store.get(event.id) == event
+        assert await pg_store.find_by_external_id(event.external_job_id) == [event]
+        assert partition_of(db, "events", event.id) == "events_default"
+    assert (await pg_store.count_by_status())[EventStatus.PENDING] == 2
+    # When their time comes they are claimed like any other: only the due time changes.
+    db.execute(
+        "UPDATE events SET next_attempt_at = now() - interval '1 second' WHERE id = ANY(%s)",
+        ([event.id for event in far],),
+    )
+    claimed = await pg_store.claim_due("worker-a", 10, 30.0)
+    assert sorted(event.id for event in claimed) == sorted(event.id for event in far)
+
+
+async def test_creating_a_partition_moves_its_rows_out_of_the_default_partition(
+    postgres_dsn: str, db: Db
+) -> None:
+    near = PostgresEventStore(postgres_dsn, partitions_ahead=2)
+    await near.open()
+    try:
+        day = period_start(datetime.now(UTC), "day") + timedelta(days=5)
+        # Due now although scheduled in 5 days, so it can be claimed and get an attempt.
+        attempted = make_event(
+            scheduled_at=day + timedelta(hours=1),
+            next_attempt_at=datetime.now(UTC) - timedelta(seconds=1),
+        )
+        waiting = [make_event(scheduled_at=day + timedelta(hours=h)) for h in (2, 23)]
+        await near.insert_many([attempted, *waiting])
+        (claimed,) = await near.claim_due("worker-a", 10, 30.0)
+        await near.record_outcomes("worker-a", [make_outcome(claimed, "worker-a")])
+        before = [await near.get(event.id) for event in (attempted, *waiting)]
+        history = await near.attempts(attempted.id)
+        counts = await near.count_by_status()
+        assert partition_of(db, "event_attempts", attempted.id) == "event_attempts_default"
+
+        ahead = PostgresEventStore(postgres_dsn, partitions_ahead=7)
+        await ahead.open()
+        await ahead.close()
+
+        for event in (attempted, *waiting):
+            assert partition_of(db, "events", event.id) == _day_name("events", day)
+        assert partition_of(db, "event_attempts", attempted.id) == _day_name("event_attempts", day)
+        assert db.execute("SELECT count(*) FROM events_default").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM event_attempts_default").fetchone() == (0,)
+        assert [await near.get(event.id) for event in (attempted, *waiting)] == before
+        assert await near.attempts(attempted.id) == history
+        assert await near.count_by_status() == counts == counted_by_scan(db)
+        later = make_event(scheduled_at=day + timedelta(hours=3))
+        await near.insert_many([later])
+        assert partition_of(db, "events", later.id) == _day_name("events", day)
+    finally:
+        await near.close()
+
+
+async def test_a_coarser_granularity_skips_periods_already_covered(
+    postgres_dsn: str, db: Db
+) -> None:
+    daily = PostgresEventStore(postgres_dsn, partitions_ahead=2)
+    await daily.open()
+    await daily.close()
+    days = set(partitions(db, "events"))
+    monthly = PostgresEventStore(postgres_dsn, partition_granularity="month", partitions_ahead=2)
+    await monthly.open()
+    try:
+        today = datetime.now(UTC)
+        covered_until = period_start(today, "day") + timedelta(days=3)
+        expected = {
+            _day_name(table, lower)
+            for lower, _ in periods_ahead(today, "month", 2)
+            if lower >= covered_until
+            for table in ("events", "event_attempts")
+        }
+        assert set(partitions(db, "events")) - days == {
+            name for name in expected if name.startswith("events_")
+        }
+        event = make_event(scheduled_at=today + timedelta(days=40))
+        await monthly.insert_many([event])
+        assert await monthly.get(event.id) == event
+    finally:
+        await monthly.close()
+
+
+def test_rejects_an_unknown_granularity() -> None:
+    with pytest.raises(ValueError, match="partition_granularity"):
+        PostgresEventStore("postgresql://localhost/x", partition_granularity="hour")

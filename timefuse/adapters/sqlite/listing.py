@@ -1,0 +1,136 @@
+"""The store's filtered work: listings, counts per status, bulk redelivery.
+
+Their SQL is assembled from the criteria given: a term such as ``(:from IS NULL OR
+scheduled_at >= :from)`` would keep SQLite from using the bound as an index range, so absent
+criteria are left out of the text instead. There are few combinations, so the connection's
+statement cache still holds them all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from timefuse.adapters.sqlite import queries
+from timefuse.adapters.sqlite.connection import transaction
+from timefuse.adapters.sqlite.rows import optional_micros, row_to_event, to_micros
+from timefuse.domain.cursor import Cursor
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import EventPage, EventQuery
+
+_COLUMNS = ", ".join(queries.EVENT_COLUMNS)
+
+
+@dataclass(slots=True)
+class _Filter:
+    terms: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, term: str, **params: Any) -> None:
+        self.terms.append(term)
+        self.params.update(params)
+
+    def where(self) -> str:
+        return " AND ".join(self.terms) if self.terms else "1"
+
+
+def _sources_term(sources: frozenset[str]) -> tuple[str, dict[str, Any]]:
+    # Sorted, so the same set always gives the same text and parameters.
+    names = {f"source_{i}": source for i, source in enumerate(sorted(sources))}
+    return f"source IN ({', '.join(f':{name}' for name in names)})", names
+
+
+def _event_filter(
+    status: EventStatus | None,
+    sources: frozenset[str] | None,
+    scheduled_from: int | None,
+    scheduled_to: int | None,
+) -> _Filter:
+    found = _Filter()
+    if status is not None:
+        found.add("status = :status", status=EventStatus(status).value)
+    if sources is not None:
+        term, names = _sources_term(sources)
+        found.add(term, **names)
+    if scheduled_from is not None:
+        found.add("scheduled_at >= :scheduled_from", scheduled_from=scheduled_from)
+    if scheduled_to is not None:
+        found.add("scheduled_at < :scheduled_to", scheduled_to=scheduled_to)
+    return found
+
+
+def _query_filter(query: EventQuery, after: Cursor | None) -> _Filter:
+    scheduled_from = optional_micros(query.scheduled_from)
+    position: tuple[int, str] | None = None
+    if after is not None:
+        after_at = to_micros(after.scheduled_at)
+        # Of the two lower bounds, only the tighter one goes into the text: one bound is one
+        # index seek. A cursor before scheduled_from excludes nothing scheduled_from doesn't.
+        if scheduled_from is None or after_at >= scheduled_from:
+            scheduled_from, position = None, (after_at, after.event_id)
+    sources = None if query.sources is None else frozenset(query.sources)
+    found = _event_filter(
+        query.status, sources, scheduled_from, optional_micros(query.scheduled_to)
+    )
+    if position is not None:
+        found.add(
+            "(scheduled_at, id) > (:after_at, :after_id)",
+            after_at=position[0],
+            after_id=position[1],
+        )
+    return found
+
+
+def list_events(
+    conn: sqlite3.Connection, query: EventQuery, limit: int, after: Cursor | None
+) -> EventPage:
+    if query.sources is not None and not query.sources:
+        return EventPage([], None)
+    found = _query_filter(query, after)
+    # Each index holds the listing order after its equality prefix, so a page is one range
+    # scan that stops after limit + 1 rows; pinned, as a new database has no statistics.
+    index = "events_schedule" if query.status is None else "events_status_schedule"
+    sql = (
+        f"SELECT {_COLUMNS} FROM events INDEXED BY {index} WHERE {found.where()}"
+        " ORDER BY scheduled_at, id LIMIT :limit"
+    )
+    # One row more than the page tells whether another page follows.
+    rows = conn.execute(sql, {**found.params, "limit": limit + 1}).fetchall()
+    events = [row_to_event(row) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return EventPage(events, None)
+    last = events[-1]
+    return EventPage(events, Cursor(last.scheduled_at, last.id))
+
+
+def count_by_status(
+    conn: sqlite3.Connection, sources: frozenset[str] | None
+) -> dict[EventStatus, int]:
+    counts = dict.fromkeys(EventStatus, 0)
+    if sources is not None and not sources:
+        return counts
+    found = _event_filter(None, sources, None, None)
+    sql = f"SELECT status, COUNT(*) FROM events WHERE {found.where()} GROUP BY status"
+    for status, count in conn.execute(sql, found.params):
+        counts[EventStatus(status)] = count
+    return counts
+
+
+def redeliver_dead_letters(
+    conn: sqlite3.Connection,
+    now: int,
+    sources: frozenset[str] | None,
+    scheduled: tuple[int | None, int | None],
+    limit: int,
+) -> int:
+    if sources is not None and not sources:
+        return 0
+    found = _event_filter(EventStatus.DEAD_LETTER, sources, *scheduled)
+    sql = (
+        f"UPDATE events {queries.REDELIVER_SET} WHERE rowid IN ("
+        f"SELECT rowid FROM events INDEXED BY events_status_schedule WHERE {found.where()}"
+        " ORDER BY scheduled_at, id LIMIT :limit)"
+    )
+    with transaction(conn):
+        return conn.execute(sql, {**found.params, "now": now, "limit": limit}).rowcount

@@ -1,0 +1,192 @@
+"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults.
+
+Imported when the CLI builds its parser, so it imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+SCENARIOS = {
+    "ingest": "batch submissions of events due far ahead, until persisted",
+    "deliver-http": "N events due at once over HTTP: delivered rate",
+    "deliver-kafka": "N events due at once onto a Kafka topic (needs KAFKA_BOOTSTRAP_SERVERS)",
+    "herd": "N events due at the same instant: drain time, lateness, errors, peak RSS",
+    "steady": "a constant rate for a duration: lateness percentiles",
+}
+
+# (full size, --short size) per scenario.
+EVENTS = {
+    "ingest": (100_000, 2_000),
+    "deliver-http": (20_000, 500),
+    "deliver-kafka": (20_000, 500),
+    "herd": (100_000, 1_000),
+    "steady": (0, 0),
+}
+INGEST_CONCURRENCY = (4, 2)
+STEADY_RATE = (1000.0, 100.0)
+STEADY_DURATION = (60.0, 3.0)
+
+DESCRIPTION = """\
+Load-test a timefuse deployment (--url) or one the bench starts itself (a `timefuse serve`
+subprocess on the configured DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, else a temporary SQLite
+file), with a built-in webhook receiver. Each scenario also measures its physical baseline in
+the same run (raw aiohttp POSTs, the store's insert_many, a raw Kafka producer) and reports
+timefuse's rate as a ratio of it.
+
+scenarios:
+""" + "\n".join(f"  {name:<14} {text}" for name, text in SCENARIOS.items())
+
+
+class BenchUsageError(ValueError):
+    """Options that don't fit together; the message says which."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    scenario: str
+    url: str | None
+    api_key: str | None
+    events: int
+    rate: float
+    duration: float
+    concurrency: int
+    concurrency_given: bool
+    short: bool
+    json: bool
+    lead: float | None
+    receiver_host: str
+    kafka: str | None
+    profile: str | None
+
+    @property
+    def self_hosted(self) -> bool:
+        return self.url is None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = commands.add_parser(
+        "bench",
+        help="load-test a deployment (or one started for the run) against physical baselines",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument(
+        "scenario",
+        choices=list(SCENARIOS),
+        metavar="SCENARIO",
+        help=f"one of {', '.join(SCENARIOS)}",
+    )
+    sub.add_argument("--url", type=_url, help="timefuse to test (default: start one)")
+    sub.add_argument("--api-key", help="API key sent with every API call")
+    sub.add_argument("-n", "--events", type=_positive_int, help="events to submit")
+    sub.add_argument("--rate", type=_positive_float, help="steady: events per second")
+    sub.add_argument("--duration", type=_positive_float, help="steady: seconds to run")
+    sub.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="deliveries (or, for ingest, batch requests) in flight at once",
+    )
+    sub.add_argument("--short", action="store_true", help="tiny sizes, a few seconds per run")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_argument(
+        "--lead",
+        type=_positive_float,
+        help="seconds between the start of submission and the due time",
+    )
+    sub.add_argument(
+        "--receiver-host",
+        default="127.0.0.1",
+        help="address the built-in receiver listens on and timefuse posts to",
+    )
+    sub.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP_SERVERS",
+        help="deliver-kafka: brokers (default: KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    sub.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="self-hosted: run timefuse serve under cProfile, stats to PATH",
+    )
+
+
+def resolve(args: argparse.Namespace) -> BenchOptions:
+    """The options with every default filled in; :class:`BenchUsageError` if they clash."""
+    scenario: str = args.scenario
+    _check_combinations(args)
+    size = 1 if args.short else 0
+    steady = scenario == "steady"
+    rate = args.rate or STEADY_RATE[size]
+    duration = args.duration or STEADY_DURATION[size]
+    events = args.events or (int(rate * duration) if steady else EVENTS[scenario][size])
+    concurrency = args.concurrency or _default_concurrency(scenario, size)
+    kafka = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
+    return BenchOptions(
+        scenario=scenario,
+        url=args.url,
+        api_key=args.api_key,
+        events=events,
+        rate=rate,
+        duration=duration,
+        concurrency=concurrency,
+        concurrency_given=args.concurrency is not None,
+        short=args.short,
+        json=args.json,
+        lead=args.lead,
+        receiver_host=args.receiver_host,
+        kafka=kafka if scenario == "deliver-kafka" else None,
+        profile=args.profile,
+    )
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    scenario = args.scenario
+    if scenario != "steady" and (args.rate is not None or args.duration is not None):
+        raise BenchUsageError("--rate and --duration apply to the steady scenario only")
+    if scenario == "steady" and args.events is not None:
+        raise BenchUsageError(
+            "steady sends --rate events per second for --duration seconds; drop -n/--events"
+        )
+    if args.kafka is not None and scenario != "deliver-kafka":
+        raise BenchUsageError("--kafka applies to the deliver-kafka scenario only")
+    if args.profile is not None and args.url is not None:
+        raise BenchUsageError("--profile needs the bench's own timefuse; drop --url")
+    if args.lead is not None and scenario == "ingest":
+        raise BenchUsageError("--lead applies to the delivery scenarios only")
+
+
+def _default_concurrency(scenario: str, size: int) -> int:
+    if scenario == "ingest":
+        return INGEST_CONCURRENCY[size]
+    # The deployment's own setting, so the baseline runs with what timefuse runs with.
+    text = os.environ.get("TIMEFUSE_CONCURRENCY", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 1000

@@ -1,0 +1,125 @@
+"""The built-in webhook receiver: a bare asyncio protocol in its own process.
+
+It answers every HTTP/1.1 request with 204 and records each request's ``webhook-id`` and
+arrival time (``time.time()``), so the bench can compute lateness = arrival - scheduled_at. It
+runs in a subprocess so it neither shares the bench client's event loop nor its core, and on
+uvloop when installed. It is driven over its standard streams: it prints its port, then answers
+``count`` with the number of requests so far and ``take`` with the records since the last
+``take`` (one ``<webhook-id> <arrival>`` line each, then ``end``); it exits when its standard
+input closes.
+
+Only what timefuse's and aiohttp's clients send is parsed: bodies framed by Content-Length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import cast
+
+from timefuse.bench.loops import install_uvloop
+
+_ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
+_ID_HEADER = b"\r\nwebhook-id:"
+_LENGTH_HEADER = b"\r\ncontent-length:"
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    start = head.find(name)
+    if start < 0:
+        # Header names are case-insensitive; lower-casing only when the usual spelling misses
+        # keeps the common path cheap.
+        start = head.lower().find(name)
+        if start < 0:
+            return None
+    start += len(name)
+    end = head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.count = 0
+        self.records: list[tuple[bytes, float]] = []
+
+    def take(self) -> list[tuple[bytes, float]]:
+        records, self.records = self.records, []
+        return records
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A cast, not an isinstance check: uvloop's transports don't subclass asyncio's.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        arrived = time.time()
+        answers = 0
+        records = self._recorder.records
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buffer[: end + 2]
+            length_text = _header(head, _LENGTH_HEADER)
+            length = int(length_text) if length_text else 0
+            if len(buffer) < end + 4 + length:
+                break
+            webhook_id = _header(head, _ID_HEADER)
+            if webhook_id:
+                records.append((webhook_id, arrived))
+            buffer = buffer[end + 4 + length :]
+            answers += 1
+        self._buffer = buffer
+        if answers:
+            self._recorder.count += answers
+            if self._transport is not None:
+                self._transport.write(_ANSWER * answers)
+
+
+async def _control(recorder: Recorder) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout
+    while line := await reader.readline():
+        command = line.strip()
+        if command == b"count":
+            out.write(f"{recorder.count}\n")
+        elif command == b"take":
+            lines = [f"{i.decode(errors='replace')} {t:.6f}\n" for i, t in recorder.take()]
+            out.write("".join(lines) + "end\n")
+        else:
+            out.write(f"error unknown command {command!r}\n")
+        out.flush()
+
+
+async def serve(host: str) -> None:
+    recorder = Recorder()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Protocol(recorder), host, 0, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    sys.stdout.write(f"{port}\n")
+    sys.stdout.flush()
+    async with server:
+        await _control(recorder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    host = args[0] if args else "127.0.0.1"
+    install_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(host))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Running one scenario end to end: start what it needs, measure, report, clean up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from timefuse.bench.api import TimefuseApi
+from timefuse.bench.context import Context
+from timefuse.bench.options import BenchOptions, BenchUsageError, resolve
+from timefuse.bench.processes import BenchError, ReceiverProcess, ServeProcess
+from timefuse.bench.report import Report, Value, write_json, write_table
+
+Scenario = Callable[[Context], Awaitable[Report]]
+
+NO_KAFKA = (
+    "deliver-kafka needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass "
+    "--kafka HOST:PORT (and, with --url, a deployment that has Kafka delivery enabled)"
+)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``timefuse bench``: 0 when the run had no errors, 1 when it had, 2 for bad options."""
+    try:
+        options = resolve(args)
+    except BenchUsageError as exc:
+        print(f"timefuse bench: error: {exc}", file=sys.stderr)
+        return 2
+    if options.scenario == "deliver-kafka" and not options.kafka:
+        print(f"timefuse bench: error: {NO_KAFKA}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(_run(options))
+    except BenchError as exc:
+        print(f"timefuse bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if options.json:
+        write_json(report, sys.stdout)
+    else:
+        write_table(report, sys.stdout)
+    return 1 if report.errors else 0
+
+
+def _scenario(name: str) -> Scenario:
+    from timefuse.bench import scenarios
+
+    if name == "deliver-kafka":
+        from timefuse.bench.kafka import deliver_kafka
+
+        return deliver_kafka
+    return {
+        "ingest": scenarios.ingest,
+        "deliver-http": scenarios.at_once,
+        "herd": scenarios.at_once,
+        "steady": scenarios.steady,
+    }[name]
+
+
+def _serve_env(options: BenchOptions) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if options.concurrency_given and options.scenario != "ingest":
+        env["TIMEFUSE_CONCURRENCY"] = str(options.concurrency)
+    if options.kafka:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = options.kafka
+    return env
+
+
+def _target(options: BenchOptions, serve: ServeProcess | None) -> dict[str, Value]:
+    if serve is None:
+        return {"url": options.url, "self_hosted": False}
+    store = serve.env.get("DATABASE_URL", "") or "postgresql"
+    return {
+        "url": serve.base_url,
+        "self_hosted": True,
+        "store": store.partition(":")[0],
+        "ingest": "kafka" if serve.env.get("KAFKA_BOOTSTRAP_SERVERS") else "inline",
+        "cpus": os.cpu_count(),
+    }
+
+
+def _unreachable(exc: aiohttp.ClientError, serve: ServeProcess | None) -> str:
+    if serve is None:
+        return f"cannot talk to timefuse: {exc}"
+    if serve.exit_code is not None:
+        return f"timefuse serve exited with {serve.exit_code}:\n{serve.log_tail()}"
+    return f"cannot talk to timefuse serve: {exc}\n{serve.log_tail()}"
+
+
+async def _run(options: BenchOptions) -> Report:
+    receiver = ReceiverProcess(options.receiver_host)
+    serve = ServeProcess(_serve_env(options), options.profile) if options.self_hosted else None
+    api: TimefuseApi | None = None
+    try:
+        await receiver.start()
+        if serve is not None:
+            serve.start()
+            await serve.wait_ready()
+        base_url = serve.base_url if serve is not None else str(options.url)
+        api = TimefuseApi(base_url, options.api_key)
+        ctx = Context(options, api, receiver, serve, _target(options, serve))
+        return await _scenario(options.scenario)(ctx)
+    except aiohttp.ClientError as exc:
+        raise BenchError(_unreachable(exc, serve)) from None
+    finally:
+        if api is not None:
+            await api.close()
+        await receiver.close()
+        if serve is not None:
+            serve.stop()

@@ -1,0 +1,98 @@
+"""Operations: each route's handler, the role it needs, and what it takes and answers.
+
+One table of :class:`Operation` per part of the API builds both the Starlette routes and the
+OpenAPI description (:mod:`timefuse.entrypoints.api.openapi`), so the two can't drift apart;
+a test fails for any route of the app that has no operation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from timefuse.entrypoints.api.access import FORBIDDEN, principal
+from timefuse.entrypoints.api.errors import ApiError
+from timefuse.entrypoints.auth import Role
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+# "{event_id:event_id}" in a Starlette path is "{event_id}" in OpenAPI.
+_CONVERTOR = re.compile(r"{(\w+):\w+}")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One method on one path.
+
+    :param role: the role a key needs; ``None`` with ``public`` False: any valid key.
+    :param public: served without a key, even when keys are configured.
+    :param data: the type of the envelope's ``data`` on success; ``None`` when the answer is
+        not an envelope (``media_type`` then says what it is).
+    :param body: the msgspec type the JSON request body is decoded into.
+    :param errors: the error statuses it answers besides 401/403 (added when it needs a key).
+    :param params: JSON schemas of the path parameters, by name.
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    role: Role | None = None
+    public: bool = False
+    status: int = 200
+    data: Any = None
+    body: Any = None
+    errors: tuple[int, ...] = ()
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    media_type: str = "application/json"
+    description: str = ""
+
+    @property
+    def openapi_path(self) -> str:
+        return openapi_path(self.path)
+
+
+def openapi_path(path: str) -> str:
+    return _CONVERTOR.sub(r"{\1}", path)
+
+
+def build_routes(operations: Iterable[Operation]) -> list[Route]:
+    """One route per path, in the order the paths first appear.
+
+    Methods of one path share a route, so a wrong method's 405 lists them all in ``Allow``.
+    """
+    by_path: dict[str, dict[str, Operation]] = {}
+    for operation in operations:
+        methods = by_path.setdefault(operation.path, {})
+        if operation.method in methods:
+            raise ValueError(f"two operations for {operation.method} {operation.path}")
+        methods[operation.method] = operation
+    return [Route(path, _endpoint(ops), methods=list(ops)) for path, ops in by_path.items()]
+
+
+def _endpoint(operations: Mapping[str, Operation]) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        # Starlette answers HEAD with the GET route.
+        operation = operations["GET" if request.method == "HEAD" else request.method]
+        role = operation.role
+        if role is not None and not principal(request).has(role):
+            raise ApiError(403, FORBIDDEN, f"this operation needs a key with the {role.value} role")
+        return await operation.handler(request)
+
+    return endpoint
+
+
+def public_paths(operations: Iterable[Operation]) -> frozenset[str]:
+    paths = frozenset(op.path for op in operations if op.public)
+    # The authentication middleware runs before routing and compares exact paths.
+    templated = [path for path in paths if "{" in path]
+    if templated:
+        raise ValueError(f"a public operation must have a fixed path: {templated}")
+    return paths

@@ -1,0 +1,231 @@
+"""API keys: the keys file, hashing, and looking a presented key up.
+
+The keys file (``TIMEFUSE_API_KEYS_FILE``) holds one entry per key, in TOML (or JSON when the
+file name ends in ``.json``)::
+
+    [[keys]]
+    name = "billing-service"
+    sha256 = "<64 hex digits: SHA-256 of the key>"
+    sources = ["billing", "invoices"]       # or "*" for every source
+    roles = ["submit", "read", "cancel"]    # among submit, read, cancel, admin
+
+Only hashes are stored, so a leaked file (or a backup, or a config repository) gives nobody a
+key. ``timefuse keys new`` prints a fresh key and the entry to paste.
+
+Why a plain SHA-256 and not a password hash (bcrypt, scrypt): keys are 256 random bits made by
+``timefuse keys new``, not words people choose, so there is no dictionary to try and nothing a
+slow hash would protect; a slow hash would instead make every request, valid or not, cost tens
+of milliseconds of CPU, an easy denial of service.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from timefuse.config import ConfigError, Settings
+
+KEY_PREFIX = "tfk_"
+# Longest Authorization value worth hashing: real keys are ~47 characters; anything much longer
+# is not a key, and hashing it would be work an attacker chooses the size of.
+MAX_KEY_LENGTH = 256
+ALL_SOURCES = "*"
+
+
+class Role(enum.Enum):
+    SUBMIT = "submit"
+    READ = "read"
+    CANCEL = "cancel"
+    # Every other role, every source, and the /api/v1/events/admin/* operations.
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One configured key. ``sources`` is ``None`` when the key acts for every source."""
+
+    name: str
+    sha256: str
+    sources: frozenset[str] | None
+    roles: frozenset[Role]
+
+
+class _Entry(msgspec.Struct, forbid_unknown_fields=True):
+    # Unknown fields are refused: a misspelt "role" silently ignored would grant nothing, or
+    # (for "source") everything the default allows.
+    name: str
+    sha256: str
+    sources: list[str] | str
+    roles: list[str]
+
+
+class _KeysFile(msgspec.Struct, forbid_unknown_fields=True):
+    keys: list[_Entry]
+
+
+class KeyRing:
+    """The configured keys, looked up by the SHA-256 of a presented key.
+
+    Looking the hash up in a dict is safe from timing attacks: how long the look-up takes
+    depends on the hash of the attacker's own guess, which tells them nothing about any stored
+    key (to use it they would need a SHA-256 preimage). The final comparison is still
+    :func:`hmac.compare_digest`, so the code states the intent and a later change to the
+    look-up can't quietly make it a byte-by-byte comparison.
+    """
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self._by_hash = {key.sha256: key for key in keys}
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def __repr__(self) -> str:
+        return f"KeyRing({sorted(key.name for key in self._by_hash.values())})"
+
+    def find(self, presented: str) -> ApiKey | None:
+        if not presented or len(presented) > MAX_KEY_LENGTH:
+            return None
+        digest = hash_key(presented)
+        key = self._by_hash.get(digest)
+        if key is None or not hmac.compare_digest(key.sha256, digest):
+            return None
+        return key
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_entry(name: str, sha256: str, sources: Iterable[str] | None, roles: Iterable[Role]) -> str:
+    """The TOML entry for a key, ready to paste into the keys file."""
+    listed = '"*"' if sources is None else json.dumps(sorted(sources))
+    return (
+        "[[keys]]\n"
+        f"name = {json.dumps(name)}\n"
+        f'sha256 = "{sha256}"\n'
+        f"sources = {listed}\n"
+        f"roles = {json.dumps([role.value for role in roles])}\n"
+    )
+
+
+def load_key_ring(settings: Settings) -> KeyRing | None:
+    """The keys of ``TIMEFUSE_API_KEYS_FILE``; ``None`` when it is unset (no authentication)."""
+    if not settings.api_keys_file.strip():
+        if settings.metrics_auth:
+            raise ConfigError("TIMEFUSE_METRICS_AUTH needs keys: set TIMEFUSE_API_KEYS_FILE")
+        return None
+    return load_keys(Path(settings.api_keys_file))
+
+
+def load_keys(path: Path) -> KeyRing:
+    where = f"TIMEFUSE_API_KEYS_FILE ({path})"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: can't read it: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
+        parsed = msgspec.convert(data, _KeysFile)
+    except (ValueError, msgspec.ValidationError) as exc:
+        # ValueError covers JSON, TOML and UTF-8 errors; none of them quotes a whole line.
+        raise ConfigError(f"{where}: {exc}") from None
+    if not parsed.keys:
+        raise ConfigError(f"{where}: holds no keys; unset the variable to run without keys")
+    keys = [_check_entry(where, index, entry) for index, entry in enumerate(parsed.keys)]
+    _check_unique(where, keys)
+    return KeyRing(keys)
+
+
+def _check_entry(where: str, index: int, entry: _Entry) -> ApiKey:
+    at = f"{where}: key {index} ({entry.name!r})"
+    if not entry.name.strip():
+        raise ConfigError(f"{where}: key {index} needs a name")
+    digest = entry.sha256.strip().lower()
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise ConfigError(f"{at}: sha256 must be 64 hex digits (see `timefuse keys hash`)")
+    roles = frozenset(_role(at, name) for name in entry.roles)
+    if not roles:
+        raise ConfigError(f"{at}: needs at least one role among {_role_names()}")
+    sources = _sources(at, entry.sources)
+    if Role.ADMIN in roles and sources is not None:
+        # Stated in the file rather than implied, so nobody reads ["billing"] as a limit.
+        raise ConfigError(f'{at}: an admin key acts for every source; set sources = "*"')
+    return ApiKey(entry.name, digest, sources, roles)
+
+
+def _role(at: str, name: str) -> Role:
+    try:
+        return Role(name)
+    except ValueError:
+        raise ConfigError(f"{at}: unknown role {name!r}; roles are {_role_names()}") from None
+
+
+def _role_names() -> str:
+    return ", ".join(role.value for role in Role)
+
+
+def _sources(at: str, value: list[str] | str) -> frozenset[str] | None:
+    listed = [value] if isinstance(value, str) else value
+    if ALL_SOURCES in listed:
+        if len(listed) > 1:
+            raise ConfigError(f'{at}: sources is either "*" or a list of sources, not both')
+        return None
+    if not listed or any(not source.strip() for source in listed):
+        raise ConfigError(f'{at}: sources must list non-blank sources, or be "*"')
+    return frozenset(listed)
+
+
+def _check_unique(where: str, keys: list[ApiKey]) -> None:
+    names: set[str] = set()
+    hashes: set[str] = set()
+    for key in keys:
+        if key.name in names:
+            raise ConfigError(f"{where}: two keys are named {key.name!r}")
+        if key.sha256 in hashes:
+            raise ConfigError(f"{where}: key {key.name!r} has the same hash as another key")
+        names.add(key.name)
+        hashes.add(key.sha256)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches this machine only.
+
+    Names other than ``localhost`` count as exposed: what they resolve to can change after
+    start-up, and refusing is the safe side of that doubt.
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_roles(text: str) -> list[Role]:
+    """Roles from a comma list (the ``keys new`` command line); ``ValueError`` if unknown."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return [Role(name) for name in names]
+    except ValueError:
+        raise ValueError(f"--roles: roles are {_role_names()}, got {text!r}") from None
+
+
+def parse_sources(text: str) -> frozenset[str] | None:
+    sources = [part.strip() for part in text.split(",") if part.strip()]
+    if not sources or (ALL_SOURCES in sources and len(sources) > 1):
+        raise ValueError(f'--sources: give a comma list of sources, or "*"; got {text!r}')
+    return None if sources == [ALL_SOURCES] else frozenset(sources)
