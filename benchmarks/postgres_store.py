@@ -7,16 +7,17 @@ tests/support/postgres_server.py, unless ``--dsn`` names one), each section in a
    binary COPY of N events in batches, then a claim (UPDATE ... SKIP LOCKED ... RETURNING)
    and complete loop;
 2. the store through its port: insert_many in batches, then claim_due + record_outcomes;
-3. insert_many's statement (unnest arrays) against COPY into a temp staging table followed
-   by the same INSERT ... SELECT ... ON CONFLICT;
+3. insert_many's statement fed by unnest arrays (parameters in text or binary format)
+   against COPY into a temp staging table followed by the same INSERT ... SELECT, for
+   batches of 1 to ``--insert-batch`` events;
 4. the claim statement's planning and execution time with few partitions and with 400, and
    the join-shaped claim the store does not use.
 
     .venv/bin/python benchmarks/postgres_store.py [--dsn URL] [--events 100000]
-        [--payload-bytes 200] [--insert-batch 1000] [--claim-batch 500]
+        [--payload-bytes 200] [--insert-batch 1000] [--claim-batch 500] [--rounds 3]
 
-The test server runs with fsync and synchronous_commit off: the figures measure CPU and
-round trips, not disk flushes.
+Sections 1-3 report the median of ``--rounds`` rounds. The test server runs with fsync and
+synchronous_commit off: the figures measure CPU and round trips, not disk flushes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from psycopg.conninfo import make_conninfo
 
 from timefuse.adapters.postgres import PostgresEventStore, queries
 from timefuse.adapters.postgres.partitions import create_partitions, period_start
-from timefuse.adapters.postgres.rows import EVENT_COLUMNS, event_arrays, event_values
+from timefuse.adapters.postgres.rows import EVENT_COLUMNS, copy_row, event_arrays
+from timefuse.adapters.postgres.store import COPY_MIN_BATCH
 from timefuse.domain.event import Event, new_event_id
 from timefuse.testing.factories import make_outcome
 
@@ -195,35 +197,56 @@ async def analyze(dsn: str) -> None:
 
 # --- 3. unnest against COPY + INSERT ... SELECT -----------------------------------------------
 
+# The array statement with its parameters in text format (the store sends them in binary).
+INSERT_EVENTS_TEXT = queries.INSERT_EVENTS.replace(")b::", ")s::")
 
-async def insert_by_unnest(conn: Conn, batch: Sequence[Event]) -> None:
+
+async def insert_by_arrays(conn: Conn, batch: Sequence[Event], query: str) -> None:
     async with conn.transaction():
-        await conn.execute(queries.INSERT_EVENTS, event_arrays(batch))
+        await conn.execute(query, event_arrays(batch))
         await conn.execute(queries.NOTIFY_DUE, {"payload": batch[0].next_attempt_at.isoformat()})
 
 
 async def insert_by_copy(conn: Conn, batch: Sequence[Event]) -> None:
     async with conn.transaction():
         async with conn.cursor().copy(queries.COPY_TO_STAGING) as copy:
-            copy.set_types([sql_type for _, sql_type in EVENT_COLUMNS])
+            copy.set_types(queries.COPY_TYPES)
             for event in batch:
-                # The binary jsonb dumper takes the object itself, not its JSON text.
-                await copy.write_row((*event_values(event)[:-1], event.extra))
+                await copy.write_row(copy_row(event))
         await conn.execute(queries.INSERT_EVENTS_FROM_STAGING)
         await conn.execute(queries.NOTIFY_DUE, {"payload": batch[0].next_attempt_at.isoformat()})
 
 
-async def insert_strategy(dsn: str, events: list[Event], size: int, strategy: str) -> float:
-    store = PostgresEventStore(dsn)
-    await store.migrate()
+async def insert_strategy(dsn: str, events: Sequence[Event], size: int, strategy: str) -> float:
+    """Seconds to insert ``events`` in batches of ``size``, by one of the insert statements."""
+    await PostgresEventStore(dsn).migrate()
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute("SET TIME ZONE 'UTC'")
         await conn.execute(queries.CREATE_STAGING)
-        insert = insert_by_copy if strategy == "copy" else insert_by_unnest
         started = time.perf_counter()
         for batch in batches(events, size):
-            await insert(conn, batch)
+            if strategy == "copy":
+                await insert_by_copy(conn, batch)
+            else:
+                query = INSERT_EVENTS_TEXT if strategy == "arrays-text" else queries.INSERT_EVENTS
+                await insert_by_arrays(conn, batch, query)
         return time.perf_counter() - started
+
+
+async def strategy_section(server: str, events: list[Event], args: argparse.Namespace) -> None:
+    strategies = ("arrays-text", "arrays", "copy")
+    print("\n3. insert statements (events/s, median of rounds; fresh database each)")
+    print(f"   {'batch':>6} " + " ".join(f"{name:>12}" for name in strategies))
+    for size in sorted({1, 10, 100, args.insert_batch}):
+        sample = events[: min(len(events), size * 200, 50_000)]
+        rates: dict[str, list[float]] = {name: [] for name in strategies}
+        for _ in range(args.rounds):
+            for name in strategies:
+                async with fresh_database(server, "ins") as dsn:
+                    rates[name].append(len(sample) / await insert_strategy(dsn, sample, size, name))
+        medians = (statistics.median(rates[name]) for name in strategies)
+        print(f"   {size:>6} " + " ".join(f"{value:>12,.0f}" for value in medians))
+    print(f"   (the store uses arrays below {COPY_MIN_BATCH} events, COPY from there on)")
 
 
 # --- 4. claim planning with few and many partitions ---------------------------------------------
@@ -304,6 +327,21 @@ async def partition_section(server: str, events: list[Event], args: argparse.Nam
     print("   the store; generic: the same with plan_cache_mode=force_generic_plan")
 
 
+async def baseline_and_port(
+    server: str, events: list[Event], args: argparse.Namespace
+) -> list[float]:
+    """Median seconds of: raw insert, raw claim loop, insert_many, claim_due loop."""
+    seconds: list[list[float]] = [[], [], [], []]
+    for _ in range(args.rounds):
+        async with fresh_database(server, "raw") as dsn:
+            raw = await baseline(dsn, events, args)
+        async with fresh_database(server, "store") as dsn:
+            port = await through_the_port(dsn, events, args)
+        for values, value in zip(seconds, (*raw, *port), strict=True):
+            values.append(value)
+    return [statistics.median(values) for values in seconds]
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -314,34 +352,21 @@ async def run(server: str, args: argparse.Namespace) -> None:
             "SELECT version(), current_setting('fsync'), current_setting('synchronous_commit')"
         )
         print("server:", await cursor.fetchone())
-    print(f"{args.events:,} events, {args.payload_bytes}-byte payloads, insert batches of "
-          f"{args.insert_batch}, claims of {args.claim_batch}")  # fmt: skip
-    async with fresh_database(server, "raw") as dsn:
-        raw_insert, raw_claim = await baseline(dsn, events, args)
-    async with fresh_database(server, "store") as dsn:
-        store_insert, store_claim = await through_the_port(dsn, events, args)
+    print(
+        f"{args.events:,} events, {args.payload_bytes}-byte payloads, insert batches of "
+        f"{args.insert_batch}, claims of {args.claim_batch}, median of {args.rounds} rounds"
+    )
+    raw, raw_claim, port, port_claim = await baseline_and_port(server, events, args)
     n = len(events)
     print("\n1. baseline (raw psycopg, minimal table)")
-    print("   insert (binary COPY)     ", rate(n, raw_insert))
+    print("   insert (binary COPY)     ", rate(n, raw))
     print("   claim + complete         ", rate(n, raw_claim))
     print("2. PostgresEventStore (port)")
+    print("   insert_many              ", rate(n, port), f" ratio {raw / port:.2f}")
     print(
-        "   insert_many              ",
-        rate(n, store_insert),
-        f" ratio {raw_insert / store_insert:.2f}",
+        "   claim_due + outcomes     ", rate(n, port_claim), f" ratio {raw_claim / port_claim:.2f}"
     )
-    print(
-        "   claim_due + outcomes     ",
-        rate(n, store_claim),
-        f" ratio {raw_claim / store_claim:.2f}",
-    )
-    print(
-        f"\n3. insert strategies, batches of {args.insert_batch} (same schema, fresh database each)"
-    )
-    for strategy in ("unnest", "copy", "unnest", "copy"):
-        async with fresh_database(server, strategy) as dsn:
-            seconds = await insert_strategy(dsn, events, args.insert_batch, strategy)
-        print(f"   {strategy:<8}", rate(n, seconds))
+    await strategy_section(server, events, args)
     await partition_section(server, events[: min(len(events), 50_000)], args)
 
 
@@ -352,6 +377,7 @@ def main() -> None:
     parser.add_argument("--payload-bytes", type=int, default=200)
     parser.add_argument("--insert-batch", type=int, default=1000)
     parser.add_argument("--claim-batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.dsn:
         asyncio.run(run(args.dsn, args))

@@ -95,6 +95,30 @@ def _kafka_config(env: str) -> Callable[[str], KafkaConfig]:
     return parse
 
 
+_LIMIT_KEYS = frozenset({"concurrency", "rate", "burst", "queue"})
+
+
+def _destination_limits(text: str) -> Mapping[str, Mapping[str, float]]:
+    env = "TIMEFUSE_DESTINATION_LIMITS"
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{env} must be a JSON object: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{env} must be a JSON object of host -> limits")
+    limits: dict[str, Mapping[str, float]] = {}
+    for host, entry in raw.items():
+        if not isinstance(entry, dict) or not set(entry) <= _LIMIT_KEYS:
+            raise ConfigError(f"{env}: {host!r} must map to an object with {sorted(_LIMIT_KEYS)}")
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{env}: {host}.{key} must be a number >= 0")
+        limits[host.lower()] = {key: float(value) for key, value in entry.items()}
+    return limits
+
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -441,6 +465,36 @@ class Settings:
         "5",
         "How far in the past scheduled_at may be (clock skew), in seconds.",
         _float("TIMEFUSE_PAST_GRACE_SECONDS"),
+    )
+    destination_concurrency: int = _setting(
+        "TIMEFUSE_DESTINATION_CONCURRENCY",
+        "100",
+        "Deliveries in flight at once to one destination host (0: no cap).",
+        _int("TIMEFUSE_DESTINATION_CONCURRENCY", 0),
+    )
+    destination_rate: float = _setting(
+        "TIMEFUSE_DESTINATION_RATE",
+        "0",
+        "Deliveries per second to one destination host, token bucket (0: unlimited).",
+        _float("TIMEFUSE_DESTINATION_RATE"),
+    )
+    destination_limits: Mapping[str, Mapping[str, float]] = _setting(
+        "TIMEFUSE_DESTINATION_LIMITS",
+        "",
+        'Per-host overrides, JSON: {"host:port": {"concurrency": 10, "rate": 50, "burst": 100}}.',
+        _destination_limits,
+    )
+    breaker_failures: int = _setting(
+        "TIMEFUSE_BREAKER_FAILURES",
+        "5",
+        "Consecutive retriable failures that open a destination's circuit breaker.",
+        _int("TIMEFUSE_BREAKER_FAILURES", 1),
+    )
+    breaker_cooldown_seconds: float = _setting(
+        "TIMEFUSE_BREAKER_COOLDOWN_SECONDS",
+        "30",
+        "How long an open breaker waits before one delivery probes the destination.",
+        _float("TIMEFUSE_BREAKER_COOLDOWN_SECONDS"),
     )
 
     @classmethod

@@ -40,7 +40,10 @@ class Receiver:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     delay_seconds: dict[str, float] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    _by_path: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
     port: int = 0
+    concurrent: int = 0
+    max_concurrent: int = 0
     _counts: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition | None = None
@@ -65,6 +68,14 @@ class Receiver:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            return await self._answer(request)
+        finally:
+            self.concurrent -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         path = request.path
         record = Received(
@@ -77,13 +88,18 @@ class Receiver:
         if delay:
             await asyncio.sleep(delay)
         self.received.append(record)
+        self._by_path[path].append(record)
         assert self._arrived is not None
         async with self._arrived:
             self._arrived.notify_all()
         return web.Response(status=status, text="ok" if status < 400 else "no")
 
     def on(self, path: str) -> list[Received]:
-        return [r for r in self.received if r.path == path]
+        """What arrived on ``path`` so far (cheap: predicates call it on every arrival)."""
+        return list(self._by_path.get(path, []))
+
+    def count(self, path: str) -> int:
+        return len(self._by_path.get(path, ()))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         assert self._arrived is not None

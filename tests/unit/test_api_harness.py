@@ -18,11 +18,10 @@ from starlette.applications import Starlette
 
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.sqlite import SqliteEventStore
-from timefuse.adapters.system.clock import SystemClock
 from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.entrypoints.api import create_app
-from timefuse.plugins.manager import build_registry, load_plugins
+from timefuse.entrypoints.bootstrap import bootstrap
 from timefuse.ports.ingest import BufferUnavailable, IngestBuffer
 from timefuse.ports.store import EventStore
 from timefuse.service.events import EventService
@@ -40,14 +39,18 @@ class Harness:
     metrics: Metrics
     app: Starlette
 
-    async def submit(self, **overrides: Any) -> httpx.Response:
-        return await self.client.post(EVENTS, json=event_json(**overrides))
+    async def submit(self, key: str | None = None, **overrides: Any) -> httpx.Response:
+        return await self.client.post(EVENTS, json=event_json(**overrides), headers=bearer(key))
 
-    async def submitted_id(self, **overrides: Any) -> str:
-        response = await self.submit(**overrides)
+    async def submitted_id(self, key: str | None = None, **overrides: Any) -> str:
+        response = await self.submit(key, **overrides)
         assert response.status_code == 202, response.text
         event_id: str = response.json()["data"]["id"]
         return event_id
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"} if key is not None else {}
 
 
 class FailingBuffer:
@@ -108,14 +111,10 @@ async def running_api(
     store = SqliteEventStore(str(tmp_path / "t.db"))
     await store.open()
     try:
-        metrics = Metrics()
-        service = EventService(
-            buffer=buffer(store),
-            store=store,
-            registry=build_registry(load_plugins(settings), settings),
-            clock=SystemClock(),
-            metrics=metrics,
-        )
+        # The composition root builds the service, so its limits come from the settings
+        # exactly as in a running process.
+        tf = bootstrap(settings, store=store, buffer=buffer(store), metrics=Metrics())
+        metrics, service = tf.metrics, tf.service
         app = create_app(service=service, metrics=metrics, settings=settings, readiness=readiness)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:

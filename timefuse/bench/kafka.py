@@ -158,5 +158,6 @@ async def _measure(
     failed = metric_delta(before, after, scenarios.FAILED)
     scenarios.delivery_results(ctx, report, expected, arrivals, failed)
     report.results.update(scenarios.dispatcher_figures(before, after, len(expected)))
+    await scenarios.explain_missing(ctx, report)
     report.rate_key = "drain_rate_per_s"
     return report

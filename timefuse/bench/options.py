@@ -60,6 +60,7 @@ class BenchOptions:
     receiver_host: str
     kafka: str | None
     profile: str | None
+    serve_log: str | None
 
     @property
     def self_hosted(self) -> bool:
@@ -133,6 +134,11 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="deliver-kafka: brokers (default: KAFKA_BOOTSTRAP_SERVERS)",
     )
     sub.add_argument(
+        "--serve-log",
+        metavar="PATH",
+        help="self-hosted: append timefuse serve's log to PATH (default: a temporary file)",
+    )
+    sub.add_argument(
         "--profile",
         metavar="PATH",
         help="self-hosted: run timefuse serve under cProfile, stats to PATH",
@@ -165,6 +171,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         receiver_host=args.receiver_host,
         kafka=kafka if scenario == "deliver-kafka" else None,
         profile=args.profile,
+        serve_log=args.serve_log,
     )
 
 
@@ -178,8 +185,8 @@ def _check_combinations(args: argparse.Namespace) -> None:
         )
     if args.kafka is not None and scenario != "deliver-kafka":
         raise BenchUsageError("--kafka applies to the deliver-kafka scenario only")
-    if args.profile is not None and args.url is not None:
-        raise BenchUsageError("--profile needs the bench's own timefuse; drop --url")
+    if args.url is not None and (args.profile is not None or args.serve_log is not None):
+        raise BenchUsageError("--profile and --serve-log need the bench's own timefuse; drop --url")
     if args.lead is not None and scenario == "ingest":
         raise BenchUsageError("--lead applies to the delivery scenarios only")
 
@@ -187,6 +194,15 @@ def _check_combinations(args: argparse.Namespace) -> None:
 def _default_concurrency(scenario: str, size: int) -> int:
     if scenario == "ingest":
         return INGEST_CONCURRENCY[size]
-    # The deployment's own setting, so the baseline runs with what timefuse runs with.
-    text = os.environ.get("TIMEFUSE_CONCURRENCY", "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else 1000
+    # What the deployment runs toward one destination (the bench's receiver), so the baseline
+    # runs with the same number of requests in flight as timefuse.
+    from timefuse.config import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise BenchUsageError(str(exc)) from None
+    per_destination = getattr(settings, "destination_concurrency", 0)
+    if per_destination:
+        return min(settings.concurrency, per_destination)
+    return int(settings.concurrency)

@@ -115,12 +115,17 @@ def self_hosted_env(workdir: Path, extra: Mapping[str, str]) -> dict[str, str]:
 class ServeProcess:
     """A ``timefuse serve`` child on a free port, its log in a temporary directory."""
 
-    def __init__(self, extra_env: Mapping[str, str], profile_path: str | None = None) -> None:
+    def __init__(
+        self,
+        extra_env: Mapping[str, str],
+        profile_path: str | None = None,
+        log_path: str | None = None,
+    ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="timefuse-bench-")
         self.workdir = Path(self._tmp.name)
         self.port = free_port()
         self.env = self_hosted_env(self.workdir, extra_env)
-        self.log_path = self.workdir / "timefuse.log"
+        self.log_path = Path(log_path) if log_path else self.workdir / "timefuse.log"
         self._profile_path = profile_path
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -66,7 +66,9 @@ def _scenario(name: str) -> Scenario:
 def _serve_env(options: BenchOptions) -> dict[str, str]:
     env: dict[str, str] = {}
     if options.concurrency_given and options.scenario != "ingest":
+        # All deliveries go to one receiver: the per-destination cap is the one that binds.
         env["TIMEFUSE_CONCURRENCY"] = str(options.concurrency)
+        env["TIMEFUSE_DESTINATION_CONCURRENCY"] = str(options.concurrency)
     if options.kafka:
         env["KAFKA_BOOTSTRAP_SERVERS"] = options.kafka
     return env
@@ -95,7 +97,9 @@ def _unreachable(exc: aiohttp.ClientError, serve: ServeProcess | None) -> str:
 
 async def _run(options: BenchOptions) -> Report:
     receiver = ReceiverProcess(options.receiver_host)
-    serve = ServeProcess(_serve_env(options), options.profile) if options.self_hosted else None
+    serve = None
+    if options.self_hosted:
+        serve = ServeProcess(_serve_env(options), options.profile, options.serve_log)
     api: TimefuseApi | None = None
     try:
         await receiver.start()

@@ -96,7 +96,16 @@ async def at_once(ctx: Context) -> Report:
     after = await ctx.api.metrics()
     delivery_results(ctx, report, expected, arrivals, metric_delta(before, after, FAILED))
     report.results.update(dispatcher_figures(before, after, len(expected)))
+    await explain_missing(ctx, report)
     return report
+
+
+async def explain_missing(ctx: Context, report: Report) -> None:
+    """Where undelivered events are, by status, so a stuck run says what it is stuck on."""
+    if report.results.get("missing"):
+        counts = await ctx.api.statistics()
+        statuses = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "TOTAL")
+        report.notes.append(f"the deployment's events by status: {statuses}")
 
 
 def dispatcher_figures(
@@ -170,7 +179,9 @@ def delivery_results(
 
 async def steady(ctx: Context) -> Report:
     o = ctx.options
-    report = _report(ctx, rate=o.rate, duration=o.duration, concurrency=o.concurrency)
+    report = _report(
+        ctx, rate=o.rate, duration=o.duration, events=o.events, concurrency=o.concurrency
+    )
     baseline_requests = min(o.events, BASELINE_MAX_REQUESTS)
     report.baseline = await baselines.raw_http(ctx.receiver.url(), baseline_requests, o.concurrency)
     await ctx.receiver.take()
@@ -181,6 +192,7 @@ async def steady(ctx: Context) -> Report:
     after = await ctx.api.metrics()
     delivery_results(ctx, report, expected, arrivals, metric_delta(before, after, FAILED))
     report.results.update(dispatcher_figures(before, after, len(expected)))
+    await explain_missing(ctx, report)
     report.results["offered_per_s"] = o.rate
     report.results["submitted_after_due"] = late_submissions
     if late_submissions:

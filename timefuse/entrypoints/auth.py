@@ -20,12 +20,15 @@ of milliseconds of CPU, an easy denial of service.
 
 from __future__ import annotations
 
+import argparse
 import enum
+import getpass
 import hashlib
 import hmac
 import ipaddress
 import json
 import secrets
+import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -229,3 +232,64 @@ def parse_sources(text: str) -> frozenset[str] | None:
     if not sources or (ALL_SOURCES in sources and len(sources) > 1):
         raise ValueError(f'--sources: give a comma list of sources, or "*"; got {text!r}')
     return None if sources == [ALL_SOURCES] else frozenset(sources)
+
+
+# The ``timefuse keys`` command: making keys and their entries, never storing them.
+
+
+def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "make API keys: print a new key and its keys-file entry, or hash a key"
+    keys = commands.add_parser("keys", help=text, description=text)
+    actions = keys.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    new = actions.add_parser(
+        "new",
+        help="print a new random key and the entry to paste into TIMEFUSE_API_KEYS_FILE",
+    )
+    new.add_argument("--name", required=True, help="who uses the key (unique in the file)")
+    new.add_argument(
+        "--sources", required=True, help='comma list of sources it may act for, or "*"'
+    )
+    new.add_argument("--roles", required=True, help="comma list among submit, read, cancel, admin")
+    actions.add_parser(
+        "hash",
+        help="read a key on standard input, print its SHA-256 (the sha256 of its entry)",
+    )
+
+
+def run_keys_command(args: argparse.Namespace) -> int:
+    try:
+        if args.keys_action == "new":
+            sys.stdout.write(_new_key_text(args.name, args.sources, args.roles))
+        else:
+            print(hash_key(_read_key()))
+    except ValueError as exc:
+        print(f"timefuse keys: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _new_key_text(name: str, sources_text: str, roles_text: str) -> str:
+    if not name.strip():
+        raise ValueError("--name must not be blank")
+    roles = parse_roles(roles_text)
+    if not roles:
+        raise ValueError("--roles: give at least one role")
+    sources = parse_sources(sources_text)
+    if Role.ADMIN in roles and sources is not None:
+        raise ValueError('an admin key acts for every source: use --sources "*"')
+    key = new_key()
+    return (
+        f"# The key, shown once: give it to {name} (Authorization: Bearer <key>).\n"
+        f"{key}\n\n"
+        "# The entry for TIMEFUSE_API_KEYS_FILE (it holds only the hash):\n"
+        + key_entry(name, hash_key(key), sources, roles)
+    )
+
+
+def _read_key() -> str:
+    # From standard input, not an argument: arguments end up in shell history and `ps`.
+    key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise ValueError("no key on standard input")
+    return key

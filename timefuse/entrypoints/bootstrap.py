@@ -17,6 +17,7 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer, IngestStream
 from timefuse.ports.store import EventStore
+from timefuse.service.destinations import DestinationGate, DestinationLimits, GateSettings
 from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
 from timefuse.service.events import EventService
 from timefuse.service.ingest_consumer import IngestConsumer, IngestSettings
@@ -159,6 +160,27 @@ def build_leadership(store: EventStore) -> Leadership | None:
     return leadership() if callable(leadership) else None
 
 
+def gate_settings(settings: Settings) -> GateSettings:
+    default = DestinationLimits(
+        concurrency=settings.destination_concurrency, rate=settings.destination_rate
+    )
+    overrides = {
+        host: DestinationLimits(
+            concurrency=int(limits.get("concurrency", default.concurrency)),
+            rate=limits.get("rate", default.rate),
+            burst=int(limits.get("burst", 0)),
+            queue=int(limits.get("queue", 0)),
+        )
+        for host, limits in settings.destination_limits.items()
+    }
+    return GateSettings(
+        default=default,
+        overrides=overrides,
+        breaker_failures=settings.breaker_failures,
+        breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+    )
+
+
 def default_worker_id(settings: Settings) -> str:
     return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
@@ -185,7 +207,11 @@ def bootstrap(
     registry = build_registry(plugins, settings)
     wakeup = DueSignal()
     worker_id = default_worker_id(settings)
-    limits = SubmissionLimits(max_payload_bytes=settings.max_payload_bytes)
+    limits = SubmissionLimits(
+        max_payload_bytes=settings.max_payload_bytes,
+        max_horizon_days=settings.max_horizon_days,
+        past_grace_seconds=settings.past_grace_seconds,
+    )
     service = EventService(
         buffer=buffer,
         store=store,
@@ -213,7 +239,9 @@ def bootstrap(
         ),
         wakeup=wakeup,
         observer=delivery_observer(plugins),
+        gate=DestinationGate(gate_settings(settings)),
     )
+    metrics.destinations.source = dispatcher.gate.snapshot
     maintenance = Maintenance(
         store=store,
         clock=clock,

@@ -46,9 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("serve", "api"):
             sub.add_argument("--host", help="address to listen on (TIMEFUSE_HOST)")
             sub.add_argument("--port", type=int, help="port to listen on (TIMEFUSE_PORT)")
+            sub.add_argument(
+                "--insecure-no-auth",
+                action="store_true",
+                help="allow listening beyond loopback without API keys (TIMEFUSE_API_KEYS_FILE)",
+            )
     from timefuse.bench.options import add_bench_command  # argparse only; the rest loads on use
 
     add_bench_command(commands)
+    from timefuse.entrypoints.auth import add_keys_command
+
+    add_keys_command(commands)
     return parser
 
 
@@ -62,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from timefuse.bench import run_bench
 
         return run_bench(args)
+    if args.command == "keys":
+        from timefuse.entrypoints.auth import run_keys_command
+
+        return run_keys_command(args)
     try:
         settings = Settings.from_env()
         return _dispatch(args, settings)
@@ -95,7 +107,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"timefuse: --port must be between 0 and 65535, got {port}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(settings, roles, host=getattr(args, "host", None), port=port))
+        insecure = getattr(args, "insecure_no_auth", False)
+        host = getattr(args, "host", None)
+        asyncio.run(run(settings, roles, host=host, port=port, insecure_no_auth=insecure))
     except StartupError as exc:
         print(f"timefuse: {exc}", file=sys.stderr)
         return 1

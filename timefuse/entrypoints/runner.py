@@ -17,6 +17,7 @@ from timefuse.config import Settings
 from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.api.health import Health, health_routes
 from timefuse.entrypoints.api.routes import PREFIX
+from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
@@ -45,6 +46,10 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it. Without it the server's loop, given this socket
+    # rather than opening its own, leaves Nagle on: a response's body waits behind its
+    # headers for the client's delayed ACK, ~40 ms per keep-alive request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -91,12 +96,19 @@ def _api_task(
 
 
 async def run(
-    settings: Settings, roles: Collection[str], host: str | None = None, port: int | None = None
+    settings: Settings,
+    roles: Collection[str],
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    insecure_no_auth: bool = False,
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
     tf = bootstrap(settings)
     if "ingest" in roles and tf.ingest is None:
         raise StartupError("the ingest role reads Kafka: set KAFKA_BOOTSTRAP_SERVERS")
+    if "api" in roles:
+        check_exposure(settings, host or settings.host, insecure_no_auth)
     sock = _listener(settings, roles, host, port)
     await tf.open()
     stop = asyncio.Event()
@@ -129,6 +141,36 @@ async def run(
         if sock is not None:
             sock.close()
         log.info("stopped")
+
+
+def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> None:
+    """Refuse to serve an API without keys beyond loopback, unless explicitly told to.
+
+    Loads the keys file too, so a bad one stops the process before it listens.
+    """
+    keys = load_key_ring(settings)
+    if keys is not None:
+        log.info("API keys loaded", keys=len(keys), metrics_auth=settings.metrics_auth)
+        return
+    if is_loopback(host):
+        log.info(
+            "no API keys configured (TIMEFUSE_API_KEYS_FILE): the API trusts every caller, "
+            "so it listens on loopback only",
+            host=host,
+        )
+        return
+    if not insecure_no_auth:
+        raise StartupError(
+            f"refusing to listen on {host!r} without API keys: anyone who can reach it could "
+            "submit and cancel events. Set TIMEFUSE_API_KEYS_FILE (`timefuse keys new` makes "
+            "a key), listen on 127.0.0.1, or pass --insecure-no-auth if something in front "
+            "of timefuse authenticates callers"
+        )
+    log.warning(
+        "no API keys configured and --insecure-no-auth given: anyone who can reach this "
+        "address can use the API",
+        host=host,
+    )
 
 
 def _listener(

@@ -219,7 +219,8 @@ class EventStore(Protocol):
         ``next_cursor`` is the position of its last event when more events match, and
         ``None`` when this page reaches the end. Paging through with each page's
         ``next_cursor`` returns every matching event exactly once, events sharing a
-        ``scheduled_at`` ordered by id. Raises :class:`ValueError` when ``limit`` < 1.
+        ``scheduled_at`` ordered by id, compared code point by code point (not by a locale's
+        collation). Raises :class:`ValueError` when ``limit`` < 1.
         """
 
     async def redeliver(self, event_id: str, now: datetime) -> RedeliverResult:
@@ -230,6 +231,7 @@ class EventStore(Protocol):
         fields cleared, ``updated_at`` = ``now``. ``last_error``, ``executed_at`` and the
         attempt history are kept; later attempts continue the history's numbering.
         NOT_REDELIVERABLE for an event in any other status, NOT_FOUND for an unknown id.
+        ``now`` is the caller's: no lease is involved, so the store's clock need not decide.
         """
 
     async def redeliver_dead_letters(
@@ -253,7 +255,7 @@ class EventStore(Protocol):
         """The earliest ``next_attempt_at`` of a PENDING event, or ``None``."""
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
-        """The attempt history of one event, oldest first."""
+        """The attempt history of one event, oldest first (by :attr:`AttemptRecord.sequence`)."""
 
     async def delete_terminal_before(self, cutoff: datetime, batch_size: int = 10_000) -> int:
         """Delete terminal events last updated before ``cutoff``; returns how many.

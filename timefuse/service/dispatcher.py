@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -19,15 +19,20 @@ from timefuse.domain.status import EventStatus
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import AttemptRecord, EventStore, OutcomeUpdate, StoreError
+from timefuse.service.destinations import (
+    DestinationGate,
+    GateSettings,
+    Verdict,
+    destination_key,
+)
 from timefuse.service.metrics import Metrics
 from timefuse.service.wakeup import DueSignal
+from timefuse.service.writeback import OutcomeWriter
 
 log = structlog.get_logger("timefuse.dispatcher")
 
 Observer = Callable[[Event, int, DeliveryOutcome, str], None]
 
-# Outcomes are written back in batches: one transaction per flush instead of one per event.
-FLUSH_INTERVAL_SECONDS = 0.02
 STORE_RETRY_SECONDS = 1.0
 
 
@@ -54,6 +59,7 @@ class Dispatcher:
         wakeup: DueSignal | None = None,
         observer: Observer | None = None,
         rng: random.Random | None = None,
+        gate: DestinationGate | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -63,30 +69,38 @@ class Dispatcher:
         self._wakeup = wakeup or DueSignal()
         self._observer = observer
         self._rng = rng or random.Random()
+        self._gate = gate or DestinationGate(GateSettings())
+        self._writer = OutcomeWriter(store, settings.worker_id, self._wakeup, settings.batch_size)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._held = 0  # claimed events waiting in their destination's queue
+        self._pumps: set[str] = set()
         self._slot_freed = asyncio.Event()
-        self._outcomes: list[OutcomeUpdate] = []
-        self._outcomes_ready = asyncio.Event()
+        self._stopping = False
 
     @property
     def wakeup(self) -> DueSignal:
         return self._wakeup
 
+    @property
+    def gate(self) -> DestinationGate:
+        return self._gate
+
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then shut down gracefully."""
-        flusher = asyncio.create_task(self._flush_loop(stop), name="timefuse-outcome-flusher")
+        writer = asyncio.create_task(self._writer.run(), name="timefuse-outcome-writer")
         try:
             await self._claim_loop(stop)
         finally:
+            self._stopping = True
             await self._drain()
-            flusher.cancel()
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await self._flush_until_written()
+                await writer
+            await self._writer.flush_until_written(self._settings.shutdown_timeout_seconds)
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            capacity = self._settings.concurrency - len(self._in_flight)
+            capacity = self._settings.concurrency - len(self._in_flight) - self._held
             if capacity <= 0:
                 await _first_of(self._slot_freed.wait(), stop.wait())
                 self._slot_freed.clear()
@@ -97,7 +111,7 @@ class Dispatcher:
                 await _first_of(asyncio.sleep(STORE_RETRY_SECONDS), stop.wait())
                 continue
             for event in claimed:
-                self._start(event)
+                self._offer(event)
             if len(claimed) < limit:
                 await self._idle(stop)
 
@@ -128,11 +142,65 @@ class Dispatcher:
         self._wakeup.plan(next_due)
         await _first_of(self._wakeup.wait(timeout), stop.wait())
 
-    def _start(self, event: Event) -> None:
+    def _offer(self, event: Event) -> None:
+        decision = self._gate.offer(event)
+        if decision.verdict is Verdict.START:
+            self._launch(event)
+        elif decision.verdict is Verdict.WAIT:
+            self._held += 1
+            if decision.delay_seconds > 0:
+                self._schedule_pump(event, decision.delay_seconds)
+        else:
+            self._defer(event, decision.delay_seconds)
+
+    def _defer(self, event: Event, delay: float) -> None:
+        self._metrics.throttled.labels(destination_key(event)).inc()
+        self._writer.defer(event.id, self._clock.now() + timedelta(seconds=delay))
+
+    def _schedule_pump(self, event: Event, delay: float) -> None:
+        key = destination_key(event)
+        if key not in self._pumps:
+            self._pumps.add(key)
+            asyncio.get_running_loop().call_later(delay, self._timed_pump, key, event)
+
+    def _timed_pump(self, key: str, event: Event) -> None:
+        self._pumps.discard(key)
+        self._pump(event)
+
+    def _pump(self, event: Event) -> None:
+        """Start what ``event``'s destination can take now; defer what its breaker refuses."""
+        if self._stopping:
+            return  # held events are handed back by _drain
+        start, defer, wait = self._gate.pump(event)
+        for waiting in start:
+            self._held -= 1
+            self._launch(waiting)
+        for waiting, delay in defer:
+            self._held -= 1
+            self._defer(waiting, delay)
+        if wait > 0:
+            self._schedule_pump(event, wait)
+        if start or defer:
+            self._slot_freed.set()
+
+    def _launch(self, event: Event) -> None:
+        if self._lease_mostly_spent(event):
+            # It waited in its destination's queue for half its lease: starting now could let
+            # the lease expire mid-delivery and another dispatcher deliver it too.
+            self._gate.abandon(event)
+            self._defer(event, 0.0)
+            return
         task = asyncio.create_task(self._deliver(event), name=f"timefuse-deliver-{event.id}")
         self._in_flight[event.id] = task
         self._metrics.in_flight.inc()
         task.add_done_callback(lambda _: self._finished(event.id))
+
+    def _lease_mostly_spent(self, event: Event) -> bool:
+        expires = event.lock_expires_at
+        if expires is None:
+            return False
+        remaining = (expires - self._clock.now()).total_seconds()
+        return remaining < self._settings.lease_seconds / 2
 
     def _finished(self, event_id: str) -> None:
         self._in_flight.pop(event_id, None)
@@ -142,14 +210,18 @@ class Dispatcher:
     async def _deliver(self, event: Event) -> None:
         started_at = self._clock.now()
         started = time.perf_counter()
-        outcome = await self._attempt(event)
+        try:
+            outcome = await self._attempt(event)
+        except asyncio.CancelledError:
+            self._gate.finished(event, DeliveryOutcome.retriable("cancelled at shutdown"))
+            raise
         duration = time.perf_counter() - started
         now = self._clock.now()
+        self._gate.finished(event, outcome, duration)
         update = self._decide(event, outcome, started_at, duration, now)
         self._observe(event, outcome, update, duration, now)
-        self._outcomes.append(update)
-        if len(self._outcomes) >= self._settings.batch_size:
-            self._outcomes_ready.set()
+        self._writer.add(update)
+        self._pump(event)
 
     async def _attempt(self, event: Event) -> DeliveryOutcome:
         delivery_type = self._registry.get(event.delivery_type)
@@ -245,34 +317,6 @@ class Dispatcher:
             except Exception as exc:  # observers must not break delivery
                 log.warning("delivery observer raised", error=repr(exc))
 
-    async def _flush_loop(self, stop: asyncio.Event) -> None:
-        while True:
-            await _first_of(self._outcomes_ready.wait(), asyncio.sleep(FLUSH_INTERVAL_SECONDS))
-            self._outcomes_ready.clear()
-            await self._flush()
-
-    async def _flush(self) -> bool:
-        if not self._outcomes:
-            return True
-        batch, self._outcomes = self._outcomes, []
-        try:
-            await self._store.record_outcomes(self._settings.worker_id, batch)
-        except StoreError as exc:
-            # Keep them: the next flush tries again. If the store stays down past the lease,
-            # recovery counts the attempt and the event is delivered again (at least once).
-            log.warning("writing outcomes failed; will retry", error=str(exc), count=len(batch))
-            self._outcomes = batch + self._outcomes
-            return False
-        retries = [u.next_attempt_at for u in batch if u.next_attempt_at is not None]
-        if retries:
-            self._wakeup.notify(min(retries))
-        return True
-
-    async def _flush_until_written(self) -> None:
-        deadline = time.monotonic() + self._settings.shutdown_timeout_seconds
-        while not await self._flush() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-
     async def _drain(self) -> None:
         """Let in-flight deliveries finish within the timeout; release the rest's leases."""
         if self._in_flight:
@@ -283,10 +327,12 @@ class Dispatcher:
         leftovers = dict(self._in_flight)
         for task in leftovers.values():
             task.cancel()
-        if leftovers:
-            await asyncio.gather(*leftovers.values(), return_exceptions=True)
+        await asyncio.gather(*leftovers.values(), return_exceptions=True)
+        unfinished = list(leftovers) + [event.id for event in self._gate.drain_waiting()]
+        self._held = 0
+        if unfinished:
             try:
-                released = await self._store.release(self._settings.worker_id, list(leftovers))
+                released = await self._store.release(self._settings.worker_id, unfinished)
             except StoreError as exc:
                 log.warning("releasing leases failed; they will expire", error=str(exc))
             else:

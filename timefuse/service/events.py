@@ -165,10 +165,11 @@ class EventService:
         events = await self._store.find_by_external_id(external_job_id, SCOPED_CANCEL_LIMIT)
         count = 0
         for event in events:
-            if event.status is EventStatus.PENDING and _visible(event, sources):
-                # Each cancel is the store's atomic one: an event claimed meanwhile stays so.
-                if await self._store.cancel(event.id) is CancelResult.CANCELLED:
-                    count += 1
+            if event.status is not EventStatus.PENDING or not _visible(event, sources):
+                continue
+            # Each cancel is the store's atomic one: an event claimed meanwhile stays so.
+            if await self._store.cancel(event.id) is CancelResult.CANCELLED:
+                count += 1
         return count
 
     async def statistics(self, *, sources: Sources = None) -> dict[str, int]:
@@ -177,10 +178,7 @@ class EventService:
         cached = self._statistics.get(key)
         if cached is not None and time.monotonic() - cached[0] < STATISTICS_TTL_SECONDS:
             return cached[1]
-        if key is None:
-            counts = await self._store.count_by_status()
-        else:
-            counts = await self._store.count_by_status(sources=key)
+        counts = await self._store.count_by_status(sources=key)
         result = {status.value: counts.get(status, 0) for status in EventStatus}
         result["TOTAL"] = sum(counts.values())
         self._statistics[key] = (time.monotonic(), result)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # From 1 ms to 1 h: lateness spans both a healthy dispatcher and a backlog after an outage.
 LATENCY_BUCKETS = (
@@ -89,6 +93,7 @@ class Metrics:
         )
         self._add_kafka_metrics(r)
         self._add_process_metrics(r)
+        self._add_destination_metrics(r)
 
     def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
         # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*
@@ -152,3 +157,58 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+
+    def _add_destination_metrics(self, r: CollectorRegistry) -> None:
+        self.throttled = Counter(
+            "timefuse_events_throttled",
+            "Claimed events handed back for later by a destination's limits or open breaker.",
+            ["destination"],
+            registry=r,
+        )
+        self.spread_offset = Histogram(
+            "timefuse_spread_offset_seconds",
+            "Offsets given to events submitted with a delivery window.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.destinations = _DestinationCollector()
+        r.register(self.destinations)
+
+
+DestinationSnapshot = Callable[[], dict[str, dict[str, object]]]
+
+
+class _DestinationCollector(Collector):
+    """Per-destination breaker state and load, read from the dispatcher's memory per scrape."""
+
+    def __init__(self) -> None:
+        self.source: DestinationSnapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.source() if self.source is not None else {}
+        state = GaugeMetricFamily(
+            "timefuse_destination_breaker_open",
+            "1 while a destination's circuit breaker is open or half-open.",
+            labels=["destination"],
+        )
+        in_flight = GaugeMetricFamily(
+            "timefuse_destination_in_flight",
+            "Deliveries running now, per destination.",
+            labels=["destination"],
+        )
+        waiting = GaugeMetricFamily(
+            "timefuse_destination_waiting",
+            "Claimed events waiting for their destination's cap or rate limit.",
+            labels=["destination"],
+        )
+        trips = CounterMetricFamily(
+            "timefuse_destination_breaker_trips",
+            "Times a destination's breaker opened.",
+            labels=["destination"],
+        )
+        for key, info in snapshot.items():
+            state.add_metric([key], 0.0 if info["breaker"] == "CLOSED" else 1.0)
+            in_flight.add_metric([key], float(str(info["in_flight"])))
+            waiting.add_metric([key], float(str(info["waiting"])))
+            trips.add_metric([key], float(str(info["trips"])))
+        yield from (state, in_flight, waiting, trips)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import psycopg
 import psycopg_pool
@@ -12,6 +13,7 @@ from tests.integration.postgres.conftest import Db, counted_by_scan
 from tests.support.postgres_server import free_port, postgres_url
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.errors import translate
+from timefuse.adapters.postgres.store import COPY_MIN_BATCH
 from timefuse.ports.store import StoreError, StoreUnavailable
 from timefuse.testing.factories import make_event
 
@@ -48,10 +50,42 @@ async def test_concurrent_submissions_of_the_same_jobs_store_each_job_once(
     assert (await pg_store.count_by_status()) == counted_by_scan(db)
 
 
-async def test_a_payload_round_trips_as_raw_bytes(pg_store: PostgresEventStore) -> None:
-    event = make_event(payload=b'\x00\xff{"not": "utf-8"}\xfe  \n')
-    await pg_store.insert_many([event])
-    assert (await pg_store.get(event.id)) == event
+@pytest.mark.parametrize("size", [3, COPY_MIN_BATCH + 5], ids=["arrays", "copy"])
+async def test_a_batch_resolves_every_kind_of_duplicate(
+    pg_store: PostgresEventStore, db: Db, size: int
+) -> None:
+    stored = make_event()
+    await pg_store.insert_many([stored])
+    same_id = make_event(id=stored.id, scheduled_at=stored.scheduled_at + timedelta(days=2))
+    same_key = make_event(
+        source=stored.source,
+        external_job_id=stored.external_job_id,
+        scheduled_at=stored.scheduled_at,
+    )
+    fresh = [make_event() for _ in range(size)]
+    twin = make_event(
+        source=fresh[0].source,
+        external_job_id=fresh[0].external_job_id,
+        scheduled_at=fresh[0].scheduled_at,
+    )
+    mapping = await pg_store.insert_many([same_id, same_key, *fresh, twin, fresh[1]])
+    assert mapping == {
+        stored.id: stored.id,
+        same_key.id: stored.id,
+        **{event.id: event.id for event in fresh},
+        twin.id: fresh[0].id,
+    }
+    assert [await pg_store.get(event.id) for event in (stored, *fresh)] == [stored, *fresh]
+    assert db.execute("SELECT count(*) FROM event_ids").fetchone() == (size + 1,)
+    assert await pg_store.count_by_status() == counted_by_scan(db)
+
+
+@pytest.mark.parametrize("size", [1, COPY_MIN_BATCH], ids=["arrays", "copy"])
+async def test_a_payload_round_trips_as_raw_bytes(pg_store: PostgresEventStore, size: int) -> None:
+    events = [make_event(payload=b'\x00\xff{"not": "utf-8"}\xfe  \n') for _ in range(size)]
+    events[0].extra = {"trace": "abc", "n": [1, 2.5, None]}
+    await pg_store.insert_many(events)
+    assert [await pg_store.get(event.id) for event in events] == events
 
 
 async def test_a_store_that_cannot_connect_is_unavailable() -> None:

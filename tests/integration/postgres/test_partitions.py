@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from tests.integration.postgres.conftest import Db, counted_by_scan, partition_of, partitions
@@ -147,3 +148,23 @@ async def test_a_coarser_granularity_skips_periods_already_covered(
 def test_rejects_an_unknown_granularity() -> None:
     with pytest.raises(ValueError, match="partition_granularity"):
         PostgresEventStore("postgresql://localhost/x", partition_granularity="hour")
+
+
+async def test_opening_does_not_wait_long_for_a_busy_default_partition(
+    postgres_dsn: str, db: Db
+) -> None:
+    near = PostgresEventStore(postgres_dsn, partitions_ahead=1)
+    await near.open()
+    await near.close()
+    before = partitions(db, "events")
+    with psycopg.connect(postgres_dsn) as busy:
+        busy.execute("LOCK TABLE events_default IN ACCESS SHARE MODE")  # a long reader
+        far = PostgresEventStore(postgres_dsn, partitions_ahead=5)
+        await far.open()  # gives up on the partitions after the lock timeout, opens anyway
+        try:
+            event = make_event()
+            await far.insert_many([event])
+            assert await far.get(event.id) == event
+        finally:
+            await far.close()
+    assert partitions(db, "events") == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -46,49 +47,64 @@ def _add_attempt(db: Db, event: Event) -> None:
     )
 
 
+@dataclass
+class OldDays:
+    """Five old days with their partitions, and events in them and in DEFAULT."""
+
+    days: dict[str, datetime]
+    doomed: list[Event]  # every row of the "dead" day: all terminal, all old
+    kept: list[Event]  # PENDING, PROCESSING, and terminal but updated after the cutoff
+    stragglers: list[Event]  # old terminal rows beside live ones, or in DEFAULT
+
+
+async def _arrange_old_days(dsn: str, store: PostgresEventStore, db: Db) -> OldDays:
+    names = ("dead", "empty", "pending", "processing", "recent")
+    days = {name: _day(40 - n) for n, name in enumerate(names)}
+    await _create_day_partitions(dsn, *days.values())
+    kept = [
+        _old(days["pending"], EventStatus.PENDING, next_attempt_at=NOW + timedelta(days=1)),
+        _old(days["processing"], EventStatus.PROCESSING, locked_by="w", lock_expires_at=NOW),
+        _old(days["recent"], EventStatus.COMPLETED, updated_at=NOW - timedelta(days=1)),
+    ]
+    stragglers = [_old(days["pending"], EventStatus.COMPLETED) for _ in range(3)]
+    # No partition covers these two: they sit in the DEFAULT partition.
+    stragglers += [
+        make_event(scheduled_at=datetime(2000, 1, 1, tzinfo=UTC), status=EventStatus.FAILED,
+                   updated_at=LONG_AGO),
+        make_event(scheduled_at=NOW + timedelta(days=400), status=EventStatus.CANCELLED,
+                   updated_at=LONG_AGO),
+    ]  # fmt: skip
+    doomed = [_old(days["dead"], status) for status in EventStatus if status.is_terminal]
+    await store.insert_many([*doomed, *kept, *stragglers])
+    for event in (doomed[0], stragglers[0], stragglers[-1]):
+        _add_attempt(db, event)
+    return OldDays(days, doomed, kept, stragglers)
+
+
 async def test_drops_dead_partitions_and_keeps_the_ones_with_live_events(
     postgres_dsn: str, pg_store: PostgresEventStore, db: Db
 ) -> None:
-    dead, empty, pending_day, processing_day, recent_day = (_day(n) for n in (40, 39, 38, 37, 36))
-    await _create_day_partitions(postgres_dsn, dead, empty, pending_day, processing_day, recent_day)
-    doomed = [_old(dead, status) for status in EventStatus if status.is_terminal]
-    pending = _old(pending_day, EventStatus.PENDING, next_attempt_at=NOW + timedelta(days=1))
-    pending_neighbours = [_old(pending_day, EventStatus.COMPLETED) for _ in range(3)]
-    processing = _old(
-        processing_day, EventStatus.PROCESSING, locked_by="worker-a", lock_expires_at=NOW
-    )
-    recent = _old(recent_day, EventStatus.COMPLETED, updated_at=NOW - timedelta(days=1))
-    # No partition covers these: they sit in the DEFAULT partition.
-    in_default = [
-        make_event(scheduled_at=moment, status=status, updated_at=LONG_AGO)
-        for moment, status in [
-            (datetime(2000, 1, 1, tzinfo=UTC), EventStatus.FAILED),
-            (NOW + timedelta(days=400), EventStatus.CANCELLED),
-        ]
-    ]
-    everything = [*doomed, pending, *pending_neighbours, processing, recent, *in_default]
-    await pg_store.insert_many(everything)
-    for event in (doomed[0], pending_neighbours[0], in_default[0]):
-        _add_attempt(db, event)
+    old = await _arrange_old_days(postgres_dsn, pg_store, db)
 
     deleted = await pg_store.delete_terminal_before(CUTOFF, batch_size=2)
 
-    assert deleted == len(doomed) + len(pending_neighbours) + len(in_default)
+    assert deleted == len(old.doomed) + len(old.stragglers)
     remaining = set(partitions(db, "events"))
-    assert f"events_p{dead:%Y%m%d}" not in remaining
-    assert f"events_p{empty:%Y%m%d}" not in remaining
-    assert f"event_attempts_p{dead:%Y%m%d}" not in set(partitions(db, "event_attempts"))
-    for day in (pending_day, processing_day, recent_day):
-        assert f"events_p{day:%Y%m%d}" in remaining
-    for kept in (pending, processing, recent):
+    assert {f"events_p{day:%Y%m%d}" for day in old.days.values()} - remaining == {
+        f"events_p{old.days['dead']:%Y%m%d}",
+        f"events_p{old.days['empty']:%Y%m%d}",
+    }
+    assert f"event_attempts_p{old.days['dead']:%Y%m%d}" not in partitions(db, "event_attempts")
+    for kept in old.kept:
         assert await pg_store.get(kept.id) == kept
-    for gone in (*doomed, *pending_neighbours, *in_default):
-        assert await pg_store.get(gone.id) is None
-        assert await pg_store.attempts(gone.id) == []
-    gone_ids = [event.id for event in (*doomed, *pending_neighbours, *in_default)]
-    assert db.execute(
-        "SELECT count(*) FROM event_ids WHERE id = ANY(%s)", (gone_ids,)
-    ).fetchone() == (0,)
+    gone = [*old.doomed, *old.stragglers]
+    for event in gone:
+        assert await pg_store.get(event.id) is None
+        assert await pg_store.attempts(event.id) == []
+    ids = [event.id for event in gone]
+    assert db.execute("SELECT count(*) FROM event_ids WHERE id = ANY(%s)", (ids,)).fetchone() == (
+        0,
+    )
     assert db.execute("SELECT count(*) FROM event_attempts").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM timefuse_event_id_cleanup").fetchone() == (0,)
     assert await pg_store.count_by_status() == counted_by_scan(db)
@@ -123,5 +139,7 @@ async def test_only_one_retention_runs_at_a_time(
     with psycopg.connect(postgres_dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
         assert await pg_store.delete_terminal_before(CUTOFF) == 0
+        # Explicitly: a closing session releases its locks only once its backend has exited.
+        other.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK_KEY,))
     assert await pg_store.delete_terminal_before(CUTOFF) == 3
     assert await pg_store.count_by_status() == counted_by_scan(db)

@@ -36,8 +36,18 @@ class AdvisoryLeadership:
         yield leading
 
     async def close(self) -> None:
-        conn, self._conn, self._leading = self._conn, None, False
-        if conn is not None:
+        conn, self._conn = self._conn, None
+        leading, self._leading = self._leading, False
+        if conn is None:
+            return
+        try:
+            if leading:
+                # Released now, not whenever the server notices the session ended, so
+                # another process can take over on its next try.
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (LEADER_LOCK_KEY,))
+        except psycopg.Error:
+            pass  # a broken session holds nothing
+        finally:
             await conn.close()
 
     async def _try_to_lead(self) -> bool:

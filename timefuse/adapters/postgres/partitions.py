@@ -123,12 +123,14 @@ async def create_partitions(
 
     Each period is its own transaction, so the DEFAULT partitions stay locked only as long as
     one period's rows take to move. A period that overlaps an existing partition (left by an
-    earlier granularity) is skipped.
+    earlier granularity) is skipped. If another process is changing partitions right now,
+    this returns early: that process is doing the same work.
     """
     created: list[str] = []
     for lower, upper in periods:
         async with conn.transaction():
-            await lock_partition_ddl(conn)
+            if not await lock_partition_ddl(conn):
+                break
             existing = await list_partitions(conn, EVENTS)
             if any(partition.overlaps(lower, upper) for partition in existing):
                 continue
@@ -138,9 +140,12 @@ async def create_partitions(
     return created
 
 
-async def lock_partition_ddl(conn: Connection) -> None:
+async def lock_partition_ddl(conn: Connection) -> bool:
+    """Take the partition DDL lock for the current transaction; ``False`` if someone has it."""
     await conn.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def _create_partition(

@@ -138,7 +138,8 @@ async def _drop_partition(
     }
     params = {"live": _LIVE, "terminal": _TERMINAL, "cutoff": cutoff}
     async with conn.transaction():
-        await lock_partition_ddl(conn)
+        if not await lock_partition_ddl(conn):
+            return False  # partitions are being created: try again on the next run
         # ONLY: the parents, not every partition. Each query on events locks the parent
         # first, so nothing can insert into or update this partition until the commit.
         await conn.execute("LOCK TABLE ONLY events, event_attempts IN ACCESS EXCLUSIVE MODE")

@@ -96,6 +96,12 @@ def event_arrays(events: Sequence[Event]) -> dict[str, list[Any]]:
     return dict(zip(EVENT_COLUMN_NAMES, columns, strict=True))
 
 
+def copy_row(event: Event) -> tuple[Any, ...]:
+    """The values of an event for a binary COPY into ``timefuse_staging``."""
+    # The binary jsonb dumper encodes the object itself; the JSON text would be encoded again.
+    return (*event_values(event)[:-1], event.extra)
+
+
 def row_to_event(row: Row) -> Event:
     """An event from a row selected in the order of :data:`EVENT_COLUMNS`."""
     return Event(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,6 +24,7 @@ from timefuse.adapters.postgres.partitions import (
     periods_ahead,
 )
 from timefuse.adapters.postgres.rows import (
+    copy_row,
     event_arrays,
     outcome_arrays,
     row_to_attempt,
@@ -41,8 +43,14 @@ from timefuse.ports.store import (
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
+log = structlog.get_logger("timefuse.postgres")
+
 # How long a call waits for a pooled connection before the store counts as unavailable.
 POOL_TIMEOUT_SECONDS = 10.0
+
+# From this many events, insert_many sends them by COPY rather than as array parameters:
+# the break-even point measured by benchmarks/postgres_store.py.
+COPY_MIN_BATCH = 100
 
 
 class PostgresEventStore:
@@ -86,6 +94,8 @@ class PostgresEventStore:
             return
         if self._migrate_on_open:
             await self.migrate()
+        else:
+            await self._check_schema()
         pool = AsyncConnectionPool(
             self._url,
             min_size=1,
@@ -100,9 +110,7 @@ class PostgresEventStore:
             with wrap_exceptions():
                 await pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
             self._pool = pool
-            if not self._migrate_on_open:
-                await self._check_schema()
-            await self.create_partitions_ahead()
+            await self._create_partitions_on_open()
         except BaseException:
             self._pool = None
             await pool.close()
@@ -164,8 +172,7 @@ class PostgresEventStore:
             unique.setdefault(event.id, event)
         batch = list(unique.values())
         async with self._connection() as conn, conn.transaction():
-            cursor = await conn.execute(queries.INSERT_EVENTS, event_arrays(batch))
-            outcome = await cursor.fetchall()
+            outcome = await _insert(conn, batch)
             inserted = {event_id: due for event_id, due in outcome if due is not None}
             orphans = [event_id for event_id, due in outcome if due is None]
             if orphans:
@@ -268,10 +275,19 @@ class PostgresEventStore:
         async with self._connection() as conn:
             return await retention.delete_terminal_before(conn, cutoff, batch_size)
 
+    async def _create_partitions_on_open(self) -> None:
+        try:
+            await self.create_partitions_ahead()
+        except StoreUnavailable as exc:
+            # Not worth failing a start over: DEFAULT takes every row meanwhile, and the next
+            # call (maintenance's) creates the partitions.
+            log.warning("could not create partitions ahead", error=str(exc))
+
     async def _check_schema(self) -> None:
         latest = len(load_migrations())
-        async with self._connection() as conn:
-            current = await schema_version(conn)
+        with wrap_exceptions():
+            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                current = await schema_version(conn)
         if current < latest:
             raise StoreError(
                 f"the database schema is at version {current}, this timefuse needs {latest}: "
@@ -300,6 +316,21 @@ class PostgresEventStore:
 async def _configure(conn: Connection) -> None:
     # Times come back as UTC datetimes, whatever the server's or role's default zone.
     await conn.execute("SET TIME ZONE 'UTC'")
+    await conn.execute(queries.CREATE_STAGING)
+
+
+async def _insert(conn: Connection, events: Sequence[Event]) -> list[TupleRow]:
+    """Run the insert statement; rows of (reserved id, next_attempt_at if inserted)."""
+    if len(events) < COPY_MIN_BATCH:
+        cursor = await conn.execute(queries.INSERT_EVENTS, event_arrays(events))
+        return await cursor.fetchall()
+    async with conn.cursor() as cursor:
+        async with cursor.copy(queries.COPY_TO_STAGING) as copy:
+            copy.set_types(queries.COPY_TYPES)
+            for event in events:
+                await copy.write_row(copy_row(event))
+        await cursor.execute(queries.INSERT_EVENTS_FROM_STAGING)
+        return await cursor.fetchall()
 
 
 async def _fetch_value(conn: Connection, query: str) -> Any:

@@ -126,7 +126,8 @@ def bearer_token(scope: Scope) -> str | None:
     """The token of the first ``Authorization: Bearer`` header; ``None`` if there is none."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            text: str = value.decode("latin-1")
+            scheme, _, token = text.strip().partition(" ")
             if scheme.lower() != "bearer":
                 return None
             return token.strip()

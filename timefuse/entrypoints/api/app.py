@@ -9,11 +9,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from timefuse.config import Settings
+from timefuse.entrypoints.api.access import Authenticate
+from timefuse.entrypoints.api.body import BodyLimits
 from timefuse.entrypoints.api.errors import EXCEPTION_HANDLERS, CatchAll
-from timefuse.entrypoints.api.health import Health, Readiness, health_routes
-from timefuse.entrypoints.api.routes import PREFIX, EventsApi, event_routes
+from timefuse.entrypoints.api.health import Health, Readiness, health_operations
+from timefuse.entrypoints.api.openapi import ApiDescription, Limits, build_spec
+from timefuse.entrypoints.api.operations import build_routes, public_paths
+from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, event_operations
+from timefuse.entrypoints.auth import KeyRing, load_key_ring
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+
+# Keys come from the settings unless the caller passes them (or None, for none).
+_FROM_SETTINGS = KeyRing(())
 
 
 def create_app(
@@ -23,18 +31,42 @@ def create_app(
     settings: Settings,
     readiness: Readiness | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    keys: KeyRing | None = _FROM_SETTINGS,
 ) -> Starlette:
     """The REST API over ``service``.
 
     :param readiness: returns, per part (store, buffer, ...), "ok" or what is wrong; the
         app answers ``/health/ready`` 503 naming each part that is not "ok".
     :param lifespan: opens and closes what the app needs, when the server runs it.
+    :param keys: the API keys; by default those of ``TIMEFUSE_API_KEYS_FILE``. ``None``
+        turns authentication off.
     """
-    api = EventsApi(service, metrics, settings.max_body_bytes)
-    health = Health(metrics, readiness)
+    if keys is _FROM_SETTINGS:
+        keys = load_key_ring(settings)
+    limits = BodyLimits(settings.max_body_bytes, settings.max_json_depth)
+    api = EventsApi(service, metrics, limits, settings.max_batch_events)
+    description = ApiDescription()
+    operations = [
+        *event_operations(api),
+        *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
+        *description.operations(),
+    ]
+    description.publish(
+        build_spec(
+            operations,
+            auth=keys is not None,
+            limits=Limits(
+                settings.max_body_bytes, settings.max_json_depth, settings.max_batch_events
+            ),
+        )
+    )
+    authenticate = Middleware(
+        Authenticate, keys=keys, public=public_paths(operations), admin_prefix=ADMIN_PREFIX
+    )
     app = Starlette(
-        routes=[*event_routes(api), *health_routes(health, PREFIX)],
-        middleware=[Middleware(CatchAll)],
+        routes=build_routes(operations),
+        # CatchAll outermost, so a failure in authentication is still a 500 envelope.
+        middleware=[Middleware(CatchAll), authenticate],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -10,7 +11,6 @@ from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api.access import FORBIDDEN_SOURCE, Principal
 from timefuse.entrypoints.api.envelope import FieldErrorOut
 from timefuse.entrypoints.api.errors import VALIDATION_FAILED, ApiError
-from timefuse.entrypoints.api.jsonscan import count_items
 from timefuse.entrypoints.api.models import (
     AcceptedId,
     BatchIn,
@@ -25,27 +25,42 @@ from timefuse.service.metrics import Metrics
 # insert transaction.
 MAX_BATCH_EVENTS = 1000
 
-_items_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _event_decoder = msgspec.json.Decoder(EventIn)
 
+ItemsDecoder = msgspec.json.Decoder[Any]
 
-def check_size(body: BatchIn, limit: int = MAX_BATCH_EVENTS) -> list[msgspec.Raw]:
-    """The items of the batch, each still raw, once their number is known to be in bounds.
 
-    They are counted in the text first: decoding 10 MB of ``{},{},...`` to check its length
-    afterwards would build millions of objects.
+def items_decoder(limit: int) -> ItemsDecoder:
+    """A decoder of arrays of at most ``limit`` items, each kept raw.
+
+    It fails at item ``limit + 1``, having built nothing for the rest: decoding 10 MB of
+    ``{},{},...`` into a list to check its length afterwards would build millions of objects.
+    (A struct of ``limit`` optional fields, decoded from an array, is how msgspec does that.)
     """
+    fields = [
+        (f"item{n}", msgspec.Raw, msgspec.field(default_factory=msgspec.Raw)) for n in range(limit)
+    ]
+    items = msgspec.defstruct("BatchItems", fields, array_like=True, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(items)
+
+
+def check_size(body: BatchIn, decoder: ItemsDecoder, limit: int) -> list[msgspec.Raw]:
+    """The items of the batch, each still raw, once their number is known to be in bounds."""
     text = bytes(body.events).strip()
     if not text or text == b"null":
         raise _invalid("events", "is required")
     if not text.startswith(b"["):
         raise _invalid("events", "must be an array of events")
-    count = count_items(text)
-    if not count:
+    try:
+        decoded = decoder.decode(text)
+    except msgspec.ValidationError:
+        # Every item decodes (as raw JSON): only the length can be wrong.
+        raise _invalid("events", f"must hold 1 to {limit} events, got more") from None
+    # JSON has no empty value, so only the fields past the last item are empty.
+    items = [item for item in msgspec.structs.astuple(decoded) if item]
+    if not items:
         raise _invalid("events", f"must hold 1 to {limit} events, got none")
-    if count > limit:
-        raise _invalid("events", f"must hold 1 to {limit} events, got {count}")
-    return _items_decoder.decode(text)
+    return items
 
 
 def _invalid(field: str, message: str) -> ApiError:

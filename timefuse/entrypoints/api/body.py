@@ -10,7 +10,6 @@ import msgspec
 from starlette.requests import Request
 
 from timefuse.domain.validation import FieldError
-from timefuse.entrypoints.api.jsonscan import exceeds_depth
 from timefuse.entrypoints.api.errors import (
     JSON_TOO_DEEP,
     MALFORMED_JSON,
@@ -19,6 +18,7 @@ from timefuse.entrypoints.api.errors import (
     VALIDATION_FAILED,
     ApiError,
 )
+from timefuse.entrypoints.api.jsonscan import exceeds_depth
 
 T = TypeVar("T")
 
@@ -26,6 +26,8 @@ T = TypeVar("T")
 _JSON_MEDIA_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 # msgspec names where a value failed: "... - at `$.events[3].max_retries`".
 _AT_PATH = re.compile(r"^(?P<message>.*) - at `\$\.?(?P<path>.*)`$")
+
+
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
     """What a request body may be: its size in bytes and how deep its JSON nests."""

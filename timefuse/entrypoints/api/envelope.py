@@ -54,7 +54,9 @@ def encode(value: object) -> bytes:
     return _encoder.encode(value)
 
 
-def _response(envelope: Envelope[Any] | ErrorEnvelope, status: int, headers: Mapping[str, str] | None) -> Response:
+def _response(
+    envelope: Envelope[Any] | ErrorEnvelope, status: int, headers: Mapping[str, str] | None
+) -> Response:
     return Response(
         _encoder.encode(envelope),
         status_code=status,

@@ -26,7 +26,6 @@ Readiness = Callable[[], Awaitable[dict[str, str]]]
 READINESS_TIMEOUT_SECONDS = 5.0
 
 
-
 class HealthOut(msgspec.Struct, omit_defaults=True):
     """UP or DOWN; with readiness, what each part (store, buffer...) answered."""
 

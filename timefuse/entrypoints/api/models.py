@@ -78,7 +78,9 @@ Window = Annotated[
 ]
 Backoff = Annotated[
     msgspec.Raw,
-    _doc("Retry backoff, in seconds.", type="number", minimum=0, maximum=_LIMITS.max_backoff_seconds),
+    _doc(
+        "Retry backoff, in seconds.", type="number", minimum=0, maximum=_LIMITS.max_backoff_seconds
+    ),
 ]
 
 

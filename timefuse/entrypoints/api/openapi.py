@@ -92,7 +92,7 @@ def build_spec(operations: Sequence[Operation], *, auth: bool, limits: Limits) -
         answer 401 and 403.
     """
     types = _types(operations)
-    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schemas, components = _tidy(msgspec.json.schema_components(types, ref_template=_REF))
     schema_of = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -118,10 +118,24 @@ def build_spec(operations: Sequence[Operation], *, auth: bool, limits: Limits) -
     }
 
 
+def _tidy(generated: tuple[Any, Any]) -> tuple[Any, Any]:
+    # msgspec names a generic over a list by its item's full path
+    # ("Envelope_list_timefuse.entrypoints.api.models.EventOut__"); drop the module path.
+    text = msgspec.json.encode(generated)
+    tidy = re.sub(rb"timefuse(?:\.[a-z_]+)+\.", b"", text)
+    result: tuple[Any, Any] = tuple(msgspec.json.decode(tidy))
+    return result
+
+
+def _envelope_of(data: Any) -> Any:
+    # Envelope[op.data] written inline reads to mypy as a type expression naming a variable.
+    return Envelope[data]
+
+
 def _types(operations: Iterable[Operation]) -> list[Any]:
     types: list[Any] = [ErrorEnvelope]
     for op in operations:
-        for model in (Envelope[op.data] if op.data is not None else None, op.body):  # type: ignore[name-defined]
+        for model in (_envelope_of(op.data) if op.data is not None else None, op.body):
             if model is not None and model not in types:
                 types.append(model)
     return types
@@ -155,7 +169,7 @@ def _operation(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str
 
 def _responses(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str, Any]:
     if op.data is not None:
-        success = schema_of[Envelope[op.data]]  # type: ignore[name-defined]
+        success = schema_of[_envelope_of(op.data)]
         content = {"application/json": {"schema": success}}
     elif op.media_type == "application/json":
         content = {"application/json": {"schema": {"type": "object"}}}

@@ -1,0 +1,161 @@
+"""``timefuse bench`` as a user runs it: each scenario, short, reports its baseline and ratio."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support.kafka_broker import KafkaBroker
+from tests.support.process import TimefuseProcess
+
+# The bench starts its own timefuse on a temporary SQLite file unless these say otherwise.
+_BACKENDS = ("DATABASE_URL", "DB_HOST", "KAFKA_BOOTSTRAP_SERVERS", "TIMEFUSE_CONCURRENCY")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _BACKENDS}
+    # External plugins (the example file plugin) play no part in a benchmark.
+    env["TIMEFUSE_PLUGINS"] = ""
+    env.update(extra)
+    return env
+
+
+def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "timefuse", "bench", *args],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def report_of(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = bench(*args, "--short", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def assert_compared_with_baseline(report: dict[str, Any]) -> None:
+    baseline = report["baseline"]
+    assert baseline["rate_per_s"] > 0
+    assert baseline["errors"] == 0
+    assert report["results"][report["rate_key"]] > 0
+    assert report["ratio"] == pytest.approx(
+        report["results"][report["rate_key"]] / baseline["rate_per_s"]
+    )
+    assert report["errors"] == 0
+
+
+def assert_all_delivered(report: dict[str, Any]) -> None:
+    results = report["results"]
+    assert results["delivered"] == report["parameters"]["events"]
+    assert results["missing"] == 0
+    assert results["failed_attempts"] == 0
+    assert 0 <= results["lateness_p50_s"] <= results["lateness_p99_s"] <= results["lateness_max_s"]
+
+
+def test_ingest_reports_the_persisted_rate_against_raw_inserts() -> None:
+    report = report_of("ingest")
+
+    assert report["scenario"] == "ingest"
+    assert report["rate_key"] == "persist_rate_per_s"
+    assert report["baseline"]["name"] == "raw sqlite insert_many"
+    assert report["results"]["time_to_persist_s"] > 0
+    assert_compared_with_baseline(report)
+
+
+@pytest.mark.parametrize("scenario", ["deliver-http", "herd"])
+def test_events_due_at_once_are_all_delivered_and_compared_with_raw_aiohttp(
+    scenario: str,
+) -> None:
+    report = report_of(scenario)
+
+    assert report["scenario"] == scenario
+    assert report["baseline"]["name"] == "raw aiohttp POST"
+    assert_all_delivered(report)
+    assert_compared_with_baseline(report)
+    assert report["results"]["peak_rss_mb"] > 0
+    assert report["results"]["claims"] >= 1
+
+
+def test_steady_delivers_a_constant_rate_with_lateness_percentiles() -> None:
+    report = report_of("steady", "--rate", "100", "--duration", "2")
+
+    assert report["parameters"]["rate"] == 100
+    assert report["parameters"]["events"] == 200
+    assert_all_delivered(report)
+    assert_compared_with_baseline(report)
+
+
+def test_the_table_is_the_default_output() -> None:
+    result = bench("deliver-http", "--short", "-n", "50")
+
+    assert result.returncode == 0, result.stderr
+    assert "baseline: raw aiohttp POST" in result.stdout
+    assert "ratio (drain rate / baseline)" in result.stdout
+
+
+async def test_bench_drives_a_running_deployment_by_url(
+    timefuse: Callable[..., TimefuseProcess],
+) -> None:
+    process = timefuse({"TIMEFUSE_PLUGINS": ""})
+
+    report = report_of("deliver-http", "-n", "100", "--url", process.base_url)
+
+    assert report["target"] == {"url": process.base_url, "self_hosted": False}
+    assert_all_delivered(report)
+    assert_compared_with_baseline(report)
+    # Without /proc access to the deployment, memory comes from its /metrics.
+    assert report["results"]["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["herd", "-n", "0"], "-n/--events: must be at least 1"),
+        (["herd", "--concurrency", "lots"], "--concurrency: must be a whole number"),
+        (["herd", "--rate", "10"], "--rate and --duration apply to the steady scenario only"),
+        (["steady", "--duration", "-1"], "--duration: must be a positive number"),
+        (["steady", "-n", "10"], "drop -n/--events"),
+        (["ingest", "--url", "localhost:8080"], "--url: must be an http:// or https:// URL"),
+        (
+            ["ingest", "--url", "http://x", "--profile", "p"],
+            "--profile and --serve-log need the bench's own",
+        ),
+        (["stampede"], "invalid choice: 'stampede'"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
+    result = bench(*args)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_deliver_kafka_without_a_cluster_says_what_it_needs() -> None:
+    result = bench("deliver-kafka", "--short")
+
+    assert result.returncode == 2
+    assert "deliver-kafka needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+@pytest.mark.kafka
+def test_deliver_kafka_puts_every_event_on_the_topic_and_compares_with_a_raw_producer(
+    kafka: KafkaBroker,
+) -> None:
+    report = report_of("deliver-kafka", env=_env(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers))
+
+    assert report["baseline"]["name"] == "raw confluent-kafka producer"
+    assert report["target"]["ingest"] == "kafka"
+    assert_all_delivered(report)
+    assert_compared_with_baseline(report)

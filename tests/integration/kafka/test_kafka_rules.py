@@ -1,0 +1,156 @@
+"""The Kafka pieces that need no broker: the envelope, topic rules, error classes, settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import KafkaError
+
+from timefuse.adapters.kafka.clients import KafkaClientSettings
+from timefuse.adapters.kafka.envelope import EnvelopeError, decode_event, encode_event
+from timefuse.config import ConfigError, Settings
+from timefuse.domain.outcome import OutcomeKind
+from timefuse.plugins.kafka import TopicRules, classify
+from timefuse.testing.factories import make_event
+
+
+def test_an_event_survives_the_envelope_with_its_payload_bytes_untouched() -> None:
+    payload = '{ "b" : [1, 2.50, "é"],\n "a": null }'.encode()
+    event = make_event(
+        payload=payload,
+        scheduled_at=datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        max_retries=7,
+        delivery_window_seconds=30.0,
+        retry_backoff_seconds=2.5,
+        extra={"trace": "abc"},
+    )
+    decoded = decode_event(encode_event(event))
+    assert decoded == event
+    assert decoded.payload == payload
+
+
+def test_the_envelope_carries_its_version_and_embeds_the_payload_raw() -> None:
+    value = encode_event(make_event(payload=b'{"x":1}'))
+    assert value.startswith(b'{"v":1,')
+    assert b'"payload":{"x":1}' in value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"\xff\xfe", "malformed"),
+        (b'{"v": 2, "id": "x"}', "$.v"),
+        (b'{"v": 1, "id": "x"}', "missing required field"),
+        (b"[1, 2]", "Expected `object`"),
+    ],
+)
+def test_what_is_not_an_envelope_is_refused_with_a_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(EnvelopeError, match=reason.replace("$", r"\$")):
+        decode_event(value)
+
+
+def test_an_envelope_with_a_naive_time_is_refused() -> None:
+    value = encode_event(make_event()).replace(b'Z","delivery_type"', b'","delivery_type"')
+    with pytest.raises(EnvelopeError):
+        decode_event(value)
+
+
+@pytest.mark.parametrize(
+    "topic", ["orders", "orders.v1", "Orders_2024-01", "a", "x" * 249, "timefusex.y", "my.timefuse."]
+)
+def test_ordinary_topics_are_valid_destinations(topic: str) -> None:
+    assert TopicRules(Settings.from_env({})).validate(topic) is None
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        ".",
+        "..",
+        "x" * 250,
+        "with space",
+        "slash/y",
+        "ünicode",
+        "colon:y",
+        "timefuse.ingest",
+        "timefuse.anything",
+        "timefuse_ingest",
+        "__consumer_offsets",
+    ],
+)
+def test_bad_and_reserved_topics_are_refused_with_a_reason(topic: str) -> None:
+    reason = TopicRules(Settings.from_env({})).validate(topic)
+    assert reason
+
+
+def test_renamed_ingest_topics_are_reserved_too() -> None:
+    rules = TopicRules(Settings.from_env({"TIMEFUSE_KAFKA_INGEST_TOPIC": "ingest"}))
+    assert rules.validate("ingest")
+    assert rules.validate("ingest.dlq")
+
+
+def test_an_allow_list_limits_destinations_to_its_topics() -> None:
+    rules = TopicRules(Settings.from_env({"TIMEFUSE_KAFKA_ALLOWED_TOPICS": "orders, billing"}))
+    assert rules.validate("orders") is None
+    assert "TIMEFUSE_KAFKA_ALLOWED_TOPICS" in (rules.validate("audit") or "")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (KafkaError.TOPIC_AUTHORIZATION_FAILED, OutcomeKind.PERMANENT),
+        (KafkaError.MSG_SIZE_TOO_LARGE, OutcomeKind.PERMANENT),
+        (KafkaError.TOPIC_EXCEPTION, OutcomeKind.PERMANENT),
+        (KafkaError.UNKNOWN_TOPIC_OR_PART, OutcomeKind.RETRIABLE),
+        (KafkaError._UNKNOWN_TOPIC, OutcomeKind.RETRIABLE),
+        (KafkaError._MSG_TIMED_OUT, OutcomeKind.RETRIABLE),
+        (KafkaError.LEADER_NOT_AVAILABLE, OutcomeKind.RETRIABLE),
+        (KafkaError.NOT_ENOUGH_REPLICAS, OutcomeKind.RETRIABLE),
+        (KafkaError._QUEUE_FULL, OutcomeKind.RETRIABLE),
+        (KafkaError._TRANSPORT, OutcomeKind.RETRIABLE),
+    ],
+)
+def test_kafka_errors_are_classified(code: int, kind: OutcomeKind) -> None:
+    outcome = classify(KafkaError(code), "orders")
+    assert outcome.kind is kind
+    assert outcome.error and KafkaError(code).name() in outcome.error
+
+
+def test_an_unknown_topic_failure_names_the_topic() -> None:
+    outcome = classify(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), "orders")
+    assert "'orders' does not exist" in (outcome.error or "")
+
+
+def test_producer_defaults_are_durable_and_overridable() -> None:
+    settings = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+            "TIMEFUSE_KAFKA_CLIENT_CONFIG": '{"security.protocol": "SSL"}',
+            "TIMEFUSE_KAFKA_PRODUCER_CONFIG": '{"linger.ms": 2}',
+        }
+    )
+    clients = KafkaClientSettings(
+        settings.kafka_bootstrap_servers,
+        client=settings.kafka_client_config,
+        producer=settings.kafka_producer_config,
+    )
+    config = clients.producer_config()
+    assert config["acks"] == "all"
+    assert config["enable.idempotence"] is True
+    assert config["compression.type"] == "lz4"
+    assert config["batch.size"] == 32768
+    assert config["linger.ms"] == 2
+    assert config["security.protocol"] == "SSL"
+    consumer = clients.consumer_config("g")
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["group.id"] == "g"
+
+
+@pytest.mark.parametrize("text", ["[1]", "{", '{"a": {"b": 1}}', '{"a": null}'])
+def test_kafka_client_config_must_be_a_flat_json_object(text: str) -> None:
+    with pytest.raises(ConfigError, match="TIMEFUSE_KAFKA_PRODUCER_CONFIG"):
+        Settings.from_env({"TIMEFUSE_KAFKA_PRODUCER_CONFIG": text})

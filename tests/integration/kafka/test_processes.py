@@ -1,0 +1,180 @@
+"""timefuse with Kafka as a user runs it: real processes, real broker, real store, real HTTP.
+
+``timefuse serve`` (every role in one process) and ``timefuse api`` + ``timefuse ingest``
+(scaled out) run as child processes; the tests crash them, stop the broker under them, and
+check that every event answered 202 is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined,unused-ignore]
+    AdminClient,
+    NewTopic,
+)
+
+from tests.integration.kafka.conftest import Names, at, eventually, read_topic
+from tests.support.kafka_broker import KafkaBroker
+from tests.support.process import TimefuseProcess
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+Start = Callable[..., TimefuseProcess]
+
+
+def stored_ids(store_url: str) -> list[str]:
+    """Every event id in the store, duplicates included (read with SQL, not through timefuse)."""
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            return [row[0] for row in conn.execute("SELECT id FROM events")]
+    with psycopg.connect(store_url) as conn:
+        return [str(row[0]) for row in conn.execute("SELECT id FROM events")]
+
+
+def http_event(receiver: Receiver, source: str, n: int, seconds: float = 3600) -> dict[str, object]:
+    return {
+        "external_job_id": f"{source}-{n}-{uuid.uuid4().hex[:6]}",
+        "source": source,
+        "scheduled_at": at(seconds),
+        "delivery_type": "http",
+        "destination": receiver.url("/hook"),
+        "payload": {"n": n},
+    }
+
+
+async def submit_batch(
+    client: httpx.AsyncClient, tf: TimefuseProcess, events: list[dict[str, object]]
+) -> httpx.Response:
+    return await client.post(f"{tf.base_url}/api/v1/events/batch", json={"events": events})
+
+
+def batch_ids(response: httpx.Response) -> list[str]:
+    return [str(item["id"]) for item in response.json()["data"]["ids"]]
+
+
+async def test_an_event_goes_from_rest_through_kafka_and_the_store_to_its_receiver(
+    processes: Start, kafka_env: dict[str, str], receiver: Receiver
+) -> None:
+    tf = processes(kafka_env)
+    scheduled = datetime.now(UTC) + timedelta(seconds=2)
+    body = {**http_event(receiver, "e2e", 1), "scheduled_at": scheduled.isoformat()}
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{tf.base_url}/api/v1/events", json=body)
+        assert response.status_code == 202, response.text
+        event_id = response.json()["data"]["id"]
+        assert await receiver.wait_for(lambda: bool(receiver.on("/hook")), timeout=15)
+        arrival = receiver.on("/hook")[0]
+        assert arrival.event_id == event_id
+        assert arrival.body == b'{"n":1}'
+        assert arrival.at >= scheduled.timestamp()
+
+        async def completed() -> bool:
+            answer = await client.get(f"{tf.base_url}/api/v1/events/{event_id}")
+            return bool(answer.json()["data"]["status"] == "COMPLETED")
+
+        await eventually(completed, timeout=10)
+
+
+async def test_kafka_delivery_writes_the_payload_once_encoded_with_the_event_headers(
+    processes: Start, kafka_env: dict[str, str], kafka: KafkaBroker, names: Names
+) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin.create_topics([NewTopic(names.delivery, 1, 1)])[names.delivery].result(15)
+    tf = processes(kafka_env)
+    payload = '{"order": 42, "name": "café ☃", "tags": ["a","b"]}'
+    body = (
+        f'{{"external_job_id": "order-42", "source": "shop", "scheduled_at": "{at(0.5)}", '
+        f'"delivery_type": "kafka", "destination": "{names.delivery}", "payload": {payload}}}'
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{tf.base_url}/api/v1/events",
+            content=body.encode(),
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 202, response.text
+    [record] = read_topic(kafka.bootstrap_servers, names.delivery, 1)
+    assert record.value() == payload.encode()  # the client's bytes, not re-encoded
+    assert isinstance(json.loads(record.value() or b""), dict)  # a document, not a string of one
+    assert record.key() == b"order-42"
+    headers = {name: value.decode() for name, value in record.headers() or []}
+    assert headers["timefuse-event-id"] == response.json()["data"]["id"]
+    assert headers["timefuse-source"] == "shop"
+    assert headers["timefuse-attempt"] == "1"
+    assert datetime.fromisoformat(headers["timefuse-scheduled-at"]).tzinfo is not None
+
+
+async def test_a_killed_ingest_consumer_loses_and_duplicates_nothing(
+    processes: Start, kafka_env: dict[str, str], receiver: Receiver, store_url: str
+) -> None:
+    api = processes(kafka_env, command="api")
+    ingest = processes(kafka_env, command="ingest")
+    accepted: list[str] = []
+    async with httpx.AsyncClient(timeout=15) as client:
+
+        async def submit_stream(batches: int) -> None:
+            for b in range(batches):
+                events = [http_event(receiver, f"src-{i % 7}", b * 100 + i) for i in range(100)]
+                response = await submit_batch(client, api, events)
+                assert response.status_code == 202, response.text
+                accepted.extend(batch_ids(response))
+
+        await submit_stream(5)
+        await eventually(lambda: len(stored_ids(store_url)) > 0, timeout=20)
+        streaming = asyncio.create_task(submit_stream(15))
+        await asyncio.sleep(0.3)
+        ingest.kill()  # SIGKILL mid-stream: nothing flushed, nothing committed on the way out
+        await asyncio.sleep(0.5)
+        ingest.start()
+        await streaming
+    await eventually(lambda: len(stored_ids(store_url)) >= len(accepted), timeout=40)
+    await asyncio.sleep(1.0)  # anything still on its way in would show as a duplicate
+    ids = stored_ids(store_url)
+    assert len(accepted) == 2000
+    assert sorted(ids) == sorted(accepted)
+
+
+async def test_while_the_broker_is_down_the_api_answers_503_then_recovers_losing_nothing(
+    processes: Start,
+    kafka_env: dict[str, str],
+    kafka: KafkaBroker,
+    receiver: Receiver,
+    store_url: str,
+) -> None:
+    if not kafka.restartable:
+        pytest.skip("the session's broker can't be stopped by the tests")
+    tf = processes({**kafka_env, "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS": "2"})
+    accepted: list[str] = []
+    async with httpx.AsyncClient(timeout=15) as client:
+
+        async def submit(n: int) -> int:
+            response = await submit_batch(client, tf, [http_event(receiver, "outage", n)])
+            if response.status_code == 202:
+                accepted.extend(batch_ids(response))
+            return response.status_code
+
+        assert [await submit(n) for n in range(3)] == [202] * 3
+        kafka.stop()
+        try:
+            during = [await submit(n) for n in range(3, 6)]
+        finally:
+            kafka.start()
+        assert during == [503] * 3
+
+        async def accepted_again() -> bool:
+            return await submit(100) == 202
+
+        await eventually(accepted_again, timeout=30, interval=0.5)
+        assert {await submit(n) for n in range(200, 205)} == {202}
+    await eventually(lambda: set(accepted) <= set(stored_ids(store_url)), timeout=30)
+    assert len(stored_ids(store_url)) == len(set(stored_ids(store_url)))

@@ -1,0 +1,137 @@
+"""/openapi.json describes every route the app serves, and /docs renders it offline."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from tests.unit.test_api_harness import EVENTS, Harness, running_api
+from tests.unit.test_auth_matrix import KEYS, keys_file
+from timefuse.entrypoints.api.operations import openapi_path
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_api(tmp_path) as harness:
+        yield harness
+
+
+async def spec_of(api: Harness, key: str | None = None) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    response = await api.client.get("/openapi.json", headers=headers)
+    assert response.status_code == 200
+    spec: dict[str, Any] = response.json()
+    return spec
+
+
+def undocumented(app: Starlette, spec: dict[str, Any]) -> set[str]:
+    """Every method on every route of ``app`` that has no operation in ``spec``."""
+    missing = set()
+    for route in app.routes:
+        assert isinstance(route, Route), route
+        path = openapi_path(route.path)
+        for method in route.methods or ():
+            if method != "HEAD" and method.lower() not in spec["paths"].get(path, {}):
+                missing.add(f"{method} {path}")
+    return missing
+
+
+def documented(spec: dict[str, Any]) -> set[str]:
+    return {f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method in ops}
+
+
+async def test_every_route_is_described_and_nothing_else(api: Harness) -> None:
+    spec = await spec_of(api)
+
+    assert undocumented(api.app, spec) == set()
+    served = {
+        f"{method} {openapi_path(route.path)}"
+        for route in api.app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert documented(spec) == served
+
+
+async def test_a_route_added_without_an_operation_is_caught(api: Harness) -> None:
+    async def extra(request: object) -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    api.app.router.routes.append(Route(f"{EVENTS}/admin/cleanup", extra, methods=["POST"]))
+
+    assert undocumented(api.app, await spec_of(api)) == {f"POST {EVENTS}/admin/cleanup"}
+
+
+async def test_it_is_openapi_3_1_with_the_models_as_schemas(api: Harness) -> None:
+    spec = await spec_of(api)
+    schemas = spec["components"]["schemas"]
+
+    assert spec["openapi"] == "3.1.0"
+    assert {"EventIn", "EventOut", "BatchOut", "ErrorEnvelope", "Envelope_EventOut_"} <= set(
+        schemas
+    )
+    assert schemas["EventIn"]["properties"]["source"]["maxLength"] == 100
+    assert schemas["EventOut"]["required"][:2] == ["id", "external_job_id"]
+    submit = spec["paths"][EVENTS]["post"]
+    body = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"] == "#/components/schemas/EventIn"
+    assert "source" in body["required"]
+    assert set(submit["responses"]) == {"202", "400", "403", "413", "415", "503"}
+    # Every reference resolves.
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', str(spec).replace("'", '"')))
+    assert refs <= set(schemas)
+
+
+async def test_without_keys_no_operation_asks_for_one(api: Harness) -> None:
+    spec = await spec_of(api)
+
+    operations = [op for ops in spec["paths"].values() for op in ops.values()]
+    assert all(op["security"] == [] for op in operations)
+    assert all("401" not in op["responses"] for op in operations)
+    assert "loopback only" in spec["info"]["description"]
+
+
+async def test_with_keys_operations_name_the_bearer_scheme(tmp_path: Path) -> None:
+    env = {"TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path / "keys.toml"))}
+    async with running_api(tmp_path, env=env) as api:
+        spec = await spec_of(api, KEYS["alpha-reader"])
+
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    cancel = spec["paths"][EVENTS + "/{event_id}"]["delete"]
+    health = spec["paths"]["/health"]["get"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert cancel["security"] == [{"bearerAuth": []}]
+    assert {"401", "403"} <= set(cancel["responses"])
+    assert cancel["x-timefuse-role"] == "cancel"
+    assert health["security"] == []
+
+
+async def test_the_limits_in_force_are_stated(tmp_path: Path) -> None:
+    async with running_api(tmp_path, env={"TIMEFUSE_MAX_JSON_DEPTH": "7"}) as api:
+        spec = await spec_of(api)
+
+    assert "JSON nesting 7 levels" in spec["info"]["description"]
+
+
+async def test_the_docs_page_is_self_contained(api: Harness) -> None:
+    response = await api.client.get("/docs")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "connect-src 'self'" in response.headers["content-security-policy"]
+    page = response.text
+    assert "openapi.json" in page
+    # No CDN, no external script or style: it works offline.
+    assert not re.search(r"(src|href)\s*=", page)
+    assert "http://" not in page
+    assert "https://" not in page
+    # What comes from the description is inserted as text, never parsed as HTML.
+    assert "innerHTML" not in page

@@ -1,0 +1,301 @@
+"""Isolation between API keys: two sources × every endpoint × each kind of caller.
+
+The app runs over a real SQLite store with keys from a real keys file. Alpha's events are the
+ones touched; the callers are alpha's own key (allowed), beta's key (wrong source), no key, a
+key that is not configured, and alpha's key lacking the operation's role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.unit.test_api_harness import EVENTS, Harness, bearer, event_json, running_api
+from timefuse.entrypoints.auth import hash_key
+
+KEYS = {
+    "alpha": "tfk_alpha_all",  # submit, read, cancel for alpha
+    "beta": "tfk_beta_all",  # submit, read, cancel for beta
+    "alpha-reader": "tfk_alpha_read",  # read only, alpha
+    "alpha-submitter": "tfk_alpha_submit",  # submit only, alpha
+    "admin": "tfk_admin",
+}
+NOT_CONFIGURED = "tfk_nobody_has_this_one"
+
+
+def keys_file(path: Path) -> Path:
+    entries = [
+        ("alpha", '["alpha"]', '["submit", "read", "cancel"]'),
+        ("beta", '["beta"]', '["submit", "read", "cancel"]'),
+        ("alpha-reader", '["alpha"]', '["read"]'),
+        ("alpha-submitter", '["alpha"]', '["submit"]'),
+        ("admin", '"*"', '["admin"]'),
+    ]
+    text = "".join(
+        f'[[keys]]\nname = "{name}"\nsha256 = "{hash_key(KEYS[name])}"\n'
+        f"sources = {sources}\nroles = {roles}\n\n"
+        for name, sources, roles in entries
+    )
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class World:
+    api: Harness
+    alpha_id: str
+    beta_id: str
+
+    async def call(self, request: Request, key: str | None) -> httpx.Response:
+        return await request(self, key)
+
+
+Request = Callable[[World, str | None], Awaitable[httpx.Response]]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    env = {"TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path / "keys.toml"))}
+    async with running_api(tmp_path, env=env) as api:
+        alpha_id = await api.submitted_id(
+            KEYS["alpha"], source="alpha", external_job_id="alpha-job"
+        )
+        beta_id = await api.submitted_id(KEYS["beta"], source="beta", external_job_id="beta-job")
+        yield World(api, alpha_id, beta_id)
+
+
+def _post(path: str, body: object) -> Request:
+    async def request(world: World, key: str | None) -> httpx.Response:
+        return await world.api.client.post(path, json=body, headers=bearer(key))
+
+    return request
+
+
+def _on_alpha(method: str, path: str) -> Request:
+    async def request(world: World, key: str | None) -> httpx.Response:
+        url = path.format(id=world.alpha_id)
+        return await world.api.client.request(method, url, headers=bearer(key))
+
+    return request
+
+
+ALPHA_EVENT = event_json(source="alpha", external_job_id="alpha-new")
+
+# Per endpoint: the request on alpha's events, the key lacking its role, and the status for
+# alpha's key, beta's key (wrong source) and the key lacking the role.
+ENDPOINTS: dict[str, tuple[Request, str, int, int]] = {
+    "submit": (_post(EVENTS, ALPHA_EVENT), "alpha-reader", 202, 403),
+    "batch": (_post(f"{EVENTS}/batch", {"events": [ALPHA_EVENT]}), "alpha-reader", 202, 403),
+    "get": (_on_alpha("GET", EVENTS + "/{id}"), "alpha-submitter", 200, 404),
+    "latest by external id": (
+        _on_alpha("GET", f"{EVENTS}/external/alpha-job"),
+        "alpha-submitter",
+        200,
+        404,
+    ),
+    # Listing answers what the key may see: nothing, for beta.
+    "all by external id": (
+        _on_alpha("GET", f"{EVENTS}/external/alpha-job/all"),
+        "alpha-submitter",
+        200,
+        200,
+    ),
+    "statistics": (_on_alpha("GET", f"{EVENTS}/statistics"), "alpha-submitter", 200, 200),
+    "cancel": (_on_alpha("DELETE", EVENTS + "/{id}"), "alpha-reader", 200, 404),
+    "cancel by external id": (
+        _on_alpha("DELETE", f"{EVENTS}/external/alpha-job"),
+        "alpha-reader",
+        200,
+        404,
+    ),
+}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("caller", ["allowed", "wrong source", "no key", "unknown key", "role"])
+async def test_isolation_matrix(world: World, endpoint: str, caller: str) -> None:
+    request, role_less, allowed, wrong_source = ENDPOINTS[endpoint]
+    key, expected = {
+        "allowed": (KEYS["alpha"], allowed),
+        "wrong source": (KEYS["beta"], wrong_source),
+        "no key": (None, 401),
+        "unknown key": (NOT_CONFIGURED, 401),
+        "role": (KEYS[role_less], 403),
+    }[caller]
+
+    response = await world.call(request, key)
+
+    assert response.status_code == expected, response.text
+    assert response.json()["success"] is (expected < 400)
+    if expected == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    # Whatever beta or a role-less key did, alpha's event is untouched.
+    if caller != "allowed":
+        stored = await world.api.store.get(world.alpha_id)
+        assert stored is not None
+        assert stored.status.value == "PENDING"
+
+
+async def test_a_wrong_source_sees_nothing_of_the_other_sources_events(world: World) -> None:
+    beta = KEYS["beta"]
+    client = world.api.client
+
+    listed = await client.get(f"{EVENTS}/external/alpha-job/all", headers=bearer(beta))
+    statistics = await client.get(f"{EVENTS}/statistics", headers=bearer(beta))
+    submitted = await client.post(EVENTS, json=ALPHA_EVENT, headers=bearer(beta))
+
+    assert listed.json()["data"] == []
+    assert statistics.json()["data"]["TOTAL"] == 1  # beta's own event only
+    assert submitted.json()["error_code"] == "FORBIDDEN_SOURCE"
+
+
+async def test_an_unknown_id_and_another_sources_id_answer_alike(world: World) -> None:
+    beta = bearer(KEYS["beta"])
+    foreign = await world.api.client.get(f"{EVENTS}/{world.alpha_id}", headers=beta)
+    missing = await world.api.client.get(
+        f"{EVENTS}/00000000-0000-4000-8000-000000000000", headers=beta
+    )
+
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json()["error_code"] == missing.json()["error_code"]
+
+
+async def test_cancel_by_external_id_cancels_only_the_keys_sources(world: World) -> None:
+    api = world.api
+    shared = "shared-job"
+    alpha_id = await api.submitted_id(KEYS["alpha"], source="alpha", external_job_id=shared)
+    beta_id = await api.submitted_id(KEYS["beta"], source="beta", external_job_id=shared)
+
+    response = await api.client.delete(f"{EVENTS}/external/{shared}", headers=bearer(KEYS["beta"]))
+
+    assert response.json()["data"] == {"cancelled": 1}
+    alpha = await api.store.get(alpha_id)
+    beta = await api.store.get(beta_id)
+    assert alpha is not None
+    assert beta is not None
+    assert (alpha.status.value, beta.status.value) == ("PENDING", "CANCELLED")
+
+
+async def test_a_batch_rejects_the_items_of_other_sources_one_by_one(world: World) -> None:
+    items = [ALPHA_EVENT, event_json(source="beta", external_job_id="smuggled")]
+
+    response = await world.api.client.post(
+        f"{EVENTS}/batch", json={"events": items}, headers=bearer(KEYS["alpha"])
+    )
+
+    assert response.status_code == 202
+    data = response.json()["data"]
+    assert (data["accepted"], data["rejected"]) == (1, 1)
+    rejected = data["rejected_events"][0]
+    assert (rejected["index"], rejected["external_job_id"]) == (1, "smuggled")
+    assert rejected["errors"][0]["field"] == "source"
+    assert "may not submit" in rejected["reason"]
+
+
+async def test_the_admin_key_sees_every_source(world: World) -> None:
+    admin = bearer(KEYS["admin"])
+    client = world.api.client
+
+    alpha = await client.get(f"{EVENTS}/{world.alpha_id}", headers=admin)
+    beta = await client.get(f"{EVENTS}/{world.beta_id}", headers=admin)
+    statistics = await client.get(f"{EVENTS}/statistics", headers=admin)
+
+    assert (alpha.status_code, beta.status_code) == (200, 200)
+    assert statistics.json()["data"]["TOTAL"] == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "status"),
+    [(None, 401), ("alpha", 403), ("alpha-reader", 403), ("admin", 404)],
+)
+async def test_admin_paths_need_the_admin_role(world: World, key: str | None, status: int) -> None:
+    # No admin operation exists yet: the admin key gets through to the router's 404.
+    headers = bearer(KEYS[key] if key else None)
+    response = await world.api.client.post(f"{EVENTS}/admin/cleanup", headers=headers)
+
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready", f"{EVENTS}/health"])
+async def test_health_probes_need_no_key(world: World, path: str) -> None:
+    without = await world.api.client.get(path)
+    with_a_bad_one = await world.api.client.get(path, headers=bearer(NOT_CONFIGURED))
+
+    assert (without.status_code, with_a_bad_one.status_code) == (200, 200)
+
+
+@pytest.mark.parametrize("path", ["/nowhere", f"{EVENTS}/statistics/", "/actuator/env"])
+async def test_without_a_key_unknown_paths_answer_401_not_404(world: World, path: str) -> None:
+    anonymous = await world.api.client.get(path)
+    known = await world.api.client.get(path, headers=bearer(KEYS["alpha"]))
+
+    assert anonymous.status_code == 401
+    assert known.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("authorization", "invalid_token"),
+    [
+        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", False),
+        ("Bearer", True),
+        ("Bearer " + "x" * 10_000, True),
+        (f"bearer {NOT_CONFIGURED}", True),
+    ],
+)
+async def test_malformed_or_foreign_credentials_answer_401(
+    world: World, authorization: str, invalid_token: bool
+) -> None:
+    response = await world.api.client.get(
+        f"{EVENTS}/statistics", headers={"authorization": authorization}
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "UNAUTHORIZED"
+    assert ('error="invalid_token"' in response.headers["www-authenticate"]) is invalid_token
+
+
+async def test_the_scheme_is_case_insensitive(world: World) -> None:
+    response = await world.api.client.get(
+        f"{EVENTS}/statistics", headers={"authorization": f"bEaReR {KEYS['alpha']}"}
+    )
+
+    assert response.status_code == 200
+
+
+class TestMetricsAndDescription:
+    async def test_metrics_are_public_unless_asked_otherwise(self, world: World) -> None:
+        response = await world.api.client.get("/metrics")
+
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize(
+        ("key", "status"),
+        [(None, 401), ("alpha-submitter", 403), ("alpha-reader", 200), ("admin", 200)],
+    )
+    async def test_metrics_auth_needs_a_read_or_admin_key(
+        self, tmp_path: Path, key: str | None, status: int
+    ) -> None:
+        env = {
+            "TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path / "keys.toml")),
+            "TIMEFUSE_METRICS_AUTH": "true",
+        }
+        async with running_api(tmp_path, env=env) as api:
+            response = await api.client.get("/metrics", headers=bearer(KEYS[key] if key else None))
+
+        assert response.status_code == status
+
+    @pytest.mark.parametrize(("key", "status"), [(None, 401), ("alpha-submitter", 200)])
+    async def test_the_description_needs_any_key(
+        self, world: World, key: str | None, status: int
+    ) -> None:
+        spec = await world.api.client.get(
+            "/openapi.json", headers=bearer(KEYS[key] if key else None)
+        )
+        page = await world.api.client.get("/docs")
+
+        assert spec.status_code == status
+        assert page.status_code == 200

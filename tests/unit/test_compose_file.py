@@ -1,0 +1,164 @@
+"""docker-compose.yml, the Dockerfile and the monitoring files fit together.
+
+Docker itself validates the compose file when an engine answers; the rest is read as YAML and
+JSON, so the checks run on machines without Docker too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.metrics_core import Metric
+
+from tests.support.docker import docker_available
+from timefuse.service.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "timefuse.json"
+
+TIMEFUSE_ROLES = {"api": "api", "ingest": "ingest", "dispatch": "dispatch"}
+LONG_RUNNING = {"postgres", "kafka", "api", "ingest", "dispatch", "prometheus", "grafana"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def test_docker_accepts_the_compose_file() -> None:
+    docker = shutil.which("docker")
+    if docker is None or not docker_available():
+        pytest.skip("no Docker engine answers; the YAML checks below still run")
+    result = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_part_of_the_system_is_a_service(services: dict[str, dict[str, Any]]) -> None:
+    assert {"postgres", "kafka", "migrate", *TIMEFUSE_ROLES, "prometheus", "grafana"} <= set(
+        services
+    )
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+
+
+def test_each_timefuse_role_runs_from_the_repositorys_image_with_its_command(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, command in {**TIMEFUSE_ROLES, "migrate": "migrate"}.items():
+        service = services[name]
+        assert service["build"]["context"] == "."
+        assert service["command"] == [command]
+        env = service["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://")
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_long_running_services_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    for name in LONG_RUNNING:
+        check = services[name].get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), name
+
+
+def test_roles_start_after_migrations_and_a_healthy_broker(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["migrate"]["restart"] == "no"
+    for name in TIMEFUSE_ROLES:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["kafka"]["condition"] == "service_healthy", name
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
+    def published(name: str) -> set[str]:
+        return {str(port).split(":")[0] for port in services[name].get("ports", [])}
+
+    assert "8080" in published("api")
+    assert "9090" in published("prometheus")
+    assert "3000" in published("grafana")
+
+
+def test_prometheus_scrapes_every_timefuse_process_where_it_serves_metrics(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {}
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                targets[name] = sd["port"]
+    assert targets["api"] == 8080
+    for name in ("ingest", "dispatch"):
+        assert targets[name] == int(services[name]["environment"]["TIMEFUSE_METRICS_PORT"])
+    mounts = services["prometheus"]["volumes"]
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((provisioning / "dashboards" / "timefuse.yml").read_text())
+    dashboards_path = provider["providers"][0]["options"]["path"]
+    assert f"./deploy/grafana/dashboards:{dashboards_path}:ro" in services["grafana"]["volumes"]
+
+
+def _exposed_names(metric: Metric) -> set[str]:
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }[metric.type]
+    return {metric.name + suffix for suffix in suffixes}
+
+
+def test_the_dashboard_only_queries_metrics_timefuse_exports() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\btimefuse_[a-z0-9_]+", expr)}
+    exported = set().union(*(_exposed_names(m) for m in Metrics().registry.collect()))
+    assert used, "the dashboard queries nothing"
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+    for wanted in (
+        "timefuse_delivery_lateness_seconds_bucket",
+        "timefuse_delivery_duration_seconds_bucket",
+        "timefuse_events",
+        "timefuse_ingest_consumer_lag",
+    ):
+        assert wanted in used, wanted
+
+
+def test_the_image_runs_as_a_user_with_a_healthcheck() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
+    assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK ", dockerfile, re.MULTILINE)
