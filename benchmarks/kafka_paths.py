@@ -133,11 +133,17 @@ def count(dsn: str, where: str = "TRUE") -> int:
         return int(row[0]) if row else 0
 
 
-async def wait_for_count(dsn: str, target: int, where: str = "TRUE", timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for_count(
+    dsn: str, target: int, processes: list[TimefuseProcess], where: str = "TRUE"
+) -> None:
+    deadline = time.monotonic() + 600
     while count(dsn, where) < target:
+        for process in processes:
+            assert process.proc is not None
+            if process.proc.poll() is not None:
+                raise RuntimeError(f"timefuse {process.command} exited:\n{process.log()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {count(dsn, where)} of {target} after {timeout:g} s")
+            raise RuntimeError(f"only {count(dsn, where)} of {target} after 600 s")
         await asyncio.sleep(0.1)
 
 
@@ -223,13 +229,14 @@ async def baselines(args: argparse.Namespace, bootstrap: str, dsn: str) -> None:
 async def ingestion(args: argparse.Namespace, bootstrap: str, dsn: str, workdir: Path) -> None:
     print("2. ingestion: POST /events/batch -> Kafka -> timefuse ingest -> PostgreSQL")
     env = base_env(bootstrap, dsn, uuid.uuid4().hex[:8], args.partitions)
-    with started(workdir, env, "api", "ingest") as (api, _):
+    with started(workdir, env, "api", "ingest") as processes:
+        api = processes[0]
         await post_batches(api.base_url, args.batch, args.batch, 1)  # warm-up: topic, group
-        await wait_for_count(dsn, args.batch)
+        await wait_for_count(dsn, args.batch, processes)
         started_at = time.perf_counter()
         accepted = await post_batches(api.base_url, args.events, args.batch, args.clients)
         submitted = time.perf_counter() - started_at
-        await wait_for_count(dsn, args.batch + accepted)
+        await wait_for_count(dsn, args.batch + accepted, processes)
         persisted = time.perf_counter() - started_at
     line(f"accepted (202), {args.clients} clients x {args.batch}/request", accepted, submitted)
     line("accepted and persisted in PostgreSQL", accepted, persisted)
@@ -253,8 +260,8 @@ async def delivery(args: argparse.Namespace, bootstrap: str, dsn: str, workdir: 
     await raw_store_insert(dsn, events, args.batch)
     env = base_env(bootstrap, dsn, run, args.partitions)
     started_at = time.perf_counter()
-    with started(workdir, env, "dispatch"):
-        await wait_for_count(dsn, len(events), "status = 'COMPLETED'")
+    with started(workdir, env, "dispatch") as processes:
+        await wait_for_count(dsn, len(events), processes, "status = 'COMPLETED'")
         seconds = time.perf_counter() - started_at
     line("timefuse dispatch, due -> COMPLETED (start-up included)", len(events), seconds)
 

@@ -16,16 +16,6 @@ import pytest_asyncio
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.ports.store import EventStore
 
-# The kit's pytest plugin has pytest rewrite the assertions of the suites it knows; these
-# modules joined the store suites later, and must be registered before the test modules
-# import them.
-pytest.register_assert_rewrite(
-    "timefuse.testing.store_contract_listing",
-    "timefuse.testing.store_contract_ops",
-    "timefuse.testing.store_contract_retention",
-    "timefuse.testing.store_contract_support",
-)
-
 StoreFactory = Callable[[pytest.FixtureRequest], EventStore]
 
 

@@ -18,6 +18,10 @@ import pytest
 pytest.register_assert_rewrite(
     "timefuse.testing.delivery_contract",
     "timefuse.testing.store_contract",
+    "timefuse.testing.store_contract_listing",
+    "timefuse.testing.store_contract_ops",
+    "timefuse.testing.store_contract_retention",
+    "timefuse.testing.store_contract_support",
 )
 
 
