@@ -257,3 +257,12 @@ def test_a_path_external_id_meets_the_rules_of_a_submitted_one(value: str) -> No
         domain_ok = "external_job_id" not in {e.field for e in exc.errors}
 
     assert (external_id_problem(value, limits.max_external_job_id) is None) is domain_ok
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+03:04", "9999-12-31T23:59:59-05:00"])
+async def test_an_instant_out_of_range_in_utc_is_400_not_500(api: Harness, instant: str) -> None:
+    # Found by the schemathesis run (tests/integration/test_api_fuzz.py).
+    response = await api.submit(scheduled_at=instant)
+
+    assert response.status_code == 400
+    assert error_fields(response) == {"scheduled_at"}

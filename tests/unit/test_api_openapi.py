@@ -115,10 +115,13 @@ async def test_with_keys_operations_name_the_bearer_scheme(tmp_path: Path) -> No
 
 
 async def test_the_limits_in_force_are_stated(tmp_path: Path) -> None:
-    async with running_api(tmp_path, env={"TIMEFUSE_MAX_JSON_DEPTH": "7"}) as api:
+    env = {"TIMEFUSE_MAX_JSON_DEPTH": "7", "TIMEFUSE_MAX_BATCH_EVENTS": "20"}
+    async with running_api(tmp_path, env=env) as api:
         spec = await spec_of(api)
 
     assert "JSON nesting 7 levels" in spec["info"]["description"]
+    events = spec["components"]["schemas"]["BatchIn"]["properties"]["events"]
+    assert events["maxItems"] == 20
 
 
 async def test_the_docs_page_is_self_contained(api: Harness) -> None:

@@ -106,8 +106,11 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="SCENARIO",
         help=f"one of {', '.join(SCENARIOS)}",
     )
-    sub.add_argument("--url", type=_url, help="timefuse to test (default: start one)")
-    sub.add_argument("--api-key", help="API key sent with every API call")
+    _add_sizes(sub)
+    _add_target(sub)
+
+
+def _add_sizes(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-n", "--events", type=_positive_int, help="events to submit")
     sub.add_argument("--rate", type=_positive_float, help="steady: events per second")
     sub.add_argument("--duration", type=_positive_float, help="steady: seconds to run")
@@ -123,6 +126,11 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         type=_positive_float,
         help="seconds between the start of submission and the due time",
     )
+
+
+def _add_target(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--url", type=_url, help="timefuse to test (default: start one)")
+    sub.add_argument("--api-key", help="API key sent with every API call")
     sub.add_argument(
         "--receiver-host",
         default="127.0.0.1",

@@ -124,6 +124,10 @@ def dispatcher_figures(
         "mean_claim_batch": claimed / claims if claims else None,
         "mean_claim_time_s": seconds / claims if claims else None,
         "claiming_total_s": seconds,
+        # Claimed events the destination gate handed back for later, and expired leases
+        # taken back: both send an event round the claim loop again.
+        "deferred": metric_delta(before, after, ("timefuse_events_throttled_total",)),
+        "leases_recovered": metric_delta(before, after, ("timefuse_leases_recovered_total",)),
     }
 
 

@@ -27,7 +27,7 @@ _EVENT_ARRAYS = ", ".join(f"%({name})b::{sql_type}[]" for name, sql_type in EVEN
 
 # Large batches arrive by binary COPY into this per-connection table (emptied at every commit),
 # then move on with the same INSERT ... SELECT as the array form: COPY parses faster than
-# arrays, which outweighs its extra round trip from about 100 events (see the benchmark).
+# arrays, which outweighs its extra round trip for large batches (see store.COPY_MIN_BATCH).
 # Its columns are spelled out rather than LIKE events, so it can be created on any connection
 # before the schema exists.
 CREATE_STAGING = (

@@ -89,11 +89,10 @@ def event_values(event: Event) -> tuple[Any, ...]:
 
 def event_arrays(events: Sequence[Event]) -> dict[str, list[Any]]:
     """One array per column, the shape ``unnest`` takes: one parameter per column, not per row."""
-    columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]
-    for event in events:
-        for column, value in zip(columns, event_values(event), strict=True):
-            column.append(value)
-    return dict(zip(EVENT_COLUMN_NAMES, columns, strict=True))
+    if not events:
+        return {name: [] for name in EVENT_COLUMN_NAMES}
+    columns = zip(*(event_values(event) for event in events), strict=True)
+    return dict(zip(EVENT_COLUMN_NAMES, map(list, columns), strict=True))
 
 
 def copy_row(event: Event) -> tuple[Any, ...]:
@@ -132,31 +131,22 @@ def row_to_event(row: Row) -> Event:
 
 def outcome_arrays(updates: Sequence[OutcomeUpdate]) -> dict[str, list[Any]]:
     """The columns of ``queries.RECORD_OUTCOMES``'s input, one array each."""
-    names = (
-        "event_id", "status", "retry_count", "last_error", "next_attempt_at", "executed_at",
-        "attempt", "started_at", "duration_ms", "outcome", "status_code", "error", "worker",
-    )  # fmt: skip
-    arrays: dict[str, list[Any]] = {name: [] for name in names}
-    for update in updates:
-        record = update.attempt
-        values = (
-            update.event_id,
-            EventStatus(update.status).value,
-            update.retry_count,
-            update.last_error,
-            _optional_aware(update.next_attempt_at),
-            _optional_aware(update.executed_at),
-            record.attempt,
-            aware(record.started_at),
-            float(record.duration_ms),
-            OutcomeKind(record.outcome).value,
-            record.status_code,
-            record.error,
-            record.worker,
-        )
-        for name, value in zip(names, values, strict=True):
-            arrays[name].append(value)
-    return arrays
+    records = [update.attempt for update in updates]
+    return {
+        "event_id": [update.event_id for update in updates],
+        "status": [EventStatus(update.status).value for update in updates],
+        "retry_count": [update.retry_count for update in updates],
+        "last_error": [update.last_error for update in updates],
+        "next_attempt_at": [_optional_aware(update.next_attempt_at) for update in updates],
+        "executed_at": [_optional_aware(update.executed_at) for update in updates],
+        "attempt": [record.attempt for record in records],
+        "started_at": [aware(record.started_at) for record in records],
+        "duration_ms": [float(record.duration_ms) for record in records],
+        "outcome": [OutcomeKind(record.outcome).value for record in records],
+        "status_code": [record.status_code for record in records],
+        "error": [record.error for record in records],
+        "worker": [record.worker for record in records],
+    }
 
 
 def row_to_attempt(row: Row) -> AttemptRecord:

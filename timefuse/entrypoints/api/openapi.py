@@ -93,6 +93,9 @@ def build_spec(operations: Sequence[Operation], *, auth: bool, limits: Limits) -
     """
     types = _types(operations)
     schemas, components = _tidy(msgspec.json.schema_components(types, ref_template=_REF))
+    if "BatchIn" in components:
+        # The model states the default bound; the document states the one in force.
+        components["BatchIn"]["properties"]["events"]["maxItems"] = limits.max_batch_events
     schema_of = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
