@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -136,14 +137,15 @@ def count(dsn: str, where: str = "TRUE") -> int:
 async def wait_for_count(
     dsn: str, target: int, processes: list[TimefuseProcess], where: str = "TRUE"
 ) -> None:
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + float(os.environ.get("BENCH_WAIT", "600"))
     while count(dsn, where) < target:
         for process in processes:
             assert process.proc is not None
             if process.proc.poll() is not None:
                 raise RuntimeError(f"timefuse {process.command} exited:\n{process.log()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {count(dsn, where)} of {target} after 600 s")
+            logs = "\n".join(process.log() for process in processes)
+            raise RuntimeError(f"only {count(dsn, where)} of {target}; logs:\n{logs}")
         await asyncio.sleep(0.1)
 
 

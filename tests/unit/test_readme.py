@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from timefuse.config import variables
-from timefuse.entrypoints.cli import COMMANDS
+from timefuse.entrypoints.cli import COMMANDS, build_parser
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -22,5 +23,8 @@ def test_every_variable_is_in_the_readme_with_its_default() -> None:
 
 
 def test_every_command_is_in_the_readme() -> None:
-    for name in COMMANDS:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(COMMANDS) <= set(commands.choices)
+    for name in commands.choices:
         assert f"`timefuse {name}" in README, name

@@ -71,6 +71,8 @@ def test_max_retries_defaults_to_three() -> None:
         ({"scheduled_at": "2026-06-01T11:59:54Z"}, "scheduled_at"),
         ({"scheduled_at": "2036-06-03T00:00:00Z"}, "scheduled_at"),
         ({"scheduled_at": 1234}, "scheduled_at"),
+        ({"scheduled_at": "0001-01-01T00:00:00+03:04"}, "scheduled_at"),
+        ({"scheduled_at": "9999-12-31T23:59:59-05:00"}, "scheduled_at"),
         ({"payload": None}, "payload"),
         ({"payload": b"null"}, "payload"),
         ({"payload": b"1" * (LIMITS.max_payload_bytes + 1)}, "payload"),

@@ -79,7 +79,11 @@ def parse_instant(value: object) -> datetime:
         raise ValueError("must be an ISO-8601 date-time with an offset") from None
     if moment.tzinfo is None:
         raise ValueError("must carry an offset (for example Z or +02:00)")
-    return to_utc(moment)
+    try:
+        return to_utc(moment)
+    except OverflowError:
+        # 0001-01-01T00:00+03:00 is a valid ISO-8601 text with no UTC equivalent in datetime.
+        raise ValueError("is outside the range of representable times") from None
 
 
 def _check_scheduled_at(

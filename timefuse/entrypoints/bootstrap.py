@@ -178,6 +178,7 @@ def gate_settings(settings: Settings) -> GateSettings:
         overrides=overrides,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        min_queue=settings.batch_size,
     )
 
 

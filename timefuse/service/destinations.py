@@ -28,19 +28,21 @@ class DestinationLimits:
     concurrency: int = 100
     rate: float = 0.0
     burst: int = 0
-    queue: int = 0  # events held waiting for this destination; 0: twice the concurrency
-
-    @property
-    def queue_limit(self) -> int:
-        if self.queue:
-            return self.queue
-        return 2 * self.concurrency if self.concurrency else 1000
+    queue: int = 0  # events held waiting for this destination; 0: see GateSettings.min_queue
 
 
 @dataclass(frozen=True, slots=True)
 class GateSettings:
     default: DestinationLimits = DestinationLimits()
     overrides: Mapping[str, DestinationLimits] = field(default_factory=dict)
+    # How many claimed events a destination may hold waiting: as many as it works off in
+    # ``max_queue_seconds`` at its recent pace (at least its cap, at most ``max_queue``), or
+    # ``min_queue`` before its pace is known. A fast receiver's whole backlog waits in memory
+    # instead of going back to the store and being claimed again; a slow one holds only a
+    # small part of the dispatcher's capacity, so it can't starve the others.
+    min_queue: int = 500
+    max_queue: int = 10_000
+    max_queue_seconds: float = 1.0
     breaker_failures: int = 5
     breaker_cooldown_seconds: float = 30.0
     # An event its destination can't hold is handed back for about as long as the queue ahead
@@ -111,7 +113,7 @@ class DestinationGate:
         if admission is Admission.PROBE or (not dest.waiting and self._can_start(dest, now)):
             dest.in_flight += 1
             return Decision(Verdict.START)
-        if len(dest.waiting) < dest.limits.queue_limit:
+        if len(dest.waiting) < self._queue_limit(dest):
             dest.waiting.append(event)
             return Decision(Verdict.WAIT, self._token_wait(dest, now))
         return self._deferral(dest, now)
@@ -158,6 +160,17 @@ class DestinationGate:
         for dest in self._destinations.values():
             dest.waiting.clear()
         return held
+
+    def _queue_limit(self, dest: _Destination) -> int:
+        limits, settings = dest.limits, self._settings
+        if limits.queue:
+            return limits.queue
+        if dest.typical_seconds is None or not limits.concurrency:
+            return max(limits.concurrency, settings.min_queue)
+        pace = limits.concurrency / max(dest.typical_seconds, 1e-6)
+        return int(
+            min(settings.max_queue, max(limits.concurrency, pace * settings.max_queue_seconds))
+        )
 
     def _can_start(self, dest: _Destination, now: float) -> bool:
         cap = dest.limits.concurrency

@@ -34,6 +34,7 @@ log = structlog.get_logger("timefuse.dispatcher")
 Observer = Callable[[Event, int, DeliveryOutcome, str], None]
 
 STORE_RETRY_SECONDS = 1.0
+SATURATED_PAUSE_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +111,12 @@ class Dispatcher:
             if claimed is None:
                 await _first_of(asyncio.sleep(STORE_RETRY_SECONDS), stop.wait())
                 continue
-            for event in claimed:
-                self._offer(event)
-            if len(claimed) < limit:
+            deferred = sum(1 for event in claimed if not self._offer(event))
+            if deferred > len(claimed) // 2:
+                # The due events' destinations are full: claiming again at once would only
+                # hand them back again. Pause; other destinations' events wait that long.
+                await _first_of(asyncio.sleep(SATURATED_PAUSE_SECONDS), stop.wait())
+            elif len(claimed) < limit:
                 await self._idle(stop)
 
     async def _claim(self, limit: int) -> list[Event] | None:
@@ -142,7 +146,8 @@ class Dispatcher:
         self._wakeup.plan(next_due)
         await _first_of(self._wakeup.wait(timeout), stop.wait())
 
-    def _offer(self, event: Event) -> None:
+    def _offer(self, event: Event) -> bool:
+        """Start or hold a claimed event; ``False`` when it had to be handed back."""
         decision = self._gate.offer(event)
         if decision.verdict is Verdict.START:
             self._launch(event)
@@ -152,6 +157,8 @@ class Dispatcher:
                 self._schedule_pump(event, decision.delay_seconds)
         else:
             self._defer(event, decision.delay_seconds)
+            return False
+        return True
 
     def _defer(self, event: Event, delay: float) -> None:
         self._metrics.throttled.labels(destination_key(event)).inc()

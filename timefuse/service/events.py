@@ -78,13 +78,7 @@ class EventService:
     def build(self, fields: Mapping[str, object]) -> Event:
         """Validate one submission; :class:`ValidationFailed` names every bad field."""
         now = self._clock.now()
-        try:
-            event = build_event(fields, event_id=new_event_id(now), now=now, limits=self._limits)
-        except OverflowError:
-            # An offset that moves an instant out of datetime's range in UTC
-            # ("0001-01-01T00:00:00+03:00"): the domain's parse_instant lets the OverflowError
-            # out instead of naming the field. Until it does, it is named here.
-            raise ValidationFailed([FieldError("scheduled_at", "is out of range")]) from None
+        event = build_event(fields, event_id=new_event_id(now), now=now, limits=self._limits)
         reason = self._registry.check_destination(event.delivery_type, event.destination)
         if reason is not None:
             known = self._registry.get(event.delivery_type) is not None

@@ -182,9 +182,7 @@ def committed_offsets(bootstrap_servers: str, group: str, topic: str, partitions
         consumer.close()
 
 
-async def eventually(
-    check: Callable[[], object], timeout: float, interval: float = 0.1
-) -> None:
+async def eventually(check: Callable[[], object], timeout: float, interval: float = 0.1) -> None:
     """Wait until ``check()`` (sync or async) is truthy; fail with its last value."""
     deadline = time.monotonic() + timeout
     while True:

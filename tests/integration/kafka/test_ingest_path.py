@@ -72,9 +72,7 @@ class Running:
 
 
 @pytest.fixture
-async def running(
-    kafka: KafkaBroker, names: Names, tmp_path: Path
-) -> AsyncIterator[Running]:
+async def running(kafka: KafkaBroker, names: Names, tmp_path: Path) -> AsyncIterator[Running]:
     settings = Settings.from_env(
         {
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -161,8 +159,10 @@ async def test_nothing_is_committed_while_the_store_is_down_and_all_is_stored_af
     running.store.down = False
     await eventually(lambda: set(ids) <= set(running.store.inserted()), timeout=20)
     await eventually(
-        lambda: committed_offsets(kafka.bootstrap_servers, names.group, names.ingest, PARTITIONS)
-        == len(ids),
+        lambda: (
+            committed_offsets(kafka.bootstrap_servers, names.group, names.ingest, PARTITIONS)
+            == len(ids)
+        ),
         timeout=10,
     )
     assert all([await running.store.get(event_id) for event_id in ids])

@@ -59,7 +59,8 @@ def test_an_envelope_with_a_naive_time_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "topic", ["orders", "orders.v1", "Orders_2024-01", "a", "x" * 249, "timefusex.y", "my.timefuse."]
+    "topic",
+    ["orders", "orders.v1", "Orders_2024-01", "a", "x" * 249, "timefusex.y", "my.timefuse."],
 )
 def test_ordinary_topics_are_valid_destinations(topic: str) -> None:
     assert TopicRules(Settings.from_env({})).validate(topic) is None
