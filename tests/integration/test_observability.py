@@ -163,12 +163,6 @@ async def test_log_lines_are_json_with_delivery_context_and_no_payload(
     assert all(MARKER not in line for line in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="timefuse/entrypoints/logging.py renders structlog's lines as JSON, but records of "
-    "the standard library's logging (uvicorn, the Kafka adapters, plugins) keep their plain "
-    "text format: route them through structlog.stdlib.ProcessorFormatter",
-)
 async def test_library_log_records_are_json_too(serve: TimefuseProcess) -> None:
     # Bytes that aren't HTTP make uvicorn log a warning through the standard library.
     with socket.create_connection(("127.0.0.1", serve.port)) as sock:

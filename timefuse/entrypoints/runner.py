@@ -59,19 +59,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# Each part answers within this or counts as down: a probe must not hang on a dead database.
+READINESS_PART_SECONDS = 2.0
+
+
 async def readiness(tf: Timefuse) -> dict[str, str]:
-    parts: dict[str, str] = {}
+    store, buffer = await asyncio.gather(
+        _probe(tf.store.ping(), StoreError), _probe(tf.buffer.ping(), BufferUnavailable)
+    )
+    return {"store": store, "buffer": buffer}
+
+
+async def _probe(ping: Awaitable[None], failure: type[Exception]) -> str:
     try:
-        await tf.store.ping()
-        parts["store"] = "ok"
-    except StoreError as exc:
-        parts["store"] = str(exc) or "unreachable"
-    try:
-        await tf.buffer.ping()
-        parts["buffer"] = "ok"
-    except BufferUnavailable as exc:
-        parts["buffer"] = str(exc) or "unreachable"
-    return parts
+        await asyncio.wait_for(ping, READINESS_PART_SECONDS)
+    except TimeoutError:
+        return f"no answer within {READINESS_PART_SECONDS:g} s"
+    except failure as exc:
+        return str(exc) or "unreachable"
+    return "ok"
 
 
 def _api_task(
@@ -89,7 +95,13 @@ def _api_task(
         health = Health(tf.metrics, lambda: readiness(tf))
         app = Starlette(routes=health_routes(health, PREFIX))
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        app,
+        # log_config=None: uvicorn's records go through the handler configure_logging set up.
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
     )
     server = _Server(config)
     return server, server.serve(sockets=[sock])
