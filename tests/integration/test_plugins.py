@@ -35,19 +35,6 @@ SETTLED = frozenset(
 )
 
 
-def _example_installed() -> bool:
-    try:
-        importlib.metadata.version("timefuse-file")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_example = pytest.mark.skipif(
-    not _example_installed(), reason="needs `pip install -e examples/timefuse-file`"
-)
-
-
 class MisbehavingPlugin:
     """Delivery types that raise, hang, refuse or succeed, and an observer of every attempt."""
 
@@ -204,7 +191,6 @@ async def test_an_observer_raising_does_not_stop_delivery(tmp_path: Path) -> Non
 # -- the installed example plugin --------------------------------------------------------------
 
 
-@needs_example
 async def test_the_installed_file_plugin_delivers_through_the_dispatcher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,7 +223,6 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_example
 def test_the_plugins_command_lists_types_with_origin_and_version() -> None:
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
@@ -247,7 +232,6 @@ def test_the_plugins_command_lists_types_with_origin_and_version() -> None:
     assert rows["http"] == [importlib.metadata.version("timefuse"), "timefuse (built-in)"]
 
 
-@needs_example
 def test_the_plugins_command_honours_timefuse_plugins() -> None:
     result = run_cli("plugins", TIMEFUSE_PLUGINS="")
     assert result.returncode == 0, result.stderr

@@ -42,18 +42,22 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_docker_accepts_the_compose_file() -> None:
+def test_the_compose_file_is_accepted(compose: dict[str, Any]) -> None:
+    """By ``docker compose config`` where a Docker engine and Compose answer; otherwise the
+    file must at least be a Compose document (the checks below look at its contents)."""
     docker = shutil.which("docker")
-    if docker is None or not docker_available():
-        pytest.skip("no Docker engine answers; the YAML checks below still run")
-    result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    if docker is not None and docker_available():
+        result = subprocess.run(
+            [docker, "compose", "-f", str(COMPOSE), "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    top_level = {key for key in compose if not key.startswith("x-")}  # x-*: Compose extensions
+    assert top_level <= {"name", "services", "volumes", "networks", "configs", "secrets"}
+    assert all("image" in svc or "build" in svc for svc in compose["services"].values())
 
 
 def test_every_part_of_the_system_is_a_service(services: dict[str, dict[str, Any]]) -> None:
