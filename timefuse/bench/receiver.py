@@ -19,7 +19,7 @@ import sys
 import time
 from typing import cast
 
-from timefuse.bench.loops import install_uvloop
+from timefuse.entrypoints.loops import install_uvloop
 
 _ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
 _ID_HEADER = b"\r\nwebhook-id:"

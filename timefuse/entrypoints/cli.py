@@ -92,6 +92,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _list_plugins(settings)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    from timefuse.entrypoints.loops import install_uvloop
     from timefuse.entrypoints.runner import StartupError, run
 
     roles = {
@@ -109,6 +110,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     try:
         insecure = getattr(args, "insecure_no_auth", False)
         host = getattr(args, "host", None)
+        install_uvloop()
         asyncio.run(run(settings, roles, host=host, port=port, insecure_no_auth=insecure))
     except StartupError as exc:
         print(f"timefuse: {exc}", file=sys.stderr)

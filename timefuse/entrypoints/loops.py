@@ -1,4 +1,5 @@
-"""Which event loop the bench's own processes run on."""
+"""Which event loop timefuse's processes run on: uvloop where installed (uvicorn[standard] brings
+it), for less CPU per delivery and request than the default loop."""
 
 from __future__ import annotations
 
