@@ -9,12 +9,12 @@ topics and a fresh database:
    in batches (the store's own insert rate, no Kafka, no HTTP);
 2. ingestion: ``timefuse api`` + ``timefuse ingest`` as processes, clients posting batches to
    POST /api/v1/events/batch; the rate at which events were accepted (202) and the rate until
-   all of them were in PostgreSQL;
+   all of them were in PostgreSQL; then ``timefuse ingest`` alone draining a full topic;
 3. Kafka delivery: events due now inserted into the store, ``timefuse dispatch`` delivering
    them to a topic, until all are COMPLETED; against a bare producer writing the same payloads.
 
     .venv/bin/python benchmarks/kafka_paths.py [--events 50000] [--batch 1000]
-        [--clients 4] [--partitions 24]
+        [--clients 4] [--partitions 24] [--destination-concurrency 0]
 
 Every process shares the machine (broker, database, timefuse, the load itself): compare the
 figures of one run with each other, not with a dedicated cluster.
@@ -54,6 +54,7 @@ from timefuse.adapters.kafka.envelope import encode_event  # noqa: E402
 from timefuse.adapters.postgres import PostgresEventStore  # noqa: E402
 from timefuse.config import Settings  # noqa: E402
 from timefuse.domain.event import Event, new_event_id  # noqa: E402
+from timefuse.plugins.kafka import KafkaDelivery  # noqa: E402
 from timefuse.plugins.kafka import producer_config as delivery_producer_config  # noqa: E402
 
 PAYLOAD = {"order": 42, "customer": "c-0001", "items": [1, 2, 3], "note": "x" * 100}
@@ -100,6 +101,9 @@ def produce_all(config: dict[str, Any], topic: str, records: list[tuple[bytes, b
         if error is not None:
             failures.append(error)
 
+    # One acknowledged record first: acquiring the idempotent producer's id is start-up cost.
+    producer.produce(topic, records[0][1], records[0][0])
+    producer.flush(30)
     started = time.perf_counter()
     for key, value in records:
         while True:
@@ -130,7 +134,10 @@ async def raw_store_insert(dsn: str, events: list[Event], batch: int) -> float:
 
 def count(dsn: str, where: str = "TRUE") -> int:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(f"SELECT count(*) FROM events WHERE {where}").fetchone()
+        try:
+            row = conn.execute(f"SELECT count(*) FROM events WHERE {where}").fetchone()
+        except psycopg.errors.UndefinedTable:  # the process has not migrated the schema yet
+            return 0
         return int(row[0]) if row else 0
 
 
@@ -244,6 +251,22 @@ async def ingestion(args: argparse.Namespace, bootstrap: str, dsn: str, workdir:
     line("accepted and persisted in PostgreSQL", accepted, persisted)
 
 
+async def backlog(args: argparse.Namespace, bootstrap: str, dsn: str, workdir: Path) -> None:
+    """``timefuse ingest`` alone, draining a topic filled beforehand (a spike's aftermath)."""
+    env = base_env(bootstrap, dsn, uuid.uuid4().hex[:8], args.partitions)
+    topic = env["TIMEFUSE_KAFKA_INGEST_TOPIC"]
+    create_topic(bootstrap, topic, args.partitions)
+    events = make_events(args.events, datetime.now(UTC) + timedelta(days=1))
+    config = KafkaClientSettings(bootstrap).producer_config()
+    produce_all(config, topic, [(e.source.encode(), encode_event(e)) for e in events])
+    with started(workdir, env, "ingest") as processes:
+        await wait_for_count(dsn, 1, processes)
+        first, started_at = count(dsn), time.perf_counter()
+        await wait_for_count(dsn, len(events), processes)
+        seconds = time.perf_counter() - started_at
+    line("timefuse ingest alone, draining a backlog into PostgreSQL", len(events) - first, seconds)
+
+
 async def delivery(args: argparse.Namespace, bootstrap: str, dsn: str, workdir: Path) -> None:
     print("3. Kafka delivery: due events -> timefuse dispatch -> topic")
     run = uuid.uuid4().hex[:8]
@@ -259,13 +282,45 @@ async def delivery(args: argparse.Namespace, bootstrap: str, dsn: str, workdir: 
     )
     due = datetime.now(UTC)
     events = make_events(args.events, due, delivery_type="kafka", destination=topic)
+    seconds = await plugin_alone(settings, events[: min(len(events), 20_000)])
+    line("KafkaDelivery.deliver alone, 1000 in flight", min(len(events), 20_000), seconds)
     await raw_store_insert(dsn, events, args.batch)
     env = base_env(bootstrap, dsn, run, args.partitions)
-    started_at = time.perf_counter()
+    # Every event goes to one topic: the per-destination cap (a guard for slow webhooks)
+    # would be what is measured. --destination-concurrency 100 shows its cost.
+    env["TIMEFUSE_DESTINATION_CONCURRENCY"] = str(args.destination_concurrency)
+    done = "status = 'COMPLETED'"
     with started(workdir, env, "dispatch") as processes:
-        await wait_for_count(dsn, len(events), processes, "status = 'COMPLETED'")
+        # Timed from the first completion: the process's start-up is not delivery.
+        await wait_for_count(dsn, 1, processes, done)
+        first, started_at = count(dsn, done), time.perf_counter()
+        await wait_for_count(dsn, len(events), processes, done)
         seconds = time.perf_counter() - started_at
-    line("timefuse dispatch, due -> COMPLETED (start-up included)", len(events), seconds)
+    label = f"timefuse dispatch, due -> COMPLETED (cap {args.destination_concurrency or 'none'})"
+    line(label, len(events) - first, seconds)
+
+
+async def plugin_alone(settings: Settings, events: list[Event]) -> float:
+    """The delivery type without the dispatcher: 1000 deliveries in flight at a time."""
+    kafka = KafkaDelivery(settings)
+    await kafka.start()
+    pending = iter(events)
+
+    # Workers pulling from one iterator, not a semaphore: 20,000 tasks queued on an
+    # asyncio.Semaphore cost more than the deliveries being measured.
+    async def worker() -> None:
+        for event in pending:
+            outcome = await kafka.deliver(event, 1)
+            if not outcome.succeeded:
+                raise RuntimeError(outcome.error)
+
+    try:
+        await kafka.deliver(events[0], 1)  # the producer's id, once
+        started_at = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(1000)))
+        return time.perf_counter() - started_at
+    finally:
+        await kafka.stop()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -280,6 +335,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{args.events:,} events, batches of {args.batch}, {args.partitions} partitions")
         await baselines(args, bootstrap, fresh("raw"))
         await ingestion(args, bootstrap, fresh("ingest"), workdir)
+        await backlog(args, bootstrap, fresh("backlog"), workdir)
         await delivery(args, bootstrap, fresh("delivery"), workdir)
 
 
@@ -289,4 +345,10 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=24)
+    parser.add_argument(
+        "--destination-concurrency",
+        type=int,
+        default=0,
+        help="TIMEFUSE_DESTINATION_CONCURRENCY of the dispatcher (default 0: no cap)",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -67,7 +67,12 @@ def live_app(keys: KeyRing | None) -> Starlette:
             await store.close()
 
     return create_app(
-        service=tf.service, metrics=tf.metrics, settings=settings_, lifespan=lifespan, keys=keys
+        service=tf.service,
+        metrics=tf.metrics,
+        settings=settings_,
+        lifespan=lifespan,
+        keys=keys,
+        admin=tf.admin,
     )
 
 

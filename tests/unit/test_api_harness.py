@@ -20,12 +20,14 @@ from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.config import Settings
 from timefuse.domain.event import Event
+from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
-from timefuse.entrypoints.bootstrap import bootstrap
+from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
 from timefuse.ports.ingest import BufferUnavailable, IngestBuffer
 from timefuse.ports.store import EventStore
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+from timefuse.testing.factories import make_event, make_outcome
 
 EVENTS = "/api/v1/events"
 ENVELOPE_KEYS = {"success", "data", "message", "error_code", "errors", "timestamp"}
@@ -38,6 +40,7 @@ class Harness:
     service: EventService
     metrics: Metrics
     app: Starlette
+    tf: Timefuse
 
     async def submit(self, key: str | None = None, **overrides: Any) -> httpx.Response:
         return await self.client.post(EVENTS, json=event_json(**overrides), headers=bearer(key))
@@ -46,6 +49,27 @@ class Harness:
         response = await self.submit(key, **overrides)
         assert response.status_code == 202, response.text
         event_id: str = response.json()["data"]["id"]
+        return event_id
+
+    async def attempted(
+        self, status: EventStatus, event_id: str | None = None, **overrides: Any
+    ) -> str:
+        """Make one attempt on an event, leaving it in ``status``; its id.
+
+        Without ``event_id``, a new event (``overrides`` its fields) is stored first, by
+        default scheduled a day ago so that it is claimed before any other due event. A
+        PENDING outcome is a retry due at once.
+        """
+        if event_id is None:
+            overrides.setdefault("scheduled_at", datetime.now(UTC) - timedelta(days=1))
+            event = make_event(**overrides)
+            assert await self.store.insert_many([event]) == {event.id: event.id}
+            event_id = event.id
+        claimed = await self.store.claim_due("worker-test", 1, 60.0)
+        assert [event.id for event in claimed] == [event_id]
+        retry = {"next_attempt_at": datetime.now(UTC)} if status is EventStatus.PENDING else {}
+        outcome = make_outcome(claimed[0], "worker-test", status, **retry)
+        assert await self.store.record_outcomes("worker-test", [outcome]) == 1
         return event_id
 
 
@@ -115,10 +139,16 @@ async def running_api(
         # exactly as in a running process.
         tf = bootstrap(settings, store=store, buffer=buffer(store), metrics=Metrics())
         metrics, service = tf.metrics, tf.service
-        app = create_app(service=service, metrics=metrics, settings=settings, readiness=readiness)
+        app = create_app(
+            service=service,
+            metrics=metrics,
+            settings=settings,
+            readiness=readiness,
+            admin=tf.admin,
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
-            yield Harness(client, store, service, metrics, app)
+            yield Harness(client, store, service, metrics, app, tf)
     finally:
         await store.close()
 

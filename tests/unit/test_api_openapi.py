@@ -65,9 +65,9 @@ async def test_a_route_added_without_an_operation_is_caught(api: Harness) -> Non
     async def extra(request: object) -> PlainTextResponse:
         return PlainTextResponse("")
 
-    api.app.router.routes.append(Route(f"{EVENTS}/admin/cleanup", extra, methods=["POST"]))
+    api.app.router.routes.append(Route(f"{EVENTS}/admin/vacuum", extra, methods=["POST"]))
 
-    assert undocumented(api.app, await spec_of(api)) == {f"POST {EVENTS}/admin/cleanup"}
+    assert undocumented(api.app, await spec_of(api)) == {f"POST {EVENTS}/admin/vacuum"}
 
 
 async def test_it_is_openapi_3_1_with_the_models_as_schemas(api: Harness) -> None:
@@ -138,3 +138,48 @@ async def test_the_docs_page_is_self_contained(api: Harness) -> None:
     assert "https://" not in page
     # What comes from the description is inserted as text, never parsed as HTML.
     assert "innerHTML" not in page
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role", "statuses"),
+    [
+        ("get", EVENTS, "read", "200 400 401 403 503"),
+        ("get", EVENTS + "/{event_id}/attempts", "read", "200 400 401 403 404 503"),
+        ("post", EVENTS + "/{event_id}/redeliver", "submit", "200 400 401 403 404 409 503"),
+        ("post", EVENTS + "/admin/redeliver", "admin", "200 400 401 403 413 415 503"),
+        ("post", EVENTS + "/admin/cleanup", "admin", "200 400 401 403 503"),
+        ("get", EVENTS + "/admin/destinations", "admin", "200 401 403"),
+        ("post", EVENTS + "/admin/destinations/{key}/reset", "admin", "200 401 403 404"),
+    ],
+)
+async def test_the_history_listing_and_admin_operations_are_described(
+    tmp_path: Path, method: str, path: str, role: str, statuses: str
+) -> None:
+    env = {"TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path / "keys.toml"))}
+    async with running_api(tmp_path, env=env) as api:
+        spec = await spec_of(api, KEYS["admin"])
+
+    operation = spec["paths"][path][method]
+    assert operation["x-timefuse-role"] == role
+    assert set(operation["responses"]) == set(statuses.split())
+
+
+async def test_query_parameters_are_described_as_optional(api: Harness) -> None:
+    spec = await spec_of(api)
+
+    listing = spec["paths"][EVENTS]["get"]["parameters"]
+    cleanup = spec["paths"][EVENTS + "/admin/cleanup"]["post"]["parameters"]
+    schemas = spec["components"]["schemas"]
+
+    assert [p["name"] for p in listing] == [
+        "status", "source", "scheduled_from", "scheduled_to", "limit", "cursor",
+    ]  # fmt: skip
+    assert all(p["in"] == "query" and p["required"] is False for p in listing + cleanup)
+    by_name = {p["name"]: p for p in listing}
+    assert by_name["limit"]["schema"] == {
+        "type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
+    }  # fmt: skip
+    assert "DEAD_LETTER" in by_name["status"]["schema"]["enum"]
+    assert cleanup[0]["schema"]["maximum"] == 36500
+    assert schemas["RedeliverIn"]["additionalProperties"] is False
+    assert {"EventPageOut", "AttemptOut", "DestinationOut"} <= set(schemas)

@@ -38,6 +38,9 @@ async def test_health_answers_up(api: Harness, path: str) -> None:
         f"{EVENTS}/external/",
         f"{EVENTS}/",
         "/health/",
+        f"{EVENTS}/admin",
+        f"{EVENTS}/admin/nothing",
+        f"{EVENTS}/batch/attempts",
     ],
 )
 async def test_an_unknown_route_answers_404_in_the_envelope(api: Harness, path: str) -> None:
@@ -51,7 +54,12 @@ async def test_an_unknown_route_answers_404_in_the_envelope(api: Harness, path: 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("GET", EVENTS, {"POST"}),
+        ("PUT", EVENTS, {"GET", "HEAD", "POST"}),
+        ("DELETE", f"{EVENTS}/{uuid.uuid4()}/attempts", {"GET", "HEAD"}),
+        ("GET", f"{EVENTS}/{uuid.uuid4()}/redeliver", {"POST"}),
+        ("GET", f"{EVENTS}/admin/redeliver", {"POST"}),
+        ("GET", f"{EVENTS}/admin/cleanup", {"POST"}),
+        ("DELETE", f"{EVENTS}/admin/destinations", {"GET", "HEAD"}),
         ("GET", f"{EVENTS}/batch", {"POST"}),
         ("DELETE", f"{EVENTS}/statistics", {"GET", "HEAD"}),
         ("POST", f"{EVENTS}/health", {"GET", "HEAD"}),

@@ -2,7 +2,8 @@
 
 The app runs over a real SQLite store with keys from a real keys file. Alpha's events are the
 ones touched; the callers are alpha's own key (allowed), beta's key (wrong source), no key, a
-key that is not configured, and alpha's key lacking the operation's role.
+key that is not configured, and alpha's key lacking the operation's role. The admin operations
+have a matrix of their own: only the admin key may use them, whatever its sources.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import httpx
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, bearer, event_json, running_api
+from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.auth import hash_key
+from timefuse.testing.factories import make_event
 
 KEYS = {
     "alpha": "tfk_alpha_all",  # submit, read, cancel for alpha
@@ -47,8 +50,9 @@ def keys_file(path: Path) -> Path:
 @dataclass
 class World:
     api: Harness
-    alpha_id: str
-    beta_id: str
+    alpha_id: str  # PENDING
+    beta_id: str  # PENDING
+    alpha_dead_id: str  # DEAD_LETTER, after one attempt
 
     async def call(self, request: Request, key: str | None) -> httpx.Response:
         return await request(self, key)
@@ -65,7 +69,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             KEYS["alpha"], source="alpha", external_job_id="alpha-job"
         )
         beta_id = await api.submitted_id(KEYS["beta"], source="beta", external_job_id="beta-job")
-        yield World(api, alpha_id, beta_id)
+        alpha_dead_id = await api.attempted(EventStatus.DEAD_LETTER, source="alpha")
+        # The dispatcher has met one destination, so there is a breaker to reset.
+        api.tf.dispatcher.gate.offer(make_event(destination="https://alpha.example/hook"))
+        yield World(api, alpha_id, beta_id, alpha_dead_id)
 
 
 def _post(path: str, body: object) -> Request:
@@ -77,7 +84,7 @@ def _post(path: str, body: object) -> Request:
 
 def _on_alpha(method: str, path: str) -> Request:
     async def request(world: World, key: str | None) -> httpx.Response:
-        url = path.format(id=world.alpha_id)
+        url = path.format(id=world.alpha_id, dead=world.alpha_dead_id)
         return await world.api.client.request(method, url, headers=bearer(key))
 
     return request
@@ -112,6 +119,13 @@ ENDPOINTS: dict[str, tuple[Request, str, int, int]] = {
         200,
         404,
     ),
+    # Listing, like statistics, answers what the key may see; naming a source it doesn't act
+    # for lists nothing rather than refusing, so the answer tells nothing either way.
+    "list": (_on_alpha("GET", EVENTS), "alpha-submitter", 200, 200),
+    "list a source": (_on_alpha("GET", f"{EVENTS}?source=alpha"), "alpha-submitter", 200, 200),
+    "attempts": (_on_alpha("GET", EVENTS + "/{dead}/attempts"), "alpha-submitter", 200, 404),
+    # Redelivery sends the event again: the submit role.
+    "redeliver": (_on_alpha("POST", EVENTS + "/{dead}/redeliver"), "alpha-reader", 200, 404),
 }
 
 
@@ -133,11 +147,52 @@ async def test_isolation_matrix(world: World, endpoint: str, caller: str) -> Non
     assert response.json()["success"] is (expected < 400)
     if expected == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
-    # Whatever beta or a role-less key did, alpha's event is untouched.
+    # Whatever beta or a role-less key did, alpha's events are untouched.
     if caller != "allowed":
-        stored = await world.api.store.get(world.alpha_id)
-        assert stored is not None
-        assert stored.status.value == "PENDING"
+        await assert_untouched(world)
+
+
+async def assert_untouched(world: World) -> None:
+    pending = await world.api.store.get(world.alpha_id)
+    dead = await world.api.store.get(world.alpha_dead_id)
+    assert pending is not None
+    assert dead is not None
+    assert (pending.status.value, dead.status.value) == ("PENDING", "DEAD_LETTER")
+
+
+ADMIN = f"{EVENTS}/admin"
+ADMIN_ENDPOINTS: dict[str, Request] = {
+    "redeliver dead letters": _post(f"{ADMIN}/redeliver", {"source": "alpha"}),
+    "cleanup": _on_alpha("POST", f"{ADMIN}/cleanup?days=0"),
+    "destinations": _on_alpha("GET", f"{ADMIN}/destinations"),
+    "reset a destination": _on_alpha("POST", f"{ADMIN}/destinations/alpha.example/reset"),
+}
+
+
+@pytest.mark.parametrize("endpoint", ADMIN_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("caller", "status"),
+    [
+        ("admin", 200),
+        ("alpha", 403),  # every role but admin, for alpha
+        ("beta", 403),
+        ("alpha-reader", 403),
+        (None, 401),
+        ("not configured", 401),
+    ],
+)
+async def test_admin_matrix(world: World, endpoint: str, caller: str | None, status: int) -> None:
+    key = NOT_CONFIGURED if caller == "not configured" else KEYS[caller] if caller else None
+
+    response = await world.call(ADMIN_ENDPOINTS[endpoint], key)
+
+    assert response.status_code == status, response.text
+    assert response.json()["success"] is (status == 200)
+    if status == 403:
+        assert response.json()["error_code"] == "FORBIDDEN"
+    if caller != "admin":
+        # Neither redelivered nor cleaned up.
+        await assert_untouched(world)
 
 
 async def test_a_wrong_source_sees_nothing_of_the_other_sources_events(world: World) -> None:
@@ -205,7 +260,7 @@ async def test_the_admin_key_sees_every_source(world: World) -> None:
     statistics = await client.get(f"{EVENTS}/statistics", headers=admin)
 
     assert (alpha.status_code, beta.status_code) == (200, 200)
-    assert statistics.json()["data"]["TOTAL"] == 2
+    assert statistics.json()["data"]["TOTAL"] == 3  # alpha's two and beta's one
 
 
 @pytest.mark.parametrize(
@@ -213,11 +268,55 @@ async def test_the_admin_key_sees_every_source(world: World) -> None:
     [(None, 401), ("alpha", 403), ("alpha-reader", 403), ("admin", 404)],
 )
 async def test_admin_paths_need_the_admin_role(world: World, key: str | None, status: int) -> None:
-    # No admin operation exists yet: the admin key gets through to the router's 404.
+    # No operation has this path: only the admin key gets through to the router's 404.
     headers = bearer(KEYS[key] if key else None)
-    response = await world.api.client.post(f"{EVENTS}/admin/cleanup", headers=headers)
+    response = await world.api.client.post(f"{EVENTS}/admin/vacuum", headers=headers)
 
     assert response.status_code == status
+
+
+async def test_a_scoped_key_lists_only_its_sources_events(world: World) -> None:
+    async def listed(key: str, **params: str) -> set[str]:
+        response = await world.api.client.get(EVENTS, params=params, headers=bearer(KEYS[key]))
+        assert response.status_code == 200, response.text
+        return {event["id"] for event in response.json()["data"]["events"]}
+
+    assert await listed("alpha") == {world.alpha_id, world.alpha_dead_id}
+    assert await listed("beta") == {world.beta_id}
+    assert await listed("beta", source="alpha") == set()
+    assert await listed("alpha-reader", status="DEAD_LETTER") == {world.alpha_dead_id}
+    assert await listed("admin") == {world.alpha_id, world.beta_id, world.alpha_dead_id}
+    assert await listed("admin", source="beta") == {world.beta_id}
+
+
+async def test_another_sources_event_and_an_unknown_one_answer_alike_on_redelivery(
+    world: World,
+) -> None:
+    beta = bearer(KEYS["beta"])
+    client = world.api.client
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    foreign = await client.post(f"{EVENTS}/{world.alpha_dead_id}/redeliver", headers=beta)
+    missing = await client.post(f"{EVENTS}/{unknown}/redeliver", headers=beta)
+    history = await client.get(f"{EVENTS}/{world.alpha_dead_id}/attempts", headers=beta)
+
+    assert foreign.status_code == missing.status_code == history.status_code == 404
+    assert foreign.json()["message"] == missing.json()["message"].replace(
+        unknown, world.alpha_dead_id
+    )
+
+
+async def test_the_admin_key_reads_and_redelivers_any_sources_events(world: World) -> None:
+    admin = bearer(KEYS["admin"])
+    client = world.api.client
+
+    history = await client.get(f"{EVENTS}/{world.alpha_dead_id}/attempts", headers=admin)
+    redelivered = await client.post(f"{EVENTS}/{world.alpha_dead_id}/redeliver", headers=admin)
+
+    assert history.status_code == 200
+    assert len(history.json()["data"]) == 1
+    assert redelivered.status_code == 200
+    assert redelivered.json()["data"]["status"] == "PENDING"
 
 
 @pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready", f"{EVENTS}/health"])

@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.metrics_core import Metric
 
 from tests.support.docker import docker_available
+from timefuse.config import Settings
 from timefuse.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,8 @@ def test_each_timefuse_role_runs_from_the_repositorys_image_with_its_command(
 def test_long_running_services_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
     for name in LONG_RUNNING:
         check = services[name].get("healthcheck", {})
-        assert check.get("test") and not check.get("disable"), name
+        assert check.get("test"), name
+        assert not check.get("disable"), name
 
 
 def test_roles_start_after_migrations_and_a_healthy_broker(
@@ -98,13 +100,17 @@ def test_roles_start_after_migrations_and_a_healthy_broker(
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
-def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
+def test_published_ports_on_loopback(services: dict[str, dict[str, Any]]) -> None:
     def published(name: str) -> set[str]:
-        return {str(port).split(":")[0] for port in services[name].get("ports", [])}
+        # "[host_ip:]host_port:container_port": the host port is second from the end.
+        return {str(port).split(":")[-2] for port in services[name].get("ports", [])}
 
     assert "8080" in published("api")
     assert "9090" in published("prometheus")
     assert "3000" in published("grafana")
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every address"
 
 
 def test_prometheus_scrapes_every_timefuse_process_where_it_serves_metrics(
@@ -164,5 +170,19 @@ def test_the_image_runs_as_a_user_with_a_healthcheck() -> None:
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
     assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE)
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
-    assert users and users[-1] not in ("root", "0")
+    assert users, "the image never leaves root"
+    assert users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK ", dockerfile, re.MULTILINE)
+
+
+def test_the_api_gets_a_keys_file_it_can_load(services: dict[str, dict[str, Any]]) -> None:
+    # Without keys the API refuses to listen beyond loopback, which a container must do.
+    from timefuse.entrypoints.auth import load_key_ring
+
+    inside = services["api"]["environment"]["TIMEFUSE_API_KEYS_FILE"]
+    mounts = dict(str(m).split(":")[:2][::-1] for m in services["api"]["volumes"])
+    directory, name = inside.rsplit("/", 1)
+    on_host = ROOT / mounts[directory] / name
+    keys = load_key_ring(Settings.from_env({"TIMEFUSE_API_KEYS_FILE": str(on_host)}))
+    assert keys is not None
+    assert len(keys) >= 1

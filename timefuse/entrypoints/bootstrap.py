@@ -17,6 +17,7 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer, IngestStream
 from timefuse.ports.store import EventStore
+from timefuse.service.admin import Admin
 from timefuse.service.destinations import DestinationGate, DestinationLimits, GateSettings
 from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
 from timefuse.service.events import EventService
@@ -56,6 +57,15 @@ class Timefuse:
         await self.registry.stop()
         await self.buffer.close()
         await self.store.close()
+
+    @property
+    def admin(self) -> Admin:
+        """Retention on demand and this process's destinations, for the admin API."""
+        return Admin(
+            maintenance=self.maintenance,
+            gate=self.dispatcher.gate,
+            retention_days=self.settings.retention_days,
+        )
 
 
 def build_store(settings: Settings, clock: Clock) -> EventStore:

@@ -90,6 +90,7 @@ def _api_task(
             metrics=tf.metrics,
             settings=tf.settings,
             readiness=lambda: readiness(tf),
+            admin=tf.admin,
         )
     else:
         health = Health(tf.metrics, lambda: readiness(tf))

@@ -60,6 +60,8 @@ POLL_SECONDS = 0.1
 QUEUE_FULL_WAIT_SECONDS = 0.005
 CONTENT_TYPE = ("content-type", b"application/json")
 
+Report = tuple["asyncio.Future[KafkaError | None]", "KafkaError | None"]
+
 
 class TopicRules:
     """Which topics Kafka delivery may write to."""
@@ -111,11 +113,15 @@ class KafkaDelivery:
         self._producer: Producer | None = None
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Filled by delivery callbacks on the thread that polls; only one thread polls at once.
+        self._reports: list[Report] = []
 
     async def start(self) -> None:
         if self._producer is not None:
             return
         self._stopping.clear()
+        self._loop = asyncio.get_running_loop()
         self._producer = Producer({**self._config, "error_cb": _log_error})
         self._poller = threading.Thread(
             target=self._poll, args=(self._producer,), name="timefuse-kafka-delivery", daemon=True
@@ -130,7 +136,12 @@ class KafkaDelivery:
         self._stopping.set()
         await asyncio.to_thread(poller.join)
         # Settles what is in flight, so no dispatcher task waits on a report that never comes.
-        await asyncio.to_thread(producer.flush, self._timeout)
+        if await asyncio.to_thread(producer.flush, self._timeout):
+            # Not acknowledged in time: fail them now (as _PURGE_QUEUE) rather than leave
+            # their deliveries waiting for reports that a closed producer never sends.
+            producer.purge()
+            await asyncio.to_thread(producer.poll, 0)
+        self._hand_over()
 
     async def deliver(self, event: Event, attempt: int) -> DeliveryOutcome:
         reason = self._rules.validate(event.destination)
@@ -141,23 +152,21 @@ class KafkaDelivery:
             return DeliveryOutcome.retriable("kafka delivery is not started")
         deadline = time.monotonic() + self._timeout
         try:
-            report = await self._send(producer, event, attempt, deadline)
-            error = await asyncio.wait_for(
-                report, deadline + TIMEOUT_MARGIN_SECONDS / 2 - time.monotonic()
-            )
+            # No timer of our own: librdkafka reports every record by message.timeout.ms, and
+            # the dispatcher cuts off an attempt that outlives timeout_seconds anyway.
+            error = await (await self._send(producer, event, attempt, deadline))
         except KafkaException as exc:
             error = exc.args[0]
         except TimeoutError:
             return DeliveryOutcome.retriable(
-                f"no acknowledgement from Kafka within {self._timeout:g} s"
+                f"the local Kafka producer queue stayed full for {self._timeout:g} s"
             )
         return DeliveryOutcome.success() if error is None else classify(error, event.destination)
 
     async def _send(
         self, producer: Producer, event: Event, attempt: int, deadline: float
     ) -> asyncio.Future[KafkaError | None]:
-        loop = asyncio.get_running_loop()
-        report: asyncio.Future[KafkaError | None] = loop.create_future()
+        report: asyncio.Future[KafkaError | None] = asyncio.get_running_loop().create_future()
         headers: list[tuple[str, str | bytes | None]] = [
             ("timefuse-event-id", event.id.encode()),
             ("timefuse-source", event.source.encode()),
@@ -165,7 +174,7 @@ class KafkaDelivery:
             ("timefuse-attempt", str(attempt).encode()),
             CONTENT_TYPE,
         ]
-        on_delivery = functools.partial(_report, loop, report)
+        on_delivery = functools.partial(self._on_delivery, report)
         while True:
             try:
                 producer.produce(
@@ -185,6 +194,21 @@ class KafkaDelivery:
     def _poll(self, producer: Producer) -> None:
         while not self._stopping.is_set():
             producer.poll(POLL_SECONDS)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        # One wake-up of the loop per poll round rather than per record: under load a wake-up
+        # per record costs more than producing the record.
+        if not self._reports or self._loop is None:
+            return
+        reports, self._reports = self._reports, []
+        with contextlib.suppress(RuntimeError):  # the loop has closed; nobody is waiting
+            self._loop.call_soon_threadsafe(_settle, reports)
+
+    def _on_delivery(
+        self, report: asyncio.Future[KafkaError | None], error: KafkaError | None, _: Message
+    ) -> None:
+        self._reports.append((report, error))
 
 
 def classify(error: KafkaError, topic: str) -> DeliveryOutcome:
@@ -197,20 +221,10 @@ def classify(error: KafkaError, topic: str) -> DeliveryOutcome:
     return DeliveryOutcome.retriable(text)
 
 
-def _report(
-    loop: asyncio.AbstractEventLoop,
-    report: asyncio.Future[KafkaError | None],
-    error: KafkaError | None,
-    _message: Message,
-) -> None:
-    # On the polling thread: only the loop may settle the future.
-    with contextlib.suppress(RuntimeError):  # the loop has closed; nobody is waiting
-        loop.call_soon_threadsafe(_settle, report, error)
-
-
-def _settle(report: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
-    if not report.done():
-        report.set_result(error)
+def _settle(reports: list[Report]) -> None:
+    for report, error in reports:
+        if not report.done():  # else the dispatcher gave up on it
+            report.set_result(error)
 
 
 def _log_error(error: KafkaError) -> None:

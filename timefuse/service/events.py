@@ -1,10 +1,12 @@
-"""Use cases the API offers: submit, look up, cancel, count."""
+"""Use cases the API offers: submit, look up, list, cancel, redeliver, count."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.status import EventStatus
@@ -17,7 +19,15 @@ from timefuse.domain.validation import (
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer
-from timefuse.ports.store import CancelResult, EventStore
+from timefuse.ports.store import (
+    AttemptRecord,
+    CancelResult,
+    Cursor,
+    EventPage,
+    EventQuery,
+    EventStore,
+    RedeliverResult,
+)
 from timefuse.service.metrics import Metrics
 from timefuse.service.wakeup import DueSignal
 
@@ -33,6 +43,15 @@ Sources = Collection[str] | None
 
 def _visible(event: Event, sources: Sources) -> bool:
     return sources is None or event.source in sources
+
+
+def _narrow(query: EventQuery, sources: Sources) -> EventQuery:
+    """``query`` limited to ``sources`` as well as to its own sources."""
+    if sources is None:
+        return query
+    allowed = frozenset(sources)
+    wanted = allowed if query.sources is None else allowed & frozenset(query.sources)
+    return dataclasses.replace(query, sources=wanted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +190,68 @@ class EventService:
             if await self._store.cancel(event.id) is CancelResult.CANCELLED:
                 count += 1
         return count
+
+    async def list_events(
+        self, query: EventQuery, limit: int, after: Cursor | None = None, *, sources: Sources = None
+    ) -> EventPage:
+        """A page of the events matching ``query`` among those of ``sources``."""
+        narrowed = _narrow(query, sources)
+        if narrowed.sources is not None and not narrowed.sources:
+            return EventPage([], None)
+        return await self._store.list_events(narrowed, limit, after)
+
+    async def attempts(
+        self, event_id: str, *, sources: Sources = None
+    ) -> list[AttemptRecord] | None:
+        """The event's attempt history, oldest first; ``None`` when the event isn't visible."""
+        if await self.get(event_id, sources=sources) is None:
+            return None
+        return await self._store.attempts(event_id)
+
+    async def redeliver(self, event_id: str, *, sources: Sources = None) -> RedeliverResult:
+        """Deliver a COMPLETED, FAILED or DEAD_LETTER event again, due now."""
+        if sources is not None and await self.get(event_id, sources=sources) is None:
+            return RedeliverResult.NOT_FOUND
+        now = self._clock.now()
+        result = await self._store.redeliver(event_id, now)
+        if result is RedeliverResult.REDELIVERED:
+            self._redelivered(now)
+        return result
+
+    async def redeliver_dead_letters(
+        self,
+        *,
+        source: str | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        limit: int = 10_000,
+        sources: Sources = None,
+    ) -> int:
+        """Redeliver up to ``limit`` DEAD_LETTER events, due now; returns how many.
+
+        Only events of ``source`` (default: any) scheduled in ``[scheduled_from,
+        scheduled_to)``, among those of ``sources``.
+        """
+        query = EventQuery(sources=None if source is None else [source])
+        wanted = _narrow(query, sources).sources
+        if wanted is not None and not wanted:
+            return 0
+        now = self._clock.now()
+        count = await self._store.redeliver_dead_letters(
+            sources=wanted,
+            scheduled_from=scheduled_from,
+            scheduled_to=scheduled_to,
+            now=now,
+            limit=limit,
+        )
+        if count:
+            self._redelivered(now)
+        return count
+
+    def _redelivered(self, now: datetime) -> None:
+        if self._wakeup is not None:
+            self._wakeup.notify(now)
+        self._statistics.clear()
 
     async def statistics(self, *, sources: Sources = None) -> dict[str, int]:
         """Events per status, cached briefly so a busy dashboard can't turn into a scan loop."""

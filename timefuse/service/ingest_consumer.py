@@ -68,8 +68,7 @@ class IngestConsumer:
             return
         lag = asyncio.create_task(self._report_lag(stop), name="timefuse-ingest-lag")
         try:
-            while not stop.is_set():
-                await self._step(stop)
+            await self._consume(stop)
         finally:
             lag.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,24 +87,42 @@ class IngestConsumer:
                 await _sleep_or_stop(self._backoff(failures), stop)
         return False
 
-    async def _step(self, stop: asyncio.Event) -> None:
+    async def _consume(self, stop: asyncio.Event) -> None:
+        # One batch at a time: read, write, commit. Reading the next batch while writing
+        # this one was measured and gained nothing: librdkafka prefetches on its own threads,
+        # so a read returns what is already here, and the time goes to decoding and writing.
+        while not stop.is_set():
+            records = await self._fetch(stop)
+            if not records or await self.process(records, stop) or stop.is_set():
+                continue
+            # Held too long: give the batch back and read it again, which also keeps this
+            # member in its group; if it can't be given back, hold on until it is stored.
+            if await self._rewind(records):
+                log.info("ingest batch given back to the stream", records=len(records))
+            else:
+                await self._process(records, stop, hold_seconds=None)
+
+    async def _fetch(self, stop: asyncio.Event) -> list[IngestRecord]:
         settings = self._settings
         try:
-            records = await self._stream.fetch(settings.batch_size, settings.batch_timeout_seconds)
+            return await self._stream.fetch(settings.batch_size, settings.batch_timeout_seconds)
         except StreamUnavailable as exc:
             log.warning("reading the ingest stream failed; retrying", error=str(exc))
             await _sleep_or_stop(settings.retry_cap_seconds, stop)
-            return
-        if records:
-            await self.process(records, stop)
+            return []
 
     async def process(self, records: Sequence[IngestRecord], stop: asyncio.Event) -> bool:
         """Store ``records``, dead-letter their poison, commit; ``True`` once all of it is done.
 
-        Retries with backoff while the store or the stream is unavailable. ``False`` when it
-        gave the records back to the stream (held too long, or ``stop`` was set): they will be
-        read again, since nothing of them was committed.
+        Retries with backoff while the store or the stream is unavailable, for up to the
+        settings' ``hold_seconds``. ``False`` when it gave up (or ``stop`` was set): nothing of
+        ``records`` was committed.
         """
+        return await self._process(records, stop, self._settings.hold_seconds)
+
+    async def _process(
+        self, records: Sequence[IngestRecord], stop: asyncio.Event, hold_seconds: float | None
+    ) -> bool:
         valid, poison = self._sort(records)
         failures = 0
         held_since = time.monotonic()
@@ -119,10 +136,8 @@ class IngestConsumer:
                 log.warning(
                     "ingest batch not stored; retrying", error=str(exc), records=len(records)
                 )
-                if stop.is_set():
-                    return False
-                held_too_long = time.monotonic() - held_since > self._settings.hold_seconds
-                if held_too_long and await self._rewind(records):
+                held = time.monotonic() - held_since
+                if stop.is_set() or (hold_seconds is not None and held > hold_seconds):
                     return False
                 await _sleep_or_stop(self._backoff(failures), stop)
         self._metrics.ingest_batches.inc()

@@ -23,8 +23,9 @@ from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.entrypoints.api.app import create_app
-from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.entrypoints.bootstrap import Timefuse, bootstrap, build_stream
 from timefuse.ports.store import StoreUnavailable
+from timefuse.service.ingest_consumer import IngestConsumer, IngestSettings
 from timefuse.testing.factories import make_event
 
 pytestmark = pytest.mark.kafka
@@ -84,10 +85,17 @@ async def running(kafka: KafkaBroker, names: Names, tmp_path: Path) -> AsyncIter
     )
     store = ObservedStore(str(tmp_path / "timefuse.db"))
     tf = bootstrap(settings, store=store)
-    assert tf.ingest is not None
     await tf.open()
+    # A short hold: a store outage longer than a second also takes the give-back path.
+    consumer = IngestConsumer(
+        stream=build_stream(settings),
+        store=store,
+        metrics=tf.metrics,
+        settings=IngestSettings(hold_seconds=1.0),
+        wakeup=tf.wakeup,
+    )
     stop = asyncio.Event()
-    consuming = asyncio.create_task(tf.ingest.run(stop))
+    consuming = asyncio.create_task(consumer.run(stop))
     app = create_app(service=tf.service, metrics=tf.metrics, settings=settings)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
@@ -153,7 +161,8 @@ async def test_nothing_is_committed_while_the_store_is_down_and_all_is_stored_af
 ) -> None:
     running.store.down = True
     ids = [await running.submit("outage", n) for n in range(20)]
-    await eventually(lambda: running.tf.metrics.ingest_store_retries._value.get() >= 2, 20)
+    # Five failed tries take 3 s of backoff: past the 1 s hold, so the batch was given back.
+    await eventually(lambda: running.tf.metrics.ingest_store_retries._value.get() >= 5, 20)
     assert committed_offsets(kafka.bootstrap_servers, names.group, names.ingest, PARTITIONS) == 0
 
     running.store.down = False

@@ -1,8 +1,8 @@
 """An asyncio face on confluent-kafka's producer: one awaitable per record, settled by the broker.
 
 librdkafka reports each record's fate in a delivery callback, run by whichever thread calls
-``poll``. Here a dedicated thread polls, and each callback hands its result to the event loop
-with ``call_soon_threadsafe``, so no call on the event loop ever blocks on the network.
+``poll``. Here a dedicated thread polls and hands each round's results to the event loop with
+one ``call_soon_threadsafe``, so no call on the event loop ever blocks on the network.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ POLL_SECONDS = 0.1
 QUEUE_FULL_WAIT_SECONDS = 0.005
 
 Headers = list[tuple[str, str | bytes | None]]
+Report = tuple[asyncio.Future[None], KafkaError | None]
 
 
 class ProduceFailed(Exception):
@@ -50,6 +51,8 @@ class AsyncProducer:
         self._stopping = threading.Event()
         self._fatal = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Filled by delivery callbacks on the thread that polls; only one thread polls at once.
+        self._reports: list[Report] = []
         self.last_error: str | None = None
 
     @property
@@ -80,6 +83,7 @@ class AsyncProducer:
             timeout = 0.0
         # flush() polls too, so the last delivery reports still reach their awaiting callers.
         left = await asyncio.to_thread(producer.flush, timeout)
+        self._hand_over()
         if left:
             log.warning("%s: %d records not acknowledged at shutdown", self._name, left)
 
@@ -106,7 +110,7 @@ class AsyncProducer:
         if producer is None or loop is None:
             raise ProduceFailed(f"{self._name} is not started")
         future: asyncio.Future[None] = loop.create_future()
-        callback = functools.partial(self._on_delivery, loop, future)
+        callback = functools.partial(self._on_delivery, future)
         while True:
             try:
                 producer.produce(topic, value, key, headers=headers, on_delivery=callback)
@@ -170,17 +174,21 @@ class AsyncProducer:
     def _poll_forever(self, producer: Producer) -> None:
         while not self._stopping.is_set():
             producer.poll(POLL_SECONDS)
+            self._hand_over()
 
-    @staticmethod
-    def _on_delivery(
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[None],
-        error: KafkaError | None,
-        _message: Message,
-    ) -> None:
-        # The poll thread: hand the result to the loop, which alone may touch the future.
+    def _hand_over(self) -> None:
+        # One wake-up of the loop per poll round, not one per record: at thousands of records
+        # a second, a wake-up per record costs more than producing the record.
+        if not self._reports or self._loop is None:
+            return
+        reports, self._reports = self._reports, []
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, future, error)
+            self._loop.call_soon_threadsafe(_settle, reports)
+
+    def _on_delivery(
+        self, future: asyncio.Future[None], error: KafkaError | None, _message: Message
+    ) -> None:
+        self._reports.append((future, error))
 
     def _on_error(self, error: KafkaError) -> None:
         # Broker connections coming and going are reported here; the reason is kept so a
@@ -193,10 +201,11 @@ class AsyncProducer:
             log.warning("%s: %s", self._name, self.last_error)
 
 
-def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
-    if future.done():  # its caller gave up waiting
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(ProduceFailed(describe(error), error))
+def _settle(reports: list[Report]) -> None:
+    for future, error in reports:
+        if future.done():  # its caller gave up waiting
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(ProduceFailed(describe(error), error))

@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from timefuse.config import Settings
 from timefuse.entrypoints.api.access import Authenticate
+from timefuse.entrypoints.api.admin import AdminApi, admin_operations
 from timefuse.entrypoints.api.body import BodyLimits
 from timefuse.entrypoints.api.errors import EXCEPTION_HANDLERS, CatchAll
 from timefuse.entrypoints.api.health import Health, Readiness, health_operations
@@ -17,6 +18,7 @@ from timefuse.entrypoints.api.openapi import ApiDescription, Limits, build_spec
 from timefuse.entrypoints.api.operations import build_routes, public_paths
 from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, event_operations
 from timefuse.entrypoints.auth import KeyRing, load_key_ring
+from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
 
@@ -32,6 +34,7 @@ def create_app(
     readiness: Readiness | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     keys: KeyRing | None = _FROM_SETTINGS,
+    admin: Admin | None = None,
 ) -> Starlette:
     """The REST API over ``service``.
 
@@ -40,6 +43,8 @@ def create_app(
     :param lifespan: opens and closes what the app needs, when the server runs it.
     :param keys: the API keys; by default those of ``TIMEFUSE_API_KEYS_FILE``. ``None``
         turns authentication off.
+    :param admin: retention on demand and this process's destinations; without it the app
+        has no operations for them (bulk redelivery needs only ``service``).
     """
     if keys is _FROM_SETTINGS:
         keys = load_key_ring(settings)
@@ -48,6 +53,7 @@ def create_app(
     description = ApiDescription()
     operations = [
         *event_operations(api),
+        *admin_operations(AdminApi(service, admin, limits), ADMIN_PREFIX),
         *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
         *description.operations(),
     ]

@@ -95,8 +95,9 @@ function operation(path, method, op) {
   const body = $("div");
   if (op.description) body.append($("p", op.description));
   for (const p of op.parameters || []) {
-    body.append($("p", "path parameter " + p.name + ": " + describe(p.schema, 0) +
-                       (p.schema.description ? " — " + p.schema.description : "")));
+    const meaning = p.description || p.schema.description;
+    body.append($("p", p.in + " parameter " + p.name + (p.required ? "" : " (optional)") +
+                       ": " + describe(p.schema, 0) + (meaning ? " — " + meaning : "")));
   }
   if (op.requestBody) {
     body.append($("h4", "Request body (application/json)"));

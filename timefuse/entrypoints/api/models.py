@@ -10,6 +10,7 @@ import msgspec
 from timefuse.domain.event import Event
 from timefuse.domain.validation import SubmissionLimits
 from timefuse.entrypoints.api.envelope import FieldErrorOut
+from timefuse.ports.store import AttemptRecord
 
 
 def _doc(description: str, **schema: object) -> msgspec.Meta:
@@ -264,3 +265,85 @@ def event_out(event: Event) -> EventOut:
         retry_backoff_seconds=event.retry_backoff_seconds,
         retry_backoff_max_seconds=event.retry_backoff_max_seconds,
     )
+
+
+class EventPageOut(msgspec.Struct):
+    """One page of a listing; pass ``next_cursor`` as ``cursor`` for the next (null: the end)."""
+
+    events: list[EventOut]
+    next_cursor: str | None
+
+
+class AttemptOut(msgspec.Struct):
+    """One delivery attempt. ``sequence`` numbers the event's whole history from 1;
+    ``attempt`` numbers the attempts of one delivery round, again from 1 after a redelivery."""
+
+    sequence: int
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    outcome: Annotated[str, _doc("How it ended.", enum=["SUCCESS", "RETRIABLE", "PERMANENT"])]
+    status_code: int | None
+    error: str | None
+    worker: str
+
+
+def attempt_out(record: AttemptRecord) -> AttemptOut:
+    return AttemptOut(
+        sequence=record.sequence,
+        attempt=record.attempt,
+        started_at=_utc(record.started_at),
+        duration_ms=record.duration_ms,
+        outcome=record.outcome.value,
+        status_code=record.status_code,
+        error=record.error,
+        worker=record.worker,
+    )
+
+
+SourceFilter = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=_LIMITS.max_source, description="Only this source's."),
+]
+# Decoded as text and checked by the rules submissions meet (validation.parse_instant).
+ScheduledFrom = Annotated[
+    str,
+    _doc("Only events scheduled at or after this instant (with an offset).", format="date-time"),
+]
+ScheduledTo = Annotated[
+    str, _doc("Only events scheduled before this instant (with an offset).", format="date-time")
+]
+RedeliverLimit = Annotated[int, msgspec.Meta(ge=1, le=100_000, description="At most this many.")]
+
+
+class RedeliverIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Which DEAD_LETTER events to deliver again; every criterion given must hold.
+
+    Unknown fields are refused: a misspelt criterion silently ignored would redeliver more
+    than was asked for.
+    """
+
+    source: SourceFilter | None = None
+    scheduled_from: ScheduledFrom | None = None
+    scheduled_to: ScheduledTo | None = None
+    limit: RedeliverLimit = 10_000
+
+
+class Redelivered(msgspec.Struct):
+    redelivered: int
+
+
+class CleanedUp(msgspec.Struct):
+    deleted: int
+    days: int
+
+
+class DestinationOut(msgspec.Struct):
+    """A destination (host and port, or delivery type and topic) as this process sees it."""
+
+    key: str
+    breaker: Annotated[str, _doc("The circuit breaker.", enum=["CLOSED", "OPEN", "HALF_OPEN"])]
+    consecutive_failures: int
+    trips: int
+    in_flight: int
+    waiting: int

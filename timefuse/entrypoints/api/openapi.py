@@ -8,7 +8,7 @@ the routes, so the description can't say something the API doesn't do.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -31,12 +31,14 @@ _ERRORS = {
     "parameter (error_code and errors say which).",
     401: "No API key, or not a valid one (WWW-Authenticate: Bearer).",
     403: "The key lacks the role, or may not act for the event's source.",
-    404: "No such event among those the key may see.",
-    409: "The event is no longer PENDING.",
+    404: "No such event among those the key may see (or, for a destination, none this "
+    "process's dispatcher knows).",
+    409: "The event's status doesn't allow it (the message names the status): cancelling needs "
+    "PENDING; redelivering needs COMPLETED, FAILED or DEAD_LETTER.",
     413: "The request body is larger than TIMEFUSE_MAX_BODY_BYTES. (An event's payload over "
     "TIMEFUSE_MAX_PAYLOAD_BYTES is a 400 naming the payload field.)",
     415: "The body is not application/json (or a +json type).",
-    503: "A part timefuse needs (store, buffer) is unavailable; nothing was accepted.",
+    503: "A part timefuse needs (store, buffer) is unavailable; nothing was accepted or changed.",
 }
 
 
@@ -153,11 +155,13 @@ def _operation(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str
     }
     if op.description:
         document["description"] = op.description
-    if op.params:
-        document["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": dict(schema)}
-            for name, schema in op.params.items()
-        ]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": dict(schema)}
+        for name, schema in op.params.items()
+    ]
+    parameters += [_query_parameter(name, schema) for name, schema in op.query.items()]
+    if parameters:
+        document["parameters"] = parameters
     if op.body is not None:
         content = {"application/json": {"schema": schema_of[op.body]}}
         document["requestBody"] = {"required": True, "content": content}
@@ -168,6 +172,15 @@ def _operation(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str
         "public" if op.public else op.role.value if op.role is not None else "any key"
     )
     return document
+
+
+def _query_parameter(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"name": name, "in": "query", "required": False}
+    rest = dict(schema)
+    if "description" in rest:
+        parameter["description"] = rest.pop("description")
+    parameter["schema"] = rest
+    return parameter
 
 
 def _responses(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str, Any]:

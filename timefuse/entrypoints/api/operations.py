@@ -37,6 +37,8 @@ class Operation:
     :param body: the msgspec type the JSON request body is decoded into.
     :param errors: the error statuses it answers besides 401/403 (added when it needs a key).
     :param params: JSON schemas of the path parameters, by name.
+    :param query: JSON schemas of the (optional) query parameters, by name; a ``description``
+        in one describes the parameter.
     """
 
     method: str
@@ -51,6 +53,7 @@ class Operation:
     body: Any = None
     errors: tuple[int, ...] = ()
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     media_type: str = "application/json"
     description: str = ""
 

@@ -19,11 +19,14 @@ from timefuse.entrypoints.api.envelope import ok
 from timefuse.entrypoints.api.errors import (
     EVENT_NOT_FOUND,
     EVENT_NOT_PENDING,
+    EVENT_NOT_REDELIVERABLE,
     INVALID_EVENT_ID,
     VALIDATION_FAILED,
     ApiError,
 )
+from timefuse.entrypoints.api.listing import QUERY_PARAMS, parse_listing
 from timefuse.entrypoints.api.models import (
+    AttemptOut,
     BatchBody,
     BatchIn,
     BatchOut,
@@ -31,12 +34,14 @@ from timefuse.entrypoints.api.models import (
     EventBody,
     EventIn,
     EventOut,
+    EventPageOut,
     Submitted,
+    attempt_out,
     event_out,
 )
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
-from timefuse.ports.store import CancelResult
+from timefuse.ports.store import CancelResult, RedeliverResult
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
 
@@ -55,7 +60,9 @@ class EventIdConvertor(Convertor[str]):
     router see that the path exists with other methods.
     """
 
-    regex = "(?!(?:batch|statistics|health|external)$)[^/]+"
+    # The regex is embedded in the route's: a fixed name is excluded whole, as the last
+    # segment or followed by more ("admin/redeliver" is not event "admin"'s redelivery).
+    regex = "(?!(?:batch|statistics|health|external|admin)(?:/|$))[^/]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -136,6 +143,40 @@ class EventsApi:
         # nothing to read back; the short answer then is still true.
         data = event_out(event) if event is not None else Submitted(event_id, "CANCELLED")
         return ok(data, message="event cancelled")
+
+    async def list_events(self, request: Request) -> Response:
+        listing = parse_listing(request.query_params)
+        sources = principal(request).sources
+        page = await self._service.list_events(
+            listing.query, listing.limit, listing.after, sources=sources
+        )
+        cursor = page.next_cursor.encode() if page.next_cursor is not None else None
+        return ok(EventPageOut([event_out(event) for event in page.events], cursor))
+
+    async def attempts(self, request: Request) -> Response:
+        event_id = _event_id(request)
+        records = await self._service.attempts(event_id, sources=principal(request).sources)
+        if records is None:
+            raise _not_found(event_id)
+        return ok([attempt_out(record) for record in records])
+
+    async def redeliver(self, request: Request) -> Response:
+        event_id = _event_id(request)
+        sources = principal(request).sources
+        result = await self._service.redeliver(event_id, sources=sources)
+        if result is RedeliverResult.NOT_FOUND:
+            raise _not_found(event_id)
+        # Read back for the answer: due now, the dispatcher may already have claimed it.
+        event = await self._service.get(event_id, sources=sources)
+        if event is None:  # purged meanwhile: retention raced the request
+            raise _not_found(event_id)
+        if result is RedeliverResult.NOT_REDELIVERABLE:
+            message = (
+                f"event {event_id} is {event.status.value}; only a COMPLETED, FAILED or "
+                "DEAD_LETTER event can be redelivered"
+            )
+            raise ApiError(409, EVENT_NOT_REDELIVERABLE, message)
+        return ok(event_out(event), message="event redelivered")
 
     async def latest_by_external_id(self, request: Request) -> Response:
         external_job_id = self._external_id(request)
@@ -227,6 +268,13 @@ def event_operations(api: EventsApi) -> list[Operation]:
             status=202, data=Submitted, body=EventBody, errors=(400, 403, 413, 415, 503),
         ),
         Operation(
+            "GET", PREFIX, api.list_events, "List events, a page at a time", tag, Role.READ,
+            data=EventPageOut, errors=(400, 503), query=QUERY_PARAMS,
+            description="Ordered by (scheduled_at, id); pages follow with next_cursor "
+            "(keyset pagination: no event is skipped or repeated). Only the events of the "
+            "sources the key acts for: a source it doesn't act for lists nothing.",
+        ),
+        Operation(
             "POST", PREFIX + "/batch", api.submit_batch, "Submit a batch of events", tag,
             Role.SUBMIT, status=202, data=BatchOut, body=BatchBody,
             errors=(400, 403, 413, 415, 503),
@@ -264,5 +312,18 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "DELETE", by_id, api.cancel, "Cancel a pending event", tag, Role.CANCEL,
             data=EventOut, errors=(400, 404, 409, 503),
             params={"event_id": _EVENT_ID},
+        ),
+        Operation(
+            "GET", by_id + "/attempts", api.attempts, "List an event's delivery attempts", tag,
+            Role.READ, data=list[AttemptOut], errors=(400, 404, 503),
+            params={"event_id": _EVENT_ID}, description="Oldest first.",
+        ),
+        Operation(
+            "POST", by_id + "/redeliver", api.redeliver, "Deliver a finished event again", tag,
+            Role.SUBMIT, data=EventOut, errors=(400, 404, 409, 503),
+            params={"event_id": _EVENT_ID},
+            description="A COMPLETED, FAILED or DEAD_LETTER event becomes PENDING, due now, "
+            "with its retries afresh; its attempt history is kept. Needs the submit role: it "
+            "sends the event again.",
         ),
     ]  # fmt: skip

@@ -1,0 +1,140 @@
+"""Admin operations beyond events: retention now, and this process's destinations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.unit.test_api_harness import EVENTS, Harness, assert_envelope, error_fields, running_api
+from timefuse.config import Settings
+from timefuse.domain.outcome import DeliveryOutcome
+from timefuse.domain.status import EventStatus
+from timefuse.entrypoints.api import create_app
+from timefuse.service.destinations import DestinationGate
+from timefuse.testing.factories import make_event
+
+CLEANUP = f"{EVENTS}/admin/cleanup"
+DESTINATIONS = f"{EVENTS}/admin/destinations"
+DESTINATION_FIELDS = {"key", "breaker", "consecutive_failures", "trips", "in_flight", "waiting"}
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_api(tmp_path, env={"CLEANUP_RETENTION_DAYS": "3"}) as harness:
+        yield harness
+
+
+class TestCleanup:
+    async def test_terminal_events_go_and_pending_ones_stay(self, api: Harness) -> None:
+        done = [await api.attempted(status) for status in (EventStatus.COMPLETED,) * 2]
+        dead = await api.attempted(EventStatus.DEAD_LETTER)
+        pending = await api.submitted_id()
+
+        response = await api.client.post(CLEANUP, params={"days": "0"})
+
+        assert response.status_code == 200, response.text
+        assert_envelope(response.json(), success=True)
+        assert response.json()["data"] == {"deleted": 3, "days": 0}
+        assert [await api.store.get(event_id) for event_id in (*done, dead)] == [None] * 3
+        assert await api.store.get(pending) is not None
+
+    async def test_the_configured_retention_is_the_default(self, api: Harness) -> None:
+        recent = await api.attempted(EventStatus.COMPLETED)
+
+        response = await api.client.post(CLEANUP)
+
+        assert response.json()["data"] == {"deleted": 0, "days": 3}
+        assert await api.store.get(recent) is not None
+
+    @pytest.mark.parametrize("days", ["-1", "36501", "seven", "1.5", ""])
+    async def test_days_out_of_range_answer_400(self, api: Harness, days: str) -> None:
+        response = await api.client.post(CLEANUP, params={"days": days})
+
+        assert response.status_code == 400
+        assert error_fields(response) == {"days"}
+        assert "days" in response.json()["message"]
+
+    async def test_the_largest_retention_is_accepted(self, api: Harness) -> None:
+        response = await api.client.post(CLEANUP, params={"days": "36500"})
+
+        assert response.json()["data"] == {"deleted": 0, "days": 36500}
+
+
+def trip(gate: DestinationGate, destination: str, failures: int = 5) -> None:
+    for _ in range(failures):
+        event = make_event(destination=destination)
+        gate.offer(event)
+        gate.finished(event, DeliveryOutcome.retriable("HTTP 503", 503))
+
+
+class TestDestinations:
+    async def test_none_are_known_before_any_delivery(self, api: Harness) -> None:
+        response = await api.client.get(DESTINATIONS)
+
+        assert response.status_code == 200
+        assert_envelope(response.json(), success=True)
+        assert response.json()["data"] == []
+
+    async def test_each_destination_shows_its_breaker_and_queues(self, api: Harness) -> None:
+        gate = api.tf.dispatcher.gate
+        trip(gate, "https://down.example/hook")
+        gate.offer(make_event(destination="https://up.example/hook"))
+
+        response = await api.client.get(DESTINATIONS)
+
+        listed = response.json()["data"]
+        assert [set(d) for d in listed] == [DESTINATION_FIELDS] * 2
+        down, up = listed
+        assert (down["key"], down["breaker"], down["trips"]) == ("down.example", "OPEN", 1)
+        assert down["consecutive_failures"] == 5
+        assert (up["key"], up["breaker"], up["in_flight"]) == ("up.example", "CLOSED", 1)
+
+    async def test_a_reset_closes_the_breaker(self, api: Harness) -> None:
+        trip(api.tf.dispatcher.gate, "https://down.example/hook")
+
+        response = await api.client.post(f"{DESTINATIONS}/down.example/reset")
+        listed = await api.client.get(DESTINATIONS)
+
+        assert response.status_code == 200, response.text
+        assert_envelope(response.json(), success=True)
+        state = response.json()["data"]
+        assert (state["key"], state["breaker"], state["consecutive_failures"]) == (
+            "down.example", "CLOSED", 0,
+        )  # fmt: skip
+        assert listed.json()["data"][0]["breaker"] == "CLOSED"
+
+    async def test_a_key_holding_a_slash_is_reset(self, api: Harness) -> None:
+        trip(api.tf.dispatcher.gate, "orders/eu")  # not a URL: keyed by type and destination
+
+        response = await api.client.post(f"{DESTINATIONS}/http:orders/eu/reset")
+
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["key"] == "http:orders/eu"
+
+    async def test_an_unknown_destination_answers_404(self, api: Harness) -> None:
+        response = await api.client.post(f"{DESTINATIONS}/nowhere.example/reset")
+
+        assert response.status_code == 404
+        assert response.json()["error_code"] == "DESTINATION_NOT_FOUND"
+        assert "nowhere.example" in response.json()["message"]
+
+
+async def test_without_an_admin_facade_the_app_has_no_retention_or_destinations(
+    tmp_path: Path,
+) -> None:
+    async with running_api(tmp_path) as api:
+        bare = create_app(service=api.service, metrics=api.metrics, settings=Settings.from_env({}))
+        transport = httpx.ASGITransport(app=bare)
+        async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
+            cleanup = await client.post(CLEANUP)
+            destinations = await client.get(DESTINATIONS)
+            redeliver = await client.post(f"{EVENTS}/admin/redeliver", json={})
+            spec = (await client.get("/openapi.json")).json()
+
+    assert (cleanup.status_code, destinations.status_code) == (404, 404)
+    assert not {CLEANUP, DESTINATIONS} & set(spec["paths"])
+    # Bulk redelivery goes through the event service, which every app has.
+    assert redeliver.json()["data"] == {"redelivered": 0}

@@ -1,0 +1,159 @@
+"""The /api/v1/events/admin operations: bulk redelivery, retention now, destinations.
+
+Everything under the admin prefix needs the admin role, whatever its operation declares
+(:class:`~timefuse.entrypoints.api.access.Authenticate`); each operation declares it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+
+from timefuse.domain.validation import FieldError
+from timefuse.entrypoints.api.access import principal
+from timefuse.entrypoints.api.body import BodyLimits, read_json
+from timefuse.entrypoints.api.envelope import ok
+from timefuse.entrypoints.api.errors import (
+    DESTINATION_NOT_FOUND,
+    ApiError,
+)
+from timefuse.entrypoints.api.listing import check_window, instant_param, int_param, invalid
+from timefuse.entrypoints.api.models import (
+    CleanedUp,
+    DestinationOut,
+    Redelivered,
+    RedeliverIn,
+)
+from timefuse.entrypoints.api.operations import Operation
+from timefuse.entrypoints.auth import Role
+from timefuse.service.admin import Admin
+from timefuse.service.events import EventService
+
+log = structlog.get_logger("timefuse.api")
+
+MAX_CLEANUP_DAYS = 36_500
+
+_redeliver_decoder = msgspec.json.Decoder(RedeliverIn)
+
+
+class AdminApi:
+    """:param admin: retention and destinations; without it the app has no such operations."""
+
+    def __init__(self, service: EventService, admin: Admin | None, limits: BodyLimits) -> None:
+        self._service = service
+        self._admin = admin
+        self._limits = limits
+
+    async def redeliver_dead_letters(self, request: Request) -> Response:
+        body = await read_json(request, _redeliver_decoder, self._limits)
+        errors: list[FieldError] = []
+        scheduled_from = instant_param("scheduled_from", body.scheduled_from, errors)
+        scheduled_to = instant_param("scheduled_to", body.scheduled_to, errors)
+        check_window(scheduled_from, scheduled_to, errors)
+        if errors:
+            raise invalid(errors, "request")
+        caller = principal(request)
+        count = await self._service.redeliver_dead_letters(
+            source=body.source,
+            scheduled_from=scheduled_from,
+            scheduled_to=scheduled_to,
+            limit=body.limit,
+            sources=caller.sources,
+        )
+        # Operators' bulk actions are worth a trace of who did what.
+        log.info("dead letters redelivered", count=count, source=body.source, key=caller.name)
+        return ok(Redelivered(count), message=f"{count} events redelivered")
+
+    async def cleanup(self, request: Request) -> Response:
+        errors: list[FieldError] = []
+        days = int_param("days", request.query_params.get("days"), 0, MAX_CLEANUP_DAYS, errors)
+        if errors:
+            raise invalid(errors)
+        admin = self._facade()
+        days = admin.retention_days if days is None else days
+        deleted = await admin.cleanup(days)
+        log.info(
+            "retention run on request", deleted=deleted, days=days, key=principal(request).name
+        )
+        return ok(CleanedUp(deleted, days), message=f"{deleted} events deleted")
+
+    async def destinations(self, request: Request) -> Response:
+        states = self._facade().destinations()
+        return ok([_destination_out(key, state) for key, state in states.items()])
+
+    async def reset_destination(self, request: Request) -> Response:
+        key: str = request.path_params["key"]
+        state = self._facade().reset_destination(key)
+        if state is None:
+            message = f"this process's dispatcher knows no destination {key[:200]!r}"
+            raise ApiError(404, DESTINATION_NOT_FOUND, message)
+        log.info("circuit breaker reset", destination=key, key=principal(request).name)
+        return ok(_destination_out(key, state), message="circuit breaker reset")
+
+    @property
+    def has_facade(self) -> bool:
+        return self._admin is not None
+
+    def _facade(self) -> Admin:
+        # Only operations admin_operations adds when there is a facade call this.
+        assert self._admin is not None
+        return self._admin
+
+
+def _destination_out(key: str, state: Mapping[str, object]) -> DestinationOut:
+    return msgspec.convert({**state, "key": key}, DestinationOut)
+
+
+_DAYS = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_CLEANUP_DAYS,
+    "description": "Keep terminal events updated within this many days (default: "
+    "CLEANUP_RETENTION_DAYS).",
+}
+_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "description": "A destination's key as listed (host:port, or delivery type:topic).",
+}
+
+
+def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
+    """Bulk redelivery; with a facade, retention and destinations too."""
+    tag = "admin"
+    redeliver = Operation(
+        "POST", prefix + "/redeliver", api.redeliver_dead_letters,
+        "Redeliver DEAD_LETTER events", tag, Role.ADMIN, data=Redelivered, body=RedeliverIn,
+        errors=(400, 413, 415, 503),
+        description="Up to limit (default 10000) DEAD_LETTER events, earliest scheduled first, "
+        "become PENDING and due now, in one transaction; send {} for any source and time. "
+        "Call again while it answers limit.",
+    )  # fmt: skip
+    if not api.has_facade:
+        return [redeliver]
+    return [
+        redeliver,
+        Operation(
+            "POST", prefix + "/cleanup", api.cleanup, "Run retention now", tag, Role.ADMIN,
+            data=CleanedUp, errors=(400, 503), query={"days": _DAYS},
+            description="Deletes COMPLETED, FAILED, DEAD_LETTER and CANCELLED events last "
+            "updated more than days ago; never a PENDING or PROCESSING one.",
+        ),
+        Operation(
+            "GET", prefix + "/destinations", api.destinations,
+            "This process's destinations", tag, Role.ADMIN, data=list[DestinationOut],
+            description="Breaker, caps and queues are kept per dispatching process: this lists "
+            "the destinations of the process answering (none in a process that doesn't "
+            "dispatch).",
+        ),
+        Operation(
+            "POST", prefix + "/destinations/{key:path}/reset", api.reset_destination,
+            "Close a destination's circuit breaker", tag, Role.ADMIN, data=DestinationOut,
+            errors=(404,), params={"key": _KEY},
+            description="In the process answering only (see the list of destinations).",
+        ),
+    ]  # fmt: skip

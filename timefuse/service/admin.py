@@ -1,0 +1,39 @@
+"""Operator actions beyond single events: retention on demand, and this process's destinations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from timefuse.service.destinations import DestinationGate
+from timefuse.service.maintenance import Maintenance
+
+
+class Admin:
+    """What the admin API acts on besides events.
+
+    The destinations are those of this process's dispatcher: breakers, caps and queues live in
+    the memory of each dispatching process, so another process's are neither shown nor reset
+    here.
+
+    :param retention_days: what :meth:`cleanup` keeps when not told otherwise
+        (``CLEANUP_RETENTION_DAYS``).
+    """
+
+    def __init__(self, *, maintenance: Maintenance, gate: DestinationGate, retention_days: int):
+        self._maintenance = maintenance
+        self._gate = gate
+        self.retention_days = retention_days
+
+    async def cleanup(self, days: int | None = None) -> int:
+        """Delete terminal events last updated more than ``days`` ago, now; returns how many."""
+        return await self._maintenance.cleanup(self.retention_days if days is None else days)
+
+    def destinations(self) -> Mapping[str, Mapping[str, object]]:
+        """Each destination this process's dispatcher knows, by key, with its state."""
+        return self._gate.snapshot()
+
+    def reset_destination(self, key: str) -> Mapping[str, object] | None:
+        """Close the destination's breaker; its state after, or ``None`` if it is unknown."""
+        if not self._gate.reset_breaker(key):
+            return None
+        return self._gate.snapshot().get(key)
