@@ -39,11 +39,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from timefuse.adapters.postgres import PostgresEventStore, queries
-from timefuse.adapters.postgres import store as store_module
+from timefuse.adapters.postgres import PostgresEventStore, connection, queries
+from timefuse.adapters.postgres.inserts import COPY_MIN_BATCH
 from timefuse.adapters.postgres.partitions import create_partitions, period_start
 from timefuse.adapters.postgres.rows import EVENT_COLUMNS, copy_row, event_arrays
-from timefuse.adapters.postgres.store import COPY_MIN_BATCH
 from timefuse.domain.event import Event, new_event_id
 from timefuse.testing.factories import make_outcome
 
@@ -302,17 +301,17 @@ async def store_claim_latency(dsn: str, limit: int, runs: int = 25) -> float:
 @contextlib.contextmanager
 def server_default_plans() -> Iterator[None]:
     """Stores opened inside leave plan_cache_mode at the server's default (auto)."""
-    original = store_module._configure
+    original = connection.configure
 
     async def configure(conn: Conn) -> None:
         await original(conn)
         await conn.execute("RESET plan_cache_mode")
 
-    store_module._configure = configure
+    connection.configure = configure
     try:
         yield
     finally:
-        store_module._configure = original
+        connection.configure = original
 
 
 async def fill_partitions_database(dsn: str, events: list[Event], extra_days: int) -> int:

@@ -253,7 +253,9 @@ class Settings:
         "TIMEFUSE_DB_POOL_SIZE", "10", "PostgreSQL pool size.", _int("TIMEFUSE_DB_POOL_SIZE", 1)
     )
     kafka_bootstrap_servers: str = _setting(
-        "KAFKA_BOOTSTRAP_SERVERS", "", "Kafka brokers; set to use the Kafka ingest buffer."
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "",
+        "Kafka brokers; set to use the Kafka ingest buffer and the kafka delivery type.",
     )
     kafka_partitions: int = _setting(
         "KAFKA_PARTITIONS", "24", "Partitions of the ingest topic.", _int("KAFKA_PARTITIONS", 1)

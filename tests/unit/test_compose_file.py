@@ -47,7 +47,7 @@ def test_the_compose_file_is_accepted(compose: dict[str, Any]) -> None:
     """By ``docker compose config`` where a Docker engine and Compose answer; otherwise the
     file must at least be a Compose document (the checks below look at its contents)."""
     docker = shutil.which("docker")
-    if docker is not None and docker_available():
+    if docker is not None and docker_available() and _has_compose(docker):
         result = subprocess.run(
             [docker, "compose", "-f", str(COMPOSE), "config", "-q"],
             capture_output=True,
@@ -59,6 +59,14 @@ def test_the_compose_file_is_accepted(compose: dict[str, Any]) -> None:
     top_level = {key for key in compose if not key.startswith("x-")}  # x-*: Compose extensions
     assert top_level <= {"name", "services", "volumes", "networks", "configs", "secrets"}
     assert all("image" in svc or "build" in svc for svc in compose["services"].values())
+
+
+def _has_compose(docker: str) -> bool:
+    # The engine may answer while the Compose plugin is missing (`docker compose` unknown).
+    probe = subprocess.run(
+        [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+    )
+    return probe.returncode == 0
 
 
 def test_every_part_of_the_system_is_a_service(services: dict[str, dict[str, Any]]) -> None:

@@ -115,3 +115,14 @@ def test_overflow_comes_back_about_when_the_queue_ahead_has_drained() -> None:
     gate.finished(fast[0], DeliveryOutcome.success(), seconds=0.001)
     assert first_deferral(gate, fast[1:]) == settings.min_defer_seconds
     assert 0.3 < first_deferral(gate, slow[1:]) <= settings.max_defer_seconds
+
+
+def test_a_delivery_type_can_bring_its_own_default_cap() -> None:
+    settings = GateSettings(
+        DestinationLimits(concurrency=1, queue=1),
+        type_defaults={"kafka": DestinationLimits(concurrency=0)},
+    )
+    gate = DestinationGate(settings, Clock())
+    topic = [make_event(delivery_type="kafka", destination="orders") for _ in range(50)]
+    assert all(gate.offer(event).verdict is Verdict.START for event in topic)
+    assert [gate.offer(e).verdict for e in events("web", 2)] == [Verdict.START, Verdict.WAIT]

@@ -170,10 +170,15 @@ def build_leadership(store: EventStore) -> Leadership | None:
     return leadership() if callable(leadership) else None
 
 
-def gate_settings(settings: Settings) -> GateSettings:
+def gate_settings(settings: Settings, registry: DeliveryRegistry) -> GateSettings:
     default = DestinationLimits(
         concurrency=settings.destination_concurrency, rate=settings.destination_rate
     )
+    type_defaults = {
+        t.name: DestinationLimits(concurrency=t.destination_concurrency, rate=default.rate)
+        for t in registry.types()
+        if t.destination_concurrency is not None
+    }
     overrides = {
         host: DestinationLimits(
             concurrency=int(limits.get("concurrency", default.concurrency)),
@@ -186,6 +191,7 @@ def gate_settings(settings: Settings) -> GateSettings:
     return GateSettings(
         default=default,
         overrides=overrides,
+        type_defaults=type_defaults,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
         min_queue=settings.batch_size,
@@ -250,7 +256,7 @@ def bootstrap(
         ),
         wakeup=wakeup,
         observer=delivery_observer(plugins),
-        gate=DestinationGate(gate_settings(settings)),
+        gate=DestinationGate(gate_settings(settings, registry)),
     )
     metrics.destinations.source = dispatcher.gate.snapshot
     maintenance = Maintenance(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import threading
 import time
@@ -89,6 +90,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     """The delivery producer's properties: durable and ordered by default, then overrides."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
+        # librdkafka's own log lines go through logging, not straight to stderr.
+        "logger": logging.getLogger("timefuse.kafka"),
         **settings.kafka_client_config,
         "acks": "all",
         "enable.idempotence": True,
@@ -102,8 +105,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 class KafkaDelivery:
     """One producer per process, opened by :meth:`start` and flushed by :meth:`stop`.
 
-    A thread polls the producer for delivery reports and hands each to the event loop, so
-    :meth:`deliver` awaits the broker's answer without blocking the loop.
+    A thread polls the producer for delivery reports and hands each round of them to the event
+    loop, so :meth:`deliver` awaits the broker's answer without blocking the loop.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -244,5 +247,8 @@ def register_delivery_types(register: Callable[[DeliveryType], None], settings: 
             start=delivery.start,
             stop=delivery.stop,
             timeout_seconds=settings.kafka_delivery_timeout + TIMEOUT_MARGIN_SECONDS,
+            # The producer batches records per partition: a cap of a few hundred in flight
+            # would starve its batches. The broker's own quotas protect it.
+            destination_concurrency=10_000,
         )
     )

@@ -33,6 +33,9 @@ class DeliveryType:
     :param start: opens the type's resources (sessions, producers) before the first delivery.
     :param stop: releases them at shutdown.
     :param timeout_seconds: an attempt still running after this is cut off as retriable.
+    :param destination_concurrency: deliveries in flight at once to one destination when
+        configuration names no cap for it; ``None`` takes ``TIMEFUSE_DESTINATION_CONCURRENCY``,
+        ``0`` means no cap (a broker that batches many records per request wants many).
     """
 
     name: str
@@ -41,5 +44,6 @@ class DeliveryType:
     start: Lifecycle | None = None
     stop: Lifecycle | None = None
     timeout_seconds: float = 35.0
+    destination_concurrency: int | None = None
     origin: str = field(default="builtin", compare=False)
     version: str = field(default="", compare=False)

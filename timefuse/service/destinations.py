@@ -35,6 +35,8 @@ class DestinationLimits:
 class GateSettings:
     default: DestinationLimits = DestinationLimits()
     overrides: Mapping[str, DestinationLimits] = field(default_factory=dict)
+    # Per delivery type, the limits of a destination with no override (else ``default``).
+    type_defaults: Mapping[str, DestinationLimits] = field(default_factory=dict)
     # How many claimed events a destination may hold waiting: as many as it works off in
     # ``max_queue_seconds`` at its recent pace (at least its cap, at most ``max_queue``), or
     # ``min_queue`` before its pace is known. A fast receiver's whole backlog waits in memory
@@ -90,10 +92,12 @@ class DestinationGate:
         self._now = monotonic
         self._destinations: dict[str, _Destination] = {}
 
-    def _get(self, key: str) -> _Destination:
+    def _get(self, key: str, delivery_type: str) -> _Destination:
         found = self._destinations.get(key)
         if found is None:
-            limits = self._settings.overrides.get(key, self._settings.default)
+            settings = self._settings
+            fallback = settings.type_defaults.get(delivery_type, settings.default)
+            limits = settings.overrides.get(key, fallback)
             bucket = None
             if limits.rate > 0:
                 bucket = TokenBucket(limits.rate, max(1, limits.burst or int(limits.rate)))
@@ -105,7 +109,7 @@ class DestinationGate:
 
     def offer(self, event: Event) -> Decision:
         """Start ``event`` now, hold it in its destination's queue, or defer it."""
-        dest = self._get(destination_key(event))
+        dest = self._get(destination_key(event), event.delivery_type)
         now = self._now()
         admission = dest.breaker.admit(now)
         if admission is Admission.REJECT:
@@ -119,7 +123,7 @@ class DestinationGate:
         return self._deferral(dest, now)
 
     def finished(self, event: Event, outcome: DeliveryOutcome, seconds: float = 0.0) -> None:
-        dest = self._get(destination_key(event))
+        dest = self._get(destination_key(event), event.delivery_type)
         dest.in_flight = max(0, dest.in_flight - 1)
         typical = dest.typical_seconds
         dest.typical_seconds = seconds if typical is None else typical + 0.1 * (seconds - typical)
@@ -131,13 +135,13 @@ class DestinationGate:
 
     def abandon(self, event: Event) -> None:
         """An event given START was not started after all: free its slot, judge nothing."""
-        dest = self._get(destination_key(event))
+        dest = self._get(destination_key(event), event.delivery_type)
         dest.in_flight = max(0, dest.in_flight - 1)
 
     def pump(self, event: Event) -> tuple[list[Event], list[tuple[Event, float]], float]:
         """For ``event``'s destination: events to start now, events to defer (with delays),
         and seconds until waiting events may start (0 when nothing waits on tokens)."""
-        dest = self._get(destination_key(event))
+        dest = self._get(destination_key(event), event.delivery_type)
         now = self._now()
         start: list[Event] = []
         defer: list[tuple[Event, float]] = []

@@ -6,7 +6,6 @@ import asyncio
 import errno
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,21 +182,6 @@ def test_classifies_file_system_errors(code: int, kind: OutcomeKind) -> None:
     outcome = classify_os_error(OSError(code, os.strerror(code)), "x.jsonl")
     assert outcome.kind is kind
     assert errno.errorcode[code] in (outcome.error or "")
-
-
-@pytest.fixture
-def read_only_root(root: Path) -> Iterator[Path]:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
-    root.chmod(0o500)
-    yield root
-    root.chmod(0o700)
-
-
-async def test_permission_denied_fails_permanently(read_only_root: Path) -> None:
-    outcome = await FileDelivery(read_only_root).deliver(make_event(destination="x.jsonl"), 1)
-    assert outcome.kind is OutcomeKind.PERMANENT
-    assert "EACCES" in (outcome.error or "")
 
 
 async def test_large_appends_from_two_processes_worth_of_writers_never_interleave(

@@ -42,10 +42,15 @@ def another_dsn(postgres: PostgresServer) -> str:
     return postgres.create_database(f"timefuse_other_{uuid.uuid4().hex[:16]}")
 
 
-def counted_by_scan(db: Db) -> dict[EventStatus, int]:
-    """What ``count_by_status`` must answer, counted the slow way."""
+def counted_by_scan(db: Db, source: str | None = None) -> dict[EventStatus, int]:
+    """What ``count_by_status`` must answer (for ``source``, or all), counted the slow way."""
     counts = dict.fromkeys(EventStatus, 0)
-    for status, count in db.execute("SELECT status, count(*) FROM events GROUP BY status"):
+    rows = db.execute(
+        "SELECT status, count(*) FROM events WHERE %(source)s::text IS NULL OR source = %(source)s"
+        " GROUP BY status",
+        {"source": source},
+    )
+    for status, count in rows:
         counts[EventStatus(str(status))] = int(str(count))
     return counts
 

@@ -13,7 +13,7 @@ from tests.integration.postgres.conftest import Db, counted_by_scan
 from tests.support.postgres_server import free_port, postgres_url
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.errors import translate
-from timefuse.adapters.postgres.store import COPY_MIN_BATCH
+from timefuse.adapters.postgres.inserts import COPY_MIN_BATCH
 from timefuse.ports.store import StoreError, StoreUnavailable
 from timefuse.testing.factories import make_event
 

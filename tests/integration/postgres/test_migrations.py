@@ -6,14 +6,21 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
 from timefuse.adapters.postgres import PostgresEventStore
-from timefuse.adapters.postgres.migrations import load_migrations, schema_snapshot
+from timefuse.adapters.postgres.migrations import (
+    apply_migrations,
+    load_migrations,
+    schema_snapshot,
+)
+from timefuse.domain.status import EventStatus
 from timefuse.ports.store import StoreError
+from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.postgres
 
@@ -148,3 +155,52 @@ async def test_a_store_that_does_not_migrate_refuses_to_open_on_an_old_schema(
     await store.migrate()
     await store.open()
     await store.close()
+
+
+_V2_EVENT = """
+INSERT INTO events (id, external_job_id, source, scheduled_at, delivery_type, destination,
+                    payload, next_attempt_at, created_at, updated_at, max_retries, status,
+                    attempts, locked_by, lock_expires_at)
+VALUES (%(id)s, %(id)s, %(source)s, %(at)s, 'http', 'https://r.example/', '{}', %(at)s,
+        %(at)s, %(at)s, 3, %(status)s, %(attempts)s, %(locked_by)s, %(expires)s)
+"""
+_V2_ATTEMPT = """
+INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
+                            outcome, worker)
+VALUES (%s, %s, %s, %s, 1.0, 'RETRIABLE', 'w')
+"""
+
+
+async def test_upgrading_a_database_with_events_keeps_their_counts_and_histories(
+    postgres_dsn: str,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+        assert len(await apply_migrations(conn, target=2)) == 2
+    at = datetime.now(UTC)
+    rows = [
+        ("a", "billing", "PENDING", 0, None),
+        ("b", "billing", "FAILED", 1, None),
+        ("c", "shipping", "PROCESSING", 2, "w"),
+    ]
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        for event_id, source, status, attempts, locked_by in rows:
+            expires = at + timedelta(minutes=5) if locked_by else None
+            db.execute(_V2_EVENT, {"id": event_id, "source": source, "at": at, "status": status,
+                                   "attempts": attempts, "locked_by": locked_by,
+                                   "expires": expires})  # fmt: skip
+            db.execute("INSERT INTO event_ids VALUES (%s, %s)", (event_id, at))
+        for attempt in (1, 2):
+            db.execute(_V2_ATTEMPT, ("c", at, attempt, at))
+    store = PostgresEventStore(postgres_dsn)
+    await store.open()
+    try:
+        billing = await store.count_by_status(sources=["billing"])
+        assert (billing[EventStatus.PENDING], billing[EventStatus.FAILED]) == (1, 1)
+        assert (await store.count_by_status(sources=["shipping"]))[EventStatus.PROCESSING] == 1
+        assert [record.sequence for record in await store.attempts("c")] == [1, 2]
+        processing = await store.get("c")
+        assert processing is not None
+        assert await store.record_outcomes("w", [make_outcome(processing, "w")]) == 1
+        assert [record.sequence for record in await store.attempts("c")] == [1, 2, 3]
+    finally:
+        await store.close()

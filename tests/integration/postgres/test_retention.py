@@ -74,7 +74,12 @@ async def _arrange_old_days(dsn: str, store: PostgresEventStore, db: Db) -> OldD
         make_event(scheduled_at=NOW + timedelta(days=400), status=EventStatus.CANCELLED,
                    updated_at=LONG_AGO),
     ]  # fmt: skip
-    doomed = [_old(days["dead"], status) for status in EventStatus if status.is_terminal]
+    terminal = [status for status in EventStatus if status.is_terminal]
+    doomed = [
+        _old(days["dead"], status, source=source)
+        for status in terminal
+        for source in ("billing", "shipping")
+    ]
     await store.insert_many([*doomed, *kept, *stragglers])
     for event in (doomed[0], stragglers[0], stragglers[-1]):
         _add_attempt(db, event)
@@ -108,6 +113,8 @@ async def test_drops_dead_partitions_and_keeps_the_ones_with_live_events(
     assert db.execute("SELECT count(*) FROM event_attempts").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM timefuse_event_id_cleanup").fetchone() == (0,)
     assert await pg_store.count_by_status() == counted_by_scan(db)
+    for source in ("billing", "shipping", "tests"):
+        assert await pg_store.count_by_status([source]) == counted_by_scan(db, source)
     assert await pg_store.delete_terminal_before(CUTOFF) == 0
 
 

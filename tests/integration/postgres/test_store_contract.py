@@ -8,6 +8,7 @@ import pytest_asyncio
 
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.testing.store_contract import *  # noqa: F403
+from timefuse.testing.store_contract_ops import *  # noqa: F403
 
 
 @pytest_asyncio.fixture

@@ -12,7 +12,8 @@ import pytest
 
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.listener import parse_due
-from timefuse.testing.factories import make_event
+from timefuse.ports.store import RedeliverResult
+from timefuse.testing.factories import make_event, make_outcome
 
 pytestmark = pytest.mark.postgres
 
@@ -62,16 +63,23 @@ async def test_an_insert_batch_wakes_other_processes_once_with_its_earliest_due_
         assert heard.due == [None, soon]
 
 
-async def test_released_and_recovered_events_wake_listeners_to_look_now(
+async def test_events_handed_back_or_redelivered_wake_listeners(
     pg_store: PostgresEventStore,
 ) -> None:
-    await pg_store.insert_many([make_event(), make_event()])
-    first, _ = await pg_store.claim_due("worker-a", 2, 0.05)
+    await pg_store.insert_many([make_event(), make_event(), make_event()])
+    first, second, _ = await pg_store.claim_due("worker-a", 3, 0.05)
+    later = datetime.now(UTC) + timedelta(minutes=5)
     async with watching(pg_store) as heard:
         assert await pg_store.release("worker-a", [first.id]) == 1
+        assert await pg_store.reschedule("worker-a", [second.id], later) == 1
         await asyncio.sleep(0.3)
-        assert await pg_store.recover_expired_leases() == 1
-        assert await heard.until(3) == [None, None, None]
+        assert await pg_store.recover_expired_leases() == 1  # the third's lease
+        (again,) = await pg_store.claim_due("worker-a", 1, 30.0)
+        await pg_store.record_outcomes("worker-a", [make_outcome(again, "worker-a")])
+        now = datetime.now(UTC)
+        assert await pg_store.redeliver(again.id, now) is RedeliverResult.REDELIVERED
+        # Connected (look now), released (now), rescheduled, recovered (now), redelivered.
+        assert await heard.until(5) == [None, None, later, None, now]
 
 
 async def test_watching_reconnects_after_losing_its_connection(

@@ -75,15 +75,19 @@ class KafkaIngestBuffer:
         started = time.monotonic()
         deadline = started + self._timeout
         await self._ensure_topic()
+        futures: list[asyncio.Future[None]] = []
         try:
-            futures = [
-                await self._producer.enqueue(
-                    self._topic.name, encode_event(event), key=event.source, deadline=deadline
+            for event in events:
+                value = encode_event(event)
+                futures.append(
+                    await self._producer.enqueue(
+                        self._topic.name, value, key=event.source, deadline=deadline
+                    )
                 )
-                for event in events
-            ]
             await self._settle(futures, deadline)
         except ProduceFailed as exc:
+            for future in futures:  # nobody will look at their outcome now
+                future.cancel()
             self._observe(0, str(exc))
             raise BufferUnavailable(f"Kafka did not accept the events: {exc}") from exc
         self._observe(len(events), None)
@@ -101,10 +105,10 @@ class KafkaIngestBuffer:
                 f"{len(pending)} of {len(futures)} records not acknowledged within "
                 f"{self._timeout:g} s" + (f" (last error: {last})" if last else "")
             )
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                raise ProduceFailed(str(error))
+        # Every outcome is read, so none is reported as an exception nobody retrieved.
+        errors = [error for future in done if (error := future.exception()) is not None]
+        if errors:
+            raise ProduceFailed(f"{len(errors)} of {len(futures)} records failed: {errors[0]}")
 
     async def _ensure_topic(self) -> None:
         if self._topic_ready:
@@ -113,8 +117,8 @@ class KafkaIngestBuffer:
             if self._topic_ready:
                 return
             try:
-                await asyncio.wait_for(ensure_topics(self._settings, [self._topic]), self._timeout)
-            except (KafkaException, TimeoutError) as exc:
+                await ensure_topics(self._settings, [self._topic], self._timeout)
+            except KafkaException as exc:
                 raise BufferUnavailable(
                     f"Kafka: can't reach the ingest topic {self._topic.name!r}: {exc!r}"
                 ) from exc

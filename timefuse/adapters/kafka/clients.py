@@ -36,6 +36,10 @@ CONSUMER_DEFAULTS: KafkaConfig = {
     "auto.offset.reset": "earliest",
     # The lag gauge is read from librdkafka's statistics, not from a query per scrape.
     "statistics.interval.ms": 5000,
+    # A crashed member's partitions wait for its session to expire (45 s by default): 10 s
+    # is still safe, since heartbeats come from librdkafka's own thread, not from our loop.
+    "session.timeout.ms": 10000,
+    "heartbeat.interval.ms": 3000,
 }
 
 TOPIC_TIMEOUT_SECONDS = 15.0
@@ -79,25 +83,29 @@ class TopicSpec:
     replication_factor: int = -1  # the broker's default.replication.factor
 
 
-async def ensure_topics(settings: KafkaClientSettings, topics: list[TopicSpec]) -> None:
+async def ensure_topics(
+    settings: KafkaClientSettings, topics: list[TopicSpec], timeout: float = TOPIC_TIMEOUT_SECONDS
+) -> None:
     """Create the topics that don't exist yet; an existing topic is left as it is.
 
-    :raises KafkaException: the cluster could not be asked, or refused to create one.
+    :raises KafkaException: the cluster could not be asked (within about ``timeout`` seconds),
+        or refused to create one.
     """
-    await asyncio.to_thread(_ensure_topics, settings, topics)
+    await asyncio.to_thread(_ensure_topics, settings, topics, timeout)
 
 
-def _ensure_topics(settings: KafkaClientSettings, topics: list[TopicSpec]) -> None:
+def _ensure_topics(settings: KafkaClientSettings, topics: list[TopicSpec], timeout: float) -> None:
+    # The timeout is librdkafka's own: a thread can't be cancelled, so it must end by itself.
     admin = AdminClient(settings.admin_config())
-    existing = admin.list_topics(timeout=TOPIC_TIMEOUT_SECONDS).topics
+    existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t.name not in existing]
     if not missing:
         return
     new = [NewTopic(t.name, t.partitions, t.replication_factor) for t in missing]
-    futures = admin.create_topics(new, request_timeout=TOPIC_TIMEOUT_SECONDS)
+    futures = admin.create_topics(new, request_timeout=timeout)
     for name, future in futures.items():
         try:
-            future.result(TOPIC_TIMEOUT_SECONDS)
+            future.result(timeout)
         except KafkaException as exc:
             # Another timefuse process created it between our look and our request.
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:

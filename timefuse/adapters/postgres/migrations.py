@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-import psycopg
-from psycopg.rows import TupleRow
+from timefuse.adapters.postgres.connection import Connection
 
 # Any fixed number, the same in every process: pg_advisory_xact_lock serialises migrate()
 # calls across processes, so two starting at once apply each migration exactly once.
@@ -59,7 +58,7 @@ def schema_snapshot() -> str:
     return migrations_dir().joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-async def schema_version(conn: psycopg.AsyncConnection[TupleRow]) -> int:
+async def schema_version(conn: Connection) -> int:
     """The version the database's schema is at; 0 when timefuse never migrated it."""
     cursor = await conn.execute("SELECT to_regclass('timefuse_schema_version') IS NOT NULL")
     row = await cursor.fetchone()
@@ -70,12 +69,13 @@ async def schema_version(conn: psycopg.AsyncConnection[TupleRow]) -> int:
     return int(row[0]) if row else 0
 
 
-async def apply_migrations(conn: psycopg.AsyncConnection[TupleRow]) -> list[str]:
-    """Apply the migrations the database lacks, in one transaction; returns their names.
+async def apply_migrations(conn: Connection, *, target: int | None = None) -> list[str]:
+    """Apply the migrations the database lacks (up to ``target``), in one transaction.
 
-    DDL is transactional in PostgreSQL, so a failing migration leaves the schema as it was.
+    Returns the names of those applied. DDL is transactional in PostgreSQL, so a failing
+    migration leaves the schema as it was.
     """
-    migrations = load_migrations()
+    migrations = [m for m in load_migrations() if target is None or m.version <= target]
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         await conn.execute(CREATE_VERSION_TABLE)

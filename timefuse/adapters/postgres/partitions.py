@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow
 
-Connection = psycopg.AsyncConnection[TupleRow]
+from timefuse.adapters.postgres.connection import Connection
 
 GRANULARITIES = ("day", "week", "month")
 

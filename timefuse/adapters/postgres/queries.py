@@ -96,6 +96,7 @@ UPDATE events AS e
        locked_by = %(worker)s,
        lock_expires_at = now() + make_interval(secs => %(lease)s),
        attempts = e.attempts + 1,
+       claimed_at = now(),
        updated_at = now()
  WHERE e.id = ANY(ARRAY(SELECT id FROM due))
    AND e.scheduled_at >= (SELECT min(scheduled_at) FROM due)
@@ -105,7 +106,8 @@ RETURNING {_E_COLUMNS}
 
 # Attempt records are inserted only for the updates that applied (those RETURNING gives back),
 # so history is kept exactly for the outcomes that counted; the statement's row count is the
-# number applied. A retry brings its own next_attempt_at; other outcomes leave the last one.
+# number applied. A retry brings its own next_attempt_at, a success its executed_at; None
+# keeps the stored value. The record's sequence is the event's attempt_records, counted up here.
 RECORD_OUTCOMES = """
 WITH input AS (
     SELECT input.*, x.scheduled_at
@@ -128,6 +130,7 @@ applied AS (
            executed_at = COALESCE(input.executed_at, e.executed_at),
            locked_by = NULL,
            lock_expires_at = NULL,
+           attempt_records = e.attempt_records + 1,
            updated_at = now()
       FROM input
      WHERE e.id = input.event_id AND e.scheduled_at = input.scheduled_at
@@ -135,47 +138,81 @@ applied AS (
        AND e.scheduled_at >= (SELECT min(scheduled_at) FROM input)
        AND e.scheduled_at <= (SELECT max(scheduled_at) FROM input)
        AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
-    RETURNING e.id
+    RETURNING e.id, e.attempt_records
 )
 INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
-                            outcome, status_code, error, worker)
+                            outcome, status_code, error, worker, sequence)
 SELECT input.event_id, input.scheduled_at, input.attempt, input.started_at, input.duration_ms,
-       input.outcome, input.status_code, input.error, input.worker
+       input.outcome, input.status_code, input.error, input.worker, applied.attempt_records
   FROM input JOIN applied ON applied.id = input.event_id
 """
 
-RELEASE = """
-WITH released AS (SELECT id, scheduled_at FROM event_ids WHERE id = ANY(%(ids)b::text[]))
+# Attempts never made: the claim's attempt is not counted, retry_count and last_error stay.
+# A NULL due_at means the store's now (release).
+RESCHEDULE = """
+WITH handed_back AS (SELECT id, scheduled_at FROM event_ids WHERE id = ANY(%(ids)b::text[]))
 UPDATE events AS e
    SET status = 'PENDING',
-       next_attempt_at = now(),
+       next_attempt_at = COALESCE(%(due_at)s::timestamptz, now()),
        attempts = GREATEST(e.attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
        updated_at = now()
  WHERE e.id = ANY(%(ids)b::text[])
-   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM released)
-   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM released)
+   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM handed_back)
+   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM handed_back)
    AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
 """
 
 # timefuse.domain.lease.expire_lease in SQL: the lost attempt counts as failed; the last
-# allowed attempt dead-letters. A lease is held through its expiry instant.
+# allowed attempt dead-letters. A lease is held through its expiry instant. Each expiry keeps
+# an attempt record from the claim until now; the expired rows' holder and claim time are
+# read before the update clears them. Rows locked right now (their worker is writing the
+# outcome) are skipped: the next recovery sees them again if they are still expired.
 RECOVER_EXPIRED_LEASES = """
-UPDATE events
-   SET status = CASE WHEN attempts >= max_retries + 1 THEN 'DEAD_LETTER' ELSE 'PENDING' END,
-       next_attempt_at = CASE WHEN attempts >= max_retries + 1
-                              THEN next_attempt_at ELSE now() END,
-       retry_count = retry_count + 1,
-       last_error = %(error)s,
-       locked_by = NULL,
-       lock_expires_at = NULL,
-       updated_at = now()
- WHERE status = 'PROCESSING' AND lock_expires_at < now()
+WITH expired AS (
+    SELECT id, scheduled_at, locked_by, COALESCE(claimed_at, updated_at) AS started_at
+      FROM events
+     WHERE status = 'PROCESSING' AND lock_expires_at < now()
+       FOR UPDATE SKIP LOCKED
+),
+recovered AS (
+    UPDATE events AS e
+       SET status = CASE WHEN e.attempts >= e.max_retries + 1
+                         THEN 'DEAD_LETTER' ELSE 'PENDING' END,
+           next_attempt_at = CASE WHEN e.attempts >= e.max_retries + 1
+                                  THEN e.next_attempt_at ELSE now() END,
+           retry_count = e.retry_count + 1,
+           last_error = %(error)s,
+           locked_by = NULL,
+           lock_expires_at = NULL,
+           attempt_records = e.attempt_records + 1,
+           updated_at = now()
+     WHERE e.id = ANY(ARRAY(SELECT id FROM expired))
+       AND e.scheduled_at >= (SELECT min(scheduled_at) FROM expired)
+       AND e.scheduled_at <= (SELECT max(scheduled_at) FROM expired)
+    RETURNING e.id, e.scheduled_at, e.attempts, e.attempt_records
+)
+INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
+                            outcome, status_code, error, worker, sequence)
+SELECT recovered.id, recovered.scheduled_at, recovered.attempts, expired.started_at,
+       extract(epoch FROM now() - expired.started_at) * 1000, 'RETRIABLE', NULL, %(error)s,
+       COALESCE(expired.locked_by, ''), recovered.attempt_records
+  FROM recovered JOIN expired ON expired.id = recovered.id
 """
 
-# One statement, so "cancelled", "exists" and "not found" describe the same moment. The
-# EXISTS sees the statement's snapshot, from before the UPDATE.
+# A redelivery starts a new delivery round (max_retries applies afresh); last_error,
+# executed_at and the attempt history stay. The caller's now, not the store's: no lease.
+REDELIVER_SET = """
+   SET status = 'PENDING',
+       next_attempt_at = %(now)s,
+       attempts = 0,
+       retry_count = 0,
+       locked_by = NULL,
+       lock_expires_at = NULL,
+       updated_at = %(now)s
+"""
+
 _SCHEDULED_AT_OF_ID = "(SELECT scheduled_at FROM event_ids WHERE id = %(id)s)"
 
 CANCEL = f"""
@@ -187,6 +224,17 @@ WITH cancelled AS (
     RETURNING id
 )
 SELECT EXISTS (SELECT 1 FROM cancelled),
+       EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID})
+"""
+
+REDELIVER = f"""
+WITH redelivered AS (
+    UPDATE events {REDELIVER_SET}
+     WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
+       AND status IN ('COMPLETED', 'FAILED', 'DEAD_LETTER')
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM redelivered),
        EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID})
 """
 
@@ -206,17 +254,21 @@ SELECT {_COLUMNS} FROM events
  LIMIT %(limit)s
 """
 
-COUNT_BY_STATUS = """
-SELECT status, sum(n)::bigint FROM timefuse_status_counts GROUP BY status
+COUNT_BY_STATUS = "SELECT status, sum(n)::bigint FROM timefuse_status_counts GROUP BY status"
+
+COUNT_BY_STATUS_OF_SOURCES = """
+SELECT status, sum(n)::bigint FROM timefuse_status_counts
+ WHERE source = ANY(%(sources)s::text[])
+ GROUP BY status
 """
 
 NEXT_DUE_AT = "SELECT min(next_attempt_at) FROM events WHERE status = 'PENDING'"
 
 ATTEMPTS = f"""
-SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker
+SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker, sequence
   FROM event_attempts
  WHERE event_id = %(id)s AND event_scheduled_at = {_SCHEDULED_AT_OF_ID}
- ORDER BY id
+ ORDER BY sequence
 """
 
 NOW = "SELECT now()"

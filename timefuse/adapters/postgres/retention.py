@@ -14,46 +14,50 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from timefuse.adapters.postgres.connection import Connection
 from timefuse.adapters.postgres.partitions import (
     ATTEMPTS,
     EVENTS,
-    Connection,
     list_partitions,
     lock_partition_ddl,
 )
-from timefuse.domain.status import TERMINAL_STATUSES, EventStatus
+from timefuse.domain.status import TERMINAL_STATUSES
 
 # Any fixed number, distinct from the other lock keys: one retention run at a time.
 RETENTION_LOCK_KEY = 0x74696D6566_03
 
 _TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
-_LIVE = sorted(status.value for status in EventStatus if not status.is_terminal)
+# Written out literally, as in the predicate of the partial index events_retention: only then
+# can the planner use that index whatever the parameters.
+_IS_TERMINAL = "status IN (" + ", ".join(f"'{status}'" for status in _TERMINAL) + ")"
 
-_PARTITION_STATUSES = "SELECT status, count(*), max(updated_at) FROM {partition} GROUP BY status"
+_PARTITION_COUNTS = """
+SELECT source, status, count(*), max(updated_at) FROM {partition} GROUP BY source, status
+"""
 
-# Index probes only (events_due, events_retention), so it is cheap under the lock.
-_STILL_ALIVE = """
-SELECT EXISTS (SELECT 1 FROM {partition} WHERE status = ANY(%(live)s::text[]))
-    OR EXISTS (SELECT 1 FROM {partition}
-                WHERE status = ANY(%(terminal)s::text[]) AND updated_at >= %(cutoff)s)
+# Index probes only (events_status_schedule, events_retention), so cheap under the lock.
+_STILL_ALIVE = f"""
+SELECT EXISTS (SELECT 1 FROM {{partition}} WHERE status IN ('PENDING', 'PROCESSING'))
+    OR EXISTS (SELECT 1 FROM {{partition}} WHERE {_IS_TERMINAL} AND updated_at >= %(cutoff)s)
 """
 
 # DELETE has no LIMIT in PostgreSQL: a batch is the ctids of at most `limit` rows. ctids are
 # only unique within one table, hence one partition at a time. The outer conditions re-check
 # each row in case it changed after the inner SELECT read it.
-_DELETE_BATCH = """
+_DELETE_BATCH = f"""
 WITH gone AS (
-    DELETE FROM {partition}
-     WHERE ctid = ANY(ARRAY(SELECT ctid FROM {partition}
-                             WHERE status = ANY(%(terminal)s::text[]) AND updated_at < %(cutoff)s
+    DELETE FROM {{partition}}
+     WHERE ctid = ANY(ARRAY(SELECT ctid FROM {{partition}}
+                             WHERE {_IS_TERMINAL} AND updated_at < %(cutoff)s
                              LIMIT %(limit)s))
-       AND status = ANY(%(terminal)s::text[]) AND updated_at < %(cutoff)s
-    RETURNING id, status
+       AND {_IS_TERMINAL} AND updated_at < %(cutoff)s
+    RETURNING id, source, status
 ),
 forgotten AS (DELETE FROM event_ids WHERE id = ANY(ARRAY(SELECT id FROM gone))),
-history AS (DELETE FROM {attempts} WHERE event_id = ANY(ARRAY(SELECT id FROM gone))),
-counts AS (SELECT status, count(*) AS n FROM gone GROUP BY status)
-SELECT COALESCE(sum(n), 0)::bigint, timefuse_add_status_counts(array_agg(status), array_agg(-n))
+history AS (DELETE FROM {{attempts}} WHERE event_id = ANY(ARRAY(SELECT id FROM gone))),
+counts AS (SELECT source, status, count(*) AS n FROM gone GROUP BY source, status)
+SELECT COALESCE(sum(n), 0)::bigint,
+       timefuse_add_status_counts(array_agg(source), array_agg(status), array_agg(-n))
   FROM counts
 """
 
@@ -111,8 +115,8 @@ async def _drop_dead_partitions(conn: Connection, cutoff: datetime) -> int:
 
 async def _counts_if_dead(
     conn: Connection, partition: str, cutoff: datetime
-) -> dict[str, int] | None:
-    """Rows per status if every row is terminal and older than ``cutoff``, else ``None``.
+) -> dict[tuple[str, str], int] | None:
+    """Rows per (source, status) if all are terminal and older than ``cutoff``, else ``None``.
 
     Read without a lock (a full pass over the partition's retention index), so the drop's
     locked section stays short. Whatever changes afterwards makes a row live or recently
@@ -121,12 +125,12 @@ async def _counts_if_dead(
     the two steps. It would still go, but the counts would keep it: callers insert PENDING
     events, so this is left at that rather than recounting under the lock.)
     """
-    query = sql.SQL(_PARTITION_STATUSES).format(partition=sql.Identifier(partition))
-    counts: dict[str, int] = {}
-    for status, count, last_update in await (await conn.execute(query)).fetchall():
+    query = sql.SQL(_PARTITION_COUNTS).format(partition=sql.Identifier(partition))
+    counts: dict[tuple[str, str], int] = {}
+    for source, status, count, last_update in await (await conn.execute(query)).fetchall():
         if status not in _TERMINAL or last_update >= cutoff:
             return None
-        counts[status] = count
+        counts[(source, status)] = count
     return counts
 
 
@@ -135,14 +139,14 @@ async def _drop_partition(
     name: str,
     bounds: tuple[datetime, datetime],
     cutoff: datetime,
-    counts: dict[str, int],
+    counts: dict[tuple[str, str], int],
 ) -> bool:
     lower, upper = bounds
     names: dict[str, Any] = {
         "partition": sql.Identifier(name),
         "attempts": sql.Identifier(ATTEMPTS.partition_name(lower)),
     }
-    params = {"live": _LIVE, "terminal": _TERMINAL, "cutoff": cutoff}
+    params = {"cutoff": cutoff}
     async with conn.transaction():
         if not await lock_partition_ddl(conn):
             return False  # partitions are being created: try again on the next run
@@ -157,8 +161,12 @@ async def _drop_partition(
         await conn.execute(sql.SQL("DROP TABLE IF EXISTS {attempts}").format(**names))
         # A dropped table fires no DELETE trigger: the counts go down here.
         await conn.execute(
-            "SELECT timefuse_add_status_counts(%s::text[], %s::bigint[])",
-            (list(counts), [-count for count in counts.values()]),
+            "SELECT timefuse_add_status_counts(%s::text[], %s::text[], %s::bigint[])",
+            (
+                [source for source, _ in counts],
+                [status for _, status in counts],
+                [-count for count in counts.values()],
+            ),
         )
         await conn.execute(
             "INSERT INTO timefuse_event_id_cleanup (lower_bound, upper_bound) VALUES (%s, %s)"
@@ -177,7 +185,7 @@ async def _delete_old_terminal_rows(conn: Connection, cutoff: datetime, batch_si
         query = sql.SQL(_DELETE_BATCH).format(
             partition=sql.Identifier(partition.name), attempts=sql.Identifier(attempts_name)
         )
-        params = {"terminal": _TERMINAL, "cutoff": cutoff, "limit": batch_size}
+        params = {"cutoff": cutoff, "limit": batch_size}
         while True:
             # Autocommit: each batch is its own short transaction.
             row = await (await conn.execute(query, params)).fetchone()

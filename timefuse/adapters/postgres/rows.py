@@ -158,4 +158,5 @@ def row_to_attempt(row: Row) -> AttemptRecord:
         status_code=row[4],
         error=row[5],
         worker=row[6],
+        sequence=row[7],
     )

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import structlog
-from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from timefuse.adapters.postgres import queries, retention
+from timefuse.adapters.postgres import connection, listing, queries, retention
+from timefuse.adapters.postgres.connection import (
+    Connection,
+    fetch_binary,
+    fetch_value,
+    notify_due,
+)
 from timefuse.adapters.postgres.errors import wrap_exceptions
+from timefuse.adapters.postgres.inserts import insert_events
 from timefuse.adapters.postgres.leadership import AdvisoryLeadership
 from timefuse.adapters.postgres.listener import Notify, watch_due
 from timefuse.adapters.postgres.migrations import apply_migrations, load_migrations, schema_version
@@ -24,8 +30,7 @@ from timefuse.adapters.postgres.partitions import (
     periods_ahead,
 )
 from timefuse.adapters.postgres.rows import (
-    copy_row,
-    event_arrays,
+    aware,
     outcome_arrays,
     row_to_attempt,
     row_to_event,
@@ -36,22 +41,20 @@ from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
     AttemptRecord,
     CancelResult,
+    Cursor,
+    EventPage,
+    EventQuery,
     OutcomeUpdate,
+    RedeliverResult,
     StoreError,
     StoreUnavailable,
+    source_set,
 )
-
-Connection = psycopg.AsyncConnection[TupleRow]
 
 log = structlog.get_logger("timefuse.postgres")
 
 # How long a call waits for a pooled connection before the store counts as unavailable.
 POOL_TIMEOUT_SECONDS = 10.0
-
-# From this many events, insert_many sends them by COPY rather than as array parameters.
-# benchmarks/postgres_store.py puts the break-even between 250 and 1000 events: arrays win
-# small batches (one round trip fewer), COPY wins 1000-event ones by some 10-15%.
-COPY_MIN_BATCH = 500
 
 
 class PostgresEventStore:
@@ -103,7 +106,7 @@ class PostgresEventStore:
             max_size=self._pool_size,
             open=False,
             kwargs={"autocommit": True},
-            configure=_configure,
+            configure=connection.configure,
             timeout=POOL_TIMEOUT_SECONDS,
             name="timefuse",
         )
@@ -142,7 +145,7 @@ class PostgresEventStore:
         or more often; rows that meanwhile landed in the DEFAULT partition are moved over.
         """
         async with self._connection() as conn:
-            now = await _fetch_value(conn, queries.NOW)
+            now = await fetch_value(conn, queries.NOW)
             periods = periods_ahead(now, self._granularity, self._partitions_ahead)
             return await create_partitions(conn, periods)
 
@@ -167,33 +170,15 @@ class PostgresEventStore:
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
         if not events:
             return {}
-        # The first of several submissions of one id is the one inserted.
-        unique: dict[str, Event] = {}
-        for event in events:
-            unique.setdefault(event.id, event)
-        batch = list(unique.values())
         async with self._connection() as conn, conn.transaction():
-            outcome = await _insert(conn, batch)
-            inserted = {event_id: due for event_id, due in outcome if due is not None}
-            orphans = [event_id for event_id, due in outcome if due is None]
-            if orphans:
-                await conn.execute(queries.FORGET_IDS, {"ids": orphans})
-            stored = {event_id: event_id for event_id in inserted}
-            skipped = [event for event in batch if event.id not in inserted]
-            if skipped:
-                stored.update(await _resolve_stored_ids(conn, skipped))
-            if inserted:
-                # Once per batch, delivered at commit; listeners keep the earliest time.
-                payload = min(inserted.values()).isoformat()
-                await conn.execute(queries.NOTIFY_DUE, {"payload": payload})
-        return {event.id: stored[event.id] for event in events}
+            return await insert_events(conn, events)
 
     async def claim_due(self, worker_id: str, limit: int, lease_seconds: float) -> list[Event]:
         if limit <= 0:
             return []
         params = {"worker": worker_id, "lease": float(lease_seconds), "limit": limit}
         async with self._connection() as conn:
-            rows = await _fetch_binary(conn, queries.CLAIM_DUE, params)
+            rows = await fetch_binary(conn, queries.CLAIM_DUE, params)
         # RETURNING gives rows in no promised order; the port promises earliest due first.
         events = [row_to_event(row) for row in rows]
         events.sort(key=lambda event: event.next_attempt_at)
@@ -213,15 +198,46 @@ class PostgresEventStore:
             return cursor.rowcount
 
     async def release(self, worker_id: str, event_ids: Sequence[str]) -> int:
-        if not event_ids:
-            return 0
-        params = {"ids": list(event_ids), "owner": worker_id}
-        return await self._update_and_notify(queries.RELEASE, params)
+        return await self._reschedule(worker_id, event_ids, None)
+
+    async def reschedule(self, worker_id: str, event_ids: Sequence[str], due_at: datetime) -> int:
+        return await self._reschedule(worker_id, event_ids, aware(due_at))
 
     async def recover_expired_leases(self) -> int:
-        return await self._update_and_notify(
-            queries.RECOVER_EXPIRED_LEASES, {"error": LEASE_EXPIRED_ERROR}
-        )
+        params = {"error": LEASE_EXPIRED_ERROR}
+        return await self._update_and_notify(queries.RECOVER_EXPIRED_LEASES, params, None)
+
+    async def redeliver(self, event_id: str, now: datetime) -> RedeliverResult:
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(queries.REDELIVER, {"id": event_id, "now": aware(now)})
+            row = await cursor.fetchone()
+            if row is None:
+                raise StoreError("the redeliver statement returned no row")
+            redelivered, exists = row
+            if redelivered:
+                await notify_due(conn, now)
+        if redelivered:
+            return RedeliverResult.REDELIVERED
+        return RedeliverResult.NOT_REDELIVERABLE if exists else RedeliverResult.NOT_FOUND
+
+    async def redeliver_dead_letters(
+        self,
+        *,
+        sources: Collection[str] | None,
+        scheduled_from: datetime | None,
+        scheduled_to: datetime | None,
+        now: datetime,
+        limit: int = 10_000,
+    ) -> int:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        wanted = source_set(sources)
+        async with self._connection() as conn, conn.transaction():
+            scheduled = (scheduled_from, scheduled_to)
+            count = await listing.redeliver_dead_letters(conn, now, wanted, scheduled, limit)
+            if count:
+                await notify_due(conn, now)
+        return count
 
     async def cancel(self, event_id: str) -> CancelResult:
         async with self._connection() as conn:
@@ -241,26 +257,33 @@ class PostgresEventStore:
 
     async def get(self, event_id: str) -> Event | None:
         async with self._connection() as conn:
-            rows = await _fetch_binary(conn, queries.GET, {"id": event_id})
+            rows = await fetch_binary(conn, queries.GET, {"id": event_id})
         return row_to_event(rows[0]) if rows else None
 
     async def find_by_external_id(self, external_job_id: str, limit: int = 100) -> list[Event]:
         params = {"external_job_id": external_job_id, "limit": limit}
         async with self._connection() as conn:
-            rows = await _fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params)
+            rows = await fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params)
         return [row_to_event(row) for row in rows]
 
-    async def count_by_status(self) -> Mapping[EventStatus, int]:
-        counts = dict.fromkeys(EventStatus, 0)
+    async def count_by_status(
+        self, sources: Collection[str] | None = None
+    ) -> Mapping[EventStatus, int]:
+        wanted = source_set(sources)
         async with self._connection() as conn:
-            cursor = await conn.execute(queries.COUNT_BY_STATUS)
-            for status, count in await cursor.fetchall():
-                counts[EventStatus(status)] = int(count)
-        return counts
+            return await listing.count_by_status(conn, wanted)
+
+    async def list_events(
+        self, query: EventQuery, limit: int, after: Cursor | None = None
+    ) -> EventPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        async with self._connection() as conn:
+            return await listing.list_events(conn, query, limit, after)
 
     async def next_due_at(self) -> datetime | None:
         async with self._connection() as conn:
-            value: datetime | None = await _fetch_value(conn, queries.NEXT_DUE_AT)
+            value: datetime | None = await fetch_value(conn, queries.NEXT_DUE_AT)
         return value
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
@@ -295,12 +318,22 @@ class PostgresEventStore:
                 "run `timefuse migrate` first"
             )
 
-    async def _update_and_notify(self, query: str, params: dict[str, Any]) -> int:
-        """Run an UPDATE that makes events due now and wake listeners if it changed any."""
+    async def _reschedule(
+        self, worker_id: str, event_ids: Sequence[str], due_at: datetime | None
+    ) -> int:
+        if not event_ids:
+            return 0
+        params = {"ids": list(event_ids), "owner": worker_id, "due_at": due_at}
+        return await self._update_and_notify(queries.RESCHEDULE, params, due_at)
+
+    async def _update_and_notify(
+        self, query: str, params: dict[str, Any], due_at: datetime | None
+    ) -> int:
+        """Run a statement that makes events due (at ``due_at``, or now); wake listeners if any."""
         async with self._connection() as conn, conn.transaction():
             changed = (await conn.execute(query, params)).rowcount
             if changed:
-                await conn.execute(queries.NOTIFY_DUE, {"payload": ""})
+                await notify_due(conn, due_at)
         return changed
 
     @contextlib.asynccontextmanager
@@ -312,56 +345,3 @@ class PostgresEventStore:
         with wrap_exceptions():
             async with pool.connection() as conn:
                 yield conn
-
-
-async def _configure(conn: Connection) -> None:
-    # Times come back as UTC datetimes, whatever the server's or role's default zone.
-    await conn.execute("SET TIME ZONE 'UTC'")
-    # Planning a statement over a partitioned table costs time in proportion to its
-    # partitions (about 50 ms for the claim with 400), and by default the server may keep
-    # planning afresh on every call. The store's statements prune partitions at run time and
-    # none depends on its parameter values for a good plan, so each prepared statement (psycopg
-    # prepares on the 5th use) keeps one generic plan.
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
-    await conn.execute(queries.CREATE_STAGING)
-
-
-async def _insert(conn: Connection, events: Sequence[Event]) -> list[TupleRow]:
-    """Run the insert statement; rows of (reserved id, next_attempt_at if inserted)."""
-    if len(events) < COPY_MIN_BATCH:
-        cursor = await conn.execute(queries.INSERT_EVENTS, event_arrays(events))
-        return await cursor.fetchall()
-    async with conn.cursor() as cursor:
-        async with cursor.copy(queries.COPY_TO_STAGING) as copy:
-            copy.set_types(queries.COPY_TYPES)
-            for event in events:
-                await copy.write_row(copy_row(event))
-        await cursor.execute(queries.INSERT_EVENTS_FROM_STAGING)
-        return await cursor.fetchall()
-
-
-async def _fetch_value(conn: Connection, query: str) -> Any:
-    row = await (await conn.execute(query)).fetchone()
-    return None if row is None else row[0]
-
-
-async def _fetch_binary(conn: Connection, query: str, params: Mapping[str, Any]) -> list[TupleRow]:
-    # Binary results: a bytea payload in text format would come back hex-escaped, twice its size.
-    async with conn.cursor(binary=True) as cursor:
-        await cursor.execute(query, params)
-        return await cursor.fetchall()
-
-
-async def _resolve_stored_ids(conn: Connection, events: Sequence[Event]) -> dict[str, str]:
-    params = {
-        "id": [event.id for event in events],
-        "source": [event.source for event in events],
-        "external_job_id": [event.external_job_id for event in events],
-        "scheduled_at": [event.scheduled_at for event in events],
-    }
-    cursor = await conn.execute(queries.RESOLVE_STORED_IDS, params)
-    resolved = {submitted: stored for submitted, stored in await cursor.fetchall() if stored}
-    for event in events:
-        if event.id not in resolved:
-            raise StoreError(f"event {event.id} was neither inserted nor a duplicate")
-    return resolved

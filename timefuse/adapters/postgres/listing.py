@@ -1,0 +1,152 @@
+"""The store's filtered work: listings, counts per status, bulk redelivery of dead letters.
+
+Their SQL is assembled from the criteria given, absent ones left out of the text: a term such
+as ``(%(from)s IS NULL OR scheduled_at >= %(from)s)`` can neither bound an index range nor
+prune partitions. There are few combinations, so each connection keeps a prepared statement
+for every one in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
+from timefuse.adapters.postgres import queries
+from timefuse.adapters.postgres.connection import Connection
+from timefuse.adapters.postgres.rows import EVENT_COLUMN_NAMES, aware, row_to_event
+from timefuse.domain.cursor import Cursor
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import EventPage, EventQuery
+
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMN_NAMES))
+
+# Each index holds the listing order after its equality prefix (events_schedule, or
+# events_status_schedule with a status), so a page is one range scan per partition from the
+# cursor, merged in order and stopped after limit + 1 rows.
+_LIST = "SELECT {columns} FROM events WHERE {where} ORDER BY scheduled_at, id LIMIT %(limit)s"
+
+# The earliest dead letters first, locked, then updated by id within their scheduled_at range
+# (the pattern of queries.CLAIM_DUE: the partitions holding them are found at run time).
+_REDELIVER_DEAD_LETTERS = f"""
+WITH chosen AS (
+    SELECT id, scheduled_at FROM events
+     WHERE {{where}}
+     ORDER BY scheduled_at, id
+     LIMIT %(limit)s
+       FOR UPDATE
+)
+UPDATE events AS e {queries.REDELIVER_SET}
+ WHERE e.id = ANY(ARRAY(SELECT id FROM chosen))
+   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM chosen)
+   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM chosen)
+   AND e.status = 'DEAD_LETTER'
+"""
+
+
+@dataclass(slots=True)
+class _Filter:
+    terms: list[sql.Composable] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, term: str | sql.Composable, **params: Any) -> None:
+        self.terms.append(sql.SQL(term) if isinstance(term, str) else term)
+        self.params.update(params)
+
+    def where(self) -> sql.Composable:
+        return sql.SQL(" AND ").join(self.terms) if self.terms else sql.SQL("true")
+
+
+def _event_filter(
+    status: EventStatus | None,
+    sources: frozenset[str] | None,
+    scheduled_from: datetime | None,
+    scheduled_to: datetime | None,
+) -> _Filter:
+    found = _Filter()
+    if status is not None:
+        # A literal, not a parameter: the store's sessions plan each statement once for any
+        # parameters (connection.configure), and only a written-out status lets that plan
+        # weigh how rare the status is (and take events_status_schedule for dead letters).
+        found.add(sql.SQL("status = {}").format(sql.Literal(EventStatus(status).value)))
+    if sources is not None:
+        found.add("source = ANY(%(sources)s::text[])", sources=sorted(sources))
+    if scheduled_from is not None:
+        found.add("scheduled_at >= %(scheduled_from)s", scheduled_from=aware(scheduled_from))
+    if scheduled_to is not None:
+        found.add("scheduled_at < %(scheduled_to)s", scheduled_to=aware(scheduled_to))
+    return found
+
+
+def _query_filter(query: EventQuery, after: Cursor | None) -> _Filter:
+    scheduled_from = query.scheduled_from
+    if after is not None and (scheduled_from is None or after.scheduled_at >= scheduled_from):
+        # Of two lower bounds only the tighter goes in: a cursor before scheduled_from
+        # excludes nothing scheduled_from doesn't.
+        scheduled_from = None
+    else:
+        after = None
+    sources = None if query.sources is None else frozenset(query.sources)
+    found = _event_filter(query.status, sources, scheduled_from, query.scheduled_to)
+    if after is not None:
+        # The plain bound prunes partitions and starts each index range; the row comparison
+        # places the page strictly after the cursor (ids compare by code point: COLLATE "C").
+        found.add(
+            "scheduled_at >= %(after_at)s AND (scheduled_at, id) > (%(after_at)s, %(after_id)s)",
+            after_at=after.scheduled_at,
+            after_id=after.event_id,
+        )
+    return found
+
+
+async def list_events(
+    conn: Connection, query: EventQuery, limit: int, after: Cursor | None
+) -> EventPage:
+    if query.sources is not None and not query.sources:
+        return EventPage([], None)
+    found = _query_filter(query, after)
+    statement = sql.SQL(_LIST).format(columns=_COLUMNS, where=found.where())
+    # One row more than the page tells whether another page follows.
+    async with conn.cursor(binary=True) as cursor:
+        await cursor.execute(statement, {**found.params, "limit": limit + 1})
+        rows = await cursor.fetchall()
+    events = [row_to_event(row) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return EventPage(events, None)
+    last = events[-1]
+    return EventPage(events, Cursor(last.scheduled_at, last.id))
+
+
+async def count_by_status(
+    conn: Connection, sources: frozenset[str] | None
+) -> dict[EventStatus, int]:
+    counts = dict.fromkeys(EventStatus, 0)
+    if sources is not None and not sources:
+        return counts
+    if sources is None:
+        cursor = await conn.execute(queries.COUNT_BY_STATUS)
+    else:
+        cursor = await conn.execute(
+            queries.COUNT_BY_STATUS_OF_SOURCES, {"sources": sorted(sources)}
+        )
+    for status, count in await cursor.fetchall():
+        counts[EventStatus(status)] = int(count)
+    return counts
+
+
+async def redeliver_dead_letters(
+    conn: Connection,
+    now: datetime,
+    sources: frozenset[str] | None,
+    scheduled: tuple[datetime | None, datetime | None],
+    limit: int,
+) -> int:
+    """Redeliver up to ``limit`` dead letters in one statement; the caller's transaction."""
+    if sources is not None and not sources:
+        return 0
+    found = _event_filter(EventStatus.DEAD_LETTER, sources, *scheduled)
+    statement = sql.SQL(_REDELIVER_DEAD_LETTERS).format(where=found.where())
+    cursor = await conn.execute(statement, {**found.params, "now": aware(now), "limit": limit})
+    return cursor.rowcount
