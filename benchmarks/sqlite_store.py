@@ -18,7 +18,9 @@ PAYLOAD = b'{"order_id": 123456, "action": "remind", "note": "' + b"x" * 200 + b
 
 
 def batch(n: int, due: datetime) -> list:
-    return [make_event(scheduled_at=due - timedelta(microseconds=i), payload=PAYLOAD) for i in range(n)]
+    return [
+        make_event(scheduled_at=due - timedelta(microseconds=i), payload=PAYLOAD) for i in range(n)
+    ]
 
 
 async def main() -> None:
@@ -32,12 +34,17 @@ async def main() -> None:
             await store.insert_many(events)
         took = time.perf_counter() - start
         total = 1000 * BATCHES
-        print(f"insert_many: {total} events in 1000-event batches: {took:.2f} s, "
-              f"{total / took:,.0f} events/s ({took / BATCHES * 1000:.1f} ms/batch)")
+        print(
+            f"insert_many: {total} events in 1000-event batches: {took:.2f} s, "
+            f"{total / took:,.0f} events/s ({took / BATCHES * 1000:.1f} ms/batch)"
+        )
 
         dup_start = time.perf_counter()
         await store.insert_many(batches[0])
-        print(f"insert_many of a fully duplicate 1000 batch: {(time.perf_counter()-dup_start)*1000:.1f} ms")
+        print(
+            "insert_many of a fully duplicate 1000 batch: "
+            f"{(time.perf_counter() - dup_start) * 1000:.1f} ms"
+        )
 
         claimed_total = 0
         start = time.perf_counter()
@@ -58,10 +65,14 @@ async def main() -> None:
             claimed_total += len(claimed)
         took = time.perf_counter() - start
         n = claimed_total // 500
-        print(f"claim_due+record_outcomes: {claimed_total} events in 500-event batches: "
-              f"{took:.2f} s wall incl. building outcomes, store time {claim_time + record_time:.2f} s -> "
-              f"{claimed_total / (claim_time + record_time):,.0f} events/s "
-              f"(claim {claim_time / n * 1000:.1f} ms, record {record_time / n * 1000:.1f} ms per batch)")
+        print(
+            f"claim_due+record_outcomes: {claimed_total} events in 500-event batches: "
+            f"{took:.2f} s wall incl. building outcomes, "
+            f"store time {claim_time + record_time:.2f} s -> "
+            f"{claimed_total / (claim_time + record_time):,.0f} events/s "
+            f"(claim {claim_time / n * 1000:.1f} ms, "
+            f"record {record_time / n * 1000:.1f} ms per batch)"
+        )
         start = time.perf_counter()
         deleted = await store.delete_terminal_before(datetime.now(UTC) + timedelta(minutes=1))
         took = time.perf_counter() - start
