@@ -48,6 +48,16 @@ def _float(env: str, low: float = 0.0) -> Callable[[str], float]:
     return parse
 
 
+def _choice(env: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{env} must be one of {', '.join(allowed)}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _str(text: str) -> str:
     return text
 
@@ -491,6 +501,18 @@ class Settings:
         "5",
         "Consecutive retriable failures that open a destination's circuit breaker.",
         _int("TIMEFUSE_BREAKER_FAILURES", 1),
+    )
+    partition_granularity: str = _setting(
+        "TIMEFUSE_PARTITION_GRANULARITY",
+        "day",
+        "PostgreSQL: time span of one events partition (day, week or month).",
+        _choice("TIMEFUSE_PARTITION_GRANULARITY", ("day", "week", "month")),
+    )
+    partitions_ahead: int = _setting(
+        "TIMEFUSE_PARTITIONS_AHEAD",
+        "7",
+        "PostgreSQL: partitions kept created ahead of today (later dates use a default one).",
+        _int("TIMEFUSE_PARTITIONS_AHEAD", 0, 1000),
     )
     breaker_cooldown_seconds: float = _setting(
         "TIMEFUSE_BREAKER_COOLDOWN_SECONDS",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.ports.store import EventStore
 
@@ -25,8 +26,14 @@ def _sqlite(request: pytest.FixtureRequest) -> EventStore:
     return SqliteEventStore(str(tmp_path / "store" / "timefuse.db"))
 
 
+def _postgres(request: pytest.FixtureRequest) -> EventStore:
+    # A fresh database on the session's server (tests/conftest.py), so tests don't share rows.
+    return PostgresEventStore(request.getfixturevalue("postgres_dsn"), pool_size=4)
+
+
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 

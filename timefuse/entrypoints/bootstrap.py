@@ -77,7 +77,12 @@ def build_store(settings: Settings, clock: Clock) -> EventStore:
     if url.startswith(("postgresql:", "postgres:")):
         from timefuse.adapters.postgres import PostgresEventStore
 
-        return PostgresEventStore(url, pool_size=settings.db_pool_size)
+        return PostgresEventStore(
+            url,
+            pool_size=settings.db_pool_size,
+            partition_granularity=settings.partition_granularity,
+            partitions_ahead=settings.partitions_ahead,
+        )
     raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
 
 

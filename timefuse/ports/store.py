@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from timefuse.domain.cursor import Cursor as Cursor
 from timefuse.domain.event import Event
@@ -262,3 +263,22 @@ class EventStore(Protocol):
 
         Never touches a PENDING or PROCESSING event. Works in bounded batches.
         """
+
+
+@runtime_checkable
+class WatchesDue(Protocol):
+    """A store that can tell every process when events are inserted (PostgreSQL's NOTIFY)."""
+
+    async def watch_due(
+        self, notify: Callable[[datetime | None], None], stop: asyncio.Event
+    ) -> None:
+        """Call ``notify(due_at)`` for each batch inserted by any process, until ``stop``."""
+
+
+@runtime_checkable
+class PlansStorage(Protocol):
+    """A store that prepares storage ahead of time (PostgreSQL's time partitions)."""
+
+    async def create_partitions_ahead(self) -> list[str]:
+        """Create what the coming periods need; returns the names of what it created."""
+        ...

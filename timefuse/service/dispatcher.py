@@ -18,7 +18,13 @@ from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.status import EventStatus
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
-from timefuse.ports.store import AttemptRecord, EventStore, OutcomeUpdate, StoreError
+from timefuse.ports.store import (
+    AttemptRecord,
+    EventStore,
+    OutcomeUpdate,
+    StoreError,
+    WatchesDue,
+)
 from timefuse.service.destinations import (
     DestinationGate,
     GateSettings,
@@ -89,9 +95,16 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then shut down gracefully."""
         writer = asyncio.create_task(self._writer.run(), name="timefuse-outcome-writer")
+        watcher = None
+        if isinstance(self._store, WatchesDue):
+            # Events inserted by other processes (an API, an ingest consumer) wake us at once.
+            watcher = asyncio.create_task(self._store.watch_due(self._wakeup.notify, stop))
         try:
             await self._claim_loop(stop)
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             self._stopping = True
             await self._drain()
             writer.cancel()

@@ -13,7 +13,7 @@ import structlog
 
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
-from timefuse.ports.store import EventStore, StoreError
+from timefuse.ports.store import EventStore, PlansStorage, StoreError
 from timefuse.service.metrics import Metrics
 from timefuse.service.wakeup import DueSignal
 
@@ -41,6 +41,7 @@ class MaintenanceSettings:
     retention_days: int = 7
     lease_check_seconds: float = 5.0
     retention_every_seconds: float = 3600.0
+    partitions_every_seconds: float = 3600.0
     gauges_every_seconds: float = 15.0
 
 
@@ -63,6 +64,7 @@ class Maintenance:
         self._wakeup = wakeup
         self._last_retention = float("-inf")
         self._last_gauges = float("-inf")
+        self._last_partitions = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -87,6 +89,14 @@ class Maintenance:
         if now - self._last_retention >= self._settings.retention_every_seconds:
             await self.cleanup(self._settings.retention_days)
             self._last_retention = now
+        if (
+            isinstance(self._store, PlansStorage)
+            and now - self._last_partitions >= self._settings.partitions_every_seconds
+        ):
+            created = await self._store.create_partitions_ahead()
+            if created:
+                log.info("created partitions ahead", partitions=created)
+            self._last_partitions = now
         if now - self._last_gauges >= self._settings.gauges_every_seconds:
             await self.refresh_gauges()
             self._last_gauges = now

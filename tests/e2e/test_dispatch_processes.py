@@ -1,0 +1,95 @@
+"""Many ``timefuse dispatch`` processes against one PostgreSQL, as operators scale them out."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.support.process import TimefuseProcess
+from tests.support.receiver import Receiver
+from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.testing import make_event
+
+pytestmark = pytest.mark.postgres
+
+Dispatchers = Callable[[int, dict[str, str]], list[TimefuseProcess]]
+
+
+@pytest_asyncio.fixture
+async def store(postgres_dsn: str) -> AsyncIterator[PostgresEventStore]:
+    pg = PostgresEventStore(postgres_dsn, pool_size=4)
+    await pg.open()
+    yield pg
+    await pg.close()
+
+
+@pytest.fixture
+def dispatchers(tmp_path: Path, postgres_dsn: str) -> Iterator[Dispatchers]:
+    started: list[TimefuseProcess] = []
+
+    def start(count: int, env: dict[str, str]) -> list[TimefuseProcess]:
+        for n in range(count):
+            process = TimefuseProcess(
+                tmp_path,
+                {"DATABASE_URL": postgres_dsn, "TIMEFUSE_WORKER_ID": f"dispatch-{n}", **env},
+                command="dispatch",
+            )
+            process.start()
+            started.append(process)
+        return started[-count:]
+
+    yield start
+    for process in started:
+        process.close()
+
+
+async def insert_due(store: PostgresEventStore, receiver: Receiver, count: int) -> set[str]:
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    ids: set[str] = set()
+    for start in range(0, count, 1000):
+        batch = [
+            make_event(scheduled_at=due, destination=receiver.url("/scaled"), payload=b"{}")
+            for _ in range(min(1000, count - start))
+        ]
+        ids.update(await store.insert_many(batch))
+    return ids
+
+
+async def test_four_dispatchers_deliver_each_of_20000_events_exactly_once(
+    store: PostgresEventStore, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    ids = await insert_due(store, receiver, 20_000)
+    dispatchers(4, {"TIMEFUSE_DESTINATION_CONCURRENCY": "0"})
+    assert await receiver.wait_for(lambda: receiver.count("/scaled") >= 20_000, timeout=120)
+    seen = collections.Counter(r.event_id for r in receiver.on("/scaled"))
+    assert set(seen) == ids
+    assert max(seen.values()) == 1, "an event was delivered twice without any crash"
+
+
+async def test_kill_9_of_one_dispatcher_loses_nothing_and_duplicates_at_most_its_batch(
+    store: PostgresEventStore, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    receiver.delay_seconds["/scaled"] = 0.05
+    in_flight_cap = 200
+    ids = await insert_due(store, receiver, 5_000)
+    victim, *_ = dispatchers(
+        4,
+        {
+            "TIMEFUSE_CONCURRENCY": str(in_flight_cap),
+            "SCHEDULER_BATCH_SIZE": "100",
+            "TIMEFUSE_LEASE_SECONDS": "3",
+        },
+    )
+    assert await receiver.wait_for(lambda: receiver.count("/scaled") >= 1000, timeout=60)
+    victim.kill()
+    assert await receiver.wait_for(
+        lambda: {r.event_id for r in receiver.on("/scaled")} >= ids, timeout=120
+    )
+    duplicates = receiver.count("/scaled") - len(ids)
+    print(f"\nduplicates after kill -9 of one of four dispatchers: {duplicates}")
+    assert duplicates <= in_flight_cap
