@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from timefuse.config import ConfigError, Settings, variables
 from timefuse.plugins.registry import PluginError
+from timefuse.ports.ingest import BufferUnavailable, StreamUnavailable
+from timefuse.ports.store import StoreError
 
 COMMANDS = {
     "serve": "run every role in one process: API, ingest consumer (with Kafka), dispatcher "
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PluginError, ValueError) as exc:
         print(f"timefuse: {exc}", file=sys.stderr)
         return 2
+    except (StoreError, BufferUnavailable, StreamUnavailable) as exc:
+        print(f"timefuse: cannot reach a service timefuse needs: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -202,8 +202,16 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     for task in done:
-        if task is not waiter and task.exception() is not None:
-            raise StartupError(f"a role stopped unexpectedly: {task.exception()!r}")
+        if task is waiter or stop.is_set() or task.cancelled():
+            continue
+        # Roles run until told to stop: one that ends by itself, even without an error, leaves
+        # the process doing less than it says, so the process stops and says why.
+        reason = task.exception()
+        raise StartupError(
+            f"a role stopped unexpectedly: {reason!r}"
+            if reason
+            else f"a role stopped unexpectedly: {task.get_name()}"
+        )
 
 
 def _redacted(tf: Timefuse) -> str:

@@ -137,6 +137,7 @@ class DestinationGate:
         """An event given START was not started after all: free its slot, judge nothing."""
         dest = self._get(destination_key(event), event.delivery_type)
         dest.in_flight = max(0, dest.in_flight - 1)
+        dest.breaker.probing = False  # if it was the probe, the next event may probe instead
 
     def pump(self, event: Event) -> tuple[list[Event], list[tuple[Event, float]], float]:
         """For ``event``'s destination: events to start now, events to defer (with delays),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ Observer = Callable[[Event, int, DeliveryOutcome, str], None]
 
 STORE_RETRY_SECONDS = 1.0
 SATURATED_PAUSE_SECONDS = 0.2
+MIN_IDLE_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,8 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then shut down gracefully."""
-        writer = asyncio.create_task(self._writer.run(), name="timefuse-outcome-writer")
+        writer_stop = asyncio.Event()
+        writer = asyncio.create_task(self._writer.run(writer_stop), name="timefuse-outcome-writer")
         watcher = None
         if isinstance(self._store, WatchesDue):
             # Events inserted by other processes (an API, an ingest consumer) wake us at once.
@@ -107,9 +108,10 @@ class Dispatcher:
                 await asyncio.gather(watcher, return_exceptions=True)
             self._stopping = True
             await self._drain()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            # The writer finishes the write it may be in (drained outcomes keep arriving until
+            # here); then whatever is left is written, or kept trying, within the timeout.
+            writer_stop.set()
+            await asyncio.gather(writer, return_exceptions=True)
             await self._writer.flush_until_written(self._settings.shutdown_timeout_seconds)
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
@@ -154,8 +156,9 @@ class Dispatcher:
             next_due = None
         if next_due is not None:
             timeout = min(timeout, (next_due - self._clock.now()).total_seconds())
-        if timeout <= 0:
-            return
+        # A floor: when this clock runs ahead of the store's, an event "due" here may not be
+        # due there yet, and claiming again at once would spin until the clocks agree.
+        timeout = max(timeout, MIN_IDLE_SECONDS)
         self._wakeup.plan(next_due)
         await _first_of(self._wakeup.wait(timeout), stop.wait())
 
@@ -213,7 +216,7 @@ class Dispatcher:
         task = asyncio.create_task(self._deliver(event), name=f"timefuse-deliver-{event.id}")
         self._in_flight[event.id] = task
         self._metrics.in_flight.inc()
-        task.add_done_callback(lambda _: self._finished(event.id))
+        task.add_done_callback(lambda done: self._finished(event.id, done))
 
     def _lease_mostly_spent(self, event: Event) -> bool:
         expires = event.lock_expires_at
@@ -222,8 +225,11 @@ class Dispatcher:
         remaining = (expires - self._clock.now()).total_seconds()
         return remaining < self._settings.lease_seconds / 2
 
-    def _finished(self, event_id: str) -> None:
-        self._in_flight.pop(event_id, None)
+    def _finished(self, event_id: str, task: asyncio.Task[None]) -> None:
+        # A delivery that outlived its lease may run beside a newer claim of the same event:
+        # only the entry of the task that finished goes.
+        if self._in_flight.get(event_id) is task:
+            del self._in_flight[event_id]
         self._metrics.in_flight.dec()
         self._slot_freed.set()
 

@@ -180,6 +180,10 @@ class IngestConsumer:
             build_event(fields, event_id=event.id, now=event.created_at, limits=self._limits)
         except ValidationFailed as exc:
             return f"invalid event: {exc}"
+        except (ArithmeticError, ValueError) as exc:
+            # Dates at the edge of datetime's range (year 1, year 9999) overflow the rules'
+            # arithmetic: the record is poison, not a reason to stop consuming its partition.
+            return f"invalid event: {type(exc).__name__}: {exc}"
         return None
 
     async def _store_and_dead_letter(self, valid: list[Valid], poison: list[Poison]) -> None:

@@ -38,4 +38,7 @@ class DueSignal:
             return False
         finally:
             self._event.clear()
+            # Awake now: the planned time has passed, and any news until the next plan() must
+            # wake the next wait (a later-due insert committed while we were claiming, say).
+            self._earliest = None
         return True

@@ -51,9 +51,13 @@ class OutcomeWriter:
     def pending(self) -> int:
         return len(self._outcomes) + sum(len(ids) for ids in self._deferred.values())
 
-    async def run(self) -> None:
-        """Flush every few milliseconds, or at once when a batch is full; until cancelled."""
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every few milliseconds, or at once when a batch is full, until ``stop``.
+
+        Stopping never interrupts a write: a batch taken for writing when the process is asked
+        to stop is written (or kept) before this returns, not dropped by a cancellation.
+        """
+        while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), FLUSH_INTERVAL_SECONDS)
             self._ready.clear()
@@ -74,11 +78,13 @@ class OutcomeWriter:
         batch, self._outcomes = self._outcomes, []
         try:
             await self._store.record_outcomes(self._worker_id, batch)
-        except StoreError as exc:
+        except BaseException as exc:
+            self._outcomes = batch + self._outcomes
+            if not isinstance(exc, StoreError):
+                raise
             # Kept for the next flush. If the store stays down past the lease, recovery counts
             # the attempt and the event is delivered again: at least once, never lost.
             log.warning("writing outcomes failed; will retry", error=str(exc), count=len(batch))
-            self._outcomes = batch + self._outcomes
             return False
         retries = [u.next_attempt_at for u in batch if u.next_attempt_at is not None]
         if retries:
@@ -91,9 +97,11 @@ class OutcomeWriter:
             due_at, ids = self._deferred.popitem()
             try:
                 await self._store.reschedule(self._worker_id, ids, due_at)
-            except StoreError as exc:
-                log.warning("deferring events failed; will retry", error=str(exc), count=len(ids))
+            except BaseException as exc:
                 self._deferred[due_at].extend(ids)
+                if not isinstance(exc, StoreError):
+                    raise
+                log.warning("deferring events failed; will retry", error=str(exc), count=len(ids))
                 return False
             self._wakeup.notify(due_at)
         return True

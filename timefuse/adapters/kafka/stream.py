@@ -212,6 +212,8 @@ def _to_record(message: Message) -> IngestRecord:
         event = decode_event(value)
     except EnvelopeError as exc:
         return IngestRecord(partition, offset, key, value, None, str(exc))
+    except Exception as exc:  # anything undecodable is poison for the dead letter topic
+        return IngestRecord(partition, offset, key, value, None, f"{type(exc).__name__}: {exc}")
     return IngestRecord(partition, offset, key, value, event)
 
 
