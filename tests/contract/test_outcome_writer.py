@@ -10,6 +10,7 @@ from timefuse.ports.store import EventStore
 from timefuse.service.wakeup import DueSignal
 from timefuse.service.writeback import OutcomeWriter
 from timefuse.testing import make_event
+from timefuse.testing.factories import make_outcome
 
 
 async def test_deferrals_added_while_a_flush_is_writing_are_not_lost(
@@ -50,3 +51,36 @@ async def test_deferrals_added_while_a_flush_is_writing_are_not_lost(
         assert stored.status is EventStatus.PENDING
         assert stored.attempts == 0
         assert stored.next_attempt_at >= due
+
+
+async def test_a_write_cancelled_midway_keeps_its_outcomes_for_the_next_flush(
+    event_store: EventStore,
+) -> None:
+    now = datetime.now(UTC)
+    event = make_event(scheduled_at=now)
+    await event_store.insert_many([event])
+    [claimed] = await event_store.claim_due("w1", 10, 60)
+    started = asyncio.Event()
+
+    class Stalling:
+        def __getattr__(self, name: str) -> object:
+            return getattr(event_store, name)
+
+        async def record_outcomes(self, worker_id: str, updates: list[object]) -> int:
+            started.set()
+            await asyncio.sleep(3600)
+            return 0
+
+    writer = OutcomeWriter(Stalling(), "w1", DueSignal(), batch_size=100)  # type: ignore[arg-type]
+    writer.add(make_outcome(claimed, "w1"))
+    flushing = asyncio.create_task(writer.flush())
+    await started.wait()
+    flushing.cancel()
+    await asyncio.gather(flushing, return_exceptions=True)
+    assert writer.pending == 1
+    real = OutcomeWriter(event_store, "w1", DueSignal(), batch_size=100)
+    real.add(make_outcome(claimed, "w1"))
+    assert await real.flush()
+    stored = await event_store.get(event.id)
+    assert stored is not None
+    assert stored.status is EventStatus.COMPLETED
