@@ -159,8 +159,12 @@ class EventStore(Protocol):
     async def record_outcomes(self, worker_id: str, updates: Sequence[OutcomeUpdate]) -> int:
         """Write attempt outcomes back in one transaction and keep each attempt's record.
 
-        An update applies only while the event is PROCESSING and locked by ``worker_id``: a
-        worker whose lease expired can't overwrite a newer claim. How each field is written:
+        An update applies only while the event is PROCESSING, locked by ``worker_id``, and
+        still under the claim the update is about: its stored ``attempts`` equals the update's
+        ``attempt.attempt`` (the number :meth:`claim_due` gave that claim). So a worker whose
+        lease expired can't overwrite a newer claim, not even its own: should the same worker
+        claim the event again after lease recovery, the first attempt's late outcome doesn't
+        apply to the second claim. How each field is written:
         :class:`OutcomeUpdate`. The attempt record is kept exactly when its update applies,
         numbered by the store (:attr:`AttemptRecord.sequence`). Only the first update for an
         event in ``updates`` can apply. Returns how many applied.
@@ -194,13 +198,31 @@ class EventStore(Protocol):
     async def cancel(self, event_id: str) -> CancelResult:
         """Cancel one event if, and only if, it is PENDING (atomic: never races a claim)."""
 
-    async def cancel_by_external_id(self, external_job_id: str) -> int:
-        """Cancel every PENDING event with that external id; returns how many."""
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: Collection[str] | None = None
+    ) -> int:
+        """Cancel every PENDING event with that external id; returns how many.
+
+        With ``sources``, only events from those sources are cancelled (an empty collection
+        cancels nothing); ``None`` cancels them whatever their source. One statement: an
+        event claimed meanwhile stays claimed.
+        """
 
     async def get(self, event_id: str) -> Event | None: ...
 
-    async def find_by_external_id(self, external_job_id: str, limit: int = 100) -> list[Event]:
-        """Events with that external id, the most recently created first."""
+    async def find_by_external_id(
+        self,
+        external_job_id: str,
+        limit: int = 100,
+        *,
+        sources: Collection[str] | None = None,
+    ) -> list[Event]:
+        """Up to ``limit`` events with that external id, the most recently created first.
+
+        With ``sources``, only events from those sources (an empty collection finds nothing),
+        filtered before ``limit`` applies: events of other sources never crowd them out.
+        ``None`` finds them whatever their source.
+        """
 
     async def count_by_status(
         self, sources: Collection[str] | None = None

@@ -32,10 +32,6 @@ from timefuse.service.metrics import Metrics
 from timefuse.service.wakeup import DueSignal
 
 STATISTICS_TTL_SECONDS = 1.0
-# Most events of one external id a caller limited to some sources can cancel in one request:
-# the store cancels by external id for every source at once, so for such a caller each event
-# is looked up and cancelled on its own.
-SCOPED_CANCEL_LIMIT = 10_000
 
 # The sources a caller may act for; None: every source.
 Sources = Collection[str] | None
@@ -157,8 +153,8 @@ class EventService:
     async def find_by_external_id(
         self, external_job_id: str, *, sources: Sources = None
     ) -> list[Event]:
-        events = await self._store.find_by_external_id(external_job_id)
-        return [event for event in events if _visible(event, sources)]
+        # The store filters by source before its limit: other sources can't crowd these out.
+        return await self._store.find_by_external_id(external_job_id, sources=sources)
 
     async def cancel(self, event_id: str, *, sources: Sources = None) -> CancelResult:
         if sources is not None and await self.get(event_id, sources=sources) is None:
@@ -171,24 +167,10 @@ class EventService:
         return result
 
     async def cancel_by_external_id(self, external_job_id: str, *, sources: Sources = None) -> int:
-        if sources is None:
-            count = await self._store.cancel_by_external_id(external_job_id)
-        else:
-            count = await self._cancel_each(external_job_id, sources)
+        count = await self._store.cancel_by_external_id(external_job_id, sources=sources)
         if count:
             self._metrics.cancelled.inc(count)
             self._statistics.clear()
-        return count
-
-    async def _cancel_each(self, external_job_id: str, sources: Collection[str]) -> int:
-        events = await self._store.find_by_external_id(external_job_id, SCOPED_CANCEL_LIMIT)
-        count = 0
-        for event in events:
-            if event.status is not EventStatus.PENDING or not _visible(event, sources):
-                continue
-            # Each cancel is the store's atomic one: an event claimed meanwhile stays so.
-            if await self._store.cancel(event.id) is CancelResult.CANCELLED:
-                count += 1
         return count
 
     async def list_events(

@@ -1,8 +1,10 @@
 """The event store contract for the operations added after the base suite.
 
-Counts by source, listings (keyset pages), redelivery (one event, or dead letters in bulk),
-rescheduling claimed events, and the attempt record an expired lease leaves. An adapter that
-implements them runs this suite beside the base one, with the same ``event_store`` fixture::
+Counts by source, finding and cancelling by external id within sources, the claim guard on
+outcomes (a late outcome of an earlier claim by the same worker), listings (keyset pages),
+redelivery (one event, or dead letters in bulk), rescheduling claimed events, and the attempt
+record an expired lease leaves. An adapter that implements them runs this suite beside the
+base one, with the same ``event_store`` fixture::
 
     from timefuse.testing.store_contract import *  # noqa: F403
     from timefuse.testing.store_contract_ops import *  # noqa: F403
@@ -59,6 +61,103 @@ async def test_counts_only_the_events_of_the_given_sources(event_store: EventSto
     assert sum((await event_store.count_by_status()).values()) == 4
     with pytest.raises(TypeError):  # one string is not a collection of sources
         await event_store.count_by_status(sources="billing")
+
+
+# -- by external id, within sources ----------------------------------------------------------
+
+
+async def test_finds_by_external_id_only_the_events_of_the_given_sources(
+    event_store: EventStore,
+) -> None:
+    now = utc_now()
+
+    def job(source: str, age: int) -> Event:
+        return make_event(
+            external_job_id="job-1",
+            source=source,
+            scheduled_at=now + timedelta(hours=age),
+            created_at=now - timedelta(minutes=age),
+        )
+
+    # The other source's events are all newer: a limit applied before the source filter
+    # would return only them.
+    billing = [job("billing", 10), job("billing", 11)]
+    shipping = job("shipping", 12)
+    others = [job("other", age) for age in (1, 2, 3)]
+    await insert_events(event_store, *billing, shipping, *others)
+    found = await event_store.find_by_external_id("job-1", limit=2, sources=["billing"])
+    assert [event.id for event in found] == [event.id for event in billing]
+    both = await event_store.find_by_external_id("job-1", sources={"billing", "shipping"})
+    assert [event.id for event in both] == [event.id for event in (*billing, shipping)]
+    assert await event_store.find_by_external_id("job-1", sources=[]) == []
+    assert await event_store.find_by_external_id("job-1", sources=["unknown"]) == []
+    assert len(await event_store.find_by_external_id("job-1")) == 6
+    with pytest.raises(TypeError):  # one string is not a collection of sources
+        await event_store.find_by_external_id("job-1", sources="billing")
+
+
+async def test_cancels_by_external_id_only_the_events_of_the_given_sources(
+    event_store: EventStore,
+) -> None:
+    later = utc_now() + timedelta(hours=1)
+    billing, billing_2, shipping, other, billing_done, elsewhere = (
+        make_event(external_job_id="job-1", source="billing", scheduled_at=later),
+        make_event(
+            external_job_id="job-1", source="billing", scheduled_at=later + timedelta(hours=1)
+        ),
+        make_event(external_job_id="job-1", source="shipping", scheduled_at=later),
+        make_event(external_job_id="job-1", source="other", scheduled_at=later),
+        make_event(external_job_id="job-1", source="billing", status=EventStatus.COMPLETED),
+        make_event(external_job_id="job-2", source="billing", scheduled_at=later),
+    )
+    await insert_events(event_store, billing, billing_2, shipping, other, billing_done, elsewhere)
+    assert await event_store.cancel_by_external_id("job-1", sources=[]) == 0
+    assert await event_store.cancel_by_external_id("job-1", sources=["unknown"]) == 0
+    with pytest.raises(TypeError):  # one string is not a collection of sources
+        await event_store.cancel_by_external_id("job-1", sources="billing")
+    assert await event_store.cancel_by_external_id("job-1", sources=["billing"]) == 2
+    statuses = {
+        event.id: (await stored_event(event_store, event)).status
+        for event in (billing, billing_2, shipping, other, billing_done, elsewhere)
+    }
+    assert statuses == {
+        billing.id: EventStatus.CANCELLED,
+        billing_2.id: EventStatus.CANCELLED,
+        shipping.id: EventStatus.PENDING,
+        other.id: EventStatus.PENDING,
+        billing_done.id: EventStatus.COMPLETED,
+        elsewhere.id: EventStatus.PENDING,
+    }
+    assert await event_store.cancel_by_external_id("job-1", sources={"shipping", "other"}) == 2
+    assert (await stored_event(event_store, other)).status is EventStatus.CANCELLED
+
+
+# -- the claim guard on outcomes ------------------------------------------------------------
+
+
+async def test_a_late_outcome_cannot_apply_to_the_same_workers_newer_claim(
+    event_store: EventStore,
+) -> None:
+    first = await insert_and_claim(event_store, "worker-a", SHORT_LEASE, max_retries=3)
+    assert first.attempts == 1
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    assert await event_store.recover_expired_leases() == 1
+    (second,) = await event_store.claim_due("worker-a", 10, 30.0)
+    assert (second.id, second.attempts, second.locked_by) == (first.id, 2, "worker-a")
+    late = make_outcome(first, "worker-a", EventStatus.COMPLETED)
+    assert late.attempt.attempt == 1
+    assert await event_store.record_outcomes("worker-a", [late]) == 0
+    assert await stored_event(event_store, first) == second
+    history = await event_store.attempts(first.id)
+    assert [(record.attempt, record.error) for record in history] == [(1, LEASE_EXPIRED_ERROR)]
+    current = make_outcome(second, "worker-a", EventStatus.COMPLETED)
+    assert current.attempt.attempt == 2
+    assert await event_store.record_outcomes("worker-a", [current]) == 1
+    stored = await stored_event(event_store, first)
+    assert (stored.status, stored.locked_by) == (EventStatus.COMPLETED, None)
+    history = await event_store.attempts(first.id)
+    assert [(record.sequence, record.attempt) for record in history] == [(1, 1), (2, 2)]
+    assert history[-1].outcome is OutcomeKind.SUCCESS
 
 
 # -- redelivery -----------------------------------------------------------------------------

@@ -108,6 +108,9 @@ RETURNING {_E_COLUMNS}
 # so history is kept exactly for the outcomes that counted; the statement's row count is the
 # number applied. A retry brings its own next_attempt_at, a success its executed_at; None
 # keeps the stored value. The record's sequence is the event's attempt_records, counted up here.
+# An update applies only under the claim it is about (e.attempts = input.attempt, the number
+# the claim gave it): after a lease expiry and a new claim by the same worker, the first
+# claim's late outcome doesn't apply to the second.
 RECORD_OUTCOMES = """
 WITH input AS (
     SELECT input.*, x.scheduled_at
@@ -138,6 +141,7 @@ applied AS (
        AND e.scheduled_at >= (SELECT min(scheduled_at) FROM input)
        AND e.scheduled_at <= (SELECT max(scheduled_at) FROM input)
        AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
+       AND e.attempts = input.attempt
     RETURNING e.id, e.attempt_records
 )
 INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
@@ -238,9 +242,12 @@ SELECT EXISTS (SELECT 1 FROM redelivered),
        EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID})
 """
 
+# A NULL sources array: any source; the dedup key (external_job_id, source, scheduled_at)
+# serves both forms. The callers skip an empty array (it matches nothing).
 CANCEL_BY_EXTERNAL_ID = """
 UPDATE events SET status = 'CANCELLED', updated_at = now()
  WHERE external_job_id = %(external_job_id)s AND status = 'PENDING'
+   AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s::text[]))
 """
 
 GET = f"""
@@ -250,6 +257,7 @@ SELECT {_COLUMNS} FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_A
 FIND_BY_EXTERNAL_ID = f"""
 SELECT {_COLUMNS} FROM events
  WHERE external_job_id = %(external_job_id)s
+   AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s::text[]))
  ORDER BY created_at DESC, id DESC
  LIMIT %(limit)s
 """

@@ -250,8 +250,13 @@ class PostgresEventStore:
             return CancelResult.CANCELLED
         return CancelResult.NOT_PENDING if exists else CancelResult.NOT_FOUND
 
-    async def cancel_by_external_id(self, external_job_id: str) -> int:
-        params = {"external_job_id": external_job_id}
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: Collection[str] | None = None
+    ) -> int:
+        wanted = source_set(sources)
+        if wanted is not None and not wanted:
+            return 0
+        params = {"external_job_id": external_job_id, "sources": _source_array(wanted)}
         async with self._connection() as conn:
             return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
 
@@ -260,8 +265,21 @@ class PostgresEventStore:
             rows = await fetch_binary(conn, queries.GET, {"id": event_id})
         return row_to_event(rows[0]) if rows else None
 
-    async def find_by_external_id(self, external_job_id: str, limit: int = 100) -> list[Event]:
-        params = {"external_job_id": external_job_id, "limit": limit}
+    async def find_by_external_id(
+        self,
+        external_job_id: str,
+        limit: int = 100,
+        *,
+        sources: Collection[str] | None = None,
+    ) -> list[Event]:
+        wanted = source_set(sources)
+        if wanted is not None and not wanted:
+            return []
+        params = {
+            "external_job_id": external_job_id,
+            "limit": limit,
+            "sources": _source_array(wanted),
+        }
         async with self._connection() as conn:
             rows = await fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params)
         return [row_to_event(row) for row in rows]
@@ -345,3 +363,8 @@ class PostgresEventStore:
         with wrap_exceptions():
             async with pool.connection() as conn:
                 yield conn
+
+
+def _source_array(sources: frozenset[str] | None) -> list[str] | None:
+    """``sources`` as a ``text[]`` parameter: ``None`` (any source) stays NULL."""
+    return None if sources is None else sorted(sources)

@@ -20,7 +20,8 @@ MIGRATIONS = {
     2: "0002_listing_redelivery_lease_history.sql",
 }
 
-# UPDATE ... RETURNING (the claim) arrived in SQLite 3.35.
+# UPDATE ... FROM (the batched outcomes) arrived in SQLite 3.33, RETURNING in 3.35; the JSON
+# functions the batched statements use are compiled into CPython's sqlite3 in any of these.
 MINIMUM_SQLITE = (3, 35, 0)
 
 # How long a statement waits for another process's write lock before SQLITE_BUSY. Inside one

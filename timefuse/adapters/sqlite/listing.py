@@ -35,7 +35,7 @@ class _Filter:
         return " AND ".join(self.terms) if self.terms else "1"
 
 
-def _sources_term(sources: frozenset[str]) -> tuple[str, dict[str, Any]]:
+def sources_term(sources: frozenset[str]) -> tuple[str, dict[str, Any]]:
     # Sorted, so the same set always gives the same text and parameters.
     names = {f"source_{i}": source for i, source in enumerate(sorted(sources))}
     return f"source IN ({', '.join(f':{name}' for name in names)})", names
@@ -51,7 +51,7 @@ def _event_filter(
     if status is not None:
         found.add("status = :status", status=EventStatus(status).value)
     if sources is not None:
-        term, names = _sources_term(sources)
+        term, names = sources_term(sources)
         found.add(term, **names)
     if scheduled_from is not None:
         found.add("scheduled_at >= :scheduled_from", scheduled_from=scheduled_from)

@@ -6,6 +6,7 @@ reads the clock on the SQLite thread, when the work actually runs, not when it w
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,10 +14,12 @@ from typing import Any
 
 from timefuse.adapters.sqlite import queries
 from timefuse.adapters.sqlite.connection import transaction
+from timefuse.adapters.sqlite.listing import sources_term
 from timefuse.adapters.sqlite.rows import (
-    attempt_params,
+    attempt_json_row,
     event_to_row,
     from_micros,
+    json_row_to_event,
     optional_micros,
     row_to_attempt,
     row_to_event,
@@ -72,55 +75,96 @@ def _resolve_stored_ids(conn: sqlite3.Connection, events: Sequence[Event]) -> di
 
 def claim_due(
     conn: sqlite3.Connection, now: int, worker_id: str, limit: int, lease_micros: int
-) -> list[Event]:
+) -> str:
+    """The claimed rows as ``queries.CLAIMED_EVENTS_JSON`` text, for :func:`claimed_events`.
+
+    The text is decoded by the caller, off this thread: Python work here holds the GIL in
+    turns with the event loop, and each turn can wait a whole switch interval.
+    """
+    # Three statements of one result row each, not UPDATE ... RETURNING's row per event (see
+    # "Batched statements" in queries.py). BEGIN IMMEDIATE holds the write lock from the
+    # first, so the rows found are the rows claimed and the rows read.
     params = {"worker": worker_id, "expires": now + lease_micros, "now": now, "limit": limit}
     with transaction(conn):
-        rows = conn.execute(queries.CLAIM_DUE, params).fetchall()
-    # RETURNING gives rows in no promised order; the port promises earliest due first.
-    events = [row_to_event(row) for row in rows]
-    events.sort(key=lambda event: event.next_attempt_at)
-    return events
+        rowids: str = conn.execute(queries.DUE_ROWIDS, params).fetchone()[0]
+        if rowids == "[]":
+            return rowids
+        conn.execute(queries.CLAIM_ROWIDS, {**params, "rowids": rowids})
+        claimed: str = conn.execute(queries.CLAIMED_EVENTS_JSON, {"rowids": rowids}).fetchone()[0]
+    return claimed
 
 
-def record_outcomes(
-    conn: sqlite3.Connection, now: int, worker_id: str, updates: Sequence[OutcomeUpdate]
-) -> int:
+def claimed_events(text: str) -> tuple[list[Event], list[str]]:
+    """The events of :func:`claim_due`'s text, and the ids of any to read again with
+    :func:`get` (a REAL the text can't carry exactly; see rows.json_row_to_event)."""
+    events: list[Event] = []
+    reread: list[str] = []
+    for row in json.loads(text):
+        try:
+            events.append(
+                json_row_to_event(row, queries.JSON_REAL_POSITIONS, queries.JSON_PAYLOAD_POSITION)
+            )
+        except ValueError:
+            reread.append(row[0])
+    return events, reread
+
+
+def outcome_batches(updates: Sequence[OutcomeUpdate]) -> tuple[str, str]:
+    """The attempt and outcome batches of :func:`record_outcomes`, built by the caller off the
+    SQLite thread (see :func:`claim_due`)."""
     # Only the first outcome per event can apply (it clears the lease), so later ones for the
     # same event are dropped here instead of leaving history rows for outcomes that didn't.
+    # The batched statements also rely on this: each event id appears once in a batch.
     unique: dict[str, OutcomeUpdate] = {}
     for update in updates:
         unique.setdefault(update.event_id, update)
-    attempts = [attempt_params(u.event_id, worker_id, u.attempt) for u in unique.values()]
-    outcomes = [_outcome_params(now, worker_id, u) for u in unique.values()]
+    attempts = [attempt_json_row(u.event_id, u.attempt) for u in unique.values()]
+    outcomes = [_outcome_row(u) for u in unique.values()]
+    return _json(attempts), _json(outcomes)
+
+
+def record_outcomes(
+    conn: sqlite3.Connection, now: int, worker_id: str, attempts: str, outcomes: str
+) -> int:
     with transaction(conn):
-        conn.executemany(queries.INSERT_ATTEMPT_IF_LEASED, attempts)
-        return conn.executemany(queries.APPLY_OUTCOME, outcomes).rowcount
+        # Attempts first: they see the leases the outcomes are about to clear.
+        conn.execute(queries.INSERT_ATTEMPTS_IF_LEASED, {"batch": attempts, "owner": worker_id})
+        params = {"batch": outcomes, "owner": worker_id, "now": now}
+        return conn.execute(queries.APPLY_OUTCOMES, params).rowcount
 
 
-def _outcome_params(now: int, worker_id: str, update: OutcomeUpdate) -> dict[str, Any]:
-    return {
-        "event_id": update.event_id,
-        "owner": worker_id,
+def _outcome_row(update: OutcomeUpdate) -> list[Any]:
+    """One element of ``queries.APPLY_OUTCOMES``'s batch."""
+    return [
+        update.event_id,
         # An outcome must end the claim: PROCESSING here would leave an event with no lease,
         # which no claim or lease recovery would ever pick up again.
-        "status": check_transition(EventStatus.PROCESSING, EventStatus(update.status)).value,
-        "retry_count": update.retry_count,
-        "last_error": update.last_error,
-        "next_attempt_at": optional_micros(update.next_attempt_at),
-        "executed_at": optional_micros(update.executed_at),
-        "now": now,
-    }
+        check_transition(EventStatus.PROCESSING, EventStatus(update.status)).value,
+        update.retry_count,
+        update.last_error,
+        optional_micros(update.next_attempt_at),
+        optional_micros(update.executed_at),
+        # The claim the outcome is about: a later claim of the same event has counted more.
+        update.attempt.attempt,
+    ]
+
+
+def _json(batch: list[Any]) -> str:
+    # allow_nan=False: SQLite's JSON parser rejects NaN/Infinity; fail here, with the value.
+    return json.dumps(batch, separators=(",", ":"), allow_nan=False)
 
 
 def reschedule(
-    conn: sqlite3.Connection, now: int, worker_id: str, event_ids: Sequence[str], due_at: int
+    conn: sqlite3.Connection, now: int, worker_id: str, event_ids: str, due_at: int
 ) -> int:
-    params = [
-        {"event_id": event_id, "owner": worker_id, "due_at": due_at, "now": now}
-        for event_id in event_ids
-    ]
+    """Put claimed events back to PENDING; ``event_ids`` is :func:`id_batch` text."""
+    params = {"event_ids": event_ids, "owner": worker_id, "due_at": due_at, "now": now}
     with transaction(conn):
-        return conn.executemany(queries.RESCHEDULE, params).rowcount
+        return conn.execute(queries.RESCHEDULE_MANY, params).rowcount
+
+
+def id_batch(event_ids: Sequence[str]) -> str:
+    return _json(list(event_ids))
 
 
 def recover_expired_leases(conn: sqlite3.Connection, now: int) -> int:
@@ -148,10 +192,23 @@ def cancel(conn: sqlite3.Connection, now: int, event_id: str) -> CancelResult:
     return CancelResult.NOT_PENDING if exists else CancelResult.NOT_FOUND
 
 
-def cancel_by_external_id(conn: sqlite3.Connection, now: int, external_job_id: str) -> int:
-    params = {"external_job_id": external_job_id, "now": now}
+def _of_sources(sources: frozenset[str] | None) -> tuple[str, dict[str, Any]]:
+    """The ``{sources}`` term of the by-external-id statements, and its parameters."""
+    if sources is None:
+        return "", {}
+    term, names = sources_term(sources)
+    return f" AND {term}", names
+
+
+def cancel_by_external_id(
+    conn: sqlite3.Connection, now: int, external_job_id: str, sources: frozenset[str] | None
+) -> int:
+    if sources is not None and not sources:
+        return 0
+    term, names = _of_sources(sources)
+    params = {"external_job_id": external_job_id, "now": now, **names}
     with transaction(conn):
-        return conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params).rowcount
+        return conn.execute(queries.CANCEL_BY_EXTERNAL_ID.format(sources=term), params).rowcount
 
 
 def get(conn: sqlite3.Connection, event_id: str) -> Event | None:
@@ -159,8 +216,14 @@ def get(conn: sqlite3.Connection, event_id: str) -> Event | None:
     return None if row is None else row_to_event(row)
 
 
-def find_by_external_id(conn: sqlite3.Connection, external_job_id: str, limit: int) -> list[Event]:
-    rows = conn.execute(queries.FIND_BY_EXTERNAL_ID, (external_job_id, limit)).fetchall()
+def find_by_external_id(
+    conn: sqlite3.Connection, external_job_id: str, limit: int, sources: frozenset[str] | None
+) -> list[Event]:
+    if sources is not None and not sources:
+        return []
+    term, names = _of_sources(sources)
+    params = {"external_job_id": external_job_id, "limit": limit, **names}
+    rows = conn.execute(queries.FIND_BY_EXTERNAL_ID.format(sources=term), params).fetchall()
     return [row_to_event(row) for row in rows]
 
 

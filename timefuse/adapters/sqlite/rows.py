@@ -107,20 +107,6 @@ def row_to_event(row: Row) -> Event:
     )
 
 
-def attempt_params(event_id: str, owner: str, record: AttemptRecord) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "owner": owner,
-        "attempt": record.attempt,
-        "started_at": to_micros(record.started_at),
-        "duration_ms": record.duration_ms,
-        "outcome": OutcomeKind(record.outcome).value,
-        "status_code": record.status_code,
-        "error": record.error,
-        "worker": record.worker,
-    }
-
-
 def row_to_attempt(row: Row) -> AttemptRecord:
     return AttemptRecord(
         attempt=row[0],
@@ -132,3 +118,40 @@ def row_to_attempt(row: Row) -> AttemptRecord:
         worker=row[6],
         sequence=row[7],
     )
+
+
+# Below 1e-290 in magnitude SQLite's quote() can lose the last digit of a REAL (it's exact
+# above): a row holding such a value is read again the ordinary way.
+_QUOTE_EXACT_ABOVE = 1e-290
+
+
+def json_row_to_event(row: list[Any], real_positions: Sequence[int], payload: int) -> Event:
+    """An event from one row of ``queries.CLAIMED_EVENTS_JSON``, decoded in place.
+
+    Raises :class:`ValueError` for a REAL that text may not carry exactly (see above).
+    """
+    row[payload] = bytes.fromhex(row[payload])
+    for position in real_positions:
+        text = row[position]
+        if text == "NULL":
+            row[position] = None
+            continue
+        value = float(text)
+        if value and abs(value) < _QUOTE_EXACT_ABOVE:
+            raise ValueError("a REAL column is too small to read from text exactly")
+        row[position] = value
+    return row_to_event(row)
+
+
+def attempt_json_row(event_id: str, record: AttemptRecord) -> list[Any]:
+    """One element of ``queries.INSERT_ATTEMPTS_IF_LEASED``'s batch."""
+    return [
+        event_id,
+        record.attempt,
+        to_micros(record.started_at),
+        record.duration_ms,
+        OutcomeKind(record.outcome).value,
+        record.status_code,
+        record.error,
+        record.worker,
+    ]

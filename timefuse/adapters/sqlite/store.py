@@ -26,6 +26,7 @@ from timefuse.ports.store import (
     EventQuery,
     OutcomeUpdate,
     RedeliverResult,
+    StoreError,
     StoreUnavailable,
     source_set,
 )
@@ -100,24 +101,38 @@ class SqliteEventStore:
         if limit <= 0:
             return []
         lease = round(lease_seconds * 1_000_000)
-        return await self._run(
+        claimed = await self._run(
             lambda conn: ops.claim_due(conn, self._now(), worker_id, limit, lease)
         )
+        # Decoded here, on the event loop, not on the SQLite thread (see ops.claim_due).
+        events, reread = ops.claimed_events(claimed)
+        for event_id in reread:
+            # Still under the lease just taken, so the row is as the claim left it.
+            event = await self.get(event_id)
+            if event is None:
+                raise StoreError(f"claimed event {event_id} vanished before it was read")
+            events.append(event)
+        # The aggregate's order is not promised; the port promises earliest due first.
+        events.sort(key=lambda event: event.next_attempt_at)
+        return events
 
     async def record_outcomes(self, worker_id: str, updates: Sequence[OutcomeUpdate]) -> int:
         if not updates:
             return 0
+        # Built on the event loop, so the SQLite thread runs almost no Python (see ops.claim_due).
+        attempts, outcomes = ops.outcome_batches(updates)
         return await self._run(
-            lambda conn: ops.record_outcomes(conn, self._now(), worker_id, updates)
+            lambda conn: ops.record_outcomes(conn, self._now(), worker_id, attempts, outcomes)
         )
 
     async def release(self, worker_id: str, event_ids: Sequence[str]) -> int:
         if not event_ids:
             return 0
+        ids = ops.id_batch(event_ids)
 
         def release_now(conn: sqlite3.Connection) -> int:
             now = self._now()
-            return ops.reschedule(conn, now, worker_id, event_ids, due_at=now)
+            return ops.reschedule(conn, now, worker_id, ids, due_at=now)
 
         return await self._run(release_now)
 
@@ -125,9 +140,8 @@ class SqliteEventStore:
         due = to_micros(due_at)
         if not event_ids:
             return 0
-        return await self._run(
-            lambda conn: ops.reschedule(conn, self._now(), worker_id, event_ids, due)
-        )
+        ids = ops.id_batch(event_ids)
+        return await self._run(lambda conn: ops.reschedule(conn, self._now(), worker_id, ids, due))
 
     async def recover_expired_leases(self) -> int:
         return await self._run(lambda conn: ops.recover_expired_leases(conn, self._now()))
@@ -135,17 +149,32 @@ class SqliteEventStore:
     async def cancel(self, event_id: str) -> CancelResult:
         return await self._run(lambda conn: ops.cancel(conn, self._now(), event_id))
 
-    async def cancel_by_external_id(self, external_job_id: str) -> int:
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: Collection[str] | None = None
+    ) -> int:
+        wanted = source_set(sources)
         return await self._run(
-            lambda conn: ops.cancel_by_external_id(conn, self._now(), external_job_id)
+            lambda conn: ops.cancel_by_external_id(conn, self._now(), external_job_id, wanted)
         )
 
     async def get(self, event_id: str) -> Event | None:
         return await self._run(partial(ops.get, event_id=event_id))
 
-    async def find_by_external_id(self, external_job_id: str, limit: int = 100) -> list[Event]:
+    async def find_by_external_id(
+        self,
+        external_job_id: str,
+        limit: int = 100,
+        *,
+        sources: Collection[str] | None = None,
+    ) -> list[Event]:
+        wanted = source_set(sources)
         return await self._run(
-            partial(ops.find_by_external_id, external_job_id=external_job_id, limit=limit)
+            partial(
+                ops.find_by_external_id,
+                external_job_id=external_job_id,
+                limit=limit,
+                sources=wanted,
+            )
         )
 
     async def count_by_status(
