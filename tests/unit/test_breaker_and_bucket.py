@@ -81,3 +81,14 @@ def test_a_bucket_never_allows_more_than_burst_plus_rate_times_time(
 def test_a_bucket_needs_a_positive_rate() -> None:
     with pytest.raises(ValueError, match="positive rate"):
         TokenBucket(rate=0, burst=1)
+
+
+def test_a_straggler_finishing_while_half_open_does_not_take_the_probes_place() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=10)
+    fail(breaker, 0)
+    assert breaker.admit(10) is Admission.PROBE
+    breaker.record(succeeded=False, retriable=True, now=11, current=False)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.admit(11) is Admission.REJECT  # the probe is still out
+    breaker.record(succeeded=True, retriable=False, now=12, current=False)
+    assert breaker.admit(12) is Admission.ALLOW

@@ -126,3 +126,19 @@ def test_a_delivery_type_can_bring_its_own_default_cap() -> None:
     topic = [make_event(delivery_type="kafka", destination="orders") for _ in range(50)]
     assert all(gate.offer(event).verdict is Verdict.START for event in topic)
     assert [gate.offer(e).verdict for e in events("web", 2)] == [Verdict.START, Verdict.WAIT]
+
+
+def test_only_the_probes_failure_reopens_a_half_open_breaker() -> None:
+    clock = Clock()
+    gate = DestinationGate(GateSettings(breaker_failures=1, breaker_cooldown_seconds=5), clock)
+    first, straggler, probe, other = events("flaky", 4)
+    gate.offer(first)
+    gate.offer(straggler)
+    gate.finished(first, DeliveryOutcome.retriable("HTTP 503", 503))
+    clock.now = 5.0
+    assert gate.offer(probe).verdict is Verdict.START
+    gate.finished(straggler, DeliveryOutcome.retriable("HTTP 503", 503))
+    assert gate.snapshot()["flaky"]["breaker"] == "HALF_OPEN"
+    assert gate.offer(other).verdict is Verdict.DEFER
+    gate.finished(probe, DeliveryOutcome.success(200))
+    assert gate.snapshot()["flaky"]["breaker"] == "CLOSED"

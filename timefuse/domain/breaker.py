@@ -50,7 +50,17 @@ class CircuitBreaker:
         """When an OPEN breaker will let a probe through."""
         return self.opened_at + self.cooldown_seconds
 
-    def record(self, *, succeeded: bool, retriable: bool, now: float) -> None:
+    def record(self, *, succeeded: bool, retriable: bool, now: float, current: bool = True) -> None:
+        """Count one delivery's result.
+
+        ``current`` is false for a delivery admitted before the breaker opened: once it is open,
+        only the probe's failure may reopen it (a straggler's failure says nothing new), while
+        anyone's success shows the receiver is back.
+        """
+        if not current and self.state is not BreakerState.CLOSED:
+            if succeeded or not retriable:
+                self.reset()  # the receiver answered: no need to wait for the probe
+            return
         was_probe = self.probing
         self.probing = False
         if succeeded or not retriable:

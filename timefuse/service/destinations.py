@@ -82,6 +82,7 @@ class _Destination:
     in_flight: int = 0
     waiting: deque[Event] = field(default_factory=deque)
     typical_seconds: float | None = None  # moving average of recent delivery durations
+    probe_id: str | None = None  # the event probing a half-open breaker
 
 
 class DestinationGate:
@@ -114,6 +115,8 @@ class DestinationGate:
         admission = dest.breaker.admit(now)
         if admission is Admission.REJECT:
             return self._deferral(dest, now)
+        if admission is Admission.PROBE:
+            dest.probe_id = event.id
         if admission is Admission.PROBE or (not dest.waiting and self._can_start(dest, now)):
             dest.in_flight += 1
             return Decision(Verdict.START)
@@ -127,17 +130,23 @@ class DestinationGate:
         dest.in_flight = max(0, dest.in_flight - 1)
         typical = dest.typical_seconds
         dest.typical_seconds = seconds if typical is None else typical + 0.1 * (seconds - typical)
+        is_probe = dest.probe_id == event.id
+        if is_probe:
+            dest.probe_id = None
         dest.breaker.record(
             succeeded=outcome.kind is OutcomeKind.SUCCESS,
             retriable=outcome.kind is OutcomeKind.RETRIABLE,
             now=self._now(),
+            current=is_probe or dest.breaker.state is BreakerState.CLOSED,
         )
 
     def abandon(self, event: Event) -> None:
         """An event given START was not started after all: free its slot, judge nothing."""
         dest = self._get(destination_key(event), event.delivery_type)
         dest.in_flight = max(0, dest.in_flight - 1)
-        dest.breaker.probing = False  # if it was the probe, the next event may probe instead
+        if dest.probe_id == event.id:
+            dest.probe_id = None
+            dest.breaker.probing = False  # the next event may probe instead
 
     def pump(self, event: Event) -> tuple[list[Event], list[tuple[Event, float]], float]:
         """For ``event``'s destination: events to start now, events to defer (with delays),
