@@ -22,14 +22,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 import aiohttp
 
 from timefuse.config import Settings
-from timefuse.domain.event import Event, new_event_id
+from timefuse.domain.event import Event
 from timefuse.plugins.http import HttpDelivery
+from timefuse.testing.factories import make_event
 
 # A send returns None when the receiver accepted the request, else what went wrong.
 Send = Callable[[int], Coroutine[Any, Any, str | None]]
@@ -132,20 +132,8 @@ async def _drive(send: Send, requests: int, concurrency: int) -> Round:
 
 
 def _events(url: str, count: int, payload: bytes) -> list[Event]:
-    now = datetime.now(UTC)
     return [
-        Event(
-            id=new_event_id(now),
-            external_job_id=f"job-{i}",
-            source="benchmark",
-            scheduled_at=now,
-            delivery_type="http",
-            destination=url,
-            payload=payload,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+        make_event(external_job_id=f"job-{i}", source="benchmark", destination=url, payload=payload)
         for i in range(count)
     ]
 

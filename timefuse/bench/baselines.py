@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 
 from timefuse.bench.report import Baseline
-from timefuse.domain.event import Event, new_event_id
+from timefuse.domain.event import Event
+from timefuse.testing.factories import make_event
 
 Send = Callable[[int], Coroutine[Any, Any, bool]]
 
@@ -71,20 +72,14 @@ async def raw_http(url: str, requests: int, concurrency: int) -> Baseline:
 
 
 def _events(count: int, destination: str) -> list[Event]:
-    now = datetime.now(UTC)
-    due = now + timedelta(days=30)
+    due = datetime.now(UTC) + timedelta(days=30)
     return [
-        Event(
-            id=new_event_id(now),
+        make_event(
             external_job_id=f"baseline-{i}",
             source="timefuse-bench-baseline",
             scheduled_at=due,
-            delivery_type="http",
             destination=destination,
             payload=PAYLOAD,
-            next_attempt_at=due,
-            created_at=now,
-            updated_at=now,
         )
         for i in range(count)
     ]
