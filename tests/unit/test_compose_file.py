@@ -173,6 +173,24 @@ def test_the_dashboard_only_queries_metrics_timefuse_exports() -> None:
         assert wanted in used, wanted
 
 
+def test_alert_rules_cover_lateness_dead_letters_lag_and_breakers() -> None:
+    rules_file = ROOT / "deploy" / "prometheus" / "alerts.yml"
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+    rules = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
+    used = {name for r in rules for name in re.findall(r"\btimefuse_[a-z0-9_]+", r["expr"])}
+    exported = set().union(*(_exposed_names(m) for m in Metrics().registry.collect()))
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+    for wanted in (
+        "timefuse_delivery_lateness_seconds_bucket",
+        "timefuse_events_dead_lettered_total",
+        "timefuse_ingest_consumer_lag",
+        "timefuse_destination_breaker_trips_total",
+    ):
+        assert wanted in used, wanted
+    assert all(r["alert"].startswith("Timefuse") and r["annotations"]["summary"] for r in rules)
+
+
 def test_the_image_runs_as_a_user_with_a_healthcheck() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
