@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.kafka_broker import KafkaBroker, kafka_broker
 from tests.support.postgres_server import PostgresServer, postgres_server
+from tests.support.process import TimefuseProcess
+from tests.support.receiver import Receiver
 
 _database_names = (f"timefuse_test_{n}" for n in itertools.count(1))
 
@@ -35,3 +38,28 @@ def kafka() -> Iterator[KafkaBroker]:
     """
     with kafka_broker() as broker:
         yield broker
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver on loopback that records what arrives."""
+    server = Receiver()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., TimefuseProcess]]:
+    """Starts ``timefuse <command>`` processes; every one is killed at the end."""
+    started: list[TimefuseProcess] = []
+
+    def start(env: dict[str, str], command: str = "serve") -> TimefuseProcess:
+        process = TimefuseProcess(tmp_path, env, command=command)
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from tests.support.process import TimefuseProcess
-from tests.support.receiver import Receiver
 
 # Fast retries and leases so the suite watches whole lifecycles in seconds.
 FAST = {
@@ -19,26 +17,13 @@ FAST = {
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def timefuse(tmp_path: Path) -> Iterator[Callable[..., TimefuseProcess]]:
-    started: list[TimefuseProcess] = []
+def timefuse(processes: Callable[..., TimefuseProcess]) -> Callable[..., TimefuseProcess]:
+    """Starts ``timefuse`` with the fast retry and lease settings above."""
 
     def start(env: dict[str, str] | None = None, command: str = "serve") -> TimefuseProcess:
-        process = TimefuseProcess(tmp_path, {**FAST, **(env or {})}, command=command)
-        process.start()
-        started.append(process)
-        return process
+        return processes({**FAST, **(env or {})}, command=command)
 
-    yield start
-    for process in started:
-        process.close()
+    return start
 
 
 @pytest.fixture

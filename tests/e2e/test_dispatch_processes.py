@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -29,23 +28,19 @@ async def store(postgres_dsn: str) -> AsyncIterator[PostgresEventStore]:
 
 
 @pytest.fixture
-def dispatchers(tmp_path: Path, postgres_dsn: str) -> Iterator[Dispatchers]:
-    started: list[TimefuseProcess] = []
-
+def dispatchers(
+    processes: Callable[..., TimefuseProcess], postgres_dsn: str
+) -> Callable[[int, dict[str, str]], list[TimefuseProcess]]:
     def start(count: int, env: dict[str, str]) -> list[TimefuseProcess]:
-        for n in range(count):
-            process = TimefuseProcess(
-                tmp_path,
+        return [
+            processes(
                 {"DATABASE_URL": postgres_dsn, "TIMEFUSE_WORKER_ID": f"dispatch-{n}", **env},
                 command="dispatch",
             )
-            process.start()
-            started.append(process)
-        return started[-count:]
+            for n in range(count)
+        ]
 
-    yield start
-    for process in started:
-        process.close()
+    return start
 
 
 async def insert_due(store: PostgresEventStore, receiver: Receiver, count: int) -> set[str]:

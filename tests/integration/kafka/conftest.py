@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +18,6 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from tests.support.kafka_broker import KafkaBroker
-from tests.support.process import TimefuseProcess
-from tests.support.receiver import Receiver
 from timefuse.adapters.system.clock import SystemClock
 from timefuse.config import Settings
 from timefuse.entrypoints.bootstrap import build_store
@@ -93,30 +91,6 @@ async def store(settings: Settings) -> AsyncIterator[EventStore]:
     await opened.open()
     yield opened
     await opened.close()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Callable[..., TimefuseProcess]]:
-    """Starts ``timefuse <command>`` processes; every one is killed at the end."""
-    started: list[TimefuseProcess] = []
-
-    def start(env: dict[str, str], command: str = "serve") -> TimefuseProcess:
-        process = TimefuseProcess(tmp_path, env, command=command)
-        process.start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def at(seconds: float) -> str:
