@@ -16,10 +16,12 @@ import pytest
 
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.adapters.sqlite.connection import MIGRATIONS, SCHEMA_VERSION
+from timefuse.domain.destination import destination_key
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import EventQuery, StoreError
+from timefuse.service.store import Store
 
 V1_SCHEMA = Path(__file__).parent / "data" / "sqlite_schema_v1.sql"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,7 +98,7 @@ def _schema_version(path: Path) -> int:
 async def test_opens_a_version_1_file_and_keeps_its_events(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     _create_v1_file(path)
-    store = SqliteEventStore(str(path))
+    store = Store(SqliteEventStore(str(path)))
     await store.open()
     try:
         done = await store.get(_DONE_ID)
@@ -113,7 +115,7 @@ async def test_opens_a_version_1_file_and_keeps_its_events(tmp_path: Path) -> No
         assert sorted(event.id for event in page.events) == [_DONE_ID, _CLAIMED_ID]
     finally:
         await store.close()
-    assert _schema_version(path) == SCHEMA_VERSION == 2
+    assert _schema_version(path) == SCHEMA_VERSION == 3
 
 
 async def test_a_claim_made_before_the_migration_expires_with_an_attempt_record(
@@ -121,7 +123,7 @@ async def test_a_claim_made_before_the_migration_expires_with_an_attempt_record(
 ) -> None:
     path = tmp_path / "v1.db"
     _create_v1_file(path)
-    store = SqliteEventStore(str(path))
+    store = Store(SqliteEventStore(str(path)))
     await store.open()
     try:
         assert await store.recover_expired_leases() == 1
@@ -176,7 +178,7 @@ async def test_reopens_a_file_it_created(tmp_path: Path) -> None:
     store = SqliteEventStore(path)
     await store.open()
     await store.close()
-    reopened = SqliteEventStore(path)
+    reopened = Store(SqliteEventStore(path))
     await reopened.open()
     try:
         assert sum((await reopened.count_by_status()).values()) == 0
@@ -199,3 +201,22 @@ def test_every_version_after_the_first_has_a_migration_script() -> None:
     folder = files("timefuse") / "migrations" / "sqlite"
     for script in MIGRATIONS.values():
         assert (folder / script).is_file()
+
+
+async def test_a_migrated_file_gives_its_live_events_their_destination_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    _create_v1_file(path)
+    store = Store(SqliteEventStore(str(path)))
+    await store.open()
+    try:
+        claimed = await store.get(_CLAIMED_ID)
+        assert claimed is not None
+        assert claimed.destination_key == destination_key(
+            claimed.delivery_type, claimed.destination
+        )
+        # A claim made before the migration is its one claim: its outcome quotes claim 1.
+        assert claimed.claim_count == claimed.attempts
+    finally:
+        await store.close()

@@ -13,12 +13,15 @@ from timefuse.config import Settings
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
-from timefuse.service.destinations import DestinationGate
+from timefuse.service.gate import Claimed, DestinationGate
 from timefuse.testing.factories import make_event
 
 CLEANUP = f"{EVENTS}/admin/cleanup"
 DESTINATIONS = f"{EVENTS}/admin/destinations"
-DESTINATION_FIELDS = {"key", "breaker", "consecutive_failures", "trips", "in_flight", "waiting"}
+DESTINATION_FIELDS = {
+    "key", "breaker", "consecutive_failures", "trips", "in_flight", "waiting", "concurrency",
+    "rate", "probe_in_seconds",
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -63,11 +66,17 @@ class TestCleanup:
         assert response.json()["data"] == {"deleted": 0, "days": 36500}
 
 
+def admit(gate: DestinationGate, destination: str) -> Claimed:
+    event = make_event(destination=destination, locked_by="worker-test", claim_count=1)
+    claimed = Claimed.of(event, 0.0)
+    gate.admit(claimed)
+    return claimed
+
+
 def trip(gate: DestinationGate, destination: str, failures: int = 5) -> None:
     for _ in range(failures):
-        event = make_event(destination=destination)
-        gate.offer(event)
-        gate.finished(event, DeliveryOutcome.retriable("HTTP 503", 503))
+        claimed = admit(gate, destination)
+        gate.finished(claimed, DeliveryOutcome.retriable("HTTP 503", 503), 0.01)
 
 
 class TestDestinations:
@@ -81,28 +90,28 @@ class TestDestinations:
     async def test_each_destination_shows_its_breaker_and_queues(self, api: Harness) -> None:
         gate = api.tf.dispatcher.gate
         trip(gate, "https://down.example/hook")
-        gate.offer(make_event(destination="https://up.example/hook"))
+        admit(gate, "https://up.example/hook")
 
         response = await api.client.get(DESTINATIONS)
 
         listed = response.json()["data"]
         assert [set(d) for d in listed] == [DESTINATION_FIELDS] * 2
         down, up = listed
-        assert (down["key"], down["breaker"], down["trips"]) == ("down.example", "OPEN", 1)
+        assert (down["key"], down["breaker"], down["trips"]) == ("down.example:443", "OPEN", 1)
         assert down["consecutive_failures"] == 5
-        assert (up["key"], up["breaker"], up["in_flight"]) == ("up.example", "CLOSED", 1)
+        assert (up["key"], up["breaker"], up["in_flight"]) == ("up.example:443", "CLOSED", 1)
 
     async def test_a_reset_closes_the_breaker(self, api: Harness) -> None:
         trip(api.tf.dispatcher.gate, "https://down.example/hook")
 
-        response = await api.client.post(f"{DESTINATIONS}/down.example/reset")
+        response = await api.client.post(f"{DESTINATIONS}/down.example:443/reset")
         listed = await api.client.get(DESTINATIONS)
 
         assert response.status_code == 200, response.text
         assert_envelope(response.json(), success=True)
         state = response.json()["data"]
         assert (state["key"], state["breaker"], state["consecutive_failures"]) == (
-            "down.example", "CLOSED", 0,
+            "down.example:443", "CLOSED", 0,
         )  # fmt: skip
         assert listed.json()["data"][0]["breaker"] == "CLOSED"
 

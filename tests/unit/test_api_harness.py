@@ -1,4 +1,4 @@
-"""Shared wiring for the REST API tests: the real app over a real SQLite store.
+"""Shared wiring for the REST API tests: the real app over the in-memory store.
 
 It lives in a ``test_api_*`` module because the API's tests own only those names; the other
 ``test_api_*`` modules import :func:`running_api` from here. Its own tests check the wiring.
@@ -17,17 +17,18 @@ import httpx
 from starlette.applications import Starlette
 
 from timefuse.adapters.inline import InlineIngestBuffer
-from timefuse.adapters.sqlite import SqliteEventStore
+from timefuse.adapters.memory import MemoryStore
 from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
 from timefuse.ports.ingest import BufferUnavailable, IngestBuffer
-from timefuse.ports.store import EventStore
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
+from timefuse.testing.store_contract_support import claim, seed
 
 EVENTS = "/api/v1/events"
 ENVELOPE_KEYS = {"success", "data", "message", "error_code", "errors", "timestamp"}
@@ -36,11 +37,18 @@ ENVELOPE_KEYS = {"success", "data", "message", "error_code", "errors", "timestam
 @dataclass
 class Harness:
     client: httpx.AsyncClient
-    store: SqliteEventStore
+    store: Store
     service: EventService
     metrics: Metrics
     app: Starlette
     tf: Timefuse
+
+    @property
+    def memory(self) -> MemoryStore:
+        """The in-memory adapter behind the store (its faults make calls fail)."""
+        adapter = self.store.adapter
+        assert isinstance(adapter, MemoryStore)
+        return adapter
 
     async def submit(self, key: str | None = None, **overrides: Any) -> httpx.Response:
         return await self.client.post(EVENTS, json=event_json(**overrides), headers=bearer(key))
@@ -63,13 +71,13 @@ class Harness:
         if event_id is None:
             overrides.setdefault("scheduled_at", datetime.now(UTC) - timedelta(days=1))
             event = make_event(**overrides)
-            assert await self.store.insert_many([event]) == {event.id: event.id}
+            await seed(self.store, event)
             event_id = event.id
-        claimed = await self.store.claim_due("worker-test", 1, 60.0)
+        claimed = await claim(self.store, "worker-test", 1, 60.0)
         assert [event.id for event in claimed] == [event_id]
-        retry = {"next_attempt_at": datetime.now(UTC)} if status is EventStatus.PENDING else {}
+        retry = {"retry_delay_seconds": 0.0} if status is EventStatus.PENDING else {}
         outcome = make_outcome(claimed[0], "worker-test", status, **retry)
-        assert await self.store.record_outcomes("worker-test", [outcome]) == 1
+        assert await self.store.record_outcomes([outcome]) == 1
         return event_id
 
 
@@ -128,11 +136,11 @@ async def running_api(
     tmp_path: Path,
     *,
     env: dict[str, str] | None = None,
-    buffer: Callable[[EventStore], IngestBuffer] = InlineIngestBuffer,
+    buffer: Callable[[Store], IngestBuffer] = InlineIngestBuffer,
     readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
 ) -> AsyncIterator[Harness]:
     settings = Settings.from_env(env or {})
-    store = SqliteEventStore(str(tmp_path / "t.db"))
+    store = Store(MemoryStore())
     await store.open()
     try:
         # The composition root builds the service, so its limits come from the settings

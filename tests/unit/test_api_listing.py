@@ -173,13 +173,8 @@ async def test_every_bad_parameter_is_named_at_once(api: Harness) -> None:
     assert error_fields(response) == {"status", "limit", "cursor"}
 
 
-async def test_a_listing_with_the_store_down_answers_503(
-    api: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def unavailable(*args: object) -> None:
-        raise StoreUnavailable("gone")
-
-    monkeypatch.setattr(api.store, "list_events", unavailable)
+async def test_a_listing_with_the_store_down_answers_503(api: Harness) -> None:
+    api.memory.faults.fail["list_events"] = [StoreUnavailable("gone")]
 
     response = await api.client.get(EVENTS)
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, assert_envelope, at, running_api
 from timefuse.ports.store import StoreUnavailable
+from timefuse.testing.store_contract_support import claim
 
 EVENT_FIELDS = {
     "id", "external_job_id", "source", "scheduled_at", "delivery_type", "destination",
@@ -141,7 +142,7 @@ async def test_a_pending_event_is_cancelled_once_then_409(api: Harness) -> None:
 
 async def test_a_claimed_event_is_not_cancellable(api: Harness) -> None:
     event_id = await api.submitted_id(scheduled_at=at(0))
-    claimed = await api.store.claim_due("worker-1", 10, 60.0)
+    claimed = await claim(api.store, "worker-1", 10, 60.0)
     assert [event.id for event in claimed] == [event_id]
 
     response = await api.client.delete(f"{EVENTS}/{event_id}")
@@ -187,13 +188,9 @@ async def test_statistics_count_events_per_status(api: Harness) -> None:
     }
 
 
-async def test_a_store_failure_on_a_read_answers_503(
-    api: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def unavailable(*args: object) -> None:
-        raise StoreUnavailable("SQLite: database is locked at /secret/path")
-
-    monkeypatch.setattr(api.store, "get", unavailable)
+async def test_a_store_failure_on_a_read_answers_503(api: Harness) -> None:
+    failure = StoreUnavailable("SQLite: database is locked at /secret/path")
+    api.memory.faults.fail["get"] = [failure]
 
     response = await api.client.get(f"{EVENTS}/{uuid.uuid4()}")
 

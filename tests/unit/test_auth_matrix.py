@@ -18,6 +18,7 @@ import pytest
 from tests.unit.test_api_harness import EVENTS, Harness, bearer, event_json, running_api
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.auth import hash_key
+from timefuse.service.gate import Claimed
 from timefuse.testing.factories import make_event
 
 KEYS = {
@@ -71,7 +72,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         beta_id = await api.submitted_id(KEYS["beta"], source="beta", external_job_id="beta-job")
         alpha_dead_id = await api.attempted(EventStatus.DEAD_LETTER, source="alpha")
         # The dispatcher has met one destination, so there is a breaker to reset.
-        api.tf.dispatcher.gate.offer(make_event(destination="https://alpha.example/hook"))
+        met = make_event(destination="https://alpha.example/hook", locked_by="w", claim_count=1)
+        api.tf.dispatcher.gate.admit(Claimed.of(met, 0.0))
         yield World(api, alpha_id, beta_id, alpha_dead_id)
 
 
@@ -165,7 +167,7 @@ ADMIN_ENDPOINTS: dict[str, Request] = {
     "redeliver dead letters": _post(f"{ADMIN}/redeliver", {"source": "alpha"}),
     "cleanup": _on_alpha("POST", f"{ADMIN}/cleanup?days=0"),
     "destinations": _on_alpha("GET", f"{ADMIN}/destinations"),
-    "reset a destination": _on_alpha("POST", f"{ADMIN}/destinations/alpha.example/reset"),
+    "reset a destination": _on_alpha("POST", f"{ADMIN}/destinations/alpha.example:443/reset"),
 }
 
 

@@ -61,6 +61,6 @@ async def test_a_store_from_a_url_keeps_its_events_across_reopening(tmp_path: Pa
     reopened = from_url(url)
     await reopened.open()
     try:
-        assert await reopened.get(event.id) == event
+        assert await reopened.get(event.id, sources=None) == event
     finally:
         await reopened.close()

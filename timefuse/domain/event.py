@@ -1,11 +1,19 @@
-"""The scheduled event entity."""
+"""The scheduled event entity, and the one description of its fields every adapter derives from.
+
+Each field of :class:`Event` carries its :class:`Column` (how it is stored and whether it travels
+with an accepted event), so adding a field is one change here plus a migration: the stores'
+column lists and row mappings, the ingest envelope and the API's answer are built from
+:data:`EVENT_COLUMNS`, by name.
+"""
 
 from __future__ import annotations
 
+import enum
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from timefuse.domain.status import EventStatus
 
@@ -13,43 +21,104 @@ DEFAULT_MAX_RETRIES = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class Kind(enum.Enum):
+    """How a column's values are stored; adapters map each kind to their own type."""
+
+    ID = "id"  # text compared code point by code point
+    TEXT = "text"
+    INSTANT = "instant"  # a timezone-aware datetime, microsecond precision
+    INTEGER = "integer"
+    REAL = "real"
+    BYTES = "bytes"
+    JSON = "json"  # a JSON object
+    STATUS = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One stored field of an event.
+
+    :param accepted: decided when the event is accepted, so it travels in the ingest envelope;
+        the others start at their defaults and only the store changes them.
+    :param public: shown in the event's JSON answers.
+    """
+
+    name: str
+    kind: Kind
+    nullable: bool = False
+    accepted: bool = True
+    public: bool = True
+
+
+def _column(kind: Kind, *, default: Any = None, factory: Any = None, **flags: bool) -> Any:
+    meta = {"column": (kind, flags)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    if default is not None or flags.get("nullable"):
+        return field(default=default, metadata=meta)
+    return field(metadata=meta)
+
+
+_STORE_OWNED = {"accepted": False}
+
+
 @dataclass(slots=True)
 class Event:
     """One event to deliver at ``scheduled_at``, and where its delivery stands.
 
     ``payload`` is the JSON document as bytes, encoded once on the way in and sent as is.
-    ``attempts`` counts claims (attempts started); ``retry_count`` counts failed attempts, so an
-    event delivered on its third attempt shows ``retry_count`` 2. ``next_attempt_at`` is when
-    the event is next due: ``scheduled_at`` (plus its spread offset) at first, later the time
-    of its next retry.
+    ``attempts`` counts claims (attempts started) in the current delivery round;
+    ``retry_count`` counts failed attempts, so an event delivered on its third attempt shows
+    ``retry_count`` 2. ``next_attempt_at`` is when the event is next due: ``scheduled_at``
+    (plus its spread offset) at first, later the time of its next retry.
+    ``destination_key`` names the receiver canonically (one name however the destination is
+    spelt); per-destination limits and breakers are keyed on it. ``claim_count`` counts every
+    claim ever made of the event and never goes back: the current claim's token, which every
+    write that depends on the lease must quote.
     """
 
-    id: str
-    external_job_id: str
-    source: str
-    scheduled_at: datetime
-    delivery_type: str
-    destination: str
-    payload: bytes
-    next_attempt_at: datetime
-    created_at: datetime
-    updated_at: datetime
-    max_retries: int = DEFAULT_MAX_RETRIES
-    status: EventStatus = EventStatus.PENDING
-    attempts: int = 0
-    retry_count: int = 0
-    last_error: str | None = None
-    executed_at: datetime | None = None
-    locked_by: str | None = None
-    lock_expires_at: datetime | None = None
-    delivery_window_seconds: float = 0.0
-    retry_backoff_seconds: float | None = None
-    retry_backoff_max_seconds: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    id: str = _column(Kind.ID)
+    external_job_id: str = _column(Kind.TEXT)
+    source: str = _column(Kind.TEXT)
+    scheduled_at: datetime = _column(Kind.INSTANT)
+    delivery_type: str = _column(Kind.TEXT)
+    destination: str = _column(Kind.TEXT)
+    payload: bytes = _column(Kind.BYTES)
+    next_attempt_at: datetime = _column(Kind.INSTANT)
+    created_at: datetime = _column(Kind.INSTANT)
+    updated_at: datetime = _column(Kind.INSTANT, accepted=False)
+    max_retries: int = _column(Kind.INTEGER, default=DEFAULT_MAX_RETRIES)
+    status: EventStatus = _column(Kind.STATUS, default=EventStatus.PENDING, **_STORE_OWNED)
+    attempts: int = _column(Kind.INTEGER, default=0, **_STORE_OWNED)
+    retry_count: int = _column(Kind.INTEGER, default=0, **_STORE_OWNED)
+    last_error: str | None = _column(Kind.TEXT, nullable=True, **_STORE_OWNED)
+    executed_at: datetime | None = _column(Kind.INSTANT, nullable=True, **_STORE_OWNED)
+    locked_by: str | None = _column(Kind.TEXT, nullable=True, **_STORE_OWNED)
+    lock_expires_at: datetime | None = _column(Kind.INSTANT, nullable=True, **_STORE_OWNED)
+    delivery_window_seconds: float = _column(Kind.REAL, default=0.0)
+    retry_backoff_seconds: float | None = _column(Kind.REAL, nullable=True)
+    retry_backoff_max_seconds: float | None = _column(Kind.REAL, nullable=True)
+    extra: dict[str, object] = _column(Kind.JSON, factory=dict, public=False)
+    destination_key: str = _column(Kind.TEXT, default="")
+    claim_count: int = _column(Kind.INTEGER, default=0, accepted=False, public=False)
 
     @property
     def dedup_key(self) -> tuple[str, str, datetime]:
         return (self.source, self.external_job_id, self.scheduled_at)
+
+
+def _columns_of(cls: type) -> tuple[Column, ...]:
+    found = []
+    for f in fields(cls):
+        kind, flags = f.metadata["column"]
+        found.append(Column(f.name, kind, **flags))
+    return tuple(found)
+
+
+EVENT_COLUMNS: tuple[Column, ...] = _columns_of(Event)
+"""Every stored field of :class:`Event`, in its declaration order."""
+
+EVENT_COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in EVENT_COLUMNS)
 
 
 def new_event_id(now: datetime) -> str:

@@ -34,6 +34,11 @@ class TokenBucket:
             return True
         return False
 
+    def available(self, now: float) -> float:
+        """Tokens there now (fractions included)."""
+        self._refill(now)
+        return self.tokens
+
     def wait_seconds(self, now: float) -> float:
         """How long until one token is there (0 when one is there now)."""
         self._refill(now)

@@ -59,6 +59,11 @@ def can_transition(current: EventStatus, target: EventStatus) -> bool:
     return target in _LEGAL[current]
 
 
+def statuses_that_may_become(target: EventStatus) -> frozenset[EventStatus]:
+    """Every status from which ``target`` may follow (the condition a store write checks)."""
+    return frozenset(status for status, allowed in _LEGAL.items() if target in allowed)
+
+
 def check_transition(current: EventStatus, target: EventStatus) -> EventStatus:
     """Return ``target`` if the move is legal, raise :class:`IllegalTransition` otherwise."""
     if not can_transition(current, target):

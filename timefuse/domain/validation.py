@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from timefuse.domain.destination import destination_key
 from timefuse.domain.event import DEFAULT_MAX_RETRIES, Event, to_utc
 from timefuse.domain.spread import first_due_time
 
@@ -219,4 +220,5 @@ def build_event(
         delivery_window_seconds=window or 0.0,
         retry_backoff_seconds=backoff,
         retry_backoff_max_seconds=backoff_max,
+        destination_key=destination_key(delivery_type.lower(), destination),
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from timefuse.adapters.inline import InlineIngestBuffer
@@ -16,15 +18,20 @@ from timefuse.plugins.manager import Plugins, build_registry, delivery_observer,
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer, IngestStream
-from timefuse.ports.store import EventStore
+from timefuse.ports.store import StoreAdapter
 from timefuse.service.admin import Admin
-from timefuse.service.destinations import DestinationGate, DestinationLimits, GateSettings
 from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
 from timefuse.service.events import EventService
+from timefuse.service.gate import DestinationLimits, GateSettings
 from timefuse.service.ingest_consumer import IngestConsumer, IngestSettings
-from timefuse.service.maintenance import Leadership, Maintenance, MaintenanceSettings
-from timefuse.service.metrics import Metrics
+from timefuse.service.maintenance import Maintenance, MaintenanceSettings
+from timefuse.service.metrics import DESTINATION_SERIES_LIMIT, Metrics
+from timefuse.service.presence import Presence
+from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
+
+# The longest a claimed event waits for its destination's cap or rate before it goes back.
+HOLD_SECONDS = 5.0
 
 if TYPE_CHECKING:  # the Kafka adapter (and confluent-kafka) load only when Kafka is configured
     from timefuse.adapters.kafka import KafkaClientSettings, TopicSpec
@@ -35,7 +42,7 @@ class Timefuse:
     """Everything one process runs, wired together."""
 
     settings: Settings
-    store: EventStore
+    store: Store
     buffer: IngestBuffer
     plugins: Plugins
     registry: DeliveryRegistry
@@ -47,6 +54,17 @@ class Timefuse:
     maintenance: Maintenance
     worker_id: str = field(default="")
     ingest: IngestConsumer | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def presence(self, roles: Collection[str]) -> Presence:
+        """Heartbeats of this process, naming the roles it runs."""
+        return Presence(
+            self.store,
+            worker=self.worker_id,
+            roles=roles,
+            started_at=self.started_at,
+            in_flight=lambda: self.dispatcher.in_flight,
+        )
 
     async def open(self) -> None:
         await self.store.open()
@@ -64,11 +82,13 @@ class Timefuse:
         return Admin(
             maintenance=self.maintenance,
             gate=self.dispatcher.gate,
+            store=self.store,
             retention_days=self.settings.retention_days,
+            dead_after_seconds=MaintenanceSettings().dead_after_seconds,
         )
 
 
-def build_store(settings: Settings, clock: Clock) -> EventStore:
+def build_store(settings: Settings, clock: Clock) -> StoreAdapter:
     url = settings.store_url
     if url.startswith("sqlite:"):
         from timefuse.adapters.sqlite import from_url
@@ -86,7 +106,7 @@ def build_store(settings: Settings, clock: Clock) -> EventStore:
     raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
 
 
-def build_buffer(settings: Settings, store: EventStore, metrics: Metrics) -> IngestBuffer:
+def build_buffer(settings: Settings, store: Store, metrics: Metrics) -> IngestBuffer:
     """Kafka when ``KAFKA_BOOTSTRAP_SERVERS`` is set, else straight into the store."""
     if not settings.kafka_enabled:
         return InlineIngestBuffer(store)
@@ -129,7 +149,7 @@ def build_stream(settings: Settings) -> IngestStream | None:
 def build_ingest(
     settings: Settings,
     stream: IngestStream | None,
-    store: EventStore,
+    store: Store,
     metrics: Metrics,
     limits: SubmissionLimits,
     wakeup: DueSignal,
@@ -169,12 +189,6 @@ def _ingest_topic(settings: Settings) -> TopicSpec:
     )
 
 
-def build_leadership(store: EventStore) -> Leadership | None:
-    """The store's own leader election where it has one (PostgreSQL advisory locks)."""
-    leadership = getattr(store, "leadership", None)
-    return leadership() if callable(leadership) else None
-
-
 def gate_settings(settings: Settings, registry: DeliveryRegistry) -> GateSettings:
     default = DestinationLimits(
         concurrency=settings.destination_concurrency, rate=settings.destination_rate
@@ -199,7 +213,9 @@ def gate_settings(settings: Settings, registry: DeliveryRegistry) -> GateSetting
         type_defaults=type_defaults,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
-        min_queue=settings.batch_size,
+        # Well inside the lease: an event waiting for its destination is handed back long
+        # before its lease could expire.
+        hold_seconds=min(HOLD_SECONDS, settings.lease_seconds / 4),
     )
 
 
@@ -210,7 +226,7 @@ def default_worker_id(settings: Settings) -> str:
 def bootstrap(
     settings: Settings | None = None,
     *,
-    store: EventStore | None = None,
+    store: StoreAdapter | Store | None = None,
     buffer: IngestBuffer | None = None,
     stream: IngestStream | None = None,
     clock: Clock | None = None,
@@ -222,12 +238,15 @@ def bootstrap(
     settings = settings or Settings.from_env()
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
-    store = store or build_store(settings, clock)
+    if store is None:
+        store = build_store(settings, clock)
+    if not isinstance(store, Store):
+        store = Store(store)
     buffer = buffer or build_buffer(settings, store, metrics)
     stream = stream or build_stream(settings)
     plugins = plugins or load_plugins(settings, *extra_plugins)
     registry = build_registry(plugins, settings)
-    wakeup = DueSignal()
+    wakeup = DueSignal(clock)
     worker_id = default_worker_id(settings)
     limits = SubmissionLimits(
         max_payload_bytes=settings.max_payload_bytes,
@@ -259,17 +278,20 @@ def bootstrap(
                 settings.retry_base_ms / 1000.0, settings.retry_cap_ms / 1000.0
             ),
         ),
+        gate_settings=gate_settings(settings, registry),
         wakeup=wakeup,
         observer=delivery_observer(plugins),
-        gate=DestinationGate(gate_settings(settings, registry)),
     )
-    metrics.destinations.source = dispatcher.gate.snapshot
+    gate = dispatcher.gate
+    metrics.destinations.source = lambda: gate.snapshot(
+        active_only=True, top=DESTINATION_SERIES_LIMIT
+    )
     maintenance = Maintenance(
         store=store,
         clock=clock,
         metrics=metrics,
         settings=MaintenanceSettings(retention_days=settings.retention_days),
-        leadership=build_leadership(store),
+        holder=worker_id,
         wakeup=wakeup,
     )
     ingest = build_ingest(settings, stream, store, metrics, limits, wakeup)

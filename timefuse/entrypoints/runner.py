@@ -142,6 +142,7 @@ async def run(
             tasks.append(asyncio.create_task(tf.dispatcher.run(stop)))
         if "maintenance" in roles:
             tasks.append(asyncio.create_task(tf.maintenance.run(stop)))
+        tasks.append(asyncio.create_task(tf.presence(roles).run(stop)))
         log.info("started", roles=sorted(roles), worker=tf.worker_id)
         await _until_stopped(stop, tasks)
     finally:

@@ -1,11 +1,13 @@
-"""Operator actions beyond single events: retention on demand, and this process's destinations."""
+"""Operator actions beyond single events: retention now, destinations, workers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from timefuse.service.destinations import DestinationGate
+from timefuse.ports.store import WorkerRecord
+from timefuse.service.gate import DestinationGate
 from timefuse.service.maintenance import Maintenance
+from timefuse.service.store import Store
 
 
 class Admin:
@@ -19,10 +21,20 @@ class Admin:
         (``CLEANUP_RETENTION_DAYS``).
     """
 
-    def __init__(self, *, maintenance: Maintenance, gate: DestinationGate, retention_days: int):
+    def __init__(
+        self,
+        *,
+        maintenance: Maintenance,
+        gate: DestinationGate,
+        store: Store,
+        retention_days: int,
+        dead_after_seconds: float,
+    ) -> None:
         self._maintenance = maintenance
         self._gate = gate
+        self._store = store
         self.retention_days = retention_days
+        self._dead_after = dead_after_seconds
 
     async def cleanup(self, days: int | None = None) -> int:
         """Delete terminal events last updated more than ``days`` ago, now; returns how many."""
@@ -37,3 +49,7 @@ class Admin:
         if not self._gate.reset_breaker(key):
             return None
         return self._gate.snapshot().get(key)
+
+    async def workers(self) -> list[tuple[WorkerRecord, bool]]:
+        """Every process heard of recently, with whether it counts as alive."""
+        return [(w, w.silent_seconds <= self._dead_after) for w in await self._store.workers()]

@@ -1,4 +1,10 @@
-"""The dispatcher: claims due events, delivers them concurrently, writes outcomes back."""
+"""The dispatcher: claims due events, hands them to the gate, records what their attempts did.
+
+It claims only what its destinations can start soon (the gate's budget) and only the delivery
+types this process has loaded; runs each started event's attempt with the executor; and
+queues the outcome for the writer. It keeps the leases of long attempts alive, and at shutdown
+lets attempts finish within a timeout and hands back everything else.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 import structlog
 
@@ -19,18 +24,16 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
     AttemptRecord,
-    EventStore,
+    ClaimRef,
+    ClaimRequest,
+    DueFilter,
     OutcomeUpdate,
     StoreError,
-    WatchesDue,
 )
-from timefuse.service.destinations import (
-    DestinationGate,
-    GateSettings,
-    Verdict,
-    destination_key,
-)
+from timefuse.service.executor import Attempted, AttemptExecutor, UnknownDeliveryType
+from timefuse.service.gate import Claimed, DestinationGate, GateSettings, HandBackReason
 from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 from timefuse.service.writeback import OutcomeWriter
 
@@ -39,8 +42,9 @@ log = structlog.get_logger("timefuse.dispatcher")
 Observer = Callable[[Event, int, DeliveryOutcome, str], None]
 
 STORE_RETRY_SECONDS = 1.0
-SATURATED_PAUSE_SECONDS = 0.2
 MIN_IDLE_SECONDS = 0.005
+# An event whose type this process doesn't know (after a plugin went away) comes back then.
+UNKNOWN_TYPE_DELAY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,31 +62,41 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        store: EventStore,
+        store: Store,
         registry: DeliveryRegistry,
         clock: Clock,
         metrics: Metrics,
         settings: DispatcherSettings,
+        gate_settings: GateSettings | None = None,
         wakeup: DueSignal | None = None,
         observer: Observer | None = None,
         rng: random.Random | None = None,
-        gate: DestinationGate | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._registry = registry
         self._clock = clock
         self._metrics = metrics
         self._settings = settings
-        self._wakeup = wakeup or DueSignal()
+        self._wakeup = wakeup or DueSignal(clock)
         self._observer = observer
         self._rng = rng or random.Random()
-        self._gate = gate or DestinationGate(GateSettings())
-        self._writer = OutcomeWriter(store, settings.worker_id, self._wakeup, settings.batch_size)
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._held = 0  # claimed events waiting in their destination's queue
-        self._pumps: set[str] = set()
-        self._slot_freed = asyncio.Event()
-        self._stopping = False
+        self._now = monotonic
+        self._executor = AttemptExecutor(registry, clock=clock, monotonic=monotonic)
+        self._writer = OutcomeWriter(
+            store, self._wakeup, batch_size=settings.batch_size, monotonic=monotonic
+        )
+        self._room = asyncio.Event()
+        self._gate = DestinationGate(
+            gate_settings or GateSettings(hold_seconds=min(5.0, settings.lease_seconds / 4)),
+            start=self._start,
+            hand_back=self._hand_back,
+            monotonic=monotonic,
+            on_room=self._room.set,
+        )
+        self._running: dict[asyncio.Task[None], Claimed] = {}
+        self._short_of_room = False
+        self._store_failures = 0
 
     @property
     def wakeup(self) -> DueSignal:
@@ -92,210 +106,178 @@ class Dispatcher:
     def gate(self) -> DestinationGate:
         return self._gate
 
+    @property
+    def writer(self) -> OutcomeWriter:
+        return self._writer
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until ``stop`` is set, then shut down gracefully."""
+        """Dispatch until ``stop`` is set, then shut down gracefully.
+
+        Raises if the outcome writer or the lease keeper fails: a dispatcher that can't
+        record what it delivers must not go on delivering.
+        """
         writer_stop = asyncio.Event()
-        writer = asyncio.create_task(self._writer.run(writer_stop), name="timefuse-outcome-writer")
-        watcher = None
-        if isinstance(self._store, WatchesDue):
-            # Events inserted by other processes (an API, an ingest consumer) wake us at once.
-            watcher = asyncio.create_task(self._store.watch_due(self._wakeup.notify, stop))
+        helpers = [
+            asyncio.create_task(self._writer.run(writer_stop), name="timefuse-outcome-writer"),
+            asyncio.create_task(self._keep_leases(stop), name="timefuse-lease-keeper"),
+        ]
+        watcher = self._store.capabilities.due_watcher
+        if watcher is not None:
+            # Events made due by other processes (an API, an ingest consumer) wake us at once.
+            helpers.append(asyncio.create_task(watcher.watch_due(self._wakeup.notify, stop)))
         try:
-            await self._claim_loop(stop)
+            await self._claim_loop(stop, helpers)
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-            self._stopping = True
             await self._drain()
-            # The writer finishes the write it may be in (drained outcomes keep arriving until
-            # here); then whatever is left is written, or kept trying, within the timeout.
             writer_stop.set()
-            await asyncio.gather(writer, return_exceptions=True)
+            for helper in helpers[1:]:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._writer.flush_until_written(self._settings.shutdown_timeout_seconds)
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _due_filter(self, excluded: frozenset[str]) -> DueFilter:
+        return DueFilter(frozenset(self._registry.names()), excluded)
+
+    async def _claim_loop(self, stop: asyncio.Event, helpers: list[asyncio.Task[None]]) -> None:
+        settings = self._settings
         while not stop.is_set():
-            capacity = self._settings.concurrency - len(self._in_flight) - self._held
-            if capacity <= 0:
-                await _first_of(self._slot_freed.wait(), stop.wait())
-                self._slot_freed.clear()
+            _raise_if_failed(helpers)
+            room = settings.concurrency - self._gate.occupied
+            self._short_of_room = room < min(settings.batch_size, settings.concurrency) // 2
+            if room <= 0:
+                await self._sleep(settings.poll_interval_seconds, stop)
                 continue
-            limit = min(self._settings.batch_size, capacity)
-            claimed = await self._claim(limit)
+            limit = min(settings.batch_size, room)
+            budget = self._gate.claim_budget()
+            request = ClaimRequest(
+                worker=settings.worker_id,
+                limit=limit,
+                lease_seconds=settings.lease_seconds,
+                due=self._due_filter(budget.excluded),
+                budgets=budget.budgets,
+                default_budget=budget.default,
+            )
+            claimed = await self._claim(request)
             if claimed is None:
-                await _first_of(asyncio.sleep(STORE_RETRY_SECONDS), stop.wait())
-                continue
-            deferred = sum(1 for event in claimed if not self._offer(event))
-            if deferred > len(claimed) // 2:
-                # The due events' destinations are full: claiming again at once would only
-                # hand them back again. Pause; other destinations' events wait that long.
-                await _first_of(asyncio.sleep(SATURATED_PAUSE_SECONDS), stop.wait())
-            elif len(claimed) < limit:
+                await self._sleep(min(STORE_RETRY_SECONDS * self._store_failures, 5.0), stop)
+            elif claimed < limit:
                 await self._idle(stop)
 
-    async def _claim(self, limit: int) -> list[Event] | None:
-        started = time.perf_counter()
+    async def _claim(self, request: ClaimRequest) -> int | None:
+        """Claim and admit; how many were claimed, ``None`` if the store failed."""
+        sent = self._now()
         try:
-            claimed = await self._store.claim_due(
-                self._settings.worker_id, limit, self._settings.lease_seconds
-            )
+            batch = await self._store.claim(request)
         except StoreError as exc:
-            log.warning("claim failed; retrying", error=str(exc))
+            self._store_failures += 1
+            if self._store_failures == 1 or self._store_failures % 30 == 0:
+                log.warning("claiming failed; retrying", error=str(exc))
             return None
-        self._metrics.claim_latency.observe(time.perf_counter() - started)
-        self._metrics.claimed.observe(len(claimed))
-        return claimed
+        if self._store_failures:
+            log.info("claiming again", after_failures=self._store_failures)
+            self._store_failures = 0
+        if batch is None:
+            return 0
+        self._metrics.claim_latency.observe(self._now() - sent)
+        self._metrics.claimed.observe(len(batch.events))
+        self._wakeup.observe(batch.store_now)
+        for event in batch.events:
+            self._gate.admit(Claimed.of(event, sent))
+        return len(batch.events)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        """Sleep until the next due time, a wake-up, or the poll interval, whichever is first."""
+        """Sleep until the next due time, a wake-up, room at a destination, or the poll
+        interval, whichever is first. Times come from the store's clock, not ours."""
         timeout = self._settings.poll_interval_seconds
+        due = self._due_filter(self._gate.claim_budget().excluded)
         try:
-            next_due = await self._store.next_due_at()
+            found = await self._store.next_due(due)
         except StoreError:
-            next_due = None
-        if next_due is not None:
-            timeout = min(timeout, (next_due - self._clock.now()).total_seconds())
-        # A floor: when this clock runs ahead of the store's, an event "due" here may not be
-        # due there yet, and claiming again at once would spin until the clocks agree.
-        timeout = max(timeout, MIN_IDLE_SECONDS)
-        self._wakeup.plan(next_due)
-        await _first_of(self._wakeup.wait(timeout), stop.wait())
+            found = None
+        if found is not None:
+            self._wakeup.observe(found.store_now)
+            if found.at is not None:
+                timeout = min(timeout, (found.at - found.store_now).total_seconds())
+            self._wakeup.plan(found.at)
+        # A floor, so a due event this process may not claim (another took it) can't spin it.
+        await self._sleep(max(timeout, MIN_IDLE_SECONDS), stop, self._wakeup.wait)
 
-    def _offer(self, event: Event) -> bool:
-        """Start or hold a claimed event; ``False`` when it had to be handed back."""
-        decision = self._gate.offer(event)
-        if decision.verdict is Verdict.START:
-            self._launch(event)
-        elif decision.verdict is Verdict.WAIT:
-            self._held += 1
-            if decision.delay_seconds > 0:
-                self._schedule_pump(event, decision.delay_seconds)
-        else:
-            self._defer(event, decision.delay_seconds)
-            return False
-        return True
-
-    def _defer(self, event: Event, delay: float) -> None:
-        self._metrics.throttled.labels(destination_key(event)).inc()
-        self._writer.defer(event.id, self._clock.now() + timedelta(seconds=delay))
-
-    def _schedule_pump(self, event: Event, delay: float) -> None:
-        key = destination_key(event)
-        if key not in self._pumps:
-            self._pumps.add(key)
-            asyncio.get_running_loop().call_later(delay, self._timed_pump, key, event)
-
-    def _timed_pump(self, key: str, event: Event) -> None:
-        self._pumps.discard(key)
-        self._pump(event)
-
-    def _pump(self, event: Event) -> None:
-        """Start what ``event``'s destination can take now; defer what its breaker refuses."""
-        if self._stopping:
-            return  # held events are handed back by _drain
-        start, defer, wait = self._gate.pump(event)
-        for waiting in start:
-            self._held -= 1
-            self._launch(waiting)
-        for waiting, delay in defer:
-            self._held -= 1
-            self._defer(waiting, delay)
-        if wait > 0:
-            self._schedule_pump(event, wait)
-        if start or defer:
-            self._slot_freed.set()
-
-    def _launch(self, event: Event) -> None:
-        if self._lease_mostly_spent(event):
-            # It waited in its destination's queue for half its lease: starting now could let
-            # the lease expire mid-delivery and another dispatcher deliver it too.
-            self._gate.abandon(event)
-            self._defer(event, 0.0)
-            return
-        task = asyncio.create_task(self._deliver(event), name=f"timefuse-deliver-{event.id}")
-        self._in_flight[event.id] = task
-        self._metrics.in_flight.inc()
-        task.add_done_callback(lambda done: self._finished(event.id, done))
-
-    def _lease_mostly_spent(self, event: Event) -> bool:
-        expires = event.lock_expires_at
-        if expires is None:
-            return False
-        remaining = (expires - self._clock.now()).total_seconds()
-        return remaining < self._settings.lease_seconds / 2
-
-    def _finished(self, event_id: str, task: asyncio.Task[None]) -> None:
-        # A delivery that outlived its lease may run beside a newer claim of the same event:
-        # only the entry of the task that finished goes.
-        if self._in_flight.get(event_id) is task:
-            del self._in_flight[event_id]
-        self._metrics.in_flight.dec()
-        self._slot_freed.set()
-
-    async def _deliver(self, event: Event) -> None:
-        started_at = self._clock.now()
-        started = time.perf_counter()
-        try:
-            outcome = await self._attempt(event)
-        except asyncio.CancelledError:
-            self._gate.finished(event, DeliveryOutcome.retriable("cancelled at shutdown"))
-            raise
-        duration = time.perf_counter() - started
-        now = self._clock.now()
-        self._gate.finished(event, outcome, duration)
-        update = self._decide(event, outcome, started_at, duration, now)
-        self._observe(event, outcome, update, duration, now)
-        self._writer.add(update)
-        self._pump(event)
-
-    async def _attempt(self, event: Event) -> DeliveryOutcome:
-        delivery_type = self._registry.get(event.delivery_type)
-        if delivery_type is None:
-            return DeliveryOutcome.permanent(f"unknown delivery type {event.delivery_type!r}")
-        try:
-            return await asyncio.wait_for(
-                delivery_type.deliver(event, event.attempts), delivery_type.timeout_seconds
-            )
-        except TimeoutError:
-            return DeliveryOutcome.retriable(
-                f"delivery type {event.delivery_type!r} timed out after "
-                f"{delivery_type.timeout_seconds:g} s"
-            )
-        except Exception as exc:  # a plugin's bug must not stop the dispatcher
-            log.warning("delivery raised", event_id=event.id, error=repr(exc))
-            return DeliveryOutcome.retriable(f"{type(exc).__name__}: {exc}")
-
-    def _decide(
+    async def _sleep(
         self,
-        event: Event,
-        outcome: DeliveryOutcome,
-        started_at: datetime,
-        duration: float,
-        now: datetime,
-    ) -> OutcomeUpdate:
+        seconds: float,
+        stop: asyncio.Event,
+        wait: Callable[[float], object] | None = None,
+    ) -> None:
+        waits: list[object] = [self._room.wait(), stop.wait()]
+        waits.append(asyncio.sleep(seconds) if wait is None else wait(seconds))
+        await _first_of(*waits)
+        self._room.clear()
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    def _start(self, claimed: Claimed) -> None:
+        task = asyncio.get_running_loop().create_task(self._attempt(claimed))
+        self._running[task] = claimed
+        self._metrics.in_flight.inc()
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._metrics.in_flight.dec()
+        if self._short_of_room:
+            self._room.set()
+
+    async def _attempt(self, claimed: Claimed) -> None:
+        try:
+            attempted = await self._executor.run(claimed.event)
+        except UnknownDeliveryType:
+            self._gate.abandoned(claimed)
+            self._writer.hand_back(claimed.ref, UNKNOWN_TYPE_DELAY_SECONDS)
+            return
+        except asyncio.CancelledError:
+            # Cut off at shutdown: handed back uncounted (the receiver may have it; the
+            # event id lets it drop the duplicate).
+            self._gate.abandoned(claimed)
+            self._writer.hand_back(claimed.ref, 0.0)
+            raise
+        self._record(claimed, attempted)
+
+    def _record(self, claimed: Claimed, attempted: Attempted) -> None:
+        event, outcome = claimed.event, attempted.outcome
+        now = self._clock.now()
         decision = self._policy_for(event).decide(
             outcome, attempts=event.attempts, max_retries=event.max_retries, now=now, rng=self._rng
         )
         failed = outcome.kind is not OutcomeKind.SUCCESS
         error = excerpt(outcome.error) if failed else None
-        return OutcomeUpdate(
-            event_id=event.id,
+        update = OutcomeUpdate(
+            ref=claimed.ref,
             status=decision.status,
             retry_count=event.retry_count + (1 if failed else 0),
             last_error=error if failed else event.last_error,
-            next_attempt_at=decision.next_attempt_at,
+            retry_delay_seconds=(
+                decision.delay_seconds if decision.status is EventStatus.PENDING else None
+            ),
             executed_at=now if decision.status is EventStatus.COMPLETED else None,
             attempt=AttemptRecord(
                 attempt=event.attempts,
-                started_at=started_at,
-                duration_ms=duration * 1000.0,
+                started_at=attempted.started_at,
+                duration_ms=attempted.seconds * 1000.0,
                 outcome=outcome.kind,
                 status_code=outcome.status_code,
                 error=error,
-                worker=self._settings.worker_id,
+                worker=claimed.ref.worker,
             ),
         )
+        self._writer.add(update)
+        self._gate.finished(claimed, outcome, attempted.seconds)
+        self._observe(event, outcome, update, attempted.seconds)
 
     def _policy_for(self, event: Event) -> RetryPolicy:
         default = self._settings.retry_policy
@@ -306,20 +288,28 @@ class Dispatcher:
             cap_seconds=_or(event.retry_backoff_max_seconds, default.cap_seconds),
         )
 
+    def _hand_back(self, claimed: Claimed, delay: float, reason: HandBackReason) -> None:
+        self._metrics.throttled.labels(reason.value).inc()
+        self._writer.hand_back(claimed.ref, delay)
+
     def _observe(
-        self,
-        event: Event,
-        outcome: DeliveryOutcome,
-        update: OutcomeUpdate,
-        duration: float,
-        now: datetime,
+        self, event: Event, outcome: DeliveryOutcome, update: OutcomeUpdate, duration: float
     ) -> None:
         kind = event.delivery_type
         m = self._metrics
         m.duration.labels(kind).observe(duration)
         if update.status is EventStatus.COMPLETED:
             m.delivered.labels(kind).inc()
-            m.lateness.labels(kind).observe(max(0.0, (now - event.scheduled_at).total_seconds()))
+            lateness = (self._clock.now() - event.scheduled_at).total_seconds()
+            m.lateness.labels(kind).observe(max(0.0, lateness))
+            log.debug(
+                "attempt delivered",
+                event_id=event.id,
+                source=event.source,
+                delivery_type=kind,
+                attempt=event.attempts,
+                status_code=outcome.status_code,
+            )
         else:
             m.failed.labels(kind, outcome.kind.value).inc()
             if update.status is EventStatus.PENDING:
@@ -328,45 +318,72 @@ class Dispatcher:
                 m.dead_lettered.labels(kind).inc()
             else:
                 m.permanently_failed.labels(kind).inc()
-        log.debug(
-            "attempt finished",
-            event_id=event.id,
-            source=event.source,
-            attempt=event.attempts,
-            outcome=outcome.kind.value,
-            status=update.status.value,
-            error=update.last_error if outcome.kind is not OutcomeKind.SUCCESS else None,
-        )
+            log.info(
+                "attempt failed",
+                event_id=event.id,
+                source=event.source,
+                delivery_type=kind,
+                attempt=event.attempts,
+                outcome=outcome.kind.value,
+                status=update.status.value,
+                retry_in_seconds=update.retry_delay_seconds,
+                error=update.last_error,
+            )
         if self._observer is not None:
             try:
                 self._observer(event, event.attempts, outcome, self._settings.worker_id)
             except Exception as exc:  # observers must not break delivery
                 log.warning("delivery observer raised", error=repr(exc))
 
-    async def _drain(self) -> None:
-        """Let in-flight deliveries finish within the timeout; release the rest's leases."""
-        if self._in_flight:
-            log.info("waiting for in-flight deliveries", count=len(self._in_flight))
-            await asyncio.wait(
-                list(self._in_flight.values()), timeout=self._settings.shutdown_timeout_seconds
-            )
-        leftovers = dict(self._in_flight)
-        for task in leftovers.values():
-            task.cancel()
-        await asyncio.gather(*leftovers.values(), return_exceptions=True)
-        unfinished = list(leftovers) + [event.id for event in self._gate.drain_waiting()]
-        self._held = 0
-        if unfinished:
+    # -- leases and shutdown -----------------------------------------------------------------
+
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        """Extend the leases of attempts running past half their lease, so a slow receiver's
+        attempt is never taken over by lease recovery while it is still in progress."""
+        lease = self._settings.lease_seconds
+        every = max(0.05, lease / 4)
+        while not stop.is_set():
+            await _first_of(asyncio.sleep(every), stop.wait())
+            now = self._now()
+            old = [c for c in self._running.values() if now - c.claimed_at > lease / 2]
+            if not old:
+                continue
             try:
-                released = await self._store.release(self._settings.worker_id, unfinished)
+                await self._store.extend_leases([c.ref for c in old], lease)
             except StoreError as exc:
-                log.warning("releasing leases failed; they will expire", error=str(exc))
-            else:
-                log.info("released unfinished deliveries", count=released)
+                log.warning("extending leases failed", error=str(exc), count=len(old))
+                continue
+            for claimed in old:
+                claimed.claimed_at = now
+
+    async def _drain(self) -> None:
+        """Let attempts finish within the timeout; hand back whatever didn't start or end."""
+        for claimed in self._gate.drain():
+            self._writer.hand_back(claimed.ref, 0.0)
+        running = list(self._running)
+        if running:
+            log.info("waiting for in-flight deliveries", count=len(running))
+            await asyncio.wait(running, timeout=self._settings.shutdown_timeout_seconds)
+        leftovers = [task for task in running if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+        if leftovers:
+            log.info("handing back unfinished deliveries", count=len(leftovers))
+
+    def release_refs(self) -> list[ClaimRef]:
+        """The claims of attempts running now (for tests and diagnostics)."""
+        return [claimed.ref for claimed in self._running.values()]
 
 
 def _or(value: float | None, default: float) -> float:
     return default if value is None else value
+
+
+def _raise_if_failed(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"{task.get_name()} failed") from task.exception()
 
 
 async def _first_of(*waits: object) -> None:

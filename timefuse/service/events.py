@@ -25,20 +25,16 @@ from timefuse.ports.store import (
     Cursor,
     EventPage,
     EventQuery,
-    EventStore,
     RedeliverResult,
 )
 from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
 STATISTICS_TTL_SECONDS = 1.0
 
 # The sources a caller may act for; None: every source.
 Sources = Collection[str] | None
-
-
-def _visible(event: Event, sources: Sources) -> bool:
-    return sources is None or event.source in sources
 
 
 def _narrow(query: EventQuery, sources: Sources) -> EventQuery:
@@ -69,7 +65,7 @@ class EventService:
         self,
         *,
         buffer: IngestBuffer,
-        store: EventStore,
+        store: Store,
         registry: DeliveryRegistry,
         clock: Clock,
         metrics: Metrics,
@@ -147,8 +143,7 @@ class EventService:
     # answered as if it did not exist, so a caller can't learn which ids other sources use.
 
     async def get(self, event_id: str, *, sources: Sources = None) -> Event | None:
-        event = await self._store.get(event_id)
-        return event if event is not None and _visible(event, sources) else None
+        return await self._store.get(event_id, sources=sources)
 
     async def find_by_external_id(
         self, external_job_id: str, *, sources: Sources = None
@@ -157,10 +152,7 @@ class EventService:
         return await self._store.find_by_external_id(external_job_id, sources=sources)
 
     async def cancel(self, event_id: str, *, sources: Sources = None) -> CancelResult:
-        if sources is not None and await self.get(event_id, sources=sources) is None:
-            # The source never changes, so the look-up can't race the cancel below.
-            return CancelResult.NOT_FOUND
-        result = await self._store.cancel(event_id)
+        result = await self._store.cancel(event_id, sources=sources)
         if result is CancelResult.CANCELLED:
             self._metrics.cancelled.inc()
             self._statistics.clear()
@@ -192,10 +184,8 @@ class EventService:
 
     async def redeliver(self, event_id: str, *, sources: Sources = None) -> RedeliverResult:
         """Deliver a COMPLETED, FAILED or DEAD_LETTER event again, due now."""
-        if sources is not None and await self.get(event_id, sources=sources) is None:
-            return RedeliverResult.NOT_FOUND
         now = self._clock.now()
-        result = await self._store.redeliver(event_id, now)
+        result = await self._store.redeliver(event_id, now, sources=sources)
         if result is RedeliverResult.REDELIVERED:
             self._redelivered(now)
         return result

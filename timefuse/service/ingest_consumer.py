@@ -19,8 +19,9 @@ import structlog
 from timefuse.domain.event import Event, is_event_id
 from timefuse.domain.validation import SubmissionLimits, ValidationFailed, build_event
 from timefuse.ports.ingest import IngestRecord, IngestStream, StreamUnavailable
-from timefuse.ports.store import EventStore, StoreError, StoreUnavailable
+from timefuse.ports.store import StoreError, StoreRefused
 from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
 log = structlog.get_logger("timefuse.ingest")
@@ -48,7 +49,7 @@ class IngestConsumer:
         self,
         *,
         stream: IngestStream,
-        store: EventStore,
+        store: Store,
         metrics: Metrics,
         settings: IngestSettings | None = None,
         limits: SubmissionLimits | None = None,
@@ -130,7 +131,9 @@ class IngestConsumer:
             try:
                 await self._store_and_dead_letter(valid, poison)
                 break
-            except (StoreUnavailable, StreamUnavailable) as exc:
+            except (StoreError, StreamUnavailable) as exc:
+                # Anything but a refusal of an event's own values (handled per event below) is
+                # about the store's state: retry, never dead-letter, never commit.
                 failures += 1
                 self._metrics.ingest_store_retries.inc()
                 log.warning(
@@ -200,16 +203,16 @@ class IngestConsumer:
     async def _insert(self, events: list[Event]) -> list[tuple[Event, str]]:
         """Insert in one transaction; return the events the store refused, with its reason.
 
-        A refusal that is not an outage (a value the database rejects) fails the whole
-        transaction; halving the batch until the culprit is alone keeps its neighbours.
+        A refusal of values (a value the database rejects) fails the whole transaction;
+        halving the batch until the culprit is alone keeps its neighbours, and only an event
+        refused on its own is dead-lettered. Any other error is raised: the store's state, not
+        the events, is at fault.
         """
         if not events:
             return []
         try:
             ids = await self._store.insert_many(events)
-        except StoreUnavailable:
-            raise
-        except StoreError as exc:
+        except StoreRefused as exc:
             if len(events) == 1:
                 return [(events[0], f"store refused the event: {exc}")]
             middle = len(events) // 2

@@ -1,47 +1,47 @@
-"""Maintenance: lease recovery, retention and cached gauges, run by one process at a time."""
+"""Maintenance: lease recovery, retention, storage upkeep and gauges, led by one process.
+
+Leadership is a lease in the store (renewed every round, taken over when its holder stops
+renewing), so it can't hang on a session the way a lock tied to a connection can. Lease
+recovery runs every round; retention and storage upkeep run in tasks of their own, so a long
+retention pass never delays the recovery of lost claims.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
 
 import structlog
 
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
-from timefuse.ports.store import EventStore, PlansStorage, StoreError
+from timefuse.ports.store import StoreError
 from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
 log = structlog.get_logger("timefuse.maintenance")
 
-
-class Leadership(Protocol):
-    """Decides whether this process may run maintenance now (one process at a time)."""
-
-    def hold(self) -> contextlib.AbstractAsyncContextManager[bool]:
-        """Enter to try to lead; yields ``True`` while this process is the leader."""
-        ...
-
-
-class SoleLeader:
-    """Leadership for a store only one process uses (the embedded SQLite store)."""
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[bool]:
-        yield True
+ROLE = "maintenance"
 
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceSettings:
     retention_days: int = 7
-    lease_check_seconds: float = 5.0
+    # How often the leader recovers lost claims (and renews its leadership).
+    round_seconds: float = 1.0
+    # Leadership not renewed for this long passes to another process.
+    leadership_seconds: float = 10.0
+    # A worker silent this long is dead: its claims are recovered.
+    dead_after_seconds: float = 5.0
+    # A worker silent this long is forgotten (no longer listed).
+    forget_after_seconds: float = 86_400.0
     retention_every_seconds: float = 3600.0
-    partitions_every_seconds: float = 3600.0
+    upkeep_every_seconds: float = 3600.0
     gauges_every_seconds: float = 15.0
 
 
@@ -49,57 +49,97 @@ class Maintenance:
     def __init__(
         self,
         *,
-        store: EventStore,
+        store: Store,
         clock: Clock,
         metrics: Metrics,
         settings: MaintenanceSettings,
-        leadership: Leadership | None = None,
+        holder: str,
         wakeup: DueSignal | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._clock = clock
         self._metrics = metrics
         self._settings = settings
-        self._leadership = leadership or SoleLeader()
+        self._holder = holder
         self._wakeup = wakeup
-        self._last_retention = float("-inf")
-        self._last_gauges = float("-inf")
-        self._last_partitions = float("-inf")
+        self._now = monotonic
+        self._last: dict[str, float] = {}
+        self._background: dict[str, asyncio.Task[None]] = {}
+        self.leading = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with self._leadership.hold() as leading:
-                    if leading:
-                        await self.run_once()
-            except StoreError as exc:
-                log.warning("maintenance failed; will retry", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.lease_check_seconds)
+        try:
+            while not stop.is_set():
+                self.leading = await self._lead()
+                if self.leading:
+                    await self._round()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._settings.round_seconds)
+        finally:
+            for task in self._background.values():
+                task.cancel()
+            await asyncio.gather(*self._background.values(), return_exceptions=True)
+            if self.leading:
+                with contextlib.suppress(StoreError):
+                    await self._store.release_leadership(ROLE, self._holder)
 
-    async def run_once(self) -> None:
-        loop = asyncio.get_running_loop()
-        recovered = await self._store.recover_expired_leases()
+    async def _lead(self) -> bool:
+        try:
+            return await self._store.acquire_leadership(
+                ROLE, self._holder, self._settings.leadership_seconds
+            )
+        except StoreError as exc:
+            log.warning("maintenance leadership unknown; will retry", error=str(exc))
+            return False
+
+    async def _round(self) -> None:
+        try:
+            await self.recover()
+        except StoreError as exc:
+            log.warning("lease recovery failed; will retry", error=str(exc))
+        settings = self._settings
+        self._in_background("retention", settings.retention_every_seconds, self._retention)
+        if self._store.capabilities.storage_planner is not None:
+            self._in_background("upkeep", settings.upkeep_every_seconds, self.prepare_storage)
+        self._in_background("gauges", settings.gauges_every_seconds, self.refresh_gauges)
+
+    def _in_background(
+        self, name: str, every: float, work: Callable[[], Awaitable[object]]
+    ) -> None:
+        running = self._background.get(name)
+        if running is not None and not running.done():
+            return
+        now = self._now()
+        if now - self._last.get(name, -float("inf")) < every:
+            return
+        self._last[name] = now
+        self._background[name] = asyncio.create_task(self._guarded(name, work))
+
+    async def _guarded(self, name: str, work: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await work()
+        except StoreError as exc:
+            log.warning("maintenance task failed; will retry", task=name, error=str(exc))
+            self._last.pop(name, None)
+
+    async def recover(self) -> int:
+        """Recover the claims of expired leases and of dead workers; how many."""
+        settings = self._settings
+        workers = await self._store.workers()
+        dead = {w.worker for w in workers if w.silent_seconds > settings.dead_after_seconds}
+        recovered = await self._store.recover_expired_leases(dead)
         if recovered:
             self._metrics.leases_recovered.inc(recovered)
-            log.info("recovered expired leases", count=recovered)
+            log.info("recovered lost claims", count=recovered, dead_workers=sorted(dead))
             if self._wakeup is not None:
                 self._wakeup.notify()
-        now = loop.time()
-        if now - self._last_retention >= self._settings.retention_every_seconds:
-            await self.cleanup(self._settings.retention_days)
-            self._last_retention = now
-        if (
-            isinstance(self._store, PlansStorage)
-            and now - self._last_partitions >= self._settings.partitions_every_seconds
-        ):
-            created = await self._store.create_partitions_ahead()
-            if created:
-                log.info("created partitions ahead", partitions=created)
-            self._last_partitions = now
-        if now - self._last_gauges >= self._settings.gauges_every_seconds:
-            await self.refresh_gauges()
-            self._last_gauges = now
+        if any(w.silent_seconds > settings.forget_after_seconds for w in workers):
+            await self._store.forget_workers(settings.forget_after_seconds)
+        return recovered
+
+    async def _retention(self) -> None:
+        await self.cleanup(self._settings.retention_days)
 
     async def cleanup(self, days: int) -> int:
         """Delete terminal events older than ``days``; returns how many went."""
@@ -108,6 +148,15 @@ class Maintenance:
         if deleted:
             log.info("retention deleted terminal events", count=deleted, days=days)
         return deleted
+
+    async def prepare_storage(self) -> list[str]:
+        planner = self._store.capabilities.storage_planner
+        if planner is None:
+            return []
+        created = await planner.prepare_storage()
+        if created:
+            log.info("created partitions ahead", partitions=created)
+        return created
 
     async def refresh_gauges(self) -> None:
         counts = await self._store.count_by_status()

@@ -161,8 +161,10 @@ class Metrics:
     def _add_destination_metrics(self, r: CollectorRegistry) -> None:
         self.throttled = Counter(
             "timefuse_events_throttled",
-            "Claimed events handed back for later by a destination's limits or open breaker.",
-            ["destination"],
+            "Claimed events handed back uncounted, by reason (breaker: an open circuit "
+            "breaker; wait: longer than the hold time for a destination's cap or rate; "
+            "shutdown).",
+            ["reason"],
             registry=r,
         )
         self.spread_offset = Histogram(
@@ -176,6 +178,12 @@ class Metrics:
 
 
 DestinationSnapshot = Callable[[], dict[str, dict[str, object]]]
+
+
+# Per-destination series are published only for destinations with something in flight or
+# waiting, or a breaker that is not closed, and at most this many (the busiest): one tenant
+# sending to thousands of hosts must not grow every scrape without bound.
+DESTINATION_SERIES_LIMIT = 100
 
 
 class _DestinationCollector(Collector):

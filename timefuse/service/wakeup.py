@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from timefuse.ports.clock import Clock
 
 
 class DueSignal:
@@ -11,12 +13,25 @@ class DueSignal:
 
     The dispatcher sleeps until its next known due time; a newly accepted event due earlier
     than that wakes it (an event due later changes nothing, so a flood of far-future
-    submissions costs no wake-ups).
+    submissions costs no wake-ups). Times are instants as the store sees them: the signal
+    keeps the store's clock offset from this process's, as last observed, for callers that
+    know only a delay.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._event = asyncio.Event()
         self._earliest: datetime | None = None
+        self._clock = clock
+        self._offset = timedelta(0)
+
+    def observe(self, store_now: datetime) -> None:
+        """Note the store's clock as just read (a claim's or a due query's answer)."""
+        if self._clock is not None:
+            self._offset = store_now - self._clock.now()
+
+    def store_now(self) -> datetime | None:
+        """The store's clock as last observed, carried forward on this process's."""
+        return None if self._clock is None else self._clock.now() + self._offset
 
     def notify(self, due_at: datetime | None = None) -> None:
         if due_at is None:
@@ -25,6 +40,11 @@ class DueSignal:
         if self._earliest is None or due_at < self._earliest:
             self._earliest = due_at
             self._event.set()
+
+    def notify_after(self, seconds: float) -> None:
+        """An event falls due ``seconds`` from now (the store's now)."""
+        now = self.store_now()
+        self.notify(None if now is None else now + timedelta(seconds=seconds))
 
     def plan(self, due_at: datetime | None) -> None:
         """Record when the dispatcher will wake anyway; only earlier news will wake it."""

@@ -1,55 +1,79 @@
-"""Writing attempt outcomes and deferrals back to the store in batches.
+"""Writing attempt outcomes and hand-backs back to the store in batches.
 
 One transaction per flush instead of one per event: at thousands of deliveries a second the
-store sees tens of statements a second, not thousands.
+store sees tens of statements a second, not thousands. While the store can't take them, the
+writer keeps them and tries again with a growing pause, logging the outage once (and again
+every half minute while it lasts). A write the store refuses for its values is split until
+the update at fault is alone; that one is written without its text, or dropped: its claim then
+expires and lease recovery counts the attempt, so the event is neither lost nor stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Protocol
 
 import structlog
 
-from timefuse.ports.store import EventStore, OutcomeUpdate, StoreError
+from timefuse.ports.store import ClaimRef, OutcomeUpdate, StoreError, StoreUnavailable
 from timefuse.service.wakeup import DueSignal
 
 log = structlog.get_logger("timefuse.dispatcher")
 
 FLUSH_INTERVAL_SECONDS = 0.02
-# Deferrals due within the same tenth of a second share one statement.
-DEFER_GRANULARITY = timedelta(milliseconds=100)
+MAX_BACKOFF_SECONDS = 2.0
+OUTAGE_LOG_EVERY_SECONDS = 30.0
+# Hand-backs due within the same tenth of a second share one statement.
+DELAY_GRANULARITY = 0.1
+
+
+class OutcomeStore(Protocol):
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int: ...
+
+    async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int: ...
 
 
 class OutcomeWriter:
     def __init__(
-        self, store: EventStore, worker_id: str, wakeup: DueSignal, batch_size: int
+        self,
+        store: OutcomeStore,
+        wakeup: DueSignal,
+        *,
+        batch_size: int,
+        monotonic: Callable[[], float],
     ) -> None:
         self._store = store
-        self._worker_id = worker_id
         self._wakeup = wakeup
         self._batch_size = batch_size
+        self._now = monotonic
         self._outcomes: list[OutcomeUpdate] = []
-        self._deferred: dict[datetime, list[str]] = defaultdict(list)
-        self._ready = asyncio.Event()
+        self._hand_backs: dict[float, list[ClaimRef]] = defaultdict(list)
+        self._ready = asyncio.Event()  # a batch is full: write it now
+        self._arrived = asyncio.Event()  # something to write
+        self._failures = 0
+        self._outage_logged_at: float | None = None
+        self.written = 0
+        self.dropped = 0
 
     def add(self, update: OutcomeUpdate) -> None:
         self._outcomes.append(update)
+        self._arrived.set()
         if len(self._outcomes) >= self._batch_size:
             self._ready.set()
 
-    def defer(self, event_id: str, due_at: datetime) -> None:
-        """Hand a claimed event back as PENDING at ``due_at``, its attempt not counted."""
-        bucket = due_at + (DEFER_GRANULARITY - timedelta(microseconds=1))
-        bucket -= timedelta(microseconds=bucket.microsecond % 100_000)
-        self._deferred[bucket].append(event_id)
+    def hand_back(self, ref: ClaimRef, delay_seconds: float) -> None:
+        """Return a claimed event to PENDING after ``delay_seconds``, its attempt not counted."""
+        bucket = round(-(-delay_seconds // DELAY_GRANULARITY) * DELAY_GRANULARITY, 3)
+        self._hand_backs[bucket].append(ref)
+        self._arrived.set()
 
     @property
     def pending(self) -> int:
-        return len(self._outcomes) + sum(len(ids) for ids in self._deferred.values())
+        return len(self._outcomes) + sum(len(refs) for refs in self._hand_backs.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every few milliseconds, or at once when a batch is full, until ``stop``.
@@ -58,50 +82,117 @@ class OutcomeWriter:
         to stop is written (or kept) before this returns, not dropped by a cancellation.
         """
         while not stop.is_set():
+            if not self.pending:
+                # Idle: sleep until something arrives (or the process stops).
+                self._arrived.clear()
+                await _first_of(self._arrived.wait(), stop.wait())
+                continue
+            # Gather a batch for a few milliseconds (or back off while the store is down).
+            pause = FLUSH_INTERVAL_SECONDS
+            if self._failures:
+                pause = min(MAX_BACKOFF_SECONDS, FLUSH_INTERVAL_SECONDS * 2**self._failures)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), FLUSH_INTERVAL_SECONDS)
+                await asyncio.wait_for(self._ready.wait(), pause)
             self._ready.clear()
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write what is buffered; ``False`` (and everything kept) if the store failed."""
-        return await self._flush_outcomes() and await self._flush_deferrals()
-
-    async def flush_until_written(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not await self.flush() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-
-    async def _flush_outcomes(self) -> bool:
-        if not self._outcomes:
-            return True
-        batch, self._outcomes = self._outcomes, []
+        """Write what is buffered; ``False`` (and everything kept) if the store is down."""
         try:
-            await self._store.record_outcomes(self._worker_id, batch)
-        except BaseException as exc:
-            self._outcomes = batch + self._outcomes
-            if not isinstance(exc, StoreError):
-                raise
-            # Kept for the next flush. If the store stays down past the lease, recovery counts
-            # the attempt and the event is delivered again: at least once, never lost.
-            log.warning("writing outcomes failed; will retry", error=str(exc), count=len(batch))
+            await self._flush_outcomes()
+            await self._flush_hand_backs()
+        except StoreError as exc:
+            # Down, or refusing a hand-back (which quotes only ids): keep it all, try again.
+            self._outage(exc)
             return False
-        retries = [u.next_attempt_at for u in batch if u.next_attempt_at is not None]
-        if retries:
-            self._wakeup.notify(min(retries))
+        if self._failures:
+            log.info("writing outcomes again", after_failures=self._failures)
+        self._failures = 0
+        self._outage_logged_at = None
         return True
 
-    async def _flush_deferrals(self) -> bool:
-        while self._deferred:
-            # Taken out before the await: deferrals added meanwhile go to a fresh list.
-            due_at, ids = self._deferred.popitem()
-            try:
-                await self._store.reschedule(self._worker_id, ids, due_at)
-            except BaseException as exc:
-                self._deferred[due_at].extend(ids)
-                if not isinstance(exc, StoreError):
-                    raise
-                log.warning("deferring events failed; will retry", error=str(exc), count=len(ids))
+    async def flush_until_written(self, timeout: float) -> bool:
+        deadline = self._now() + timeout
+        while not await self.flush():
+            if self._now() >= deadline:
                 return False
-            self._wakeup.notify(due_at)
+            await asyncio.sleep(min(MAX_BACKOFF_SECONDS, max(0.0, deadline - self._now())))
         return True
+
+    def _outage(self, exc: StoreError) -> None:
+        self._failures += 1
+        now = self._now()
+        last = self._outage_logged_at
+        if last is None or now - last >= OUTAGE_LOG_EVERY_SECONDS:
+            self._outage_logged_at = now
+            log.warning(
+                "writing outcomes failed; keeping them and retrying",
+                error=str(exc),
+                pending=self.pending,
+                failures=self._failures,
+            )
+
+    async def _flush_outcomes(self) -> None:
+        while self._outcomes:
+            batch = self._outcomes[: self._batch_size]
+            del self._outcomes[: len(batch)]
+            try:
+                await self._write(batch)
+            except BaseException:
+                # Kept for the next flush (an outage, or a cancellation at shutdown).
+                self._outcomes[:0] = batch
+                raise
+            retries = [u.retry_delay_seconds for u in batch if u.retry_delay_seconds is not None]
+            if retries:
+                self._wakeup.notify_after(min(retries))
+
+    async def _write(self, batch: list[OutcomeUpdate]) -> None:
+        try:
+            self.written += await self._store.record_outcomes(batch)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._write(batch[:middle])
+                await self._write(batch[middle:])
+                return
+            await self._write_poison(batch[0], exc)
+
+    async def _write_poison(self, update: OutcomeUpdate, exc: StoreError) -> None:
+        stripped = replace(
+            update,
+            last_error="the delivery type's error text could not be stored",
+            attempt=replace(update.attempt, error=None),
+        )
+        log.error("an outcome was refused by the store", event_id=update.event_id, error=str(exc))
+        try:
+            self.written += await self._store.record_outcomes([stripped])
+        except StoreUnavailable:
+            raise
+        except StoreError as again:
+            # Its claim expires and lease recovery counts the attempt: not lost, not stuck.
+            self.dropped += 1
+            log.error(
+                "dropped an outcome the store refuses", event_id=update.event_id, error=str(again)
+            )
+
+    async def _flush_hand_backs(self) -> None:
+        while self._hand_backs:
+            # Taken out before the await: hand-backs added meanwhile go to a fresh list.
+            delay, refs = self._hand_backs.popitem()
+            try:
+                await self._store.hand_back(refs, delay)
+            except BaseException:
+                self._hand_backs[delay].extend(refs)
+                raise
+            self._wakeup.notify_after(delay)
+
+
+async def _first_of(*waits: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

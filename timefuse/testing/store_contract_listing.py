@@ -1,7 +1,4 @@
-"""The store contract's listing tests: part of the operations suite, which imports them.
-
-Run them through :mod:`timefuse.testing.store_contract_ops` (``import *``), not on their own.
-"""
+"""The store contract, part five: listings (keyset pages)."""
 
 from __future__ import annotations
 
@@ -12,11 +9,10 @@ import pytest
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import EventPage, EventQuery, EventStore
+from timefuse.ports.store import EventPage, EventQuery
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
-from timefuse.testing.store_contract_support import insert_events, utc_now
-
-pytestmark = [pytest.mark.timefuse_contract, pytest.mark.asyncio]
+from timefuse.testing.store_contract_support import insert_events, seed, utc_now
 
 _MANY = 10_000
 _INSERT_BATCH = 1_000
@@ -41,7 +37,7 @@ def _matches(event: Event, query: EventQuery) -> bool:
     )
 
 
-async def _page_through(store: EventStore, query: EventQuery, limit: int) -> list[str]:
+async def _page_through(store: Store, query: EventQuery, limit: int) -> list[str]:
     """Every id the listing returns, page by page, the cursor travelling as a client's text."""
     ids: list[str] = []
     after: Cursor | None = None
@@ -57,7 +53,7 @@ async def _page_through(store: EventStore, query: EventQuery, limit: int) -> lis
         after = Cursor.decode(page.next_cursor.encode())
 
 
-async def _insert_many_events(store: EventStore, base: datetime) -> list[Event]:
+async def _insert_many_events(store: Store, base: datetime) -> list[Event]:
     # 1,000 distinct instants for 10,000 events: every instant is shared by ten events, whose
     # ids are unrelated to their place in time, so the id tie-break is exercised throughout.
     # Every status occurs with every source.
@@ -70,109 +66,107 @@ async def _insert_many_events(store: EventStore, base: datetime) -> list[Event]:
         for i in range(_MANY)
     ]
     for start in range(0, _MANY, _INSERT_BATCH):
-        await insert_events(store, *events[start : start + _INSERT_BATCH])
+        await seed(store, *events[start : start + _INSERT_BATCH])
     return events
 
 
-async def test_pages_through_ten_thousand_events_without_gaps_or_repeats(
-    event_store: EventStore,
-) -> None:
-    base = utc_now()
-    events = await _insert_many_events(event_store, base)
-    queries_and_limits = [
-        (EventQuery(), 137),
-        (EventQuery(status=EventStatus.DEAD_LETTER), 50),
-        (EventQuery(sources=["alpha", "gamma"], scheduled_from=_at(base, 100)), 1000),
-        (EventQuery(sources={"beta"}, scheduled_to=_at(base, 900)), 333),
-        (
-            EventQuery(
-                status=EventStatus.PENDING,
-                sources=("alpha", "beta"),
-                scheduled_from=_at(base, 250),
-                scheduled_to=_at(base, 750),
+class ListingContract:
+    async def test_pages_through_ten_thousand_events_without_gaps_or_repeats(
+        self,
+        store: Store,
+    ) -> None:
+        base = utc_now()
+        events = await _insert_many_events(store, base)
+        queries_and_limits = [
+            (EventQuery(), 137),
+            (EventQuery(status=EventStatus.DEAD_LETTER), 50),
+            (EventQuery(sources=["alpha", "gamma"], scheduled_from=_at(base, 100)), 1000),
+            (EventQuery(sources={"beta"}, scheduled_to=_at(base, 900)), 333),
+            (
+                EventQuery(
+                    status=EventStatus.PENDING,
+                    sources=("alpha", "beta"),
+                    scheduled_from=_at(base, 250),
+                    scheduled_to=_at(base, 750),
+                ),
+                41,
             ),
-            41,
-        ),
-    ]
-    for query, limit in queries_and_limits:
-        expected = _listing_order([event for event in events if _matches(event, query)])
-        assert expected, f"the test data should match {query}"
-        listed = await _page_through(event_store, query, limit)
-        assert len(listed) == len(set(listed)), f"repeats in the listing of {query}"
-        assert listed == expected, f"the listing of {query} has gaps or is out of order"
+        ]
+        for query, limit in queries_and_limits:
+            expected = _listing_order([event for event in events if _matches(event, query)])
+            assert expected, f"the test data should match {query}"
+            listed = await _page_through(store, query, limit)
+            assert len(listed) == len(set(listed)), f"repeats in the listing of {query}"
+            assert listed == expected, f"the listing of {query} has gaps or is out of order"
 
+    async def test_events_scheduled_at_the_same_instant_are_ordered_by_id(
+        self,
+        store: Store,
+    ) -> None:
+        moment = utc_now()
+        events = await insert_events(store, *(make_event(scheduled_at=moment) for _ in range(5)))
+        first = await store.list_events(EventQuery(), 2)
+        second = await store.list_events(EventQuery(), 2, first.next_cursor)
+        third = await store.list_events(EventQuery(), 2, second.next_cursor)
+        pages = [[event.id for event in page.events] for page in (first, second, third)]
+        expected = sorted(event.id for event in events)
+        assert pages == [expected[0:2], expected[2:4], expected[4:5]]
+        assert third.next_cursor is None
 
-async def test_events_scheduled_at_the_same_instant_are_ordered_by_id(
-    event_store: EventStore,
-) -> None:
-    moment = utc_now()
-    events = await insert_events(event_store, *(make_event(scheduled_at=moment) for _ in range(5)))
-    first = await event_store.list_events(EventQuery(), 2)
-    second = await event_store.list_events(EventQuery(), 2, first.next_cursor)
-    third = await event_store.list_events(EventQuery(), 2, second.next_cursor)
-    pages = [[event.id for event in page.events] for page in (first, second, third)]
-    expected = sorted(event.id for event in events)
-    assert pages == [expected[0:2], expected[2:4], expected[4:5]]
-    assert third.next_cursor is None
+    async def test_a_page_that_reaches_the_end_has_no_cursor(self, store: Store) -> None:
+        assert await store.list_events(EventQuery(), 10) == EventPage([], None)
+        await insert_events(store, make_event(), make_event(), make_event())
+        page = await store.list_events(EventQuery(), 3)
+        assert (len(page.events), page.next_cursor) == (3, None)
+        page = await store.list_events(EventQuery(), 2)
+        assert page.next_cursor is not None
+        rest = await store.list_events(EventQuery(), 2, page.next_cursor)
+        assert (len(rest.events), rest.next_cursor) == (1, None)
 
+    async def test_the_scheduled_window_includes_its_start_and_excludes_its_end(
+        self,
+        store: Store,
+    ) -> None:
+        start = utc_now()
+        end = start + timedelta(minutes=1)
+        tick = timedelta(microseconds=1)
+        before, first, last, after = (
+            make_event(scheduled_at=moment) for moment in (start - tick, start, end - tick, end)
+        )
+        await insert_events(store, before, first, last, after)
+        query = EventQuery(scheduled_from=start, scheduled_to=end)
+        page = await store.list_events(query, 10)
+        assert [event.id for event in page.events] == [first.id, last.id]
 
-async def test_a_page_that_reaches_the_end_has_no_cursor(event_store: EventStore) -> None:
-    assert await event_store.list_events(EventQuery(), 10) == EventPage([], None)
-    await insert_events(event_store, make_event(), make_event(), make_event())
-    page = await event_store.list_events(EventQuery(), 3)
-    assert (len(page.events), page.next_cursor) == (3, None)
-    page = await event_store.list_events(EventQuery(), 2)
-    assert page.next_cursor is not None
-    rest = await event_store.list_events(EventQuery(), 2, page.next_cursor)
-    assert (len(rest.events), rest.next_cursor) == (1, None)
+    async def test_listing_filters_by_status_and_source(self, store: Store) -> None:
+        wanted = make_event(status=EventStatus.FAILED, source="billing")
+        await seed(
+            store,
+            wanted,
+            make_event(status=EventStatus.FAILED, source="shipping"),
+            make_event(status=EventStatus.COMPLETED, source="billing"),
+        )
+        query = EventQuery(status=EventStatus.FAILED, sources=["billing", "unknown"])
+        assert (await store.list_events(query, 10)).events == [wanted]
 
+    async def test_an_empty_source_list_lists_nothing(self, store: Store) -> None:
+        await insert_events(store, make_event())
+        assert await store.list_events(EventQuery(sources=[]), 10) == EventPage([], None)
 
-async def test_the_scheduled_window_includes_its_start_and_excludes_its_end(
-    event_store: EventStore,
-) -> None:
-    start = utc_now()
-    end = start + timedelta(minutes=1)
-    tick = timedelta(microseconds=1)
-    before, first, last, after = (
-        make_event(scheduled_at=moment) for moment in (start - tick, start, end - tick, end)
-    )
-    await insert_events(event_store, before, first, last, after)
-    query = EventQuery(scheduled_from=start, scheduled_to=end)
-    page = await event_store.list_events(query, 10)
-    assert [event.id for event in page.events] == [first.id, last.id]
+    async def test_a_cursor_resumes_after_its_position_when_its_event_no_longer_matches(
+        self,
+        store: Store,
+    ) -> None:
+        later = utc_now() + timedelta(hours=1)
+        events = [make_event(scheduled_at=later + timedelta(seconds=s)) for s in range(4)]
+        await insert_events(store, *events)
+        pending = EventQuery(status=EventStatus.PENDING)
+        first = await store.list_events(pending, 2)
+        # The page's last event leaves the listing (cancelled) before the next page is asked for.
+        await store.cancel(events[1].id)
+        rest = await store.list_events(pending, 2, first.next_cursor)
+        assert [event.id for event in rest.events] == [events[2].id, events[3].id]
 
-
-async def test_listing_filters_by_status_and_source(event_store: EventStore) -> None:
-    wanted = make_event(status=EventStatus.FAILED, source="billing")
-    await insert_events(
-        event_store,
-        wanted,
-        make_event(status=EventStatus.FAILED, source="shipping"),
-        make_event(status=EventStatus.COMPLETED, source="billing"),
-    )
-    query = EventQuery(status=EventStatus.FAILED, sources=["billing", "unknown"])
-    assert (await event_store.list_events(query, 10)).events == [wanted]
-
-
-async def test_an_empty_source_list_lists_nothing(event_store: EventStore) -> None:
-    await insert_events(event_store, make_event())
-    assert await event_store.list_events(EventQuery(sources=[]), 10) == EventPage([], None)
-
-
-async def test_a_cursor_resumes_after_its_position_when_its_event_no_longer_matches(
-    event_store: EventStore,
-) -> None:
-    later = utc_now() + timedelta(hours=1)
-    events = [make_event(scheduled_at=later + timedelta(seconds=s)) for s in range(4)]
-    await insert_events(event_store, *events)
-    pending = EventQuery(status=EventStatus.PENDING)
-    first = await event_store.list_events(pending, 2)
-    # The page's last event leaves the listing (cancelled) before the next page is asked for.
-    await event_store.cancel(events[1].id)
-    rest = await event_store.list_events(pending, 2, first.next_cursor)
-    assert [event.id for event in rest.events] == [events[2].id, events[3].id]
-
-
-async def test_listing_refuses_a_limit_below_one(event_store: EventStore) -> None:
-    with pytest.raises(ValueError, match="limit"):
-        await event_store.list_events(EventQuery(), 0)
+    async def test_listing_refuses_a_limit_below_one(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_events(EventQuery(), 0)

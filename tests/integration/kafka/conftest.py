@@ -21,7 +21,7 @@ from tests.support.kafka_broker import KafkaBroker
 from timefuse.adapters.system.clock import SystemClock
 from timefuse.config import Settings
 from timefuse.entrypoints.bootstrap import build_store
-from timefuse.ports.store import EventStore
+from timefuse.service.store import Store
 
 # Fast retries, leases and group membership, so whole lifecycles take seconds. A killed
 # consumer's partitions move on once its session expires: 6 s is the broker's minimum.
@@ -85,9 +85,9 @@ def settings(kafka_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[EventStore]:
+async def store(settings: Settings) -> AsyncIterator[Store]:
     """The test's store, opened, for looking at what the processes wrote."""
-    opened = build_store(settings, SystemClock())
+    opened = Store(build_store(settings, SystemClock()))
     await opened.open()
     yield opened
     await opened.close()

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from tests.integration.kafka.conftest import Names, at, committed_offsets, eventually, read_topic
 from tests.support.kafka_broker import KafkaBroker
 from timefuse.adapters.kafka.envelope import encode_event
-from timefuse.adapters.sqlite import SqliteEventStore
+from timefuse.adapters.memory import MemoryStore
 from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.entrypoints.api.app import create_app
@@ -33,11 +33,11 @@ pytestmark = pytest.mark.kafka
 PARTITIONS = 4
 
 
-class ObservedStore(SqliteEventStore):
-    """The SQLite store, recording each inserted batch's ids, and able to play unavailable."""
+class ObservedStore(MemoryStore):
+    """The in-memory store, recording each inserted batch's ids, and able to play unavailable."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self) -> None:
+        super().__init__()
         self.down = False
         self.batches: list[list[str]] = []
 
@@ -83,13 +83,13 @@ async def running(kafka: KafkaBroker, names: Names, tmp_path: Path) -> AsyncIter
             "TIMEFUSE_PLUGINS": "",
         }
     )
-    store = ObservedStore(str(tmp_path / "timefuse.db"))
+    store = ObservedStore()
     tf = bootstrap(settings, store=store)
     await tf.open()
     # A short hold: a store outage longer than a second also takes the give-back path.
     consumer = IngestConsumer(
         stream=build_stream(settings),
-        store=store,
+        store=tf.store,
         metrics=tf.metrics,
         settings=IngestSettings(hold_seconds=1.0),
         wakeup=tf.wakeup,
@@ -141,7 +141,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_their_neighbours_a
     after = await running.submit("shop", 2)
 
     async def both_stored() -> bool:
-        return all([await running.store.get(before), await running.store.get(after)])
+        return all([await running.tf.store.get(before), await running.tf.store.get(after)])
 
     await eventually(both_stored, timeout=20)
     dead = read_topic(kafka.bootstrap_servers, names.dead_letters, 2)
@@ -152,7 +152,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_their_neighbours_a
     errors = [dict(r.headers() or [])["timefuse-error"].decode() for r in dead]
     assert "not a timefuse event envelope" in errors[0]
     assert "external_job_id" in errors[1]
-    assert await running.store.get(invalid.id) is None
+    assert await running.tf.store.get(invalid.id) is None
     assert running.tf.metrics.ingest_dead_lettered._value.get() == 2
 
 
@@ -174,4 +174,4 @@ async def test_nothing_is_committed_while_the_store_is_down_and_all_is_stored_af
         ),
         timeout=10,
     )
-    assert all([await running.store.get(event_id) for event_id in ids])
+    assert all([await running.tf.store.get(event_id) for event_id in ids])

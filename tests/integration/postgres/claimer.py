@@ -13,21 +13,23 @@ import time
 from pathlib import Path
 
 from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
+from timefuse.testing.store_contract_support import claim
 
 BATCH = 500
 EMPTY_CLAIMS_TO_STOP = 3
 
 
 async def claim_until_done(dsn: str, worker: str, start_at: float) -> list[str]:
-    store = PostgresEventStore(dsn, pool_size=2, migrate_on_open=False)
+    store = Store(PostgresEventStore(dsn, pool_size=2, migrate_on_open=False))
     await store.open()
     try:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         claimed: list[str] = []
         empty = 0
         while empty < EMPTY_CLAIMS_TO_STOP:
-            batch = await store.claim_due(worker, BATCH, 60.0)
+            batch = await claim(store, worker, BATCH, 60.0)
             if not batch:
                 empty += 1
                 await asyncio.sleep(0.05)
@@ -35,7 +37,7 @@ async def claim_until_done(dsn: str, worker: str, start_at: float) -> list[str]:
             empty = 0
             claimed.extend(event.id for event in batch)
             outcomes = [make_outcome(event, worker) for event in batch]
-            assert await store.record_outcomes(worker, outcomes) == len(batch)
+            assert await store.record_outcomes(outcomes) == len(batch)
         return claimed
     finally:
         await store.close()

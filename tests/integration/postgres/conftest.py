@@ -13,14 +13,16 @@ from psycopg import sql
 from tests.support.postgres_server import PostgresServer
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.domain.status import EventStatus
+from timefuse.service.store import Store
 
 Db = psycopg.Connection[tuple[object, ...]]
 
 
 @pytest_asyncio.fixture
-async def pg_store(postgres_dsn: str) -> AsyncIterator[PostgresEventStore]:
-    """An opened store on a fresh database (schema migrated, partitions ahead created)."""
-    store = PostgresEventStore(postgres_dsn, pool_size=4)
+async def pg_store(postgres_dsn: str) -> AsyncIterator[Store]:
+    """An opened store on a fresh database (schema migrated, partitions ahead created), behind
+    the rule layer as services use it; ``.adapter`` is the PostgreSQL adapter itself."""
+    store = Store(PostgresEventStore(postgres_dsn, pool_size=4))
     await store.open()
     try:
         yield store

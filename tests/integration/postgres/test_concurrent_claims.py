@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.postgres.conftest import Db, counted_by_scan
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.domain.status import EventStatus
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 async def test_four_claimer_processes_claim_each_event_exactly_once(
-    pg_store: PostgresEventStore, postgres_dsn: str, db: Db, tmp_path: Path
+    pg_store: Store, postgres_dsn: str, db: Db, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
     # Due over the last ~2 days: some in today's partition, the rest in DEFAULT.

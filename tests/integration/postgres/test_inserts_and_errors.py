@@ -14,14 +14,15 @@ from tests.support.postgres_server import free_port, postgres_url
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.errors import translate
 from timefuse.adapters.postgres.inserts import COPY_MIN_BATCH
-from timefuse.ports.store import StoreError, StoreUnavailable
+from timefuse.ports.store import StoreError, StoreRefused, StoreUnavailable
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
 
 pytestmark = pytest.mark.postgres
 
 
 async def test_concurrent_submissions_of_the_same_jobs_store_each_job_once(
-    pg_store: PostgresEventStore, postgres_dsn: str, db: Db
+    pg_store: Store, postgres_dsn: str, db: Db
 ) -> None:
     originals = [make_event() for _ in range(300)]
     twins = [
@@ -51,9 +52,7 @@ async def test_concurrent_submissions_of_the_same_jobs_store_each_job_once(
 
 
 @pytest.mark.parametrize("size", [3, COPY_MIN_BATCH + 5], ids=["arrays", "copy"])
-async def test_a_batch_resolves_every_kind_of_duplicate(
-    pg_store: PostgresEventStore, db: Db, size: int
-) -> None:
+async def test_a_batch_resolves_every_kind_of_duplicate(pg_store: Store, db: Db, size: int) -> None:
     stored = make_event()
     await pg_store.insert_many([stored])
     same_id = make_event(id=stored.id, scheduled_at=stored.scheduled_at + timedelta(days=2))
@@ -81,7 +80,7 @@ async def test_a_batch_resolves_every_kind_of_duplicate(
 
 
 @pytest.mark.parametrize("size", [1, COPY_MIN_BATCH], ids=["arrays", "copy"])
-async def test_a_payload_round_trips_as_raw_bytes(pg_store: PostgresEventStore, size: int) -> None:
+async def test_a_payload_round_trips_as_raw_bytes(pg_store: Store, size: int) -> None:
     events = [make_event(payload=b'\x00\xff{"not": "utf-8"}\xfe  \n') for _ in range(size)]
     events[0].extra = {"trace": "abc", "n": [1, 2.5, None]}
     await pg_store.insert_many(events)
@@ -97,11 +96,11 @@ async def test_a_store_that_cannot_connect_is_unavailable() -> None:
 async def test_a_store_that_is_not_open_is_unavailable(postgres_dsn: str) -> None:
     store = PostgresEventStore(postgres_dsn)
     with pytest.raises(StoreUnavailable):
-        await store.count_by_status()
+        await store.count_by_status(None)
 
 
 async def test_a_lost_connection_fails_one_call_and_the_pool_recovers(
-    pg_store: PostgresEventStore, postgres_dsn: str
+    pg_store: Store, postgres_dsn: str
 ) -> None:
     await pg_store.ping()
     with psycopg.connect(postgres_dsn, autocommit=True) as admin:
@@ -120,18 +119,26 @@ async def test_a_lost_connection_fails_one_call_and_the_pool_recovers(
 
 
 @pytest.mark.parametrize(
-    ("error", "unavailable"),
+    ("error", "expected"),
     [
-        (psycopg.OperationalError("connection refused"), True),
-        (psycopg_pool.PoolTimeout("no connection in 10s"), True),
-        (psycopg.errors.LockNotAvailable("lock timeout"), True),
-        (psycopg.errors.DeadlockDetected("deadlock"), True),
-        (psycopg.InterfaceError("the connection is closed"), True),
-        (psycopg.errors.UniqueViolation("duplicate key"), False),
-        (psycopg.errors.UndefinedTable("no events table"), False),
+        # The moment or the deployment: the same call may succeed later.
+        (psycopg.OperationalError("connection refused"), StoreUnavailable),
+        (psycopg_pool.PoolTimeout("no connection in 10s"), StoreUnavailable),
+        (psycopg.errors.LockNotAvailable("lock timeout"), StoreUnavailable),
+        (psycopg.errors.DeadlockDetected("deadlock"), StoreUnavailable),
+        (psycopg.InterfaceError("the connection is closed"), StoreUnavailable),
+        (psycopg.errors.ReadOnlySqlTransaction("read-only transaction"), StoreUnavailable),
+        (psycopg.errors.InsufficientPrivilege("permission denied"), StoreUnavailable),
+        (psycopg.errors.UndefinedTable("no events table"), StoreUnavailable),
+        (psycopg.errors.AdminShutdown("terminating connection"), StoreUnavailable),
+        # The values sent: sending them again fails the same way.
+        (psycopg.errors.UniqueViolation("duplicate key"), StoreRefused),
+        (psycopg.errors.InvalidDatetimeFormat("bad time"), StoreRefused),
+        (psycopg.errors.ProgramLimitExceeded("index row too big"), StoreRefused),
+        (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), StoreRefused),
     ],
 )
-def test_driver_errors_become_port_errors(error: psycopg.Error, unavailable: bool) -> None:
+def test_driver_errors_become_port_errors(error: psycopg.Error, expected: type) -> None:
     translated = translate(error)
     assert isinstance(translated, StoreError)
-    assert isinstance(translated, StoreUnavailable) is unavailable
+    assert type(translated) is expected

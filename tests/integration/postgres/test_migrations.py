@@ -20,6 +20,7 @@ from timefuse.adapters.postgres.migrations import (
 )
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import StoreError
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.postgres
@@ -191,7 +192,7 @@ async def test_upgrading_a_database_with_events_keeps_their_counts_and_histories
             db.execute("INSERT INTO event_ids VALUES (%s, %s)", (event_id, at))
         for attempt in (1, 2):
             db.execute(_V2_ATTEMPT, ("c", at, attempt, at))
-    store = PostgresEventStore(postgres_dsn)
+    store = Store(PostgresEventStore(postgres_dsn))
     await store.open()
     try:
         billing = await store.count_by_status(sources=["billing"])
@@ -200,7 +201,7 @@ async def test_upgrading_a_database_with_events_keeps_their_counts_and_histories
         assert [record.sequence for record in await store.attempts("c")] == [1, 2]
         processing = await store.get("c")
         assert processing is not None
-        assert await store.record_outcomes("w", [make_outcome(processing, "w")]) == 1
+        assert await store.record_outcomes([make_outcome(processing, "w")]) == 1
         assert [record.sequence for record in await store.attempts("c")] == [1, 2, 3]
     finally:
         await store.close()

@@ -1,7 +1,8 @@
-"""Dated partitions: any date is accepted, and partitions created later take their rows over."""
+"""Dated partitions: any date is accepted; partitions are created ahead without moving a row."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -11,7 +12,9 @@ from tests.integration.postgres.conftest import Db, counted_by_scan, partition_o
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.partitions import next_period, period_start, periods_ahead
 from timefuse.domain.status import EventStatus
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
+from timefuse.testing.store_contract_support import claim
 
 pytestmark = pytest.mark.postgres
 
@@ -52,14 +55,12 @@ async def test_opening_creates_the_partitions_ahead_once(postgres_dsn: str, db: 
         expected = [_day_name("events", today + timedelta(days=n)) for n in range(4)]
         assert partitions(db, "events") == sorted([*expected, "events_default"])
         assert len(partitions(db, "event_attempts")) == 5
-        assert await store.create_partitions_ahead() == []
+        assert await store.prepare_storage() == []
     finally:
         await store.close()
 
 
-async def test_accepts_events_next_year_and_ten_years_ahead(
-    pg_store: PostgresEventStore, db: Db
-) -> None:
+async def test_accepts_events_next_year_and_ten_years_ahead(pg_store: Store, db: Db) -> None:
     now = datetime.now(UTC)
     far = [make_event(scheduled_at=now + timedelta(days=days)) for days in (366, 3653)]
     assert await pg_store.insert_many(far) == {event.id: event.id for event in far}
@@ -73,14 +74,14 @@ async def test_accepts_events_next_year_and_ten_years_ahead(
         "UPDATE events SET next_attempt_at = now() - interval '1 second' WHERE id = ANY(%s)",
         ([event.id for event in far],),
     )
-    claimed = await pg_store.claim_due("worker-a", 10, 30.0)
+    claimed = await claim(pg_store, "worker-a", 10, 30.0)
     assert sorted(event.id for event in claimed) == sorted(event.id for event in far)
 
 
-async def test_creating_a_partition_moves_its_rows_out_of_the_default_partition(
+async def test_a_period_with_rows_in_default_keeps_them_there_and_gets_no_partition(
     postgres_dsn: str, db: Db
 ) -> None:
-    near = PostgresEventStore(postgres_dsn, partitions_ahead=2)
+    near = Store(PostgresEventStore(postgres_dsn, partitions_ahead=2))
     await near.open()
     try:
         day = period_start(datetime.now(UTC), "day") + timedelta(days=5)
@@ -91,30 +92,62 @@ async def test_creating_a_partition_moves_its_rows_out_of_the_default_partition(
         )
         waiting = [make_event(scheduled_at=day + timedelta(hours=h)) for h in (2, 23)]
         await near.insert_many([attempted, *waiting])
-        (claimed,) = await near.claim_due("worker-a", 10, 30.0)
-        await near.record_outcomes("worker-a", [make_outcome(claimed, "worker-a")])
+        (claimed,) = await claim(near, "worker-a", 10, 30.0)
+        await near.record_outcomes([make_outcome(claimed, "worker-a")])
         before = [await near.get(event.id) for event in (attempted, *waiting)]
         history = await near.attempts(attempted.id)
-        counts = await near.count_by_status()
-        assert partition_of(db, "event_attempts", attempted.id) == "event_attempts_default"
 
         ahead = PostgresEventStore(postgres_dsn, partitions_ahead=7)
-        await ahead.open()
+        await ahead.open()  # creates the periods ahead, but not the one with rows in DEFAULT
         await ahead.close()
 
+        names = partitions(db, "events")
+        assert _day_name("events", day) not in names
+        assert _day_name("events", day + timedelta(days=1)) in names
         for event in (attempted, *waiting):
-            assert partition_of(db, "events", event.id) == _day_name("events", day)
-        assert partition_of(db, "event_attempts", attempted.id) == _day_name("event_attempts", day)
-        assert db.execute("SELECT count(*) FROM events_default").fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM event_attempts_default").fetchone() == (0,)
+            assert partition_of(db, "events", event.id) == "events_default"
         assert [await near.get(event.id) for event in (attempted, *waiting)] == before
         assert await near.attempts(attempted.id) == history
-        assert await near.count_by_status() == counts == counted_by_scan(db)
-        later = make_event(scheduled_at=day + timedelta(hours=3))
-        await near.insert_many([later])
-        assert partition_of(db, "events", later.id) == _day_name("events", day)
+        assert await near.count_by_status() == counted_by_scan(db)
+        same_day, next_day = (
+            make_event(scheduled_at=moment)
+            for moment in (day + timedelta(hours=3), day + timedelta(days=1, hours=3))
+        )
+        await near.insert_many([same_day, next_day])
+        assert partition_of(db, "events", same_day.id) == "events_default"
+        assert partition_of(db, "events", next_day.id) == _day_name("events", day + timedelta(1))
     finally:
         await near.close()
+
+
+async def test_an_insert_meeting_a_partition_being_attached_waits_for_it(
+    pg_store: Store, postgres_dsn: str, db: Db
+) -> None:
+    # The state between the two steps of a creation: DEFAULT already refuses the period's
+    # rows, its partition is not attached yet. An insert for the period then fails with a
+    # check violation, which the store takes for "in a moment": it tries again, and the row
+    # lands in the new partition once it is attached.
+    lower = period_start(datetime.now(UTC), "day") + timedelta(days=20)
+    upper = lower + timedelta(days=1)
+    for table, key in (("events", "scheduled_at"), ("event_attempts", "event_scheduled_at")):
+        db.execute(
+            f"ALTER TABLE {table}_default ADD CONSTRAINT timefuse_creating_test CHECK"
+            f" ({key} < '{lower.isoformat()}' OR {key} >= '{upper.isoformat()}') NOT VALID"
+        )
+    event = make_event(scheduled_at=lower + timedelta(hours=1))
+    inserting = asyncio.create_task(pg_store.insert_many([event]))
+    await asyncio.sleep(0.3)
+    assert not inserting.done(), "the insert gives up at once instead of waiting"
+    for table in ("events", "event_attempts"):
+        name = _day_name(table, lower)
+        db.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        db.execute(
+            f"ALTER TABLE {table} ATTACH PARTITION {name}"
+            f" FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+        )
+        db.execute(f"ALTER TABLE {table}_default DROP CONSTRAINT timefuse_creating_test")
+    assert await asyncio.wait_for(inserting, 5) == {event.id: event.id}
+    assert partition_of(db, "events", event.id) == _day_name("events", lower)
 
 
 async def test_a_coarser_granularity_skips_periods_already_covered(
@@ -124,7 +157,9 @@ async def test_a_coarser_granularity_skips_periods_already_covered(
     await daily.open()
     await daily.close()
     days = set(partitions(db, "events"))
-    monthly = PostgresEventStore(postgres_dsn, partition_granularity="month", partitions_ahead=2)
+    monthly = Store(
+        PostgresEventStore(postgres_dsn, partition_granularity="month", partitions_ahead=2)
+    )
     await monthly.open()
     try:
         today = datetime.now(UTC)
@@ -159,7 +194,7 @@ async def test_opening_does_not_wait_long_for_a_busy_default_partition(
     before = partitions(db, "events")
     with psycopg.connect(postgres_dsn) as busy:
         busy.execute("LOCK TABLE events_default IN ACCESS SHARE MODE")  # a long reader
-        far = PostgresEventStore(postgres_dsn, partitions_ahead=5)
+        far = Store(PostgresEventStore(postgres_dsn, partitions_ahead=5))
         await far.open()  # gives up on the partitions after the lock timeout, opens anyway
         try:
             event = make_event()

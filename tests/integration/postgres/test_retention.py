@@ -9,11 +9,11 @@ import psycopg
 import pytest
 
 from tests.integration.postgres.conftest import Db, counted_by_scan, partitions
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.partitions import create_partitions, period_start
 from timefuse.adapters.postgres.retention import RETENTION_LOCK_KEY
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
 
 pytestmark = pytest.mark.postgres
@@ -57,7 +57,7 @@ class OldDays:
     stragglers: list[Event]  # old terminal rows beside live ones, or in DEFAULT
 
 
-async def _arrange_old_days(dsn: str, store: PostgresEventStore, db: Db) -> OldDays:
+async def _arrange_old_days(dsn: str, store: Store, db: Db) -> OldDays:
     names = ("dead", "empty", "pending", "processing", "recent")
     days = {name: _day(40 - n) for n, name in enumerate(names)}
     await _create_day_partitions(dsn, *days.values())
@@ -80,14 +80,14 @@ async def _arrange_old_days(dsn: str, store: PostgresEventStore, db: Db) -> OldD
         for status in terminal
         for source in ("billing", "shipping")
     ]
-    await store.insert_many([*doomed, *kept, *stragglers])
+    await store.adapter.insert_many([*doomed, *kept, *stragglers])
     for event in (doomed[0], stragglers[0], stragglers[-1]):
         _add_attempt(db, event)
     return OldDays(days, doomed, kept, stragglers)
 
 
 async def test_drops_dead_partitions_and_keeps_the_ones_with_live_events(
-    postgres_dsn: str, pg_store: PostgresEventStore, db: Db
+    postgres_dsn: str, pg_store: Store, db: Db
 ) -> None:
     old = await _arrange_old_days(postgres_dsn, pg_store, db)
 
@@ -119,13 +119,13 @@ async def test_drops_dead_partitions_and_keeps_the_ones_with_live_events(
 
 
 async def test_forgetting_the_ids_of_a_dropped_range_spares_events_stored_since(
-    pg_store: PostgresEventStore, db: Db
+    pg_store: Store, db: Db
 ) -> None:
     day = _day(50)
     # An event of that day arriving after its partition was dropped lands in DEFAULT.
     late = make_event(scheduled_at=day + timedelta(hours=2), next_attempt_at=NOW)
     orphan_id = "orphan-of-a-dropped-partition"
-    await pg_store.insert_many([late])
+    await pg_store.adapter.insert_many([late])
     db.execute("INSERT INTO event_ids (id, scheduled_at) VALUES (%s, %s)", (orphan_id, day))
     db.execute(
         "INSERT INTO timefuse_event_id_cleanup VALUES (%s, %s)", (day, day + timedelta(days=1))
@@ -138,9 +138,9 @@ async def test_forgetting_the_ids_of_a_dropped_range_spares_events_stored_since(
 
 
 async def test_only_one_retention_runs_at_a_time(
-    postgres_dsn: str, pg_store: PostgresEventStore, db: Db
+    postgres_dsn: str, pg_store: Store, db: Db
 ) -> None:
-    await pg_store.insert_many(
+    await pg_store.adapter.insert_many(
         [make_event(status=EventStatus.COMPLETED, updated_at=LONG_AGO) for _ in range(3)]
     )
     with psycopg.connect(postgres_dsn, autocommit=True) as other:
@@ -153,13 +153,13 @@ async def test_only_one_retention_runs_at_a_time(
 
 
 async def test_a_partition_too_busy_to_drop_waits_for_the_next_run(
-    postgres_dsn: str, pg_store: PostgresEventStore, db: Db
+    postgres_dsn: str, pg_store: Store, db: Db
 ) -> None:
     day = _day(45)
     await _create_day_partitions(postgres_dsn, day)
     dead = _old(day, EventStatus.COMPLETED)
     straggler = make_event(status=EventStatus.CANCELLED, updated_at=LONG_AGO)
-    await pg_store.insert_many([dead, straggler])
+    await pg_store.adapter.insert_many([dead, straggler])
     with psycopg.connect(postgres_dsn) as reader:
         reader.execute("SELECT count(*) FROM events")  # a long transaction holding a lock
         # The drop gives up after the lock timeout; the rows still go, one by one.

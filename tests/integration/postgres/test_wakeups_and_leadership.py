@@ -1,4 +1,4 @@
-"""Cross-process coordination through PostgreSQL: due notifications and maintenance leadership."""
+"""Cross-process coordination through PostgreSQL: due notifications and leadership."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.listener import parse_due
-from timefuse.ports.store import RedeliverResult
+from timefuse.ports.store import ClaimRef, RedeliverResult
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
+from timefuse.testing.store_contract_support import claim
 
 pytestmark = pytest.mark.postgres
 
@@ -50,7 +52,7 @@ async def watching(store: PostgresEventStore) -> AsyncIterator[Heard]:
 
 
 async def test_an_insert_batch_wakes_other_processes_once_with_its_earliest_due_time(
-    pg_store: PostgresEventStore, postgres_dsn: str
+    pg_store: Store, postgres_dsn: str
 ) -> None:
     listener = PostgresEventStore(postgres_dsn, migrate_on_open=False)
     soon = datetime.now(UTC) + timedelta(seconds=30)
@@ -63,29 +65,28 @@ async def test_an_insert_batch_wakes_other_processes_once_with_its_earliest_due_
         assert heard.due == [None, soon]
 
 
-async def test_events_handed_back_or_redelivered_wake_listeners(
-    pg_store: PostgresEventStore,
-) -> None:
+async def test_events_made_due_now_wake_listeners(pg_store: Store) -> None:
     await pg_store.insert_many([make_event(), make_event(), make_event()])
-    first, second, _ = await pg_store.claim_due("worker-a", 3, 0.05)
-    later = datetime.now(UTC) + timedelta(minutes=5)
-    async with watching(pg_store) as heard:
-        assert await pg_store.release("worker-a", [first.id]) == 1
-        assert await pg_store.reschedule("worker-a", [second.id], later) == 1
+    first, second, _ = await claim(pg_store, "worker-a", 3, 0.05)
+    async with watching(pg_store.adapter) as heard:  # type: ignore[arg-type]
+        assert await pg_store.hand_back([ClaimRef.of(first)]) == 1  # due now: announced
+        assert await pg_store.hand_back([ClaimRef.of(second)], 300.0) == 1  # later: not
         await asyncio.sleep(0.3)
         assert await pg_store.recover_expired_leases() == 1  # the third's lease
-        (again,) = await pg_store.claim_due("worker-a", 1, 30.0)
-        await pg_store.record_outcomes("worker-a", [make_outcome(again, "worker-a")])
+        (again,) = await claim(pg_store, "worker-a", 1, 30.0)
+        await pg_store.record_outcomes([make_outcome(again, "worker-a")])
         now = datetime.now(UTC)
         assert await pg_store.redeliver(again.id, now) is RedeliverResult.REDELIVERED
-        # Connected (look now), released (now), rescheduled, recovered (now), redelivered.
-        assert await heard.until(5) == [None, None, later, None, now]
+        # Connected (look now), handed back (now), recovered (now), redelivered.
+        assert await heard.until(4) == [None, None, None, now]
+        await asyncio.sleep(0.3)
+        assert len(heard.due) == 4
 
 
 async def test_watching_reconnects_after_losing_its_connection(
-    pg_store: PostgresEventStore, postgres_dsn: str
+    pg_store: Store, postgres_dsn: str
 ) -> None:
-    async with watching(pg_store) as heard:
+    async with watching(pg_store.adapter) as heard:  # type: ignore[arg-type]
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -102,48 +103,22 @@ def test_a_notification_without_a_time_means_look_now(payload: str) -> None:
     assert parse_due(payload) is None
 
 
-async def leads_within(store: PostgresEventStore, seconds: float) -> bool:
-    """Whether ``store`` becomes the leader within ``seconds`` of trying every 0.1 s."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        async with store.leadership().hold() as leading:
-            if leading or asyncio.get_running_loop().time() > deadline:
-                return leading
-        await asyncio.sleep(0.1)
-
-
-async def test_one_process_leads_maintenance_until_it_goes(postgres_dsn: str) -> None:
-    first, second = (PostgresEventStore(postgres_dsn, migrate_on_open=False) for _ in range(2))
+async def test_leadership_passes_on_while_the_old_leaders_connections_stay_open(
+    postgres_dsn: str,
+) -> None:
+    # Leadership is a row the leader renews, not a lock held by one of its sessions: a
+    # leader that stops renewing (hung, or cut off behind a half-open connection) loses it
+    # after its time, whatever state its connections are in.
+    first, second = (Store(PostgresEventStore(postgres_dsn, pool_size=2)) for _ in range(2))
+    await first.open()
+    await second.open()
     try:
-        async with first.leadership().hold() as leading:
-            assert leading
-        async with second.leadership().hold() as leading:
-            assert not leading
-        async with first.leadership().hold() as leading:
-            assert leading  # sticky: the leader keeps its lock between rounds
-        await first.close()
-        async with second.leadership().hold() as leading:
-            assert leading
-    finally:
-        await first.close()
-        await second.close()
-
-
-async def test_leadership_passes_on_when_the_leaders_connection_dies(postgres_dsn: str) -> None:
-    first, second = (PostgresEventStore(postgres_dsn, migrate_on_open=False) for _ in range(2))
-    try:
-        async with first.leadership().hold() as leading:
-            assert leading
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d"
-                " ON d.oid = l.database AND d.datname = current_database()"
-                " WHERE l.locktype = 'advisory' AND l.granted"
-            )
-        # The lock goes when the terminated backend has exited, a moment after the signal.
-        assert await leads_within(second, 5.0)
-        async with first.leadership().hold() as leading:
-            assert not leading  # reconnected, but the lock is taken now
+        assert await first.acquire_leadership("maintenance", "first", 1.0)
+        assert not await second.acquire_leadership("maintenance", "second", 1.0)
+        await first.ping()  # its pool's connections are open and idle
+        await asyncio.sleep(1.2)
+        assert await second.acquire_leadership("maintenance", "second", 1.0)
+        assert not await first.acquire_leadership("maintenance", "first", 1.0)
     finally:
         await first.close()
         await second.close()

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from timefuse.domain.event import Event
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import EventStore, StoreError
+from timefuse.ports.store import Lifecycle, StoreError, StoreRefused, Submissions
+
+
+class _Store(Submissions, Lifecycle, Protocol):
+    pass
 
 
 class InlineIngestBuffer:
     """Durable when :meth:`submit` returns because the store's transaction has committed."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: _Store) -> None:
         self._store = store
 
     async def open(self) -> None:
@@ -30,5 +35,7 @@ class InlineIngestBuffer:
     async def submit(self, events: Sequence[Event]) -> dict[str, str]:
         try:
             return await self._store.insert_many(events)
+        except StoreRefused:
+            raise  # the events' own values, not the buffer, are at fault
         except StoreError as exc:
             raise BufferUnavailable(f"event store unavailable: {exc}") from exc

@@ -13,6 +13,17 @@ from timefuse.adapters.postgres import queries
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
+# libpq's TCP keepalives and user timeout: a connection whose peer vanished (a failed-over
+# primary, a cut network) fails within about half a minute instead of hanging until the
+# kernel gives up, hours later.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
 
 async def configure(conn: Connection) -> None:
     """Prepare a new pooled session (the pool's ``configure`` callback)."""
@@ -24,6 +35,11 @@ async def configure(conn: Connection) -> None:
     # none depends on its parameter values for a good plan, so each prepared statement (psycopg
     # prepares on the 5th use) keeps one generic plan.
     await conn.execute("SET plan_cache_mode = force_generic_plan")
+    # The server notices a client that vanished as quickly, and ends its session (releasing
+    # its locks) instead of keeping it open.
+    await conn.execute("SET tcp_keepalives_idle = 10")
+    await conn.execute("SET tcp_keepalives_interval = 5")
+    await conn.execute("SET tcp_keepalives_count = 3")
     await conn.execute(queries.CREATE_STAGING)
 
 

@@ -7,24 +7,50 @@ from contextlib import contextmanager
 
 import psycopg
 
-from timefuse.ports.store import StoreError, StoreUnavailable
+from timefuse.ports.store import StoreError, StoreRefused, StoreUnavailable
+
+# SQLSTATE classes that blame the values sent: a data exception (a value the type can't hold,
+# a NUL in text), an integrity constraint the row breaks, a program limit (an index row too
+# big). Sending the same values again fails the same way.
+_VALUES_AT_FAULT = ("22", "23", "54")
+CHECK_VIOLATION = "23514"
 
 
 def translate(exc: psycopg.Error) -> StoreError:
-    # OperationalError covers what describes the moment rather than the request: no
-    # connection, server shutting down, pool timeout or closed pool (psycopg_pool's
-    # exceptions derive from it), lock or statement timeouts, deadlocks and serialization
-    # failures, too many connections. InterfaceError is a connection psycopg already knows is
-    # broken. The same call may succeed later, so callers may answer 503 and retry.
-    message = f"PostgreSQL: {exc}"
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    """The port's exception for ``exc``.
+
+    Only errors about the values sent are :class:`StoreRefused`. Everything else describes the
+    moment or the deployment (no connection, a read-only or failed-over primary, a missing
+    privilege or table, a lock or statement timeout, a partition being created), which the
+    same call may get past later: :class:`StoreUnavailable`, so nothing is dead-lettered or
+    answered as the client's fault for it.
+    """
+    message = f"PostgreSQL: {_without_detail(exc)}"
+    state = exc.sqlstate or ""
+    if state == CHECK_VIOLATION and _about_default_partition(exc):
+        # An insert into a period whose partition is being attached right now (see
+        # partitions.create_partitions): the row is fine, it goes in once the attach commits.
         return StoreUnavailable(message)
-    return StoreError(message)
+    if state[:2] in _VALUES_AT_FAULT or (not state and isinstance(exc, psycopg.DataError)):
+        return StoreRefused(message)
+    return StoreUnavailable(message)
+
+
+def _about_default_partition(exc: psycopg.Error) -> bool:
+    table = getattr(exc.diag, "table_name", None) or ""
+    return table.endswith("_default")
+
+
+def _without_detail(exc: psycopg.Error) -> str:
+    # The primary message only: PostgreSQL's DETAIL may quote the row (a payload, say), and
+    # the message ends up in logs, answers and dead-letter headers.
+    primary = getattr(exc.diag, "message_primary", None)
+    return primary or str(exc).split("\nDETAIL:", 1)[0]
 
 
 @contextmanager
 def wrap_exceptions() -> Iterator[None]:
-    """Re-raise any :class:`psycopg.Error` as :class:`StoreUnavailable` or :class:`StoreError`."""
+    """Re-raise any :class:`psycopg.Error` as the store port's exception for it."""
     try:
         yield
     except psycopg.Error as exc:

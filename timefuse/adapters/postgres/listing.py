@@ -16,8 +16,9 @@ from psycopg import sql
 
 from timefuse.adapters.postgres import queries
 from timefuse.adapters.postgres.connection import Connection
-from timefuse.adapters.postgres.rows import EVENT_COLUMN_NAMES, aware, row_to_event
+from timefuse.adapters.postgres.rows import aware, row_to_event
 from timefuse.domain.cursor import Cursor
+from timefuse.domain.event import EVENT_COLUMN_NAMES
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import EventPage, EventQuery
 
@@ -28,9 +29,9 @@ _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMN_NAMES))
 # cursor, merged in order and stopped after limit + 1 rows.
 _LIST = "SELECT {columns} FROM events WHERE {where} ORDER BY scheduled_at, id LIMIT %(limit)s"
 
-# The earliest dead letters first, locked, then updated by id within their scheduled_at range
+# The earliest matching events first, locked, then updated by id within their scheduled_at range
 # (the pattern of queries.CLAIM_DUE: the partitions holding them are found at run time).
-_REDELIVER_DEAD_LETTERS = f"""
+_REDELIVER_MATCHING = f"""
 WITH chosen AS (
     SELECT id, scheduled_at FROM events
      WHERE {{where}}
@@ -42,7 +43,7 @@ UPDATE events AS e {queries.REDELIVER_SET}
  WHERE e.id = ANY(ARRAY(SELECT id FROM chosen))
    AND e.scheduled_at >= (SELECT min(scheduled_at) FROM chosen)
    AND e.scheduled_at <= (SELECT max(scheduled_at) FROM chosen)
-   AND e.status = 'DEAD_LETTER'
+   AND {{status}}
 """
 
 
@@ -136,17 +137,21 @@ async def count_by_status(
     return counts
 
 
-async def redeliver_dead_letters(
+async def redeliver_matching(
     conn: Connection,
     now: datetime,
+    status: EventStatus,
     sources: frozenset[str] | None,
     scheduled: tuple[datetime | None, datetime | None],
     limit: int,
 ) -> int:
-    """Redeliver up to ``limit`` dead letters in one statement; the caller's transaction."""
+    """Redeliver up to ``limit`` events in ``status`` in one statement; the caller's transaction."""
     if sources is not None and not sources:
         return 0
-    found = _event_filter(EventStatus.DEAD_LETTER, sources, *scheduled)
-    statement = sql.SQL(_REDELIVER_DEAD_LETTERS).format(where=found.where())
+    found = _event_filter(status, sources, *scheduled)
+    statement = sql.SQL(_REDELIVER_MATCHING).format(
+        where=found.where(),
+        status=sql.SQL("e.status = {}").format(sql.Literal(EventStatus(status).value)),
+    )
     cursor = await conn.execute(statement, {**found.params, "now": aware(now), "limit": limit})
     return cursor.rowcount

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
+from timefuse.adapters.postgres import queries
 from timefuse.adapters.postgres.connection import Connection
+from timefuse.domain.destination import destination_key
 
 # Any fixed number, the same in every process: pg_advisory_xact_lock serialises migrate()
 # calls across processes, so two starting at once apply each migration exactly once.
@@ -88,3 +90,28 @@ async def apply_migrations(conn: Connection, *, target: int | None = None) -> li
             await conn.execute(RECORD_VERSION, (migration.version, migration.name))
             applied.append(migration.name)
     return applied
+
+
+async def fill_destination_keys(conn: Connection) -> int:
+    """Give the live events stored before destination keys existed their key (SQL can't
+    compute it: :func:`timefuse.domain.destination.destination_key` does); how many."""
+    if await schema_version(conn) < _DESTINATION_KEYS_VERSION:
+        return 0
+    filled = 0
+    while True:
+        rows = await (await conn.execute(queries.MISSING_DESTINATION_KEYS)).fetchall()
+        if not rows:
+            return filled
+        await conn.execute(
+            queries.SET_DESTINATION_KEYS,
+            {
+                "ids": [row[0] for row in rows],
+                "scheduled": [row[1] for row in rows],
+                "keys": [destination_key(row[2], row[3]) or "?" for row in rows],
+            },
+        )
+        filled += len(rows)
+
+
+# The migration that added events.destination_key.
+_DESTINATION_KEYS_VERSION = 4

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from timefuse.adapters.postgres.connection import Connection
@@ -21,8 +22,8 @@ GRANULARITIES = ("day", "week", "month")
 # Serialises partition DDL across processes (create ahead, retention drops).
 PARTITION_LOCK_KEY = 0x74696D6566_02
 
-# Creating or dropping a partition needs an ACCESS EXCLUSIVE lock (on the DEFAULT partition, or
-# on the parent), and while that request waits every claim queues behind it. Giving up after
+# Attaching or dropping a partition needs an ACCESS EXCLUSIVE lock (on the DEFAULT partition,
+# or on the parent), and while that request waits every claim queues behind it. Giving up after
 # a short wait bounds that stall; maintenance simply tries again on its next round.
 DDL_LOCK_TIMEOUT = "2s"
 
@@ -119,23 +120,107 @@ async def create_partitions(
 ) -> list[str]:
     """Create the partitions of both tables for each period that has none; returns their names.
 
-    Each period is its own transaction, so the DEFAULT partitions stay locked only as long as
-    one period's rows take to move. A period that overlaps an existing partition (left by an
-    earlier granularity) is skipped. If another process is changing partitions right now,
-    this returns early: that process is doing the same work.
+    No row is ever moved: a period whose events already sit in the DEFAULT partition (they
+    were scheduled that far ahead before its partition existed) keeps them there, and gets no
+    partition of its own. Creating one takes three short transactions, none of which scans
+    under a lock that stops claims or inserts:
+
+    1. a NOT VALID check constraint on each DEFAULT partition keeps the period's rows out of it
+       from now on (an insert meanwhile fails with a check violation, which the store treats
+       as "try again in a moment");
+    2. validating it proves no such row got in before (a scan that lets writes go on);
+    3. the new partitions are attached: with the constraint in place PostgreSQL skips its own
+       scan of DEFAULT, so the exclusive lock lasts milliseconds. The constraint then goes.
+
+    If another process is changing partitions right now, this returns early: that process is
+    doing the same work.
     """
+    if not await _try_session_lock(conn):
+        return []
     created: list[str] = []
-    for lower, upper in periods:
-        async with conn.transaction():
-            if not await lock_partition_ddl(conn):
-                break
+    try:
+        await _drop_fences(conn)
+        for lower, upper in periods:
             existing = await list_partitions(conn, EVENTS)
             if any(partition.overlaps(lower, upper) for partition in existing):
                 continue
+            if await _default_holds(conn, lower, upper):
+                continue
+            if await _attach_period(conn, lower, upper):
+                created.extend(table.partition_name(lower) for table in TABLES)
+    finally:
+        try:
+            await _drop_fences(conn)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (PARTITION_LOCK_KEY,))
+    return created
+
+
+FENCE_PREFIX = "timefuse_creating_"
+
+
+async def _try_session_lock(conn: Connection) -> bool:
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (PARTITION_LOCK_KEY,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def _default_holds(conn: Connection, lower: datetime, upper: datetime) -> bool:
+    query = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM ONLY {default} WHERE {key} >= %s AND {key} < %s)"
+    ).format(default=sql.Identifier(EVENTS.default), key=sql.Identifier(EVENTS.key))
+    row = await (await conn.execute(query, (lower, upper))).fetchone()
+    return bool(row and row[0])
+
+
+async def _attach_period(conn: Connection, lower: datetime, upper: datetime) -> bool:
+    fence = sql.Identifier(FENCE_PREFIX + EVENTS.partition_name(lower).removeprefix("events_"))
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+            for table in TABLES:
+                await conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {default} ADD CONSTRAINT {fence}"
+                        " CHECK ({key} < {lower} OR {key} >= {upper}) NOT VALID"
+                    ).format(
+                        default=sql.Identifier(table.default),
+                        fence=fence,
+                        key=sql.Identifier(table.key),
+                        lower=sql.Literal(lower),
+                        upper=sql.Literal(upper),
+                    )
+                )
+        for table in TABLES:
+            await conn.execute(
+                sql.SQL("ALTER TABLE {default} VALIDATE CONSTRAINT {fence}").format(
+                    default=sql.Identifier(table.default), fence=fence
+                )
+            )
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
             for table in TABLES:
                 await _create_partition(conn, table, lower, upper)
-                created.append(table.partition_name(lower))
-    return created
+    except (psycopg.errors.CheckViolation, psycopg.errors.LockNotAvailable):
+        # A row of the period reached DEFAULT before the fence, or the locks are busy: the
+        # period stays with DEFAULT (or the next round tries again).
+        return False
+    return True
+
+
+async def _drop_fences(conn: Connection) -> None:
+    """Drop the fences a creation left (this one, or one cut off by a lost connection)."""
+    for table in TABLES:
+        cursor = await conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND conname LIKE %s",
+            (table.default, FENCE_PREFIX + "%"),
+        )
+        for (name,) in await cursor.fetchall():
+            await conn.execute(
+                sql.SQL("ALTER TABLE {default} DROP CONSTRAINT IF EXISTS {fence}").format(
+                    default=sql.Identifier(table.default), fence=sql.Identifier(name)
+                )
+            )
 
 
 async def lock_partition_ddl(conn: Connection) -> bool:
@@ -149,35 +234,15 @@ async def lock_partition_ddl(conn: Connection) -> bool:
 async def _create_partition(
     conn: Connection, table: PartitionedTable, lower: datetime, upper: datetime
 ) -> None:
-    """Create and attach one partition, moving its rows out of the DEFAULT partition first.
-
-    PostgreSQL refuses to attach a range while the DEFAULT partition holds rows of it, so the
-    new table starts detached, the rows move into it, and then it is attached, all in the
-    caller's transaction. The DEFAULT partition is locked first (ACCESS EXCLUSIVE, as ATTACH
-    needs anyway): a concurrent insert of that range waits for the commit and then goes to the
-    new partition, instead of landing in DEFAULT between the move and the attach.
-    """
+    """Create and attach one empty partition, in the caller's transaction."""
     names: dict[str, Any] = {
         "parent": sql.Identifier(table.name),
-        "default": sql.Identifier(table.default),
         "partition": sql.Identifier(table.partition_name(lower)),
-        "key": sql.Identifier(table.key),
     }
-    await conn.execute(sql.SQL("LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE").format(**names))
-    # No indexes yet: ATTACH builds the parent's indexes on the new table in one pass each,
-    # cheaper than maintaining them row by row during the move.
     await conn.execute(
         sql.SQL(
             "CREATE TABLE {partition} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         ).format(**names)
-    )
-    columns = sql.SQL(", ").join(map(sql.Identifier, await _column_names(conn, table.name)))
-    await conn.execute(
-        sql.SQL(
-            "WITH moved AS (DELETE FROM {default} WHERE {key} >= %(lower)s AND {key} < %(upper)s"
-            " RETURNING {columns}) INSERT INTO {partition} ({columns}) SELECT {columns} FROM moved"
-        ).format(columns=columns, **names),
-        {"lower": lower, "upper": upper},
     )
     # DDL takes no bind parameters: the bounds go in as literals.
     await conn.execute(
@@ -186,14 +251,3 @@ async def _create_partition(
             " FOR VALUES FROM ({lower}) TO ({upper})"
         ).format(lower=sql.Literal(lower), upper=sql.Literal(upper), **names)
     )
-
-
-async def _column_names(conn: Connection, table: str) -> list[str]:
-    # Named explicitly: a partition's physical column order may differ from the parent's
-    # (a column dropped before it was attached), so SELECT * could misalign.
-    cursor = await conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
-        " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (table,),
-    )
-    return [name for (name,) in await cursor.fetchall()]

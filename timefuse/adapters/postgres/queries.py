@@ -7,14 +7,13 @@ in a form it can prove at plan time.
 Every statement that finds events by id also bounds ``scheduled_at`` (the partition key) by a
 value computed once per execution: the event's own ``scheduled_at`` from ``event_ids``, or the
 min/max over a batch. PostgreSQL then prunes partitions at execution time, so the statement
-touches the one or two partitions that hold the rows instead of probing every partition (a
-plain join on ``(id, scheduled_at)`` gets no pruning, and the planner may even hash-join it
-against a sequential scan of the whole table).
+touches the one or two partitions that hold the rows instead of probing every partition.
 """
 
 from __future__ import annotations
 
-from timefuse.adapters.postgres.rows import EVENT_COLUMN_NAMES, EVENT_COLUMNS
+from timefuse.adapters.postgres.rows import EVENT_SQL_COLUMNS
+from timefuse.domain.event import EVENT_COLUMN_NAMES
 
 DUE_CHANNEL = "timefuse_due"
 
@@ -23,20 +22,20 @@ _E_COLUMNS = ", ".join(f"e.{name}" for name in EVENT_COLUMN_NAMES)
 _INPUT_COLUMNS = ", ".join(f"input.{name}" for name in EVENT_COLUMN_NAMES)
 # Array parameters go in binary (%b): the server parses a 1000-element timestamptz[] or a
 # hex-escaped bytea[] in text format far slower (insert_many ran ~40% slower that way).
-_EVENT_ARRAYS = ", ".join(f"%({name})b::{sql_type}[]" for name, sql_type in EVENT_COLUMNS)
+_EVENT_ARRAYS = ", ".join(f"%({name})b::{sql_type}[]" for name, sql_type in EVENT_SQL_COLUMNS)
 
 # Large batches arrive by binary COPY into this per-connection table (emptied at every commit),
 # then move on with the same INSERT ... SELECT as the array form: COPY parses faster than
-# arrays, which outweighs its extra round trip for large batches (see store.COPY_MIN_BATCH).
+# arrays, which outweighs its extra round trip for large batches (see inserts.COPY_MIN_BATCH).
 # Its columns are spelled out rather than LIKE events, so it can be created on any connection
 # before the schema exists.
 CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS timefuse_staging ("
-    + ", ".join(f"{name} {sql_type}" for name, sql_type in EVENT_COLUMNS)
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in EVENT_SQL_COLUMNS)
     + ") ON COMMIT DELETE ROWS"
 )
 COPY_TO_STAGING = f"COPY timefuse_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-COPY_TYPES = [sql_type for _, sql_type in EVENT_COLUMNS]
+COPY_TYPES = [sql_type for _, sql_type in EVENT_SQL_COLUMNS]
 
 # One statement for the whole batch. The id is reserved in event_ids first: the reservation
 # skips an id stored already (whatever its scheduled_at), the event insert then skips a dedup
@@ -80,48 +79,95 @@ SELECT input.id, COALESCE(x.id, d.id)
 
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
 
+# -- claims -----------------------------------------------------------------------------------
+
+# The due filter: the types this dispatcher delivers (NULL: any), destinations it leaves now.
+_DUE_FILTER = """
+   AND (%(types)s::text[] IS NULL OR delivery_type = ANY(%(types)s::text[]))
+   AND destination_key <> ALL(%(excluded)s::text[])"""
+
 # Leases run on the database's clock, so dispatchers with skewed clocks agree on them. The
-# CTE runs once (it locks rows, so it is materialised); its rows are then found by id within
-# their scheduled_at range (see the module docstring).
-CLAIM_DUE = f"""
-WITH due AS (
-    SELECT id, scheduled_at FROM events
-     WHERE status = 'PENDING' AND next_attempt_at <= now()
-     ORDER BY next_attempt_at
-     LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
-)
+# chosen rows are locked (SKIP LOCKED: a row another claim holds is passed over), then
+# updated by id within their scheduled_at range (see the module docstring).
+_CLAIM = f"""
+WITH {{due}}
 UPDATE events AS e
    SET status = 'PROCESSING',
        locked_by = %(worker)s,
        lock_expires_at = now() + make_interval(secs => %(lease)s),
        attempts = e.attempts + 1,
+       claim_count = e.claim_count + 1,
        claimed_at = now(),
        updated_at = now()
  WHERE e.id = ANY(ARRAY(SELECT id FROM due))
    AND e.scheduled_at >= (SELECT min(scheduled_at) FROM due)
    AND e.scheduled_at <= (SELECT max(scheduled_at) FROM due)
-RETURNING {_E_COLUMNS}
+RETURNING {_E_COLUMNS}, now()
 """
+
+CLAIM_DUE = _CLAIM.format(
+    due=f"""due AS (
+    SELECT id, scheduled_at FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+     ORDER BY next_attempt_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)"""
+)
+
+# Within per-destination budgets: of the first :scan due rows (locked), at most a budget per
+# destination, earliest first. Rows locked but not taken are free again at commit.
+CLAIM_DUE_IN_BUDGETS = _CLAIM.format(
+    due=f"""candidates AS MATERIALIZED (
+    SELECT id, scheduled_at, next_attempt_at, destination_key FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+     ORDER BY next_attempt_at
+     LIMIT %(scan)s
+       FOR UPDATE SKIP LOCKED
+),
+ranked AS (
+    SELECT c.id, c.scheduled_at, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.destination_key
+                              ORDER BY c.next_attempt_at, c.id) AS rank,
+           COALESCE(b.budget, %(default_budget)s::integer) AS budget
+      FROM candidates AS c
+      LEFT JOIN unnest(%(budget_keys)s::text[], %(budgets)s::integer[]) AS b (key, budget)
+             ON b.key = c.destination_key
+),
+due AS (
+    SELECT id, scheduled_at FROM ranked
+     WHERE budget IS NULL OR rank <= budget
+     ORDER BY next_attempt_at, id
+     LIMIT %(limit)s
+)"""
+)
+
+NEXT_DUE_AT = f"""
+SELECT (SELECT min(next_attempt_at) FROM events
+         WHERE status = 'PENDING'{_DUE_FILTER}), now()
+"""
+
+# -- outcomes ---------------------------------------------------------------------------------
+
+# The claim a lease-bound write quotes: its token and its worker, on a PROCESSING row.
+_HELD = "e.status = 'PROCESSING' AND e.claim_count = {b}.claim AND e.locked_by = {b}.worker"
 
 # Attempt records are inserted only for the updates that applied (those RETURNING gives back),
 # so history is kept exactly for the outcomes that counted; the statement's row count is the
-# number applied. A retry brings its own next_attempt_at, a success its executed_at; None
-# keeps the stored value. The record's sequence is the event's attempt_records, counted up here.
-# An update applies only under the claim it is about (e.attempts = input.attempt, the number
-# the claim gave it): after a lease expiry and a new claim by the same worker, the first
-# claim's late outcome doesn't apply to the second.
-RECORD_OUTCOMES = """
+# number applied. A retry is due its delay after the database's now; a success brings its
+# executed_at. The record's sequence is the event's attempt_records, counted up here.
+RECORD_OUTCOMES = f"""
 WITH input AS (
     SELECT input.*, x.scheduled_at
-      FROM unnest(%(event_id)b::text[], %(status)b::text[], %(retry_count)b::integer[],
-                  %(last_error)b::text[], %(next_attempt_at)b::timestamptz[],
-                  %(executed_at)b::timestamptz[], %(attempt)b::integer[],
-                  %(started_at)b::timestamptz[], %(duration_ms)b::double precision[],
-                  %(outcome)b::text[], %(status_code)b::integer[], %(error)b::text[],
-                  %(worker)b::text[])
-           AS input (event_id, status, retry_count, last_error, next_attempt_at, executed_at,
-                     attempt, started_at, duration_ms, outcome, status_code, error, worker)
+      FROM unnest(%(event_id)b::text[], %(claim)b::integer[], %(worker)b::text[],
+                  %(status)b::text[], %(retry_count)b::integer[], %(last_error)b::text[],
+                  %(retry_delay)b::double precision[], %(executed_at)b::timestamptz[],
+                  %(attempt)b::integer[], %(started_at)b::timestamptz[],
+                  %(duration_ms)b::double precision[], %(outcome)b::text[],
+                  %(status_code)b::integer[], %(error)b::text[])
+           AS input (event_id, claim, worker, status, retry_count, last_error, retry_delay,
+                     executed_at, attempt, started_at, duration_ms, outcome, status_code,
+                     error)
       JOIN event_ids AS x ON x.id = input.event_id
 ),
 applied AS (
@@ -129,7 +175,8 @@ applied AS (
        SET status = input.status,
            retry_count = input.retry_count,
            last_error = input.last_error,
-           next_attempt_at = COALESCE(input.next_attempt_at, e.next_attempt_at),
+           next_attempt_at = CASE WHEN input.retry_delay IS NULL THEN e.next_attempt_at
+                                  ELSE now() + make_interval(secs => input.retry_delay) END,
            executed_at = COALESCE(input.executed_at, e.executed_at),
            locked_by = NULL,
            lock_expires_at = NULL,
@@ -140,8 +187,7 @@ applied AS (
        AND e.id = ANY(ARRAY(SELECT event_id FROM input))
        AND e.scheduled_at >= (SELECT min(scheduled_at) FROM input)
        AND e.scheduled_at <= (SELECT max(scheduled_at) FROM input)
-       AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
-       AND e.attempts = input.attempt
+       AND {_HELD.format(b="input")}
     RETURNING e.id, e.attempt_records
 )
 INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
@@ -151,33 +197,53 @@ SELECT input.event_id, input.scheduled_at, input.attempt, input.started_at, inpu
   FROM input JOIN applied ON applied.id = input.event_id
 """
 
+# The claims of a batch of references, found by id within their scheduled_at range.
+_REFERENCED = """
+WITH refs AS (
+    SELECT r.id, r.claim, r.worker, x.scheduled_at
+      FROM unnest(%(ids)b::text[], %(claims)b::integer[], %(workers)b::text[])
+           AS r (id, claim, worker)
+      JOIN event_ids AS x ON x.id = r.id
+)"""
+
+_REFERENCED_ROWS = f"""
+  FROM refs
+ WHERE e.id = refs.id AND e.scheduled_at = refs.scheduled_at
+   AND e.id = ANY(ARRAY(SELECT id FROM refs))
+   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM refs)
+   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM refs)
+   AND {_HELD.format(b="refs")}
+"""
+
 # Attempts never made: the claim's attempt is not counted, retry_count and last_error stay.
-# A NULL due_at means the store's now (release).
-RESCHEDULE = """
-WITH handed_back AS (SELECT id, scheduled_at FROM event_ids WHERE id = ANY(%(ids)b::text[]))
+HAND_BACK = f"""{_REFERENCED}
 UPDATE events AS e
    SET status = 'PENDING',
-       next_attempt_at = COALESCE(%(due_at)s::timestamptz, now()),
+       next_attempt_at = now() + make_interval(secs => %(delay)s),
        attempts = GREATEST(e.attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
        updated_at = now()
- WHERE e.id = ANY(%(ids)b::text[])
-   AND e.scheduled_at >= (SELECT min(scheduled_at) FROM handed_back)
-   AND e.scheduled_at <= (SELECT max(scheduled_at) FROM handed_back)
-   AND e.status = 'PROCESSING' AND e.locked_by = %(owner)s
-"""
+{_REFERENCED_ROWS}"""
+
+EXTEND_LEASES = f"""{_REFERENCED}
+UPDATE events AS e
+   SET lock_expires_at = now() + make_interval(secs => %(lease)s)
+{_REFERENCED_ROWS}"""
+
+# -- lease recovery ---------------------------------------------------------------------------
 
 # timefuse.domain.lease.expire_lease in SQL: the lost attempt counts as failed; the last
-# allowed attempt dead-letters. A lease is held through its expiry instant. Each expiry keeps
-# an attempt record from the claim until now; the expired rows' holder and claim time are
-# read before the update clears them. Rows locked right now (their worker is writing the
-# outcome) are skipped: the next recovery sees them again if they are still expired.
-RECOVER_EXPIRED_LEASES = """
-WITH expired AS (
+# allowed attempt dead-letters. A claim is lost when its lease has expired or its worker was
+# declared dead. Each keeps an attempt record from the claim until now; the holder and claim
+# time are read before the update clears them. Rows locked right now (their worker is writing
+# the outcome) are skipped: the next recovery sees them again if they are still lost.
+RECOVER_LOST_CLAIMS = """
+WITH lost AS (
     SELECT id, scheduled_at, locked_by, COALESCE(claimed_at, updated_at) AS started_at
       FROM events
-     WHERE status = 'PROCESSING' AND lock_expires_at < now()
+     WHERE status = 'PROCESSING'
+       AND (lock_expires_at < now() OR locked_by = ANY(%(dead)s::text[]))
        FOR UPDATE SKIP LOCKED
 ),
 recovered AS (
@@ -192,18 +258,53 @@ recovered AS (
            lock_expires_at = NULL,
            attempt_records = e.attempt_records + 1,
            updated_at = now()
-     WHERE e.id = ANY(ARRAY(SELECT id FROM expired))
-       AND e.scheduled_at >= (SELECT min(scheduled_at) FROM expired)
-       AND e.scheduled_at <= (SELECT max(scheduled_at) FROM expired)
+     WHERE e.id = ANY(ARRAY(SELECT id FROM lost))
+       AND e.scheduled_at >= (SELECT min(scheduled_at) FROM lost)
+       AND e.scheduled_at <= (SELECT max(scheduled_at) FROM lost)
+       AND e.status = 'PROCESSING'
     RETURNING e.id, e.scheduled_at, e.attempts, e.attempt_records
 )
 INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
                             outcome, status_code, error, worker, sequence)
-SELECT recovered.id, recovered.scheduled_at, recovered.attempts, expired.started_at,
-       extract(epoch FROM now() - expired.started_at) * 1000, 'RETRIABLE', NULL, %(error)s,
-       COALESCE(expired.locked_by, ''), recovered.attempt_records
-  FROM recovered JOIN expired ON expired.id = recovered.id
+SELECT recovered.id, recovered.scheduled_at, recovered.attempts, lost.started_at,
+       extract(epoch FROM now() - lost.started_at) * 1000, 'RETRIABLE', NULL, %(error)s,
+       COALESCE(lost.locked_by, ''), recovered.attempt_records
+  FROM recovered JOIN lost ON lost.id = recovered.id
 """
+
+# -- coordination -----------------------------------------------------------------------------
+
+ACQUIRE_LEADERSHIP = """
+INSERT INTO timefuse_leaders AS l (role, holder, expires_at)
+VALUES (%(role)s, %(holder)s, now() + make_interval(secs => %(ttl)s))
+    ON CONFLICT (role) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+ WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+RETURNING holder
+"""
+
+RELEASE_LEADERSHIP = "DELETE FROM timefuse_leaders WHERE role = %(role)s AND holder = %(holder)s"
+
+HEARTBEAT = """
+INSERT INTO timefuse_workers AS w (worker, roles, started_at, last_seen, in_flight)
+VALUES (%(worker)s, %(roles)s, %(started_at)s, now(), %(in_flight)s)
+    ON CONFLICT (worker) DO UPDATE SET roles = EXCLUDED.roles, started_at = EXCLUDED.started_at,
+       last_seen = EXCLUDED.last_seen, in_flight = EXCLUDED.in_flight
+"""
+
+WORKERS = """
+SELECT worker, roles, started_at, last_seen, extract(epoch FROM now() - last_seen), in_flight
+  FROM timefuse_workers ORDER BY last_seen DESC
+"""
+
+FORGET_WORKERS = """
+DELETE FROM timefuse_workers WHERE last_seen < now() - make_interval(secs => %(silent)s)
+"""
+
+# -- operator actions -------------------------------------------------------------------------
+
+_SCHEDULED_AT_OF_ID = "(SELECT scheduled_at FROM event_ids WHERE id = %(id)s)"
+# A NULL sources array: any source.
+_OF_SOURCES = "(%(sources)s::text[] IS NULL OR source = ANY(%(sources)s::text[]))"
 
 # A redelivery starts a new delivery round (max_retries applies afresh); last_error,
 # executed_at and the attempt history stay. The caller's now, not the store's: no lease.
@@ -217,37 +318,28 @@ REDELIVER_SET = """
        updated_at = %(now)s
 """
 
-_SCHEDULED_AT_OF_ID = "(SELECT scheduled_at FROM event_ids WHERE id = %(id)s)"
-
-CANCEL = f"""
-WITH cancelled AS (
-    UPDATE events
-       SET status = 'CANCELLED', updated_at = now()
+# Whether the action applied, and whether the event is there for the caller at all.
+_CONDITIONAL = f"""
+WITH changed AS (
+    UPDATE events {{set}}
      WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
-       AND status = 'PENDING'
+       AND status = ANY(%(when)s::text[]) AND {_OF_SOURCES}
     RETURNING id
 )
-SELECT EXISTS (SELECT 1 FROM cancelled),
-       EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID})
+SELECT EXISTS (SELECT 1 FROM changed),
+       EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
+                                      AND {_OF_SOURCES})
 """
 
-REDELIVER = f"""
-WITH redelivered AS (
-    UPDATE events {REDELIVER_SET}
-     WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
-       AND status IN ('COMPLETED', 'FAILED', 'DEAD_LETTER')
-    RETURNING id
-)
-SELECT EXISTS (SELECT 1 FROM redelivered),
-       EXISTS (SELECT 1 FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID})
-"""
+CANCEL = _CONDITIONAL.format(set="SET status = 'CANCELLED', updated_at = now()")
 
-# A NULL sources array: any source; the dedup key (external_job_id, source, scheduled_at)
-# serves both forms. The callers skip an empty array (it matches nothing).
-CANCEL_BY_EXTERNAL_ID = """
+REDELIVER = _CONDITIONAL.format(set=REDELIVER_SET)
+
+# The dedup key (external_job_id, source, scheduled_at) serves both forms.
+CANCEL_BY_EXTERNAL_ID = f"""
 UPDATE events SET status = 'CANCELLED', updated_at = now()
- WHERE external_job_id = %(external_job_id)s AND status = 'PENDING'
-   AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s::text[]))
+ WHERE external_job_id = %(external_job_id)s AND status = ANY(%(when)s::text[])
+   AND {_OF_SOURCES}
 """
 
 GET = f"""
@@ -256,8 +348,7 @@ SELECT {_COLUMNS} FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_A
 
 FIND_BY_EXTERNAL_ID = f"""
 SELECT {_COLUMNS} FROM events
- WHERE external_job_id = %(external_job_id)s
-   AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s::text[]))
+ WHERE external_job_id = %(external_job_id)s AND {_OF_SOURCES}
  ORDER BY created_at DESC, id DESC
  LIMIT %(limit)s
 """
@@ -270,13 +361,34 @@ SELECT status, sum(n)::bigint FROM timefuse_status_counts
  GROUP BY status
 """
 
-NEXT_DUE_AT = "SELECT min(next_attempt_at) FROM events WHERE status = 'PENDING'"
+# Folds the counting slots of each (source, status) into one row and drops the rows that
+# count nothing; concurrent writers just add rows of their own again.
+COMPACT_STATUS_COUNTS = """
+WITH folded AS (DELETE FROM timefuse_status_counts RETURNING source, status, n)
+INSERT INTO timefuse_status_counts AS c (source, status, slot, n)
+SELECT source, status, 0, sum(n) FROM folded GROUP BY source, status HAVING sum(n) <> 0
+ ORDER BY source, status
+    ON CONFLICT (source, status, slot) DO UPDATE SET n = c.n + EXCLUDED.n
+"""
 
 ATTEMPTS = f"""
 SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker, sequence
   FROM event_attempts
  WHERE event_id = %(id)s AND event_scheduled_at = {_SCHEDULED_AT_OF_ID}
  ORDER BY sequence
+"""
+
+MISSING_DESTINATION_KEYS = """
+SELECT id, scheduled_at, delivery_type, destination FROM events
+ WHERE destination_key = '' AND status IN ('PENDING', 'PROCESSING')
+ LIMIT 1000
+"""
+
+SET_DESTINATION_KEYS = """
+UPDATE events AS e SET destination_key = k.key
+  FROM unnest(%(ids)s::text[], %(scheduled)s::timestamptz[], %(keys)s::text[])
+       AS k (id, scheduled_at, key)
+ WHERE e.id = k.id AND e.scheduled_at = k.scheduled_at
 """
 
 NOW = "SELECT now()"

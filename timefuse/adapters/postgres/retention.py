@@ -8,6 +8,7 @@ after the cutoff, is kept and only its old terminal rows are deleted, one batch 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from timefuse.adapters.postgres.partitions import (
     list_partitions,
     lock_partition_ddl,
 )
-from timefuse.domain.status import TERMINAL_STATUSES
+from timefuse.domain.status import TERMINAL_STATUSES, EventStatus
 
 # Any fixed number, distinct from the other lock keys: one retention run at a time.
 RETENTION_LOCK_KEY = 0x74696D6566_03
@@ -72,11 +73,17 @@ DELETE FROM event_ids
 """
 
 
-async def delete_terminal_before(conn: Connection, cutoff: datetime, batch_size: int) -> int:
+async def delete_finished_before(
+    conn: Connection, cutoff: datetime, statuses: Collection[EventStatus], batch_size: int
+) -> int:
     """Run one retention pass on ``conn`` (autocommit); returns how many events went.
 
-    Returns 0 at once when another process is running retention.
+    ``statuses`` are the finished ones (the rule layer's); the SQL is written for exactly the
+    terminal statuses, so any other set is refused. Returns 0 at once when another process is
+    running retention.
     """
+    if frozenset(statuses) != TERMINAL_STATUSES:
+        raise ValueError("retention deletes events in the terminal statuses only")
     cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
     row = await cursor.fetchone()
     if not (row and row[0]):

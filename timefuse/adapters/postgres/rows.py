@@ -1,46 +1,39 @@
-"""Conversions between domain objects and PostgreSQL rows and array parameters."""
+"""Conversions between domain objects and PostgreSQL rows and array parameters.
+
+Every mapping is derived from :data:`timefuse.domain.event.EVENT_COLUMNS`, by each column's
+kind: nothing here names an event field.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from timefuse.domain.event import Event
+from timefuse.domain.event import EVENT_COLUMN_NAMES, EVENT_COLUMNS, Event, Kind
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import AttemptRecord, OutcomeUpdate
+from timefuse.ports.store import AttemptRecord, ClaimRef, OutcomeUpdate
 
 Row = Sequence[Any]
 
+_SQL_TYPES = {
+    Kind.ID: "text",
+    Kind.TEXT: "text",
+    Kind.INSTANT: "timestamptz",
+    Kind.INTEGER: "integer",
+    Kind.REAL: "double precision",
+    Kind.BYTES: "bytea",
+    Kind.JSON: "jsonb",
+    Kind.STATUS: "text",
+}
+
 # The events table's columns in the order every query selects them, with the SQL type their
 # array parameters are cast to.
-EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("id", "text"),
-    ("external_job_id", "text"),
-    ("source", "text"),
-    ("scheduled_at", "timestamptz"),
-    ("delivery_type", "text"),
-    ("destination", "text"),
-    ("payload", "bytea"),
-    ("next_attempt_at", "timestamptz"),
-    ("created_at", "timestamptz"),
-    ("updated_at", "timestamptz"),
-    ("max_retries", "integer"),
-    ("status", "text"),
-    ("attempts", "integer"),
-    ("retry_count", "integer"),
-    ("last_error", "text"),
-    ("executed_at", "timestamptz"),
-    ("locked_by", "text"),
-    ("lock_expires_at", "timestamptz"),
-    ("delivery_window_seconds", "double precision"),
-    ("retry_backoff_seconds", "double precision"),
-    ("retry_backoff_max_seconds", "double precision"),
-    ("extra", "jsonb"),
+EVENT_SQL_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (column.name, _SQL_TYPES[column.kind]) for column in EVENT_COLUMNS
 )
-EVENT_COLUMN_NAMES = tuple(name for name, _ in EVENT_COLUMNS)
 
 
 def aware(moment: datetime) -> datetime:
@@ -55,35 +48,47 @@ def _optional_aware(moment: datetime | None) -> datetime | None:
     return None if moment is None else aware(moment)
 
 
-def _encode_extra(extra: dict[str, object]) -> str:
-    return json.dumps(extra, separators=(",", ":")) if extra else "{}"
+def _encode_json(value: dict[str, object]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
+
+
+_Convert = Callable[[Any], Any]
+
+_TO_PARAMETER: dict[Kind, _Convert] = {
+    Kind.INSTANT: aware,
+    Kind.BYTES: bytes,
+    Kind.JSON: _encode_json,
+    Kind.STATUS: lambda status: EventStatus(status).value,
+    Kind.REAL: float,
+}
+_FROM_ROW: dict[Kind, _Convert] = {
+    Kind.BYTES: bytes,
+    Kind.JSON: dict,
+    Kind.STATUS: EventStatus,
+}
+
+
+def _converters(table: dict[Kind, _Convert]) -> list[tuple[str, _Convert | None]]:
+    found: list[tuple[str, _Convert | None]] = []
+    for column in EVENT_COLUMNS:
+        convert = table.get(column.kind)
+        if convert is not None and column.nullable:
+            inner = convert
+            convert = lambda value, inner=inner: None if value is None else inner(value)  # noqa: E731
+        found.append((column.name, convert))
+    return found
+
+
+_PARAMETERS = _converters(_TO_PARAMETER)
+_DECODE = _converters(_FROM_ROW)
+_JSON_POSITION = next(i for i, c in enumerate(EVENT_COLUMNS) if c.kind is Kind.JSON)
 
 
 def event_values(event: Event) -> tuple[Any, ...]:
-    """The values of an event in the order of :data:`EVENT_COLUMNS`."""
-    return (
-        event.id,
-        event.external_job_id,
-        event.source,
-        aware(event.scheduled_at),
-        event.delivery_type,
-        event.destination,
-        bytes(event.payload),
-        aware(event.next_attempt_at),
-        aware(event.created_at),
-        aware(event.updated_at),
-        event.max_retries,
-        EventStatus(event.status).value,
-        event.attempts,
-        event.retry_count,
-        event.last_error,
-        _optional_aware(event.executed_at),
-        event.locked_by,
-        _optional_aware(event.lock_expires_at),
-        float(event.delivery_window_seconds),
-        event.retry_backoff_seconds,
-        event.retry_backoff_max_seconds,
-        _encode_extra(event.extra),
+    """The values of an event in the order of :data:`EVENT_SQL_COLUMNS`."""
+    return tuple(
+        getattr(event, name) if convert is None else convert(getattr(event, name))
+        for name, convert in _PARAMETERS
     )
 
 
@@ -97,35 +102,19 @@ def event_arrays(events: Sequence[Event]) -> dict[str, list[Any]]:
 
 def copy_row(event: Event) -> tuple[Any, ...]:
     """The values of an event for a binary COPY into ``timefuse_staging``."""
+    values = list(event_values(event))
     # The binary jsonb dumper encodes the object itself; the JSON text would be encoded again.
-    return (*event_values(event)[:-1], event.extra)
+    values[_JSON_POSITION] = getattr(event, EVENT_COLUMNS[_JSON_POSITION].name)
+    return tuple(values)
 
 
 def row_to_event(row: Row) -> Event:
-    """An event from a row selected in the order of :data:`EVENT_COLUMNS`."""
+    """An event from a row selected in the order of :data:`EVENT_SQL_COLUMNS`."""
     return Event(
-        id=row[0],
-        external_job_id=row[1],
-        source=row[2],
-        scheduled_at=row[3],
-        delivery_type=row[4],
-        destination=row[5],
-        payload=bytes(row[6]),
-        next_attempt_at=row[7],
-        created_at=row[8],
-        updated_at=row[9],
-        max_retries=row[10],
-        status=EventStatus(row[11]),
-        attempts=row[12],
-        retry_count=row[13],
-        last_error=row[14],
-        executed_at=row[15],
-        locked_by=row[16],
-        lock_expires_at=row[17],
-        delivery_window_seconds=row[18],
-        retry_backoff_seconds=row[19],
-        retry_backoff_max_seconds=row[20],
-        extra=dict(row[21]),
+        **{
+            name: value if convert is None else convert(value)
+            for (name, convert), value in zip(_DECODE, row, strict=True)
+        }
     )
 
 
@@ -133,11 +122,13 @@ def outcome_arrays(updates: Sequence[OutcomeUpdate]) -> dict[str, list[Any]]:
     """The columns of ``queries.RECORD_OUTCOMES``'s input, one array each."""
     records = [update.attempt for update in updates]
     return {
-        "event_id": [update.event_id for update in updates],
+        "event_id": [update.ref.event_id for update in updates],
+        "claim": [update.ref.claim for update in updates],
+        "worker": [update.ref.worker for update in updates],
         "status": [EventStatus(update.status).value for update in updates],
         "retry_count": [update.retry_count for update in updates],
         "last_error": [update.last_error for update in updates],
-        "next_attempt_at": [_optional_aware(update.next_attempt_at) for update in updates],
+        "retry_delay": [update.retry_delay_seconds for update in updates],
         "executed_at": [_optional_aware(update.executed_at) for update in updates],
         "attempt": [record.attempt for record in records],
         "started_at": [aware(record.started_at) for record in records],
@@ -145,7 +136,14 @@ def outcome_arrays(updates: Sequence[OutcomeUpdate]) -> dict[str, list[Any]]:
         "outcome": [OutcomeKind(record.outcome).value for record in records],
         "status_code": [record.status_code for record in records],
         "error": [record.error for record in records],
-        "worker": [record.worker for record in records],
+    }
+
+
+def ref_arrays(refs: Sequence[ClaimRef]) -> dict[str, list[Any]]:
+    return {
+        "ids": [ref.event_id for ref in refs],
+        "claims": [ref.claim for ref in refs],
+        "workers": [ref.worker for ref in refs],
     }
 
 

@@ -21,9 +21,13 @@ from timefuse.adapters.postgres.connection import (
 )
 from timefuse.adapters.postgres.errors import wrap_exceptions
 from timefuse.adapters.postgres.inserts import insert_events
-from timefuse.adapters.postgres.leadership import AdvisoryLeadership
 from timefuse.adapters.postgres.listener import Notify, watch_due
-from timefuse.adapters.postgres.migrations import apply_migrations, load_migrations, schema_version
+from timefuse.adapters.postgres.migrations import (
+    apply_migrations,
+    fill_destination_keys,
+    load_migrations,
+    schema_version,
+)
 from timefuse.adapters.postgres.partitions import (
     check_granularity,
     create_partitions,
@@ -32,6 +36,7 @@ from timefuse.adapters.postgres.partitions import (
 from timefuse.adapters.postgres.rows import (
     aware,
     outcome_arrays,
+    ref_arrays,
     row_to_attempt,
     row_to_event,
 )
@@ -41,31 +46,44 @@ from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
     AttemptRecord,
     CancelResult,
+    Capabilities,
+    ClaimBatch,
+    ClaimRef,
+    ClaimRequest,
     Cursor,
+    DueFilter,
     EventPage,
     EventQuery,
+    NextDue,
     OutcomeUpdate,
     RedeliverResult,
     StoreError,
     StoreUnavailable,
-    source_set,
+    WorkerBeat,
+    WorkerRecord,
 )
 
 log = structlog.get_logger("timefuse.postgres")
 
 # How long a call waits for a pooled connection before the store counts as unavailable.
 POOL_TIMEOUT_SECONDS = 10.0
+# A claim within budgets looks at this many due rows per event it may take.
+SCAN_FACTOR = 4
+# An insert refused because its period's partition is being attached right now is tried
+# again this often, this many times (the attach takes milliseconds).
+ATTACH_RETRY_SECONDS = 0.05
+ATTACH_RETRIES = 40
 
 
 class PostgresEventStore:
-    """:class:`timefuse.ports.store.EventStore` on PostgreSQL, safe for many processes at once.
+    """:class:`timefuse.ports.store.StoreAdapter` on PostgreSQL, safe for many processes at once.
 
     :param url: a libpq connection string or ``postgresql://`` URL.
     :param pool_size: the most connections this store opens (the pool starts with one).
     :param partition_granularity: ``"day"``, ``"week"`` or ``"month"``: the span of one
         partition of the events table.
-    :param partitions_ahead: how many partitions :meth:`create_partitions_ahead` keeps ready
-        beyond the current one.
+    :param partitions_ahead: how many partitions :meth:`prepare_storage` keeps ready beyond
+        the current one.
     :param migrate_on_open: whether :meth:`open` applies missing migrations first. On by
         default so a fresh database just works; turn it off where only ``timefuse migrate``
         (or a role with DDL rights) should change the schema.
@@ -90,7 +108,10 @@ class PostgresEventStore:
         self._partitions_ahead = partitions_ahead
         self._migrate_on_open = migrate_on_open
         self._pool: AsyncConnectionPool[Connection] | None = None
-        self._leadership: AdvisoryLeadership | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(shared=True, due_watcher=self, storage_planner=self, migrator=self)
 
     async def open(self) -> None:
         """Open the pool; apply missing migrations (see ``migrate_on_open``); create partitions."""
@@ -105,7 +126,7 @@ class PostgresEventStore:
             min_size=1,
             max_size=self._pool_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **connection.KEEPALIVES},
             configure=connection.configure,
             timeout=POOL_TIMEOUT_SECONDS,
             name="timefuse",
@@ -114,7 +135,7 @@ class PostgresEventStore:
             with wrap_exceptions():
                 await pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
             self._pool = pool
-            await self._create_partitions_on_open()
+            await self._prepare_storage_on_open()
         except BaseException:
             self._pool = None
             await pool.close()
@@ -122,10 +143,7 @@ class PostgresEventStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        leadership, self._leadership = self._leadership, None
         with wrap_exceptions():
-            if leadership is not None:
-                await leadership.close()
             if pool is not None:
                 await pool.close()
 
@@ -135,31 +153,28 @@ class PostgresEventStore:
         Works on a store that is not open (``timefuse migrate``); returns what was applied.
         """
         with wrap_exceptions():
-            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-                return await apply_migrations(conn)
+            async with await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, **connection.KEEPALIVES
+            ) as conn:
+                applied = await apply_migrations(conn)
+                await fill_destination_keys(conn)
+                return applied
 
-    async def create_partitions_ahead(self) -> list[str]:
-        """Create the partitions of the current period and the next ``partitions_ahead``.
-
-        Idempotent, and safe in several processes at once. Meant for maintenance, once a day
-        or more often; rows that meanwhile landed in the DEFAULT partition are moved over.
-        """
+    async def prepare_storage(self) -> list[str]:
+        """Create the partitions of the current period and the next ``partitions_ahead``, and
+        fold the status counters. Idempotent, and safe in several processes at once."""
         async with self._connection() as conn:
             now = await fetch_value(conn, queries.NOW)
             periods = periods_ahead(now, self._granularity, self._partitions_ahead)
-            return await create_partitions(conn, periods)
-
-    def leadership(self) -> AdvisoryLeadership:
-        """Maintenance leadership for this database (closed with the store)."""
-        if self._leadership is None:
-            self._leadership = AdvisoryLeadership(self._url)
-        return self._leadership
+            created = await create_partitions(conn, periods)
+            await conn.execute(queries.COMPACT_STATUS_COUNTS)
+            return created
 
     async def watch_due(self, notify: Notify, stop: asyncio.Event) -> None:
-        """Call ``notify(due_at)`` whenever any process inserts events, until ``stop`` is set.
+        """Call ``notify(due_at)`` whenever any process makes events due, until ``stop``.
 
         ``due_at`` is the batch's earliest ``next_attempt_at``, or ``None`` for "look now"
-        (events released or recovered, or a reconnection that may have missed some).
+        (events handed back or recovered, or a reconnection that may have missed some).
         """
         await watch_due(self._url, notify, stop)
 
@@ -167,159 +182,237 @@ class PostgresEventStore:
         async with self._connection() as conn:
             await conn.execute("SELECT 1")
 
+    # -- submissions -------------------------------------------------------------------------
+
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
-        if not events:
-            return {}
-        async with self._connection() as conn, conn.transaction():
-            return await insert_events(conn, events)
+        for attempt in range(ATTACH_RETRIES):
+            try:
+                async with self._connection() as conn, conn.transaction():
+                    return await insert_events(conn, events)
+            except StoreUnavailable as exc:
+                if not _attaching(exc) or attempt == ATTACH_RETRIES - 1:
+                    raise
+            await asyncio.sleep(ATTACH_RETRY_SECONDS)
+        raise AssertionError("unreachable")
 
-    async def claim_due(self, worker_id: str, limit: int, lease_seconds: float) -> list[Event]:
-        if limit <= 0:
-            return []
-        params = {"worker": worker_id, "lease": float(lease_seconds), "limit": limit}
+    # -- claims and outcomes -----------------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        params: dict[str, Any] = {
+            **_due_params(request.due),
+            "worker": request.worker,
+            "lease": float(request.lease_seconds),
+            "limit": request.limit,
+        }
+        statement = queries.CLAIM_DUE
+        if request.budgets or request.default_budget is not None:
+            statement = queries.CLAIM_DUE_IN_BUDGETS
+            params.update(
+                scan=request.limit * SCAN_FACTOR,
+                budget_keys=list(request.budgets),
+                budgets=list(request.budgets.values()),
+                default_budget=request.default_budget,
+            )
         async with self._connection() as conn:
-            rows = await fetch_binary(conn, queries.CLAIM_DUE, params)
+            rows = await fetch_binary(conn, statement, params)
+            if not rows:
+                store_now = await fetch_value(conn, queries.NOW)
+        events = [row_to_event(row[:-1]) for row in rows]
+        if rows:
+            store_now = rows[0][-1]
         # RETURNING gives rows in no promised order; the port promises earliest due first.
-        events = [row_to_event(row) for row in rows]
-        events.sort(key=lambda event: event.next_attempt_at)
-        return events
+        events.sort(key=lambda event: (event.next_attempt_at, event.id))
+        return ClaimBatch(events, store_now)
 
-    async def record_outcomes(self, worker_id: str, updates: Sequence[OutcomeUpdate]) -> int:
-        if not updates:
-            return 0
-        # Only the first outcome per event can apply (it clears the lease), so later ones for
-        # the same event are dropped here instead of joining twice in the statement.
-        unique: dict[str, OutcomeUpdate] = {}
-        for update in updates:
-            unique.setdefault(update.event_id, update)
-        params: dict[str, Any] = {**outcome_arrays(list(unique.values())), "owner": worker_id}
+    async def next_due(self, due: DueFilter) -> NextDue:
         async with self._connection() as conn:
-            cursor = await conn.execute(queries.RECORD_OUTCOMES, params)
-            return cursor.rowcount
-
-    async def release(self, worker_id: str, event_ids: Sequence[str]) -> int:
-        return await self._reschedule(worker_id, event_ids, None)
-
-    async def reschedule(self, worker_id: str, event_ids: Sequence[str], due_at: datetime) -> int:
-        return await self._reschedule(worker_id, event_ids, aware(due_at))
-
-    async def recover_expired_leases(self) -> int:
-        params = {"error": LEASE_EXPIRED_ERROR}
-        return await self._update_and_notify(queries.RECOVER_EXPIRED_LEASES, params, None)
-
-    async def redeliver(self, event_id: str, now: datetime) -> RedeliverResult:
-        async with self._connection() as conn, conn.transaction():
-            cursor = await conn.execute(queries.REDELIVER, {"id": event_id, "now": aware(now)})
-            row = await cursor.fetchone()
-            if row is None:
-                raise StoreError("the redeliver statement returned no row")
-            redelivered, exists = row
-            if redelivered:
-                await notify_due(conn, now)
-        if redelivered:
-            return RedeliverResult.REDELIVERED
-        return RedeliverResult.NOT_REDELIVERABLE if exists else RedeliverResult.NOT_FOUND
-
-    async def redeliver_dead_letters(
-        self,
-        *,
-        sources: Collection[str] | None,
-        scheduled_from: datetime | None,
-        scheduled_to: datetime | None,
-        now: datetime,
-        limit: int = 10_000,
-    ) -> int:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        wanted = source_set(sources)
-        async with self._connection() as conn, conn.transaction():
-            scheduled = (scheduled_from, scheduled_to)
-            count = await listing.redeliver_dead_letters(conn, now, wanted, scheduled, limit)
-            if count:
-                await notify_due(conn, now)
-        return count
-
-    async def cancel(self, event_id: str) -> CancelResult:
-        async with self._connection() as conn:
-            cursor = await conn.execute(queries.CANCEL, {"id": event_id})
+            cursor = await conn.execute(queries.NEXT_DUE_AT, _due_params(due))
             row = await cursor.fetchone()
         if row is None:
-            raise StoreError("the cancel statement returned no row")
-        cancelled, exists = row
-        if cancelled:
-            return CancelResult.CANCELLED
-        return CancelResult.NOT_PENDING if exists else CancelResult.NOT_FOUND
+            raise StoreError("the next-due statement returned no row")
+        return NextDue(row[0], row[1])
 
-    async def cancel_by_external_id(
-        self, external_job_id: str, *, sources: Collection[str] | None = None
-    ) -> int:
-        wanted = source_set(sources)
-        if wanted is not None and not wanted:
-            return 0
-        params = {"external_job_id": external_job_id, "sources": _source_array(wanted)}
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        params = outcome_arrays(updates)
         async with self._connection() as conn:
-            return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+            return (await conn.execute(queries.RECORD_OUTCOMES, params)).rowcount
 
-    async def get(self, event_id: str) -> Event | None:
+    async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
+        params = {**ref_arrays(refs), "delay": float(delay_seconds)}
+        async with self._connection() as conn, conn.transaction():
+            changed = (await conn.execute(queries.HAND_BACK, params)).rowcount
+            if changed and delay_seconds == 0:
+                # Due now: wake the other dispatchers (later ones are found by their plans).
+                await notify_due(conn, None)
+        return changed
+
+    async def extend_leases(self, refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        params = {**ref_arrays(refs), "lease": float(lease_seconds)}
+        async with self._connection() as conn:
+            return (await conn.execute(queries.EXTEND_LEASES, params)).rowcount
+
+    # -- coordination ------------------------------------------------------------------------
+
+    async def acquire_leadership(self, role: str, holder: str, ttl_seconds: float) -> bool:
+        params = {"role": role, "holder": holder, "ttl": float(ttl_seconds)}
+        async with self._connection() as conn:
+            row = await (await conn.execute(queries.ACQUIRE_LEADERSHIP, params)).fetchone()
+        return row is not None
+
+    async def release_leadership(self, role: str, holder: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(queries.RELEASE_LEADERSHIP, {"role": role, "holder": holder})
+
+    async def heartbeat(self, beat: WorkerBeat) -> None:
+        params = {
+            "worker": beat.worker,
+            "roles": list(beat.roles),
+            "started_at": aware(beat.started_at),
+            "in_flight": beat.in_flight,
+        }
+        async with self._connection() as conn:
+            await conn.execute(queries.HEARTBEAT, params)
+
+    async def workers(self) -> list[WorkerRecord]:
+        async with self._connection() as conn:
+            rows = await (await conn.execute(queries.WORKERS)).fetchall()
+        return [
+            WorkerRecord(
+                worker=worker,
+                roles=tuple(roles),
+                started_at=started,
+                last_seen=seen,
+                silent_seconds=float(silent),
+                in_flight=in_flight,
+            )
+            for worker, roles, started, seen, silent, in_flight in rows
+        ]
+
+    async def forget_workers(self, silent_seconds: float) -> int:
+        async with self._connection() as conn:
+            cursor = await conn.execute(queries.FORGET_WORKERS, {"silent": float(silent_seconds)})
+            return cursor.rowcount
+
+    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
+        params = {"error": LEASE_EXPIRED_ERROR, "dead": sorted(dead_workers)}
+        async with self._connection() as conn, conn.transaction():
+            changed = (await conn.execute(queries.RECOVER_LOST_CLAIMS, params)).rowcount
+            if changed:
+                await notify_due(conn, None)
+        return changed
+
+    # -- queries -----------------------------------------------------------------------------
+
+    async def get(self, event_id: str, *, sources: frozenset[str] | None) -> Event | None:
         async with self._connection() as conn:
             rows = await fetch_binary(conn, queries.GET, {"id": event_id})
-        return row_to_event(rows[0]) if rows else None
+        if not rows:
+            return None
+        event = row_to_event(rows[0])
+        return event if sources is None or event.source in sources else None
 
     async def find_by_external_id(
-        self,
-        external_job_id: str,
-        limit: int = 100,
-        *,
-        sources: Collection[str] | None = None,
+        self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
     ) -> list[Event]:
-        wanted = source_set(sources)
-        if wanted is not None and not wanted:
-            return []
         params = {
             "external_job_id": external_job_id,
             "limit": limit,
-            "sources": _source_array(wanted),
+            "sources": _source_array(sources),
         }
         async with self._connection() as conn:
             rows = await fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params)
         return [row_to_event(row) for row in rows]
 
-    async def count_by_status(
-        self, sources: Collection[str] | None = None
-    ) -> Mapping[EventStatus, int]:
-        wanted = source_set(sources)
+    async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
         async with self._connection() as conn:
-            return await listing.count_by_status(conn, wanted)
+            return await listing.count_by_status(conn, sources)
 
-    async def list_events(
-        self, query: EventQuery, limit: int, after: Cursor | None = None
-    ) -> EventPage:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+    async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
         async with self._connection() as conn:
             return await listing.list_events(conn, query, limit, after)
-
-    async def next_due_at(self) -> datetime | None:
-        async with self._connection() as conn:
-            value: datetime | None = await fetch_value(conn, queries.NEXT_DUE_AT)
-        return value
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         async with self._connection() as conn:
             cursor = await conn.execute(queries.ATTEMPTS, {"id": event_id})
             return [row_to_attempt(row) for row in await cursor.fetchall()]
 
-    async def delete_terminal_before(self, cutoff: datetime, batch_size: int = 10_000) -> int:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if cutoff.tzinfo is None:
-            raise ValueError(f"the event store needs timezone-aware datetimes, got {cutoff!r}")
-        async with self._connection() as conn:
-            return await retention.delete_terminal_before(conn, cutoff, batch_size)
+    # -- operator actions --------------------------------------------------------------------
 
-    async def _create_partitions_on_open(self) -> None:
+    async def cancel(
+        self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> CancelResult:
+        params = {"id": event_id, "sources": _source_array(sources), "when": _statuses(when)}
+        async with self._connection() as conn:
+            row = await (await conn.execute(queries.CANCEL, params)).fetchone()
+        if row is None:
+            raise StoreError("the cancel statement returned no row")
+        cancelled, visible = row
+        if cancelled:
+            return CancelResult.CANCELLED
+        return CancelResult.NOT_PENDING if visible else CancelResult.NOT_FOUND
+
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> int:
+        params = {
+            "external_job_id": external_job_id,
+            "sources": _source_array(sources),
+            "when": _statuses(when),
+        }
+        async with self._connection() as conn:
+            return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+
+    async def redeliver(
+        self,
+        event_id: str,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> RedeliverResult:
+        params = {
+            "id": event_id,
+            "now": aware(now),
+            "sources": _source_array(sources),
+            "when": _statuses(when),
+        }
+        async with self._connection() as conn, conn.transaction():
+            row = await (await conn.execute(queries.REDELIVER, params)).fetchone()
+            if row is None:
+                raise StoreError("the redeliver statement returned no row")
+            redelivered, visible = row
+            if redelivered:
+                await notify_due(conn, now)
+        if redelivered:
+            return RedeliverResult.REDELIVERED
+        return RedeliverResult.NOT_REDELIVERABLE if visible else RedeliverResult.NOT_FOUND
+
+    async def redeliver_matching(
+        self,
+        *,
+        status: EventStatus,
+        sources: frozenset[str] | None,
+        scheduled: tuple[datetime | None, datetime | None],
+        now: datetime,
+        limit: int,
+    ) -> int:
+        async with self._connection() as conn, conn.transaction():
+            count = await listing.redeliver_matching(conn, now, status, sources, scheduled, limit)
+            if count:
+                await notify_due(conn, now)
+        return count
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def delete_finished_before(
+        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+    ) -> int:
+        async with self._connection() as conn:
+            return await retention.delete_finished_before(conn, cutoff, statuses, batch_size)
+
+    async def _prepare_storage_on_open(self) -> None:
         try:
-            await self.create_partitions_ahead()
+            await self.prepare_storage()
         except StoreUnavailable as exc:
             # Not worth failing a start over: DEFAULT takes every row meanwhile, and the next
             # call (maintenance's) creates the partitions.
@@ -336,24 +429,6 @@ class PostgresEventStore:
                 "run `timefuse migrate` first"
             )
 
-    async def _reschedule(
-        self, worker_id: str, event_ids: Sequence[str], due_at: datetime | None
-    ) -> int:
-        if not event_ids:
-            return 0
-        params = {"ids": list(event_ids), "owner": worker_id, "due_at": due_at}
-        return await self._update_and_notify(queries.RESCHEDULE, params, due_at)
-
-    async def _update_and_notify(
-        self, query: str, params: dict[str, Any], due_at: datetime | None
-    ) -> int:
-        """Run a statement that makes events due (at ``due_at``, or now); wake listeners if any."""
-        async with self._connection() as conn, conn.transaction():
-            changed = (await conn.execute(query, params)).rowcount
-            if changed:
-                await notify_due(conn, due_at)
-        return changed
-
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         """A pooled connection (autocommit); any psycopg error leaves as a port exception."""
@@ -363,6 +438,20 @@ class PostgresEventStore:
         with wrap_exceptions():
             async with pool.connection() as conn:
                 yield conn
+
+
+def _attaching(exc: StoreUnavailable) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, psycopg.errors.CheckViolation)
+
+
+def _due_params(due: DueFilter) -> dict[str, Any]:
+    types = None if due.delivery_types is None else sorted(due.delivery_types)
+    return {"types": types, "excluded": sorted(due.excluded_destinations)}
+
+
+def _statuses(statuses: Collection[EventStatus]) -> list[str]:
+    return sorted(EventStatus(status).value for status in statuses)
 
 
 def _source_array(sources: frozenset[str] | None) -> list[str] | None:

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from timefuse.ports.store import StoreError, StoreUnavailable
+from timefuse.ports.store import StoreError, StoreRefused, StoreUnavailable
 
 # Primary result codes that describe the moment, not the request: another process holds the
 # lock past busy_timeout, the file can't be opened now, the disk is full or failing. The same
@@ -19,6 +19,8 @@ _TRANSIENT_CODES = frozenset(
         sqlite3.SQLITE_IOERR,
         sqlite3.SQLITE_FULL,
         sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_NOMEM,
     }
 )
 
@@ -30,12 +32,15 @@ def translate(exc: sqlite3.Error) -> StoreError:
     message = f"SQLite: {exc}"
     if code is not None and code & 0xFF in _TRANSIENT_CODES:
         return StoreUnavailable(message)
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+        # A constraint the row breaks, a value SQLite can't hold: the values are at fault.
+        return StoreRefused(message)
     return StoreError(message)
 
 
 @contextmanager
 def wrap_exceptions() -> Iterator[None]:
-    """Re-raise any :class:`sqlite3.Error` as :class:`StoreUnavailable` or :class:`StoreError`."""
+    """Re-raise any :class:`sqlite3.Error` as the store port's exception for it."""
     try:
         yield
     except sqlite3.Error as exc:

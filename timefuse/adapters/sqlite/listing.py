@@ -14,12 +14,17 @@ from typing import Any
 
 from timefuse.adapters.sqlite import queries
 from timefuse.adapters.sqlite.connection import transaction
-from timefuse.adapters.sqlite.rows import optional_micros, row_to_event, to_micros
+from timefuse.adapters.sqlite.rows import (
+    EVENT_COLUMN_NAMES,
+    optional_micros,
+    row_to_event,
+    to_micros,
+)
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import EventPage, EventQuery
 
-_COLUMNS = ", ".join(queries.EVENT_COLUMNS)
+_COLUMNS = ", ".join(EVENT_COLUMN_NAMES)
 
 
 @dataclass(slots=True)
@@ -117,16 +122,17 @@ def count_by_status(
     return counts
 
 
-def redeliver_dead_letters(
+def redeliver_matching(
     conn: sqlite3.Connection,
     now: int,
+    status: EventStatus,
     sources: frozenset[str] | None,
     scheduled: tuple[int | None, int | None],
     limit: int,
 ) -> int:
     if sources is not None and not sources:
         return 0
-    found = _event_filter(EventStatus.DEAD_LETTER, sources, *scheduled)
+    found = _event_filter(status, sources, *scheduled)
     sql = (
         f"UPDATE events {queries.REDELIVER_SET} WHERE rowid IN ("
         f"SELECT rowid FROM events INDEXED BY events_status_schedule WHERE {found.where()}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,29 +16,42 @@ from timefuse.adapters.sqlite import queries
 from timefuse.adapters.sqlite.connection import transaction
 from timefuse.adapters.sqlite.listing import sources_term
 from timefuse.adapters.sqlite.rows import (
-    attempt_json_row,
     event_to_row,
     from_micros,
     json_row_to_event,
+    micros_of_seconds,
     optional_micros,
     row_to_attempt,
     row_to_event,
     to_micros,
 )
+from timefuse.domain.destination import destination_key
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
-from timefuse.domain.status import EventStatus, check_transition
+from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
     AttemptRecord,
     CancelResult,
+    ClaimRef,
+    ClaimRequest,
+    DueFilter,
     OutcomeUpdate,
     RedeliverResult,
     StoreError,
+    WorkerBeat,
+    WorkerRecord,
 )
 
 # Bound parameters per IN (...) list: far below SQLite's limit (32766, or 999 before 3.32).
 _IN_CHUNK = 500
+# A claim within budgets looks at this many due rows per event it may take.
+SCAN_FACTOR = 4
+
+
+def dumps(batch: Any) -> str:
+    # allow_nan=False: SQLite's JSON parser rejects NaN/Infinity; fail here, with the value.
+    return json.dumps(batch, separators=(",", ":"), allow_nan=False)
 
 
 def insert_many(conn: sqlite3.Connection, events: Sequence[Event]) -> dict[str, str]:
@@ -73,20 +86,42 @@ def _resolve_stored_ids(conn: sqlite3.Connection, events: Sequence[Event]) -> di
     return resolved
 
 
-def claim_due(
-    conn: sqlite3.Connection, now: int, worker_id: str, limit: int, lease_micros: int
-) -> str:
+def due_terms(due: DueFilter) -> tuple[str, dict[str, Any]]:
+    """The due filter's terms for the ``{filters}`` of the due statements, and parameters."""
+    terms, params = "", {}
+    if due.delivery_types is not None:
+        terms += queries.TYPES_TERM
+        params["types"] = dumps(sorted(due.delivery_types))
+    if due.excluded_destinations:
+        terms += queries.EXCLUDED_TERM
+        params["excluded"] = dumps(sorted(due.excluded_destinations))
+    return terms, params
+
+
+def claim(conn: sqlite3.Connection, now: int, request: ClaimRequest) -> str:
     """The claimed rows as ``queries.CLAIMED_EVENTS_JSON`` text, for :func:`claimed_events`.
 
     The text is decoded by the caller, off this thread: Python work here holds the GIL in
     turns with the event loop, and each turn can wait a whole switch interval.
     """
-    # Three statements of one result row each, not UPDATE ... RETURNING's row per event (see
-    # "Batched statements" in queries.py). BEGIN IMMEDIATE holds the write lock from the
-    # first, so the rows found are the rows claimed and the rows read.
-    params = {"worker": worker_id, "expires": now + lease_micros, "now": now, "limit": limit}
+    terms, params = due_terms(request.due)
+    params.update(
+        worker=request.worker,
+        expires=now + micros_of_seconds(request.lease_seconds),
+        now=now,
+        limit=request.limit,
+    )
+    if request.budgets or request.default_budget is not None:
+        statement = queries.DUE_ROWIDS_IN_BUDGETS.format(filters=terms)
+        params["scan"] = request.limit * SCAN_FACTOR
+        params["budgets"] = dumps([[key, value] for key, value in request.budgets.items()])
+        params["default_budget"] = request.default_budget
+    else:
+        statement = queries.DUE_ROWIDS.format(filters=terms)
+    # BEGIN IMMEDIATE holds the write lock from the first statement, so the rows found are
+    # the rows claimed and the rows read.
     with transaction(conn):
-        rowids: str = conn.execute(queries.DUE_ROWIDS, params).fetchone()[0]
+        rowids: str = conn.execute(statement, params).fetchone()[0]
         if rowids == "[]":
             return rowids
         conn.execute(queries.CLAIM_ROWIDS, {**params, "rowids": rowids})
@@ -95,154 +130,244 @@ def claim_due(
 
 
 def claimed_events(text: str) -> tuple[list[Event], list[str]]:
-    """The events of :func:`claim_due`'s text, and the ids of any to read again with
-    :func:`get` (a REAL the text can't carry exactly; see rows.json_row_to_event)."""
+    """The events of :func:`claim`'s text, and the ids of any to read again with :func:`get`
+    (a REAL the text can't carry exactly; see rows.json_row_to_event)."""
     events: list[Event] = []
     reread: list[str] = []
     for row in json.loads(text):
         try:
-            events.append(
-                json_row_to_event(row, queries.JSON_REAL_POSITIONS, queries.JSON_PAYLOAD_POSITION)
-            )
+            events.append(json_row_to_event(row))
         except ValueError:
             reread.append(row[0])
     return events, reread
 
 
-def outcome_batches(updates: Sequence[OutcomeUpdate]) -> tuple[str, str]:
-    """The attempt and outcome batches of :func:`record_outcomes`, built by the caller off the
-    SQLite thread (see :func:`claim_due`)."""
-    # Only the first outcome per event can apply (it clears the lease), so later ones for the
-    # same event are dropped here instead of leaving history rows for outcomes that didn't.
-    # The batched statements also rely on this: each event id appears once in a batch.
-    unique: dict[str, OutcomeUpdate] = {}
+def next_due_at(conn: sqlite3.Connection, due: DueFilter) -> datetime | None:
+    terms, params = due_terms(due)
+    value = conn.execute(queries.NEXT_DUE_AT.format(filters=terms), params).fetchone()[0]
+    return None if value is None else from_micros(value)
+
+
+def outcome_batch(updates: Sequence[OutcomeUpdate]) -> str:
+    """The JSON batch of ``queries.OUTCOME_FIELDS`` rows (built on the event loop)."""
+    rows = []
     for update in updates:
-        unique.setdefault(update.event_id, update)
-    attempts = [attempt_json_row(u.event_id, u.attempt) for u in unique.values()]
-    outcomes = [_outcome_row(u) for u in unique.values()]
-    return _json(attempts), _json(outcomes)
+        record = update.attempt
+        delay = update.retry_delay_seconds
+        rows.append(
+            [
+                update.ref.event_id,
+                update.ref.claim,
+                update.ref.worker,
+                update.status.value,
+                update.retry_count,
+                update.last_error,
+                None if delay is None else micros_of_seconds(delay),
+                optional_micros(update.executed_at),
+                record.attempt,
+                to_micros(record.started_at),
+                record.duration_ms,
+                OutcomeKind(record.outcome).value,
+                record.status_code,
+                record.error,
+            ]
+        )
+    return dumps(rows)
 
 
-def record_outcomes(
-    conn: sqlite3.Connection, now: int, worker_id: str, attempts: str, outcomes: str
-) -> int:
+def record_outcomes(conn: sqlite3.Connection, now: int, batch: str) -> int:
     with transaction(conn):
-        # Attempts first: they see the leases the outcomes are about to clear.
-        conn.execute(queries.INSERT_ATTEMPTS_IF_LEASED, {"batch": attempts, "owner": worker_id})
-        params = {"batch": outcomes, "owner": worker_id, "now": now}
-        return conn.execute(queries.APPLY_OUTCOMES, params).rowcount
+        # Attempts first: they see the claims the outcomes are about to end.
+        conn.execute(queries.INSERT_ATTEMPTS_IF_HELD, {"batch": batch})
+        return conn.execute(queries.APPLY_OUTCOMES, {"batch": batch, "now": now}).rowcount
 
 
-def _outcome_row(update: OutcomeUpdate) -> list[Any]:
-    """One element of ``queries.APPLY_OUTCOMES``'s batch."""
+def ref_batch(refs: Sequence[ClaimRef]) -> str:
+    return dumps([[ref.event_id, ref.claim, ref.worker] for ref in refs])
+
+
+def hand_back(conn: sqlite3.Connection, now: int, refs: str, delay: int) -> int:
+    params = {"refs": refs, "due_at": now + delay, "now": now}
+    with transaction(conn):
+        return conn.execute(queries.HAND_BACK, params).rowcount
+
+
+def extend_leases(conn: sqlite3.Connection, now: int, refs: str, lease: int) -> int:
+    with transaction(conn):
+        return conn.execute(queries.EXTEND_LEASES, {"refs": refs, "expires": now + lease}).rowcount
+
+
+def recover_lost_claims(conn: sqlite3.Connection, now: int, dead: Collection[str]) -> int:
+    params = {
+        "now": now,
+        "dead": dumps(sorted(dead)),
+        "error": LEASE_EXPIRED_ERROR,
+        "outcome": OutcomeKind.RETRIABLE.value,
+    }
+    with transaction(conn):
+        conn.execute(queries.RECORD_LOST_ATTEMPTS, params)
+        return conn.execute(queries.RECOVER_LOST_CLAIMS, params).rowcount
+
+
+def acquire_leadership(
+    conn: sqlite3.Connection, now: int, role: str, holder: str, ttl: int
+) -> bool:
+    params = {"role": role, "holder": holder, "expires": now + ttl, "now": now}
+    with transaction(conn):
+        return conn.execute(queries.ACQUIRE_LEADERSHIP, params).rowcount > 0
+
+
+def release_leadership(conn: sqlite3.Connection, role: str, holder: str) -> None:
+    with transaction(conn):
+        conn.execute(queries.RELEASE_LEADERSHIP, {"role": role, "holder": holder})
+
+
+def heartbeat(conn: sqlite3.Connection, now: int, beat: WorkerBeat) -> None:
+    params = {
+        "worker": beat.worker,
+        "roles": ",".join(beat.roles),
+        "started_at": to_micros(beat.started_at),
+        "now": now,
+        "in_flight": beat.in_flight,
+    }
+    with transaction(conn):
+        conn.execute(queries.HEARTBEAT, params)
+
+
+def workers(conn: sqlite3.Connection, now: int) -> list[WorkerRecord]:
     return [
-        update.event_id,
-        # An outcome must end the claim: PROCESSING here would leave an event with no lease,
-        # which no claim or lease recovery would ever pick up again.
-        check_transition(EventStatus.PROCESSING, EventStatus(update.status)).value,
-        update.retry_count,
-        update.last_error,
-        optional_micros(update.next_attempt_at),
-        optional_micros(update.executed_at),
-        # The claim the outcome is about: a later claim of the same event has counted more.
-        update.attempt.attempt,
+        WorkerRecord(
+            worker=worker,
+            roles=tuple(role for role in roles.split(",") if role),
+            started_at=from_micros(started),
+            last_seen=from_micros(seen),
+            silent_seconds=(now - seen) / 1_000_000,
+            in_flight=in_flight,
+        )
+        for worker, roles, started, seen, in_flight in conn.execute(queries.WORKERS)
     ]
 
 
-def _json(batch: list[Any]) -> str:
-    # allow_nan=False: SQLite's JSON parser rejects NaN/Infinity; fail here, with the value.
-    return json.dumps(batch, separators=(",", ":"), allow_nan=False)
-
-
-def reschedule(
-    conn: sqlite3.Connection, now: int, worker_id: str, event_ids: str, due_at: int
-) -> int:
-    """Put claimed events back to PENDING; ``event_ids`` is :func:`id_batch` text."""
-    params = {"event_ids": event_ids, "owner": worker_id, "due_at": due_at, "now": now}
+def forget_workers(conn: sqlite3.Connection, limit: int) -> int:
     with transaction(conn):
-        return conn.execute(queries.RESCHEDULE_MANY, params).rowcount
+        return conn.execute(queries.FORGET_WORKERS, {"limit": limit}).rowcount
 
 
-def id_batch(event_ids: Sequence[str]) -> str:
-    return _json(list(event_ids))
+def _statuses(statuses: Collection[EventStatus]) -> str:
+    # Literals from the domain's enum, never from a caller's text.
+    return ", ".join(f"'{EventStatus(status).value}'" for status in sorted(statuses))
 
 
-def recover_expired_leases(conn: sqlite3.Connection, now: int) -> int:
-    params = {"now": now, "error": LEASE_EXPIRED_ERROR, "outcome": OutcomeKind.RETRIABLE.value}
-    with transaction(conn):
-        conn.execute(queries.RECORD_EXPIRED_ATTEMPTS, params)
-        return conn.execute(queries.RECOVER_EXPIRED_LEASES, params).rowcount
-
-
-def redeliver(conn: sqlite3.Connection, now: int, event_id: str) -> RedeliverResult:
-    # One transaction, like cancel: "not redeliverable" and "not found" describe one moment.
-    with transaction(conn):
-        if conn.execute(queries.REDELIVER, {"event_id": event_id, "now": now}).rowcount:
-            return RedeliverResult.REDELIVERED
-        exists = conn.execute(queries.EXISTS, (event_id,)).fetchone() is not None
-    return RedeliverResult.NOT_REDELIVERABLE if exists else RedeliverResult.NOT_FOUND
-
-
-def cancel(conn: sqlite3.Connection, now: int, event_id: str) -> CancelResult:
-    # One transaction, so "not pending" and "not found" describe the same moment.
-    with transaction(conn):
-        if conn.execute(queries.CANCEL, {"event_id": event_id, "now": now}).rowcount:
-            return CancelResult.CANCELLED
-        exists = conn.execute(queries.EXISTS, (event_id,)).fetchone() is not None
-    return CancelResult.NOT_PENDING if exists else CancelResult.NOT_FOUND
+def _when(statuses: Collection[EventStatus]) -> str:
+    return f"status IN ({_statuses(statuses)})" if statuses else "0"
 
 
 def _of_sources(sources: frozenset[str] | None) -> tuple[str, dict[str, Any]]:
-    """The ``{sources}`` term of the by-external-id statements, and its parameters."""
+    """The ``{sources}`` term of the statements that take one, and its parameters."""
     if sources is None:
         return "", {}
     term, names = sources_term(sources)
     return f" AND {term}", names
 
 
-def cancel_by_external_id(
-    conn: sqlite3.Connection, now: int, external_job_id: str, sources: frozenset[str] | None
-) -> int:
-    if sources is not None and not sources:
-        return 0
+def _visible(conn: sqlite3.Connection, event_id: str, sources: frozenset[str] | None) -> bool:
+    row = conn.execute(queries.SOURCE_OF, (event_id,)).fetchone()
+    return row is not None and (sources is None or row[0] in sources)
+
+
+def cancel(
+    conn: sqlite3.Connection,
+    now: int,
+    event_id: str,
+    sources: frozenset[str] | None,
+    when: Collection[EventStatus],
+) -> CancelResult:
     term, names = _of_sources(sources)
+    statement = queries.CANCEL.format(when=_when(when), sources=term)
+    # One transaction, so "not pending" and "not found" describe the same moment.
+    with transaction(conn):
+        if conn.execute(statement, {"event_id": event_id, "now": now, **names}).rowcount:
+            return CancelResult.CANCELLED
+        visible = _visible(conn, event_id, sources)
+    return CancelResult.NOT_PENDING if visible else CancelResult.NOT_FOUND
+
+
+def cancel_by_external_id(
+    conn: sqlite3.Connection,
+    now: int,
+    external_job_id: str,
+    sources: frozenset[str] | None,
+    when: Collection[EventStatus],
+) -> int:
+    term, names = _of_sources(sources)
+    statement = queries.CANCEL_BY_EXTERNAL_ID.format(when=_when(when), sources=term)
     params = {"external_job_id": external_job_id, "now": now, **names}
     with transaction(conn):
-        return conn.execute(queries.CANCEL_BY_EXTERNAL_ID.format(sources=term), params).rowcount
+        return conn.execute(statement, params).rowcount
 
 
-def get(conn: sqlite3.Connection, event_id: str) -> Event | None:
+def redeliver(
+    conn: sqlite3.Connection,
+    now: int,
+    event_id: str,
+    sources: frozenset[str] | None,
+    when: Collection[EventStatus],
+) -> RedeliverResult:
+    term, names = _of_sources(sources)
+    statement = queries.REDELIVER.format(when=_when(when), sources=term)
+    with transaction(conn):
+        if conn.execute(statement, {"event_id": event_id, "now": now, **names}).rowcount:
+            return RedeliverResult.REDELIVERED
+        visible = _visible(conn, event_id, sources)
+    return RedeliverResult.NOT_REDELIVERABLE if visible else RedeliverResult.NOT_FOUND
+
+
+def get(conn: sqlite3.Connection, event_id: str, sources: frozenset[str] | None) -> Event | None:
     row = conn.execute(queries.GET, (event_id,)).fetchone()
-    return None if row is None else row_to_event(row)
+    if row is None:
+        return None
+    event = row_to_event(row)
+    return event if sources is None or event.source in sources else None
 
 
 def find_by_external_id(
     conn: sqlite3.Connection, external_job_id: str, limit: int, sources: frozenset[str] | None
 ) -> list[Event]:
-    if sources is not None and not sources:
-        return []
     term, names = _of_sources(sources)
     params = {"external_job_id": external_job_id, "limit": limit, **names}
     rows = conn.execute(queries.FIND_BY_EXTERNAL_ID.format(sources=term), params).fetchall()
     return [row_to_event(row) for row in rows]
 
 
-def next_due_at(conn: sqlite3.Connection) -> datetime | None:
-    value = conn.execute(queries.NEXT_DUE_AT).fetchone()[0]
-    return None if value is None else from_micros(value)
-
-
 def attempts(conn: sqlite3.Connection, event_id: str) -> list[AttemptRecord]:
     return [row_to_attempt(row) for row in conn.execute(queries.ATTEMPTS, (event_id,))]
 
 
-def delete_terminal_batch(conn: sqlite3.Connection, cutoff: int, batch_size: int) -> int:
+def delete_finished_batch(
+    conn: sqlite3.Connection, cutoff: int, statuses: Collection[EventStatus], batch_size: int
+) -> int:
+    statement = queries.OLD_FINISHED_IDS.format(statuses=_statuses(statuses))
     with transaction(conn):
-        ids = conn.execute(queries.OLD_TERMINAL_IDS, (cutoff, batch_size)).fetchall()
+        ids = conn.execute(statement, (cutoff, batch_size)).fetchall()
         if ids:
             conn.executemany(queries.DELETE_ATTEMPTS_OF_EVENT, ids)
             conn.executemany(queries.DELETE_EVENT, ids)
     return len(ids)
+
+
+def fill_destination_keys(conn: sqlite3.Connection) -> int:
+    """Give every event stored before destination keys existed its key; how many it filled."""
+    filled = 0
+    while True:
+        rows = conn.execute(queries.MISSING_DESTINATION_KEYS).fetchall()
+        if not rows:
+            return filled
+        with transaction(conn):
+            conn.executemany(
+                queries.SET_DESTINATION_KEY,
+                [(destination_key(kind, where) or "?", rowid) for rowid, kind, where in rows],
+            )
+        filled += len(rows)
 
 
 def ping(conn: sqlite3.Connection) -> None:

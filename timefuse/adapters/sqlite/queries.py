@@ -2,50 +2,28 @@
 
 Status literals are written into the text rather than bound as parameters: SQLite uses a
 partial index (``WHERE status = 'PENDING'``) only when the query repeats its condition
-literally.
+literally. ``INDEXED BY`` pins the index on queries whose speed depends on it: without
+statistics (a new database) the planner prefers ``events_retention`` for any ``status = ...``
+term, and a pinned index also fails loudly if a schema change ever drops it.
 
-``INDEXED BY`` pins the index on queries whose speed depends on it. Without statistics (a new
-database) the planner prefers ``events_retention`` for any ``status = ...`` term, and would
-then sort every PENDING row to claim a few; a pinned index also fails loudly if a schema change
-ever drops it.
+Batched statements: the store's thread must retake the GIL after every sqlite3_step (each row
+of a result, each row of an executemany), and while the event loop is busy each retake can wait
+a whole switch interval, so the hot paths take their whole batch as ONE JSON text parameter
+(read with json_each) and hand claimed rows back as ONE aggregated value.
 """
 
 from __future__ import annotations
 
-from timefuse.domain.status import REDELIVERABLE_STATUSES, TERMINAL_STATUSES
+from collections.abc import Sequence
 
-EVENT_COLUMNS = (
-    "id",
-    "external_job_id",
-    "source",
-    "scheduled_at",
-    "delivery_type",
-    "destination",
-    "payload",
-    "next_attempt_at",
-    "created_at",
-    "updated_at",
-    "max_retries",
-    "status",
-    "attempts",
-    "retry_count",
-    "last_error",
-    "executed_at",
-    "locked_by",
-    "lock_expires_at",
-    "delivery_window_seconds",
-    "retry_backoff_seconds",
-    "retry_backoff_max_seconds",
-    "extra",
-)
-_COLUMNS = ", ".join(EVENT_COLUMNS)
-_TERMINAL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
-_REDELIVERABLE = ", ".join(f"'{status.value}'" for status in sorted(REDELIVERABLE_STATUSES))
+from timefuse.adapters.sqlite.rows import EVENT_COLUMN_NAMES, json_column
+
+_COLUMNS = ", ".join(EVENT_COLUMN_NAMES)
 
 # ON CONFLICT DO NOTHING, not INSERT OR IGNORE: OR IGNORE would also silently drop a row that
 # breaks a NOT NULL or CHECK constraint, and a bad row must fail the batch, not vanish.
 INSERT_EVENT = (
-    f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
+    f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * len(EVENT_COLUMN_NAMES))}) "
     "ON CONFLICT DO NOTHING"
 )
 
@@ -55,27 +33,168 @@ ID_BY_DEDUP_KEY = (
     "SELECT id FROM events WHERE external_job_id = ? AND source = ? AND scheduled_at = ?"
 )
 
+GET = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
+
+SOURCE_OF = "SELECT source FROM events WHERE id = ?"
+
+
+def json_fields(names: Sequence[str], source: str = "value") -> str:
+    """``json_extract(value, '$[i]') AS name`` for each name: one JSON array's elements."""
+    return ", ".join(f"json_extract({source}, '$[{i}]') AS {name}" for i, name in enumerate(names))
+
+
+# -- claims -----------------------------------------------------------------------------------
+
+# The rowids a claim takes, as one JSON array, read straight from the partial index.
+# {filters}: the due filter's terms (types, excluded destinations), each " AND ...".
+DUE_ROWIDS = """
+SELECT json_group_array(rowid)
+  FROM (SELECT rowid FROM events INDEXED BY events_due
+         WHERE status = 'PENDING' AND next_attempt_at <= :now{filters}
+         ORDER BY next_attempt_at
+         LIMIT :limit)
+"""
+
+# The same within per-destination budgets: of the first :scan due rows, at most a budget per
+# destination (:budgets is a JSON array of [key, budget]; :default_budget for the others, NULL
+# for no bound), earliest first.
+DUE_ROWIDS_IN_BUDGETS = """
+SELECT json_group_array(rowid)
+  FROM (SELECT ranked.rowid
+          FROM (SELECT rowid, next_attempt_at, destination_key,
+                       row_number() OVER (PARTITION BY destination_key
+                                          ORDER BY next_attempt_at, rowid) AS rank
+                  FROM (SELECT rowid, next_attempt_at, destination_key
+                          FROM events INDEXED BY events_due
+                         WHERE status = 'PENDING' AND next_attempt_at <= :now{filters}
+                         ORDER BY next_attempt_at
+                         LIMIT :scan)) AS ranked
+          LEFT JOIN (SELECT json_extract(value, '$[0]') AS key,
+                            json_extract(value, '$[1]') AS budget
+                       FROM json_each(:budgets)) AS b ON b.key = ranked.destination_key
+         WHERE COALESCE(b.budget, :default_budget) IS NULL
+            OR ranked.rank <= COALESCE(b.budget, :default_budget)
+         ORDER BY ranked.next_attempt_at, ranked.rowid
+         LIMIT :limit)
+"""
+
+TYPES_TERM = " AND delivery_type IN (SELECT value FROM json_each(:types))"
+EXCLUDED_TERM = " AND destination_key NOT IN (SELECT value FROM json_each(:excluded))"
+
+NEXT_DUE_AT = """
+SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due
+ WHERE status = 'PENDING'{filters}
+"""
+
+# The claim, on the rowids found in the same transaction. No RETURNING: it would hand back a
+# row (a GIL hand-off) per event; CLAIMED_EVENTS_JSON reads them as one value.
+CLAIM_ROWIDS = """
+UPDATE events
+   SET status = 'PROCESSING',
+       locked_by = :worker,
+       lock_expires_at = :expires,
+       attempts = attempts + 1,
+       claim_count = claim_count + 1,
+       claimed_at = :now,
+       updated_at = :now
+ WHERE rowid IN (SELECT value FROM json_each(:rowids))
+"""
+
+CLAIMED_EVENTS_JSON = f"""
+SELECT json_group_array(json_array({", ".join(json_column(name) for name in EVENT_COLUMN_NAMES)}))
+  FROM events
+ WHERE rowid IN (SELECT value FROM json_each(:rowids))
+"""
+
+# -- outcomes and hand-backs ------------------------------------------------------------------
+
+# The fields of one outcome in a batch, in the order operations.outcome_batch writes them.
+OUTCOME_FIELDS = (
+    "event_id", "claim", "worker", "new_status", "new_retry_count", "new_last_error",
+    "retry_delay", "new_executed_at", "attempt", "started_at", "duration_ms", "outcome",
+    "status_code", "error",
+)  # fmt: skip
+
+_OUTCOMES = f"(SELECT {json_fields(OUTCOME_FIELDS)} FROM json_each(:batch))"
+
+# The claim a lease-bound write quotes: its token and its worker, on a PROCESSING row. +status
+# keeps the planner off events_retention (which it would prefer without statistics, scanning
+# every PROCESSING row): each event is found by its id.
+_HELD = "+events.status = 'PROCESSING' AND events.claim_count = {b}.claim"
+_HELD += " AND events.locked_by = {b}.worker"
+
 # The next number in an event's history: one seek in event_attempts_event_seq.
 _NEXT_ATTEMPT_SEQ = """COALESCE((SELECT MAX(history.attempt_seq) FROM event_attempts AS history
                   WHERE history.event_id = {event_id}), 0) + 1"""
 
-# The attempt record of each expired lease, written before RECOVER_EXPIRED_LEASES in the same
-# transaction (and with the same :now), so it sees exactly the leases about to be recovered.
-# claimed_at is NULL only for an event inserted as PROCESSING; its last update stands in.
-RECORD_EXPIRED_ATTEMPTS = f"""
+# Written before APPLY_OUTCOMES in the same transaction, so it sees the claims the outcomes are
+# about to end: history is kept exactly for the outcomes that apply. Event ids in a batch are
+# unique, so each row's next attempt_seq is unaffected by the other rows.
+INSERT_ATTEMPTS_IF_HELD = f"""
+INSERT INTO event_attempts
+       (event_id, attempt, started_at, duration_ms, outcome, status_code, error, worker,
+        attempt_seq)
+SELECT b.event_id, b.attempt, b.started_at, b.duration_ms, b.outcome, b.status_code, b.error,
+       b.worker, {_NEXT_ATTEMPT_SEQ.format(event_id="b.event_id")}
+  FROM {_OUTCOMES} AS b
+ WHERE EXISTS (SELECT 1 FROM events WHERE events.id = b.event_id AND {_HELD.format(b="b")})
+"""
+
+APPLY_OUTCOMES = f"""
+UPDATE events
+   SET status = b.new_status,
+       retry_count = b.new_retry_count,
+       last_error = b.new_last_error,
+       next_attempt_at = CASE WHEN b.retry_delay IS NULL THEN events.next_attempt_at
+                              ELSE :now + b.retry_delay END,
+       executed_at = COALESCE(b.new_executed_at, events.executed_at),
+       locked_by = NULL,
+       lock_expires_at = NULL,
+       updated_at = :now
+  FROM {_OUTCOMES} AS b
+ WHERE events.id = b.event_id AND {_HELD.format(b="b")}
+"""
+
+_REFS = f"(SELECT {json_fields(('event_id', 'claim', 'worker'))} FROM json_each(:refs))"
+
+HAND_BACK = f"""
+UPDATE events
+   SET status = 'PENDING',
+       next_attempt_at = :due_at,
+       attempts = MAX(attempts - 1, 0),
+       locked_by = NULL,
+       lock_expires_at = NULL,
+       updated_at = :now
+  FROM {_REFS} AS r
+ WHERE events.id = r.event_id AND {_HELD.format(b="r")}
+"""
+
+EXTEND_LEASES = f"""
+UPDATE events SET lock_expires_at = :expires
+  FROM {_REFS} AS r
+ WHERE events.id = r.event_id AND {_HELD.format(b="r")}
+"""
+
+# -- lease recovery ---------------------------------------------------------------------------
+
+_LOST = """status = 'PROCESSING'
+   AND (lock_expires_at < :now OR locked_by IN (SELECT value FROM json_each(:dead)))"""
+
+# The attempt record of each lost claim, written before RECOVER_LOST_CLAIMS in the same
+# transaction (and with the same :now), so it sees exactly the claims about to be recovered.
+RECORD_LOST_ATTEMPTS = f"""
 INSERT INTO event_attempts
        (event_id, attempt, started_at, duration_ms, outcome, status_code, error, worker,
         attempt_seq)
 SELECT id, attempts, started_at, (:now - started_at) / 1000.0, :outcome, NULL, :error,
-       COALESCE(locked_by, ''), {_NEXT_ATTEMPT_SEQ.format(event_id="expired.id")}
+       COALESCE(locked_by, ''), {_NEXT_ATTEMPT_SEQ.format(event_id="lost.id")}
   FROM (SELECT id, attempts, locked_by, COALESCE(claimed_at, updated_at) AS started_at
-          FROM events
-         WHERE status = 'PROCESSING' AND lock_expires_at < :now) AS expired
+          FROM events WHERE {_LOST}) AS lost
 """
 
 # timefuse.domain.lease.expire_lease in SQL: the lost attempt counts as failed; the last
 # allowed attempt dead-letters. A lease is held through its expiry instant.
-RECOVER_EXPIRED_LEASES = """
+RECOVER_LOST_CLAIMS = f"""
 UPDATE events
    SET status = CASE WHEN attempts >= max_retries + 1 THEN 'DEAD_LETTER' ELSE 'PENDING' END,
        next_attempt_at = CASE WHEN attempts >= max_retries + 1
@@ -85,7 +204,45 @@ UPDATE events
        locked_by = NULL,
        lock_expires_at = NULL,
        updated_at = :now
- WHERE status = 'PROCESSING' AND lock_expires_at < :now
+ WHERE {_LOST}
+"""
+
+# -- coordination -----------------------------------------------------------------------------
+
+ACQUIRE_LEADERSHIP = """
+INSERT INTO timefuse_leaders (role, holder, expires_at) VALUES (:role, :holder, :expires)
+    ON CONFLICT (role) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+ WHERE timefuse_leaders.holder = excluded.holder OR timefuse_leaders.expires_at < :now
+"""
+
+RELEASE_LEADERSHIP = "DELETE FROM timefuse_leaders WHERE role = :role AND holder = :holder"
+
+HEARTBEAT = """
+INSERT INTO timefuse_workers (worker, roles, started_at, last_seen, in_flight)
+VALUES (:worker, :roles, :started_at, :now, :in_flight)
+    ON CONFLICT (worker) DO UPDATE SET roles = excluded.roles, started_at = excluded.started_at,
+       last_seen = excluded.last_seen, in_flight = excluded.in_flight
+"""
+
+WORKERS = """
+SELECT worker, roles, started_at, last_seen, in_flight FROM timefuse_workers
+ ORDER BY last_seen DESC
+"""
+
+FORGET_WORKERS = "DELETE FROM timefuse_workers WHERE last_seen < :limit"
+
+# -- operator actions -------------------------------------------------------------------------
+
+# {when}: "status IN (...)" from the rule layer; {sources}: "" or " AND source IN (...)".
+CANCEL = """
+UPDATE events SET status = 'CANCELLED', updated_at = :now
+ WHERE id = :event_id AND {when}{sources}
+"""
+
+CANCEL_BY_EXTERNAL_ID = """
+UPDATE events INDEXED BY events_dedup_key
+   SET status = 'CANCELLED', updated_at = :now
+ WHERE external_job_id = :external_job_id AND {when}{sources}
 """
 
 # A redelivery starts a new delivery round: max_retries applies afresh. last_error,
@@ -100,27 +257,7 @@ REDELIVER_SET = """
        updated_at = :now
 """
 
-REDELIVER = f"""
-UPDATE events {REDELIVER_SET}
- WHERE id = :event_id AND status IN ({_REDELIVERABLE})
-"""
-
-CANCEL = """
-UPDATE events SET status = 'CANCELLED', updated_at = :now
- WHERE id = :event_id AND status = 'PENDING'
-"""
-
-# {sources}: "" for any source, or " AND source IN (...)" (listing.sources_term), which the
-# dedup key (external_job_id, source, scheduled_at) serves as well.
-CANCEL_BY_EXTERNAL_ID = """
-UPDATE events INDEXED BY events_dedup_key
-   SET status = 'CANCELLED', updated_at = :now
- WHERE external_job_id = :external_job_id AND status = 'PENDING'{sources}
-"""
-
-EXISTS = "SELECT 1 FROM events WHERE id = ?"
-
-GET = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
+REDELIVER = f"UPDATE events {REDELIVER_SET} WHERE id = :event_id AND {{when}}{{sources}}"
 
 # {sources}: as in CANCEL_BY_EXTERNAL_ID.
 FIND_BY_EXTERNAL_ID = f"""
@@ -130,10 +267,6 @@ SELECT {_COLUMNS} FROM events INDEXED BY events_dedup_key
  LIMIT :limit
 """
 
-NEXT_DUE_AT = (
-    "SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due WHERE status = 'PENDING'"
-)
-
 ATTEMPTS = """
 SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker, attempt_seq
   FROM event_attempts INDEXED BY event_attempts_event_seq
@@ -141,146 +274,23 @@ SELECT attempt, started_at, duration_ms, outcome, status_code, error, worker, at
  ORDER BY attempt_seq
 """
 
-OLD_TERMINAL_IDS = f"""
-SELECT id FROM events
- WHERE status IN ({_TERMINAL}) AND updated_at < ?
- LIMIT ?
+# {statuses}: the finished statuses, from the rule layer.
+OLD_FINISHED_IDS = """
+SELECT id FROM events WHERE status IN ({statuses}) AND updated_at < ? LIMIT ?
 """
 
 DELETE_ATTEMPTS_OF_EVENT = "DELETE FROM event_attempts WHERE event_id = ?"
 
 DELETE_EVENT = "DELETE FROM events WHERE id = ?"
 
+MISSING_DESTINATION_KEYS = (
+    "SELECT rowid, delivery_type, destination FROM events WHERE destination_key = '' LIMIT 1000"
+)
+
+SET_DESTINATION_KEY = "UPDATE events SET destination_key = ? WHERE rowid = ?"
+
 SCHEMA_VERSION = "SELECT MAX(version) FROM schema_version"
 
 SCHEMA_VERSION_TABLE = (
     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
 )
-
-
-# --- Batched statements -------------------------------------------------------------------
-# The store's thread must retake the GIL after every sqlite3_step: each row of a result and
-# each row of an executemany. While the event loop is busy, each retake can wait up to the
-# interpreter's switch interval (5 ms), so the hot paths below take their whole batch as ONE
-# JSON text parameter (read with json_each) and hand claimed rows back as ONE aggregated
-# value: a constant handful of steps per batch instead of one or two per event.
-# json_each / json_extract need the JSON functions, built into SQLite since 3.38 and compiled
-# into CPython's sqlite3 on every supported platform before that.
-
-# The rowids a claim takes, as one JSON array, read straight from the partial index.
-DUE_ROWIDS = """
-SELECT json_group_array(rowid)
-  FROM (SELECT rowid FROM events INDEXED BY events_due
-         WHERE status = 'PENDING' AND next_attempt_at <= :now
-         ORDER BY next_attempt_at
-         LIMIT :limit)
-"""
-
-# The claim, on the rowids DUE_ROWIDS found in the same transaction. No RETURNING: it would
-# hand back a row (a GIL hand-off) per event; CLAIMED_EVENTS_JSON reads them as one value.
-CLAIM_ROWIDS = """
-UPDATE events
-   SET status = 'PROCESSING',
-       locked_by = :worker,
-       lock_expires_at = :expires,
-       attempts = attempts + 1,
-       claimed_at = :now,
-       updated_at = :now
- WHERE rowid IN (SELECT value FROM json_each(:rowids))
-"""
-
-# Column expressions for EVENT_COLUMNS in one JSON array per row. JSON holds no BLOB, so the
-# payload travels as hex. JSON renders a REAL with only 15 significant digits, so the REAL
-# columns travel as quote() text (exact for any value above ~1e-290: rows.py refetches the
-# rest). extra stays a string holding its JSON text, as the column stores it.
-_REAL_COLUMNS = frozenset(
-    {"delivery_window_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds"}
-)
-
-
-def _json_column(name: str) -> str:
-    if name == "payload":
-        return "hex(payload)"
-    if name in _REAL_COLUMNS:
-        return f"quote({name})"
-    return name
-
-
-JSON_REAL_POSITIONS = tuple(i for i, name in enumerate(EVENT_COLUMNS) if name in _REAL_COLUMNS)
-JSON_PAYLOAD_POSITION = EVENT_COLUMNS.index("payload")
-
-CLAIMED_EVENTS_JSON = f"""
-SELECT json_group_array(json_array({", ".join(_json_column(name) for name in EVENT_COLUMNS)}))
-  FROM events
- WHERE rowid IN (SELECT value FROM json_each(:rowids))
-"""
-
-# The attempt records of a batch of outcomes: one JSON array per attempt, in the order of
-# rows.attempt_json_row. Written before APPLY_OUTCOMES in the same transaction, so it sees the
-# leases the outcomes are about to clear: history is kept exactly for the outcomes that apply.
-# Event ids in a batch are unique (record_outcomes keeps the first outcome per event), so
-# each row's next attempt_seq is unaffected by the other rows of the statement.
-INSERT_ATTEMPTS_IF_LEASED = f"""
-INSERT INTO event_attempts
-       (event_id, attempt, started_at, duration_ms, outcome, status_code, error, worker,
-        attempt_seq)
-SELECT batch.event_id, batch.attempt, batch.started_at, batch.duration_ms, batch.outcome,
-       batch.status_code, batch.error, batch.worker,
-       {_NEXT_ATTEMPT_SEQ.format(event_id="batch.event_id")}
-  FROM (SELECT json_extract(value, '$[0]') AS event_id,
-               json_extract(value, '$[1]') AS attempt,
-               json_extract(value, '$[2]') AS started_at,
-               json_extract(value, '$[3]') AS duration_ms,
-               json_extract(value, '$[4]') AS outcome,
-               json_extract(value, '$[5]') AS status_code,
-               json_extract(value, '$[6]') AS error,
-               json_extract(value, '$[7]') AS worker
-          FROM json_each(:batch)) AS batch
- WHERE EXISTS (SELECT 1 FROM events
-                WHERE id = batch.event_id AND status = 'PROCESSING' AND locked_by = :owner
-                  AND attempts = batch.attempt)
-"""
-
-# A batch of outcomes for unique event ids: one JSON array per outcome, in the order of
-# operations._outcome_row. A retry brings its own next_attempt_at; other outcomes leave the
-# last due time in place (the column is NOT NULL and Event.next_attempt_at is never None).
-# The new_ names keep the SET expressions from reading the batch's columns where they mean
-# the event's own. Here and in RESCHEDULE_MANY, +status keeps the planner off
-# events_retention (which it prefers for any status term without statistics, and which would
-# scan every PROCESSING row): each event is found by its id.
-APPLY_OUTCOMES = """
-UPDATE events
-   SET status = batch.new_status,
-       retry_count = batch.new_retry_count,
-       last_error = batch.new_last_error,
-       next_attempt_at = COALESCE(batch.new_next_attempt_at, events.next_attempt_at),
-       executed_at = COALESCE(batch.new_executed_at, events.executed_at),
-       locked_by = NULL,
-       lock_expires_at = NULL,
-       updated_at = :now
-  FROM (SELECT json_extract(value, '$[0]') AS event_id,
-               json_extract(value, '$[1]') AS new_status,
-               json_extract(value, '$[2]') AS new_retry_count,
-               json_extract(value, '$[3]') AS new_last_error,
-               json_extract(value, '$[4]') AS new_next_attempt_at,
-               json_extract(value, '$[5]') AS new_executed_at,
-               json_extract(value, '$[6]') AS claim_attempt
-          FROM json_each(:batch)) AS batch
- WHERE events.id = batch.event_id
-   AND +events.status = 'PROCESSING' AND events.locked_by = :owner
-   AND events.attempts = batch.claim_attempt
-"""
-
-# Rescheduling of claimed events, given as a JSON array of ids. IN ignores a repeated id, as
-# a statement per id did the second time (the first had already cleared the lease).
-RESCHEDULE_MANY = """
-UPDATE events
-   SET status = 'PENDING',
-       next_attempt_at = :due_at,
-       attempts = MAX(attempts - 1, 0),
-       locked_by = NULL,
-       lock_expires_at = NULL,
-       updated_at = :now
- WHERE id IN (SELECT value FROM json_each(:event_ids))
-   AND +status = 'PROCESSING' AND locked_by = :owner
-"""

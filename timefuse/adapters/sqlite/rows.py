@@ -1,13 +1,17 @@
-"""Conversions between domain objects and SQLite rows (times as integer microseconds, UTC)."""
+"""Conversions between domain objects and SQLite rows (times as integer microseconds, UTC).
+
+Every mapping is derived from :data:`timefuse.domain.event.EVENT_COLUMNS`, by each column's
+kind: nothing here names an event field.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from timefuse.domain.event import Event
+from timefuse.domain.event import EVENT_COLUMN_NAMES, EVENT_COLUMNS, Event, Kind
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import AttemptRecord
@@ -16,6 +20,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 Row = Sequence[Any]
+
+SQL_TYPES = {
+    Kind.ID: "TEXT",
+    Kind.TEXT: "TEXT",
+    Kind.INSTANT: "INTEGER",
+    Kind.INTEGER: "INTEGER",
+    Kind.REAL: "REAL",
+    Kind.BYTES: "BLOB",
+    Kind.JSON: "TEXT",
+    Kind.STATUS: "TEXT",
+}
 
 
 def to_micros(moment: datetime) -> int:
@@ -34,76 +49,72 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
-def _optional_datetime(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
+def micros_of_seconds(seconds: float) -> int:
+    return round(seconds * 1_000_000)
 
 
-def _encode_extra(extra: dict[str, object]) -> str:
-    return json.dumps(extra, separators=(",", ":")) if extra else "{}"
+def _encode_json(value: dict[str, object]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
 
 
-def _decode_extra(text: str) -> dict[str, object]:
+def _decode_json(text: str) -> dict[str, object]:
     if text == "{}":
         return {}
     value = json.loads(text)
     if not isinstance(value, dict):
-        raise ValueError("the stored extra field is not a JSON object")
+        raise ValueError("a stored JSON column does not hold an object")
     return value
 
 
+_Encode = Callable[[Any], Any]
+
+_ENCODERS: dict[Kind, _Encode] = {
+    Kind.INSTANT: to_micros,
+    Kind.BYTES: bytes,
+    Kind.JSON: _encode_json,
+    Kind.STATUS: lambda status: EventStatus(status).value,
+}
+_DECODERS: dict[Kind, _Encode] = {
+    Kind.INSTANT: from_micros,
+    Kind.BYTES: bytes,
+    Kind.JSON: _decode_json,
+    Kind.STATUS: EventStatus,
+}
+
+
+def _nullable(convert: _Encode) -> _Encode:
+    return lambda value: None if value is None else convert(value)
+
+
+def _converters(table: dict[Kind, _Encode]) -> list[tuple[str, _Encode | None]]:
+    found: list[tuple[str, _Encode | None]] = []
+    for column in EVENT_COLUMNS:
+        convert = table.get(column.kind)
+        if convert is not None and column.nullable:
+            convert = _nullable(convert)
+        found.append((column.name, convert))
+    return found
+
+
+_TO_ROW = _converters(_ENCODERS)
+_FROM_ROW = _converters(_DECODERS)
+
+
 def event_to_row(event: Event) -> tuple[Any, ...]:
-    """The values of an event in the order of ``queries.EVENT_COLUMNS``."""
-    return (
-        event.id,
-        event.external_job_id,
-        event.source,
-        to_micros(event.scheduled_at),
-        event.delivery_type,
-        event.destination,
-        bytes(event.payload),
-        to_micros(event.next_attempt_at),
-        to_micros(event.created_at),
-        to_micros(event.updated_at),
-        event.max_retries,
-        EventStatus(event.status).value,
-        event.attempts,
-        event.retry_count,
-        event.last_error,
-        optional_micros(event.executed_at),
-        event.locked_by,
-        optional_micros(event.lock_expires_at),
-        event.delivery_window_seconds,
-        event.retry_backoff_seconds,
-        event.retry_backoff_max_seconds,
-        _encode_extra(event.extra),
+    """The values of an event in the order of :data:`EVENT_COLUMN_NAMES`."""
+    return tuple(
+        getattr(event, name) if convert is None else convert(getattr(event, name))
+        for name, convert in _TO_ROW
     )
 
 
 def row_to_event(row: Row) -> Event:
-    """An event from a row selected in the order of ``queries.EVENT_COLUMNS``."""
+    """An event from a row selected in the order of :data:`EVENT_COLUMN_NAMES`."""
     return Event(
-        id=row[0],
-        external_job_id=row[1],
-        source=row[2],
-        scheduled_at=from_micros(row[3]),
-        delivery_type=row[4],
-        destination=row[5],
-        payload=bytes(row[6]),
-        next_attempt_at=from_micros(row[7]),
-        created_at=from_micros(row[8]),
-        updated_at=from_micros(row[9]),
-        max_retries=row[10],
-        status=EventStatus(row[11]),
-        attempts=row[12],
-        retry_count=row[13],
-        last_error=row[14],
-        executed_at=_optional_datetime(row[15]),
-        locked_by=row[16],
-        lock_expires_at=_optional_datetime(row[17]),
-        delivery_window_seconds=row[18],
-        retry_backoff_seconds=row[19],
-        retry_backoff_max_seconds=row[20],
-        extra=_decode_extra(row[21]),
+        **{
+            name: value if convert is None else convert(value)
+            for (name, convert), value in zip(_FROM_ROW, row, strict=True)
+        }
     )
 
 
@@ -120,18 +131,36 @@ def row_to_attempt(row: Row) -> AttemptRecord:
     )
 
 
-# Below 1e-290 in magnitude SQLite's quote() can lose the last digit of a REAL (it's exact
-# above): a row holding such a value is read again the ordinary way.
+# -- claimed rows as one JSON value (see queries.CLAIMED_EVENTS_JSON) -------------------------
+
+# JSON renders a REAL with only 15 significant digits, so REAL columns travel as quote() text,
+# which is exact above this magnitude; a row holding a smaller one is read again normally.
 _QUOTE_EXACT_ABOVE = 1e-290
 
 
-def json_row_to_event(row: list[Any], real_positions: Sequence[int], payload: int) -> Event:
-    """An event from one row of ``queries.CLAIMED_EVENTS_JSON``, decoded in place.
+def json_column(name: str) -> str:
+    """The expression that carries column ``name`` in a claimed row's JSON array."""
+    kind = _KINDS[name]
+    if kind is Kind.BYTES:
+        return f"hex({name})"
+    if kind is Kind.REAL:
+        return f"quote({name})"
+    return name
+
+
+_KINDS = {column.name: column.kind for column in EVENT_COLUMNS}
+_HEX_POSITIONS = tuple(i for i, c in enumerate(EVENT_COLUMNS) if c.kind is Kind.BYTES)
+_REAL_POSITIONS = tuple(i for i, c in enumerate(EVENT_COLUMNS) if c.kind is Kind.REAL)
+
+
+def json_row_to_event(row: list[Any]) -> Event:
+    """An event from one row of the claimed-rows JSON, decoded in place.
 
     Raises :class:`ValueError` for a REAL that text may not carry exactly (see above).
     """
-    row[payload] = bytes.fromhex(row[payload])
-    for position in real_positions:
+    for position in _HEX_POSITIONS:
+        row[position] = bytes.fromhex(row[position])
+    for position in _REAL_POSITIONS:
         text = row[position]
         if text == "NULL":
             row[position] = None
@@ -143,15 +172,16 @@ def json_row_to_event(row: list[Any], real_positions: Sequence[int], payload: in
     return row_to_event(row)
 
 
-def attempt_json_row(event_id: str, record: AttemptRecord) -> list[Any]:
-    """One element of ``queries.INSERT_ATTEMPTS_IF_LEASED``'s batch."""
-    return [
-        event_id,
-        record.attempt,
-        to_micros(record.started_at),
-        record.duration_ms,
-        OutcomeKind(record.outcome).value,
-        record.status_code,
-        record.error,
-        record.worker,
-    ]
+__all__ = [
+    "EVENT_COLUMN_NAMES",
+    "SQL_TYPES",
+    "event_to_row",
+    "from_micros",
+    "json_column",
+    "json_row_to_event",
+    "micros_of_seconds",
+    "optional_micros",
+    "row_to_attempt",
+    "row_to_event",
+    "to_micros",
+]

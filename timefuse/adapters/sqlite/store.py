@@ -14,7 +14,12 @@ from timefuse.adapters.sqlite import listing
 from timefuse.adapters.sqlite import operations as ops
 from timefuse.adapters.sqlite.connection import connect
 from timefuse.adapters.sqlite.errors import wrap_exceptions
-from timefuse.adapters.sqlite.rows import optional_micros, to_micros
+from timefuse.adapters.sqlite.rows import (
+    from_micros,
+    micros_of_seconds,
+    optional_micros,
+    to_micros,
+)
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
@@ -22,13 +27,20 @@ from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
     AttemptRecord,
     CancelResult,
+    Capabilities,
+    ClaimBatch,
+    ClaimRef,
+    ClaimRequest,
+    DueFilter,
     EventPage,
     EventQuery,
+    NextDue,
     OutcomeUpdate,
     RedeliverResult,
     StoreError,
     StoreUnavailable,
-    source_set,
+    WorkerBeat,
+    WorkerRecord,
 )
 
 T = TypeVar("T")
@@ -42,7 +54,7 @@ class _SystemTime:
 
 
 class SqliteEventStore:
-    """:class:`timefuse.ports.store.EventStore` on a local SQLite file.
+    """:class:`timefuse.ports.store.StoreAdapter` on a local SQLite file.
 
     Every statement runs on one worker thread that owns the only connection. SQLite admits
     one writer at a time anyway, so a single thread loses no write throughput, keeps the
@@ -65,6 +77,10 @@ class SqliteEventStore:
     @property
     def path(self) -> str:
         return self._path
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(shared=False)
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -92,143 +108,166 @@ class SqliteEventStore:
     async def ping(self) -> None:
         await self._run(ops.ping)
 
+    # -- submissions -------------------------------------------------------------------------
+
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
-        if not events:
-            return {}
         return await self._run(partial(ops.insert_many, events=events))
 
-    async def claim_due(self, worker_id: str, limit: int, lease_seconds: float) -> list[Event]:
-        if limit <= 0:
-            return []
-        lease = round(lease_seconds * 1_000_000)
-        claimed = await self._run(
-            lambda conn: ops.claim_due(conn, self._now(), worker_id, limit, lease)
-        )
-        # Decoded here, on the event loop, not on the SQLite thread (see ops.claim_due).
+    # -- claims and outcomes -----------------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        def work(conn: sqlite3.Connection) -> tuple[str, int]:
+            now = self._now()
+            return ops.claim(conn, now, request), now
+
+        claimed, now = await self._run(work)
+        # Decoded here, on the event loop, not on the SQLite thread (see ops.claim).
         events, reread = ops.claimed_events(claimed)
         for event_id in reread:
-            # Still under the lease just taken, so the row is as the claim left it.
-            event = await self.get(event_id)
+            # Still under the claim just taken, so the row is as the claim left it.
+            event = await self._run(partial(ops.get, event_id=event_id, sources=None))
             if event is None:
                 raise StoreError(f"claimed event {event_id} vanished before it was read")
             events.append(event)
         # The aggregate's order is not promised; the port promises earliest due first.
-        events.sort(key=lambda event: event.next_attempt_at)
-        return events
+        events.sort(key=lambda event: (event.next_attempt_at, event.id))
+        return ClaimBatch(events, from_micros(now))
 
-    async def record_outcomes(self, worker_id: str, updates: Sequence[OutcomeUpdate]) -> int:
-        if not updates:
-            return 0
-        # Built on the event loop, so the SQLite thread runs almost no Python (see ops.claim_due).
-        attempts, outcomes = ops.outcome_batches(updates)
-        return await self._run(
-            lambda conn: ops.record_outcomes(conn, self._now(), worker_id, attempts, outcomes)
-        )
-
-    async def release(self, worker_id: str, event_ids: Sequence[str]) -> int:
-        if not event_ids:
-            return 0
-        ids = ops.id_batch(event_ids)
-
-        def release_now(conn: sqlite3.Connection) -> int:
+    async def next_due(self, due: DueFilter) -> NextDue:
+        def work(conn: sqlite3.Connection) -> NextDue:
             now = self._now()
-            return ops.reschedule(conn, now, worker_id, ids, due_at=now)
+            return NextDue(ops.next_due_at(conn, due), from_micros(now))
 
-        return await self._run(release_now)
+        return await self._run(work)
 
-    async def reschedule(self, worker_id: str, event_ids: Sequence[str], due_at: datetime) -> int:
-        due = to_micros(due_at)
-        if not event_ids:
-            return 0
-        ids = ops.id_batch(event_ids)
-        return await self._run(lambda conn: ops.reschedule(conn, self._now(), worker_id, ids, due))
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        # Built on the event loop, so the SQLite thread runs almost no Python (see ops.claim).
+        batch = ops.outcome_batch(updates)
+        return await self._run(lambda conn: ops.record_outcomes(conn, self._now(), batch))
 
-    async def recover_expired_leases(self) -> int:
-        return await self._run(lambda conn: ops.recover_expired_leases(conn, self._now()))
+    async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
+        batch, delay = ops.ref_batch(refs), micros_of_seconds(delay_seconds)
+        return await self._run(lambda conn: ops.hand_back(conn, self._now(), batch, delay))
 
-    async def cancel(self, event_id: str) -> CancelResult:
-        return await self._run(lambda conn: ops.cancel(conn, self._now(), event_id))
+    async def extend_leases(self, refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        batch, lease = ops.ref_batch(refs), micros_of_seconds(lease_seconds)
+        return await self._run(lambda conn: ops.extend_leases(conn, self._now(), batch, lease))
 
-    async def cancel_by_external_id(
-        self, external_job_id: str, *, sources: Collection[str] | None = None
-    ) -> int:
-        wanted = source_set(sources)
+    # -- coordination ------------------------------------------------------------------------
+
+    async def acquire_leadership(self, role: str, holder: str, ttl_seconds: float) -> bool:
+        ttl = micros_of_seconds(ttl_seconds)
         return await self._run(
-            lambda conn: ops.cancel_by_external_id(conn, self._now(), external_job_id, wanted)
+            lambda conn: ops.acquire_leadership(conn, self._now(), role, holder, ttl)
         )
 
-    async def get(self, event_id: str) -> Event | None:
-        return await self._run(partial(ops.get, event_id=event_id))
+    async def release_leadership(self, role: str, holder: str) -> None:
+        await self._run(partial(ops.release_leadership, role=role, holder=holder))
+
+    async def heartbeat(self, beat: WorkerBeat) -> None:
+        await self._run(lambda conn: ops.heartbeat(conn, self._now(), beat))
+
+    async def workers(self) -> list[WorkerRecord]:
+        return await self._run(lambda conn: ops.workers(conn, self._now()))
+
+    async def forget_workers(self, silent_seconds: float) -> int:
+        return await self._run(
+            lambda conn: ops.forget_workers(conn, self._now() - micros_of_seconds(silent_seconds))
+        )
+
+    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
+        dead = frozenset(dead_workers)
+        return await self._run(lambda conn: ops.recover_lost_claims(conn, self._now(), dead))
+
+    # -- queries -----------------------------------------------------------------------------
+
+    async def get(self, event_id: str, *, sources: frozenset[str] | None) -> Event | None:
+        return await self._run(partial(ops.get, event_id=event_id, sources=sources))
 
     async def find_by_external_id(
-        self,
-        external_job_id: str,
-        limit: int = 100,
-        *,
-        sources: Collection[str] | None = None,
+        self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
     ) -> list[Event]:
-        wanted = source_set(sources)
         return await self._run(
             partial(
                 ops.find_by_external_id,
                 external_job_id=external_job_id,
                 limit=limit,
-                sources=wanted,
+                sources=sources,
             )
         )
 
-    async def count_by_status(
-        self, sources: Collection[str] | None = None
-    ) -> Mapping[EventStatus, int]:
-        return await self._run(partial(listing.count_by_status, sources=source_set(sources)))
-
-    async def list_events(
-        self, query: EventQuery, limit: int, after: Cursor | None = None
-    ) -> EventPage:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+    async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
         return await self._run(partial(listing.list_events, query=query, limit=limit, after=after))
 
-    async def redeliver(self, event_id: str, now: datetime) -> RedeliverResult:
-        moment = to_micros(now)
-        return await self._run(partial(ops.redeliver, now=moment, event_id=event_id))
-
-    async def redeliver_dead_letters(
-        self,
-        *,
-        sources: Collection[str] | None,
-        scheduled_from: datetime | None,
-        scheduled_to: datetime | None,
-        now: datetime,
-        limit: int = 10_000,
-    ) -> int:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        work = partial(
-            listing.redeliver_dead_letters,
-            now=to_micros(now),
-            sources=source_set(sources),
-            scheduled=(optional_micros(scheduled_from), optional_micros(scheduled_to)),
-            limit=limit,
-        )
-        return await self._run(work)
-
-    async def next_due_at(self) -> datetime | None:
-        return await self._run(ops.next_due_at)
+    async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
+        return await self._run(partial(listing.count_by_status, sources=sources))
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._run(partial(ops.attempts, event_id=event_id))
 
-    async def delete_terminal_before(self, cutoff: datetime, batch_size: int = 10_000) -> int:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    # -- operator actions --------------------------------------------------------------------
+
+    async def cancel(
+        self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> CancelResult:
+        return await self._run(lambda conn: ops.cancel(conn, self._now(), event_id, sources, when))
+
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> int:
+        return await self._run(
+            lambda conn: ops.cancel_by_external_id(
+                conn, self._now(), external_job_id, sources, when
+            )
+        )
+
+    async def redeliver(
+        self,
+        event_id: str,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> RedeliverResult:
+        moment = to_micros(now)
+        return await self._run(lambda conn: ops.redeliver(conn, moment, event_id, sources, when))
+
+    async def redeliver_matching(
+        self,
+        *,
+        status: EventStatus,
+        sources: frozenset[str] | None,
+        scheduled: tuple[datetime | None, datetime | None],
+        now: datetime,
+        limit: int,
+    ) -> int:
+        work = partial(
+            listing.redeliver_matching,
+            now=to_micros(now),
+            status=status,
+            sources=sources,
+            scheduled=(optional_micros(scheduled[0]), optional_micros(scheduled[1])),
+            limit=limit,
+        )
+        return await self._run(work)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def delete_finished_before(
+        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+    ) -> int:
         limit = to_micros(cutoff)
         total = 0
         # One transaction per batch, each a separate job on the SQLite thread, so claims and
         # inserts queued meanwhile run between batches instead of waiting for the whole purge.
         while True:
             deleted = await self._run(
-                partial(ops.delete_terminal_batch, cutoff=limit, batch_size=batch_size)
+                partial(
+                    ops.delete_finished_batch,
+                    cutoff=limit,
+                    statuses=statuses,
+                    batch_size=batch_size,
+                )
             )
             total += deleted
             if deleted < batch_size:
@@ -238,7 +277,13 @@ class SqliteEventStore:
         return to_micros(self._clock.now())
 
     def _connect(self) -> None:
-        self._conn = connect(self._path)
+        conn = connect(self._path)
+        try:
+            ops.fill_destination_keys(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None

@@ -347,3 +347,8 @@ class DestinationOut(msgspec.Struct):
     trips: int
     in_flight: int
     waiting: int
+    concurrency: Annotated[int, _doc("Deliveries in flight at once allowed (0: no cap).")]
+    rate: Annotated[float, _doc("Deliveries per second allowed (0: no limit).")]
+    probe_in_seconds: Annotated[
+        float | None, _doc("While the breaker is open: seconds until one delivery probes.")
+    ]

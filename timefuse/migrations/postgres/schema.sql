@@ -17,7 +17,8 @@ CREATE TABLE timefuse_schema_version (
 INSERT INTO timefuse_schema_version (version, name) VALUES
     (1, '0001_events.sql'),
     (2, '0002_status_counts.sql'),
-    (3, '0003_operations.sql');
+    (3, '0003_operations.sql'),
+    (4, '0004_claims_and_workers.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -45,6 +46,8 @@ CREATE TABLE events (
     extra                     jsonb            NOT NULL DEFAULT '{}',
     claimed_at                timestamptz,
     attempt_records           integer          NOT NULL DEFAULT 0,
+    destination_key           text             NOT NULL DEFAULT '',
+    claim_count               integer          NOT NULL DEFAULT 0,
     CONSTRAINT events_pkey PRIMARY KEY (id, scheduled_at),
     CONSTRAINT events_status_check CHECK (status IN (
         'PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER', 'CANCELLED'))
@@ -155,3 +158,19 @@ CREATE TRIGGER events_count_updated
 CREATE TRIGGER events_count_deleted
     AFTER DELETE ON events REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION timefuse_count_event_statuses();
+
+CREATE TABLE timefuse_leaders (
+    role       text        NOT NULL,
+    holder     text        NOT NULL,
+    expires_at timestamptz NOT NULL,
+    CONSTRAINT timefuse_leaders_pkey PRIMARY KEY (role)
+);
+
+CREATE TABLE timefuse_workers (
+    worker     text        NOT NULL,
+    roles      text[]      NOT NULL,
+    started_at timestamptz NOT NULL,
+    last_seen  timestamptz NOT NULL,
+    in_flight  integer     NOT NULL DEFAULT 0,
+    CONSTRAINT timefuse_workers_pkey PRIMARY KEY (worker)
+);

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 
 INSERT INTO schema_version (version)
-SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- A rowid table (not WITHOUT ROWID): payloads can reach 1 MiB, and SQLite advises against
 -- WITHOUT ROWID for rows that large. The claim subquery selects rowids straight from the
@@ -43,7 +43,11 @@ CREATE TABLE IF NOT EXISTS events (
     retry_backoff_max_seconds REAL,
     extra                     TEXT    NOT NULL DEFAULT '{}',
     -- When the event was last claimed: the start of the attempt a lease expiry records.
-    claimed_at                INTEGER
+    claimed_at                INTEGER,
+    -- The receiver's canonical name (timefuse.domain.destination), for limits and breakers.
+    destination_key           TEXT    NOT NULL DEFAULT '',
+    -- Claims ever made of the event, never going back: the token of the current claim.
+    claim_count               INTEGER NOT NULL DEFAULT 0
 );
 
 -- The dedup key: a resubmission of the same job for the same instant is the same event.
@@ -53,9 +57,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_dedup_key
     ON events (external_job_id, source, scheduled_at);
 
 -- The claim: only PENDING rows are indexed, so the index stays as small as the backlog and
--- delivered events cost nothing here.
+-- delivered events cost nothing here. The destination and type let a claim skip what it must
+-- leave (a destination its breaker closed, a type this process can't deliver) in the index.
 CREATE INDEX IF NOT EXISTS events_due
-    ON events (next_attempt_at) WHERE status = 'PENDING';
+    ON events (next_attempt_at, destination_key, delivery_type) WHERE status = 'PENDING';
 
 -- Retention scans (status IN terminal, updated_at < cutoff). It also serves lease recovery:
 -- its ('PROCESSING', ...) prefix holds only in-flight events, so no separate lease index.
@@ -91,3 +96,19 @@ CREATE TABLE IF NOT EXISTS event_attempts (
 -- Serves the history of one event, and the next attempt_seq (its maximum + 1) in one seek.
 CREATE UNIQUE INDEX IF NOT EXISTS event_attempts_event_seq
     ON event_attempts (event_id, attempt_seq);
+
+-- Leadership of process-wide work (maintenance): one holder per role until its time runs out.
+CREATE TABLE IF NOT EXISTS timefuse_leaders (
+    role       TEXT    NOT NULL PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+-- Processes heard of recently: their heartbeats, for lease recovery and the admin API.
+CREATE TABLE IF NOT EXISTS timefuse_workers (
+    worker     TEXT    NOT NULL PRIMARY KEY,
+    roles      TEXT    NOT NULL,
+    started_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    in_flight  INTEGER NOT NULL DEFAULT 0
+);

@@ -1,0 +1,237 @@
+"""The destination gate on its own: what it starts, queues, hands back, and lets claims take."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.service.conftest import loop_time
+from timefuse.domain.outcome import DeliveryOutcome
+from timefuse.service.gate import (
+    Claimed,
+    DestinationGate,
+    DestinationLimits,
+    GateSettings,
+    HandBackReason,
+)
+from timefuse.testing.factories import make_event
+
+pytestmark = pytest.mark.looptime
+
+FAIL = DeliveryOutcome.retriable("HTTP 503", 503)
+OK = DeliveryOutcome.success(200)
+
+
+@dataclass
+class Seen:
+    started: list[Claimed] = field(default_factory=list)
+    handed_back: list[tuple[Claimed, float, HandBackReason]] = field(default_factory=list)
+    rooms: int = 0
+
+
+def gate_with(seen: Seen, **settings: object) -> DestinationGate:
+    return DestinationGate(
+        GateSettings(**settings),  # type: ignore[arg-type]
+        start=seen.started.append,
+        hand_back=lambda c, delay, why: seen.handed_back.append((c, delay, why)),
+        monotonic=loop_time,
+        on_room=lambda: setattr(seen, "rooms", seen.rooms + 1),
+    )
+
+
+def claimed(host: str = "a.example", at: float | None = None) -> Claimed:
+    event = make_event(destination=f"https://{host}/hook", locked_by="worker-1", claim_count=1)
+    return Claimed.of(event, loop_time() if at is None else at)
+
+
+async def test_a_destination_with_room_starts_events_at_once() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=2))
+    first, second, third = claimed(), claimed(), claimed()
+    for c in (first, second, third):
+        gate.admit(c)
+    assert seen.started == [first, second]
+    assert gate.occupied == 3  # two in flight, one waiting
+    gate.finished(first, OK, 0.1)
+    assert seen.started == [first, second, third]
+
+
+async def test_nothing_waits_longer_than_the_hold_time() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1), hold_seconds=2.0)
+    running, waiting = claimed(), claimed()
+    gate.admit(running)
+    gate.admit(waiting)
+    await asyncio.sleep(1.9)
+    assert seen.handed_back == []
+    await asyncio.sleep(0.2)
+    (back, delay, reason) = seen.handed_back[0]
+    assert (back, reason) == (waiting, HandBackReason.WAIT)
+    assert 0 < delay <= 2.0
+    gate.finished(running, OK, 0.1)
+    assert seen.started == [running]  # the handed-back event is not started after all
+
+
+async def test_a_claim_made_long_ago_is_handed_back_not_started() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1), hold_seconds=2.0)
+    busy = claimed()
+    gate.admit(busy)
+    stale = claimed(at=loop_time() - 5.0)  # its claim was asked for 5 s ago
+    gate.admit(stale)
+    assert [b for b, _, _ in seen.handed_back] == [stale]
+    assert seen.started == [busy]
+
+
+async def test_a_rate_starts_events_as_tokens_come_and_hands_back_the_rest() -> None:
+    seen = Seen()
+    starts: list[float] = []
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=2.0, burst=1), hold_seconds=2.0),
+        start=lambda c: starts.append(loop_time()),
+        hand_back=lambda c, delay, why: seen.handed_back.append((c, delay, why)),
+        monotonic=loop_time,
+    )
+    start = loop_time()
+    for _ in range(10):
+        gate.admit(claimed())
+    await asyncio.sleep(3.0)
+    # One token at once, then one each half second, until the claim's hold time is up.
+    assert [round(t - start, 2) for t in starts] == [0.0, 0.5, 1.0, 1.5]
+    assert len(seen.handed_back) == 6
+    assert {reason for _, _, reason in seen.handed_back} == {HandBackReason.WAIT}
+    # The tokens went to the events started: the next one is there half a second after
+    # the last start, not spent on the events handed back.
+    gate.admit(claimed())
+    assert len(starts) == 5
+
+
+async def test_a_destination_that_can_take_nothing_is_left_out_of_claims() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1), hold_seconds=1.0)
+    first = claimed("slow.example")
+    gate.admit(first)
+    gate.finished(first, OK, 30.0)  # the receiver takes 30 s an answer
+    gate.admit(claimed("slow.example"))
+    budget = gate.claim_budget()
+    assert "slow.example:443" in budget.excluded
+    assert "slow.example:443" not in budget.budgets
+    assert budget.default == 1  # a destination not met yet: one round of its cap
+
+
+async def test_a_destination_left_out_asks_for_claims_again_once_it_has_room() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1), hold_seconds=1.0)
+    first = claimed("slow.example")
+    gate.admit(first)
+    assert "slow.example:443" in gate.claim_budget().excluded
+    rooms = seen.rooms
+    gate.finished(first, OK, 10.0)
+    assert seen.rooms == rooms + 1
+    assert gate.claim_budget().budgets["slow.example:443"] >= 1
+
+
+async def test_a_budget_is_what_a_destination_starts_within_the_hold_time() -> None:
+    seen = Seen()
+    gate = gate_with(
+        seen,
+        default=DestinationLimits(concurrency=0),
+        overrides={"metered.example:443": DestinationLimits(concurrency=0, rate=10.0, burst=10)},
+        hold_seconds=5.0,
+    )
+    budget = gate.claim_budget()
+    assert budget.budgets["metered.example:443"] == 10  # nothing met yet: one burst
+    gate.admit(claimed("metered.example"))
+    # 9 tokens left + 10/s for (most of) the hold time.
+    assert 40 <= gate.claim_budget().budgets["metered.example:443"] <= 50
+
+
+async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alone() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=30.0)
+    for _ in range(2):
+        c = claimed("down.example")
+        gate.admit(c)
+        gate.finished(c, FAIL, 0.1)
+    assert "down.example:443" in gate.claim_budget().excluded
+    late = claimed("down.example")
+    gate.admit(late)
+    (back, delay, reason) = seen.handed_back[-1]
+    assert (back, reason) == (late, HandBackReason.BREAKER)
+    assert delay == pytest.approx(30.0, abs=0.1)
+    await asyncio.sleep(30.0)
+    assert gate.claim_budget().budgets["down.example:443"] == 1  # the probe alone
+    probe = claimed("down.example")
+    gate.admit(probe)
+    assert seen.started[-1] is probe
+    assert "down.example:443" in gate.claim_budget().excluded  # while the probe is out
+
+
+async def test_an_abandoned_probe_lets_another_event_probe() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(5.0)
+    probe = claimed("down.example")
+    gate.admit(probe)
+    gate.abandoned(probe)
+    again = claimed("down.example")
+    gate.admit(again)
+    assert seen.started[-1] is again
+
+
+async def test_a_reset_breaker_takes_events_at_once() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=600.0)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    rooms = seen.rooms
+    gate.claim_budget()
+    assert gate.reset_breaker("down.example:443")
+    assert seen.rooms == rooms + 1
+    after = claimed("down.example")
+    gate.admit(after)
+    assert seen.started[-1] is after
+    assert not gate.reset_breaker("unknown.example:443")
+
+
+async def test_an_idle_destination_is_forgotten() -> None:
+    seen = Seen()
+    gate = gate_with(seen, idle_seconds=60.0)
+    c = claimed("once.example")
+    gate.admit(c)
+    gate.finished(c, OK, 0.1)
+    assert "once.example:443" in gate.snapshot()
+    await asyncio.sleep(61.0)
+    gate.claim_budget()
+    assert gate.snapshot() == {}
+
+
+async def test_the_snapshot_of_active_destinations_is_bounded() -> None:
+    seen = Seen()
+    gate = gate_with(seen)
+    for n in range(50):
+        gate.admit(claimed(f"host-{n}.example"))
+    done = claimed("idle.example")
+    gate.admit(done)
+    gate.finished(done, OK, 0.1)
+    active = gate.snapshot(active_only=True, top=10)
+    assert len(active) == 10
+    assert "idle.example:443" not in gate.snapshot(active_only=True)
+    assert len(gate.snapshot()) == 51
+
+
+async def test_draining_takes_every_waiting_event_and_stops_the_timers() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1), hold_seconds=2.0)
+    running, waiting = claimed(), claimed()
+    gate.admit(running)
+    gate.admit(waiting)
+    assert gate.drain() == [waiting]
+    await asyncio.sleep(5.0)
+    assert seen.handed_back == []  # the timer that would have handed it back is gone

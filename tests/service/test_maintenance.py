@@ -1,0 +1,87 @@
+"""Maintenance on the in-memory store: one leader at a time, recovery, retention, gauges."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.service.conftest import World
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimRequest, WorkerBeat
+from timefuse.testing.factories import make_outcome
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_one_of_several_processes_leads_and_another_takes_over_when_it_stops(
+    world: World,
+) -> None:
+    first = world.maintenance("first", leadership_seconds=5.0)
+    second = world.maintenance("second", leadership_seconds=5.0)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    running = [
+        asyncio.create_task(first.run(stop_first)),
+        asyncio.create_task(second.run(stop_second)),
+    ]
+    await asyncio.sleep(3.0)
+    assert [first.leading, second.leading].count(True) == 1
+    leader, stop_leader = (first, stop_first) if first.leading else (second, stop_second)
+    other = second if leader is first else first
+    stop_leader.set()  # a graceful stop gives the leadership up at once
+    await asyncio.sleep(2.0)
+    assert other.leading
+    stop_first.set()
+    stop_second.set()
+    await asyncio.gather(*running)
+
+
+async def test_a_leader_that_stops_renewing_loses_leadership_after_its_time(
+    world: World,
+) -> None:
+    assert await world.store.acquire_leadership("maintenance", "hung", 10.0)
+    other = world.maintenance("other", leadership_seconds=10.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(other.run(stop))
+    await asyncio.sleep(9.0)
+    assert not other.leading
+    await asyncio.sleep(2.5)
+    assert other.leading
+    stop.set()
+    await task
+
+
+async def test_only_the_leader_recovers_lost_claims(world: World) -> None:
+    (event,) = await world.submit(world.event(max_retries=3))
+    await world.memory.claim(ClaimRequest("crashed", 10, 1.0))
+    assert await world.store.acquire_leadership("maintenance", "someone-else", 60.0)
+    await world.run(5.0, maintenance=world.maintenance("follower"))
+    assert (await world.stored(event)).status is EventStatus.PROCESSING
+    await world.store.release_leadership("maintenance", "someone-else")
+    await world.run(3.0, maintenance=world.maintenance("follower"))
+    assert (await world.stored(event)).status is EventStatus.PENDING
+
+
+async def test_retention_deletes_old_finished_events_and_keeps_the_rest(world: World) -> None:
+    done, waiting = await world.submit(world.event(), world.event(after=86_400 * 30))
+    (claimed,) = (await world.memory.claim(ClaimRequest("w", 1, 60.0))).events
+    await world.store.record_outcomes([make_outcome(claimed)])
+    await asyncio.sleep(86_400 * 8)  # eight days later (fake time)
+    await world.run(5.0, maintenance=world.maintenance(retention_days=7))
+    assert await world.store.get(done.id) is None
+    assert (await world.stored(waiting)).status is EventStatus.PENDING
+
+
+async def test_the_status_gauges_are_refreshed_by_the_leader(world: World) -> None:
+    await world.submit(*(world.event(after=600.0) for _ in range(3)))
+    await world.run(2.0, maintenance=world.maintenance())
+    registry = world.metrics.registry
+    assert registry.get_sample_value("timefuse_events", {"status": "PENDING"}) == 3
+
+
+async def test_silent_workers_are_forgotten_after_a_day(world: World) -> None:
+    await world.store.heartbeat(WorkerBeat("gone", ("dispatch",), datetime.now(UTC), 0))
+    await asyncio.sleep(timedelta(days=1, seconds=5).total_seconds())
+    await world.run(2.0, maintenance=world.maintenance())
+    assert await world.store.workers() == []

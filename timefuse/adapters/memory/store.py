@@ -1,0 +1,538 @@
+"""The in-memory store: every role port on plain dicts, on the clock it is given.
+
+It keeps nothing across processes or restarts, so it is for tests (and trying timefuse out),
+where it makes the dispatcher, maintenance and the API testable in milliseconds with a fake
+clock. It passes the same contract suite as the SQLite and PostgreSQL adapters, so it can't
+drift from them. :class:`StoreFaults` makes calls fail or stall on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from timefuse.domain.cursor import Cursor
+from timefuse.domain.event import Event
+from timefuse.domain.lease import LEASE_EXPIRED_ERROR, expire_lease
+from timefuse.domain.outcome import OutcomeKind
+from timefuse.domain.status import EventStatus
+from timefuse.ports.clock import Clock
+from timefuse.ports.store import (
+    AttemptRecord,
+    CancelResult,
+    Capabilities,
+    ClaimBatch,
+    ClaimRef,
+    ClaimRequest,
+    DueFilter,
+    EventPage,
+    EventQuery,
+    NextDue,
+    OutcomeUpdate,
+    RedeliverResult,
+    StoreUnavailable,
+    WorkerBeat,
+    WorkerRecord,
+)
+
+
+class _SystemTime:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class StoreFaults:
+    """Failures to inject: ``fail["claim"] = [StoreUnavailable("down")]`` makes the next
+    ``claim`` raise that; ``stall["record_outcomes"] = event`` makes calls wait for it."""
+
+    fail: dict[str, list[BaseException]] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+    stall: dict[str, asyncio.Event] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    async def check(self, operation: str) -> None:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        gate = self.stall.get(operation)
+        if gate is not None:
+            await gate.wait()
+        if operation in self.down or "*" in self.down:
+            raise StoreUnavailable(f"the store is down ({operation})")
+        queued = self.fail.get(operation)
+        if queued:
+            raise queued.pop(0)
+
+
+@dataclass
+class _Worker:
+    beat: WorkerBeat
+    last_seen: datetime
+
+
+class MemoryStore:
+    """:class:`timefuse.ports.store.StoreAdapter` in memory.
+
+    :param clock: the store's own clock (leases, due times); the system clock by default.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or _SystemTime()
+        self.faults = StoreFaults()
+        self._events: dict[str, Event] = {}
+        self._dedup: dict[tuple[str, str, datetime], str] = {}
+        self._history: dict[str, list[AttemptRecord]] = {}
+        self._claimed_at: dict[str, datetime] = {}
+        self._leaders: dict[str, tuple[str, datetime]] = {}
+        self._workers: dict[str, _Worker] = {}
+        self._open = False
+        self._watchers: list[Callable[[datetime | None], None]] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(shared=False)
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def ping(self) -> None:
+        await self._enter("ping")
+
+    async def _enter(self, operation: str) -> None:
+        if not self._open:
+            raise StoreUnavailable("the in-memory store is not open")
+        await self.faults.check(operation)
+
+    def _now(self) -> datetime:
+        return self._clock.now()
+
+    # -- submissions -------------------------------------------------------------------------
+
+    async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
+        await self._enter("insert_many")
+        stored: dict[str, str] = {}
+        for event in events:
+            if event.id in self._events:
+                stored[event.id] = event.id
+                continue
+            key = _dedup_key(event)
+            twin = self._dedup.get(key)
+            if twin is not None:
+                stored[event.id] = twin
+                continue
+            self._events[event.id] = replace(event, extra=dict(event.extra))
+            self._dedup[key] = event.id
+            stored[event.id] = event.id
+        return stored
+
+    # -- claims and outcomes -----------------------------------------------------------------
+
+    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
+        types = due.delivery_types
+        found = [
+            event
+            for event in self._events.values()
+            if event.status is EventStatus.PENDING
+            and event.next_attempt_at <= now
+            and (types is None or event.delivery_type in types)
+            and event.destination_key not in due.excluded_destinations
+        ]
+        found.sort(key=lambda event: (event.next_attempt_at, event.id))
+        return found
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        await self._enter("claim")
+        now = self._now()
+        taken: list[Event] = []
+        per_key: dict[str, int] = {}
+        for event in self._due(request.due, now):
+            if len(taken) >= request.limit:
+                break
+            budget = request.budgets.get(event.destination_key, request.default_budget)
+            count = per_key.get(event.destination_key, 0)
+            if budget is not None and count >= budget:
+                continue
+            per_key[event.destination_key] = count + 1
+            claimed = replace(
+                event,
+                status=EventStatus.PROCESSING,
+                locked_by=request.worker,
+                lock_expires_at=now + timedelta(seconds=request.lease_seconds),
+                attempts=event.attempts + 1,
+                claim_count=event.claim_count + 1,
+                updated_at=now,
+            )
+            self._events[event.id] = claimed
+            self._claimed_at[event.id] = now
+            taken.append(replace(claimed, extra=dict(claimed.extra)))
+        return ClaimBatch(taken, now)
+
+    async def next_due(self, due: DueFilter) -> NextDue:
+        await self._enter("next_due")
+        now = self._now()
+        types = due.delivery_types
+        times = [
+            event.next_attempt_at
+            for event in self._events.values()
+            if event.status is EventStatus.PENDING
+            and (types is None or event.delivery_type in types)
+            and event.destination_key not in due.excluded_destinations
+        ]
+        return NextDue(min(times) if times else None, now)
+
+    def _held(self, ref: ClaimRef) -> Event | None:
+        event = self._events.get(ref.event_id)
+        if (
+            event is None
+            or event.status is not EventStatus.PROCESSING
+            or event.claim_count != ref.claim
+            or event.locked_by != ref.worker
+        ):
+            return None
+        return event
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        await self._enter("record_outcomes")
+        now = self._now()
+        applied = 0
+        for update in updates:
+            event = self._held(update.ref)
+            if event is None:
+                continue
+            next_at = event.next_attempt_at
+            if update.retry_delay_seconds is not None:
+                next_at = now + timedelta(seconds=update.retry_delay_seconds)
+            self._events[event.id] = replace(
+                event,
+                status=update.status,
+                retry_count=update.retry_count,
+                last_error=update.last_error,
+                next_attempt_at=next_at,
+                executed_at=update.executed_at or event.executed_at,
+                locked_by=None,
+                lock_expires_at=None,
+                updated_at=now,
+            )
+            self._keep_attempt(event.id, update.attempt)
+            applied += 1
+        return applied
+
+    def _keep_attempt(self, event_id: str, record: AttemptRecord) -> None:
+        history = self._history.setdefault(event_id, [])
+        history.append(replace(record, sequence=len(history) + 1))
+
+    async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
+        await self._enter("hand_back")
+        now = self._now()
+        count = 0
+        for ref in refs:
+            event = self._held(ref)
+            if event is None:
+                continue
+            self._events[event.id] = replace(
+                event,
+                status=EventStatus.PENDING,
+                next_attempt_at=now + timedelta(seconds=delay_seconds),
+                attempts=max(event.attempts - 1, 0),
+                locked_by=None,
+                lock_expires_at=None,
+                updated_at=now,
+            )
+            count += 1
+        self._notify(now)
+        return count
+
+    async def extend_leases(self, refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        await self._enter("extend_leases")
+        now = self._now()
+        count = 0
+        for ref in refs:
+            event = self._held(ref)
+            if event is not None:
+                expires = now + timedelta(seconds=lease_seconds)
+                self._events[event.id] = replace(event, lock_expires_at=expires)
+                count += 1
+        return count
+
+    # -- coordination ------------------------------------------------------------------------
+
+    async def acquire_leadership(self, role: str, holder: str, ttl_seconds: float) -> bool:
+        await self._enter("acquire_leadership")
+        now = self._now()
+        current = self._leaders.get(role)
+        if current is None or current[0] == holder or current[1] < now:
+            self._leaders[role] = (holder, now + timedelta(seconds=ttl_seconds))
+            return True
+        return False
+
+    async def release_leadership(self, role: str, holder: str) -> None:
+        await self._enter("release_leadership")
+        current = self._leaders.get(role)
+        if current is not None and current[0] == holder:
+            del self._leaders[role]
+
+    async def heartbeat(self, beat: WorkerBeat) -> None:
+        await self._enter("heartbeat")
+        self._workers[beat.worker] = _Worker(beat, self._now())
+
+    async def workers(self) -> list[WorkerRecord]:
+        await self._enter("workers")
+        now = self._now()
+        found = [
+            WorkerRecord(
+                worker=w.beat.worker,
+                roles=w.beat.roles,
+                started_at=w.beat.started_at,
+                last_seen=w.last_seen,
+                silent_seconds=(now - w.last_seen).total_seconds(),
+                in_flight=w.beat.in_flight,
+            )
+            for w in self._workers.values()
+        ]
+        found.sort(key=lambda record: record.last_seen, reverse=True)
+        return found
+
+    async def forget_workers(self, silent_seconds: float) -> int:
+        await self._enter("forget_workers")
+        limit = self._now() - timedelta(seconds=silent_seconds)
+        gone = [name for name, w in self._workers.items() if w.last_seen < limit]
+        for name in gone:
+            del self._workers[name]
+        return len(gone)
+
+    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
+        await self._enter("recover_expired_leases")
+        now = self._now()
+        count = 0
+        for event in list(self._events.values()):
+            if event.status is not EventStatus.PROCESSING:
+                continue
+            expired = event.lock_expires_at is not None and event.lock_expires_at < now
+            if not expired and event.locked_by not in dead_workers:
+                continue
+            expiry = expire_lease(
+                attempts=event.attempts,
+                retry_count=event.retry_count,
+                max_retries=event.max_retries,
+                now=now,
+            )
+            started = self._claimed_at.get(event.id, event.updated_at)
+            self._keep_attempt(
+                event.id,
+                AttemptRecord(
+                    attempt=event.attempts,
+                    started_at=started,
+                    duration_ms=(now - started).total_seconds() * 1000.0,
+                    outcome=OutcomeKind.RETRIABLE,
+                    status_code=None,
+                    error=LEASE_EXPIRED_ERROR,
+                    worker=event.locked_by or "",
+                ),
+            )
+            self._events[event.id] = replace(
+                event,
+                status=expiry.status,
+                retry_count=expiry.retry_count,
+                next_attempt_at=expiry.next_attempt_at or event.next_attempt_at,
+                last_error=LEASE_EXPIRED_ERROR,
+                locked_by=None,
+                lock_expires_at=None,
+                updated_at=now,
+            )
+            count += 1
+        if count:
+            self._notify(None)
+        return count
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def _visible(self, event_id: str, sources: frozenset[str] | None) -> Event | None:
+        event = self._events.get(event_id)
+        if event is None or (sources is not None and event.source not in sources):
+            return None
+        return event
+
+    async def get(self, event_id: str, *, sources: frozenset[str] | None) -> Event | None:
+        await self._enter("get")
+        event = self._visible(event_id, sources)
+        return None if event is None else replace(event, extra=dict(event.extra))
+
+    async def find_by_external_id(
+        self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
+    ) -> list[Event]:
+        await self._enter("find_by_external_id")
+        found = [
+            event
+            for event in self._events.values()
+            if event.external_job_id == external_job_id
+            and (sources is None or event.source in sources)
+        ]
+        found.sort(key=lambda event: (event.created_at, event.id), reverse=True)
+        return found[:limit]
+
+    async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
+        await self._enter("list_events")
+        found = sorted(
+            (event for event in self._events.values() if _matches(event, query, after)),
+            key=_position,
+        )
+        page = found[:limit]
+        if len(found) <= limit:
+            return EventPage(page, None)
+        return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+
+    async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
+        await self._enter("count_by_status")
+        counts = dict.fromkeys(EventStatus, 0)
+        for event in self._events.values():
+            if sources is None or event.source in sources:
+                counts[event.status] += 1
+        return counts
+
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
+        await self._enter("attempts")
+        return list(self._history.get(event_id, []))
+
+    # -- operator actions --------------------------------------------------------------------
+
+    async def cancel(
+        self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> CancelResult:
+        await self._enter("cancel")
+        event = self._visible(event_id, sources)
+        if event is None:
+            return CancelResult.NOT_FOUND
+        if event.status not in when:
+            return CancelResult.NOT_PENDING
+        self._set_status(event, EventStatus.CANCELLED)
+        return CancelResult.CANCELLED
+
+    def _set_status(self, event: Event, status: EventStatus) -> None:
+        self._events[event.id] = replace(event, status=status, updated_at=self._now())
+
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> int:
+        await self._enter("cancel_by_external_id")
+        count = 0
+        for event in list(self._events.values()):
+            if (
+                event.external_job_id == external_job_id
+                and event.status in when
+                and (sources is None or event.source in sources)
+            ):
+                self._set_status(event, EventStatus.CANCELLED)
+                count += 1
+        return count
+
+    def _redeliver(self, event: Event, now: datetime) -> None:
+        self._events[event.id] = replace(
+            event,
+            status=EventStatus.PENDING,
+            next_attempt_at=now,
+            attempts=0,
+            retry_count=0,
+            locked_by=None,
+            lock_expires_at=None,
+            updated_at=now,
+        )
+
+    async def redeliver(
+        self,
+        event_id: str,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> RedeliverResult:
+        await self._enter("redeliver")
+        event = self._visible(event_id, sources)
+        if event is None:
+            return RedeliverResult.NOT_FOUND
+        if event.status not in when:
+            return RedeliverResult.NOT_REDELIVERABLE
+        self._redeliver(event, now)
+        self._notify(now)
+        return RedeliverResult.REDELIVERED
+
+    async def redeliver_matching(
+        self,
+        *,
+        status: EventStatus,
+        sources: frozenset[str] | None,
+        scheduled: tuple[datetime | None, datetime | None],
+        now: datetime,
+        limit: int,
+    ) -> int:
+        await self._enter("redeliver_matching")
+        query = EventQuery(status, sources, scheduled[0], scheduled[1])
+        chosen = sorted(
+            (event for event in self._events.values() if _matches(event, query, None)),
+            key=_position,
+        )[:limit]
+        for event in chosen:
+            self._redeliver(event, now)
+        if chosen:
+            self._notify(now)
+        return len(chosen)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def delete_finished_before(
+        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+    ) -> int:
+        await self._enter("delete_finished_before")
+        gone = [
+            event
+            for event in self._events.values()
+            if event.status in statuses and event.updated_at < cutoff
+        ]
+        for event in gone:
+            del self._events[event.id]
+            self._dedup.pop(_dedup_key(event), None)
+            self._history.pop(event.id, None)
+            self._claimed_at.pop(event.id, None)
+        return len(gone)
+
+    # -- for tests ---------------------------------------------------------------------------
+
+    def watch(self, notify: Callable[[datetime | None], None]) -> None:
+        """Have ``notify`` called when events become due by a hand-back or a redelivery."""
+        self._watchers.append(notify)
+
+    def _notify(self, due_at: datetime | None) -> None:
+        for notify in self._watchers:
+            notify(due_at)
+
+    def snapshot(self) -> dict[str, Event]:
+        """Every stored event by id (copies), for assertions."""
+        return {event_id: replace(event) for event_id, event in self._events.items()}
+
+
+def _dedup_key(event: Event) -> tuple[str, str, datetime]:
+    return (event.external_job_id, event.source, event.scheduled_at.astimezone(UTC))
+
+
+def _position(event: Event) -> tuple[datetime, Any]:
+    # Code point order of the id, as the SQL stores compare it (COLLATE "C", BINARY).
+    return (event.scheduled_at, event.id.encode("utf-32-be"))
+
+
+def _matches(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+    if query.status is not None and event.status is not query.status:
+        return False
+    if query.sources is not None and event.source not in query.sources:
+        return False
+    if query.scheduled_from is not None and event.scheduled_at < query.scheduled_from:
+        return False
+    if query.scheduled_to is not None and event.scheduled_at >= query.scheduled_to:
+        return False
+    return after is None or _position(event) > (
+        after.scheduled_at,
+        after.event_id.encode("utf-32-be"),
+    )

@@ -1,0 +1,53 @@
+"""Operator actions: cancelling and redelivering events.
+
+Each is one conditional write, so it never races a claim. Which statuses an action applies to
+is the caller's rule (the rule layer passes it in), not the adapter's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store.records import CancelResult, RedeliverResult
+
+
+class OperatorActions(Protocol):
+    async def cancel(
+        self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> CancelResult:
+        """CANCELLED, if the event (of ``sources``, when given) is in one of ``when``."""
+        ...
+
+    async def cancel_by_external_id(
+        self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
+    ) -> int:
+        """Cancel every event with that external id (of ``sources``) in one of ``when``."""
+        ...
+
+    async def redeliver(
+        self,
+        event_id: str,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> RedeliverResult:
+        """Start a new delivery round for an event in one of ``when``: PENDING, due ``now``,
+        ``attempts`` and ``retry_count`` 0, lease fields cleared, ``updated_at`` = ``now``;
+        ``last_error``, ``executed_at`` and the history stay."""
+        ...
+
+    async def redeliver_matching(
+        self,
+        *,
+        status: EventStatus,
+        sources: frozenset[str] | None,
+        scheduled: tuple[datetime | None, datetime | None],
+        now: datetime,
+        limit: int,
+    ) -> int:
+        """:meth:`redeliver` up to ``limit`` events in ``status`` (of ``sources``, scheduled in
+        the half-open range), earliest ``(scheduled_at, id)`` first, in one transaction."""
+        ...

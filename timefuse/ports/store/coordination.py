@@ -1,0 +1,44 @@
+"""Coordination of processes sharing a store: leadership, heartbeats, lease recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from timefuse.ports.store.records import WorkerBeat, WorkerRecord
+
+
+class Coordination(Protocol):
+    async def acquire_leadership(self, role: str, holder: str, ttl_seconds: float) -> bool:
+        """Lead ``role`` for ``ttl_seconds`` of the store's clock, or keep leading it.
+
+        ``True`` when ``holder`` leads now: nobody held it, the holder's time had run out, or
+        ``holder`` held it already (the lease is renewed). At most one holder at a time.
+        """
+        ...
+
+    async def release_leadership(self, role: str, holder: str) -> None:
+        """Give up ``role`` if ``holder`` leads it, so another process may take it at once."""
+        ...
+
+    async def heartbeat(self, beat: WorkerBeat) -> None:
+        """Record that the worker is alive now (the store's clock)."""
+        ...
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every worker heard of and not forgotten, most recently seen first."""
+        ...
+
+    async def forget_workers(self, silent_seconds: float) -> int:
+        """Forget workers not heard of for longer than ``silent_seconds``; how many went."""
+        ...
+
+    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
+        """Apply :func:`timefuse.domain.lease.expire_lease` to every lost claim.
+
+        A claim is lost when its lease has expired (``lock_expires_at`` < the store's now) or
+        its worker is among ``dead_workers``. Each keeps an attempt record: outcome RETRIABLE,
+        error :data:`timefuse.domain.lease.LEASE_EXPIRED_ERROR`, worker = the holder,
+        ``started_at`` = the claim's time, duration = now - the claim's time. Returns how many.
+        """
+        ...

@@ -1,0 +1,44 @@
+"""Queries: reading events and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from timefuse.domain.cursor import Cursor
+from timefuse.domain.event import Event
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store.records import AttemptRecord, EventPage, EventQuery
+
+
+class Queries(Protocol):
+    async def get(self, event_id: str, *, sources: frozenset[str] | None) -> Event | None:
+        """The event, if it exists and (with ``sources``) belongs to one of them."""
+        ...
+
+    async def find_by_external_id(
+        self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
+    ) -> list[Event]:
+        """Up to ``limit`` events with that external id, the most recently created first.
+
+        With ``sources``, only events from those sources (filtered before the limit applies,
+        so other sources can't crowd them out).
+        """
+        ...
+
+    async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
+        """Up to ``limit`` events matching ``query``, ordered by ``(scheduled_at, id)``.
+
+        The page starts strictly after ``after``; its ``next_cursor`` is the position of its
+        last event when more events match, ``None`` when it reaches the end. Ids compare code
+        point by code point.
+        """
+        ...
+
+    async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
+        """How many events are in each status (with ``sources``: of those sources only)."""
+        ...
+
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
+        """The attempt history of one event, oldest first (by its sequence)."""
+        ...

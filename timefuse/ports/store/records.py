@@ -1,0 +1,201 @@
+"""The values that cross the store ports: claims, outcomes, queries, pages, workers."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from timefuse.domain.cursor import Cursor
+from timefuse.domain.event import Event
+from timefuse.domain.outcome import OutcomeKind
+from timefuse.domain.status import EventStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRef:
+    """One claim of one event: whose it is and its token.
+
+    ``claim`` is the event's ``claim_count`` as that claim left it. It never repeats for an
+    event, so a write quoting it applies to that claim only: not to a later claim of the same
+    event, by another worker or by the same one after its lease expired.
+    """
+
+    event_id: str
+    claim: int
+    worker: str
+
+    @classmethod
+    def of(cls, event: Event) -> ClaimRef:
+        """The claim ``event`` (as a claim returned it) is under."""
+        return cls(event.id, event.claim_count, event.locked_by or "")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One delivery attempt, kept as the event's history.
+
+    ``attempt`` is the attempt's number in its delivery round: the event's ``attempts`` when it
+    was claimed, which starts again from 1 after a redelivery. ``sequence`` is the record's
+    place in the event's whole history, from 1, never reused: the store assigns it when it
+    keeps the record (callers building a record leave it 0).
+    """
+
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    outcome: OutcomeKind
+    status_code: int | None
+    error: str | None
+    worker: str
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeUpdate:
+    """Where an attempt left an event, written back under the claim ``ref``.
+
+    ``status``, ``retry_count`` and ``last_error`` are written as given (``None`` clears the
+    last error). A retry (``status`` PENDING) is due ``retry_delay_seconds`` after the store's
+    own now; other outcomes keep the last due time. ``executed_at`` is written when not
+    ``None`` (a success), else the time of any earlier successful delivery stays.
+    """
+
+    ref: ClaimRef
+    status: EventStatus
+    retry_count: int
+    last_error: str | None
+    retry_delay_seconds: float | None
+    executed_at: datetime | None
+    attempt: AttemptRecord
+
+    @property
+    def event_id(self) -> str:
+        return self.ref.event_id
+
+
+@dataclass(frozen=True, slots=True)
+class DueFilter:
+    """Which due events a dispatcher wants: the types it can deliver, the destinations it can
+    send to now. ``delivery_types=None`` means any type."""
+
+    delivery_types: frozenset[str] | None = None
+    excluded_destinations: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What one claim asks for.
+
+    At most ``limit`` events; of one destination at most its entry in ``budgets``, or
+    ``default_budget`` for a destination not listed (``None``: no bound per destination).
+    Earliest due first.
+    """
+
+    worker: str
+    limit: int
+    lease_seconds: float
+    due: DueFilter = field(default_factory=DueFilter)
+    budgets: Mapping[str, int] = field(default_factory=dict)
+    default_budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    """The events one claim took (PROCESSING, each under its own token), earliest due first,
+    and the store's clock when it took them."""
+
+    events: list[Event]
+    store_now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NextDue:
+    """The earliest due time of a PENDING event a filter admits (``None``: none), and the
+    store's clock at the moment of the answer, so the caller can wait on its own clock."""
+
+    at: datetime | None
+    store_now: datetime
+
+
+class CancelResult(enum.Enum):
+    CANCELLED = "CANCELLED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_PENDING = "NOT_PENDING"
+
+
+class RedeliverResult(enum.Enum):
+    REDELIVERED = "REDELIVERED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_REDELIVERABLE = "NOT_REDELIVERABLE"
+
+
+def source_set(sources: Collection[str] | None) -> frozenset[str] | None:
+    """``sources`` as a set (``None`` stays ``None``: no filter); a bare string is refused.
+
+    A string is a collection of one-character strings, so ``sources="billing"`` would
+    otherwise filter on the sources ``"b"``, ``"i"``...
+    """
+    if sources is None:
+        return None
+    if isinstance(sources, str):
+        raise TypeError("sources must be a collection of source names, not one string")
+    return frozenset(sources)
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Which events a listing returns; every criterion given must hold.
+
+    :param status: only events in this status (default: any).
+    :param sources: only events from these sources; an empty collection matches nothing
+        (default ``None``: any source).
+    :param scheduled_from: only events scheduled at or after this instant.
+    :param scheduled_to: only events scheduled before this instant (half-open: an event
+        scheduled exactly at ``scheduled_to`` is left out, so consecutive windows don't
+        overlap).
+    """
+
+    status: EventStatus | None = None
+    sources: Collection[str] | None = None
+    scheduled_from: datetime | None = None
+    scheduled_to: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Any collection is accepted (a list parsed from a query string); a frozenset is kept,
+        # so queries stay hashable and a caller's later change to its list can't leak in.
+        object.__setattr__(self, "sources", source_set(self.sources))
+        for moment in (self.scheduled_from, self.scheduled_to):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"an event query needs timezone-aware datetimes, got {moment!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of a listing, and where the next one starts (``None``: this is the last)."""
+
+    events: list[Event]
+    next_cursor: Cursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBeat:
+    """What a process says of itself when it heartbeats."""
+
+    worker: str
+    roles: tuple[str, ...]
+    started_at: datetime
+    in_flight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A process as the store last heard of it; ``silent_seconds`` on the store's clock."""
+
+    worker: str
+    roles: tuple[str, ...]
+    started_at: datetime
+    last_seen: datetime
+    silent_seconds: float
+    in_flight: int
