@@ -90,11 +90,13 @@ def normalise_destination_limit_key(text: str) -> str:
     if "://" in text:
         raise ValueError("is a URL but not an http:// or https:// one with a host")
     if text.startswith("["):
-        host, _, port = _split_bracketed(text)
-        if host is None:
+        inside, _, bracket_port = _split_bracketed(text)
+        if inside is None:
             raise ValueError("has an unclosed '[' or text after ']' that is not ':port'")
-        canonical = _strict_host(host, bracketed=True)
-        return canonical if port is None else f"{canonical}:{_strict_port(port, 'http')}"
+        canonical = _strict_host(inside, bracketed=True)
+        if bracket_port is None:
+            return canonical
+        return f"{canonical}:{_strict_port(bracket_port, 'http')}"
     if text.count(":") > 1 and _ip_address(text) is not None:
         return canonical_host(text)  # a bare IPv6 address: every port of it
     if colon and _DIGITS.fullmatch(tail):
