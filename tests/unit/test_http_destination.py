@@ -3,6 +3,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from timefuse.config import ConfigError, Settings
 from timefuse.plugins import http
@@ -353,3 +355,12 @@ def test_the_registered_validator_applies_the_configured_allowed_networks() -> N
 
     assert default.validate_destination("http://127.0.0.1:8080/hook") is not None
     assert allowing.validate_destination("http://127.0.0.1:8080/hook") is None
+
+
+@given(
+    st.sampled_from(["", "http://", "https://", "http://example.com", "http://[::1]:"]),
+    st.text(max_size=80),
+)
+def test_any_destination_gets_a_url_or_a_reason_without_raising(prefix: str, text: str) -> None:
+    checked = guard().check(prefix + text)
+    assert isinstance(checked, str) or checked.raw_path_qs.isascii()
