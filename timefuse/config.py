@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from timefuse.domain.destination import normalise_destination_limit_key
 from timefuse.webhooks import SECRET_PREFIX, decode_secret
 
 
@@ -109,6 +110,8 @@ _LIMIT_KEYS = frozenset({"concurrency", "rate", "burst", "queue"})
 
 
 def _destination_limits(text: str) -> Mapping[str, Mapping[str, float]]:
+    # Keys are read into the dispatcher's canonical destination keys, so that an override for
+    # "hooks.example.com:443" holds for https://hooks.example.com/ however the URL is spelled.
     env = "TIMEFUSE_DESTINATION_LIMITS"
     if not text.strip():
         return {}
@@ -119,13 +122,26 @@ def _destination_limits(text: str) -> Mapping[str, Mapping[str, float]]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{env} must be a JSON object of host -> limits")
     limits: dict[str, Mapping[str, float]] = {}
+    written_as: dict[str, str] = {}
     for host, entry in raw.items():
         if not isinstance(entry, dict) or not set(entry) <= _LIMIT_KEYS:
             raise ConfigError(f"{env}: {host!r} must map to an object with {sorted(_LIMIT_KEYS)}")
         for key, value in entry.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"{env}: {host}.{key} must be a number >= 0")
-        limits[host.lower()] = {key: float(value) for key, value in entry.items()}
+        try:
+            destination = normalise_destination_limit_key(host)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{env}: key {host!r} {exc}; write host:port, a host, an http(s) URL "
+                "or <delivery type>:<destination>"
+            ) from None
+        if destination in written_as:
+            raise ConfigError(
+                f"{env}: keys {written_as[destination]!r} and {host!r} both name {destination}"
+            )
+        written_as[destination] = host
+        limits[destination] = {key: float(value) for key, value in entry.items()}
     return limits
 
 
@@ -493,7 +509,8 @@ class Settings:
     destination_limits: Mapping[str, Mapping[str, float]] = _setting(
         "TIMEFUSE_DESTINATION_LIMITS",
         "",
-        'Per-host overrides, JSON: {"host:port": {"concurrency": 10, "rate": 50, "burst": 100}}.',
+        'Per-destination overrides, JSON: {"host:port": {"concurrency": 10, "rate": 50, '
+        '"burst": 100}}; a bare host covers all its ports (see Protecting receivers).',
         _destination_limits,
     )
     breaker_failures: int = _setting(
@@ -533,6 +550,7 @@ class Settings:
                 values[f.name] = None
                 continue
             values[f.name] = f.metadata["parse"](var.default if raw is None else raw)
+        _check_retry_backoff(values["retry_base_ms"], values["retry_cap_ms"])
         return cls(**values)
 
     @property
@@ -553,6 +571,15 @@ class Settings:
             auth = f"{user}:{quote(self.db_password, safe='')}" if self.db_password else user
             return f"postgresql://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
         return "sqlite:///timefuse.db"
+
+
+def _check_retry_backoff(base_ms: int, cap_ms: int) -> None:
+    # A cap below the base would silently cut every backoff to the cap: the operator meant
+    # something else, so say so at start-up rather than retry on a schedule nobody chose.
+    if cap_ms < base_ms:
+        raise ConfigError(
+            f"TIMEFUSE_RETRY_CAP_MS ({cap_ms}) must not be below TIMEFUSE_RETRY_BASE_MS ({base_ms})"
+        )
 
 
 def variables() -> list[Var]:

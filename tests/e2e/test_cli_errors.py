@@ -40,6 +40,8 @@ def test_an_unreachable_database_is_one_line_and_exit_1(command: str) -> None:
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must start with"),
         ({"TIMEFUSE_PARTITION_GRANULARITY": "year"}, "TIMEFUSE_PARTITION_GRANULARITY"),
         ({"TIMEFUSE_DESTINATION_LIMITS": "[1]"}, "TIMEFUSE_DESTINATION_LIMITS"),
+        ({"TIMEFUSE_DESTINATION_LIMITS": '{"h:99999": {"rate": 1}}'}, "key 'h:99999'"),
+        ({"TIMEFUSE_RETRY_BASE_MS": "5000", "TIMEFUSE_RETRY_CAP_MS": "1000"}, "RETRY_CAP_MS"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], message: str) -> None:

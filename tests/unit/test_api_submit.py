@@ -99,6 +99,12 @@ async def test_every_bad_field_is_named_in_one_answer(api: Harness) -> None:
         ({"external_job_id": "x" * 256}, "external_job_id"),
         ({"source": ""}, "source"),
         ({"payload": None}, "payload"),
+        (
+            {"retry_backoff_seconds": 60, "retry_backoff_max_seconds": 1},
+            "retry_backoff_max_seconds",
+        ),
+        ({"destination": "https://user:secret@example.com/hook"}, "destination"),
+        ({"destination": "https://example.com:0443/hook"}, "destination"),
     ],
 )
 async def test_a_rule_broken_answers_400_naming_the_field(

@@ -3,6 +3,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from timefuse.config import ConfigError, Settings
 from timefuse.plugins import http
@@ -32,7 +34,6 @@ def validate_destination(destination: str) -> str | None:
         "http://example.com./hook",
         "http://93.184.216.34:8080/",
         "http://[2606:4700::1111]:8080/hook",
-        "https://user:secret@example.com/hook",
         "http://café.example/hook",
         "http://internal_service/hook",
         "http://example.com/hook#fragment",
@@ -82,6 +83,74 @@ def test_rejects_malformed_urls_with_a_reason(destination: str, reason_mentions:
     reason = validate_destination(destination)
     assert reason is not None
     assert reason_mentions in reason
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        "https://user:secret@example.com/hook",
+        "https://user@example.com/hook",
+        "https://:secret@example.com/hook",
+        "https://@example.com/hook",
+        "http://user%40corp:p%3Ass@[2606:4700::1111]:8080/",
+    ],
+)
+def test_refuses_credentials_in_the_url_pointing_to_per_destination_credentials(
+    destination: str,
+) -> None:
+    reason = validate_destination(destination)
+    assert reason is not None
+    assert "credentials" in reason
+    assert "per-destination credentials" in reason
+    assert "secret" not in reason
+
+
+@pytest.mark.parametrize(
+    ("destination", "written", "port"),
+    [
+        ("http://example.com:080/", "080", 80),
+        ("https://example.com:0443/hook", "0443", 443),
+        ("http://example.com:00008080/", "00008080", 8080),
+        ("http://[2606:4700::1111]:08080/", "08080", 8080),
+    ],
+)
+def test_refuses_ports_with_leading_zeros_naming_the_port(
+    destination: str, written: str, port: int
+) -> None:
+    reason = validate_destination(destination)
+    assert reason == f"has a port with leading zeros ({written!r}); write it as {port}"
+
+
+@pytest.mark.parametrize(
+    ("destination", "sent"),
+    [
+        # Dot-segments, escapes of unreserved characters, empty segments, case in escapes.
+        ("http://example.com/a/../b/./c", "/a/../b/./c"),
+        ("http://example.com/%7euser/%41%2f%2F", "/%7euser/%41%2f%2F"),
+        ("http://example.com//double//slash/", "//double//slash/"),
+        ("http://example.com/p?b=2&a=1&a=%20&x=a/../b&y=%7E", "/p?b=2&a=1&a=%20&x=a/../b&y=%7E"),
+        ("http://example.com/p?flag&=&k=", "/p?flag&=&k="),
+        ("http://example.com/sub-delims!$&'()*+,;=:@", "/sub-delims!$&'()*+,;=:@"),
+        ("http://example.com", "/"),
+        ("http://example.com?q=1", "/?q=1"),
+        ("http://example.com/hook#fragment", "/hook"),
+        # What can't go on the wire as it is: non-ASCII, as UTF-8 escapes.
+        ("http://example.com/café?q=é", "/caf%C3%A9?q=%C3%A9"),
+    ],
+)
+def test_the_request_target_is_the_destination_as_written(destination: str, sent: str) -> None:
+    url = guard().check(destination)
+    assert not isinstance(url, str), url
+    assert url.raw_path_qs == sent
+
+
+def test_the_host_sent_to_is_the_checked_one() -> None:
+    url = guard().check("https://CAFÉ.example:8443/x")
+    assert not isinstance(url, str), url
+    assert (url.raw_host, url.port, url.scheme) == ("xn--caf-dma.example", 8443, "https")
+    v6 = guard().check("http://[2606:4700:0::1111]:8080/y")
+    assert not isinstance(v6, str), v6
+    assert v6.host_port_subcomponent == "[2606:4700::1111]:8080"
 
 
 # -- which addresses may be reached ----------------------------------------------------------
@@ -286,3 +355,12 @@ def test_the_registered_validator_applies_the_configured_allowed_networks() -> N
 
     assert default.validate_destination("http://127.0.0.1:8080/hook") is not None
     assert allowing.validate_destination("http://127.0.0.1:8080/hook") is None
+
+
+@given(
+    st.sampled_from(["", "http://", "https://", "http://example.com", "http://[::1]:"]),
+    st.text(max_size=80),
+)
+def test_any_destination_gets_a_url_or_a_reason_without_raising(prefix: str, text: str) -> None:
+    checked = guard().check(prefix + text)
+    assert isinstance(checked, str) or checked.raw_path_qs.isascii()

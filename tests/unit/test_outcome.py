@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from timefuse.domain.outcome import (
     DeliveryOutcome,
@@ -9,6 +11,8 @@ from timefuse.domain.outcome import (
     excerpt,
     parse_retry_after,
 )
+
+WEEK = 7 * 86400.0
 
 
 @pytest.mark.parametrize(
@@ -60,10 +64,38 @@ def test_retry_after_is_carried_on_a_retriable_outcome() -> None:
         ("", None),
         (None, None),
         ("-3", None),
+        # Not ASCII digits: str.isdigit() says yes to these, float() then raises.
+        ("²", None),
+        ("①", None),
+        ("٣", None),
+        ("１２", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("+5", None),
+        ("0x10", None),
+        ("\x00", None),
+        ("5 5", None),
+        # Huge waits are cut to a week; so is a date years ahead.
+        ("604801", WEEK),
+        ("9" * 5000, WEEK),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", WEEK),
+        # Dates that can't be: out of range, impossible fields, absurd zones.
+        ("Thu, 01 Jan 99999 00:00:00 GMT", None),
+        ("Mon, 99 Jan 2020 00:00:00 GMT", None),
+        ("Mon, 01 Jan 2020 25:00:00 GMT", None),
+        ("Thu, 01 Jan 1970 00:01:40 +9999", None),
+        # "-0000" (no zone known) is still GMT in HTTP.
+        ("Thu, 01 Jan 1970 00:01:40 -0000", 40.0),
     ],
 )
 def test_parses_retry_after_seconds_and_dates(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header, now_epoch=60.0) == expected
+
+
+@given(st.text(max_size=60) | st.from_regex(r"[A-Za-z]{3}, [0-9]{1,3} [A-Za-z]{3} [0-9]{1,6} .*"))
+def test_any_retry_after_is_a_bounded_wait_or_none_and_never_raises(header: str) -> None:
+    wait = parse_retry_after(header, now_epoch=1_750_000_000.0)
+    assert wait is None or 0.0 <= wait <= WEEK
 
 
 def test_long_errors_are_cut_to_an_excerpt() -> None:

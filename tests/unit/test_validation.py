@@ -82,10 +82,40 @@ def test_max_retries_defaults_to_three() -> None:
         ({"max_retries": "3"}, "max_retries"),
         ({"delivery_window_seconds": -5}, "delivery_window_seconds"),
         ({"retry_backoff_seconds": "fast"}, "retry_backoff_seconds"),
+        (
+            {"retry_backoff_seconds": 10, "retry_backoff_max_seconds": 9.5},
+            "retry_backoff_max_seconds",
+        ),
+        (
+            {"retry_backoff_seconds": 0.5, "retry_backoff_max_seconds": 0},
+            "retry_backoff_max_seconds",
+        ),
     ],
 )
 def test_rejects_a_bad_field_by_name(overrides: dict[str, object], field: str) -> None:
     assert fields_in_error(**overrides) == {field}
+
+
+def test_a_backoff_cap_below_the_base_says_which_base() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        build(retry_backoff_seconds=30, retry_backoff_max_seconds=10)
+    [error] = caught.value.errors
+    assert error.message == "must not be below retry_backoff_seconds (30)"
+
+
+@pytest.mark.parametrize(
+    ("base", "cap"), [(10, 10), (1, 3600), (None, 0.5), (30, None), (None, None)]
+)
+def test_a_backoff_cap_at_or_above_the_base_or_alone_is_accepted(
+    base: float | None, cap: float | None
+) -> None:
+    event = build_event(
+        valid(retry_backoff_seconds=base, retry_backoff_max_seconds=cap),
+        event_id="e1",
+        now=NOW,
+        limits=LIMITS,
+    )
+    assert (event.retry_backoff_seconds, event.retry_backoff_max_seconds) == (base, cap)
 
 
 def test_reports_every_bad_field_at_once() -> None:

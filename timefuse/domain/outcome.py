@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 ERROR_EXCERPT_LIMIT = 1000
+
+# The longest wait a receiver's Retry-After may ask for (a week, the longest backoff an event
+# may set); a longer one is cut to it. The retry policy then caps it at the backoff cap.
+RETRY_AFTER_LIMIT_SECONDS = 7 * 86400.0
+# RFC 9110 delta-seconds: ASCII digits only. str.isdigit() would take "²" or "①".
+_DELTA_SECONDS = re.compile(r"[0-9]+")
 
 
 class OutcomeKind(enum.StrEnum):
@@ -69,21 +78,29 @@ def classify_http_status(status: int, retry_after: float | None = None) -> Deliv
 
 
 def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    A receiver's answer is untrusted input: anything that is neither (``²``, ``-3``, ``1.5``,
+    a date out of range) is ``None``, a date in the past is ``0``, and any wait is cut to
+    :data:`RETRY_AFTER_LIMIT_SECONDS`. Never raises.
+    """
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
+    value = value.strip(" \t")
+    if _DELTA_SECONDS.fullmatch(value):
+        # More digits than the limit has are the limit; int() of a few thousand digits would
+        # be slow, and Python refuses it past 4300.
+        if len(value) > len(str(int(RETRY_AFTER_LIMIT_SECONDS))):
+            return RETRY_AFTER_LIMIT_SECONDS
+        return min(float(int(value)), RETRY_AFTER_LIMIT_SECONDS)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # "-0000": an HTTP date is in GMT whatever it says
+            when = when.replace(tzinfo=UTC)
+        wait = when.timestamp() - now_epoch
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - now_epoch)
+    return min(max(0.0, wait), RETRY_AFTER_LIMIT_SECONDS)
 
 
 def excerpt(text: str | None) -> str | None:

@@ -203,6 +203,13 @@ def build_event(
         limits.max_backoff_seconds,
         errors,
     )
+    if backoff is not None and backoff_max is not None and backoff_max < backoff:
+        errors.append(
+            FieldError(
+                "retry_backoff_max_seconds",
+                f"must not be below retry_backoff_seconds ({backoff:g})",
+            )
+        )
     if errors or scheduled_at is None:
         raise ValidationFailed(errors)
     return Event(

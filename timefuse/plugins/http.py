@@ -20,6 +20,7 @@ from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
 from timefuse.plugins.hookspecs import hookimpl
+from timefuse.plugins.http_answer import answered_status
 from timefuse.plugins.http_guard import (
     DestinationGuard,
     DestinationRefused,
@@ -38,6 +39,12 @@ TIMEOUT_MARGIN_SECONDS = 5.0
 # A receiver's answer is its status line; the body is read only so that the connection can go
 # back to the pool. Past this many bytes the connection is closed instead of drained.
 DISCARD_BODY_LIMIT = 64 * 1024
+
+# Past this many seconds the body is not read further and the connection is closed: a
+# receiver that drips its body must not hold a delivery after it has answered.
+DISCARD_BODY_SECONDS = 1.0
+
+_REASON_LIMIT = 200
 
 # Headers aiohttp would add on its own that a webhook has no use for: Accept-Encoding would
 # invite a compressed answer we would only throw away, and Accept says nothing useful.
@@ -112,15 +119,7 @@ class HttpDelivery:
             )
         except Exception as exc:
             return self._failure(exc)
-        try:
-            status = response.status
-            retry_after = response.headers.get("Retry-After")
-            await _discard_body(response)
-        finally:
-            response.release()
-        return classify_http_status(
-            status, parse_retry_after(retry_after, time.time()) if retry_after else None
-        )
+        return await _answer(response, self._settings.http_total_timeout)
 
     def _headers(self, event: Event, attempt: int) -> dict[str, str]:
         # One timestamp for the header and the signature: they are checked against each other.
@@ -139,6 +138,11 @@ class HttpDelivery:
 
     def _failure(self, exc: Exception) -> DeliveryOutcome:
         settings = self._settings
+        answered = answered_status(exc)
+        if answered is not None:
+            # The status line arrived before whatever went wrong after it (a head too large
+            # to read, bad chunking, a reset): it is the receiver's answer.
+            return classify_http_status(answered)
         refused = DestinationRefused.from_client_error(exc)
         if refused is not None:
             # The name resolved to addresses the guard refuses; retrying would not change
@@ -156,8 +160,18 @@ class HttpDelivery:
             )
         if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
             return DeliveryOutcome.permanent(f"invalid destination: {exc}")
+        # A certificate can be renewed and a TLS set-up fixed: both are retried.
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return DeliveryOutcome.retriable(
+                f"TLS certificate rejected: {_describe(exc.certificate_error)}"
+            )
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return DeliveryOutcome.retriable(f"TLS handshake failed: {_describe(exc.os_error)}")
         if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
             return DeliveryOutcome.retriable(f"connection failed: {_describe(exc)}")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            # An answer without a readable status line: the receiver may do better next time.
+            return DeliveryOutcome.retriable(f"bad response: {_one_line(exc.message)}")
         if isinstance(exc, aiohttp.ClientError):
             # A malformed or truncated response: the receiver may answer properly next time.
             return DeliveryOutcome.retriable(f"bad response: {_describe(exc)}")
@@ -165,25 +179,48 @@ class HttpDelivery:
         return DeliveryOutcome.retriable(f"unexpected error: {_describe(exc)}")
 
 
-async def _discard_body(response: aiohttp.ClientResponse) -> None:
+async def _answer(response: aiohttp.ClientResponse, total_timeout: float) -> DeliveryOutcome:
+    # The status line is the receiver's answer. Nothing after it (odd header values, a body
+    # that is endless, slow, cut short or badly chunked) may raise or turn a 2xx into a failure.
+    status = response.status
+    retry_after = None
+    if not 200 <= status < 300:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    drained = await _discard_body(response, min(DISCARD_BODY_SECONDS, total_timeout))
+    if drained:
+        response.release()  # the connection goes back to the pool
+    else:
+        response.close()
+    return classify_http_status(status, retry_after)
+
+
+async def _discard_body(response: aiohttp.ClientResponse, seconds: float) -> bool:
+    """Read and drop the body; ``False`` if it was not read to its end within the bounds."""
     content = response.content
     budget = DISCARD_BODY_LIMIT
     try:
-        while budget > 0 and not content.at_eof():
-            chunk = await content.readany()
-            if not chunk:
-                return
-            budget -= len(chunk)
+        async with asyncio.timeout(seconds):
+            while budget > 0 and not content.at_eof():
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                budget -= len(chunk)
     except Exception:
-        # The status line has been received and is the receiver's answer; a body cut short
-        # (timeout, reset, bad chunking) only means the connection is closed instead of
-        # reused, which release() sees to.
-        return
+        # Timeout, reset, bad chunking: the connection can't be reused, nothing more.
+        return False
+    return content.at_eof()
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    # aiohttp's parser errors span lines and quote the receiver's bytes with a caret under
+    # them: one line, cut short, is what an attempt's record needs.
+    flat = " ".join(line.strip() for line in text.splitlines() if line.strip() not in ("", "^"))
+    return flat if len(flat) <= _REASON_LIMIT else flat[: _REASON_LIMIT - 1] + "…"
 
 
 def _own_version() -> str:

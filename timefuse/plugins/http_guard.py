@@ -20,15 +20,18 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from timefuse.config import IpNetwork, Settings
+from timefuse.plugins.http_answer import AnswerRecordingConnector
 
 __all__ = [
     "URL_FORM",
+    "USERINFO_REFUSAL",
     "AddressPolicy",
     "DestinationGuard",
     "DestinationRefused",
@@ -39,6 +42,10 @@ __all__ = [
 ]
 
 URL_FORM = "must be an absolute http:// or https:// URL"
+USERINFO_REFUSAL = (
+    "must not carry credentials (user:password@): they would be sent as an Authorization "
+    "header and shown to everyone who can read the event; use per-destination credentials"
+)
 
 _SCHEMES = frozenset({"http", "https"})
 # yarl (like browsers) silently drops tabs and newlines and strips spaces, so
@@ -51,6 +58,7 @@ _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 # domain is never numeric.
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _MAX_HOST_LENGTH = 253
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 # Idle keep-alive connections are dropped before the 5 s idle timeout of common servers
 # (uvicorn, Node): a POST is never retried by aiohttp, so reusing a connection the receiver is
@@ -242,24 +250,59 @@ def _numeric_host_refusal(host: str) -> str:
 # Cached because both the guard and deliver() re-parse the same few destinations over and over.
 @functools.lru_cache(maxsize=_CACHED_DESTINATIONS)
 def parse_destination(destination: str) -> URL | str:
-    """The destination as a URL, or the reason it is not one http delivery can use.
+    """The URL to post to, or the reason ``destination`` is not one http delivery can use.
 
     Syntax only: whether its address may be reached is :class:`DestinationGuard`'s business.
+    The URL's path and query are the destination's own bytes (see :func:`_url_as_written`).
     """
     if _UNSAFE_CHARACTERS.search(destination):
         return "must not contain spaces or control characters"
     try:
         url = URL(destination)
         port = url.port
+        as_written = URL(destination, encoded=True)
     except ValueError as exc:
         return f"{URL_FORM} ({exc})"
     if url.scheme not in _SCHEMES or not url.raw_host:
         return URL_FORM
+    if "@" in as_written.raw_authority:
+        return USERINFO_REFUSAL
     if not _is_valid_host(url.raw_host):
         return f"has an invalid host name {url.raw_host!r}"
     if port is None or not 1 <= port <= 65535:
         return "has an invalid port (must be 1 to 65535)"
-    return url
+    written_port = _written_port(as_written.raw_authority)
+    if written_port is not None and written_port.startswith("0"):
+        # Accepted, "0080" would be one more spelling of port 80 for a client to choose from.
+        return f"has a port with leading zeros ({written_port!r}); write it as {port}"
+    return _url_as_written(url, as_written)
+
+
+def _written_port(authority: str) -> str | None:
+    host_end = authority.rfind("]") + 1  # past an IPv6 literal's brackets, or 0
+    _, colon, port = authority[host_end:].rpartition(":")
+    return port if colon else None
+
+
+def _url_as_written(url: URL, as_written: URL) -> URL:
+    # yarl, left to itself, removes dot-segments and decodes escapes of unreserved characters
+    # ("/a/../%7e" would go out as "/~"): the receiver gets the path and query exactly as
+    # submitted instead, fragment aside. Only what can't be sent as it is changes: non-ASCII
+    # characters are percent-encoded as UTF-8. The host is the checked one (IDNA-encoded).
+    host = url.raw_host
+    assert host is not None  # parse_destination refuses URLs without a host
+    return URL.build(
+        scheme=url.scheme,
+        host=f"[{host}]" if ":" in host else host,
+        port=url.explicit_port,
+        path=_ascii_only(as_written.raw_path),
+        query_string=_ascii_only(as_written.raw_query_string),
+        encoded=True,
+    )
+
+
+def _ascii_only(text: str) -> str:
+    return _NON_ASCII.sub(lambda match: quote(match.group(), safe=""), text)
 
 
 def _is_valid_host(raw_host: str) -> bool:
@@ -313,9 +356,10 @@ class GuardedResolver(AbstractResolver):
 def build_connector(settings: Settings, resolver: AbstractResolver) -> aiohttp.TCPConnector:
     """The connection pool behind the one http delivery session.
 
-    ``resolver`` is the caller's to close: aiohttp only closes resolvers it created.
+    ``resolver`` is the caller's to close: aiohttp only closes resolvers it created. Its
+    connections record each answer's status line (see :mod:`http_answer`).
     """
-    return aiohttp.TCPConnector(
+    return AnswerRecordingConnector(
         resolver=resolver,
         # The dispatcher already caps deliveries in flight at `concurrency`, so this limit is a
         # backstop and never makes a delivery queue. There is no per-host limit on purpose:
