@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from timefuse.domain.breaker import Admission, BreakerState, CircuitBreaker
+from timefuse.domain.destination import destination_limit_keys
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.ratelimit import TokenBucket
@@ -146,15 +147,21 @@ class DestinationGate:
         """Events in flight or waiting, all destinations together."""
         return self._in_flight + self._waiting
 
-    def limits_for(self, key: str, delivery_type: str) -> DestinationLimits:
+    def limits_for(self, event: Event) -> DestinationLimits:
+        """The limits an operator set for the event's receiver (its ``host:port``, else its
+        host), else its delivery type's, else the default."""
         settings = self._settings
-        fallback = settings.type_defaults.get(delivery_type, settings.default)
-        return settings.overrides.get(key, fallback)
+        for key in destination_limit_keys(event.delivery_type, event.destination):
+            found = settings.overrides.get(key)
+            if found is not None:
+                return found
+        return settings.type_defaults.get(event.delivery_type, settings.default)
 
-    def _get(self, key: str, delivery_type: str) -> _Destination:
+    def _get(self, claimed: Claimed) -> _Destination:
+        key = claimed.key
         found = self._destinations.get(key)
         if found is None:
-            limits = self.limits_for(key, delivery_type)
+            limits = self.limits_for(claimed.event)
             bucket = None
             if limits.rate > 0:
                 bucket = TokenBucket(limits.rate, max(1, limits.burst or math.ceil(limits.rate)))
@@ -244,7 +251,7 @@ class DestinationGate:
 
     def admit(self, claimed: Claimed) -> None:
         """Start a claimed event now, queue it for its destination, or hand it back."""
-        dest = self._get(claimed.key, claimed.event.delivery_type)
+        dest = self._get(claimed)
         now = self._now()
         admission = dest.breaker.admit(now)
         if admission is Admission.REJECT:
