@@ -353,13 +353,20 @@ ZONES = [BERLIN, NEW_YORK, LORD_HOWE, "Europe/Dublin", "America/Santiago", "UTC"
 def _changes(zone: str) -> list[datetime]:
     """The instants the zone's offset changes in 2024-2026 (test input: where to look)."""
     tz = ZoneInfo(zone)
-    step = timedelta(minutes=15)
+
+    def offset(moment: datetime) -> timedelta | None:
+        return moment.astimezone(tz).utcoffset()
+
     found = []
-    at = z("2024-01-01 00:00")
-    while at < z("2027-01-01 00:00"):
-        if (at + step).astimezone(tz).utcoffset() != at.astimezone(tz).utcoffset():
-            found.append(at + step)
-        at += step
+    day = z("2024-01-01 00:00")
+    while day < z("2027-01-01 00:00"):
+        low, high = day, day + timedelta(days=1)
+        if offset(low) != offset(high):
+            while high - low > timedelta(seconds=1):
+                middle = low + (high - low) / 2
+                low, high = (middle, high) if offset(middle) == offset(low) else (low, middle)
+            found.append(high.replace(microsecond=0))
+        day += timedelta(days=1)
     return found or [z("2025-06-01 00:00")]
 
 
