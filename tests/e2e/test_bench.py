@@ -96,6 +96,20 @@ def test_steady_delivers_a_constant_rate_with_lateness_percentiles() -> None:
     assert_compared_with_baseline(report)
 
 
+def test_cron_compares_the_libraries_on_the_dst_rules_and_speed() -> None:
+    report = report_of("cron", "-n", "200")
+
+    results = report["results"]
+    assert report["parameters"]["schedules"] == 200
+    # 3 zones x 2 changes x each expression, checked against the rules applied by brute force.
+    assert results["dst_cases"] == 6 * report["parameters"]["expressions"]
+    assert results["dst_wrong_timefuse"] == 0
+    assert results["dst_wrong_croniter_rules"] == 0
+    assert {"dst_wrong_cronsim", "dst_wrong_croniter"} <= set(results)
+    assert report["unit"] == "next instants/s"
+    assert_compared_with_baseline(report)
+
+
 def test_the_table_is_the_default_output() -> None:
     result = bench("deliver-http", "--short", "-n", "50")
 
@@ -132,6 +146,7 @@ async def test_bench_drives_a_running_deployment_by_url(
             "--profile and --serve-log need the bench's own",
         ),
         (["stampede"], "invalid choice: 'stampede'"),
+        (["cron", "--url", "http://x"], "cron runs in-process with no deployment; drop --url"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:

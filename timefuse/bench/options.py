@@ -15,6 +15,8 @@ SCENARIOS = {
     "deliver-kafka": "N events due at once onto a Kafka topic (needs KAFKA_BOOTSTRAP_SERVERS)",
     "herd": "N events due at the same instant: drain time, lateness, errors, peak RSS",
     "steady": "a constant rate for a duration: lateness percentiles",
+    "cron": "cron libraries (cronsim, croniter) on the DST rules and next-instant speed; "
+    "in-process, -n schedules",
 }
 
 # (full size, --short size) per scenario.
@@ -24,6 +26,7 @@ EVENTS = {
     "deliver-kafka": (20_000, 500),
     "herd": (100_000, 1_000),
     "steady": (0, 0),
+    "cron": (10_000, 1_000),
 }
 INGEST_CONCURRENCY = (4, 2)
 STEADY_RATE = (1000.0, 100.0)
@@ -195,11 +198,27 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise BenchUsageError("--kafka applies to the deliver-kafka scenario only")
     if args.url is not None and (args.profile is not None or args.serve_log is not None):
         raise BenchUsageError("--profile and --serve-log need the bench's own timefuse; drop --url")
-    if args.lead is not None and scenario == "ingest":
+    if args.lead is not None and scenario in ("ingest", "cron"):
         raise BenchUsageError("--lead applies to the delivery scenarios only")
+    if scenario == "cron":
+        given = [
+            flag
+            for flag, value in (
+                ("--url", args.url),
+                ("--api-key", args.api_key),
+                ("--concurrency", args.concurrency),
+                ("--profile", args.profile),
+                ("--serve-log", args.serve_log),
+            )
+            if value is not None
+        ]
+        if given:
+            raise BenchUsageError(f"cron runs in-process with no deployment; drop {given[0]}")
 
 
 def _default_concurrency(scenario: str, size: int) -> int:
+    if scenario == "cron":
+        return 1
     if scenario == "ingest":
         return INGEST_CONCURRENCY[size]
     # What the deployment runs toward one destination (the bench's receiver), so the baseline

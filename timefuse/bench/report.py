@@ -38,6 +38,7 @@ class Report:
     rate_key: str = "rate_per_s"
     errors: int = 0
     notes: list[str] = field(default_factory=list)
+    unit: str = "events/s"
 
     @property
     def ratio(self) -> float | None:
@@ -68,6 +69,7 @@ class Report:
             "ratio": _finite(self.ratio),
             "errors": self.errors,
             "notes": self.notes,
+            "unit": self.unit,
         }
 
 
@@ -84,10 +86,10 @@ def write_json(report: Report, stream: TextIO) -> None:
 
 
 def write_table(report: Report, stream: TextIO) -> None:
-    rows: list[tuple[str, str]] = [(_label(k), _format(k, v)) for k, v in report.results.items()]
+    rows = [(_label(k), _format(k, v, report.unit)) for k, v in report.results.items()]
     if report.baseline is not None:
         b = report.baseline
-        rows.append((f"baseline: {b.name}", f"{b.rate_per_s:,.0f} events/s"))
+        rows.append((f"baseline: {b.name}", f"{b.rate_per_s:,.0f} {report.unit}"))
         if b.errors:
             rows.append(("baseline errors", f"{b.errors:,}"))
         ratio = report.ratio
@@ -116,13 +118,13 @@ def _label(key: str) -> str:
     return key.replace("_", " ")
 
 
-def _format(key: str, value: Value) -> str:
+def _format(key: str, value: Value, unit: str = "events/s") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, bool | str):
         return str(value)
     if key.endswith("_per_s"):
-        return f"{value:,.0f} events/s"
+        return f"{value:,.0f} {unit}"
     if key.endswith("_mb"):
         return f"{value:,.1f} MB"
     if key.endswith("_s"):

@@ -35,7 +35,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"timefuse bench: error: {NO_KAFKA}", file=sys.stderr)
         return 2
     try:
-        report = asyncio.run(_run(options))
+        report = _run_cron(options) if options.scenario == "cron" else asyncio.run(_run(options))
     except BenchError as exc:
         print(f"timefuse bench: {exc}", file=sys.stderr)
         return 1
@@ -46,6 +46,12 @@ def run_bench(args: argparse.Namespace) -> int:
     else:
         write_table(report, sys.stdout)
     return 1 if report.errors else 0
+
+
+def _run_cron(options: BenchOptions) -> Report:
+    from timefuse.bench.cron import run_cron
+
+    return run_cron(options)
 
 
 def _scenario(name: str) -> Scenario:
