@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 import standardwebhooks
 from aiohttp import web
@@ -19,6 +20,8 @@ from tests.support.tls import Pki, make_pki
 from timefuse.config import Settings
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.plugins.http import HttpDelivery
+from timefuse.plugins.http_credentials import TokenSource
+from timefuse.plugins.http_credentials_file import ClientCredentials
 from timefuse.plugins.signing_keys import SigningKey, SigningKeyring
 from timefuse.testing.factories import make_event
 from timefuse.webhooks import WebhookVerificationError, new_secret, new_signing_key, verify
@@ -53,6 +56,7 @@ class BearerWorld:
     token_failure: tuple[int, dict[str, str]] | None = None
     # False: the receiver refuses every token, even fresh ones.
     accepting: bool = True
+    expires_in: int = 3600
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -74,7 +78,7 @@ class BearerWorld:
             return web.json_response(body, status=status)
         token = f"token-{len(self.token_requests)}"
         self.valid.add(token)
-        answer = {"access_token": token, "token_type": "Bearer", "expires_in": 3600}
+        answer = {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
         return web.json_response(answer)
 
     async def _hook(self, request: web.Request) -> web.Response:
@@ -182,6 +186,30 @@ async def test_a_token_still_refused_after_renewal_is_the_receivers_answer(
     assert outcome.status_code == 401
     assert len(bearer_world.token_requests) == 2  # the first token, and one renewal only
     assert bearer_world.answers == [401, 401]
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "renewed_at"),
+    [(3600, 3540.0), (100, 90.0)],  # a tenth of the lifetime ahead, at most a minute
+)
+async def test_a_token_is_renewed_shortly_before_it_expires(
+    bearer_world: BearerWorld, tmp_path: Path, expires_in: int, renewed_at: float
+) -> None:
+    bearer_world.expires_in = expires_in
+    env = credentials_file(tmp_path, oauth_toml(bearer_world, tmp_path))
+    [entry] = Settings.from_env(env).http_credentials.entries
+    assert isinstance(entry.auth, ClientCredentials)
+    now = [0.0]
+    async with aiohttp.ClientSession() as session:
+        tokens = TokenSource("test", entry.auth, lambda: session, clock=lambda: now[0])
+        first = await tokens.authorization()
+        now[0] = renewed_at - 0.5
+        still = await tokens.authorization()
+        now[0] = renewed_at + 0.5
+        renewed = await tokens.authorization()
+
+    assert (first, still, renewed) == ("Bearer token-1", "Bearer token-1", "Bearer token-2")
+    assert tokens.fetches == 2
 
 
 async def test_destinations_the_file_does_not_name_get_no_credentials(

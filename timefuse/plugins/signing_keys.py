@@ -224,7 +224,7 @@ def _write_atomically(path: Path, content: bytes) -> None:
 class SigningKeyring:
     """The keyring file, as this process last read it, and the changes it makes to it.
 
-    :meth:`keys` re-reads the file when it has changed (checked at most every
+    :meth:`current` re-reads the file when it has changed (checked at most every
     ``reload_interval`` seconds); a file made unreadable or invalid meanwhile keeps the keys
     read before, and :attr:`error` says why. Changes are read-modify-write under an exclusive
     ``flock`` on ``<path>.lock``, so processes sharing the file serialise them.
@@ -245,7 +245,7 @@ class SigningKeyring:
     def __repr__(self) -> str:
         return f"SigningKeyring({str(self.path)!r}, {len(self._keys)} key(s))"
 
-    def keys(self) -> tuple[SigningKey, ...]:
+    def current(self) -> tuple[SigningKey, ...]:
         now = time.monotonic()
         if now - self._checked_at >= self._reload_interval:
             self._checked_at = now

@@ -123,7 +123,7 @@ class WebhookSigner:
         keyring = self._keyring
         if keyring is None:
             return self._keys
-        keys = keyring.keys()
+        keys = keyring.current()
         if keyring.error != self._reported_error:
             self._reported_error = keyring.error
             if keyring.error is not None:
