@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import ssl
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import httpx
 import pytest
 import standardwebhooks
 from aiohttp import web
 
+from tests.support.process import TimefuseProcess
 from tests.support.tls import Pki, make_pki
 from timefuse.config import Settings
 from timefuse.domain.outcome import OutcomeKind
@@ -26,6 +31,7 @@ from timefuse.plugins.signing_keys import SigningKey, SigningKeyring
 from timefuse.testing.factories import make_event
 from timefuse.webhooks import WebhookVerificationError, new_secret, new_signing_key, verify
 
+EVENTS = "/api/v1/events"
 LOOPBACK_ALLOWED = {"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"}
 CLIENT_ID = "timefuse-client"
 CLIENT_SECRET = "s3cr3t-Client/Secret+with=odd&chars"
@@ -57,6 +63,7 @@ class BearerWorld:
     # False: the receiver refuses every token, even fresh ones.
     accepting: bool = True
     expires_in: int = 3600
+    token_prefix: str = "token-"
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -76,7 +83,7 @@ class BearerWorld:
         if self.token_failure is not None:
             status, body = self.token_failure
             return web.json_response(body, status=status)
-        token = f"token-{len(self.token_requests)}"
+        token = f"{self.token_prefix}{len(self.token_requests)}"
         self.valid.add(token)
         answer = {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
         return web.json_response(answer)
@@ -278,8 +285,14 @@ async def receiver_with_headers() -> AsyncIterator[HeaderReceiver]:
         received.headers.append(dict(request.headers))
         return web.Response(status=204)
 
+    async def refuse(request: web.Request) -> web.Response:
+        await request.read()
+        received.headers.append(dict(request.headers))
+        return web.Response(status=403)
+
     app = web.Application()
     app.router.add_post("/hook", record)
+    app.router.add_post("/basic", refuse)
     runner, received.port = await start_site(app)
     yield received
     await runner.cleanup()
@@ -540,3 +553,117 @@ async def test_a_retired_key_no_longer_signs_and_its_receiver_refuses(
         await delivery.stop()
 
     assert verifying_receivers.verdicts == {"/old": [False], "/new": [True]}
+
+
+# -- secrets stay secret ---------------------------------------------------------------------
+
+
+async def test_no_secret_shows_in_logs_attempts_metrics_or_api_answers(
+    processes: Callable[..., TimefuseProcess],
+    receiver_with_headers: HeaderReceiver,
+    tmp_path: Path,
+) -> None:
+    marker = uuid.uuid4().hex
+    header_value, password = f"hdr-{marker}", f"pw-{marker}"
+    failing, working = BearerWorld(), BearerWorld(token_prefix=f"tok-{marker}-")
+    # A careless token endpoint that echoes the client secret in its error.
+    failing.token_failure = (400, {"error": "invalid_client", "error_description": CLIENT_SECRET})
+    runners = []
+    for world in (failing, working):
+        runner, world.port = await start_site(world.app())
+        runners.append(runner)
+    (tmp_path / "client-secret").write_text(CLIENT_SECRET)
+    oauth = "\n".join(
+        f"""
+[[destinations]]
+match = "127.0.0.1:{world.port}"
+[destinations.oauth2_client_credentials]
+token_url = "{world.url("/token")}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{tmp_path / "client-secret"}"
+"""
+        for world in (failing, working)
+    )
+    toml = f"""
+[[destinations]]
+match = "{receiver_with_headers.url}"
+header = {{ name = "X-Api-Key", value = "{header_value}" }}
+[[destinations]]
+match = "http://127.0.0.1:{receiver_with_headers.port}/basic"
+basic = {{ username = "timefuse", password = "{password}" }}
+{oauth}
+"""
+    env = {
+        **credentials_file(tmp_path, toml),
+        "TIMEFUSE_SIGNING_KEYS_FILE": str(tmp_path / "signing-keys.json"),
+        "TIMEFUSE_LOG_LEVEL": "debug",
+    }
+    tf = processes(env)
+    secrets = [
+        CLIENT_SECRET,
+        base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode(),
+        header_value,
+        password,
+        base64.b64encode(f"timefuse:{password}".encode()).decode(),
+        f"tok-{marker}-",
+    ]
+    try:
+        async with httpx.AsyncClient(base_url=tf.base_url, timeout=10.0) as client:
+            created = await client.post(EVENTS + "/admin/signing-keys", json={"source": "leaks"})
+            assert created.status_code == 201, created.text
+            secrets.append(created.json()["data"]["secret"])  # shown once, there only
+            destinations = [
+                receiver_with_headers.url,
+                f"http://127.0.0.1:{receiver_with_headers.port}/basic",
+                failing.url("/hook"),
+                working.url("/hook"),
+            ]
+            ids = [await submit_now(client, destination) for destination in destinations]
+            answers = await settled(client, ids)
+            answers += [
+                (await client.get(path)).text
+                for path in (EVENTS, EVENTS + "/admin/signing-keys", "/metrics", "/openapi.json")
+            ]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+    statuses = [json.loads(answer)["data"]["status"] for answer in answers[: len(ids)]]
+    assert statuses == ["COMPLETED", "FAILED", "DEAD_LETTER", "COMPLETED"]
+    assert "invalid_client" in answers[2]  # the reason is there, scrubbed
+    assert working.answers == [204]
+    log = tf.log_path.read_text()
+    assert "oauth2 token fetched" in log
+    for text in [log, *answers]:
+        for secret in secrets:
+            assert secret not in text
+
+
+async def submit_now(client: httpx.AsyncClient, destination: str) -> str:
+    response = await client.post(
+        EVENTS,
+        json={
+            "external_job_id": f"leak-{uuid.uuid4().hex[:8]}",
+            "source": "leaks",
+            "scheduled_at": datetime.now(UTC).isoformat(),
+            "delivery_type": "http",
+            "destination": destination,
+            "payload": {"n": 1},
+            "max_retries": 0,
+        },
+    )
+    assert response.status_code == 202, response.text
+    event_id: str = response.json()["data"]["id"]
+    return event_id
+
+
+async def settled(client: httpx.AsyncClient, ids: list[str]) -> list[str]:
+    """Each event and its attempts once every event is past PROCESSING (as answered)."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = [await client.get(f"{EVENTS}/{event_id}") for event_id in ids]
+        if all(e.json()["data"]["status"] not in ("PENDING", "PROCESSING") for e in events):
+            attempts = [await client.get(f"{EVENTS}/{event_id}/attempts") for event_id in ids]
+            return [e.text for e in events] + [a.text for a in attempts]
+        assert time.monotonic() < deadline, [e.text for e in events]
+        await asyncio.sleep(0.2)

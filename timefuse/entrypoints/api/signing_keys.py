@@ -50,7 +50,10 @@ _SHARED_WARNING = (
     "can sign requests the others accept"
 )
 
-Instant = Annotated[str, msgspec.Meta(description="ISO-8601 with an offset.", format="date-time")]
+Instant = Annotated[
+    str,
+    msgspec.Meta(description="ISO-8601 with an offset.", extra_json_schema={"format": "date-time"}),
+]
 Algorithm = Literal["v1", "v1a"]
 
 
