@@ -58,8 +58,9 @@ class BearerWorld:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     valid: set[str] = field(default_factory=set)
     answers: list[int] = field(default_factory=list)
-    # What the token endpoint answers instead of a token, when set: (status, JSON body).
-    token_failure: tuple[int, dict[str, str]] | None = None
+    # What the token endpoint answers instead of a token, when set: (status, body; JSON
+    # unless it is text).
+    token_failure: tuple[int, dict[str, str] | str] | None = None
     # False: the receiver refuses every token, even fresh ones.
     accepting: bool = True
     expires_in: int = 3600
@@ -78,10 +79,14 @@ class BearerWorld:
         form = dict(await request.post())
         self.token_requests.append({k: str(v) for k, v in form.items()})
         expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        if request.headers.get("Authorization") != f"Basic {expected}":
+        in_header = request.headers.get("Authorization") == f"Basic {expected}"
+        in_body = form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET
+        if not (in_header or in_body):
             return web.json_response({"error": "invalid_client"}, status=401)
         if self.token_failure is not None:
             status, body = self.token_failure
+            if isinstance(body, str):
+                return web.Response(status=status, text=body, content_type="text/html")
             return web.json_response(body, status=status)
         token = f"{self.token_prefix}{len(self.token_requests)}"
         self.valid.add(token)
@@ -193,6 +198,31 @@ async def test_a_token_still_refused_after_renewal_is_the_receivers_answer(
     assert outcome.status_code == 401
     assert len(bearer_world.token_requests) == 2  # the first token, and one renewal only
     assert bearer_world.answers == [401, 401]
+
+
+async def test_the_client_may_authenticate_in_the_body(
+    bearer_world: BearerWorld, tmp_path: Path
+) -> None:
+    toml = oauth_toml(bearer_world, tmp_path) + 'auth_method = "client_secret_post"\n'
+    env = {**LOOPBACK_ALLOWED, **credentials_file(tmp_path, toml)}
+
+    kind, error = await deliver_once(env, bearer_world.url("/hook"))
+
+    assert (kind, error) == (OutcomeKind.SUCCESS, None)
+    [request] = bearer_world.token_requests
+    assert (request["client_id"], request["client_secret"]) == (CLIENT_ID, CLIENT_SECRET)
+
+
+async def test_a_token_answer_that_is_not_json_is_retriable(
+    bearer_world: BearerWorld, oauth_delivery: HttpDelivery
+) -> None:
+    bearer_world.token_failure = (200, "<html>maintenance</html>")
+
+    outcome = await oauth_delivery.deliver(make_event(destination=bearer_world.url("/hook")), 1)
+
+    assert outcome.kind is OutcomeKind.RETRIABLE
+    assert outcome.error is not None
+    assert "is not a JSON object" in outcome.error
 
 
 @pytest.mark.parametrize(

@@ -233,3 +233,19 @@ async def test_without_a_keyring_file_keys_are_listed_but_not_added(tmp_path: Pa
     assert added.status_code == 409
     assert added.json()["error_code"] == "SIGNING_KEYRING_NOT_CONFIGURED"
     assert "TIMEFUSE_SIGNING_KEYS_FILE" in added.json()["message"]
+
+
+async def test_a_keyring_file_spoilt_on_disk_is_a_503_not_a_lost_keyring(
+    api: Harness, keyring_path: Path
+) -> None:
+    key = await add(api, source="billing")
+    with open(keyring_path, "w") as file:
+        file.write("{ spoilt by hand")
+
+    response = await api.client.post(KEYS, json={"source": "billing"})
+
+    assert response.status_code == 503
+    assert "keyring file can't be changed" in response.json()["message"]
+    with open(keyring_path) as file:
+        assert file.read() == "{ spoilt by hand"  # left for the operator to mend
+    assert key["secret"] not in response.text

@@ -14,6 +14,7 @@ import standardwebhooks
 import structlog
 
 from timefuse.config import ConfigError, Settings
+from timefuse.entrypoints.cli import main
 from timefuse.plugins.signing_keys import KeyringError, SigningKey, SigningKeyring
 from timefuse.plugins.webhook_signing import WebhookSigner
 from timefuse.webhooks import (
@@ -322,3 +323,27 @@ def test_a_keyring_file_not_there_yet_is_an_empty_keyring(tmp_path: Path) -> Non
 
     assert settings.signing_keys_file == str(path)
     assert SigningKeyring(path).current() == ()
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_secrets_new_prints_a_fresh_whsec_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["secrets", "new"]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["secrets", "new"]) == 0
+    second = capsys.readouterr().out.strip()
+
+    assert first != second
+    assert first.startswith("whsec_")
+    assert len(base64.b64decode(first.removeprefix("whsec_"), validate=True)) == 32
+
+
+def test_secrets_new_asymmetric_prints_a_key_pair_that_goes_together(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["secrets", "new", "--asymmetric"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+
+    signing_key, public = lines
+    assert public == public_key_of(signing_key)

@@ -48,6 +48,7 @@ RENEW_AHEAD_MAX_SECONDS = 60.0
 # The most of a token endpoint's error description kept in an outcome.
 _DESCRIPTION_LIMIT = 200
 _CACHED_URLS = 4096
+_TOKEN_ANSWER_LIMIT = 64 * 1024
 _REDACTED = "[redacted]"
 
 Send = Callable[[Mapping[str, str]], Awaitable[aiohttp.ClientResponse]]
@@ -137,8 +138,9 @@ class _TokenClient(OAuth2Client):  # type: ignore[misc]  # authlib has no type h
         async with self._http.post(
             url, data=body.encode(), headers=prepared, allow_redirects=False
         ) as response:
-            text = await response.text(errors="replace")
-            answer = _Answer(response.status, text)
+            # A token answer is a few hundred bytes; more is not one worth reading.
+            raw = await response.content.read(_TOKEN_ANSWER_LIMIT)
+            answer = _Answer(response.status, raw.decode("utf-8", errors="replace"))
         token: dict[str, Any] = self.parse_response_token(answer)
         return token
 
@@ -154,7 +156,12 @@ class _Answer:
         return json.loads(self._text)
 
     def raise_for_status(self) -> None:
-        raise CredentialsUnavailable(f"the token endpoint answered HTTP {self.status_code}")
+        # authlib calls this for a 5xx, and for an answer that is not a JSON object.
+        if self.status_code >= 400:
+            raise CredentialsUnavailable(f"the token endpoint answered HTTP {self.status_code}")
+        raise CredentialsUnavailable(
+            f"the token endpoint's answer (HTTP {self.status_code}) is not a JSON object"
+        )
 
 
 class _Token:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +42,7 @@ from timefuse.webhooks import (
 __all__ = [
     "ANY_SOURCE",
     "KeyringError",
+    "KeyringUnusable",
     "SigningKey",
     "SigningKeyring",
     "check_secret",
@@ -61,6 +62,10 @@ _KEY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 class KeyringError(ValueError):
     """A key or the keyring file is unusable; the message names the key, never its secret."""
+
+
+class KeyringUnusable(Exception):
+    """The keyring file on disk can't be read or parsed, so it can't be changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,13 +239,11 @@ class SigningKeyring:
         self.path = path
         self._reload_interval = reload_interval
         self._lock = threading.Lock()
-        self._keys: tuple[SigningKey, ...] = ()
-        self._stamp: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
         self.generation = 0
         self.error: str | None = None
-        self._keys = load_keyring(path)  # a bad file stops the process at start-up
         self._stamp = self._file_stamp()
+        self._keys = load_keyring(path)  # a bad file stops the process at start-up
 
     def __repr__(self) -> str:
         return f"SigningKeyring({str(self.path)!r}, {len(self._keys)} key(s))"
@@ -289,7 +292,11 @@ class SigningKeyring:
         with self._lock, open(lock_path, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                keys = list(load_keyring(self.path))  # another process may have changed it
+                try:
+                    # Read afresh: another process may have changed it.
+                    keys = list(load_keyring(self.path))
+                except KeyringError as exc:
+                    raise KeyringUnusable(str(exc)) from None
                 before = list(keys)
                 yield keys
                 if keys != before:
@@ -324,10 +331,6 @@ class SigningKeyring:
         return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def settings_keys(secrets_by_source: Iterable[tuple[str, Iterable[str]]]) -> list[SigningKey]:
     """The undated keys of ``TIMEFUSE_WEBHOOK_SECRETS``, with ids stable across restarts."""
     keys = []
@@ -337,15 +340,3 @@ def settings_keys(secrets_by_source: Iterable[tuple[str, Iterable[str]]]) -> lis
                 SigningKey(f"settings:{source}:{index}", source, secret, origin=SETTINGS_ORIGIN)
             )
     return keys
-
-
-def describe(key: SigningKey) -> dict[str, object]:
-    """A key as logs and answers may show it: everything but the secret."""
-    return {
-        "id": key.id,
-        "source": key.source,
-        "algorithm": key.algorithm,
-        "origin": key.origin,
-        "not_before": key.not_before.isoformat() if key.not_before else None,
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-    }

@@ -30,6 +30,7 @@ from timefuse.plugins.signing_keys import (
     ANY_SOURCE,
     MAX_SOURCE_LENGTH,
     KeyringError,
+    KeyringUnusable,
     SigningKey,
     SigningKeyring,
     check_secret,
@@ -145,7 +146,7 @@ class SigningKeysApi:
             await asyncio.to_thread(keyring.add, key)
         except KeyringError as exc:
             raise invalid([FieldError("request", str(exc))], "key") from None
-        except OSError as exc:
+        except (OSError, KeyringUnusable) as exc:
             raise _unwritable(exc) from None
         caller = principal(request).name
         log.info("signing key added", **_logged(key), key_name=caller)
@@ -174,7 +175,7 @@ class SigningKeysApi:
             )
         except KeyringError as exc:
             raise invalid([FieldError("expires_at", str(exc))], "dates") from None
-        except OSError as exc:
+        except (OSError, KeyringUnusable) as exc:
             raise _unwritable(exc) from None
         if changed is None:  # retired meanwhile, by this process or another
             raise _not_found(key_id)
@@ -186,7 +187,7 @@ class SigningKeysApi:
         keyring = self._writable()
         try:
             removed = await asyncio.to_thread(keyring.remove, key_id)
-        except OSError as exc:
+        except (OSError, KeyringUnusable) as exc:
             raise _unwritable(exc) from None
         if removed is None:
             raise _not_found(key_id)
@@ -294,8 +295,9 @@ def _not_found(key_id: str) -> ApiError:
     return ApiError(404, SIGNING_KEY_NOT_FOUND, f"no signing key {key_id[:100]!r} in the keyring")
 
 
-def _unwritable(exc: OSError) -> ApiError:
-    return ApiError(503, SERVICE_UNAVAILABLE, f"the keyring file can't be written: {exc.strerror}")
+def _unwritable(exc: OSError | KeyringUnusable) -> ApiError:
+    reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    return ApiError(503, SERVICE_UNAVAILABLE, f"the keyring file can't be changed: {reason}")
 
 
 _KEY_ID = {"type": "string", "minLength": 1, "description": "A signing key's id, as listed."}
