@@ -445,6 +445,30 @@ async def test_a_receiver_demanding_a_client_certificate_refuses_other_connectio
     assert tls_receiver.clients == []
 
 
+async def test_a_connection_made_with_a_client_certificate_serves_only_its_entry(
+    tls_receiver: TlsReceiver, pki: Pki, tmp_path: Path
+) -> None:
+    base = f"https://127.0.0.1:{tls_receiver.port}"
+    toml = tls_toml(
+        f"{base}/hook", cert_file=pki.client.cert, key_file=pki.client.key, ca_file=pki.ca
+    ) + tls_toml(f"{base}/other", ca_file=pki.ca)
+    delivery = HttpDelivery(
+        Settings.from_env({**LOOPBACK_ALLOWED, **credentials_file(tmp_path, toml)})
+    )
+    await delivery.start()
+    try:
+        first = await delivery.deliver(make_event(destination=f"{base}/hook"), 1)
+        # Same host and port, and a pooled connection that presented the certificate: it
+        # must not carry a request of an entry without one.
+        second = await delivery.deliver(make_event(destination=f"{base}/other"), 1)
+    finally:
+        await delivery.stop()
+
+    assert first.succeeded
+    assert second.kind is OutcomeKind.RETRIABLE
+    assert tls_receiver.clients == ["timefuse-client"]
+
+
 async def test_the_ca_bundle_of_an_entry_is_the_only_one_trusted_for_it(
     tls_receiver: TlsReceiver, pki: Pki, tmp_path: Path
 ) -> None:

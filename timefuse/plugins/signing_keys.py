@@ -58,6 +58,7 @@ MAX_SOURCE_LENGTH = 100
 # The specification asks for 24 to 64 random bytes; shorter keys are guessable.
 SECRET_BYTES = range(24, 65)
 _KEY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_REREAD_SECONDS = 30.0
 
 
 class KeyringError(ValueError):
@@ -240,6 +241,7 @@ class SigningKeyring:
         self._reload_interval = reload_interval
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
+        self._read_at = time.monotonic()
         self.generation = 0
         self.error: str | None = None
         self._stamp = self._file_stamp()
@@ -307,13 +309,18 @@ class SigningKeyring:
 
     def _reload_if_changed(self) -> None:
         stamp = self._file_stamp()
-        if stamp == self._stamp:
+        # The stamp can miss a change (a rename that reuses the inode, within one tick of the
+        # file system's clock, to a file of the same size), so the file is read anyway now
+        # and then.
+        stale = time.monotonic() - self._read_at >= _REREAD_SECONDS
+        if stamp == self._stamp and not stale:
             return
         with self._lock:
             try:
                 keys = load_keyring(self.path)
             except KeyringError as exc:
                 self._stamp = stamp  # reported once per change, not on every delivery
+                self._read_at = time.monotonic()
                 self.error = str(exc)
                 return
             self._loaded(keys, stamp)
@@ -322,6 +329,7 @@ class SigningKeyring:
         if keys != self._keys:
             self.generation += 1
         self._keys, self._stamp, self.error = keys, stamp, None
+        self._read_at = time.monotonic()
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
