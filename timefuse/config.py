@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 from timefuse.domain.destination import normalise_destination_limit_key
+from timefuse.plugins.http_credentials_file import CredentialsConfig, load_credentials
+from timefuse.plugins.signing_keys import load_keyring
 from timefuse.webhooks import SECRET_PREFIX, decode_secret
 
 
@@ -244,6 +246,29 @@ def _webhook_secrets_file(env: str) -> Callable[[str], WebhookSecrets]:
         return parse_json(content)
 
     return parse
+
+
+# -- parsers of the receiver-credentials and signing-key settings (see the block at the end of
+# Settings). Both files are read at start-up, so a bad one stops the process with a message
+# naming the entry; neither message quotes a secret.
+
+
+def _http_credentials(text: str) -> CredentialsConfig:
+    if not text.strip():
+        return CredentialsConfig()
+    try:
+        return load_credentials(Path(text))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _signing_keys_file(text: str) -> str:
+    if text.strip():
+        try:
+            load_keyring(Path(text))
+        except ValueError as exc:
+            raise ConfigError(f"TIMEFUSE_SIGNING_KEYS_FILE: {exc}") from None
+    return text.strip()
 
 
 def _optional_port(text: str) -> int | None:
@@ -537,6 +562,23 @@ class Settings:
         "How long an open breaker waits before one delivery probes the destination.",
         _float("TIMEFUSE_BREAKER_COOLDOWN_SECONDS"),
     )
+
+    # -- credentials toward receivers, and signing-key rotation -----------------------------
+    http_credentials: CredentialsConfig = _setting(
+        "TIMEFUSE_HTTP_CREDENTIALS_FILE",
+        "",
+        "TOML file of credentials per HTTP destination (header, basic, OAuth 2.0 client "
+        "credentials, client TLS), read at start-up; see docs/credentials.md.",
+        _http_credentials,
+    )
+    signing_keys_file: str = _setting(
+        "TIMEFUSE_SIGNING_KEYS_FILE",
+        "",
+        "JSON keyring of dated webhook signing keys per source, managed through the admin API "
+        "and re-read by every process when it changes (unset: no rotation at run time).",
+        _signing_keys_file,
+    )
+    # -- end of credentials and signing-key rotation ----------------------------------------
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -150,6 +150,15 @@ async def test_the_docs_page_is_self_contained(api: Harness) -> None:
         ("post", EVENTS + "/admin/cleanup", "admin", "200 400 401 403 503"),
         ("get", EVENTS + "/admin/destinations", "admin", "200 401 403"),
         ("post", EVENTS + "/admin/destinations/{key}/reset", "admin", "200 401 403 404"),
+        ("get", EVENTS + "/admin/signing-keys", "admin", "200 401 403"),
+        ("post", EVENTS + "/admin/signing-keys", "admin", "201 400 401 403 409 413 415 503"),
+        (
+            "patch",
+            EVENTS + "/admin/signing-keys/{key_id}",
+            "admin",
+            "200 400 401 403 404 409 413 415 503",
+        ),
+        ("delete", EVENTS + "/admin/signing-keys/{key_id}", "admin", "200 401 403 404 409 503"),
     ],
 )
 async def test_the_history_listing_and_admin_operations_are_described(

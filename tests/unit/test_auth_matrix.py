@@ -168,6 +168,7 @@ ADMIN_ENDPOINTS: dict[str, Request] = {
     "cleanup": _on_alpha("POST", f"{ADMIN}/cleanup?days=0"),
     "destinations": _on_alpha("GET", f"{ADMIN}/destinations"),
     "reset a destination": _on_alpha("POST", f"{ADMIN}/destinations/alpha.example:443/reset"),
+    "signing keys": _on_alpha("GET", f"{ADMIN}/signing-keys"),
 }
 
 

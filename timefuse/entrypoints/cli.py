@@ -59,7 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
     from timefuse.entrypoints.auth import add_keys_command
 
     add_keys_command(commands)
+    _add_secrets_command(commands)
     return parser
+
+
+def _add_secrets_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "make webhook signing secrets"
+    secrets = commands.add_parser("secrets", help=text, description=text)
+    actions = secrets.add_subparsers(dest="secrets_action", metavar="ACTION", required=True)
+    new = actions.add_parser(
+        "new",
+        help="print a new random whsec_ signing secret (or, with --asymmetric, an ed25519 "
+        "whsk_ signing key and its whpk_ public key)",
+    )
+    new.add_argument(
+        "--asymmetric",
+        action="store_true",
+        help="an ed25519 key pair (v1a signatures): receivers then hold only the public key",
+    )
+
+
+def _run_secrets_command(args: argparse.Namespace) -> int:
+    from timefuse.webhooks import new_secret, new_signing_key
+
+    if not args.asymmetric:
+        print(new_secret())
+        return 0
+    signing_key, public_key = new_signing_key()
+    print(f"# The signing key, for timefuse only (TIMEFUSE_SIGNING_KEYS_FILE):\n{signing_key}")
+    print(f"# The public key, for the receivers:\n{public_key}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from timefuse.entrypoints.auth import run_keys_command
 
         return run_keys_command(args)
+    if args.command == "secrets":
+        return _run_secrets_command(args)
     try:
         settings = Settings.from_env()
         return _dispatch(args, settings)

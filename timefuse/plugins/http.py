@@ -3,7 +3,8 @@
 Registered through the same hook as third-party delivery types. Every request carries the
 Standard Webhooks headers ``webhook-id`` (the event id, the same on every retry, so receivers
 can drop duplicates) and ``webhook-timestamp``, plus ``webhook-signature`` when the event's
-source has signing secrets. Destinations pass the SSRF guard of :mod:`http_guard`.
+source has signing keys, and the operator's credentials for the destination, if any
+(:mod:`http_credentials`). Destinations pass the SSRF guard of :mod:`http_guard`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
 from timefuse.plugins.hookspecs import hookimpl
 from timefuse.plugins.http_answer import answered_status
+from timefuse.plugins.http_credentials import CredentialsUnavailable, HttpCredentials
 from timefuse.plugins.http_guard import (
     DestinationGuard,
     DestinationRefused,
@@ -66,6 +68,7 @@ class HttpDelivery:
         self._settings = settings
         self._guard = DestinationGuard.from_settings(settings)
         self._signer = WebhookSigner.from_settings(settings)
+        self._credentials = HttpCredentials.from_settings(settings)
         self._inner_resolver = resolver
         self._resolver: GuardedResolver | None = None
         self._timeout = aiohttp.ClientTimeout(
@@ -90,12 +93,14 @@ class HttpDelivery:
             skip_auto_headers=_SKIPPED_AUTO_HEADERS,
             auto_decompress=False,
         )
+        await self._credentials.start()
 
     async def stop(self) -> None:
         session, self._session = self._session, None
         resolver, self._resolver = self._resolver, None
         if session is not None:
             await session.close()
+        await self._credentials.stop()
         if resolver is not None:
             await resolver.close()
 
@@ -112,11 +117,22 @@ class HttpDelivery:
         if isinstance(url, str):
             return DeliveryOutcome.permanent(f"invalid destination: {url}")
         headers = self._headers(event, attempt)
+        # The operator's credentials for this destination (none for most): headers, a TLS
+        # context, and one more try with a fresh OAuth 2.0 token after a 401.
+        credentials = self._credentials.for_url(url)
         try:
             # The payload was JSON-encoded once at submission and is sent byte for byte.
-            response = await session.post(
-                url, data=event.payload, headers=headers, allow_redirects=False
+            response = await credentials.send(
+                lambda auth: session.post(
+                    url,
+                    data=event.payload,
+                    headers={**headers, **auth},
+                    ssl=credentials.ssl,
+                    allow_redirects=False,
+                )
             )
+        except CredentialsUnavailable as exc:
+            return DeliveryOutcome.retriable(str(exc))
         except Exception as exc:
             return self._failure(exc)
         return await _answer(response, self._settings.http_total_timeout)

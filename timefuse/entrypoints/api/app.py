@@ -17,6 +17,7 @@ from timefuse.entrypoints.api.health import Health, Readiness, health_operations
 from timefuse.entrypoints.api.openapi import ApiDescription, Limits, build_spec
 from timefuse.entrypoints.api.operations import build_routes, public_paths
 from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, event_operations
+from timefuse.entrypoints.api.signing_keys import SigningKeysApi, signing_key_operations
 from timefuse.entrypoints.auth import KeyRing, load_key_ring
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
@@ -54,6 +55,7 @@ def create_app(
     operations = [
         *event_operations(api),
         *admin_operations(AdminApi(service, admin, limits), ADMIN_PREFIX),
+        *signing_key_operations(SigningKeysApi.from_settings(settings, limits), ADMIN_PREFIX),
         *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
         *description.operations(),
     ]
