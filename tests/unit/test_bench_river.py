@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from timefuse.bench.pyspy import split
+from timefuse.bench.pyspy import Recorder, cpu_split, split
 from timefuse.bench.river_report import RIVER, TIMEFUSE, Measurement, summarise
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +126,17 @@ def test_the_wheel_ships_every_go_source_of_the_peers() -> None:
         "riverbench/main.go",
     }
     assert set(sources) <= shipped
+
+
+def test_the_measured_cpu_is_shared_out_by_samples(tmp_path: Path) -> None:
+    recorder = Recorder("py-spy", 1, tmp_path / "dispatch-1", "timefuse dispatch")
+    recorder.stacks.write_text(
+        f"{RUNNER};claim_due (timefuse/adapters/postgres/store.py:181) 3\n"
+        f"{RUNNER};ClientSession._request (aiohttp/client.py:819) 1\n"
+    )
+
+    split = cpu_split([recorder], deliveries=1000, cpu_s=0.4)
+
+    assert split["claim"] == {"share": 0.75, "us_per_delivery": pytest.approx(300), "samples": 3}
+    assert split["HTTP client"]["us_per_delivery"] == pytest.approx(100)
+    assert list(split) == ["claim", "HTTP client"]  # the documented order, empty parts left out

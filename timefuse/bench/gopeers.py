@@ -122,6 +122,7 @@ def _build_into(go: str, target: Path) -> None:
 
 @dataclass(frozen=True)
 class ReceiverStats:
+    connections: int  # client connections that carried deliveries
     requests: int
     distinct: int
     duplicates: int

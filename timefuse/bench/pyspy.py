@@ -14,6 +14,7 @@ A stack of nothing but the event loop's own frames is "event loop"; the rest is 
 
 from __future__ import annotations
 
+import html
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,7 @@ LOOP_FRAMES = (
     "entrypoints/loops.py",
 )
 ORDER = (*(name for name, _ in CATEGORIES), "event loop", "other")
+Split = dict[str, float]
 
 
 def find_pyspy() -> str | None:
@@ -64,10 +66,11 @@ def find_pyspy() -> str | None:
 class Recorder:
     """Two ``py-spy record`` processes on one pid: a flame graph and the raw stacks."""
 
-    def __init__(self, pyspy: str, pid: int, base: Path, rate: int = 200) -> None:
+    def __init__(self, pyspy: str, pid: int, base: Path, title: str, rate: int = 200) -> None:
+        self.title = title
         self.svg = base.with_suffix(".svg")
         self.stacks = base.with_suffix(".txt")
-        common = [pyspy, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking"]
+        common = [pyspy, "record", "--pid", str(pid), "--rate", str(rate)]
         self._args = [
             [*common, "--format", "flamegraph", "--output", str(self.svg)],
             [*common, "--format", "raw", "--output", str(self.stacks)],
@@ -95,6 +98,16 @@ class Recorder:
             if not self.stacks.exists() and proc.returncode not in (0, -signal.SIGINT):
                 raise BenchError(f"py-spy failed: {err.decode(errors='replace')[-1000:]}")
         self._procs.clear()
+        self._retitle()
+
+    def _retitle(self) -> None:
+        # py-spy titles the graph with its own command line (local paths, a pid): say what
+        # was profiled instead.
+        try:
+            text = self.svg.read_text()
+        except OSError:
+            return
+        self.svg.write_text(text.replace(" ".join(self._args[0]), html.escape(self.title), 1))
 
 
 def categorise(frames: list[str]) -> str:
@@ -123,3 +136,21 @@ def split_files(paths: Iterable[Path]) -> Counter[str]:
         with path.open(errors="replace") as lines:
             total.update(split(lines))
     return total
+
+
+def cpu_split(recorders: Iterable[Recorder], deliveries: int, cpu_s: float) -> dict[str, Split]:
+    """Each part's share of the samples, and of the measured CPU per delivery."""
+    counts = split_files(r.stacks for r in recorders if r.stacks.exists())
+    total = sum(counts.values())
+    if not total or not deliveries:
+        return {}
+    us_per_delivery = cpu_s * 1e6 / deliveries
+    return {
+        part: {
+            "share": counts[part] / total,
+            "us_per_delivery": counts[part] / total * us_per_delivery,
+            "samples": counts[part],
+        }
+        for part in ORDER
+        if counts[part]
+    }

@@ -29,7 +29,7 @@ from timefuse.bench.options import BenchOptions
 from timefuse.bench.pgserver import PrivateServer, Server
 from timefuse.bench.processes import BenchError
 from timefuse.bench.procfs import cpu_seconds, peak_rss_mb
-from timefuse.bench.pyspy import ORDER, Recorder, find_pyspy, split_files
+from timefuse.bench.pyspy import Recorder, cpu_split, find_pyspy
 from timefuse.bench.report import Value
 from timefuse.bench.river_report import (
     RAW_AIOHTTP,
@@ -167,6 +167,7 @@ async def _raw_go(bench: Bench, run: int) -> Measurement:
         drain_s=float(out["seconds"]),
         cpu_s=float(out["cpu_s"]),
         peak_rss_mb=float(out["peak_rss_mb"]),
+        extra={"connections": seen.connections},
     )
 
 
@@ -224,6 +225,7 @@ async def _river(bench: Bench, run: int, workers: int) -> Measurement:
         db_cpu_s=_difference(db_cpu),
         peak_rss_mb=float(out["peak_rss_mb"]),
         extra={
+            "connections": seen.connections,
             "river_version": out["river_version"],
             "completed": out["completed"],
             "all_completed_after_s": float(out["drain_s"]),
@@ -321,6 +323,7 @@ async def _drain_through(
         db_cpu_s=db_cpu,
         peak_rss_mb=sum(r for r in rss if r is not None) if any(rss) else None,
         extra={
+            "connections": seen.connections,
             "all_completed_after_s": completed_after,
             "api_cpu_s": sum(cpu_seconds(pid) for pid in fleet.pids("api")),
             "submission_late_s": late,
@@ -370,30 +373,24 @@ async def _until_completed(api: TimefuseApi, expected: int, due: float) -> float
 
 
 def _recorders(bench: Bench, run: int, pids: list[int], label: str) -> list[Recorder]:
-    directory = bench.options.py_spy
+    o = bench.options
     pyspy = find_pyspy()
-    if directory is None or pyspy is None or run != 1:
+    if o.py_spy is None or pyspy is None or run != 1:
         return []
-    return [Recorder(pyspy, pid, Path(directory) / f"{label}-{n}") for n, pid in enumerate(pids, 1)]
+    role = "timefuse serve" if label == "serve" else "timefuse dispatch"
+    what = f"{o.events:,} HTTP deliveries due at once, {o.concurrency} in flight"
+    return [
+        Recorder(pyspy, pid, Path(o.py_spy) / f"{label}-{n}", f"{role} ({n}/{len(pids)}): {what}")
+        for n, pid in enumerate(pids, 1)
+    ]
 
 
 def _add_profile(
     bench: Bench, recorders: list[Recorder], delivered: int, cpu: float, serve: bool, d: int
 ) -> None:
-    counts = split_files(r.stacks for r in recorders if r.stacks.exists())
-    total = sum(counts.values())
-    if not total or not delivered:
-        return
-    us_per_delivery = cpu * 1e6 / delivered
-    bench.profiles["timefuse serve" if serve else f"{d} timefuse dispatch"] = {
-        part: {
-            "share": counts[part] / total,
-            "us_per_delivery": counts[part] / total * us_per_delivery,
-            "samples": counts[part],
-        }
-        for part in ORDER
-        if counts[part]
-    }
+    split = cpu_split(recorders, delivered, cpu)
+    if split:
+        bench.profiles["timefuse serve" if serve else f"{d} timefuse dispatch"] = split
     note = "run 1's timefuse figures were taken under py-spy (a sampling profiler): slower"
     if note not in bench.notes:
         bench.notes.append(note)

@@ -3,8 +3,9 @@
 // can check that every delivery arrived exactly once.
 //
 // It prints its port on the first line of stdout and exits when stdin closes. Endpoints:
-// GET /stats (counts and first/last arrival since the last reset), GET /ids (the distinct ids,
-// one a line), POST /reset (forget everything). Every other POST is a delivery.
+// GET /stats (requests, distinct ids, connections that delivered, first and last arrival,
+// all since the last reset), GET /ids (the distinct ids, one a line), POST /reset (forget
+// everything). Every other POST is a delivery.
 package main
 
 import (
@@ -25,15 +26,20 @@ type counts struct {
 	requests  int64
 	withoutID int64
 	seen      map[string]struct{}
-	first     time.Time
-	last      time.Time
+	// Client addresses that delivered: connections used, to tell reuse from churn.
+	peers map[string]struct{}
+	first time.Time
+	last  time.Time
 }
 
-func newCounts() *counts { return &counts{seen: make(map[string]struct{}, 1<<16)} }
+func newCounts() *counts {
+	return &counts{seen: make(map[string]struct{}, 1<<16), peers: make(map[string]struct{})}
+}
 
-func (c *counts) record(id string, at time.Time) {
+func (c *counts) record(id, peer string, at time.Time) {
 	c.mu.Lock()
 	c.requests++
+	c.peers[peer] = struct{}{}
 	if id == "" {
 		c.withoutID++
 	} else {
@@ -47,6 +53,7 @@ func (c *counts) record(id string, at time.Time) {
 }
 
 type stats struct {
+	Conns      int      `json:"connections"`
 	Requests   int64    `json:"requests"`
 	Distinct   int      `json:"distinct"`
 	Duplicates int64    `json:"duplicates"`
@@ -68,6 +75,7 @@ func (c *counts) snapshot() stats {
 	defer c.mu.Unlock()
 	distinct := len(c.seen)
 	return stats{
+		Conns:      len(c.peers),
 		Requests:   c.requests,
 		Distinct:   distinct,
 		Duplicates: c.requests - c.withoutID - int64(distinct),
@@ -91,6 +99,7 @@ func (c *counts) reset() {
 	c.mu.Lock()
 	c.requests, c.withoutID = 0, 0
 	c.seen = make(map[string]struct{}, 1<<16)
+	c.peers = make(map[string]struct{})
 	c.first, c.last = time.Time{}, time.Time{}
 	c.mu.Unlock()
 }
@@ -110,7 +119,7 @@ func handler(c *counts) http.HandlerFunc {
 		case r.Method == http.MethodPost:
 			// Read the whole body so the connection can be reused.
 			_, _ = io.Copy(io.Discard, r.Body)
-			c.record(r.Header.Get("webhook-id"), time.Now())
+			c.record(r.Header.Get("webhook-id"), r.RemoteAddr, time.Now())
 			w.WriteHeader(http.StatusOK)
 		default:
 			w.WriteHeader(http.StatusMethodNotAllowed)
