@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.support.postgres_server import PostgresServer
+from timefuse.bench.pgserver import PrivateServer, find_bindir
 
 GO = shutil.which("go")
 EVENTS = 300
@@ -74,11 +76,31 @@ def test_river_and_timefuse_deliver_every_event_exactly_once(postgres: PostgresS
 
 
 def _bench_databases(postgres: PostgresServer) -> list[str]:
-    import psycopg
-
     with psycopg.connect(postgres.dsn) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_%'")
         return [row[0] for row in rows.fetchall()]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(find_bindir() is None, reason="needs PostgreSQL's server binaries")
+def test_the_private_postgresql_makes_databases_measures_its_cpu_and_leaves_nothing() -> None:
+    server = PrivateServer.start()
+    try:
+        dsn = server.create_database("bench_check")
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 200000) g")
+            conn.execute("SELECT sum(g::bigint * g) FROM t").fetchone()
+        used = server.cpu_seconds()
+        server.drop_database("bench_check")
+        with psycopg.connect(server.dsn) as conn:
+            names = conn.execute("SELECT datname FROM pg_database").fetchall()
+    finally:
+        server.close()
+
+    assert used is not None
+    assert used > 0
+    assert ("bench_check",) not in names
+    assert not server.root.exists()
 
 
 def test_without_go_it_says_what_it_needs() -> None:
