@@ -17,6 +17,7 @@ SCENARIOS = {
     "steady": "a constant rate for a duration: lateness percentiles",
     "cron": "cron libraries (cronsim, croniter) on the DST rules and next-instant speed; "
     "in-process, -n schedules",
+    "river": "N deliveries due at once by timefuse and by River (Go), against raw Go POSTs",
 }
 
 # (full size, --short size) per scenario.
@@ -27,7 +28,10 @@ EVENTS = {
     "herd": (100_000, 1_000),
     "steady": (0, 0),
     "cron": (10_000, 1_000),
+    "river": (20_000, 300),
 }
+RIVER_RUNS = 2
+MAX_DISPATCHERS = 32
 INGEST_CONCURRENCY = (4, 2)
 STEADY_RATE = (1000.0, 100.0)
 STEADY_DURATION = (60.0, 3.0)
@@ -64,6 +68,12 @@ class BenchOptions:
     kafka: str | None
     profile: str | None
     serve_log: str | None
+    # river only
+    dispatchers: tuple[int, ...] = (1,)
+    runs: int = RIVER_RUNS
+    database_url: str | None = None
+    serve: bool = False
+    py_spy: str | None = None
 
     @property
     def self_hosted(self) -> bool:
@@ -96,6 +106,30 @@ def _url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _dispatcher_counts(text: str) -> tuple[int, ...]:
+    counts: list[int] = []
+    for part in text.split(","):
+        try:
+            count = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a comma-separated list of whole numbers, got {text!r}"
+            ) from None
+        if not 1 <= count <= MAX_DISPATCHERS:
+            raise argparse.ArgumentTypeError(
+                f"each count must be 1..{MAX_DISPATCHERS}, got {count}"
+            )
+        if count not in counts:
+            counts.append(count)
+    return tuple(counts)
+
+
+def _postgres_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(f"must be a postgresql:// URL, got {text!r}")
+    return text
+
+
 def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = commands.add_parser(
         "bench",
@@ -111,6 +145,7 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     _add_sizes(sub)
     _add_target(sub)
+    _add_river(sub)
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
@@ -156,6 +191,35 @@ def _add_target(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_river(sub: argparse.ArgumentParser) -> None:
+    river = sub.add_argument_group("river scenario")
+    river.add_argument(
+        "--dispatchers",
+        type=_dispatcher_counts,
+        metavar="N[,N...]",
+        help="timefuse dispatch processes to measure, e.g. 1,2,4 (River gets as many workers "
+        "in all); default 1",
+    )
+    river.add_argument(
+        "--runs",
+        type=_positive_int,
+        help=f"measure everything this many times (default {RIVER_RUNS})",
+    )
+    river.add_argument(
+        "--database-url",
+        type=_postgres_url,
+        help="a PostgreSQL server to make the runs' databases on (default: start a private one)",
+    )
+    river.add_argument(
+        "--serve", action="store_true", help="also measure one `timefuse serve` process"
+    )
+    river.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="profile the delivering processes of run 1 with py-spy: flame graphs to DIR",
+    )
+
+
 def resolve(args: argparse.Namespace) -> BenchOptions:
     """The options with every default filled in; :class:`BenchUsageError` if they clash."""
     scenario: str = args.scenario
@@ -183,6 +247,11 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         kafka=kafka if scenario == "deliver-kafka" else None,
         profile=args.profile,
         serve_log=args.serve_log,
+        dispatchers=args.dispatchers or (1,),
+        runs=args.runs or (1 if args.short else RIVER_RUNS),
+        database_url=args.database_url,
+        serve=args.serve,
+        py_spy=args.py_spy,
     )
 
 
@@ -198,6 +267,21 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise BenchUsageError("--kafka applies to the deliver-kafka scenario only")
     if args.url is not None and (args.profile is not None or args.serve_log is not None):
         raise BenchUsageError("--profile and --serve-log need the bench's own timefuse; drop --url")
+    river_only = {
+        "--dispatchers": args.dispatchers,
+        "--runs": args.runs,
+        "--database-url": args.database_url,
+        "--serve": args.serve or None,
+        "--py-spy": args.py_spy,
+    }
+    given = [flag for flag, value in river_only.items() if value is not None]
+    if given and scenario != "river":
+        raise BenchUsageError(f"{', '.join(given)} apply to the river scenario only")
+    if scenario == "river" and (args.url is not None or args.profile or args.serve_log):
+        raise BenchUsageError(
+            "river starts its own timefuse processes and PostgreSQL databases: drop --url, "
+            "--profile and --serve-log (--py-spy profiles it)"
+        )
     if args.lead is not None and scenario in ("ingest", "cron"):
         raise BenchUsageError("--lead applies to the delivery scenarios only")
     if scenario == "cron":

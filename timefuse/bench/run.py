@@ -34,6 +34,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if options.scenario == "deliver-kafka" and not options.kafka:
         print(f"timefuse bench: error: {NO_KAFKA}", file=sys.stderr)
         return 2
+    if options.scenario == "river":
+        return _run_river(options)
     try:
         report = _run_cron(options) if options.scenario == "cron" else asyncio.run(_run(options))
     except BenchError as exc:
@@ -52,6 +54,27 @@ def _run_cron(options: BenchOptions) -> Report:
     from timefuse.bench.cron import run_cron
 
     return run_cron(options)
+
+
+def _run_river(options: BenchOptions) -> int:
+    from timefuse.bench import river, river_report
+
+    problem = river.usage_problem(options)
+    if problem is not None:
+        print(f"timefuse bench: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        report = river.run_river(options)
+    except BenchError as exc:
+        print(f"timefuse bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if options.json:
+        river_report.write_json(report, sys.stdout)
+    else:
+        river_report.write_table(report, sys.stdout)
+    return 1 if report.errors else 0
 
 
 def _scenario(name: str) -> Scenario:
