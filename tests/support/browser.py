@@ -55,8 +55,8 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest.fixture(name="browser")
+async def browser_fixture() -> AsyncIterator[Browser]:
     """A headless Chromium; each ``new_context()`` is a separate visitor (its own cookies)."""
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 
-from timefuse.service.metrics import Metrics
+from timefuse.service.metrics import LATENCY_BUCKETS, Metrics
 
 MINUTES = 60
 SAMPLE_SECONDS = 5.0
@@ -75,16 +75,19 @@ def counter_total(counter: Counter) -> float:
     )
 
 
-def histogram_buckets(histogram: Histogram) -> tuple[list[float], list[float]]:
-    """A histogram's bounds (+Inf last) and cumulative counts, summed over its labels."""
-    counts: dict[float, float] = {}
+def histogram_buckets(histogram: Histogram, bounds: list[float]) -> list[float]:
+    """A histogram's cumulative counts at ``bounds`` (+Inf last), summed over its labels.
+
+    Zero everywhere until a labelled series has observed (none is listed before that).
+    """
+    counts = dict.fromkeys(bounds, 0.0)
     for metric in histogram.collect():
         for sample in metric.samples:
             if sample.name.endswith("_bucket"):
                 bound = float(sample.labels["le"])
-                counts[bound] = counts.get(bound, 0.0) + sample.value
-    bounds = sorted(counts)
-    return bounds, [counts[bound] for bound in bounds]
+                if bound in counts:
+                    counts[bound] += sample.value
+    return [counts[bound] for bound in bounds]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,7 @@ class Activity:
     def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
         self._metrics = metrics
         self._clock = clock
-        self._bounds, _ = histogram_buckets(metrics.lateness)
+        self._bounds = [*LATENCY_BUCKETS, math.inf]
         self.started = clock()
         # Counters start at zero with the process; what they hold before the first read
         # belongs to the minute of that read.
@@ -145,14 +148,11 @@ class Activity:
 
     def read_metrics(self) -> Tally:
         metrics = self._metrics
-        bounds, lateness = histogram_buckets(metrics.lateness)
-        if bounds != self._bounds:  # no delivery type has observed yet: no buckets listed
-            lateness = [0.0] * len(self._bounds)
         return Tally(
             counter_total(metrics.received),
             counter_total(metrics.delivered),
             counter_total(metrics.failed),
-            lateness,
+            histogram_buckets(metrics.lateness, self._bounds),
         )
 
     def sample(self) -> None:

@@ -172,7 +172,7 @@ class Pages:
         return self._templates.page("events.html", context, 400 if chosen.errors else 200)
 
     async def _search(self, chosen: EventFilter, who: Principal) -> Event | list[Event]:
-        """The event with that id (the page goes to it), else the events of that external id."""
+        """The event with that id, else the events of that external id (the only one: it)."""
         service = self._parts.service
         if is_event_id(chosen.search):
             event = await service.get(str(uuid.UUID(chosen.search)), sources=who.sources)
@@ -180,7 +180,8 @@ class Pages:
                 return event
         found = await service.find_by_external_id(chosen.search, sources=who.sources)
         query = chosen.query()
-        return [event for event in found if _matches(event, query)]
+        matching = [event for event in found if _matches(event, query)]
+        return matching[0] if len(matching) == 1 else matching
 
     async def event(self, request: Request, visit: Visit) -> Response:
         who = _who(visit)
