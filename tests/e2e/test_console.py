@@ -406,3 +406,56 @@ async def test_timefuse_ui_off_serves_no_console(
 
     assert response.status_code == 404
     assert (await client.get(f"{tf.base_url}/health")).status_code == 200
+
+
+async def test_closing_an_open_circuit_breaker_from_the_destinations_page(
+    timefuse: Start, tmp_path: Path, client: httpx.AsyncClient, browser: Browser, receiver: Receiver
+) -> None:
+    tf = timefuse(
+        {
+            "TIMEFUSE_API_KEYS_FILE": str(write_keys(tmp_path / "keys.toml")),
+            "TIMEFUSE_BREAKER_FAILURES": "1",
+            "TIMEFUSE_BREAKER_COOLDOWN_SECONDS": "600",
+        }
+    )
+    api = Api(tf, client)
+    receiver.behaviours["/down"] = always(503)
+    failed = await api.submit("trips", "billing", receiver.url("/down"), at=datetime.now(UTC))
+    await api.wait_status(failed, "PENDING")  # its retry waits: the breaker is open
+    page = await signed_in(browser, tf, "ops-admin")
+    await page.goto(f"{tf.base_url}/ui/destinations")
+    row = page.locator("tbody tr", has_text=f"127.0.0.1:{receiver.port}")
+    await expect(row.locator(".badge")).to_have_text("OPEN")
+    await screenshot(page, "destinations-breaker-open")
+
+    await row.get_by_role("button", name="Close breaker").click()
+
+    await expect(page.get_by_role("status")).to_contain_text("Circuit breaker closed")
+    await expect(row.locator(".badge")).to_have_text("CLOSED")
+    states = await api.call("GET", f"{EVENTS}/admin/destinations")
+    assert [state["breaker"] for state in states] == ["CLOSED"]
+
+
+async def test_the_overview_names_the_oldest_overdue_event(
+    timefuse: Start, tmp_path: Path, client: httpx.AsyncClient, browser: Browser
+) -> None:
+    # The API alone: nothing dispatches, so what falls due stays pending.
+    keys = str(write_keys(tmp_path / "keys.toml"))
+    tf = timefuse({"TIMEFUSE_API_KEYS_FILE": keys}, command="api")
+    api = Api(tf, client)
+    now = datetime.now(UTC)
+    await api.submit("late-2", "billing", "https://example.com/hook", at=now)
+    await api.submit("late-1", "billing", "https://example.com/hook", at=now - timedelta(seconds=4))
+    await api.submit("not-yet", "billing", "https://example.com/hook")
+    page = await signed_in(browser, tf, "ops-admin")
+    overdue = page.locator("section", has_text="Oldest overdue event")
+
+    deadline = time.monotonic() + 20
+    while "late-1" not in await overdue.inner_text():
+        assert time.monotonic() < deadline, await overdue.inner_text()
+        await asyncio.sleep(0.5)
+        await page.reload()
+
+    await expect(overdue).to_contain_text("still pending")
+    await expect(overdue).not_to_contain_text("late-2")
+    await screenshot(page, "overview-overdue")

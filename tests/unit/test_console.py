@@ -18,6 +18,7 @@ from timefuse.entrypoints.ui.activity import Activity, Tally, percentiles
 from timefuse.entrypoints.ui.charts import Series, bar_chart, nice_ceiling
 from timefuse.entrypoints.ui.filters import parse_filter
 from timefuse.entrypoints.ui.session import COOKIE
+from timefuse.ports.store import StoreUnavailable
 from timefuse.service.metrics import Metrics
 
 ADMIN, AUDITOR = "tfk_unit_admin", "tfk_unit_auditor"
@@ -282,3 +283,18 @@ class TestFilters:
 
         assert again.query() == chosen.query()
         assert again.limit == 100
+
+
+async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
+    api: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sign_in(api.client, ADMIN)
+
+    async def unavailable(**_: object) -> dict[str, int]:
+        raise StoreUnavailable("connection refused")
+
+    monkeypatch.setattr(api.service, "statistics", unavailable)
+    response = await api.client.get("/ui/")
+
+    assert response.status_code == 503
+    assert "The event store did not answer" in response.text

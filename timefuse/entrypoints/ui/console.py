@@ -32,6 +32,7 @@ from timefuse.entrypoints.ui.render import Templates
 from timefuse.entrypoints.ui.session import Sessions, new_session
 from timefuse.entrypoints.ui.visit import Gate, Visit, may_sign_in, same_origin
 from timefuse.plugins.registry import DeliveryRegistry
+from timefuse.ports.store import StoreError
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
@@ -90,7 +91,11 @@ class Console:
                 Route("/login", self._sign_in, methods=["POST"]),
                 Route("/logout", self._action(self._sign_out), methods=["POST"]),
             ],
-            exception_handlers={404: self._unknown, 405: self._unknown},
+            exception_handlers={
+                404: self._unknown,
+                405: self._unknown,
+                StoreError: self._store_failed,
+            },
         )
         # Static files are public: they hold no data. Mounted after the pages' routes.
         self.app.mount("/static", static, name="static")
@@ -195,6 +200,16 @@ class Console:
         response = RedirectResponse(target if not visit.open_console else f"{_base(request)}/", 303)
         self.gate.sessions.clear(response, request)
         return response
+
+    async def _store_failed(self, request: Request, exc: Exception) -> Response:
+        log.warning("console page failed: the store", path=request.url.path, error=str(exc))
+        visit = self.gate.visit(request)
+        context = frame(request, visit, "", "Store unavailable")
+        context["message"] = (
+            "The event store did not answer; try again in a moment."
+        )
+        response = self.templates.page("message.html", context, 503)
+        return self._with_session(response, visit, request)
 
     async def _unknown(self, request: Request, exc: Exception) -> Response:
         visit = self.gate.visit(request)
