@@ -303,6 +303,8 @@ async def other_site() -> AsyncIterator[Callable[[str], str]]:
     pages: dict[str, str] = {}
 
     async def handle(request: web.Request) -> web.Response:
+        if request.path not in pages:
+            return web.Response(status=404)
         return web.Response(text=pages[request.path], content_type="text/html")
 
     app = web.Application()
@@ -348,6 +350,23 @@ async def test_a_post_without_the_csrf_token_is_refused(
     assert response is not None
     assert response.status == 403
     assert await api.status(event_id) == "PENDING"
+
+
+async def test_a_shared_link_followed_from_another_site_keeps_the_session(
+    api: Api, browser: Browser, other_site: Callable[[str], str]
+) -> None:
+    await api.submit("linked", "billing", "https://example.com/hook")
+    page = await signed_in(browser, api.tf, "ops-admin")
+    shared = f"{api.tf.base_url}/ui/events?source=billing"
+    # A chat or a ticket: another site's page with a link to a filtered list.
+    await page.goto(other_site(f'<a href="{shared}">the failing billing events</a>'))
+
+    await page.get_by_role("link", name="the failing billing events").click()
+
+    await expect(page.get_by_role("heading", name="Events")).to_be_visible()
+    assert await listed_ids(page) == ["linked"]
+    await page.goto(f"{api.tf.base_url}/ui/")  # still signed in afterwards
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
 async def test_screenshots_of_the_remaining_pages(

@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,7 +30,7 @@ from timefuse.entrypoints.ui.activity import Activity
 from timefuse.entrypoints.ui.audit import ActionLog
 from timefuse.entrypoints.ui.pages import Pages, Sources, frame
 from timefuse.entrypoints.ui.render import Templates
-from timefuse.entrypoints.ui.session import Sessions, new_session
+from timefuse.entrypoints.ui.session import COOKIE, Sessions, new_session
 from timefuse.entrypoints.ui.visit import Gate, Visit, may_sign_in, same_origin
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.store import StoreError
@@ -113,6 +114,8 @@ class Console:
 
     def _page(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            if _arrived_from_another_site(request):
+                return _reload_here(request)
             visit = self.gate.visit(request)
             if visit.who is None:
                 return self._to_sign_in(request, visit)
@@ -205,9 +208,7 @@ class Console:
         log.warning("console page failed: the store", path=request.url.path, error=str(exc))
         visit = self.gate.visit(request)
         context = frame(request, visit, "", "Store unavailable")
-        context["message"] = (
-            "The event store did not answer; try again in a moment."
-        )
+        context["message"] = "The event store did not answer; try again in a moment."
         response = self.templates.page("message.html", context, 503)
         return self._with_session(response, visit, request)
 
@@ -216,6 +217,29 @@ class Console:
         context = frame(request, visit, "", "Not found")
         context["message"] = "The console has no such page."
         return self._with_session(self.templates.page("message.html", context, 404), visit, request)
+
+
+def _arrived_from_another_site(request: Request) -> bool:
+    """A link followed from another site's page: the browser withheld the session cookie.
+
+    SameSite=Strict keeps the cookie off every request another site starts, a link in a chat
+    or a ticket included. Answering such a visit as a new one would replace the visitor's
+    session (signing them out); instead the page reloads itself, a navigation of this site's
+    own, which carries the cookie.
+    """
+    return request.headers.get("sec-fetch-site") == "cross-site" and COOKIE not in request.cookies
+
+
+def _reload_here(request: Request) -> Response:
+    here = escape(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0; url={here}"><title>timefuse console</title>'
+        f'</head><body><p><a href="{here}">Continue to the console</a></p></body></html>'
+    )
+    return HTMLResponse(
+        html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    )
 
 
 def _base(request: Request) -> str:
