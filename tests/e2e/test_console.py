@@ -386,6 +386,8 @@ async def test_screenshots_of_the_remaining_pages(
     await expect(page.locator(".count.status-dead_letter .n")).to_have_text("1")
     await expect(page.locator("svg.chart")).to_have_count(3)
     await screenshot(page, "overview")
+    await page.get_by_text("The same figures as a table").click()
+    await expect(page.locator("details.figures tbody tr").first).to_be_visible()
     await page.get_by_role("link", name="Destinations").click()
     await expect(page.locator("tbody tr")).to_have_count(1)  # one host: the receiver
     await expect(page.locator("tbody")).to_contain_text(f"127.0.0.1:{receiver.port}")

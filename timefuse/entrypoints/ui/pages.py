@@ -103,7 +103,8 @@ class Pages:
     def _activity(self) -> Mapping[str, Any]:
         activity = self._parts.activity
         activity.sample()
-        minutes = [tally for _, tally in activity.per_minute()]
+        per_minute = activity.per_minute()
+        minutes = [tally for _, tally in per_minute]
         series = [
             Series("submitted", "Submitted", [t.submitted for t in minutes]),
             Series("delivered", "Delivered", [t.delivered for t in minutes]),
@@ -116,6 +117,12 @@ class Pages:
             "hour": percentiles(activity.bounds, hour.lateness, QUANTILES),
             "since_start": percentiles(activity.bounds, since_start.lateness, QUANTILES),
             "started": datetime.fromtimestamp(activity.started, UTC),
+            # The charts' figures as a table, for screen readers and copying: busy minutes only.
+            "rows": [
+                (datetime.fromtimestamp(minute * 60, UTC), t.submitted, t.delivered, t.failed)
+                for minute, t in per_minute
+                if t.submitted or t.delivered or t.failed
+            ],
         }
 
     async def _oldest_overdue(self, who: Principal) -> tuple[Event, float] | None:
