@@ -405,6 +405,38 @@ async def test_screenshots_of_the_remaining_pages(
     await screenshot(phone, "overview-phone")
 
 
+UNLABELLED = """() => [...document.querySelectorAll("input, select, textarea, button")]
+    .filter((el) => el.type !== "hidden")
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+                    && !(el.tagName === "BUTTON" && el.textContent.trim()))
+    .map((el) => el.outerHTML)"""
+
+
+async def test_every_control_has_a_label_and_the_keyboard_reaches_the_actions(
+    api: Api, browser: Browser
+) -> None:
+    event_id = await api.submit("by-keyboard", "billing", "https://example.com/hook")
+    page = await signed_in(browser, api.tf, "ops-admin")
+    base = f"{api.tf.base_url}/ui"
+    for path in ("/", "/events", "/dead-letters", "/destinations", "/delivery-types"):
+        await page.goto(base + path)
+        assert await page.evaluate(UNLABELLED) == [], path
+    await page.goto(f"{base}/events/{event_id}")
+    assert await page.evaluate(UNLABELLED) == []
+
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.keyboard.press("Enter")
+    for _ in range(5):  # from the top of the content, a few tabs reach the first action
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.textContent") == "Cancel this event":
+            break
+    await page.keyboard.press("Enter")
+
+    await expect(page.get_by_role("status")).to_contain_text("Event cancelled")
+    assert await api.status(event_id) == "CANCELLED"
+
+
 async def test_without_keys_the_console_is_open_and_says_so(
     timefuse: Start, browser: Browser
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 from tests.unit.test_api_harness import EVENTS, Harness, bearer, running_api
 from timefuse.config import ConfigError, Settings
 from timefuse.entrypoints.auth import Role, hash_key, key_entry, load_keys
+from timefuse.entrypoints.cli import main
 from timefuse.entrypoints.ui.activity import Activity, Tally, percentiles
 from timefuse.entrypoints.ui.charts import Series, bar_chart, nice_ceiling
 from timefuse.entrypoints.ui.filters import parse_filter
@@ -57,6 +58,21 @@ class TestReadOnlyKeys:
         assert auditor.read_only
         assert admin is not None
         assert not admin.read_only
+
+    @pytest.mark.parametrize("flag", [True, False])
+    def test_keys_new_makes_a_read_only_entry_when_asked(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: bool
+    ) -> None:
+        args = ["keys", "new", "--name", "audit", "--sources", "*", "--roles", "admin"]
+        code = main([*args, "--read-only"] if flag else args)
+
+        out = capsys.readouterr().out
+        secret = next(line for line in out.splitlines() if line.startswith("tfk_"))
+        (tmp_path / "keys.toml").write_text(out.partition("\n\n")[2])
+        found = load_keys(tmp_path / "keys.toml").find(secret)
+        assert code == 0
+        assert found is not None
+        assert found.read_only is flag
 
     def test_a_value_that_is_not_a_boolean_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "keys.toml"
