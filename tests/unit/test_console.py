@@ -121,6 +121,11 @@ class TestSignIn:
         assert page.status_code == 303
         assert page.headers["location"].startswith("/ui/login?next=")
 
+    async def test_after_a_wrong_key_the_form_still_knows_where_to_go(self, api: Harness) -> None:
+        response = await sign_in(api.client, "tfk_wrong")
+
+        assert 'name="next" value="/ui/events"' in response.text
+
     async def test_a_forged_cookie_is_a_visitor_without_a_session(self, api: Harness) -> None:
         await sign_in(api.client, ADMIN)
         value = api.client.cookies[COOKIE]

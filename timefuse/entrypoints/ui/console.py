@@ -163,12 +163,15 @@ class Console:
         response = self.templates.page("message.html", context, 403)
         return self._with_session(response, visit, request)
 
-    async def _login_page(self, request: Request, error: str = "", status: int = 200) -> Response:
+    async def _login_page(
+        self, request: Request, error: str = "", status: int = 200, wanted: str | None = None
+    ) -> Response:
         visit = self.gate.visit(request)
+        wanted = request.query_params.get("next", "") if wanted is None else wanted
         if visit.who is not None:
-            return RedirectResponse(_next(request, request.query_params.get("next")), 303)
+            return RedirectResponse(_next(request, wanted), 303)
         context = frame(request, visit, "login", "Sign in")
-        context.update(error=error, next=request.query_params.get("next", ""))
+        context.update(error=error, next=wanted)
         response = self.templates.page("login.html", context, status)
         return self._with_session(response, visit, request)
 
@@ -187,10 +190,15 @@ class Console:
         key = keys.find(form.get("key", "").strip())
         if key is None:
             log.info("console sign-in refused: unknown key")
-            return await self._login_page(request, "That key is not valid.", 401)
+            return await self._login_page(
+                request, "That key is not valid.", 401, form.get("next", "")
+            )
         if not may_sign_in(Principal.of_key(key)):
             return await self._login_page(
-                request, "This key has no read role, so it can't see the console.", 403
+                request,
+                "This key has no read role, so it can't see the console.",
+                403,
+                form.get("next", ""),
             )
         log.info("console sign-in", key=key.name)
         # A new session, and with it a new CSRF token, for the signed-in key.
