@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml examples/timefuse-file/pyproject.toml
 	touch $(STAMP)
 
 # Real PostgreSQL and Kafka for the integration tests: installed or fetched here, started by
-# the test session itself (tests/support), stopped when it ends.
+# the test session itself (tests/support), stopped when it ends. Chromium (Debian's) for the
+# console's browser tests, driven headless by Playwright.
 services:
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
 	bash scripts/kafka/fetch-kafka.sh
 
 check: lint typecheck

@@ -82,6 +82,13 @@ def _bool(env: str) -> Callable[[str], bool]:
     return parse
 
 
+def _ui_secret(text: str) -> str:
+    secret = text.strip()
+    if secret and len(secret) < 32:
+        raise ConfigError("TIMEFUSE_UI_SECRET must be at least 32 characters (or unset)")
+    return secret
+
+
 KafkaConfig = Mapping[str, "str | int | float | bool"]
 
 
@@ -561,6 +568,20 @@ class Settings:
         "30",
         "How long an open breaker waits before one delivery probes the destination.",
         _float("TIMEFUSE_BREAKER_COOLDOWN_SECONDS"),
+    )
+    # -- The operator console (/ui) --
+    ui: bool = _setting(
+        "TIMEFUSE_UI",
+        "on",
+        "on: serve the operator console at /ui with the API (same keys); off: don't.",
+        _bool("TIMEFUSE_UI"),
+    )
+    ui_secret: str = _setting(
+        "TIMEFUSE_UI_SECRET",
+        "",
+        "Secret signing console sessions (32+ characters); unset: a random one per process, "
+        "so sign-ins end at a restart and don't carry between API processes.",
+        _ui_secret,
     )
 
     # -- credentials toward receivers, and signing-key rotation -----------------------------

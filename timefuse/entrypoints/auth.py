@@ -8,6 +8,7 @@ file name ends in ``.json``)::
     sha256 = "<64 hex digits: SHA-256 of the key>"
     sources = ["billing", "invoices"]       # or "*" for every source
     roles = ["submit", "read", "cancel"]    # among submit, read, cancel, admin
+    read_only = false                       # optional; true: sees, acts on nothing
 
 Only hashes are stored, so a leaked file (or a backup, or a config repository) gives nobody a
 key. ``timefuse keys new`` prints a fresh key and the entry to paste.
@@ -55,12 +56,18 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """One configured key. ``sources`` is ``None`` when the key acts for every source."""
+    """One configured key. ``sources`` is ``None`` when the key acts for every source.
+
+    A ``read_only`` key sees what its roles and sources show and changes nothing: the API
+    answers its every request but a read (GET, HEAD) with 403, and the console shows it no
+    action. An auditor's or a dashboard's key is an admin key that is read-only.
+    """
 
     name: str
     sha256: str
     sources: frozenset[str] | None
     roles: frozenset[Role]
+    read_only: bool = False
 
 
 class _Entry(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,6 +77,7 @@ class _Entry(msgspec.Struct, forbid_unknown_fields=True):
     sha256: str
     sources: list[str] | str
     roles: list[str]
+    read_only: bool = False
 
 
 class _KeysFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,6 +112,13 @@ class KeyRing:
             return None
         return key
 
+    def by_hash(self, sha256: str) -> ApiKey | None:
+        """The key whose SHA-256 is ``sha256`` (a console session names its key this way)."""
+        key = self._by_hash.get(sha256)
+        if key is None or not hmac.compare_digest(key.sha256, sha256):
+            return None
+        return key
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -113,7 +128,14 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def key_entry(name: str, sha256: str, sources: Iterable[str] | None, roles: Iterable[Role]) -> str:
+def key_entry(
+    name: str,
+    sha256: str,
+    sources: Iterable[str] | None,
+    roles: Iterable[Role],
+    *,
+    read_only: bool = False,
+) -> str:
     """The TOML entry for a key, ready to paste into the keys file."""
     listed = '"*"' if sources is None else json.dumps(sorted(sources))
     return (
@@ -122,6 +144,7 @@ def key_entry(name: str, sha256: str, sources: Iterable[str] | None, roles: Iter
         f'sha256 = "{sha256}"\n'
         f"sources = {listed}\n"
         f"roles = {json.dumps([role.value for role in roles])}\n"
+        + ("read_only = true\n" if read_only else "")
     )
 
 
@@ -167,7 +190,7 @@ def _check_entry(where: str, index: int, entry: _Entry) -> ApiKey:
     if Role.ADMIN in roles and sources is not None:
         # Stated in the file rather than implied, so nobody reads ["billing"] as a limit.
         raise ConfigError(f'{at}: an admin key acts for every source; set sources = "*"')
-    return ApiKey(entry.name, digest, sources, roles)
+    return ApiKey(entry.name, digest, sources, roles, entry.read_only)
 
 
 def _role(at: str, name: str) -> Role:
@@ -250,6 +273,12 @@ def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "--sources", required=True, help='comma list of sources it may act for, or "*"'
     )
     new.add_argument("--roles", required=True, help="comma list among submit, read, cancel, admin")
+    new.add_argument(
+        "--read-only",
+        action="store_true",
+        help="the key sees what its roles show but changes nothing (API reads only; the "
+        "console shows it no action)",
+    )
     actions.add_parser(
         "hash",
         help="read a key on standard input, print its SHA-256 (the sha256 of its entry)",
@@ -259,7 +288,9 @@ def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
 def run_keys_command(args: argparse.Namespace) -> int:
     try:
         if args.keys_action == "new":
-            sys.stdout.write(_new_key_text(args.name, args.sources, args.roles))
+            sys.stdout.write(
+                _new_key_text(args.name, args.sources, args.roles, read_only=args.read_only)
+            )
         else:
             print(hash_key(_read_key()))
     except ValueError as exc:
@@ -268,7 +299,7 @@ def run_keys_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_key_text(name: str, sources_text: str, roles_text: str) -> str:
+def _new_key_text(name: str, sources_text: str, roles_text: str, *, read_only: bool = False) -> str:
     if not name.strip():
         raise ValueError("--name must not be blank")
     roles = parse_roles(roles_text)
@@ -282,7 +313,7 @@ def _new_key_text(name: str, sources_text: str, roles_text: str) -> str:
         f"# The key, shown once: give it to {name} (Authorization: Bearer <key>).\n"
         f"{key}\n\n"
         "# The entry for TIMEFUSE_API_KEYS_FILE (it holds only the hash):\n"
-        + key_entry(name, hash_key(key), sources, roles)
+        + key_entry(name, hash_key(key), sources, roles, read_only=read_only)
     )
 
 

@@ -91,6 +91,7 @@ def _api_task(
             settings=tf.settings,
             readiness=lambda: readiness(tf),
             admin=tf.admin,
+            registry=tf.registry,
         )
     else:
         health = Health(tf.metrics, lambda: readiness(tf))
@@ -101,7 +102,9 @@ def _api_task(
         log_config=None,
         log_level="warning",
         access_log=False,
-        lifespan="off",
+        # The API's lifespan keeps the console's per-minute figures; the rest of the
+        # process is opened and closed by run() itself.
+        lifespan="on" if api else "off",
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)

@@ -23,6 +23,8 @@ FORBIDDEN = "FORBIDDEN"
 FORBIDDEN_SOURCE = "FORBIDDEN_SOURCE"
 
 _STATE_KEY = "timefuse_principal"
+# What a read-only key may do: look, whatever its roles would otherwise allow.
+_READS = frozenset({"GET", "HEAD"})
 _REALM = 'Bearer realm="timefuse"'
 
 
@@ -33,6 +35,7 @@ class Principal:
     name: str | None
     roles: frozenset[Role]
     sources: frozenset[str] | None
+    read_only: bool = False
 
     def has(self, role: Role) -> bool:
         return role in self.roles or Role.ADMIN in self.roles
@@ -44,7 +47,7 @@ class Principal:
     def of_key(cls, key: ApiKey) -> Principal:
         # An admin key acts for every source (the keys file insists on "*" for it anyway).
         sources = None if Role.ADMIN in key.roles else key.sources
-        return cls(key.name, key.roles, sources)
+        return cls(key.name, key.roles, sources, key.read_only)
 
 
 # Without configured keys the API trusts its callers, which is why it then listens on
@@ -95,6 +98,10 @@ class Authenticate:
             caller = ANONYMOUS
         if self._is_admin_path(path) and not caller.has(Role.ADMIN):
             response = fail(403, FORBIDDEN, "this operation needs a key with the admin role")
+            await response(scope, receive, send)
+            return
+        if caller.read_only and scope["method"] not in _READS:
+            response = fail(403, FORBIDDEN, "this key is read-only: it may only read")
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[_STATE_KEY] = caller

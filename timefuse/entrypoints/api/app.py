@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,6 +19,8 @@ from timefuse.entrypoints.api.operations import build_routes, public_paths
 from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, event_operations
 from timefuse.entrypoints.api.signing_keys import SigningKeysApi, signing_key_operations
 from timefuse.entrypoints.auth import KeyRing, load_key_ring
+from timefuse.entrypoints.ui import Console, ConsoleMount
+from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
@@ -36,6 +38,7 @@ def create_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     keys: KeyRing | None = _FROM_SETTINGS,
     admin: Admin | None = None,
+    registry: DeliveryRegistry | None = None,
 ) -> Starlette:
     """The REST API over ``service``.
 
@@ -46,6 +49,10 @@ def create_app(
         turns authentication off.
     :param admin: retention on demand and this process's destinations; without it the app
         has no operations for them (bulk redelivery needs only ``service``).
+    :param registry: the delivery types, for the console's page about them.
+
+    Unless ``TIMEFUSE_UI`` is off, the operator console is served at ``/ui`` with the same
+    keys; its per-minute figures are kept while the app's lifespan runs.
     """
     if keys is _FROM_SETTINGS:
         keys = load_key_ring(settings)
@@ -71,14 +78,49 @@ def create_app(
     authenticate = Middleware(
         Authenticate, keys=keys, public=public_paths(operations), admin_prefix=ADMIN_PREFIX
     )
+    console = None
+    if settings.ui:
+        console = Console(
+            service=service,
+            metrics=metrics,
+            settings=settings,
+            keys=keys,
+            admin=admin,
+            registry=registry,
+        )
     app = Starlette(
         routes=build_routes(operations),
-        # CatchAll outermost, so a failure in authentication is still a 500 envelope.
-        middleware=[Middleware(CatchAll), authenticate],
+        # CatchAll outermost, so a failure in authentication is still a 500 envelope. The
+        # console does its own sign-in (a session cookie), so it sits before the API's.
+        middleware=[
+            Middleware(CatchAll),
+            *([Middleware(ConsoleMount, console=console)] if console is not None else []),
+            authenticate,
+        ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
-        lifespan=lifespan,
+        lifespan=_with_console(console, lifespan),
     )
+    app.state.console = console
     # Paths are exact: a redirect to the slashed twin would answer a POST with a 307 that
     # many clients don't follow, and its absolute URL is wrong behind a proxy.
     app.router.redirect_slashes = False
     return app
+
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def _with_console(console: Console | None, lifespan: Lifespan | None) -> Lifespan | None:
+    if console is None:
+        return lifespan
+
+    @asynccontextmanager
+    async def both(app: Starlette) -> AsyncIterator[None]:
+        async with console.sampling():
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+
+    return both

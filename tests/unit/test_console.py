@@ -1,0 +1,321 @@
+"""The console's parts without a browser: sessions, sign-in, read-only keys, figures, filters."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from tests.unit.test_api_harness import EVENTS, Harness, bearer, running_api
+from timefuse.config import ConfigError, Settings
+from timefuse.entrypoints.auth import Role, hash_key, key_entry, load_keys
+from timefuse.entrypoints.cli import main
+from timefuse.entrypoints.ui.activity import Activity, Tally, percentiles
+from timefuse.entrypoints.ui.charts import Series, bar_chart, nice_ceiling
+from timefuse.entrypoints.ui.filters import parse_filter
+from timefuse.entrypoints.ui.session import COOKIE
+from timefuse.ports.store import StoreUnavailable
+from timefuse.service.metrics import Metrics
+
+ADMIN, AUDITOR = "tfk_unit_admin", "tfk_unit_auditor"
+SECRET = "s" * 40
+
+
+def keys_file(path: Path) -> Path:
+    path.write_text(
+        key_entry("admin", hash_key(ADMIN), None, [Role.ADMIN])
+        + "\n"
+        + key_entry("auditor", hash_key(AUDITOR), None, [Role.ADMIN], read_only=True)
+    )
+    return path
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Harness]:
+    env = {"TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path / "keys.toml"))}
+    async with running_api(tmp_path, env={**env, "TIMEFUSE_UI_SECRET": SECRET}) as harness:
+        yield harness
+
+
+async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+    page = await client.get("/ui/login")
+    token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+    return await client.post("/ui/login", data={"csrf": token, "key": key, "next": "/ui/events"})
+
+
+class TestReadOnlyKeys:
+    def test_the_attribute_loads_from_the_keys_file(self, tmp_path: Path) -> None:
+        ring = load_keys(keys_file(tmp_path / "keys.toml"))
+
+        auditor = ring.find(AUDITOR)
+        admin = ring.find(ADMIN)
+        assert auditor is not None
+        assert auditor.read_only
+        assert admin is not None
+        assert not admin.read_only
+
+    @pytest.mark.parametrize("flag", [True, False])
+    def test_keys_new_makes_a_read_only_entry_when_asked(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: bool
+    ) -> None:
+        args = ["keys", "new", "--name", "audit", "--sources", "*", "--roles", "admin"]
+        code = main([*args, "--read-only"] if flag else args)
+
+        out = capsys.readouterr().out
+        secret = next(line for line in out.splitlines() if line.startswith("tfk_"))
+        (tmp_path / "keys.toml").write_text(out.partition("\n\n")[2])
+        found = load_keys(tmp_path / "keys.toml").find(secret)
+        assert code == 0
+        assert found is not None
+        assert found.read_only is flag
+
+    def test_a_value_that_is_not_a_boolean_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "keys.toml"
+        path.write_text(key_entry("x", hash_key("k"), None, [Role.READ]) + 'read_only = "yes"\n')
+
+        with pytest.raises(ConfigError, match="read_only"):
+            load_keys(path)
+
+    async def test_the_api_lets_a_read_only_key_read_and_nothing_else(self, api: Harness) -> None:
+        event_id = await api.submitted_id(ADMIN)
+
+        read = await api.client.get(f"{EVENTS}/{event_id}", headers=bearer(AUDITOR))
+        cancel = await api.client.delete(f"{EVENTS}/{event_id}", headers=bearer(AUDITOR))
+        admin_read = await api.client.get(f"{EVENTS}/admin/destinations", headers=bearer(AUDITOR))
+
+        assert read.status_code == 200
+        assert admin_read.status_code == 200
+        assert cancel.status_code == 403
+        assert "read-only" in cancel.json()["message"]
+        stored = await api.store.get(event_id)
+        assert stored is not None
+        assert stored.status.value == "PENDING"
+
+
+class TestSignIn:
+    async def test_a_valid_key_gets_a_signed_strict_http_only_cookie(self, api: Harness) -> None:
+        response = await sign_in(api.client, ADMIN)
+
+        assert response.status_code == 303
+        assert response.headers["location"] == "/ui/events"
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=")
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Path=/ui" in cookie
+        assert ADMIN not in cookie  # the key itself never leaves the sign-in form
+        page = await api.client.get("/ui/events")
+        assert page.status_code == 200
+        assert "admin" in page.text
+
+    async def test_a_wrong_key_is_refused_and_no_page_is_shown(self, api: Harness) -> None:
+        response = await sign_in(api.client, "tfk_wrong")
+        page = await api.client.get("/ui/events")
+
+        assert response.status_code == 401
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/ui/login?next=")
+
+    async def test_after_a_wrong_key_the_form_still_knows_where_to_go(self, api: Harness) -> None:
+        response = await sign_in(api.client, "tfk_wrong")
+
+        assert 'name="next" value="/ui/events"' in response.text
+
+    async def test_a_forged_cookie_is_a_visitor_without_a_session(self, api: Harness) -> None:
+        await sign_in(api.client, ADMIN)
+        value = api.client.cookies[COOKIE]
+        api.client.cookies.clear()
+        api.client.cookies.set(COOKIE, value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1])
+
+        page = await api.client.get("/ui/events")
+
+        assert page.status_code == 303
+
+    @pytest.mark.parametrize(
+        "wanted", ["https://elsewhere.example/", "//elsewhere.example/ui/", "/api/v1/events"]
+    )
+    async def test_after_signing_in_it_goes_only_to_a_console_page(
+        self, api: Harness, wanted: str
+    ) -> None:
+        page = await api.client.get("/ui/login")
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+
+        response = await api.client.post(
+            "/ui/login", data={"csrf": token, "key": ADMIN, "next": wanted}
+        )
+
+        assert response.headers["location"] == "/ui/"
+
+    async def test_signing_in_without_the_pages_token_is_refused(self, api: Harness) -> None:
+        await api.client.get("/ui/login")
+
+        response = await api.client.post("/ui/login", data={"csrf": "x", "key": ADMIN})
+
+        assert response.status_code == 403
+        assert (await api.client.get("/ui/events")).status_code == 303  # still signed out
+
+    async def test_a_post_from_another_origin_is_refused_even_with_the_token(
+        self, api: Harness
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        page = await api.client.get(f"/ui/events/{event_id}")
+        token = page.text.split('name="csrf" value="')[1].split('"')[0]
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/cancel",
+            data={"csrf": token},
+            headers={"origin": "http://elsewhere.example"},
+        )
+
+        assert response.status_code == 403
+        stored = await api.store.get(event_id)
+        assert stored is not None
+        assert stored.status.value == "PENDING"
+
+
+async def test_the_console_is_absent_when_turned_off(tmp_path: Path) -> None:
+    async with running_api(tmp_path, env={"TIMEFUSE_UI": "off"}) as api:
+        response = await api.client.get("/ui/")
+
+    assert response.status_code == 404
+
+
+def test_a_short_secret_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="TIMEFUSE_UI_SECRET"):
+        Settings.from_env({"TIMEFUSE_UI_SECRET": "short"})
+
+
+class TestFigures:
+    @pytest.mark.parametrize(
+        ("cumulative", "expected"),
+        [
+            # 10 observations between 1 s and 2 s: the median is half-way through that bucket.
+            ([0, 10, 10, 10], [1.5, 1.9, 1.99]),
+            # Half under 1 s, half between 2 s and 5 s.
+            ([5, 5, 10, 10], [1.0, 4.4, 4.94]),
+        ],
+    )
+    def test_percentiles_interpolate_within_a_bucket(
+        self, cumulative: list[float], expected: list[float]
+    ) -> None:
+        found = percentiles([1.0, 2.0, 5.0, math.inf], cumulative, (0.5, 0.9, 0.99))
+
+        assert found is not None
+        assert [round(p.seconds, 6) for p in found] == expected
+        assert not any(p.beyond for p in found)
+
+    def test_a_percentile_past_the_last_bound_says_so(self) -> None:
+        found = percentiles([1.0, 2.0, math.inf], [0, 1, 10], (0.5,))
+
+        assert found is not None
+        assert found[0].beyond
+        assert found[0].seconds == 2.0
+
+    def test_nothing_counted_has_no_percentiles(self) -> None:
+        assert percentiles([1.0, math.inf], [0, 0], (0.5,)) is None
+
+    def test_each_minute_keeps_what_the_counters_gained_in_it(self) -> None:
+        now = [600.0]  # minute 10
+        activity = Activity(Metrics(), clock=lambda: now[0])
+        size = len(activity.bounds)
+        activity.record(601, Tally(3, 1, 0, [0.0] * size))
+        activity.record(659, Tally(5, 2, 1, [0.0] * size))  # minute 10 again
+        activity.record(720 + 30, Tally(9, 2, 1, [0.0] * size))  # minute 12
+        now[0] = 750.0
+
+        minutes = activity.per_minute()
+
+        assert len(minutes) == 60
+        assert [(m, t.submitted, t.delivered, t.failed) for m, t in minutes[-3:]] == [
+            (10, 5, 2, 1),
+            (11, 0, 0, 0),
+            (12, 4, 0, 0),
+        ]
+        assert activity.last_hour().submitted == 9
+
+    def test_minutes_older_than_an_hour_drop_out(self) -> None:
+        now = [0.0]
+        activity = Activity(Metrics(), clock=lambda: now[0])
+        size = len(activity.bounds)
+        activity.record(0, Tally(7, 0, 0, [0.0] * size))
+        now[0] = 60 * 60.0
+
+        assert activity.last_hour().submitted == 0
+
+    def test_it_reads_this_process_counters(self) -> None:
+        metrics = Metrics()
+        metrics.received.labels("http").inc(4)
+        metrics.received.labels("kafka").inc(2)
+        metrics.delivered.labels("http").inc(3)
+        metrics.lateness.labels("http").observe(0.2)
+
+        totals = Activity(metrics).read_metrics()
+
+        assert (totals.submitted, totals.delivered, totals.failed) == (6, 3, 0)
+        assert totals.lateness[-1] == 1
+
+    @pytest.mark.parametrize(
+        ("value", "top"), [(0, 1), (1, 1), (3, 5), (7, 10), (12, 20), (480, 500), (501, 1000)]
+    )
+    def test_an_axis_top_is_a_round_number(self, value: float, top: float) -> None:
+        assert nice_ceiling(value) == top
+
+    def test_a_chart_has_one_bar_per_busy_minute_and_a_text_alternative(self) -> None:
+        svg = str(bar_chart(Series("sent", "Sent <b>", [0, 2, 0, 5])))
+
+        assert svg.count("<rect") == 2
+        assert "Sent &lt;b&gt; per minute" in svg
+        assert "7 in all; at most 5 in one minute" in svg
+
+
+class TestFilters:
+    def test_a_time_without_an_offset_is_read_as_utc(self) -> None:
+        chosen = parse_filter({"from": "2030-01-02T03:04", "to": "2030-01-03T00:00:00+02:00"})
+
+        assert chosen.scheduled_from == datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
+        assert chosen.scheduled_to == datetime(2030, 1, 2, 22, 0, tzinfo=UTC)
+        assert chosen.errors == {}
+
+    def test_bad_values_are_reported_by_field(self) -> None:
+        chosen = parse_filter({"status": "LOST", "from": "yesterday", "cursor": "nope"})
+
+        assert set(chosen.errors) == {"status", "from", "cursor"}
+        assert chosen.status is None
+        assert chosen.scheduled_from is None
+        assert chosen.cursor is None
+
+    def test_an_end_before_the_start_is_refused(self) -> None:
+        chosen = parse_filter({"from": "2030-01-02T00:00", "to": "2030-01-01T00:00"})
+
+        assert set(chosen.errors) == {"to"}
+
+    def test_the_query_string_round_trips(self) -> None:
+        chosen = parse_filter(
+            {"status": "pending", "source": "billing", "from": "2030-01-02T03:04", "limit": "100"}
+        )
+
+        again = parse_filter(dict(parse_qsl(chosen.params())))
+
+        assert again.query() == chosen.query()
+        assert again.limit == 100
+
+
+async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
+    api: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sign_in(api.client, ADMIN)
+
+    async def unavailable(**_: object) -> dict[str, int]:
+        raise StoreUnavailable("connection refused")
+
+    monkeypatch.setattr(api.service, "statistics", unavailable)
+    response = await api.client.get("/ui/")
+
+    assert response.status_code == 503
+    assert "The event store did not answer" in response.text

@@ -1,0 +1,118 @@
+"""The console's actions: cancel, redeliver, bulk redelivery, closing a breaker.
+
+Each is a POST from a form of the console (the guard in :mod:`timefuse.entrypoints.ui.console`
+has already checked the session, its CSRF token and the request's origin), checks the
+visitor's abilities, is recorded with the key's name, and answers with a redirect to a page
+that says what happened (post/redirect/get: a reload doesn't repeat the action).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from timefuse.domain.event import is_event_id
+from timefuse.entrypoints.api.access import Principal
+from timefuse.entrypoints.ui.filters import parse_filter
+from timefuse.entrypoints.ui.pages import MAX_BULK, Pages, Sources
+from timefuse.entrypoints.ui.visit import Visit
+from timefuse.ports.store import CancelResult, RedeliverResult
+
+
+class Actions:
+    def __init__(self, parts: Sources, pages: Pages) -> None:
+        self._parts = parts
+        self._pages = pages
+
+    async def cancel(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:
+        if not visit.abilities.cancel:
+            return self._pages.forbidden(request, visit, "This key may not cancel events.")
+        event_id = _event_id(request)
+        who = _who(visit)
+        if event_id is None:
+            return self._pages.not_found(request, visit, "No such event.")
+        result = await self._parts.service.cancel(event_id, sources=who.sources)
+        if result is CancelResult.NOT_FOUND:
+            return self._pages.not_found(request, visit, "No such event.")
+        self._parts.actions.record(who.name, "cancel", event_id, result.value)
+        done = "cancelled" if result is CancelResult.CANCELLED else "not-pending"
+        return _back(request, f"/events/{event_id}?done={done}")
+
+    async def redeliver(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:
+        if not visit.abilities.redeliver:
+            return self._pages.forbidden(request, visit, "This key may not redeliver events.")
+        event_id = _event_id(request)
+        who = _who(visit)
+        if event_id is None:
+            return self._pages.not_found(request, visit, "No such event.")
+        result = await self._parts.service.redeliver(event_id, sources=who.sources)
+        if result is RedeliverResult.NOT_FOUND:
+            return self._pages.not_found(request, visit, "No such event.")
+        self._parts.actions.record(who.name, "redeliver", event_id, result.value)
+        done = "redelivered" if result is RedeliverResult.REDELIVERED else "not-redeliverable"
+        return _back(request, f"/events/{event_id}?done={done}")
+
+    async def bulk_redeliver(
+        self, request: Request, visit: Visit, form: Mapping[str, str]
+    ) -> Response:
+        if not visit.abilities.bulk_redeliver:
+            return self._pages.forbidden(
+                request, visit, "Bulk redelivery needs an admin key that may act."
+            )
+        who = _who(visit)
+        chosen = parse_filter(form)
+        confirmed = form.get("count", "")
+        if chosen.errors or not confirmed.isdigit():
+            return self._pages.forbidden(request, visit, "This confirmation is incomplete.")
+        # Never more than the confirmation said: dead letters that arrived since wait.
+        limit = min(int(confirmed), MAX_BULK)
+        count = 0
+        if limit > 0:
+            count = await self._parts.service.redeliver_dead_letters(
+                source=chosen.source or None,
+                scheduled_from=chosen.scheduled_from,
+                scheduled_to=chosen.scheduled_to,
+                limit=limit,
+                sources=who.sources,
+            )
+        self._parts.actions.record(
+            who.name,
+            "redeliver dead letters",
+            chosen.params() or "(all)",
+            f"{count} redelivered",
+            count=count,
+        )
+        return _back(request, f"/dead-letters?{chosen.params(done='bulk', n=str(count))}")
+
+    async def reset_breaker(
+        self, request: Request, visit: Visit, form: Mapping[str, str]
+    ) -> Response:
+        admin = self._parts.admin
+        if not visit.abilities.reset_breaker or admin is None:
+            return self._pages.forbidden(
+                request, visit, "Closing a breaker needs an admin key that may act."
+            )
+        key = form.get("key", "")
+        state = admin.reset_destination(key)
+        if state is None:
+            return self._pages.not_found(request, visit, "This process knows no such destination.")
+        self._parts.actions.record(_who(visit).name, "reset breaker", key, "CLOSED")
+        return _back(request, f"/destinations?done=reset#{quote(key)}")
+
+
+def _who(visit: Visit) -> Principal:
+    assert visit.who is not None, "actions are taken by signed-in visitors only"
+    return visit.who
+
+
+def _event_id(request: Request) -> str | None:
+    raw: str = request.path_params["event_id"]
+    return str(uuid.UUID(raw)) if is_event_id(raw) else None
+
+
+def _back(request: Request, path: str) -> RedirectResponse:
+    return RedirectResponse(request.scope.get("root_path", "") + path, status_code=303)
