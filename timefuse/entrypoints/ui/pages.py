@@ -251,11 +251,7 @@ class Pages:
             return self.forbidden(request, visit, "The destinations page needs an admin key.")
         admin = self._parts.admin
         context = frame(request, visit, "destinations", "Destinations")
-        context.update(
-            rows=destination_rows(admin.destinations(), self._parts.settings, self._parts.registry)
-            if admin is not None
-            else None
-        )
+        context.update(rows=None if admin is None else destination_rows(admin.destinations()))
         return self._templates.page("destinations.html", context)
 
     async def delivery_types(self, request: Request, visit: Visit) -> Response:
