@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from timefuse.config import Settings
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
+from timefuse.ports.store import WorkerBeat
 from timefuse.service.gate import Claimed, DestinationGate
 from timefuse.testing.factories import make_event
 
@@ -147,3 +149,41 @@ async def test_without_an_admin_facade_the_app_has_no_retention_or_destinations(
     assert not {CLEANUP, DESTINATIONS} & set(spec["paths"])
     # Bulk redelivery goes through the event service, which every app has.
     assert redeliver.json()["data"] == {"redelivered": 0}
+
+
+WORKERS = f"{EVENTS}/admin/workers"
+DELIVERY_TYPES = f"{EVENTS}/admin/delivery-types"
+
+
+async def test_workers_are_listed_alive_or_silent(api: Harness) -> None:
+    started = datetime.now(UTC)
+    await api.store.heartbeat(WorkerBeat("dispatch-1", ("dispatch",), started, 3))
+    response = await api.client.get(WORKERS)
+    assert response.status_code == 200, response.text
+    (worker,) = response.json()["data"]
+    assert (worker["worker"], worker["roles"], worker["in_flight"], worker["alive"]) == (
+        "dispatch-1",
+        ["dispatch"],
+        3,
+        True,
+    )
+
+
+async def test_delivery_types_show_the_loaded_ones_and_any_due_events_name(
+    api: Harness,
+) -> None:
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    await api.store.insert_many(
+        [
+            make_event(delivery_type="http", scheduled_at=due),
+            make_event(delivery_type="pigeon", destination="coop", scheduled_at=due),
+            make_event(delivery_type="pigeon", destination="loft", scheduled_at=due),
+        ]
+    )
+    response = await api.client.get(DELIVERY_TYPES)
+    assert response.status_code == 200, response.text
+    rows = {row["name"]: row for row in response.json()["data"]}
+    assert (rows["http"]["loaded"], rows["http"]["due"]) == (True, 1)
+    assert rows["pigeon"] == {
+        "name": "pigeon", "loaded": False, "origin": None, "version": None, "due": 2,
+    }  # fmt: skip

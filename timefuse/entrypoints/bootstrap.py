@@ -85,6 +85,7 @@ class Timefuse:
             store=self.store,
             retention_days=self.settings.retention_days,
             dead_after_seconds=MaintenanceSettings().dead_after_seconds,
+            registry=self.registry,
         )
 
 

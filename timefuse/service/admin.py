@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.store import WorkerRecord
 from timefuse.service.gate import DestinationGate
 from timefuse.service.maintenance import Maintenance
@@ -29,10 +30,12 @@ class Admin:
         store: Store,
         retention_days: int,
         dead_after_seconds: float,
+        registry: DeliveryRegistry | None = None,
     ) -> None:
         self._maintenance = maintenance
         self._gate = gate
         self._store = store
+        self._registry = registry or DeliveryRegistry()
         self.retention_days = retention_days
         self._dead_after = dead_after_seconds
 
@@ -53,3 +56,25 @@ class Admin:
     async def workers(self) -> list[tuple[WorkerRecord, bool]]:
         """Every process heard of recently, with whether it counts as alive."""
         return [(w, w.silent_seconds <= self._dead_after) for w in await self._store.workers()]
+
+    async def delivery_types(self) -> list[dict[str, object]]:
+        """The types this process delivers, and any other type due events name (left waiting
+        for a process that has it), each with how many of its events are due now."""
+        due = await self._store.count_due_by_type()
+        rows: list[dict[str, object]] = [
+            {
+                "name": kind.name,
+                "loaded": True,
+                "origin": kind.origin,
+                "version": kind.version,
+                "due": due.get(kind.name, 0),
+            }
+            for kind in self._registry.types()
+        ]
+        loaded = set(self._registry.names())
+        rows += [
+            {"name": name, "loaded": False, "origin": None, "version": None, "due": count}
+            for name, count in sorted(due.items())
+            if name not in loaded
+        ]
+        return rows

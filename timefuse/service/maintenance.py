@@ -66,6 +66,7 @@ class Maintenance:
         self._now = monotonic
         self._last: dict[str, float] = {}
         self._background: dict[str, asyncio.Task[None]] = {}
+        self._due_types: set[str] = set()
         self.leading = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -162,3 +163,10 @@ class Maintenance:
         counts = await self._store.count_by_status()
         for status in EventStatus:
             self._metrics.events_by_status.labels(status.value).set(counts.get(status, 0))
+        due = await self._store.count_due_by_type()
+        gauge = self._metrics.due_by_type
+        for gone in self._due_types - due.keys():
+            gauge.remove(gone)
+        for delivery_type, count in due.items():
+            gauge.labels(delivery_type).set(count)
+        self._due_types = set(due)

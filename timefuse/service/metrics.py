@@ -88,6 +88,14 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.due_by_type = Gauge(
+            "timefuse_events_due",
+            "PENDING events due now and not yet claimed, per delivery type (refreshed "
+            "periodically by the maintenance leader): the backlog, and events of a type no "
+            "running dispatcher delivers.",
+            ["delivery_type"],
+            registry=r,
+        )
         self.leases_recovered = Counter(
             "timefuse_leases_recovered", "Expired leases taken back.", registry=r
         )

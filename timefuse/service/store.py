@@ -215,6 +215,9 @@ class Store:
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._adapter.attempts(event_id)
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        return await self._adapter.count_due_by_type()
+
     # -- operator actions --------------------------------------------------------------------
 
     async def cancel(

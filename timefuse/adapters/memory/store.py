@@ -394,6 +394,15 @@ class MemoryStore:
                 counts[event.status] += 1
         return counts
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        await self._enter("count_due_by_type")
+        now = self._now()
+        counts: dict[str, int] = {}
+        for event in self._events.values():
+            if event.status is EventStatus.PENDING and event.next_attempt_at <= now:
+                counts[event.delivery_type] = counts.get(event.delivery_type, 0) + 1
+        return counts
+
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         await self._enter("attempts")
         return list(self._history.get(event_id, []))

@@ -142,6 +142,12 @@ due AS (
 )"""
 )
 
+DUE_BY_TYPE = """
+SELECT delivery_type, count(*) FROM events
+ WHERE status = 'PENDING' AND next_attempt_at <= now()
+ GROUP BY delivery_type
+"""
+
 NEXT_DUE_AT = f"""
 SELECT (SELECT min(next_attempt_at) FROM events
          WHERE status = 'PENDING'{_DUE_FILTER}), now()

@@ -331,6 +331,11 @@ class PostgresEventStore:
         async with self._connection() as conn:
             return await listing.list_events(conn, query, limit, after)
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        async with self._connection() as conn:
+            rows = await (await conn.execute(queries.DUE_BY_TYPE)).fetchall()
+        return {delivery_type: int(count) for delivery_type, count in rows}
+
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         async with self._connection() as conn:
             cursor = await conn.execute(queries.ATTEMPTS, {"id": event_id})

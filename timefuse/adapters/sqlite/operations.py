@@ -148,6 +148,10 @@ def next_due_at(conn: sqlite3.Connection, due: DueFilter) -> datetime | None:
     return None if value is None else from_micros(value)
 
 
+def count_due_by_type(conn: sqlite3.Connection, now: int) -> dict[str, int]:
+    return dict(conn.execute(queries.DUE_BY_TYPE, {"now": now}).fetchall())
+
+
 def outcome_batch(updates: Sequence[OutcomeUpdate]) -> str:
     """The JSON batch of ``queries.OUTCOME_FIELDS`` rows (built on the event loop)."""
     rows = []

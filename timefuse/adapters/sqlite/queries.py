@@ -86,6 +86,13 @@ SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due
  WHERE status = 'PENDING'{filters}
 """
 
+# The backlog per delivery type, from the due index alone (it holds the type).
+DUE_BY_TYPE = """
+SELECT delivery_type, COUNT(*) FROM events INDEXED BY events_due
+ WHERE status = 'PENDING' AND next_attempt_at <= :now
+ GROUP BY delivery_type
+"""
+
 # The claim, on the rowids found in the same transaction. No RETURNING: it would hand back a
 # row (a GIL hand-off) per event; CLAIMED_EVENTS_JSON reads them as one value.
 CLAIM_ROWIDS = """

@@ -205,6 +205,9 @@ class SqliteEventStore:
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._run(partial(ops.attempts, event_id=event_id))
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        return await self._run(lambda conn: ops.count_due_by_type(conn, self._now()))
+
     # -- operator actions --------------------------------------------------------------------
 
     async def cancel(

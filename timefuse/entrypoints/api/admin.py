@@ -24,9 +24,11 @@ from timefuse.entrypoints.api.errors import (
 from timefuse.entrypoints.api.listing import check_window, instant_param, int_param, invalid
 from timefuse.entrypoints.api.models import (
     CleanedUp,
+    DeliveryTypeOut,
     DestinationOut,
     Redelivered,
     RedeliverIn,
+    WorkerOut,
 )
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
@@ -94,6 +96,27 @@ class AdminApi:
         log.info("circuit breaker reset", destination=key, key=principal(request).name)
         return ok(_destination_out(key, state), message="circuit breaker reset")
 
+    async def workers(self, request: Request) -> Response:
+        rows = await self._facade().workers()
+        return ok(
+            [
+                WorkerOut(
+                    worker=w.worker,
+                    roles=list(w.roles),
+                    started_at=w.started_at,
+                    last_seen=w.last_seen,
+                    silent_seconds=round(w.silent_seconds, 3),
+                    in_flight=w.in_flight,
+                    alive=alive,
+                )
+                for w, alive in rows
+            ]
+        )
+
+    async def delivery_types(self, request: Request) -> Response:
+        rows = await self._facade().delivery_types()
+        return ok([msgspec.convert(row, DeliveryTypeOut) for row in rows])
+
     @property
     def has_facade(self) -> bool:
         return self._admin is not None
@@ -149,6 +172,20 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
             description="Breaker, caps and queues are kept per dispatching process: this lists "
             "the destinations of the process answering (none in a process that doesn't "
             "dispatch).",
+        ),
+        Operation(
+            "GET", prefix + "/workers", api.workers, "The processes heard of", tag, Role.ADMIN,
+            data=list[WorkerOut], errors=(503,),
+            description="Every process heartbeats about once a second; one silent for longer "
+            "than a few seconds is dead, and its claimed events go back to PENDING at once.",
+        ),
+        Operation(
+            "GET", prefix + "/delivery-types", api.delivery_types,
+            "Delivery types and their due events", tag, Role.ADMIN,
+            data=list[DeliveryTypeOut], errors=(503,),
+            description="The types the process answering delivers, and any type that due "
+            "events name but this process lacks (after a rolling deploy adds a plugin, say): "
+            "those events wait, unclaimed and uncounted, for a process that has it.",
         ),
         Operation(
             "POST", prefix + "/destinations/{key:path}/reset", api.reset_destination,

@@ -352,3 +352,29 @@ class DestinationOut(msgspec.Struct):
     probe_in_seconds: Annotated[
         float | None, _doc("While the breaker is open: seconds until one delivery probes.")
     ]
+
+
+class WorkerOut(msgspec.Struct):
+    """A process as the store last heard of it (each heartbeats about once a second)."""
+
+    worker: str
+    roles: list[str]
+    started_at: datetime
+    last_seen: datetime
+    silent_seconds: float
+    in_flight: Annotated[int, _doc("Deliveries it had in flight at its last heartbeat.")]
+    alive: Annotated[
+        bool, _doc("False once it has been silent too long: its claims are recovered.")
+    ]
+
+
+class DeliveryTypeOut(msgspec.Struct):
+    """A delivery type: loaded in the process answering, or only named by due events."""
+
+    name: str
+    loaded: Annotated[
+        bool, _doc("Whether this process delivers it (false: events wait for one that does).")
+    ]
+    origin: str | None
+    version: str | None
+    due: Annotated[int, _doc("PENDING events of this type due now, in the whole store.")]

@@ -39,6 +39,11 @@ class Queries(Protocol):
         """How many events are in each status (with ``sources``: of those sources only)."""
         ...
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        """How many PENDING events are due now (``next_attempt_at`` <= the store's now), per
+        delivery type: the backlog, and events whose type no running process delivers."""
+        ...
+
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         """The attempt history of one event, oldest first (by its sequence)."""
         ...
