@@ -21,7 +21,7 @@ import asyncio
 import enum
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from timefuse.domain.breaker import Admission, BreakerState, CircuitBreaker
@@ -29,7 +29,7 @@ from timefuse.domain.destination import destination_limit_keys
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.ratelimit import TokenBucket
-from timefuse.ports.store import ClaimRef
+from timefuse.ports.store import ClaimRef, DestinationRule, SharedBreaker, SharedLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ class GateSettings:
     min_defer_seconds: float = 0.05
     # A destination with nothing in flight, waiting or failing for this long is forgotten.
     idle_seconds: float = 300.0
+    # The store enforces caps, rates and breakers for every process together (claims ask for
+    # no more than they may start), so the gate starts what it is given and keeps no limit of
+    # its own; it still judges receivers and publishes its breakers' changes.
+    shared: bool = False
 
 
 class ClaimBudget:
@@ -99,6 +103,11 @@ class HandBackReason(enum.Enum):
 
 Start = Callable[[Claimed], None]
 HandBack = Callable[[Claimed, float, HandBackReason], None]
+BreakerChange = Callable[[str, bool], None]
+
+# A breaker this process opened is not closed by the shared state for this long: the
+# publication of its opening may still be on its way.
+PUBLISH_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -113,6 +122,7 @@ class _Destination:
     timer: asyncio.TimerHandle | None = None
     last_active: float = 0.0
     excluded: bool = False  # left out of the last claim
+    opened_here: float = -math.inf  # when this process last opened the breaker
 
 
 class DestinationGate:
@@ -121,6 +131,8 @@ class DestinationGate:
     :param start: launches an attempt (the gate has counted it in flight).
     :param hand_back: returns a claimed event to the store, due after the delay given.
     :param on_room: called when a destination left out of claims can take events again.
+    :param on_breaker: called with a destination's key and ``True`` when its breaker opens
+        here, ``False`` when it closes here (to share it with the other processes).
     """
 
     def __init__(
@@ -131,13 +143,18 @@ class DestinationGate:
         hand_back: HandBack,
         monotonic: Callable[[], float],
         on_room: Callable[[], None] = lambda: None,
+        on_breaker: BreakerChange = lambda key, opened: None,
     ) -> None:
         self._settings = settings
         self._start = start
         self._hand_back = hand_back
         self._now = monotonic
         self._on_room = on_room
+        self._on_breaker = on_breaker
         self._destinations: dict[str, _Destination] = {}
+        # Destinations whose shared breaker is open and not yet up for a probe (or probed by
+        # another process): left out of claims, until the monotonic time given.
+        self._shared_open: dict[str, float] = {}
         self._waiting = 0
         self._in_flight = 0
         self._closed = False
@@ -163,7 +180,7 @@ class DestinationGate:
         if found is None:
             limits = self.limits_for(claimed.event)
             bucket = None
-            if limits.rate > 0:
+            if limits.rate > 0 and not self._settings.shared:
                 bucket = TokenBucket(limits.rate, max(1, limits.burst or math.ceil(limits.rate)))
                 bucket.updated = self._now()
             breaker = CircuitBreaker(
@@ -178,6 +195,8 @@ class DestinationGate:
     def claim_budget(self) -> ClaimBudget:
         """Per destination, how many more events a claim may take now."""
         now = self._now()
+        if self._settings.shared:
+            return self._shared_budget(now)
         excluded: set[str] = set()
         budgets: dict[str, int] = {}
         for key, dest in list(self._destinations.items()):
@@ -194,6 +213,55 @@ class DestinationGate:
             if key not in self._destinations:
                 budgets[key] = self._fresh_budget(limits)
         return ClaimBudget(frozenset(excluded), budgets, self._fresh_budget(self._settings.default))
+
+    def _shared_budget(self, now: float) -> ClaimBudget:
+        excluded = {key for key, until in self._shared_open.items() if now < until}
+        for key, dest in list(self._destinations.items()):
+            if self._idle(dest, now):
+                del self._destinations[key]
+            elif dest.breaker.state is BreakerState.OPEN and now < dest.breaker.reopens_at():
+                excluded.add(key)
+        return ClaimBudget(frozenset(excluded), {}, None)
+
+    def shared_limits(self) -> SharedLimits:
+        """The limits the store enforces for every process, and what this one holds."""
+        settings = self._settings
+        return SharedLimits(
+            default=_rule(settings.default),
+            overrides={key: _rule(limits) for key, limits in settings.overrides.items()},
+            type_defaults={name: _rule(limits) for name, limits in settings.type_defaults.items()},
+            mine={
+                key: dest.in_flight + len(dest.waiting)
+                for key, dest in self._destinations.items()
+                if dest.in_flight or dest.waiting
+            },
+            breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        )
+
+    def sync_breakers(self, shared: Sequence[SharedBreaker]) -> None:
+        """Follow the shared breakers: open here what another process opened (for as long as
+        it has been open), close here what is closed for everyone."""
+        now = self._now()
+        cooldown = self._settings.breaker_cooldown_seconds
+        # Left out of claims while cooling down or while another process probes it.
+        self._shared_open = {
+            b.key: now + 1.0 if b.probe_by else now - b.open_seconds + cooldown for b in shared
+        }
+        open_seconds = {b.key: b.open_seconds for b in shared}
+        for key, dest in self._destinations.items():
+            breaker = dest.breaker
+            if key in open_seconds:
+                if breaker.state is BreakerState.CLOSED:
+                    breaker.state = BreakerState.OPEN
+                    breaker.opened_at = now - open_seconds[key]
+                    self._pump(key, dest)
+            elif (
+                breaker.state is not BreakerState.CLOSED
+                and dest.probe_id is None
+                and now - dest.opened_here > PUBLISH_GRACE_SECONDS
+            ):
+                breaker.reset()
+                self._pump(key, dest)
 
     def _fresh_budget(self, limits: DestinationLimits) -> int:
         """What a claim may take for a destination with nothing known of it yet: one round."""
@@ -249,10 +317,16 @@ class DestinationGate:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self, claimed: Claimed) -> None:
-        """Start a claimed event now, queue it for its destination, or hand it back."""
+    def admit(self, claimed: Claimed, *, probe: bool = False) -> None:
+        """Start a claimed event now, queue it for its destination, or hand it back.
+
+        ``probe``: the store gave this event as its destination's one probe (shared limits).
+        """
         dest = self._get(claimed)
         now = self._now()
+        if self._settings.shared:
+            self._admit_shared(dest, claimed, probe)
+            return
         admission = dest.breaker.admit(now)
         if admission is Admission.REJECT:
             self._hand_back(claimed, self._breaker_delay(dest, now), HandBackReason.BREAKER)
@@ -268,6 +342,18 @@ class DestinationGate:
         self._waiting += 1
         self._pump(claimed.key, dest)
 
+    def _admit_shared(self, dest: _Destination, claimed: Claimed, probe: bool) -> None:
+        # The store let this event through its shared limits and breaker: start it. A breaker
+        # open here but closed for everyone (a probe elsewhere succeeded) closes here too.
+        breaker = dest.breaker
+        if probe:
+            breaker.state = BreakerState.HALF_OPEN
+            breaker.probing = True
+            dest.probe_id = claimed.event.id
+        elif breaker.state is not BreakerState.CLOSED and dest.probe_id is None:
+            breaker.reset()
+        self._launch(dest, claimed)
+
     def finished(self, claimed: Claimed, outcome: DeliveryOutcome, seconds: float) -> None:
         """An attempt admitted by the gate ended: free its slot, judge the receiver."""
         dest = self._destinations.get(claimed.key)
@@ -281,13 +367,23 @@ class DestinationGate:
         is_probe = dest.probe_id == claimed.event.id
         if is_probe:
             dest.probe_id = None
+        before = dest.breaker.state
         dest.breaker.record(
             succeeded=outcome.kind is OutcomeKind.SUCCESS,
             retriable=outcome.kind is OutcomeKind.RETRIABLE,
             now=self._now(),
             current=is_probe or dest.breaker.state is BreakerState.CLOSED,
         )
+        self._breaker_changed(claimed.key, dest, before)
         self._pump(claimed.key, dest)
+
+    def _breaker_changed(self, key: str, dest: _Destination, before: BreakerState) -> None:
+        after = dest.breaker.state
+        if after is BreakerState.OPEN and before is not BreakerState.OPEN:
+            dest.opened_here = self._now()
+            self._on_breaker(key, True)
+        elif after is BreakerState.CLOSED and before is not BreakerState.CLOSED:
+            self._on_breaker(key, False)
 
     def abandoned(self, claimed: Claimed) -> None:
         """An attempt the gate started never ran (its type vanished, a shutdown): free the
@@ -308,6 +404,8 @@ class DestinationGate:
         self._start(claimed)
 
     def _can_start(self, dest: _Destination, now: float) -> bool:
+        if self._settings.shared:
+            return True
         cap = dest.limits.concurrency
         if cap and dest.in_flight >= cap:
             return False
@@ -420,13 +518,20 @@ class DestinationGate:
         dest = self._destinations.get(key)
         if dest is None:
             return False
+        before = dest.breaker.state
         dest.breaker.reset()
         dest.probe_id = None
+        self._breaker_changed(key, dest, before)
         self._pump(key, dest)
         if dest.excluded:
             dest.excluded = False
             self._on_room()
         return True
+
+
+def _rule(limits: DestinationLimits) -> DestinationRule:
+    burst = max(1, limits.burst or math.ceil(limits.rate)) if limits.rate > 0 else 1
+    return DestinationRule(limits.concurrency, limits.rate, burst)
 
 
 def _load(info: dict[str, object]) -> int:

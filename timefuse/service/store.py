@@ -37,6 +37,7 @@ from timefuse.ports.store import (
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
     StoreAdapter,
     WorkerBeat,
     WorkerRecord,
@@ -120,6 +121,8 @@ class Store:
         types = request.due.delivery_types
         if types is not None and not types:
             return None
+        if request.shared is not None and self.capabilities.limits_sharer is None:
+            raise ValueError("this store can't keep limits shared by every process")
         return await self._adapter.claim(request)
 
     async def next_due(self, due: DueFilter) -> NextDue:
@@ -167,6 +170,15 @@ class Store:
             raise ValueError("a heartbeat needs a worker")
         _aware("started_at", beat.started_at)
         await self._adapter.heartbeat(beat)
+
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        sharer = self.capabilities.limits_sharer
+        if sharer is not None:
+            await sharer.publish_breaker(key, open=open)
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        sharer = self.capabilities.limits_sharer
+        return [] if sharer is None else await sharer.open_breakers()
 
     async def workers(self) -> list[WorkerRecord]:
         return await self._adapter.workers()

@@ -18,9 +18,13 @@ import pytest
 pytest.register_assert_rewrite(
     "timefuse.testing.delivery_contract",
     "timefuse.testing.store_contract",
+    "timefuse.testing.store_contract_actions",
+    "timefuse.testing.store_contract_claims",
+    "timefuse.testing.store_contract_coordination",
+    "timefuse.testing.store_contract_events",
     "timefuse.testing.store_contract_listing",
-    "timefuse.testing.store_contract_ops",
     "timefuse.testing.store_contract_retention",
+    "timefuse.testing.store_contract_shared",
     "timefuse.testing.store_contract_support",
 )
 

@@ -261,11 +261,17 @@ class ClaimsContract:
         assert await store.attempts(claimed.id) == []
         assert await claim(store, "worker-b") == []
 
-    async def test_a_hand_back_without_delay_is_due_at_once(self, store: Store) -> None:
+    async def test_a_hand_back_without_delay_keeps_the_events_place_among_the_due(
+        self, store: Store
+    ) -> None:
         claimed = await insert_and_claim(store, scheduled_at=utc_now() - timedelta(minutes=1))
+        later = await insert_events(
+            store, make_event(scheduled_at=utc_now() - timedelta(seconds=1))
+        )
         assert await store.hand_back([ClaimRef.of(claimed)]) == 1
-        assert_near((await stored_event(store, claimed)).next_attempt_at, utc_now())
-        assert [event.id for event in await claim(store, "worker-b")] == [claimed.id]
+        assert (await stored_event(store, claimed)).next_attempt_at == claimed.next_attempt_at
+        taken = await claim(store, "worker-b")
+        assert [event.id for event in taken] == [claimed.id, later[0].id]
 
     async def test_a_hand_back_by_another_worker_does_nothing(self, store: Store) -> None:
         claimed = await insert_and_claim(store, "worker-a")
@@ -299,6 +305,15 @@ class ClaimsContract:
         assert (stored.locked_by, stored.lock_expires_at) == (None, None)
         assert_near(stored.next_attempt_at, utc_now())
         assert len(await claim(store, "worker-b")) == 1
+
+    async def test_an_expired_lease_keeps_the_events_place_among_the_due(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        stored = await expire_lease_of_one(
+            store, store_time, scheduled_at=utc_now() - timedelta(minutes=5)
+        )
+        assert stored.status is EventStatus.PENDING
+        assert stored.next_attempt_at == stored.scheduled_at
 
     async def test_an_expired_lease_on_the_last_attempt_dead_letters(
         self, store: Store, store_time: StoreTime

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from timefuse.domain.cursor import Cursor
+from timefuse.domain.destination import destination_limit_keys
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR, expire_lease
 from timefuse.domain.outcome import OutcomeKind
@@ -27,12 +28,15 @@ from timefuse.ports.store import (
     ClaimBatch,
     ClaimRef,
     ClaimRequest,
+    DestinationRule,
     DueFilter,
     EventPage,
     EventQuery,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
+    SharedLimits,
     StoreUnavailable,
     WorkerBeat,
     WorkerRecord,
@@ -66,6 +70,16 @@ class StoreFaults:
             raise queued.pop(0)
 
 
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class _Breaker:
+    opened_at: datetime
+    probe_by: str | None = None
+    probe_until: datetime = _LONG_AGO
+
+
 @dataclass
 class _Worker:
     beat: WorkerBeat
@@ -78,8 +92,11 @@ class MemoryStore:
     :param clock: the store's own clock (leases, due times); the system clock by default.
     """
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(self, *, clock: Clock | None = None, shared_limits: bool = False) -> None:
         self._clock: Clock = clock or _SystemTime()
+        self._shared_limits = shared_limits
+        self._buckets: dict[str, tuple[float, datetime]] = {}
+        self._breakers: dict[str, _Breaker] = {}
         self.faults = StoreFaults()
         self._events: dict[str, Event] = {}
         self._dedup: dict[tuple[str, str, datetime], str] = {}
@@ -92,7 +109,11 @@ class MemoryStore:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(shared=False)
+        # With shared limits on, several dispatchers in one process share one store the way
+        # several processes share a PostgreSQL one (for tests of that).
+        return Capabilities(
+            shared=self._shared_limits, limits_sharer=self if self._shared_limits else None
+        )
 
     async def open(self) -> None:
         self._open = True
@@ -150,14 +171,21 @@ class MemoryStore:
         now = self._now()
         taken: list[Event] = []
         per_key: dict[str, int] = {}
+        allowed: dict[str, int] = {}
+        probes: set[str] = set()
         for event in self._due(request.due, now):
             if len(taken) >= request.limit:
                 break
-            budget = request.budgets.get(event.destination_key, request.default_budget)
-            count = per_key.get(event.destination_key, 0)
+            key = event.destination_key
+            budget = request.budgets.get(key, request.default_budget)
+            if request.shared is not None:
+                if key not in allowed:
+                    allowed[key] = self._allowance(event, request, now)
+                budget = allowed[key] if budget is None else min(budget, allowed[key])
+            count = per_key.get(key, 0)
             if budget is not None and count >= budget:
                 continue
-            per_key[event.destination_key] = count + 1
+            per_key[key] = count + 1
             claimed = replace(
                 event,
                 status=EventStatus.PROCESSING,
@@ -170,7 +198,58 @@ class MemoryStore:
             self._events[event.id] = claimed
             self._claimed_at[event.id] = now
             taken.append(replace(claimed, extra=dict(claimed.extra)))
-        return ClaimBatch(taken, now)
+        if request.shared is not None:
+            probes = self._spend(per_key, request, now, taken)
+        return ClaimBatch(taken, now, frozenset(probes))
+
+    def _allowance(self, event: Event, request: ClaimRequest, now: datetime) -> int:
+        """How many of the destination's events this claim may take for every process."""
+        shared = request.shared
+        assert shared is not None
+        key = event.destination_key
+        breaker = self._breakers.get(key)
+        if breaker is not None:
+            cooled = now >= breaker.opened_at + timedelta(seconds=shared.breaker_cooldown_seconds)
+            free = breaker.probe_by is None or breaker.probe_until < now
+            return 1 if cooled and free else 0
+        rule = _rule_for(event, shared)
+        allowed = 1 << 30
+        if rule.concurrency:
+            others = sum(
+                1
+                for e in self._events.values()
+                if e.status is EventStatus.PROCESSING
+                and e.destination_key == key
+                and e.locked_by != request.worker
+            )
+            allowed = max(0, rule.concurrency - others - shared.mine.get(key, 0))
+        if rule.rate > 0:
+            allowed = min(allowed, int(self._tokens(key, rule, now)))
+        return allowed
+
+    def _tokens(self, key: str, rule: DestinationRule, now: datetime) -> float:
+        tokens, refilled = self._buckets.get(key, (float(rule.burst), now))
+        return min(float(rule.burst), tokens + rule.rate * (now - refilled).total_seconds())
+
+    def _spend(
+        self, taken: dict[str, int], request: ClaimRequest, now: datetime, events: list[Event]
+    ) -> set[str]:
+        shared = request.shared
+        assert shared is not None
+        probes: set[str] = set()
+        for event in events:
+            key = event.destination_key
+            breaker = self._breakers.get(key)
+            if breaker is not None:
+                # The allowance of an open breaker's destination is its one probe.
+                breaker.probe_by = request.worker
+                breaker.probe_until = now + timedelta(seconds=request.lease_seconds)
+                probes.add(event.id)
+                continue
+            rule = _rule_for(event, shared)
+            if rule.rate > 0 and key in taken:
+                self._buckets[key] = (self._tokens(key, rule, now) - taken.pop(key), now)
+        return probes
 
     async def next_due(self, due: DueFilter) -> NextDue:
         await self._enter("next_due")
@@ -234,10 +313,12 @@ class MemoryStore:
             event = self._held(ref)
             if event is None:
                 continue
+            due = now + timedelta(seconds=delay_seconds)
             self._events[event.id] = replace(
                 event,
                 status=EventStatus.PENDING,
-                next_attempt_at=now + timedelta(seconds=delay_seconds),
+                # Handed back for now: it keeps its place among the due events.
+                next_attempt_at=min(event.next_attempt_at, due) if not delay_seconds else due,
                 attempts=max(event.attempts - 1, 0),
                 locked_by=None,
                 lock_expires_at=None,
@@ -305,6 +386,21 @@ class MemoryStore:
             del self._workers[name]
         return len(gone)
 
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        await self._enter("publish_breaker")
+        if open:
+            self._breakers[key] = _Breaker(self._now())
+        else:
+            self._breakers.pop(key, None)
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        await self._enter("open_breakers")
+        now = self._now()
+        return [
+            SharedBreaker(key, (now - b.opened_at).total_seconds(), b.probe_by)
+            for key, b in sorted(self._breakers.items())
+        ]
+
     async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
         await self._enter("recover_expired_leases")
         now = self._now()
@@ -319,6 +415,7 @@ class MemoryStore:
                 attempts=event.attempts,
                 retry_count=event.retry_count,
                 max_retries=event.max_retries,
+                due_at=event.next_attempt_at,
                 now=now,
             )
             started = self._claimed_at.get(event.id, event.updated_at)
@@ -521,6 +618,14 @@ class MemoryStore:
     def snapshot(self) -> dict[str, Event]:
         """Every stored event by id (copies), for assertions."""
         return {event_id: replace(event) for event_id, event in self._events.items()}
+
+
+def _rule_for(event: Event, shared: SharedLimits) -> DestinationRule:
+    for key in destination_limit_keys(event.delivery_type, event.destination):
+        rule = shared.overrides.get(key)
+        if rule is not None:
+            return rule
+    return shared.type_defaults.get(event.delivery_type, shared.default)
 
 
 def _dedup_key(event: Event) -> tuple[str, str, datetime]:

@@ -148,6 +148,155 @@ SELECT delivery_type, count(*) FROM events
  GROUP BY delivery_type
 """
 
+# -- claims within limits shared by every process -------------------------------------------
+# A claim takes, in one transaction: the destinations of its first :scan due events
+# (SHARED_DUE_KEYS), a transaction-scoped advisory lock on each in key order (LOCK_DESTINATIONS:
+# claims of one destination queue behind each other, so the next one's snapshot sees what
+# the last took), then CLAIM_SHARED, which allows per destination what its cap, tokens and
+# breaker leave, takes it, and spends the tokens.
+
+LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
+
+SHARED_DUE_KEYS = f"""
+SELECT DISTINCT destination_key FROM (
+    SELECT destination_key FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+     ORDER BY next_attempt_at
+     LIMIT %(scan)s) AS due
+"""
+
+LOCK_DESTINATIONS = """
+SELECT count(pg_advisory_xact_lock(%(namespace)s, hashtext(key)))
+  FROM (SELECT key FROM unnest(%(keys)s::text[]) AS key ORDER BY key) AS ordered
+"""
+
+_RULES = """unnest(%(rule_keys)s::text[], %(rule_caps)s::integer[],
+                       %(rule_rates)s::double precision[], %(rule_bursts)s::integer[])
+                AS {alias} (key, cap, rate, burst)"""
+
+_TOKENS_NOW = """least(burst::double precision, COALESCE(tokens, burst::double precision)
+                 + rate * extract(epoch FROM now() - COALESCE(refilled_at, now())))"""
+
+_UNLIMITED = "1073741824"
+
+CLAIM_SHARED = f"""
+WITH candidates AS MATERIALIZED (
+    SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+       AND destination_key = ANY(%(locked)s::text[])
+     ORDER BY next_attempt_at
+     LIMIT %(scan)s
+       FOR UPDATE SKIP LOCKED
+),
+rules AS (
+    SELECT k.key,
+           COALESCE(o.cap, h.cap, t.cap, %(default_cap)s::integer) AS cap,
+           COALESCE(o.rate, h.rate, t.rate, %(default_rate)s::double precision) AS rate,
+           COALESCE(o.burst, h.burst, t.burst, %(default_burst)s::integer) AS burst
+      FROM (SELECT DISTINCT ON (destination_key) destination_key AS key, delivery_type
+              FROM candidates ORDER BY destination_key) AS k
+      LEFT JOIN {_RULES.format(alias="o")} ON o.key = k.key
+      LEFT JOIN {_RULES.format(alias="h")}
+             ON h.key = regexp_replace(k.key, ':[0-9]+$', '') AND h.key <> k.key
+      LEFT JOIN unnest(%(type_names)s::text[], %(type_caps)s::integer[],
+                       %(type_rates)s::double precision[], %(type_bursts)s::integer[])
+                AS t (name, cap, rate, burst) ON t.name = k.delivery_type
+),
+state AS (
+    SELECT r.key, r.cap, r.rate, r.burst, d.tokens, d.refilled_at,
+           COALESCE(d.breaker, 'CLOSED') = 'OPEN' AS open, d.opened_at, d.probe_by,
+           d.probe_until, COALESCE(m.n, 0) AS mine,
+           CASE WHEN r.cap > 0
+                THEN (SELECT count(*) FROM events AS p
+                       WHERE p.status = 'PROCESSING' AND p.destination_key = r.key
+                         AND p.locked_by <> %(worker)s)
+                ELSE 0 END AS others
+      FROM rules AS r
+      LEFT JOIN timefuse_destinations AS d ON d.key = r.key
+      LEFT JOIN unnest(%(mine_keys)s::text[], %(mine_counts)s::integer[]) AS m (key, n)
+             ON m.key = r.key
+),
+allowance AS (
+    SELECT key, rate, open, {_TOKENS_NOW} AS tokens_now,
+           CASE WHEN open THEN
+                     CASE WHEN now() >= opened_at + make_interval(secs => %(cooldown)s)
+                           AND (probe_by IS NULL OR probe_until < now()) THEN 1 ELSE 0 END
+                ELSE least(CASE WHEN cap > 0 THEN greatest(cap - others - mine, 0)::integer
+                                ELSE {_UNLIMITED} END,
+                           CASE WHEN rate > 0 THEN floor({_TOKENS_NOW})::integer
+                                ELSE {_UNLIMITED} END)
+           END AS allowed
+      FROM state
+),
+ranked AS (
+    SELECT c.id, c.scheduled_at, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.destination_key
+                              ORDER BY c.next_attempt_at, c.id) AS rank,
+           least(a.allowed, COALESCE(b.budget, %(default_budget)s::integer, {_UNLIMITED}))
+               AS budget
+      FROM candidates AS c
+      JOIN allowance AS a ON a.key = c.destination_key
+      LEFT JOIN unnest(%(budget_keys)s::text[], %(budgets)s::integer[]) AS b (key, budget)
+             ON b.key = c.destination_key
+),
+due AS (
+    SELECT id, scheduled_at FROM ranked
+     WHERE rank <= budget
+     ORDER BY next_attempt_at, id
+     LIMIT %(limit)s
+),
+claimed AS (
+    UPDATE events AS e
+       SET status = 'PROCESSING',
+           locked_by = %(worker)s,
+           lock_expires_at = now() + make_interval(secs => %(lease)s),
+           attempts = e.attempts + 1,
+           claim_count = e.claim_count + 1,
+           claimed_at = now(),
+           updated_at = now()
+     WHERE e.id = ANY(ARRAY(SELECT id FROM due))
+       AND e.scheduled_at >= (SELECT min(scheduled_at) FROM due)
+       AND e.scheduled_at <= (SELECT max(scheduled_at) FROM due)
+    RETURNING {_E_COLUMNS}
+),
+taken AS (SELECT destination_key AS key, count(*) AS n FROM claimed GROUP BY destination_key),
+spent AS (
+    INSERT INTO timefuse_destinations AS d (key, tokens, refilled_at, probe_by, probe_until)
+    SELECT a.key,
+           CASE WHEN NOT a.open THEN a.tokens_now - t.n END,
+           CASE WHEN NOT a.open THEN now() END,
+           CASE WHEN a.open THEN %(worker)s END,
+           CASE WHEN a.open THEN now() + make_interval(secs => %(lease)s) END
+      FROM taken AS t JOIN allowance AS a ON a.key = t.key
+     WHERE a.rate > 0 OR a.open
+        ON CONFLICT (key) DO UPDATE
+       SET tokens = COALESCE(EXCLUDED.tokens, d.tokens),
+           refilled_at = COALESCE(EXCLUDED.refilled_at, d.refilled_at),
+           probe_by = COALESCE(EXCLUDED.probe_by, d.probe_by),
+           probe_until = COALESCE(EXCLUDED.probe_until, d.probe_until)
+    RETURNING d.key, d.breaker = 'OPEN' AS probe
+)
+SELECT c.*, COALESCE(s.probe, false), now()
+  FROM claimed AS c LEFT JOIN spent AS s ON s.key = c.destination_key
+"""
+
+PUBLISH_BREAKER_OPEN = """
+INSERT INTO timefuse_destinations AS d (key, breaker, opened_at) VALUES (%(key)s, 'OPEN', now())
+    ON CONFLICT (key) DO UPDATE
+   SET breaker = 'OPEN', opened_at = now(), probe_by = NULL, probe_until = NULL
+"""
+
+PUBLISH_BREAKER_CLOSED = """
+UPDATE timefuse_destinations
+   SET breaker = 'CLOSED', opened_at = NULL, probe_by = NULL, probe_until = NULL
+ WHERE key = %(key)s
+"""
+
+OPEN_BREAKERS = """
+SELECT key, extract(epoch FROM now() - opened_at), probe_by FROM timefuse_destinations
+ WHERE breaker = 'OPEN' ORDER BY key
+"""
+
 NEXT_DUE_AT = f"""
 SELECT (SELECT min(next_attempt_at) FROM events
          WHERE status = 'PENDING'{_DUE_FILTER}), now()
@@ -225,7 +374,9 @@ _REFERENCED_ROWS = f"""
 HAND_BACK = f"""{_REFERENCED}
 UPDATE events AS e
    SET status = 'PENDING',
-       next_attempt_at = now() + make_interval(secs => %(delay)s),
+       next_attempt_at = CASE WHEN %(delay)s::double precision = 0
+                              THEN LEAST(e.next_attempt_at, now())
+                              ELSE now() + make_interval(secs => %(delay)s) END,
        attempts = GREATEST(e.attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
@@ -257,7 +408,7 @@ recovered AS (
        SET status = CASE WHEN e.attempts >= e.max_retries + 1
                          THEN 'DEAD_LETTER' ELSE 'PENDING' END,
            next_attempt_at = CASE WHEN e.attempts >= e.max_retries + 1
-                                  THEN e.next_attempt_at ELSE now() END,
+                                  THEN e.next_attempt_at ELSE LEAST(e.next_attempt_at, now()) END,
            retry_count = e.retry_count + 1,
            last_error = %(error)s,
            locked_by = NULL,

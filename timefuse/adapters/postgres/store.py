@@ -57,6 +57,8 @@ from timefuse.ports.store import (
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
+    SharedLimits,
     StoreError,
     StoreUnavailable,
     WorkerBeat,
@@ -111,7 +113,13 @@ class PostgresEventStore:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(shared=True, due_watcher=self, storage_planner=self, migrator=self)
+        return Capabilities(
+            shared=True,
+            due_watcher=self,
+            storage_planner=self,
+            migrator=self,
+            limits_sharer=self,
+        )
 
     async def open(self) -> None:
         """Open the pool; apply missing migrations (see ``migrate_on_open``); create partitions."""
@@ -198,6 +206,8 @@ class PostgresEventStore:
     # -- claims and outcomes -----------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        if request.shared is not None:
+            return await self._claim_shared(request, request.shared)
         params: dict[str, Any] = {
             **_due_params(request.due),
             "worker": request.worker,
@@ -223,6 +233,43 @@ class PostgresEventStore:
         # RETURNING gives rows in no promised order; the port promises earliest due first.
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
         return ClaimBatch(events, store_now)
+
+    async def _claim_shared(self, request: ClaimRequest, shared: SharedLimits) -> ClaimBatch:
+        params: dict[str, Any] = {
+            **_due_params(request.due),
+            **_shared_params(shared),
+            "worker": request.worker,
+            "lease": float(request.lease_seconds),
+            "limit": request.limit,
+            "scan": request.limit * SCAN_FACTOR,
+            "budget_keys": list(request.budgets),
+            "budgets": list(request.budgets.values()),
+            "default_budget": request.default_budget,
+            "namespace": queries.LOCK_NAMESPACE,
+        }
+        async with self._connection() as conn, conn.transaction():
+            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
+            keys = sorted(key for (key,) in found)
+            if not keys:
+                return ClaimBatch([], await fetch_value(conn, queries.NOW))
+            await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
+            rows = await fetch_binary(conn, queries.CLAIM_SHARED, {**params, "locked": keys})
+            if not rows:
+                return ClaimBatch([], await fetch_value(conn, queries.NOW))
+        events = [row_to_event(row[:-2]) for row in rows]
+        events.sort(key=lambda event: (event.next_attempt_at, event.id))
+        probes = frozenset(row[0] for row in rows if row[-2])
+        return ClaimBatch(events, rows[0][-1], probes)
+
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        statement = queries.PUBLISH_BREAKER_OPEN if open else queries.PUBLISH_BREAKER_CLOSED
+        async with self._connection() as conn:
+            await conn.execute(statement, {"key": key})
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        async with self._connection() as conn:
+            rows = await (await conn.execute(queries.OPEN_BREAKERS)).fetchall()
+        return [SharedBreaker(key, float(seconds), probe_by) for key, seconds, probe_by in rows]
 
     async def next_due(self, due: DueFilter) -> NextDue:
         async with self._connection() as conn:
@@ -453,6 +500,27 @@ def _attaching(exc: StoreUnavailable) -> bool:
 def _due_params(due: DueFilter) -> dict[str, Any]:
     types = None if due.delivery_types is None else sorted(due.delivery_types)
     return {"types": types, "excluded": sorted(due.excluded_destinations)}
+
+
+def _shared_params(shared: SharedLimits) -> dict[str, Any]:
+    overrides = list(shared.overrides.items())
+    types = list(shared.type_defaults.items())
+    return {
+        "rule_keys": [key for key, _ in overrides],
+        "rule_caps": [rule.concurrency for _, rule in overrides],
+        "rule_rates": [float(rule.rate) for _, rule in overrides],
+        "rule_bursts": [rule.burst for _, rule in overrides],
+        "type_names": [name for name, _ in types],
+        "type_caps": [rule.concurrency for _, rule in types],
+        "type_rates": [float(rule.rate) for _, rule in types],
+        "type_bursts": [rule.burst for _, rule in types],
+        "default_cap": shared.default.concurrency,
+        "default_rate": float(shared.default.rate),
+        "default_burst": shared.default.burst,
+        "mine_keys": list(shared.mine),
+        "mine_counts": list(shared.mine.values()),
+        "cooldown": float(shared.breaker_cooldown_seconds),
+    }
 
 
 def _statuses(statuses: Collection[EventStatus]) -> list[str]:

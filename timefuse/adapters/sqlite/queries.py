@@ -167,7 +167,8 @@ _REFS = f"(SELECT {json_fields(('event_id', 'claim', 'worker'))} FROM json_each(
 HAND_BACK = f"""
 UPDATE events
    SET status = 'PENDING',
-       next_attempt_at = :due_at,
+       next_attempt_at = CASE WHEN :due_at <= :now THEN MIN(next_attempt_at, :due_at)
+                              ELSE :due_at END,
        attempts = MAX(attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
@@ -205,7 +206,7 @@ RECOVER_LOST_CLAIMS = f"""
 UPDATE events
    SET status = CASE WHEN attempts >= max_retries + 1 THEN 'DEAD_LETTER' ELSE 'PENDING' END,
        next_attempt_at = CASE WHEN attempts >= max_retries + 1
-                              THEN next_attempt_at ELSE :now END,
+                              THEN next_attempt_at ELSE MIN(next_attempt_at, :now) END,
        retry_count = retry_count + 1,
        last_error = :error,
        locked_by = NULL,

@@ -18,7 +18,8 @@ INSERT INTO timefuse_schema_version (version, name) VALUES
     (1, '0001_events.sql'),
     (2, '0002_status_counts.sql'),
     (3, '0003_operations.sql'),
-    (4, '0004_claims_and_workers.sql');
+    (4, '0004_claims_and_workers.sql'),
+    (5, '0005_shared_limits.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -65,6 +66,8 @@ CREATE INDEX events_retention ON events (updated_at)
 CREATE INDEX events_schedule ON events (scheduled_at, id);
 
 CREATE INDEX events_status_schedule ON events (status, scheduled_at, id);
+
+CREATE INDEX events_in_flight ON events (destination_key) WHERE status = 'PROCESSING';
 
 -- One row per stored event: global uniqueness of ids, and id -> scheduled_at.
 CREATE TABLE event_ids (
@@ -173,4 +176,16 @@ CREATE TABLE timefuse_workers (
     last_seen  timestamptz NOT NULL,
     in_flight  integer     NOT NULL DEFAULT 0,
     CONSTRAINT timefuse_workers_pkey PRIMARY KEY (worker)
+);
+
+CREATE TABLE timefuse_destinations (
+    key         text COLLATE "C" NOT NULL,
+    tokens      double precision,
+    refilled_at timestamptz,
+    breaker     text             NOT NULL DEFAULT 'CLOSED',
+    opened_at   timestamptz,
+    probe_by    text,
+    probe_until timestamptz,
+    CONSTRAINT timefuse_destinations_pkey PRIMARY KEY (key),
+    CONSTRAINT timefuse_destinations_breaker_check CHECK (breaker IN ('CLOSED', 'OPEN'))
 );

@@ -11,7 +11,13 @@ from typing import Protocol
 
 from timefuse.domain.cursor import Cursor
 from timefuse.ports.store.actions import OperatorActions
-from timefuse.ports.store.capabilities import Capabilities, Migrates, PlansStorage, WatchesDue
+from timefuse.ports.store.capabilities import (
+    Capabilities,
+    Migrates,
+    PlansStorage,
+    SharesLimits,
+    WatchesDue,
+)
 from timefuse.ports.store.claims import Claims
 from timefuse.ports.store.coordination import Coordination
 from timefuse.ports.store.errors import StoreError, StoreRefused, StoreUnavailable
@@ -23,12 +29,15 @@ from timefuse.ports.store.records import (
     ClaimBatch,
     ClaimRef,
     ClaimRequest,
+    DestinationRule,
     DueFilter,
     EventPage,
     EventQuery,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
+    SharedLimits,
     WorkerBeat,
     WorkerRecord,
     source_set,
@@ -76,6 +85,7 @@ __all__ = [
     "Claims",
     "Coordination",
     "Cursor",
+    "DestinationRule",
     "DueFilter",
     "EventPage",
     "EventQuery",
@@ -89,6 +99,9 @@ __all__ = [
     "Queries",
     "RedeliverResult",
     "Retention",
+    "SharedBreaker",
+    "SharedLimits",
+    "SharesLimits",
     "StoreAdapter",
     "StoreError",
     "StoreRefused",

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from timefuse.ports.store.records import SharedBreaker
+
 
 class WatchesDue(Protocol):
     async def watch_due(
@@ -15,6 +17,21 @@ class WatchesDue(Protocol):
     ) -> None:
         """Call ``notify(due_at)`` whenever any process makes events due (``None``: look
         now), until ``stop`` is set."""
+        ...
+
+
+class SharesLimits(Protocol):
+    """Per-destination limits and breakers kept for every process together: a claim given
+    :class:`~timefuse.ports.store.records.SharedLimits` respects them across processes, and
+    breakers are published here."""
+
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        """Open a destination's breaker for every process (from the store's now, its probe
+        cleared), or close it."""
+        ...
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        """The destinations whose shared breaker is open."""
         ...
 
 
@@ -36,9 +53,12 @@ class Capabilities:
 
     :param shared: several processes may use the store at once (each process's claims,
         leadership and heartbeats then matter); ``False`` for a store one process owns.
+    :param limits_sharer: claims can enforce per-destination limits and breakers for every
+        process together, and this keeps the shared breakers.
     """
 
     shared: bool = False
+    limits_sharer: SharesLimits | None = None
     due_watcher: WatchesDue | None = None
     storage_planner: PlansStorage | None = None
     migrator: Migrates | None = None

@@ -85,6 +85,37 @@ class DueFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationRule:
+    """A destination's limits as the store enforces them for every process together.
+
+    ``concurrency``: claimed events of the destination at once (0: no cap); ``rate`` and
+    ``burst``: a token bucket (``rate`` 0: none), tokens taken at claim time.
+    """
+
+    concurrency: int = 0
+    rate: float = 0.0
+    burst: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLimits:
+    """What a claim must respect across processes (stores that can share limits).
+
+    :param overrides: rules by destination key, or by bare host for every port of it.
+    :param type_defaults: rules by delivery type, for destinations with no override.
+    :param mine: per destination, the events this worker already has in flight or waiting
+        (its own claims still PROCESSING are otherwise not counted: it knows them better).
+    :param breaker_cooldown_seconds: how long an open breaker holds before one probe.
+    """
+
+    default: DestinationRule
+    overrides: Mapping[str, DestinationRule] = field(default_factory=dict)
+    type_defaults: Mapping[str, DestinationRule] = field(default_factory=dict)
+    mine: Mapping[str, int] = field(default_factory=dict)
+    breaker_cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """What one claim asks for.
 
@@ -99,15 +130,28 @@ class ClaimRequest:
     due: DueFilter = field(default_factory=DueFilter)
     budgets: Mapping[str, int] = field(default_factory=dict)
     default_budget: int | None = None
+    shared: SharedLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimBatch:
     """The events one claim took (PROCESSING, each under its own token), earliest due first,
-    and the store's clock when it took them."""
+    and the store's clock when it took them. ``probes``: the events claimed as the one probe
+    of a destination whose shared breaker is open (shared limits only)."""
 
     events: list[Event]
     store_now: datetime
+    probes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SharedBreaker:
+    """A destination's breaker as every process sees it: open for how long (on the store's
+    clock), and which worker holds its probe, if one does."""
+
+    key: str
+    open_seconds: float
+    probe_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
