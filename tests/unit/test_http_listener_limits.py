@@ -7,7 +7,7 @@ import resource
 import pytest
 
 from timefuse.config import ConfigError, Settings
-from timefuse.entrypoints.http_protocol import Connections, connection_cap
+from timefuse.entrypoints.http_connections import Connections, connection_cap
 
 
 class FakeConnection:

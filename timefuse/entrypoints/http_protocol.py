@@ -15,93 +15,21 @@ with unread data makes the kernel send a reset, and a client still writing its b
 from __future__ import annotations
 
 import asyncio
-import resource
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from timefuse.entrypoints.api.envelope import ErrorEnvelope, encode
+from timefuse.entrypoints.http_connections import Connections, ServerLimits
 
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
 MALFORMED_REQUEST = "MALFORMED_REQUEST"
 SERVER_BUSY = "SERVER_BUSY"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLimits:
-    """What one client connection may hold, before and while it sends a request."""
-
-    max_connections: int
-    header_timeout: float
-    max_header_bytes: int
-    body_timeout: float
-    keepalive_seconds: int
-
-
-def connection_cap(max_connections: int, open_files: int | None = None) -> int:
-    """The connections a listener holds at most: the setting, or half the open-file limit.
-
-    The other half is left for the store, outgoing deliveries and logs: a listener that takes
-    every descriptor leaves the process unable to open anything, keyed requests included.
-    """
-    if open_files is None:
-        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if open_files == resource.RLIM_INFINITY:
-        return max_connections
-    return max(1, min(max_connections, open_files // 2))
-
-
-class Connections:
-    """The open connections of one listener, and which of them wait (oldest first).
-
-    A connection waits while it holds no request for the application: before its headers are
-    complete, between keep-alive requests, and while it drains after an early answer. Above the
-    cap the connection that has waited longest is closed; a request in progress never is.
-    """
-
-    def __init__(self, cap: int, closed: Callable[[str], None] | None = None) -> None:
-        self.cap = cap
-        self.closed = closed if closed is not None else _ignore
-        self._open: set[BoundedHttpProtocol] = set()
-        self._waiting: dict[BoundedHttpProtocol, None] = {}
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def admit(self, connection: BoundedHttpProtocol) -> bool:
-        """Count ``connection`` in, closing waiting ones to stay within the cap."""
-        self._open.add(connection)
-        while len(self._open) > self.cap:
-            victim = next(iter(self._waiting), None)
-            if victim is None or victim is connection:
-                self.leave(connection)
-                return False
-            self.leave(victim)
-            victim.shed()
-        return True
-
-    def waits(self, connection: BoundedHttpProtocol) -> None:
-        if connection in self._open:
-            self._waiting[connection] = None
-
-    def works(self, connection: BoundedHttpProtocol) -> None:
-        self._waiting.pop(connection, None)
-
-    def leave(self, connection: BoundedHttpProtocol) -> None:
-        self._open.discard(connection)
-        self._waiting.pop(connection, None)
-
-
-def _ignore(reason: str) -> None:
-    return None
 
 
 # Phases of a connection. Identity-compared constants: this is the per-request hot path.
@@ -258,8 +186,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _headers_late(self) -> None:
         self._timer = None
         self.connections_of_listener.closed("header_timeout")
-        if not self._began:
-            # Nothing sent at all: close quietly, there is no request to answer.
+        cycle: RequestResponseCycle | None = self.cycle
+        if not self._began or (cycle is not None and not cycle.response_complete):
+            # Nothing sent at all, so nothing to answer; or a pipelined request stalled behind
+            # one whose answer is still to come, which a 408 written now would precede.
             self._close_now()
             return
         seconds = f"{self.limits.header_timeout:g}"
@@ -414,18 +344,3 @@ def bounded_protocol(limits: ServerLimits, connections: Connections) -> type[Bou
     ListenerProtocol.limits = limits
     ListenerProtocol.connections_of_listener = connections
     return ListenerProtocol
-
-
-def count_closures(registry: CollectorRegistry, connections: Connections) -> Callable[[str], None]:
-    """Export the listener's open connections and the connections its limits closed."""
-    Gauge(
-        "timefuse_http_connections", "Client connections open on the listener.", registry=registry
-    ).set_function(lambda: len(connections))
-    closed = Counter(
-        "timefuse_http_connections_limited",
-        "Connections the listener's limits closed or refused, by reason (header_timeout, "
-        "body_timeout, headers_too_large, malformed, shed, refused).",
-        ["reason"],
-        registry=registry,
-    )
-    return lambda reason: closed.labels(reason).inc()

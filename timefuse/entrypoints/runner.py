@@ -21,13 +21,13 @@ from timefuse.entrypoints.api.health import Health, health_routes
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
-from timefuse.entrypoints.http_protocol import (
+from timefuse.entrypoints.http_connections import (
     Connections,
     ServerLimits,
-    bounded_protocol,
     connection_cap,
     count_closures,
 )
+from timefuse.entrypoints.http_protocol import bounded_protocol
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
 
