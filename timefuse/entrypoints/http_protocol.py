@@ -59,6 +59,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._socket: asyncio.Transport | None = None
+        self._graceful: _GracefulClose | None = None
         self._phase = _HEADERS
         # Whether the current request has begun (a first byte arrived), and the header bytes
         # received for it, counted in whole reads. After the first request, the read a request
@@ -77,7 +78,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self, transport: asyncio.Transport
     ) -> None:
         self._socket = transport
-        super().connection_made(_GracefulClose(transport, self))
+        self._graceful = _GracefulClose(transport, self)
+        super().connection_made(self._graceful)
         if not self.connections_of_listener.admit(self):
             self._phase = _CLOSED
             self.connections_of_listener.closed("refused")
@@ -94,6 +96,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._cancel_timer()
         self.connections_of_listener.leave(self)
         super().connection_lost(exc)
+        if self._graceful is not None:
+            # The transport uvicorn holds points back here: without this the connection's
+            # objects would wait for the cyclic garbage collector instead of going now.
+            self._graceful.release()
 
     def shed(self) -> None:
         """Close now: the listener needs the descriptor for a newer connection."""
@@ -290,13 +296,20 @@ class _GracefulClose(asyncio.Transport):
     def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpProtocol) -> None:
         super().__init__()
         self._transport = transport
-        self._protocol = protocol
+        self._protocol: BoundedHttpProtocol | None = protocol
+
+    def release(self) -> None:
+        self._protocol = None
 
     def close(self) -> None:
-        self._protocol.close_requested()
+        if self._protocol is None:
+            self._transport.close()
+        else:
+            self._protocol.close_requested()
 
     def is_closing(self) -> bool:
-        return self._transport.is_closing() or self._protocol._phase is _LINGER
+        protocol = self._protocol
+        return self._transport.is_closing() or (protocol is not None and protocol._phase is _LINGER)
 
     def write(self, data: bytes | bytearray | memoryview[int]) -> None:
         self._transport.write(data)
