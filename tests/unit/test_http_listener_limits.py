@@ -31,7 +31,6 @@ def test_above_the_cap_the_longest_waiting_connection_is_shed() -> None:
     first, second, third = FakeConnection("1"), FakeConnection("2"), FakeConnection("3")
     for connection in (first, second):
         assert connections.admit(connection)
-        connections.waits(connection)
 
     assert connections.admit(third)
 
@@ -45,7 +44,6 @@ def test_a_connection_with_a_request_in_progress_is_never_shed() -> None:
     busy, idle, new = FakeConnection("busy"), FakeConnection("idle"), FakeConnection("new")
     for connection in (busy, idle):
         connections.admit(connection)
-        connections.waits(connection)
     connections.works(busy)
 
     assert connections.admit(new)
@@ -57,6 +55,7 @@ def test_with_every_connection_busy_a_new_one_is_refused() -> None:
     connections = Connections(cap=1)
     busy, new = FakeConnection("busy"), FakeConnection("new")
     connections.admit(busy)
+    connections.works(busy)
 
     assert not connections.admit(new)
 
@@ -69,7 +68,6 @@ def test_a_connection_that_waits_again_goes_to_the_back_of_the_line() -> None:
     first, second, third = FakeConnection("1"), FakeConnection("2"), FakeConnection("3")
     for connection in (first, second):
         connections.admit(connection)
-        connections.waits(connection)
     connections.works(first)  # a request...
     connections.waits(first)  # ...answered: first is now the most recent to wait
 

@@ -57,15 +57,16 @@ class Connections:
         return len(self._open)
 
     def admit(self, connection: Sheddable) -> bool:
-        """Count ``connection`` in, closing waiting ones to stay within the cap."""
+        """Count ``connection`` in (waiting), closing waiting ones to stay within the cap."""
         self._open.add(connection)
         while len(self._open) > self.cap:
             victim = next(iter(self._waiting), None)
-            if victim is None or victim is connection:
-                self.leave(connection)
+            if victim is None:
+                self._open.discard(connection)
                 return False
             self.leave(victim)
             victim.shed()
+        self._waiting[connection] = None
         return True
 
     def waits(self, connection: Sheddable) -> None:

@@ -67,7 +67,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._began = False
         self._header_bytes = 0
         self._read_size = 0
-        self._deadline = 0.0
+        # One timer at a time: the header deadline, the body deadline, or the end of lingering.
+        # The header and body clocks start at the end of the read in which the request began,
+        # or its headers ended: a request that arrives in one read never arms one.
         self._timer: asyncio.TimerHandle | None = None
         self._body_open = False
         self._stopping = False
@@ -78,8 +80,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self, transport: asyncio.Transport
     ) -> None:
         self._socket = transport
-        self._graceful = _GracefulClose(transport, self)
-        super().connection_made(self._graceful)
+        super().connection_made(transport)
+        # Every close from here on (the request cycles', uvicorn's own) goes through this.
+        self._graceful = self.transport = _GracefulClose(transport, self)
         if not self.connections_of_listener.admit(self):
             self._phase = _CLOSED
             self.connections_of_listener.closed("refused")
@@ -87,9 +90,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             transport.write(self._error(503, SERVER_BUSY, message))
             transport.close()
             return
-        self.connections_of_listener.waits(self)
-        self._deadline = self.loop.time() + self.limits.header_timeout
-        self._timer = self.loop.call_at(self._deadline, self._headers_late)
+        self._timer = self.loop.call_later(self.limits.header_timeout, self._headers_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _CLOSED
@@ -129,19 +130,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             if self._header_bytes > self.limits.max_header_bytes:
                 self._headers_too_large()
             elif self._timer is None:
-                self._timer = self.loop.call_at(self._deadline, self._headers_late)
+                self._timer = self.loop.call_later(self.limits.header_timeout, self._headers_late)
         elif self._body_open and self._timer is None and self._phase is not _LINGER:
-            self._timer = self.loop.call_at(self._deadline, self._body_late)
+            self._timer = self.loop.call_later(self.limits.body_timeout, self._body_late)
 
     def on_message_begin(self) -> None:
         if self._phase is _LINGER:
             return
         if self._phase is not _HEADERS:
-            # The next request on a kept-alive (or pipelined) connection: its header clock
-            # starts at its first byte.
+            # The next request on a kept-alive (or pipelined) connection.
             self._phase = _HEADERS
             self._header_bytes = 0
-            self._deadline = self.loop.time() + self.limits.header_timeout
         self._began = True
         super().on_message_begin()
 
@@ -153,10 +152,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._header_bytes + self._read_size > limit and self._header_size() > limit:
             self._headers_too_large()
             return
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         self._phase = _REQUEST
         self._body_open = True
-        self._deadline = self.loop.time() + self.limits.body_timeout
         self.connections_of_listener.works(self)
         super().on_headers_complete()
 
@@ -168,7 +167,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._phase is _LINGER:
             return
         self._body_open = False
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
