@@ -372,21 +372,6 @@ async def _tiny_app(scope: dict[str, object], receive: object, send: Callable[..
 GET_REQUEST = b"GET %s HTTP/1.1\r\nHost: a\r\nUser-Agent: bench\r\n\r\n"
 
 
-def _post_request(n: int) -> bytes:
-    body = json.dumps(
-        {
-            "external_job_id": f"protocol-{n}-{time.monotonic_ns()}",
-            "source": "bench",
-            "scheduled_at": "2030-01-01T00:00:00Z",
-            "delivery_type": "http",
-            "destination": "https://example.com/hook",
-            "payload": {"n": n},
-        }
-    ).encode()
-    head = b"POST /api/v1/events HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\n"
-    return head + b"content-length: %d\r\n\r\n" % len(body) + body
-
-
 async def _through_protocol(
     cls: type[asyncio.Protocol],
     app: object,
@@ -456,8 +441,6 @@ async def _report_rounds(
         "GET, keep-alive": (lambda n: GET_REQUEST % path, False),
         "GET, new connection per request": (lambda n: GET_REQUEST % path, True),
     }
-    if use_api:
-        workloads["POST event, keep-alive"] = (_post_request, False)
     for name, (make, new_connection) in workloads.items():
         times: dict[str, list[float]] = {"plain": [], "bounded": []}
         for round_ in range(rounds):
