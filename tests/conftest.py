@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,19 @@ from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver
 
 _database_names = (f"timefuse_test_{n}" for n in itertools.count(1))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """Around a synchronous test, the policy has no loop.
+
+    looptime asks the policy for the running loop around every test; on Python 3.11 that
+    creates a loop for a synchronous one, which nobody closes and whose sockets later fail
+    an unrelated test at garbage collection.
+    """
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        asyncio.set_event_loop(None)
+    return (yield)
 
 
 @pytest.fixture(scope="session")

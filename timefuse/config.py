@@ -601,6 +601,43 @@ class Settings:
     )
     # -- end of credentials and signing-key rotation ----------------------------------------
 
+    # --- HTTP listener limits (slow, idle and hostile clients) ---
+    server_max_connections: int = _setting(
+        "TIMEFUSE_SERVER_MAX_CONNECTIONS",
+        "2048",
+        "Most client connections a listener holds (at most half the open-file limit); above "
+        "it the longest-idle one is closed, or a new one answered 503 if none is idle.",
+        _int("TIMEFUSE_SERVER_MAX_CONNECTIONS", 1, 1_000_000),
+    )
+    server_header_timeout: float = _setting(
+        "TIMEFUSE_SERVER_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "Longest a request's headers may take to arrive, from the connection or the request's "
+        "first byte (408, or a silent close if nothing came).",
+        _float("TIMEFUSE_SERVER_HEADER_TIMEOUT_SECONDS", 0.01),
+    )
+    server_max_header_bytes: int = _setting(
+        "TIMEFUSE_SERVER_MAX_HEADER_BYTES",
+        "32768",
+        "Largest request line and headers together (431 above).",
+        _int("TIMEFUSE_SERVER_MAX_HEADER_BYTES", 1024, 16 * 1024 * 1024),
+    )
+    server_body_timeout: float = _setting(
+        "TIMEFUSE_SERVER_BODY_TIMEOUT_SECONDS",
+        "30",
+        "Longest a request's body may take to arrive after its headers (408); also how long "
+        "the rest of a refused body is read and dropped so the client sees the answer.",
+        _float("TIMEFUSE_SERVER_BODY_TIMEOUT_SECONDS", 0.01),
+    )
+    server_keepalive_seconds: int = _setting(
+        "TIMEFUSE_SERVER_KEEPALIVE_SECONDS",
+        "5",
+        "How long an idle keep-alive connection stays open (behind a load balancer: more than "
+        "its idle timeout).",
+        _int("TIMEFUSE_SERVER_KEEPALIVE_SECONDS", 1, 3600),
+    )
+    # --- end of HTTP listener limits ---
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``env`` (the process environment by default)."""

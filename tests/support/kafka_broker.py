@@ -356,8 +356,12 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _new_cluster_id() -> str:
-    # Same format as `kafka-storage random-uuid`, without paying for a JVM.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Same format as `kafka-storage random-uuid`, without paying for a JVM; like it, never one
+    # starting with "-", which the tool's argument parser would read as an option.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java() -> str:

@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Collection, Iterator
 
 import structlog
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from timefuse.config import Settings
 from timefuse.entrypoints.api.app import create_app
@@ -19,6 +21,13 @@ from timefuse.entrypoints.api.health import Health, health_routes
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.entrypoints.http_connections import (
+    Connections,
+    ServerLimits,
+    connection_cap,
+    count_closures,
+)
+from timefuse.entrypoints.http_protocol import bounded_protocol
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
 
@@ -96,19 +105,48 @@ def _api_task(
     else:
         health = Health(tf.metrics, lambda: readiness(tf))
         app = Starlette(routes=health_routes(health, PREFIX))
-    config = uvicorn.Config(
+    server = _Server(server_config(app, tf.settings, tf.metrics.registry, lifespan=api))
+    return server, server.serve(sockets=[sock])
+
+
+def server_config(
+    app: ASGIApp,
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    *,
+    lifespan: bool = False,
+) -> uvicorn.Config:
+    """uvicorn serving ``app`` with the listener's limits (see ``http_protocol``)."""
+    limits = ServerLimits(
+        max_connections=settings.server_max_connections,
+        header_timeout=settings.server_header_timeout,
+        max_header_bytes=settings.server_max_header_bytes,
+        body_timeout=settings.server_body_timeout,
+        keepalive_seconds=settings.server_keepalive_seconds,
+    )
+    cap = connection_cap(limits.max_connections)
+    if cap < limits.max_connections:
+        log.info(
+            "fewer connections than TIMEFUSE_SERVER_MAX_CONNECTIONS: half the open-file limit",
+            max_connections=cap,
+        )
+    connections = Connections(cap)
+    if registry is not None:
+        connections.closed = count_closures(registry, connections)
+    return uvicorn.Config(
         app,
+        http=bounded_protocol(limits, connections),
+        ws="none",
+        timeout_keep_alive=limits.keepalive_seconds,
         # log_config=None: uvicorn's records go through the handler configure_logging set up.
         log_config=None,
         log_level="warning",
         access_log=False,
         # The API's lifespan keeps the console's per-minute figures; the rest of the
         # process is opened and closed by run() itself.
-        lifespan="on" if api else "off",
+        lifespan="on" if lifespan else "off",
         timeout_graceful_shutdown=5,
     )
-    server = _Server(config)
-    return server, server.serve(sockets=[sock])
 
 
 async def run(
