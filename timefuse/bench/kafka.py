@@ -25,7 +25,7 @@ from timefuse.bench.api import event_fields, iso, metric_delta
 from timefuse.bench.context import Context, submit_all
 from timefuse.bench.processes import BenchError
 from timefuse.bench.report import Baseline, Report
-from timefuse.config import Settings
+from timefuse.config import KafkaSettings
 
 PARTITIONS = 3
 EVENT_ID_HEADER = "timefuse-event-id"
@@ -33,9 +33,10 @@ TOPIC_TIMEOUT_SECONDS = 30.0
 
 
 def _producer_config(bootstrap: str) -> dict[str, Any]:
-    from timefuse.plugins.kafka import producer_config
+    from timefuse.plugins.kafka import KafkaDeliverySettings, delivery_producer_config
 
-    return producer_config(Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
+    cluster = KafkaSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    return delivery_producer_config(cluster, KafkaDeliverySettings.from_env({}))
 
 
 def _create_topics(admin: AdminClient, names: list[str]) -> None:

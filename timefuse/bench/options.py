@@ -1,7 +1,4 @@
-"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults.
-
-Imported when the CLI builds its parser, so it imports nothing but the standard library.
-"""
+"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults."""
 
 from __future__ import annotations
 
@@ -130,10 +127,10 @@ def _postgres_url(text: str) -> str:
     return text
 
 
-def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser(
-        "bench",
-        help="load-test a deployment (or one started for the run) against physical baselines",
+def build_parser() -> argparse.ArgumentParser:
+    """``timefuse bench``'s parser (the CLI hands it everything after ``bench``)."""
+    sub = argparse.ArgumentParser(
+        prog="timefuse bench",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -146,6 +143,7 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     _add_sizes(sub)
     _add_target(sub)
     _add_river(sub)
+    return sub
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
@@ -307,13 +305,12 @@ def _default_concurrency(scenario: str, size: int) -> int:
         return INGEST_CONCURRENCY[size]
     # What the deployment runs toward one destination (the bench's receiver), so the baseline
     # runs with the same number of requests in flight as timefuse.
-    from timefuse.config import ConfigError, Settings
+    from timefuse.config import ConfigError, DispatchSettings
 
     try:
-        settings = Settings.from_env()
+        settings = DispatchSettings.from_env()
     except ConfigError as exc:
         raise BenchUsageError(str(exc)) from None
-    per_destination = getattr(settings, "destination_concurrency", 0)
-    if per_destination:
-        return min(settings.concurrency, per_destination)
-    return int(settings.concurrency)
+    if settings.destination_concurrency:
+        return min(settings.concurrency, settings.destination_concurrency)
+    return settings.concurrency

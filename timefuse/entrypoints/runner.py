@@ -13,12 +13,14 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 
-from timefuse.config import Settings
+from timefuse.config import ApiSettings, Settings
+from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.api.health import Health, health_routes
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
 
@@ -88,7 +90,8 @@ def _api_task(
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
-            settings=tf.settings,
+            settings=tf.settings.api,
+            http_settings=tf.plugins.section(HttpSettings),
             readiness=lambda: readiness(tf),
             admin=tf.admin,
             registry=tf.registry,
@@ -121,10 +124,11 @@ async def run(
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
     tf = bootstrap(settings)
+    log.info("delivery types loaded", types=_loaded_types(tf))
     if "ingest" in roles and tf.ingest is None:
         raise StartupError("the ingest role reads Kafka: set KAFKA_BOOTSTRAP_SERVERS")
     if "api" in roles:
-        check_exposure(settings, host or settings.host, insecure_no_auth)
+        check_exposure(settings.api, host or settings.api.host, insecure_no_auth)
     sock = _listener(settings, roles, host, port)
     await tf.open()
     stop = asyncio.Event()
@@ -138,7 +142,12 @@ async def run(
             server, serving = _api_task(tf, sock, api="api" in roles)
             tasks.append(asyncio.ensure_future(serving))
             address = sock.getsockname()
-            log.info("listening", host=address[0], port=address[1], store=_redacted(tf))
+            log.info(
+                "listening",
+                host=address[0],
+                port=address[1],
+                store=redacted_url(tf.settings.store.url),
+            )
         if "ingest" in roles and tf.ingest is not None:
             tasks.append(asyncio.create_task(tf.ingest.run(stop)))
         if "dispatch" in roles:
@@ -160,7 +169,7 @@ async def run(
         log.info("stopped")
 
 
-def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> None:
+def check_exposure(settings: ApiSettings, host: str, insecure_no_auth: bool) -> None:
     """Refuse to serve an API without keys beyond loopback, unless explicitly told to.
 
     Loads the keys file too, so a bad one stops the process before it listens.
@@ -193,11 +202,12 @@ def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> Non
 def _listener(
     settings: Settings, roles: Collection[str], host: str | None, port: int | None
 ) -> socket.socket | None:
+    api = settings.api
     if "api" in roles:
-        return bind(host or settings.host, settings.port if port is None else port)
-    if settings.metrics_port is not None:
+        return bind(host or api.host, api.port if port is None else port)
+    if settings.process.metrics_port is not None:
         # Processes without the API still answer Prometheus and health probes.
-        return bind(host or settings.host, settings.metrics_port)
+        return bind(host or api.host, settings.process.metrics_port)
     return None
 
 
@@ -218,7 +228,9 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -
         )
 
 
-def _redacted(tf: Timefuse) -> str:
-    url = tf.settings.store_url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+def _loaded_types(tf: Timefuse) -> dict[str, str]:
+    """Each delivery type this process delivers with, and where it comes from."""
+    return {
+        t.name: f"{t.origin} {t.version}".strip() if t.version else t.origin
+        for t in tf.registry.types()
+    }
