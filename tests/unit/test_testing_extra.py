@@ -9,6 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 KIT = REPO / "timefuse" / "testing"
+KIT_MODULES_DIR = KIT
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -42,3 +43,24 @@ def test_the_kit_imports_nothing_beyond_timefuse_and_the_testing_extra() -> None
 def test_the_example_plugin_tests_with_the_testing_extra() -> None:
     example = tomllib.loads((REPO / "examples/timefuse-file/pyproject.toml").read_text())
     assert example["project"]["optional-dependencies"]["test"] == ["timefuse[testing]"]
+
+
+def test_every_module_of_the_kit_has_its_assertions_rewritten() -> None:
+    from timefuse.testing.pytest_plugin import KIT_MODULES
+
+    expected = {
+        f"timefuse.testing.{path.stem}"
+        for path in KIT_MODULES_DIR.glob("*.py")
+        if path.stem.startswith(("delivery_contract", "store_contract"))
+    }
+    assert set(KIT_MODULES) == expected
+    assert "timefuse.testing.store_contract_claims" in expected
+
+
+def test_the_kit_defines_no_module_level_fixture() -> None:
+    # Every fixture of the suites is on their classes, overridable by name (docs/plugins.md).
+    for path in KIT_MODULES_DIR.glob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                decorators = [ast.unparse(d) for d in node.decorator_list]
+                assert not any("fixture" in d for d in decorators), (path.name, node.name)

@@ -188,10 +188,10 @@ async def _migrate(settings: Settings) -> int:
     from timefuse.entrypoints.bootstrap import build_store
 
     store = build_store(settings.store, SystemClock())
-    migrate = getattr(store, "migrate", None)
-    if callable(migrate):
-        await migrate()
-    else:
+    migrator = store.capabilities.migrator
+    if migrator is not None:
+        await migrator.migrate()
+    else:  # a store that owns its schema creates it when it opens
         await store.open()
         await store.close()
     print("timefuse: schema is up to date")
