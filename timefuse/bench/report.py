@@ -89,7 +89,12 @@ def combine(reports: list[Report]) -> Report:
     for key, value in first.results.items():
         numbers = [_number(r.results.get(key)) for r in reports]
         known = [n for n in numbers if n is not None]
-        results[key] = statistics.median(known) if known and _number(value) is not None else value
+        if not known or _number(value) is None:
+            results[key] = value
+            continue
+        middle = statistics.median(known)
+        # Counts stay whole numbers where the median of the runs is one.
+        results[key] = int(middle) if isinstance(value, int) and middle.is_integer() else middle
     baseline = None
     if first.baseline is not None:
         rates = [r.baseline.rate_per_s for r in reports if r.baseline is not None]
