@@ -147,6 +147,12 @@ async def test_bench_drives_a_running_deployment_by_url(
         ),
         (["stampede"], "invalid choice: 'stampede'"),
         (["cron", "--url", "http://x"], "cron runs in-process with no deployment; drop --url"),
+        (["store", "--concurrency", "4"], "store runs in-process with no deployment"),
+        (["herd", "--backend", "sqlite"], "--backend applies to the store scenario only"),
+        (["console", "--database-url", "postgresql://x/y"], "--database-url applies to the"),
+        (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
+        (["ingest-backlog", "--url", "http://x"], "drop --url"),
+        (["herd", "--runs", "0"], "--runs: must be at least 1"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
@@ -157,11 +163,72 @@ def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: 
     assert "Traceback" not in result.stderr
 
 
-def test_deliver_kafka_without_a_cluster_says_what_it_needs() -> None:
-    result = bench("deliver-kafka", "--short")
+@pytest.mark.parametrize("scenario", ["deliver-kafka", "kafka-type", "ingest-backlog"])
+def test_kafka_scenarios_without_a_cluster_say_what_they_need(scenario: str) -> None:
+    result = bench(scenario, "--short")
 
     assert result.returncode == 2
-    assert "deliver-kafka needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+    assert f"{scenario} needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_store_compares_the_adapter_with_its_bare_driver_and_repeats_with_runs() -> None:
+    report = report_of("store", "--runs", "2")
+
+    assert report["baseline"]["name"] == "raw sqlite claim and complete"
+    assert report["parameters"]["runs"] == 2
+    results = report["results"]
+    assert results["claims"] == 4  # 2,000 events in claims of 500
+    assert results["insert_rate_per_s"] > 0
+    assert results["retention_rate_per_s"] > 0
+    assert_compared_with_baseline(report)
+    runs = report["runs"]
+    assert len(runs) == 2
+    rates = sorted(run["claim_complete_rate_per_s"] for run in runs)
+    assert results["claim_complete_rate_per_s"] == pytest.approx(sum(rates) / 2)
+
+
+def test_console_times_each_page_on_a_large_and_a_small_store() -> None:
+    report = report_of("console", "-n", "3000")
+
+    results = report["results"]
+    assert report["parameters"]["small"] == 1000
+    for page in ("overview", "events_first_page", "dead_letters", "destinations"):
+        assert results[f"{page}_small_s"] > 0
+        assert results[f"{page}_large_s"] > 0
+        assert results[f"{page}_growth"] == pytest.approx(
+            results[f"{page}_large_s"] / results[f"{page}_small_s"]
+        )
+    assert report["errors"] == 0
+
+
+def test_http_type_compares_the_delivery_type_alone_with_raw_aiohttp() -> None:
+    report = report_of("http-type")
+
+    assert report["baseline"]["name"] == "raw aiohttp POSTs"
+    assert report["results"]["failed_deliveries"] == 0
+    assert report["results"]["deliver_cpu_per_request_us"] > 0
+    assert_compared_with_baseline(report)
+
+
+@pytest.mark.kafka
+def test_kafka_type_compares_the_delivery_type_alone_with_a_raw_producer(
+    kafka: KafkaBroker,
+) -> None:
+    report = report_of("kafka-type", "--kafka", kafka.bootstrap_servers)
+
+    assert report["baseline"]["name"] == "raw confluent-kafka producer"
+    assert report["results"]["failed_deliveries"] == 0
+    assert_compared_with_baseline(report)
+
+
+@pytest.mark.kafka
+def test_ingest_backlog_drains_a_filled_topic_into_the_store(kafka: KafkaBroker) -> None:
+    report = report_of("ingest-backlog", "--kafka", kafka.bootstrap_servers)
+
+    assert report["baseline"]["name"] == "raw confluent-kafka producer, same envelopes"
+    assert report["target"]["store"] == "sqlite"
+    assert 0 < report["results"]["stored_in_first_batches"] <= report["parameters"]["events"]
+    assert_compared_with_baseline(report)
 
 
 @pytest.mark.kafka

@@ -69,7 +69,7 @@ def live_app(keys: KeyRing | None) -> Starlette:
     return create_app(
         service=tf.service,
         metrics=tf.metrics,
-        settings=settings_,
+        settings=settings_.api,
         lifespan=lifespan,
         keys=keys,
         admin=tf.admin,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, assert_envelope, error_fields, running_api
-from timefuse.config import Settings
+from timefuse.config import ApiSettings
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
@@ -137,7 +137,9 @@ async def test_without_an_admin_facade_the_app_has_no_retention_or_destinations(
     tmp_path: Path,
 ) -> None:
     async with running_api(tmp_path) as api:
-        bare = create_app(service=api.service, metrics=api.metrics, settings=Settings.from_env({}))
+        bare = create_app(
+            service=api.service, metrics=api.metrics, settings=ApiSettings.from_env({})
+        )
         transport = httpx.ASGITransport(app=bare)
         async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
             cleanup = await client.post(CLEANUP)

@@ -23,6 +23,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable, IngestBuffer
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
@@ -150,7 +151,8 @@ async def running_api(
         app = create_app(
             service=service,
             metrics=metrics,
-            settings=settings,
+            settings=settings.api,
+            http_settings=tf.plugins.section(HttpSettings),
             readiness=readiness,
             admin=tf.admin,
         )

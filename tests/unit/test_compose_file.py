@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.metrics_core import Metric
 
 from tests.support.docker import docker_available
-from timefuse.config import Settings
+from timefuse.config import ApiSettings
 from timefuse.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,6 +209,6 @@ def test_the_api_gets_a_keys_file_it_can_load(services: dict[str, dict[str, Any]
     mounts = dict(str(m).split(":")[:2][::-1] for m in services["api"]["volumes"])
     directory, name = inside.rsplit("/", 1)
     on_host = ROOT / mounts[directory] / name
-    keys = load_key_ring(Settings.from_env({"TIMEFUSE_API_KEYS_FILE": str(on_host)}))
+    keys = load_key_ring(ApiSettings.from_env({"TIMEFUSE_API_KEYS_FILE": str(on_host)}))
     assert keys is not None
     assert len(keys) >= 1

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, bearer, running_api
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ApiSettings, ConfigError
 from timefuse.entrypoints.auth import Role, hash_key, key_entry, load_keys
 from timefuse.entrypoints.cli import main
 from timefuse.entrypoints.ui.activity import Activity, Tally, percentiles
@@ -188,7 +188,7 @@ async def test_the_console_is_absent_when_turned_off(tmp_path: Path) -> None:
 
 def test_a_short_secret_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="TIMEFUSE_UI_SECRET"):
-        Settings.from_env({"TIMEFUSE_UI_SECRET": "short"})
+        ApiSettings.from_env({"TIMEFUSE_UI_SECRET": "short"})
 
 
 class TestFigures:

@@ -87,11 +87,11 @@ def test_limits_are_read_from_the_environment_and_checked() -> None:
         }
     )
 
-    assert settings.server_max_connections == 10
-    assert settings.server_header_timeout == 0.5
-    assert settings.server_max_header_bytes == 4096
-    assert settings.server_body_timeout == 2.0
-    assert settings.server_keepalive_seconds == 7
+    assert settings.server.max_connections == 10
+    assert settings.server.header_timeout == 0.5
+    assert settings.server.max_header_bytes == 4096
+    assert settings.server.body_timeout == 2.0
+    assert settings.server.keepalive_seconds == 7
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,4 @@
-"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults.
-
-Imported when the CLI builds its parser, so it imports nothing but the standard library.
-"""
+"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults."""
 
 from __future__ import annotations
 
@@ -18,7 +15,21 @@ SCENARIOS = {
     "cron": "cron libraries (cronsim, croniter) on the DST rules and next-instant speed; "
     "in-process, -n schedules",
     "river": "N deliveries due at once by timefuse and by River (Go), against raw Go POSTs",
+    "store": "the event store alone (insert, claim and complete, retention) against its bare "
+    "driver; in-process",
+    "console": "the console's pages on a store of -n events and on one of 1%; in-process",
+    "http-type": "the http delivery type alone against raw aiohttp POSTs; in-process",
+    "kafka-type": "the kafka delivery type alone against a bare producer; in-process (needs "
+    "KAFKA_BOOTSTRAP_SERVERS)",
+    "ingest-backlog": "a Kafka ingest topic filled beforehand, drained into the store by the "
+    "bench's own timefuse (needs KAFKA_BOOTSTRAP_SERVERS)",
 }
+# Scenarios that run in the bench's own process, with no deployment to point at.
+IN_PROCESS = frozenset({"cron", "store", "console", "http-type", "kafka-type"})
+# Scenarios whose events are due at a chosen time (--lead).
+DELIVERING = frozenset({"deliver-http", "deliver-kafka", "herd", "steady"})
+BACKENDS = ("sqlite", "postgresql")
+KAFKA_SCENARIOS = frozenset({"deliver-kafka", "kafka-type", "ingest-backlog"})
 
 # (full size, --short size) per scenario.
 EVENTS = {
@@ -29,6 +40,11 @@ EVENTS = {
     "steady": (0, 0),
     "cron": (10_000, 1_000),
     "river": (20_000, 300),
+    "store": (100_000, 2_000),
+    "console": (1_000_000, 20_000),
+    "http-type": (20_000, 1_000),
+    "kafka-type": (20_000, 1_000),
+    "ingest-backlog": (50_000, 2_000),
 }
 RIVER_RUNS = 2
 MAX_DISPATCHERS = 32
@@ -39,9 +55,10 @@ STEADY_DURATION = (60.0, 3.0)
 DESCRIPTION = """\
 Load-test a timefuse deployment (--url) or one the bench starts itself (a `timefuse serve`
 subprocess on the configured DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, else a temporary SQLite
-file), with a built-in webhook receiver. Each scenario also measures its physical baseline in
-the same run (raw aiohttp POSTs, the store's insert_many, a raw Kafka producer) and reports
-timefuse's rate as a ratio of it.
+file), with a built-in webhook receiver; or, in-process, one part of timefuse alone. Each
+scenario also measures its physical baseline in the same run (raw aiohttp POSTs, the store's
+driver, a raw Kafka producer) and reports timefuse's rate as a ratio of it. --runs N repeats
+the whole run and reports the median of every figure.
 
 scenarios:
 """ + "\n".join(f"  {name:<14} {text}" for name, text in SCENARIOS.items())
@@ -68,12 +85,17 @@ class BenchOptions:
     kafka: str | None
     profile: str | None
     serve_log: str | None
+    runs: int = 1
+    # river and store
+    database_url: str | None = None
     # river only
     dispatchers: tuple[int, ...] = (1,)
-    runs: int = RIVER_RUNS
-    database_url: str | None = None
     serve: bool = False
     py_spy: str | None = None
+    # store only
+    backend: str = "sqlite"
+    # console only
+    keep: str | None = None
 
     @property
     def self_hosted(self) -> bool:
@@ -130,10 +152,10 @@ def _postgres_url(text: str) -> str:
     return text
 
 
-def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser(
-        "bench",
-        help="load-test a deployment (or one started for the run) against physical baselines",
+def build_parser() -> argparse.ArgumentParser:
+    """``timefuse bench``'s parser (the CLI hands it everything after ``bench``)."""
+    sub = argparse.ArgumentParser(
+        prog="timefuse bench",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -146,6 +168,7 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     _add_sizes(sub)
     _add_target(sub)
     _add_river(sub)
+    return sub
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
@@ -159,6 +182,12 @@ def _add_sizes(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--short", action="store_true", help="tiny sizes, a few seconds per run")
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_argument(
+        "--runs",
+        type=_positive_int,
+        help=f"measure everything this many times and report medians (default 1; river: "
+        f"{RIVER_RUNS})",
+    )
     sub.add_argument(
         "--lead",
         type=_positive_float,
@@ -177,7 +206,17 @@ def _add_target(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--kafka",
         metavar="BOOTSTRAP_SERVERS",
-        help="deliver-kafka: brokers (default: KAFKA_BOOTSTRAP_SERVERS)",
+        help="deliver-kafka, kafka-type: brokers (default: KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    sub.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="store: the adapter to measure (default sqlite; postgresql with --database-url)",
+    )
+    sub.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="console: keep the filled databases in DIR and reuse them on the next run",
     )
     sub.add_argument(
         "--serve-log",
@@ -201,14 +240,10 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
         "in all); default 1",
     )
     river.add_argument(
-        "--runs",
-        type=_positive_int,
-        help=f"measure everything this many times (default {RIVER_RUNS})",
-    )
-    river.add_argument(
         "--database-url",
         type=_postgres_url,
-        help="a PostgreSQL server to make the runs' databases on (default: start a private one)",
+        help="river, store: a PostgreSQL server to make the runs' databases on (default: "
+        "start a private one)",
     )
     river.add_argument(
         "--serve", action="store_true", help="also measure one `timefuse serve` process"
@@ -231,6 +266,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
     events = args.events or (int(rate * duration) if steady else EVENTS[scenario][size])
     concurrency = args.concurrency or _default_concurrency(scenario, size)
     kafka = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
+    backend = args.backend or ("postgresql" if args.database_url else "sqlite")
     return BenchOptions(
         scenario=scenario,
         url=args.url,
@@ -244,14 +280,16 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         json=args.json,
         lead=args.lead,
         receiver_host=args.receiver_host,
-        kafka=kafka if scenario == "deliver-kafka" else None,
+        kafka=kafka if scenario in KAFKA_SCENARIOS else None,
         profile=args.profile,
         serve_log=args.serve_log,
         dispatchers=args.dispatchers or (1,),
-        runs=args.runs or (1 if args.short else RIVER_RUNS),
+        runs=args.runs or (RIVER_RUNS if scenario == "river" and not args.short else 1),
         database_url=args.database_url,
         serve=args.serve,
         py_spy=args.py_spy,
+        backend=backend,
+        keep=args.keep,
     )
 
 
@@ -263,57 +301,73 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise BenchUsageError(
             "steady sends --rate events per second for --duration seconds; drop -n/--events"
         )
-    if args.kafka is not None and scenario != "deliver-kafka":
-        raise BenchUsageError("--kafka applies to the deliver-kafka scenario only")
+    if args.kafka is not None and scenario not in KAFKA_SCENARIOS:
+        raise BenchUsageError(
+            f"--kafka applies to the {', '.join(sorted(KAFKA_SCENARIOS))} scenarios only"
+        )
     if args.url is not None and (args.profile is not None or args.serve_log is not None):
         raise BenchUsageError("--profile and --serve-log need the bench's own timefuse; drop --url")
     river_only = {
         "--dispatchers": args.dispatchers,
-        "--runs": args.runs,
-        "--database-url": args.database_url,
         "--serve": args.serve or None,
         "--py-spy": args.py_spy,
     }
     given = [flag for flag, value in river_only.items() if value is not None]
     if given and scenario != "river":
         raise BenchUsageError(f"{', '.join(given)} apply to the river scenario only")
+    if args.database_url is not None and scenario not in ("river", "store"):
+        raise BenchUsageError("--database-url applies to the river and store scenarios only")
+    if args.backend is not None and scenario != "store":
+        raise BenchUsageError("--backend applies to the store scenario only")
+    if args.backend == "sqlite" and args.database_url is not None:
+        raise BenchUsageError("--database-url names a PostgreSQL server: drop --backend sqlite")
+    if args.keep is not None and scenario != "console":
+        raise BenchUsageError("--keep applies to the console scenario only")
     if scenario == "river" and (args.url is not None or args.profile or args.serve_log):
         raise BenchUsageError(
             "river starts its own timefuse processes and PostgreSQL databases: drop --url, "
             "--profile and --serve-log (--py-spy profiles it)"
         )
-    if args.lead is not None and scenario in ("ingest", "cron"):
+    if scenario == "ingest-backlog" and (args.url is not None or args.api_key is not None):
+        raise BenchUsageError(
+            "ingest-backlog fills the topic before its own timefuse starts: drop --url"
+        )
+    if args.lead is not None and scenario not in DELIVERING | {"river"}:
         raise BenchUsageError("--lead applies to the delivery scenarios only")
-    if scenario == "cron":
+    if scenario in IN_PROCESS:
         given = [
             flag
             for flag, value in (
                 ("--url", args.url),
                 ("--api-key", args.api_key),
-                ("--concurrency", args.concurrency),
                 ("--profile", args.profile),
                 ("--serve-log", args.serve_log),
+                (
+                    "--concurrency",
+                    args.concurrency if scenario in ("cron", "store", "console") else None,
+                ),
             )
             if value is not None
         ]
         if given:
-            raise BenchUsageError(f"cron runs in-process with no deployment; drop {given[0]}")
+            raise BenchUsageError(f"{scenario} runs in-process with no deployment; drop {given[0]}")
 
 
 def _default_concurrency(scenario: str, size: int) -> int:
-    if scenario == "cron":
+    if scenario in ("cron", "store", "console"):
         return 1
-    if scenario == "ingest":
+    if scenario == "kafka-type":
+        return 1000  # the kafka type's own per-destination default is far higher
+    if scenario in ("ingest", "ingest-backlog"):
         return INGEST_CONCURRENCY[size]
     # What the deployment runs toward one destination (the bench's receiver), so the baseline
     # runs with the same number of requests in flight as timefuse.
-    from timefuse.config import ConfigError, Settings
+    from timefuse.config import ConfigError, DispatchSettings
 
     try:
-        settings = Settings.from_env()
+        settings = DispatchSettings.from_env()
     except ConfigError as exc:
         raise BenchUsageError(str(exc)) from None
-    per_destination = getattr(settings, "destination_concurrency", 0)
-    if per_destination:
-        return min(settings.concurrency, per_destination)
-    return int(settings.concurrency)
+    if settings.destination_concurrency:
+        return min(settings.concurrency, settings.destination_concurrency)
+    return settings.concurrency

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import msgspec
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ApiSettings, ConfigError
 
 KEY_PREFIX = "tfk_"
 # Longest Authorization value worth hashing: real keys are ~47 characters; anything much longer
@@ -148,7 +148,7 @@ def key_entry(
     )
 
 
-def load_key_ring(settings: Settings) -> KeyRing | None:
+def load_key_ring(settings: ApiSettings) -> KeyRing | None:
     """The keys of ``TIMEFUSE_API_KEYS_FILE``; ``None`` when it is unset (no authentication)."""
     if not settings.api_keys_file.strip():
         if settings.metrics_auth:

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from timefuse.config import Settings
+from timefuse.config import ApiSettings, ServerSettings, Settings
+from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.api.health import Health, health_routes
 from timefuse.entrypoints.api.routes import PREFIX
@@ -28,6 +29,7 @@ from timefuse.entrypoints.http_connections import (
     count_closures,
 )
 from timefuse.entrypoints.http_protocol import bounded_protocol
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
 
@@ -97,7 +99,8 @@ def _api_task(
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
-            settings=tf.settings,
+            settings=tf.settings.api,
+            http_settings=tf.plugins.section(HttpSettings),
             readiness=lambda: readiness(tf),
             admin=tf.admin,
             registry=tf.registry,
@@ -105,24 +108,24 @@ def _api_task(
     else:
         health = Health(tf.metrics, lambda: readiness(tf))
         app = Starlette(routes=health_routes(health, PREFIX))
-    server = _Server(server_config(app, tf.settings, tf.metrics.registry, lifespan=api))
+    server = _Server(server_config(app, tf.settings.server, tf.metrics.registry, lifespan=api))
     return server, server.serve(sockets=[sock])
 
 
 def server_config(
     app: ASGIApp,
-    settings: Settings,
+    settings: ServerSettings,
     registry: CollectorRegistry | None = None,
     *,
     lifespan: bool = False,
 ) -> uvicorn.Config:
     """uvicorn serving ``app`` with the listener's limits (see ``http_protocol``)."""
     limits = ServerLimits(
-        max_connections=settings.server_max_connections,
-        header_timeout=settings.server_header_timeout,
-        max_header_bytes=settings.server_max_header_bytes,
-        body_timeout=settings.server_body_timeout,
-        keepalive_seconds=settings.server_keepalive_seconds,
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout=settings.body_timeout,
+        keepalive_seconds=settings.keepalive_seconds,
     )
     cap = connection_cap(limits.max_connections)
     if cap < limits.max_connections:
@@ -159,10 +162,11 @@ async def run(
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
     tf = bootstrap(settings)
+    log.info("delivery types loaded", types=_loaded_types(tf))
     if "ingest" in roles and tf.ingest is None:
         raise StartupError("the ingest role reads Kafka: set KAFKA_BOOTSTRAP_SERVERS")
     if "api" in roles:
-        check_exposure(settings, host or settings.host, insecure_no_auth)
+        check_exposure(settings.api, host or settings.api.host, insecure_no_auth)
     sock = _listener(settings, roles, host, port)
     await tf.open()
     stop = asyncio.Event()
@@ -176,7 +180,12 @@ async def run(
             server, serving = _api_task(tf, sock, api="api" in roles)
             tasks.append(asyncio.ensure_future(serving))
             address = sock.getsockname()
-            log.info("listening", host=address[0], port=address[1], store=_redacted(tf))
+            log.info(
+                "listening",
+                host=address[0],
+                port=address[1],
+                store=redacted_url(tf.settings.store.url),
+            )
         if "ingest" in roles and tf.ingest is not None:
             tasks.append(asyncio.create_task(tf.ingest.run(stop)))
         if "dispatch" in roles:
@@ -198,7 +207,7 @@ async def run(
         log.info("stopped")
 
 
-def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> None:
+def check_exposure(settings: ApiSettings, host: str, insecure_no_auth: bool) -> None:
     """Refuse to serve an API without keys beyond loopback, unless explicitly told to.
 
     Loads the keys file too, so a bad one stops the process before it listens.
@@ -231,11 +240,12 @@ def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> Non
 def _listener(
     settings: Settings, roles: Collection[str], host: str | None, port: int | None
 ) -> socket.socket | None:
+    api = settings.api
     if "api" in roles:
-        return bind(host or settings.host, settings.port if port is None else port)
-    if settings.metrics_port is not None:
+        return bind(host or api.host, api.port if port is None else port)
+    if settings.process.metrics_port is not None:
         # Processes without the API still answer Prometheus and health probes.
-        return bind(host or settings.host, settings.metrics_port)
+        return bind(host or api.host, settings.process.metrics_port)
     return None
 
 
@@ -256,7 +266,9 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -
         )
 
 
-def _redacted(tf: Timefuse) -> str:
-    url = tf.settings.store_url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+def _loaded_types(tf: Timefuse) -> dict[str, str]:
+    """Each delivery type this process delivers with, and where it comes from."""
+    return {
+        t.name: f"{t.origin} {t.version}".strip() if t.version else t.origin
+        for t in tf.registry.types()
+    }

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from timefuse.config import Settings
+from timefuse.config import ApiSettings
 from timefuse.entrypoints.api.access import Authenticate
 from timefuse.entrypoints.api.admin import AdminApi, admin_operations
 from timefuse.entrypoints.api.body import BodyLimits
@@ -20,6 +20,7 @@ from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, eve
 from timefuse.entrypoints.api.signing_keys import SigningKeysApi, signing_key_operations
 from timefuse.entrypoints.auth import KeyRing, load_key_ring
 from timefuse.entrypoints.ui import Console, ConsoleMount
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
@@ -33,7 +34,8 @@ def create_app(
     *,
     service: EventService,
     metrics: Metrics,
-    settings: Settings,
+    settings: ApiSettings,
+    http_settings: HttpSettings | None = None,
     readiness: Readiness | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     keys: KeyRing | None = _FROM_SETTINGS,
@@ -42,6 +44,9 @@ def create_app(
 ) -> Starlette:
     """The REST API over ``service``.
 
+    :param settings: the API's section: listening, limits, keys, the console.
+    :param http_settings: the http delivery type's section, whose webhook signing keys the
+        admin API lists and rotates; without it there are none to list or rotate.
     :param readiness: returns, per part (store, buffer, ...), "ok" or what is wrong; the
         app answers ``/health/ready`` 503 naming each part that is not "ok".
     :param lifespan: opens and closes what the app needs, when the server runs it.
@@ -62,7 +67,7 @@ def create_app(
     operations = [
         *event_operations(api),
         *admin_operations(AdminApi(service, admin, limits), ADMIN_PREFIX),
-        *signing_key_operations(SigningKeysApi.from_settings(settings, limits), ADMIN_PREFIX),
+        *signing_key_operations(SigningKeysApi.from_settings(http_settings, limits), ADMIN_PREFIX),
         *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
         *description.operations(),
     ]
@@ -83,7 +88,7 @@ def create_app(
         console = Console(
             service=service,
             metrics=metrics,
-            settings=settings,
+            secret=settings.ui_secret,
             keys=keys,
             admin=admin,
             registry=registry,

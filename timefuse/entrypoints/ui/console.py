@@ -22,7 +22,6 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from timefuse.config import Settings
 from timefuse.entrypoints.api.access import Principal
 from timefuse.entrypoints.auth import KeyRing
 from timefuse.entrypoints.ui.actions import Actions
@@ -55,18 +54,17 @@ class Console:
         *,
         service: EventService,
         metrics: Metrics,
-        settings: Settings,
+        secret: str,
         keys: KeyRing | None,
         admin: Admin | None = None,
         registry: DeliveryRegistry | None = None,
     ) -> None:
         # Without a configured secret, one per process: sessions end when it restarts.
-        secret = settings.ui_secret or secrets.token_urlsafe(32)
-        self.gate = Gate(keys, Sessions(secret, PREFIX))
+        self.gate = Gate(keys, Sessions(secret or secrets.token_urlsafe(32), PREFIX))
         self.activity = Activity(metrics)
         self.actions = ActionLog()
         self.templates = Templates()
-        parts = Sources(service, settings, self.activity, self.actions, admin, registry)
+        parts = Sources(service, self.activity, self.actions, admin, registry)
         self.pages = Pages(parts, self.templates)
         acts = Actions(parts, self.pages)
         pages = self.pages

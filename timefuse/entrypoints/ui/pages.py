@@ -12,7 +12,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from timefuse.config import Settings
 from timefuse.domain.event import Event, is_event_id
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api.access import Principal
@@ -56,7 +55,6 @@ class Sources:
     """The parts of the process the pages read."""
 
     service: EventService
-    settings: Settings
     activity: Activity
     actions: ActionLog
     admin: Admin | None

@@ -9,8 +9,9 @@ Each variant serves the real API (SQLite store, inline ingest, no dispatcher) in
 - ``granian``: granian's embedded server (``pip install granian``) with its limits
   (``header_read_timeout``, ``max_buffer_size``, ``backpressure``).
 
-    .venv/bin/python benchmarks/http_server.py speed [--runs 3] [--duration 10] [VARIANT ...]
-    .venv/bin/python benchmarks/http_server.py limits [VARIANT ...]
+    timefuse bench http-server speed [--runs 3] [--duration 10] [VARIANT ...]
+    timefuse bench http-server limits [VARIANT ...]
+    timefuse bench http-server protocol [--app api|tiny]
 
 ``speed`` drives each variant with wrk (Debian package ``wrk``), the server pinned to CPU 0 and
 wrk to CPU 1: a single-event POST and a GET by id over keep-alive connections, and the GET with
@@ -38,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -78,6 +79,7 @@ async def _serve(variant: str, port: int, settings: object) -> None:
     from timefuse.entrypoints.bootstrap import bootstrap
     from timefuse.entrypoints.http_connections import connection_cap
     from timefuse.entrypoints.runner import bind, readiness, server_config
+    from timefuse.plugins.http_settings import HttpSettings
 
     assert isinstance(settings, Settings)
     tf = bootstrap(settings)
@@ -85,18 +87,24 @@ async def _serve(variant: str, port: int, settings: object) -> None:
     app = create_app(
         service=tf.service,
         metrics=tf.metrics,
-        settings=settings,
+        settings=settings.api,
+        http_settings=tf.plugins.section(HttpSettings),
         readiness=lambda: readiness(tf),
         admin=tf.admin,
     )
-    cap = connection_cap(settings.server_max_connections)
-    common = {"ws": "none", "log_config": None, "log_level": "warning", "access_log": False}
+    cap = connection_cap(settings.server.max_connections)
+    common: dict[str, Any] = {
+        "ws": "none",
+        "log_config": None,
+        "log_level": "warning",
+        "access_log": False,
+    }
     try:
         if variant == "granian":
             await _serve_granian(app, port, settings, cap)
             return
         if variant == "timefuse":
-            config = server_config(app, settings, tf.metrics.registry)
+            config = server_config(app, settings.server, tf.metrics.registry)
         elif variant == "uvicorn-httptools":
             config = uvicorn.Config(app, http="httptools", lifespan="off", **common)
         else:
@@ -104,9 +112,9 @@ async def _serve(variant: str, port: int, settings: object) -> None:
                 app,
                 http="h11",
                 lifespan="off",
-                h11_max_incomplete_event_size=settings.server_max_header_bytes,
+                h11_max_incomplete_event_size=settings.server.max_header_bytes,
                 limit_concurrency=cap,
-                timeout_keep_alive=settings.server_keepalive_seconds,
+                timeout_keep_alive=settings.server.keepalive_seconds,
                 **common,
             )
         # uvicorn's own signal handling stops it on SIGTERM.
@@ -116,9 +124,10 @@ async def _serve(variant: str, port: int, settings: object) -> None:
 
 
 async def _serve_granian(app: object, port: int, settings: object, cap: int) -> None:
-    from granian.constants import HTTPModes, Interfaces
-    from granian.http import HTTP1Settings
-    from granian.server.embed import Server
+    # granian is optional: `pip install granian` to measure it.
+    from granian.constants import HTTPModes, Interfaces  # type: ignore[import-not-found]
+    from granian.http import HTTP1Settings  # type: ignore[import-not-found]
+    from granian.server.embed import Server  # type: ignore[import-not-found]
 
     from timefuse.config import Settings
 
@@ -132,11 +141,11 @@ async def _serve_granian(app: object, port: int, settings: object, cap: int) -> 
         backpressure=cap,
         backlog=2048,  # uvicorn's
         http1_settings=HTTP1Settings(
-            header_read_timeout=int(settings.server_header_timeout * 1000),
+            header_read_timeout=int(settings.server.header_timeout * 1000),
             keep_alive=True,
-            max_buffer_size=settings.server_max_header_bytes,
+            max_buffer_size=settings.server.max_header_bytes,
         ),
-        log_level="warning",  # type: ignore[arg-type]
+        log_level="warning",
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -171,7 +180,7 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Served:
-        command = [sys.executable, __file__, "_serve", self.variant, str(self.port)]
+        command = [sys.executable, "-m", __name__, "_serve", self.variant, str(self.port)]
         pin = ["taskset", "-c", "0"] if _pinned() else []
         log = open(Path(self.dir.name) / "server.log", "wb")
         self.proc = subprocess.Popen(
@@ -337,7 +346,7 @@ class _Transport(asyncio.Transport):
         self.closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data.endswith(b"}") or data.endswith(b"0\r\n\r\n"):
+        if bytes(data).endswith((b"}", b"0\r\n\r\n")):
             self.answers += 1
 
     def close(self) -> None:
@@ -421,7 +430,7 @@ async def _protocol_rounds(use_api: bool, rounds: int, requests: int) -> None:
             settings = Settings.from_env({"DATABASE_URL": f"sqlite:///{tmp}/t.db"})
             tf = bootstrap(settings)
             await tf.open()
-            app = create_app(service=tf.service, metrics=tf.metrics, settings=settings)
+            app = create_app(service=tf.service, metrics=tf.metrics, settings=settings.api)
         try:
             await _report_rounds(classes, app, use_api, rounds, requests)
         finally:
@@ -655,11 +664,14 @@ def limits(variants: list[str]) -> None:
 # --- command line -------------------------------------------------------------------------------
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
-        serve(sys.argv[2], int(sys.argv[3]))
-        return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str]) -> int:
+    """``timefuse bench http-server ...`` with the arguments after ``http-server``."""
+    if argv[:1] == ["_serve"]:
+        serve(argv[1], int(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="timefuse bench http-server", description=(__doc__ or "").splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     speed_args = sub.add_parser("speed", help="requests/s with wrk")
     speed_args.add_argument("--runs", type=int, default=3)
@@ -672,19 +684,21 @@ def main() -> None:
     protocol_args.add_argument("--rounds", type=int, default=10)
     protocol_args.add_argument("--requests", type=int, default=5_000)
     protocol_args.add_argument("--app", choices=("tiny", "api"), default="api")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.command == "protocol":
         protocol_cost(args.app == "api", args.rounds, args.requests)
-        return
+        return 0
     variants = list(args.variants) or [v for v in VARIANTS if _installed(v)]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(VARIANTS)}")
     if args.command == "speed":
         if not _has("wrk"):
-            raise SystemExit("speed needs wrk (apt-get install wrk)")
+            print("timefuse bench http-server: speed needs wrk (apt-get install wrk)")
+            return 2
         speed(variants, args.runs, args.duration, args.connections)
     else:
         limits(variants)
+    return 0
 
 
 def _installed(variant: str) -> bool:
@@ -692,4 +706,4 @@ def _installed(variant: str) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
