@@ -27,7 +27,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     creates a loop for a synchronous one, which nobody closes and whose sockets later fail
     an unrelated test at garbage collection.
     """
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+    # pytest-asyncio hands an async test over wrapped in a synchronous function.
+    if not inspect.iscoroutinefunction(inspect.unwrap(pyfuncitem.obj)):
         asyncio.set_event_loop(None)
     return (yield)
 
