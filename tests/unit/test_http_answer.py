@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from timefuse.plugins.http_answer import answered_status, final_status
+from timefuse.plugins.http_answer import final_status
 
 
 @pytest.mark.parametrize(
@@ -34,12 +34,3 @@ def test_the_final_status_line_is_found_only_when_complete(
     received: bytes, status: int | None
 ) -> None:
     assert final_status(received) == status
-
-
-def test_the_recorded_status_is_found_through_the_errors_raised_from_it() -> None:
-    cause = ValueError("parser gave up")
-    cause.timefuse_answered_status = 200  # type: ignore[attr-defined]
-    wrapped = RuntimeError("wrapped")
-    wrapped.__cause__ = cause
-    assert answered_status(wrapped) == 200
-    assert answered_status(RuntimeError("no answer")) is None

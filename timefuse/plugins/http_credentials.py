@@ -23,7 +23,7 @@ import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
 import aiohttp
@@ -51,7 +51,17 @@ _CACHED_URLS = 4096
 _TOKEN_ANSWER_LIMIT = 64 * 1024
 _REDACTED = "[redacted]"
 
-Send = Callable[[Mapping[str, str]], Awaitable[aiohttp.ClientResponse]]
+
+class Response(Protocol):
+    """What a sent request gives back, as far as credentials care."""
+
+    @property
+    def status(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=Response)
 
 
 class CredentialsUnavailable(Exception):
@@ -61,8 +71,8 @@ class CredentialsUnavailable(Exception):
 class Presenter:
     """The credentials of one configured destination, or none (:data:`NO_CREDENTIALS`).
 
-    :param ssl: what aiohttp's ``ssl=`` gets: the destination's context, or ``True`` for the
-        default verification.
+    :param ssl: the TLS context of the destination's connections, or ``True`` for the default
+        verification.
     """
 
     def __init__(
@@ -86,7 +96,7 @@ class Presenter:
             return self._headers
         return {**self._headers, "Authorization": await self.tokens.authorization()}
 
-    async def send(self, request: Send) -> aiohttp.ClientResponse:
+    async def send(self, request: Callable[[Mapping[str, str]], Awaitable[R]]) -> R:
         """``request(headers)`` with this destination's headers; after a 401, with a fresh
         token once more (an OAuth 2.0 destination only).
 

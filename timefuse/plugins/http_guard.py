@@ -5,11 +5,12 @@ link-local and cloud metadata, CGNAT, multicast, reserved...) unless an operator
 network with ``TIMEFUSE_HTTP_ALLOWED_NETWORKS``. It checks at two places:
 
 - :class:`DestinationGuard` at submission and again before each post, for hosts that are IP
-  literals (aiohttp never passes those to a resolver) and numeric forms that name an address
-  without looking like one (``http://2130706433/``);
-- :class:`GuardedResolver` at connection time, on every address a name resolves to then. Names
-  are not resolved at submission: DNS rebinding (a name pointing at a public address when the
-  event is submitted and at 127.0.0.1 when it is due) would make that check worthless.
+  literals and numeric forms that name an address without looking like one
+  (``http://2130706433/``);
+- :class:`GuardedResolver` at connection time, on every address a name resolves to then (and
+  the transport checks an IP literal's address there too). Names are not resolved at
+  submission: DNS rebinding (a name pointing at a public address when the event is submitted
+  and at 127.0.0.1 when it is due) would make that check worthless.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from timefuse.plugins.http_answer import AnswerRecordingConnector
 from timefuse.plugins.http_settings import HttpSettings, IpNetwork
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "DestinationGuard",
     "DestinationRefused",
     "GuardedResolver",
-    "build_connector",
     "parse_address",
     "parse_destination",
 ]
@@ -60,11 +59,6 @@ _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _MAX_HOST_LENGTH = 253
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
-# Idle keep-alive connections are dropped before the 5 s idle timeout of common servers
-# (uvicorn, Node): a POST is never retried by aiohttp, so reusing a connection the receiver is
-# closing at that instant would cost a spurious failed attempt.
-_KEEPALIVE_SECONDS = 4.0
-_DNS_CACHE_SECONDS = 60
 _CACHED_DESTINATIONS = 4096
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -351,24 +345,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def build_connector(limit: int, resolver: AbstractResolver) -> aiohttp.TCPConnector:
-    """The connection pool behind the one http delivery session.
-
-    ``resolver`` is the caller's to close: aiohttp only closes resolvers it created. Its
-    connections record each answer's status line (see :mod:`http_answer`).
-    """
-    return AnswerRecordingConnector(
-        resolver=resolver,
-        # The dispatcher already caps deliveries in flight at its concurrency (the limit
-        # passed here), so this is a backstop and never makes a delivery queue. There is no
-        # per-host limit on purpose: per-destination caps belong to the dispatcher, and a
-        # wait for a pooled connection here would be charged to the attempt's total timeout
-        # and turn into spurious retries.
-        limit=limit,
-        limit_per_host=0,
-        # Only allowed addresses are cached: the resolver filters before aiohttp caches.
-        ttl_dns_cache=_DNS_CACHE_SECONDS,
-        keepalive_timeout=_KEEPALIVE_SECONDS,
-    )
