@@ -48,6 +48,8 @@ MIN_IDLE_SECONDS = 0.005
 UNKNOWN_TYPE_DELAY_SECONDS = 60.0
 # How often a process reads the breakers the others opened.
 BREAKER_SYNC_SECONDS = 0.5
+# With shared limits, claim again once 1/REFILL_FRACTION of the attempts in flight ended.
+REFILL_FRACTION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,11 @@ class Dispatcher:
         )
         self._running: dict[asyncio.Task[None], Claimed] = {}
         self._short_of_room = False
+        # With shared limits the store gives a destination no more than its free slots, so a
+        # short claim usually means "full", not "nothing due": the next claim waits for this
+        # many attempts to end (a worthwhile batch), not for a poll or a due time.
+        self._refill_after = 0
+        metrics.count_in_flight(lambda: len(self._running))
         self._store_failures = 0
         self._empty_claims = 0
 
@@ -196,7 +203,20 @@ class Dispatcher:
                 continue
             self._empty_claims = 0 if claimed else self._empty_claims + 1
             if claimed < limit:
-                await self._idle(stop)
+                if claimed and self._shared:
+                    await self._until_refill(stop)
+                else:
+                    await self._idle(stop)
+
+    async def _until_refill(self, stop: asyncio.Event) -> None:
+        """Sleep until a quarter of what is in flight has ended (or a wake-up, or the poll
+        interval): the store then has that many slots to give again."""
+        if not self._gate.occupied:
+            await self._idle(stop)
+            return
+        self._refill_after = max(1, self._gate.occupied // REFILL_FRACTION)
+        await self._sleep(self._settings.poll_interval_seconds, stop, self._wakeup.wait)
+        self._refill_after = 0
 
     async def _claim(self, request: ClaimRequest) -> int | None:
         """Claim and admit; how many were claimed, ``None`` if the store failed."""
@@ -259,14 +279,16 @@ class Dispatcher:
     def _start(self, claimed: Claimed) -> None:
         task = asyncio.get_running_loop().create_task(self._attempt(claimed))
         self._running[task] = claimed
-        self._metrics.in_flight.inc()
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
-        self._metrics.in_flight.dec()
         if self._short_of_room:
             self._room.set()
+        elif self._refill_after:
+            self._refill_after -= 1
+            if not self._refill_after:
+                self._room.set()
 
     async def _attempt(self, claimed: Claimed) -> None:
         try:
@@ -331,12 +353,12 @@ class Dispatcher:
         self, event: Event, outcome: DeliveryOutcome, update: OutcomeUpdate, duration: float
     ) -> None:
         kind = event.delivery_type
-        m = self._metrics
-        m.duration.labels(kind).observe(duration)
+        m = self._metrics.delivery_series(kind)
+        m.duration.observe(duration)
         if update.status is EventStatus.COMPLETED:
-            m.delivered.labels(kind).inc()
+            m.delivered.inc()
             lateness = (self._clock.now() - event.scheduled_at).total_seconds()
-            m.lateness.labels(kind).observe(max(0.0, lateness))
+            m.lateness.observe(max(0.0, lateness))
             log.debug(
                 "attempt delivered",
                 event_id=event.id,
@@ -346,13 +368,13 @@ class Dispatcher:
                 status_code=outcome.status_code,
             )
         else:
-            m.failed.labels(kind, outcome.kind.value).inc()
+            m.failed(outcome.kind.value).inc()
             if update.status is EventStatus.PENDING:
-                m.retried.labels(kind).inc()
+                m.retried.inc()
             elif update.status is EventStatus.DEAD_LETTER:
-                m.dead_lettered.labels(kind).inc()
+                m.dead_lettered.inc()
             else:
-                m.permanently_failed.labels(kind).inc()
+                m.permanently_failed.inc()
             log.info(
                 "attempt failed",
                 event_id=event.id,

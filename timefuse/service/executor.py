@@ -59,7 +59,9 @@ class AttemptExecutor:
         started = self._now()
         timeout = delivery_type.timeout_seconds
         try:
-            outcome = await asyncio.wait_for(delivery_type.deliver(event, event.attempts), timeout)
+            # A timeout scope, not wait_for: wait_for would wrap every attempt in a task.
+            async with asyncio.timeout(timeout):
+                outcome = await delivery_type.deliver(event, event.attempts)
         except TimeoutError:
             outcome = DeliveryOutcome.retriable(
                 f"delivery type {event.delivery_type!r} timed out after {timeout:g} s"

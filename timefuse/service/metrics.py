@@ -15,6 +15,40 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class DeliverySeries:
+    """One delivery type's labelled series, looked up once: a ``labels()`` call takes a lock
+    and builds a key, which per delivery cost more than the observation itself."""
+
+    __slots__ = (
+        "_failed",
+        "_metrics",
+        "dead_lettered",
+        "delivered",
+        "duration",
+        "kind",
+        "lateness",
+        "permanently_failed",
+        "retried",
+    )
+
+    def __init__(self, metrics: Metrics, kind: str) -> None:
+        self._metrics = metrics
+        self.kind = kind
+        self.duration = metrics.duration.labels(kind)
+        self.lateness = metrics.lateness.labels(kind)
+        self.delivered = metrics.delivered.labels(kind)
+        self.retried = metrics.retried.labels(kind)
+        self.dead_lettered = metrics.dead_lettered.labels(kind)
+        self.permanently_failed = metrics.permanently_failed.labels(kind)
+        self._failed: dict[str, Counter] = {}
+
+    def failed(self, outcome: str) -> Counter:
+        found = self._failed.get(outcome)
+        if found is None:
+            found = self._failed[outcome] = self._metrics.failed.labels(self.kind, outcome)
+        return found
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -96,12 +130,25 @@ class Metrics:
             ["delivery_type"],
             registry=r,
         )
+        self._series: dict[str, DeliverySeries] = {}
         self.leases_recovered = Counter(
             "timefuse_leases_recovered", "Expired leases taken back.", registry=r
         )
         self._add_kafka_metrics(r)
         self._add_process_metrics(r)
         self._add_destination_metrics(r)
+
+    def delivery_series(self, kind: str) -> DeliverySeries:
+        """The per-delivery series of delivery type ``kind``."""
+        found = self._series.get(kind)
+        if found is None:
+            found = self._series[kind] = DeliverySeries(self, kind)
+        return found
+
+    def count_in_flight(self, running: Callable[[], int]) -> None:
+        """Read deliveries in flight from ``running`` when scraped, instead of counting each
+        start and end on the gauge (two locked updates per delivery)."""
+        self.in_flight.set_function(running)
 
     def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
         # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*
