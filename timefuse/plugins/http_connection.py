@@ -83,6 +83,7 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._closed = False
         self._made = False
+        self.lost: asyncio.Future[None] = loop.create_future()
         self._idle_since = 0.0
         # The request in progress (None between requests).
         self._waiter: asyncio.Future[Answer] | None = None
@@ -108,6 +109,23 @@ class Connection(asyncio.Protocol):
         if self._transport is not None and not self._closed:
             self._closed = True
             self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None and not self.lost.done():
+            self._closed = True
+            self._transport.abort()
+
+    def shut_down(self) -> None:
+        """Close gracefully: end the sending side, and close once the receiver has (its end
+        of the stream ends the connection); an answer in progress ends it at once."""
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        if self._waiter is None and transport.can_write_eof():
+            self._closed = True  # nothing more is sent; the receiver's EOF closes it
+            transport.write_eof()
+        else:
+            self.close()
 
     async def request(
         self,
@@ -153,6 +171,7 @@ class Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self._transport = cast("asyncio.Transport", transport)
         self._made = True
+        self._pool.made(self)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:
@@ -182,6 +201,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         if self._made:
             self._pool.lost(self)
         if self._waiter is not None:

@@ -70,6 +70,7 @@ KEEPALIVE_SECONDS = 4.0
 DNS_CACHE_SECONDS = 60.0
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
+CLOSE_WAIT_SECONDS = 1.0
 
 
 class ConnectTimeout(TimeoutError):
@@ -307,22 +308,33 @@ class PooledTransport:
         return found
 
     async def close(self) -> None:
+        """Close every connection, and wait (briefly) until each one is closed."""
         self._closed = True
-        for pool in self._pools.values():
-            pool.close()
+        lost: list[asyncio.Future[None]] = []
+        closing = [pool.close() for pool in self._pools.values()]
+        for connections in closing:
+            lost.extend(connection.lost for connection in connections if not connection.lost.done())
         self._pools.clear()
+        if lost:
+            # Receivers close their side when they read the end of the stream; the bound
+            # covers one that doesn't. Past it the rest are cut off.
+            await asyncio.wait(lost, timeout=CLOSE_WAIT_SECONDS)
+            for connections in closing:
+                for connection in connections:
+                    connection.abort()
 
 
 class _Pool:
     """One origin's connections: idle ones (most recently used last) and a count of open."""
 
-    __slots__ = ("_idle", "_limit", "_sweep", "_waiters", "open")
+    __slots__ = ("_all", "_idle", "_limit", "_sweep", "_waiters", "open")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._idle: deque[Connection] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
+        self._all: set[Connection] = set()
         self.open = 0
 
     def idle_connection(self, now: float) -> Connection | None:
@@ -366,9 +378,14 @@ class _Pool:
         else:
             connection.close()
 
+    def made(self, connection: Connection) -> None:
+        """``connection`` is open (counted already by :meth:`reserve`)."""
+        self._all.add(connection)
+
     def lost(self, connection: Connection) -> None:
         """``connection`` closed (either side)."""
         self.open -= 1
+        self._all.discard(connection)
         with contextlib.suppress(ValueError):
             self._idle.remove(connection)
         self._wake()
@@ -390,12 +407,16 @@ class _Pool:
                 KEEPALIVE_SECONDS, self._close_stale
             )
 
-    def close(self) -> None:
+    def close(self) -> list[Connection]:
+        """Close every connection, idle or busy; each one's ``lost`` resolves when it is."""
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        while self._idle:
-            self._idle.pop().close()
+        self._idle.clear()
+        connections = list(self._all)
+        for connection in connections:
+            connection.shut_down()
+        return connections
 
 
 def _head(method: str, origin: _Origin, headers: Mapping[str, str], length: int) -> bytes:
