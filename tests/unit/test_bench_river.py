@@ -93,6 +93,9 @@ RUNNER = "<module> (timefuse/__main__.py:7);run (asyncio/runners.py:190)"
          "(structlog/_native.py:134)", "logging"),
         ("HttpDelivery.deliver (timefuse/plugins/http.py:110);ClientSession._request "
          "(aiohttp/client.py:819)", "HTTP client"),
+        # The transport's callbacks run from the loop, with no delivery frame above them.
+        ("Connection.data_received (timefuse/plugins/http_connection.py:170)", "HTTP client"),
+        ("PooledTransport.send (timefuse/plugins/http_transport.py:201)", "HTTP client"),
         ("Dispatcher._launch (timefuse/service/dispatcher.py:215);create_task "
          "(asyncio/tasks.py:384)", "dispatcher"),
         ("", "event loop"),
