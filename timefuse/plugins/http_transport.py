@@ -231,8 +231,11 @@ class PooledTransport:
     async def _open(
         self, pool: _Pool, origin: _Origin, context: ssl.SSLContext | None, deadline: float
     ) -> Connection:
+        """A new connection, or, at the pool's limit, the first one another request frees."""
         loop = asyncio.get_running_loop()
-        await pool.reserve(deadline)
+        idle = await pool.reserve(deadline)
+        if idle is not None:
+            return idle  # one came back to the pool while this request waited for room
         try:
             limit = min(deadline, loop.time() + self._connect_timeout)
             async with asyncio.timeout_at(limit):
@@ -346,10 +349,15 @@ class _Pool:
             connection.close()
         return None
 
-    async def reserve(self, deadline: float) -> None:
-        """Count a connection about to be opened, waiting for room under the limit."""
+    async def reserve(self, deadline: float) -> Connection | None:
+        """Count a connection about to be opened (``None``), waiting for room under the limit;
+        or an idle connection, when one comes back to the pool first."""
+        loop = asyncio.get_running_loop()
         while self.open >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
+            idle = self.idle_connection(loop.time())
+            if idle is not None:
+                return idle
+            waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
                 async with asyncio.timeout_at(deadline):
@@ -360,6 +368,7 @@ class _Pool:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         self.open += 1
+        return None
 
     def unreserve(self) -> None:
         self.open -= 1
