@@ -21,8 +21,8 @@ from timefuse.testing.factories import make_event
 CLEANUP = f"{EVENTS}/admin/cleanup"
 DESTINATIONS = f"{EVENTS}/admin/destinations"
 DESTINATION_FIELDS = {
-    "key", "breaker", "consecutive_failures", "trips", "in_flight", "waiting", "concurrency",
-    "rate", "probe_in_seconds",
+    "key", "breaker", "breaker_for_all", "held_sources", "consecutive_failures", "trips",
+    "in_flight", "waiting", "concurrency", "rate", "probe_in_seconds", "sources",
 }  # fmt: skip
 
 
@@ -101,6 +101,8 @@ class TestDestinations:
         down, up = listed
         assert (down["key"], down["breaker"], down["trips"]) == ("down.example:443", "OPEN", 1)
         assert down["consecutive_failures"] == 5
+        # One source failed: its own breaker holds it, not the destination's.
+        assert (down["breaker_for_all"], down["held_sources"]) == (False, ["tests"])
         assert (up["key"], up["breaker"], up["in_flight"]) == ("up.example:443", "CLOSED", 1)
 
     async def test_a_reset_closes_the_breaker(self, api: Harness) -> None:

@@ -233,6 +233,27 @@ class DispatchSettings(Section, title="Dispatcher"):
         help="How long an open breaker waits before one delivery probes the destination.",
         parse=number(),
     )
+    breaker_sources: int = setting(
+        env="TIMEFUSE_BREAKER_SOURCES",
+        default="2",
+        help="Distinct sources whose failures in a row open a destination's breaker for every "
+        "source; one source's failures alone hold only that source's events there.",
+        parse=integer(1, 1000),
+    )
+    destination_idle_seconds: float = setting(
+        env="TIMEFUSE_DESTINATION_IDLE_SECONDS",
+        default="300",
+        help="How long a dispatcher remembers a destination with nothing in flight, held or "
+        "failing (its pace, a partial failure count).",
+        parse=number(1.0),
+    )
+    destination_idle_max: int = setting(
+        env="TIMEFUSE_DESTINATION_IDLE_MAX",
+        default="10000",
+        help="Most idle destinations a dispatcher remembers; past it the longest idle is "
+        "forgotten first.",
+        parse=integer(0, 10_000_000),
+    )
 
     def __post_init__(self) -> None:
         # A cap below the base would silently cut every backoff to the cap: the operator meant

@@ -229,6 +229,9 @@ def gate_settings(settings: DispatchSettings, registry: DeliveryRegistry) -> Gat
         type_defaults=type_defaults,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        breaker_sources=settings.breaker_sources,
+        idle_seconds=settings.destination_idle_seconds,
+        idle_max=settings.destination_idle_max,
         # Well inside the lease: an event waiting for its destination is handed back long
         # before its lease could expire.
         hold_seconds=min(HOLD_SECONDS, settings.lease_seconds / 4),

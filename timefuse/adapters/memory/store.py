@@ -72,6 +72,15 @@ class StoreFaults:
 
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
+# A source's own breaker at a destination is kept under "<destination key>\x1f<source>" (see
+# docs/store-adapters.md); with shared limits such keys in a due filter leave that source's
+# events to that destination out, and an open row of one holds only them.
+_SOURCE_SEPARATOR = "\x1f"
+
+
+def _pair_key(event: Event) -> str:
+    return f"{event.destination_key}{_SOURCE_SEPARATOR}{event.source}"
+
 
 @dataclass
 class _Breaker:
@@ -153,15 +162,23 @@ class MemoryStore:
 
     # -- claims and outcomes -----------------------------------------------------------------
 
-    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
+    def _admits(self, due: DueFilter, event: Event) -> bool:
         types = due.delivery_types
+        excluded = due.excluded_destinations
+        if types is not None and event.delivery_type not in types:
+            return False
+        if event.destination_key in excluded:
+            return False
+        # Sources held at a destination: a store sharing limits leaves them out too.
+        return not (self._shared_limits and excluded and _pair_key(event) in excluded)
+
+    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
         found = [
             event
             for event in self._events.values()
             if event.status is EventStatus.PENDING
             and event.next_attempt_at <= now
-            and (types is None or event.delivery_type in types)
-            and event.destination_key not in due.excluded_destinations
+            and self._admits(due, event)
         ]
         found.sort(key=lambda event: (event.next_attempt_at, event.id))
         return found
@@ -173,19 +190,30 @@ class MemoryStore:
         per_key: dict[str, int] = {}
         allowed: dict[str, int] = {}
         probes: set[str] = set()
+        pairs: dict[str, int] = {}
         for event in self._due(request.due, now):
             if len(taken) >= request.limit:
                 break
             key = event.destination_key
             budget = request.budgets.get(key, request.default_budget)
+            pair = ""
             if request.shared is not None:
                 if key not in allowed:
                     allowed[key] = self._allowance(event, request, now)
                 budget = allowed[key] if budget is None else min(budget, allowed[key])
+                pair = _pair_key(event)
+                if pair in self._breakers:
+                    # A source held by its own breaker: its one probe, once cooled down.
+                    if pair not in pairs:
+                        pairs[pair] = self._probe_allowance(pair, request.shared, now)
+                    if pairs[pair] <= 0:
+                        continue
             count = per_key.get(key, 0)
             if budget is not None and count >= budget:
                 continue
             per_key[key] = count + 1
+            if pair in pairs:
+                pairs[pair] -= 1
             claimed = replace(
                 event,
                 status=EventStatus.PROCESSING,
@@ -207,11 +235,8 @@ class MemoryStore:
         shared = request.shared
         assert shared is not None
         key = event.destination_key
-        breaker = self._breakers.get(key)
-        if breaker is not None:
-            cooled = now >= breaker.opened_at + timedelta(seconds=shared.breaker_cooldown_seconds)
-            free = breaker.probe_by is None or breaker.probe_until < now
-            return 1 if cooled and free else 0
+        if key in self._breakers:
+            return self._probe_allowance(key, shared, now)
         rule = _rule_for(event, shared)
         allowed = 1 << 30
         if rule.concurrency:
@@ -227,6 +252,13 @@ class MemoryStore:
             allowed = min(allowed, int(self._tokens(key, rule, now)))
         return allowed
 
+    def _probe_allowance(self, key: str, shared: SharedLimits, now: datetime) -> int:
+        """An open breaker lets one probe through once cooled down, if none is out."""
+        breaker = self._breakers[key]
+        cooled = now >= breaker.opened_at + timedelta(seconds=shared.breaker_cooldown_seconds)
+        free = breaker.probe_by is None or breaker.probe_until < now
+        return 1 if cooled and free else 0
+
     def _tokens(self, key: str, rule: DestinationRule, now: datetime) -> float:
         tokens, refilled = self._buckets.get(key, (float(rule.burst), now))
         return min(float(rule.burst), tokens + rule.rate * (now - refilled).total_seconds())
@@ -239,12 +271,15 @@ class MemoryStore:
         probes: set[str] = set()
         for event in events:
             key = event.destination_key
-            breaker = self._breakers.get(key)
-            if breaker is not None:
-                # The allowance of an open breaker's destination is its one probe.
-                breaker.probe_by = request.worker
-                breaker.probe_until = now + timedelta(seconds=request.lease_seconds)
-                probes.add(event.id)
+            # The allowance of an open breaker (the destination's, the source's there) is
+            # its one probe: the event probes each breaker that held it.
+            for breaker_key in (key, _pair_key(event)):
+                breaker = self._breakers.get(breaker_key)
+                if breaker is not None:
+                    breaker.probe_by = request.worker
+                    breaker.probe_until = now + timedelta(seconds=request.lease_seconds)
+                    probes.add(event.id)
+            if key in self._breakers:
                 continue
             rule = _rule_for(event, shared)
             if rule.rate > 0 and key in taken:
@@ -254,13 +289,10 @@ class MemoryStore:
     async def next_due(self, due: DueFilter) -> NextDue:
         await self._enter("next_due")
         now = self._now()
-        types = due.delivery_types
         times = [
             event.next_attempt_at
             for event in self._events.values()
-            if event.status is EventStatus.PENDING
-            and (types is None or event.delivery_type in types)
-            and event.destination_key not in due.excluded_destinations
+            if event.status is EventStatus.PENDING and self._admits(due, event)
         ]
         return NextDue(min(times) if times else None, now)
 

@@ -499,7 +499,10 @@ def _attaching(exc: StoreUnavailable) -> bool:
 
 def _due_params(due: DueFilter) -> dict[str, Any]:
     types = None if due.delivery_types is None else sorted(due.delivery_types)
-    return {"types": types, "excluded": sorted(due.excluded_destinations)}
+    # "<destination key>\x1f<source>" leaves one source's events to a destination out.
+    excluded = sorted(key for key in due.excluded_destinations if "\x1f" not in key)
+    held = sorted(key for key in due.excluded_destinations if "\x1f" in key)
+    return {"types": types, "excluded": excluded, "held": held}
 
 
 def _shared_params(shared: SharedLimits) -> dict[str, Any]:

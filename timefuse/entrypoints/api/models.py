@@ -342,15 +342,33 @@ class DestinationOut(msgspec.Struct):
     """A destination (host and port, or delivery type and topic) as this process sees it."""
 
     key: str
-    breaker: Annotated[str, _doc("The circuit breaker.", enum=["CLOSED", "OPEN", "HALF_OPEN"])]
-    consecutive_failures: int
-    trips: int
+    breaker: Annotated[
+        str,
+        _doc(
+            "The circuit breaker holding the most: the destination's own when it is not "
+            "closed (it holds every source), else the most restrictive of the sources' own "
+            "(each holds only its source: see held_sources).",
+            enum=["CLOSED", "OPEN", "HALF_OPEN"],
+        ),
+    ]
+    breaker_for_all: Annotated[
+        bool, _doc("Whether the destination's own breaker is open or half-open.")
+    ]
+    held_sources: Annotated[list[str], _doc("Sources whose own breaker here is open or half-open.")]
+    consecutive_failures: Annotated[
+        int, _doc("Retriable failures in a row here, every source together.")
+    ]
+    trips: Annotated[int, _doc("Times a breaker here opened, the sources' own included.")]
     in_flight: int
     waiting: int
     concurrency: Annotated[int, _doc("Deliveries in flight at once allowed (0: no cap).")]
     rate: Annotated[float, _doc("Deliveries per second allowed (0: no limit).")]
     probe_in_seconds: Annotated[
         float | None, _doc("While the breaker is open: seconds until one delivery probes.")
+    ]
+    sources: Annotated[
+        list[str],
+        _doc("Sources with a delivery in flight or waiting here, or a breaker of their own."),
     ]
 
 
