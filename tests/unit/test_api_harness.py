@@ -139,6 +139,7 @@ async def running_api(
     env: dict[str, str] | None = None,
     buffer: Callable[[Store], IngestBuffer] = InlineIngestBuffer,
     readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
+    plugins: tuple[object, ...] = (),
 ) -> AsyncIterator[Harness]:
     settings = Settings.from_env(env or {})
     store = Store(MemoryStore())
@@ -146,7 +147,9 @@ async def running_api(
     try:
         # The composition root builds the service, so its limits come from the settings
         # exactly as in a running process.
-        tf = bootstrap(settings, store=store, buffer=buffer(store), metrics=Metrics())
+        tf = bootstrap(
+            settings, store=store, buffer=buffer(store), metrics=Metrics(), extra_plugins=plugins
+        )
         metrics, service = tf.metrics, tf.service
         app = create_app(
             service=service,

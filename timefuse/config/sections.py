@@ -254,6 +254,13 @@ class DispatchSettings(Section, title="Dispatcher"):
         "forgotten first.",
         parse=integer(0, 10_000_000),
     )
+    metrics_destinations: int = setting(
+        env="TIMEFUSE_METRICS_DESTINATIONS",
+        default="100",
+        help="Most per-destination series on /metrics (the busiest destinations with "
+        "something in flight, held or a breaker not closed; 0: none).",
+        parse=integer(0, 100_000),
+    )
 
     def __post_init__(self) -> None:
         # A cap below the base would silently cut every backoff to the cap: the operator meant
@@ -328,8 +335,9 @@ class ApiSettings(Section, title="API and console"):
     )
     metrics_auth: bool = setting(
         env="TIMEFUSE_METRICS_AUTH",
-        default="false",
-        help="true: /metrics needs an API key with the read or admin role.",
+        default="true",
+        help="With API keys, true: /metrics needs a key with the metrics or admin role; false: "
+        "it answers without one, but without per-destination series.",
         parse=boolean,
     )
     ui: bool = setting(

@@ -37,7 +37,7 @@ from timefuse.service.ingest_consumer import IngestConsumer
 from timefuse.service.ingest_consumer import IngestSettings as ConsumerSettings
 from timefuse.service.maintenance import Maintenance
 from timefuse.service.maintenance import MaintenanceSettings as MaintenanceRules
-from timefuse.service.metrics import DESTINATION_SERIES_LIMIT, Metrics
+from timefuse.service.metrics import Metrics
 from timefuse.service.presence import Presence
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
@@ -288,9 +288,11 @@ def bootstrap(
         observer=delivery_observer(plugins),
     )
     gate = dispatcher.gate
-    metrics.destinations.source = lambda: gate.snapshot(
-        active_only=True, top=DESTINATION_SERIES_LIMIT
+    top = settings.dispatch.metrics_destinations
+    metrics.destinations.source = lambda sources: (
+        gate.snapshot(active_only=True, top=top, sources=sources) if top else {}
     )
+    metrics.destinations.tracked = lambda: gate.tracked
     maintenance = Maintenance(
         store=store,
         clock=clock,

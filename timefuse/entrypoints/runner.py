@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Collection, Iterator
 import structlog
 import uvicorn
 from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
-from timefuse.entrypoints.api.health import Health, health_routes
+from timefuse.entrypoints.api.health import Health, health_app
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
@@ -95,6 +94,7 @@ def _api_task(
     tf: Timefuse, sock: socket.socket, api: bool = True
 ) -> tuple[_Server, Awaitable[None]]:
     """The REST API, or with ``api=False`` only /health and /metrics (for ingest, dispatch)."""
+    app: ASGIApp
     if api:
         app = create_app(
             service=tf.service,
@@ -106,10 +106,25 @@ def _api_task(
             registry=tf.registry,
         )
     else:
-        health = Health(tf.metrics, lambda: readiness(tf))
-        app = Starlette(routes=health_routes(health, PREFIX))
+        app = metrics_app(tf, sock)
     server = _Server(server_config(app, tf.settings.server, tf.metrics.registry, lifespan=api))
     return server, server.serve(sockets=[sock])
+
+
+def metrics_app(tf: Timefuse, sock: socket.socket) -> ASGIApp:
+    """/metrics and the health probes of a process without the API, under the API's rules
+    for keys. Without keys, a listener beyond loopback names no receiver: its /metrics
+    leaves the per-destination series out (the API itself would refuse to listen there)."""
+    settings = tf.settings.api
+    keys = load_key_ring(settings)
+    health = Health(tf.metrics, lambda: readiness(tf))
+    if keys is None and not is_loopback(str(sock.getsockname()[0])):
+        log.info(
+            "no API keys: /metrics on this address shows no per-destination series",
+            host=sock.getsockname()[0],
+        )
+        return health_app(health, PREFIX, keys=keys, metrics_auth=False, trusted=False)
+    return health_app(health, PREFIX, keys=keys, metrics_auth=settings.metrics_auth)
 
 
 def server_config(
