@@ -176,16 +176,3 @@ class SharedLimitsContract:
         taken, probes = await take(store, "worker-a", shared)
         assert len(taken) == 1
         assert probes == frozenset(taken)
-
-    async def test_a_due_filter_leaves_a_held_source_out(self, store: Store) -> None:
-        held = await due_events(store, 3, source="tenant-a", age=60.0)
-        others = await due_events(store, 2, source="tenant-b")
-        elsewhere = await due_events(store, 1, "https://elsewhere.example/", source="tenant-a")
-        due = DueFilter(excluded_destinations=frozenset({source_breaker_key(KEY, "tenant-a")}))
-        found = await store.next_due(due)
-        first_other = await store.get(others[0])
-        assert first_other is not None
-        assert found.at == first_other.next_attempt_at
-        taken, _ = await take(store, "worker-a", limits(), due=due)
-        assert sorted(taken) == sorted(others + elsewhere)
-        assert not set(held) & set(taken)

@@ -73,8 +73,8 @@ class StoreFaults:
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A source's own breaker at a destination is kept under "<destination key>\x1f<source>" (see
-# docs/store-adapters.md); with shared limits such keys in a due filter leave that source's
-# events to that destination out, and an open row of one holds only them.
+# docs/store-adapters.md): such keys in a due filter leave that source's events to that
+# destination out, and (with shared limits) an open row of one holds only them.
 _SOURCE_SEPARATOR = "\x1f"
 
 
@@ -169,8 +169,8 @@ class MemoryStore:
             return False
         if event.destination_key in excluded:
             return False
-        # Sources held at a destination: a store sharing limits leaves them out too.
-        return not (self._shared_limits and excluded and _pair_key(event) in excluded)
+        # Sources held at a destination by their own breakers.
+        return not (excluded and _pair_key(event) in excluded)
 
     def _due(self, due: DueFilter, now: datetime) -> list[Event]:
         found = [

@@ -92,9 +92,14 @@ def due_terms(due: DueFilter) -> tuple[str, dict[str, Any]]:
     if due.delivery_types is not None:
         terms += queries.TYPES_TERM
         params["types"] = dumps(sorted(due.delivery_types))
-    if due.excluded_destinations:
+    excluded = sorted(key for key in due.excluded_destinations if "\x1f" not in key)
+    held = sorted(key for key in due.excluded_destinations if "\x1f" in key)
+    if excluded:
         terms += queries.EXCLUDED_TERM
-        params["excluded"] = dumps(sorted(due.excluded_destinations))
+        params["excluded"] = dumps(excluded)
+    if held:
+        terms += queries.HELD_TERM
+        params["held"] = dumps(held)
     return terms, params
 
 

@@ -80,6 +80,8 @@ SELECT json_group_array(rowid)
 
 TYPES_TERM = " AND delivery_type IN (SELECT value FROM json_each(:types))"
 EXCLUDED_TERM = " AND destination_key NOT IN (SELECT value FROM json_each(:excluded))"
+# Sources held at a destination by their own breakers: "<destination key>\x1f<source>" keys.
+HELD_TERM = " AND destination_key || char(31) || source NOT IN (SELECT value FROM json_each(:held))"
 
 NEXT_DUE_AT = """
 SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due

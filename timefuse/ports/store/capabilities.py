@@ -23,15 +23,21 @@ class WatchesDue(Protocol):
 class SharesLimits(Protocol):
     """Per-destination limits and breakers kept for every process together: a claim given
     :class:`~timefuse.ports.store.records.SharedLimits` respects them across processes, and
-    breakers are published here."""
+    breakers are published here.
+
+    A breaker key is a destination key (the destination's own breaker: it holds every
+    source's events there) or ``"<destination key>\x1f<source>"`` (a source's own breaker at
+    the destination: it holds only that source's events there). An open breaker of either kind
+    lets one probe through per cool-down, the same way; the same pair keys in
+    ``DueFilter.excluded_destinations`` leave that source's events there out."""
 
     async def publish_breaker(self, key: str, *, open: bool) -> None:
-        """Open a destination's breaker for every process (from the store's now, its probe
-        cleared), or close it."""
+        """Open a breaker for every process (from the store's now, its probe cleared), or
+        close it."""
         ...
 
     async def open_breakers(self) -> list[SharedBreaker]:
-        """The destinations whose shared breaker is open."""
+        """The breakers open for every process (destinations' and sources' at them)."""
         ...
 
 
