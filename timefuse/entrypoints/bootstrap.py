@@ -96,7 +96,7 @@ class Timefuse:
             gate=self.dispatcher.gate,
             store=self.store,
             retention_days=self.settings.maintenance.retention_days,
-            dead_after_seconds=MaintenanceRules().dead_after_seconds,
+            dead_after_seconds=self.settings.maintenance.worker_dead_after_seconds,
             registry=self.registry,
         )
 
@@ -292,7 +292,10 @@ def bootstrap(
         store=store,
         clock=clock,
         metrics=metrics,
-        settings=MaintenanceRules(retention_days=settings.maintenance.retention_days),
+        settings=MaintenanceRules(
+            retention_days=settings.maintenance.retention_days,
+            dead_after_seconds=settings.maintenance.worker_dead_after_seconds,
+        ),
         holder=worker_id,
         wakeup=wakeup,
     )
