@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from timefuse.domain.schedule_fields import (
     CheckCron,
@@ -31,7 +32,7 @@ from timefuse.domain.schedule_fields import (
 )
 from timefuse.domain.validation import FieldError, ValidationFailed
 
-__all__ = ["CheckCron", "MissedRuns", "ScheduleLimits"]
+__all__ = ["CheckCron", "MissedRuns", "ScheduleLimits", "ScheduleState"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
@@ -77,6 +78,22 @@ class Schedule:
     @property
     def runs_left(self) -> int | None:
         return None if self.max_runs is None else max(0, self.max_runs - self.runs)
+
+
+class ScheduleState(StrEnum):
+    """Where a schedule stands, as listed: running, paused, or with no instant left."""
+
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    ENDED = "ENDED"
+
+
+def state_of(schedule: Schedule, next_run: datetime | None) -> ScheduleState:
+    """``ENDED`` once no instant is left (``next_run`` is ``None``), paused or not; else
+    ``PAUSED`` or ``ACTIVE``."""
+    if next_run is None:
+        return ScheduleState.ENDED
+    return ScheduleState.PAUSED if schedule.paused else ScheduleState.ACTIVE
 
 
 def build_schedule(
