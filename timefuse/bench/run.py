@@ -37,7 +37,12 @@ def run_bench(args: argparse.Namespace) -> int:
     if options.scenario == "river":
         return _run_river(options)
     try:
-        report = _run_cron(options) if options.scenario == "cron" else asyncio.run(_run(options))
+        if options.scenario == "cron":
+            report = _run_cron(options)
+        elif options.scenario == "schedules":
+            report = _run_schedules(options)
+        else:
+            report = asyncio.run(_run(options))
     except BenchError as exc:
         print(f"timefuse bench: {exc}", file=sys.stderr)
         return 1
@@ -54,6 +59,12 @@ def _run_cron(options: BenchOptions) -> Report:
     from timefuse.bench.cron import run_cron
 
     return run_cron(options)
+
+
+def _run_schedules(options: BenchOptions) -> Report:
+    from timefuse.bench.schedules import run_schedules
+
+    return run_schedules(options)
 
 
 def _run_river(options: BenchOptions) -> int:
