@@ -247,6 +247,7 @@ async def test_patch_pause_resume_and_delete(api: Api) -> None:
     assert error_fields(refused) == {"every_seconds", "timezone"}
     renamed = await api.call("PATCH", by_id, json={"key": "renamed"})
     assert (renamed.status_code, error_fields(renamed)) == (422, {"key"})
+    assert renamed.json()["errors"][0]["message"] == "can't be changed"
     template = await api.call(
         "PATCH", by_id, json={"event": {"delivery_type": "http", "destination": "x"}}
     )

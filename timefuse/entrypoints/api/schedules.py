@@ -66,6 +66,8 @@ T = TypeVar("T")
 _schedule_decoder = msgspec.json.Decoder(ScheduleIn)
 _patch_decoder = msgspec.json.Decoder(SchedulePatchIn)
 _event_decoder = msgspec.json.Decoder(EventIn)
+# Fields of a declaration that a PATCH can't hold.
+_FIXED = ("key", "source")
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>.+)`$")
 
 
@@ -110,7 +112,9 @@ async def _read(request: Request, decoder: msgspec.json.Decoder[T], limits: Body
         for error in exc.errors or []:
             unknown = _UNKNOWN_FIELD.match(error.message)
             if unknown is not None:
-                errors.append(FieldError(unknown["name"], "is not a field of a schedule"))
+                name = unknown["name"]
+                why = "can't be changed" if name in _FIXED else "is not a field of a schedule"
+                errors.append(FieldError(name, why))
             else:
                 errors.append(error)
         raise _unprocessable(errors) from None
