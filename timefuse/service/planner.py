@@ -183,8 +183,12 @@ class SchedulePlanner:
     async def _materialise(self, records: list[ScheduleRecord], now: datetime) -> int:
         plans: list[Materialisation] = []
         kinds: dict[str, tuple[int, int]] = {}
+        # Planned as of the tick's start (one instant for every schedule of the tick); the
+        # events are stamped with the time this batch was built, a tick of many batches
+        # creating its later ones later.
+        built = self._clock.now()
         for record in records:
-            planned = self._plan(record, now)
+            planned = self._plan(record, now, built)
             plans.append(planned[0])
             kinds[record.id] = planned[1]
             if record.next_run_at is not None:
@@ -203,7 +207,7 @@ class SchedulePlanner:
         return len(events)
 
     def _plan(
-        self, record: ScheduleRecord, now: datetime
+        self, record: ScheduleRecord, now: datetime, built: datetime
     ) -> tuple[Materialisation, tuple[int, int]]:
         settings = self._settings
         plan = plan_occurrences(
@@ -217,7 +221,7 @@ class SchedulePlanner:
         )
         try:
             events = [
-                occurrence_event(plan.schedule, instant, now, self._limits)
+                occurrence_event(plan.schedule, instant, built, self._limits)
                 for instant in plan.instants
             ]
         except ValidationFailed as exc:
@@ -233,7 +237,7 @@ class SchedulePlanner:
                 skipped=len(plan.instants),
             )
             events = []
-        after = ScheduleRecord(plan.schedule, plan.next_instant, record.version + 1, now)
+        after = ScheduleRecord(plan.schedule, plan.next_instant, record.version + 1, built)
         counts = (len(plan.catch_up), len(plan.on_time)) if events else (0, 0)
         return Materialisation(after, record.version, events), counts
 

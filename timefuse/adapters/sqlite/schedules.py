@@ -50,8 +50,11 @@ _UPDATE = (
     + " WHERE id = ? AND version = ?"
 )
 _EVENT_COLUMNS = ", ".join(EVENT_COLUMN_NAMES)
+DUE = (
+    f"{_SELECT} WHERE state = 'ACTIVE' AND next_run_at <= :until ORDER BY next_run_at LIMIT :limit"
+)
 # The partial index's own condition, repeated so the planner sees the index applies.
-_OCCURRENCES = (
+OCCURRENCES = (
     f"SELECT {_EVENT_COLUMNS} FROM events"
     " WHERE json_extract(extra, '$.schedule_id') = :schedule"
     " AND json_extract(extra, '$.schedule_id') IS NOT NULL {before}"
@@ -164,10 +167,7 @@ def delete(conn: sqlite3.Connection, schedule_id: str, sources: frozenset[str] |
 
 
 def due(conn: sqlite3.Connection, until: int, limit: int) -> list[ScheduleRecord]:
-    rows = conn.execute(
-        f"{_SELECT} WHERE state = 'ACTIVE' AND next_run_at <= ? ORDER BY next_run_at LIMIT ?",
-        (until, limit),
-    )
+    rows = conn.execute(DUE, {"until": until, "limit": limit})
     return [row_to_record(row) for row in rows]
 
 
@@ -204,7 +204,7 @@ def occurrences(
     if before is not None:
         term = "AND (scheduled_at, id) < (:before_at, :before_id)"
         params.update(before_at=to_micros(before.scheduled_at), before_id=before.event_id)
-    rows = conn.execute(_OCCURRENCES.format(before=term), params)
+    rows = conn.execute(OCCURRENCES.format(before=term), params)
     events = [row_to_event(row) for row in rows]
     if len(events) <= limit:
         return EventPage(events, None)
