@@ -253,8 +253,9 @@ async def test_two_planners_at_once_create_each_occurrence_once(world: World) ->
     conflicts = world.metrics.registry.get_sample_value("timefuse_schedule_plan_conflicts_total")
     assert conflicts is not None
     assert conflicts > 0
-    # Created up to the lookahead (5 s) ahead of the last tick.
-    horizon = world.clock.now() + timedelta(seconds=5)
+    # Created up to the lookahead ahead of the last tick.
+    lookahead = timedelta(seconds=first.planner.settings.lookahead_seconds)
+    horizon = world.clock.now() + lookahead
     for record in records:
         events = await first.occurrences(record)
         instants = [event.scheduled_at for event in events]

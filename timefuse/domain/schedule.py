@@ -227,10 +227,29 @@ def _within_end(schedule: Schedule, instant: datetime | None) -> bool:
 def next_instant(schedule: Schedule, cron_next: CronNext) -> datetime | None:
     """The next instant still to run (missed or not), or ``None`` once the schedule is over:
     ``max_runs`` reached, past ``end_at``, or its rule fires no more."""
+    return _next_by(schedule, rule_of(schedule, cron_next))
+
+
+def _next_by(schedule: Schedule, rule: Rule) -> datetime | None:
     if schedule.runs_left == 0:
         return None
-    instant = rule_of(schedule, cron_next)(_cursor(schedule))
+    instant = rule(_cursor(schedule))
     return instant if _within_end(schedule, instant) else None
+
+
+def _remembered(rule: Rule) -> Rule:
+    """``rule``, computing each answer once: a plan asks for the same instant more than once
+    (the first instant, then again in the on-time loop; the instant past the horizon, then as
+    the next one), and each answer of a cron rule costs a cron evaluation."""
+    answers: dict[datetime, datetime | None] = {}
+
+    def remembered(after: datetime) -> datetime | None:
+        if after in answers:
+            return answers[after]
+        found = answers[after] = rule(after)
+        return found
+
+    return remembered
 
 
 def upcoming(schedule: Schedule, now: datetime, cron_next: CronNext, count: int) -> list[datetime]:
@@ -287,7 +306,7 @@ def plan_occurrences(
     """
     if schedule.paused:
         return Plan((), (), schedule, next_instant(schedule, cron_next))
-    rule = rule_of(schedule, cron_next)
+    rule = _remembered(rule_of(schedule, cron_next))
     left = schedule.runs_left
     cursor = _cursor(schedule)
     late = now - grace
@@ -316,7 +335,8 @@ def plan_occurrences(
         last_instant=created[-1] if created else schedule.last_instant,
         not_before=max(schedule.not_before, late) if missed else schedule.not_before,
     )
-    return Plan(catch_up, tuple(on_time), planned, next_instant(planned, cron_next), missed)
+    # The planned schedule has the same rule (only its place moved).
+    return Plan(catch_up, tuple(on_time), planned, _next_by(planned, rule), missed)
 
 
 def latest_before(rule: Rule, after: datetime, until: datetime, count: int) -> list[datetime]:
