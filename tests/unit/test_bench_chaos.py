@@ -99,6 +99,7 @@ def test_bad_options_are_refused_with_a_reason(
     ("args", "message"),
     [
         (["--database-url", "mysql://x"], "must be a postgresql:// URL"),
+        (["--kinds", "stop-broker,kill-ingest"], "Kafka faults need --kafka"),
         (
             ["--database-url", "postgresql://x/y", "--kinds", "restart-db-fast"],
             "database faults need the private PostgreSQL",
