@@ -248,8 +248,10 @@ class Window:
     lateness_p50_s: float = math.nan
     lateness_p99_s: float = math.nan
     lateness_max_s: float = math.nan
+    recovery_s: float = math.nan
     capped_peak: int = 0
     limited_peak_per_s: int = 0
+    struck_wall: float = math.nan
     begun_wall: float = 0.0
     ended_wall: float = 0.0
 
@@ -425,6 +427,7 @@ class Campaign:
             begun = time.monotonic()
             await asyncio.sleep(self.rng.uniform(0.1, 0.5) * options.interval)
             window.at_s = round(time.monotonic() - self.started, 1)
+            window.struck_wall = time.time()
             print(f"  fault {index}/{options.faults}: {kind} at {window.at_s:.1f} s", flush=True)
             window.down_s = await self._strike(kind)
             rest = options.interval - (time.monotonic() - begun)
@@ -510,12 +513,27 @@ class Campaign:
             window.lateness_p50_s = round(percentile(late, 50), 3)
             window.lateness_p99_s = round(percentile(late, 99), 3)
             window.lateness_max_s = round(late[-1], 3) if late else math.nan
+            window.recovery_s = self._recovery(load, window)
             # The last window runs on into the drain, where the backlog of the faults goes out.
             end = window.ended_wall if window is not self.windows[-1] else math.inf
             window.limited_peak_per_s = max(
                 (n for second, n in per_second.items() if window.begun_wall <= second + 1 <= end),
                 default=0,
             )
+
+    def _recovery(self, load: Load, window: Window) -> float:
+        """The longest an event due around the fault (from 2 s before it to its end) waited
+        after the fault began: for a killed dispatcher, how long its claims took to come back."""
+        struck = window.struck_wall
+        if math.isnan(struck):
+            return math.nan
+        waits = [
+            min(arrivals) - max(sent.due, struck)
+            for event_id, sent in load.acknowledged.items()
+            if struck - 2.0 <= sent.due <= struck + window.down_s
+            and (arrivals := self.arrivals.get(event_id))
+        ]
+        return round(max(waits), 3) if waits else math.nan
 
 
 def _reason(body: bytes) -> str:
@@ -650,6 +668,7 @@ COLUMNS = (
     ("offered", "offered"), ("202", "acknowledged"), ("refused", "refused"),
     ("delivered", "delivered"), ("missing", "missing"), ("dup", "duplicates"),
     ("late p50", "lateness_p50_s"), ("late p99", "lateness_p99_s"), ("late max", "lateness_max_s"),
+    ("wait after", "recovery_s"),
     ("cap peak", "capped_peak"), ("rate peak/s", "limited_peak_per_s"),
 )  # fmt: skip
 
@@ -661,6 +680,8 @@ def render(windows: Sequence[Window]) -> str:
         for name in ("offered", "acknowledged", "refused", "delivered", "missing", "duplicates"):
             setattr(total, name, getattr(total, name) + getattr(w, name))
     total.lateness_max_s = max((w.lateness_max_s for w in windows if w.delivered), default=0.0)
+    waits = [w.recovery_s for w in windows if not math.isnan(w.recovery_s)]
+    total.recovery_s = max(waits, default=math.nan)
     total.capped_peak = max((w.capped_peak for w in windows), default=0)
     total.limited_peak_per_s = max((w.limited_peak_per_s for w in windows), default=0)
     totals = [_cell(getattr(total, name)) for _, name in COLUMNS]
