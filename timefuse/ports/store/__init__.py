@@ -44,6 +44,14 @@ from timefuse.ports.store.records import (
     source_set,
 )
 from timefuse.ports.store.retention import Retention
+from timefuse.ports.store.schedules import (
+    Materialisation,
+    SchedulePage,
+    SchedulePosition,
+    ScheduleQuery,
+    ScheduleRecord,
+    Schedules,
+)
 from timefuse.ports.store.submissions import Submissions
 
 
@@ -68,6 +76,7 @@ class StoreAdapter(
     Queries,
     OperatorActions,
     Retention,
+    Schedules,
     Protocol,
 ):
     """Every role of the store, and the adapter's declared abilities."""
@@ -91,6 +100,7 @@ __all__ = [
     "EventPage",
     "EventQuery",
     "Lifecycle",
+    "Materialisation",
     "Migrates",
     "NextDue",
     "OperatorActions",
@@ -101,6 +111,11 @@ __all__ = [
     "ReadsFromReplica",
     "RedeliverResult",
     "Retention",
+    "SchedulePage",
+    "SchedulePosition",
+    "ScheduleQuery",
+    "ScheduleRecord",
+    "Schedules",
     "SharedBreaker",
     "SharedLimits",
     "SharesLimits",
