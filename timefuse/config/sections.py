@@ -58,10 +58,32 @@ class StoreSettings(Section, title="Event store"):
         help="PostgreSQL: partitions kept created ahead of today (later dates use a default one).",
         parse=integer(0, 1000),
     )
+    read_url: str = setting(
+        env="TIMEFUSE_DATABASE_READ_URL",
+        default="",
+        help="PostgreSQL: a read replica (postgresql://...) for listings, searches by external "
+        "id, attempts and statistics; claims, writes and reads by id stay on DATABASE_URL.",
+    )
+    read_max_lag_seconds: float = setting(
+        env="TIMEFUSE_DATABASE_READ_MAX_LAG_SECONDS",
+        default="30",
+        help="Readiness fails while the read replica is further behind the primary than this.",
+        parse=number(0.0),
+    )
 
     def __repr__(self) -> str:
         # The password must not reach a log line or a traceback.
-        return f"StoreSettings(url={redacted_url(self.url)!r}, pool_size={self.pool_size})"
+        read = f", read_url={redacted_url(self.read_url)!r}" if self.read_url else ""
+        return f"StoreSettings(url={redacted_url(self.url)!r}{read}, pool_size={self.pool_size})"
+
+    def __post_init__(self) -> None:
+        if self.read_url and not self.read_url.startswith(("postgresql:", "postgres:")):
+            raise ConfigError(
+                "TIMEFUSE_DATABASE_READ_URL must be a postgresql:// URL, got "
+                f"{redacted_url(self.read_url)!r}"
+            )
+        if self.read_url and not self.url.startswith(("postgresql:", "postgres:")):
+            raise ConfigError("TIMEFUSE_DATABASE_READ_URL needs a PostgreSQL event store")
 
     @property
     def url(self) -> str:

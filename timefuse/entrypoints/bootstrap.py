@@ -120,6 +120,7 @@ def build_store(settings: StoreSettings, clock: Clock) -> StoreAdapter:
             pool_size=settings.pool_size,
             partition_granularity=settings.partition_granularity,
             partitions_ahead=settings.partitions_ahead,
+            read_url=settings.read_url or None,
         )
     raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
 

@@ -30,7 +30,7 @@ from timefuse.entrypoints.http_connections import (
 from timefuse.entrypoints.http_protocol import bounded_protocol
 from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import StoreError
+from timefuse.ports.store import ReadsFromReplica, StoreError
 
 log = structlog.get_logger("timefuse")
 
@@ -77,7 +77,26 @@ async def readiness(tf: Timefuse) -> dict[str, str]:
     store, buffer = await asyncio.gather(
         _probe(tf.store.ping(), StoreError), _probe(tf.buffer.ping(), BufferUnavailable)
     )
-    return {"store": store, "buffer": buffer}
+    parts = {"store": store, "buffer": buffer}
+    replica = tf.store.adapter.capabilities.replica
+    if replica is not None:
+        max_lag = tf.settings.store.read_max_lag_seconds
+        parts["store_replica"] = await replica_readiness(replica, max_lag)
+    return parts
+
+
+async def replica_readiness(replica: ReadsFromReplica, max_lag: float) -> str:
+    """``ok, N s behind ...`` (ready, with the lag shown), or why the replica is not usable."""
+    try:
+        lag = await asyncio.wait_for(replica.replica_lag(), READINESS_PART_SECONDS)
+    except TimeoutError:
+        return f"no answer within {READINESS_PART_SECONDS:g} s"
+    except StoreError as exc:
+        return str(exc) or "unreachable"
+    if lag > max_lag:
+        limit = f"TIMEFUSE_DATABASE_READ_MAX_LAG_SECONDS is {max_lag:g}"
+        return f"{lag:.1f} s behind the primary ({limit})"
+    return f"ok, {lag:.1f} s behind the primary"
 
 
 async def _probe(ping: Awaitable[None], failure: type[Exception]) -> str:

@@ -77,6 +77,14 @@ SELECT input.id, COALESCE(x.id, d.id)
                         AND e.scheduled_at = input.scheduled_at) AS d ON true
 """
 
+# 0 on a server that is not a standby, and on a standby that has replayed all it received;
+# otherwise the age of the last transaction it replayed: about how far it is behind.
+REPLICA_LAG = """
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
+"""
+
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
 
 # -- claims -----------------------------------------------------------------------------------

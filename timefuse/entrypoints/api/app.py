@@ -50,8 +50,8 @@ def create_app(
     :param settings: the API's section: listening, limits, keys, the console.
     :param http_settings: the http delivery type's section, whose webhook signing keys the
         admin API lists and rotates; without it there are none to list or rotate.
-    :param readiness: returns, per part (store, buffer, ...), "ok" or what is wrong; the
-        app answers ``/health/ready`` 503 naming each part that is not "ok".
+    :param readiness: returns, per part (store, buffer, ...), "ok" (or "ok, " and a detail)
+        or what is wrong; the app answers ``/health/ready`` 503 naming each part that is not ok.
     :param lifespan: opens and closes what the app needs, when the server runs it.
     :param keys: the API keys; by default those of ``TIMEFUSE_API_KEYS_FILE``. ``None``
         turns authentication off.

@@ -15,6 +15,7 @@ from timefuse.ports.store.capabilities import (
     Capabilities,
     Migrates,
     PlansStorage,
+    ReadsFromReplica,
     SharesLimits,
     WatchesDue,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "Outcomes",
     "PlansStorage",
     "Queries",
+    "ReadsFromReplica",
     "RedeliverResult",
     "Retention",
     "SchedulePage",

@@ -53,6 +53,15 @@ class Migrates(Protocol):
         ...
 
 
+class ReadsFromReplica(Protocol):
+    """Queries and statistics are read from a replica of the store, which may lag behind."""
+
+    async def replica_lag(self) -> float:
+        """Seconds the replica is behind the primary (0 when it has replayed everything it
+        received); raises :class:`~timefuse.ports.store.StoreUnavailable` when unreachable."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """An adapter's optional abilities (``None``: it doesn't have that one).
@@ -61,6 +70,7 @@ class Capabilities:
         leadership and heartbeats then matter); ``False`` for a store one process owns.
     :param limits_sharer: claims can enforce per-destination limits and breakers for every
         process together, and this keeps the shared breakers.
+    :param replica: queries and statistics are read from a replica, whose lag this reports.
     """
 
     shared: bool = False
@@ -68,3 +78,4 @@ class Capabilities:
     due_watcher: WatchesDue | None = None
     storage_planner: PlansStorage | None = None
     migrator: Migrates | None = None
+    replica: ReadsFromReplica | None = None
