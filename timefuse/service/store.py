@@ -211,6 +211,10 @@ class Store:
     ) -> EventPage:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        if query.examine_at_most is not None and query.examine_at_most < limit:
+            raise ValueError(
+                f"examine_at_most ({query.examine_at_most}) must be at least the limit ({limit})"
+            )
         if query.sources is not None and not query.sources:
             return EventPage([], None)
         return await self._adapter.list_events(query, limit, after)
