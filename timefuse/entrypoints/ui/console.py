@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from timefuse.entrypoints.api.access import Principal
+from timefuse.entrypoints.api.refused import RefusedRecords
 from timefuse.entrypoints.auth import KeyRing
 from timefuse.entrypoints.ui.actions import Actions
 from timefuse.entrypoints.ui.activity import Activity
@@ -58,13 +59,14 @@ class Console:
         keys: KeyRing | None,
         admin: Admin | None = None,
         registry: DeliveryRegistry | None = None,
+        refused: RefusedRecords | None = None,
     ) -> None:
         # Without a configured secret, one per process: sessions end when it restarts.
         self.gate = Gate(keys, Sessions(secret or secrets.token_urlsafe(32), PREFIX))
         self.activity = Activity(metrics)
         self.actions = ActionLog()
         self.templates = Templates()
-        parts = Sources(service, self.activity, self.actions, admin, registry)
+        parts = Sources(service, self.activity, self.actions, admin, registry, refused)
         self.pages = Pages(parts, self.templates)
         acts = Actions(parts, self.pages)
         pages = self.pages
@@ -79,6 +81,7 @@ class Console:
                     "/events/{event_id}/redeliver", self._action(acts.redeliver), methods=["POST"]
                 ),
                 Route("/dead-letters", self._page(pages.dead_letters)),
+                Route("/dead-letters/refused", self._page(pages.refused)),
                 Route("/dead-letters/redeliver", self._page(pages.confirm_bulk)),
                 Route(
                     "/dead-letters/redeliver", self._action(acts.bulk_redeliver), methods=["POST"]

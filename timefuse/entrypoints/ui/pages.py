@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from timefuse.domain.event import Event, is_event_id
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api.access import Principal
+from timefuse.entrypoints.api.refused import RefusedRecords, refused_rows
 from timefuse.entrypoints.ui.activity import Activity, Percentile, percentiles
 from timefuse.entrypoints.ui.audit import ActionLog
 from timefuse.entrypoints.ui.charts import Line, Series, bar_chart, log_line_chart
@@ -23,6 +24,7 @@ from timefuse.entrypoints.ui.filters import EXAMINED_PER_PAGE, EventFilter, pars
 from timefuse.entrypoints.ui.render import Templates, duration, payload_text
 from timefuse.entrypoints.ui.visit import Visit
 from timefuse.plugins.registry import DeliveryRegistry
+from timefuse.ports.ingest import StreamUnavailable
 from timefuse.ports.store import EventPage, EventQuery, WorkerRecord
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
@@ -59,6 +61,7 @@ class Sources:
     actions: ActionLog
     admin: Admin | None
     registry: DeliveryRegistry | None
+    refused: RefusedRecords | None = None
 
 
 def frame(request: Request, visit: Visit, current: str, title: str) -> dict[str, Any]:
@@ -207,6 +210,7 @@ class Pages:
             examined=EXAMINED_PER_PAGE,
             own_sources=sorted(who.sources) if who.sources is not None else None,
             delivery_types=self._type_names(chosen.delivery_type),
+            kafka_ingest=self._parts.refused is not None,
             dead_letters=dead_letters,
         )
         return self._templates.page("events.html", context, 400 if chosen.errors else 200)
@@ -290,6 +294,26 @@ class Pages:
                 break
             after = page.next_cursor
         return count
+
+    async def refused(self, request: Request, visit: Visit) -> Response:
+        """The ingest records the Kafka consumer refused: read as the admin API reads them."""
+        if not visit.abilities.see_admin:
+            return self.forbidden(
+                request, visit, "Records refused at ingest are shown to admin keys only."
+            )
+        reader = self._parts.refused
+        limit = parse_filter(request.query_params).limit
+        context = frame(request, visit, "dead-letters", "Refused at ingest")
+        context.update(topic=None if reader is None else reader.topic, limit=limit, failure=None)
+        rows = None
+        if reader is not None:
+            try:
+                rows = await refused_rows(reader, limit)
+            except StreamUnavailable as exc:
+                context["failure"] = str(exc)
+        context["rows"] = rows
+        status = 503 if context["failure"] else 200
+        return self._templates.page("refused.html", context, status)
 
     async def destinations(self, request: Request, visit: Visit) -> Response:
         if not visit.abilities.see_admin:
