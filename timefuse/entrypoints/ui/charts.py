@@ -105,7 +105,8 @@ class Line:
 # shows both. Decades from 1 ms to 1 h, with their labels.
 _DECADES = ((0.001, "1 ms"), (0.01, "10 ms"), (0.1, "100 ms"), (1.0, "1 s"), (10.0, "10 s"),
             (100.0, "100 s"), (1000.0, "1000 s"), (10000.0, "10000 s"))  # fmt: skip
-LINE_WIDTH = 560
+# Drawn near the size it is shown at (a column of the lateness card, or a phone's width).
+LINE_WIDTH = 400
 LINE_HEIGHT = 170
 
 
