@@ -106,6 +106,7 @@ def _api_task(
             admin=tf.admin,
             registry=tf.registry,
             refused=refused_records(tf.settings.kafka),
+            schedules=tf.schedules,
         )
     else:
         health = Health(tf.metrics, lambda: readiness(tf))

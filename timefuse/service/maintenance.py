@@ -21,6 +21,7 @@ from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import StoreError
 from timefuse.service.metrics import Metrics
+from timefuse.service.planner import SchedulePlanner
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
@@ -56,6 +57,7 @@ class Maintenance:
         holder: str,
         wakeup: DueSignal | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        planner: SchedulePlanner | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -64,6 +66,7 @@ class Maintenance:
         self._holder = holder
         self._wakeup = wakeup
         self._now = monotonic
+        self._planner = planner
         self._last: dict[str, float] = {}
         self._background: dict[str, asyncio.Task[None]] = {}
         self._due_types: set[str] = set()
@@ -104,6 +107,10 @@ class Maintenance:
         if self._store.capabilities.storage_planner is not None:
             self._in_background("upkeep", settings.upkeep_every_seconds, self.prepare_storage)
         self._in_background("gauges", settings.gauges_every_seconds, self.refresh_gauges)
+        if self._planner is not None:
+            # Every round (once the previous tick has finished): occurrences are created
+            # ahead of their instants by the planner's lookahead, which covers the round.
+            self._in_background("schedules", 0.0, self._planner.run_once)
 
     def _in_background(
         self, name: str, every: float, work: Callable[[], Awaitable[object]]

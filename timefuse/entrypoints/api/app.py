@@ -18,6 +18,7 @@ from timefuse.entrypoints.api.openapi import ApiDescription, Limits, build_spec
 from timefuse.entrypoints.api.operations import build_routes, public_paths
 from timefuse.entrypoints.api.refused import RefusedRecords
 from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, event_operations
+from timefuse.entrypoints.api.schedules import SchedulesApi, schedule_operations
 from timefuse.entrypoints.api.signing_keys import SigningKeysApi, signing_key_operations
 from timefuse.entrypoints.auth import KeyRing, load_key_ring
 from timefuse.entrypoints.ui import Console, ConsoleMount
@@ -26,6 +27,7 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+from timefuse.service.schedules import ScheduleService
 
 # Keys come from the settings unless the caller passes them (or None, for none).
 _FROM_SETTINGS = KeyRing(())
@@ -43,6 +45,7 @@ def create_app(
     admin: Admin | None = None,
     registry: DeliveryRegistry | None = None,
     refused: RefusedRecords | None = None,
+    schedules: ScheduleService | None = None,
 ) -> Starlette:
     """The REST API over ``service``.
 
@@ -58,6 +61,7 @@ def create_app(
         has no operations for them (bulk redelivery needs only ``service``).
     :param registry: the delivery types, for the console's page about them.
     :param refused: the ingest records the Kafka consumer refused (``None`` without Kafka).
+    :param schedules: the schedules' use cases; without it the app has no /api/v1/schedules.
 
     Unless ``TIMEFUSE_UI`` is off, the operator console is served at ``/ui`` with the same
     keys; its per-minute figures are kept while the app's lifespan runs.
@@ -71,6 +75,7 @@ def create_app(
         *event_operations(api),
         *admin_operations(AdminApi(service, admin, limits, refused), ADMIN_PREFIX),
         *signing_key_operations(SigningKeysApi.from_settings(http_settings, limits), ADMIN_PREFIX),
+        *(schedule_operations(SchedulesApi(schedules, limits)) if schedules else []),
         *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
         *description.operations(),
     ]
