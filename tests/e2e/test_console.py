@@ -540,10 +540,15 @@ async def test_every_control_has_a_label_and_the_keyboard_reaches_the_actions(
     api: Api, browser: Browser
 ) -> None:
     event_id = await api.submit("by-keyboard", "billing", "https://example.com/hook")
+    schedule = await api.call("POST", "/api/v1/schedules", json={
+        "key": "hourly", "source": "billing", "every_seconds": 3600,
+        "event": {"delivery_type": "http", "destination": "https://example.com/hook",
+                  "payload": {}}})  # fmt: skip
     page = await signed_in(browser, api.tf, "ops-admin")
     base = f"{api.tf.base_url}/ui"
     pages = ("/", "/events", "/dead-letters", "/dead-letters/refused", "/destinations",
-             "/delivery-types", "/dead-letters/redeliver")  # fmt: skip
+             "/delivery-types", "/dead-letters/redeliver", "/schedules",
+             f"/schedules/{schedule['id']}")  # fmt: skip
     for path in pages:
         await page.goto(base + path)
         assert await page.evaluate(UNLABELLED) == [], path
@@ -642,3 +647,62 @@ async def test_the_overview_names_the_oldest_overdue_event(
     await expect(overdue).to_contain_text("still pending")
     await expect(overdue).not_to_contain_text("late-2")
     await screenshot(page, "overview-overdue")
+
+
+async def test_schedules_listed_paused_resumed_and_triggered_from_the_console(
+    api: Api, browser: Browser, receiver: Receiver
+) -> None:
+    receiver.behaviours["/nightly"] = always(204)
+    template = {"delivery_type": "http", "destination": receiver.url("/nightly"),
+                "payload": {"job": "invoices"}}  # fmt: skip
+    nightly = await api.call("POST", "/api/v1/schedules", json={
+        "key": "nightly-invoices", "source": "billing", "cron": "0 2 * * *",
+        "timezone": "Europe/Berlin", "event": template})  # fmt: skip
+    stock = await api.call("POST", "/api/v1/schedules", json={
+        "key": "stock-sync", "source": "shipping", "every_seconds": 900,
+        "event": template})  # fmt: skip
+    page = await signed_in(browser, api.tf, "ops-admin")
+
+    await page.get_by_role("link", name="Schedules").click()
+    keys = page.locator("table.schedules tbody td[data-label='Key']")
+    await expect(keys).to_have_text(["nightly-invoices", "stock-sync"])
+    await expect(page.locator("table.schedules tbody")).to_contain_text("0 2 * * *")
+    await screenshot(page, "schedules")
+    await page.get_by_role("link", name="nightly-invoices").click()
+    await expect(page.get_by_role("heading", name="nightly-invoices")).to_be_visible()
+    await expect(page.locator("ol.next-runs li")).to_have_count(5)
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_role("status")).to_contain_text("Schedule paused")
+    paused = await api.call("GET", f"/api/v1/schedules/{nightly['id']}")
+    assert paused["state"] == "PAUSED"
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_role("status")).to_contain_text("Schedule resumed")
+    await page.get_by_role("button", name="Trigger now").click()
+    await expect(page.get_by_role("status")).to_contain_text("Occurrence created")
+    occurrence = page.locator("table.occurrences tbody td[data-label='External id'] a")
+    await expect(occurrence).to_have_count(1)
+    # The occurrence is an event like any other: delivered to the receiver, due now.
+    event_id = (await occurrence.get_attribute("href") or "").rsplit("/", 1)[-1]
+    await api.wait_status(event_id, "COMPLETED")
+    assert [r.path for r in receiver.received] == ["/nightly"]
+    assert (await api.call("GET", f"/api/v1/schedules/{nightly['id']}"))["state"] == "ACTIVE"
+    await page.reload()
+    await expect(page.locator("table.occurrences tbody")).to_contain_text("COMPLETED")
+    await screenshot(page, "schedule-detail")
+
+    phone = await signed_in(browser, api.tf, "ops-admin", phone=True)
+    for path, name in (("/schedules", "schedules"),
+                       (f"/schedules/{nightly['id']}", "schedule-detail")):  # fmt: skip
+        await phone.goto(f"{api.tf.base_url}/ui{path}")
+        await expect(phone.locator("main h1")).to_be_visible()
+        await screenshot(phone, f"{name}-phone")
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 390, path
+    # A key for billing only sees billing's schedule, and not the other by its address.
+    scoped = await signed_in(browser, api.tf, "billing-team")
+    await scoped.goto(f"{api.tf.base_url}/ui/schedules")
+    await expect(scoped.locator("table.schedules tbody td[data-label='Key']")).to_have_text(
+        ["nightly-invoices"]
+    )
+    answer = await scoped.goto(f"{api.tf.base_url}/ui/schedules/{stock['id']}")
+    assert answer is not None
+    assert answer.status == 404

@@ -101,6 +101,7 @@ def create_app(
             admin=admin,
             registry=registry,
             refused=refused,
+            schedules=schedules,
         )
     app = Starlette(
         routes=build_routes(operations),

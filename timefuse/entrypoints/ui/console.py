@@ -30,6 +30,7 @@ from timefuse.entrypoints.ui.activity import Activity
 from timefuse.entrypoints.ui.audit import ActionLog
 from timefuse.entrypoints.ui.pages import Pages, Sources, frame
 from timefuse.entrypoints.ui.render import Templates
+from timefuse.entrypoints.ui.schedules import SchedulePages
 from timefuse.entrypoints.ui.session import COOKIE, Sessions, new_session
 from timefuse.entrypoints.ui.visit import Gate, Visit, may_sign_in, same_origin
 from timefuse.plugins.registry import DeliveryRegistry
@@ -37,6 +38,7 @@ from timefuse.ports.store import StoreError
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+from timefuse.service.schedules import ScheduleService
 
 log = structlog.get_logger("timefuse.console")
 
@@ -60,6 +62,7 @@ class Console:
         admin: Admin | None = None,
         registry: DeliveryRegistry | None = None,
         refused: RefusedRecords | None = None,
+        schedules: ScheduleService | None = None,
     ) -> None:
         # Without a configured secret, one per process: sessions end when it restarts.
         self.gate = Gate(keys, Sessions(secret or secrets.token_urlsafe(32), PREFIX))
@@ -70,6 +73,7 @@ class Console:
         self.pages = Pages(parts, self.templates)
         acts = Actions(parts, self.pages)
         pages = self.pages
+        plans = SchedulePages(schedules, pages, self.templates, self.actions)
         static = StaticFiles(packages=[("timefuse.entrypoints.ui", "static")])
         self.app = Starlette(
             routes=[
@@ -89,6 +93,19 @@ class Console:
                 Route("/destinations", self._page(pages.destinations)),
                 Route("/destinations/reset", self._action(acts.reset_breaker), methods=["POST"]),
                 Route("/delivery-types", self._page(pages.delivery_types)),
+                Route("/schedules", self._page(plans.list)),
+                Route("/schedules/{schedule_id}", self._page(plans.detail)),
+                Route(
+                    "/schedules/{schedule_id}/pause", self._action(plans.pause), methods=["POST"]
+                ),
+                Route(
+                    "/schedules/{schedule_id}/resume", self._action(plans.resume), methods=["POST"]
+                ),
+                Route(
+                    "/schedules/{schedule_id}/trigger",
+                    self._action(plans.trigger),
+                    methods=["POST"],
+                ),
                 Route("/login", self._login_page),
                 Route("/login", self._sign_in, methods=["POST"]),
                 Route("/logout", self._action(self._sign_out), methods=["POST"]),

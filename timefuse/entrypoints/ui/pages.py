@@ -49,6 +49,11 @@ FLASH = {
     "bulk": "Dead letters redelivered.",
     "reset": "Circuit breaker closed.",
     "signed-out": "Signed out.",
+    "schedule-paused": "Schedule paused: it creates no occurrence until resumed.",
+    "schedule-resumed": "Schedule resumed.",
+    "schedule-busy": "Nothing done: the schedule kept changing meanwhile; try again.",
+    "triggered": "Occurrence created, due now (it does not count against the schedule's runs).",
+    "trigger-refused": "Nothing done: the schedule's event template is no longer accepted.",
 }
 
 

@@ -28,6 +28,7 @@ class Abilities:
     redeliver: bool
     bulk_redeliver: bool
     reset_breaker: bool
+    manage_schedules: bool  # pause, resume, trigger
 
     @classmethod
     def of(cls, who: Principal) -> Abilities:
@@ -40,6 +41,8 @@ class Abilities:
             redeliver=acts and who.has(Role.SUBMIT),
             bulk_redeliver=acts and admin,
             reset_breaker=acts and admin,
+            # As in the API: pausing, resuming and triggering a schedule take the submit role.
+            manage_schedules=acts and who.has(Role.SUBMIT),
         )
 
 
