@@ -247,6 +247,37 @@ async def test_cancelling_a_pending_event_from_its_page(api: Api, browser: Brows
     assert '"key": "ops-admin"' in api.tf.log()
 
 
+async def test_rescheduling_a_pending_event_an_hour_earlier_delivers_it_then(
+    api: Api, browser: Browser, receiver: Receiver
+) -> None:
+    receiver.behaviours["/moved"] = always(204)
+    scheduled = datetime.now(UTC) + timedelta(hours=1)
+    event_id = await api.submit("moved-up", "billing", receiver.url("/moved"), at=scheduled)
+    page = await signed_in(browser, api.tf, "ops-admin")
+    await page.goto(f"{api.tf.base_url}/ui/events/{event_id}")
+    field = page.get_by_label("Deliver at")
+    await expect(field).to_have_value(scheduled.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    await field.fill("2001-01-01T00:00:00")
+    await page.get_by_role("button", name="Reschedule").click()
+    await expect(page.get_by_role("alert")).to_contain_text("The new time is in the past")
+    await screenshot(page, "event-reschedule-refused")
+    await field.fill(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    await page.get_by_role("button", name="Reschedule").click()
+
+    await expect(page.get_by_role("status")).to_contain_text("Event rescheduled")
+    await api.wait_status(event_id, "COMPLETED")
+    assert [r.event_id for r in receiver.received] == [event_id]
+    # Delivered at the new time; the time it was submitted for stays on the event.
+    delivered = await api.call("GET", f"{EVENTS}/{event_id}")
+    assert delivered["scheduled_at"].startswith(scheduled.strftime("%Y-%m-%dT%H:%M:%S"))
+    await page.reload()
+    await expect(page.locator("section", has_text="Done from this console")).to_contain_text(
+        "reschedule to "
+    )
+    await screenshot(page, "event-rescheduled")
+
+
 async def test_bulk_redelivery_of_dead_letters_after_a_confirmation_with_the_count(
     api: Api, browser: Browser, receiver: Receiver
 ) -> None:

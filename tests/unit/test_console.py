@@ -431,3 +431,98 @@ async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
 
     assert response.status_code == 503
     assert "The event store did not answer" in response.text
+
+
+class TestReschedule:
+    async def _page_token(self, api: Harness, event_id: str) -> str:
+        page = await api.client.get(f"/ui/events/{event_id}")
+        return page.text.split('name="csrf" value="')[1].split('"')[0]
+
+    async def test_a_pending_event_is_delivered_at_the_new_time_its_schedule_kept(
+        self, api: Harness
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        token = await self._page_token(api, event_id)
+        later = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule",
+            data={"csrf": token, "due_at": later.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+        page = await api.client.get(response.headers["location"])
+
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/ui/events/{event_id}?done=rescheduled"
+        stored = await api.store.get(event_id)
+        assert before is not None
+        assert stored is not None
+        assert stored.next_attempt_at == later
+        assert stored.scheduled_at == before.scheduled_at
+        assert "Event rescheduled" in page.text
+        shown = later.strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert f"<strong>reschedule to {shown}</strong> by admin (moved)" in page.text
+        # The field offers the new time for the next change.
+        assert f'value="{later.strftime("%Y-%m-%dT%H:%M:%S")}"' in page.text
+
+    @pytest.mark.parametrize(
+        ("typed", "reason"),
+        [
+            ("2001-01-01T00:00:00", "The new time is in the past."),
+            ("9999-01-01T00:00:00", "The new time is more than 3650 days ahead."),
+            ("next tuesday", "Use a date and time such as"),
+            ("", "Use a date and time such as"),
+        ],
+    )
+    async def test_a_time_out_of_bounds_is_named_beside_the_field_and_nothing_moves(
+        self, api: Harness, typed: str, reason: str
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        token = await self._page_token(api, event_id)
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule", data={"csrf": token, "due_at": typed}
+        )
+
+        assert response.status_code == 400
+        assert reason in response.text
+        assert 'aria-invalid="true"' in response.text
+        assert await api.store.get(event_id) == before
+
+    async def test_an_event_no_longer_pending_is_left_alone(self, api: Harness) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        token = await self._page_token(api, event_id)
+        await api.client.delete(f"{EVENTS}/{event_id}", headers=bearer(ADMIN))
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule",
+            data={"csrf": token, "due_at": at_hours(3)},
+        )
+        page = await api.client.get(response.headers["location"])
+
+        assert response.headers["location"].endswith("?done=not-movable")
+        assert "only a pending event can be rescheduled" in page.text
+        assert 'action="/ui/events/' + event_id + '/reschedule"' not in page.text
+
+    async def test_a_read_only_key_gets_no_form_and_a_403(self, api: Harness) -> None:
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        await sign_in(api.client, AUDITOR)
+        page = await api.client.get(f"/ui/events/{event_id}")
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule", data={"csrf": token, "due_at": at_hours(3)}
+        )
+
+        assert "/reschedule" not in page.text
+        assert response.status_code == 403
+        assert await api.store.get(event_id) == before
+
+
+def at_hours(hours: int) -> str:
+    return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S")

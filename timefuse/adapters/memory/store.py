@@ -33,6 +33,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -548,6 +549,25 @@ class MemoryStore(MemorySchedules):
                 self._set_status(event, EventStatus.CANCELLED)
                 count += 1
         return count
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        await self._enter("move_due")
+        event = self._visible(event_id, sources)
+        if event is None:
+            return MoveDueResult.NOT_FOUND
+        if event.status not in when:
+            return MoveDueResult.NOT_PENDING
+        self._events[event.id] = replace(event, next_attempt_at=due_at, updated_at=now)
+        self._notify(due_at)
+        return MoveDueResult.MOVED
 
     def _redeliver(self, event: Event, now: datetime) -> None:
         self._events[event.id] = replace(

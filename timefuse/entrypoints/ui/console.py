@@ -82,6 +82,11 @@ class Console:
                 Route("/events/{event_id}", self._page(pages.event)),
                 Route("/events/{event_id}/cancel", self._action(acts.cancel), methods=["POST"]),
                 Route(
+                    "/events/{event_id}/reschedule",
+                    self._action(acts.reschedule),
+                    methods=["POST"],
+                ),
+                Route(
                     "/events/{event_id}/redeliver", self._action(acts.redeliver), methods=["POST"]
                 ),
                 Route("/dead-letters", self._page(pages.dead_letters)),

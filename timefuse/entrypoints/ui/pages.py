@@ -44,6 +44,8 @@ FLASH = {
     "cancelled": "Event cancelled.",
     "redelivered": "Event redelivered: it is pending and due now.",
     "not-pending": "Nothing done: only a pending event can be cancelled, and this one is not.",
+    "rescheduled": "Event rescheduled: it is delivered at its new due time.",
+    "not-movable": "Nothing done: only a pending event can be rescheduled, and this one is not.",
     "not-redeliverable": "Nothing done: only a completed, failed or dead-lettered event can be "
     "redelivered.",
     "bulk": "Dead letters redelivered.",
@@ -244,7 +246,15 @@ class Pages:
             matching, key=lambda event: (event.scheduled_at, event.id), reverse=query.descending
         )
 
-    async def event(self, request: Request, visit: Visit) -> Response:
+    async def event(
+        self,
+        request: Request,
+        visit: Visit,
+        *,
+        move_error: str = "",
+        move_typed: str = "",
+    ) -> Response:
+        """An event's page; after a refused reschedule, with the reason beside its field."""
         who = _who(visit)
         event = await self._visible_event(request, who)
         if event is None:
@@ -262,8 +272,11 @@ class Pages:
             actions=[
                 (datetime.fromtimestamp(a.at, UTC), a) for a in self._parts.actions.about(event.id)
             ],
+            move_error=move_error,
+            move_value=move_typed
+            or event.next_attempt_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
         )
-        return self._templates.page("event.html", context)
+        return self._templates.page("event.html", context, 400 if move_error else 200)
 
     async def _visible_event(self, request: Request, who: Principal) -> Event | None:
         raw = request.path_params["event_id"]

@@ -25,6 +25,7 @@ class Abilities:
 
     see_admin: bool  # the destinations page: every source's hosts
     cancel: bool
+    reschedule: bool
     redeliver: bool
     bulk_redeliver: bool
     reset_breaker: bool
@@ -37,6 +38,8 @@ class Abilities:
         return cls(
             see_admin=admin,
             cancel=acts and who.has(Role.CANCEL),
+            # Choosing when an event is delivered is part of submitting it.
+            reschedule=acts and who.has(Role.SUBMIT),
             # As in the API: sending an event again takes the submit role.
             redeliver=acts and who.has(Role.SUBMIT),
             bulk_redeliver=acts and admin,

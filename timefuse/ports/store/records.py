@@ -169,6 +169,12 @@ class CancelResult(enum.Enum):
     NOT_PENDING = "NOT_PENDING"
 
 
+class MoveDueResult(enum.Enum):
+    MOVED = "MOVED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_PENDING = "NOT_PENDING"
+
+
 class RedeliverResult(enum.Enum):
     REDELIVERED = "REDELIVERED"
     NOT_FOUND = "NOT_FOUND"
