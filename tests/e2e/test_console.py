@@ -257,6 +257,11 @@ async def test_rescheduling_a_pending_event_an_hour_earlier_delivers_it_then(
     await page.goto(f"{api.tf.base_url}/ui/events/{event_id}")
     field = page.get_by_label("Deliver at")
     await expect(field).to_have_value(scheduled.strftime("%Y-%m-%dT%H:%M:%S"))
+    phone = await signed_in(browser, api.tf, "ops-admin", phone=True)
+    await phone.goto(f"{api.tf.base_url}/ui/events/{event_id}")
+    await expect(phone.get_by_label("Deliver at")).to_be_visible()
+    await screenshot(phone, "event-pending-phone")
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
 
     await field.fill("2001-01-01T00:00:00")
     await page.get_by_role("button", name="Reschedule").click()
@@ -677,6 +682,9 @@ async def test_the_overview_names_the_oldest_overdue_event(
 
     await expect(overdue).to_contain_text("still pending")
     await expect(overdue).not_to_contain_text("late-2")
+    # And the overview says why: the one process seen doesn't dispatch.
+    processes = page.locator("section", has_text="Processes seen recently")
+    await expect(processes).to_contain_text("No live process dispatches")
     await screenshot(page, "overview-overdue")
 
 

@@ -389,6 +389,17 @@ async def test_the_overview_lists_the_processes_heard_of_with_their_roles(api: H
     assert '<span class="role dispatch">dispatch</span>' in dispatcher
     assert '<td class="num">12</td>' in dispatcher
     assert "api-01b2" in "".join(rows)
+    assert "No live process dispatches" not in page
+
+
+async def test_the_overview_warns_when_no_live_process_dispatches(api: Harness) -> None:
+    started = datetime.now(UTC)
+    await api.store.heartbeat(WorkerBeat("api-01b2", ("api", "maintenance"), started))
+    await sign_in(api.client, ADMIN)
+
+    page = (await api.client.get("/ui/")).text
+
+    assert "No live process dispatches: pending events wait until one does." in page
 
 
 async def test_a_list_filtered_by_a_rare_receiver_says_how_far_a_page_looked(

@@ -101,11 +101,13 @@ class Pages:
         counts = await service.statistics(sources=who.sources)
         context = frame(request, visit, "overview", "Overview")
         every_source = who.sources is None
+        # The processes are everybody's: a key for some sources sees who delivers its own.
+        workers = await self._workers() if every_source else None
         context.update(
             counts=counts,
             overdue=await self._oldest_overdue(who),
-            # The processes are everybody's: a key for some sources sees who delivers its own.
-            workers=await self._workers() if every_source else None,
+            workers=workers,
+            dispatching=any(alive and "dispatch" in w.roles for w, alive in workers or []),
             holders=None if every_source else await self._lease_holders(who),
             activity=self._activity() if every_source else None,
         )
