@@ -137,6 +137,8 @@ async def test_pause_resume_and_trigger_from_the_schedules_page(console: Console
         resumed = await client.post(f"/ui/schedules/{schedule_id}/resume", data={"csrf": csrf})
         triggered = await client.post(f"/ui/schedules/{schedule_id}/trigger", data={"csrf": csrf})
         page = await client.get(triggered.headers["location"])
+        occurrence_id = page.text.split('<td data-label="External id"><a href="/ui/events/')[1][:36]
+        occurrence_page = await client.get(f"/ui/events/{occurrence_id}")
         api = await client.get(f"{SCHEDULES}/{schedule_id}", headers=bearer(ADMIN_KEY))
         occurrences = await client.get(
             f"{SCHEDULES}/{schedule_id}/events", headers=bearer(ADMIN_KEY)
@@ -156,6 +158,12 @@ async def test_pause_resume_and_trigger_from_the_schedules_page(console: Console
     assert "triggered</span>" in page.text
     # Resumed: the page offers to pause it again.
     assert ">Pause</button>" in page.text
+    # Each action is listed with the key that took it; the occurrence links back.
+    for done in ("pause schedule</strong> by admin (paused)",
+                 "resume schedule</strong> by admin (active)",
+                 f"trigger schedule</strong> by admin (event {created[0]['id']})"):  # fmt: skip
+        assert done in page.text
+    assert f'href="/ui/schedules/{schedule_id}"' in occurrence_page.text
 
 
 async def test_a_read_only_key_sees_schedules_but_no_action_and_is_refused_when_it_acts(

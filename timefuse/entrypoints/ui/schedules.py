@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -44,6 +45,7 @@ class SchedulePages:
         self._service = service
         self._pages = pages
         self._templates = templates
+        self._actions = actions
         self._record = actions.record
 
     # -- pages -------------------------------------------------------------------------------
@@ -110,6 +112,9 @@ class SchedulePages:
             else _params(cursor=occurrences.next_cursor.encode()),
             newer=before is not None,
             errors=errors,
+            actions=[
+                (datetime.fromtimestamp(a.at, UTC), a) for a in self._actions.about(record.id)
+            ],
         )
         return self._templates.page("schedule.html", context, 400 if errors else 200)
 
