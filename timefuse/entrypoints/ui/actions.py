@@ -53,23 +53,18 @@ class Actions:
         if event_id is None:
             return self._pages.not_found(request, visit, "No such event.")
         typed = form.get("due_at", "").strip()[:64]
-        error = ""
         try:
-            due_at = parse_time(typed) if typed else None
+            due_at = parse_time(typed)
         except ValueError:
-            due_at = None
-        if due_at is None:
             error = "Use a date and time such as 2025-01-31T09:30 (UTC) or one with an offset."
-        else:
-            try:
-                result = await self._parts.service.move_due(event_id, due_at, sources=who.sources)
-            except ValidationFailed as exc:
-                error = "The new time " + "; ".join(e.message for e in exc.errors) + "."
-        if error:
+            return await self._pages.event(request, visit, move_error=error, move_typed=typed)
+        try:
+            result = await self._parts.service.move_due(event_id, due_at, sources=who.sources)
+        except ValidationFailed as exc:
+            error = "The new time " + "; ".join(e.message for e in exc.errors) + "."
             return await self._pages.event(request, visit, move_error=error, move_typed=typed)
         if result is MoveDueResult.NOT_FOUND:
             return self._pages.not_found(request, visit, "No such event.")
-        assert due_at is not None
         when = due_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         self._parts.actions.record(
             who.name, f"reschedule to {when}", event_id, result.value, due_at=due_at.isoformat()
