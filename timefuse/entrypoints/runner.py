@@ -18,6 +18,7 @@ from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.api.health import Health, health_app
+from timefuse.entrypoints.api.refused import refused_records
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
@@ -123,6 +124,7 @@ def _api_task(
             readiness=lambda: readiness(tf),
             admin=tf.admin,
             registry=tf.registry,
+            refused=refused_records(tf.settings.kafka),
             schedules=tf.schedules,
         )
     else:

@@ -33,6 +33,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -512,14 +513,21 @@ class MemoryStore(MemorySchedules):
 
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
         await self._enter("list_events")
-        found = sorted(
-            (event for event in self._events.values() if _matches(event, query, after)),
+        candidates = sorted(
+            (event for event in self._events.values() if _is_candidate(event, query, after)),
             key=_position,
+            reverse=query.descending,
         )
-        page = found[:limit]
-        if len(found) <= limit:
-            return EventPage(page, None)
-        return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+        window = query.examine_at_most
+        examined = candidates if window is None else candidates[:window]
+        found = [event for event in examined if _matches(event, query)]
+        page = [replace(event, extra=dict(event.extra)) for event in found[:limit]]
+        if len(found) > limit:
+            return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+        if window is not None and len(examined) == window:
+            last = examined[-1]
+            return EventPage(page, Cursor(last.scheduled_at, last.id))
+        return EventPage(page, None)
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
         await self._enter("count_by_status")
@@ -574,6 +582,25 @@ class MemoryStore(MemorySchedules):
                 count += 1
         return count
 
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        await self._enter("move_due")
+        event = self._visible(event_id, sources)
+        if event is None:
+            return MoveDueResult.NOT_FOUND
+        if event.status not in when:
+            return MoveDueResult.NOT_PENDING
+        self._events[event.id] = replace(event, next_attempt_at=due_at, updated_at=now)
+        self._notify(due_at)
+        return MoveDueResult.MOVED
+
     def _redeliver(self, event: Event, now: datetime) -> None:
         self._events[event.id] = replace(
             event,
@@ -616,7 +643,11 @@ class MemoryStore(MemorySchedules):
         await self._enter("redeliver_matching")
         query = EventQuery(status, sources, scheduled[0], scheduled[1])
         chosen = sorted(
-            (event for event in self._events.values() if _matches(event, query, None)),
+            (
+                event
+                for event in self._events.values()
+                if _is_candidate(event, query, None) and _matches(event, query)
+            ),
             key=_position,
         )[:limit]
         for event in chosen:
@@ -675,16 +706,38 @@ def _position(event: Event) -> tuple[datetime, Any]:
     return (event.scheduled_at, event.id.encode("utf-32-be"))
 
 
-def _matches(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+def _is_candidate(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+    # What the SQL stores find through an index: status, the scheduled window, the cursor.
     if query.status is not None and event.status is not query.status:
-        return False
-    if query.sources is not None and event.source not in query.sources:
         return False
     if query.scheduled_from is not None and event.scheduled_at < query.scheduled_from:
         return False
     if query.scheduled_to is not None and event.scheduled_at >= query.scheduled_to:
         return False
-    return after is None or _position(event) > (
-        after.scheduled_at,
-        after.event_id.encode("utf-32-be"),
+    if after is None:
+        return True
+    position = (after.scheduled_at, after.event_id.encode("utf-32-be"))
+    return _position(event) < position if query.descending else _position(event) > position
+
+
+def _matches(event: Event, query: EventQuery) -> bool:
+    # What they check on each candidate.
+    key = event.destination_key
+    return (
+        (query.sources is None or event.source in query.sources)
+        and (query.delivery_type is None or event.delivery_type == query.delivery_type)
+        and (query.destination_key is None or key == query.destination_key)
+        and (query.destination_host is None or _on_host(key, query.destination_host))
+        and (
+            query.destination_prefix is None
+            or event.destination.startswith(query.destination_prefix)
+        )
     )
+
+
+def _on_host(key: str, host: str) -> bool:
+    # "host:port": the host, a colon, then the port's digits.
+    return key.startswith(host + ":") and key[len(host) + 1 : len(host) + 2] in _DIGITS
+
+
+_DIGITS = frozenset("0123456789")

@@ -540,6 +540,9 @@ CANCEL = _CONDITIONAL.format(set="SET status = 'CANCELLED', updated_at = now()")
 
 REDELIVER = _CONDITIONAL.format(set=REDELIVER_SET)
 
+# Only the next attempt moves: scheduled_at, the partition key, stays where it is.
+MOVE_DUE = _CONDITIONAL.format(set="SET next_attempt_at = %(due_at)s, updated_at = %(now)s")
+
 # The dedup key (external_job_id, source, scheduled_at) serves both forms.
 CANCEL_BY_EXTERNAL_ID = f"""
 UPDATE events SET status = 'CANCELLED', updated_at = now()

@@ -55,6 +55,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -429,6 +430,33 @@ class PostgresEventStore(PostgresSchedules):
         }
         async with self._connection() as conn:
             return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        params = {
+            "id": event_id,
+            "due_at": aware(due_at),
+            "now": aware(now),
+            "sources": _source_array(sources),
+            "when": _statuses(when),
+        }
+        async with self._connection() as conn, conn.transaction():
+            row = await (await conn.execute(queries.MOVE_DUE, params)).fetchone()
+            if row is None:
+                raise StoreError("the move statement returned no row")
+            moved, visible = row
+            if moved:
+                await notify_due(conn, due_at)
+        if moved:
+            return MoveDueResult.MOVED
+        return MoveDueResult.NOT_PENDING if visible else MoveDueResult.NOT_FOUND
 
     async def redeliver(
         self,

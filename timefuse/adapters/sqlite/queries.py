@@ -255,6 +255,11 @@ UPDATE events INDEXED BY events_dedup_key
  WHERE external_job_id = :external_job_id AND {when}{sources}
 """
 
+MOVE_DUE = """
+UPDATE events SET next_attempt_at = :due_at, updated_at = :now
+ WHERE id = :event_id AND {when}{sources}
+"""
+
 # A redelivery starts a new delivery round: max_retries applies afresh. last_error,
 # executed_at and the attempt history stay as they were.
 REDELIVER_SET = """

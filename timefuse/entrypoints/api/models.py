@@ -386,6 +386,22 @@ class WorkerOut(msgspec.Struct):
     ]
 
 
+class RefusedRecordOut(msgspec.Struct):
+    """An ingest record the consumer refused, as the dead letter topic holds it."""
+
+    partition: Annotated[int, _doc("Its partition of the dead letter topic.")]
+    offset: int
+    timestamp: Annotated[datetime | None, _doc("When it was written to the dead letter topic.")]
+    key: Annotated[str | None, _doc("Its key as submitted (the source), UTF-8 decoded.")]
+    error: Annotated[str | None, _doc("Why the ingest consumer refused it.")]
+    origin: Annotated[
+        str | None, _doc("Where it was read from: <ingest topic>/<partition>/<offset>.")
+    ]
+    value: Annotated[str, _doc("Its value, UTF-8 decoded (undecodable bytes replaced).")]
+    value_bytes: Annotated[int, _doc("The value's size in bytes.")]
+    value_truncated: Annotated[bool, _doc("True when value holds only its first 4 KiB.")]
+
+
 class DeliveryTypeOut(msgspec.Struct):
     """A delivery type: loaded in the process answering, or only named by due events."""
 
