@@ -140,9 +140,10 @@ async def running_api(
     buffer: Callable[[Store], IngestBuffer] = InlineIngestBuffer,
     readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
     plugins: tuple[object, ...] = (),
+    shared_limits: bool = False,
 ) -> AsyncIterator[Harness]:
     settings = Settings.from_env(env or {})
-    store = Store(MemoryStore())
+    store = Store(MemoryStore(shared_limits=shared_limits))
     await store.open()
     try:
         # The composition root builds the service, so its limits come from the settings

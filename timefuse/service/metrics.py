@@ -89,6 +89,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.shared_breakers_open = Gauge(
+            "timefuse_shared_breakers_open",
+            "Circuit breakers open for the whole cluster (shared through the store), refreshed "
+            "periodically by the maintenance leader.",
+            registry=r,
+        )
         self.due_by_type = Gauge(
             "timefuse_events_due",
             "PENDING events due now and not yet claimed, per delivery type (refreshed "

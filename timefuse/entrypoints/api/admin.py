@@ -32,6 +32,7 @@ from timefuse.entrypoints.api.models import (
     Redelivered,
     RedeliverIn,
     RefusedRecordOut,
+    SharedBreakerOut,
     WorkerOut,
 )
 from timefuse.entrypoints.api.operations import Operation
@@ -115,6 +116,18 @@ class AdminApi:
             raise ApiError(404, DESTINATION_NOT_FOUND, message)
         log.info("circuit breaker reset", destination=key, key=principal(request).name)
         return ok(_destination_out(key, state), message="circuit breaker reset")
+
+    async def shared_breakers(self, request: Request) -> Response:
+        breakers = await self._facade().shared_breakers()
+        return ok([SharedBreakerOut(b.key, round(b.open_seconds, 3), b.probe_by) for b in breakers])
+
+    async def close_shared_breaker(self, request: Request) -> Response:
+        key: str = request.path_params["key"]
+        if not await self._facade().close_shared_breaker(key):
+            message = f"no circuit breaker {key[:200]!r} is open for the cluster"
+            raise ApiError(404, DESTINATION_NOT_FOUND, message)
+        log.info("shared circuit breaker closed", breaker=key, key=principal(request).name)
+        return ok(None, message="circuit breaker closed for every process")
 
     async def workers(self, request: Request) -> Response:
         rows = await self._facade().workers()
@@ -245,5 +258,22 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
             "Close a destination's circuit breaker", tag, Role.ADMIN, data=DestinationOut,
             errors=(404,), params={"key": _KEY},
             description="In the process answering only (see the list of destinations).",
+        ),
+        Operation(
+            "GET", prefix + "/breakers", api.shared_breakers,
+            "Circuit breakers open for the cluster", tag, Role.ADMIN,
+            data=list[SharedBreakerOut], errors=(503,),
+            description="With PostgreSQL, dispatchers share their breakers through the store: "
+            "one opened by any process holds every process within about half a second, and "
+            "after the cool-down one delivery in the cluster probes. Empty with SQLite (one "
+            "process: see destinations).",
+        ),
+        Operation(
+            "POST", prefix + "/breakers/{key:path}/close", api.close_shared_breaker,
+            "Close a circuit breaker for the cluster", tag, Role.ADMIN,
+            errors=(404, 503), params={"key": _KEY},
+            description="Every process stops following it at its next look (about half a "
+            "second); a dispatcher that opened it itself keeps its own until its probe or a "
+            "reset through its destinations endpoint.",
         ),
     ]  # fmt: skip

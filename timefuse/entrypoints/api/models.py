@@ -372,6 +372,16 @@ class DestinationOut(msgspec.Struct):
     ]
 
 
+class SharedBreakerOut(msgspec.Struct):
+    """A circuit breaker open for every dispatching process (kept in the store)."""
+
+    key: Annotated[str, _doc("The breaker's key: a destination, or a source at a destination.")]
+    open_seconds: Annotated[float, _doc("How long it has been open, on the store's clock.")]
+    probe_by: Annotated[
+        str | None, _doc("The worker holding the cluster's one probe delivery, if one does.")
+    ]
+
+
 class WorkerOut(msgspec.Struct):
     """A process as the store last heard of it (each heartbeats about once a second)."""
 
