@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -160,14 +161,18 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     ).fetchone()
     assert row is not None, "nobody held a claim"
     victim = str(row[0])
-    dispatchers[int(victim.removeprefix("dispatch-"))].kill()  # SIGKILL: 60 s leases left
-    killed_at = time.time()
+    process = dispatchers[int(victim.removeprefix("dispatch-"))]
+    assert process.proc is not None
+    # Frozen first, so what it holds can't finish between looking and killing.
+    process.proc.send_signal(signal.SIGSTOP)
     stranded = {
         str(event_id)
         for (event_id,) in db_conn.execute(
             "SELECT id FROM events WHERE status = 'PROCESSING' AND locked_by = %s", (victim,)
         )
     }
+    process.kill()  # SIGKILL: 60 s leases left
+    killed_at = time.time()
     assert stranded, "the victim held no claim when it was killed"
     assert await receiver.wait_for(
         lambda: {r.event_id for r in receiver.on("/slow")} >= ids, timeout=120
