@@ -15,6 +15,7 @@ from timefuse.ports.store.capabilities import (
     Capabilities,
     Migrates,
     PlansStorage,
+    ReadsFromReplica,
     SharesLimits,
     WatchesDue,
 )
@@ -33,6 +34,7 @@ from timefuse.ports.store.records import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -43,6 +45,14 @@ from timefuse.ports.store.records import (
     source_set,
 )
 from timefuse.ports.store.retention import Retention
+from timefuse.ports.store.schedules import (
+    Materialisation,
+    SchedulePage,
+    SchedulePosition,
+    ScheduleQuery,
+    ScheduleRecord,
+    Schedules,
+)
 from timefuse.ports.store.submissions import Submissions
 
 
@@ -67,6 +77,7 @@ class StoreAdapter(
     Queries,
     OperatorActions,
     Retention,
+    Schedules,
     Protocol,
 ):
     """Every role of the store, and the adapter's declared abilities."""
@@ -90,15 +101,23 @@ __all__ = [
     "EventPage",
     "EventQuery",
     "Lifecycle",
+    "Materialisation",
     "Migrates",
+    "MoveDueResult",
     "NextDue",
     "OperatorActions",
     "OutcomeUpdate",
     "Outcomes",
     "PlansStorage",
     "Queries",
+    "ReadsFromReplica",
     "RedeliverResult",
     "Retention",
+    "SchedulePage",
+    "SchedulePosition",
+    "ScheduleQuery",
+    "ScheduleRecord",
+    "Schedules",
     "SharedBreaker",
     "SharedLimits",
     "SharesLimits",
