@@ -454,7 +454,10 @@ class DestinationGate:
             self._hand_back(claimed, delay, reason)
 
     def _breaker_delay(self, dest: _Destination, now: float) -> float:
-        return max(self._settings.min_defer_seconds, dest.breaker.reopens_at() - now)
+        # Held back due at once, not at the breaker's probe time: claims leave the destination
+        # out while its breaker is open, so these wait in the store with its other events, and
+        # a reset (or a successful probe) lets every one of them be claimed at once.
+        return self._settings.min_defer_seconds
 
     def _wait_delay(self, dest: _Destination) -> float:
         """About how long the destination's queue takes to drain at its pace."""
