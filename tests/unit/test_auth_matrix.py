@@ -25,6 +25,7 @@ KEYS = {
     "alpha": "tfk_alpha_all",  # submit, read, cancel for alpha
     "beta": "tfk_beta_all",  # submit, read, cancel for beta
     "alpha-reader": "tfk_alpha_read",  # read only, alpha
+    "reader": "tfk_all_read",  # read only, every source
     "alpha-submitter": "tfk_alpha_submit",  # submit only, alpha
     "admin": "tfk_admin",
 }
@@ -36,6 +37,7 @@ def keys_file(path: Path) -> Path:
         ("alpha", '["alpha"]', '["submit", "read", "cancel"]'),
         ("beta", '["beta"]', '["submit", "read", "cancel"]'),
         ("alpha-reader", '["alpha"]', '["read"]'),
+        ("reader", '"*"', '["read"]'),
         ("alpha-submitter", '["alpha"]', '["submit"]'),
         ("admin", '"*"', '["admin"]'),
     ]
@@ -376,7 +378,14 @@ class TestMetricsAndDescription:
 
     @pytest.mark.parametrize(
         ("key", "status"),
-        [(None, 401), ("alpha-submitter", 403), ("alpha-reader", 200), ("admin", 200)],
+        # A key scoped to sources can't read metrics: they count every source's events.
+        [
+            (None, 401),
+            ("alpha-submitter", 403),
+            ("alpha-reader", 403),
+            ("reader", 200),
+            ("admin", 200),
+        ],
     )
     async def test_metrics_auth_needs_a_read_or_admin_key(
         self, tmp_path: Path, key: str | None, status: int

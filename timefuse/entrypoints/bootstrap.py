@@ -21,6 +21,7 @@ from timefuse.config import (
     Settings,
     StoreSettings,
 )
+from timefuse.config.sections import redacted_url
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.validation import SubmissionLimits
 from timefuse.plugins.kafka import cluster_clients
@@ -116,7 +117,9 @@ def build_store(settings: StoreSettings, clock: Clock) -> StoreAdapter:
             partition_granularity=settings.partition_granularity,
             partitions_ahead=settings.partitions_ahead,
         )
-    raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
+    raise ConfigError(
+        f"DATABASE_URL must start with sqlite:// or postgresql://, got {redacted_url(url)!r}"
+    )
 
 
 def build_buffer(settings: KafkaSettings, store: Store, metrics: Metrics) -> IngestBuffer:
@@ -273,6 +276,9 @@ def bootstrap(
         metrics=metrics,
         limits=limits,
         wakeup=wakeup,
+        buffered=settings.kafka.enabled,
+        # With Kafka, its acknowledgement bounds a submission (TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_...).
+        submit_timeout=None if settings.kafka.enabled else settings.api.submit_timeout,
     )
     dispatcher = Dispatcher(
         store=store,

@@ -13,12 +13,15 @@ import structlog
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
+from timefuse.entrypoints.api.access import Authenticate
 from timefuse.entrypoints.api.app import create_app
-from timefuse.entrypoints.api.health import Health, health_routes
+from timefuse.entrypoints.api.errors import EXCEPTION_HANDLERS, CatchAll
+from timefuse.entrypoints.api.health import DEGRADED, Health, health_routes, probe_paths
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
@@ -74,10 +77,16 @@ def bind(host: str, port: int) -> socket.socket:
 READINESS_PART_SECONDS = 2.0
 
 
-async def readiness(tf: Timefuse) -> dict[str, str]:
+async def readiness(tf: Timefuse, roles: Collection[str] = ALL_ROLES) -> dict[str, str]:
+    """Each part's state: "ok", what is wrong, or "degraded: ..." for a part the process
+    does without (see :data:`timefuse.entrypoints.api.health.DEGRADED`)."""
     store, buffer = await asyncio.gather(
         _probe(tf.store.ping(), StoreError), _probe(tf.buffer.ping(), BufferUnavailable)
     )
+    if store != "ok" and tf.service.buffered and "api" in roles:
+        # An API process with Kafka still accepts submissions while the store is down: the
+        # buffer exists for that. Pulled from a load balancer it would refuse them instead.
+        store = f"{DEGRADED}: {store} (submissions are still accepted into Kafka; reads fail)"
     return {"store": store, "buffer": buffer}
 
 
@@ -92,24 +101,47 @@ async def _probe(ping: Awaitable[None], failure: type[Exception]) -> str:
 
 
 def _api_task(
-    tf: Timefuse, sock: socket.socket, api: bool = True
+    tf: Timefuse, sock: socket.socket, roles: Collection[str]
 ) -> tuple[_Server, Awaitable[None]]:
-    """The REST API, or with ``api=False`` only /health and /metrics (for ingest, dispatch)."""
+    """The REST API, or without the api role only /health and /metrics (ingest, dispatch)."""
+    api = "api" in roles
     if api:
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
             settings=tf.settings.api,
             http_settings=tf.plugins.section(HttpSettings),
-            readiness=lambda: readiness(tf),
+            readiness=lambda: readiness(tf, roles),
             admin=tf.admin,
             registry=tf.registry,
         )
     else:
-        health = Health(tf.metrics, lambda: readiness(tf))
-        app = Starlette(routes=health_routes(health, PREFIX))
+        app = _probes_app(tf, roles)
     server = _Server(server_config(app, tf.settings.server, tf.metrics.registry, lifespan=api))
     return server, server.serve(sockets=[sock])
+
+
+def _probes_app(tf: Timefuse, roles: Collection[str]) -> Starlette:
+    """/health and /metrics of a process without the API; /metrics behind the API's keys
+    when TIMEFUSE_METRICS_AUTH is on, as on the API's port."""
+    api_settings = tf.settings.api
+    metrics_auth = api_settings.metrics_auth
+    health = Health(tf.metrics, lambda: readiness(tf, roles), metrics_auth=metrics_auth)
+    middleware = [Middleware(CatchAll)]
+    if metrics_auth:
+        middleware.append(
+            Middleware(
+                Authenticate,
+                keys=load_key_ring(api_settings),
+                public=probe_paths(PREFIX),
+                admin_prefix=PREFIX + "/admin",
+            )
+        )
+    return Starlette(
+        routes=health_routes(health, PREFIX),
+        middleware=middleware,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
 
 
 def server_config(
@@ -177,7 +209,7 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     try:
         if sock is not None:
-            server, serving = _api_task(tf, sock, api="api" in roles)
+            server, serving = _api_task(tf, sock, roles)
             tasks.append(asyncio.ensure_future(serving))
             address = sock.getsockname()
             log.info(

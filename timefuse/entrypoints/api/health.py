@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from timefuse.entrypoints.api.access import FORBIDDEN, principal
 from timefuse.entrypoints.api.envelope import fail, ok
-from timefuse.entrypoints.api.errors import NOT_READY
+from timefuse.entrypoints.api.errors import NOT_READY, ApiError
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
 from timefuse.service.metrics import Metrics
@@ -25,9 +26,14 @@ Readiness = Callable[[], Awaitable[dict[str, str]]]
 # A probe that hangs is a failed probe: orchestrators time out at a few seconds anyway.
 READINESS_TIMEOUT_SECONDS = 5.0
 
+# A part whose state starts with this is failing but the process does its job without it:
+# ready, reported as DEGRADED rather than pulled from service.
+DEGRADED = "degraded"
+
 
 class HealthOut(msgspec.Struct, omit_defaults=True):
-    """UP or DOWN; with readiness, what each part (store, buffer...) answered."""
+    """UP, DEGRADED (ready, a part failing that the process can do without) or DOWN; with
+    readiness, what each part (store, buffer...) answered."""
 
     status: str
     checks: dict[str, str] | None = None
@@ -41,18 +47,30 @@ async def _up(request: Request) -> Response:
 
 
 class Health:
-    def __init__(self, metrics: Metrics, readiness: Readiness | None) -> None:
+    """:param metrics_auth: ``/metrics`` needs a key with the read role acting for every
+    source (the figures count every source's events together)."""
+
+    def __init__(
+        self, metrics: Metrics, readiness: Readiness | None, *, metrics_auth: bool = False
+    ) -> None:
         self._metrics = metrics
         self._readiness = readiness
+        self._metrics_auth = metrics_auth
 
     async def ready(self, request: Request) -> Response:
         """200 when every part answers "ok"; 503 naming each part that doesn't."""
         checks = await self._check()
-        failing = {part: state for part, state in checks.items() if state != "ok"}
+        degraded = {part for part, state in checks.items() if state.startswith(DEGRADED)}
+        failing = {
+            part: state for part, state in checks.items() if state != "ok" and part not in degraded
+        }
         if failing:
             reasons = "; ".join(f"{part}: {state}" for part, state in failing.items())
             data = HealthOut("DOWN", checks)
             return fail(503, NOT_READY, f"not ready: {reasons}", data=data)
+        if degraded:
+            message = "ready, degraded: " + "; ".join(f"{p}: {checks[p]}" for p in degraded)
+            return ok(HealthOut("DEGRADED", checks), message=message)
         return ok(HealthOut("UP", checks))
 
     async def _check(self) -> dict[str, str]:
@@ -68,6 +86,17 @@ class Health:
             return {"readiness": f"check failed: {exc!r}"}
 
     async def metrics(self, request: Request) -> Response:
+        if self._metrics_auth:
+            caller = principal(request)
+            if not caller.has(Role.READ):
+                raise ApiError(403, FORBIDDEN, "metrics need a key with the read role")
+            if caller.sources is not None:
+                raise ApiError(
+                    403,
+                    FORBIDDEN,
+                    "metrics count the events of every source together: they need a key "
+                    'acting for every source (sources = "*")',
+                )
         # Counters and gauges only: the per-status gauge is refreshed by a background task,
         # so a scrape never costs a COUNT(*) (a defect of the seed).
         body = generate_latest(self._metrics.registry)
@@ -102,3 +131,8 @@ def health_routes(health: Health, events_prefix: str) -> list[Route]:
         Route(events_prefix + "/health", _up, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
     ]
+
+
+def probe_paths(events_prefix: str) -> frozenset[str]:
+    """The paths of :func:`health_routes` served without a key: all but ``/metrics``."""
+    return frozenset({"/health", "/health/live", "/health/ready", events_prefix + "/health"})
