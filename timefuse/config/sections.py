@@ -77,8 +77,10 @@ class StoreSettings(Section, title="Event store"):
 
 
 def redacted_url(url: str) -> str:
-    """``url`` without its user and password."""
+    """``url`` without its user and password (all before the last ``@``, scheme or not)."""
     scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url.rpartition("@")[2]
     return f"{scheme}{separator}{rest.rpartition('@')[2]}"
 
 
