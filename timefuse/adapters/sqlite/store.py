@@ -282,7 +282,12 @@ class SqliteEventStore:
     # -- retention ---------------------------------------------------------------------------
 
     async def delete_finished_before(
-        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+        self,
+        cutoff: datetime,
+        statuses: frozenset[EventStatus],
+        batch_size: int,
+        *,
+        wait: bool = False,  # one writer: no other pass to wait for
     ) -> int:
         limit = to_micros(cutoff)
         total = 0
