@@ -114,6 +114,7 @@ def _api_task(
             readiness=lambda: readiness(tf, roles),
             admin=tf.admin,
             registry=tf.registry,
+            schedules=tf.schedules,
         )
     else:
         app = _probes_app(tf, roles)
