@@ -7,16 +7,17 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from timefuse.entrypoints.api.access import FORBIDDEN, principal
+from timefuse.entrypoints.api.access import Authenticate, principal
 from timefuse.entrypoints.api.envelope import fail, ok
-from timefuse.entrypoints.api.errors import NOT_READY, ApiError
-from timefuse.entrypoints.api.operations import Operation
-from timefuse.entrypoints.auth import Role
+from timefuse.entrypoints.api.errors import EXCEPTION_HANDLERS, NOT_READY, CatchAll
+from timefuse.entrypoints.api.operations import Operation, build_routes, public_paths
+from timefuse.entrypoints.auth import KeyRing, Role
 from timefuse.service.metrics import Metrics
 
 log = structlog.get_logger("timefuse.api")
@@ -25,6 +26,7 @@ Readiness = Callable[[], Awaitable[dict[str, str]]]
 
 # A probe that hangs is a failed probe: orchestrators time out at a few seconds anyway.
 READINESS_TIMEOUT_SECONDS = 5.0
+
 
 # A part whose state starts with this is failing but the process does its job without it:
 # ready, reported as DEGRADED rather than pulled from service.
@@ -46,23 +48,24 @@ async def _up(request: Request) -> Response:
     return ok(_UP)
 
 
-class Health:
-    """:param metrics_auth: ``/metrics`` needs a key with the read role acting for every
-    source (the figures count every source's events together)."""
+def _passing(state: str) -> bool:
+    # "ok", or "ok, " and a detail worth showing (a replica's lag).
+    return state == "ok" or state.startswith("ok, ")
 
-    def __init__(
-        self, metrics: Metrics, readiness: Readiness | None, *, metrics_auth: bool = False
-    ) -> None:
+
+class Health:
+    def __init__(self, metrics: Metrics, readiness: Readiness | None) -> None:
         self._metrics = metrics
         self._readiness = readiness
-        self._metrics_auth = metrics_auth
 
     async def ready(self, request: Request) -> Response:
         """200 when every part answers "ok"; 503 naming each part that doesn't."""
         checks = await self._check()
         degraded = {part for part, state in checks.items() if state.startswith(DEGRADED)}
         failing = {
-            part: state for part, state in checks.items() if state != "ok" and part not in degraded
+            part: state
+            for part, state in checks.items()
+            if not _passing(state) and part not in degraded
         }
         if failing:
             reasons = "; ".join(f"{part}: {state}" for part, state in failing.items())
@@ -86,25 +89,19 @@ class Health:
             return {"readiness": f"check failed: {exc!r}"}
 
     async def metrics(self, request: Request) -> Response:
-        if self._metrics_auth:
-            caller = principal(request)
-            if not caller.has(Role.READ):
-                raise ApiError(403, FORBIDDEN, "metrics need a key with the read role")
-            if caller.sources is not None:
-                raise ApiError(
-                    403,
-                    FORBIDDEN,
-                    "metrics count the events of every source together: they need a key "
-                    'acting for every source (sources = "*")',
-                )
         # Counters and gauges only: the per-status gauge is refreshed by a background task,
-        # so a scrape never costs a COUNT(*) (a defect of the seed).
-        body = generate_latest(self._metrics.registry)
+        # so a scrape never costs a COUNT(*) (a defect of the seed). Receivers are named only
+        # to a caller that may see metrics, and only those of its sources.
+        who = principal(request)
+        sources = who.sources if who.has(Role.METRICS) else frozenset()
+        body = await self._metrics.exposition(sources)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def health_operations(health: Health, events_prefix: str, *, metrics_auth: bool) -> list[Operation]:
-    """Probes are public: orchestrators probe without keys. /metrics is too, unless asked."""
+    """Probes are public: orchestrators probe without keys. /metrics needs a key with the
+    metrics (or admin) role, unless ``metrics_auth`` is off: then it is public, but shows
+    the per-destination series only to such a key."""
     tag = "operations"
     up = "Liveness: the process answers"
     return [
@@ -117,22 +114,36 @@ def health_operations(health: Health, events_prefix: str, *, metrics_auth: bool)
         Operation("GET", events_prefix + "/health", _up, up, tag, public=True, data=HealthOut),
         Operation(
             "GET", "/metrics", health.metrics, "Prometheus metrics", tag,
-            role=Role.READ if metrics_auth else None, public=not metrics_auth,
+            role=Role.METRICS if metrics_auth else None, public=not metrics_auth,
             media_type=CONTENT_TYPE_LATEST.split(";")[0],
         ),
     ]  # fmt: skip
 
 
-def health_routes(health: Health, events_prefix: str) -> list[Route]:
-    return [
-        Route("/health", _up, methods=["GET"]),
-        Route("/health/live", _up, methods=["GET"]),
-        Route("/health/ready", health.ready, methods=["GET"]),
-        Route(events_prefix + "/health", _up, methods=["GET"]),
-        Route("/metrics", health.metrics, methods=["GET"]),
-    ]
-
-
-def probe_paths(events_prefix: str) -> frozenset[str]:
-    """The paths of :func:`health_routes` served without a key: all but ``/metrics``."""
-    return frozenset({"/health", "/health/live", "/health/ready", events_prefix + "/health"})
+def health_app(
+    health: Health,
+    events_prefix: str,
+    *,
+    keys: KeyRing | None,
+    metrics_auth: bool,
+    trusted: bool = True,
+) -> Starlette:
+    """/health* and /metrics alone (the listener of processes without the API), with the
+    API's rules: with ``keys``, /metrics as :func:`health_operations` says; without, every
+    caller is trusted, unless ``trusted`` is false: then every caller is anonymous (sees no
+    per-destination series)."""
+    operations = health_operations(health, events_prefix, metrics_auth=metrics_auth)
+    middleware = [Middleware(CatchAll)]
+    if keys is not None or trusted:
+        authenticate = Middleware(
+            Authenticate,
+            keys=keys,
+            public=public_paths(operations),
+            admin_prefix=events_prefix + "/admin",
+        )
+        middleware.append(authenticate)
+    return Starlette(
+        routes=build_routes(operations),
+        middleware=middleware,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
