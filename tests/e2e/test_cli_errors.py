@@ -51,6 +51,41 @@ def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], message: 
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "url", ["mysql://app:hunter2secret@db/app", "app:hunter2secret@db/app", "hunter2secret@db"]
+)
+def test_a_bad_database_url_is_named_without_its_password(url: str) -> None:
+    result = timefuse("dispatch", DATABASE_URL=url)
+    assert result.returncode == 2, result.stderr
+    assert "DATABASE_URL must start with" in result.stderr
+    assert "hunter2secret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "setting", ["TIMEFUSE_KAFKA_PRODUCER_CONFIG", "TIMEFUSE_KAFKA_CLIENT_CONFIG"]
+)
+@pytest.mark.parametrize(
+    "config",
+    [
+        '{"acks": "1"}',
+        '{"request.required.acks": 0}',
+        '{"enable.idempotence": false}',
+        '{"message.timeout.ms": 600000}',
+        '{"delivery.timeout.ms": 600000}',
+    ],
+)
+def test_producer_settings_that_would_break_accepted_means_durable_are_refused(
+    setting: str, config: str
+) -> None:
+    key = config.split('"')[1]
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", setting: config}
+    result = timefuse("api", "--port", str(free_port()), **env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert setting in result.stderr
+    assert f"may not set {key}" in result.stderr
+
+
 def test_a_port_in_use_is_reported() -> None:
     import socket
 

@@ -110,6 +110,45 @@ async def test_a_failing_receiver_trips_the_breaker_and_recovers(
     assert stats["COMPLETED"] == 10, stats
 
 
+async def test_resetting_an_open_breaker_releases_the_events_it_held_back_at_once(
+    timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    receiver.behaviours["/held"] = always(503)
+    tf = timefuse(
+        {
+            "TIMEFUSE_BREAKER_FAILURES": "3",
+            # Far longer than the test: only the reset can let the events through.
+            "TIMEFUSE_BREAKER_COOLDOWN_SECONDS": "300",
+            "TIMEFUSE_RETRY_BASE_MS": "100",
+            "TIMEFUSE_RETRY_CAP_MS": "200",
+            # A queue of claimed events behind 4 in flight: the breaker holds those back.
+            "TIMEFUSE_DESTINATION_CONCURRENCY": "4",
+        }
+    )
+    await submit_all(client, tf, events(receiver, "/held", 100, datetime.now(UTC), max_retries=10))
+    assert await receiver.wait_for(lambda: receiver.count("/held") >= 3, timeout=10)
+    key = f"127.0.0.1:{receiver.port}"
+    admin = f"{tf.base_url}/api/v1/events/admin/destinations"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = {d["key"]: d for d in (await client.get(admin)).json()["data"]}
+        if states.get(key, {}).get("breaker") == "OPEN":
+            break
+        await asyncio.sleep(0.1)
+    assert states[key]["breaker"] == "OPEN", states
+    receiver.behaviours["/held"] = always(200)
+    reset = await client.post(f"{admin}/{key}/reset")
+    assert reset.status_code == 200, reset.text
+    assert reset.json()["data"]["breaker"] == "CLOSED"
+    released = time.monotonic()
+    while time.monotonic() < released + 20:
+        stats = (await client.get(f"{tf.base_url}/api/v1/events/statistics")).json()["data"]
+        if stats["COMPLETED"] == 100:
+            break
+        await asyncio.sleep(0.2)
+    assert stats["COMPLETED"] == 100, f"{stats} 20 s after the reset (cool-down: 300 s)"
+
+
 async def test_a_delivery_window_spreads_a_herd_over_the_window(
     timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
 ) -> None:

@@ -164,6 +164,39 @@ async def test_a_breaker_opens_after_consecutive_failures_then_one_probe_tests_i
     assert (snapshot["breaker"], snapshot["trips"]) == ("OPEN", 3)
 
 
+async def test_a_reset_breaker_releases_the_events_it_held_back_at_once(world: World) -> None:
+    url = "https://flaky.example/hook"
+    state = {"up": False}
+
+    async def answer(event: object, attempt: int) -> DeliveryOutcome:
+        await asyncio.sleep(0.01)
+        if state["up"]:
+            return DeliveryOutcome.success(200)
+        return DeliveryOutcome.retriable("HTTP 503", 503)
+
+    world.receivers.answer(url, answer)
+    events = await world.submit(*(world.event(destination=url, max_retries=10) for _ in range(30)))
+    dispatcher = world.dispatcher(
+        limits=DestinationLimits(concurrency=4), breaker_failures=2, breaker_cooldown=600.0
+    )
+    key = "flaky.example:443"
+
+    async def operator() -> None:
+        await asyncio.sleep(5.0)
+        assert dispatcher.gate.snapshot()[key]["breaker"] == "OPEN"
+        state["up"] = True
+        assert dispatcher.gate.reset_breaker(key)
+
+    start = loop_time()
+    task = asyncio.create_task(operator())
+    await world.run(60.0, dispatcher, until=lambda: world.receivers.received(url).total() >= 30 + 2)
+    await task
+    # Every event, those claimed and held back by the open breaker included, is delivered
+    # within seconds of the reset, not after the 600 s cool-down.
+    assert {(await world.stored(e)).status for e in events} == {EventStatus.COMPLETED}
+    assert loop_time() - start < 15.0
+
+
 async def test_a_successful_probe_closes_the_breaker_and_the_backlog_flows(world: World) -> None:
     url = "https://recovers.example/hook"
     state = {"up": False}

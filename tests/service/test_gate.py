@@ -162,7 +162,9 @@ async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alon
     gate.admit(late)
     (back, delay, reason) = seen.handed_back[-1]
     assert (back, reason) == (late, HandBackReason.BREAKER)
-    assert delay == pytest.approx(30.0, abs=0.1)
+    # Due again at once: claims leave the destination out until its probe, so the event
+    # waits in the store, and a reset lets it be claimed without waiting the cool-down out.
+    assert delay < 1.0
     await asyncio.sleep(30.0)
     assert gate.claim_budget().budgets["down.example:443"] == 1  # the probe alone
     probe = claimed("down.example")

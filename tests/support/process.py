@@ -38,6 +38,8 @@ class TimefuseProcess:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        # More arguments of the command (``--insecure-no-auth``...).
+        self.extra_args: tuple[str, ...] = ()
         self.log_path = workdir / f"timefuse-{self.port}.log"
 
     @property
@@ -48,6 +50,7 @@ class TimefuseProcess:
         args = [sys.executable, "-m", "timefuse", self.command]
         if self.command in ("serve", "api"):
             args += ["--port", str(self.port)]
+        args += self.extra_args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT

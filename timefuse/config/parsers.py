@@ -106,6 +106,36 @@ def kafka_properties(text: str) -> KafkaProperties:
     return value
 
 
+# The producer properties "accepted means durable" rests on: every in-sync replica has an
+# accepted record (acks=all), a retry can't duplicate or reorder it (idempotence), and a
+# record the API answered 503 for is failed by librdkafka rather than written later
+# (message.timeout.ms follows TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS). An override would
+# quietly drop a promise, so these are refused (aliases included).
+PROTECTED_PRODUCER_KEYS = frozenset(
+    {
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+    }
+)
+
+
+def producer_properties(text: str) -> KafkaProperties:
+    """librdkafka properties as :func:`kafka_properties`, without the protected ones."""
+    properties = kafka_properties(text)
+    refused = sorted(PROTECTED_PRODUCER_KEYS & set(properties))
+    if refused:
+        raise ValueError(
+            f"may not set {', '.join(refused)}: timefuse sets them so that an accepted event "
+            "is durable (acks=all, an idempotent producer) and a submission answered 503 is "
+            "never written later (message.timeout.ms follows "
+            "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS)"
+        )
+    return properties
+
+
 _LIMIT_KEYS = frozenset({"concurrency", "rate", "burst", "queue"})
 
 DestinationLimitTable = Mapping[str, Mapping[str, float]]

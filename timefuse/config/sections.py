@@ -23,6 +23,7 @@ from timefuse.config.parsers import (
     kafka_properties,
     number,
     optional,
+    producer_properties,
 )
 
 
@@ -98,8 +99,10 @@ class StoreSettings(Section, title="Event store"):
 
 
 def redacted_url(url: str) -> str:
-    """``url`` without its user and password."""
+    """``url`` without its user and password (all before the last ``@``, scheme or not)."""
     scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url.rpartition("@")[2]
     return f"{scheme}{separator}{rest.rpartition('@')[2]}"
 
 
@@ -113,7 +116,8 @@ class KafkaSettings(Section, title="Kafka"):
     partitions: int = setting(
         env="KAFKA_PARTITIONS",
         default="24",
-        help="Partitions of the ingest topic.",
+        help="Partitions of the ingest topic and of its dead letter topic (when timefuse "
+        "creates them).",
         parse=integer(1),
     )
     ingest_topic: str = setting(
@@ -139,14 +143,17 @@ class KafkaSettings(Section, title="Kafka"):
     client_config: KafkaProperties = setting(
         env="TIMEFUSE_KAFKA_CLIENT_CONFIG",
         default="",
-        help="JSON object of librdkafka properties for every Kafka client (security, SASL...).",
-        parse=kafka_properties,
+        help="JSON object of librdkafka properties for every Kafka client (security, SASL...); "
+        "acks, enable.idempotence, message.timeout.ms and delivery.timeout.ms are refused.",
+        parse=producer_properties,
     )
     producer_config: KafkaProperties = setting(
         env="TIMEFUSE_KAFKA_PRODUCER_CONFIG",
         default="",
-        help="JSON object of librdkafka properties overriding the producers' defaults.",
-        parse=kafka_properties,
+        help="JSON object of librdkafka properties overriding the producers' defaults; acks, "
+        "enable.idempotence, message.timeout.ms and delivery.timeout.ms are refused (they "
+        "keep accepted events durable).",
+        parse=producer_properties,
     )
     consumer_config: KafkaProperties = setting(
         env="TIMEFUSE_KAFKA_CONSUMER_CONFIG",
@@ -196,7 +203,8 @@ class DispatchSettings(Section, title="Dispatcher"):
     batch_size: int = setting(
         env="SCHEDULER_BATCH_SIZE",
         default="500",
-        help="Events claimed per batch.",
+        help="Most events claimed per batch, and most outcomes written back per statement; "
+        "the dispatcher claims again once it has room for half a batch.",
         parse=integer(1, 100_000),
     )
     concurrency: int = setting(
@@ -240,7 +248,9 @@ class DispatchSettings(Section, title="Dispatcher"):
         env="TIMEFUSE_DESTINATION_LIMITS",
         default="",
         help='Per-destination overrides, JSON: {"host:port": {"concurrency": 10, "rate": 50, '
-        '"burst": 100}}; a bare host covers all its ports (see Protecting receivers).',
+        '"burst": 100, "queue": 20}}; queue: most claimed events waiting for the destination '
+        "(0: what it starts within the hold time); a bare host covers all its ports (see "
+        "Protecting receivers).",
         parse=destination_limits,
     )
     breaker_failures: int = setting(
@@ -304,7 +314,10 @@ def _ui_secret(text: str) -> str:
 @dataclass(frozen=True)
 class ApiSettings(Section, title="API and console"):
     host: str = setting(
-        env="TIMEFUSE_HOST", default="127.0.0.1", help="Address the API listens on."
+        env="TIMEFUSE_HOST",
+        default="127.0.0.1",
+        help="Address the API listens on; also the address of the metrics port of dispatch "
+        "and ingest (TIMEFUSE_METRICS_PORT).",
     )
     port: int = setting(
         env="TIMEFUSE_PORT",
@@ -348,6 +361,21 @@ class ApiSettings(Section, title="API and console"):
         default="5",
         help="How far in the past scheduled_at may be (clock skew), in seconds.",
         parse=number(),
+    )
+    submit_timeout: float = setting(
+        env="TIMEFUSE_SUBMIT_TIMEOUT_SECONDS",
+        default="5",
+        help="Longest a submission (one event or a batch) waits for the store to make it "
+        "durable before the API answers 503, store outages included (without Kafka; with "
+        "Kafka, TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS).",
+        parse=number(0.1),
+    )
+    unknown_fields: str = setting(
+        env="TIMEFUSE_UNKNOWN_FIELDS",
+        default="warn",
+        help="A submitted event's fields timefuse doesn't know: warn (accepted, named in the "
+        "answer's warnings) or reject (400 naming them).",
+        parse=choice("warn", "reject"),
     )
     api_keys_file: str = setting(
         env="TIMEFUSE_API_KEYS_FILE",
@@ -424,7 +452,8 @@ class MaintenanceSettings(Section, title="Maintenance"):
     retention_days: int = setting(
         env="CLEANUP_RETENTION_DAYS",
         default="7",
-        help="Days terminal events are kept.",
+        help="Days terminal events are kept; once retention deletes one, a resubmission of "
+        "its (source, external_job_id, scheduled_at) makes a new event.",
         parse=integer(0),
     )
     worker_dead_after_seconds: float = setting(

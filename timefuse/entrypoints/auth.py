@@ -281,6 +281,11 @@ def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="the key sees what its roles show but changes nothing (API reads only; the "
         "console shows it no action)",
     )
+    new.add_argument(
+        "--append",
+        metavar="FILE",
+        help="append the entry to this keys file (created if missing) and print only the key",
+    )
     actions.add_parser(
         "hash",
         help="read a key on standard input, print its SHA-256 (the sha256 of its entry)",
@@ -289,7 +294,12 @@ def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 def run_keys_command(args: argparse.Namespace) -> int:
     try:
-        if args.keys_action == "new":
+        if args.keys_action == "new" and args.append:
+            key = new_key()
+            entry = _entry_of(args.name, args.sources, args.roles, key, read_only=args.read_only)
+            _append_entry(Path(args.append), entry)
+            print(key)
+        elif args.keys_action == "new":
             sys.stdout.write(
                 _new_key_text(args.name, args.sources, args.roles, read_only=args.read_only)
             )
@@ -302,6 +312,18 @@ def run_keys_command(args: argparse.Namespace) -> int:
 
 
 def _new_key_text(name: str, sources_text: str, roles_text: str, *, read_only: bool = False) -> str:
+    key = new_key()
+    entry = _entry_of(name, sources_text, roles_text, key, read_only=read_only)
+    return (
+        f"# The key, shown once: give it to {name} (Authorization: Bearer <key>).\n"
+        f"{key}\n\n"
+        "# The entry for TIMEFUSE_API_KEYS_FILE (it holds only the hash):\n" + entry
+    )
+
+
+def _entry_of(
+    name: str, sources_text: str, roles_text: str, key: str, *, read_only: bool = False
+) -> str:
     if not name.strip():
         raise ValueError("--name must not be blank")
     roles = parse_roles(roles_text)
@@ -310,13 +332,28 @@ def _new_key_text(name: str, sources_text: str, roles_text: str, *, read_only: b
     sources = parse_sources(sources_text)
     if Role.ADMIN in roles and sources is not None:
         raise ValueError('an admin key acts for every source: use --sources "*"')
-    key = new_key()
-    return (
-        f"# The key, shown once: give it to {name} (Authorization: Bearer <key>).\n"
-        f"{key}\n\n"
-        "# The entry for TIMEFUSE_API_KEYS_FILE (it holds only the hash):\n"
-        + key_entry(name, hash_key(key), sources, roles, read_only=read_only)
-    )
+    return key_entry(name, hash_key(key), sources, roles, read_only=read_only)
+
+
+def _append_entry(path: Path, entry: str) -> None:
+    """Add ``entry`` to the keys file; the file must still load after (a name taken, a file
+    that isn't a keys file: it is left as it was, and the reason given)."""
+    try:
+        before = path.read_text("utf-8") if path.exists() else ""
+    except OSError as exc:
+        raise ValueError(f"--append: can't read {path}: {exc.strerror or exc}") from None
+    separator = "\n" if before and not before.endswith("\n\n") else ""
+    if before and not before.endswith("\n"):
+        separator = "\n\n"
+    try:
+        path.write_text(before + separator + entry, "utf-8")
+        load_keys(path)
+    except (ConfigError, OSError) as exc:
+        if before:
+            path.write_text(before, "utf-8")
+        else:
+            path.unlink(missing_ok=True)
+        raise ValueError(f"--append: {exc}") from None
 
 
 def _read_key() -> str:

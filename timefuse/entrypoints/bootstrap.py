@@ -22,6 +22,7 @@ from timefuse.config import (
     Settings,
     StoreSettings,
 )
+from timefuse.config.sections import redacted_url
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.validation import SubmissionLimits
 from timefuse.plugins.kafka import cluster_clients
@@ -122,7 +123,9 @@ def build_store(settings: StoreSettings, clock: Clock) -> StoreAdapter:
             partitions_ahead=settings.partitions_ahead,
             read_url=settings.read_url or None,
         )
-    raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
+    raise ConfigError(
+        f"DATABASE_URL must start with sqlite:// or postgresql://, got {redacted_url(url)!r}"
+    )
 
 
 def build_buffer(settings: KafkaSettings, store: Store, metrics: Metrics) -> IngestBuffer:
@@ -282,6 +285,9 @@ def bootstrap(
         metrics=metrics,
         limits=limits,
         wakeup=wakeup,
+        buffered=settings.kafka.enabled,
+        # With Kafka, its acknowledgement bounds a submission (TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_...).
+        submit_timeout=None if settings.kafka.enabled else settings.api.submit_timeout,
     )
     dispatcher = Dispatcher(
         store=store,

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
-from timefuse.entrypoints.api.health import Health, health_app
+from timefuse.entrypoints.api.health import DEGRADED, Health, health_app
 from timefuse.entrypoints.api.refused import refused_records
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
@@ -74,10 +74,16 @@ def bind(host: str, port: int) -> socket.socket:
 READINESS_PART_SECONDS = 2.0
 
 
-async def readiness(tf: Timefuse) -> dict[str, str]:
+async def readiness(tf: Timefuse, *, api: bool = False) -> dict[str, str]:
+    """Each part's state: "ok", what is wrong, or "degraded: ..." for a part the process
+    does without (see :data:`timefuse.entrypoints.api.health.DEGRADED`)."""
     store, buffer = await asyncio.gather(
         _probe(tf.store.ping(), StoreError), _probe(tf.buffer.ping(), BufferUnavailable)
     )
+    if store != "ok" and tf.service.buffered and api:
+        # An API process with Kafka still accepts submissions while the store is down: the
+        # buffer exists for that. Pulled from a load balancer it would refuse them instead.
+        store = f"{DEGRADED}: {store} (submissions are still accepted into Kafka; reads fail)"
     parts = {"store": store, "buffer": buffer}
     replica = tf.store.adapter.capabilities.replica
     if replica is not None:
@@ -121,7 +127,7 @@ def _api_task(
             metrics=tf.metrics,
             settings=tf.settings.api,
             http_settings=tf.plugins.section(HttpSettings),
-            readiness=lambda: readiness(tf),
+            readiness=lambda: readiness(tf, api=True),
             admin=tf.admin,
             registry=tf.registry,
             refused=refused_records(tf.settings.kafka),

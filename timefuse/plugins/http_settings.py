@@ -152,7 +152,8 @@ class HttpSettings(Section, prefix="TIMEFUSE_", title="http delivery"):
     webhook_secrets: Mapping[str, tuple[str, ...]] = setting(
         env="TIMEFUSE_WEBHOOK_SECRETS",
         default="",
-        help='JSON {"<source>": ["whsec_...", ...], "*": [...]}: secrets signing HTTP deliveries.',
+        help='JSON {"<source>": ["whsec_...", ...], "*": [...]}: secrets signing HTTP deliveries '
+        "(each whsec_ and 24 to 64 bytes in base64; `timefuse secrets new` makes one).",
         parse=webhook_secrets,
     )
     webhook_secrets_file: Mapping[str, tuple[str, ...]] = setting(

@@ -40,8 +40,11 @@ class Admin:
         self._dead_after = dead_after_seconds
 
     async def cleanup(self, days: int | None = None) -> int:
-        """Delete terminal events last updated more than ``days`` ago, now; returns how many."""
-        return await self._maintenance.cleanup(self.retention_days if days is None else days)
+        """Delete terminal events last updated more than ``days`` ago, now; returns how many.
+        A retention pass another process is running is waited for, then this one runs: a 0
+        always means nothing was eligible."""
+        days = self.retention_days if days is None else days
+        return await self._maintenance.cleanup(days, wait=True)
 
     def destinations(self) -> Mapping[str, Mapping[str, object]]:
         """Each destination this process's dispatcher knows, by key, with its state."""

@@ -30,6 +30,15 @@ from timefuse.ports.store import (
 )
 from timefuse.service.metrics import Metrics
 from timefuse.service.store import Store
+from timefuse.service.submission import (
+    Accepted,
+    TwinLookup,
+    accepted_new,
+    distinct,
+    duplicate_of,
+    identified,
+    within,
+)
 from timefuse.service.wakeup import DueSignal
 
 STATISTICS_TTL_SECONDS = 1.0
@@ -72,7 +81,14 @@ class EventService:
         metrics: Metrics,
         limits: SubmissionLimits | None = None,
         wakeup: DueSignal | None = None,
+        buffered: bool = False,
+        submit_timeout: float | None = None,
     ) -> None:
+        """:param buffered: the buffer stores accepted events later (Kafka), not before it
+            returns; its submissions then don't depend on the store answering.
+        :param submit_timeout: the longest a submission waits to be made durable (a 503
+            after that); ``None``: the buffer's own bound.
+        """
         self._buffer = buffer
         self._store = store
         self._registry = registry
@@ -80,6 +96,9 @@ class EventService:
         self._metrics = metrics
         self._limits = limits or SubmissionLimits()
         self._wakeup = wakeup
+        self._buffered = buffered
+        self._submit_timeout = submit_timeout
+        self._twins = TwinLookup(store, tolerant=buffered)
         # Per set of visible sources (None: all); callers are few (one per API key).
         self._statistics: dict[frozenset[str] | None, tuple[float, dict[str, int]]] = {}
 
@@ -87,10 +106,16 @@ class EventService:
     def limits(self) -> SubmissionLimits:
         return self._limits
 
+    @property
+    def buffered(self) -> bool:
+        """Accepted events reach the store later (through Kafka), not before the answer."""
+        return self._buffered
+
     def build(self, fields: Mapping[str, object]) -> Event:
         """Validate one submission; :class:`ValidationFailed` names every bad field."""
         now = self._clock.now()
         event = build_event(fields, event_id=new_event_id(now), now=now, limits=self._limits)
+        event = identified(event)
         reason = self._registry.check_destination(event.delivery_type, event.destination)
         if reason is not None:
             known = self._registry.get(event.delivery_type) is not None
@@ -99,15 +124,27 @@ class EventService:
             )
         return event
 
-    async def submit(self, fields: Mapping[str, object]) -> str:
-        """Accept one event durably and return its id (an earlier twin's id if deduplicated)."""
+    async def submit(self, fields: Mapping[str, object]) -> Accepted:
+        """Accept one event durably; what became of it (a stored twin's state if a duplicate)."""
         try:
             event = self.build(fields)
         except ValidationFailed:
             self._metrics.rejected.inc()
             raise
-        ids = await self._accept([event])
-        return ids[event.id]
+        return await within(self._submit_timeout, self._accept_one(event))
+
+    async def _accept_one(self, event: Event) -> Accepted:
+        twin = await self._twins.find(event.id)
+        if twin is not None:
+            return duplicate_of(twin)
+        stored_id = (await self._accept([event]))[event.id]
+        if stored_id != event.id:
+            # Deduplicated against an event stored under another id (before ids came from
+            # the dedup key): answer with that one.
+            found = await self._store.get(stored_id)
+            if found is not None:
+                return duplicate_of(found)
+        return accepted_new(stored_id, stored=not self._buffered)
 
     async def submit_batch(self, items: Sequence[Mapping[str, object]]) -> BatchResult:
         """Accept the valid events of a batch together; report the invalid ones by index."""
@@ -128,13 +165,17 @@ class EventService:
                 )
         if rejected:
             self._metrics.rejected.inc(len(rejected))
-        ids = await self._accept([event for _, event in events]) if events else {}
+        accepting = distinct(event for _, event in events)
+        ids = await within(self._submit_timeout, self._accept(accepting)) if events else {}
         return BatchResult([(index, ids[event.id]) for index, event in events], rejected)
 
     async def _accept(self, events: list[Event]) -> dict[str, str]:
         ids = await self._buffer.submit(events)
         for event in events:
             self._metrics.received.labels(event.delivery_type).inc()
+            if event.delivery_window_seconds:
+                offset = event.next_attempt_at - event.scheduled_at
+                self._metrics.spread_offset.observe(offset.total_seconds())
         if self._wakeup is not None:
             self._wakeup.notify(min(event.next_attempt_at for event in events))
         self._statistics.clear()
@@ -147,10 +188,11 @@ class EventService:
         return await self._store.get(event_id, sources=sources)
 
     async def find_by_external_id(
-        self, external_job_id: str, *, sources: Sources = None
+        self, external_job_id: str, *, limit: int = 100, sources: Sources = None
     ) -> list[Event]:
+        """The newest ``limit`` events with this external id, the most recently created first."""
         # The store filters by source before its limit: other sources can't crowd these out.
-        return await self._store.find_by_external_id(external_job_id, sources=sources)
+        return await self._store.find_by_external_id(external_job_id, limit, sources=sources)
 
     async def cancel(self, event_id: str, *, sources: Sources = None) -> CancelResult:
         result = await self._store.cancel(event_id, sources=sources)

@@ -648,7 +648,10 @@ class DestinationGate:
             self._hand_back(claimed, delay, HandBackReason.BREAKER)
 
     def _breaker_delay(self, dest: DestinationState, now: float) -> float:
-        return max(self._settings.min_defer_seconds, dest.breaker.reopens_at() - now)
+        # Held back due at once, not at the breaker's probe time: claims leave the destination
+        # out while its breaker is open, so these wait in the store with its other events, and
+        # a reset (or a successful probe) lets every one of them be claimed at once.
+        return self._settings.min_defer_seconds
 
     def _hold_delay(self, hold: SourceBreaker, now: float) -> float:
         # Short: a store that can't leave one source's events out of its claims gives them

@@ -162,10 +162,12 @@ class Maintenance:
     async def _retention(self) -> None:
         await self.cleanup(self._settings.retention_days)
 
-    async def cleanup(self, days: int) -> int:
-        """Delete terminal events older than ``days``; returns how many went."""
+    async def cleanup(self, days: int, *, wait: bool = False) -> int:
+        """Delete terminal events older than ``days``; returns how many went. ``wait``: when
+        another process is running retention, wait for it and run after (an operator's
+        request), rather than skip this pass (the schedule's)."""
         cutoff = self._clock.now() - timedelta(days=days)
-        deleted = await self._store.delete_terminal_before(cutoff)
+        deleted = await self._store.delete_terminal_before(cutoff, wait=wait)
         if deleted:
             log.info("retention deleted terminal events", count=deleted, days=days)
         return deleted

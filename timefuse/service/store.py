@@ -317,12 +317,18 @@ class Store(ScheduleRules):
 
     # -- retention ---------------------------------------------------------------------------
 
-    async def delete_terminal_before(self, cutoff: datetime, batch_size: int = 10_000) -> int:
-        """Delete finished events last updated before ``cutoff``; never a live one."""
+    async def delete_terminal_before(
+        self, cutoff: datetime, batch_size: int = 10_000, *, wait: bool = False
+    ) -> int:
+        """Delete finished events last updated before ``cutoff``; never a live one. With
+        ``wait``, a pass another process is running is waited for rather than skipped."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        cutoff = _aware("cutoff", cutoff)
+        if not wait:
+            return await self._adapter.delete_finished_before(cutoff, TERMINAL_STATUSES, batch_size)
         return await self._adapter.delete_finished_before(
-            _aware("cutoff", cutoff), TERMINAL_STATUSES, batch_size
+            cutoff, TERMINAL_STATUSES, batch_size, wait=True
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -149,6 +150,22 @@ async def test_only_one_retention_runs_at_a_time(
         # Explicitly: a closing session releases its locks only once its backend has exited.
         other.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK_KEY,))
     assert await pg_store.delete_terminal_before(CUTOFF) == 3
+    assert await pg_store.count_by_status() == counted_by_scan(db)
+
+
+async def test_an_operators_pass_waits_for_a_running_one_rather_than_answering_0(
+    postgres_dsn: str, pg_store: Store, db: Db
+) -> None:
+    await pg_store.adapter.insert_many(
+        [make_event(status=EventStatus.COMPLETED, updated_at=LONG_AGO) for _ in range(3)]
+    )
+    with psycopg.connect(postgres_dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
+        requested = asyncio.create_task(pg_store.delete_terminal_before(CUTOFF, wait=True))
+        done, _ = await asyncio.wait({requested}, timeout=0.5)
+        assert not done, "the pass answered while another one held retention"
+        other.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK_KEY,))
+    assert await asyncio.wait_for(requested, timeout=30) == 3
     assert await pg_store.count_by_status() == counted_by_scan(db)
 
 

@@ -659,7 +659,12 @@ class MemoryStore(MemorySchedules):
     # -- retention ---------------------------------------------------------------------------
 
     async def delete_finished_before(
-        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+        self,
+        cutoff: datetime,
+        statuses: frozenset[EventStatus],
+        batch_size: int,
+        *,
+        wait: bool = False,  # one writer: no other pass to wait for
     ) -> int:
         await self._enter("delete_finished_before")
         gone = [

@@ -74,20 +74,27 @@ DELETE FROM event_ids
 
 
 async def delete_finished_before(
-    conn: Connection, cutoff: datetime, statuses: Collection[EventStatus], batch_size: int
+    conn: Connection,
+    cutoff: datetime,
+    statuses: Collection[EventStatus],
+    batch_size: int,
+    *,
+    wait: bool = False,
 ) -> int:
     """Run one retention pass on ``conn`` (autocommit); returns how many events went.
 
     ``statuses`` are the finished ones (the rule layer's); the SQL is written for exactly the
     terminal statuses, so any other set is refused. Returns 0 at once when another process is
-    running retention.
+    running retention, or with ``wait`` waits for that run to end, then runs.
     """
     if frozenset(statuses) != TERMINAL_STATUSES:
         raise ValueError("retention deletes events in the terminal statuses only")
     cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
     row = await cursor.fetchone()
     if not (row and row[0]):
-        return 0
+        if not wait:
+            return 0
+        await conn.execute("SELECT pg_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
     try:
         deleted = await _drop_dead_partitions(conn, cutoff)
         deleted += await _delete_old_terminal_rows(conn, cutoff, batch_size)

@@ -501,10 +501,17 @@ class PostgresEventStore(PostgresSchedules):
     # -- retention ---------------------------------------------------------------------------
 
     async def delete_finished_before(
-        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+        self,
+        cutoff: datetime,
+        statuses: frozenset[EventStatus],
+        batch_size: int,
+        *,
+        wait: bool = False,
     ) -> int:
         async with self._connection() as conn:
-            return await retention.delete_finished_before(conn, cutoff, statuses, batch_size)
+            return await retention.delete_finished_before(
+                conn, cutoff, statuses, batch_size, wait=wait
+            )
 
     async def _prepare_storage_on_open(self) -> None:
         try:

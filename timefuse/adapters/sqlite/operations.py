@@ -400,3 +400,10 @@ def fill_destination_keys(conn: sqlite3.Connection) -> int:
 
 def ping(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT 1").fetchone()
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """A number that changes when another connection (another process) commits to the file;
+    this connection's own commits leave it as it is."""
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version

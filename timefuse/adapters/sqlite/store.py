@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,10 @@ from timefuse.ports.store import (
 
 T = TypeVar("T")
 
+# How often a dispatcher looks for commits by other processes (an API process's submissions):
+# a pragma on this process's own connection, so about 40 cheap calls a second.
+WATCH_SECONDS = 0.025
+
 
 class _SystemTime:
     # Adapters may not import each other (import-linter), so the default clock is this twin
@@ -82,7 +87,27 @@ class SqliteEventStore(SqliteSchedules):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(shared=False)
+        return Capabilities(shared=False, due_watcher=self)
+
+    async def watch_due(
+        self, notify: Callable[[datetime | None], None], stop: asyncio.Event
+    ) -> None:
+        """Wake the dispatcher when another process commits to the file: ``timefuse api`` and
+        ``timefuse dispatch`` on one file then work as ``timefuse serve`` does, woken within
+        :data:`WATCH_SECONDS` of a submission rather than at the next poll. Only commits by
+        other connections change ``PRAGMA data_version``, so this process's own writes wake
+        nothing."""
+        last: int | None = None
+        while not stop.is_set():
+            try:
+                version = await self._run(ops.data_version)
+            except StoreError:
+                version = None  # closed or failing: the dispatcher's own calls say so
+            if last is not None and version is not None and version != last:
+                notify(None)
+            last = version if version is not None else last
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_SECONDS)
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -273,7 +298,12 @@ class SqliteEventStore(SqliteSchedules):
     # -- retention ---------------------------------------------------------------------------
 
     async def delete_finished_before(
-        self, cutoff: datetime, statuses: frozenset[EventStatus], batch_size: int
+        self,
+        cutoff: datetime,
+        statuses: frozenset[EventStatus],
+        batch_size: int,
+        *,
+        wait: bool = False,  # one writer: no other pass to wait for
     ) -> int:
         limit = to_micros(cutoff)
         total = 0

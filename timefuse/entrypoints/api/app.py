@@ -69,14 +69,24 @@ def create_app(
     if keys is _FROM_SETTINGS:
         keys = load_key_ring(settings)
     limits = BodyLimits(settings.max_body_bytes, settings.max_json_depth)
-    api = EventsApi(service, metrics, limits, settings.max_batch_events)
+    api = EventsApi(
+        service,
+        metrics,
+        limits,
+        settings.max_batch_events,
+        reject_unknown=settings.unknown_fields == "reject",
+    )
     description = ApiDescription()
     operations = [
         *event_operations(api),
         *admin_operations(AdminApi(service, admin, limits, refused), ADMIN_PREFIX),
         *signing_key_operations(SigningKeysApi.from_settings(http_settings, limits), ADMIN_PREFIX),
         *(schedule_operations(SchedulesApi(schedules, limits)) if schedules else []),
-        *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
+        *health_operations(
+            Health(metrics, readiness),
+            PREFIX,
+            metrics_auth=settings.metrics_auth,
+        ),
         *description.operations(),
     ]
     description.publish(

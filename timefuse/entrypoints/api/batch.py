@@ -16,7 +16,11 @@ from timefuse.entrypoints.api.models import (
     BatchIn,
     BatchOut,
     EventIn,
+    ItemWarning,
+    RawFields,
     RejectedEvent,
+    read_event,
+    unknown_field_message,
 )
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
@@ -25,7 +29,7 @@ from timefuse.service.metrics import Metrics
 # insert transaction.
 MAX_BATCH_EVENTS = 1000
 
-_event_decoder = msgspec.json.Decoder(EventIn)
+_fields_decoder = msgspec.json.Decoder(RawFields)
 
 ItemsDecoder = msgspec.json.Decoder[Any]
 
@@ -76,25 +80,41 @@ class _Sorted:
     positions: list[int] = field(default_factory=list)
     submissions: list[dict[str, object]] = field(default_factory=list)
     rejected: list[RejectedEvent] = field(default_factory=list)
+    warnings: list[ItemWarning] = field(default_factory=list)
     foreign: int = 0
 
 
-def _sort(items: list[msgspec.Raw], caller: Principal) -> _Sorted:
+def _sort(items: list[msgspec.Raw], caller: Principal, *, reject_unknown: bool) -> _Sorted:
     out = _Sorted()
     for index, raw in enumerate(items):
         if not bytes(raw).lstrip().startswith(b"{"):
             # No field to name: the item itself is wrong.
             out.rejected.append(RejectedEvent(index, None, "must be a JSON object", []))
             continue
-        item = _event_decoder.decode(raw)
+        item, unknown = read_event(_fields_decoder.decode(raw))
         source = item.source_text
         if source is not None and not caller.sees(source):
             out.foreign += 1
             out.rejected.append(_foreign(index, item, source))
             continue
+        if unknown and reject_unknown:
+            out.rejected.append(_unknown(index, item, unknown))
+            continue
+        out.warnings.extend(ItemWarning(index, n, unknown_field_message(n)) for n in unknown)
         out.positions.append(index)
         out.submissions.append(item.to_fields())
     return out
+
+
+def _unknown(index: int, item: EventIn, names: list[str]) -> RejectedEvent:
+    errors = [FieldErrorOut(name, unknown_field_message(name)) for name in names]
+    external = item.to_fields()["external_job_id"]
+    return RejectedEvent(
+        index,
+        external if isinstance(external, str) else None,
+        "; ".join(f"{e.field}: {e.message}" for e in errors),
+        errors,
+    )
 
 
 def _foreign(index: int, item: EventIn, source: str) -> RejectedEvent:
@@ -109,14 +129,20 @@ def _foreign(index: int, item: EventIn, source: str) -> RejectedEvent:
 
 
 async def submit_items(
-    service: EventService, metrics: Metrics, items: list[msgspec.Raw], caller: Principal
+    service: EventService,
+    metrics: Metrics,
+    items: list[msgspec.Raw],
+    caller: Principal,
+    *,
+    reject_unknown: bool = False,
 ) -> BatchOut:
     """Submit the items of a batch the caller may submit; reject the others by index.
 
     Raises 403 when every item is for a source the caller may not act for: nothing in the
-    batch was anything it could have sent.
+    batch was anything it could have sent. Unknown fields of an item are named in the
+    answer's warnings, or with ``reject_unknown`` make the item rejected.
     """
-    sorted_items = _sort(items, caller)
+    sorted_items = _sort(items, caller, reject_unknown=reject_unknown)
     if sorted_items.foreign == len(items):
         raise ApiError(
             403, FORBIDDEN_SOURCE, "this key may not submit events for the sources of this batch"
@@ -139,7 +165,9 @@ async def submit_items(
         for r in result.rejected
     )
     rejected.sort(key=lambda r: r.index)
-    return BatchOut(len(ids), len(rejected), ids, rejected)
+    accepted_at = {item.index for item in ids}
+    warnings = [w for w in sorted_items.warnings if w.index in accepted_at]
+    return BatchOut(len(ids), len(rejected), ids, rejected, not service.buffered, warnings)
 
 
 def all_rejected(out: BatchOut) -> ApiError:

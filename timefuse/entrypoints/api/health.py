@@ -28,8 +28,14 @@ Readiness = Callable[[], Awaitable[dict[str, str]]]
 READINESS_TIMEOUT_SECONDS = 5.0
 
 
+# A part whose state starts with this is failing but the process does its job without it:
+# ready, reported as DEGRADED rather than pulled from service.
+DEGRADED = "degraded"
+
+
 class HealthOut(msgspec.Struct, omit_defaults=True):
-    """UP or DOWN; with readiness, what each part (store, buffer...) answered."""
+    """UP, DEGRADED (ready, a part failing that the process can do without) or DOWN; with
+    readiness, what each part (store, buffer...) answered."""
 
     status: str
     checks: dict[str, str] | None = None
@@ -55,11 +61,19 @@ class Health:
     async def ready(self, request: Request) -> Response:
         """200 when every part answers "ok"; 503 naming each part that doesn't."""
         checks = await self._check()
-        failing = {part: state for part, state in checks.items() if not _passing(state)}
+        degraded = {part for part, state in checks.items() if state.startswith(DEGRADED)}
+        failing = {
+            part: state
+            for part, state in checks.items()
+            if not _passing(state) and part not in degraded
+        }
         if failing:
             reasons = "; ".join(f"{part}: {state}" for part, state in failing.items())
             data = HealthOut("DOWN", checks)
             return fail(503, NOT_READY, f"not ready: {reasons}", data=data)
+        if degraded:
+            message = "ready, degraded: " + "; ".join(f"{p}: {checks[p]}" for p in degraded)
+            return ok(HealthOut("DEGRADED", checks), message=message)
         return ok(HealthOut("UP", checks))
 
     async def _check(self) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.validation import SubmissionLimits
 from timefuse.entrypoints.api.envelope import FieldErrorOut
 from timefuse.ports.store import AttemptRecord
+from timefuse.service.submission import Accepted
 
 
 def _doc(description: str, **schema: object) -> msgspec.Meta:
@@ -92,7 +94,8 @@ class EventIn(msgspec.Struct):
     # reaches the domain rules, which report all bad fields together, instead of failing the
     # decode at the first one; and a huge array in a field costs no objects, only its bytes.
     # ``payload`` stays the client's JSON: stored and delivered as sent, never re-encoded.
-    # Unknown fields are ignored, as the seed did.
+    # Unknown fields are ignored, as the seed did, and named in the answer's warnings
+    # (TIMEFUSE_UNKNOWN_FIELDS=reject refuses them): see ``read_event``.
     external_job_id: ExternalJobId = _RAW
     source: Source = _RAW
     scheduled_at: ScheduledAt = _RAW
@@ -126,6 +129,26 @@ class EventIn(msgspec.Struct):
         """The source, when it is a string (whether it may be submitted for is checked first)."""
         value = _scalar(self.source)
         return value if isinstance(value, str) else None
+
+
+EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
+
+# A submitted event as its fields, each still raw: the field names as sent, known or not.
+RawFields = dict[str, msgspec.Raw]
+
+
+def read_event(fields: RawFields) -> tuple[EventIn, list[str]]:
+    """The event the fields describe, and the names of the fields no event has."""
+    known = {name: value for name, value in fields.items() if name in EVENT_FIELDS}
+    unknown = [name for name in fields if name not in EVENT_FIELDS]
+    return EventIn(**known), unknown
+
+
+def unknown_field_message(name: str) -> str:
+    """Why an unknown field is named, with the field the client may have meant."""
+    close = difflib.get_close_matches(name, sorted(EVENT_FIELDS), n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"is not a field of an event{hint}"
 
 
 class NotAScalar:
@@ -182,6 +205,54 @@ class Submitted(msgspec.Struct):
     status: str
 
 
+class AcceptedOut(msgspec.Struct, omit_defaults=True):
+    """What became of a submitted event."""
+
+    id: Annotated[str, _doc("The event's id in the store (or once the buffer has stored it).")]
+    status: Annotated[
+        str,
+        _doc(
+            "The event's status in the store: PENDING for an event this submission made, the "
+            "stored event's own status for a duplicate."
+        ),
+    ]
+    duplicate: Annotated[
+        bool,
+        _doc(
+            "An event with this (source, external_job_id, scheduled_at) was stored already: "
+            "nothing changed, and status is that event's."
+        ),
+    ]
+    stored: Annotated[
+        bool,
+        _doc(
+            "The event is in the store now. False with Kafka: it is in the ingest buffer, and "
+            "reading it answers 404 until the ingest consumer has stored it (about a second)."
+        ),
+    ]
+    warnings: Annotated[
+        list[FieldErrorOut],
+        _doc("Fields of the request that were ignored (unknown fields), each named."),
+    ] = msgspec.field(default_factory=list)
+
+
+def accepted_out(accepted: Accepted, warnings: list[FieldErrorOut]) -> AcceptedOut:
+    return AcceptedOut(
+        accepted.id, accepted.status.value, accepted.duplicate, accepted.stored, warnings
+    )
+
+
+def accepted_message(accepted: Accepted) -> str:
+    if accepted.duplicate:
+        return (
+            f"already submitted: the event with this source, external_job_id and "
+            f"scheduled_at is {accepted.status.value}; nothing changed"
+        )
+    if not accepted.stored:
+        return "event accepted into the Kafka buffer; readable once the ingest consumer stores it"
+    return "event accepted"
+
+
 class AcceptedId(msgspec.Struct):
     index: int
     id: str
@@ -194,11 +265,28 @@ class RejectedEvent(msgspec.Struct):
     errors: list[FieldErrorOut]
 
 
-class BatchOut(msgspec.Struct):
+class ItemWarning(msgspec.Struct):
+    index: int
+    field: str
+    message: str
+
+
+class BatchOut(msgspec.Struct, omit_defaults=True):
     accepted: int
     rejected: int
     ids: list[AcceptedId]
     rejected_events: list[RejectedEvent]
+    stored: Annotated[
+        bool,
+        _doc(
+            "The accepted events are in the store now; false with Kafka (in the ingest "
+            "buffer, readable once the ingest consumer has stored them)."
+        ),
+    ]
+    warnings: Annotated[
+        list[ItemWarning],
+        _doc("Fields of accepted items that were ignored (unknown fields), by item index."),
+    ] = msgspec.field(default_factory=list)
 
 
 class Cancelled(msgspec.Struct):

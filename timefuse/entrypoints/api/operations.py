@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api.access import FORBIDDEN, principal
-from timefuse.entrypoints.api.errors import ApiError
+from timefuse.entrypoints.api.errors import VALIDATION_FAILED, ApiError
 from timefuse.entrypoints.auth import Role
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -89,9 +90,26 @@ def _endpoint(operations: Mapping[str, Operation]) -> Handler:
         role = operation.role
         if role is not None and not principal(request).has(role):
             raise ApiError(403, FORBIDDEN, f"this operation needs a key with the {role.value} role")
+        check_query(operation, request.query_params.keys())
         return await operation.handler(request)
 
     return endpoint
+
+
+def check_query(operation: Operation, names: Iterable[str]) -> None:
+    """400 naming every query parameter ``operation`` doesn't take.
+
+    A misspelt filter (``?sttaus=FAILED``) ignored would widen the answer, or the action,
+    beyond what the caller meant.
+    """
+    unknown = sorted({name for name in names if name not in operation.query})
+    if not unknown:
+        return
+    takes = ", ".join(sorted(operation.query)) or "none"
+    message = f"is not a parameter of this operation (it takes: {takes})"
+    errors = [FieldError(name[:100], message) for name in unknown[:20]]
+    named = ", ".join(repr(name[:100]) for name in unknown[:20])
+    raise ApiError(400, VALIDATION_FAILED, f"unknown query parameters: {named}", errors=errors)
 
 
 def public_paths(operations: Iterable[Operation]) -> frozenset[str]:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from urllib.parse import urlencode
 
 import msgspec
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
-from timefuse.domain.event import is_event_id
+from timefuse.domain.event import Event, is_event_id
 from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api import batch
+from timefuse.entrypoints.api import external as by_external
 from timefuse.entrypoints.api.access import FORBIDDEN_SOURCE, principal
 from timefuse.entrypoints.api.body import BodyLimits, read_json
-from timefuse.entrypoints.api.envelope import ok
+from timefuse.entrypoints.api.envelope import FieldErrorOut, ok
 from timefuse.entrypoints.api.errors import (
     EVENT_NOT_FOUND,
     EVENT_NOT_PENDING,
@@ -24,20 +26,25 @@ from timefuse.entrypoints.api.errors import (
     VALIDATION_FAILED,
     ApiError,
 )
-from timefuse.entrypoints.api.listing import QUERY_PARAMS, parse_listing
+from timefuse.entrypoints.api.listing import QUERY_PARAMS, invalid, parse_listing
 from timefuse.entrypoints.api.models import (
+    AcceptedOut,
     AttemptOut,
     BatchBody,
     BatchIn,
     BatchOut,
     Cancelled,
     EventBody,
-    EventIn,
     EventOut,
     EventPageOut,
+    RawFields,
     Submitted,
+    accepted_message,
+    accepted_out,
     attempt_out,
     event_out,
+    read_event,
+    unknown_field_message,
 )
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
@@ -48,7 +55,7 @@ from timefuse.service.metrics import Metrics
 PREFIX = "/api/v1/events"
 ADMIN_PREFIX = PREFIX + "/admin"
 
-_event_decoder = msgspec.json.Decoder(EventIn)
+_fields_decoder = msgspec.json.Decoder(RawFields)
 _batch_decoder = msgspec.json.Decoder(BatchIn)
 
 
@@ -85,26 +92,38 @@ class ExternalIdConvertor(Convertor[str]):
 
 class EventsApi:
     def __init__(
-        self, service: EventService, metrics: Metrics, limits: BodyLimits, max_batch_events: int
+        self,
+        service: EventService,
+        metrics: Metrics,
+        limits: BodyLimits,
+        max_batch_events: int,
+        *,
+        reject_unknown: bool = False,
     ) -> None:
         self._service = service
         self._metrics = metrics
         self._limits = limits
         self._max_batch_events = max_batch_events
         self._batch_items = batch.items_decoder(max_batch_events)
+        self._reject_unknown = reject_unknown
 
     async def submit(self, request: Request) -> Response:
-        body = await read_json(request, _event_decoder, self._limits)
+        body, unknown = read_event(await read_json(request, _fields_decoder, self._limits))
         source = body.source_text
         if source is not None and not principal(request).sees(source):
             message = f"this key may not submit events for source {source[:100]!r}"
             raise ApiError(403, FORBIDDEN_SOURCE, message, errors=[FieldError("source", message)])
-        event_id = await self._service.submit(body.to_fields())
+        warnings = [FieldErrorOut(name, unknown_field_message(name)) for name in unknown]
+        if warnings and self._reject_unknown:
+            errors = [FieldError(w.field, w.message) for w in warnings]
+            named = ", ".join(w.field for w in warnings)
+            raise ApiError(400, VALIDATION_FAILED, f"unknown fields: {named}", errors=errors)
+        accepted = await self._service.submit(body.to_fields())
         return ok(
-            Submitted(event_id, "PENDING"),
+            accepted_out(accepted, warnings),
             202,
-            message="event accepted",
-            headers={"Location": f"{PREFIX}/{event_id}"},
+            message=accepted_message(accepted),
+            headers={"Location": f"{PREFIX}/{accepted.id}"},
         )
 
     async def submit_batch(self, request: Request) -> Response:
@@ -114,7 +133,13 @@ class EventsApi:
         """
         body = await read_json(request, _batch_decoder, self._limits)
         items = batch.check_size(body, self._batch_items, self._max_batch_events)
-        out = await batch.submit_items(self._service, self._metrics, items, principal(request))
+        out = await batch.submit_items(
+            self._service,
+            self._metrics,
+            items,
+            principal(request),
+            reject_unknown=self._reject_unknown,
+        )
         if not out.accepted:
             raise batch.all_rejected(out)
         message = f"{out.accepted} accepted, {out.rejected} rejected"
@@ -180,7 +205,7 @@ class EventsApi:
 
     async def latest_by_external_id(self, request: Request) -> Response:
         external_job_id = self._external_id(request)
-        sources = principal(request).sources
+        sources = _external_sources(request)
         events = await self._service.find_by_external_id(external_job_id, sources=sources)
         if not events:
             raise _no_external(external_job_id)
@@ -189,13 +214,27 @@ class EventsApi:
 
     async def all_by_external_id(self, request: Request) -> Response:
         external_job_id = self._external_id(request)
-        sources = principal(request).sources
-        events = await self._service.find_by_external_id(external_job_id, sources=sources)
-        return ok([event_out(event) for event in events])
+        page = by_external.parse_page(request.query_params)
+        sources = by_external.narrowed(principal(request).sources, page.source)
+
+        async def newest(count: int) -> list[Event]:
+            return await self._service.find_by_external_id(
+                external_job_id, limit=count, sources=sources
+            )
+
+        events, position = await by_external.read_page(newest, page)
+        headers = None
+        if position is not None:
+            query = {"cursor": position.encode(), "limit": str(page.limit)}
+            if page.source is not None:
+                query["source"] = page.source
+            url = request.url.replace(query=urlencode(query))
+            headers = {"Link": f'<{url.path}?{url.query}>; rel="next"'}
+        return ok([event_out(event) for event in events], headers=headers)
 
     async def cancel_by_external_id(self, request: Request) -> Response:
         external_job_id = self._external_id(request)
-        sources = principal(request).sources
+        sources = _external_sources(request)
         count = await self._service.cancel_by_external_id(external_job_id, sources=sources)
         # Nothing cancelled: 404 only if no event has that id at all; events that exist but
         # are past PENDING are an answer ("none left to cancel"), not a missing resource.
@@ -228,6 +267,15 @@ def external_id_problem(value: str, max_length: int) -> str | None:
     if not value.isprintable() and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
         return "must not contain control characters"
     return None
+
+
+def _external_sources(request: Request) -> frozenset[str] | None:
+    """The sources an external-id operation spans: the key's, or the one ``source`` names."""
+    errors: list[FieldError] = []
+    source = by_external.source_param(request.query_params, errors)
+    if errors:
+        raise invalid(errors)
+    return by_external.narrowed(principal(request).sources, source)
 
 
 def _event_id(request: Request) -> str:
@@ -265,7 +313,11 @@ def event_operations(api: EventsApi) -> list[Operation]:
     return [
         Operation(
             "POST", PREFIX, api.submit, "Submit an event", tag, Role.SUBMIT,
-            status=202, data=Submitted, body=EventBody, errors=(400, 403, 413, 415, 503),
+            status=202, data=AcceptedOut, body=EventBody, errors=(400, 403, 413, 415, 503),
+            description="The event's id is derived from its (source, external_job_id, "
+            "scheduled_at): a resubmission, or a retry after a 503 or a timeout, gets the same "
+            "id and never makes a second event. A resubmission of a stored event answers "
+            "duplicate: true with that event's status.",
         ),
         Operation(
             "GET", PREFIX, api.list_events, "List events, a page at a time", tag, Role.READ,
@@ -293,16 +345,26 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "GET", external + "/all", api.all_by_external_id,
             "List the events of an external id", tag, Role.READ, data=list[EventOut],
             errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
+            query=by_external.PAGE_PARAMS,
+            description="Newest first, a page at a time: a Link header (rel=next) names the "
+            "next page while there is one. Every source the key acts for, unless source "
+            "narrows it.",
         ),
         Operation(
             "GET", external, api.latest_by_external_id,
             "Read the latest event of an external id", tag, Role.READ, data=EventOut,
             errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
+            query={"source": by_external.SOURCE_PARAM},
+            description="The most recently created, among every source the key acts for "
+            "unless source narrows it.",
         ),
         Operation(
             "DELETE", external, api.cancel_by_external_id,
             "Cancel the pending events of an external id", tag, Role.CANCEL, data=Cancelled,
             errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
+            query={"source": by_external.SOURCE_PARAM},
+            description="Every PENDING event with this external id, in every source the key "
+            "acts for unless source narrows it.",
         ),
         Operation(
             "GET", by_id, api.get, "Read an event", tag, Role.READ, data=EventOut,

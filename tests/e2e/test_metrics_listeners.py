@@ -1,0 +1,89 @@
+"""/metrics as the README describes it, on every listener: behind keys with the metrics role
+when TIMEFUSE_METRICS_AUTH is on (the dispatch and ingest processes' own ports too); and the
+series it exports move."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.process import TimefuseProcess, free_port
+from timefuse.entrypoints.auth import Role, hash_key, key_entry, new_key
+
+pytestmark = pytest.mark.slow
+
+Start = Callable[..., TimefuseProcess]
+
+
+def _wait_listening(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers on {url}")
+
+
+def test_the_metrics_port_of_dispatch_needs_a_key_with_the_metrics_role(
+    processes: Start, tmp_path: Path
+) -> None:
+    everyone, billing = new_key(), new_key()
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        key_entry("monitoring", hash_key(everyone), None, [Role.METRICS])
+        + "\n"
+        + key_entry("billing", hash_key(billing), ["billing"], [Role.READ])
+    )
+    port = free_port()
+    processes(
+        {
+            "TIMEFUSE_API_KEYS_FILE": str(keys),
+            "TIMEFUSE_METRICS_AUTH": "true",
+            "TIMEFUSE_METRICS_PORT": str(port),
+        },
+        command="dispatch",
+    )
+    base = f"http://127.0.0.1:{port}"
+    _wait_listening(f"{base}/health/live")
+
+    def get(path: str, key: str | None = None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(f"{base}{path}", headers=headers, timeout=5.0)
+
+    assert get("/health/live").status_code == 200
+    assert get("/metrics").status_code == 401
+    assert get("/metrics", billing).status_code == 403
+    allowed = get("/metrics", everyone)
+    assert allowed.status_code == 200
+    assert "timefuse_" in allowed.text
+
+
+async def test_an_event_with_a_delivery_window_is_counted_in_the_spread_offsets(
+    processes: Start,
+) -> None:
+    tf = processes({})
+    body = {
+        "external_job_id": "spread-1",
+        "source": "spread",
+        "scheduled_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "delivery_type": "http",
+        "destination": "https://spread.example/hook",
+        "payload": {},
+        "delivery_window_seconds": 600,
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.post(f"{tf.base_url}/api/v1/events", json=body)).status_code == 202
+        metrics = (await client.get(f"{tf.base_url}/metrics")).text
+    counts = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("timefuse_spread_offset_seconds_count")
+    ]
+    assert counts == ["timefuse_spread_offset_seconds_count 1.0"], counts

@@ -1,0 +1,62 @@
+"""The id of a submitted event comes from its dedup key: same key, same id; another key, another."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from timefuse.domain.dedup import dedup_event_id
+from timefuse.domain.event import is_event_id
+
+AT = datetime(2031, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+
+
+def test_the_same_key_gives_the_same_id_however_the_instant_is_written() -> None:
+    berlin = AT.astimezone(timezone(timedelta(hours=2)))
+    assert dedup_event_id("billing", "invoice-42", AT) == dedup_event_id(
+        "billing", "invoice-42", berlin
+    )
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ("shipping", "invoice-42", AT),
+        ("billing", "invoice-43", AT),
+        ("billing", "invoice-42", AT + timedelta(microseconds=1)),
+        # The parts are kept apart: moving a character across the boundary is another key.
+        ("billin", "ginvoice-42", AT),
+    ],
+)
+def test_any_other_key_gives_another_id(other: tuple[str, str, datetime]) -> None:
+    assert dedup_event_id("billing", "invoice-42", AT) != dedup_event_id(*other)
+
+
+def test_the_id_is_a_uuid7_whose_time_is_the_scheduled_instant() -> None:
+    value = uuid.UUID(dedup_event_id("billing", "invoice-42", AT))
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+    millis = value.int >> 80
+    assert millis == int(AT.timestamp() * 1000)
+
+
+def test_text_the_store_would_replace_gives_the_id_of_what_it_stores() -> None:
+    # A lone surrogate can't be stored: it becomes U+FFFD, so both spellings are one key.
+    replaced = dedup_event_id("billing", "job-\ufffd", AT)
+    assert dedup_event_id("billing", "job-\ud800", AT) == replaced
+
+
+def test_a_naive_instant_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        dedup_event_id("billing", "job", datetime(2031, 1, 1))
+
+
+@given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20))
+def test_every_key_gives_a_well_formed_event_id(source: str, external: str) -> None:
+    event_id = dedup_event_id(source, external, AT)
+    assert is_event_id(event_id)
+    assert event_id == dedup_event_id(source, external, AT)
