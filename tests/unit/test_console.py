@@ -319,3 +319,16 @@ async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
 
     assert response.status_code == 503
     assert "The event store did not answer" in response.text
+
+
+async def test_the_event_page_shows_its_http_options_and_the_body_sent(api: Harness) -> None:
+    await sign_in(api.client, ADMIN)
+    http = {"method": "PUT", "headers": {"X-Tenant": "acme"}, "body": "<order id='7'/>"}
+    event_id = await api.submitted_id(ADMIN, http=http, payload=None)
+
+    page = await api.client.get(f"/ui/events/{event_id}")
+
+    assert page.status_code == 200
+    assert "HTTP request options" in page.text
+    assert "&#34;X-Tenant&#34;: &#34;acme&#34;" in page.text
+    assert "&lt;order id=&#39;7&#39;/&gt;" in page.text

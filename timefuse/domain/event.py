@@ -66,7 +66,10 @@ _STORE_OWNED = {"accepted": False}
 class Event:
     """One event to deliver at ``scheduled_at``, and where its delivery stands.
 
-    ``payload`` is the JSON document as bytes, encoded once on the way in and sent as is.
+    ``payload`` is the JSON document as bytes, encoded once on the way in and sent as is
+    (``null`` when the body sent is ``http.body`` instead, or when a GET sends none).
+    ``http`` holds the per-event HTTP options (method, headers, body, timeout, success
+    statuses; :mod:`timefuse.domain.http_options`), empty for a plain JSON POST.
     ``attempts`` counts claims (attempts started) in the current delivery round;
     ``retry_count`` counts failed attempts, so an event delivered on its third attempt shows
     ``retry_count`` 2. ``next_attempt_at`` is when the event is next due: ``scheduled_at``
@@ -101,6 +104,7 @@ class Event:
     extra: dict[str, object] = _column(Kind.JSON, factory=dict, public=False)
     destination_key: str = _column(Kind.TEXT, default="")
     claim_count: int = _column(Kind.INTEGER, default=0, accepted=False, public=False)
+    http: dict[str, object] = _column(Kind.JSON, factory=dict)
 
     @property
     def dedup_key(self) -> tuple[str, str, datetime]:

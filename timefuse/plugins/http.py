@@ -1,4 +1,8 @@
-"""The built-in ``http`` delivery type: one POST of the event's payload to its destination.
+"""The built-in ``http`` delivery type: one request per attempt to the event's destination.
+
+By default a JSON ``POST`` of the payload; an event's ``http`` options
+(:mod:`timefuse.domain.http_options`) choose the method, add headers, replace the body, set
+the timeout and the statuses that count as success.
 
 Registered through the same hook as third-party delivery types. Every request carries the
 Standard Webhooks headers ``webhook-id`` (the event id, the same on every retry, so receivers
@@ -18,6 +22,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from timefuse.domain.event import Event
+from timefuse.domain.http_options import HttpOptions, read_options
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
 from timefuse.plugins.hookspecs import hookimpl
 from timefuse.plugins.http_answer import answered_status
@@ -128,44 +133,69 @@ class HttpDelivery:
         url = self._guard.check(event.destination)
         if isinstance(url, str):
             return DeliveryOutcome.permanent(f"invalid destination: {url}")
-        headers = self._headers(event, attempt)
+        options = read_options(event.http)
+        body = options.request_body(event.payload)
+        headers = self._headers(event, attempt, options, body)
+        timeout = self._timeout_of(options)
         # The operator's credentials for this destination (none for most): headers, a TLS
         # context, and one more try with a fresh OAuth 2.0 token after a 401.
         credentials = self._credentials.for_url(url)
         try:
-            # The payload was JSON-encoded once at submission and is sent byte for byte.
+            # The body was encoded once at submission and is sent byte for byte.
             response = await credentials.send(
-                lambda auth: session.post(
+                lambda auth: session.request(
+                    options.method,
                     url,
-                    data=event.payload,
+                    data=body or None,
                     headers={**headers, **auth},
                     ssl=credentials.ssl,
                     allow_redirects=False,
+                    timeout=timeout,
                 )
             )
         except CredentialsUnavailable as exc:
             return DeliveryOutcome.retriable(str(exc))
         except Exception as exc:
-            return self._failure(exc)
-        return await _answer(response, self._settings.total_timeout)
+            return self._failure(exc, timeout)
+        return await _answer(response, timeout.total or self._settings.total_timeout, options)
 
-    def _headers(self, event: Event, attempt: int) -> dict[str, str]:
+    def attempt_timeout(self, event: Event) -> float:
+        """When the dispatcher cuts an attempt of ``event`` off: after aiohttp's own timeout."""
+        total = self._timeout_of(read_options(event.http)).total
+        return (total or self._settings.total_timeout) + TIMEOUT_MARGIN_SECONDS
+
+    def _timeout_of(self, options: HttpOptions) -> aiohttp.ClientTimeout:
+        if options.timeout_seconds is None:
+            return self._timeout
+        total = options.timeout_seconds
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=min(self._settings.connect_timeout, total)
+        )
+
+    def _headers(
+        self, event: Event, attempt: int, options: HttpOptions, body: bytes
+    ) -> dict[str, str]:
         # One timestamp for the header and the signature: they are checked against each other.
         timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": self._user_agent,
-            "webhook-id": event.id,
-            "webhook-timestamp": str(timestamp),
-            "timefuse-attempt": str(attempt),
-        }
-        signature = self._signer.signature(event.source, event.id, timestamp, event.payload)
+        headers = {"User-Agent": self._user_agent}
+        # The sender's own headers; the names timefuse sets below were refused at submission.
+        headers.update(options.headers)
+        content_type = options.request_content_type(event.payload)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        headers["webhook-id"] = event.id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["timefuse-attempt"] = str(attempt)
+        # The signature covers exactly the bytes sent.
+        signature = self._signer.signature(event.source, event.id, timestamp, body)
         if signature is not None:
             headers["webhook-signature"] = signature
         return headers
 
-    def _failure(self, exc: Exception) -> DeliveryOutcome:
+    def _failure(self, exc: Exception, timeout: aiohttp.ClientTimeout) -> DeliveryOutcome:
         settings = self._settings
+        total = timeout.total or settings.total_timeout
+        connect = timeout.sock_connect or settings.connect_timeout
         answered = answered_status(exc)
         if answered is not None:
             # The status line arrived before whatever went wrong after it (a head too large
@@ -179,13 +209,10 @@ class HttpDelivery:
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             # Raised for the connect timeout and for the total one if it expires first.
             return DeliveryOutcome.retriable(
-                f"timeout while connecting (connect timeout {settings.connect_timeout:g}s,"
-                f" total {settings.total_timeout:g}s)"
+                f"timeout while connecting (connect timeout {connect:g}s, total {total:g}s)"
             )
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp.ServerTimeoutError included
-            return DeliveryOutcome.retriable(
-                f"timeout: no response within {settings.total_timeout:g}s"
-            )
+            return DeliveryOutcome.retriable(f"timeout: no response within {total:g}s")
         if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
             return DeliveryOutcome.permanent(f"invalid destination: {exc}")
         # A certificate can be renewed and a TLS set-up fixed: both are retried.
@@ -207,18 +234,26 @@ class HttpDelivery:
         return DeliveryOutcome.retriable(f"unexpected error: {_describe(exc)}")
 
 
-async def _answer(response: aiohttp.ClientResponse, total_timeout: float) -> DeliveryOutcome:
+async def _answer(
+    response: aiohttp.ClientResponse, total_timeout: float, options: HttpOptions
+) -> DeliveryOutcome:
     # The status line is the receiver's answer. Nothing after it (odd header values, a body
     # that is endless, slow, cut short or badly chunked) may raise or turn a 2xx into a failure.
     status = response.status
+    success = options.is_success(status)
     retry_after = None
-    if not 200 <= status < 300:
+    if not success:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
     drained = await _discard_body(response, min(DISCARD_BODY_SECONDS, total_timeout))
     if drained:
         response.release()  # the connection goes back to the pool
     else:
         response.close()
+    if success:
+        return DeliveryOutcome.success(status)
+    if options.success_statuses is not None and 200 <= status < 300:
+        # A 2xx the sender did not list: the receiver did not do what was meant.
+        return DeliveryOutcome.permanent(f"HTTP {status} is not in success_statuses", status)
     return classify_http_status(status, retry_after)
 
 
@@ -284,5 +319,6 @@ class HttpPlugin:
                 start=delivery.start,
                 stop=delivery.stop,
                 timeout_seconds=settings.total_timeout + TIMEOUT_MARGIN_SECONDS,
+                attempt_timeout=delivery.attempt_timeout,
             )
         )

@@ -57,7 +57,7 @@ class AttemptExecutor:
             raise UnknownDeliveryType(event.delivery_type)
         started_at = self._clock.now()
         started = self._now()
-        timeout = delivery_type.timeout_seconds
+        timeout = delivery_type.timeout_for(event)
         try:
             outcome = await asyncio.wait_for(delivery_type.deliver(event, event.attempts), timeout)
         except TimeoutError:

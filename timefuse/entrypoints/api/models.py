@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -56,7 +56,10 @@ Destination = Annotated[
 ]
 Payload = Annotated[
     msgspec.Raw,
-    _doc("Any JSON value but null, delivered exactly as sent."),
+    _doc(
+        "Any JSON value but null, delivered exactly as sent. Required unless http.body is "
+        "given (then it must be absent) or http.method is GET or DELETE (then it may be)."
+    ),
 ]
 MaxRetries = Annotated[
     msgspec.Raw,
@@ -85,6 +88,58 @@ Backoff = Annotated[
 ]
 
 
+HTTP_OPTIONS_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "method": {"type": "string", "enum": ["POST", "PUT", "PATCH", "DELETE", "GET"],
+                   "default": "POST"},
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 4096},
+            "maxProperties": 32,
+            "description": "Extra request headers. Refused: hop-by-hop headers, Host, "
+            "Content-Length, Content-Type (use content_type), Expect, Authorization, "
+            "Proxy-Authorization, Cookie, and names starting with webhook- or timefuse-.",
+        },
+        "body": {
+            "type": "string",
+            "description": "The body to send instead of the JSON payload (payload must then "
+            "be absent): text, or base64 bytes with body_encoding base64.",
+        },
+        "body_encoding": {"type": "string", "enum": ["text", "base64"], "default": "text"},
+        "content_type": {
+            "type": "string",
+            "maxLength": 256,
+            "description": "The Content-Type sent (default: application/json for the payload, "
+            "text/plain; charset=utf-8 for a text body, application/octet-stream for bytes).",
+        },
+        "timeout_seconds": {
+            "type": "number",
+            "minimum": 0.1,
+            "maximum": _LIMITS.max_http_timeout_seconds,
+            "description": "Seconds one attempt may take (default: TIMEFUSE_HTTP_TIMEOUT_SECONDS);"
+            " past it the attempt is a retriable timeout.",
+        },
+        "success_statuses": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 200, "maximum": 599},
+            "minItems": 1,
+            "maxItems": 50,
+            "description": "The statuses that count as delivered (default: any 2xx).",
+        },
+    },
+}  # fmt: skip
+HttpField = Annotated[
+    msgspec.Raw,
+    _doc(
+        "How the http delivery type sends this event: method, headers, body, timeout, success "
+        "statuses (http events only).",
+        **HTTP_OPTIONS_SCHEMA,
+    ),
+]
+
+
 class EventIn(msgspec.Struct):
     """An event to deliver at its scheduled time."""
 
@@ -103,6 +158,7 @@ class EventIn(msgspec.Struct):
     delivery_window_seconds: Window = _RAW
     retry_backoff_seconds: Backoff = _RAW
     retry_backoff_max_seconds: Backoff = _RAW
+    http: HttpField = _RAW
 
     def to_fields(self) -> dict[str, object]:
         """The plain mapping :func:`~timefuse.domain.validation.build_event` reads."""
@@ -119,6 +175,7 @@ class EventIn(msgspec.Struct):
             "delivery_window_seconds": _scalar(self.delivery_window_seconds),
             "retry_backoff_seconds": _scalar(self.retry_backoff_seconds),
             "retry_backoff_max_seconds": _scalar(self.retry_backoff_max_seconds),
+            "http": json_value(self.http),
         }
 
     @property
@@ -151,8 +208,21 @@ def _scalar(raw: msgspec.Raw) -> object:
         return NOT_A_SCALAR
 
 
+def json_value(raw: msgspec.Raw) -> object:
+    """A field holding any JSON value (an object, typically), decoded; ``None`` when absent.
+
+    The request's size and depth were bounded before it was decoded.
+    """
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(bytes(raw))
+    except msgspec.ValidationError:  # a number beyond a float's range (1e999)
+        return NOT_A_SCALAR
+
+
 EVENT_REQUIRED = [
-    "external_job_id", "source", "scheduled_at", "delivery_type", "destination", "payload",
+    "external_job_id", "source", "scheduled_at", "delivery_type", "destination",
 ]  # fmt: skip
 # The body of POST /api/v1/events: decoded permissively (see EventIn), documented strictly.
 EventBody = Annotated[EventIn, msgspec.Meta(extra_json_schema={"required": EVENT_REQUIRED})]
@@ -227,6 +297,10 @@ class EventOut(msgspec.Struct):
     delivery_window_seconds: float
     retry_backoff_seconds: float | None
     retry_backoff_max_seconds: float | None
+    http: Annotated[
+        dict[str, Any] | None,
+        _doc("The event's http options as accepted (null: a JSON POST with the defaults)."),
+    ] = None
 
 
 def _utc(moment: datetime) -> datetime:
@@ -264,6 +338,7 @@ def event_out(event: Event) -> EventOut:
         delivery_window_seconds=event.delivery_window_seconds,
         retry_backoff_seconds=event.retry_backoff_seconds,
         retry_backoff_max_seconds=event.retry_backoff_max_seconds,
+        http=event.http or None,
     )
 
 
