@@ -77,7 +77,8 @@ class Event:
     ``destination_key`` names the receiver canonically (one name however the destination is
     spelt); per-destination limits and breakers are keyed on it. ``claim_count`` counts every
     claim ever made of the event and never goes back: the current claim's token, which every
-    write that depends on the lease must quote.
+    write that depends on the lease must quote. ``version`` counts the event's versions from 1:
+    every change of a PENDING event makes it one more (optimistic concurrency for clients).
     """
 
     id: str = _column(Kind.ID)
@@ -105,6 +106,7 @@ class Event:
     destination_key: str = _column(Kind.TEXT, default="")
     claim_count: int = _column(Kind.INTEGER, default=0, accepted=False, public=False)
     http: dict[str, object] = _column(Kind.JSON, factory=dict)
+    version: int = _column(Kind.INTEGER, default=1, accepted=False)
 
     @property
     def dedup_key(self) -> tuple[str, str, datetime]:
@@ -123,6 +125,16 @@ EVENT_COLUMNS: tuple[Column, ...] = _columns_of(Event)
 """Every stored field of :class:`Event`, in its declaration order."""
 
 EVENT_COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in EVENT_COLUMNS)
+
+# What identifies an event and its job: never changed once accepted.
+_FIXED = frozenset({"id", "external_job_id", "source", "delivery_type", "created_at"})
+
+AMENDED_COLUMN_NAMES: tuple[str, ...] = tuple(
+    column.name
+    for column in EVENT_COLUMNS
+    if (column.accepted and column.name not in _FIXED) or column.name in ("updated_at", "version")
+)
+"""The columns a change of a PENDING event writes (the store's ``amend``)."""
 
 
 def new_event_id(now: datetime) -> str:

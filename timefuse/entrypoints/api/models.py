@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from timefuse.domain.amend import HISTORY_EXTRA
 from timefuse.domain.event import Event
 from timefuse.domain.validation import SubmissionLimits
 from timefuse.entrypoints.api.envelope import FieldErrorOut
@@ -185,6 +186,64 @@ class EventIn(msgspec.Struct):
         return value if isinstance(value, str) else None
 
 
+IfVersion = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Change the event only if it is still at this version (its JSON's version); 412 otherwise.",
+        type="integer",
+        minimum=1,
+    ),
+]
+
+
+class EventPatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Fields to change in a PENDING event; those absent stay as they are, null resets an
+    optional one. Unknown fields are refused: a misspelt one silently ignored would leave the
+    event unchanged while the answer says it changed."""
+
+    scheduled_at: ScheduledAt = _RAW
+    destination: Destination = _RAW
+    payload: Payload = _RAW
+    http: HttpField = _RAW
+    max_retries: MaxRetries = _RAW
+    delivery_window_seconds: Window = _RAW
+    retry_backoff_seconds: Backoff = _RAW
+    retry_backoff_max_seconds: Backoff = _RAW
+    if_version: IfVersion = _RAW
+    # Refused with a reason when given: they identify the event.
+    external_job_id: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
+    source: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
+    delivery_type: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
+
+    def to_changes(self) -> dict[str, object]:
+        """The fields given, decoded as a submission's are (null as ``None``)."""
+        changes: dict[str, object] = {}
+        for name in self.__struct_fields__:
+            raw: msgspec.Raw = getattr(self, name)
+            if name == "if_version" or not raw:
+                continue
+            if name == "payload":
+                text = bytes(raw)
+                changes[name] = None if text.strip() == b"null" else text
+            elif name == "http":
+                changes[name] = json_value(raw)
+            else:
+                changes[name] = _scalar(raw)
+        return changes
+
+    @property
+    def version_wanted(self) -> object:
+        return _scalar(self.if_version)
+
+
+class ChangeOut(msgspec.Struct):
+    """One change of the event: the version it made, when, and the fields it set."""
+
+    version: int
+    at: str
+    fields: list[str]
+
+
 class NotAScalar:
     """Stands for a field's array, object or out-of-range number: no rule accepts it."""
 
@@ -301,6 +360,12 @@ class EventOut(msgspec.Struct):
         dict[str, Any] | None,
         _doc("The event's http options as accepted (null: a JSON POST with the defaults)."),
     ] = None
+    version: Annotated[
+        int, _doc("The event's version, from 1; every change (PATCH) makes it one more.")
+    ] = 1
+    changes: Annotated[
+        list[ChangeOut], _doc("The changes made to the event (the latest 20), oldest first.")
+    ] = msgspec.field(default_factory=list)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -339,7 +404,20 @@ def event_out(event: Event) -> EventOut:
         retry_backoff_seconds=event.retry_backoff_seconds,
         retry_backoff_max_seconds=event.retry_backoff_max_seconds,
         http=event.http or None,
+        version=event.version,
+        changes=_changes_of(event),
     )
+
+
+def _changes_of(event: Event) -> list[ChangeOut]:
+    found = event.extra.get(HISTORY_EXTRA)
+    if not isinstance(found, list):
+        return []
+    return [
+        ChangeOut(int(entry["version"]), str(entry["at"]), [str(f) for f in entry["fields"]])
+        for entry in found
+        if isinstance(entry, dict)
+    ]
 
 
 class EventPageOut(msgspec.Struct):

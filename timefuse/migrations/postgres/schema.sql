@@ -52,6 +52,7 @@ CREATE TABLE events (
     destination_key           text             NOT NULL DEFAULT '',
     claim_count               integer          NOT NULL DEFAULT 0,
     http                      jsonb            NOT NULL DEFAULT '{}',
+    version                   integer          NOT NULL DEFAULT 1,
     CONSTRAINT events_pkey PRIMARY KEY (id, scheduled_at),
     CONSTRAINT events_status_check CHECK (status IN (
         'PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER', 'CANCELLED'))

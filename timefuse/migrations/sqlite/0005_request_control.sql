@@ -1,5 +1,8 @@
--- Schema version 4 -> 5: per-event HTTP options (method, headers, body, timeout, statuses).
+-- Schema version 4 -> 5: per-event HTTP options (method, headers, body, timeout, statuses),
+-- and the event's version, which every change of a PENDING event bumps.
 
 ALTER TABLE events ADD COLUMN http TEXT NOT NULL DEFAULT '{}';
+
+ALTER TABLE events ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 
 UPDATE schema_version SET version = 5;

@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS events (
     -- Claims ever made of the event, never going back: the token of the current claim.
     claim_count               INTEGER NOT NULL DEFAULT 0,
     -- Per-event HTTP options (timefuse.domain.http_options), a JSON object.
-    http                      TEXT    NOT NULL DEFAULT '{}'
+    http                      TEXT    NOT NULL DEFAULT '{}',
+    -- The event's version, bumped by every change of a PENDING event.
+    version                   INTEGER NOT NULL DEFAULT 1
 );
 
 -- The dedup key: a resubmission of the same job for the same instant is the same event.
