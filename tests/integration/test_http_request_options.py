@@ -142,3 +142,16 @@ async def test_success_statuses_decide_what_counts_as_delivered(
 
     assert outcome.kind is kind
     assert outcome.status_code == answer
+
+
+async def test_the_start_of_the_receivers_answer_is_kept_for_callbacks(
+    receiver: Receiver,
+) -> None:
+    delivery = await started(HttpSettings.from_env(LOOPBACK_ALLOWED))
+    try:
+        outcome = await delivery.deliver(http_event(receiver.url("/big"), {}), 1)
+    finally:
+        await delivery.stop()
+
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert outcome.response_excerpt == "x" * 1024

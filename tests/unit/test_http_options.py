@@ -213,3 +213,25 @@ def test_a_schedule_template_carries_http_options_to_every_occurrence() -> None:
 
     assert event.http == http
     assert read_options(event.http).request_body(event.payload) == b"<tick/>"
+
+
+async def test_callback_urls_are_checked_like_destinations_and_shown(api: Harness) -> None:
+    bad = await api.client.post(EVENTS, json=event_json(callback_url="ftp://example.com/x"))
+    internal = await api.client.post(
+        EVENTS, json=event_json(failure_callback_url="http://127.0.0.1/hook")
+    )
+    event_id = await api.submitted_id(
+        callback_url="https://client.example/done",
+        failure_callback_url="https://client.example/failed",
+    )
+    data = (await api.client.get(f"{EVENTS}/{event_id}")).json()["data"]
+
+    assert bad.status_code == 400
+    assert error_fields(bad) == {"callback_url"}
+    assert internal.status_code == 400
+    assert error_fields(internal) == {"failure_callback_url"}
+    assert (data["callback_url"], data["failure_callback_url"], data["parent_id"]) == (
+        "https://client.example/done",
+        "https://client.example/failed",
+        None,
+    )

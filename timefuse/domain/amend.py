@@ -19,6 +19,7 @@ from timefuse.domain.validation import FieldError, SubmissionLimits, ValidationF
 CHANGEABLE = (
     "scheduled_at", "destination", "payload", "http", "max_retries",
     "delivery_window_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds",
+    "callback_url", "failure_callback_url",
 )  # fmt: skip
 FIXED = ("external_job_id", "source", "delivery_type")
 # Changes kept in the event's history (its ``extra``), the latest last.
@@ -58,6 +59,8 @@ def _fields_of(event: Event) -> dict[str, object]:
         "delivery_window_seconds": event.delivery_window_seconds or None,
         "retry_backoff_seconds": event.retry_backoff_seconds,
         "retry_backoff_max_seconds": event.retry_backoff_max_seconds,
+        "callback_url": event.callback_url,
+        "failure_callback_url": event.failure_callback_url,
     }
 
 
@@ -113,6 +116,8 @@ def amend_event(
         delivery_window_seconds=built.delivery_window_seconds,
         retry_backoff_seconds=built.retry_backoff_seconds,
         retry_backoff_max_seconds=built.retry_backoff_max_seconds,
+        callback_url=built.callback_url,
+        failure_callback_url=built.failure_callback_url,
         next_attempt_at=built.next_attempt_at if timing_changed else current.next_attempt_at,
         updated_at=now,
         version=current.version + 1,

@@ -79,6 +79,8 @@ class Event:
     claim ever made of the event and never goes back: the current claim's token, which every
     write that depends on the lease must quote. ``version`` counts the event's versions from 1:
     every change of a PENDING event makes it one more (optimistic concurrency for clients).
+    ``callback_url`` is told when the event completes, ``failure_callback_url`` when it ends
+    FAILED or DEAD_LETTER, each by a child event whose ``parent_id`` names this one.
     """
 
     id: str = _column(Kind.ID)
@@ -107,6 +109,9 @@ class Event:
     claim_count: int = _column(Kind.INTEGER, default=0, accepted=False, public=False)
     http: dict[str, object] = _column(Kind.JSON, factory=dict)
     version: int = _column(Kind.INTEGER, default=1, accepted=False)
+    callback_url: str | None = _column(Kind.TEXT, nullable=True)
+    failure_callback_url: str | None = _column(Kind.TEXT, nullable=True)
+    parent_id: str | None = _column(Kind.ID, nullable=True)
 
     @property
     def dedup_key(self) -> tuple[str, str, datetime]:
@@ -127,7 +132,7 @@ EVENT_COLUMNS: tuple[Column, ...] = _columns_of(Event)
 EVENT_COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in EVENT_COLUMNS)
 
 # What identifies an event and its job: never changed once accepted.
-_FIXED = frozenset({"id", "external_job_id", "source", "delivery_type", "created_at"})
+_FIXED = frozenset({"id", "external_job_id", "source", "delivery_type", "created_at", "parent_id"})
 
 AMENDED_COLUMN_NAMES: tuple[str, ...] = tuple(
     column.name

@@ -160,6 +160,19 @@ def _check_payload(value: object, limits: SubmissionLimits, errors: list[FieldEr
 
 
 HTTP_DELIVERY_TYPE = "http"
+CALLBACK_FIELDS = ("callback_url", "failure_callback_url")
+
+
+def _check_callback(
+    name: str, value: object, limits: SubmissionLimits, errors: list[FieldError]
+) -> str | None:
+    """A callback URL's text; whether it may be called is the http delivery type's check."""
+    if value is None:
+        return None
+    text = _check_text(name, value, limits.max_destination, errors)
+    if isinstance(value, str) and not value.lower().startswith(("http://", "https://")):
+        errors.append(FieldError(name, "must be an http(s) URL"))
+    return text or None
 
 
 def _check_http_and_payload(
@@ -250,6 +263,10 @@ def build_event(
                 f"must not be below retry_backoff_seconds ({backoff:g})",
             )
         )
+    callback_url = _check_callback("callback_url", fields.get("callback_url"), limits, errors)
+    failure_callback_url = _check_callback(
+        "failure_callback_url", fields.get("failure_callback_url"), limits, errors
+    )
     if errors or scheduled_at is None:
         raise ValidationFailed(errors)
     return Event(
@@ -269,4 +286,6 @@ def build_event(
         retry_backoff_seconds=backoff,
         retry_backoff_max_seconds=backoff_max,
         destination_key=destination_key(delivery_type.lower(), destination),
+        callback_url=callback_url,
+        failure_callback_url=failure_callback_url,
     )

@@ -14,6 +14,7 @@ source has signing keys, and the operator's credentials for the destination, if 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
+from timefuse.domain.callback import RESPONSE_EXCERPT_BYTES, response_excerpt
 from timefuse.domain.event import Event
 from timefuse.domain.http_options import HttpOptions, read_options
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
@@ -244,11 +246,21 @@ async def _answer(
     retry_after = None
     if not success:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-    drained = await _discard_body(response, min(DISCARD_BODY_SECONDS, total_timeout))
+    head = bytearray()
+    drained = await _discard_body(response, min(DISCARD_BODY_SECONDS, total_timeout), head)
     if drained:
         response.release()  # the connection goes back to the pool
     else:
         response.close()
+    return dataclasses.replace(
+        _classify(status, retry_after, options, success),
+        response_excerpt=response_excerpt(bytes(head)),
+    )
+
+
+def _classify(
+    status: int, retry_after: float | None, options: HttpOptions, success: bool
+) -> DeliveryOutcome:
     if success:
         return DeliveryOutcome.success(status)
     if options.success_statuses is not None and 200 <= status < 300:
@@ -257,8 +269,9 @@ async def _answer(
     return classify_http_status(status, retry_after)
 
 
-async def _discard_body(response: aiohttp.ClientResponse, seconds: float) -> bool:
-    """Read and drop the body; ``False`` if it was not read to its end within the bounds."""
+async def _discard_body(response: aiohttp.ClientResponse, seconds: float, head: bytearray) -> bool:
+    """Read and drop the body, keeping its first bytes in ``head`` (for completion
+    callbacks); ``False`` if it was not read to its end within the bounds."""
     content = response.content
     budget = DISCARD_BODY_LIMIT
     try:
@@ -267,6 +280,8 @@ async def _discard_body(response: aiohttp.ClientResponse, seconds: float) -> boo
                 chunk = await content.readany()
                 if not chunk:
                     break
+                if len(head) < RESPONSE_EXCERPT_BYTES:
+                    head += chunk[: RESPONSE_EXCERPT_BYTES - len(head)]
                 budget -= len(chunk)
     except Exception:
         # Timeout, reset, bad chunking: the connection can't be reused, nothing more.

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from timefuse.domain.amend import amend_event
+from timefuse.domain.callback import CALLBACK_DELIVERY_TYPE
 from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import (
+    CALLBACK_FIELDS,
     FieldError,
     SubmissionLimits,
     ValidationFailed,
@@ -120,7 +122,21 @@ class EventService:
             raise ValidationFailed(
                 [FieldError("destination" if known else "delivery_type", reason)]
             )
+        self._check_callbacks(event)
         return event
+
+    def _check_callbacks(self, event: Event) -> None:
+        """Callbacks are http events: their URLs pass the http type's destination check."""
+        errors = []
+        for name in CALLBACK_FIELDS:
+            url = getattr(event, name)
+            if url is None:
+                continue
+            reason = self._registry.check_destination(CALLBACK_DELIVERY_TYPE, url)
+            if reason is not None:
+                errors.append(FieldError(name, reason))
+        if errors:
+            raise ValidationFailed(errors)
 
     async def submit(self, fields: Mapping[str, object]) -> str:
         """Accept one event durably and return its id (an earlier twin's id if deduplicated)."""
@@ -205,6 +221,7 @@ class EventService:
             reason = self._registry.check_destination(changed.delivery_type, changed.destination)
             if reason is not None:
                 raise ValidationFailed([FieldError("destination", reason)])
+            self._check_callbacks(changed)
             result = await self._store.amend(changed, expected_version=current.version)
             if result is AmendResult.AMENDED:
                 if self._wakeup is not None:

@@ -51,6 +51,10 @@ class EventsContract:
                 "timeout_seconds": 2.5,
                 "success_statuses": [200, 404],
             },
+            version=3,
+            callback_url="https://client.example/done",
+            failure_callback_url="https://client.example/failed",
+            parent_id=new_event_id(now),
         )
         await insert_events(store, event)
         stored = await stored_event(store, event)

@@ -131,6 +131,16 @@ HTTP_OPTIONS_SCHEMA: dict[str, object] = {
         },
     },
 }  # fmt: skip
+CallbackUrl = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Where to POST a signed notice when the event completes (callback_url) or ends FAILED "
+        "or DEAD_LETTER (failure_callback_url); delivered as a child event.",
+        type="string",
+        format="uri",
+        maxLength=_LIMITS.max_destination,
+    ),
+]
 HttpField = Annotated[
     msgspec.Raw,
     _doc(
@@ -160,6 +170,8 @@ class EventIn(msgspec.Struct):
     retry_backoff_seconds: Backoff = _RAW
     retry_backoff_max_seconds: Backoff = _RAW
     http: HttpField = _RAW
+    callback_url: CallbackUrl = _RAW
+    failure_callback_url: CallbackUrl = _RAW
 
     def to_fields(self) -> dict[str, object]:
         """The plain mapping :func:`~timefuse.domain.validation.build_event` reads."""
@@ -177,6 +189,8 @@ class EventIn(msgspec.Struct):
             "retry_backoff_seconds": _scalar(self.retry_backoff_seconds),
             "retry_backoff_max_seconds": _scalar(self.retry_backoff_max_seconds),
             "http": json_value(self.http),
+            "callback_url": _scalar(self.callback_url),
+            "failure_callback_url": _scalar(self.failure_callback_url),
         }
 
     @property
@@ -209,6 +223,8 @@ class EventPatchIn(msgspec.Struct, forbid_unknown_fields=True):
     delivery_window_seconds: Window = _RAW
     retry_backoff_seconds: Backoff = _RAW
     retry_backoff_max_seconds: Backoff = _RAW
+    callback_url: CallbackUrl = _RAW
+    failure_callback_url: CallbackUrl = _RAW
     if_version: IfVersion = _RAW
     # Refused with a reason when given: they identify the event.
     external_job_id: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
@@ -366,6 +382,11 @@ class EventOut(msgspec.Struct):
     changes: Annotated[
         list[ChangeOut], _doc("The changes made to the event (the latest 20), oldest first.")
     ] = msgspec.field(default_factory=list)
+    callback_url: str | None = None
+    failure_callback_url: str | None = None
+    parent_id: Annotated[
+        str | None, _doc("For a completion callback: the event it reports on.")
+    ] = None
 
 
 def _utc(moment: datetime) -> datetime:
@@ -406,6 +427,9 @@ def event_out(event: Event) -> EventOut:
         http=event.http or None,
         version=event.version,
         changes=_changes_of(event),
+        callback_url=event.callback_url,
+        failure_callback_url=event.failure_callback_url,
+        parent_id=event.parent_id,
     )
 
 

@@ -53,6 +53,9 @@ CREATE TABLE events (
     claim_count               integer          NOT NULL DEFAULT 0,
     http                      jsonb            NOT NULL DEFAULT '{}',
     version                   integer          NOT NULL DEFAULT 1,
+    callback_url              text,
+    failure_callback_url      text,
+    parent_id                 text COLLATE "C",
     CONSTRAINT events_pkey PRIMARY KEY (id, scheduled_at),
     CONSTRAINT events_status_check CHECK (status IN (
         'PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER', 'CANCELLED'))

@@ -51,7 +51,11 @@ CREATE TABLE IF NOT EXISTS events (
     -- Per-event HTTP options (timefuse.domain.http_options), a JSON object.
     http                      TEXT    NOT NULL DEFAULT '{}',
     -- The event's version, bumped by every change of a PENDING event.
-    version                   INTEGER NOT NULL DEFAULT 1
+    version                   INTEGER NOT NULL DEFAULT 1,
+    -- Completion callbacks, and the event a callback reports on.
+    callback_url              TEXT,
+    failure_callback_url      TEXT,
+    parent_id                 TEXT
 );
 
 -- The dedup key: a resubmission of the same job for the same instant is the same event.
