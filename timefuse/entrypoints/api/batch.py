@@ -17,6 +17,7 @@ from timefuse.entrypoints.api.models import (
     BatchOut,
     EventIn,
     RejectedEvent,
+    batch_out,
 )
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
@@ -139,7 +140,7 @@ async def submit_items(
         for r in result.rejected
     )
     rejected.sort(key=lambda r: r.index)
-    return BatchOut(len(ids), len(rejected), ids, rejected)
+    return batch_out(ids, rejected)
 
 
 def all_rejected(out: BatchOut) -> ApiError:

@@ -340,10 +340,36 @@ class RejectedEvent(msgspec.Struct):
 
 
 class BatchOut(msgspec.Struct):
+    """A batch's result: timefuse's own fields and the seed's, which say the same thing.
+
+    ``ids`` and ``accepted_message_ids`` are in the order of the items; a resubmitted twin's
+    id is its earlier event's id.
+    """
+
     accepted: int
     rejected: int
     ids: list[AcceptedId]
     rejected_events: list[RejectedEvent]
+    total_submitted: Annotated[int, _doc("Items in the batch (the seed's field).")] = 0
+    total_accepted: Annotated[int, _doc("Items accepted: accepted (the seed's field).")] = 0
+    total_rejected: Annotated[int, _doc("Items rejected: rejected (the seed's field).")] = 0
+    accepted_message_ids: Annotated[
+        list[str], _doc("The ids of the accepted items, in their order (the seed's field).")
+    ] = msgspec.field(default_factory=list)
+
+
+def batch_out(ids: list[AcceptedId], rejected: list[RejectedEvent]) -> BatchOut:
+    ordered = sorted(ids, key=lambda accepted: accepted.index)
+    return BatchOut(
+        accepted=len(ordered),
+        rejected=len(rejected),
+        ids=ordered,
+        rejected_events=rejected,
+        total_submitted=len(ordered) + len(rejected),
+        total_accepted=len(ordered),
+        total_rejected=len(rejected),
+        accepted_message_ids=[accepted.id for accepted in ordered],
+    )
 
 
 class Cancelled(msgspec.Struct):
