@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.service.conftest import World, answering
+from tests.service.conftest import World, answering, loop_time
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
 
@@ -96,3 +96,34 @@ async def test_an_event_without_callbacks_makes_no_child(world: World) -> None:
     await world.run(1.0, world.dispatcher())
 
     assert len(world.memory.snapshot()) == 1
+
+
+async def test_a_callback_the_store_refuses_is_dropped_without_blocking_writes() -> None:
+    from timefuse.domain.event import Event
+    from timefuse.ports.store import ClaimRef, StoreRefused
+    from timefuse.service.wakeup import DueSignal
+    from timefuse.service.writeback import OutcomeWriter
+    from timefuse.testing.factories import make_event, make_outcome
+
+    class RefusingStore:
+        def __init__(self) -> None:
+            self.handed_back: list[ClaimRef] = []
+
+        async def record_outcomes(self, updates: object) -> int:
+            return len(updates)  # type: ignore[arg-type]
+
+        async def insert_many(self, events: list[Event]) -> dict[str, str]:
+            raise StoreRefused("no")
+
+        async def hand_back(self, refs: list[ClaimRef], delay_seconds: float = 0.0) -> int:
+            self.handed_back.extend(refs)
+            return len(refs)
+
+    store = RefusingStore()
+    writer = OutcomeWriter(store, DueSignal(), batch_size=10, monotonic=loop_time)
+    event = make_event(attempts=1, claim_count=1)
+    writer.add(make_outcome(event, "w"), make_event())
+    writer.hand_back(ClaimRef(event.id, 1, "w"), 0.0)
+
+    assert await writer.flush() is True
+    assert (writer.dropped, writer.pending, len(store.handed_back)) == (1, 0, 1)

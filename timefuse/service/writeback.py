@@ -168,6 +168,14 @@ class OutcomeWriter:
             return
         try:
             await self._store.insert_many(events)
+        except StoreUnavailable:
+            self._follow_ups[:0] = events
+            raise
+        except StoreError as exc:
+            # Refused for their values: trying again would block every write behind them.
+            self.dropped += len(events)
+            log.error("dropped completion callbacks the store refuses", error=str(exc))
+            return
         except BaseException:
             self._follow_ups[:0] = events
             raise
