@@ -13,8 +13,13 @@ from dataclasses import replace
 from datetime import datetime
 
 from timefuse.domain.event import Event
-from timefuse.domain.http_options import NO_PAYLOAD
-from timefuse.domain.validation import FieldError, SubmissionLimits, ValidationFailed, build_event
+from timefuse.domain.validation import (
+    FieldError,
+    SubmissionLimits,
+    ValidationFailed,
+    build_event,
+    submission_fields,
+)
 
 CHANGEABLE = (
     "scheduled_at", "destination", "payload", "http", "max_retries",
@@ -46,24 +51,6 @@ def check_change_fields(changes: Mapping[str, object]) -> list[FieldError]:
     return errors
 
 
-def _fields_of(event: Event) -> dict[str, object]:
-    return {
-        "external_job_id": event.external_job_id,
-        "source": event.source,
-        "scheduled_at": event.scheduled_at.isoformat(),
-        "delivery_type": event.delivery_type,
-        "destination": event.destination,
-        "payload": None if event.payload == NO_PAYLOAD else event.payload,
-        "http": dict(event.http) or None,
-        "max_retries": event.max_retries,
-        "delivery_window_seconds": event.delivery_window_seconds or None,
-        "retry_backoff_seconds": event.retry_backoff_seconds,
-        "retry_backoff_max_seconds": event.retry_backoff_max_seconds,
-        "callback_url": event.callback_url,
-        "failure_callback_url": event.failure_callback_url,
-    }
-
-
 def amend_event(
     current: Event, changes: Mapping[str, object], *, now: datetime, limits: SubmissionLimits
 ) -> Event:
@@ -78,7 +65,7 @@ def amend_event(
     errors = check_change_fields(changes)
     if errors:
         raise ValidationFailed(errors)
-    fields = _fields_of(current)
+    fields = submission_fields(current)
     fields.update(changes)
     new_http = changes.get("http")
     if "http" in changes and isinstance(new_http, Mapping) and new_http.get("body") is not None:

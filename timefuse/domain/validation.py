@@ -205,6 +205,26 @@ def _check_http_and_payload(
     return http, _check_payload(payload, limits, errors)
 
 
+def submission_fields(event: Event) -> dict[str, object]:
+    """The submission fields that build ``event`` again (its accepted fields, as a client
+    sends them): what the rules check when an accepted event is read back or changed."""
+    return {
+        "external_job_id": event.external_job_id,
+        "source": event.source,
+        "scheduled_at": event.scheduled_at.isoformat(),
+        "delivery_type": event.delivery_type,
+        "destination": event.destination,
+        "payload": None if event.payload == NO_PAYLOAD else event.payload,
+        "http": dict(event.http) or None,
+        "max_retries": event.max_retries,
+        "delivery_window_seconds": event.delivery_window_seconds or None,
+        "retry_backoff_seconds": event.retry_backoff_seconds,
+        "retry_backoff_max_seconds": event.retry_backoff_max_seconds,
+        "callback_url": event.callback_url,
+        "failure_callback_url": event.failure_callback_url,
+    }
+
+
 def build_event(
     fields: Mapping[str, object],
     *,
