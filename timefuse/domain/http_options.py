@@ -115,8 +115,9 @@ def read_options(stored: Mapping[str, object]) -> HttpOptions:
     """The options of a stored ``http`` object (checked when it was accepted)."""
     if not stored:
         return HttpOptions()
-    headers = stored.get("headers") or {}
-    assert isinstance(headers, Mapping)
+    headers = stored.get("headers")
+    if not isinstance(headers, Mapping):
+        headers = {}
     body_text = stored.get("body")
     base64_body = stored.get("body_encoding") == "base64"
     body = None
