@@ -93,7 +93,7 @@ async def running(keys: KeyRing | None = KEYS) -> AsyncIterator[Api]:
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
-            settings=settings,
+            settings=settings.api,
             keys=keys,
             schedules=tf.schedules,
         )

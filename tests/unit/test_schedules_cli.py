@@ -69,7 +69,7 @@ class TestClient:
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
-            settings=settings,
+            settings=settings.api,
             keys=None,
             schedules=tf.schedules,
         )

@@ -71,6 +71,11 @@ class Maintenance:
         self._background: dict[str, asyncio.Task[None]] = {}
         self._due_types: set[str] = set()
         self.leading = False
+        # Silence only proves death while this process hears the store itself: after it lost
+        # touch (an outage, a partition), every worker gets dead_after_seconds from the moment
+        # it is back before being declared dead. Until then, only expired leases return.
+        self._lost_touch = False
+        self._judge_from = -float("inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -90,18 +95,24 @@ class Maintenance:
 
     async def _lead(self) -> bool:
         try:
-            return await self._store.acquire_leadership(
+            leading = await self._store.acquire_leadership(
                 ROLE, self._holder, self._settings.leadership_seconds
             )
         except StoreError as exc:
             log.warning("maintenance leadership unknown; will retry", error=str(exc))
+            self._lost_touch = True
             return False
+        if self._lost_touch:
+            self._lost_touch = False
+            self._judge_from = self._now() + self._settings.dead_after_seconds
+        return leading
 
     async def _round(self) -> None:
         try:
             await self.recover()
         except StoreError as exc:
             log.warning("lease recovery failed; will retry", error=str(exc))
+            self._lost_touch = True
         settings = self._settings
         self._in_background("retention", settings.retention_every_seconds, self._retention)
         if self._store.capabilities.storage_planner is not None:
@@ -136,6 +147,8 @@ class Maintenance:
         settings = self._settings
         workers = await self._store.workers()
         dead = {w.worker for w in workers if w.silent_seconds > settings.dead_after_seconds}
+        if dead and self._now() < self._judge_from:
+            dead = set()
         recovered = await self._store.recover_expired_leases(dead)
         if recovered:
             self._metrics.leases_recovered.inc(recovered)
@@ -177,3 +190,4 @@ class Maintenance:
         for delivery_type, count in due.items():
             gauge.labels(delivery_type).set(count)
         self._due_types = set(due)
+        self._metrics.shared_breakers_open.set(len(await self._store.open_breakers()))

@@ -11,7 +11,12 @@ from typing import Protocol
 
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store.records import AmendResult, CancelResult, RedeliverResult
+from timefuse.ports.store.records import (
+    AmendResult,
+    CancelResult,
+    MoveDueResult,
+    RedeliverResult,
+)
 
 
 class OperatorActions(Protocol):
@@ -38,6 +43,20 @@ class OperatorActions(Protocol):
         ``updated_at`` and ``extra``; ``version`` becomes ``expected_version + 1``. A new
         ``scheduled_at`` moves the event and its attempt history with it.
         """
+        ...
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        """Move the next attempt of an event in one of ``when`` to ``due_at`` (earlier or
+        later): ``next_attempt_at`` = ``due_at``, ``updated_at`` = ``now``; ``scheduled_at``
+        (the time the sender asked for, part of the event's identity) and the rest stay."""
         ...
 
     async def redeliver(
