@@ -137,3 +137,36 @@ async def test_accepted_events_are_counted_per_delivery_type(api: Harness) -> No
     await api.client.post(BATCH, json={"events": events(3)})
 
     assert api.metrics.received.labels("http")._value.get() == 3
+
+
+async def test_the_seeds_fields_count_and_list_what_the_batch_did(api: Harness) -> None:
+    items = events(4)
+    items[1]["max_retries"] = 99
+    items[3] = dict(items[0])  # a twin of the first: accepted, with the first one's id
+
+    response = await api.client.post(f"{EVENTS}/batch", json={"events": items})
+
+    assert response.status_code == 202
+    data = response.json()["data"]
+    assert (data["total_submitted"], data["total_accepted"], data["total_rejected"]) == (4, 3, 1)
+    assert data["total_accepted"] == data["accepted"] == len(data["ids"])
+    assert data["total_rejected"] == data["rejected"] == len(data["rejected_events"])
+    assert data["accepted_message_ids"] == [entry["id"] for entry in data["ids"]]
+    assert [entry["index"] for entry in data["ids"]] == [0, 2, 3]
+    first, _, twin = data["accepted_message_ids"]
+    assert twin == first
+    for event_id in data["accepted_message_ids"]:
+        assert (await api.client.get(f"{EVENTS}/{event_id}")).status_code == 200
+
+
+async def test_an_all_rejected_batch_still_carries_the_seeds_fields(api: Harness) -> None:
+    items = events(2)
+    for item in items:
+        item["max_retries"] = -1
+
+    response = await api.client.post(f"{EVENTS}/batch", json={"events": items})
+
+    assert response.status_code == 400
+    data = response.json()["data"]
+    assert (data["total_submitted"], data["total_accepted"], data["total_rejected"]) == (2, 0, 2)
+    assert data["accepted_message_ids"] == []

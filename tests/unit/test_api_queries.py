@@ -18,6 +18,7 @@ EVENT_FIELDS = {
     "payload", "max_retries", "status", "retry_count", "attempts", "last_error", "created_at",
     "updated_at", "executed_at", "next_attempt_at", "locked_by", "lock_expires_at",
     "delivery_window_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds",
+    "http", "version", "changes", "callback_url", "failure_callback_url", "parent_id",
 }  # fmt: skip
 
 

@@ -63,8 +63,8 @@ async def test_an_unknown_route_answers_404_in_the_envelope(api: Harness, path: 
         ("GET", f"{EVENTS}/batch", {"POST"}),
         ("DELETE", f"{EVENTS}/statistics", {"GET", "HEAD"}),
         ("POST", f"{EVENTS}/health", {"GET", "HEAD"}),
-        ("PUT", f"{EVENTS}/{uuid.uuid4()}", {"GET", "HEAD", "DELETE"}),
-        ("POST", f"{EVENTS}/external/job-1", {"GET", "HEAD", "DELETE"}),
+        ("PUT", f"{EVENTS}/{uuid.uuid4()}", {"GET", "HEAD", "DELETE", "PATCH"}),
+        ("POST", f"{EVENTS}/external/job-1", {"GET", "HEAD", "DELETE", "PATCH"}),
         ("POST", "/metrics", {"GET", "HEAD"}),
     ],
 )

@@ -444,6 +444,39 @@ async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
     assert "The event store did not answer" in response.text
 
 
+async def test_the_event_page_shows_its_http_options_and_the_body_sent(api: Harness) -> None:
+    await sign_in(api.client, ADMIN)
+    http = {"method": "PUT", "headers": {"X-Tenant": "acme"}, "body": "<order id='7'/>"}
+    event_id = await api.submitted_id(ADMIN, http=http, payload=None)
+
+    page = await api.client.get(f"/ui/events/{event_id}")
+
+    assert page.status_code == 200
+    assert "HTTP request options" in page.text
+    assert "&#34;X-Tenant&#34;: &#34;acme&#34;" in page.text
+    assert "&lt;order id=&#39;7&#39;/&gt;" in page.text
+
+
+async def test_a_callbacks_page_links_to_its_parent(api: Harness) -> None:
+    from timefuse.domain.callback import callback_event
+    from timefuse.domain.status import EventStatus
+    from timefuse.testing.factories import make_event
+
+    await sign_in(api.client, ADMIN)
+    parent = make_event(callback_url="https://client.example/done")
+    child = callback_event(
+        parent, EventStatus.COMPLETED, now=parent.created_at, attempts=1, retry_count=0,
+        status_code=200, response_excerpt=None, error=None,
+    )  # fmt: skip
+    assert child is not None
+    await api.store.insert_many([parent, child])
+
+    page = await api.client.get(f"/ui/events/{child.id}")
+
+    assert page.status_code == 200
+    assert f'/ui/events/{parent.id}"' in page.text
+
+
 class TestReschedule:
     async def _page_token(self, api: Harness, event_id: str) -> str:
         page = await api.client.get(f"/ui/events/{event_id}")

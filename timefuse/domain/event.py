@@ -66,7 +66,10 @@ _STORE_OWNED = {"accepted": False}
 class Event:
     """One event to deliver at ``scheduled_at``, and where its delivery stands.
 
-    ``payload`` is the JSON document as bytes, encoded once on the way in and sent as is.
+    ``payload`` is the JSON document as bytes, encoded once on the way in and sent as is
+    (``null`` when the body sent is ``http.body`` instead, or when a GET sends none).
+    ``http`` holds the per-event HTTP options (method, headers, body, timeout, success
+    statuses; :mod:`timefuse.domain.http_options`), empty for a plain JSON POST.
     ``attempts`` counts claims (attempts started) in the current delivery round;
     ``retry_count`` counts failed attempts, so an event delivered on its third attempt shows
     ``retry_count`` 2. ``next_attempt_at`` is when the event is next due: ``scheduled_at``
@@ -74,7 +77,10 @@ class Event:
     ``destination_key`` names the receiver canonically (one name however the destination is
     spelt); per-destination limits and breakers are keyed on it. ``claim_count`` counts every
     claim ever made of the event and never goes back: the current claim's token, which every
-    write that depends on the lease must quote.
+    write that depends on the lease must quote. ``version`` counts the event's versions from 1:
+    every change of a PENDING event makes it one more (optimistic concurrency for clients).
+    ``callback_url`` is told when the event completes, ``failure_callback_url`` when it ends
+    FAILED or DEAD_LETTER, each by a child event whose ``parent_id`` names this one.
     """
 
     id: str = _column(Kind.ID)
@@ -101,6 +107,11 @@ class Event:
     extra: dict[str, object] = _column(Kind.JSON, factory=dict, public=False)
     destination_key: str = _column(Kind.TEXT, default="")
     claim_count: int = _column(Kind.INTEGER, default=0, accepted=False, public=False)
+    http: dict[str, object] = _column(Kind.JSON, factory=dict)
+    version: int = _column(Kind.INTEGER, default=1, accepted=False)
+    callback_url: str | None = _column(Kind.TEXT, nullable=True)
+    failure_callback_url: str | None = _column(Kind.TEXT, nullable=True)
+    parent_id: str | None = _column(Kind.ID, nullable=True)
 
     @property
     def dedup_key(self) -> tuple[str, str, datetime]:
@@ -119,6 +130,16 @@ EVENT_COLUMNS: tuple[Column, ...] = _columns_of(Event)
 """Every stored field of :class:`Event`, in its declaration order."""
 
 EVENT_COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in EVENT_COLUMNS)
+
+# What identifies an event and its job: never changed once accepted.
+_FIXED = frozenset({"id", "external_job_id", "source", "delivery_type", "created_at", "parent_id"})
+
+AMENDED_COLUMN_NAMES: tuple[str, ...] = tuple(
+    column.name
+    for column in EVENT_COLUMNS
+    if (column.accepted and column.name not in _FIXED) or column.name in ("updated_at", "version")
+)
+"""The columns a change of a PENDING event writes (the store's ``amend``)."""
 
 
 def new_event_id(now: datetime) -> str:

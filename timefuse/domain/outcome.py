@@ -31,12 +31,15 @@ class DeliveryOutcome:
     :param error: a short human reason for a failure (truncated when stored).
     :param status_code: the transport's status code where it has one (HTTP).
     :param retry_after: seconds the receiver asked us to wait before the next attempt.
+    :param response_excerpt: the start of the receiver's answer (a bounded excerpt), for
+        completion callbacks; never stored with the attempt.
     """
 
     kind: OutcomeKind
     error: str | None = None
     status_code: int | None = None
     retry_after: float | None = None
+    response_excerpt: str | None = None
 
     @classmethod
     def success(cls, status_code: int | None = None) -> DeliveryOutcome:

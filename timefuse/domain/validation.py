@@ -14,6 +14,12 @@ from datetime import datetime, timedelta
 
 from timefuse.domain.destination import destination_key
 from timefuse.domain.event import DEFAULT_MAX_RETRIES, Event, to_utc
+from timefuse.domain.http_options import (
+    BODYLESS_METHODS,
+    NO_PAYLOAD,
+    HttpLimits,
+    check_options,
+)
 from timefuse.domain.spread import first_due_time
 
 
@@ -41,6 +47,7 @@ class SubmissionLimits:
     max_payload_bytes: int = 1024 * 1024
     max_window_seconds: float = 7 * 86400.0
     max_backoff_seconds: float = 7 * 86400.0
+    max_http_timeout_seconds: float = 300.0
 
 
 REQUIRED_TEXT = ("external_job_id", "source", "delivery_type", "destination")
@@ -152,6 +159,72 @@ def _check_payload(value: object, limits: SubmissionLimits, errors: list[FieldEr
     return value
 
 
+HTTP_DELIVERY_TYPE = "http"
+CALLBACK_FIELDS = ("callback_url", "failure_callback_url")
+
+
+def _check_callback(
+    name: str, value: object, limits: SubmissionLimits, errors: list[FieldError]
+) -> str | None:
+    """A callback URL's text; whether it may be called is the http delivery type's check."""
+    if value is None:
+        return None
+    text = _check_text(name, value, limits.max_destination, errors)
+    if isinstance(value, str) and not value.lower().startswith(("http://", "https://")):
+        errors.append(FieldError(name, "must be an http(s) URL"))
+    return text or None
+
+
+def _check_http_and_payload(
+    fields: Mapping[str, object],
+    delivery_type: str,
+    limits: SubmissionLimits,
+    errors: list[FieldError],
+) -> tuple[dict[str, object], bytes]:
+    """The http options to store and the payload column's value.
+
+    The body sent is the JSON ``payload`` or ``http.body``, never both; a GET or DELETE may
+    send neither.
+    """
+    http_limits = HttpLimits(limits.max_payload_bytes, limits.max_http_timeout_seconds)
+    http, http_errors = check_options(fields.get("http"), http_limits)
+    errors.extend(FieldError(error.field, error.message) for error in http_errors)
+    given = fields.get("http")
+    typed = isinstance(delivery_type, str) and bool(delivery_type.strip())
+    if given is not None and typed and delivery_type.lower() != HTTP_DELIVERY_TYPE:
+        errors.append(FieldError("http", "applies to the http delivery type only"))
+    payload = fields.get("payload")
+    if isinstance(payload, bytes) and payload.strip() == NO_PAYLOAD:
+        payload = None  # a JSON null: no payload given
+    if "body" in http or (isinstance(given, Mapping) and given.get("body") is not None):
+        if payload is not None:
+            errors.append(FieldError("payload", "must be absent when http.body is given"))
+        return http, NO_PAYLOAD
+    if payload is None and http.get("method") in BODYLESS_METHODS:
+        return http, NO_PAYLOAD
+    return http, _check_payload(payload, limits, errors)
+
+
+def submission_fields(event: Event) -> dict[str, object]:
+    """The submission fields that build ``event`` again (its accepted fields, as a client
+    sends them): what the rules check when an accepted event is read back or changed."""
+    return {
+        "external_job_id": event.external_job_id,
+        "source": event.source,
+        "scheduled_at": event.scheduled_at.isoformat(),
+        "delivery_type": event.delivery_type,
+        "destination": event.destination,
+        "payload": None if event.payload == NO_PAYLOAD else event.payload,
+        "http": dict(event.http) or None,
+        "max_retries": event.max_retries,
+        "delivery_window_seconds": event.delivery_window_seconds or None,
+        "retry_backoff_seconds": event.retry_backoff_seconds,
+        "retry_backoff_max_seconds": event.retry_backoff_max_seconds,
+        "callback_url": event.callback_url,
+        "failure_callback_url": event.failure_callback_url,
+    }
+
+
 def build_event(
     fields: Mapping[str, object],
     *,
@@ -176,7 +249,7 @@ def build_event(
         "destination", fields.get("destination"), limits.max_destination, errors
     )
     scheduled_at = _check_scheduled_at(fields.get("scheduled_at"), now, limits, errors)
-    payload = _check_payload(fields.get("payload"), limits, errors)
+    http, payload = _check_http_and_payload(fields, delivery_type, limits, errors)
     max_retries = _check_int(
         "max_retries",
         fields.get("max_retries"),
@@ -210,6 +283,10 @@ def build_event(
                 f"must not be below retry_backoff_seconds ({backoff:g})",
             )
         )
+    callback_url = _check_callback("callback_url", fields.get("callback_url"), limits, errors)
+    failure_callback_url = _check_callback(
+        "failure_callback_url", fields.get("failure_callback_url"), limits, errors
+    )
     if errors or scheduled_at is None:
         raise ValidationFailed(errors)
     return Event(
@@ -220,6 +297,7 @@ def build_event(
         delivery_type=delivery_type.lower(),
         destination=destination,
         payload=payload,
+        http=http,
         next_attempt_at=first_due_time(event_id, scheduled_at, window or 0.0),
         created_at=now,
         updated_at=now,
@@ -228,4 +306,6 @@ def build_event(
         retry_backoff_seconds=backoff,
         retry_backoff_max_seconds=backoff_max,
         destination_key=destination_key(delivery_type.lower(), destination),
+        callback_url=callback_url,
+        failure_callback_url=failure_callback_url,
     )

@@ -1,4 +1,8 @@
-"""The built-in ``http`` delivery type: one POST of the event's payload to its destination.
+"""The built-in ``http`` delivery type: one request per attempt to the event's destination.
+
+By default a JSON ``POST`` of the payload; an event's ``http`` options
+(:mod:`timefuse.domain.http_options`) choose the method, add headers, replace the body, set
+the timeout and the statuses that count as success.
 
 Registered through the same hook as third-party delivery types. Every request carries the
 Standard Webhooks headers ``webhook-id`` (the event id, the same on every retry, so receivers
@@ -9,13 +13,16 @@ source has signing keys, and the operator's credentials for the destination, if 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import time
 from collections.abc import Callable
 
 from aiohttp.abc import AbstractResolver
 
+from timefuse.domain.callback import response_excerpt
 from timefuse.domain.event import Event
+from timefuse.domain.http_options import HttpOptions, read_options
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
 from timefuse.plugins.hookspecs import hookimpl
 from timefuse.plugins.http_credentials import CredentialsUnavailable, HttpCredentials
@@ -121,61 +128,74 @@ class HttpDelivery:
         url = self._guard.check(event.destination)
         if isinstance(url, str):
             return DeliveryOutcome.permanent(f"invalid destination: {url}")
-        headers = self._headers(event, attempt)
+        options = read_options(event.http)
+        body = options.request_body(event.payload)
+        headers = self._headers(event, attempt, options, body)
+        total = self._total_timeout(options)
         # The operator's credentials for this destination (none for most): headers, a TLS
         # context, and one more try with a fresh OAuth 2.0 token after a 401.
         credentials = self._credentials.for_url(url)
-        settings = self._settings
         try:
-            # The payload was JSON-encoded once at submission and is sent byte for byte.
+            # The body was encoded once at submission and is sent byte for byte.
             answer = await credentials.send(
                 lambda auth: transport.send(
-                    "POST",
+                    options.method,
                     url,
                     {**headers, **auth} if auth else headers,
-                    event.payload,
-                    timeout=settings.total_timeout,
+                    body,
+                    timeout=total,
                     tls=credentials.ssl,
                     body_bytes=DISCARD_BODY_LIMIT,
-                    body_seconds=min(DISCARD_BODY_SECONDS, settings.total_timeout),
+                    body_seconds=min(DISCARD_BODY_SECONDS, total),
                 )
             )
         except CredentialsUnavailable as exc:
             return DeliveryOutcome.retriable(str(exc))
         except Exception as exc:
-            return self._failure(exc)
-        return _outcome(answer)
+            return self._failure(exc, total)
+        return _outcome(answer, options)
 
-    def _headers(self, event: Event, attempt: int) -> dict[str, str]:
+    def attempt_timeout(self, event: Event) -> float:
+        """When the dispatcher cuts an attempt of ``event`` off: after the request's own."""
+        return self._total_timeout(read_options(event.http)) + TIMEOUT_MARGIN_SECONDS
+
+    def _total_timeout(self, options: HttpOptions) -> float:
+        if options.timeout_seconds is None:
+            return self._settings.total_timeout
+        return options.timeout_seconds
+
+    def _headers(
+        self, event: Event, attempt: int, options: HttpOptions, body: bytes
+    ) -> dict[str, str]:
         # One timestamp for the header and the signature: they are checked against each other.
         timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": self._user_agent,
-            "webhook-id": event.id,
-            "webhook-timestamp": str(timestamp),
-            "timefuse-attempt": str(attempt),
-        }
-        signature = self._signer.signature(event.source, event.id, timestamp, event.payload)
+        headers = {"User-Agent": self._user_agent}
+        # The sender's own headers; the names timefuse sets below were refused at submission.
+        headers.update(options.headers)
+        content_type = options.request_content_type(event.payload)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        headers["webhook-id"] = event.id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["timefuse-attempt"] = str(attempt)
+        # The signature covers exactly the bytes sent.
+        signature = self._signer.signature(event.source, event.id, timestamp, body)
         if signature is not None:
             headers["webhook-signature"] = signature
         return headers
 
-    def _failure(self, exc: Exception) -> DeliveryOutcome:
-        settings = self._settings
+    def _failure(self, exc: Exception, total: float) -> DeliveryOutcome:
+        connect = min(self._settings.connect_timeout, total)
         if isinstance(exc, DestinationRefused):
             # The name resolved to addresses the guard refuses; retrying would not change
             # that unless the operator does, so the event fails with the reason instead.
             return DeliveryOutcome.permanent(exc.reason)
         if isinstance(exc, ConnectTimeout):
             return DeliveryOutcome.retriable(
-                f"timeout while connecting (connect timeout {settings.connect_timeout:g}s,"
-                f" total {settings.total_timeout:g}s)"
+                f"timeout while connecting (connect timeout {connect:g}s, total {total:g}s)"
             )
         if isinstance(exc, TimeoutError):
-            return DeliveryOutcome.retriable(
-                f"timeout: no response within {settings.total_timeout:g}s"
-            )
+            return DeliveryOutcome.retriable(f"timeout: no response within {total:g}s")
         if isinstance(exc, BadRequest):
             return DeliveryOutcome.permanent(f"invalid request: {exc}")
         # A certificate can be renewed and a TLS set-up fixed: both are retried.
@@ -192,15 +212,20 @@ class HttpDelivery:
         return DeliveryOutcome.retriable(f"unexpected error: {_describe(exc)}")
 
 
-def _outcome(answer: Answer) -> DeliveryOutcome:
+def _outcome(answer: Answer, options: HttpOptions) -> DeliveryOutcome:
     # The status line is the receiver's answer. Nothing after it (odd header values, a body
     # that is endless, slow, cut short or badly chunked) may turn a 2xx into a failure.
     status = answer.status
-    if 200 <= status < 300:
-        return classify_http_status(status)
-    return classify_http_status(
-        status, parse_retry_after(answer.header("Retry-After"), time.time())
-    )
+    if options.is_success(status):
+        outcome = DeliveryOutcome.success(status)
+    elif options.success_statuses is not None and 200 <= status < 300:
+        # A 2xx the sender did not list: the receiver did not do what was meant.
+        outcome = DeliveryOutcome.permanent(f"HTTP {status} is not in success_statuses", status)
+    else:
+        retry_after = parse_retry_after(answer.header("Retry-After"), time.time())
+        outcome = classify_http_status(status, retry_after)
+    # The start of the answer's body, for completion callbacks.
+    return dataclasses.replace(outcome, response_excerpt=response_excerpt(answer.body))
 
 
 def _describe(exc: BaseException) -> str:
@@ -248,5 +273,6 @@ class HttpPlugin:
                 start=delivery.start,
                 stop=delivery.stop,
                 timeout_seconds=settings.total_timeout + TIMEOUT_MARGIN_SECONDS,
+                attempt_timeout=delivery.attempt_timeout,
             )
         )

@@ -20,6 +20,7 @@ class Deliver(Protocol):
 
 
 DestinationValidator = Callable[[str], "str | None"]
+AttemptTimeout = Callable[[Event], float]
 Lifecycle = Callable[[], Awaitable[None]]
 
 
@@ -33,6 +34,8 @@ class DeliveryType:
     :param start: opens the type's resources (sessions, producers) before the first delivery.
     :param stop: releases them at shutdown.
     :param timeout_seconds: an attempt still running after this is cut off as retriable.
+    :param attempt_timeout: when given, the cut-off for one event instead (a type whose events
+        carry their own timeouts).
     :param destination_concurrency: deliveries in flight at once to one destination when
         configuration names no cap for it; ``None`` takes ``TIMEFUSE_DESTINATION_CONCURRENCY``,
         ``0`` means no cap (a broker that batches many records per request wants many).
@@ -45,5 +48,12 @@ class DeliveryType:
     stop: Lifecycle | None = None
     timeout_seconds: float = 35.0
     destination_concurrency: int | None = None
+    attempt_timeout: AttemptTimeout | None = None
     origin: str = field(default="builtin", compare=False)
     version: str = field(default="", compare=False)
+
+    def timeout_for(self, event: Event) -> float:
+        """Seconds after which an attempt of ``event`` is cut off."""
+        if self.attempt_timeout is None:
+            return self.timeout_seconds
+        return self.attempt_timeout(event)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from timefuse.domain.callback import callback_event
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind, excerpt
 from timefuse.domain.retry import RetryPolicy
@@ -332,7 +333,17 @@ class Dispatcher:
                 worker=claimed.ref.worker,
             ),
         )
-        self._writer.add(update)
+        follow_up = callback_event(
+            event,
+            decision.status,
+            now=now,
+            attempts=event.attempts,
+            retry_count=update.retry_count,
+            status_code=outcome.status_code,
+            response_excerpt=outcome.response_excerpt,
+            error=error,
+        )
+        self._writer.add(update, follow_up)
         self._gate.finished(claimed, outcome, attempted.seconds)
         self._observe(event, outcome, update, attempted.seconds)
 

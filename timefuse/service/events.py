@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from timefuse.domain.amend import amend_event
+from timefuse.domain.callback import CALLBACK_DELIVERY_TYPE
 from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import (
+    CALLBACK_FIELDS,
     FieldError,
     SubmissionLimits,
     ValidationFailed,
@@ -20,6 +24,7 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer
 from timefuse.ports.store import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     Cursor,
@@ -62,6 +67,27 @@ class Rejection:
     external_job_id: str | None
     reason: str
     errors: list[FieldError]
+
+
+class AmendAnswer(enum.Enum):
+    AMENDED = "AMENDED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_PENDING = "NOT_PENDING"
+    VERSION_MISMATCH = "VERSION_MISMATCH"
+    DUPLICATE = "DUPLICATE"
+
+
+@dataclass(frozen=True, slots=True)
+class Amended:
+    """How a change went, and the event as it stands (``None`` when not found)."""
+
+    answer: AmendAnswer
+    event: Event | None
+
+
+# Another change may land between the read and the conditional write: read again, this many
+# times, before answering as if the last write had lost to a claim.
+_AMEND_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +148,21 @@ class EventService:
             raise ValidationFailed(
                 [FieldError("destination" if known else "delivery_type", reason)]
             )
+        self._check_callbacks(event)
         return event
+
+    def _check_callbacks(self, event: Event) -> None:
+        """Callbacks are http events: their URLs pass the http type's destination check."""
+        errors = []
+        for name in CALLBACK_FIELDS:
+            url = getattr(event, name)
+            if url is None:
+                continue
+            reason = self._registry.check_destination(CALLBACK_DELIVERY_TYPE, url)
+            if reason is not None:
+                errors.append(FieldError(name, reason))
+        if errors:
+            raise ValidationFailed(errors)
 
     async def submit(self, fields: Mapping[str, object]) -> Accepted:
         """Accept one event durably; what became of it (a stored twin's state if a duplicate)."""
@@ -200,6 +240,46 @@ class EventService:
             self._metrics.cancelled.inc()
             self._statistics.clear()
         return result
+
+    async def amend(
+        self,
+        event_id: str,
+        changes: Mapping[str, object],
+        *,
+        if_version: int | None = None,
+        sources: Sources = None,
+    ) -> Amended:
+        """Change a PENDING event in place, atomically; :class:`ValidationFailed` names every
+        bad field. ``if_version``: only if the event is still at that version."""
+        for _ in range(_AMEND_TRIES):
+            current = await self._store.get(event_id, sources=sources)
+            if current is None:
+                return Amended(AmendAnswer.NOT_FOUND, None)
+            if current.status is not EventStatus.PENDING:
+                return Amended(AmendAnswer.NOT_PENDING, current)
+            if if_version is not None and current.version != if_version:
+                return Amended(AmendAnswer.VERSION_MISMATCH, current)
+            now = self._clock.now()
+            changed = amend_event(current, changes, now=now, limits=self._limits)
+            reason = self._registry.check_destination(changed.delivery_type, changed.destination)
+            if reason is not None:
+                raise ValidationFailed([FieldError("destination", reason)])
+            self._check_callbacks(changed)
+            result = await self._store.amend(changed, expected_version=current.version)
+            if result is AmendResult.AMENDED:
+                if self._wakeup is not None:
+                    self._wakeup.notify(changed.next_attempt_at)
+                self._statistics.clear()
+                return Amended(AmendAnswer.AMENDED, changed)
+            if result is AmendResult.DUPLICATE:
+                return Amended(AmendAnswer.DUPLICATE, current)
+            # Claimed or changed since it was read: look again.
+        latest = await self._store.get(event_id, sources=sources)
+        if latest is None:
+            return Amended(AmendAnswer.NOT_FOUND, None)
+        if latest.status is not EventStatus.PENDING:
+            return Amended(AmendAnswer.NOT_PENDING, latest)
+        return Amended(AmendAnswer.VERSION_MISMATCH, latest)
 
     async def cancel_by_external_id(self, external_job_id: str, *, sources: Sources = None) -> int:
         count = await self._store.cancel_by_external_id(external_job_id, sources=sources)

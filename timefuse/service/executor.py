@@ -57,7 +57,7 @@ class AttemptExecutor:
             raise UnknownDeliveryType(event.delivery_type)
         started_at = self._clock.now()
         started = self._now()
-        timeout = delivery_type.timeout_seconds
+        timeout = delivery_type.timeout_for(event)
         try:
             # A timeout scope, not wait_for: wait_for would wrap every attempt in a task.
             async with asyncio.timeout(timeout):

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import structlog
 
 from timefuse.domain.event import Event, is_event_id
-from timefuse.domain.validation import SubmissionLimits, ValidationFailed, build_event
+from timefuse.domain.validation import (
+    SubmissionLimits,
+    ValidationFailed,
+    build_event,
+    submission_fields,
+)
 from timefuse.ports.ingest import IngestRecord, IngestStream, StreamUnavailable
 from timefuse.ports.store import StoreError, StoreRefused
 from timefuse.service.metrics import Metrics
@@ -164,18 +169,7 @@ class IngestConsumer:
         """Why ``event`` breaks the submission rules as they stood when it was accepted."""
         if not is_event_id(event.id):
             return f"invalid event: id {event.id!r} is not an event id"
-        fields = {
-            "external_job_id": event.external_job_id,
-            "source": event.source,
-            "scheduled_at": event.scheduled_at.isoformat(),
-            "delivery_type": event.delivery_type,
-            "destination": event.destination,
-            "payload": event.payload,
-            "max_retries": event.max_retries,
-            "delivery_window_seconds": event.delivery_window_seconds or None,
-            "retry_backoff_seconds": event.retry_backoff_seconds,
-            "retry_backoff_max_seconds": event.retry_backoff_max_seconds,
-        }
+        fields = submission_fields(event)
         # Judged at its acceptance time, so a backlog read hours later is still valid. Whether
         # the delivery type exists is left to the dispatcher: an ingest process need not load
         # every plugin the API does.

@@ -25,6 +25,7 @@ from timefuse.domain.status import (
 )
 from timefuse.domain.text import storable
 from timefuse.ports.store import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     Capabilities,
@@ -49,6 +50,9 @@ from timefuse.service.store_schedules import ScheduleRules
 T = TypeVar("T")
 
 CANCELLABLE = statuses_that_may_become(EventStatus.CANCELLED)
+# Only an event no dispatcher holds may change: a claimed one is being delivered as it was.
+AMENDABLE = frozenset({EventStatus.PENDING})
+
 # Only an event waiting for its (next) attempt may have it moved: a claimed one is being
 # delivered, a finished one is redelivered instead.
 MOVABLE = frozenset({EventStatus.PENDING})
@@ -248,6 +252,19 @@ class Store(ScheduleRules):
         if wanted is not None and not wanted:
             return CancelResult.NOT_FOUND
         return await self._adapter.cancel(event_id, sources=wanted, when=CANCELLABLE)
+
+    async def amend(self, event: Event, *, expected_version: int) -> AmendResult:
+        """Replace the changeable fields of a PENDING event still at ``expected_version``
+        (``event.version`` must be the next one); see the port's ``amend``."""
+        for name in ("scheduled_at", "next_attempt_at", "updated_at"):
+            _aware(name, getattr(event, name))
+        if event.version != expected_version + 1:
+            raise ValueError("a change makes the event's version exactly one more")
+        if event.destination_key != destination_key(event.delivery_type, event.destination):
+            event = replace(
+                event, destination_key=destination_key(event.delivery_type, event.destination)
+            )
+        return await self._adapter.amend(event, expected_version=expected_version, when=AMENDABLE)
 
     async def cancel_by_external_id(
         self, external_job_id: str, *, sources: Collection[str] | None = None

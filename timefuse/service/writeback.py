@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from timefuse.domain.event import Event
 from timefuse.ports.store import ClaimRef, OutcomeUpdate, StoreError, StoreUnavailable
 from timefuse.service.wakeup import DueSignal
 
@@ -33,6 +34,8 @@ DELAY_GRANULARITY = 0.1
 
 class OutcomeStore(Protocol):
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int: ...
+
+    async def insert_many(self, events: Sequence[Event]) -> dict[str, str]: ...
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int: ...
 
@@ -51,6 +54,8 @@ class OutcomeWriter:
         self._batch_size = batch_size
         self._now = monotonic
         self._outcomes: list[OutcomeUpdate] = []
+        # Completion callbacks, inserted once the outcomes that end their parents are written.
+        self._follow_ups: list[Event] = []
         self._hand_backs: dict[float, list[ClaimRef]] = defaultdict(list)
         self._ready = asyncio.Event()  # a batch is full: write it now
         self._arrived = asyncio.Event()  # something to write
@@ -59,8 +64,11 @@ class OutcomeWriter:
         self.written = 0
         self.dropped = 0
 
-    def add(self, update: OutcomeUpdate) -> None:
+    def add(self, update: OutcomeUpdate, follow_up: Event | None = None) -> None:
+        """Write ``update``; then insert ``follow_up`` (a new event), if any."""
         self._outcomes.append(update)
+        if follow_up is not None:
+            self._follow_ups.append(follow_up)
         self._arrived.set()
         if len(self._outcomes) >= self._batch_size:
             self._ready.set()
@@ -73,7 +81,11 @@ class OutcomeWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._outcomes) + sum(len(refs) for refs in self._hand_backs.values())
+        return (
+            len(self._outcomes)
+            + len(self._follow_ups)
+            + sum(len(refs) for refs in self._hand_backs.values())
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every few milliseconds, or at once when a batch is full, until ``stop``.
@@ -100,6 +112,7 @@ class OutcomeWriter:
         """Write what is buffered; ``False`` (and everything kept) if the store is down."""
         try:
             await self._flush_outcomes()
+            await self._flush_follow_ups()
             await self._flush_hand_backs()
         except StoreError as exc:
             # Down, or refusing a hand-back (which quotes only ids): keep it all, try again.
@@ -145,6 +158,28 @@ class OutcomeWriter:
             retries = [u.retry_delay_seconds for u in batch if u.retry_delay_seconds is not None]
             if retries:
                 self._wakeup.notify_after(min(retries))
+
+    async def _flush_follow_ups(self) -> None:
+        # Taken with no await since the outcomes were flushed: each one's outcome is written.
+        # Their ids are derived from their parents', so a write retried after an outage
+        # stores each once.
+        events, self._follow_ups = self._follow_ups, []
+        if not events:
+            return
+        try:
+            await self._store.insert_many(events)
+        except StoreUnavailable:
+            self._follow_ups[:0] = events
+            raise
+        except StoreError as exc:
+            # Refused for their values: trying again would block every write behind them.
+            self.dropped += len(events)
+            log.error("dropped completion callbacks the store refuses", error=str(exc))
+            return
+        except BaseException:
+            self._follow_ups[:0] = events
+            raise
+        self._wakeup.notify(min(event.next_attempt_at for event in events))
 
     async def _write(self, batch: list[OutcomeUpdate]) -> None:
         try:

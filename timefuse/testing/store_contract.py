@@ -35,6 +35,7 @@ import pytest
 from timefuse.ports.store import StoreAdapter
 from timefuse.service.store import Store
 from timefuse.testing.store_contract_actions import ActionsContract
+from timefuse.testing.store_contract_amend import AmendContract
 from timefuse.testing.store_contract_claims import ClaimsContract
 from timefuse.testing.store_contract_coordination import CoordinationContract
 from timefuse.testing.store_contract_events import EventsContract
@@ -51,6 +52,7 @@ class StoreContract(
     ClaimsContract,
     CoordinationContract,
     ActionsContract,
+    AmendContract,
     ListingContract,
     RetentionContract,
     SchedulesContract,

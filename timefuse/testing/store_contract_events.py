@@ -45,12 +45,37 @@ class EventsContract:
             created_at=now - timedelta(seconds=3),
             updated_at=now - timedelta(seconds=1),
             destination_key="receiver.example:443",
+            http={
+                "method": "PUT",
+                "headers": {"X-Tenant": "acme", "X-Quote": 'a "b" \\ é'},
+                "timeout_seconds": 2.5,
+                "success_statuses": [200, 404],
+            },
+            version=3,
+            callback_url="https://client.example/done",
+            failure_callback_url="https://client.example/failed",
+            parent_id=new_event_id(now),
         )
         await insert_events(store, event)
         stored = await stored_event(store, event)
         assert stored == event
         assert stored.payload == event.payload  # byte for byte: whitespace and all
         assert stored.scheduled_at.utcoffset() is not None
+
+    async def test_round_trips_http_options_in_a_large_batch(self, store: Store) -> None:
+        # Large enough for the PostgreSQL adapter's COPY path, which encodes JSON on its own.
+        events = [
+            make_event(
+                payload=b"null",
+                http={"method": "POST", "body": f"<n>{n}</n>", "content_type": "text/xml"},
+            )
+            for n in range(600)
+        ]
+        await insert_events(store, *events)
+        for event in (events[0], events[-1]):
+            stored = await stored_event(store, event)
+            assert stored.http == event.http
+            assert stored.payload == b"null"
 
     async def test_round_trips_every_field_of_an_event_in_any_state(self, store: Store) -> None:
         now = utc_now()

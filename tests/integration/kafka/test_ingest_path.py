@@ -175,3 +175,33 @@ async def test_nothing_is_committed_while_the_store_is_down_and_all_is_stored_af
         timeout=10,
     )
     assert all([await running.tf.store.get(event_id) for event_id in ids])
+
+
+async def test_http_options_and_callbacks_travel_through_the_ingest_topic(running: Running) -> None:
+    http = {
+        "method": "PUT",
+        "headers": {"X-Tenant": "acme"},
+        "body": "<order id='9'/>",
+        "content_type": "application/xml",
+        "timeout_seconds": 4.0,
+        "success_statuses": [200, 404],
+    }
+    body = {
+        "external_job_id": "with-options",
+        "source": "alpha",
+        "scheduled_at": at(3600),
+        "delivery_type": "http",
+        "destination": "https://receiver.example/hook",
+        "http": http,
+        "callback_url": "https://client.example/done",
+    }
+    response = await running.client.post("/api/v1/events", json=body)
+    assert response.status_code == 202, response.text
+    event_id = response.json()["data"]["id"]
+    await eventually(lambda: event_id in running.store.inserted(), timeout=20)
+
+    stored = await running.tf.store.get(event_id)
+    assert stored is not None
+    assert stored.http == http
+    assert stored.payload == b"null"
+    assert stored.callback_url == "https://client.example/done"

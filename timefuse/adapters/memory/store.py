@@ -17,12 +17,13 @@ from typing import Any
 from timefuse.adapters.memory.schedules import MemorySchedules
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.destination import destination_limit_keys
-from timefuse.domain.event import Event
+from timefuse.domain.event import AMENDED_COLUMN_NAMES, Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR, expire_lease
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     Capabilities,
@@ -551,6 +552,24 @@ class MemoryStore(MemorySchedules):
         return list(self._history.get(event_id, []))
 
     # -- operator actions --------------------------------------------------------------------
+
+    async def amend(
+        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+    ) -> AmendResult:
+        await self._enter("amend")
+        stored = self._events.get(event.id)
+        if stored is None or stored.status not in when or stored.version != expected_version:
+            return AmendResult.NOT_AMENDABLE
+        key = _dedup_key(event)
+        twin = self._dedup.get(key)
+        if twin is not None and twin != event.id:
+            return AmendResult.DUPLICATE
+        changes = {name: getattr(event, name) for name in AMENDED_COLUMN_NAMES}
+        self._dedup.pop(_dedup_key(stored), None)
+        self._dedup[key] = event.id
+        self._events[event.id] = replace(stored, **changes)
+        self._notify(event.next_attempt_at)
+        return AmendResult.AMENDED
 
     async def cancel(
         self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]

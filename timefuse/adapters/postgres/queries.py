@@ -13,7 +13,7 @@ touches the one or two partitions that hold the rows instead of probing every pa
 from __future__ import annotations
 
 from timefuse.adapters.postgres.rows import EVENT_SQL_COLUMNS
-from timefuse.domain.event import EVENT_COLUMN_NAMES
+from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES
 
 DUE_CHANNEL = "timefuse_due"
 
@@ -539,6 +539,23 @@ SELECT EXISTS (SELECT 1 FROM changed),
 CANCEL = _CONDITIONAL.format(set="SET status = 'CANCELLED', updated_at = now()")
 
 REDELIVER = _CONDITIONAL.format(set=REDELIVER_SET)
+
+_SQL_TYPE_OF = dict(EVENT_SQL_COLUMNS)
+
+# The row is found by its current scheduled_at (from event_ids) and may move to another
+# partition with a new one; AMEND_MOVED then moves its id's entry and attempt history along.
+AMEND_LOCK = "SELECT scheduled_at FROM event_ids WHERE id = %(id)s FOR UPDATE"
+AMEND = (
+    "UPDATE events SET "
+    + ", ".join(f"{name} = %({name})s::{_SQL_TYPE_OF[name]}" for name in AMENDED_COLUMN_NAMES)
+    + " WHERE id = %(id)s AND scheduled_at = %(old_scheduled_at)s"
+    " AND status = ANY(%(when)s::text[]) AND version = %(expected_version)s"
+)
+AMEND_MOVED_ID = "UPDATE event_ids SET scheduled_at = %(scheduled_at)s WHERE id = %(id)s"
+AMEND_MOVED_ATTEMPTS = """
+UPDATE event_attempts SET event_scheduled_at = %(scheduled_at)s
+ WHERE event_id = %(id)s AND event_scheduled_at = %(old_scheduled_at)s
+"""
 
 # Only the next attempt moves: scheduled_at, the partition key, stays where it is.
 MOVE_DUE = _CONDITIONAL.format(set="SET next_attempt_at = %(due_at)s, updated_at = %(now)s")

@@ -81,7 +81,7 @@ def _converters(table: dict[Kind, _Convert]) -> list[tuple[str, _Convert | None]
 
 _PARAMETERS = _converters(_TO_PARAMETER)
 _DECODE = _converters(_FROM_ROW)
-_JSON_POSITION = next(i for i, c in enumerate(EVENT_COLUMNS) if c.kind is Kind.JSON)
+_JSON_POSITIONS = [i for i, c in enumerate(EVENT_COLUMNS) if c.kind is Kind.JSON]
 
 
 def event_values(event: Event) -> tuple[Any, ...]:
@@ -104,7 +104,8 @@ def copy_row(event: Event) -> tuple[Any, ...]:
     """The values of an event for a binary COPY into ``timefuse_staging``."""
     values = list(event_values(event))
     # The binary jsonb dumper encodes the object itself; the JSON text would be encoded again.
-    values[_JSON_POSITION] = getattr(event, EVENT_COLUMNS[_JSON_POSITION].name)
+    for position in _JSON_POSITIONS:
+        values[position] = getattr(event, EVENT_COLUMNS[position].name)
     return tuple(values)
 
 

@@ -35,16 +35,18 @@ from timefuse.adapters.postgres.partitions import (
 )
 from timefuse.adapters.postgres.rows import (
     aware,
+    event_values,
     outcome_arrays,
     ref_arrays,
     row_to_attempt,
     row_to_event,
 )
 from timefuse.adapters.postgres.schedules import PostgresSchedules
-from timefuse.domain.event import Event
+from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES, Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     Capabilities,
@@ -430,6 +432,30 @@ class PostgresEventStore(PostgresSchedules):
         }
         async with self._connection() as conn:
             return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+
+    async def amend(
+        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+    ) -> AmendResult:
+        values = dict(zip(EVENT_COLUMN_NAMES, event_values(event), strict=True))
+        params: dict[str, Any] = {name: values[name] for name in AMENDED_COLUMN_NAMES}
+        params.update(id=event.id, expected_version=expected_version, when=_statuses(when))
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    found = await (await conn.execute(queries.AMEND_LOCK, params)).fetchone()
+                    if found is None:
+                        return AmendResult.NOT_AMENDABLE
+                    params["old_scheduled_at"] = found[0]
+                    changed = (await conn.execute(queries.AMEND, params)).rowcount
+                    if changed and found[0] != event.scheduled_at:
+                        await conn.execute(queries.AMEND_MOVED_ID, params)
+                        await conn.execute(queries.AMEND_MOVED_ATTEMPTS, params)
+                    if changed:
+                        await notify_due(conn, event.next_attempt_at)
+            except psycopg.errors.UniqueViolation:
+                # The dedup key: another event of the job is at the new scheduled_at.
+                return AmendResult.DUPLICATE
+        return AmendResult.AMENDED if changed else AmendResult.NOT_AMENDABLE
 
     async def move_due(
         self,

@@ -26,11 +26,12 @@ from timefuse.adapters.sqlite.rows import (
     to_micros,
 )
 from timefuse.domain.destination import destination_key
-from timefuse.domain.event import Event
+from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES, Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     ClaimRef,
@@ -300,6 +301,23 @@ def cancel(
             return CancelResult.CANCELLED
         visible = _visible(conn, event_id, sources)
     return CancelResult.NOT_PENDING if visible else CancelResult.NOT_FOUND
+
+
+def amend(
+    conn: sqlite3.Connection, event: Event, expected_version: int, when: Collection[EventStatus]
+) -> AmendResult:
+    values = dict(zip(EVENT_COLUMN_NAMES, event_to_row(event), strict=True))
+    params = {name: values[name] for name in AMENDED_COLUMN_NAMES}
+    statement = queries.AMEND.format(when=_when(when))
+    try:
+        with transaction(conn):
+            changed = conn.execute(
+                statement, {**params, "id": event.id, "expected_version": expected_version}
+            ).rowcount
+    except sqlite3.IntegrityError:
+        # The dedup key's unique index: another event of the job is at that time.
+        return AmendResult.DUPLICATE
+    return AmendResult.AMENDED if changed else AmendResult.NOT_AMENDABLE
 
 
 def cancel_by_external_id(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from timefuse.adapters.sqlite.rows import EVENT_COLUMN_NAMES, json_column
+from timefuse.domain.event import AMENDED_COLUMN_NAMES
 
 _COLUMNS = ", ".join(EVENT_COLUMN_NAMES)
 
@@ -248,6 +249,13 @@ CANCEL = """
 UPDATE events SET status = 'CANCELLED', updated_at = :now
  WHERE id = :event_id AND {when}{sources}
 """
+
+# {when}: the statuses the change applies to. Attempt records follow the event by id.
+AMEND = (
+    "UPDATE events SET "
+    + ", ".join(f"{name} = :{name}" for name in AMENDED_COLUMN_NAMES)
+    + " WHERE id = :id AND {when} AND version = :expected_version"
+)
 
 CANCEL_BY_EXTERNAL_ID = """
 UPDATE events INDEXED BY events_dedup_key

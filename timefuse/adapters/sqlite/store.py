@@ -27,6 +27,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     Capabilities,
@@ -241,6 +242,11 @@ class SqliteEventStore(SqliteSchedules):
         self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
     ) -> CancelResult:
         return await self._run(lambda conn: ops.cancel(conn, self._now(), event_id, sources, when))
+
+    async def amend(
+        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+    ) -> AmendResult:
+        return await self._run(lambda conn: ops.amend(conn, event, expected_version, when))
 
     async def cancel_by_external_id(
         self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]

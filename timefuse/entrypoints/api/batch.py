@@ -19,6 +19,7 @@ from timefuse.entrypoints.api.models import (
     ItemWarning,
     RawFields,
     RejectedEvent,
+    batch_out,
     read_event,
     unknown_field_message,
 )
@@ -167,7 +168,7 @@ async def submit_items(
     rejected.sort(key=lambda r: r.index)
     accepted_at = {item.index for item in ids}
     warnings = [w for w in sorted_items.warnings if w.index in accepted_at]
-    return BatchOut(len(ids), len(rejected), ids, rejected, not service.buffered, warnings)
+    return batch_out(ids, rejected, stored=not service.buffered, warnings=warnings)
 
 
 def all_rejected(out: BatchOut) -> ApiError:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import difflib
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
+from timefuse.domain.amend import HISTORY_EXTRA
 from timefuse.domain.event import Event
 from timefuse.domain.validation import SubmissionLimits
 from timefuse.entrypoints.api.envelope import FieldErrorOut
@@ -58,7 +59,10 @@ Destination = Annotated[
 ]
 Payload = Annotated[
     msgspec.Raw,
-    _doc("Any JSON value but null, delivered exactly as sent."),
+    _doc(
+        "Any JSON value but null, delivered exactly as sent. Required unless http.body is "
+        "given (then it must be absent) or http.method is GET or DELETE (then it may be)."
+    ),
 ]
 MaxRetries = Annotated[
     msgspec.Raw,
@@ -87,6 +91,68 @@ Backoff = Annotated[
 ]
 
 
+HTTP_OPTIONS_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "method": {"type": "string", "enum": ["POST", "PUT", "PATCH", "DELETE", "GET"],
+                   "default": "POST"},
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 4096},
+            "maxProperties": 32,
+            "description": "Extra request headers. Refused: hop-by-hop headers, Host, "
+            "Content-Length, Content-Type (use content_type), Expect, Authorization, "
+            "Proxy-Authorization, Cookie, and names starting with webhook- or timefuse-.",
+        },
+        "body": {
+            "type": "string",
+            "description": "The body to send instead of the JSON payload (payload must then "
+            "be absent): text, or base64 bytes with body_encoding base64.",
+        },
+        "body_encoding": {"type": "string", "enum": ["text", "base64"], "default": "text"},
+        "content_type": {
+            "type": "string",
+            "maxLength": 256,
+            "description": "The Content-Type sent (default: application/json for the payload, "
+            "text/plain; charset=utf-8 for a text body, application/octet-stream for bytes).",
+        },
+        "timeout_seconds": {
+            "type": "number",
+            "minimum": 0.1,
+            "maximum": _LIMITS.max_http_timeout_seconds,
+            "description": "Seconds one attempt may take (default: TIMEFUSE_HTTP_TIMEOUT_SECONDS);"
+            " past it the attempt is a retriable timeout.",
+        },
+        "success_statuses": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 200, "maximum": 599},
+            "minItems": 1,
+            "maxItems": 50,
+            "description": "The statuses that count as delivered (default: any 2xx).",
+        },
+    },
+}  # fmt: skip
+CallbackUrl = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Where to POST a signed notice when the event completes (callback_url) or ends FAILED "
+        "or DEAD_LETTER (failure_callback_url); delivered as a child event.",
+        type="string",
+        format="uri",
+        maxLength=_LIMITS.max_destination,
+    ),
+]
+HttpField = Annotated[
+    msgspec.Raw,
+    _doc(
+        "How the http delivery type sends this event: method, headers, body, timeout, success "
+        "statuses (http events only).",
+        **HTTP_OPTIONS_SCHEMA,
+    ),
+]
+
+
 class EventIn(msgspec.Struct):
     """An event to deliver at its scheduled time."""
 
@@ -106,6 +172,9 @@ class EventIn(msgspec.Struct):
     delivery_window_seconds: Window = _RAW
     retry_backoff_seconds: Backoff = _RAW
     retry_backoff_max_seconds: Backoff = _RAW
+    http: HttpField = _RAW
+    callback_url: CallbackUrl = _RAW
+    failure_callback_url: CallbackUrl = _RAW
 
     def to_fields(self) -> dict[str, object]:
         """The plain mapping :func:`~timefuse.domain.validation.build_event` reads."""
@@ -122,6 +191,9 @@ class EventIn(msgspec.Struct):
             "delivery_window_seconds": _scalar(self.delivery_window_seconds),
             "retry_backoff_seconds": _scalar(self.retry_backoff_seconds),
             "retry_backoff_max_seconds": _scalar(self.retry_backoff_max_seconds),
+            "http": json_value(self.http),
+            "callback_url": _scalar(self.callback_url),
+            "failure_callback_url": _scalar(self.failure_callback_url),
         }
 
     @property
@@ -151,6 +223,66 @@ def unknown_field_message(name: str) -> str:
     return f"is not a field of an event{hint}"
 
 
+IfVersion = Annotated[
+    msgspec.Raw,
+    _doc(
+        "Change the event only if it is still at this version (its JSON's version); 412 otherwise.",
+        type="integer",
+        minimum=1,
+    ),
+]
+
+
+class EventPatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Fields to change in a PENDING event; those absent stay as they are, null resets an
+    optional one. Unknown fields are refused: a misspelt one silently ignored would leave the
+    event unchanged while the answer says it changed."""
+
+    scheduled_at: ScheduledAt = _RAW
+    destination: Destination = _RAW
+    payload: Payload = _RAW
+    http: HttpField = _RAW
+    max_retries: MaxRetries = _RAW
+    delivery_window_seconds: Window = _RAW
+    retry_backoff_seconds: Backoff = _RAW
+    retry_backoff_max_seconds: Backoff = _RAW
+    callback_url: CallbackUrl = _RAW
+    failure_callback_url: CallbackUrl = _RAW
+    if_version: IfVersion = _RAW
+    # Refused with a reason when given: they identify the event.
+    external_job_id: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
+    source: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
+    delivery_type: Annotated[msgspec.Raw, _doc("Can't be changed.")] = _RAW
+
+    def to_changes(self) -> dict[str, object]:
+        """The fields given, decoded as a submission's are (null as ``None``)."""
+        changes: dict[str, object] = {}
+        for name in self.__struct_fields__:
+            raw: msgspec.Raw = getattr(self, name)
+            if name == "if_version" or not raw:
+                continue
+            if name == "payload":
+                text = bytes(raw)
+                changes[name] = None if text.strip() == b"null" else text
+            elif name == "http":
+                changes[name] = json_value(raw)
+            else:
+                changes[name] = _scalar(raw)
+        return changes
+
+    @property
+    def version_wanted(self) -> object:
+        return _scalar(self.if_version)
+
+
+class ChangeOut(msgspec.Struct):
+    """One change of the event: the version it made, when, and the fields it set."""
+
+    version: int
+    at: str
+    fields: list[str]
+
+
 class NotAScalar:
     """Stands for a field's array, object or out-of-range number: no rule accepts it."""
 
@@ -174,8 +306,21 @@ def _scalar(raw: msgspec.Raw) -> object:
         return NOT_A_SCALAR
 
 
+def json_value(raw: msgspec.Raw) -> object:
+    """A field holding any JSON value (an object, typically), decoded; ``None`` when absent.
+
+    The request's size and depth were bounded before it was decoded.
+    """
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(bytes(raw))
+    except msgspec.ValidationError:  # a number beyond a float's range (1e999)
+        return NOT_A_SCALAR
+
+
 EVENT_REQUIRED = [
-    "external_job_id", "source", "scheduled_at", "delivery_type", "destination", "payload",
+    "external_job_id", "source", "scheduled_at", "delivery_type", "destination",
 ]  # fmt: skip
 # The body of POST /api/v1/events: decoded permissively (see EventIn), documented strictly.
 EventBody = Annotated[EventIn, msgspec.Meta(extra_json_schema={"required": EVENT_REQUIRED})]
@@ -272,6 +417,12 @@ class ItemWarning(msgspec.Struct):
 
 
 class BatchOut(msgspec.Struct, omit_defaults=True):
+    """A batch's result: timefuse's own fields and the seed's, which say the same thing.
+
+    ``ids`` and ``accepted_message_ids`` are in the order of the items; a resubmitted twin's
+    id is its earlier event's id.
+    """
+
     accepted: int
     rejected: int
     ids: list[AcceptedId]
@@ -283,10 +434,38 @@ class BatchOut(msgspec.Struct, omit_defaults=True):
             "buffer, readable once the ingest consumer has stored them)."
         ),
     ]
+    total_submitted: Annotated[int, _doc("Items in the batch (the seed's field).")]
+    total_accepted: Annotated[int, _doc("Items accepted: accepted (the seed's field).")]
+    total_rejected: Annotated[int, _doc("Items rejected: rejected (the seed's field).")]
+    accepted_message_ids: Annotated[
+        list[str], _doc("The ids of the accepted items, in their order (the seed's field).")
+    ]
     warnings: Annotated[
         list[ItemWarning],
         _doc("Fields of accepted items that were ignored (unknown fields), by item index."),
     ] = msgspec.field(default_factory=list)
+
+
+def batch_out(
+    ids: list[AcceptedId],
+    rejected: list[RejectedEvent],
+    *,
+    stored: bool,
+    warnings: list[ItemWarning] | None = None,
+) -> BatchOut:
+    ordered = sorted(ids, key=lambda accepted: accepted.index)
+    return BatchOut(
+        accepted=len(ordered),
+        rejected=len(rejected),
+        ids=ordered,
+        rejected_events=rejected,
+        stored=stored,
+        total_submitted=len(ordered) + len(rejected),
+        total_accepted=len(ordered),
+        total_rejected=len(rejected),
+        accepted_message_ids=[accepted.id for accepted in ordered],
+        warnings=warnings or [],
+    )
 
 
 class Cancelled(msgspec.Struct):
@@ -315,6 +494,21 @@ class EventOut(msgspec.Struct):
     delivery_window_seconds: float
     retry_backoff_seconds: float | None
     retry_backoff_max_seconds: float | None
+    http: Annotated[
+        dict[str, Any] | None,
+        _doc("The event's http options as accepted (null: a JSON POST with the defaults)."),
+    ] = None
+    version: Annotated[
+        int, _doc("The event's version, from 1; every change (PATCH) makes it one more.")
+    ] = 1
+    changes: Annotated[
+        list[ChangeOut], _doc("The changes made to the event (the latest 20), oldest first.")
+    ] = msgspec.field(default_factory=list)
+    callback_url: str | None = None
+    failure_callback_url: str | None = None
+    parent_id: Annotated[
+        str | None, _doc("For a completion callback: the event it reports on.")
+    ] = None
 
 
 def _utc(moment: datetime) -> datetime:
@@ -352,7 +546,24 @@ def event_out(event: Event) -> EventOut:
         delivery_window_seconds=event.delivery_window_seconds,
         retry_backoff_seconds=event.retry_backoff_seconds,
         retry_backoff_max_seconds=event.retry_backoff_max_seconds,
+        http=event.http or None,
+        version=event.version,
+        changes=_changes_of(event),
+        callback_url=event.callback_url,
+        failure_callback_url=event.failure_callback_url,
+        parent_id=event.parent_id,
     )
+
+
+def _changes_of(event: Event) -> list[ChangeOut]:
+    found = event.extra.get(HISTORY_EXTRA)
+    if not isinstance(found, list):
+        return []
+    return [
+        ChangeOut(int(entry["version"]), str(entry["at"]), [str(f) for f in entry["fields"]])
+        for entry in found
+        if isinstance(entry, dict)
+    ]
 
 
 class EventPageOut(msgspec.Struct):

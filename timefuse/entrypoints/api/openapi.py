@@ -34,8 +34,10 @@ _ERRORS = {
     404: "No such event (or schedule) among those the key may see (or, for a destination, "
     "none this process's dispatcher knows; for refused ingest records, no Kafka ingest).",
     409: "The event's status doesn't allow it (the message names the status): cancelling needs "
-    "PENDING; redelivering needs COMPLETED, FAILED or DEAD_LETTER. For a schedule: it kept "
+    "PENDING; redelivering needs COMPLETED, FAILED or DEAD_LETTER; changing (PATCH) needs "
+    "PENDING, or a scheduled_at its job has no other event at. For a schedule: it kept "
     "changing under the request (try again).",
+    412: "if_version names another version than the event's (data holds the event as it is).",
     413: "The request body is larger than TIMEFUSE_MAX_BODY_BYTES. (An event's payload over "
     "TIMEFUSE_MAX_PAYLOAD_BYTES is a 400 naming the payload field.)",
     415: "The body is not application/json (or a +json type).",

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from timefuse.domain.event import Event, is_event_id
+from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api import batch
 from timefuse.entrypoints.api import external as by_external
@@ -19,11 +20,13 @@ from timefuse.entrypoints.api.access import FORBIDDEN_SOURCE, principal
 from timefuse.entrypoints.api.body import BodyLimits, read_json
 from timefuse.entrypoints.api.envelope import FieldErrorOut, ok
 from timefuse.entrypoints.api.errors import (
+    DUPLICATE_EVENT,
     EVENT_NOT_FOUND,
     EVENT_NOT_PENDING,
     EVENT_NOT_REDELIVERABLE,
     INVALID_EVENT_ID,
     VALIDATION_FAILED,
+    VERSION_MISMATCH,
     ApiError,
 )
 from timefuse.entrypoints.api.listing import QUERY_PARAMS, invalid, parse_listing
@@ -37,6 +40,7 @@ from timefuse.entrypoints.api.models import (
     EventBody,
     EventOut,
     EventPageOut,
+    EventPatchIn,
     RawFields,
     Submitted,
     accepted_message,
@@ -49,7 +53,7 @@ from timefuse.entrypoints.api.models import (
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
 from timefuse.ports.store import CancelResult, RedeliverResult
-from timefuse.service.events import EventService
+from timefuse.service.events import AmendAnswer, EventService
 from timefuse.service.metrics import Metrics
 
 PREFIX = "/api/v1/events"
@@ -57,6 +61,7 @@ ADMIN_PREFIX = PREFIX + "/admin"
 
 _fields_decoder = msgspec.json.Decoder(RawFields)
 _batch_decoder = msgspec.json.Decoder(BatchIn)
+_patch_decoder = msgspec.json.Decoder(EventPatchIn)
 
 
 class EventIdConvertor(Convertor[str]):
@@ -168,6 +173,55 @@ class EventsApi:
         # nothing to read back; the short answer then is still true.
         data = event_out(event) if event is not None else Submitted(event_id, "CANCELLED")
         return ok(data, message="event cancelled")
+
+    async def amend(self, request: Request) -> Response:
+        event_id = _event_id(request)
+        return await self._amend(request, event_id)
+
+    async def amend_by_external_id(self, request: Request) -> Response:
+        external_job_id = self._external_id(request)
+        sources = principal(request).sources
+        events = await self._service.find_by_external_id(external_job_id, sources=sources)
+        if not events:
+            raise _no_external(external_job_id)
+        # The most recent PENDING one; with none, the most recent (for its 409).
+        pending = [event for event in events if event.status is EventStatus.PENDING]
+        return await self._amend(request, (pending or events)[0].id)
+
+    async def _amend(self, request: Request, event_id: str) -> Response:
+        body = await read_json(request, _patch_decoder, self._limits)
+        wanted = body.version_wanted
+        if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int)):
+            message = "must be an integer: the version the change applies to"
+            raise ApiError(
+                400, VALIDATION_FAILED, f"if_version {message}",
+                errors=[FieldError("if_version", message)],
+            )  # fmt: skip
+        outcome = await self._service.amend(
+            event_id,
+            body.to_changes(),
+            if_version=wanted,
+            sources=principal(request).sources,
+        )
+        event = outcome.event
+        answer = outcome.answer
+        if answer is AmendAnswer.NOT_FOUND or event is None:
+            raise _not_found(event_id)
+        if answer is AmendAnswer.NOT_PENDING:
+            message = (
+                f"event {event_id} is {event.status.value}; only a PENDING event can be changed"
+            )
+            raise ApiError(409, EVENT_NOT_PENDING, message, data=event_out(event))
+        if answer is AmendAnswer.VERSION_MISMATCH:
+            message = f"event {event_id} is at version {event.version}, not {wanted}"
+            raise ApiError(412, VERSION_MISMATCH, message, data=event_out(event))
+        if answer is AmendAnswer.DUPLICATE:
+            message = (
+                f"event {event.id}'s job {event.external_job_id!r} already has an event at "
+                "that scheduled_at"
+            )
+            raise ApiError(409, DUPLICATE_EVENT, message)
+        return ok(event_out(event), message="event changed")
 
     async def list_events(self, request: Request) -> Response:
         listing = parse_listing(request.query_params)
@@ -303,6 +357,15 @@ _EXTERNAL_ID = {
 }
 
 
+_PATCH_DOC = (
+    "Changes scheduled_at, destination, payload, http, max_retries, delivery_window_seconds "
+    "and the retry backoff of a PENDING event atomically, checked as a submission is; the "
+    "fields absent stay, null resets an optional one. 409 with the event when it is no longer "
+    "PENDING (being delivered or finished); 412 with the event when if_version is given and "
+    "the event is at another version. Each change bumps version and is listed in changes."
+)
+
+
 def event_operations(api: EventsApi) -> list[Operation]:
     """The operations, fixed paths before ``{event_id}`` so no fixed name is read as an id."""
     register_url_convertor("event_id", EventIdConvertor())
@@ -367,6 +430,14 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "acts for unless source narrows it.",
         ),
         Operation(
+            "PATCH", external, api.amend_by_external_id,
+            "Change the latest pending event of an external id", tag, Role.SUBMIT,
+            data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 503),
+            params={"external_job_id": _EXTERNAL_ID},
+            description=_PATCH_DOC + " Applies to the most recent PENDING event of the "
+            "external id (with none, the answer is 409 naming the latest event's status).",
+        ),
+        Operation(
             "GET", by_id, api.get, "Read an event", tag, Role.READ, data=EventOut,
             errors=(400, 404, 503), params={"event_id": _EVENT_ID},
         ),
@@ -374,6 +445,11 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "DELETE", by_id, api.cancel, "Cancel a pending event", tag, Role.CANCEL,
             data=EventOut, errors=(400, 404, 409, 503),
             params={"event_id": _EVENT_ID},
+        ),
+        Operation(
+            "PATCH", by_id, api.amend, "Change a pending event", tag, Role.SUBMIT,
+            data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 503),
+            params={"event_id": _EVENT_ID}, description=_PATCH_DOC,
         ),
         Operation(
             "GET", by_id + "/attempts", api.attempts, "List an event's delivery attempts", tag,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from timefuse.domain.event import Event, is_event_id
+from timefuse.domain.http_options import read_options
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api.access import Principal
 from timefuse.entrypoints.api.refused import RefusedRecords, refused_rows
@@ -262,7 +264,10 @@ class Pages:
         if event is None:
             return self.not_found(request, visit, "No such event, or not one this key may see.")
         attempts = await self._parts.service.attempts(event.id, sources=who.sources) or []
-        pretty, raw, cut = payload_text(event.payload)
+        # The body as the receiver gets it: the payload, or http.body in its place.
+        body = read_options(event.http).request_body(event.payload)
+        pretty, raw, cut = payload_text(body)
+        request_options = {name: value for name, value in event.http.items() if name != "body"}
         context = frame(request, visit, "events", f"Event {event.external_job_id}")
         context.update(
             event=event,
@@ -270,7 +275,10 @@ class Pages:
             payload_pretty=pretty,
             payload_raw=raw,
             payload_cut=cut,
-            payload_size=len(event.payload),
+            payload_size=len(body),
+            http_options=(
+                json.dumps(request_options, indent=2, ensure_ascii=False) if event.http else None
+            ),
             actions=[
                 (datetime.fromtimestamp(a.at, UTC), a) for a in self._parts.actions.about(event.id)
             ],

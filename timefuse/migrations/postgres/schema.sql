@@ -20,7 +20,8 @@ INSERT INTO timefuse_schema_version (version, name) VALUES
     (3, '0003_operations.sql'),
     (4, '0004_claims_and_workers.sql'),
     (5, '0005_shared_limits.sql'),
-    (6, '0006_schedules.sql');
+    (6, '0006_schedules.sql'),
+    (7, '0007_request_control.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -50,6 +51,11 @@ CREATE TABLE events (
     attempt_records           integer          NOT NULL DEFAULT 0,
     destination_key           text             NOT NULL DEFAULT '',
     claim_count               integer          NOT NULL DEFAULT 0,
+    http                      jsonb            NOT NULL DEFAULT '{}',
+    version                   integer          NOT NULL DEFAULT 1,
+    callback_url              text,
+    failure_callback_url      text,
+    parent_id                 text COLLATE "C",
     CONSTRAINT events_pkey PRIMARY KEY (id, scheduled_at),
     CONSTRAINT events_status_check CHECK (status IN (
         'PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER', 'CANCELLED'))

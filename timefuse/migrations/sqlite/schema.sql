@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 
 INSERT INTO schema_version (version)
-SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+SELECT 5 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- A rowid table (not WITHOUT ROWID): payloads can reach 1 MiB, and SQLite advises against
 -- WITHOUT ROWID for rows that large. The claim subquery selects rowids straight from the
@@ -47,7 +47,15 @@ CREATE TABLE IF NOT EXISTS events (
     -- The receiver's canonical name (timefuse.domain.destination), for limits and breakers.
     destination_key           TEXT    NOT NULL DEFAULT '',
     -- Claims ever made of the event, never going back: the token of the current claim.
-    claim_count               INTEGER NOT NULL DEFAULT 0
+    claim_count               INTEGER NOT NULL DEFAULT 0,
+    -- Per-event HTTP options (timefuse.domain.http_options), a JSON object.
+    http                      TEXT    NOT NULL DEFAULT '{}',
+    -- The event's version, bumped by every change of a PENDING event.
+    version                   INTEGER NOT NULL DEFAULT 1,
+    -- Completion callbacks, and the event a callback reports on.
+    callback_url              TEXT,
+    failure_callback_url      TEXT,
+    parent_id                 TEXT
 );
 
 -- The dedup key: a resubmission of the same job for the same instant is the same event.

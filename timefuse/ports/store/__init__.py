@@ -25,6 +25,7 @@ from timefuse.ports.store.errors import StoreError, StoreRefused, StoreUnavailab
 from timefuse.ports.store.outcomes import Outcomes
 from timefuse.ports.store.queries import Queries
 from timefuse.ports.store.records import (
+    AmendResult,
     AttemptRecord,
     CancelResult,
     ClaimBatch,
@@ -87,6 +88,7 @@ class StoreAdapter(
 
 
 __all__ = [
+    "AmendResult",
     "AttemptRecord",
     "CancelResult",
     "Capabilities",

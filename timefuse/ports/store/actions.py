@@ -1,4 +1,4 @@
-"""Operator actions: cancelling and redelivering events.
+"""Operator actions: cancelling, changing and redelivering events.
 
 Each is one conditional write, so it never races a claim. Which statuses an action applies to
 is the caller's rule (the rule layer passes it in), not the adapter's.
@@ -9,8 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store.records import CancelResult, MoveDueResult, RedeliverResult
+from timefuse.ports.store.records import (
+    AmendResult,
+    CancelResult,
+    MoveDueResult,
+    RedeliverResult,
+)
 
 
 class OperatorActions(Protocol):
@@ -24,6 +30,19 @@ class OperatorActions(Protocol):
         self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
     ) -> int:
         """Cancel every event with that external id (of ``sources``) in one of ``when``."""
+        ...
+
+    async def amend(
+        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+    ) -> AmendResult:
+        """Write ``event``'s changeable fields over the stored event of its id, if that one is
+        in one of ``when`` and of ``expected_version``, in one conditional write.
+
+        The changeable fields are the accepted ones (:data:`EVENT_COLUMNS`, ``accepted``) but
+        ``id``, ``external_job_id``, ``source``, ``delivery_type`` and ``created_at``, plus
+        ``updated_at`` and ``extra``; ``version`` becomes ``expected_version + 1``. A new
+        ``scheduled_at`` moves the event and its attempt history with it.
+        """
         ...
 
     async def move_due(

@@ -169,6 +169,16 @@ class CancelResult(enum.Enum):
     NOT_PENDING = "NOT_PENDING"
 
 
+class AmendResult(enum.Enum):
+    """How a change of a stored event went."""
+
+    AMENDED = "AMENDED"
+    # Not in a status the change applies to, or no longer of the version it was read at.
+    NOT_AMENDABLE = "NOT_AMENDABLE"
+    # The new scheduled_at would give the event the dedup key of another one.
+    DUPLICATE = "DUPLICATE"
+
+
 class MoveDueResult(enum.Enum):
     MOVED = "MOVED"
     NOT_FOUND = "NOT_FOUND"

@@ -1,0 +1,129 @@
+"""Completion callbacks: a child event tells a URL how its parent ended."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.conftest import World, answering, loop_time
+from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
+from timefuse.domain.status import EventStatus
+
+pytestmark = pytest.mark.looptime
+
+DONE_HOOK = "https://client.example/done"
+FAILED_HOOK = "https://client.example/failed"
+
+
+def notices(world: World, url: str) -> list[dict[str, object]]:
+    found = []
+    for event in world.memory.snapshot().values():
+        if event.destination == url:
+            found.append({"event": event, **json.loads(event.payload)})
+    return found
+
+
+async def test_a_completed_event_calls_back_with_its_outcome(world: World) -> None:
+    world.receivers.answer(
+        "https://receiver.example/a",
+        answering(DeliveryOutcome(OutcomeKind.SUCCESS, status_code=201, response_excerpt="thanks")),
+    )
+    (parent,) = await world.submit(
+        world.event(
+            destination="https://receiver.example/a",
+            callback_url=DONE_HOOK,
+            failure_callback_url=FAILED_HOOK,
+        )
+    )
+
+    await world.run(
+        10.0, world.dispatcher(), until=lambda: bool(world.receivers.received(DONE_HOOK))
+    )
+
+    [notice] = notices(world, DONE_HOOK)
+    child = notice["event"]
+    assert child.parent_id == parent.id  # type: ignore[attr-defined]
+    assert child.status is EventStatus.COMPLETED  # type: ignore[attr-defined]
+    assert {
+        k: notice[k]
+        for k in ("type", "event_id", "status", "attempts", "status_code", "response_excerpt")
+    } == {
+        "type": "event.completed",
+        "event_id": parent.id,
+        "status": "COMPLETED",
+        "attempts": 1,
+        "status_code": 201,
+        "response_excerpt": "thanks",
+    }
+    assert notices(world, FAILED_HOOK) == []
+
+
+async def test_a_dead_lettered_event_calls_its_failure_url(world: World) -> None:
+    world.receivers.answer(
+        "https://receiver.example/down",
+        answering(DeliveryOutcome.retriable("HTTP 503", 503)),
+    )
+    (parent,) = await world.submit(
+        world.event(
+            destination="https://receiver.example/down",
+            max_retries=1,
+            callback_url=DONE_HOOK,
+            failure_callback_url=FAILED_HOOK,
+        )
+    )
+
+    await world.run(
+        120.0, world.dispatcher(), until=lambda: bool(world.receivers.received(FAILED_HOOK))
+    )
+
+    assert (await world.stored(parent)).status is EventStatus.DEAD_LETTER
+    [notice] = notices(world, FAILED_HOOK)
+    assert (notice["type"], notice["status"], notice["attempts"], notice["retry_count"]) == (
+        "event.dead_lettered",
+        "DEAD_LETTER",
+        2,
+        2,
+    )
+    assert notice["error"] == "HTTP 503"
+    assert notices(world, DONE_HOOK) == []
+
+
+async def test_an_event_without_callbacks_makes_no_child(world: World) -> None:
+    await world.submit(world.event())
+
+    await world.run(5.0, world.dispatcher(), until=lambda: bool(world.receivers.requests))
+    await world.run(1.0, world.dispatcher())
+
+    assert len(world.memory.snapshot()) == 1
+
+
+async def test_a_callback_the_store_refuses_is_dropped_without_blocking_writes() -> None:
+    from timefuse.domain.event import Event
+    from timefuse.ports.store import ClaimRef, StoreRefused
+    from timefuse.service.wakeup import DueSignal
+    from timefuse.service.writeback import OutcomeWriter
+    from timefuse.testing.factories import make_event, make_outcome
+
+    class RefusingStore:
+        def __init__(self) -> None:
+            self.handed_back: list[ClaimRef] = []
+
+        async def record_outcomes(self, updates: object) -> int:
+            return len(updates)  # type: ignore[arg-type]
+
+        async def insert_many(self, events: list[Event]) -> dict[str, str]:
+            raise StoreRefused("no")
+
+        async def hand_back(self, refs: list[ClaimRef], delay_seconds: float = 0.0) -> int:
+            self.handed_back.extend(refs)
+            return len(refs)
+
+    store = RefusingStore()
+    writer = OutcomeWriter(store, DueSignal(), batch_size=10, monotonic=loop_time)
+    event = make_event(attempts=1, claim_count=1)
+    writer.add(make_outcome(event, "w"), make_event())
+    writer.hand_back(ClaimRef(event.id, 1, "w"), 0.0)
+
+    assert await writer.flush() is True
+    assert (writer.dropped, writer.pending, len(store.handed_back)) == (1, 0, 1)
