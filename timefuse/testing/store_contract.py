@@ -41,6 +41,7 @@ from timefuse.testing.store_contract_events import EventsContract
 from timefuse.testing.store_contract_listing import ListingContract
 from timefuse.testing.store_contract_retention import RetentionContract
 from timefuse.testing.store_contract_support import RealTime, StoreTime
+from timefuse.testing.store_contract_tenants import TenantsContract
 
 
 @pytest.mark.timefuse_contract
@@ -52,6 +53,7 @@ class StoreContract(
     ActionsContract,
     ListingContract,
     RetentionContract,
+    TenantsContract,
 ):
     """Every case of the store contract; see the module's docstring for how to run it.
 

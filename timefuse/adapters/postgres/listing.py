@@ -4,6 +4,11 @@ Their SQL is assembled from the criteria given, absent ones left out of the text
 as ``(%(from)s IS NULL OR scheduled_at >= %(from)s)`` can neither bound an index range nor
 prune partitions. There are few combinations, so each connection keeps a prepared statement
 for every one in use.
+
+A listing of some sources (every listing of a key scoped to sources) never walks other
+sources' events: for each (source, status) that ``timefuse_status_counts`` says holds events,
+it reads one range of ``events_source_status_schedule`` in listing order (a lateral join),
+and keeps the first rows of their merge.
 """
 
 from __future__ import annotations
@@ -28,6 +33,24 @@ _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMN_NAMES))
 # events_status_schedule with a status), so a page is one range scan per partition from the
 # cursor, merged in order and stopped after limit + 1 rows.
 _LIST = "SELECT {columns} FROM events WHERE {where} ORDER BY scheduled_at, id LIMIT %(limit)s"
+
+# The pairs come from the counts, so a status a source has no events in costs no index probe;
+# each range is an equality prefix of events_source_status_schedule, already in listing order,
+# whatever the plan's estimates (its plan is generic: see connection.configure).
+_LIST_OF_SOURCES = """
+SELECT {page_columns}
+  FROM (SELECT source, status FROM timefuse_status_counts
+         WHERE source = ANY(%(sources)s::text[]) AND {pair_status}
+         GROUP BY source, status HAVING sum(n) > 0) AS pairs
+ CROSS JOIN LATERAL (
+       SELECT {columns} FROM events
+        WHERE events.source = pairs.source AND events.status = pairs.status AND {where}
+        ORDER BY scheduled_at, id
+        LIMIT %(limit)s) AS page
+ ORDER BY page.scheduled_at, page.id
+ LIMIT %(limit)s
+"""
+_PAGE_COLUMNS = sql.SQL(", ").join(sql.Identifier("page", name) for name in EVENT_COLUMN_NAMES)
 
 # The earliest matching events first, locked, then updated by id within their scheduled_at range
 # (the pattern of queries.CLAIM_DUE: the partitions holding them are found at run time).
@@ -102,16 +125,36 @@ def _query_filter(query: EventQuery, after: Cursor | None) -> _Filter:
     return found
 
 
+def listing_statement(
+    query: EventQuery, after: Cursor | None
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The statement listing ``query``'s events after ``after`` (it takes ``%(limit)s``
+    besides the parameters returned)."""
+    if query.sources is None:
+        found = _query_filter(query, after)
+        return sql.SQL(_LIST).format(columns=_COLUMNS, where=found.where()), found.params
+    window = EventQuery(scheduled_from=query.scheduled_from, scheduled_to=query.scheduled_to)
+    found = _query_filter(window, after)
+    pair_status = (
+        sql.SQL("true")
+        if query.status is None
+        else sql.SQL("status = {}").format(sql.Literal(EventStatus(query.status).value))
+    )
+    statement = sql.SQL(_LIST_OF_SOURCES).format(
+        page_columns=_PAGE_COLUMNS, columns=_COLUMNS, pair_status=pair_status, where=found.where()
+    )
+    return statement, {**found.params, "sources": sorted(query.sources)}
+
+
 async def list_events(
     conn: Connection, query: EventQuery, limit: int, after: Cursor | None
 ) -> EventPage:
     if query.sources is not None and not query.sources:
         return EventPage([], None)
-    found = _query_filter(query, after)
-    statement = sql.SQL(_LIST).format(columns=_COLUMNS, where=found.where())
+    statement, params = listing_statement(query, after)
     # One row more than the page tells whether another page follows.
     async with conn.cursor(binary=True) as cursor:
-        await cursor.execute(statement, {**found.params, "limit": limit + 1})
+        await cursor.execute(statement, {**params, "limit": limit + 1})
         rows = await cursor.fetchall()
     events = [row_to_event(row) for row in rows[:limit]]
     if len(rows) <= limit:

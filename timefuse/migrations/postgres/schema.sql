@@ -19,7 +19,8 @@ INSERT INTO timefuse_schema_version (version, name) VALUES
     (2, '0002_status_counts.sql'),
     (3, '0003_operations.sql'),
     (4, '0004_claims_and_workers.sql'),
-    (5, '0005_shared_limits.sql');
+    (5, '0005_shared_limits.sql'),
+    (8, '0008_source_listing.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -68,6 +69,8 @@ CREATE INDEX events_schedule ON events (scheduled_at, id);
 CREATE INDEX events_status_schedule ON events (status, scheduled_at, id);
 
 CREATE INDEX events_in_flight ON events (destination_key) WHERE status = 'PROCESSING';
+
+CREATE INDEX events_source_status_schedule ON events (source, status, scheduled_at, id);
 
 -- One row per stored event: global uniqueness of ids, and id -> scheduled_at.
 CREATE TABLE event_ids (
