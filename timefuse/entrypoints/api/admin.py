@@ -21,7 +21,13 @@ from timefuse.entrypoints.api.errors import (
     DESTINATION_NOT_FOUND,
     ApiError,
 )
-from timefuse.entrypoints.api.listing import check_window, instant_param, int_param, invalid
+from timefuse.entrypoints.api.listing import (
+    check_window,
+    instant_param,
+    int_param,
+    invalid,
+    source_param,
+)
 from timefuse.entrypoints.api.models import (
     CleanedUp,
     DeliveryTypeOut,
@@ -53,6 +59,8 @@ class AdminApi:
     async def redeliver_dead_letters(self, request: Request) -> Response:
         body = await read_json(request, _redeliver_decoder, self._limits)
         errors: list[FieldError] = []
+        if body.source is not None:
+            source_param(body.source, errors)
         scheduled_from = instant_param("scheduled_from", body.scheduled_from, errors)
         scheduled_to = instant_param("scheduled_to", body.scheduled_to, errors)
         check_window(scheduled_from, scheduled_to, errors)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 
 import msgspec
@@ -24,7 +23,7 @@ from timefuse.entrypoints.api.errors import (
     VALIDATION_FAILED,
     ApiError,
 )
-from timefuse.entrypoints.api.listing import QUERY_PARAMS, parse_listing
+from timefuse.entrypoints.api.listing import QUERY_PARAMS, has_control_characters, parse_listing
 from timefuse.entrypoints.api.models import (
     AttemptOut,
     BatchBody,
@@ -223,9 +222,7 @@ def external_id_problem(value: str, max_length: int) -> str | None:
         return "must not be blank"
     if len(value) > max_length:
         return f"must be at most {max_length} characters"
-    # The domain's rule (timefuse.domain.validation), kept private there; a property test
-    # checks the two agree.
-    if not value.isprintable() and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+    if has_control_characters(value):
         return "must not contain control characters"
     return None
 
