@@ -39,6 +39,7 @@ from timefuse.service.maintenance import Maintenance
 from timefuse.service.maintenance import MaintenanceSettings as MaintenanceRules
 from timefuse.service.metrics import DESTINATION_SERIES_LIMIT, Metrics
 from timefuse.service.presence import Presence
+from timefuse.service.quotas import SourceQuotas
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
@@ -265,6 +266,7 @@ def bootstrap(
     wakeup = DueSignal(clock)
     worker_id = default_worker_id(settings.process)
     limits = submission_limits(settings.api)
+    quotas = SourceQuotas(settings.tenants.source_quotas, store, metrics)
     service = EventService(
         buffer=buffer,
         store=store,
@@ -273,6 +275,7 @@ def bootstrap(
         metrics=metrics,
         limits=limits,
         wakeup=wakeup,
+        quotas=quotas,
     )
     dispatcher = Dispatcher(
         store=store,

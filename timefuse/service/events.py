@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,7 @@ from timefuse.ports.store import (
     RedeliverResult,
 )
 from timefuse.service.metrics import Metrics
+from timefuse.service.quotas import Admission, QuotaExceeded, QuotaRefusal, SourceQuotas
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
@@ -48,16 +50,25 @@ def _narrow(query: EventQuery, sources: Sources) -> EventQuery:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """An item of a batch not accepted: invalid (``errors``), or refused by its source's
+    quota (``quota``)."""
+
     index: int
     external_job_id: str | None
     reason: str
     errors: list[FieldError]
+    quota: QuotaRefusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     accepted: list[tuple[int, str]]
     rejected: list[Rejection]
+
+
+def _over_quota(index: int, event: Event, refusal: QuotaRefusal) -> Rejection:
+    error = FieldError("source", refusal.message)
+    return Rejection(index, event.external_job_id, refusal.message, [error], refusal)
 
 
 class EventService:
@@ -71,6 +82,7 @@ class EventService:
         metrics: Metrics,
         limits: SubmissionLimits | None = None,
         wakeup: DueSignal | None = None,
+        quotas: SourceQuotas | None = None,
     ) -> None:
         self._buffer = buffer
         self._store = store
@@ -79,12 +91,18 @@ class EventService:
         self._metrics = metrics
         self._limits = limits or SubmissionLimits()
         self._wakeup = wakeup
+        self._quotas = quotas
         # Per set of visible sources (None: all); callers are few (one per API key).
         self._statistics: dict[frozenset[str] | None, tuple[float, dict[str, int]]] = {}
 
     @property
     def limits(self) -> SubmissionLimits:
         return self._limits
+
+    @property
+    def quotas(self) -> SourceQuotas | None:
+        """The sources' quotas (``None``: every source unlimited)."""
+        return self._quotas
 
     def build(self, fields: Mapping[str, object]) -> Event:
         """Validate one submission; :class:`ValidationFailed` names every bad field."""
@@ -105,7 +123,10 @@ class EventService:
         except ValidationFailed:
             self._metrics.rejected.inc()
             raise
-        ids = await self._accept([event])
+        async with self._admit([event]) as admission:
+            if admission.refused:
+                raise QuotaExceeded(admission.refused[0][1])
+            ids = await self._accept([event])
         return ids[event.id]
 
     async def submit_batch(self, items: Sequence[Mapping[str, object]]) -> BatchResult:
@@ -127,8 +148,24 @@ class EventService:
                 )
         if rejected:
             self._metrics.rejected.inc(len(rejected))
-        ids = await self._accept([event for _, event in events]) if events else {}
-        return BatchResult([(index, ids[event.id]) for index, event in events], rejected)
+        async with self._admit([event for _, event in events]) as admission:
+            refused = {event.id: refusal for event, refusal in admission.refused}
+            kept: list[tuple[int, Event]] = []
+            for index, event in events:
+                if event.id in refused:
+                    rejected.append(_over_quota(index, event, refused[event.id]))
+                else:
+                    kept.append((index, event))
+            ids = await self._accept([event for _, event in kept]) if kept else {}
+        rejected.sort(key=lambda rejection: rejection.index)
+        return BatchResult([(index, ids[event.id]) for index, event in kept], rejected)
+
+    def _admit(self, events: list[Event]) -> AbstractAsyncContextManager[Admission]:
+        """The quotas' admission of ``events`` (all of them without quotas): a step of its
+        own, so the submission path stays readable with or without it."""
+        if self._quotas is None:
+            return nullcontext(Admission(admitted=events))
+        return self._quotas.admit(events)
 
     async def _accept(self, events: list[Event]) -> dict[str, str]:
         ids = await self._buffer.submit(events)
