@@ -169,6 +169,8 @@ ADMIN_ENDPOINTS: dict[str, Request] = {
     "destinations": _on_alpha("GET", f"{ADMIN}/destinations"),
     "reset a destination": _on_alpha("POST", f"{ADMIN}/destinations/alpha.example:443/reset"),
     "signing keys": _on_alpha("GET", f"{ADMIN}/signing-keys"),
+    # Another source's quota and use is not a tenant's to read.
+    "quotas": _on_alpha("GET", f"{ADMIN}/quotas?source=alpha"),
 }
 
 

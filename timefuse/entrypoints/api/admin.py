@@ -32,6 +32,7 @@ from timefuse.entrypoints.api.models import (
     CleanedUp,
     DeliveryTypeOut,
     DestinationOut,
+    QuotaOut,
     Redelivered,
     RedeliverIn,
     WorkerOut,
@@ -40,6 +41,7 @@ from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
+from timefuse.service.quotas import QuotaUsage
 
 log = structlog.get_logger("timefuse.api")
 
@@ -77,6 +79,19 @@ class AdminApi:
         # Operators' bulk actions are worth a trace of who did what.
         log.info("dead letters redelivered", count=count, source=body.source, key=caller.name)
         return ok(Redelivered(count), message=f"{count} events redelivered")
+
+    async def quotas(self, request: Request) -> Response:
+        source = request.query_params.get("source")
+        if source is not None:
+            errors: list[FieldError] = []
+            source = source_param(source, errors)
+            if errors:
+                raise invalid(errors)
+        quotas = self._service.quotas
+        if quotas is None:
+            return ok([])
+        rows = await quotas.usage(None if source is None else [source])
+        return ok([_quota_out(row) for row in rows])
 
     async def cleanup(self, request: Request) -> Response:
         errors: list[FieldError] = []
@@ -135,6 +150,20 @@ class AdminApi:
         return self._admin
 
 
+def _quota_out(usage: QuotaUsage) -> QuotaOut:
+    quota = usage.quota
+    return QuotaOut(
+        source=usage.source,
+        entry=usage.entry,
+        rate=None if quota is None else quota.rate,
+        burst=None if quota is None or quota.rate is None else quota.bucket_size,
+        max_pending=None if quota is None else quota.max_pending,
+        pending=usage.pending,
+        tokens=None if usage.tokens is None else round(usage.tokens, 3),
+        rejected=usage.rejected,
+    )
+
+
 def _destination_out(key: str, state: Mapping[str, object]) -> DestinationOut:
     return msgspec.convert({**state, "key": key}, DestinationOut)
 
@@ -145,6 +174,12 @@ _DAYS = {
     "maximum": MAX_CLEANUP_DAYS,
     "description": "Keep terminal events updated within this many days (default: "
     "CLEANUP_RETENTION_DAYS).",
+}
+_SOURCE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "description": "A source: its quota and use.",
 }
 _KEY = {
     "type": "string",
@@ -164,10 +199,18 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
         "become PENDING and due now, in one transaction; send {} for any source and time. "
         "Call again while it answers limit.",
     )  # fmt: skip
+    quotas = Operation(
+        "GET", prefix + "/quotas", api.quotas, "Quotas per source and their use", tag,
+        Role.ADMIN, data=list[QuotaOut], errors=(400, 503), query={"source": _SOURCE},
+        description="Without source: every entry of TIMEFUSE_SOURCE_QUOTAS (* included). With "
+        "source: that source, under the entry that holds for it (null: unlimited). pending is "
+        "the store's count; tokens and rejected are this process's.",
+    )  # fmt: skip
     if not api.has_facade:
-        return [redeliver]
+        return [redeliver, quotas]
     return [
         redeliver,
+        quotas,
         Operation(
             "POST", prefix + "/cleanup", api.cleanup, "Run retention now", tag, Role.ADMIN,
             data=CleanedUp, errors=(400, 503), query={"days": _DAYS},

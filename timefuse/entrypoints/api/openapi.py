@@ -38,6 +38,8 @@ _ERRORS = {
     413: "The request body is larger than TIMEFUSE_MAX_BODY_BYTES. (An event's payload over "
     "TIMEFUSE_MAX_PAYLOAD_BYTES is a 400 naming the payload field.)",
     415: "The body is not application/json (or a +json type).",
+    429: "The event's source is over its quota (error_code QUOTA_RATE: its submission rate, "
+    "with Retry-After; QUOTA_PENDING: its PENDING events); nothing was accepted.",
     503: "A part timefuse needs (store, buffer) is unavailable; nothing was accepted or changed.",
 }
 
