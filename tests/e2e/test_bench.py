@@ -110,6 +110,22 @@ def test_cron_compares_the_libraries_on_the_dst_rules_and_speed() -> None:
     assert_compared_with_baseline(report)
 
 
+@pytest.mark.slow
+def test_schedules_creates_and_delivers_every_occurrence_once() -> None:
+    # Waits for the next whole minute: a schedule firing every minute fires then.
+    report = report_of("schedules", "-n", "20", "--stores", "sqlite", "--duration", "60")
+    results = report["results"]
+    assert report["errors"] == 0
+    assert results["sqlite_occurrences_expected"] == 20
+    assert results["sqlite_occurrences_created"] == 20
+    assert (results["sqlite_occurrences_missing"], results["sqlite_stored_twice"]) == (0, 0)
+    assert results["sqlite_delivered"] == 20
+    # Created ahead of the instant (the planner's lookahead), delivered after it.
+    assert (
+        results["sqlite_created_lateness_max_s"] < 0 <= results["sqlite_delivered_lateness_p50_s"]
+    )
+
+
 def test_the_table_is_the_default_output() -> None:
     result = bench("deliver-http", "--short", "-n", "50")
 
@@ -148,11 +164,15 @@ async def test_bench_drives_a_running_deployment_by_url(
         (["stampede"], "invalid choice: 'stampede'"),
         (["cron", "--url", "http://x"], "cron runs in-process with no deployment; drop --url"),
         (["store", "--concurrency", "4"], "store runs in-process with no deployment"),
-        (["herd", "--backend", "sqlite"], "--backend applies to the store scenario only"),
+        (["herd", "--backend", "sqlite"], "--backend applies to the store and tenant-pages"),
         (["console", "--database-url", "postgresql://x/y"], "--database-url applies to the"),
         (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
         (["ingest-backlog", "--url", "http://x"], "drop --url"),
         (["herd", "--runs", "0"], "--runs: must be at least 1"),
+        (["herd", "--stores", "sqlite"], "--stores and --idle apply to the schedules scenario"),
+        (["schedules", "--stores", "oracle"], "--stores: must be a comma-separated list"),
+        (["schedules", "--url", "http://x"], "schedules starts its own timefuse"),
+        (["schedules", "--rate", "5"], "--rate applies to the steady scenario only"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:

@@ -73,6 +73,7 @@ def live_app(keys: KeyRing | None) -> Starlette:
         lifespan=lifespan,
         keys=keys,
         admin=tf.admin,
+        schedules=tf.schedules,
     )
 
 

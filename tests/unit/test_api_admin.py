@@ -10,13 +10,19 @@ import httpx
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, assert_envelope, error_fields, running_api
-from timefuse.config import ApiSettings
+from timefuse.adapters.inline import InlineIngestBuffer
+from timefuse.adapters.memory import MemoryStore
+from timefuse.config import ApiSettings, ConfigError, Settings
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.bootstrap import bootstrap
 from timefuse.ports.store import WorkerBeat
 from timefuse.service.gate import Claimed, DestinationGate
+from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
+from timefuse.testing.store_contract_support import ShiftedClock, claim
 
 CLEANUP = f"{EVENTS}/admin/cleanup"
 DESTINATIONS = f"{EVENTS}/admin/destinations"
@@ -189,3 +195,31 @@ async def test_delivery_types_show_the_loaded_ones_and_any_due_events_name(
     assert rows["pigeon"] == {
         "name": "pigeon", "loaded": False, "origin": None, "version": None, "due": 2,
     }  # fmt: skip
+
+
+async def test_the_dead_after_setting_decides_who_is_dead_for_listing_and_recovery() -> None:
+    clock = ShiftedClock()
+    store = Store(MemoryStore(clock=clock))
+    await store.open()
+    try:
+        settings = Settings.from_env({"TIMEFUSE_WORKER_DEAD_AFTER_SECONDS": "20"})
+        tf = bootstrap(settings, store=store, buffer=InlineIngestBuffer(store), metrics=Metrics())
+        (event,) = await store.insert_many([make_event(scheduled_at=clock.now())])
+        await store.heartbeat(WorkerBeat("dispatch-1", ("dispatch",), clock.now(), 1))
+        claimed = await claim(store, "dispatch-1", lease=600.0)
+        assert [e.id for e in claimed] == [event]
+
+        await clock.advance(10)  # silent 10 s: dead by the default 5 s, not by the setting
+        assert [alive for _, alive in await tf.admin.workers()] == [True]
+        assert await tf.maintenance.recover() == 0
+
+        await clock.advance(11)
+        assert [alive for _, alive in await tf.admin.workers()] == [False]
+        assert await tf.maintenance.recover() == 1
+    finally:
+        await store.close()
+
+
+def test_a_dead_after_below_two_heartbeats_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="TIMEFUSE_WORKER_DEAD_AFTER_SECONDS"):
+        Settings.from_env({"TIMEFUSE_WORKER_DEAD_AFTER_SECONDS": "1"})

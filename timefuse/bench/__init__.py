@@ -16,6 +16,11 @@ def main(argv: Sequence[str]) -> int:
         from timefuse.bench.http_server import main as http_server
 
         return http_server(argv[1:])
+    if list(argv[:1]) == ["chaos"]:
+        # Faults during a steady load: a campaign with options of its own.
+        from timefuse.bench.chaos import main as chaos
+
+        return chaos(argv[1:])
     from timefuse.bench.options import build_parser
     from timefuse.bench.run import run_bench
 

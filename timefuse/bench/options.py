@@ -25,6 +25,8 @@ SCENARIOS = {
     "KAFKA_BOOTSTRAP_SERVERS)",
     "ingest-backlog": "a Kafka ingest topic filled beforehand, drained into the store by the "
     "bench's own timefuse (needs KAFKA_BOOTSTRAP_SERVERS)",
+    "schedules": "-n schedules firing every minute, on SQLite and PostgreSQL: occurrence "
+    "lateness (created, delivered) and duplicates",
 }
 # Scenarios that run in the bench's own process, with no deployment to point at.
 IN_PROCESS = frozenset({"cron", "store", "console", "tenant-pages", "http-type", "kafka-type"})
@@ -48,7 +50,13 @@ EVENTS = {
     "http-type": (20_000, 1_000),
     "kafka-type": (20_000, 1_000),
     "ingest-backlog": (50_000, 2_000),
+    "schedules": (10_000, 200),
 }
+# Seconds of firing observed (whole minutes count), full and --short.
+SCHEDULES_DURATION = (180.0, 60.0)
+STORES = ("sqlite", "postgres")
+# Schedule declarations in flight at once.
+DECLARE_CONCURRENCY = 16
 RIVER_RUNS = 2
 MAX_DISPATCHERS = 32
 INGEST_CONCURRENCY = (4, 2)
@@ -99,6 +107,9 @@ class BenchOptions:
     backend: str = "sqlite"
     # console only
     keep: str | None = None
+    # schedules only
+    stores: tuple[str, ...] = STORES
+    idle: int = 0
 
     @property
     def self_hosted(self) -> bool:
@@ -171,13 +182,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sizes(sub)
     _add_target(sub)
     _add_river(sub)
+    _add_schedules(sub)
     return sub
+
+
+def _stores(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in STORES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of {', '.join(STORES)}")
+    return names
+
+
+def _add_schedules(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("schedules scenario")
+    group.add_argument(
+        "--stores",
+        type=_stores,
+        metavar="STORE[,STORE]",
+        help="the stores to measure, each with its own timefuse serve: sqlite, postgres "
+        "(default both; postgres on --database-url, else a private server)",
+    )
+    group.add_argument(
+        "--idle",
+        type=_positive_int,
+        metavar="N",
+        help="also declare N schedules that don't fire during the run (yearly), to show "
+        "that schedules waiting cost the ticks nothing",
+    )
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-n", "--events", type=_positive_int, help="events to submit")
     sub.add_argument("--rate", type=_positive_float, help="steady: events per second")
-    sub.add_argument("--duration", type=_positive_float, help="steady: seconds to run")
+    sub.add_argument(
+        "--duration", type=_positive_float, help="steady, schedules: seconds to run (observe)"
+    )
     sub.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -266,7 +306,8 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
     size = 1 if args.short else 0
     steady = scenario == "steady"
     rate = args.rate or STEADY_RATE[size]
-    duration = args.duration or STEADY_DURATION[size]
+    default_duration = SCHEDULES_DURATION if scenario == "schedules" else STEADY_DURATION
+    duration = args.duration or default_duration[size]
     events = args.events or (int(rate * duration) if steady else EVENTS[scenario][size])
     concurrency = args.concurrency or _default_concurrency(scenario, size)
     kafka = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
@@ -294,13 +335,21 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         py_spy=args.py_spy,
         backend=backend,
         keep=args.keep,
+        stores=args.stores or STORES,
+        idle=args.idle or 0,
     )
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
     scenario = args.scenario
-    if scenario != "steady" and (args.rate is not None or args.duration is not None):
+    if scenario == "schedules" and args.rate is not None:
+        raise BenchUsageError("--rate applies to the steady scenario only")
+    if scenario not in ("steady", "schedules") and (
+        args.rate is not None or args.duration is not None
+    ):
         raise BenchUsageError("--rate and --duration apply to the steady scenario only")
+    if scenario != "schedules" and (args.stores is not None or args.idle is not None):
+        raise BenchUsageError("--stores and --idle apply to the schedules scenario only")
     if scenario == "steady" and args.events is not None:
         raise BenchUsageError(
             "steady sends --rate events per second for --duration seconds; drop -n/--events"
@@ -317,11 +366,18 @@ def _check_combinations(args: argparse.Namespace) -> None:
         "--py-spy": args.py_spy,
     }
     given = [flag for flag, value in river_only.items() if value is not None]
+    if scenario == "schedules":
+        given = [flag for flag in given if flag != "--database-url"]
     if given and scenario != "river":
         raise BenchUsageError(f"{', '.join(given)} apply to the river scenario only")
-    if args.database_url is not None and scenario not in ("river", "store", "tenant-pages"):
+    if args.database_url is not None and scenario not in (
+        "river",
+        "store",
+        "schedules",
+        "tenant-pages",
+    ):
         raise BenchUsageError(
-            "--database-url applies to the river, store and tenant-pages scenarios only"
+            "--database-url applies to the river, store, schedules and tenant-pages scenarios only"
         )
     if args.backend is not None and scenario not in ("store", "tenant-pages"):
         raise BenchUsageError("--backend applies to the store and tenant-pages scenarios only")
@@ -338,6 +394,21 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise BenchUsageError(
             "ingest-backlog fills the topic before its own timefuse starts: drop --url"
         )
+    if scenario == "schedules":
+        given = [
+            flag
+            for flag, value in (
+                ("--url", args.url),
+                ("--profile", args.profile),
+                ("--lead", args.lead),
+            )
+            if value is not None
+        ]
+        if given:
+            raise BenchUsageError(
+                f"schedules starts its own timefuse on each store and reads the store; "
+                f"drop {given[0]}"
+            )
     if args.lead is not None and scenario not in DELIVERING | {"river"}:
         raise BenchUsageError("--lead applies to the delivery scenarios only")
     if scenario in IN_PROCESS:
@@ -364,6 +435,8 @@ def _check_combinations(args: argparse.Namespace) -> None:
 def _default_concurrency(scenario: str, size: int) -> int:
     if scenario in ("cron", "store", "console", "tenant-pages"):
         return 1
+    if scenario == "schedules":
+        return DECLARE_CONCURRENCY
     if scenario == "kafka-type":
         return 1000  # the kafka type's own per-destination default is far higher
     if scenario in ("ingest", "ingest-backlog"):

@@ -122,6 +122,7 @@ class PrivateServer(Server):
         self._log = self.root / "postgres.log"
         self._port = free_port()
         self._started = False
+        self._options = ""
         if self._run_as is not None:
             os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)
         super().__init__(f"postgresql://{SUPERUSER}@127.0.0.1:{self._port}/postgres")
@@ -141,14 +142,24 @@ class PrivateServer(Server):
             flags = ["-p", str(server._port), "-k", str(server.root)]
             for key, value in SETTINGS.items():
                 flags += ["-c", f"{key}={value}"]
-            server._run("pg_ctl", "start", "-D", str(server._data), "-w", "-l", str(server._log),
-                        "-o", shlex.join(flags))  # fmt: skip
-            server._started = True
+            server._options = shlex.join(flags)
+            server.resume()
             server._wait_ready()
         except BaseException:
             server.close()
             raise
         return server
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m fast|immediate``) until :meth:`resume`."""
+        self._run("pg_ctl", "stop", "-D", str(self._data), "-w", "-m", mode)
+        self._started = False
+
+    def resume(self) -> None:
+        """Start the server (again), with the options it was first started with."""
+        self._run("pg_ctl", "start", "-D", str(self._data), "-w", "-l", str(self._log),
+                  "-o", self._options)  # fmt: skip
+        self._started = True
 
     def cpu_seconds(self) -> float | None:
         """The postmaster's CPU, its reaped children's, and that of every live backend."""

@@ -83,6 +83,10 @@ def _run_once(options: BenchOptions) -> Report:
         from timefuse.bench.kafka import run_ingest_backlog
 
         return run_ingest_backlog(options)
+    if scenario == "schedules":
+        from timefuse.bench.schedules import run_schedules
+
+        return run_schedules(options)
     return asyncio.run(_run(options))
 
 

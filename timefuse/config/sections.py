@@ -378,6 +378,13 @@ class MaintenanceSettings(Section, title="Maintenance"):
         help="Days terminal events are kept.",
         parse=integer(0),
     )
+    worker_dead_after_seconds: float = setting(
+        env="TIMEFUSE_WORKER_DEAD_AFTER_SECONDS",
+        default="5",
+        help="A process whose heartbeats (one a second) stop for this long is dead: the "
+        "maintenance leader returns its claimed events to PENDING at once, an attempt counted.",
+        parse=number(2.0),
+    )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from timefuse.adapters.cron import CronRecurrence
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.system.clock import SystemClock
 from timefuse.config import (
@@ -38,8 +39,10 @@ from timefuse.service.ingest_consumer import IngestSettings as ConsumerSettings
 from timefuse.service.maintenance import Maintenance
 from timefuse.service.maintenance import MaintenanceSettings as MaintenanceRules
 from timefuse.service.metrics import DESTINATION_SERIES_LIMIT, Metrics
+from timefuse.service.planner import SchedulePlanner, schedule_metrics
 from timefuse.service.presence import Presence
 from timefuse.service.quotas import SourceQuotas
+from timefuse.service.schedules import ScheduleService
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
@@ -68,6 +71,8 @@ class Timefuse:
     worker_id: str = field(default="")
     ingest: IngestConsumer | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    schedules: ScheduleService | None = None
+    planner: SchedulePlanner | None = None
 
     def presence(self, roles: Collection[str]) -> Presence:
         """Heartbeats of this process, naming the roles it runs."""
@@ -97,7 +102,7 @@ class Timefuse:
             gate=self.dispatcher.gate,
             store=self.store,
             retention_days=self.settings.maintenance.retention_days,
-            dead_after_seconds=MaintenanceRules().dead_after_seconds,
+            dead_after_seconds=self.settings.maintenance.worker_dead_after_seconds,
             registry=self.registry,
         )
 
@@ -291,13 +296,18 @@ def bootstrap(
     metrics.destinations.source = lambda: gate.snapshot(
         active_only=True, top=DESTINATION_SERIES_LIMIT
     )
+    schedules, planner = build_schedules(store, clock, metrics, limits, service, wakeup)
     maintenance = Maintenance(
         store=store,
         clock=clock,
         metrics=metrics,
-        settings=MaintenanceRules(retention_days=settings.maintenance.retention_days),
+        settings=MaintenanceRules(
+            retention_days=settings.maintenance.retention_days,
+            dead_after_seconds=settings.maintenance.worker_dead_after_seconds,
+        ),
         holder=worker_id,
         wakeup=wakeup,
+        planner=planner,
     )
     ingest = build_ingest(settings.ingest, stream, store, metrics, limits, wakeup)
     return Timefuse(
@@ -314,4 +324,37 @@ def bootstrap(
         maintenance=maintenance,
         worker_id=worker_id,
         ingest=ingest,
+        schedules=schedules,
+        planner=planner,
     )
+
+
+def build_schedules(
+    store: Store,
+    clock: Clock,
+    metrics: Metrics,
+    limits: SubmissionLimits,
+    service: EventService,
+    wakeup: DueSignal,
+) -> tuple[ScheduleService, SchedulePlanner]:
+    """The schedules' use cases (for the API) and their planner (run by maintenance)."""
+    recurrence = CronRecurrence()
+    series = schedule_metrics(metrics.registry)
+    schedules = ScheduleService(
+        store=store,
+        recurrence=recurrence,
+        clock=clock,
+        build_event=service.build,
+        submission_limits=limits,
+        metrics=series,
+        wakeup=wakeup,
+    )
+    planner = SchedulePlanner(
+        store=store,
+        recurrence=recurrence,
+        clock=clock,
+        limits=limits,
+        metrics=series,
+        wakeup=wakeup,
+    )
+    return schedules, planner

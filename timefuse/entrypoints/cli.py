@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_command(commands)
     _add_secrets_command(commands)
+    from timefuse.entrypoints.schedules_cli import add_schedules_command
+
+    add_schedules_command(commands)
     return parser
 
 
@@ -126,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_keys_command(args)
     if args.command == "secrets":
         return _run_secrets_command(args)
+    if args.command == "schedules":
+        from timefuse.entrypoints.schedules_cli import run_schedules_command
+
+        return run_schedules_command(args)
     try:
         settings = Settings.from_env()
         return _dispatch(args, settings)

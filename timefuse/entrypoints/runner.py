@@ -104,6 +104,7 @@ def _api_task(
             readiness=lambda: readiness(tf),
             admin=tf.admin,
             registry=tf.registry,
+            schedules=tf.schedules,
         )
     else:
         health = Health(tf.metrics, lambda: readiness(tf))

@@ -43,6 +43,7 @@ from timefuse.ports.store import (
     WorkerRecord,
     source_set,
 )
+from timefuse.service.store_schedules import ScheduleRules
 
 T = TypeVar("T")
 
@@ -67,7 +68,7 @@ def _not_negative(name: str, value: float) -> float:
     return value
 
 
-class Store:
+class Store(ScheduleRules):
     """The event store as services use it: an adapter behind the rules.
 
     :param adapter: any :class:`~timefuse.ports.store.StoreAdapter`.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from timefuse.adapters.memory.schedules import MemorySchedules
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.destination import destination_limit_keys
 from timefuse.domain.event import Event
@@ -35,6 +36,7 @@ from timefuse.ports.store import (
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    ScheduleRecord,
     SharedBreaker,
     SharedLimits,
     StoreUnavailable,
@@ -86,7 +88,7 @@ class _Worker:
     last_seen: datetime
 
 
-class MemoryStore:
+class MemoryStore(MemorySchedules):
     """:class:`timefuse.ports.store.StoreAdapter` in memory.
 
     :param clock: the store's own clock (leases, due times); the system clock by default.
@@ -106,6 +108,7 @@ class MemoryStore:
         self._workers: dict[str, _Worker] = {}
         self._open = False
         self._watchers: list[Callable[[datetime | None], None]] = []
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     @property
     def capabilities(self) -> Capabilities:
@@ -136,6 +139,9 @@ class MemoryStore:
 
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
         await self._enter("insert_many")
+        return self._insert_now(events)
+
+    def _insert_now(self, events: Sequence[Event]) -> dict[str, str]:
         stored: dict[str, str] = {}
         for event in events:
             if event.id in self._events:

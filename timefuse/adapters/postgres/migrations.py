@@ -17,7 +17,7 @@ MIGRATION_LOCK_KEY = 0x74696D6566_01
 
 # Versions numbered for migrations that are not in this tree yet: the numbering steps over
 # them. Temporary: once their files are here, this is empty again.
-RESERVED_VERSIONS = frozenset({6, 7})
+RESERVED_VERSIONS = frozenset({7})
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 

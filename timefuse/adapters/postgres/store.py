@@ -40,6 +40,7 @@ from timefuse.adapters.postgres.rows import (
     row_to_attempt,
     row_to_event,
 )
+from timefuse.adapters.postgres.schedules import PostgresSchedules
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
@@ -77,7 +78,7 @@ ATTACH_RETRY_SECONDS = 0.05
 ATTACH_RETRIES = 40
 
 
-class PostgresEventStore:
+class PostgresEventStore(PostgresSchedules):
     """:class:`timefuse.ports.store.StoreAdapter` on PostgreSQL, safe for many processes at once.
 
     :param url: a libpq connection string or ``postgresql://`` URL.

@@ -19,12 +19,13 @@ SCHEMA_VERSION = 6
 MIGRATIONS = {
     2: "0002_listing_redelivery_lease_history.sql",
     3: "0003_claims_and_workers.sql",
+    4: "0004_schedules.sql",
     6: "0006_source_listing_and_counts.sql",
 }
 
 # Versions numbered for migrations that are not in this tree yet: opening steps over them.
 # Temporary: once their scripts are here, this is empty again (and every version has one).
-RESERVED_VERSIONS = frozenset({4, 5})
+RESERVED_VERSIONS = frozenset({5})
 
 # UPDATE ... FROM (the batched outcomes) arrived in SQLite 3.33, RETURNING in 3.35; the JSON
 # functions the batched statements use are compiled into CPython's sqlite3 in any of these.

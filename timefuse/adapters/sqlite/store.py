@@ -20,6 +20,7 @@ from timefuse.adapters.sqlite.rows import (
     optional_micros,
     to_micros,
 )
+from timefuse.adapters.sqlite.schedules import SqliteSchedules
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
@@ -53,7 +54,7 @@ class _SystemTime:
         return datetime.now(UTC)
 
 
-class SqliteEventStore:
+class SqliteEventStore(SqliteSchedules):
     """:class:`timefuse.ports.store.StoreAdapter` on a local SQLite file.
 
     Every statement runs on one worker thread that owns the only connection. SQLite admits

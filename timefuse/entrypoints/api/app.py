@@ -17,6 +17,7 @@ from timefuse.entrypoints.api.health import Health, Readiness, health_operations
 from timefuse.entrypoints.api.openapi import ApiDescription, Limits, build_spec
 from timefuse.entrypoints.api.operations import build_routes, public_paths
 from timefuse.entrypoints.api.routes import ADMIN_PREFIX, PREFIX, EventsApi, event_operations
+from timefuse.entrypoints.api.schedules import SchedulesApi, schedule_operations
 from timefuse.entrypoints.api.signing_keys import SigningKeysApi, signing_key_operations
 from timefuse.entrypoints.auth import KeyRing, load_key_ring
 from timefuse.entrypoints.ui import Console, ConsoleMount
@@ -25,6 +26,7 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+from timefuse.service.schedules import ScheduleService
 
 # Keys come from the settings unless the caller passes them (or None, for none).
 _FROM_SETTINGS = KeyRing(())
@@ -41,6 +43,7 @@ def create_app(
     keys: KeyRing | None = _FROM_SETTINGS,
     admin: Admin | None = None,
     registry: DeliveryRegistry | None = None,
+    schedules: ScheduleService | None = None,
 ) -> Starlette:
     """The REST API over ``service``.
 
@@ -55,6 +58,7 @@ def create_app(
     :param admin: retention on demand and this process's destinations; without it the app
         has no operations for them (bulk redelivery needs only ``service``).
     :param registry: the delivery types, for the console's page about them.
+    :param schedules: the schedules' use cases; without it the app has no /api/v1/schedules.
 
     Unless ``TIMEFUSE_UI`` is off, the operator console is served at ``/ui`` with the same
     keys; its per-minute figures are kept while the app's lifespan runs.
@@ -68,6 +72,7 @@ def create_app(
         *event_operations(api),
         *admin_operations(AdminApi(service, admin, limits), ADMIN_PREFIX),
         *signing_key_operations(SigningKeysApi.from_settings(http_settings, limits), ADMIN_PREFIX),
+        *(schedule_operations(SchedulesApi(schedules, limits)) if schedules else []),
         *health_operations(Health(metrics, readiness), PREFIX, metrics_auth=settings.metrics_auth),
         *description.operations(),
     ]

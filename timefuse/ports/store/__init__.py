@@ -43,6 +43,14 @@ from timefuse.ports.store.records import (
     source_set,
 )
 from timefuse.ports.store.retention import Retention
+from timefuse.ports.store.schedules import (
+    Materialisation,
+    SchedulePage,
+    SchedulePosition,
+    ScheduleQuery,
+    ScheduleRecord,
+    Schedules,
+)
 from timefuse.ports.store.submissions import Submissions
 
 
@@ -67,6 +75,7 @@ class StoreAdapter(
     Queries,
     OperatorActions,
     Retention,
+    Schedules,
     Protocol,
 ):
     """Every role of the store, and the adapter's declared abilities."""
@@ -90,6 +99,7 @@ __all__ = [
     "EventPage",
     "EventQuery",
     "Lifecycle",
+    "Materialisation",
     "Migrates",
     "NextDue",
     "OperatorActions",
@@ -99,6 +109,11 @@ __all__ = [
     "Queries",
     "RedeliverResult",
     "Retention",
+    "SchedulePage",
+    "SchedulePosition",
+    "ScheduleQuery",
+    "ScheduleRecord",
+    "Schedules",
     "SharedBreaker",
     "SharedLimits",
     "SharesLimits",
