@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.event import Event
@@ -210,3 +214,52 @@ async def test_quiet_sources_buckets_are_dropped_past_the_bound(store: Store) ->
     await admitted(quota, [make_event(source="newcomer")])
 
     assert quota.bucket_count == 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cap=st.integers(0, 6),
+    rate=st.sampled_from([None, 1.0, 3.0]),
+    burst=st.integers(1, 4),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 5), st.floats(0, 2)), max_size=8
+    ),
+)
+async def test_no_sequence_of_batches_takes_a_source_past_its_limits(
+    cap: int, rate: float | None, burst: int, steps: list[tuple[str, int, float]]
+) -> None:
+    """Whatever batches come, at whatever pace: a source never holds more than its cap, never
+    gets more than its burst plus what its rate refilled, and is refused only at a limit."""
+    store = Store(MemoryStore())
+    await store.open()
+    clock = Clock()
+    quota = quotas(
+        store,
+        clock,
+        ANY=SourceQuota(rate=rate, burst=burst if rate else None, max_pending=cap),
+    )
+    start = clock.now
+    taken: Counter[str] = Counter()
+    try:
+        for source, size, pause in steps:
+            clock.now += pause
+            batch = events(source, size)
+            async with quota.admit(batch) as admission:
+                if admission.admitted:
+                    await seed(store, *admission.admitted)
+                refused = [refusal for _, refusal in admission.refused]
+            taken[source] += len(admission.admitted)
+            # In submission order: what passes is a prefix of the source's events.
+            assert admission.admitted == batch[: len(admission.admitted)]
+            pending = (await store.count_by_status(sources=[source]))[EventStatus.PENDING]
+            assert pending == taken[source] <= cap
+            allowed = math.inf if rate is None else burst + rate * (clock.now - start)
+            assert taken[source] <= allowed + 1e-9
+            for refusal in refused:
+                if refusal.reason is QuotaReason.PENDING:
+                    assert pending == cap
+                else:
+                    assert refusal.retry_after is not None
+                    assert refusal.retry_after > 0
+    finally:
+        await store.close()
