@@ -231,3 +231,70 @@ async def test_with_a_buffer_between_api_and_store_nothing_refused_is_produced(
     assert batch.json()["data"]["accepted"] == 2
     assert single.status_code == 429
     assert [event.external_job_id for event in buffers[0].produced] == ["billing-0", "billing-1"]
+
+
+async def test_a_quota_set_through_the_admin_api_holds_at_once(api: Harness) -> None:
+    set_ = await api.client.put(f"{QUOTAS}/shipping", json={"rate": SLOW, "burst": 1})
+    first = await api.submit(source="shipping", external_job_id="s-0")
+    second = await api.submit(source="shipping", external_job_id="s-1")
+
+    assert set_.status_code == 200, set_.text
+    assert set_.json()["data"]["entry"] == "shipping"
+    assert (set_.json()["data"]["rate"], set_.json()["data"]["burst"]) == (SLOW, 1)
+    assert (first.status_code, second.status_code) == (202, 429)
+
+
+async def test_changing_a_rate_hands_no_fresh_burst(api: Harness) -> None:
+    await api.client.post(BATCH, json={"events": jobs("billing", 2)})
+
+    await api.client.put(f"{QUOTAS}/billing", json={"rate": SLOW, "burst": 50})
+    after = await api.submit(source="billing", external_job_id="billing-9")
+
+    assert after.status_code == 429, after.text
+
+
+async def test_removing_an_entry_puts_its_source_under_the_default(api: Harness) -> None:
+    removed = await api.client.delete(f"{QUOTAS}/capped")
+    again = await api.client.delete(f"{QUOTAS}/capped")
+    batch = await api.client.post(BATCH, json={"events": jobs("capped", 10)})
+
+    assert removed.status_code == 200, removed.text
+    assert (removed.json()["data"]["entry"], removed.json()["data"]["max_pending"]) == ("*", 100)
+    assert again.status_code == 404
+    assert again.json()["error_code"] == "QUOTA_NOT_FOUND"
+    assert batch.json()["data"]["accepted"] == 10
+
+
+async def test_the_default_entry_can_be_set_too(api: Harness) -> None:
+    response = await api.client.put(f"{QUOTAS}/*", json={"max_pending": 1})
+    first = await api.submit(source="newcomer", external_job_id="n-0")
+    second = await api.submit(source="newcomer", external_job_id="n-1")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["pending"] is None
+    assert (first.status_code, second.status_code) == (202, 429)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("billing", {"rate": 0}, "rate"),
+        ("billing", {"rate": "fast"}, "rate"),
+        ("billing", {"burst": 5}, "burst"),
+        ("billing", {"rate": 1, "burst": 0}, "burst"),
+        ("billing", {"max_pending": -1}, "max_pending"),
+        ("billing", {"max_pending": True}, "max_pending"),
+        ("billing", {"per_minute": 5}, "body"),
+        ("bill%00ing", {"rate": 1}, "source"),
+        ("s" * 101, {"rate": 1}, "source"),
+    ],
+)
+async def test_a_bad_quota_answers_400_and_changes_nothing(
+    api: Harness, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = await api.client.put(f"{QUOTAS}/{path}", json=body)
+
+    assert response.status_code == 400, response.text
+    assert error_fields(response) == {field}
+    rows = {row["source"]: row for row in (await api.client.get(QUOTAS)).json()["data"]}
+    assert (rows["billing"]["rate"], rows["billing"]["burst"]) == (SLOW, 2)

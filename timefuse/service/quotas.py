@@ -126,6 +126,32 @@ class SourceQuotas:
         """Sources with a rate bucket in this process now."""
         return len(self._buckets)
 
+    def set_entry(self, name: str, quota: SourceQuota | None) -> bool:
+        """Put ``quota`` under ``name`` (a source, or ``*``) in this process's table, or take
+        the entry out (``None``); ``False`` when there was none to take out.
+
+        Until the process restarts, when the configured table is read again. A source's
+        bucket keeps what it holds (cut to the new burst) rather than starting full: changing
+        a noisy tenant's rate must not hand it a fresh burst.
+        """
+        entries = dict(self._table.entries)
+        if quota is not None:
+            entries[name] = quota
+        elif entries.pop(name, None) is None:
+            return False
+        self._table = QuotaTable(entries)
+        now = self._monotonic()
+        for source, bucket in list(self._buckets.items()):
+            entry = self._table.entry_of(source)
+            rate = None if entry is None else entry[1].rate
+            if entry is None or rate is None:
+                del self._buckets[source]
+                continue
+            held = bucket.available(now)
+            bucket.rate, bucket.burst = rate, entry[1].bucket_size
+            bucket.tokens = min(held, bucket.burst)
+        return True
+
     @asynccontextmanager
     async def admit(self, events: Sequence[Event]) -> AsyncIterator[Admission]:
         """Split ``events`` into those their sources' quotas admit and those they refuse.

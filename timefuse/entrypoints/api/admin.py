@@ -13,12 +13,15 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
+from timefuse.domain.quota import ANY_SOURCE, SourceQuota
 from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api.access import principal
 from timefuse.entrypoints.api.body import BodyLimits, read_json
 from timefuse.entrypoints.api.envelope import ok
 from timefuse.entrypoints.api.errors import (
     DESTINATION_NOT_FOUND,
+    QUOTA_NOT_FOUND,
+    SERVICE_UNAVAILABLE,
     ApiError,
 )
 from timefuse.entrypoints.api.listing import (
@@ -32,6 +35,7 @@ from timefuse.entrypoints.api.models import (
     CleanedUp,
     DeliveryTypeOut,
     DestinationOut,
+    QuotaIn,
     QuotaOut,
     Redelivered,
     RedeliverIn,
@@ -41,13 +45,14 @@ from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
-from timefuse.service.quotas import QuotaUsage
+from timefuse.service.quotas import QuotaUsage, SourceQuotas
 
 log = structlog.get_logger("timefuse.api")
 
 MAX_CLEANUP_DAYS = 36_500
 
 _redeliver_decoder = msgspec.json.Decoder(RedeliverIn)
+_quota_decoder = msgspec.json.Decoder(QuotaIn)
 
 
 class AdminApi:
@@ -92,6 +97,41 @@ class AdminApi:
             return ok([])
         rows = await quotas.usage(None if source is None else [source])
         return ok([_quota_out(row) for row in rows])
+
+    async def set_quota(self, request: Request) -> Response:
+        source = _quota_name(request)
+        body = await read_json(request, _quota_decoder, self._limits)
+        try:
+            quota = SourceQuota(rate=body.rate, burst=body.burst, max_pending=body.max_pending)
+        except ValueError as exc:
+            # The one rule msgspec's bounds can't say: a burst needs a rate.
+            raise invalid([FieldError("burst", str(exc))], "request") from None
+        quotas = self._quotas()
+        quotas.set_entry(source, quota)
+        log.info(
+            "source quota set",
+            source=source,
+            quota=msgspec.structs.asdict(body),
+            key=principal(request).name,
+        )
+        (row,) = await quotas.usage([source])
+        return ok(_quota_out(row), message="quota set in this process")
+
+    async def remove_quota(self, request: Request) -> Response:
+        source = _quota_name(request)
+        quotas = self._quotas()
+        if not quotas.set_entry(source, None):
+            message = f"this process has no quota entry {source[:100]!r}"
+            raise ApiError(404, QUOTA_NOT_FOUND, message)
+        log.info("source quota removed", source=source, key=principal(request).name)
+        (row,) = await quotas.usage([source])
+        return ok(_quota_out(row), message="quota removed in this process")
+
+    def _quotas(self) -> SourceQuotas:
+        quotas = self._service.quotas
+        if quotas is None:
+            raise ApiError(503, SERVICE_UNAVAILABLE, "this process enforces no quotas")
+        return quotas
 
     async def cleanup(self, request: Request) -> Response:
         errors: list[FieldError] = []
@@ -150,6 +190,16 @@ class AdminApi:
         return self._admin
 
 
+def _quota_name(request: Request) -> str:
+    source: str = request.path_params["source"]
+    if source != ANY_SOURCE:
+        errors: list[FieldError] = []
+        source_param(source, errors)
+        if errors:
+            raise invalid(errors)
+    return source
+
+
 def _quota_out(usage: QuotaUsage) -> QuotaOut:
     quota = usage.quota
     return QuotaOut(
@@ -206,11 +256,35 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
         "source: that source, under the entry that holds for it (null: unlimited). pending is "
         "the store's count; tokens and rejected are this process's.",
     )  # fmt: skip
+    quota = {
+        "source": {
+            **_SOURCE,
+            "description": "A source, or * for every source without an entry of its own.",
+        }
+    }
+    changes = [
+        Operation(
+            "PUT", prefix + "/quotas/{source:path}", api.set_quota, "Set a source's quota", tag,
+            Role.ADMIN, data=QuotaOut, body=QuotaIn, errors=(400, 413, 415, 503),
+            params=quota,
+            description="In the process answering only, until it restarts (then "
+            "TIMEFUSE_SOURCE_QUOTAS holds again): set it in the configuration to keep it, and "
+            "call every API process to apply it now. The source's bucket keeps its tokens.",
+        ),
+        Operation(
+            "DELETE", prefix + "/quotas/{source:path}", api.remove_quota,
+            "Remove a source's quota entry", tag, Role.ADMIN, data=QuotaOut,
+            errors=(400, 404, 503), params=quota,
+            description="In the process answering only, until it restarts. The source falls "
+            "under * again (or is unlimited); 404 QUOTA_NOT_FOUND without such an entry.",
+        ),
+    ]  # fmt: skip
     if not api.has_facade:
-        return [redeliver, quotas]
+        return [redeliver, quotas, *changes]
     return [
         redeliver,
         quotas,
+        *changes,
         Operation(
             "POST", prefix + "/cleanup", api.cleanup, "Run retention now", tag, Role.ADMIN,
             data=CleanedUp, errors=(400, 503), query={"days": _DAYS},

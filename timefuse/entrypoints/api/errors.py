@@ -40,6 +40,7 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 # A source's quota (timefuse.service.quotas): its submission rate, or its PENDING events.
 QUOTA_RATE = "QUOTA_RATE"
 QUOTA_PENDING = "QUOTA_PENDING"
+QUOTA_NOT_FOUND = "QUOTA_NOT_FOUND"
 
 # Codes for the HTTP errors Starlette raises itself (unknown route, wrong method).
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}

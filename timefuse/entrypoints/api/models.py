@@ -342,6 +342,30 @@ class CleanedUp(msgspec.Struct):
     days: int
 
 
+class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A source's quota; a field left out (or null) is no limit. Unknown fields are refused: a
+    misspelt limit silently ignored would leave the source unlimited."""
+
+    rate: (
+        Annotated[float, msgspec.Meta(gt=0, description="Events accepted per second on average.")]
+        | None
+    ) = None
+    burst: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                description="Events accepted at once after a quiet spell (needs rate; default "
+                "one second's worth, at least 1).",
+            ),
+        ]
+        | None
+    ) = None
+    max_pending: (
+        Annotated[int, msgspec.Meta(ge=0, description="PENDING events the source may hold.")] | None
+    ) = None
+
+
 class QuotaOut(msgspec.Struct):
     """A source's quota and its use (or the ``*`` entry's, which holds for every source
     without one of its own)."""
