@@ -263,3 +263,24 @@ async def test_no_sequence_of_batches_takes_a_source_past_its_limits(
                     assert refusal.retry_after > 0
     finally:
         await store.close()
+
+
+async def test_a_changed_default_applies_to_every_source_under_it_keeping_their_tokens(
+    store: Store,
+) -> None:
+    clock = Clock()
+    quota = quotas(store, clock, ANY=SourceQuota(rate=1.0, burst=3), ops=SourceQuota(rate=1.0))
+    await admitted(quota, events("alpha", 2) + events("ops", 1))
+
+    assert quota.set_entry("*", SourceQuota(rate=10.0, burst=2))
+    alpha_now = await admitted(quota, events("alpha", 5))
+    clock.now += 0.1
+    alpha_later = await admitted(quota, events("alpha", 5))
+
+    # alpha kept its 1 token (not a fresh burst of 2), then refills at the new 10/s.
+    assert (len(alpha_now), len(alpha_later)) == (1, 1)
+    assert quota.set_entry("*", None)
+    assert not quota.set_entry("*", None)
+    assert len(await admitted(quota, events("alpha", 50))) == 50
+    # ops keeps its own entry and its empty bucket.
+    assert await admitted(quota, events("ops", 1)) == []
