@@ -221,6 +221,22 @@ def test_console_times_each_page_on_a_large_and_a_small_store() -> None:
     assert report["errors"] == 0
 
 
+def test_tenant_pages_times_a_rare_sources_reads_against_an_unfiltered_page() -> None:
+    report = report_of("tenant-pages", "-n", "3000")
+
+    results = report["results"]
+    assert report["parameters"]["small"] == 300
+    for read in ("rare_page", "rare_next_page", "rare_dead_letters"):
+        assert results[f"{read}_s"] > 0
+        assert results[f"{read}_vs_unfiltered"] == pytest.approx(
+            results[f"{read}_s"] / results["unfiltered_page_s"]
+        )
+        assert results[f"{read}_growth"] == pytest.approx(
+            results[f"{read}_s"] / results[f"{read}_small_store_s"]
+        )
+    assert report["errors"] == 0
+
+
 def test_http_type_compares_the_delivery_type_alone_with_raw_aiohttp() -> None:
     report = report_of("http-type")
 
