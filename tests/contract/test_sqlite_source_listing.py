@@ -140,6 +140,21 @@ def test_a_sources_counts_read_the_counts_table_only(
         assert all(" events" not in f" {detail}" for detail in details), details
 
 
+def test_the_pending_counts_of_many_sources_are_one_look_up_each_in_the_counts_table(
+    traced: tuple[sqlite3.Connection, list[str]],
+) -> None:
+    conn, statements = traced
+    sources = frozenset({"rare", "big", *(f"absent-{n}" for n in range(2000))})
+
+    counts = listing.pending_by_source(conn, sources)
+
+    assert counts == {"rare": 2, "big": 500}
+    ((statement, details),) = _plans(conn, statements)
+    assert "FROM timefuse_status_counts" in statement
+    assert all(" events" not in f" {detail}" for detail in details), details
+    assert any("USING PRIMARY KEY" in detail for detail in details), details
+
+
 def test_a_cursor_in_the_middle_of_a_source_starts_its_ranges_there(
     traced: tuple[sqlite3.Connection, list[str]],
 ) -> None:

@@ -199,7 +199,7 @@ async def test_no_quotas_admits_everything_without_reading_the_store(store: Stor
     quota = quotas(store, billing=SourceQuota())
     memory = store.adapter
     assert isinstance(memory, MemoryStore)
-    memory.faults.fail["count_by_status"] = [RuntimeError("must not be read")]
+    memory.faults.fail["pending_by_source"] = [RuntimeError("must not be read")]
 
     assert len(await admitted(quota, events("billing", 3))) == 3
 

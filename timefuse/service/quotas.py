@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from timefuse.domain.event import Event
 from timefuse.domain.quota import ANY_SOURCE, QuotaTable, SourceQuota
 from timefuse.domain.ratelimit import TokenBucket
-from timefuse.domain.status import EventStatus
 from timefuse.service.metrics import Metrics
 from timefuse.service.store import Store
 
@@ -193,11 +192,12 @@ class SourceQuotas:
         self._reserved.update(asked)
         room = _Room()
         try:
+            # One read for every capped source of the batch, however many it names.
+            pending = await self._store.pending_by_source(asked) if asked else {}
             for source in asked:
                 cap = self._cap_of(source)
                 assert cap is not None
-                counts = await self._store.count_by_status(sources=[source])
-                room.left[source] = cap - counts[EventStatus.PENDING] - before[source]
+                room.left[source] = cap - pending[source] - before[source]
         except BaseException:
             self._reserved.subtract(asked)
             raise
@@ -274,7 +274,7 @@ class SourceQuotas:
         if source == ANY_SOURCE:
             pending = tokens = None
         else:
-            pending = (await self._store.count_by_status(sources=[source]))[EventStatus.PENDING]
+            pending = (await self._store.pending_by_source([source]))[source]
             tokens = None if quota is None else self._tokens(source, quota)
         rejected = {reason.value: self._rejected[(name or "", reason)] for reason in QuotaReason}
         return QuotaUsage(source, name, quota, pending, tokens, rejected)

@@ -48,6 +48,10 @@ async def _assert_counts_match_the_events(store: Store, sources: list[str]) -> N
     expected = Counter(event.status for event in events if event.source in sources)
     counted = await store.count_by_status(sources=sources)
     assert counted == {status: expected[status] for status in EventStatus}
+    # The PENDING counts of many sources in one read, as a batch's quotas ask for them.
+    pending = Counter(e.source for e in events if e.status is EventStatus.PENDING)
+    asked = [*sources, "absent"]
+    assert await store.pending_by_source(asked) == {source: pending[source] for source in asked}
 
 
 class TenantsContract:

@@ -180,6 +180,11 @@ async def count_by_status(
     return counts
 
 
+async def pending_by_source(conn: Connection, sources: frozenset[str]) -> dict[str, int]:
+    cursor = await conn.execute(queries.PENDING_BY_SOURCE, {"sources": sorted(sources)})
+    return {source: int(count) for source, count in await cursor.fetchall()}
+
+
 async def redeliver_matching(
     conn: Connection,
     now: datetime,

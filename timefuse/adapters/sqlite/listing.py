@@ -197,6 +197,17 @@ def count_by_status(
     return counts
 
 
+def pending_by_source(conn: sqlite3.Connection, sources: frozenset[str]) -> dict[str, int]:
+    # One statement for a batch's sources however many: a look-up each in the kept counts.
+    # json_each rather than one parameter per source: SQLite caps a statement's parameters.
+    sql = (
+        "SELECT source, n FROM timefuse_status_counts WHERE status = 'PENDING'"
+        " AND source IN (SELECT value FROM json_each(?))"
+    )
+    rows = conn.execute(sql, (json.dumps(sorted(sources)),))
+    return {str(source): int(count) for source, count in rows}
+
+
 def redeliver_matching(
     conn: sqlite3.Connection,
     now: int,
