@@ -153,7 +153,8 @@ async def test_bench_drives_a_running_deployment_by_url(
     [
         (["herd", "-n", "0"], "-n/--events: must be at least 1"),
         (["herd", "--concurrency", "lots"], "--concurrency: must be a whole number"),
-        (["herd", "--rate", "10"], "--rate and --duration apply to the steady scenario only"),
+        (["herd", "--rate", "10"], "--rate applies to the steady and day scenarios only"),
+        (["herd", "--duration", "10"], "--duration applies to the steady and schedules"),
         (["steady", "--duration", "-1"], "--duration: must be a positive number"),
         (["steady", "-n", "10"], "drop -n/--events"),
         (["ingest", "--url", "localhost:8080"], "--url: must be an http:// or https:// URL"),
@@ -172,7 +173,7 @@ async def test_bench_drives_a_running_deployment_by_url(
         (["herd", "--stores", "sqlite"], "--stores and --idle apply to the schedules scenario"),
         (["schedules", "--stores", "oracle"], "--stores: must be a comma-separated list"),
         (["schedules", "--url", "http://x"], "schedules starts its own timefuse"),
-        (["schedules", "--rate", "5"], "--rate applies to the steady scenario only"),
+        (["schedules", "--rate", "5"], "--rate applies to the steady and day scenarios only"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
@@ -212,7 +213,9 @@ def test_console_times_each_page_on_a_large_and_a_small_store() -> None:
 
     results = report["results"]
     assert report["parameters"]["small"] == 1000
-    for page in ("overview", "events_first_page", "dead_letters", "destinations"):
+    pages = ("overview", "events_first_page", "dead_letters", "destinations", "schedules",
+             "schedule", "events_by_rare_receiver")  # fmt: skip
+    for page in pages:
         assert results[f"{page}_small_s"] > 0
         assert results[f"{page}_large_s"] > 0
         assert results[f"{page}_growth"] == pytest.approx(

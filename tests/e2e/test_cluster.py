@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from tests.integration.postgres.conftest import Db
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver, always
 from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.service.gate import source_breaker_key
 from timefuse.service.store import Store
 from timefuse.testing import make_event
 
@@ -100,7 +102,9 @@ async def test_a_failing_destinations_breaker_opens_for_all_with_one_probe_per_c
     await insert_due(store, receiver.url("/down"), 200, due, max_retries=10)
     await asyncio.sleep(15.0)
     key = f"127.0.0.1:{receiver.port}"
-    assert [b.key for b in await store.open_breakers()] == [key]
+    # One source failed: its own breaker there, shared by all three (another source's events
+    # would still flow).
+    assert [b.key for b in await store.open_breakers()] == [source_breaker_key(key, "tests")]
     times = sorted(r.at - due.timestamp() for r in receiver.on("/down"))
     # The first failures open it (each process may see its own threshold fail), then, after
     # the first long silence, one probe a cool-down for all three together.
@@ -111,6 +115,32 @@ async def test_a_failing_destinations_breaker_opens_for_all_with_one_probe_per_c
     assert len(first_wave) <= 9
     assert 2 <= len(probes) <= 4
     assert all(b - a >= 3.5 for a, b in itertools.pairwise(probes))
+
+
+async def test_a_failing_tenant_holds_only_itself_at_a_host_for_every_dispatcher(
+    store: Store, receiver: Receiver, processes: Start, postgres_dsn: str
+) -> None:
+    receiver.behaviours["/down"] = always(503)
+    env = {"TIMEFUSE_BREAKER_FAILURES": "3", "TIMEFUSE_BREAKER_COOLDOWN_SECONDS": "60"}
+    start_dispatchers(processes, postgres_dsn, 3, env)
+    await until_heard_of(store, {f"dispatch-{n}" for n in range(3)})
+    now = datetime.now(UTC)
+    await insert_due(store, receiver.url("/down"), 50, now, source="noisy", max_retries=10)
+    held = source_breaker_key(f"127.0.0.1:{receiver.port}", "noisy")
+    deadline = time.monotonic() + 30
+    while [b.key for b in await store.open_breakers()] != [held]:
+        assert time.monotonic() < deadline, await store.open_breakers()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # every dispatcher has seen the shared row
+    failed = receiver.count("/down")
+    started = time.monotonic()
+    ids = await insert_due(store, receiver.url("/ok"), 30, datetime.now(UTC), source="quiet")
+
+    assert await receiver.wait_for(
+        lambda: {r.event_id for r in receiver.on("/ok")} >= ids, timeout=15
+    )
+    print(f"\nthe other tenant's 30 deliveries took {time.monotonic() - started:.2f} s")
+    assert receiver.count("/down") == failed  # the failing tenant waits out its cool-down
 
 
 async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_seconds(
@@ -131,14 +161,18 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     ).fetchone()
     assert row is not None, "nobody held a claim"
     victim = str(row[0])
-    dispatchers[int(victim.removeprefix("dispatch-"))].kill()  # SIGKILL: 60 s leases left
-    killed_at = time.time()
+    process = dispatchers[int(victim.removeprefix("dispatch-"))]
+    assert process.proc is not None
+    # Frozen first, so what it holds can't finish between looking and killing.
+    process.proc.send_signal(signal.SIGSTOP)
     stranded = {
         str(event_id)
         for (event_id,) in db_conn.execute(
             "SELECT id FROM events WHERE status = 'PROCESSING' AND locked_by = %s", (victim,)
         )
     }
+    process.kill()  # SIGKILL: 60 s leases left
+    killed_at = time.time()
     assert stranded, "the victim held no claim when it was killed"
     assert await receiver.wait_for(
         lambda: {r.event_id for r in receiver.on("/slow")} >= ids, timeout=120

@@ -256,6 +256,7 @@ async def test_300_idle_connections_leave_room_for_a_keyed_request(
 ) -> None:
     env = {
         "TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path)),
+        "TIMEFUSE_METRICS_AUTH": "false",  # the key below may submit and read, not scrape
         # Long: the idle connections must give way to the cap, not to a timeout.
         "TIMEFUSE_SERVER_HEADER_TIMEOUT_SECONDS": "60",
     }

@@ -41,8 +41,10 @@ def gate_with(seen: Seen, **settings: object) -> DestinationGate:
     )
 
 
-def claimed(host: str = "a.example", at: float | None = None) -> Claimed:
-    event = make_event(destination=f"https://{host}/hook", locked_by="worker-1", claim_count=1)
+def claimed(host: str = "a.example", at: float | None = None, source: str = "tests") -> Claimed:
+    event = make_event(
+        destination=f"https://{host}/hook", source=source, locked_by="worker-1", claim_count=1
+    )
     return Claimed.of(event, loop_time() if at is None else at)
 
 
@@ -151,8 +153,8 @@ async def test_a_budget_is_what_a_destination_starts_within_the_hold_time() -> N
 async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alone() -> None:
     seen = Seen()
     gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=30.0)
-    for _ in range(2):
-        c = claimed("down.example")
+    for source in ("tenant-a", "tenant-b"):  # two sources fail: held for everyone
+        c = claimed("down.example", source=source)
         gate.admit(c)
         gate.finished(c, FAIL, 0.1)
     assert "down.example:443" in gate.claim_budget().excluded

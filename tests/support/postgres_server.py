@@ -233,6 +233,11 @@ class LocalServer(PostgresServer):
             raise
         return server
 
+    @property
+    def admin_dsn(self) -> str:
+        """The superuser's URL (replication, server functions)."""
+        return self._url(ADMIN, ADMIN_DATABASE)
+
     def stop(self, mode: str = "fast") -> None:
         if not self._running:
             return

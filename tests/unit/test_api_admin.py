@@ -27,8 +27,8 @@ from timefuse.testing.store_contract_support import ShiftedClock, claim
 CLEANUP = f"{EVENTS}/admin/cleanup"
 DESTINATIONS = f"{EVENTS}/admin/destinations"
 DESTINATION_FIELDS = {
-    "key", "breaker", "consecutive_failures", "trips", "in_flight", "waiting", "concurrency",
-    "rate", "probe_in_seconds",
+    "key", "breaker", "breaker_for_all", "held_sources", "consecutive_failures", "trips",
+    "in_flight", "waiting", "concurrency", "rate", "probe_in_seconds", "sources",
 }  # fmt: skip
 
 
@@ -107,6 +107,8 @@ class TestDestinations:
         down, up = listed
         assert (down["key"], down["breaker"], down["trips"]) == ("down.example:443", "OPEN", 1)
         assert down["consecutive_failures"] == 5
+        # One source failed: its own breaker holds it, not the destination's.
+        assert (down["breaker_for_all"], down["held_sources"]) == (False, ["tests"])
         assert (up["key"], up["breaker"], up["in_flight"]) == ("up.example:443", "CLOSED", 1)
 
     async def test_a_reset_closes_the_breaker(self, api: Harness) -> None:
@@ -157,6 +159,36 @@ async def test_without_an_admin_facade_the_app_has_no_retention_or_destinations(
     assert not {CLEANUP, DESTINATIONS} & set(spec["paths"])
     # Bulk redelivery goes through the event service, which every app has.
     assert redeliver.json()["data"] == {"redelivered": 0}
+
+
+BREAKERS = f"{EVENTS}/admin/breakers"
+
+
+async def test_breakers_open_for_the_cluster_are_listed_counted_and_closed_for_all(
+    tmp_path: Path,
+) -> None:
+    async with running_api(tmp_path, shared_limits=True) as api:
+        await api.store.publish_breaker("hooks.example:443", open=True)
+
+        listed = await api.client.get(BREAKERS)
+        assert listed.status_code == 200, listed.text
+        (row,) = listed.json()["data"]
+        assert (row["key"], row["probe_by"]) == ("hooks.example:443", None)
+        assert row["open_seconds"] >= 0
+        await api.tf.maintenance.refresh_gauges()
+        assert api.metrics.shared_breakers_open._value.get() == 1
+
+        closed = await api.client.post(f"{BREAKERS}/hooks.example:443/close")
+        assert closed.status_code == 200, closed.text
+        assert await api.store.open_breakers() == []
+        again = await api.client.post(f"{BREAKERS}/hooks.example:443/close")
+        assert again.status_code == 404
+        assert "is open for the cluster" in again.json()["message"]
+
+
+async def test_a_store_that_does_not_share_breakers_lists_none(api: Harness) -> None:
+    listed = await api.client.get(BREAKERS)
+    assert (listed.status_code, listed.json()["data"]) == (200, [])
 
 
 WORKERS = f"{EVENTS}/admin/workers"

@@ -139,14 +139,18 @@ async def running_api(
     env: dict[str, str] | None = None,
     buffer: Callable[[Store], IngestBuffer] = InlineIngestBuffer,
     readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
+    plugins: tuple[object, ...] = (),
+    shared_limits: bool = False,
 ) -> AsyncIterator[Harness]:
     settings = Settings.from_env(env or {})
-    store = Store(MemoryStore())
+    store = Store(MemoryStore(shared_limits=shared_limits))
     await store.open()
     try:
         # The composition root builds the service, so its limits come from the settings
         # exactly as in a running process.
-        tf = bootstrap(settings, store=store, buffer=buffer(store), metrics=Metrics())
+        tf = bootstrap(
+            settings, store=store, buffer=buffer(store), metrics=Metrics(), extra_plugins=plugins
+        )
         metrics, service = tf.metrics, tf.service
         app = create_app(
             service=service,

@@ -50,6 +50,13 @@ class TestKeysFile:
         roles = frozenset({Role.SUBMIT, Role.READ})
         assert ring.find("tfk_example") == ApiKey("billing", DIGEST, frozenset({"billing"}), roles)
 
+    def test_a_metrics_key_may_be_scoped_to_sources(self, tmp_path: Path) -> None:
+        ring = load_keys(write(tmp_path / "keys.toml", entry(roles='["metrics"]')))
+
+        key = ring.find("tfk_example")
+        assert key is not None
+        assert (key.sources, key.roles) == (frozenset({"billing"}), frozenset({Role.METRICS}))
+
     def test_the_same_entries_in_json(self, tmp_path: Path) -> None:
         document = {
             "keys": [{"name": "ops", "sha256": DIGEST.upper(), "sources": "*", "roles": ["admin"]}]
@@ -95,9 +102,10 @@ class TestKeysFile:
     def test_no_file_means_no_authentication(self) -> None:
         assert load_key_ring(ApiSettings.from_env({})) is None
 
-    def test_metrics_auth_without_keys_is_a_configuration_error(self) -> None:
-        with pytest.raises(ConfigError, match="TIMEFUSE_METRICS_AUTH"):
-            load_key_ring(ApiSettings.from_env({"TIMEFUSE_METRICS_AUTH": "true"}))
+    def test_metrics_auth_on_by_default_needs_no_keys(self) -> None:
+        # It applies once keys exist; without them the API trusts every caller anyway.
+        assert ApiSettings.from_env({}).metrics_auth is True
+        assert load_key_ring(ApiSettings.from_env({"TIMEFUSE_METRICS_AUTH": "true"})) is None
 
     def test_the_ring_never_shows_hashes(self, tmp_path: Path) -> None:
         ring = load_keys(write(tmp_path / "keys.toml", entry()))

@@ -28,13 +28,25 @@ def test_each_window_counts_its_own_events_missing_duplicates_and_lateness(
     chaos = campaign(
         tmp_path,
         Window(0, "none", begun_wall=100.0, ended_wall=110.0),
-        Window(1, "kill-api", begun_wall=110.0, ended_wall=120.0),
+        Window(1, "kill-api", begun_wall=110.0, ended_wall=120.0, struck_wall=112.0, down_s=1.0),
     )
     load = Load("http://127.0.0.1:1", ["http://127.0.0.1:2/hook"], rate=10, lead=1.0)
-    load.acknowledged = {"a": Sent(0, 100.0), "b": Sent(0, 101.0), "c": Sent(1, 111.0)}
+    load.acknowledged = {
+        "a": Sent(0, 100.0),
+        "b": Sent(0, 101.0),
+        "c": Sent(1, 111.0),
+        "d": Sent(1, 112.5),
+        "e": Sent(1, 119.0),
+    }
     load.offered.update({0: 3, 1: 5})
     load.refused.update({1: 4})
-    chaos.arrivals.update({"a": [100.5, 103.0], "b": [101.2], "stranger": [105.0]})
+    chaos.arrivals.update({
+        "a": [100.5, 103.0],
+        "b": [101.2],
+        "d": [118.0],  # stranded by the fault: waited 5.5 s after its time
+        "e": [129.0],  # due well after the fault: not the fault's doing
+        "stranger": [105.0],
+    })  # fmt: skip
     chaos.limited_arrivals = [104.5, 110.1, 110.2, 110.3, 111.5]
 
     chaos._account(load)
@@ -44,9 +56,11 @@ def test_each_window_counts_its_own_events_missing_duplicates_and_lateness(
     assert first.lateness_p50_s == pytest.approx(0.2)
     assert first.lateness_max_s == pytest.approx(0.5)
     assert first.limited_peak_per_s == 1  # second 110 began after the window ended
-    assert (second.offered, second.refused, second.acknowledged) == (5, 4, 1)
-    assert (second.delivered, second.missing) == (0, 1)
-    assert math.isnan(second.lateness_max_s)
+    assert (second.offered, second.refused, second.acknowledged) == (5, 4, 3)
+    assert (second.delivered, second.missing) == (2, 1)
+    assert second.lateness_max_s == pytest.approx(10.0)
+    assert second.recovery_s == pytest.approx(5.5)
+    assert math.isnan(first.recovery_s)
     assert second.limited_peak_per_s == 3  # the last window runs on into the drain
 
 
@@ -99,6 +113,7 @@ def test_bad_options_are_refused_with_a_reason(
     ("args", "message"),
     [
         (["--database-url", "mysql://x"], "must be a postgresql:// URL"),
+        (["--kinds", "stop-broker,kill-ingest"], "Kafka faults need --kafka"),
         (
             ["--database-url", "postgresql://x/y", "--kinds", "restart-db-fast"],
             "database faults need the private PostgreSQL",

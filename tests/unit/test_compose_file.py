@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 
 from tests.support.docker import docker_available
 from timefuse.config import ApiSettings
+from timefuse.entrypoints.auth import Role, load_keys
 from timefuse.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,6 +136,16 @@ def test_prometheus_scrapes_every_timefuse_process_where_it_serves_metrics(
         assert targets[name] == int(services[name]["environment"]["TIMEFUSE_METRICS_PORT"])
     mounts = services["prometheus"]["volumes"]
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_prometheus_scrapes_with_a_key_that_may_read_metrics() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    ring = load_keys(DEPLOY / "timefuse" / "api-keys.toml")
+    for job in config["scrape_configs"]:
+        if job["job_name"].startswith("timefuse-"):
+            key = ring.find(job["authorization"]["credentials"])
+            assert key is not None, job["job_name"]
+            assert Role.METRICS in key.roles or Role.ADMIN in key.roles
 
 
 def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(

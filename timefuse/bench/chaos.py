@@ -15,7 +15,10 @@ one fault at a random moment, the kinds taken in a shuffled rotation:
   so sometimes the others find it dead first and sometimes its successor takes its claims back;
 - ``restart-db-fast`` / ``restart-db-immediate``: PostgreSQL stopped (``pg_ctl stop -m``) and
   started again 2 to 5 s later (private cluster only; the database runs with
-  ``synchronous_commit = on``, as a production one does).
+  ``synchronous_commit = on``, as a production one does);
+- with ``--kafka`` (a local broker from Maven Central's jars, and ``--ingest`` ``timefuse
+  ingest`` consumers): ``kill-ingest`` (SIGKILL of a consumer, started again after 1 to 5 s) and
+  ``stop-broker`` (the broker stopped for 5 to 30 s, then started again).
 
 Then the load stops and the bench waits (up to ``--drain`` s) for every acknowledged event. Per
 window it prints what was offered and acknowledged (202), delivered, missing, delivered more
@@ -53,6 +56,7 @@ from psycopg import sql
 
 from timefuse.bench.api import BATCH_PATH, iso
 from timefuse.bench.fleet import fleet_env
+from timefuse.bench.kafka_broker import KafkaBrokerError, LocalKafkaBroker
 from timefuse.bench.pgserver import PrivateServer, Server
 from timefuse.bench.processes import BenchError, ReceiverProcess, free_port
 from timefuse.bench.stats import percentile
@@ -63,6 +67,8 @@ IN_FLIGHT_REQUESTS = 64
 SOURCE = "timefuse-chaos"
 PROCESS_KINDS = ("kill-api", "kill-dispatch")
 DATABASE_KINDS = ("restart-db-fast", "restart-db-immediate")
+KAFKA_KINDS = ("kill-ingest", "stop-broker")
+ALL_KINDS = PROCESS_KINDS + DATABASE_KINDS + KAFKA_KINDS
 
 _encoder = msgspec.json.Encoder()
 
@@ -242,8 +248,10 @@ class Window:
     lateness_p50_s: float = math.nan
     lateness_p99_s: float = math.nan
     lateness_max_s: float = math.nan
+    recovery_s: float = math.nan
     capped_peak: int = 0
     limited_peak_per_s: int = 0
+    struck_wall: float = math.nan
     begun_wall: float = 0.0
     ended_wall: float = 0.0
 
@@ -254,6 +262,7 @@ class Campaign:
     workdir: Path
     rng: random.Random
     server: Server | None = None
+    broker: LocalKafkaBroker | None = None
     members: list[Member] = field(default_factory=list)
     arrivals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     limited_arrivals: list[float] = field(default_factory=list)
@@ -265,13 +274,15 @@ class Campaign:
     def api(self) -> Member:
         return self.members[0]
 
-    def dispatchers(self) -> list[Member]:
-        return self.members[1:]
+    def role(self, name: str) -> list[Member]:
+        return [m for m in self.members if m.role == name]
 
     def kinds(self) -> tuple[str, ...]:
-        possible = PROCESS_KINDS + (
-            DATABASE_KINDS if isinstance(self.server, PrivateServer) else ()
-        )
+        possible: tuple[str, ...] = PROCESS_KINDS
+        if isinstance(self.server, PrivateServer):
+            possible += DATABASE_KINDS
+        if self.broker is not None:
+            possible += KAFKA_KINDS
         chosen = self.options.kinds or possible
         return tuple(kind for kind in chosen if kind in possible)
 
@@ -283,6 +294,9 @@ class Campaign:
         await limited.start()
         try:
             database_url = self._database()
+            if options.kafka:
+                self.broker = LocalKafkaBroker()
+                await asyncio.to_thread(self._start_broker)
             self._start_cluster(database_url, capped, limited)
             for member in self.members:
                 await member.until_started()
@@ -312,8 +326,18 @@ class Campaign:
                 member.stop()
             await capped.close()
             await limited.close()
+            if self.broker is not None:
+                self.broker.close()
             if self.server is not None:
                 self.server.close()
+
+    def _start_broker(self) -> None:
+        assert self.broker is not None
+        try:
+            self.broker.start()
+            self.broker.wait_until_ready()
+        except KafkaBrokerError as exc:
+            raise BenchError(f"the local Kafka broker did not start: {exc}") from None
 
     def _database(self) -> str:
         if self.options.database_url:
@@ -348,6 +372,8 @@ class Campaign:
                 "TIMEFUSE_RETRY_CAP_MS": "5000",
             },
         )
+        if self.broker is not None:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
         migrate = subprocess.run(
             [sys.executable, "-m", "timefuse", "migrate"],
             env=env,
@@ -363,6 +389,10 @@ class Campaign:
         self.members.append(
             Member("api", ["--port", str(self._api_port)], api_env, self.workdir / "api.log")
         )
+        for n in range(options.ingest if self.broker is not None else 0):
+            ingest_env = {**env, "TIMEFUSE_WORKER_ID": f"chaos-ingest-{n}"}
+            log = self.workdir / f"ingest-{n}.log"
+            self.members.append(Member("ingest", [], ingest_env, log))
         for n in range(options.dispatchers):
             dispatch_env = {**env, "TIMEFUSE_WORKER_ID": f"chaos-dispatch-{n}"}
             log = self.workdir / f"dispatch-{n}.log"
@@ -397,6 +427,7 @@ class Campaign:
             begun = time.monotonic()
             await asyncio.sleep(self.rng.uniform(0.1, 0.5) * options.interval)
             window.at_s = round(time.monotonic() - self.started, 1)
+            window.struck_wall = time.time()
             print(f"  fault {index}/{options.faults}: {kind} at {window.at_s:.1f} s", flush=True)
             window.down_s = await self._strike(kind)
             rest = options.interval - (time.monotonic() - begun)
@@ -417,8 +448,17 @@ class Campaign:
         if kind == "kill-api":
             await self._restart(self.api, self.rng.uniform(0.0, 2.0))
         elif kind == "kill-dispatch":
-            member = self.rng.choice(self.dispatchers())
+            member = self.rng.choice(self.role("dispatch"))
             await self._restart(member, self.rng.uniform(1.0, 8.0))
+        elif kind == "kill-ingest":
+            member = self.rng.choice(self.role("ingest"))
+            await self._restart(member, self.rng.uniform(1.0, 5.0))
+        elif kind == "stop-broker":
+            broker = self.broker
+            assert broker is not None
+            await asyncio.to_thread(broker.stop)
+            await asyncio.sleep(self.rng.uniform(5.0, 30.0))
+            await asyncio.to_thread(self._start_broker)
         else:
             server = self.server
             assert isinstance(server, PrivateServer)
@@ -473,12 +513,27 @@ class Campaign:
             window.lateness_p50_s = round(percentile(late, 50), 3)
             window.lateness_p99_s = round(percentile(late, 99), 3)
             window.lateness_max_s = round(late[-1], 3) if late else math.nan
+            window.recovery_s = self._recovery(load, window)
             # The last window runs on into the drain, where the backlog of the faults goes out.
             end = window.ended_wall if window is not self.windows[-1] else math.inf
             window.limited_peak_per_s = max(
                 (n for second, n in per_second.items() if window.begun_wall <= second + 1 <= end),
                 default=0,
             )
+
+    def _recovery(self, load: Load, window: Window) -> float:
+        """The longest an event due around the fault (from 2 s before it to its end) waited
+        after the fault began: for a killed dispatcher, how long its claims took to come back."""
+        struck = window.struck_wall
+        if math.isnan(struck):
+            return math.nan
+        waits = [
+            min(arrivals) - max(sent.due, struck)
+            for event_id, sent in load.acknowledged.items()
+            if struck - 2.0 <= sent.due <= struck + window.down_s
+            and (arrivals := self.arrivals.get(event_id))
+        ]
+        return round(max(waits), 3) if waits else math.nan
 
 
 def _reason(body: bytes) -> str:
@@ -525,9 +580,9 @@ def _non_negative_int(text: str) -> int:
 
 def _kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in PROCESS_KINDS + DATABASE_KINDS]
+    unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown or not kinds:
-        known = ", ".join(PROCESS_KINDS + DATABASE_KINDS)
+        known = ", ".join(ALL_KINDS)
         raise argparse.ArgumentTypeError(f"unknown fault {', '.join(unknown)!r}; known: {known}")
     return kinds
 
@@ -541,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--faults", type=_non_negative_int, default=20, help="faults, one per window (20)")
     add("--interval", type=_positive(float), default=15.0, help="seconds per window (15)")
     add("--dispatchers", type=_positive(int), default=3, help="dispatch processes (3)")
+    add("--kafka", action="store_true",
+        help="submit through a local Kafka broker and ingest consumers")  # fmt: skip
+    add("--ingest", type=_positive(int), default=2, help="ingest consumers with --kafka (2)")
     add("--rate", type=_positive(int), default=200, help="events offered per second (200)")
     add("--lead", type=_positive(float), default=1.0, help="seconds from sending to due (1)")
     add("--cap", type=_positive(int), default=20, help="the capped receiver's cap (20)")
@@ -577,6 +635,9 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    if options.kinds and not options.kafka and set(options.kinds) <= set(KAFKA_KINDS):
+        print("timefuse bench chaos: Kafka faults need --kafka", file=sys.stderr)
+        return 2
     seed = options.seed if options.seed is not None else random.randrange(1_000_000)
     print(
         f"timefuse bench chaos: {options.faults} faults, seed {seed}; {options.dispatchers} "
@@ -607,6 +668,7 @@ COLUMNS = (
     ("offered", "offered"), ("202", "acknowledged"), ("refused", "refused"),
     ("delivered", "delivered"), ("missing", "missing"), ("dup", "duplicates"),
     ("late p50", "lateness_p50_s"), ("late p99", "lateness_p99_s"), ("late max", "lateness_max_s"),
+    ("wait after", "recovery_s"),
     ("cap peak", "capped_peak"), ("rate peak/s", "limited_peak_per_s"),
 )  # fmt: skip
 
@@ -618,6 +680,8 @@ def render(windows: Sequence[Window]) -> str:
         for name in ("offered", "acknowledged", "refused", "delivered", "missing", "duplicates"):
             setattr(total, name, getattr(total, name) + getattr(w, name))
     total.lateness_max_s = max((w.lateness_max_s for w in windows if w.delivered), default=0.0)
+    waits = [w.recovery_s for w in windows if not math.isnan(w.recovery_s)]
+    total.recovery_s = max(waits, default=math.nan)
     total.capped_peak = max((w.capped_peak for w in windows), default=0)
     total.limited_peak_per_s = max((w.limited_peak_per_s for w in windows), default=0)
     totals = [_cell(getattr(total, name)) for _, name in COLUMNS]

@@ -25,9 +25,12 @@ from timefuse.bench.options import BenchOptions
 from timefuse.bench.processes import BenchError
 from timefuse.bench.report import Report, Value
 from timefuse.domain.status import EventStatus
+from timefuse.service.schedules import ScheduleService
 from timefuse.testing.factories import make_event
 
 SAMPLES = 5
+# Schedules beside the events, for the schedules pages.
+SCHEDULES = 200
 SOURCES = [f"source-{n}" for n in range(10)]
 # Most events are history; a few are waiting or dead.
 STATUSES = [EventStatus.COMPLETED] * 14 + [
@@ -114,10 +117,15 @@ def _pages(count: int) -> dict[str, str]:
         "events first page": "/ui/events",
         "events status and source": "/ui/events?status=DEAD_LETTER&source=source-3",
         "events one day": f"/ui/events?from={middle}&to={later}",
+        "events latest first": "/ui/events?order=newest",
+        "events by receiver host": "/ui/events?destination=receiver.example&type=http",
+        "events by rare receiver": "/ui/events?destination=rare.example",
         "search by external id": f"/ui/events?q=job-{count // 2 + 1}",
         "dead letters": "/ui/dead-letters",
         "bulk confirm": "/ui/dead-letters/redeliver?source=source-3",
         "destinations": "/ui/destinations",
+        "schedules": "/ui/schedules",
+        "schedule": "/ui/schedules/{schedule}",
     }
 
 
@@ -135,13 +143,22 @@ async def _measure(path: Path, count: int) -> dict[str, float]:
     )
     tf = bootstrap(settings, store=store)
     app = create_app(
-        service=tf.service, metrics=tf.metrics, settings=ApiSettings(), keys=None, admin=tf.admin
+        service=tf.service,
+        metrics=tf.metrics,
+        settings=ApiSettings(),
+        keys=None,
+        admin=tf.admin,
+        schedules=tf.schedules,
     )
     client = _AsgiClient(app)
     timings: dict[str, float] = {}
     try:
+        if tf.schedules is None:
+            raise BenchError("this store keeps no schedules")
+        schedule = await _declare_schedules(tf.schedules)
         await client.get("/ui/")  # the session cookie
         for name, url in _pages(count).items():
+            url = url.format(schedule=schedule)
             samples = []
             for _ in range(SAMPLES):
                 began = time.perf_counter()
@@ -155,6 +172,20 @@ async def _measure(path: Path, count: int) -> dict[str, float]:
     finally:
         await store.close()
     return timings
+
+
+async def _declare_schedules(schedules: ScheduleService) -> str:
+    """:data:`SCHEDULES` schedules (declared again by key on a kept store); one's id."""
+    template = {
+        "delivery_type": "http",
+        "destination": "https://receiver.example/tick",
+        "payload": b'{"tick": true}',
+    }
+    last = ""
+    for n in range(SCHEDULES):
+        fields = {"key": f"tick-{n}", "source": SOURCES[n % len(SOURCES)], "every_seconds": 3600}
+        last = (await schedules.declare(fields, template)).record.id
+    return last
 
 
 Message = MutableMapping[str, Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from typing import Any
 
 SCENARIOS = {
     "ingest": "batch submissions of events due far ahead, until persisted",
@@ -25,6 +26,8 @@ SCENARIOS = {
     "KAFKA_BOOTSTRAP_SERVERS)",
     "ingest-backlog": "a Kafka ingest topic filled beforehand, drained into the store by the "
     "bench's own timefuse (needs KAFKA_BOOTSTRAP_SERVERS)",
+    "day": "a day's events through REST, Kafka, PostgreSQL, dispatch and HTTP: the sustainable "
+    "rate (the knee), then -n events at 80 % of it, per stage",
     "schedules": "-n schedules firing every minute, on SQLite and PostgreSQL: occurrence "
     "lateness (created, delivered) and duplicates",
 }
@@ -50,6 +53,7 @@ EVENTS = {
     "http-type": (20_000, 1_000),
     "kafka-type": (20_000, 1_000),
     "ingest-backlog": (50_000, 2_000),
+    "day": (1_000_000, 2_000),
     "schedules": (10_000, 200),
 }
 # Seconds of firing observed (whole minutes count), full and --short.
@@ -62,6 +66,15 @@ MAX_DISPATCHERS = 32
 INGEST_CONCURRENCY = (4, 2)
 STEADY_RATE = (1000.0, 100.0)
 STEADY_DURATION = (60.0, 3.0)
+MAX_PROCESSES = 32
+# day: (full, --short) defaults.
+DAY_KNEE_START = (1000.0, 100.0)
+DAY_KNEE_MAX = (100_000.0, 400.0)
+DAY_KNEE_FACTOR = (1.25, 2.0)
+DAY_STEP_SECONDS = (20.0, 2.0)
+DAY_KNEE_LATENESS = (1.0, 2.0)
+DAY_LEAD = (5.0, 3.0)
+DAY_STALL = (30.0, 20.0)
 
 DESCRIPTION = """\
 Load-test a timefuse deployment (--url) or one the bench starts itself (a `timefuse serve`
@@ -77,6 +90,28 @@ scenarios:
 
 class BenchUsageError(ValueError):
     """Options that don't fit together; the message says which."""
+
+
+@dataclass(frozen=True)
+class DayOptions:
+    """``timefuse bench day``'s own options."""
+
+    api: int = 1
+    ingest: int = 1
+    dispatch: int = 1
+    clients: int = 8
+    batch: int = 100
+    partitions: int = 6
+    lead: float = DAY_LEAD[0]
+    rate: float | None = None  # None: 80 % of the knee
+    knee_start: float = DAY_KNEE_START[0]
+    knee_max: float = DAY_KNEE_MAX[0]
+    knee_factor: float = DAY_KNEE_FACTOR[0]
+    step_seconds: float = DAY_STEP_SECONDS[0]
+    knee_lateness: float = DAY_KNEE_LATENESS[0]
+    stall_seconds: float = DAY_STALL[0]
+    report: str | None = None
+    durability: str = "full"
 
 
 @dataclass(frozen=True)
@@ -107,6 +142,8 @@ class BenchOptions:
     backend: str = "sqlite"
     # console only
     keep: str | None = None
+    # day only
+    day: DayOptions | None = None
     # schedules only
     stores: tuple[str, ...] = STORES
     idle: int = 0
@@ -182,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sizes(sub)
     _add_target(sub)
     _add_river(sub)
+    _add_day(sub)
     _add_schedules(sub)
     return sub
 
@@ -214,7 +252,11 @@ def _add_schedules(sub: argparse.ArgumentParser) -> None:
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-n", "--events", type=_positive_int, help="events to submit")
-    sub.add_argument("--rate", type=_positive_float, help="steady: events per second")
+    sub.add_argument(
+        "--rate",
+        type=_positive_float,
+        help="steady: events per second; day: run at this rate instead of 80 %% of the knee",
+    )
     sub.add_argument(
         "--duration", type=_positive_float, help="steady, schedules: seconds to run (observe)"
     )
@@ -249,7 +291,8 @@ def _add_target(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--kafka",
         metavar="BOOTSTRAP_SERVERS",
-        help="deliver-kafka, kafka-type: brokers (default: KAFKA_BOOTSTRAP_SERVERS)",
+        help="deliver-kafka, kafka-type, ingest-backlog, day: brokers (default: "
+        "KAFKA_BOOTSTRAP_SERVERS; day starts a broker of its own when neither is set)",
     )
     sub.add_argument(
         "--backend",
@@ -286,8 +329,8 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
     river.add_argument(
         "--database-url",
         type=_postgres_url,
-        help="river, store, tenant-pages: a PostgreSQL server to make the runs' databases on "
-        "(default: start a private one)",
+        help="river, store, schedules, day, tenant-pages: a PostgreSQL server to make the runs' "
+        "databases on (default: start a private one)",
     )
     river.add_argument(
         "--serve", action="store_true", help="also measure one `timefuse serve` process"
@@ -296,6 +339,103 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
         "--py-spy",
         metavar="DIR",
         help="profile the delivering processes of run 1 with py-spy: flame graphs to DIR",
+    )
+
+
+def _process_count(text: str) -> int:
+    count = _positive_int(text)
+    if count > MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_PROCESSES}, got {count}")
+    return count
+
+
+def _batch_size(text: str) -> int:
+    size = _positive_int(text)
+    if size > 1000:
+        raise argparse.ArgumentTypeError(f"must be 1..1000 (a batch request's limit), got {size}")
+    return size
+
+
+def _growth(text: str) -> float:
+    factor = _positive_float(text)
+    if factor <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 1, got {text}")
+    return factor
+
+
+def _add_day(sub: argparse.ArgumentParser) -> None:
+    day = sub.add_argument_group("day scenario")
+    for flag, role in (("--api", "api"), ("--ingest", "ingest"), ("--dispatch", "dispatch")):
+        day.add_argument(
+            flag, type=_process_count, metavar="N", help=f"`timefuse {role}` processes (default 1)"
+        )
+    day.add_argument(
+        "--clients", type=_positive_int, metavar="N", help="concurrent REST clients (default 8)"
+    )
+    day.add_argument(
+        "--batch", type=_batch_size, metavar="N", help="events per batch request (default 100)"
+    )
+    day.add_argument(
+        "--partitions",
+        type=_positive_int,
+        metavar="N",
+        help="partitions of the run's ingest topic (default 6)",
+    )
+    day.add_argument(
+        "--knee-start", type=_positive_float, metavar="RATE", help="first knee step, events/s"
+    )
+    day.add_argument(
+        "--knee-max", type=_positive_float, metavar="RATE", help="stop the knee search here"
+    )
+    day.add_argument(
+        "--knee-factor", type=_growth, metavar="F", help="rate growth from one step to the next"
+    )
+    day.add_argument(
+        "--step", type=_positive_float, metavar="SECONDS", help="seconds of load per knee step"
+    )
+    day.add_argument(
+        "--knee-lateness",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="p99 lateness a knee step may have and still pass",
+    )
+    day.add_argument("--report", metavar="PATH", help="also write the JSON report to PATH")
+    day.add_argument(
+        "--durability",
+        choices=("full", "async", "off"),
+        help="the private PostgreSQL's commits: full (fsync and synchronous_commit on, the "
+        "default), async (synchronous_commit off), off (no fsync, as in the tests)",
+    )
+
+
+_DAY_FLAGS = (
+    "api", "ingest", "dispatch", "clients", "batch", "partitions", "knee_start", "knee_max",
+    "knee_factor", "step", "knee_lateness", "report", "durability",
+)  # fmt: skip
+
+
+def _day_options(args: argparse.Namespace, size: int) -> DayOptions:
+    def given(name: str, default: object) -> Any:
+        value = getattr(args, name)
+        return default if value is None else value
+
+    return DayOptions(
+        api=given("api", 1),
+        ingest=given("ingest", 1),
+        dispatch=given("dispatch", 1),
+        clients=given("clients", 8),
+        batch=given("batch", 100),
+        partitions=given("partitions", 6),
+        lead=given("lead", DAY_LEAD[size]),
+        rate=args.rate,
+        knee_start=given("knee_start", DAY_KNEE_START[size]),
+        knee_max=given("knee_max", DAY_KNEE_MAX[size]),
+        knee_factor=given("knee_factor", DAY_KNEE_FACTOR[size]),
+        step_seconds=given("step", DAY_STEP_SECONDS[size]),
+        knee_lateness=given("knee_lateness", DAY_KNEE_LATENESS[size]),
+        stall_seconds=DAY_STALL[size],
+        report=args.report,
+        durability=given("durability", "full"),
     )
 
 
@@ -311,6 +451,9 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
     events = args.events or (int(rate * duration) if steady else EVENTS[scenario][size])
     concurrency = args.concurrency or _default_concurrency(scenario, size)
     kafka = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
+    day = _day_options(args, size) if scenario == "day" else None
+    if day is not None and day.knee_start > day.knee_max:
+        raise BenchUsageError("--knee-start must not be above --knee-max")
     backend = args.backend or ("postgresql" if args.database_url else "sqlite")
     return BenchOptions(
         scenario=scenario,
@@ -325,7 +468,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         json=args.json,
         lead=args.lead,
         receiver_host=args.receiver_host,
-        kafka=kafka if scenario in KAFKA_SCENARIOS else None,
+        kafka=kafka if scenario in KAFKA_SCENARIOS | {"day"} else None,
         profile=args.profile,
         serve_log=args.serve_log,
         dispatchers=args.dispatchers or (1,),
@@ -335,6 +478,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         py_spy=args.py_spy,
         backend=backend,
         keep=args.keep,
+        day=day,
         stores=args.stores or STORES,
         idle=args.idle or 0,
     )
@@ -342,22 +486,27 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
 
 def _check_combinations(args: argparse.Namespace) -> None:
     scenario = args.scenario
-    if scenario == "schedules" and args.rate is not None:
-        raise BenchUsageError("--rate applies to the steady scenario only")
-    if scenario not in ("steady", "schedules") and (
-        args.rate is not None or args.duration is not None
-    ):
-        raise BenchUsageError("--rate and --duration apply to the steady scenario only")
+    if scenario not in ("steady", "day") and args.rate is not None:
+        raise BenchUsageError("--rate applies to the steady and day scenarios only")
+    if scenario not in ("steady", "schedules") and args.duration is not None:
+        raise BenchUsageError("--duration applies to the steady and schedules scenarios only")
     if scenario != "schedules" and (args.stores is not None or args.idle is not None):
         raise BenchUsageError("--stores and --idle apply to the schedules scenario only")
     if scenario == "steady" and args.events is not None:
         raise BenchUsageError(
             "steady sends --rate events per second for --duration seconds; drop -n/--events"
         )
-    if args.kafka is not None and scenario not in KAFKA_SCENARIOS:
+    if args.kafka is not None and scenario not in KAFKA_SCENARIOS | {"day"}:
         raise BenchUsageError(
-            f"--kafka applies to the {', '.join(sorted(KAFKA_SCENARIOS))} scenarios only"
+            f"--kafka applies to the {', '.join(sorted(KAFKA_SCENARIOS | {'day'}))} scenarios only"
         )
+    day_given = [
+        "--" + name.replace("_", "-") for name in _DAY_FLAGS if getattr(args, name) is not None
+    ]
+    if day_given and scenario != "day":
+        raise BenchUsageError(f"{', '.join(day_given)} apply to the day scenario only")
+    if scenario == "day":
+        _check_day(args)
     if args.url is not None and (args.profile is not None or args.serve_log is not None):
         raise BenchUsageError("--profile and --serve-log need the bench's own timefuse; drop --url")
     river_only = {
@@ -374,10 +523,12 @@ def _check_combinations(args: argparse.Namespace) -> None:
         "river",
         "store",
         "schedules",
+        "day",
         "tenant-pages",
     ):
         raise BenchUsageError(
-            "--database-url applies to the river, store, schedules and tenant-pages scenarios only"
+            "--database-url applies to the river, store, schedules, day and tenant-pages "
+            "scenarios only"
         )
     if args.backend is not None and scenario not in ("store", "tenant-pages"):
         raise BenchUsageError("--backend applies to the store and tenant-pages scenarios only")
@@ -409,7 +560,7 @@ def _check_combinations(args: argparse.Namespace) -> None:
                 f"schedules starts its own timefuse on each store and reads the store; "
                 f"drop {given[0]}"
             )
-    if args.lead is not None and scenario not in DELIVERING | {"river"}:
+    if args.lead is not None and scenario not in DELIVERING | {"river", "day"}:
         raise BenchUsageError("--lead applies to the delivery scenarios only")
     if scenario in IN_PROCESS:
         given = [
@@ -430,6 +581,28 @@ def _check_combinations(args: argparse.Namespace) -> None:
         ]
         if given:
             raise BenchUsageError(f"{scenario} runs in-process with no deployment; drop {given[0]}")
+
+
+def _check_day(args: argparse.Namespace) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("--url", args.url),
+            ("--profile", args.profile),
+            ("--serve-log", args.serve_log),
+            ("--concurrency", args.concurrency),
+            ("--runs", args.runs),
+        )
+        if value is not None
+    ]
+    if args.durability is not None and args.database_url is not None:
+        given.append("--durability (it sets up the private server; yours keeps its settings)")
+    if given:
+        raise BenchUsageError(
+            f"day starts its own timefuse processes and runs once; drop {given[0]} (set "
+            "TIMEFUSE_CONCURRENCY and the other settings in the environment; run it again for "
+            "a second run)"
+        )
 
 
 def _default_concurrency(scenario: str, size: int) -> int:

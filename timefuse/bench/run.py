@@ -38,6 +38,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     if options.scenario == "river":
         return _run_river(options)
+    if options.scenario == "day":
+        return _run_day(options)
     try:
         report = combine([_run_once(options) for _ in range(options.runs)])
     except BenchError as exc:
@@ -108,6 +110,26 @@ def _run_river(options: BenchOptions) -> int:
         river_report.write_json(report, sys.stdout)
     else:
         river_report.write_table(report, sys.stdout)
+    return 1 if report.errors else 0
+
+
+def _run_day(options: BenchOptions) -> int:
+    from timefuse.bench import day, day_report
+
+    try:
+        report = day.run_day(options)
+    except BenchError as exc:
+        print(f"timefuse bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if options.day is not None and options.day.report:
+        with open(options.day.report, "w", encoding="utf-8") as stream:
+            day_report.write_json(report, stream)
+    if options.json:
+        day_report.write_json(report, sys.stdout)
+    else:
+        day_report.write_table(report, sys.stdout)
     return 1 if report.errors else 0
 
 

@@ -60,10 +60,32 @@ class StoreSettings(Section, title="Event store"):
         help="PostgreSQL: partitions kept created ahead of today (later dates use a default one).",
         parse=integer(0, 1000),
     )
+    read_url: str = setting(
+        env="TIMEFUSE_DATABASE_READ_URL",
+        default="",
+        help="PostgreSQL: a read replica (postgresql://...) for listings, searches by external "
+        "id, attempts and statistics; claims, writes and reads by id stay on DATABASE_URL.",
+    )
+    read_max_lag_seconds: float = setting(
+        env="TIMEFUSE_DATABASE_READ_MAX_LAG_SECONDS",
+        default="30",
+        help="Readiness fails while the read replica is further behind the primary than this.",
+        parse=number(0.0),
+    )
 
     def __repr__(self) -> str:
         # The password must not reach a log line or a traceback.
-        return f"StoreSettings(url={redacted_url(self.url)!r}, pool_size={self.pool_size})"
+        read = f", read_url={redacted_url(self.read_url)!r}" if self.read_url else ""
+        return f"StoreSettings(url={redacted_url(self.url)!r}{read}, pool_size={self.pool_size})"
+
+    def __post_init__(self) -> None:
+        if self.read_url and not self.read_url.startswith(("postgresql:", "postgres:")):
+            raise ConfigError(
+                "TIMEFUSE_DATABASE_READ_URL must be a postgresql:// URL, got "
+                f"{redacted_url(self.read_url)!r}"
+            )
+        if self.read_url and not self.url.startswith(("postgresql:", "postgres:")):
+            raise ConfigError("TIMEFUSE_DATABASE_READ_URL needs a PostgreSQL event store")
 
     @property
     def url(self) -> str:
@@ -235,6 +257,34 @@ class DispatchSettings(Section, title="Dispatcher"):
         help="How long an open breaker waits before one delivery probes the destination.",
         parse=number(),
     )
+    breaker_sources: int = setting(
+        env="TIMEFUSE_BREAKER_SOURCES",
+        default="2",
+        help="Distinct sources whose failures in a row open a destination's breaker for every "
+        "source; one source's failures alone hold only that source's events there.",
+        parse=integer(1, 1000),
+    )
+    destination_idle_seconds: float = setting(
+        env="TIMEFUSE_DESTINATION_IDLE_SECONDS",
+        default="300",
+        help="How long a dispatcher remembers a destination with nothing in flight, held or "
+        "failing (its pace, a partial failure count).",
+        parse=number(1.0),
+    )
+    destination_idle_max: int = setting(
+        env="TIMEFUSE_DESTINATION_IDLE_MAX",
+        default="10000",
+        help="Most idle destinations a dispatcher remembers; past it the longest idle is "
+        "forgotten first.",
+        parse=integer(0, 10_000_000),
+    )
+    metrics_destinations: int = setting(
+        env="TIMEFUSE_METRICS_DESTINATIONS",
+        default="100",
+        help="Most per-destination series on /metrics (the busiest destinations with "
+        "something in flight, held or a breaker not closed; 0: none).",
+        parse=integer(0, 100_000),
+    )
 
     def __post_init__(self) -> None:
         # A cap below the base would silently cut every backoff to the cap: the operator meant
@@ -309,8 +359,9 @@ class ApiSettings(Section, title="API and console"):
     )
     metrics_auth: bool = setting(
         env="TIMEFUSE_METRICS_AUTH",
-        default="false",
-        help="true: /metrics needs an API key with the read or admin role.",
+        default="true",
+        help="With API keys, true: /metrics needs a key with the metrics or admin role; false: "
+        "it answers without one, but without per-destination series.",
         parse=boolean,
     )
     ui: bool = setting(

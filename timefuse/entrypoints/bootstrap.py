@@ -38,7 +38,7 @@ from timefuse.service.ingest_consumer import IngestConsumer
 from timefuse.service.ingest_consumer import IngestSettings as ConsumerSettings
 from timefuse.service.maintenance import Maintenance
 from timefuse.service.maintenance import MaintenanceSettings as MaintenanceRules
-from timefuse.service.metrics import DESTINATION_SERIES_LIMIT, Metrics
+from timefuse.service.metrics import Metrics
 from timefuse.service.planner import SchedulePlanner, schedule_metrics
 from timefuse.service.presence import Presence
 from timefuse.service.quotas import SourceQuotas
@@ -121,6 +121,7 @@ def build_store(settings: StoreSettings, clock: Clock) -> StoreAdapter:
             pool_size=settings.pool_size,
             partition_granularity=settings.partition_granularity,
             partitions_ahead=settings.partitions_ahead,
+            read_url=settings.read_url or None,
         )
     raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
 
@@ -235,6 +236,9 @@ def gate_settings(settings: DispatchSettings, registry: DeliveryRegistry) -> Gat
         type_defaults=type_defaults,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        breaker_sources=settings.breaker_sources,
+        idle_seconds=settings.destination_idle_seconds,
+        idle_max=settings.destination_idle_max,
         # Well inside the lease: an event waiting for its destination is handed back long
         # before its lease could expire.
         hold_seconds=min(HOLD_SECONDS, settings.lease_seconds / 4),
@@ -293,9 +297,11 @@ def bootstrap(
         observer=delivery_observer(plugins),
     )
     gate = dispatcher.gate
-    metrics.destinations.source = lambda: gate.snapshot(
-        active_only=True, top=DESTINATION_SERIES_LIMIT
+    top = settings.dispatch.metrics_destinations
+    metrics.destinations.source = lambda sources: (
+        gate.snapshot(active_only=True, top=top, sources=sources) if top else {}
     )
+    metrics.destinations.tracked = lambda: gate.tracked
     schedules, planner = build_schedules(store, clock, metrics, limits, service, wakeup)
     maintenance = Maintenance(
         store=store,

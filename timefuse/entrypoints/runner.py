@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Collection, Iterator
 import structlog
 import uvicorn
 from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
-from timefuse.entrypoints.api.health import Health, health_routes
+from timefuse.entrypoints.api.health import Health, health_app
+from timefuse.entrypoints.api.refused import refused_records
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
@@ -31,7 +31,7 @@ from timefuse.entrypoints.http_connections import (
 from timefuse.entrypoints.http_protocol import bounded_protocol
 from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import StoreError
+from timefuse.ports.store import ReadsFromReplica, StoreError
 
 log = structlog.get_logger("timefuse")
 
@@ -78,7 +78,26 @@ async def readiness(tf: Timefuse) -> dict[str, str]:
     store, buffer = await asyncio.gather(
         _probe(tf.store.ping(), StoreError), _probe(tf.buffer.ping(), BufferUnavailable)
     )
-    return {"store": store, "buffer": buffer}
+    parts = {"store": store, "buffer": buffer}
+    replica = tf.store.adapter.capabilities.replica
+    if replica is not None:
+        max_lag = tf.settings.store.read_max_lag_seconds
+        parts["store_replica"] = await replica_readiness(replica, max_lag)
+    return parts
+
+
+async def replica_readiness(replica: ReadsFromReplica, max_lag: float) -> str:
+    """``ok, N s behind ...`` (ready, with the lag shown), or why the replica is not usable."""
+    try:
+        lag = await asyncio.wait_for(replica.replica_lag(), READINESS_PART_SECONDS)
+    except TimeoutError:
+        return f"no answer within {READINESS_PART_SECONDS:g} s"
+    except StoreError as exc:
+        return str(exc) or "unreachable"
+    if lag > max_lag:
+        limit = f"TIMEFUSE_DATABASE_READ_MAX_LAG_SECONDS is {max_lag:g}"
+        return f"{lag:.1f} s behind the primary ({limit})"
+    return f"ok, {lag:.1f} s behind the primary"
 
 
 async def _probe(ping: Awaitable[None], failure: type[Exception]) -> str:
@@ -95,6 +114,7 @@ def _api_task(
     tf: Timefuse, sock: socket.socket, api: bool = True
 ) -> tuple[_Server, Awaitable[None]]:
     """The REST API, or with ``api=False`` only /health and /metrics (for ingest, dispatch)."""
+    app: ASGIApp
     if api:
         app = create_app(
             service=tf.service,
@@ -104,13 +124,29 @@ def _api_task(
             readiness=lambda: readiness(tf),
             admin=tf.admin,
             registry=tf.registry,
+            refused=refused_records(tf.settings.kafka),
             schedules=tf.schedules,
         )
     else:
-        health = Health(tf.metrics, lambda: readiness(tf))
-        app = Starlette(routes=health_routes(health, PREFIX))
+        app = metrics_app(tf, sock)
     server = _Server(server_config(app, tf.settings.server, tf.metrics.registry, lifespan=api))
     return server, server.serve(sockets=[sock])
+
+
+def metrics_app(tf: Timefuse, sock: socket.socket) -> ASGIApp:
+    """/metrics and the health probes of a process without the API, under the API's rules
+    for keys. Without keys, a listener beyond loopback names no receiver: its /metrics
+    leaves the per-destination series out (the API itself would refuse to listen there)."""
+    settings = tf.settings.api
+    keys = load_key_ring(settings)
+    health = Health(tf.metrics, lambda: readiness(tf))
+    if keys is None and not is_loopback(str(sock.getsockname()[0])):
+        log.info(
+            "no API keys: /metrics on this address shows no per-destination series",
+            host=sock.getsockname()[0],
+        )
+        return health_app(health, PREFIX, keys=keys, metrics_auth=False, trusted=False)
+    return health_app(health, PREFIX, keys=keys, metrics_auth=settings.metrics_auth)
 
 
 def server_config(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from timefuse.plugins.registry import DeliveryRegistry
-from timefuse.ports.store import WorkerRecord
+from timefuse.ports.store import SharedBreaker, WorkerRecord
 from timefuse.service.gate import DestinationGate
 from timefuse.service.maintenance import Maintenance
 from timefuse.service.store import Store
@@ -52,6 +52,18 @@ class Admin:
         if not self._gate.reset_breaker(key):
             return None
         return self._gate.snapshot().get(key)
+
+    async def shared_breakers(self) -> list[SharedBreaker]:
+        """Breakers open for the whole cluster (kept in the store when dispatchers share
+        limits, as on PostgreSQL); none with a store that doesn't share them."""
+        return await self._store.open_breakers()
+
+    async def close_shared_breaker(self, key: str) -> bool:
+        """Close a breaker for the whole cluster; ``False`` if it is not open there."""
+        if key not in {b.key for b in await self._store.open_breakers()}:
+            return False
+        await self._store.publish_breaker(key, open=False)
+        return True
 
     async def workers(self) -> list[tuple[WorkerRecord, bool]]:
         """Every process heard of recently, with whether it counts as alive."""

@@ -400,10 +400,15 @@ class Dispatcher:
         while not stop.is_set():
             self._news.clear()
             try:
+                closed = False
                 while self._breaker_news:
                     key, opened = self._breaker_news[0]
                     await self._store.publish_breaker(key, open=opened)
                     self._breaker_news.popleft()
+                    closed = closed or not opened
+                if closed:
+                    # What the store held for it may be claimed now (after a reset, at once).
+                    self._room.set()
                 shared = await self._store.open_breakers()
             except StoreError as exc:
                 log.warning("sharing breakers failed; retrying", error=str(exc))

@@ -190,3 +190,4 @@ class Maintenance:
         for delivery_type, count in due.items():
             gauge.labels(delivery_type).set(count)
         self._due_types = set(due)
+        self._metrics.shared_breakers_open.set(len(await self._store.open_breakers()))

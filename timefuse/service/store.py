@@ -34,6 +34,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -48,6 +49,9 @@ from timefuse.service.store_schedules import ScheduleRules
 T = TypeVar("T")
 
 CANCELLABLE = statuses_that_may_become(EventStatus.CANCELLED)
+# Only an event waiting for its (next) attempt may have it moved: a claimed one is being
+# delivered, a finished one is redelivered instead.
+MOVABLE = frozenset({EventStatus.PENDING})
 
 
 def _aware(name: str, moment: datetime) -> datetime:
@@ -212,6 +216,10 @@ class Store(ScheduleRules):
     ) -> EventPage:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        if query.examine_at_most is not None and query.examine_at_most < limit:
+            raise ValueError(
+                f"examine_at_most ({query.examine_at_most}) must be at least the limit ({limit})"
+            )
         if query.sources is not None and not query.sources:
             return EventPage([], None)
         return await self._adapter.list_events(query, limit, after)
@@ -256,6 +264,27 @@ class Store(ScheduleRules):
             return 0
         return await self._adapter.cancel_by_external_id(
             external_job_id, sources=wanted, when=CANCELLABLE
+        )
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: Collection[str] | None = None,
+    ) -> MoveDueResult:
+        """Deliver a PENDING event at ``due_at`` instead (its next attempt, if it is retrying);
+        its ``scheduled_at`` stays."""
+        wanted = source_set(sources)
+        if wanted is not None and not wanted:
+            return MoveDueResult.NOT_FOUND
+        return await self._adapter.move_due(
+            event_id,
+            _aware("due_at", due_at),
+            _aware("now", now),
+            sources=wanted,
+            when=MOVABLE,
         )
 
     async def redeliver(

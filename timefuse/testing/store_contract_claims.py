@@ -12,6 +12,7 @@ from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus, IllegalTransition
 from timefuse.ports.store import ClaimRef, ClaimRequest, DueFilter
+from timefuse.service.gate import source_breaker_key
 from timefuse.service.store import Store
 from timefuse.testing.factories import RETRY_DELAY_SECONDS, make_event, make_outcome
 from timefuse.testing.store_contract_support import (
@@ -105,6 +106,28 @@ class ClaimsContract:
         assert [e.id for e in await claim(store, limit=1, due=due)] == [healthy.id]
         assert (await store.next_due(due)).at is None
         assert (await store.next_due(DueFilter())).at == blocked[0].next_attempt_at
+
+    async def test_claims_nothing_of_a_source_left_out_at_a_destination(self, store: Store) -> None:
+        # "<destination key>\x1f<source>": that source's events there, held by its own breaker.
+        now = utc_now()
+        url = "https://shared.example/hook"
+        held = [
+            make_event(destination=url, source="tenant-a", scheduled_at=now - timedelta(seconds=9))
+            for _ in range(3)
+        ]
+        other = make_event(
+            destination=url, source="tenant-b", scheduled_at=now - timedelta(seconds=5)
+        )
+        elsewhere = make_event(
+            destination="https://up.example/", source="tenant-a", scheduled_at=now
+        )
+        await insert_events(store, *held, other, elsewhere)
+        due = DueFilter(
+            excluded_destinations=frozenset({source_breaker_key("shared.example:443", "tenant-a")})
+        )
+        assert (await store.next_due(due)).at == other.next_attempt_at
+        assert sorted(e.id for e in await claim(store, due=due)) == sorted([other.id, elsewhere.id])
+        assert {(await stored_event(store, e)).status for e in held} == {EventStatus.PENDING}
 
     async def test_claims_at_most_a_destinations_budget(self, store: Store) -> None:
         now = utc_now()

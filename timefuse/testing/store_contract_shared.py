@@ -12,7 +12,8 @@ from datetime import timedelta
 
 import pytest
 
-from timefuse.ports.store import ClaimRef, ClaimRequest, DestinationRule, SharedLimits
+from timefuse.ports.store import ClaimRef, ClaimRequest, DestinationRule, DueFilter, SharedLimits
+from timefuse.service.gate import source_breaker_key
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
 from timefuse.testing.store_contract_support import StoreTime, insert_events, utc_now
@@ -28,17 +29,25 @@ def limits(**kwargs: object) -> SharedLimits:
 
 
 async def take(
-    store: Store, worker: str, shared: SharedLimits, limit: int = 100, lease: float = 30.0
+    store: Store,
+    worker: str,
+    shared: SharedLimits,
+    limit: int = 100,
+    lease: float = 30.0,
+    due: DueFilter | None = None,
 ) -> tuple[list[str], frozenset[str]]:
-    batch = await store.claim(ClaimRequest(worker, limit, lease, shared=shared))
+    request = ClaimRequest(worker, limit, lease, shared=shared, due=due or DueFilter())
+    batch = await store.claim(request)
     assert batch is not None
     return [event.id for event in batch.events], batch.probes
 
 
-async def due_events(store: Store, count: int, url: str = URL) -> list[str]:
-    now = utc_now()
+async def due_events(
+    store: Store, count: int, url: str = URL, source: str = "tests", age: float = 0.0
+) -> list[str]:
+    now = utc_now() - timedelta(seconds=age)
     events = [
-        make_event(destination=url, scheduled_at=now - timedelta(seconds=count - n))
+        make_event(destination=url, source=source, scheduled_at=now - timedelta(seconds=count - n))
         for n in range(count)
     ]
     await insert_events(store, *events)
@@ -130,3 +139,40 @@ class SharedLimitsContract:
         assert (await take(store, "worker-b", shared))[0] == []
         await store_time.advance(0.3)
         assert len((await take(store, "worker-b", shared))[0]) == 1
+
+    # -- a source's own breaker at a destination ----------------------------------------------
+
+    async def test_a_sources_breaker_holds_only_that_sources_events(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        # The failing tenant's events are due first: they must not stand in the others' way.
+        failing = await due_events(store, 5, source="tenant-a", age=60.0)
+        healthy = await due_events(store, 3, source="tenant-b")
+        shared = limits(breaker_cooldown_seconds=0.2)
+        held = source_breaker_key(KEY, "tenant-a")
+        await store.publish_breaker(held, open=True)
+        assert [b.key for b in await store.open_breakers()] == [held]
+        taken, probes = await take(store, "worker-a", shared)
+        assert (taken, probes) == (healthy, frozenset())
+        await store_time.advance(0.3)
+        taken, probes = await take(store, "worker-a", shared)
+        assert (taken, probes) == (failing[:1], frozenset(failing[:1]))  # the source's probe
+        assert (await take(store, "worker-b", shared))[0] == []  # one, cluster-wide
+        assert [(b.key, b.probe_by) for b in await store.open_breakers()] == [(held, "worker-a")]
+        await store.publish_breaker(held, open=False)
+        assert await store.open_breakers() == []
+        assert (await take(store, "worker-b", shared))[0] == failing[1:]
+
+    async def test_a_destinations_breaker_holds_every_source(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        await due_events(store, 2, source="tenant-a")
+        await due_events(store, 2, source="tenant-b")
+        shared = limits(breaker_cooldown_seconds=0.2)
+        await store.publish_breaker(KEY, open=True)
+        await store.publish_breaker(source_breaker_key(KEY, "tenant-a"), open=True)
+        assert (await take(store, "worker-a", shared))[0] == []
+        await store_time.advance(0.3)
+        taken, probes = await take(store, "worker-a", shared)
+        assert len(taken) == 1
+        assert probes == frozenset(taken)

@@ -33,6 +33,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -73,6 +74,15 @@ class StoreFaults:
 
 
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
+# A source's own breaker at a destination is kept under "<destination key>\x1f<source>" (see
+# docs/store-adapters.md): such keys in a due filter leave that source's events to that
+# destination out, and (with shared limits) an open row of one holds only them.
+_SOURCE_SEPARATOR = "\x1f"
+
+
+def _pair_key(event: Event) -> str:
+    return f"{event.destination_key}{_SOURCE_SEPARATOR}{event.source}"
 
 
 @dataclass
@@ -159,15 +169,23 @@ class MemoryStore(MemorySchedules):
 
     # -- claims and outcomes -----------------------------------------------------------------
 
-    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
+    def _admits(self, due: DueFilter, event: Event) -> bool:
         types = due.delivery_types
+        excluded = due.excluded_destinations
+        if types is not None and event.delivery_type not in types:
+            return False
+        if event.destination_key in excluded:
+            return False
+        # Sources held at a destination by their own breakers.
+        return not (excluded and _pair_key(event) in excluded)
+
+    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
         found = [
             event
             for event in self._events.values()
             if event.status is EventStatus.PENDING
             and event.next_attempt_at <= now
-            and (types is None or event.delivery_type in types)
-            and event.destination_key not in due.excluded_destinations
+            and self._admits(due, event)
         ]
         found.sort(key=lambda event: (event.next_attempt_at, event.id))
         return found
@@ -179,19 +197,30 @@ class MemoryStore(MemorySchedules):
         per_key: dict[str, int] = {}
         allowed: dict[str, int] = {}
         probes: set[str] = set()
+        pairs: dict[str, int] = {}
         for event in self._due(request.due, now):
             if len(taken) >= request.limit:
                 break
             key = event.destination_key
             budget = request.budgets.get(key, request.default_budget)
+            pair = ""
             if request.shared is not None:
                 if key not in allowed:
                     allowed[key] = self._allowance(event, request, now)
                 budget = allowed[key] if budget is None else min(budget, allowed[key])
+                pair = _pair_key(event)
+                if pair in self._breakers:
+                    # A source held by its own breaker: its one probe, once cooled down.
+                    if pair not in pairs:
+                        pairs[pair] = self._probe_allowance(pair, request.shared, now)
+                    if pairs[pair] <= 0:
+                        continue
             count = per_key.get(key, 0)
             if budget is not None and count >= budget:
                 continue
             per_key[key] = count + 1
+            if pair in pairs:
+                pairs[pair] -= 1
             claimed = replace(
                 event,
                 status=EventStatus.PROCESSING,
@@ -213,11 +242,8 @@ class MemoryStore(MemorySchedules):
         shared = request.shared
         assert shared is not None
         key = event.destination_key
-        breaker = self._breakers.get(key)
-        if breaker is not None:
-            cooled = now >= breaker.opened_at + timedelta(seconds=shared.breaker_cooldown_seconds)
-            free = breaker.probe_by is None or breaker.probe_until < now
-            return 1 if cooled and free else 0
+        if key in self._breakers:
+            return self._probe_allowance(key, shared, now)
         rule = _rule_for(event, shared)
         allowed = 1 << 30
         if rule.concurrency:
@@ -233,6 +259,13 @@ class MemoryStore(MemorySchedules):
             allowed = min(allowed, int(self._tokens(key, rule, now)))
         return allowed
 
+    def _probe_allowance(self, key: str, shared: SharedLimits, now: datetime) -> int:
+        """An open breaker lets one probe through once cooled down, if none is out."""
+        breaker = self._breakers[key]
+        cooled = now >= breaker.opened_at + timedelta(seconds=shared.breaker_cooldown_seconds)
+        free = breaker.probe_by is None or breaker.probe_until < now
+        return 1 if cooled and free else 0
+
     def _tokens(self, key: str, rule: DestinationRule, now: datetime) -> float:
         tokens, refilled = self._buckets.get(key, (float(rule.burst), now))
         return min(float(rule.burst), tokens + rule.rate * (now - refilled).total_seconds())
@@ -245,12 +278,15 @@ class MemoryStore(MemorySchedules):
         probes: set[str] = set()
         for event in events:
             key = event.destination_key
-            breaker = self._breakers.get(key)
-            if breaker is not None:
-                # The allowance of an open breaker's destination is its one probe.
-                breaker.probe_by = request.worker
-                breaker.probe_until = now + timedelta(seconds=request.lease_seconds)
-                probes.add(event.id)
+            # The allowance of an open breaker (the destination's, the source's there) is
+            # its one probe: the event probes each breaker that held it.
+            for breaker_key in (key, _pair_key(event)):
+                breaker = self._breakers.get(breaker_key)
+                if breaker is not None:
+                    breaker.probe_by = request.worker
+                    breaker.probe_until = now + timedelta(seconds=request.lease_seconds)
+                    probes.add(event.id)
+            if key in self._breakers:
                 continue
             rule = _rule_for(event, shared)
             if rule.rate > 0 and key in taken:
@@ -260,13 +296,10 @@ class MemoryStore(MemorySchedules):
     async def next_due(self, due: DueFilter) -> NextDue:
         await self._enter("next_due")
         now = self._now()
-        types = due.delivery_types
         times = [
             event.next_attempt_at
             for event in self._events.values()
-            if event.status is EventStatus.PENDING
-            and (types is None or event.delivery_type in types)
-            and event.destination_key not in due.excluded_destinations
+            if event.status is EventStatus.PENDING and self._admits(due, event)
         ]
         return NextDue(min(times) if times else None, now)
 
@@ -480,14 +513,21 @@ class MemoryStore(MemorySchedules):
 
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
         await self._enter("list_events")
-        found = sorted(
-            (event for event in self._events.values() if _matches(event, query, after)),
+        candidates = sorted(
+            (event for event in self._events.values() if _is_candidate(event, query, after)),
             key=_position,
+            reverse=query.descending,
         )
-        page = found[:limit]
-        if len(found) <= limit:
-            return EventPage(page, None)
-        return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+        window = query.examine_at_most
+        examined = candidates if window is None else candidates[:window]
+        found = [event for event in examined if _matches(event, query)]
+        page = [replace(event, extra=dict(event.extra)) for event in found[:limit]]
+        if len(found) > limit:
+            return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+        if window is not None and len(examined) == window:
+            last = examined[-1]
+            return EventPage(page, Cursor(last.scheduled_at, last.id))
+        return EventPage(page, None)
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
         await self._enter("count_by_status")
@@ -550,6 +590,25 @@ class MemoryStore(MemorySchedules):
                 count += 1
         return count
 
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        await self._enter("move_due")
+        event = self._visible(event_id, sources)
+        if event is None:
+            return MoveDueResult.NOT_FOUND
+        if event.status not in when:
+            return MoveDueResult.NOT_PENDING
+        self._events[event.id] = replace(event, next_attempt_at=due_at, updated_at=now)
+        self._notify(due_at)
+        return MoveDueResult.MOVED
+
     def _redeliver(self, event: Event, now: datetime) -> None:
         self._events[event.id] = replace(
             event,
@@ -592,7 +651,11 @@ class MemoryStore(MemorySchedules):
         await self._enter("redeliver_matching")
         query = EventQuery(status, sources, scheduled[0], scheduled[1])
         chosen = sorted(
-            (event for event in self._events.values() if _matches(event, query, None)),
+            (
+                event
+                for event in self._events.values()
+                if _is_candidate(event, query, None) and _matches(event, query)
+            ),
             key=_position,
         )[:limit]
         for event in chosen:
@@ -651,16 +714,38 @@ def _position(event: Event) -> tuple[datetime, Any]:
     return (event.scheduled_at, event.id.encode("utf-32-be"))
 
 
-def _matches(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+def _is_candidate(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+    # What the SQL stores find through an index: status, the scheduled window, the cursor.
     if query.status is not None and event.status is not query.status:
-        return False
-    if query.sources is not None and event.source not in query.sources:
         return False
     if query.scheduled_from is not None and event.scheduled_at < query.scheduled_from:
         return False
     if query.scheduled_to is not None and event.scheduled_at >= query.scheduled_to:
         return False
-    return after is None or _position(event) > (
-        after.scheduled_at,
-        after.event_id.encode("utf-32-be"),
+    if after is None:
+        return True
+    position = (after.scheduled_at, after.event_id.encode("utf-32-be"))
+    return _position(event) < position if query.descending else _position(event) > position
+
+
+def _matches(event: Event, query: EventQuery) -> bool:
+    # What they check on each candidate.
+    key = event.destination_key
+    return (
+        (query.sources is None or event.source in query.sources)
+        and (query.delivery_type is None or event.delivery_type == query.delivery_type)
+        and (query.destination_key is None or key == query.destination_key)
+        and (query.destination_host is None or _on_host(key, query.destination_host))
+        and (
+            query.destination_prefix is None
+            or event.destination.startswith(query.destination_prefix)
+        )
     )
+
+
+def _on_host(key: str, host: str) -> bool:
+    # "host:port": the host, a colon, then the port's digits.
+    return key.startswith(host + ":") and key[len(host) + 1 : len(host) + 2] in _DIGITS
+
+
+_DIGITS = frozenset("0123456789")

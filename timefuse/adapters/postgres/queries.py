@@ -77,14 +77,29 @@ SELECT input.id, COALESCE(x.id, d.id)
                         AND e.scheduled_at = input.scheduled_at) AS d ON true
 """
 
+# 0 on a server that is not a standby, and on a standby that has replayed all it received;
+# otherwise the age of the last transaction it replayed: about how far it is behind.
+REPLICA_LAG = """
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
+"""
+
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
 
 # -- claims -----------------------------------------------------------------------------------
 
-# The due filter: the types this dispatcher delivers (NULL: any), destinations it leaves now.
-_DUE_FILTER = """
+# A source's own breaker at a destination is kept under "<destination key>\x1f<source>"
+# (chr(31): neither a source nor a destination holds a control character).
+_SOURCE_BREAKER_KEY = "{t}destination_key || chr(31) || {t}source"
+
+# The due filter: the types this dispatcher delivers (NULL: any), destinations it leaves now,
+# and sources it leaves at a destination (held by their own breakers).
+_DUE_FILTER = f"""
    AND (%(types)s::text[] IS NULL OR delivery_type = ANY(%(types)s::text[]))
-   AND destination_key <> ALL(%(excluded)s::text[])"""
+   AND destination_key <> ALL(%(excluded)s::text[])
+   AND (cardinality(%(held)s::text[]) = 0
+        OR {_SOURCE_BREAKER_KEY.format(t="")} <> ALL(%(held)s::text[]))"""
 
 # Leases run on the database's clock, so dispatchers with skewed clocks agree on them. The
 # chosen rows are locked (SKIP LOCKED: a row another claim holds is passed over), then
@@ -179,14 +194,37 @@ _TOKENS_NOW = """least(burst::double precision, COALESCE(tokens, burst::double p
 
 _UNLIMITED = "1073741824"
 
+# An open breaker's row lets one probe through: cooled down, and no probe out (or one whose
+# claim has run out). {d}: the row's alias.
+_PROBE_FREE = """now() >= {d}opened_at + make_interval(secs => %(cooldown)s)
+                 AND ({d}probe_by IS NULL OR {d}probe_until < now())"""
+
 CLAIM_SHARED = f"""
 WITH candidates AS MATERIALIZED (
-    SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type FROM events
+    SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type, source FROM events
      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
        AND destination_key = ANY(%(locked)s::text[])
      ORDER BY next_attempt_at
      LIMIT %(scan)s
        FOR UPDATE SKIP LOCKED
+),
+held AS (
+    -- Sources held at a destination by their own open breaker: one probe once cooled down.
+    SELECT p.destination_key, p.source,
+           CASE WHEN {_PROBE_FREE.format(d="d.")} THEN 1 ELSE 0 END AS allowed
+      FROM (SELECT DISTINCT destination_key, source,
+                   {_SOURCE_BREAKER_KEY.format(t="")} AS key FROM candidates) AS p
+      JOIN timefuse_destinations AS d ON d.key = p.key AND d.breaker = 'OPEN'
+),
+eligible AS (
+    SELECT id, scheduled_at, next_attempt_at, destination_key FROM (
+        SELECT c.*, h.allowed,
+               row_number() OVER (PARTITION BY c.destination_key, c.source
+                                  ORDER BY c.next_attempt_at, c.id) AS source_rank
+          FROM candidates AS c
+          LEFT JOIN held AS h ON h.destination_key = c.destination_key AND h.source = c.source
+    ) AS c
+     WHERE allowed IS NULL OR source_rank <= allowed
 ),
 rules AS (
     SELECT k.key,
@@ -219,8 +257,7 @@ state AS (
 allowance AS (
     SELECT key, rate, open, {_TOKENS_NOW} AS tokens_now,
            CASE WHEN open THEN
-                     CASE WHEN now() >= opened_at + make_interval(secs => %(cooldown)s)
-                           AND (probe_by IS NULL OR probe_until < now()) THEN 1 ELSE 0 END
+                     CASE WHEN {_PROBE_FREE.format(d="")} THEN 1 ELSE 0 END
                 ELSE least(CASE WHEN cap > 0 THEN greatest(cap - others - mine, 0)::integer
                                 ELSE {_UNLIMITED} END,
                            CASE WHEN rate > 0 THEN floor({_TOKENS_NOW})::integer
@@ -234,7 +271,7 @@ ranked AS (
                               ORDER BY c.next_attempt_at, c.id) AS rank,
            least(a.allowed, COALESCE(b.budget, %(default_budget)s::integer, {_UNLIMITED}))
                AS budget
-      FROM candidates AS c
+      FROM eligible AS c
       JOIN allowance AS a ON a.key = c.destination_key
       LEFT JOIN unnest(%(budget_keys)s::text[], %(budgets)s::integer[]) AS b (key, budget)
              ON b.key = c.destination_key
@@ -275,9 +312,17 @@ spent AS (
            probe_by = COALESCE(EXCLUDED.probe_by, d.probe_by),
            probe_until = COALESCE(EXCLUDED.probe_until, d.probe_until)
     RETURNING d.key, d.breaker = 'OPEN' AS probe
+),
+source_probes AS (
+    UPDATE timefuse_destinations AS d
+       SET probe_by = %(worker)s, probe_until = now() + make_interval(secs => %(lease)s)
+      FROM (SELECT DISTINCT {_SOURCE_BREAKER_KEY.format(t="")} AS key FROM claimed) AS t
+     WHERE d.key = t.key AND d.breaker = 'OPEN'
+    RETURNING d.key
 )
-SELECT c.*, COALESCE(s.probe, false), now()
+SELECT c.*, COALESCE(s.probe, false) OR p.key IS NOT NULL, now()
   FROM claimed AS c LEFT JOIN spent AS s ON s.key = c.destination_key
+  LEFT JOIN source_probes AS p ON p.key = {_SOURCE_BREAKER_KEY.format(t="c.")}
 """
 
 PUBLISH_BREAKER_OPEN = """
@@ -286,10 +331,13 @@ INSERT INTO timefuse_destinations AS d (key, breaker, opened_at) VALUES (%(key)s
    SET breaker = 'OPEN', opened_at = now(), probe_by = NULL, probe_until = NULL
 """
 
+# A closed breaker's row goes unless it keeps a token bucket: rows of sources' breakers and
+# of destinations without a rate don't pile up.
 PUBLISH_BREAKER_CLOSED = """
+WITH gone AS (DELETE FROM timefuse_destinations WHERE key = %(key)s AND tokens IS NULL)
 UPDATE timefuse_destinations
    SET breaker = 'CLOSED', opened_at = NULL, probe_by = NULL, probe_until = NULL
- WHERE key = %(key)s
+ WHERE key = %(key)s AND tokens IS NOT NULL
 """
 
 OPEN_BREAKERS = """
@@ -491,6 +539,9 @@ SELECT EXISTS (SELECT 1 FROM changed),
 CANCEL = _CONDITIONAL.format(set="SET status = 'CANCELLED', updated_at = now()")
 
 REDELIVER = _CONDITIONAL.format(set=REDELIVER_SET)
+
+# Only the next attempt moves: scheduled_at, the partition key, stays where it is.
+MOVE_DUE = _CONDITIONAL.format(set="SET next_attempt_at = %(due_at)s, updated_at = %(now)s")
 
 # The dedup key (external_job_id, source, scheduled_at) serves both forms.
 CANCEL_BY_EXTERNAL_ID = f"""

@@ -80,6 +80,8 @@ SELECT json_group_array(rowid)
 
 TYPES_TERM = " AND delivery_type IN (SELECT value FROM json_each(:types))"
 EXCLUDED_TERM = " AND destination_key NOT IN (SELECT value FROM json_each(:excluded))"
+# Sources held at a destination by their own breakers: "<destination key>\x1f<source>" keys.
+HELD_TERM = " AND destination_key || char(31) || source NOT IN (SELECT value FROM json_each(:held))"
 
 NEXT_DUE_AT = """
 SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due
@@ -251,6 +253,11 @@ CANCEL_BY_EXTERNAL_ID = """
 UPDATE events INDEXED BY events_dedup_key
    SET status = 'CANCELLED', updated_at = :now
  WHERE external_job_id = :external_job_id AND {when}{sources}
+"""
+
+MOVE_DUE = """
+UPDATE events SET next_attempt_at = :due_at, updated_at = :now
+ WHERE id = :event_id AND {when}{sources}
 """
 
 # A redelivery starts a new delivery round: max_retries applies afresh. last_error,

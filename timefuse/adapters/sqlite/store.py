@@ -35,6 +35,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -226,6 +227,20 @@ class SqliteEventStore(SqliteSchedules):
             lambda conn: ops.cancel_by_external_id(
                 conn, self._now(), external_job_id, sources, when
             )
+        )
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        moment, due = to_micros(now), to_micros(due_at)
+        return await self._run(
+            lambda conn: ops.move_due(conn, moment, due, event_id, sources, when)
         )
 
     async def redeliver(

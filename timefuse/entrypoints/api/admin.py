@@ -1,4 +1,5 @@
-"""The /api/v1/events/admin operations: bulk redelivery, retention now, destinations.
+"""The /api/v1/events/admin operations: bulk redelivery, retention now, destinations, and the
+ingest records the Kafka consumer refused.
 
 Everything under the admin prefix needs the admin role, whatever its operation declares
 (:class:`~timefuse.entrypoints.api.access.Authenticate`); each operation declares it too.
@@ -20,6 +21,7 @@ from timefuse.entrypoints.api.body import BodyLimits, read_json
 from timefuse.entrypoints.api.envelope import ok
 from timefuse.entrypoints.api.errors import (
     DESTINATION_NOT_FOUND,
+    NO_KAFKA_INGEST,
     QUOTA_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     ApiError,
@@ -39,10 +41,19 @@ from timefuse.entrypoints.api.models import (
     QuotaOut,
     Redelivered,
     RedeliverIn,
+    RefusedRecordOut,
+    SharedBreakerOut,
     WorkerOut,
 )
 from timefuse.entrypoints.api.operations import Operation
+from timefuse.entrypoints.api.refused import (
+    DEFAULT_REFUSED,
+    MAX_REFUSED,
+    RefusedRecords,
+    refused_rows,
+)
 from timefuse.entrypoints.auth import Role
+from timefuse.ports.ingest import StreamUnavailable
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.quotas import QuotaUsage, SourceQuotas
@@ -56,12 +67,21 @@ _quota_decoder = msgspec.json.Decoder(QuotaIn)
 
 
 class AdminApi:
-    """:param admin: retention and destinations; without it the app has no such operations."""
+    """:param admin: retention and destinations; without it the app has no such operations.
+    :param refused: the Kafka dead letter topic; ``None`` without Kafka.
+    """
 
-    def __init__(self, service: EventService, admin: Admin | None, limits: BodyLimits) -> None:
+    def __init__(
+        self,
+        service: EventService,
+        admin: Admin | None,
+        limits: BodyLimits,
+        refused: RefusedRecords | None = None,
+    ) -> None:
         self._service = service
         self._admin = admin
         self._limits = limits
+        self._refused = refused
 
     async def redeliver_dead_letters(self, request: Request) -> Response:
         body = await read_json(request, _redeliver_decoder, self._limits)
@@ -159,6 +179,18 @@ class AdminApi:
         log.info("circuit breaker reset", destination=key, key=principal(request).name)
         return ok(_destination_out(key, state), message="circuit breaker reset")
 
+    async def shared_breakers(self, request: Request) -> Response:
+        breakers = await self._facade().shared_breakers()
+        return ok([SharedBreakerOut(b.key, round(b.open_seconds, 3), b.probe_by) for b in breakers])
+
+    async def close_shared_breaker(self, request: Request) -> Response:
+        key: str = request.path_params["key"]
+        if not await self._facade().close_shared_breaker(key):
+            message = f"no circuit breaker {key[:200]!r} is open for the cluster"
+            raise ApiError(404, DESTINATION_NOT_FOUND, message)
+        log.info("shared circuit breaker closed", breaker=key, key=principal(request).name)
+        return ok(None, message="circuit breaker closed for every process")
+
     async def workers(self, request: Request) -> Response:
         rows = await self._facade().workers()
         return ok(
@@ -175,6 +207,24 @@ class AdminApi:
                 for w, alive in rows
             ]
         )
+
+    async def refused_records(self, request: Request) -> Response:
+        errors: list[FieldError] = []
+        limit = int_param("limit", request.query_params.get("limit"), 1, MAX_REFUSED, errors)
+        if errors:
+            raise invalid(errors)
+        if self._refused is None:
+            raise ApiError(
+                404,
+                NO_KAFKA_INGEST,
+                "this timefuse has no Kafka ingest topic (KAFKA_BOOTSTRAP_SERVERS is unset), "
+                "so no ingest record is ever refused",
+            )
+        try:
+            rows = await refused_rows(self._refused, limit or DEFAULT_REFUSED)
+        except StreamUnavailable as exc:
+            raise ApiError(503, SERVICE_UNAVAILABLE, str(exc)) from exc
+        return ok(rows, message=f"{len(rows)} records of {self._refused.topic}")
 
     async def delivery_types(self, request: Request) -> Response:
         rows = await self._facade().delivery_types()
@@ -231,6 +281,12 @@ _SOURCE = {
     "maxLength": 100,
     "description": "A source: its quota and use.",
 }
+_LIMIT = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": MAX_REFUSED,
+    "description": f"How many records, at most (default {DEFAULT_REFUSED}).",
+}
 _KEY = {
     "type": "string",
     "minLength": 1,
@@ -279,12 +335,21 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
             "under * again (or is unlimited); 404 QUOTA_NOT_FOUND without such an entry.",
         ),
     ]  # fmt: skip
+    refused = Operation(
+        "GET", prefix + "/ingest/dead-letters", api.refused_records,
+        "Ingest records the Kafka consumer refused", tag, Role.ADMIN,
+        data=list[RefusedRecordOut], errors=(400, 404, 503), query={"limit": _LIMIT},
+        description="The newest records of the dead letter topic (<ingest topic>.dlq), newest "
+        "first, each with the reason the ingest consumer gave (its timefuse-error header). "
+        "404 when Kafka is not configured.",
+    )  # fmt: skip
     if not api.has_facade:
-        return [redeliver, quotas, *changes]
+        return [redeliver, quotas, *changes, refused]
     return [
         redeliver,
         quotas,
         *changes,
+        refused,
         Operation(
             "POST", prefix + "/cleanup", api.cleanup, "Run retention now", tag, Role.ADMIN,
             data=CleanedUp, errors=(400, 503), query={"days": _DAYS},
@@ -317,5 +382,22 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
             "Close a destination's circuit breaker", tag, Role.ADMIN, data=DestinationOut,
             errors=(404,), params={"key": _KEY},
             description="In the process answering only (see the list of destinations).",
+        ),
+        Operation(
+            "GET", prefix + "/breakers", api.shared_breakers,
+            "Circuit breakers open for the cluster", tag, Role.ADMIN,
+            data=list[SharedBreakerOut], errors=(503,),
+            description="With PostgreSQL, dispatchers share their breakers through the store: "
+            "one opened by any process holds every process within about half a second, and "
+            "after the cool-down one delivery in the cluster probes. Empty with SQLite (one "
+            "process: see destinations).",
+        ),
+        Operation(
+            "POST", prefix + "/breakers/{key:path}/close", api.close_shared_breaker,
+            "Close a circuit breaker for the cluster", tag, Role.ADMIN,
+            errors=(404, 503), params={"key": _KEY},
+            description="Every process stops following it at its next look (about half a "
+            "second); a dispatcher that opened it itself keeps its own until its probe or a "
+            "reset through its destinations endpoint.",
         ),
     ]  # fmt: skip

@@ -32,7 +32,7 @@ _ERRORS = {
     401: "No API key, or not a valid one (WWW-Authenticate: Bearer).",
     403: "The key lacks the role, or may not act for the event's source.",
     404: "No such event (or schedule) among those the key may see (or, for a destination, "
-    "none this process's dispatcher knows).",
+    "none this process's dispatcher knows; for refused ingest records, no Kafka ingest).",
     409: "The event's status doesn't allow it (the message names the status): cancelling needs "
     "PENDING; redelivering needs COMPLETED, FAILED or DEAD_LETTER. For a schedule: it kept "
     "changing under the request (try again).",
