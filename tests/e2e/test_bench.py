@@ -165,7 +165,7 @@ async def test_bench_drives_a_running_deployment_by_url(
         (["stampede"], "invalid choice: 'stampede'"),
         (["cron", "--url", "http://x"], "cron runs in-process with no deployment; drop --url"),
         (["store", "--concurrency", "4"], "store runs in-process with no deployment"),
-        (["herd", "--backend", "sqlite"], "--backend applies to the store scenario only"),
+        (["herd", "--backend", "sqlite"], "--backend applies to the store and tenant-pages"),
         (["console", "--database-url", "postgresql://x/y"], "--database-url applies to the"),
         (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
         (["ingest-backlog", "--url", "http://x"], "drop --url"),
@@ -220,6 +220,22 @@ def test_console_times_each_page_on_a_large_and_a_small_store() -> None:
         assert results[f"{page}_large_s"] > 0
         assert results[f"{page}_growth"] == pytest.approx(
             results[f"{page}_large_s"] / results[f"{page}_small_s"]
+        )
+    assert report["errors"] == 0
+
+
+def test_tenant_pages_times_a_rare_sources_reads_against_an_unfiltered_page() -> None:
+    report = report_of("tenant-pages", "-n", "3000")
+
+    results = report["results"]
+    assert report["parameters"]["small"] == 300
+    for read in ("rare_page", "rare_next_page", "rare_dead_letters"):
+        assert results[f"{read}_s"] > 0
+        assert results[f"{read}_vs_unfiltered"] == pytest.approx(
+            results[f"{read}_s"] / results["unfiltered_page_s"]
+        )
+        assert results[f"{read}_growth"] == pytest.approx(
+            results[f"{read}_s"] / results[f"{read}_small_store_s"]
         )
     assert report["errors"] == 0
 

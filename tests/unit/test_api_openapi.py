@@ -84,7 +84,7 @@ async def test_it_is_openapi_3_1_with_the_models_as_schemas(api: Harness) -> Non
     body = submit["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"] == "#/components/schemas/EventIn"
     assert "source" in body["required"]
-    assert set(submit["responses"]) == {"202", "400", "403", "413", "415", "503"}
+    assert set(submit["responses"]) == {"202", "400", "403", "413", "415", "429", "503"}
     # Every reference resolves.
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', str(spec).replace("'", '"')))
     assert refs <= set(schemas)

@@ -177,6 +177,8 @@ class TestRedeliverDeadLetters:
             ({"limit": 100_001}, "limit"),
             ({"limit": "10"}, "limit"),
             ({"source": ""}, "source"),
+            ({"source": "al\x00pha"}, "source"),
+            ({"source": "s" * 101}, "source"),
             ({"sources": ["alpha"]}, "body"),
             ({"scheduled_from": "2030-01-01T00:00:00"}, "scheduled_from"),
             ({"scheduled_to": "soon"}, "scheduled_to"),

@@ -84,6 +84,13 @@ def _post(path: str, body: object) -> Request:
     return request
 
 
+def _put(path: str, body: object) -> Request:
+    async def request(world: World, key: str | None) -> httpx.Response:
+        return await world.api.client.put(path, json=body, headers=bearer(key))
+
+    return request
+
+
 def _on_alpha(method: str, path: str) -> Request:
     async def request(world: World, key: str | None) -> httpx.Response:
         url = path.format(id=world.alpha_id, dead=world.alpha_dead_id)
@@ -169,6 +176,9 @@ ADMIN_ENDPOINTS: dict[str, Request] = {
     "destinations": _on_alpha("GET", f"{ADMIN}/destinations"),
     "reset a destination": _on_alpha("POST", f"{ADMIN}/destinations/alpha.example:443/reset"),
     "signing keys": _on_alpha("GET", f"{ADMIN}/signing-keys"),
+    # Another source's quota and use is not a tenant's to read.
+    "quotas": _on_alpha("GET", f"{ADMIN}/quotas?source=alpha"),
+    "set a quota": _put(f"{ADMIN}/quotas/beta", {"max_pending": 0}),
 }
 
 

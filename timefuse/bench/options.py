@@ -19,6 +19,8 @@ SCENARIOS = {
     "store": "the event store alone (insert, claim and complete, retention) against its bare "
     "driver; in-process",
     "console": "the console's pages on a store of -n events and on one of 1%; in-process",
+    "tenant-pages": "a rare source's page and statistics against an unfiltered page, on a "
+    "store of -n events and on one of 10%; in-process",
     "http-type": "the http delivery type alone against raw aiohttp POSTs; in-process",
     "kafka-type": "the kafka delivery type alone against a bare producer; in-process (needs "
     "KAFKA_BOOTSTRAP_SERVERS)",
@@ -30,7 +32,7 @@ SCENARIOS = {
     "lateness (created, delivered) and duplicates",
 }
 # Scenarios that run in the bench's own process, with no deployment to point at.
-IN_PROCESS = frozenset({"cron", "store", "console", "http-type", "kafka-type"})
+IN_PROCESS = frozenset({"cron", "store", "console", "tenant-pages", "http-type", "kafka-type"})
 # Scenarios whose events are due at a chosen time (--lead).
 DELIVERING = frozenset({"deliver-http", "deliver-kafka", "herd", "steady"})
 BACKENDS = ("sqlite", "postgresql")
@@ -47,6 +49,7 @@ EVENTS = {
     "river": (20_000, 300),
     "store": (100_000, 2_000),
     "console": (1_000_000, 20_000),
+    "tenant-pages": (300_000, 3_000),
     "http-type": (20_000, 1_000),
     "kafka-type": (20_000, 1_000),
     "ingest-backlog": (50_000, 2_000),
@@ -294,7 +297,8 @@ def _add_target(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--backend",
         choices=BACKENDS,
-        help="store: the adapter to measure (default sqlite; postgresql with --database-url)",
+        help="store, tenant-pages: the adapter to measure (default sqlite; postgresql with "
+        "--database-url)",
     )
     sub.add_argument(
         "--keep",
@@ -325,8 +329,8 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
     river.add_argument(
         "--database-url",
         type=_postgres_url,
-        help="river, store, day: a PostgreSQL server to make the runs' databases on (default: "
-        "start a private one)",
+        help="river, store, schedules, day, tenant-pages: a PostgreSQL server to make the runs' "
+        "databases on (default: start a private one)",
     )
     river.add_argument(
         "--serve", action="store_true", help="also measure one `timefuse serve` process"
@@ -515,12 +519,19 @@ def _check_combinations(args: argparse.Namespace) -> None:
         given = [flag for flag in given if flag != "--database-url"]
     if given and scenario != "river":
         raise BenchUsageError(f"{', '.join(given)} apply to the river scenario only")
-    if args.database_url is not None and scenario not in ("river", "store", "schedules", "day"):
+    if args.database_url is not None and scenario not in (
+        "river",
+        "store",
+        "schedules",
+        "day",
+        "tenant-pages",
+    ):
         raise BenchUsageError(
-            "--database-url applies to the river, store, schedules and day scenarios only"
+            "--database-url applies to the river, store, schedules, day and tenant-pages "
+            "scenarios only"
         )
-    if args.backend is not None and scenario != "store":
-        raise BenchUsageError("--backend applies to the store scenario only")
+    if args.backend is not None and scenario not in ("store", "tenant-pages"):
+        raise BenchUsageError("--backend applies to the store and tenant-pages scenarios only")
     if args.backend == "sqlite" and args.database_url is not None:
         raise BenchUsageError("--database-url names a PostgreSQL server: drop --backend sqlite")
     if args.keep is not None and scenario != "console":
@@ -561,7 +572,9 @@ def _check_combinations(args: argparse.Namespace) -> None:
                 ("--serve-log", args.serve_log),
                 (
                     "--concurrency",
-                    args.concurrency if scenario in ("cron", "store", "console") else None,
+                    args.concurrency
+                    if scenario in ("cron", "store", "console", "tenant-pages")
+                    else None,
                 ),
             )
             if value is not None
@@ -593,7 +606,7 @@ def _check_day(args: argparse.Namespace) -> None:
 
 
 def _default_concurrency(scenario: str, size: int) -> int:
-    if scenario in ("cron", "store", "console"):
+    if scenario in ("cron", "store", "console", "tenant-pages"):
         return 1
     if scenario == "schedules":
         return DECLARE_CONCURRENCY

@@ -69,6 +69,10 @@ def _run_once(options: BenchOptions) -> Report:
         from timefuse.bench.console import run_console
 
         return run_console(options)
+    if scenario == "tenant-pages":
+        from timefuse.bench.tenants import run_tenant_pages
+
+        return run_tenant_pages(options)
     if scenario == "http-type":
         from timefuse.bench.types import run_http_type
 

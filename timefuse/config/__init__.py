@@ -28,6 +28,7 @@ from timefuse.config.sections import (
     ProcessSettings,
     ServerSettings,
     StoreSettings,
+    TenantSettings,
 )
 from timefuse.config.settings import CORE_SECTIONS, Settings, core_variables
 
@@ -46,6 +47,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StoreSettings",
+    "TenantSettings",
     "Var",
     "boolean",
     "choice",

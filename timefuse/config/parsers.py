@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from timefuse.domain.destination import normalise_destination_limit_key
+from timefuse.domain.quota import ANY_SOURCE, QuotaTable, SourceQuota
 
 T = TypeVar("T")
 
@@ -177,3 +178,44 @@ def destination_limits(text: str) -> DestinationLimitTable:
         written_as[destination] = host
         limits[destination] = {key: float(value) for key, value in entry.items()}
     return limits
+
+
+_QUOTA_KEYS = frozenset({"rate", "burst", "max_pending"})
+# A source is at most this long (the submission rule): a longer key could never match.
+_MAX_SOURCE = 100
+
+
+def source_quotas(text: str) -> QuotaTable:
+    """Quotas per source, JSON ``{"billing": {"rate": 50, "burst": 100, "max_pending": 10000},
+    "*": {...}}``; a field left out is no limit, and an empty value none at all."""
+    if not text.strip():
+        return QuotaTable({})
+    try:
+        raw: Any = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"must be a JSON object: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("must be a JSON object of source -> quota")
+    return QuotaTable({source: _quota(source, entry) for source, entry in raw.items()})
+
+
+def _quota(source: str, entry: object) -> SourceQuota:
+    if source != ANY_SOURCE and (not source.strip() or len(source) > _MAX_SOURCE):
+        raise ValueError(f"source {source[:120]!r} must be 1 to {_MAX_SOURCE} characters, or *")
+    if not isinstance(entry, dict):
+        raise ValueError(f"{source!r} must map to an object with some of {sorted(_QUOTA_KEYS)}")
+    if unknown := sorted(set(entry) - _QUOTA_KEYS):
+        raise ValueError(f"{source!r}: unknown {unknown}, expected some of {sorted(_QUOTA_KEYS)}")
+    for key, value in entry.items():
+        whole = key != "rate"
+        if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+            kind = "an integer" if whole else "a number"
+            raise ValueError(f"{source}.{key} must be {kind}, got {value!r}")
+    try:
+        return SourceQuota(
+            rate=None if entry.get("rate") is None else float(entry["rate"]),
+            burst=entry.get("burst"),
+            max_pending=entry.get("max_pending"),
+        )
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None

@@ -24,7 +24,9 @@ from timefuse.config.parsers import (
     number,
     optional,
     producer_properties,
+    source_quotas,
 )
+from timefuse.domain.quota import QuotaTable
 
 
 @dataclass(frozen=True)
@@ -494,4 +496,16 @@ class ProcessSettings(Section, title="Process"):
         help="Comma list of external plugins (entry point names) to load; unset: all installed.",
         parse=comma_list,
         none_when_unset=True,
+    )
+
+
+@dataclass(frozen=True)
+class TenantSettings(Section, title="Tenants (quotas per source)"):
+    source_quotas: QuotaTable = setting(
+        env="TIMEFUSE_SOURCE_QUOTAS",
+        default="",
+        help='Quotas per submitting source, JSON: {"billing": {"rate": 50, "burst": 100, '
+        '"max_pending": 10000}, "*": {...}}; a source\'s own entry replaces "*", a field left '
+        "out is no limit (see Quotas per source).",
+        parse=source_quotas,
     )

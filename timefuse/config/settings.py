@@ -17,6 +17,7 @@ from timefuse.config.sections import (
     ProcessSettings,
     ServerSettings,
     StoreSettings,
+    TenantSettings,
 )
 
 # In the order of ``timefuse --help`` and the README's table.
@@ -26,6 +27,7 @@ CORE_SECTIONS: tuple[type[Section], ...] = (
     IngestSettings,
     DispatchSettings,
     ApiSettings,
+    TenantSettings,
     ServerSettings,
     MaintenanceSettings,
     LogSettings,
@@ -46,6 +48,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    tenants: TenantSettings = field(default_factory=TenantSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -65,6 +68,7 @@ class Settings:
             ingest=IngestSettings.from_env(source),
             dispatch=DispatchSettings.from_env(source),
             api=ApiSettings.from_env(source),
+            tenants=TenantSettings.from_env(source),
             server=ServerSettings.from_env(source),
             maintenance=MaintenanceSettings.from_env(source),
             log=LogSettings.from_env(source),

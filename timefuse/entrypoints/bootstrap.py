@@ -42,6 +42,7 @@ from timefuse.service.maintenance import MaintenanceSettings as MaintenanceRules
 from timefuse.service.metrics import Metrics
 from timefuse.service.planner import SchedulePlanner, schedule_metrics
 from timefuse.service.presence import Presence
+from timefuse.service.quotas import SourceQuotas
 from timefuse.service.schedules import ScheduleService
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
@@ -277,6 +278,7 @@ def bootstrap(
     wakeup = DueSignal(clock)
     worker_id = default_worker_id(settings.process)
     limits = submission_limits(settings.api)
+    quotas = SourceQuotas(settings.tenants.source_quotas, store, metrics)
     service = EventService(
         buffer=buffer,
         store=store,
@@ -288,6 +290,7 @@ def bootstrap(
         buffered=settings.kafka.enabled,
         # With Kafka, its acknowledgement bounds a submission (TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_...).
         submit_timeout=None if settings.kafka.enabled else settings.api.submit_timeout,
+        quotas=quotas,
     )
     dispatcher = Dispatcher(
         store=store,

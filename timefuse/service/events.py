@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import time
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +35,7 @@ from timefuse.ports.store import (
     RedeliverResult,
 )
 from timefuse.service.metrics import Metrics
+from timefuse.service.quotas import Admission, QuotaExceeded, QuotaRefusal, SourceQuotas
 from timefuse.service.store import Store
 from timefuse.service.submission import (
     Accepted,
@@ -63,10 +65,14 @@ def _narrow(query: EventQuery, sources: Sources) -> EventQuery:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """An item of a batch not accepted: invalid (``errors``), or refused by its source's
+    quota (``quota``)."""
+
     index: int
     external_job_id: str | None
     reason: str
     errors: list[FieldError]
+    quota: QuotaRefusal | None = None
 
 
 class AmendAnswer(enum.Enum):
@@ -96,6 +102,11 @@ class BatchResult:
     rejected: list[Rejection]
 
 
+def _over_quota(index: int, event: Event, refusal: QuotaRefusal) -> Rejection:
+    error = FieldError("source", refusal.message)
+    return Rejection(index, event.external_job_id, refusal.message, [error], refusal)
+
+
 class EventService:
     def __init__(
         self,
@@ -109,6 +120,7 @@ class EventService:
         wakeup: DueSignal | None = None,
         buffered: bool = False,
         submit_timeout: float | None = None,
+        quotas: SourceQuotas | None = None,
     ) -> None:
         """:param buffered: the buffer stores accepted events later (Kafka), not before it
             returns; its submissions then don't depend on the store answering.
@@ -125,6 +137,7 @@ class EventService:
         self._buffered = buffered
         self._submit_timeout = submit_timeout
         self._twins = TwinLookup(store, tolerant=buffered)
+        self._quotas = quotas
         # Per set of visible sources (None: all); callers are few (one per API key).
         self._statistics: dict[frozenset[str] | None, tuple[float, dict[str, int]]] = {}
 
@@ -136,6 +149,11 @@ class EventService:
     def buffered(self) -> bool:
         """Accepted events reach the store later (through Kafka), not before the answer."""
         return self._buffered
+
+    @property
+    def quotas(self) -> SourceQuotas | None:
+        """The sources' quotas (``None``: every source unlimited)."""
+        return self._quotas
 
     def build(self, fields: Mapping[str, object]) -> Event:
         """Validate one submission; :class:`ValidationFailed` names every bad field."""
@@ -176,8 +194,12 @@ class EventService:
     async def _accept_one(self, event: Event) -> Accepted:
         twin = await self._twins.find(event.id)
         if twin is not None:
+            # A resubmission takes no quota: it adds nothing.
             return duplicate_of(twin)
-        stored_id = (await self._accept([event]))[event.id]
+        async with self._admit([event]) as admission:
+            if admission.refused:
+                raise QuotaExceeded(admission.refused[0][1])
+            stored_id = (await self._accept([event]))[event.id]
         if stored_id != event.id:
             # Deduplicated against an event stored under another id (before ids came from
             # the dedup key): answer with that one.
@@ -205,9 +227,33 @@ class EventService:
                 )
         if rejected:
             self._metrics.rejected.inc(len(rejected))
-        accepting = distinct(event for _, event in events)
-        ids = await within(self._submit_timeout, self._accept(accepting)) if events else {}
-        return BatchResult([(index, ids[event.id]) for index, event in events], rejected)
+        if not events:
+            rejected.sort(key=lambda rejection: rejection.index)
+            return BatchResult([], rejected)
+        return await within(self._submit_timeout, self._accept_batch(events, rejected))
+
+    async def _accept_batch(
+        self, events: list[tuple[int, Event]], rejected: list[Rejection]
+    ) -> BatchResult:
+        async with self._admit(distinct(event for _, event in events)) as admission:
+            refused = {event.id: refusal for event, refusal in admission.refused}
+            kept: list[tuple[int, Event]] = []
+            for index, event in events:
+                if event.id in refused:
+                    rejected.append(_over_quota(index, event, refused[event.id]))
+                else:
+                    kept.append((index, event))
+            accepting = distinct(event for _, event in kept)
+            ids = await self._accept(accepting) if kept else {}
+        rejected.sort(key=lambda rejection: rejection.index)
+        return BatchResult([(index, ids[event.id]) for index, event in kept], rejected)
+
+    def _admit(self, events: list[Event]) -> AbstractAsyncContextManager[Admission]:
+        """The quotas' admission of ``events`` (all of them without quotas): a step of its
+        own, so the submission path stays readable with or without it."""
+        if self._quotas is None:
+            return nullcontext(Admission(admitted=events))
+        return self._quotas.admit(events)
 
     async def _accept(self, events: list[Event]) -> dict[str, str]:
         ids = await self._buffer.submit(events)

@@ -144,6 +144,7 @@ class Metrics:
         self._add_kafka_metrics(r)
         self._add_process_metrics(r)
         self._add_destination_metrics(r)
+        self._add_quota_metrics(r)
         self._scrape = asyncio.Lock()
 
     async def exposition(self, sources: frozenset[str] | None) -> bytes:
@@ -171,6 +172,17 @@ class Metrics:
         """Read deliveries in flight from ``running`` when scraped, instead of counting each
         start and end on the gauge (two locked updates per delivery)."""
         self.in_flight.set_function(running)
+
+    def _add_quota_metrics(self, r: CollectorRegistry) -> None:
+        # Labelled by quota entry (a configured source, or "*" for every other source), not by
+        # the submitted source: a client inventing sources can't grow the series.
+        self.quota_rejections = Counter(
+            "timefuse_quota_rejections",
+            "Events refused by their source's quota, by quota entry (the source, or * for "
+            "sources without an entry of their own) and reason (rate, pending).",
+            ["source", "reason"],
+            registry=r,
+        )
 
     def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
         # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*

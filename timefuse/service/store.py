@@ -237,6 +237,13 @@ class Store(ScheduleRules):
         counts = await self._adapter.count_by_status(wanted)
         return {status: counts.get(status, 0) for status in EventStatus}
 
+    async def pending_by_source(self, sources: Collection[str]) -> dict[str, int]:
+        wanted = source_set(sources)
+        if not wanted:
+            return {}
+        counts = await self._adapter.pending_by_source(wanted)
+        return {source: counts.get(source, 0) for source in wanted}
+
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._adapter.attempts(event_id)
 

@@ -43,6 +43,7 @@ from timefuse.testing.store_contract_listing import ListingContract
 from timefuse.testing.store_contract_retention import RetentionContract
 from timefuse.testing.store_contract_schedules import SchedulesContract
 from timefuse.testing.store_contract_support import RealTime, StoreTime
+from timefuse.testing.store_contract_tenants import TenantsContract
 
 
 @pytest.mark.timefuse_contract
@@ -55,6 +56,7 @@ class StoreContract(
     AmendContract,
     ListingContract,
     RetentionContract,
+    TenantsContract,
     SchedulesContract,
 ):
     """Every case of the store contract; see the module's docstring for how to run it.

@@ -538,6 +538,14 @@ class MemoryStore(MemorySchedules):
                 counts[event.status] += 1
         return counts
 
+    async def pending_by_source(self, sources: frozenset[str]) -> Mapping[str, int]:
+        await self._enter("pending_by_source")
+        counts: dict[str, int] = {}
+        for event in self._events.values():
+            if event.source in sources and event.status is EventStatus.PENDING:
+                counts[event.source] = counts.get(event.source, 0) + 1
+        return counts
+
     async def count_due_by_type(self) -> Mapping[str, int]:
         await self._enter("count_due_by_type")
         now = self._now()

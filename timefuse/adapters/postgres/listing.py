@@ -4,6 +4,11 @@ Their SQL is assembled from the criteria given, absent ones left out of the text
 as ``(%(from)s IS NULL OR scheduled_at >= %(from)s)`` can neither bound an index range nor
 prune partitions. There are few combinations, so each connection keeps a prepared statement
 for every one in use.
+
+A listing of some sources (every listing of a key scoped to sources) never walks other
+sources' events: for each (source, status) that ``timefuse_status_counts`` says holds events,
+it reads one range of ``events_source_status_schedule`` in listing order (a lateral join),
+and keeps the first rows of their merge.
 """
 
 from __future__ import annotations
@@ -32,6 +37,24 @@ _LIST = "SELECT {columns} FROM events WHERE {where} ORDER BY {order} LIMIT %(lim
 _WINDOW_END = (
     "SELECT scheduled_at, id FROM events WHERE {where} ORDER BY {order} OFFSET %(skip)s LIMIT 1"
 )
+
+# The pairs come from the counts, so a status a source has no events in costs no index probe;
+# each range is an equality prefix of events_source_status_schedule, already in listing order,
+# whatever the plan's estimates (its plan is generic: see connection.configure).
+_LIST_OF_SOURCES = """
+SELECT {page_columns}
+  FROM (SELECT source, status FROM timefuse_status_counts
+         WHERE source = ANY(%(sources)s::text[]) AND {pair_status}
+         GROUP BY source, status HAVING sum(n) > 0) AS pairs
+ CROSS JOIN LATERAL (
+       SELECT {columns} FROM events
+        WHERE events.source = pairs.source AND events.status = pairs.status AND {where}
+        ORDER BY scheduled_at, id
+        LIMIT %(limit)s) AS page
+ ORDER BY page.scheduled_at, page.id
+ LIMIT %(limit)s
+"""
+_PAGE_COLUMNS = sql.SQL(", ").join(sql.Identifier("page", name) for name in EVENT_COLUMN_NAMES)
 
 # The earliest matching events first, locked, then updated by id within their scheduled_at range
 # (the pattern of queries.CLAIM_DUE: the partitions holding them are found at run time).
@@ -111,6 +134,40 @@ def _candidates(query: EventQuery, after: Cursor | None) -> _Filter:
     return found
 
 
+def _by_source_ranges(query: EventQuery) -> bool:
+    """Whether the page is read from the ranges of its sources (the listing of a key scoped
+    to sources, with at most a status and a window): any other filter, the newest first, or a
+    bound on the candidates examined walks the listing indexes, checking terms on each."""
+    return (
+        query.sources is not None
+        and not query.descending
+        and query.delivery_type is None
+        and query.destination_key is None
+        and query.destination_host is None
+        and query.destination_prefix is None
+        and query.examine_at_most is None
+    )
+
+
+def listing_statement(
+    query: EventQuery, after: Cursor | None
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The statement listing the events of ``query``'s sources after ``after``, one range per
+    (source, status) (it takes ``%(limit)s`` besides the parameters returned)."""
+    assert query.sources is not None
+    window = EventQuery(scheduled_from=query.scheduled_from, scheduled_to=query.scheduled_to)
+    found = _candidates(window, after)
+    pair_status = (
+        sql.SQL("true")
+        if query.status is None
+        else sql.SQL("status = {}").format(sql.Literal(EventStatus(query.status).value))
+    )
+    statement = sql.SQL(_LIST_OF_SOURCES).format(
+        page_columns=_PAGE_COLUMNS, columns=_COLUMNS, pair_status=pair_status, where=found.where()
+    )
+    return statement, {**found.params, "sources": sorted(query.sources)}
+
+
 def _checked(query: EventQuery) -> _Filter:
     """The terms checked on each candidate."""
     found = _Filter()
@@ -144,28 +201,33 @@ async def list_events(
 ) -> EventPage:
     if query.sources is not None and not query.sources:
         return EventPage([], None)
-    candidates, checked = _candidates(query, after), _checked(query)
-    order = "scheduled_at DESC, id DESC" if query.descending else "scheduled_at, id"
-    window = query.examine_at_most if checked.terms else None
-    end = None
-    if window is not None:
-        # Where the window ends: an index-only walk over its candidates. A change between
-        # this and the page's statement moves the end at most as far as any keyset page moves.
-        statement = sql.SQL(_WINDOW_END).format(where=candidates.where(), order=sql.SQL(order))
-        cursor = await conn.execute(statement, {**candidates.params, "skip": window - 1})
-        end = await cursor.fetchone()
-        if end is not None:
-            side = ">=" if query.descending else "<="
-            candidates.add(
-                f"scheduled_at {side} %(end_at)s"
-                f" AND (scheduled_at, id) {side} (%(end_at)s, %(end_id)s)",
-                end_at=end[0],
-                end_id=end[1],
-            )
-    terms = [*candidates.terms, *checked.terms]
-    where = sql.SQL(" AND ").join(terms) if terms else sql.SQL("true")
-    statement = sql.SQL(_LIST).format(columns=_COLUMNS, where=where, order=sql.SQL(order))
-    params = {**candidates.params, **checked.params, "limit": limit + 1}
+    if _by_source_ranges(query):
+        end = None
+        statement, params = listing_statement(query, after)
+        params = {**params, "limit": limit + 1}
+    else:
+        candidates, checked = _candidates(query, after), _checked(query)
+        order = "scheduled_at DESC, id DESC" if query.descending else "scheduled_at, id"
+        window = query.examine_at_most if checked.terms else None
+        end = None
+        if window is not None:
+            # Where the window ends: an index-only walk over its candidates. A change between
+            # this and the page's statement moves the end at most as far as any keyset page moves.
+            statement = sql.SQL(_WINDOW_END).format(where=candidates.where(), order=sql.SQL(order))
+            cursor = await conn.execute(statement, {**candidates.params, "skip": window - 1})
+            end = await cursor.fetchone()
+            if end is not None:
+                side = ">=" if query.descending else "<="
+                candidates.add(
+                    f"scheduled_at {side} %(end_at)s"
+                    f" AND (scheduled_at, id) {side} (%(end_at)s, %(end_id)s)",
+                    end_at=end[0],
+                    end_id=end[1],
+                )
+        terms = [*candidates.terms, *checked.terms]
+        where = sql.SQL(" AND ").join(terms) if terms else sql.SQL("true")
+        statement = sql.SQL(_LIST).format(columns=_COLUMNS, where=where, order=sql.SQL(order))
+        params = {**candidates.params, **checked.params, "limit": limit + 1}
     # One row more than the page tells whether another page follows.
     async with conn.cursor(binary=True) as cursor:
         await cursor.execute(statement, params)
@@ -192,6 +254,11 @@ async def count_by_status(
     for status, count in await cursor.fetchall():
         counts[EventStatus(status)] = int(count)
     return counts
+
+
+async def pending_by_source(conn: Connection, sources: frozenset[str]) -> dict[str, int]:
+    cursor = await conn.execute(queries.PENDING_BY_SOURCE, {"sources": sorted(sources)})
+    return {source: int(count) for source, count in await cursor.fetchall()}
 
 
 async def redeliver_matching(

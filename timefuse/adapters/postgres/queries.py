@@ -586,6 +586,12 @@ SELECT status, sum(n)::bigint FROM timefuse_status_counts
  GROUP BY status
 """
 
+PENDING_BY_SOURCE = """
+SELECT source, sum(n)::bigint FROM timefuse_status_counts
+ WHERE status = 'PENDING' AND source = ANY(%(sources)s::text[])
+ GROUP BY source
+"""
+
 # Folds the counting slots of each (source, status) into one row and drops the rows that
 # count nothing; concurrent writers just add rows of their own again.
 COMPACT_STATUS_COUNTS = """

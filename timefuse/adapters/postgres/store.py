@@ -393,6 +393,10 @@ class PostgresEventStore(PostgresSchedules):
         async with self._connection(reads=True) as conn:
             return await listing.count_by_status(conn, sources)
 
+    async def pending_by_source(self, sources: frozenset[str]) -> Mapping[str, int]:
+        async with self._connection() as conn:
+            return await listing.pending_by_source(conn, sources)
+
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
         async with self._connection(reads=True) as conn:
             return await listing.list_events(conn, query, limit, after)

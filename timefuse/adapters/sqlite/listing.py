@@ -4,10 +4,18 @@ Their SQL is assembled from the criteria given: a term such as ``(:from IS NULL 
 scheduled_at >= :from)`` would keep SQLite from using the bound as an index range, so absent
 criteria are left out of the text instead. There are few combinations, so the connection's
 statement cache still holds them all.
+
+A listing of some sources (every listing of a key scoped to sources) never walks other
+sources' events: it reads one range of ``events_source_status_schedule`` per (source, status)
+that has events, merges them in listing order, and reads only the page's rows. Counts come
+from ``timefuse_status_counts``, which triggers keep in every writing transaction.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +130,9 @@ def list_events(
 ) -> EventPage:
     if query.sources is not None and not query.sources:
         return EventPage([], None)
+    if _by_source_ranges(query):
+        rows = _rows_of_sources(conn, query, limit + 1, after)
+        return _page(rows, limit, None)
     candidates, checked = _candidates(query, after), _checked(query)
     # Each index holds the listing order after its equality prefix, so a page is one range
     # scan (backwards when descending) that stops after limit + 1 rows; pinned, as a new
@@ -178,6 +189,79 @@ def _page(rows: list[Any], limit: int, window_end: Cursor | None) -> EventPage:
     return EventPage(events, window_end)
 
 
+def _by_source_ranges(query: EventQuery) -> bool:
+    """Whether the page is read from the ranges of its sources (the listing of a key scoped
+    to sources, with at most a status and a window): any other filter, the newest first, or a
+    bound on the candidates examined walks the listing indexes, checking terms on each."""
+    return (
+        query.sources is not None
+        and not query.descending
+        and query.delivery_type is None
+        and query.destination_key is None
+        and query.destination_host is None
+        and query.destination_prefix is None
+        and query.examine_at_most is None
+    )
+
+
+_ROWS_BY_ROWID = (
+    f"SELECT rowid, {_COLUMNS} FROM events WHERE rowid IN (SELECT value FROM json_each(?))"
+)
+
+
+def source_range_sql(query: EventQuery, after: Cursor | None) -> tuple[str, dict[str, Any]]:
+    """The statement reading one (source, status) range of a listing: up to ``:limit``
+    positions ``(scheduled_at, id, rowid)`` from the covering index, in listing order. It
+    takes ``:source`` and ``:status`` besides the parameters returned."""
+    window = EventQuery(scheduled_from=query.scheduled_from, scheduled_to=query.scheduled_to)
+    found = _candidates(window, after)
+    found.terms[:0] = ["source = :source", "status = :status"]
+    sql = (
+        "SELECT scheduled_at, id, rowid FROM events INDEXED BY events_source_status_schedule"
+        f" WHERE {found.where()} ORDER BY scheduled_at, id LIMIT :limit"
+    )
+    return sql, found.params
+
+
+def _rows_of_sources(
+    conn: sqlite3.Connection, query: EventQuery, limit: int, after: Cursor | None
+) -> list[Any]:
+    assert query.sources is not None
+    sql, params = source_range_sql(query, after)
+    # A read transaction: the ranges and the rows read after them are one snapshot.
+    conn.execute("BEGIN")
+    try:
+        ranges = [
+            conn.execute(
+                sql, {**params, "source": source, "status": status, "limit": limit}
+            ).fetchall()
+            for source, status in _counted_pairs(conn, frozenset(query.sources), query.status)
+        ]
+        # Every range is in listing order, so the first rows of their merge are the page's.
+        chosen = [rowid for _, _, rowid in itertools.islice(heapq.merge(*ranges), limit)]
+        if not chosen:
+            return []
+        rows = conn.execute(_ROWS_BY_ROWID, (json.dumps(chosen),)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    # Put back in the merge's order (the listing's) rather than sorted again by SQLite.
+    place = {rowid: n for n, rowid in enumerate(chosen)}
+    return [row[1:] for row in sorted(rows, key=lambda row: place[row[0]])]
+
+
+def _counted_pairs(
+    conn: sqlite3.Connection, sources: frozenset[str], status: EventStatus | None
+) -> list[tuple[str, str]]:
+    """The (source, status) pairs of ``sources`` (in ``status``) that hold events."""
+    found = _Filter()
+    term, names = sources_term(sources)
+    found.add(term, **names)
+    if status is not None:
+        found.add("status = :status", status=EventStatus(status).value)
+    sql = f"SELECT source, status FROM timefuse_status_counts WHERE {found.where()} AND n > 0"
+    return [(source, status) for source, status in conn.execute(sql, found.params)]
+
+
 def count_by_status(
     conn: sqlite3.Connection, sources: frozenset[str] | None
 ) -> dict[EventStatus, int]:
@@ -185,10 +269,21 @@ def count_by_status(
     if sources is not None and not sources:
         return counts
     found = _event_filter(None, sources, None, None)
-    sql = f"SELECT status, COUNT(*) FROM events WHERE {found.where()} GROUP BY status"
+    sql = f"SELECT status, SUM(n) FROM timefuse_status_counts WHERE {found.where()} GROUP BY status"
     for status, count in conn.execute(sql, found.params):
         counts[EventStatus(status)] = count
     return counts
+
+
+def pending_by_source(conn: sqlite3.Connection, sources: frozenset[str]) -> dict[str, int]:
+    # One statement for a batch's sources however many: a look-up each in the kept counts.
+    # json_each rather than one parameter per source: SQLite caps a statement's parameters.
+    sql = (
+        "SELECT source, n FROM timefuse_status_counts WHERE status = 'PENDING'"
+        " AND source IN (SELECT value FROM json_each(?))"
+    )
+    rows = conn.execute(sql, (json.dumps(sorted(sources)),))
+    return {str(source): int(count) for source, count in rows}
 
 
 def redeliver_matching(
@@ -202,9 +297,11 @@ def redeliver_matching(
     if sources is not None and not sources:
         return 0
     found = _event_filter(status, sources, *scheduled)
+    # With sources, their (source, status) ranges only: never another source's events.
+    index = "events_status_schedule" if sources is None else "events_source_status_schedule"
     sql = (
         f"UPDATE events {queries.REDELIVER_SET} WHERE rowid IN ("
-        f"SELECT rowid FROM events INDEXED BY events_status_schedule WHERE {found.where()}"
+        f"SELECT rowid FROM events INDEXED BY {index} WHERE {found.where()}"
         " ORDER BY scheduled_at, id LIMIT :limit)"
     )
     with transaction(conn):

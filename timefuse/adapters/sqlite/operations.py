@@ -398,6 +398,7 @@ def delete_finished_batch(
         if ids:
             conn.executemany(queries.DELETE_ATTEMPTS_OF_EVENT, ids)
             conn.executemany(queries.DELETE_EVENT, ids)
+            conn.execute(queries.DROP_EMPTY_COUNTS)
     return len(ids)
 
 

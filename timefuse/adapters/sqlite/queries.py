@@ -306,6 +306,10 @@ DELETE_ATTEMPTS_OF_EVENT = "DELETE FROM event_attempts WHERE event_id = ?"
 
 DELETE_EVENT = "DELETE FROM events WHERE id = ?"
 
+# The counts of a source's statuses that no event is in any more (a source that went away
+# keeps none): the table stays as small as the sources with events.
+DROP_EMPTY_COUNTS = "DELETE FROM timefuse_status_counts WHERE n = 0"
+
 MISSING_DESTINATION_KEYS = (
     "SELECT rowid, delivery_type, destination FROM events WHERE destination_key = '' LIMIT 1000"
 )

@@ -230,6 +230,9 @@ class SqliteEventStore(SqliteSchedules):
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
         return await self._run(partial(listing.count_by_status, sources=sources))
 
+    async def pending_by_source(self, sources: frozenset[str]) -> Mapping[str, int]:
+        return await self._run(partial(listing.pending_by_source, sources=sources))
+
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._run(partial(ops.attempts, event_id=event_id))
 

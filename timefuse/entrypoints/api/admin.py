@@ -14,6 +14,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
+from timefuse.domain.quota import ANY_SOURCE, SourceQuota
 from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api.access import principal
 from timefuse.entrypoints.api.body import BodyLimits, read_json
@@ -21,14 +22,23 @@ from timefuse.entrypoints.api.envelope import ok
 from timefuse.entrypoints.api.errors import (
     DESTINATION_NOT_FOUND,
     NO_KAFKA_INGEST,
+    QUOTA_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     ApiError,
 )
-from timefuse.entrypoints.api.listing import check_window, instant_param, int_param, invalid
+from timefuse.entrypoints.api.listing import (
+    check_window,
+    instant_param,
+    int_param,
+    invalid,
+    source_param,
+)
 from timefuse.entrypoints.api.models import (
     CleanedUp,
     DeliveryTypeOut,
     DestinationOut,
+    QuotaIn,
+    QuotaOut,
     Redelivered,
     RedeliverIn,
     RefusedRecordOut,
@@ -46,12 +56,14 @@ from timefuse.entrypoints.auth import Role
 from timefuse.ports.ingest import StreamUnavailable
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
+from timefuse.service.quotas import QuotaUsage, SourceQuotas
 
 log = structlog.get_logger("timefuse.api")
 
 MAX_CLEANUP_DAYS = 36_500
 
 _redeliver_decoder = msgspec.json.Decoder(RedeliverIn)
+_quota_decoder = msgspec.json.Decoder(QuotaIn)
 
 
 class AdminApi:
@@ -74,6 +86,8 @@ class AdminApi:
     async def redeliver_dead_letters(self, request: Request) -> Response:
         body = await read_json(request, _redeliver_decoder, self._limits)
         errors: list[FieldError] = []
+        if body.source is not None:
+            source_param(body.source, errors)
         scheduled_from = instant_param("scheduled_from", body.scheduled_from, errors)
         scheduled_to = instant_param("scheduled_to", body.scheduled_to, errors)
         check_window(scheduled_from, scheduled_to, errors)
@@ -90,6 +104,54 @@ class AdminApi:
         # Operators' bulk actions are worth a trace of who did what.
         log.info("dead letters redelivered", count=count, source=body.source, key=caller.name)
         return ok(Redelivered(count), message=f"{count} events redelivered")
+
+    async def quotas(self, request: Request) -> Response:
+        source = request.query_params.get("source")
+        if source is not None:
+            errors: list[FieldError] = []
+            source = source_param(source, errors)
+            if errors:
+                raise invalid(errors)
+        quotas = self._service.quotas
+        if quotas is None:
+            return ok([])
+        rows = await quotas.usage(None if source is None else [source])
+        return ok([_quota_out(row) for row in rows])
+
+    async def set_quota(self, request: Request) -> Response:
+        source = _quota_name(request)
+        body = await read_json(request, _quota_decoder, self._limits)
+        try:
+            quota = SourceQuota(rate=body.rate, burst=body.burst, max_pending=body.max_pending)
+        except ValueError as exc:
+            # The one rule msgspec's bounds can't say: a burst needs a rate.
+            raise invalid([FieldError("burst", str(exc))], "request") from None
+        quotas = self._quotas()
+        quotas.set_entry(source, quota)
+        log.info(
+            "source quota set",
+            source=source,
+            quota=msgspec.structs.asdict(body),
+            key=principal(request).name,
+        )
+        (row,) = await quotas.usage([source])
+        return ok(_quota_out(row), message="quota set in this process")
+
+    async def remove_quota(self, request: Request) -> Response:
+        source = _quota_name(request)
+        quotas = self._quotas()
+        if not quotas.set_entry(source, None):
+            message = f"this process has no quota entry {source[:100]!r}"
+            raise ApiError(404, QUOTA_NOT_FOUND, message)
+        log.info("source quota removed", source=source, key=principal(request).name)
+        (row,) = await quotas.usage([source])
+        return ok(_quota_out(row), message="quota removed in this process")
+
+    def _quotas(self) -> SourceQuotas:
+        quotas = self._service.quotas
+        if quotas is None:
+            raise ApiError(503, SERVICE_UNAVAILABLE, "this process enforces no quotas")
+        return quotas
 
     async def cleanup(self, request: Request) -> Response:
         errors: list[FieldError] = []
@@ -178,6 +240,30 @@ class AdminApi:
         return self._admin
 
 
+def _quota_name(request: Request) -> str:
+    source: str = request.path_params["source"]
+    if source != ANY_SOURCE:
+        errors: list[FieldError] = []
+        source_param(source, errors)
+        if errors:
+            raise invalid(errors)
+    return source
+
+
+def _quota_out(usage: QuotaUsage) -> QuotaOut:
+    quota = usage.quota
+    return QuotaOut(
+        source=usage.source,
+        entry=usage.entry,
+        rate=None if quota is None else quota.rate,
+        burst=None if quota is None or quota.rate is None else quota.bucket_size,
+        max_pending=None if quota is None else quota.max_pending,
+        pending=usage.pending,
+        tokens=None if usage.tokens is None else round(usage.tokens, 3),
+        rejected=usage.rejected,
+    )
+
+
 def _destination_out(key: str, state: Mapping[str, object]) -> DestinationOut:
     return msgspec.convert({**state, "key": key}, DestinationOut)
 
@@ -188,6 +274,12 @@ _DAYS = {
     "maximum": MAX_CLEANUP_DAYS,
     "description": "Keep terminal events updated within this many days (default: "
     "CLEANUP_RETENTION_DAYS).",
+}
+_SOURCE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "description": "A source: its quota and use.",
 }
 _LIMIT = {
     "type": "integer",
@@ -213,6 +305,36 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
         "become PENDING and due now, in one transaction; send {} for any source and time. "
         "Call again while it answers limit.",
     )  # fmt: skip
+    quotas = Operation(
+        "GET", prefix + "/quotas", api.quotas, "Quotas per source and their use", tag,
+        Role.ADMIN, data=list[QuotaOut], errors=(400, 503), query={"source": _SOURCE},
+        description="Without source: every entry of TIMEFUSE_SOURCE_QUOTAS (* included). With "
+        "source: that source, under the entry that holds for it (null: unlimited). pending is "
+        "the store's count; tokens and rejected are this process's.",
+    )  # fmt: skip
+    quota = {
+        "source": {
+            **_SOURCE,
+            "description": "A source, or * for every source without an entry of its own.",
+        }
+    }
+    changes = [
+        Operation(
+            "PUT", prefix + "/quotas/{source:path}", api.set_quota, "Set a source's quota", tag,
+            Role.ADMIN, data=QuotaOut, body=QuotaIn, errors=(400, 413, 415, 503),
+            params=quota,
+            description="In the process answering only, until it restarts (then "
+            "TIMEFUSE_SOURCE_QUOTAS holds again): set it in the configuration to keep it, and "
+            "call every API process to apply it now. The source's bucket keeps its tokens.",
+        ),
+        Operation(
+            "DELETE", prefix + "/quotas/{source:path}", api.remove_quota,
+            "Remove a source's quota entry", tag, Role.ADMIN, data=QuotaOut,
+            errors=(400, 404, 503), params=quota,
+            description="In the process answering only, until it restarts. The source falls "
+            "under * again (or is unlimited); 404 QUOTA_NOT_FOUND without such an entry.",
+        ),
+    ]  # fmt: skip
     refused = Operation(
         "GET", prefix + "/ingest/dead-letters", api.refused_records,
         "Ingest records the Kafka consumer refused", tag, Role.ADMIN,
@@ -222,9 +344,11 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
         "404 when Kafka is not configured.",
     )  # fmt: skip
     if not api.has_facade:
-        return [redeliver, refused]
+        return [redeliver, quotas, *changes, refused]
     return [
         redeliver,
+        quotas,
+        *changes,
         refused,
         Operation(
             "POST", prefix + "/cleanup", api.cleanup, "Run retention now", tag, Role.ADMIN,

@@ -10,7 +10,14 @@ import msgspec
 from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api.access import FORBIDDEN_SOURCE, Principal
 from timefuse.entrypoints.api.envelope import FieldErrorOut
-from timefuse.entrypoints.api.errors import VALIDATION_FAILED, ApiError
+from timefuse.entrypoints.api.errors import (
+    QUOTA_PENDING,
+    QUOTA_RATE,
+    VALIDATION_FAILED,
+    ApiError,
+    quota_code,
+    retry_after,
+)
 from timefuse.entrypoints.api.models import (
     AcceptedId,
     BatchIn,
@@ -126,7 +133,17 @@ def _foreign(index: int, item: EventIn, source: str) -> RejectedEvent:
         external if isinstance(external, str) else None,
         f"source: {message}",
         [FieldErrorOut("source", message)],
+        FORBIDDEN_SOURCE,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A batch's result, and how long a source over its rate should wait (``None``: none
+    was)."""
+
+    out: BatchOut
+    retry_after: float | None
 
 
 async def submit_items(
@@ -136,7 +153,7 @@ async def submit_items(
     caller: Principal,
     *,
     reject_unknown: bool = False,
-) -> BatchOut:
+) -> Submitted:
     """Submit the items of a batch the caller may submit; reject the others by index.
 
     Raises 403 when every item is for a source the caller may not act for: nothing in the
@@ -156,28 +173,35 @@ async def submit_items(
     # The service numbers the items it was given; map them back to the client's positions.
     positions = sorted_items.positions
     ids = [AcceptedId(positions[i], event_id) for i, event_id in result.accepted]
+    waits = [r.quota.retry_after for r in result.rejected if r.quota is not None]
     rejected.extend(
         RejectedEvent(
             positions[r.index],
             r.external_job_id,
             r.reason,
             [FieldErrorOut(e.field, e.message) for e in r.errors],
+            VALIDATION_FAILED if r.quota is None else quota_code(r.quota),
         )
         for r in result.rejected
     )
     rejected.sort(key=lambda r: r.index)
     accepted_at = {item.index for item in ids}
     warnings = [w for w in sorted_items.warnings if w.index in accepted_at]
-    return batch_out(ids, rejected, stored=not service.buffered, warnings=warnings)
+    wait = max((w for w in waits if w is not None), default=None)
+    out = batch_out(ids, rejected, stored=not service.buffered, warnings=warnings)
+    return Submitted(out, wait)
 
 
-def all_rejected(out: BatchOut) -> ApiError:
-    """The answer when nothing in a batch was accepted: 400, every item's errors listed.
+def all_rejected(submitted: Submitted) -> ApiError:
+    """The answer when nothing in a batch was accepted: 400, every item's errors listed; 429
+    when every item was refused by its source's quota (with ``Retry-After`` when one was
+    over its rate), as the same batch may pass later.
 
     ``errors`` names each bad field as ``events[<index>].<field>``; ``data`` still carries
     the batch result (``accepted`` 0 and every ``rejected_events`` entry), so a client reads
     rejections from the same place whether or not part of the batch went through.
     """
+    out = submitted.out
     errors: list[FieldError] = []
     for r in out.rejected_events:
         item = f"events[{r.index}]"
@@ -185,4 +209,10 @@ def all_rejected(out: BatchOut) -> ApiError:
         if not r.errors:
             errors.append(FieldError(item, r.reason))
     message = f"all {out.rejected} events were rejected"
+    codes = {r.code for r in out.rejected_events}
+    if codes <= {QUOTA_RATE, QUOTA_PENDING}:
+        wait = submitted.retry_after
+        headers = retry_after(wait) if wait is not None else None
+        code = QUOTA_RATE if QUOTA_RATE in codes else QUOTA_PENDING
+        return ApiError(429, code, message, errors=errors, data=out, headers=headers)
     return ApiError(400, VALIDATION_FAILED, message, errors=errors, data=out)

@@ -6,6 +6,7 @@ building error responses, so every error answer has the same shape and the same 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import structlog
@@ -18,6 +19,7 @@ from timefuse.domain.validation import FieldError, ValidationFailed
 from timefuse.entrypoints.api.envelope import fail
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError, StoreRefused
+from timefuse.service.quotas import QuotaExceeded, QuotaReason, QuotaRefusal
 
 log = structlog.get_logger("timefuse.api")
 
@@ -38,6 +40,10 @@ SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 NOT_READY = "NOT_READY"
 CLIENT_DISCONNECTED = "CLIENT_DISCONNECTED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+# A source's quota (timefuse.service.quotas): its submission rate, or its PENDING events.
+QUOTA_RATE = "QUOTA_RATE"
+QUOTA_PENDING = "QUOTA_PENDING"
+QUOTA_NOT_FOUND = "QUOTA_NOT_FOUND"
 
 # Codes for the HTTP errors Starlette raises itself (unknown route, wrong method).
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -98,6 +104,30 @@ async def _buffer_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+def quota_code(refusal: QuotaRefusal) -> str:
+    return QUOTA_RATE if refusal.reason is QuotaReason.RATE else QUOTA_PENDING
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """A ``Retry-After`` header in whole seconds, never 0 (a client would retry at once)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+async def _quota_exceeded(request: Request, exc: Exception) -> Response:
+    # 429 either way: the same request may pass later. Only a rate refusal knows when; room
+    # under the PENDING cap comes back as the source's events are delivered, at no set time.
+    assert isinstance(exc, QuotaExceeded)
+    refusal = exc.refusal
+    wait = refusal.retry_after
+    return fail(
+        429,
+        quota_code(refusal),
+        refusal.message,
+        errors=[FieldError("source", refusal.message)],
+        headers=retry_after(wait) if wait is not None else None,
+    )
+
+
 async def _store_error(request: Request, exc: Exception) -> Response:
     # Driver messages can name hosts and users: they go to the log, not to the client.
     log.warning("event store error", error=str(exc), path=request.url.path)
@@ -129,6 +159,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     ValidationFailed: _validation_failed,
+    QuotaExceeded: _quota_exceeded,
     BufferUnavailable: _buffer_unavailable,
     StoreError: _store_error,
     HTTPException: _http_exception,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -134,12 +135,26 @@ def _status(text: str | None, errors: list[FieldError]) -> EventStatus | None:
 
 
 def _source(text: str | None, errors: list[FieldError]) -> str | None:
-    if text is None:
-        return None
+    return None if text is None else source_param(text, errors)
+
+
+def has_control_characters(text: str) -> bool:
+    """The submission rule's test (timefuse.domain.validation, kept private there; a property
+    test checks the two agree): a C0/C1 control or a format character."""
+    if text.isprintable():
+        return False
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
+def source_param(text: str, errors: list[FieldError]) -> str:
+    """A source named in a query, checked as submissions check theirs."""
     if not text.strip():
         errors.append(FieldError("source", "must not be blank"))
     elif len(text) > _MAX_SOURCE:
         errors.append(FieldError("source", f"must be at most {_MAX_SOURCE} characters"))
+    elif has_control_characters(text):
+        # No source holds one (submissions refuse them), and PostgreSQL can't take a NUL.
+        errors.append(FieldError("source", "must not contain control characters"))
     return text
 
 

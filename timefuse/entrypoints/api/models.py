@@ -404,10 +404,14 @@ class AcceptedId(msgspec.Struct):
 
 
 class RejectedEvent(msgspec.Struct):
+    """An item of a batch not accepted. ``code``: VALIDATION_FAILED (``errors`` names the
+    fields), FORBIDDEN_SOURCE, QUOTA_RATE or QUOTA_PENDING (its source's quota)."""
+
     index: int
     external_job_id: str | None
     reason: str
     errors: list[FieldErrorOut]
+    code: str = "VALIDATION_FAILED"
 
 
 class ItemWarning(msgspec.Struct):
@@ -635,6 +639,55 @@ class Redelivered(msgspec.Struct):
 class CleanedUp(msgspec.Struct):
     deleted: int
     days: int
+
+
+class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A source's quota; a field left out (or null) is no limit. Unknown fields are refused: a
+    misspelt limit silently ignored would leave the source unlimited."""
+
+    rate: (
+        Annotated[float, msgspec.Meta(gt=0, description="Events accepted per second on average.")]
+        | None
+    ) = None
+    burst: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                description="Events accepted at once after a quiet spell (needs rate; default "
+                "one second's worth, at least 1).",
+            ),
+        ]
+        | None
+    ) = None
+    max_pending: (
+        Annotated[int, msgspec.Meta(ge=0, description="PENDING events the source may hold.")] | None
+    ) = None
+
+
+class QuotaOut(msgspec.Struct):
+    """A source's quota and its use (or the ``*`` entry's, which holds for every source
+    without one of its own)."""
+
+    source: str
+    entry: Annotated[
+        str | None, _doc("The entry that holds for the source: itself, or *; null: unlimited.")
+    ]
+    rate: Annotated[float | None, _doc("Events accepted per second (null: no limit).")]
+    burst: Annotated[int | None, _doc("Events accepted at once after a quiet spell.")]
+    max_pending: Annotated[int | None, _doc("PENDING events it may hold (null: no limit).")]
+    pending: Annotated[int | None, _doc("Its PENDING events now (null for *).")]
+    tokens: Annotated[
+        float | None,
+        _doc("Events it may submit at once now, in the process answering (null: no rate)."),
+    ]
+    rejected: Annotated[
+        dict[str, int],
+        _doc(
+            "Events refused under the entry by the process answering, by reason (rate, "
+            "pending), since it started."
+        ),
+    ]
 
 
 class DestinationOut(msgspec.Struct):

@@ -43,6 +43,8 @@ _ERRORS = {
     415: "The body is not application/json (or a +json type).",
     422: "A schedule's field is invalid (errors names each: an invalid cron, an unknown time "
     "zone, end_at before start_at, an interval under one second, an event field, ...).",
+    429: "The event's source is over its quota (error_code QUOTA_RATE: its submission rate, "
+    "with Retry-After; QUOTA_PENDING: its PENDING events); nothing was accepted.",
     503: "A part timefuse needs (store, buffer) is unavailable; nothing was accepted or changed.",
 }
 

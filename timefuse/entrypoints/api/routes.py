@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from urllib.parse import urlencode
 
@@ -28,8 +27,14 @@ from timefuse.entrypoints.api.errors import (
     VALIDATION_FAILED,
     VERSION_MISMATCH,
     ApiError,
+    retry_after,
 )
-from timefuse.entrypoints.api.listing import QUERY_PARAMS, invalid, parse_listing
+from timefuse.entrypoints.api.listing import (
+    QUERY_PARAMS,
+    has_control_characters,
+    invalid,
+    parse_listing,
+)
 from timefuse.entrypoints.api.models import (
     AcceptedOut,
     AttemptOut,
@@ -138,17 +143,20 @@ class EventsApi:
         """
         body = await read_json(request, _batch_decoder, self._limits)
         items = batch.check_size(body, self._batch_items, self._max_batch_events)
-        out = await batch.submit_items(
+        submitted = await batch.submit_items(
             self._service,
             self._metrics,
             items,
             principal(request),
             reject_unknown=self._reject_unknown,
         )
+        out = submitted.out
         if not out.accepted:
-            raise batch.all_rejected(out)
+            raise batch.all_rejected(submitted)
         message = f"{out.accepted} accepted, {out.rejected} rejected"
-        return ok(out, 202, message=message)
+        # Items refused for their source's rate may come back after this long.
+        wait = submitted.retry_after
+        return ok(out, 202, message=message, headers=retry_after(wait) if wait else None)
 
     async def get(self, request: Request) -> Response:
         event_id = _event_id(request)
@@ -316,9 +324,7 @@ def external_id_problem(value: str, max_length: int) -> str | None:
         return "must not be blank"
     if len(value) > max_length:
         return f"must be at most {max_length} characters"
-    # The domain's rule (timefuse.domain.validation), kept private there; a property test
-    # checks the two agree.
-    if not value.isprintable() and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+    if has_control_characters(value):
         return "must not contain control characters"
     return None
 
@@ -376,11 +382,13 @@ def event_operations(api: EventsApi) -> list[Operation]:
     return [
         Operation(
             "POST", PREFIX, api.submit, "Submit an event", tag, Role.SUBMIT,
-            status=202, data=AcceptedOut, body=EventBody, errors=(400, 403, 413, 415, 503),
+            status=202, data=AcceptedOut, body=EventBody, errors=(400, 403, 413, 415, 429, 503),
             description="The event's id is derived from its (source, external_job_id, "
             "scheduled_at): a resubmission, or a retry after a 503 or a timeout, gets the same "
             "id and never makes a second event. A resubmission of a stored event answers "
-            "duplicate: true with that event's status.",
+            "duplicate: true with that event's status. 429 when the event's source is over its "
+            "quota: its submission rate (QUOTA_RATE, with Retry-After) or its PENDING events "
+            "(QUOTA_PENDING).",
         ),
         Operation(
             "GET", PREFIX, api.list_events, "List events, a page at a time", tag, Role.READ,
@@ -392,10 +400,14 @@ def event_operations(api: EventsApi) -> list[Operation]:
         Operation(
             "POST", PREFIX + "/batch", api.submit_batch, "Submit a batch of events", tag,
             Role.SUBMIT, status=202, data=BatchOut, body=BatchBody,
-            errors=(400, 403, 413, 415, 503),
-            description="Each event is accepted or rejected on its own. 400 when none is "
-            "accepted (data lists the rejections); 403 when every event is for a source the "
-            "key may not act for.",
+            errors=(400, 403, 413, 415, 429, 503),
+            description="Each event is accepted or rejected on its own (rejected_events[].code "
+            "says why: VALIDATION_FAILED, FORBIDDEN_SOURCE, QUOTA_RATE, QUOTA_PENDING); a "
+            "source over its quota has its first events accepted and the rest rejected. 400 "
+            "when none is accepted (data lists the rejections), 429 when none is because of "
+            "quotas (with Retry-After for a rate); 403 when every event is for a source the "
+            "key may not act for. Retry-After on a 202 says when events refused for a rate "
+            "may be sent again.",
         ),
         Operation(
             "GET", PREFIX + "/statistics", api.statistics, "Count events per status", tag,

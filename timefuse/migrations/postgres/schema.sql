@@ -21,7 +21,8 @@ INSERT INTO timefuse_schema_version (version, name) VALUES
     (4, '0004_claims_and_workers.sql'),
     (5, '0005_shared_limits.sql'),
     (6, '0006_schedules.sql'),
-    (7, '0007_request_control.sql');
+    (7, '0007_request_control.sql'),
+    (8, '0008_source_listing.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -77,6 +78,8 @@ CREATE INDEX events_status_schedule ON events (status, scheduled_at, id);
 CREATE INDEX events_in_flight ON events (destination_key) WHERE status = 'PROCESSING';
 CREATE INDEX events_occurrences ON events ((extra ->> 'schedule_id'), scheduled_at, id)
     WHERE (extra ->> 'schedule_id') IS NOT NULL;
+
+CREATE INDEX events_source_status_schedule ON events (source, status, scheduled_at, id);
 
 -- One row per stored event: global uniqueness of ids, and id -> scheduled_at.
 CREATE TABLE event_ids (

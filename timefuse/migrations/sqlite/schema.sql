@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 
 INSERT INTO schema_version (version)
-SELECT 5 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+SELECT 6 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- A rowid table (not WITHOUT ROWID): payloads can reach 1 MiB, and SQLite advises against
 -- WITHOUT ROWID for rows that large. The claim subquery selects rowids straight from the
@@ -83,6 +83,12 @@ CREATE INDEX IF NOT EXISTS events_schedule
 
 CREATE INDEX IF NOT EXISTS events_status_schedule
     ON events (status, scheduled_at, id);
+
+-- Listings of some sources (a tenant's), in the same order after (source, status): a page of a
+-- source is one index range per status, whatever other sources keep. Covering: the listing
+-- reads rowids here and only the page's rows from the table.
+CREATE INDEX IF NOT EXISTS events_source_status_schedule
+    ON events (source, status, scheduled_at, id);
 
 -- No foreign key to events: attempts are written only under a live lease (checked in the
 -- same transaction) and deleted with their event by the retention job.
@@ -158,3 +164,33 @@ CREATE INDEX IF NOT EXISTS timefuse_schedules_due
 CREATE INDEX IF NOT EXISTS events_occurrences
     ON events (json_extract(extra, '$.schedule_id'), scheduled_at, id)
     WHERE json_extract(extra, '$.schedule_id') IS NOT NULL;
+
+-- Events per source and status, kept by the triggers below in the writing transaction: a
+-- source's statistics and the PENDING count its quota is checked against are one look-up.
+CREATE TABLE IF NOT EXISTS timefuse_status_counts (
+    source TEXT    NOT NULL,
+    status TEXT    NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (source, status)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS events_count_inserted AFTER INSERT ON events
+BEGIN
+    INSERT INTO timefuse_status_counts (source, status, n) VALUES (NEW.source, NEW.status, 1)
+        ON CONFLICT (source, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS events_count_updated AFTER UPDATE OF source, status ON events
+WHEN OLD.source IS NOT NEW.source OR OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE timefuse_status_counts SET n = n - 1
+     WHERE source = OLD.source AND status = OLD.status;
+    INSERT INTO timefuse_status_counts (source, status, n) VALUES (NEW.source, NEW.status, 1)
+        ON CONFLICT (source, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS events_count_deleted AFTER DELETE ON events
+BEGIN
+    UPDATE timefuse_status_counts SET n = n - 1
+     WHERE source = OLD.source AND status = OLD.status;
+END;

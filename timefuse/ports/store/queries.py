@@ -42,6 +42,11 @@ class Queries(Protocol):
         """How many events are in each status (with ``sources``: of those sources only)."""
         ...
 
+    async def pending_by_source(self, sources: frozenset[str]) -> Mapping[str, int]:
+        """How many PENDING events each of ``sources`` holds, in one read (a source holding
+        none may be left out): what a submission's quotas are checked against."""
+        ...
+
     async def count_due_by_type(self) -> Mapping[str, int]:
         """How many PENDING events are due now (``next_attempt_at`` <= the store's now), per
         delivery type: the backlog, and events whose type no running process delivers."""
