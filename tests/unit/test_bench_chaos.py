@@ -93,9 +93,9 @@ def test_the_report_sums_the_windows_and_keeps_the_worst_peaks() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--rate", "0"], "must be positive"),
+        (["--rate", "0"], "must be at least 1"),
         (["--faults", "-1"], "must not be negative"),
-        (["--interval", "soon"], "not a number"),
+        (["--interval", "soon"], "must be a number"),
         (["--kinds", "kill-kafka"], "unknown fault 'kill-kafka'"),
     ],
 )

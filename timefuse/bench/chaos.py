@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from psycopg import sql
 from timefuse.bench.api import BATCH_PATH, iso
 from timefuse.bench.fleet import fleet_env
 from timefuse.bench.kafka_broker import KafkaBrokerError, LocalKafkaBroker
+from timefuse.bench.options import positive_float, positive_int
 from timefuse.bench.pgserver import PrivateServer, Server
 from timefuse.bench.processes import BenchError, ReceiverProcess, free_port
 from timefuse.bench.stats import percentile
@@ -555,19 +556,6 @@ def _per_second_peaks(arrivals: list[float]) -> dict[int, int]:
 # -- the command -----------------------------------------------------------------------------
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
-
-
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -594,23 +582,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--faults", type=_non_negative_int, default=20, help="faults, one per window (20)")
-    add("--interval", type=_positive(float), default=15.0, help="seconds per window (15)")
-    add("--dispatchers", type=_positive(int), default=3, help="dispatch processes (3)")
+    add("--interval", type=positive_float, default=15.0, help="seconds per window (15)")
+    add("--dispatchers", type=positive_int, default=3, help="dispatch processes (3)")
     add("--kafka", action="store_true",
         help="submit through a local Kafka broker and ingest consumers")  # fmt: skip
-    add("--ingest", type=_positive(int), default=2, help="ingest consumers with --kafka (2)")
-    add("--rate", type=_positive(int), default=200, help="events offered per second (200)")
-    add("--lead", type=_positive(float), default=1.0, help="seconds from sending to due (1)")
-    add("--cap", type=_positive(int), default=20, help="the capped receiver's cap (20)")
-    add("--dest-rate", type=_positive(float), default=150.0,
+    add("--ingest", type=positive_int, default=2, help="ingest consumers with --kafka (2)")
+    add("--rate", type=positive_int, default=200, help="events offered per second (200)")
+    add("--lead", type=positive_float, default=1.0, help="seconds from sending to due (1)")
+    add("--cap", type=positive_int, default=20, help="the capped receiver's cap (20)")
+    add("--dest-rate", type=positive_float, default=150.0,
         help="the limited receiver's deliveries per second (150)")  # fmt: skip
-    add("--dest-burst", type=_positive(int), default=15,
+    add("--dest-burst", type=positive_int, default=15,
         help="the limited receiver's burst (15)")  # fmt: skip
-    add("--receiver-delay", type=_positive(float), default=0.05,
+    add("--receiver-delay", type=positive_float, default=0.05,
         help="seconds each receiver holds a request (0.05)")  # fmt: skip
-    add("--dead-after", type=_positive(float), default=5.0,
+    add("--dead-after", type=positive_float, default=5.0,
         help="TIMEFUSE_WORKER_DEAD_AFTER_SECONDS of the cluster (5)")  # fmt: skip
-    add("--drain", type=_positive(float), default=120.0,
+    add("--drain", type=positive_float, default=120.0,
         help="most seconds to wait for the last events after the load stops (120)")  # fmt: skip
     add("--kinds", type=_kinds, default=None,
         help="comma list of the faults to use (default: all the deployment allows)")  # fmt: skip

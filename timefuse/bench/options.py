@@ -153,7 +153,7 @@ class BenchOptions:
         return self.url is None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -163,7 +163,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -243,7 +243,7 @@ def _add_schedules(sub: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--idle",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="also declare N schedules that don't fire during the run (yearly), to show "
         "that schedules waiting cost the ticks nothing",
@@ -251,31 +251,31 @@ def _add_schedules(sub: argparse.ArgumentParser) -> None:
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-n", "--events", type=_positive_int, help="events to submit")
+    sub.add_argument("-n", "--events", type=positive_int, help="events to submit")
     sub.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         help="steady: events per second; day: run at this rate instead of 80 %% of the knee",
     )
     sub.add_argument(
-        "--duration", type=_positive_float, help="steady, schedules: seconds to run (observe)"
+        "--duration", type=positive_float, help="steady, schedules: seconds to run (observe)"
     )
     sub.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         help="deliveries (or, for ingest, batch requests) in flight at once",
     )
     sub.add_argument("--short", action="store_true", help="tiny sizes, a few seconds per run")
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_argument(
         "--runs",
-        type=_positive_int,
+        type=positive_int,
         help=f"measure everything this many times and report medians (default 1; river: "
         f"{RIVER_RUNS})",
     )
     sub.add_argument(
         "--lead",
-        type=_positive_float,
+        type=positive_float,
         help="seconds between the start of submission and the due time",
     )
 
@@ -343,21 +343,21 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
 
 
 def _process_count(text: str) -> int:
-    count = _positive_int(text)
+    count = positive_int(text)
     if count > MAX_PROCESSES:
         raise argparse.ArgumentTypeError(f"must be 1..{MAX_PROCESSES}, got {count}")
     return count
 
 
 def _batch_size(text: str) -> int:
-    size = _positive_int(text)
+    size = positive_int(text)
     if size > 1000:
         raise argparse.ArgumentTypeError(f"must be 1..1000 (a batch request's limit), got {size}")
     return size
 
 
 def _growth(text: str) -> float:
-    factor = _positive_float(text)
+    factor = positive_float(text)
     if factor <= 1.0:
         raise argparse.ArgumentTypeError(f"must be above 1, got {text}")
     return factor
@@ -370,32 +370,32 @@ def _add_day(sub: argparse.ArgumentParser) -> None:
             flag, type=_process_count, metavar="N", help=f"`timefuse {role}` processes (default 1)"
         )
     day.add_argument(
-        "--clients", type=_positive_int, metavar="N", help="concurrent REST clients (default 8)"
+        "--clients", type=positive_int, metavar="N", help="concurrent REST clients (default 8)"
     )
     day.add_argument(
         "--batch", type=_batch_size, metavar="N", help="events per batch request (default 100)"
     )
     day.add_argument(
         "--partitions",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="partitions of the run's ingest topic (default 6)",
     )
     day.add_argument(
-        "--knee-start", type=_positive_float, metavar="RATE", help="first knee step, events/s"
+        "--knee-start", type=positive_float, metavar="RATE", help="first knee step, events/s"
     )
     day.add_argument(
-        "--knee-max", type=_positive_float, metavar="RATE", help="stop the knee search here"
+        "--knee-max", type=positive_float, metavar="RATE", help="stop the knee search here"
     )
     day.add_argument(
         "--knee-factor", type=_growth, metavar="F", help="rate growth from one step to the next"
     )
     day.add_argument(
-        "--step", type=_positive_float, metavar="SECONDS", help="seconds of load per knee step"
+        "--step", type=positive_float, metavar="SECONDS", help="seconds of load per knee step"
     )
     day.add_argument(
         "--knee-lateness",
-        type=_positive_float,
+        type=positive_float,
         metavar="SECONDS",
         help="p99 lateness a knee step may have and still pass",
     )
