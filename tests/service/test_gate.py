@@ -235,3 +235,96 @@ async def test_draining_takes_every_waiting_event_and_stops_the_timers() -> None
     assert gate.drain() == [waiting]
     await asyncio.sleep(5.0)
     assert seen.handed_back == []  # the timer that would have handed it back is gone
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test moves it (the gate's timers don't
+    fire in between), to look at the gate between a token coming and its timer."""
+
+    def __init__(self) -> None:
+        self.now = loop_time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_new_event_waits_behind_those_already_waiting() -> None:
+    seen = Seen()
+    clock = ManualClock()
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=1.0, burst=1), hold_seconds=5.0),
+        start=seen.started.append,
+        hand_back=lambda c, delay, why: seen.handed_back.append((c, delay, why)),
+        monotonic=clock,
+    )
+    first, second, third = (claimed(at=clock.now) for _ in range(3))
+    gate.admit(first)
+    gate.admit(second)  # no token left: waits
+    clock.now += 1.0  # a token is there; the timer that would start `second` hasn't run
+    gate.admit(third)
+    assert seen.started == [first, second]  # the token went to the one that waited
+    clock.now += 1.0
+    gate.finished(first, OK, 0.1)
+    assert seen.started == [first, second, third]
+
+
+async def test_a_token_wait_counts_the_part_of_a_token_already_there() -> None:
+    starts: list[float] = []
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=2.0, burst=1), hold_seconds=5.0),
+        start=lambda c: starts.append(loop_time()),
+        hand_back=lambda c, delay, why: None,
+        monotonic=loop_time,
+    )
+    start = loop_time()
+    gate.admit(claimed())
+    gate.admit(claimed())  # waits for the next token, half a second away
+    await asyncio.sleep(0.2)
+    gate.admit(claimed())  # sets the timer again: 0.3 s to go, not another 0.5 s
+    await asyncio.sleep(1.5)
+    assert [round(t - start, 2) for t in starts] == [0.0, 0.5, 1.0]
+
+
+async def test_a_breaker_closed_by_hand_while_probing_probes_again_when_it_next_opens() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=5.0)
+    for _ in range(2):
+        first = claimed("down.example")
+        gate.admit(first)
+        gate.finished(first, FAIL, 0.1)
+    await asyncio.sleep(5.0)
+    probe = claimed("down.example")
+    gate.admit(probe)
+    assert seen.started[-1] is probe
+    assert gate.reset_breaker("down.example:443")  # an operator closes it meanwhile
+    for n in range(2):
+        again = claimed("down.example")
+        gate.admit(again)
+        gate.finished(again, FAIL, 0.1)
+        # One failure after the reset is one of two, not a failed probe; two open it again
+        # (the old probe still out).
+        assert gate.snapshot()["down.example:443"]["breaker"] == ("CLOSED", "OPEN")[n]
+    await asyncio.sleep(5.0)
+    # The event that went out before the reset is no longer the probe: a new one may go.
+    assert gate.claim_budget().budgets["down.example:443"] == 1
+    next_probe = claimed("down.example")
+    gate.admit(next_probe)
+    assert seen.started[-1] is next_probe
+    gate.finished(probe, FAIL, 12.0)  # the old one's failure says nothing new
+    assert gate.snapshot()["down.example:443"]["trips"] == 2
+
+
+async def test_a_straggler_that_succeeds_while_the_breaker_is_open_closes_it() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=60.0)
+    slow, first, second = (claimed("flaky.example") for _ in range(3))
+    for c in (slow, first, second):
+        gate.admit(c)
+    gate.finished(first, FAIL, 0.1)
+    gate.finished(second, FAIL, 0.1)
+    assert gate.snapshot()["flaky.example:443"]["breaker"] == "OPEN"
+    gate.finished(slow, OK, 5.0)  # admitted before it opened, and the receiver answered
+    assert gate.snapshot()["flaky.example:443"]["breaker"] == "CLOSED"
+    after = claimed("flaky.example")
+    gate.admit(after)
+    assert seen.started[-1] is after
