@@ -481,10 +481,14 @@ async def test_closing_an_open_circuit_breaker_from_the_destinations_page(
     await expect(row.locator(".badge")).to_have_text("OPEN")
     await screenshot(page, "destinations-breaker-open")
 
+    # The receiver is back: closing the breaker lets the held-back retry through at once
+    # (were it still failing, that retry would open the breaker again straight away).
+    receiver.behaviours["/down"] = always(200)
     await row.get_by_role("button", name="Close breaker").click()
 
     await expect(page.get_by_role("status")).to_contain_text("Circuit breaker closed")
     await expect(row.locator(".badge")).to_have_text("CLOSED")
+    await api.wait_status(failed, "COMPLETED")
     states = await api.call("GET", f"{EVENTS}/admin/destinations")
     assert [state["breaker"] for state in states] == ["CLOSED"]
 

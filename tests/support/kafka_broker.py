@@ -518,7 +518,9 @@ class LocalKafkaBroker(KafkaBroker):
         self._terminate(signal.SIGKILL, timeout=10.0)
 
     def close(self) -> None:
-        self.stop()
+        # Its data is deleted next: a graceful shutdown (up to STOP_TIMEOUT_S) would save
+        # nothing anyone reads.
+        self.kill()
         shutil.rmtree(self._root, ignore_errors=True)
         _live_local_brokers.discard(self)
 
