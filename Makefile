@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck services unit bench clean
+.PHONY: run test check lint typecheck services unit mutants bench clean
 
 run: $(STAMP)
 	$(BIN)/timefuse serve
@@ -38,6 +38,15 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+# Mutation testing (not part of `make test`): mutmut plants bugs in timefuse/domain and
+# timefuse/service one at a time and runs the fast tiers on each (configured in pyproject.toml,
+# [tool.mutmut]); results are kept in ./mutants, so a second run redoes only what changed.
+# MUTANTS_JOBS sets how many mutants are tested at once.
+MUTANTS_JOBS ?= 2
+mutants: $(STAMP)
+	$(BIN)/mutmut run --max-children $(MUTANTS_JOBS)
+	$(BIN)/python scripts/mutation_report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,6 +10,7 @@ import pytest
 from tests.service.conftest import World
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import ClaimRequest, WorkerBeat
+from timefuse.service.presence import Presence
 from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.looptime
@@ -85,3 +86,45 @@ async def test_silent_workers_are_forgotten_after_a_day(world: World) -> None:
     await asyncio.sleep(timedelta(days=1, seconds=5).total_seconds())
     await world.run(2.0, maintenance=world.maintenance())
     assert await world.store.workers() == []
+
+
+async def test_a_process_beats_at_its_pace_with_what_it_has_in_flight(world: World) -> None:
+    started = world.clock.now()
+    load = iter(range(100))
+    presence = Presence(
+        world.store,
+        worker="dispatch-7",
+        roles=["maintenance", "dispatch"],
+        started_at=started,
+        every_seconds=2.0,
+        in_flight=lambda: next(load),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(presence.run(stop))
+    await asyncio.sleep(5.0)  # beats at 0, 2 and 4 s
+    (record,) = await world.store.workers()
+    assert (record.worker, record.roles, record.started_at) == (
+        "dispatch-7",
+        ("dispatch", "maintenance"),
+        started,
+    )
+    assert record.in_flight == 2  # the third beat's count
+    assert record.silent_seconds == pytest.approx(1.0)
+    assert world.memory.faults.calls["heartbeat"] == 3
+    stop.set()
+    await task
+
+
+async def test_heartbeats_go_on_through_a_store_outage(world: World) -> None:
+    presence = Presence(world.store, worker="w", roles=["api"], started_at=world.clock.now())
+    world.memory.faults.down.add("heartbeat")
+    stop = asyncio.Event()
+    task = asyncio.create_task(presence.run(stop))
+    await asyncio.sleep(3.5)
+    assert world.memory.faults.calls["heartbeat"] == 4  # tried every second all along
+    world.memory.faults.down.clear()
+    await asyncio.sleep(1.0)
+    (record,) = await world.store.workers()
+    assert record.silent_seconds < 1.0
+    stop.set()
+    await task
