@@ -307,7 +307,7 @@ async def most_held(world: World, dispatcher: Dispatcher, seconds: float) -> int
     while loop_time() < deadline:
         held = (await world.statuses())["PROCESSING"] - dispatcher.writer.pending
         most = max(most, held)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
     return most
 
 
