@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
             outcome = status(code)
             by_module[module][outcome] += 1
             if outcome not in ("killed", "timeout"):
-                survivors[module].append((name.rsplit(".", 1)[-1].replace("\u01c1", "."), outcome))
+                survivors[module].append((name, outcome))
     total = Counter[str]()
     print(f"{'module':<40} {'mutants':>8} {'killed':>8} {'score':>7}")
     for module, counts in sorted(by_module.items()):
@@ -58,6 +58,7 @@ def main(argv: list[str]) -> int:
         for module, names in sorted(survivors.items()):
             print(f"\n{module}")
             for name, outcome in names:
+                # mutmut's names mark a method as module.xǁClassǁmethod__mutmut_N.
                 print(f"  {outcome:<12} {name}")
     print("\nA mutant's diff: .venv/bin/mutmut show <name>")
     return 0

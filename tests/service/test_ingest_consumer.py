@@ -187,17 +187,60 @@ async def test_poison_is_dead_lettered_with_its_reason_and_its_neighbours_stored
     empty_source = replace(world.event(), source="")
     refused = world.event(source="refused")
     ingest.stream.add(good[0], None, good[1], bad_id, good[2], refused, good[3], empty_source)
-    ingest.stream.add(*good[4:], partition=1)
+    # Each optional field is checked as the API checks it (max 10 retries, a window and
+    # backoffs of 7 days at most, a backoff cap not below its base).
+    ingest.stream.add(
+        good[4],
+        world.event(max_retries=11),
+        world.event(delivery_window_seconds=8 * 86400.0),
+        world.event(retry_backoff_seconds=8 * 86400.0),
+        world.event(retry_backoff_seconds=10.0, retry_backoff_max_seconds=5.0),
+        world.event(retry_backoff_max_seconds=8 * 86400.0),
+        good[5],
+        partition=1,
+    )
+    silent = IngestRecord(1, 7, b"k", b"v", None)  # undecodable, with no reason given
+    ingest.stream.records.append(silent)
     await ingest.run(1.0)
     assert set(await stored_statuses(world)) == {e.id for e in good}
-    reasons = {record.offset: reason for record, reason in ingest.stream.dead_letters}
-    assert set(reasons) == {1, 3, 5, 7}
-    assert reasons[1] == "not JSON"
-    assert "not an event id" in reasons[3]
-    assert reasons[5] == "store refused the event: value out of range"
-    assert "source" in reasons[7]
+    reasons = {
+        (record.partition, record.offset): reason for record, reason in ingest.stream.dead_letters
+    }
+    assert set(reasons) == {(0, 1), (0, 3), (0, 5), (0, 7), *((1, n) for n in (1, 2, 3, 4, 5, 7))}
+    assert reasons[0, 1] == "not JSON"
+    assert "not an event id" in reasons[0, 3]
+    assert reasons[0, 5] == "store refused the event: value out of range"
+    assert "source" in reasons[0, 7]
+    for offset, field_name in [
+        (1, "max_retries"),
+        (2, "delivery_window_seconds"),
+        (3, "retry_backoff_seconds"),
+        (4, "retry_backoff_max_seconds"),
+        (5, "retry_backoff_max_seconds"),
+    ]:
+        assert field_name in reasons[1, offset]
+    assert reasons[1, 7] == "undecodable record"
     assert ingest.stream.all_committed()
-    assert ingest.metric("timefuse_ingest_dead_lettered_total") == 4
+    assert ingest.metric("timefuse_ingest_dead_lettered_total") == 10
+
+
+async def test_a_record_with_a_window_and_its_own_backoff_is_stored_as_it_was_accepted(
+    ingest: Ingest,
+) -> None:
+    world = ingest.world
+    event = world.event(
+        delivery_window_seconds=600.0, retry_backoff_seconds=5.0, retry_backoff_max_seconds=50.0
+    )
+    ingest.stream.add(event)
+    await ingest.run(1.0)
+    assert ingest.stream.dead_letters == []
+    stored = await world.stored(event)
+    assert (
+        stored.delivery_window_seconds,
+        stored.retry_backoff_seconds,
+        stored.retry_backoff_max_seconds,
+        stored.next_attempt_at,
+    ) == (600.0, 5.0, 50.0, event.next_attempt_at)
 
 
 async def test_a_record_read_long_after_it_was_accepted_is_judged_as_of_its_acceptance(
