@@ -328,3 +328,33 @@ async def test_a_straggler_that_succeeds_while_the_breaker_is_open_closes_it() -
     after = claimed("flaky.example")
     gate.admit(after)
     assert seen.started[-1] is after
+
+
+async def test_an_attempt_that_never_ran_frees_its_slot_for_the_next_event() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1))
+    first, second = claimed(), claimed()
+    gate.admit(first)
+    gate.admit(second)
+    assert (gate.occupied, seen.started) == (2, [first])
+    gate.abandoned(first)
+    assert seen.started == [first, second]  # the waiting one took the slot
+    assert gate.occupied == 1
+    assert gate.snapshot()["a.example:443"]["in_flight"] == 1
+    gate.finished(second, OK, 0.1)
+    assert gate.occupied == 0
+    assert gate.snapshot()["a.example:443"]["in_flight"] == 0
+
+
+async def test_after_an_abandoned_probe_the_next_claim_may_take_a_probe() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(5.0)
+    probe = claimed("down.example")
+    gate.admit(probe)
+    assert "down.example:443" in gate.claim_budget().excluded  # its probe is out
+    gate.abandoned(probe)
+    assert gate.claim_budget().budgets["down.example:443"] == 1

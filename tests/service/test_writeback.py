@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -201,3 +202,52 @@ async def test_an_outcome_refused_even_without_its_text_is_dropped_and_counted(
     )
     # Split in halves down to the one at fault: a handful of writes, not one per outcome.
     assert len(store.batches) < 10
+
+
+class RefusingTextStore(RefusingOneStore):
+    """Refuses any batch holding an outcome whose error text has a snowman in it."""
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        self.batches.append(len(updates))
+        if any("\u2603" in (u.last_error or "") + (u.attempt.error or "") for u in updates):
+            raise StoreRefused("no snowmen")
+        return await self.world.store.record_outcomes(updates)
+
+
+async def test_an_outcome_refused_for_its_text_is_written_without_it(world: World) -> None:
+    events = await claimed(world, 6)
+    store = RefusingTextStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    for n, event in enumerate(events):
+        error = "\u2603 melted" if n in (1, 4) else "HTTP 503"
+        update = make_outcome(event, status=EventStatus.DEAD_LETTER)
+        writer.add(replace(update, last_error=error, attempt=replace(update.attempt, error=error)))
+    assert await writer.flush()
+    assert (writer.written, writer.dropped) == (6, 0)
+    for n, event in enumerate(events):
+        stored = await world.stored(event)
+        (attempt,) = await world.store.attempts(event.id)
+        assert stored.status is EventStatus.DEAD_LETTER
+        if n in (1, 4):
+            assert stored.last_error == "the delivery type's error text could not be stored"
+            assert attempt.error is None
+        else:
+            assert (stored.last_error, attempt.error) == ("HTTP 503", "HTTP 503")
+
+
+async def test_every_outcome_refused_outright_is_counted_as_dropped(world: World) -> None:
+    events = await claimed(world, 4)
+
+    class RefusingTwo(RefusingOneStore):
+        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+            if any(u.event_id in {events[0].id, events[3].id} for u in updates):
+                raise StoreRefused("no")
+            return await self.world.store.record_outcomes(updates)
+
+    writer = OutcomeWriter(
+        RefusingTwo(world, ""), DueSignal(world.clock), batch_size=100, monotonic=loop_time
+    )
+    for event in events:
+        writer.add(make_outcome(event))
+    assert await writer.flush()
+    assert (writer.written, writer.dropped, writer.pending) == (2, 2, 0)

@@ -1,0 +1,94 @@
+"""What operators and clients do besides delivery, on the in-memory store: cancelling (and
+what the statistics and metrics then say), retention on demand, the workers' list."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.service.conftest import World
+from timefuse.adapters.inline import InlineIngestBuffer
+from timefuse.ports.store import CancelResult, ClaimRequest, WorkerBeat
+from timefuse.service.admin import Admin
+from timefuse.service.events import EventService
+
+pytestmark = pytest.mark.looptime
+
+
+def events_of(world: World) -> EventService:
+    return EventService(
+        buffer=InlineIngestBuffer(world.store),
+        store=world.store,
+        registry=world.registry,
+        clock=world.clock,
+        metrics=world.metrics,
+    )
+
+
+def admin_of(world: World, retention_days: int = 7) -> Admin:
+    return Admin(
+        maintenance=world.maintenance(),
+        gate=world.dispatcher().gate,
+        store=world.store,
+        retention_days=retention_days,
+        dead_after_seconds=5.0,
+    )
+
+
+async def test_a_cancel_counts_once_and_shows_in_the_statistics_at_once(world: World) -> None:
+    service = events_of(world)
+    pending, claimed = await world.submit(world.event(after=60.0), world.event())
+    await world.store.claim(ClaimRequest("w", 10, 60.0))
+    assert (await service.statistics())["CANCELLED"] == 0  # cached from here on
+    assert await service.cancel(pending.id) is CancelResult.CANCELLED
+    assert await service.cancel(pending.id) is not CancelResult.CANCELLED
+    assert await service.cancel(claimed.id) is not CancelResult.CANCELLED
+    stats = await service.statistics()
+    assert (stats["CANCELLED"], stats["PROCESSING"], stats["TOTAL"]) == (1, 1, 2)
+    assert world.metrics.registry.get_sample_value("timefuse_events_cancelled_total") == 1
+
+
+async def test_cancelling_by_external_id_counts_each_event_cancelled(world: World) -> None:
+    service = events_of(world)
+    first = world.event(after=60.0, external_job_id="job-7")
+    second = world.event(after=120.0, external_job_id="job-7")
+    await world.submit(first, second)
+    assert (await service.statistics())["CANCELLED"] == 0
+    assert await service.cancel_by_external_id("job-7") == 2
+    assert await service.cancel_by_external_id("job-7") == 0
+    assert (await service.statistics())["CANCELLED"] == 2
+    assert world.metrics.registry.get_sample_value("timefuse_events_cancelled_total") == 2
+
+
+async def test_retention_on_demand_keeps_the_configured_days_unless_told_otherwise(
+    world: World,
+) -> None:
+    admin = admin_of(world, retention_days=7)
+    old, recent = world.event(), world.event()
+    await world.submit(old)
+    await world.store.cancel(old.id)
+    world.clock.skew = timedelta(days=5)
+    await world.submit(recent)
+    await world.store.cancel(recent.id)
+    world.clock.skew = timedelta(days=10)
+    # 10 days after the first cancel, 5 after the second: 7 days keep only the recent one.
+    assert await admin.cleanup() == 1
+    assert await world.store.get(old.id) is None
+    assert await admin.cleanup(days=1) == 1
+    assert await world.store.get(recent.id) is None
+
+
+async def test_the_workers_list_says_which_processes_count_as_alive(world: World) -> None:
+    admin = admin_of(world)
+    now = world.clock.now()
+    await world.store.heartbeat(WorkerBeat("quiet", ("dispatch",), now, 0))
+    world.clock.skew = timedelta(seconds=6)
+    await world.store.heartbeat(WorkerBeat("busy", ("api",), now, 3))
+    alive = {record.worker: ok for record, ok in await admin.workers()}
+    assert alive == {"busy": True, "quiet": False}  # silent 6 s > 5 s
+
+
+async def test_forgetting_workers_needs_a_positive_silence(world: World) -> None:
+    with pytest.raises(ValueError, match="silent_seconds must be positive"):
+        await world.store.forget_workers(0)
