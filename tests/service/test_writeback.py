@@ -4,6 +4,7 @@ reports as written."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -251,3 +252,30 @@ async def test_every_outcome_refused_outright_is_counted_as_dropped(world: World
         writer.add(make_outcome(event))
     assert await writer.flush()
     assert (writer.written, writer.dropped, writer.pending) == (2, 2, 0)
+
+
+async def test_tries_during_an_outage_double_their_pause_up_to_two_seconds(world: World) -> None:
+    (event,) = await claimed(world, 1)
+    writer, _ = writer_for(world)
+    tries: list[float] = []
+    record = world.memory.record_outcomes
+
+    async def timed(updates: Sequence[OutcomeUpdate]) -> int:
+        tries.append(loop_time())
+        return await record(updates)
+
+    world.memory.record_outcomes = timed  # type: ignore[method-assign]
+    world.memory.faults.down.add("record_outcomes")
+    stop = asyncio.Event()
+    running = asyncio.create_task(writer.run(stop))
+    start = loop_time()
+    writer.add(make_outcome(event))
+    await asyncio.sleep(9.0)
+    pauses = [round(b - a, 2) for a, b in itertools.pairwise(tries)]
+    assert round(tries[0] - start, 2) == 0.02  # the flush interval
+    assert pauses == [0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.0, 2.0, 2.0]
+    world.memory.faults.down.clear()
+    await asyncio.sleep(2.0)
+    assert writer.written == 1
+    stop.set()
+    await running
