@@ -358,3 +358,26 @@ async def test_after_an_abandoned_probe_the_next_claim_may_take_a_probe() -> Non
     assert "down.example:443" in gate.claim_budget().excluded  # its probe is out
     gate.abandoned(probe)
     assert gate.claim_budget().budgets["down.example:443"] == 1
+
+
+async def test_events_waiting_when_the_breaker_opens_are_handed_back_until_its_probe() -> None:
+    seen = Seen()
+    gate = gate_with(
+        seen,
+        default=DestinationLimits(concurrency=1),
+        breaker_failures=1,
+        breaker_cooldown_seconds=30.0,
+    )
+    await asyncio.sleep(100.0)  # any moment, not the clock's start
+    running, first, second = (claimed("down.example") for _ in range(3))
+    for c in (running, first, second):
+        gate.admit(c)
+    assert gate.occupied == 3
+    await asyncio.sleep(1.0)
+    gate.finished(running, FAIL, 1.0)  # opens it: the two waiting go back
+    assert gate.occupied == 0
+    assert [(c, reason) for c, _, reason in seen.handed_back] == [
+        (first, HandBackReason.BREAKER),
+        (second, HandBackReason.BREAKER),
+    ]
+    assert [delay for _, delay, _ in seen.handed_back] == pytest.approx([30.0, 30.0], abs=0.01)

@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.service.conftest import World
+from tests.service.conftest import LoopClock, World, loop_time
+from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest, WorkerBeat
+from timefuse.ports.store import Capabilities, ClaimRequest, WorkerBeat
 from timefuse.service.presence import Presence
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.looptime
@@ -128,3 +130,36 @@ async def test_heartbeats_go_on_through_a_store_outage(world: World) -> None:
     assert record.silent_seconds < 1.0
     stop.set()
     await task
+
+
+class PlanningStore(MemoryStore):
+    """The in-memory store with a storage planner (as PostgreSQL's partitions are)."""
+
+    def __init__(self, clock: LoopClock) -> None:
+        super().__init__(clock=clock)
+        self.plans: list[float] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(storage_planner=self)
+
+    async def prepare_storage(self) -> list[str]:
+        self.plans.append(loop_time())
+        return [f"events_p{len(self.plans)}"]
+
+
+async def test_the_leader_prepares_storage_ahead_once_per_upkeep_period() -> None:
+    clock = LoopClock()
+    memory = PlanningStore(clock)
+    store = Store(memory)
+    await store.open()
+    world = World(clock, memory, store, None, None)  # type: ignore[arg-type]
+    maintenance = world.maintenance(upkeep_every_seconds=10.0)
+    start = loop_time()
+    await world.run(25.0, maintenance=maintenance)
+    assert [round(t - start) for t in memory.plans] == [0, 10, 20]
+    assert await maintenance.prepare_storage() == ["events_p4"]
+
+
+async def test_without_a_storage_planner_there_is_nothing_to_prepare(world: World) -> None:
+    assert await world.maintenance().prepare_storage() == []
