@@ -381,3 +381,35 @@ async def test_events_waiting_when_the_breaker_opens_are_handed_back_until_its_p
         (second, HandBackReason.BREAKER),
     ]
     assert [delay for _, delay, _ in seen.handed_back] == pytest.approx([30.0, 30.0], abs=0.01)
+
+
+async def test_the_snapshot_shows_the_busiest_active_destinations_first() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1))
+    idle = claimed("idle.example")
+    gate.admit(idle)
+    gate.finished(idle, OK, 0.1)  # known, nothing in flight: listed first, not active
+    loads = {"one.example": 1, "three.example": 3, "two.example": 2, "four.example": 4}
+    for host, n in loads.items():
+        for _ in range(n):  # one in flight, the rest waiting
+            gate.admit(claimed(host))
+    busiest = gate.snapshot(active_only=True, top=2)
+    assert list(busiest) == ["four.example:443", "three.example:443"]
+    assert (busiest["four.example:443"]["in_flight"], busiest["four.example:443"]["waiting"]) == (
+        1,
+        3,
+    )
+    assert set(gate.snapshot(active_only=True)) == {f"{h}:443" for h in loads}
+    assert gate.snapshot()["idle.example:443"]["probe_in_seconds"] is None
+
+
+async def test_a_breaker_due_to_probe_shows_its_probe_at_once() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=30.0)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(10.0)
+    assert gate.snapshot()["down.example:443"]["probe_in_seconds"] == pytest.approx(20.0)
+    await asyncio.sleep(25.0)
+    assert gate.snapshot()["down.example:443"]["probe_in_seconds"] == 0.0

@@ -5,6 +5,7 @@ poison dead-lettered and its neighbours kept, store outages waited out with noth
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -342,12 +343,12 @@ async def test_a_failed_commit_reads_the_records_again_and_stores_them_once(
 async def test_a_resubmitted_event_is_stored_once_and_counted_as_a_duplicate(
     ingest: Ingest,
 ) -> None:
-    first = ingest.world.event()
+    first, other = ingest.world.event(), ingest.world.event()
     again = replace(ingest.world.event(), external_job_id=first.external_job_id)
     again = replace(again, scheduled_at=first.scheduled_at, next_attempt_at=first.next_attempt_at)
-    ingest.stream.add(first, again)
+    ingest.stream.add(first, other, again)
     await ingest.run(1.0)
-    assert list(await stored_statuses(ingest.world)) == [first.id]
+    assert set(await stored_statuses(ingest.world)) == {first.id, other.id}
     assert ingest.metric("timefuse_ingest_duplicates_total") == 1
 
 
@@ -416,3 +417,32 @@ async def test_lag_is_reported_per_partition_and_dropped_for_partitions_gone(
     assert ingest.metric("timefuse_ingest_consumer_lag", {"partition": "1"}) is None
     stop.set()
     await task
+
+
+async def test_stored_events_due_later_than_planned_wake_nobody(ingest: Ingest) -> None:
+    world = ingest.world
+    ingest.wakeup.plan(world.clock.now() + timedelta(hours=1))
+    ingest.stream.add(world.event(after=7200.0))
+    waiting = asyncio.create_task(ingest.wakeup.wait(3600.0))
+    await ingest.run(1.0)
+    assert not waiting.done()
+    waiting.cancel()
+
+
+async def test_store_retries_back_off_from_a_fifth_of_a_second_to_five_seconds(
+    ingest: Ingest,
+) -> None:
+    world = ingest.world
+    tries: list[float] = []
+    insert = world.memory.insert_many
+
+    async def timed(events: Sequence[Event]) -> dict[str, str]:
+        tries.append(loop_time())
+        return await insert(events)
+
+    world.memory.insert_many = timed  # type: ignore[method-assign]
+    ingest.stream.add(world.event())
+    world.memory.faults.down.add("insert_many")
+    await ingest.run(20.0)
+    pauses = [round(b - a, 2) for a, b in itertools.pairwise(tries)]
+    assert pauses[:7] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]

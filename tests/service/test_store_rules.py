@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.service.conftest import World
-from timefuse.ports.store import ClaimRef, RedeliverResult, WorkerBeat
+from timefuse.ports.store import ClaimRef, EventQuery, RedeliverResult, WorkerBeat
 from timefuse.service.store import Store
 
 NAIVE = datetime(2030, 1, 1)
@@ -108,3 +108,13 @@ async def test_a_lookup_by_external_id_returns_at_most_100_by_default(world: Wor
     events = [world.event(after=float(n), external_job_id="many") for n in range(101)]
     await world.submit(*events)
     assert len(await world.store.find_by_external_id("many")) == 100
+
+
+async def test_a_listing_takes_pages_of_one_and_refuses_none(world: World) -> None:
+    first, second = await world.submit(world.event(after=1.0), world.event(after=2.0))
+    page = await world.store.list_events(EventQuery(), 1)
+    assert [e.id for e in page.events] == [first.id]
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        await world.store.list_events(EventQuery(), 0)
+    empty = await world.store.list_events(EventQuery(sources=frozenset()), 10)
+    assert (empty.events, empty.next_cursor) == ([], None)
