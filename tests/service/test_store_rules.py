@@ -111,7 +111,7 @@ async def test_a_lookup_by_external_id_returns_at_most_100_by_default(world: Wor
 
 
 async def test_a_listing_takes_pages_of_one_and_refuses_none(world: World) -> None:
-    first, second = await world.submit(world.event(after=1.0), world.event(after=2.0))
+    first, _ = await world.submit(world.event(after=1.0), world.event(after=2.0))
     page = await world.store.list_events(EventQuery(), 1)
     assert [e.id for e in page.events] == [first.id]
     with pytest.raises(ValueError, match="limit must be at least 1, got 0"):

@@ -93,11 +93,11 @@ def test_a_cursor_needs_an_aware_time_and_an_id() -> None:
 
 def test_a_cursor_id_has_1_to_255_printable_characters() -> None:
     at = datetime(2026, 1, 1, tzinfo=UTC)
-    with pytest.raises(ValueError, match="^a cursor needs a timezone-aware scheduled_at$"):
+    with pytest.raises(ValueError, match=r"^a cursor needs a timezone-aware scheduled_at$"):
         Cursor(datetime(2026, 1, 1), "an-id")
-    with pytest.raises(ValueError, match="^a cursor's event id has 1 to 255 characters$"):
+    with pytest.raises(ValueError, match=r"^a cursor's event id has 1 to 255 characters$"):
         Cursor(at, "x" * 256)
-    with pytest.raises(ValueError, match="^a cursor's event id must be printable$"):
+    with pytest.raises(ValueError, match=r"^a cursor's event id must be printable$"):
         Cursor(at, "an\nid")
     longest = Cursor(at, "x" * 255)
     assert Cursor.decode(longest.encode()) == longest
