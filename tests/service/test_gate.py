@@ -413,3 +413,22 @@ async def test_a_breaker_due_to_probe_shows_its_probe_at_once() -> None:
     assert gate.snapshot()["down.example:443"]["probe_in_seconds"] == pytest.approx(20.0)
     await asyncio.sleep(25.0)
     assert gate.snapshot()["down.example:443"]["probe_in_seconds"] == 0.0
+
+
+async def test_an_event_handed_back_for_waiting_comes_back_when_the_queue_has_drained() -> None:
+    seen = Seen()
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=2.0, burst=1), hold_seconds=2.0),
+        start=seen.started.append,
+        hand_back=lambda c, delay, why: seen.handed_back.append((c, delay, why)),
+        monotonic=loop_time,
+    )
+    for _ in range(10):
+        gate.admit(claimed())
+    await asyncio.sleep(3.0)
+    # Four started (0, 0.5, 1, 1.5 s); the six left all reach the hold time at 2 s and go
+    # back in order, each due when the ones still behind it would have drained at 2 a second
+    # (never later than the hold time, never sooner than the least deferral).
+    assert len(seen.started) == 4
+    delays = [delay for _, delay, _ in seen.handed_back]
+    assert delays == pytest.approx([2.0, 2.0, 1.5, 1.0, 0.5, 0.05])

@@ -7,11 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from tests.service.conftest import World
+from tests.service.conftest import World, answering
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.ports.store import CancelResult, ClaimRequest, WorkerBeat
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
+from timefuse.service.gate import DestinationLimits
 
 pytestmark = pytest.mark.looptime
 
@@ -92,3 +93,36 @@ async def test_the_workers_list_says_which_processes_count_as_alive(world: World
 async def test_forgetting_workers_needs_a_positive_silence(world: World) -> None:
     with pytest.raises(ValueError, match="silent_seconds must be positive"):
         await world.store.forget_workers(0)
+
+
+async def test_statistics_are_cached_briefly_per_set_of_sources(world: World) -> None:
+    service = events_of(world)
+    await world.submit(world.event(after=60.0, source="alpha"))
+    everything = await service.statistics()
+    assert everything == {
+        "PENDING": 1,
+        "PROCESSING": 0,
+        "COMPLETED": 0,
+        "FAILED": 0,
+        "DEAD_LETTER": 0,
+        "CANCELLED": 0,
+        "TOTAL": 1,
+    }
+    assert (await service.statistics(sources={"beta"}))["TOTAL"] == 0  # not the cached total
+    await world.submit(world.event(after=60.0, source="beta"))  # behind the service's back
+    assert await service.statistics() == everything  # cached, within a second
+    assert (await service.statistics(sources={"beta"}))["TOTAL"] == 0
+
+
+async def test_hand_backs_are_counted_by_reason(world: World) -> None:
+    url = "https://slow.example/hook"
+    world.receivers.answer(url, answering(after=3.0))
+    await world.submit(*(world.event(destination=url) for _ in range(10)))
+    # Two at a time, 3 s each: the third claimed waits past the hold time (2 s) and goes back.
+    dispatcher = world.dispatcher(lease_seconds=8.0, limits=DestinationLimits(concurrency=2))
+    await world.run(5.0, dispatcher)
+    waits = world.metrics.registry.get_sample_value(
+        "timefuse_events_throttled_total", {"reason": "wait"}
+    )
+    assert waits is not None
+    assert waits >= 1
