@@ -3,6 +3,7 @@ what the statistics and metrics then say), retention on demand, the workers' lis
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from timefuse.ports.store import CancelResult, ClaimRequest, WorkerBeat
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.gate import DestinationLimits
+from timefuse.service.wakeup import DueSignal
 
 pytestmark = pytest.mark.looptime
 
@@ -126,3 +128,49 @@ async def test_hand_backs_are_counted_by_reason(world: World) -> None:
     )
     assert waits is not None
     assert waits >= 1
+
+
+def body(**fields: object) -> dict[str, object]:
+    return {
+        "external_job_id": "job-1",
+        "source": "billing",
+        "scheduled_at": "2030-01-01T01:00:00+00:00",
+        "delivery_type": "http",
+        "destination": "https://receiver.example/hook",
+        "payload": b"{}",
+        **fields,
+    }
+
+
+async def test_a_batch_names_a_rejected_items_external_id_only_when_it_is_text(
+    world: World,
+) -> None:
+    service = events_of(world)
+    result = await service.submit_batch(
+        [
+            body(external_job_id="ok-1"),
+            body(external_job_id="bad", source=""),
+            body(external_job_id=7),
+        ]
+    )
+    assert [index for index, _ in result.accepted] == [0]
+    assert [(r.index, r.external_job_id) for r in result.rejected] == [(1, "bad"), (2, None)]
+
+
+async def test_an_accepted_event_due_sooner_wakes_the_dispatcher(world: World) -> None:
+    wakeup = DueSignal(world.clock)
+    service = EventService(
+        buffer=InlineIngestBuffer(world.store),
+        store=world.store,
+        registry=world.registry,
+        clock=world.clock,
+        metrics=world.metrics,
+        wakeup=wakeup,
+    )
+    wakeup.plan(world.clock.now() + timedelta(hours=2))
+    await service.submit_batch([body(scheduled_at="2030-01-01T03:00:00+00:00")])
+    later = asyncio.create_task(wakeup.wait(60.0))
+    await asyncio.sleep(0)
+    assert not later.done()  # due after the planned wake-up: nobody woken
+    await service.submit_batch([body(external_job_id="job-2")])  # due in an hour
+    assert await later

@@ -109,3 +109,10 @@ def test_long_errors_are_cut_to_an_excerpt() -> None:
 def test_outcome_constructors() -> None:
     assert DeliveryOutcome.success().succeeded
     assert not DeliveryOutcome.retriable("e").succeeded
+
+
+def test_an_error_of_exactly_the_excerpt_limit_is_kept_whole() -> None:
+    assert excerpt("x" * 1000) == "x" * 1000
+    cut = excerpt("x" * 1001)
+    assert cut is not None
+    assert (len(cut), cut[-1]) == (1000, "…")
