@@ -10,7 +10,7 @@ import pytest
 from tests.service.conftest import LoopClock, World, loop_time
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import Capabilities, ClaimRequest, WorkerBeat
+from timefuse.ports.store import Capabilities, ClaimRequest, StoreUnavailable, WorkerBeat
 from timefuse.service.presence import Presence
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
@@ -163,3 +163,32 @@ async def test_the_leader_prepares_storage_ahead_once_per_upkeep_period() -> Non
 
 async def test_without_a_storage_planner_there_is_nothing_to_prepare(world: World) -> None:
     assert await world.maintenance().prepare_storage() == []
+
+
+async def test_a_failed_retention_pass_is_tried_again_at_the_next_round(world: World) -> None:
+    world.memory.faults.fail["delete_finished_before"] = [StoreUnavailable("down")]
+    await world.run(3.5, maintenance=world.maintenance(retention_every_seconds=3600.0))
+    # Rounds at 0, 1, 2, 3 s: failed at the first, done at the second, then not for an hour.
+    assert world.memory.faults.calls["delete_finished_before"] == 2
+
+
+async def test_a_slow_retention_pass_is_not_started_twice(world: World) -> None:
+    stalled = asyncio.Event()
+    world.memory.faults.stall["delete_finished_before"] = stalled
+    await world.run(5.0, maintenance=world.maintenance(retention_every_seconds=1.0))
+    assert world.memory.faults.calls["delete_finished_before"] == 1
+    stalled.set()
+
+
+async def test_the_status_gauges_show_zero_for_statuses_with_no_event(world: World) -> None:
+    await world.submit(world.event(after=600.0))
+    await world.run(2.0, maintenance=world.maintenance())
+    gauge = world.metrics.registry.get_sample_value
+    assert [gauge("timefuse_events", {"status": s.value}) for s in EventStatus] == [
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ]

@@ -5,7 +5,7 @@ is answered so."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -118,3 +118,61 @@ async def test_a_listing_takes_pages_of_one_and_refuses_none(world: World) -> No
         await world.store.list_events(EventQuery(), 0)
     empty = await world.store.list_events(EventQuery(sources=frozenset()), 10)
     assert (empty.events, empty.next_cursor) == ([], None)
+
+
+MORE_BAD_CALLS: list[tuple[str, Call, str]] = [
+    ("leadership ttl", lambda s: s.acquire_leadership("m", "h", 0), "ttl_seconds must be positive"),
+    (
+        "leadership role",
+        lambda s: s.acquire_leadership("", "h", 1.0),
+        "^leadership needs a role and a holder$",
+    ),
+    (
+        "leadership holder",
+        lambda s: s.acquire_leadership("m", "", 1.0),
+        "^leadership needs a role and a holder$",
+    ),
+    (
+        "retention batch",
+        lambda s: s.delete_terminal_before(AWARE, batch_size=0),
+        "^batch_size must be at least 1, got 0$",
+    ),
+    (
+        "retention cutoff",
+        lambda s: s.delete_terminal_before(NAIVE),
+        "cutoff must be a timezone-aware datetime",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(c, m) for _, c, m in MORE_BAD_CALLS],
+    ids=[n for n, _, _ in MORE_BAD_CALLS],
+)
+async def test_coordination_and_retention_arguments_are_checked_too(
+    world: World, call: Call, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        await call(world.store)
+    assert world.memory.faults.calls == {}
+
+
+async def test_retention_may_go_one_event_at_a_time(world: World) -> None:
+    (event,) = await world.submit(world.event(after=60.0))
+    await world.store.cancel(event.id)
+    later = world.clock.now() + timedelta(days=1)
+    assert await world.store.delete_terminal_before(later, batch_size=1) == 1
+
+
+async def test_counts_by_status_name_every_status(world: World) -> None:
+    await world.submit(world.event(after=60.0))
+    counts = await world.store.count_by_status()
+    assert {status.value: n for status, n in counts.items()} == {
+        "PENDING": 1,
+        "PROCESSING": 0,
+        "COMPLETED": 0,
+        "FAILED": 0,
+        "DEAD_LETTER": 0,
+        "CANCELLED": 0,
+    }

@@ -123,3 +123,23 @@ def test_a_bucket_refills_no_further_than_its_burst() -> None:
     assert bucket.try_take(0.0)
     assert bucket.available(1000.0) == 2
     assert [bucket.try_take(1000.0) for _ in range(3)] == [True, True, False]
+
+
+def test_a_token_that_is_there_means_no_wait() -> None:
+    bucket = TokenBucket(rate=1, burst=2)
+    assert bucket.wait_seconds(0.0) == 0.0
+    assert bucket.try_take(0.0)
+    assert bucket.wait_seconds(0.0) == 0.0  # one of two left: exactly a token
+    assert bucket.try_take(0.0)
+    assert bucket.wait_seconds(0.0) == 1.0
+
+
+def test_a_bucket_may_start_empty_and_refuses_a_bad_rate_or_burst() -> None:
+    empty = TokenBucket(rate=1, burst=5, tokens=0.0)
+    assert not empty.try_take(0.0)
+    assert empty.wait_seconds(0.0) == 1.0
+    for rate, burst in [(0.0, 1.0), (-1.0, 1.0), (1.0, 0.5)]:
+        with pytest.raises(
+            ValueError, match=r"^a token bucket needs a positive rate and a burst of at least 1$"
+        ):
+            TokenBucket(rate=rate, burst=burst)
