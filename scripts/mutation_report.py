@@ -43,16 +43,11 @@ def main(argv: list[str]) -> int:
             if outcome not in ("killed", "timeout"):
                 survivors[module].append((name, outcome))
     total = Counter[str]()
-    print(f"{'module':<40} {'mutants':>8} {'killed':>8} {'score':>7}")
+    print(f"{'module':<40} {'mutants':>8} {'checked':>8} {'killed':>8} {'score':>7}")
     for module, counts in sorted(by_module.items()):
         total.update(counts)
-        n = sum(counts.values())
-        killed = counts["killed"] + counts["timeout"]
-        if n:
-            print(f"{module:<40} {n:>8} {killed:>8} {killed / n:>7.1%}")
-    n = sum(total.values())
-    killed = total["killed"] + total["timeout"]
-    print(f"{'all':<40} {n:>8} {killed:>8} {killed / n:>7.1%}")
+        print(_row(module, counts))
+    print(_row("all", total))
     print("not killed:", dict(sorted((k, v) for k, v in total.items() if k not in KILLED.values())))
     if "--all" in argv or sum(len(v) for v in survivors.values()) <= 200:
         for module, names in sorted(survivors.items()):
@@ -62,6 +57,15 @@ def main(argv: list[str]) -> int:
                 print(f"  {outcome:<12} {name}")
     print("\nA mutant's diff: .venv/bin/mutmut show <name>")
     return 0
+
+
+def _row(name: str, counts: Counter[str]) -> str:
+    """Mutants, how many have a verdict, how many were killed, and the score of those."""
+    n = sum(counts.values())
+    checked = n - counts["not checked"]
+    killed = counts["killed"] + counts["timeout"]
+    score = f"{killed / checked:.1%}" if checked else "-"
+    return f"{name:<40} {n:>8} {checked:>8} {killed:>8} {score:>7}"
 
 
 if __name__ == "__main__":
