@@ -6,7 +6,11 @@ which an infinite loop planted in a wait does); everything else is a survivor an
 "survived" (the tests passed), "no tests" (no fast test reaches the code), or another status.
 
 Run from the repository root: ``python scripts/mutation_report.py [--all]``; ``--all`` lists
-the survivors of every module, not only a count per module.
+the survivors of every module, not only a count per module. ``--names STATUS [MODULE ...]``
+prints only the names of the mutants with that status ("survived", "not checked", "timeout",
+...), of the modules given (paths such as ``timefuse/service/gate.py``) or all, for
+``mutmut run NAME ...``: mutmut keeps a verdict until the mutated function changes, so after
+new tests are added the survivors are checked again by name.
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ def main(argv: list[str]) -> int:
     if not metas:
         print("no results in ./mutants: run `make mutants` first", file=sys.stderr)
         return 2
+    if argv[:1] == ["--names"] and len(argv) >= 2:
+        wanted, modules = argv[1], set(argv[2:])
+        for meta in metas:
+            module = str(meta.relative_to(root)).removesuffix(".meta")
+            if modules and module not in modules:
+                continue
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            for name, code in codes.items():
+                if status(code) == wanted:
+                    print(name)
+        return 0
     by_module: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for meta in metas:
@@ -48,6 +63,7 @@ def main(argv: list[str]) -> int:
         total.update(counts)
         print(_row(module, counts))
     print(_row("all", total))
+    print(f"of the killed, cut off at the time limit: {total['timeout']}")
     print("not killed:", dict(sorted((k, v) for k, v in total.items() if k not in KILLED.values())))
     if "--all" in argv or sum(len(v) for v in survivors.values()) <= 200:
         for module, names in sorted(survivors.items()):
