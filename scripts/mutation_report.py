@@ -10,12 +10,15 @@ the survivors of every module, not only a count per module. ``--names STATUS [MO
 prints only the names of the mutants with that status ("survived", "not checked", "timeout",
 ...), of the modules given (paths such as ``timefuse/service/gate.py``) or all, for
 ``mutmut run NAME ...``: mutmut keeps a verdict until the mutated function changes, so after
-new tests are added the survivors are checked again by name.
+new tests are added the survivors are checked again by name. ``--sample N`` after it draws N of
+those names at random (the same N for the same set), to estimate the score of mutants not
+checked yet when a full run takes too long.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,15 +40,23 @@ def main(argv: list[str]) -> int:
         print("no results in ./mutants: run `make mutants` first", file=sys.stderr)
         return 2
     if argv[:1] == ["--names"] and len(argv) >= 2:
+        sample = None
+        if "--sample" in argv:
+            at = argv.index("--sample")
+            sample = int(argv[at + 1])
+            del argv[at : at + 2]
         wanted, modules = argv[1], set(argv[2:])
+        names = []
         for meta in metas:
             module = str(meta.relative_to(root)).removesuffix(".meta")
             if modules and module not in modules:
                 continue
             codes = json.loads(meta.read_text())["exit_code_by_key"]
-            for name, code in codes.items():
-                if status(code) == wanted:
-                    print(name)
+            names += [name for name, code in codes.items() if status(code) == wanted]
+        if sample is not None and sample < len(names):
+            # The same draw every time for the same set of names: a run can be repeated.
+            names = random.Random(0).sample(sorted(names), sample)
+        print("\n".join(names))
         return 0
     by_module: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: dict[str, list[tuple[str, str]]] = defaultdict(list)

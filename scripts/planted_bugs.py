@@ -75,9 +75,9 @@ BUGS = [
     Bug(
         "hold-whole-lease",
         "timefuse/service/dispatcher.py",
-        "GateSettings(hold_seconds=min(5.0, settings.lease_seconds / 4))",
-        "GateSettings(hold_seconds=settings.lease_seconds)",
-        "a claimed event may wait its whole lease before it starts",
+        "replace(gate, hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4))",
+        "gate,",
+        "the hold is not bounded by the lease: an event may start with most of its lease spent",
     ),
     Bug(
         "queued-not-counted",

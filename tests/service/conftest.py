@@ -149,7 +149,6 @@ class World:
             overrides=overrides or {},
             breaker_failures=breaker_failures,
             breaker_cooldown_seconds=breaker_cooldown,
-            hold_seconds=min(5.0, dispatch.lease_seconds / 4),
         )
         clock = clock or self.clock
         return Dispatcher(

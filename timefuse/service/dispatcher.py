@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -87,8 +87,11 @@ class Dispatcher:
             store, self._wakeup, batch_size=settings.batch_size, monotonic=monotonic
         )
         self._room = asyncio.Event()
+        gate = gate_settings or GateSettings()
         self._gate = DestinationGate(
-            gate_settings or GateSettings(hold_seconds=min(5.0, settings.lease_seconds / 4)),
+            # A claimed event waits at most a quarter of its lease for its destination: it
+            # starts with most of its lease left, or is handed back well inside it.
+            replace(gate, hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4)),
             start=self._start,
             hand_back=self._hand_back,
             monotonic=monotonic,
