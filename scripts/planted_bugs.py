@@ -2,9 +2,9 @@
 
 Each bug below is a small, realistic change to `timefuse/domain` or `timefuse/service` that
 once went unnoticed: an exponent off by one, a flag left set, a queue jumped, a failure
-reported as success. For each, the working tree is copied to a temporary directory, the bug is
-planted there (never in the checkout), and the tiers run against the copy, stopping at the
-first failing test:
+reported as success. For each, the last commit (``git archive HEAD``: uncommitted edits are
+not part of the verdict) is unpacked in a temporary directory, the bug is planted there (never
+in the checkout), and the tiers run against the copy, stopping at the first failing test:
 
 * ``service``: ``tests/service`` alone (the dispatcher, gate, writer, maintenance on the
   in-memory store with a fast-forwarded clock);
@@ -136,18 +136,15 @@ TIERS = {
         "not TestSqliteStore and not ten_thousand and not dead_receivers_backlog",
     ],
 }
-COPIED = ["timefuse", "tests", "pyproject.toml", "README.md", "docs", "deploy", "examples"]
-COPIED += ["scripts", "Makefile", "Dockerfile", "docker-compose.yml"]
 
 
 def copy_tree(dest: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, dest / name)
+    """The last commit's files, unpacked in ``dest``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
 
 
 def plant(tree: Path, bug: Bug) -> None:
@@ -171,7 +168,11 @@ def run_tier(tree: Path, tier: str) -> tuple[bool, str, float]:
     if done.returncode == 0:
         return True, "", seconds
     failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return False, (failed[0] if failed else done.stdout[-400:]), seconds
+    if failed:
+        return False, failed[0], seconds
+    # No test failed by name (a collection error, a crash): the output's last lines say why.
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return False, " | ".join(lines[-3:]) or f"exit status {done.returncode}", seconds
 
 
 def main(argv: list[str]) -> int:
