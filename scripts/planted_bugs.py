@@ -76,7 +76,7 @@ BUGS = [
         "hold-whole-lease",
         "timefuse/service/dispatcher.py",
         "replace(gate, hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4))",
-        "gate,",
+        "gate",
         "the hold is not bounded by the lease: an event may start with most of its lease spent",
     ),
     Bug(
@@ -152,7 +152,9 @@ def plant(tree: Path, bug: Bug) -> None:
     text = path.read_text()
     if text.count(bug.old) != 1:
         raise SystemExit(f"{bug.name}: the code to change is not in {bug.path} exactly once")
-    path.write_text(text.replace(bug.old, bug.new))
+    planted = text.replace(bug.old, bug.new)
+    compile(planted, str(path), "exec")  # a bug that doesn't compile would be "caught" by any test
+    path.write_text(planted)
 
 
 def run_tier(tree: Path, tier: str) -> tuple[bool, str, float]:
