@@ -30,7 +30,13 @@ from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimBatch, ClaimRequest, OutcomeUpdate, StoreRefused
+from timefuse.ports.store import (
+    ClaimBatch,
+    ClaimRequest,
+    OutcomeUpdate,
+    StoreRefused,
+    StoreUnavailable,
+)
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.presence import Presence
 from timefuse.service.store import Store
@@ -178,6 +184,24 @@ async def test_a_dead_lease_keeper_ends_the_dispatcher(world: World) -> None:
     dispatcher = world.dispatcher(lease_seconds=8.0)
     with pytest.raises(RuntimeError, match=r"^timefuse-lease-keeper failed$"):
         await asyncio.wait_for(dispatcher.run(asyncio.Event()), 30.0)
+
+
+async def test_a_claim_that_succeeds_ends_the_growing_pauses(world: World) -> None:
+    tried: list[float] = []
+    claim = world.memory.claim
+
+    async def flaky_claim(request: ClaimRequest) -> ClaimBatch:
+        tried.append(loop_time())
+        if len(tried) != 4:  # refused, except the fourth time
+            raise StoreUnavailable("down")
+        return await claim(request)
+
+    world.memory.claim = flaky_claim  # type: ignore[method-assign]
+    await world.run(30.0, world.dispatcher(), until=lambda: len(tried) >= 8)
+    pauses = [round(b - a, 3) for a, b in itertools.pairwise(tried)]
+    # 1, 2, 3 s after the first three refusals; the poll interval after the success (nothing
+    # was due); then 1, 2, 3 s again: the next outage starts from the shortest pause.
+    assert pauses[:7] == [1.0, 2.0, 3.0, 1.0, 1.0, 2.0, 3.0]
 
 
 async def test_claims_the_store_refuses_are_tried_again_after_growing_pauses(
