@@ -29,8 +29,8 @@ services:
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check timefuse tests examples benchmarks
-	$(BIN)/ruff format --check timefuse tests examples benchmarks
+	$(BIN)/ruff check timefuse tests examples
+	$(BIN)/ruff format --check timefuse tests examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

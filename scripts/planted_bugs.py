@@ -75,8 +75,8 @@ BUGS = [
     Bug(
         "hold-whole-lease",
         "timefuse/service/dispatcher.py",
-        "replace(gate, hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4))",
-        "gate",
+        "hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4),",
+        "hold_seconds=gate.hold_seconds,",
         "the hold is not bounded by the lease: an event may start with most of its lease spent",
     ),
     Bug(

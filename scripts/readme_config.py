@@ -1,28 +1,27 @@
-"""Rewrite the README's configuration table from timefuse.config (run after adding a setting)."""
+"""Rewrite the README's configuration tables from the settings' declarations.
+
+Run after adding or changing a setting: timefuse's own sections and its built-in plugins'
+(``timefuse --help`` lists installed plugins' settings too).
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from timefuse.config import variables
+from timefuse.entrypoints.settings_help import builtin_groups, markdown_tables
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
-def table() -> str:
-    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for var in variables():
-        default = f"`{var.default}`" if var.default else "(unset)"
-        rows.append(f"| `{var.env}` | {default} | {var.help} |")
-    return "\n".join(rows)
+def block() -> str:
+    return f"{START}\n{markdown_tables(builtin_groups())}\n{END}"
 
 
 def main() -> None:
     text = README.read_text()
-    block = f"{START}\n{table()}\n{END}"
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block(), text, flags=re.S)
     README.write_text(new)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -19,6 +22,20 @@ _database_names = (f"timefuse_test_{n}" for n in itertools.count(1))
 # `make mutants` runs the fast tiers once per planted bug (pytest --hypothesis-profile=mutants):
 # fewer examples, the same ones every run, so a mutant's verdict doesn't depend on luck.
 settings.register_profile("mutants", max_examples=20, derandomize=True, deadline=None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """Around a synchronous test, the policy has no loop.
+
+    looptime asks the policy for the running loop around every test; on Python 3.11 that
+    creates a loop for a synchronous one, which nobody closes and whose sockets later fail
+    an unrelated test at garbage collection.
+    """
+    # pytest-asyncio hands an async test over wrapped in a synchronous function.
+    if not inspect.iscoroutinefunction(inspect.unwrap(pyfuncitem.obj)):
+        asyncio.set_event_loop(None)
+    return (yield)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.receiver import Receiver, always
-from timefuse.config import Settings
-from timefuse.plugins import http
+from timefuse.plugins.http import HttpPlugin
 from timefuse.ports.delivery import DeliveryType
 from timefuse.testing.delivery_contract import (
     DeliveryTypeContract,
@@ -23,9 +22,9 @@ from timefuse.testing.delivery_contract import (
 
 class TestHttpType(DeliveryTypeContract):
     @pytest.fixture
-    def settings(self) -> Settings:
+    def env(self) -> dict[str, str]:
         # The receiver listens on loopback, which the SSRF guard refuses unless allowed.
-        return Settings.from_env({"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"})
+        return {"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"}
 
     @pytest.fixture
     async def receiver(self) -> AsyncIterator[Receiver]:
@@ -35,8 +34,8 @@ class TestHttpType(DeliveryTypeContract):
         await receiver.stop()
 
     @pytest.fixture
-    def delivery_type(self, settings: Settings) -> DeliveryType:
-        return collect_delivery_types(http, settings)["http"]
+    def delivery_type(self, env: dict[str, str]) -> DeliveryType:
+        return collect_delivery_types(HttpPlugin(), env)["http"]
 
     @pytest.fixture
     def valid_destination(self, receiver: Receiver) -> str:

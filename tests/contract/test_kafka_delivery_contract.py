@@ -12,8 +12,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined,unused-ignore]
 
 from tests.integration.kafka.conftest import read_all
 from tests.support.kafka_broker import KafkaBroker
-from timefuse.config import Settings
-from timefuse.plugins import kafka as kafka_plugin
+from timefuse.config import KafkaSettings
+from timefuse.plugins.kafka import KafkaPlugin
 from timefuse.ports.delivery import DeliveryType
 from timefuse.testing.delivery_contract import (
     DeliveryTypeContract,
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.kafka
 
 
 def test_without_a_broker_configured_there_is_no_kafka_type() -> None:
-    assert collect_delivery_types(kafka_plugin, Settings.from_env({})) == {}
+    assert collect_delivery_types(KafkaPlugin(KafkaSettings.from_env({}))) == {}
 
 
 class TestKafkaType(DeliveryTypeContract):
@@ -37,18 +37,17 @@ class TestKafkaType(DeliveryTypeContract):
         return name
 
     @pytest.fixture
-    def settings(self, kafka: KafkaBroker) -> Settings:
+    def env(self, kafka: KafkaBroker) -> dict[str, str]:
         # A short producer timeout so the failure case (an unknown topic) answers quickly.
-        return Settings.from_env(
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-                "TIMEFUSE_KAFKA_DELIVERY_TIMEOUT_SECONDS": "3",
-            }
-        )
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "TIMEFUSE_KAFKA_DELIVERY_TIMEOUT_SECONDS": "3",
+        }
 
     @pytest.fixture
-    def delivery_type(self, settings: Settings) -> DeliveryType:
-        return collect_delivery_types(kafka_plugin, settings)["kafka"]
+    def delivery_type(self, env: dict[str, str]) -> DeliveryType:
+        plugin = KafkaPlugin(KafkaSettings.from_env(env))
+        return collect_delivery_types(plugin, env)["kafka"]
 
     @pytest.fixture
     def valid_destination(self, topic: str) -> str:

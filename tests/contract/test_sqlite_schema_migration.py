@@ -115,7 +115,7 @@ async def test_opens_a_version_1_file_and_keeps_its_events(tmp_path: Path) -> No
         assert sorted(event.id for event in page.events) == [_DONE_ID, _CLAIMED_ID]
     finally:
         await store.close()
-    assert _schema_version(path) == SCHEMA_VERSION == 3
+    assert _schema_version(path) == SCHEMA_VERSION == 4
 
 
 async def test_a_claim_made_before_the_migration_expires_with_an_attempt_record(

@@ -12,17 +12,18 @@ from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.ports.store import StoreAdapter
 from timefuse.testing.store_contract import StoreContract
+from timefuse.testing.store_contract_shared import SharedLimitsContract
 from timefuse.testing.store_contract_support import ShiftedClock
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, SharedLimitsContract):
     @pytest.fixture
     def store_time(self) -> ShiftedClock:
         return ShiftedClock()
 
     @pytest.fixture
     async def adapter(self, store_time: ShiftedClock) -> AsyncIterator[StoreAdapter]:
-        store = MemoryStore(clock=store_time)
+        store = MemoryStore(clock=store_time, shared_limits=True)
         await store.open()
         yield store
         await store.close()
@@ -45,7 +46,7 @@ class TestSqliteStore(StoreContract):
 
 
 @pytest.mark.postgres
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, SharedLimitsContract):
     @pytest.fixture
     async def adapter(self, postgres_dsn: str) -> AsyncIterator[StoreAdapter]:
         # A fresh database on the session's server (tests/conftest.py): no shared rows.

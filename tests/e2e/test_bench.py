@@ -112,6 +112,22 @@ def test_cron_compares_the_libraries_on_the_dst_rules_and_speed() -> None:
     assert_compared_with_baseline(report)
 
 
+@pytest.mark.slow
+def test_schedules_creates_and_delivers_every_occurrence_once() -> None:
+    # Waits for the next whole minute: a schedule firing every minute fires then.
+    report = report_of("schedules", "-n", "20", "--stores", "sqlite", "--duration", "60")
+    results = report["results"]
+    assert report["errors"] == 0
+    assert results["sqlite_occurrences_expected"] == 20
+    assert results["sqlite_occurrences_created"] == 20
+    assert (results["sqlite_occurrences_missing"], results["sqlite_stored_twice"]) == (0, 0)
+    assert results["sqlite_delivered"] == 20
+    # Created ahead of the instant (the planner's lookahead), delivered after it.
+    assert (
+        results["sqlite_created_lateness_max_s"] < 0 <= results["sqlite_delivered_lateness_p50_s"]
+    )
+
+
 def test_the_table_is_the_default_output() -> None:
     result = bench("deliver-http", "--short", "-n", "50")
 
@@ -139,7 +155,8 @@ async def test_bench_drives_a_running_deployment_by_url(
     [
         (["herd", "-n", "0"], "-n/--events: must be at least 1"),
         (["herd", "--concurrency", "lots"], "--concurrency: must be a whole number"),
-        (["herd", "--rate", "10"], "--rate and --duration apply to the steady scenario only"),
+        (["herd", "--rate", "10"], "--rate applies to the steady and day scenarios only"),
+        (["herd", "--duration", "10"], "--duration applies to the steady and schedules"),
         (["steady", "--duration", "-1"], "--duration: must be a positive number"),
         (["steady", "-n", "10"], "drop -n/--events"),
         (["ingest", "--url", "localhost:8080"], "--url: must be an http:// or https:// URL"),
@@ -149,6 +166,16 @@ async def test_bench_drives_a_running_deployment_by_url(
         ),
         (["stampede"], "invalid choice: 'stampede'"),
         (["cron", "--url", "http://x"], "cron runs in-process with no deployment; drop --url"),
+        (["store", "--concurrency", "4"], "store runs in-process with no deployment"),
+        (["herd", "--backend", "sqlite"], "--backend applies to the store scenario only"),
+        (["console", "--database-url", "postgresql://x/y"], "--database-url applies to the"),
+        (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
+        (["ingest-backlog", "--url", "http://x"], "drop --url"),
+        (["herd", "--runs", "0"], "--runs: must be at least 1"),
+        (["herd", "--stores", "sqlite"], "--stores and --idle apply to the schedules scenario"),
+        (["schedules", "--stores", "oracle"], "--stores: must be a comma-separated list"),
+        (["schedules", "--url", "http://x"], "schedules starts its own timefuse"),
+        (["schedules", "--rate", "5"], "--rate applies to the steady and day scenarios only"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
@@ -159,11 +186,74 @@ def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: 
     assert "Traceback" not in result.stderr
 
 
-def test_deliver_kafka_without_a_cluster_says_what_it_needs() -> None:
-    result = bench("deliver-kafka", "--short")
+@pytest.mark.parametrize("scenario", ["deliver-kafka", "kafka-type", "ingest-backlog"])
+def test_kafka_scenarios_without_a_cluster_say_what_they_need(scenario: str) -> None:
+    result = bench(scenario, "--short")
 
     assert result.returncode == 2
-    assert "deliver-kafka needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+    assert f"{scenario} needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_store_compares_the_adapter_with_its_bare_driver_and_repeats_with_runs() -> None:
+    report = report_of("store", "--runs", "2")
+
+    assert report["baseline"]["name"] == "raw sqlite claim and complete"
+    assert report["parameters"]["runs"] == 2
+    results = report["results"]
+    assert results["claims"] == 4  # 2,000 events in claims of 500
+    assert results["insert_rate_per_s"] > 0
+    assert results["retention_rate_per_s"] > 0
+    assert_compared_with_baseline(report)
+    runs = report["runs"]
+    assert len(runs) == 2
+    rates = sorted(run["claim_complete_rate_per_s"] for run in runs)
+    assert results["claim_complete_rate_per_s"] == pytest.approx(sum(rates) / 2)
+
+
+def test_console_times_each_page_on_a_large_and_a_small_store() -> None:
+    report = report_of("console", "-n", "3000")
+
+    results = report["results"]
+    assert report["parameters"]["small"] == 1000
+    pages = ("overview", "events_first_page", "dead_letters", "destinations", "schedules",
+             "schedule", "events_by_rare_receiver")  # fmt: skip
+    for page in pages:
+        assert results[f"{page}_small_s"] > 0
+        assert results[f"{page}_large_s"] > 0
+        assert results[f"{page}_growth"] == pytest.approx(
+            results[f"{page}_large_s"] / results[f"{page}_small_s"]
+        )
+    assert report["errors"] == 0
+
+
+def test_http_type_compares_the_delivery_type_alone_with_raw_aiohttp() -> None:
+    report = report_of("http-type")
+
+    assert report["baseline"]["name"] == "raw aiohttp POSTs"
+    assert report["results"]["failed_deliveries"] == 0
+    assert report["results"]["deliver_cpu_per_request_us"] > 0
+    assert_compared_with_baseline(report)
+
+
+@pytest.mark.kafka
+def test_kafka_type_compares_the_delivery_type_alone_with_a_raw_producer(
+    kafka: KafkaBroker,
+) -> None:
+    report = report_of("kafka-type", "--kafka", kafka.bootstrap_servers)
+
+    assert report["baseline"]["name"] == "raw confluent-kafka producer"
+    assert report["results"]["failed_deliveries"] == 0
+    assert_compared_with_baseline(report)
+
+
+@pytest.mark.kafka
+def test_ingest_backlog_drains_a_filled_topic_into_the_store(kafka: KafkaBroker) -> None:
+    report = report_of("ingest-backlog", "--kafka", kafka.bootstrap_servers)
+
+    assert report["baseline"]["name"] == "raw confluent-kafka producer, same envelopes"
+    assert report["target"]["store"] == "sqlite"
+    assert 0 < report["results"]["stored_in_first_batches"] <= report["parameters"]["events"]
+    assert_compared_with_baseline(report)
 
 
 @pytest.mark.kafka

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,9 +20,11 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from confluent_kafka import Producer
 from playwright.async_api import Browser, Page, expect
 
 from tests.support.browser import browser_fixture, screenshot, visitor  # noqa: F401 (fixture)
+from tests.support.kafka_broker import KafkaBroker
 from tests.support.process import TimefuseProcess, free_port
 from tests.support.receiver import Receiver, always, fail_then
 from timefuse.entrypoints.auth import hash_key
@@ -140,6 +143,55 @@ async def test_filtering_the_list_by_status_and_source_shows_exactly_those_event
     await screenshot(phone, "events-filtered-phone")
 
 
+async def test_filtering_by_receiver_and_paging_the_latest_first(
+    api: Api, browser: Browser
+) -> None:
+    start = datetime.now(UTC) + timedelta(hours=1)
+    for n in range(30):  # every minute, alternating between two hosts
+        host = "hooks.example" if n % 2 else "other.example"
+        await api.submit(f"job-{n:02}", "billing", f"https://{host}/in/{n}",
+                         at=start + timedelta(minutes=n))  # fmt: skip
+    early = start - timedelta(seconds=30)
+    await api.submit("on-8443", "billing", "https://hooks.example:8443/x", at=early)
+    page = await signed_in(browser, api.tf, "ops-admin")
+    await page.goto(f"{api.tf.base_url}/ui/events")
+
+    # A host: any port of it, whatever case the URL was written in.
+    await page.get_by_label("Destination").fill("HOOKS.example")
+    await page.get_by_label("Delivery type").select_option("http")
+    await page.get_by_role("button", name="Apply").click()
+    odd = [f"job-{n:02}" for n in range(1, 30, 2)]
+    assert await listed_ids(page) == ["on-8443", *odd]
+    assert "destination=HOOKS.example" in page.url
+    assert "type=http" in page.url
+
+    # host:port, then the start of a URL.
+    await page.get_by_label("Destination").fill("hooks.example:8443")
+    await page.get_by_role("button", name="Apply").click()
+    assert await listed_ids(page) == ["on-8443"]
+    await page.get_by_label("Destination").fill("https://other.example/in/1")
+    await page.get_by_role("button", name="Apply").click()
+    assert await listed_ids(page) == ["job-10", "job-12", "job-14", "job-16", "job-18"]
+
+    # The latest first, 25 a page: the order and the filters carry to the next page.
+    await page.get_by_label("Destination").fill("")
+    await page.get_by_label("Per page").select_option("25")
+    await page.get_by_role("button", name="Apply").click()
+    await page.get_by_role("link", name="Scheduled").click()
+    assert "order=newest" in page.url
+    everything = [*(f"job-{n:02}" for n in reversed(range(30))), "on-8443"]
+    assert await listed_ids(page) == everything[:25]
+    await expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "descending")
+    await screenshot(page, "events-latest-first")
+    await page.get_by_role("link", name="Next page").click()
+    assert await listed_ids(page) == everything[25:]
+    assert "order=newest" in page.url
+    await expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    # And back to the earliest first from the same header.
+    await page.get_by_role("link", name="Scheduled").click()
+    assert (await listed_ids(page))[:3] == ["on-8443", "job-00", "job-01"]
+
+
 async def test_an_events_page_shows_its_fields_payload_and_attempts(
     api: Api, browser: Browser, receiver: Receiver
 ) -> None:
@@ -195,6 +247,42 @@ async def test_cancelling_a_pending_event_from_its_page(api: Api, browser: Brows
     assert '"key": "ops-admin"' in api.tf.log()
 
 
+async def test_rescheduling_a_pending_event_an_hour_earlier_delivers_it_then(
+    api: Api, browser: Browser, receiver: Receiver
+) -> None:
+    receiver.behaviours["/moved"] = always(204)
+    scheduled = datetime.now(UTC) + timedelta(hours=1)
+    event_id = await api.submit("moved-up", "billing", receiver.url("/moved"), at=scheduled)
+    page = await signed_in(browser, api.tf, "ops-admin")
+    await page.goto(f"{api.tf.base_url}/ui/events/{event_id}")
+    field = page.get_by_label("Deliver at")
+    await expect(field).to_have_value(scheduled.strftime("%Y-%m-%dT%H:%M:%S"))
+    phone = await signed_in(browser, api.tf, "ops-admin", phone=True)
+    await phone.goto(f"{api.tf.base_url}/ui/events/{event_id}")
+    await expect(phone.get_by_label("Deliver at")).to_be_visible()
+    await screenshot(phone, "event-pending-phone")
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+
+    await field.fill("2001-01-01T00:00:00")
+    await page.get_by_role("button", name="Reschedule").click()
+    await expect(page.get_by_role("alert")).to_contain_text("The new time is in the past")
+    await screenshot(page, "event-reschedule-refused")
+    await field.fill(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    await page.get_by_role("button", name="Reschedule").click()
+
+    await expect(page.get_by_role("status")).to_contain_text("Event rescheduled")
+    await api.wait_status(event_id, "COMPLETED")
+    assert [r.event_id for r in receiver.received] == [event_id]
+    # Delivered at the new time; the time it was submitted for stays on the event.
+    delivered = await api.call("GET", f"{EVENTS}/{event_id}")
+    assert delivered["scheduled_at"].startswith(scheduled.strftime("%Y-%m-%dT%H:%M:%S"))
+    await page.reload()
+    await expect(page.locator("section", has_text="Done from this console")).to_contain_text(
+        "reschedule to "
+    )
+    await screenshot(page, "event-rescheduled")
+
+
 async def test_bulk_redelivery_of_dead_letters_after_a_confirmation_with_the_count(
     api: Api, browser: Browser, receiver: Receiver
 ) -> None:
@@ -245,13 +333,20 @@ async def test_a_source_scoped_key_sees_only_its_sources_on_every_page(
     await screenshot(page, "overview-source-scoped")
     await page.goto(f"{base}/events")
     assert await listed_ids(page) == ["bill-1"]
-    for url in (
-        f"{base}/events?source=shipping",
-        f"{base}/events?q=ship-secret",
-        f"{base}/dead-letters?source=shipping",
-    ):
+    for url, expected in {
+        f"{base}/events?source=shipping": [],
+        f"{base}/events?q=ship-secret": [],
+        f"{base}/events?destination=https://example.com/b": [],
+        f"{base}/events?destination=example.com&type=http&order=newest": ["bill-1"],
+        f"{base}/dead-letters?source=shipping": [],
+    }.items():
         await page.goto(url)
-        assert await listed_ids(page) == [], url
+        assert await listed_ids(page) == expected, url
+        await expect(page.locator("table.events")).not_to_contain_text("example.com/b")
+    for admin_only in ("/dead-letters/refused", "/dead-letters/redeliver?source=shipping"):
+        response = await page.goto(base + admin_only)
+        assert response is not None
+        assert response.status == 403, admin_only
     response = await page.goto(f"{base}/events/{theirs}")
     assert response is not None
     assert response.status == 404
@@ -295,6 +390,58 @@ async def test_a_read_only_key_sees_no_action_and_is_refused_when_it_acts_anyway
     )
     assert refused.status_code == 403
     assert await api.status(event_id) == "PENDING"
+
+
+@pytest.mark.kafka
+async def test_ingest_records_the_kafka_consumer_refused_are_listed_with_their_errors(
+    timefuse: Start, tmp_path: Path, client: httpx.AsyncClient, browser: Browser, kafka: KafkaBroker
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    ingest = f"console-{run}.ingest"
+    tf = timefuse(
+        {
+            "TIMEFUSE_API_KEYS_FILE": str(write_keys(tmp_path / "keys.toml")),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "TIMEFUSE_KAFKA_INGEST_TOPIC": ingest,
+            "TIMEFUSE_KAFKA_CONSUMER_GROUP": f"console-{run}",
+            "KAFKA_PARTITIONS": "2",
+        }
+    )
+    api = Api(tf, client)
+    before = await api.submit("good-before", "billing", "https://example.com/hook")
+    # What a faulty producer of the ingest topic might write: not timefuse's envelopes.
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    producer.produce(ingest, b"\xffnot an envelope", b"billing")
+    producer.produce(ingest, b'{"id": 42, "source": []}', b"shipping")
+    assert producer.flush(10) == 0
+    after = await api.submit("good-after", "billing", "https://example.com/hook")
+    refused = f"{EVENTS}/admin/ingest/dead-letters"
+    deadline = time.monotonic() + 30
+    while len(rows := await api.call("GET", refused)) < 2:
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.5)
+
+    by_key = {row["key"]: row for row in rows}
+    assert set(by_key) == {"billing", "shipping"}
+    assert "not a timefuse event envelope" in by_key["billing"]["error"]
+    assert by_key["shipping"]["error"]  # the consumer's reason, whatever its words
+    assert by_key["shipping"]["value"] == '{"id": 42, "source": []}'
+    assert all(row["origin"].startswith(f"{ingest}/") for row in rows)
+    assert [await api.status(before), await api.status(after)] == ["PENDING", "PENDING"]
+    page = await signed_in(browser, tf, "ops-admin")
+    await page.get_by_role("link", name="Dead letters").click()
+    await page.get_by_role("link", name="refused at ingest").click()
+    cards = page.locator("ol.refused > li")
+    await expect(cards).to_have_count(2)
+    # Newest first, as the API lists them, each with its reason.
+    for card, row in zip(await cards.all(), rows, strict=True):
+        await expect(card).to_contain_text(row["error"])
+        await expect(card).to_contain_text(row["origin"])
+    await screenshot(page, "refused-at-ingest")
+    phone = await signed_in(browser, tf, "ops-admin", phone=True)
+    await phone.goto(page.url)
+    await phone.locator("ol.refused > li").first.locator("summary").click()
+    await screenshot(phone, "refused-at-ingest-phone")
 
 
 @pytest.fixture
@@ -384,7 +531,13 @@ async def test_screenshots_of_the_remaining_pages(
 
     await page.reload()
     await expect(page.locator(".count.status-dead_letter .n")).to_have_text("1")
-    await expect(page.locator("svg.chart")).to_have_count(3)
+    await expect(page.locator("svg.chart")).to_have_count(4)  # three per minute, and lateness
+    # The lateness chart has drawn this minute's deliveries (a dot: one busy minute).
+    await expect(page.locator("svg.line-chart .line.p50 circle")).to_have_count(1)
+    # This `timefuse serve` is the one process: every role, the dispatcher among them.
+    workers = page.locator("table.workers tbody tr")
+    await expect(workers).to_have_count(1)
+    await expect(workers.locator(".role.dispatch")).to_have_text("dispatch")
     await screenshot(page, "overview")
     await page.get_by_text("The same figures as a table").click()
     await expect(page.locator("details.figures tbody tr").first).to_be_visible()
@@ -403,6 +556,13 @@ async def test_screenshots_of_the_remaining_pages(
     await screenshot(login, "sign-in-refused")
     phone = await signed_in(browser, api.tf, "ops-admin", phone=True)
     await screenshot(phone, "overview-phone")
+    for path, name in (("/dead-letters", "dead-letters"), ("/destinations", "destinations"),
+                       ("/delivery-types", "delivery-types")):  # fmt: skip
+        await phone.goto(f"{api.tf.base_url}/ui{path}")
+        await expect(phone.locator("main h1")).to_be_visible()
+        await screenshot(phone, f"{name}-phone")
+        # Nothing wider than the phone: no sideways scrolling of the page itself.
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 390, path
 
 
 UNLABELLED = """() => [...document.querySelectorAll("input, select, textarea, button")]
@@ -416,9 +576,16 @@ async def test_every_control_has_a_label_and_the_keyboard_reaches_the_actions(
     api: Api, browser: Browser
 ) -> None:
     event_id = await api.submit("by-keyboard", "billing", "https://example.com/hook")
+    schedule = await api.call("POST", "/api/v1/schedules", json={
+        "key": "hourly", "source": "billing", "every_seconds": 3600,
+        "event": {"delivery_type": "http", "destination": "https://example.com/hook",
+                  "payload": {}}})  # fmt: skip
     page = await signed_in(browser, api.tf, "ops-admin")
     base = f"{api.tf.base_url}/ui"
-    for path in ("/", "/events", "/dead-letters", "/destinations", "/delivery-types"):
+    pages = ("/", "/events", "/dead-letters", "/dead-letters/refused", "/destinations",
+             "/delivery-types", "/dead-letters/redeliver", "/schedules",
+             f"/schedules/{schedule['id']}")  # fmt: skip
+    for path in pages:
         await page.goto(base + path)
         assert await page.evaluate(UNLABELLED) == [], path
     await page.goto(f"{base}/events/{event_id}")
@@ -481,16 +648,16 @@ async def test_closing_an_open_circuit_breaker_from_the_destinations_page(
     await expect(row.locator(".badge")).to_have_text("OPEN")
     await screenshot(page, "destinations-breaker-open")
 
-    # The receiver is back: closing the breaker lets the held-back retry through at once
-    # (were it still failing, that retry would open the breaker again straight away).
-    receiver.behaviours["/down"] = always(200)
+    receiver.behaviours["/down"] = always(200)  # the receiver is back
     await row.get_by_role("button", name="Close breaker").click()
 
     await expect(page.get_by_role("status")).to_contain_text("Circuit breaker closed")
-    await expect(row.locator(".badge")).to_have_text("CLOSED")
+    # What the open breaker held back goes at once, not at the end of the 600 s cool-down.
     await api.wait_status(failed, "COMPLETED")
     states = await api.call("GET", f"{EVENTS}/admin/destinations")
     assert [state["breaker"] for state in states] == ["CLOSED"]
+    await page.reload()
+    await expect(row.locator(".badge")).to_have_text("CLOSED")
 
 
 async def test_the_overview_names_the_oldest_overdue_event(
@@ -515,4 +682,66 @@ async def test_the_overview_names_the_oldest_overdue_event(
 
     await expect(overdue).to_contain_text("still pending")
     await expect(overdue).not_to_contain_text("late-2")
+    # And the overview says why: the one process seen doesn't dispatch.
+    processes = page.locator("section", has_text="Processes seen recently")
+    await expect(processes).to_contain_text("No live process dispatches")
     await screenshot(page, "overview-overdue")
+
+
+async def test_schedules_listed_paused_resumed_and_triggered_from_the_console(
+    api: Api, browser: Browser, receiver: Receiver
+) -> None:
+    receiver.behaviours["/nightly"] = always(204)
+    template = {"delivery_type": "http", "destination": receiver.url("/nightly"),
+                "payload": {"job": "invoices"}}  # fmt: skip
+    nightly = await api.call("POST", "/api/v1/schedules", json={
+        "key": "nightly-invoices", "source": "billing", "cron": "0 2 * * *",
+        "timezone": "Europe/Berlin", "event": template})  # fmt: skip
+    stock = await api.call("POST", "/api/v1/schedules", json={
+        "key": "stock-sync", "source": "shipping", "every_seconds": 900,
+        "event": template})  # fmt: skip
+    page = await signed_in(browser, api.tf, "ops-admin")
+
+    await page.get_by_role("link", name="Schedules").click()
+    keys = page.locator("table.schedules tbody td[data-label='Key']")
+    await expect(keys).to_have_text(["nightly-invoices", "stock-sync"])
+    await expect(page.locator("table.schedules tbody")).to_contain_text("0 2 * * *")
+    await screenshot(page, "schedules")
+    await page.get_by_role("link", name="nightly-invoices").click()
+    await expect(page.get_by_role("heading", name="nightly-invoices")).to_be_visible()
+    await expect(page.locator("ol.next-runs li")).to_have_count(5)
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_role("status")).to_contain_text("Schedule paused")
+    paused = await api.call("GET", f"/api/v1/schedules/{nightly['id']}")
+    assert paused["state"] == "PAUSED"
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_role("status")).to_contain_text("Schedule resumed")
+    await page.get_by_role("button", name="Trigger now").click()
+    await expect(page.get_by_role("status")).to_contain_text("Occurrence created")
+    occurrence = page.locator("table.occurrences tbody td[data-label='External id'] a")
+    await expect(occurrence).to_have_count(1)
+    # The occurrence is an event like any other: delivered to the receiver, due now.
+    event_id = (await occurrence.get_attribute("href") or "").rsplit("/", 1)[-1]
+    await api.wait_status(event_id, "COMPLETED")
+    assert [r.path for r in receiver.received] == ["/nightly"]
+    assert (await api.call("GET", f"/api/v1/schedules/{nightly['id']}"))["state"] == "ACTIVE"
+    await page.reload()
+    await expect(page.locator("table.occurrences tbody")).to_contain_text("COMPLETED")
+    await screenshot(page, "schedule-detail")
+
+    phone = await signed_in(browser, api.tf, "ops-admin", phone=True)
+    for path, name in (("/schedules", "schedules"),
+                       (f"/schedules/{nightly['id']}", "schedule-detail")):  # fmt: skip
+        await phone.goto(f"{api.tf.base_url}/ui{path}")
+        await expect(phone.locator("main h1")).to_be_visible()
+        await screenshot(phone, f"{name}-phone")
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 390, path
+    # A key for billing only sees billing's schedule, and not the other by its address.
+    scoped = await signed_in(browser, api.tf, "billing-team")
+    await scoped.goto(f"{api.tf.base_url}/ui/schedules")
+    await expect(scoped.locator("table.schedules tbody td[data-label='Key']")).to_have_text(
+        ["nightly-invoices"]
+    )
+    answer = await scoped.goto(f"{api.tf.base_url}/ui/schedules/{stock['id']}")
+    assert answer is not None
+    assert answer.status == 404

@@ -44,7 +44,8 @@ FUZZ = settings(
 # Reads and submits for every source, but can't cancel: the fuzzer meets 403s too.
 KEY = "tfk_fuzz"
 KEYS = KeyRing([ApiKey("fuzz", hash_key(KEY), None, frozenset({Role.SUBMIT, Role.READ}))])
-PUBLIC = {"/health", "/health/live", "/health/ready", "/api/v1/events/health", "/docs", "/metrics"}
+# /metrics needs a key with the metrics role once keys are configured.
+PUBLIC = {"/health", "/health/live", "/health/ready", "/api/v1/events/health", "/docs"}
 
 
 def live_app(keys: KeyRing | None) -> Starlette:
@@ -69,10 +70,11 @@ def live_app(keys: KeyRing | None) -> Starlette:
     return create_app(
         service=tf.service,
         metrics=tf.metrics,
-        settings=settings_,
+        settings=settings_.api,
         lifespan=lifespan,
         keys=keys,
         admin=tf.admin,
+        schedules=tf.schedules,
     )
 
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.raw_receiver import Answer, RawReceiver, Script, self_signed_tls
-from timefuse.config import Settings
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.plugins.http import HttpDelivery
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.testing.factories import make_event
 
 TIMEOUT_SECONDS = 2.0
@@ -318,7 +318,7 @@ async def receiving(
 
 
 async def deliver(url: str, env: dict[str, str] | None = None) -> DeliveryOutcome:
-    delivery = HttpDelivery(Settings.from_env({**ENV, **(env or {})}))
+    delivery = HttpDelivery(HttpSettings.from_env({**ENV, **(env or {})}))
     await delivery.start()
     try:
         # Bounded here too: a delivery that hangs must fail this test, not stall the suite.

@@ -22,11 +22,11 @@ from aiohttp import web
 
 from tests.support.process import TimefuseProcess
 from tests.support.tls import Pki, make_pki
-from timefuse.config import Settings
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.plugins.http import HttpDelivery
 from timefuse.plugins.http_credentials import TokenSource
 from timefuse.plugins.http_credentials_file import ClientCredentials
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.signing_keys import SigningKey, SigningKeyring
 from timefuse.testing.factories import make_event
 from timefuse.webhooks import WebhookVerificationError, new_secret, new_signing_key, verify
@@ -117,7 +117,7 @@ def credentials_file(tmp_path: Path, toml: str) -> dict[str, str]:
 
 
 async def deliver_once(env: dict[str, str], destination: str) -> tuple[OutcomeKind, str | None]:
-    delivery = HttpDelivery(Settings.from_env(env))
+    delivery = HttpDelivery(HttpSettings.from_env(env))
     await delivery.start()
     try:
         outcome = await delivery.deliver(make_event(destination=destination), 1)
@@ -143,7 +143,7 @@ audience = "https://receiver.example"
 @pytest.fixture
 async def oauth_delivery(bearer_world: BearerWorld, tmp_path: Path) -> AsyncIterator[HttpDelivery]:
     env = {**LOOPBACK_ALLOWED, **credentials_file(tmp_path, oauth_toml(bearer_world, tmp_path))}
-    delivery = HttpDelivery(Settings.from_env(env))
+    delivery = HttpDelivery(HttpSettings.from_env(env))
     await delivery.start()
     yield delivery
     await delivery.stop()
@@ -234,7 +234,7 @@ async def test_a_token_is_renewed_shortly_before_it_expires(
 ) -> None:
     bearer_world.expires_in = expires_in
     env = credentials_file(tmp_path, oauth_toml(bearer_world, tmp_path))
-    [entry] = Settings.from_env(env).http_credentials.entries
+    [entry] = HttpSettings.from_env(env).credentials.entries
     assert isinstance(entry.auth, ClientCredentials)
     now = [0.0]
     async with aiohttp.ClientSession() as session:
@@ -284,7 +284,7 @@ async def test_a_token_endpoint_that_is_down_is_retriable(
         bearer_world.url("/token"), "http://127.0.0.1:9/token"
     )
     env = {**LOOPBACK_ALLOWED, **credentials_file(tmp_path, toml)}
-    delivery = HttpDelivery(Settings.from_env(env))
+    delivery = HttpDelivery(HttpSettings.from_env(env))
     await delivery.start()
     try:
         outcome = await delivery.deliver(make_event(destination=bearer_world.url("/hook")), 1)
@@ -453,7 +453,7 @@ async def test_a_connection_made_with_a_client_certificate_serves_only_its_entry
         f"{base}/hook", cert_file=pki.client.cert, key_file=pki.client.key, ca_file=pki.ca
     ) + tls_toml(f"{base}/other", ca_file=pki.ca)
     delivery = HttpDelivery(
-        Settings.from_env({**LOOPBACK_ALLOWED, **credentials_file(tmp_path, toml)})
+        HttpSettings.from_env({**LOOPBACK_ALLOWED, **credentials_file(tmp_path, toml)})
     )
     await delivery.start()
     try:
@@ -568,7 +568,7 @@ async def test_during_an_overlap_receivers_with_only_the_old_or_only_the_new_key
     keyring.add(SigningKey("later", "billing", new_secret(), not_before=now + timedelta(hours=1)))
     verifying_receivers.keys = {"/old": old, "/new": new, "/public": public_key}
     env = {**LOOPBACK_ALLOWED, "TIMEFUSE_SIGNING_KEYS_FILE": str(keyring.path)}
-    delivery = HttpDelivery(Settings.from_env(env))
+    delivery = HttpDelivery(HttpSettings.from_env(env))
     await delivery.start()
     try:
         outcomes = [
@@ -596,7 +596,7 @@ async def test_a_retired_key_no_longer_signs_and_its_receiver_refuses(
     keyring.remove("old")
     verifying_receivers.keys = {"/old": old, "/new": new}
     env = {**LOOPBACK_ALLOWED, "TIMEFUSE_SIGNING_KEYS_FILE": str(keyring.path)}
-    delivery = HttpDelivery(Settings.from_env(env))
+    delivery = HttpDelivery(HttpSettings.from_env(env))
     await delivery.start()
     try:
         for path in ("/old", "/new"):

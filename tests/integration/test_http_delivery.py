@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
-from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.plugins.http import HttpDelivery
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.testing.factories import make_event
 from timefuse.webhooks import WebhookVerificationError, verify
 
@@ -120,7 +120,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await server.close()
 
 
-async def started(settings: Settings) -> HttpDelivery:
+async def started(settings: HttpSettings) -> HttpDelivery:
     delivery = HttpDelivery(settings)
     await delivery.start()
     return delivery
@@ -128,7 +128,7 @@ async def started(settings: Settings) -> HttpDelivery:
 
 @pytest.fixture
 async def delivery() -> AsyncIterator[HttpDelivery]:
-    delivery = await started(Settings.from_env(LOOPBACK_ALLOWED))
+    delivery = await started(HttpSettings.from_env(LOOPBACK_ALLOWED))
     yield delivery
     await delivery.stop()
 
@@ -227,7 +227,7 @@ async def test_a_closed_port_is_retriable(delivery: HttpDelivery) -> None:
 
 
 async def test_a_receiver_slower_than_the_timeout_is_retriable(receiver: Receiver) -> None:
-    settings = Settings.from_env({**LOOPBACK_ALLOWED, "TIMEFUSE_HTTP_TIMEOUT_SECONDS": "0.3"})
+    settings = HttpSettings.from_env({**LOOPBACK_ALLOWED, "TIMEFUSE_HTTP_TIMEOUT_SECONDS": "0.3"})
     delivery = await started(settings)
     try:
         outcome = await delivery.deliver(event_to(receiver.url("/slow")), 1)
@@ -272,7 +272,7 @@ async def test_an_invalid_destination_is_permanent(
 
 
 async def test_delivering_before_start_or_after_stop_is_retriable(receiver: Receiver) -> None:
-    delivery = HttpDelivery(Settings.from_env(LOOPBACK_ALLOWED))
+    delivery = HttpDelivery(HttpSettings.from_env(LOOPBACK_ALLOWED))
     event = event_to(receiver.url("/status/200"))
 
     before_start = await delivery.deliver(event, 1)
@@ -288,8 +288,10 @@ async def test_delivering_before_start_or_after_stop_is_retriable(receiver: Rece
 # -- signed webhooks -------------------------------------------------------------------------
 
 
-def signing(secrets: dict[str, list[str]]) -> Settings:
-    return Settings.from_env({**LOOPBACK_ALLOWED, "TIMEFUSE_WEBHOOK_SECRETS": json.dumps(secrets)})
+def signing(secrets: dict[str, list[str]]) -> HttpSettings:
+    return HttpSettings.from_env(
+        {**LOOPBACK_ALLOWED, "TIMEFUSE_WEBHOOK_SECRETS": json.dumps(secrets)}
+    )
 
 
 async def test_a_source_with_a_secret_sends_signatures_its_receiver_verifies(

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.raw_receiver import Answer, RawReceiver
-from timefuse.config import Settings
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.plugins.http import HttpDelivery
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.testing.factories import make_event
 
 OK = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
@@ -29,7 +29,7 @@ async def receiver() -> AsyncIterator[RawReceiver]:
 
 @pytest.fixture
 async def delivery() -> AsyncIterator[HttpDelivery]:
-    settings = Settings.from_env({"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"})
+    settings = HttpSettings.from_env({"TIMEFUSE_HTTP_ALLOWED_NETWORKS": "127.0.0.0/8"})
     delivery = HttpDelivery(settings)
     await delivery.start()
     yield delivery

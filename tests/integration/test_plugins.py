@@ -16,8 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import pytest
-
+from tests.support.process import TimefuseProcess
 from timefuse import hookimpl
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.config import Settings
@@ -192,12 +191,12 @@ async def test_an_observer_raising_does_not_stop_delivery(tmp_path: Path) -> Non
 
 
 async def test_the_installed_file_plugin_delivers_through_the_dispatcher(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     root = tmp_path / "files"
     root.mkdir()
-    monkeypatch.setenv("TIMEFUSE_FILE_ROOT", str(root))
-    tf = process(tmp_path, TIMEFUSE_PLUGINS="file")
+    # The plugin declares TIMEFUSE_FILE_ROOT; timefuse reads it with its own settings.
+    tf = process(tmp_path, TIMEFUSE_PLUGINS="file", TIMEFUSE_FILE_ROOT=str(root))
     file_type = tf.registry.get("file")
     assert file_type is not None
     assert file_type.origin == "timefuse-file (entry point file)"
@@ -244,3 +243,44 @@ def test_a_plugin_that_is_not_installed_is_a_clear_start_up_error() -> None:
     assert result.returncode == 2
     assert "TIMEFUSE_PLUGINS names 'no-such-plugin'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_lists_an_installed_plugins_declared_settings_after_timefuses() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.index("Event store:") < text.index("http delivery, from timefuse (built-in):")
+    section = text.split("file delivery, from timefuse-file (entry point file):")[1]
+    assert "TIMEFUSE_FILE_ROOT" in section
+    assert "default timefuse-files" in section
+
+
+def test_help_leaves_out_plugins_timefuse_plugins_leaves_out() -> None:
+    result = run_cli("serve", "--help", TIMEFUSE_PLUGINS="")
+    assert result.returncode == 0, result.stderr
+    assert "TIMEFUSE_HTTP_ALLOWED_NETWORKS" in result.stdout
+    assert "TIMEFUSE_FILE_ROOT" not in result.stdout
+
+
+def test_a_bad_value_of_a_plugins_setting_is_a_clear_start_up_error() -> None:
+    result = run_cli("plugins", TIMEFUSE_PLUGINS="file", TIMEFUSE_HTTP_TIMEOUT_SECONDS="soon")
+    assert result.returncode == 2
+    assert "TIMEFUSE_HTTP_TIMEOUT_SECONDS must be a number, got 'soon'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_process_logs_its_delivery_types_at_start_up(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    root.mkdir()
+    process = TimefuseProcess(
+        tmp_path, {"TIMEFUSE_PLUGINS": "file", "TIMEFUSE_FILE_ROOT": str(root)}
+    )
+    try:
+        process.start()
+        process.stop()
+    finally:
+        process.close()
+    records = [json.loads(line) for line in process.log_path.read_text().splitlines()]
+    [loaded] = [r for r in records if r.get("event") == "delivery types loaded"]
+    assert set(loaded["types"]) == {"file", "http"}
+    assert loaded["types"]["file"].startswith("timefuse-file (entry point file)")

@@ -13,10 +13,10 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tests.support.receiver import Receiver
-from timefuse.config import Settings
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.plugins.http import HttpDelivery
 from timefuse.plugins.http_guard import AddressPolicy, DestinationRefused, GuardedResolver
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.testing.factories import make_event
 
 ALLOWED_VARIABLE = "TIMEFUSE_HTTP_ALLOWED_NETWORKS"
@@ -62,7 +62,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def deliver_once(
     destination: str, env: dict[str, str], resolver: AbstractResolver | None = None
 ) -> DeliveryOutcome:
-    delivery = HttpDelivery(Settings.from_env(env), resolver=resolver)
+    delivery = HttpDelivery(HttpSettings.from_env(env), resolver=resolver)
     await delivery.start()
     try:
         return await delivery.deliver(make_event(destination=destination), attempt=1)
@@ -114,7 +114,7 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_time(
     receiver: Receiver,
 ) -> None:
     destination = f"http://localhost:{receiver.port}/hook"
-    delivery = HttpDelivery(Settings.from_env({}))
+    delivery = HttpDelivery(HttpSettings.from_env({}))
     assert delivery.validate_destination(destination) is None  # fine at submission
 
     outcome = await deliver_once(destination, {})
@@ -136,7 +136,7 @@ async def test_a_name_rebound_to_loopback_after_submission_is_refused(receiver: 
     # DNS rebinding: nothing about the name looks internal when the event is submitted; what
     # it resolves to when the event is due is what gets connected to, and what is checked.
     destination = f"http://hooks.example:{receiver.port}/hook"
-    assert HttpDelivery(Settings.from_env({})).validate_destination(destination) is None
+    assert HttpDelivery(HttpSettings.from_env({})).validate_destination(destination) is None
     rebound = StaticResolver({"hooks.example": ["127.0.0.1"]})
 
     outcome = await deliver_once(destination, {}, resolver=rebound)
@@ -188,7 +188,7 @@ async def test_proxy_variables_cannot_route_deliveries_past_the_guard(
 
 async def test_the_resolver_keeps_only_allowed_addresses() -> None:
     inner = StaticResolver({"mixed.example": ["10.0.0.1", "127.0.0.1", "::1", "127.0.0.2"]})
-    networks = Settings.from_env({ALLOWED_VARIABLE: "127.0.0.0/8"}).http_allowed_networks
+    networks = HttpSettings.from_env({ALLOWED_VARIABLE: "127.0.0.0/8"}).allowed_networks
     resolver = GuardedResolver(AddressPolicy(networks), inner)
 
     results = await resolver.resolve("mixed.example", 443)

@@ -233,15 +233,30 @@ def registry_of(*types: DeliveryType) -> DeliveryRegistry:
     return registry
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
+async def _world(shared_limits: bool) -> World:
     clock = LoopClock()
-    memory = MemoryStore(clock=clock)
+    memory = MemoryStore(clock=clock, shared_limits=shared_limits)
     receivers = Receivers()
     store = Store(memory)
     await store.open()
-    yield World(clock, memory, store, receivers, registry_of(receivers.delivery_type()))
-    await store.close()
+    return World(clock, memory, store, receivers, registry_of(receivers.delivery_type()))
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    """One process's view: a store only it uses (as the embedded SQLite one)."""
+    made = await _world(shared_limits=False)
+    yield made
+    await made.store.close()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[World]:
+    """A store several dispatchers share, with limits and breakers kept in the store for all
+    of them (as PostgreSQL keeps them for several processes)."""
+    made = await _world(shared_limits=True)
+    yield made
+    await made.store.close()
 
 
 def by_destination(requests: list[Request]) -> dict[str, list[Request]]:

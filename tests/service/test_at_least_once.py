@@ -324,6 +324,11 @@ async def test_an_event_of_a_type_this_process_lacks_waits_for_one_that_has_it(
     waiting = await world.stored(newer)
     assert (waiting.status, waiting.attempts, waiting.retry_count) == (EventStatus.PENDING, 0, 0)
     assert await world.store.attempts(newer.id) == []
+    # The maintenance leader's gauge shows it waiting.
+    due = world.metrics.registry.get_sample_value(
+        "timefuse_events_due", {"delivery_type": "pigeon"}
+    )
+    assert due == 1
     upgraded = registry_of(world.receivers.delivery_type(), world.receivers.delivery_type("pigeon"))
     await world.run(5.0, world.dispatcher("worker-2", registry=upgraded))
     assert (await world.stored(newer)).status is EventStatus.COMPLETED

@@ -41,8 +41,10 @@ def gate_with(seen: Seen, **settings: object) -> DestinationGate:
     )
 
 
-def claimed(host: str = "a.example", at: float | None = None) -> Claimed:
-    event = make_event(destination=f"https://{host}/hook", locked_by="worker-1", claim_count=1)
+def claimed(host: str = "a.example", at: float | None = None, source: str = "tests") -> Claimed:
+    event = make_event(
+        destination=f"https://{host}/hook", source=source, locked_by="worker-1", claim_count=1
+    )
     return Claimed.of(event, loop_time() if at is None else at)
 
 
@@ -151,8 +153,8 @@ async def test_a_budget_is_what_a_destination_starts_within_the_hold_time() -> N
 async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alone() -> None:
     seen = Seen()
     gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=30.0)
-    for _ in range(2):
-        c = claimed("down.example")
+    for source in ("tenant-a", "tenant-b"):  # two sources fail: held for everyone
+        c = claimed("down.example", source=source)
         gate.admit(c)
         gate.finished(c, FAIL, 0.1)
     assert "down.example:443" in gate.claim_budget().excluded
@@ -287,7 +289,8 @@ async def test_a_token_wait_counts_the_part_of_a_token_already_there() -> None:
 
 async def test_a_breaker_closed_by_hand_while_probing_probes_again_when_it_next_opens() -> None:
     seen = Seen()
-    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=5.0)
+    # One source: the destination's own breaker opens on its failures alone.
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=5.0, breaker_sources=1)
     for _ in range(2):
         first = claimed("down.example")
         gate.admit(first)
@@ -311,7 +314,9 @@ async def test_a_breaker_closed_by_hand_while_probing_probes_again_when_it_next_
     gate.admit(next_probe)
     assert seen.started[-1] is next_probe
     gate.finished(probe, FAIL, 12.0)  # the old one's failure says nothing new
-    assert gate.snapshot()["down.example:443"]["trips"] == 2
+    # Opened twice, not three times; each opening counts the destination's breaker and its
+    # one source's.
+    assert gate.snapshot()["down.example:443"]["trips"] == 2 * 2
 
 
 async def test_a_straggler_that_succeeds_while_the_breaker_is_open_closes_it() -> None:
@@ -348,7 +353,7 @@ async def test_an_attempt_that_never_ran_frees_its_slot_for_the_next_event() -> 
 
 async def test_after_an_abandoned_probe_the_next_claim_may_take_a_probe() -> None:
     seen = Seen()
-    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0)
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
     c = claimed("down.example")
     gate.admit(c)
     gate.finished(c, FAIL, 0.1)
@@ -367,6 +372,7 @@ async def test_events_waiting_when_the_breaker_opens_are_handed_back_until_its_p
         default=DestinationLimits(concurrency=1),
         breaker_failures=1,
         breaker_cooldown_seconds=30.0,
+        breaker_sources=1,
     )
     await asyncio.sleep(100.0)  # any moment, not the clock's start
     running, first, second = (claimed("down.example") for _ in range(3))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.service.conftest import LoopClock, World, loop_time
+from tests.service.conftest import LoopClock, World, answering, loop_time
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import Capabilities, ClaimRequest, StoreUnavailable, WorkerBeat
@@ -16,6 +17,8 @@ from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.looptime
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def test_one_of_several_processes_leads_and_another_takes_over_when_it_stops(
@@ -192,3 +195,62 @@ async def test_the_status_gauges_show_zero_for_statuses_with_no_event(world: Wor
         0.0,
         0.0,
     ]
+
+
+async def test_after_a_store_outage_live_workers_get_time_to_beat_before_being_declared_dead(
+    world: World,
+) -> None:
+    # Slow deliveries keep the worker's claims in flight across the outage.
+    world.receivers.answer(world.event().destination, answering(after=25.0))
+    events = await world.submit(*(world.event() for _ in range(3)))
+    faults = world.memory.faults
+
+    async def outage() -> None:
+        await asyncio.sleep(2.0)
+        faults.down.add("*")
+        await asyncio.sleep(8.0)
+        faults.down.discard("*")
+        # The worker's connections come back a little after the leader's.
+        faults.down.add("heartbeat")
+        await asyncio.sleep(2.0)
+        faults.down.discard("heartbeat")
+
+    alive = Presence(world.store, worker="worker-1", roles=["dispatch"], started_at=START)
+    stop_beating = asyncio.Event()
+    beating = asyncio.create_task(alive.run(stop_beating))
+    task = asyncio.create_task(outage())
+    await world.run(60.0, world.dispatcher("worker-1"), maintenance=world.maintenance("leader"))
+    await task
+    stop_beating.set()
+    await beating
+
+    assert [(await world.stored(e)).status for e in events] == [EventStatus.COMPLETED] * 3
+    assert world.receivers.received() == Counter({e.id: 1 for e in events})
+    assert world.metrics.leases_recovered._value.get() == 0
+
+
+async def test_a_worker_still_silent_after_the_outage_is_declared_dead_and_its_claims_return(
+    world: World,
+) -> None:
+    (event,) = await world.submit(world.event(max_retries=3))
+    await world.memory.heartbeat(WorkerBeat("crashed", ("dispatch",), world.clock.now()))
+    await world.memory.claim(ClaimRequest("crashed", 10, 600.0))
+    faults = world.memory.faults
+
+    async def outage() -> None:
+        faults.down.add("*")
+        await asyncio.sleep(8.0)
+        faults.down.discard("*")
+
+    task = asyncio.create_task(outage())
+    start = loop_time()
+    await world.run(
+        30.0,
+        maintenance=world.maintenance("leader"),
+        until=lambda: world.memory.snapshot()[event.id].status is EventStatus.PENDING,
+    )
+    await task
+
+    assert (await world.stored(event)).status is EventStatus.PENDING
+    # Back after the 8 s outage plus the 5 s the leader waits after it: not before.
+    assert 13.0 <= loop_time() - start <= 16.0

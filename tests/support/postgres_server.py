@@ -91,8 +91,9 @@ class PostgresServer:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return with_dbname(self.dsn, name)
 
-    def stop(self) -> None:
-        """Shut the server down (fast mode); its data is kept for ``start``."""
+    def stop(self, mode: str = "fast") -> None:
+        """Shut the server down (``fast``, or ``immediate``: a crash without a checkpoint); its
+        data is kept for ``start``."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -120,7 +121,7 @@ class ExternalServer(PostgresServer):
         self._created.append(name)
         return database_dsn
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
         raise self._not_ours()
 
     def start(self) -> None:
@@ -184,9 +185,13 @@ class ContainerServer(PostgresServer):
             raise
         super().__init__(postgres_url(ROLE, PASSWORD, host, port, DATABASE))
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        container = self._container.get_wrapped_container()
+        if mode == "immediate":
+            container.kill(signal="SIGQUIT")  # PostgreSQL's immediate shutdown
+            return
         # The image's STOPSIGNAL is SIGINT, which is PostgreSQL's fast shutdown.
-        self._container.get_wrapped_container().stop(timeout=30)
+        container.stop(timeout=30)
 
     def start(self) -> None:
         self._container.get_wrapped_container().start()
@@ -228,10 +233,15 @@ class LocalServer(PostgresServer):
             raise
         return server
 
-    def stop(self) -> None:
+    @property
+    def admin_dsn(self) -> str:
+        """The superuser's URL (replication, server functions)."""
+        return self._url(ADMIN, ADMIN_DATABASE)
+
+    def stop(self, mode: str = "fast") -> None:
         if not self._running:
             return
-        self._pg_ctl("stop", "-m", "fast")
+        self._pg_ctl("stop", "-m", mode)
         self._running = False
 
     def start(self) -> None:

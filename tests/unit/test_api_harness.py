@@ -23,6 +23,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.api import create_app
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable, IngestBuffer
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
@@ -138,19 +139,24 @@ async def running_api(
     env: dict[str, str] | None = None,
     buffer: Callable[[Store], IngestBuffer] = InlineIngestBuffer,
     readiness: Callable[[], Awaitable[dict[str, str]]] | None = None,
+    plugins: tuple[object, ...] = (),
+    shared_limits: bool = False,
 ) -> AsyncIterator[Harness]:
     settings = Settings.from_env(env or {})
-    store = Store(MemoryStore())
+    store = Store(MemoryStore(shared_limits=shared_limits))
     await store.open()
     try:
         # The composition root builds the service, so its limits come from the settings
         # exactly as in a running process.
-        tf = bootstrap(settings, store=store, buffer=buffer(store), metrics=Metrics())
+        tf = bootstrap(
+            settings, store=store, buffer=buffer(store), metrics=Metrics(), extra_plugins=plugins
+        )
         metrics, service = tf.metrics, tf.service
         app = create_app(
             service=service,
             metrics=metrics,
-            settings=settings,
+            settings=settings.api,
+            http_settings=tf.plugins.section(HttpSettings),
             readiness=readiness,
             admin=tf.admin,
         )

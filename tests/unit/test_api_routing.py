@@ -181,6 +181,31 @@ class TestReadiness:
         assert response.json()["data"]["status"] == "DOWN"
         assert live.status_code == 200
 
+    async def test_a_part_that_is_ok_may_show_a_detail_and_stays_ready(
+        self, tmp_path: Path
+    ) -> None:
+        async def parts() -> dict[str, str]:
+            return {"store": "ok", "store_replica": "ok, 0.4 s behind the primary"}
+
+        async with running_api(tmp_path, readiness=parts) as api:
+            response = await api.client.get("/health/ready")
+
+        assert response.status_code == 200
+        assert response.json()["data"]["checks"]["store_replica"] == "ok, 0.4 s behind the primary"
+
+    @pytest.mark.parametrize("state", ["okay", "ok but stale", "12.0 s behind the primary"])
+    async def test_a_part_that_is_not_exactly_ok_is_not_ready(
+        self, tmp_path: Path, state: str
+    ) -> None:
+        async def parts() -> dict[str, str]:
+            return {"store": "ok", "store_replica": state}
+
+        async with running_api(tmp_path, readiness=parts) as api:
+            response = await api.client.get("/health/ready")
+
+        assert response.status_code == 503
+        assert f"store_replica: {state}" in response.json()["message"]
+
     async def test_a_readiness_check_that_raises_is_not_ready(self, tmp_path: Path) -> None:
         async def parts() -> dict[str, str]:
             raise ConnectionError("refused")

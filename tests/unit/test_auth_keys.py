@@ -11,7 +11,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ApiSettings, ConfigError
 from timefuse.entrypoints.auth import (
     ApiKey,
     KeyRing,
@@ -49,6 +49,13 @@ class TestKeysFile:
 
         roles = frozenset({Role.SUBMIT, Role.READ})
         assert ring.find("tfk_example") == ApiKey("billing", DIGEST, frozenset({"billing"}), roles)
+
+    def test_a_metrics_key_may_be_scoped_to_sources(self, tmp_path: Path) -> None:
+        ring = load_keys(write(tmp_path / "keys.toml", entry(roles='["metrics"]')))
+
+        key = ring.find("tfk_example")
+        assert key is not None
+        assert (key.sources, key.roles) == (frozenset({"billing"}), frozenset({Role.METRICS}))
 
     def test_the_same_entries_in_json(self, tmp_path: Path) -> None:
         document = {
@@ -93,11 +100,12 @@ class TestKeysFile:
             load_keys(tmp_path / "absent.toml")
 
     def test_no_file_means_no_authentication(self) -> None:
-        assert load_key_ring(Settings.from_env({})) is None
+        assert load_key_ring(ApiSettings.from_env({})) is None
 
-    def test_metrics_auth_without_keys_is_a_configuration_error(self) -> None:
-        with pytest.raises(ConfigError, match="TIMEFUSE_METRICS_AUTH"):
-            load_key_ring(Settings.from_env({"TIMEFUSE_METRICS_AUTH": "true"}))
+    def test_metrics_auth_on_by_default_needs_no_keys(self) -> None:
+        # It applies once keys exist; without them the API trusts every caller anyway.
+        assert ApiSettings.from_env({}).metrics_auth is True
+        assert load_key_ring(ApiSettings.from_env({"TIMEFUSE_METRICS_AUTH": "true"})) is None
 
     def test_the_ring_never_shows_hashes(self, tmp_path: Path) -> None:
         ring = load_keys(write(tmp_path / "keys.toml", entry()))
@@ -191,23 +199,23 @@ class TestExposure:
 
     def test_without_keys_a_public_address_is_refused(self) -> None:
         with pytest.raises(StartupError, match="--insecure-no-auth"):
-            check_exposure(Settings.from_env({}), "0.0.0.0", insecure_no_auth=False)
+            check_exposure(ApiSettings.from_env({}), "0.0.0.0", insecure_no_auth=False)
 
     def test_the_refusal_can_be_overridden_and_is_logged(self) -> None:
         with structlog.testing.capture_logs() as logs:
-            check_exposure(Settings.from_env({}), "0.0.0.0", insecure_no_auth=True)
+            check_exposure(ApiSettings.from_env({}), "0.0.0.0", insecure_no_auth=True)
 
         assert logs[0]["log_level"] == "warning"
         assert "anyone" in logs[0]["event"]
 
     def test_without_keys_loopback_is_served_and_says_so(self) -> None:
         with structlog.testing.capture_logs() as logs:
-            check_exposure(Settings.from_env({}), "127.0.0.1", insecure_no_auth=False)
+            check_exposure(ApiSettings.from_env({}), "127.0.0.1", insecure_no_auth=False)
 
         assert "loopback only" in logs[0]["event"]
 
     def test_with_keys_any_address_is_served(self, tmp_path: Path) -> None:
-        settings = Settings.from_env(
+        settings = ApiSettings.from_env(
             {"TIMEFUSE_API_KEYS_FILE": str(write(tmp_path / "k.toml", entry()))}
         )
 

@@ -18,7 +18,8 @@ import yaml
 from prometheus_client.metrics_core import Metric
 
 from tests.support.docker import docker_available
-from timefuse.config import Settings
+from timefuse.config import ApiSettings
+from timefuse.entrypoints.auth import Role, load_keys
 from timefuse.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,16 @@ def test_prometheus_scrapes_every_timefuse_process_where_it_serves_metrics(
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
 
 
+def test_prometheus_scrapes_with_a_key_that_may_read_metrics() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    ring = load_keys(DEPLOY / "timefuse" / "api-keys.toml")
+    for job in config["scrape_configs"]:
+        if job["job_name"].startswith("timefuse-"):
+            key = ring.find(job["authorization"]["credentials"])
+            assert key is not None, job["job_name"]
+            assert Role.METRICS in key.roles or Role.ADMIN in key.roles
+
+
 def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -209,6 +220,6 @@ def test_the_api_gets_a_keys_file_it_can_load(services: dict[str, dict[str, Any]
     mounts = dict(str(m).split(":")[:2][::-1] for m in services["api"]["volumes"])
     directory, name = inside.rsplit("/", 1)
     on_host = ROOT / mounts[directory] / name
-    keys = load_key_ring(Settings.from_env({"TIMEFUSE_API_KEYS_FILE": str(on_host)}))
+    keys = load_key_ring(ApiSettings.from_env({"TIMEFUSE_API_KEYS_FILE": str(on_host)}))
     assert keys is not None
     assert len(keys) >= 1

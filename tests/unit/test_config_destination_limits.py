@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ConfigError, DispatchSettings
 from timefuse.domain.destination import destination_limit_keys
 
 
 def limits(overrides: dict[str, object]) -> dict[str, object]:
-    settings = Settings.from_env({"TIMEFUSE_DESTINATION_LIMITS": json.dumps(overrides)})
+    settings = DispatchSettings.from_env({"TIMEFUSE_DESTINATION_LIMITS": json.dumps(overrides)})
     return dict(settings.destination_limits)
 
 
@@ -66,11 +66,15 @@ def test_two_keys_for_one_destination_are_refused() -> None:
 
 def test_a_retry_cap_below_the_base_stops_the_start_up() -> None:
     with pytest.raises(ConfigError, match=r"TIMEFUSE_RETRY_CAP_MS .* TIMEFUSE_RETRY_BASE_MS"):
-        Settings.from_env({"TIMEFUSE_RETRY_BASE_MS": "5000", "TIMEFUSE_RETRY_CAP_MS": "4999"})
+        DispatchSettings.from_env(
+            {"TIMEFUSE_RETRY_BASE_MS": "5000", "TIMEFUSE_RETRY_CAP_MS": "4999"}
+        )
     with pytest.raises(ConfigError, match="TIMEFUSE_RETRY_CAP_MS"):
-        Settings.from_env({"TIMEFUSE_RETRY_CAP_MS": "999"})  # the default base is 1000
+        DispatchSettings.from_env({"TIMEFUSE_RETRY_CAP_MS": "999"})  # the default base is 1000
 
 
 def test_a_retry_cap_equal_to_the_base_is_accepted() -> None:
-    settings = Settings.from_env({"TIMEFUSE_RETRY_BASE_MS": "500", "TIMEFUSE_RETRY_CAP_MS": "500"})
+    settings = DispatchSettings.from_env(
+        {"TIMEFUSE_RETRY_BASE_MS": "500", "TIMEFUSE_RETRY_CAP_MS": "500"}
+    )
     assert (settings.retry_base_ms, settings.retry_cap_ms) == (500, 500)

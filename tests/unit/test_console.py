@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -12,15 +12,17 @@ import httpx
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, bearer, running_api
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ApiSettings, ConfigError
 from timefuse.entrypoints.auth import Role, hash_key, key_entry, load_keys
 from timefuse.entrypoints.cli import main
 from timefuse.entrypoints.ui.activity import Activity, Tally, percentiles
-from timefuse.entrypoints.ui.charts import Series, bar_chart, nice_ceiling
-from timefuse.entrypoints.ui.filters import parse_filter
+from timefuse.entrypoints.ui.charts import Line, Series, bar_chart, log_line_chart, nice_ceiling
+from timefuse.entrypoints.ui.filters import EXAMINED_PER_PAGE, parse_filter
 from timefuse.entrypoints.ui.session import COOKIE
-from timefuse.ports.store import StoreUnavailable
+from timefuse.ports.store import StoreUnavailable, WorkerBeat
 from timefuse.service.metrics import Metrics
+from timefuse.testing.factories import make_event
+from timefuse.testing.store_contract_support import seed
 
 ADMIN, AUDITOR = "tfk_unit_admin", "tfk_unit_auditor"
 SECRET = "s" * 40
@@ -188,7 +190,7 @@ async def test_the_console_is_absent_when_turned_off(tmp_path: Path) -> None:
 
 def test_a_short_secret_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="TIMEFUSE_UI_SECRET"):
-        Settings.from_env({"TIMEFUSE_UI_SECRET": "short"})
+        ApiSettings.from_env({"TIMEFUSE_UI_SECRET": "short"})
 
 
 class TestFigures:
@@ -273,6 +275,27 @@ class TestFigures:
         assert "Sent &lt;b&gt; per minute" in svg
         assert "7 in all; at most 5 in one minute" in svg
 
+    def test_a_line_breaks_where_a_minute_has_no_value_and_a_lone_value_is_a_dot(self) -> None:
+        values = [None, 0.02, 0.03, None, None, 1.5, None, 0.2, 0.25, 0.3]
+        svg = str(log_line_chart("c", "Late <i>", [Line("p50", "p50", values)], "about <i>"))
+
+        assert svg.count("<polyline") == 2  # minutes 1-2 and 7-9
+        assert svg.count("<circle") == 1  # minute 5 alone
+        assert [p.count(",") for p in svg.split('points="')[1:]] == [2, 3]
+        assert "Late &lt;i&gt;" in svg
+        assert "about &lt;i&gt;" in svg
+
+    def test_a_log_axis_spans_the_decades_of_its_values(self) -> None:
+        svg = str(log_line_chart("c", "t", [Line("p99", "p99", [0.004, 42.0])], "d"))
+        labels = [part.split("<")[0] for part in svg.split('text-anchor="end">')[1:]]
+
+        # From the decade under the smallest value to the one over the largest; "now" ends.
+        assert labels == ["1 ms", "10 ms", "100 ms", "1 s", "10 s", "100 s", "now"]
+        # A larger value is drawn higher (a smaller y).
+        points = svg.split('points="')[1].split('"')[0].split()
+        (_, y_small), (_, y_large) = (map(float, point.split(",")) for point in points)
+        assert y_large < y_small
+
 
 class TestFilters:
     def test_a_time_without_an_offset_is_read_as_utc(self) -> None:
@@ -297,13 +320,113 @@ class TestFilters:
 
     def test_the_query_string_round_trips(self) -> None:
         chosen = parse_filter(
-            {"status": "pending", "source": "billing", "from": "2030-01-02T03:04", "limit": "100"}
+            {
+                "status": "pending",
+                "source": "billing",
+                "type": "http",
+                "destination": "Hooks.Example:8443",
+                "from": "2030-01-02T03:04",
+                "order": "newest",
+                "limit": "100",
+            }
         )
 
         again = parse_filter(dict(parse_qsl(chosen.params())))
 
         assert again.query() == chosen.query()
         assert again.limit == 100
+        assert again.query().descending
+        assert again.query().delivery_type == "http"
+
+    @pytest.mark.parametrize(
+        ("typed", "key", "host", "prefix"),
+        [
+            # The start of a URL: destinations written so.
+            ("https://hooks.example/orders", None, None, "https://hooks.example/orders"),
+            # A host: any port of it, as the dispatcher keys it.
+            ("Hooks.Example.", None, "hooks.example", None),
+            ("2001:DB8::1", None, "[2001:db8::1]", None),
+            # host:port and other delivery types' keys: that key.
+            ("hooks.example:0443", "hooks.example:443", None, None),
+            ("[::ffff:127.0.0.1]:80", "127.0.0.1:80", None, None),
+            ("kafka:orders", "kafka:orders", None, None),
+        ],
+    )
+    def test_a_destination_is_read_as_a_url_start_a_host_or_a_key(
+        self, typed: str, key: str | None, host: str | None, prefix: str | None
+    ) -> None:
+        query = parse_filter({"destination": f"  {typed} "}).query()
+
+        assert (query.destination_key, query.destination_host, query.destination_prefix) == (
+            key,
+            host,
+            prefix,
+        )
+
+    def test_a_destination_that_names_nothing_is_reported_beside_its_field(self) -> None:
+        chosen = parse_filter({"destination": "hooks.example:http"})
+
+        assert set(chosen.errors) == {"destination"}
+        assert chosen.destination == "hooks.example:http"  # left in the field to correct
+        query = chosen.query()
+        assert (query.destination_key, query.destination_host) == (None, None)
+
+    def test_every_list_page_bounds_the_events_it_looks_at(self) -> None:
+        assert parse_filter({}).query().examine_at_most == EXAMINED_PER_PAGE
+
+
+async def test_the_overview_lists_the_processes_heard_of_with_their_roles(api: Harness) -> None:
+    started = datetime.now(UTC)
+    await api.store.heartbeat(WorkerBeat("dispatch-7f3a", ("dispatch",), started, in_flight=12))
+    await api.store.heartbeat(WorkerBeat("api-01b2", ("api", "maintenance"), started))
+    await sign_in(api.client, ADMIN)
+
+    page = (await api.client.get("/ui/")).text
+    rows = page.split('<table class="workers">')[1].split("</table>")[0].split("<tr")[2:]
+
+    assert len(rows) == 2
+    dispatcher = next(row for row in rows if "dispatch-7f3a" in row)
+    assert '<span class="role dispatch">dispatch</span>' in dispatcher
+    assert '<td class="num">12</td>' in dispatcher
+    assert "api-01b2" in "".join(rows)
+    assert "No live process dispatches" not in page
+
+
+async def test_the_overview_warns_when_no_live_process_dispatches(api: Harness) -> None:
+    started = datetime.now(UTC)
+    await api.store.heartbeat(WorkerBeat("api-01b2", ("api", "maintenance"), started))
+    await sign_in(api.client, ADMIN)
+
+    page = (await api.client.get("/ui/")).text
+
+    assert "No live process dispatches: pending events wait until one does." in page
+
+
+async def test_a_list_filtered_by_a_rare_receiver_says_how_far_a_page_looked(
+    api: Harness,
+) -> None:
+    now = datetime.now(UTC)
+    events = [
+        make_event(source="billing", scheduled_at=now + timedelta(seconds=n))
+        for n in range(EXAMINED_PER_PAGE + 1)
+    ]
+    rare = make_event(
+        source="billing",
+        destination="https://rare.example/x",
+        scheduled_at=now + timedelta(seconds=EXAMINED_PER_PAGE + 5),
+    )
+    await seed(api.store, *events, rare)
+    await sign_in(api.client, ADMIN)
+
+    first = await api.client.get("/ui/events", params={"destination": "rare.example"})
+    further = first.text.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+    second = await api.client.get(further.replace("&amp;", "&"))
+
+    assert "No match yet" in first.text
+    assert "rare.example" not in first.text.split("<tbody>")[1].split("</tbody>")[0]
+    assert "Look further" in first.text
+    assert second.text.count('data-label="External id"') == 1
+    assert rare.external_job_id in second.text
 
 
 async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
@@ -319,3 +442,98 @@ async def test_a_store_that_does_not_answer_gives_a_page_saying_so(
 
     assert response.status_code == 503
     assert "The event store did not answer" in response.text
+
+
+class TestReschedule:
+    async def _page_token(self, api: Harness, event_id: str) -> str:
+        page = await api.client.get(f"/ui/events/{event_id}")
+        return page.text.split('name="csrf" value="')[1].split('"')[0]
+
+    async def test_a_pending_event_is_delivered_at_the_new_time_its_schedule_kept(
+        self, api: Harness
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        token = await self._page_token(api, event_id)
+        later = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule",
+            data={"csrf": token, "due_at": later.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+        page = await api.client.get(response.headers["location"])
+
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/ui/events/{event_id}?done=rescheduled"
+        stored = await api.store.get(event_id)
+        assert before is not None
+        assert stored is not None
+        assert stored.next_attempt_at == later
+        assert stored.scheduled_at == before.scheduled_at
+        assert "Event rescheduled" in page.text
+        shown = later.strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert f"<strong>reschedule to {shown}</strong> by admin (moved)" in page.text
+        # The field offers the new time for the next change.
+        assert f'value="{later.strftime("%Y-%m-%dT%H:%M:%S")}"' in page.text
+
+    @pytest.mark.parametrize(
+        ("typed", "reason"),
+        [
+            ("2001-01-01T00:00:00", "The new time is in the past."),
+            ("9999-01-01T00:00:00", "The new time is more than 3650 days ahead."),
+            ("next tuesday", "Use a date and time such as"),
+            ("", "Use a date and time such as"),
+        ],
+    )
+    async def test_a_time_out_of_bounds_is_named_beside_the_field_and_nothing_moves(
+        self, api: Harness, typed: str, reason: str
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        token = await self._page_token(api, event_id)
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule", data={"csrf": token, "due_at": typed}
+        )
+
+        assert response.status_code == 400
+        assert reason in response.text
+        assert 'aria-invalid="true"' in response.text
+        assert await api.store.get(event_id) == before
+
+    async def test_an_event_no_longer_pending_is_left_alone(self, api: Harness) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        token = await self._page_token(api, event_id)
+        await api.client.delete(f"{EVENTS}/{event_id}", headers=bearer(ADMIN))
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule",
+            data={"csrf": token, "due_at": at_hours(3)},
+        )
+        page = await api.client.get(response.headers["location"])
+
+        assert response.headers["location"].endswith("?done=not-movable")
+        assert "only a pending event can be rescheduled" in page.text
+        assert 'action="/ui/events/' + event_id + '/reschedule"' not in page.text
+
+    async def test_a_read_only_key_gets_no_form_and_a_403(self, api: Harness) -> None:
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        await sign_in(api.client, AUDITOR)
+        page = await api.client.get(f"/ui/events/{event_id}")
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+
+        response = await api.client.post(
+            f"/ui/events/{event_id}/reschedule", data={"csrf": token, "due_at": at_hours(3)}
+        )
+
+        assert "/reschedule" not in page.text
+        assert response.status_code == 403
+        assert await api.store.get(event_id) == before
+
+
+def at_hours(hours: int) -> str:
+    return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S")

@@ -56,6 +56,7 @@ def test_a_destination_gets_the_limits_configured_for_it(
 
 
 def metric(process: Timefuse, name: str, destination: str) -> float | None:
+    process.metrics.destinations.prepare(None)  # what a scrape does first, on the loop
     return process.metrics.registry.get_sample_value(name, {"destination": destination})
 
 
@@ -86,4 +87,4 @@ def test_claimed_events_wait_a_quarter_of_the_lease_at_most_and_never_over_5_s(
     process: Timefuse, lease: str, hold: float
 ) -> None:
     settings = Settings.from_env({**ENV, "TIMEFUSE_LEASE_SECONDS": lease})
-    assert gate_settings(settings, process.registry).hold_seconds == hold
+    assert gate_settings(settings.dispatch, process.registry).hold_seconds == hold

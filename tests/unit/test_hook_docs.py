@@ -7,6 +7,7 @@ contract, so the first code a plugin author copies keeps working.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from timefuse.domain import DeliveryOutcome, Event, OutcomeKind
 from timefuse.plugins import hookspecs
 from timefuse.ports.delivery import DeliveryType
 from timefuse.testing.delivery_contract import (
@@ -54,7 +56,7 @@ def rendered_signature(function: Callable[..., object]) -> str:
 
 
 def test_finds_the_hooks() -> None:
-    assert HOOKS == ["delivery_attempted", "register_delivery_types"]
+    assert HOOKS == ["declare_settings", "delivery_attempted", "register_delivery_types"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -172,6 +174,17 @@ def test_the_documented_entry_point_is_valid_toml_naming_the_module() -> None:
     assert table["project"]["entry-points"]["timefuse"] == {"echo": "my_package.plugin"}
 
 
+def test_the_documented_settings_section_declares_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = documented_plugin()
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look it up
+    exec(literal_blocks(hookspecs.__doc__ or "")[2], module.__dict__)
+    section = module.declare_settings()
+    assert [var.env for var in section.variables()] == ["TIMEFUSE_ECHO_PREFIX"]
+    assert section.from_env({"TIMEFUSE_ECHO_PREFIX": ">"}).prefix == ">"
+
+
 def test_the_guide_opens_with_the_same_plugin_as_the_hookspecs_module() -> None:
     code = literal_blocks(hookspecs.__doc__ or "")[0]
     assert f"```python\n{code}```" in GUIDE.read_text(encoding="utf-8")
@@ -203,3 +216,24 @@ class TestTheDocumentedPlugin(DeliveryTypeContract):
             return [line.split()[0] for line in out.splitlines() if line.strip()]
 
         return read
+
+
+# -- the reference tables a plugin author reads ------------------------------------------------
+
+
+def guide_table(marker: str) -> list[str]:
+    guide = GUIDE.read_text(encoding="utf-8")
+    table = guide.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
+    return re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+
+
+def test_the_guide_describes_every_field_of_the_event_a_delivery_sees() -> None:
+    assert guide_table("event-fields") == [f.name for f in dataclasses.fields(Event)]
+
+
+def test_the_guide_describes_every_field_of_the_outcome() -> None:
+    guide = GUIDE.read_text(encoding="utf-8")
+    for f in dataclasses.fields(DeliveryOutcome):
+        assert f"| `{f.name}` |" in guide, f.name
+    for kind in OutcomeKind:
+        assert f"`{kind.value}`" in guide, kind

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ConfigError
 from timefuse.plugins.destination_match import MatchTable, parse_match
 from timefuse.plugins.http_credentials import HttpCredentials, scrub
 from timefuse.plugins.http_credentials_file import BasicAuth, HeaderAuth
+from timefuse.plugins.http_settings import HttpSettings
 
 VARIABLE = "TIMEFUSE_HTTP_CREDENTIALS_FILE"
 SECRET = "very-secret-value-0123456789"
@@ -116,10 +117,10 @@ def test_two_spellings_of_one_destination_are_refused() -> None:
 # -- the file --------------------------------------------------------------------------------
 
 
-def load(tmp_path: Path, toml: str) -> Settings:
+def load(tmp_path: Path, toml: str) -> HttpSettings:
     path = tmp_path / "credentials.toml"
     path.write_text(toml)
-    return Settings.from_env({VARIABLE: str(path)})
+    return HttpSettings.from_env({VARIABLE: str(path)})
 
 
 def test_every_kind_of_entry_loads(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ client_secret_file = "client-secret"
 """,
     )
 
-    entries = settings.http_credentials.entries
+    entries = settings.credentials.entries
     assert [entry.match.key for entry in entries] == [
         "hooks.example.com",
         "https://billing.example.com:443/in/",
@@ -178,8 +179,8 @@ client_secret_file = "client-secret"
 
     shown = [
         repr(settings),
-        repr(settings.http_credentials),
-        *map(repr, settings.http_credentials.entries),
+        repr(settings.credentials),
+        *map(repr, settings.credentials.entries),
         repr(credentials),
         *(repr(credentials.for_url(URL(f"https://{h}.example.com/"))) for h in "abc"),
     ]
@@ -187,7 +188,7 @@ client_secret_file = "client-secret"
     assert all(SECRET not in text for text in shown)
     encoded = base64.b64encode(f"u:{SECRET}".encode()).decode()
     assert all(encoded not in text for text in shown)
-    assert "3 destination(s)" in repr(settings.http_credentials)
+    assert "3 destination(s)" in repr(settings.credentials)
 
 
 @pytest.mark.parametrize(
@@ -300,11 +301,11 @@ def test_the_error_names_the_entry_at_fault(tmp_path: Path) -> None:
 
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="can't read"):
-        Settings.from_env({VARIABLE: str(tmp_path / "missing.toml")})
+        HttpSettings.from_env({VARIABLE: str(tmp_path / "missing.toml")})
 
 
 def test_without_the_setting_no_destination_has_credentials() -> None:
-    credentials = HttpCredentials.from_settings(Settings.from_env({}))
+    credentials = HttpCredentials.from_settings(HttpSettings.from_env({}))
 
     presenter = credentials.for_url(URL("https://api.example.com/hooks"))
 
@@ -320,7 +321,7 @@ def test_a_loopback_token_endpoint_may_be_plain_http(tmp_path: Path) -> None:
         f'client_secret = "{SECRET}"\nscope = ["a", "b"]\n',
     )
 
-    [entry] = settings.http_credentials.entries
+    [entry] = settings.credentials.entries
     assert entry.auth is not None
     assert getattr(entry.auth, "scope", None) == "a b"
 

@@ -6,16 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ConfigError
 from timefuse.plugins import http
 from timefuse.plugins.http_guard import URL_FORM, AddressPolicy, DestinationGuard
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.delivery import DeliveryType
 
 ALLOWED_VARIABLE = "TIMEFUSE_HTTP_ALLOWED_NETWORKS"
 
 
 def guard(allowed: str = "") -> DestinationGuard:
-    return DestinationGuard.from_settings(Settings.from_env({ALLOWED_VARIABLE: allowed}))
+    return DestinationGuard.from_settings(HttpSettings.from_env({ALLOWED_VARIABLE: allowed}))
 
 
 def validate_destination(destination: str) -> str | None:
@@ -247,7 +248,7 @@ def test_allows_global_unicast_addresses(address: str) -> None:
 def test_allowed_networks_open_exactly_what_they_name(
     allowed: str, address: str, refused: bool
 ) -> None:
-    networks = Settings.from_env({ALLOWED_VARIABLE: allowed}).http_allowed_networks
+    networks = HttpSettings.from_env({ALLOWED_VARIABLE: allowed}).allowed_networks
     refusal = AddressPolicy(networks).refusal(ipaddress.ip_address(address))
 
     assert (refusal is not None) is refused
@@ -315,17 +316,17 @@ def test_names_are_left_to_the_connection_time_check() -> None:
 )
 def test_an_invalid_allowed_network_is_a_config_error_naming_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=ALLOWED_VARIABLE):
-        Settings.from_env({ALLOWED_VARIABLE: value})
+        HttpSettings.from_env({ALLOWED_VARIABLE: value})
 
 
 def test_allowed_networks_default_to_none() -> None:
-    assert Settings.from_env({}).http_allowed_networks == ()
+    assert HttpSettings.from_env({}).allowed_networks == ()
 
 
 def test_allowed_networks_are_a_comma_list_with_spaces_tolerated() -> None:
-    networks = Settings.from_env({ALLOWED_VARIABLE: " 10.0.0.0/8 , fd00::/8 ,"})
+    networks = HttpSettings.from_env({ALLOWED_VARIABLE: " 10.0.0.0/8 , fd00::/8 ,"})
 
-    assert networks.http_allowed_networks == (
+    assert networks.allowed_networks == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("fd00::/8"),
     )
@@ -333,7 +334,7 @@ def test_allowed_networks_are_a_comma_list_with_spaces_tolerated() -> None:
 
 def registered(env: dict[str, str]) -> DeliveryType:
     types: list[DeliveryType] = []
-    http.register_delivery_types(register=types.append, settings=Settings.from_env(env))
+    http.HttpPlugin().register_delivery_types(types.append, HttpSettings.from_env(env))
     [delivery_type] = types
     return delivery_type
 

@@ -26,11 +26,21 @@ def test_an_expired_lease_counts_as_a_failed_attempt(
     attempts: int, retry_count: int, max_retries: int, status: EventStatus, retries_after: int
 ) -> None:
     expiry = expire_lease(
-        attempts=attempts, retry_count=retry_count, max_retries=max_retries, now=NOW
+        attempts=attempts,
+        retry_count=retry_count,
+        max_retries=max_retries,
+        due_at=NOW + timedelta(hours=1),
+        now=NOW,
     )
     assert expiry.status is status
     assert expiry.retry_count == retries_after
     assert (expiry.next_attempt_at == NOW) is (status is EventStatus.PENDING)
+
+
+def test_an_expired_lease_keeps_the_events_place_among_the_due() -> None:
+    due = NOW - timedelta(minutes=5)
+    expiry = expire_lease(attempts=1, retry_count=0, max_retries=3, due_at=due, now=NOW)
+    assert expiry.next_attempt_at == due
 
 
 @given(st.text(min_size=1, max_size=50), st.floats(min_value=0.001, max_value=1e6))

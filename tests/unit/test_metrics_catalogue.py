@@ -14,6 +14,8 @@ EXPORTED = {
     "timefuse_events_failed": ("counter", ("delivery_type", "outcome")),
     "timefuse_events_retried": ("counter", ("delivery_type",)),
     "timefuse_events_dead_lettered": ("counter", ("delivery_type",)),
+    "timefuse_events_due": ("gauge", ("delivery_type",)),
+    "timefuse_shared_breakers_open": ("gauge", ()),
     "timefuse_events_permanently_failed": ("counter", ("delivery_type",)),
     "timefuse_events_cancelled": ("counter", ()),
     "timefuse_delivery_lateness_seconds": ("histogram", ("delivery_type",)),
@@ -63,7 +65,8 @@ def test_the_per_destination_series_come_from_the_gates_snapshot() -> None:
         "b.example:443": {"breaker": "HALF_OPEN", "in_flight": 0, "waiting": 0, "trips": 1},
         "c.example:443": {"breaker": "CLOSED", "in_flight": 1, "waiting": 0, "trips": 0},
     }
-    metrics.destinations.source = lambda: snapshot
+    metrics.destinations.source = lambda sources: snapshot
+    metrics.destinations.prepare(None)  # what a scrape does first, on the event loop
     families = {f.name: f for f in metrics.registry.collect() if f.name in PER_DESTINATION}
     assert {name: f.type for name, f in families.items()} == PER_DESTINATION
     value = metrics.registry.get_sample_value

@@ -40,6 +40,16 @@ def test_refuses_other_names_naming_the_plugin(name: str) -> None:
     assert f"plugin-{name}" in str(raised.value)
 
 
+def test_an_upper_case_name_is_refused_with_the_lower_case_one_to_register() -> None:
+    with pytest.raises(PluginError, match="register 'sqlite_sink'") as raised:
+        DeliveryRegistry().register(a_type("SQLITE_SINK"))
+    assert "matched case-insensitively" in str(raised.value)
+
+
+def test_a_name_no_case_can_fix_gets_no_lower_case_suggestion() -> None:
+    assert "register" not in (type_name_problem("2Fast") or "")
+
+
 @pytest.mark.parametrize("timeout", [0, -1.0, math.nan, math.inf, True])
 def test_refuses_a_timeout_that_is_not_positive_and_finite(timeout: float) -> None:
     with pytest.raises(PluginError, match="positive, finite timeout_seconds"):

@@ -13,8 +13,9 @@ import pytest
 import standardwebhooks
 import structlog
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ConfigError
 from timefuse.entrypoints.cli import main
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.signing_keys import KeyringError, SigningKey, SigningKeyring
 from timefuse.plugins.webhook_signing import WebhookSigner
 from timefuse.webhooks import (
@@ -221,7 +222,7 @@ def test_a_star_key_is_warned_about_at_start_up(
     env = {"TIMEFUSE_WEBHOOK_SECRETS": json.dumps(secrets), "TIMEFUSE_SIGNING_KEYS_FILE": str(path)}
 
     with structlog.testing.capture_logs() as logs:
-        WebhookSigner.from_settings(Settings.from_env(env))
+        WebhookSigner.from_settings(HttpSettings.from_env(env))
 
     warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
     assert bool(warnings) is warned
@@ -310,7 +311,7 @@ def test_a_bad_keyring_file_stops_start_up(tmp_path: Path, content: str, message
     path.write_text(content)
 
     with pytest.raises(ConfigError, match="TIMEFUSE_SIGNING_KEYS_FILE") as raised:
-        Settings.from_env({"TIMEFUSE_SIGNING_KEYS_FILE": str(path)})
+        HttpSettings.from_env({"TIMEFUSE_SIGNING_KEYS_FILE": str(path)})
 
     assert message in str(raised.value)
     assert "MfKQ9r8G" not in str(raised.value)
@@ -319,7 +320,7 @@ def test_a_bad_keyring_file_stops_start_up(tmp_path: Path, content: str, message
 def test_a_keyring_file_not_there_yet_is_an_empty_keyring(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
 
-    settings = Settings.from_env({"TIMEFUSE_SIGNING_KEYS_FILE": str(path)})
+    settings = HttpSettings.from_env({"TIMEFUSE_SIGNING_KEYS_FILE": str(path)})
 
     assert settings.signing_keys_file == str(path)
     assert SigningKeyring(path).current() == ()

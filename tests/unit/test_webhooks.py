@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ConfigError
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.webhook_signing import WebhookSigner
 from timefuse.webhooks import WebhookVerificationError, decode_secret, sign, verify
 
@@ -214,20 +215,20 @@ def test_secrets_are_read_by_source_one_secret_or_a_list() -> None:
         SECRETS_VARIABLE: json.dumps({"billing": [VECTOR_SECRET, OTHER_SECRET], "*": VECTOR_SECRET})
     }
 
-    secrets = Settings.from_env(env).webhook_secrets
+    secrets = HttpSettings.from_env(env).webhook_secrets
 
     assert dict(secrets) == {"billing": (VECTOR_SECRET, OTHER_SECRET), "*": (VECTOR_SECRET,)}
 
 
 def test_no_secrets_by_default() -> None:
-    settings = Settings.from_env({})
+    settings = HttpSettings.from_env({})
 
     assert dict(settings.webhook_secrets) == {}
     assert dict(settings.webhook_secrets_file) == {}
 
 
 def test_the_settings_repr_never_shows_a_secret() -> None:
-    settings = Settings.from_env({SECRETS_VARIABLE: json.dumps({"billing": [VECTOR_SECRET]})})
+    settings = HttpSettings.from_env({SECRETS_VARIABLE: json.dumps({"billing": [VECTOR_SECRET]})})
 
     assert "MfKQ9r8G" not in repr(settings)
     assert "billing" in repr(settings.webhook_secrets)
@@ -249,7 +250,7 @@ def test_the_settings_repr_never_shows_a_secret() -> None:
 )
 def test_an_invalid_secrets_value_is_a_config_error_naming_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=SECRETS_VARIABLE) as raised:
-        Settings.from_env({SECRETS_VARIABLE: value})
+        HttpSettings.from_env({SECRETS_VARIABLE: value})
 
     assert "MfKQ9r8G" not in str(raised.value).replace(value, "")
 
@@ -258,7 +259,7 @@ def test_a_config_error_does_not_quote_the_secret() -> None:
     short = "whsec_" + base64.b64encode(b"too short").decode()
 
     with pytest.raises(ConfigError) as raised:
-        Settings.from_env({SECRETS_VARIABLE: json.dumps({"billing": [short]})})
+        HttpSettings.from_env({SECRETS_VARIABLE: json.dumps({"billing": [short]})})
 
     assert short not in str(raised.value)
     assert "secret 0 of source 'billing'" in str(raised.value)
@@ -268,7 +269,7 @@ def test_secrets_can_come_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps({"billing": [VECTOR_SECRET]}))
 
-    secrets = Settings.from_env({FILE_VARIABLE: str(path)}).webhook_secrets_file
+    secrets = HttpSettings.from_env({FILE_VARIABLE: str(path)}).webhook_secrets_file
 
     assert dict(secrets) == {"billing": (VECTOR_SECRET,)}
 
@@ -282,13 +283,13 @@ def test_an_unreadable_or_invalid_secrets_file_is_a_config_error(
         path.write_text(content)
 
     with pytest.raises(ConfigError, match=FILE_VARIABLE):
-        Settings.from_env({FILE_VARIABLE: str(path)})
+        HttpSettings.from_env({FILE_VARIABLE: str(path)})
 
 
 def test_the_signer_merges_the_variable_and_the_file(tmp_path: Path) -> None:
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps({"billing": [OTHER_SECRET, VECTOR_SECRET]}))
-    settings = Settings.from_env(
+    settings = HttpSettings.from_env(
         {SECRETS_VARIABLE: json.dumps({"billing": [VECTOR_SECRET]}), FILE_VARIABLE: str(path)}
     )
 

@@ -1,16 +1,27 @@
 """``timefuse bench``: a load generator that measures a deployment against physical baselines.
 
-An entry point layer like :mod:`timefuse.entrypoints`: it may import anything. The CLI imports
-:mod:`timefuse.bench.options` to build its parser and :func:`run_bench` only when the command
-runs, so ``timefuse serve`` never loads the bench.
+An entry point layer like :mod:`timefuse.entrypoints`: it may import anything. The CLI hands
+``timefuse bench ...`` to :func:`main` and imports nothing of the bench for other commands.
 """
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from timefuse.bench.run import run_bench as run
+def main(argv: Sequence[str]) -> int:
+    """``timefuse bench`` with the arguments after ``bench``; the exit status."""
+    if list(argv[:1]) == ["http-server"]:
+        # HTTP servers for the API compared: a tool with commands of its own.
+        from timefuse.bench.http_server import main as http_server
 
-    return run(args)
+        return http_server(argv[1:])
+    if list(argv[:1]) == ["chaos"]:
+        # Faults during a steady load: a campaign with options of its own.
+        from timefuse.bench.chaos import main as chaos
+
+        return chaos(argv[1:])
+    from timefuse.bench.options import build_parser
+    from timefuse.bench.run import run_bench
+
+    return run_bench(build_parser().parse_args(argv))

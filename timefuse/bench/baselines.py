@@ -91,12 +91,12 @@ async def raw_insert(store_url: str | None, count: int, batch: int = 1000) -> Ba
     ``store_url`` None means a SQLite file in a temporary directory.
     """
     from timefuse.adapters.system.clock import SystemClock
-    from timefuse.config import Settings
+    from timefuse.config import StoreSettings
     from timefuse.entrypoints.bootstrap import build_store
 
     with tempfile.TemporaryDirectory(prefix="timefuse-bench-") as tmp:
         url = store_url or f"sqlite:///{Path(tmp) / 'baseline.db'}"
-        store = build_store(Settings.from_env({"DATABASE_URL": url}), SystemClock())
+        store = build_store(StoreSettings.from_env({"DATABASE_URL": url}), SystemClock())
         await store.open()
         try:
             events = _events(count, "http://127.0.0.1:9/hook")

@@ -1,5 +1,6 @@
-"""The timefuse processes of ``timefuse bench river``: ``timefuse api`` plus N ``timefuse
-dispatch``, or one ``timefuse serve``, on one PostgreSQL database."""
+"""The timefuse processes of ``timefuse bench river`` and ``day``: ``timefuse api`` plus N
+``timefuse dispatch`` (and, with Kafka, N ``timefuse ingest``), or one ``timefuse serve``, on one
+PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from timefuse.bench.processes import BenchError, free_port
 
 # Variables that would point the processes elsewhere than the bench's database and receiver.
 _DROPPED = ("DATABASE_URL", "DB_HOST", "KAFKA_BOOTSTRAP_SERVERS")
-READY_SECONDS = 60.0
+READY_SECONDS = 120.0
 
 
 def fleet_env(database_url: str, extra: Mapping[str, str]) -> dict[str, str]:
@@ -41,6 +42,8 @@ class Fleet:
         self.workdir = workdir
         self.port = free_port()
         self._procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        # The port each process listens on: the API's, or the metrics port of the others.
+        self._ports: dict[int, int] = {}
 
     @property
     def base_url(self) -> str:
@@ -52,6 +55,18 @@ class Fleet:
 
     def pids(self, role: str) -> list[int]:
         return [p.pid for r, p, _ in self._procs if r == role]
+
+    def processes(self) -> list[tuple[str, int]]:
+        """``(role, pid)`` of every process, in the order they were started."""
+        return [(role, proc.pid) for role, proc, _ in self._procs]
+
+    def urls(self, role: str) -> list[str]:
+        """The base URL of each process of ``role``: its API, or its metrics port."""
+        return [
+            f"http://127.0.0.1:{self._ports[p.pid]}"
+            for r, p, _ in self._procs
+            if r == role and p.pid in self._ports
+        ]
 
     def migrate(self) -> None:
         result = subprocess.run(
@@ -69,24 +84,40 @@ class Fleet:
     async def start(self, dispatchers: int, *, serve: bool = False) -> None:
         """``timefuse serve`` alone, or ``timefuse api`` and ``dispatchers`` dispatchers."""
         if serve:
-            self._spawn("serve", "--port", str(self.port))
+            self._spawn("serve", "--port", str(self.port), port=self.port)
         else:
-            self._spawn("api", "--port", str(self.port))
+            self._spawn("api", "--port", str(self.port), port=self.port)
             for _ in range(dispatchers):
                 self._spawn("dispatch")
         await self._until_started()
 
-    def _spawn(self, role: str, *args: str) -> None:
+    async def start_roles(self, *, api: int, ingest: int, dispatch: int) -> None:
+        """``api`` API processes (each on a port of its own: the clients spread over them),
+        ``ingest`` ingest consumers and ``dispatch`` dispatchers, each with a metrics port."""
+        for index in range(api):
+            port = self.port if index == 0 else free_port()
+            self._spawn("api", "--port", str(port), port=port)
+        for role, count in (("ingest", ingest), ("dispatch", dispatch)):
+            for _ in range(count):
+                port = free_port()
+                self._spawn(role, port=port, env={"TIMEFUSE_METRICS_PORT": str(port)})
+        await self._until_started()
+
+    def _spawn(
+        self, role: str, *args: str, port: int | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         log_path = self.workdir / f"{role}-{len(self._procs)}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "timefuse", role, *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         self._procs.append((role, proc, log_path))
+        if port is not None:
+            self._ports[proc.pid] = port
 
     async def _until_started(self) -> None:
         """Every process has logged that it started, and the API answers."""
@@ -105,17 +136,13 @@ class Fleet:
                 raise BenchError(f"timefuse {role} did not start within {READY_SECONDS:g} s:\n"
                                  f"{_tail(log_path)}")  # fmt: skip
             await asyncio.sleep(0.1)
+        urls = [f"http://127.0.0.1:{port}" for port in self._ports.values()] or [self.base_url]
         async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(f"{self.base_url}/health/live") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise BenchError("the timefuse API did not answer /health/live")
-                await asyncio.sleep(0.1)
+            for url in urls:
+                while not await _live(session, url):
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"timefuse at {url} did not answer /health/live")
+                    await asyncio.sleep(0.1)
 
     def log_tails(self) -> str:
         return "\n".join(f"--- timefuse {r} ---\n{_tail(path)}" for r, _, path in self._procs)
@@ -131,6 +158,15 @@ class Fleet:
                 proc.kill()
                 proc.wait(10)
         self._procs.clear()
+        self._ports.clear()
+
+
+async def _live(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(f"{url}/health/live") as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
 def _tail(path: Path, chars: int = 2000) -> str:

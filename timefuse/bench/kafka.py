@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -23,9 +24,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined,unused-ignore]
 from timefuse.bench import baselines, scenarios
 from timefuse.bench.api import event_fields, iso, metric_delta
 from timefuse.bench.context import Context, submit_all
+from timefuse.bench.options import BenchOptions
 from timefuse.bench.processes import BenchError
 from timefuse.bench.report import Baseline, Report
-from timefuse.config import Settings
+from timefuse.config import KafkaSettings
+from timefuse.plugins.kafka import cluster_clients
 
 PARTITIONS = 3
 EVENT_ID_HEADER = "timefuse-event-id"
@@ -33,12 +36,13 @@ TOPIC_TIMEOUT_SECONDS = 30.0
 
 
 def _producer_config(bootstrap: str) -> dict[str, Any]:
-    from timefuse.plugins.kafka import producer_config
+    from timefuse.plugins.kafka import KafkaDeliverySettings, delivery_producer_config
 
-    return producer_config(Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
+    cluster = KafkaSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    return delivery_producer_config(cluster, KafkaDeliverySettings.from_env({}))
 
 
-def _create_topics(admin: AdminClient, names: list[str]) -> None:
+def create_topics(admin: AdminClient, names: list[str]) -> None:
     futures = admin.create_topics([NewTopic(n, num_partitions=PARTITIONS) for n in names])
     for name, future in futures.items():
         try:
@@ -56,6 +60,10 @@ def raw_produce(bootstrap: str, topic: str, count: int) -> Baseline:
         nonlocal failures
         failures += error is not None
 
+    # One acknowledged record first: the connections and the idempotent producer's id are
+    # start-up cost, not a cost per record (timefuse's producer is started before the clock too).
+    producer.produce(topic, baselines.PAYLOAD, b"warm-up")
+    producer.flush(TOPIC_TIMEOUT_SECONDS)
     started = time.perf_counter()
     for i in range(count):
         while True:
@@ -129,7 +137,7 @@ async def deliver_kafka(ctx: Context) -> Report:
     bootstrap = str(o.kafka)
     topic, raw_topic = f"bench-{ctx.run_id}", f"bench-{ctx.run_id}-raw"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    _create_topics(admin, [topic, raw_topic])
+    create_topics(admin, [topic, raw_topic])
     reader = TopicReader(bootstrap, topic)
     try:
         return await _measure(ctx, bootstrap, topic, raw_topic, reader)
@@ -161,3 +169,128 @@ async def _measure(
     await scenarios.explain_missing(ctx, report)
     report.rate_key = "drain_rate_per_s"
     return report
+
+
+# -- ingest-backlog ----------------------------------------------------------------------------
+
+BACKLOG_TIMEOUT_SECONDS = 600.0
+
+
+def run_ingest_backlog(options: BenchOptions) -> Report:
+    """A Kafka ingest topic filled beforehand, drained into the store by ``timefuse serve``.
+
+    The aftermath of a spike the API absorbed: the topic holds ``-n`` events (due in 30 days,
+    so nothing is delivered) before the bench's own timefuse starts. Timed from the first
+    event the statistics count to the last, so the process's start-up is left out. The
+    baseline is the bare producer writing the same envelopes to the topic.
+    """
+    return asyncio.run(_ingest_backlog(options))
+
+
+async def _ingest_backlog(options: BenchOptions) -> Report:
+    from timefuse.adapters.kafka.envelope import encode_event
+    from timefuse.adapters.system.clock import SystemClock
+    from timefuse.bench.processes import ServeProcess
+    from timefuse.bench.stats import rate
+    from timefuse.bench.store import due_events
+    from timefuse.config import StoreSettings
+    from timefuse.entrypoints.bootstrap import build_store
+    from timefuse.service.store import Store
+
+    bootstrap = str(options.kafka)
+    run = f"bench-backlog-{time.time_ns() % 10**10}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    await asyncio.to_thread(create_topics, admin, [run])
+    events = due_events(options.events, ahead=timedelta(days=30))
+    records = [(event.source.encode(), encode_event(event)) for event in events]
+    baseline = await asyncio.to_thread(_produce_records, bootstrap, run, records)
+    serve = ServeProcess(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_PARTITIONS": str(PARTITIONS),
+            "TIMEFUSE_KAFKA_INGEST_TOPIC": run,
+            "TIMEFUSE_KAFKA_CONSUMER_GROUP": run,
+            "TIMEFUSE_PLUGINS": "",
+        },
+        options.profile,
+        options.serve_log,
+    )
+    # The bench reads the store itself, from the moment the process starts: for a small
+    # backlog, waiting for its API would be waiting until the backlog is gone. Opening it
+    # first also creates the schema, so both sides don't race to.
+    store_settings = StoreSettings.from_env(serve.env)
+    store = Store(build_store(store_settings, SystemClock()))
+    await store.open()
+    try:
+        serve.start()
+        first, seconds = await _drained(store, serve, len(events))
+    finally:
+        await store.close()
+        serve.stop()
+        with contextlib.suppress(Exception):
+            for future in admin.delete_topics([run, f"{run}.dlq"]).values():
+                future.result(TOPIC_TIMEOUT_SECONDS)
+    report = Report(
+        options.scenario,
+        {"self_hosted": True, "kafka": bootstrap, "store": store_settings.url.partition(":")[0]},
+        {"events": options.events, "partitions": PARTITIONS},
+    )
+    report.baseline = baseline
+    report.rate_key = "drain_rate_per_s"
+    report.results = {
+        "drain_rate_per_s": rate(len(events) - first, seconds),
+        "drain_time_s": seconds,
+        "stored_in_first_batches": first,
+    }
+    return report
+
+
+async def _drained(store: Any, serve: Any, total: int) -> tuple[int, float]:
+    """Events stored at the first look that found any, and seconds from then until all are."""
+    deadline = time.monotonic() + BACKLOG_TIMEOUT_SECONDS
+    first: int | None = None
+    started = 0.0
+    while True:
+        stored = sum((await store.count_by_status()).values())
+        now = time.perf_counter()
+        if first is None and stored > 0:
+            first, started = stored, now
+        if stored >= total:
+            return first or 0, now - started
+        if serve.exit_code is not None:
+            raise BenchError(f"timefuse serve exited with {serve.exit_code}:\n{serve.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"only {stored:,} of {total:,} events were stored in time")
+        await asyncio.sleep(0.02)
+
+
+def _produce_records(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> Baseline:
+    config = cluster_clients(KafkaSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
+    producer = Producer(config.producer_config())
+    failures = 0
+
+    def acked(error: object, _message: object) -> None:
+        nonlocal failures
+        failures += error is not None
+
+    producer.produce(topic, records[0][1], records[0][0])  # start-up cost: see raw_produce
+    producer.flush(TOPIC_TIMEOUT_SECONDS)
+    started = time.perf_counter()
+    for key, value in records[1:]:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=acked)
+                break
+            except BufferError:
+                producer.poll(0.005)
+        producer.poll(0)
+    left = producer.flush(TOPIC_TIMEOUT_SECONDS)
+    seconds = time.perf_counter() - started
+    return Baseline(
+        name="raw confluent-kafka producer, same envelopes",
+        rate_per_s=(len(records) - 1) / seconds,
+        count=len(records) - 1,
+        seconds=seconds,
+        errors=failures + left,
+        detail="the ingest buffer's producer configuration (acks=all, idempotent, lz4)",
+    )

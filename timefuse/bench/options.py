@@ -1,13 +1,11 @@
-"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults.
-
-Imported when the CLI builds its parser, so it imports nothing but the standard library.
-"""
+"""``timefuse bench``'s command line: its options, their checks and per-scenario defaults."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from dataclasses import dataclass
+from typing import Any
 
 SCENARIOS = {
     "ingest": "batch submissions of events due far ahead, until persisted",
@@ -18,7 +16,25 @@ SCENARIOS = {
     "cron": "cron libraries (cronsim, croniter) on the DST rules and next-instant speed; "
     "in-process, -n schedules",
     "river": "N deliveries due at once by timefuse and by River (Go), against raw Go POSTs",
+    "store": "the event store alone (insert, claim and complete, retention) against its bare "
+    "driver; in-process",
+    "console": "the console's pages on a store of -n events and on one of 1%; in-process",
+    "http-type": "the http delivery type alone against raw aiohttp POSTs; in-process",
+    "kafka-type": "the kafka delivery type alone against a bare producer; in-process (needs "
+    "KAFKA_BOOTSTRAP_SERVERS)",
+    "ingest-backlog": "a Kafka ingest topic filled beforehand, drained into the store by the "
+    "bench's own timefuse (needs KAFKA_BOOTSTRAP_SERVERS)",
+    "day": "a day's events through REST, Kafka, PostgreSQL, dispatch and HTTP: the sustainable "
+    "rate (the knee), then -n events at 80 % of it, per stage",
+    "schedules": "-n schedules firing every minute, on SQLite and PostgreSQL: occurrence "
+    "lateness (created, delivered) and duplicates",
 }
+# Scenarios that run in the bench's own process, with no deployment to point at.
+IN_PROCESS = frozenset({"cron", "store", "console", "http-type", "kafka-type"})
+# Scenarios whose events are due at a chosen time (--lead).
+DELIVERING = frozenset({"deliver-http", "deliver-kafka", "herd", "steady"})
+BACKENDS = ("sqlite", "postgresql")
+KAFKA_SCENARIOS = frozenset({"deliver-kafka", "kafka-type", "ingest-backlog"})
 
 # (full size, --short size) per scenario.
 EVENTS = {
@@ -29,19 +45,41 @@ EVENTS = {
     "steady": (0, 0),
     "cron": (10_000, 1_000),
     "river": (20_000, 300),
+    "store": (100_000, 2_000),
+    "console": (1_000_000, 20_000),
+    "http-type": (20_000, 1_000),
+    "kafka-type": (20_000, 1_000),
+    "ingest-backlog": (50_000, 2_000),
+    "day": (1_000_000, 2_000),
+    "schedules": (10_000, 200),
 }
+# Seconds of firing observed (whole minutes count), full and --short.
+SCHEDULES_DURATION = (180.0, 60.0)
+STORES = ("sqlite", "postgres")
+# Schedule declarations in flight at once.
+DECLARE_CONCURRENCY = 16
 RIVER_RUNS = 2
 MAX_DISPATCHERS = 32
 INGEST_CONCURRENCY = (4, 2)
 STEADY_RATE = (1000.0, 100.0)
 STEADY_DURATION = (60.0, 3.0)
+MAX_PROCESSES = 32
+# day: (full, --short) defaults.
+DAY_KNEE_START = (1000.0, 100.0)
+DAY_KNEE_MAX = (100_000.0, 400.0)
+DAY_KNEE_FACTOR = (1.25, 2.0)
+DAY_STEP_SECONDS = (20.0, 2.0)
+DAY_KNEE_LATENESS = (1.0, 2.0)
+DAY_LEAD = (5.0, 3.0)
+DAY_STALL = (30.0, 20.0)
 
 DESCRIPTION = """\
 Load-test a timefuse deployment (--url) or one the bench starts itself (a `timefuse serve`
 subprocess on the configured DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, else a temporary SQLite
-file), with a built-in webhook receiver. Each scenario also measures its physical baseline in
-the same run (raw aiohttp POSTs, the store's insert_many, a raw Kafka producer) and reports
-timefuse's rate as a ratio of it.
+file), with a built-in webhook receiver; or, in-process, one part of timefuse alone. Each
+scenario also measures its physical baseline in the same run (raw aiohttp POSTs, the store's
+driver, a raw Kafka producer) and reports timefuse's rate as a ratio of it. --runs N repeats
+the whole run and reports the median of every figure.
 
 scenarios:
 """ + "\n".join(f"  {name:<14} {text}" for name, text in SCENARIOS.items())
@@ -49,6 +87,28 @@ scenarios:
 
 class BenchUsageError(ValueError):
     """Options that don't fit together; the message says which."""
+
+
+@dataclass(frozen=True)
+class DayOptions:
+    """``timefuse bench day``'s own options."""
+
+    api: int = 1
+    ingest: int = 1
+    dispatch: int = 1
+    clients: int = 8
+    batch: int = 100
+    partitions: int = 6
+    lead: float = DAY_LEAD[0]
+    rate: float | None = None  # None: 80 % of the knee
+    knee_start: float = DAY_KNEE_START[0]
+    knee_max: float = DAY_KNEE_MAX[0]
+    knee_factor: float = DAY_KNEE_FACTOR[0]
+    step_seconds: float = DAY_STEP_SECONDS[0]
+    knee_lateness: float = DAY_KNEE_LATENESS[0]
+    stall_seconds: float = DAY_STALL[0]
+    report: str | None = None
+    durability: str = "full"
 
 
 @dataclass(frozen=True)
@@ -68,12 +128,22 @@ class BenchOptions:
     kafka: str | None
     profile: str | None
     serve_log: str | None
+    runs: int = 1
+    # river and store
+    database_url: str | None = None
     # river only
     dispatchers: tuple[int, ...] = (1,)
-    runs: int = RIVER_RUNS
-    database_url: str | None = None
     serve: bool = False
     py_spy: str | None = None
+    # store only
+    backend: str = "sqlite"
+    # console only
+    keep: str | None = None
+    # day only
+    day: DayOptions | None = None
+    # schedules only
+    stores: tuple[str, ...] = STORES
+    idle: int = 0
 
     @property
     def self_hosted(self) -> bool:
@@ -130,10 +200,10 @@ def _postgres_url(text: str) -> str:
     return text
 
 
-def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub = commands.add_parser(
-        "bench",
-        help="load-test a deployment (or one started for the run) against physical baselines",
+def build_parser() -> argparse.ArgumentParser:
+    """``timefuse bench``'s parser (the CLI hands it everything after ``bench``)."""
+    sub = argparse.ArgumentParser(
+        prog="timefuse bench",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -146,12 +216,47 @@ def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     _add_sizes(sub)
     _add_target(sub)
     _add_river(sub)
+    _add_day(sub)
+    _add_schedules(sub)
+    return sub
+
+
+def _stores(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in STORES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of {', '.join(STORES)}")
+    return names
+
+
+def _add_schedules(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("schedules scenario")
+    group.add_argument(
+        "--stores",
+        type=_stores,
+        metavar="STORE[,STORE]",
+        help="the stores to measure, each with its own timefuse serve: sqlite, postgres "
+        "(default both; postgres on --database-url, else a private server)",
+    )
+    group.add_argument(
+        "--idle",
+        type=_positive_int,
+        metavar="N",
+        help="also declare N schedules that don't fire during the run (yearly), to show "
+        "that schedules waiting cost the ticks nothing",
+    )
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-n", "--events", type=_positive_int, help="events to submit")
-    sub.add_argument("--rate", type=_positive_float, help="steady: events per second")
-    sub.add_argument("--duration", type=_positive_float, help="steady: seconds to run")
+    sub.add_argument(
+        "--rate",
+        type=_positive_float,
+        help="steady: events per second; day: run at this rate instead of 80 %% of the knee",
+    )
+    sub.add_argument(
+        "--duration", type=_positive_float, help="steady, schedules: seconds to run (observe)"
+    )
     sub.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -159,6 +264,12 @@ def _add_sizes(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--short", action="store_true", help="tiny sizes, a few seconds per run")
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_argument(
+        "--runs",
+        type=_positive_int,
+        help=f"measure everything this many times and report medians (default 1; river: "
+        f"{RIVER_RUNS})",
+    )
     sub.add_argument(
         "--lead",
         type=_positive_float,
@@ -177,7 +288,18 @@ def _add_target(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--kafka",
         metavar="BOOTSTRAP_SERVERS",
-        help="deliver-kafka: brokers (default: KAFKA_BOOTSTRAP_SERVERS)",
+        help="deliver-kafka, kafka-type, ingest-backlog, day: brokers (default: "
+        "KAFKA_BOOTSTRAP_SERVERS; day starts a broker of its own when neither is set)",
+    )
+    sub.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="store: the adapter to measure (default sqlite; postgresql with --database-url)",
+    )
+    sub.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="console: keep the filled databases in DIR and reuse them on the next run",
     )
     sub.add_argument(
         "--serve-log",
@@ -201,14 +323,10 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
         "in all); default 1",
     )
     river.add_argument(
-        "--runs",
-        type=_positive_int,
-        help=f"measure everything this many times (default {RIVER_RUNS})",
-    )
-    river.add_argument(
         "--database-url",
         type=_postgres_url,
-        help="a PostgreSQL server to make the runs' databases on (default: start a private one)",
+        help="river, store, day: a PostgreSQL server to make the runs' databases on (default: "
+        "start a private one)",
     )
     river.add_argument(
         "--serve", action="store_true", help="also measure one `timefuse serve` process"
@@ -220,6 +338,103 @@ def _add_river(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _process_count(text: str) -> int:
+    count = _positive_int(text)
+    if count > MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_PROCESSES}, got {count}")
+    return count
+
+
+def _batch_size(text: str) -> int:
+    size = _positive_int(text)
+    if size > 1000:
+        raise argparse.ArgumentTypeError(f"must be 1..1000 (a batch request's limit), got {size}")
+    return size
+
+
+def _growth(text: str) -> float:
+    factor = _positive_float(text)
+    if factor <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 1, got {text}")
+    return factor
+
+
+def _add_day(sub: argparse.ArgumentParser) -> None:
+    day = sub.add_argument_group("day scenario")
+    for flag, role in (("--api", "api"), ("--ingest", "ingest"), ("--dispatch", "dispatch")):
+        day.add_argument(
+            flag, type=_process_count, metavar="N", help=f"`timefuse {role}` processes (default 1)"
+        )
+    day.add_argument(
+        "--clients", type=_positive_int, metavar="N", help="concurrent REST clients (default 8)"
+    )
+    day.add_argument(
+        "--batch", type=_batch_size, metavar="N", help="events per batch request (default 100)"
+    )
+    day.add_argument(
+        "--partitions",
+        type=_positive_int,
+        metavar="N",
+        help="partitions of the run's ingest topic (default 6)",
+    )
+    day.add_argument(
+        "--knee-start", type=_positive_float, metavar="RATE", help="first knee step, events/s"
+    )
+    day.add_argument(
+        "--knee-max", type=_positive_float, metavar="RATE", help="stop the knee search here"
+    )
+    day.add_argument(
+        "--knee-factor", type=_growth, metavar="F", help="rate growth from one step to the next"
+    )
+    day.add_argument(
+        "--step", type=_positive_float, metavar="SECONDS", help="seconds of load per knee step"
+    )
+    day.add_argument(
+        "--knee-lateness",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="p99 lateness a knee step may have and still pass",
+    )
+    day.add_argument("--report", metavar="PATH", help="also write the JSON report to PATH")
+    day.add_argument(
+        "--durability",
+        choices=("full", "async", "off"),
+        help="the private PostgreSQL's commits: full (fsync and synchronous_commit on, the "
+        "default), async (synchronous_commit off), off (no fsync, as in the tests)",
+    )
+
+
+_DAY_FLAGS = (
+    "api", "ingest", "dispatch", "clients", "batch", "partitions", "knee_start", "knee_max",
+    "knee_factor", "step", "knee_lateness", "report", "durability",
+)  # fmt: skip
+
+
+def _day_options(args: argparse.Namespace, size: int) -> DayOptions:
+    def given(name: str, default: object) -> Any:
+        value = getattr(args, name)
+        return default if value is None else value
+
+    return DayOptions(
+        api=given("api", 1),
+        ingest=given("ingest", 1),
+        dispatch=given("dispatch", 1),
+        clients=given("clients", 8),
+        batch=given("batch", 100),
+        partitions=given("partitions", 6),
+        lead=given("lead", DAY_LEAD[size]),
+        rate=args.rate,
+        knee_start=given("knee_start", DAY_KNEE_START[size]),
+        knee_max=given("knee_max", DAY_KNEE_MAX[size]),
+        knee_factor=given("knee_factor", DAY_KNEE_FACTOR[size]),
+        step_seconds=given("step", DAY_STEP_SECONDS[size]),
+        knee_lateness=given("knee_lateness", DAY_KNEE_LATENESS[size]),
+        stall_seconds=DAY_STALL[size],
+        report=args.report,
+        durability=given("durability", "full"),
+    )
+
+
 def resolve(args: argparse.Namespace) -> BenchOptions:
     """The options with every default filled in; :class:`BenchUsageError` if they clash."""
     scenario: str = args.scenario
@@ -227,10 +442,15 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
     size = 1 if args.short else 0
     steady = scenario == "steady"
     rate = args.rate or STEADY_RATE[size]
-    duration = args.duration or STEADY_DURATION[size]
+    default_duration = SCHEDULES_DURATION if scenario == "schedules" else STEADY_DURATION
+    duration = args.duration or default_duration[size]
     events = args.events or (int(rate * duration) if steady else EVENTS[scenario][size])
     concurrency = args.concurrency or _default_concurrency(scenario, size)
     kafka = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
+    day = _day_options(args, size) if scenario == "day" else None
+    if day is not None and day.knee_start > day.knee_max:
+        raise BenchUsageError("--knee-start must not be above --knee-max")
+    backend = args.backend or ("postgresql" if args.database_url else "sqlite")
     return BenchOptions(
         scenario=scenario,
         url=args.url,
@@ -244,76 +464,151 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         json=args.json,
         lead=args.lead,
         receiver_host=args.receiver_host,
-        kafka=kafka if scenario == "deliver-kafka" else None,
+        kafka=kafka if scenario in KAFKA_SCENARIOS | {"day"} else None,
         profile=args.profile,
         serve_log=args.serve_log,
         dispatchers=args.dispatchers or (1,),
-        runs=args.runs or (1 if args.short else RIVER_RUNS),
+        runs=args.runs or (RIVER_RUNS if scenario == "river" and not args.short else 1),
         database_url=args.database_url,
         serve=args.serve,
         py_spy=args.py_spy,
+        backend=backend,
+        keep=args.keep,
+        day=day,
+        stores=args.stores or STORES,
+        idle=args.idle or 0,
     )
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
     scenario = args.scenario
-    if scenario != "steady" and (args.rate is not None or args.duration is not None):
-        raise BenchUsageError("--rate and --duration apply to the steady scenario only")
+    if scenario not in ("steady", "day") and args.rate is not None:
+        raise BenchUsageError("--rate applies to the steady and day scenarios only")
+    if scenario not in ("steady", "schedules") and args.duration is not None:
+        raise BenchUsageError("--duration applies to the steady and schedules scenarios only")
+    if scenario != "schedules" and (args.stores is not None or args.idle is not None):
+        raise BenchUsageError("--stores and --idle apply to the schedules scenario only")
     if scenario == "steady" and args.events is not None:
         raise BenchUsageError(
             "steady sends --rate events per second for --duration seconds; drop -n/--events"
         )
-    if args.kafka is not None and scenario != "deliver-kafka":
-        raise BenchUsageError("--kafka applies to the deliver-kafka scenario only")
+    if args.kafka is not None and scenario not in KAFKA_SCENARIOS | {"day"}:
+        raise BenchUsageError(
+            f"--kafka applies to the {', '.join(sorted(KAFKA_SCENARIOS | {'day'}))} scenarios only"
+        )
+    day_given = [
+        "--" + name.replace("_", "-") for name in _DAY_FLAGS if getattr(args, name) is not None
+    ]
+    if day_given and scenario != "day":
+        raise BenchUsageError(f"{', '.join(day_given)} apply to the day scenario only")
+    if scenario == "day":
+        _check_day(args)
     if args.url is not None and (args.profile is not None or args.serve_log is not None):
         raise BenchUsageError("--profile and --serve-log need the bench's own timefuse; drop --url")
     river_only = {
         "--dispatchers": args.dispatchers,
-        "--runs": args.runs,
-        "--database-url": args.database_url,
         "--serve": args.serve or None,
         "--py-spy": args.py_spy,
     }
     given = [flag for flag, value in river_only.items() if value is not None]
+    if scenario == "schedules":
+        given = [flag for flag in given if flag != "--database-url"]
     if given and scenario != "river":
         raise BenchUsageError(f"{', '.join(given)} apply to the river scenario only")
+    if args.database_url is not None and scenario not in ("river", "store", "schedules", "day"):
+        raise BenchUsageError(
+            "--database-url applies to the river, store, schedules and day scenarios only"
+        )
+    if args.backend is not None and scenario != "store":
+        raise BenchUsageError("--backend applies to the store scenario only")
+    if args.backend == "sqlite" and args.database_url is not None:
+        raise BenchUsageError("--database-url names a PostgreSQL server: drop --backend sqlite")
+    if args.keep is not None and scenario != "console":
+        raise BenchUsageError("--keep applies to the console scenario only")
     if scenario == "river" and (args.url is not None or args.profile or args.serve_log):
         raise BenchUsageError(
             "river starts its own timefuse processes and PostgreSQL databases: drop --url, "
             "--profile and --serve-log (--py-spy profiles it)"
         )
-    if args.lead is not None and scenario in ("ingest", "cron"):
+    if scenario == "ingest-backlog" and (args.url is not None or args.api_key is not None):
+        raise BenchUsageError(
+            "ingest-backlog fills the topic before its own timefuse starts: drop --url"
+        )
+    if scenario == "schedules":
+        given = [
+            flag
+            for flag, value in (
+                ("--url", args.url),
+                ("--profile", args.profile),
+                ("--lead", args.lead),
+            )
+            if value is not None
+        ]
+        if given:
+            raise BenchUsageError(
+                f"schedules starts its own timefuse on each store and reads the store; "
+                f"drop {given[0]}"
+            )
+    if args.lead is not None and scenario not in DELIVERING | {"river", "day"}:
         raise BenchUsageError("--lead applies to the delivery scenarios only")
-    if scenario == "cron":
+    if scenario in IN_PROCESS:
         given = [
             flag
             for flag, value in (
                 ("--url", args.url),
                 ("--api-key", args.api_key),
-                ("--concurrency", args.concurrency),
                 ("--profile", args.profile),
                 ("--serve-log", args.serve_log),
+                (
+                    "--concurrency",
+                    args.concurrency if scenario in ("cron", "store", "console") else None,
+                ),
             )
             if value is not None
         ]
         if given:
-            raise BenchUsageError(f"cron runs in-process with no deployment; drop {given[0]}")
+            raise BenchUsageError(f"{scenario} runs in-process with no deployment; drop {given[0]}")
+
+
+def _check_day(args: argparse.Namespace) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("--url", args.url),
+            ("--profile", args.profile),
+            ("--serve-log", args.serve_log),
+            ("--concurrency", args.concurrency),
+            ("--runs", args.runs),
+        )
+        if value is not None
+    ]
+    if args.durability is not None and args.database_url is not None:
+        given.append("--durability (it sets up the private server; yours keeps its settings)")
+    if given:
+        raise BenchUsageError(
+            f"day starts its own timefuse processes and runs once; drop {given[0]} (set "
+            "TIMEFUSE_CONCURRENCY and the other settings in the environment; run it again for "
+            "a second run)"
+        )
 
 
 def _default_concurrency(scenario: str, size: int) -> int:
-    if scenario == "cron":
+    if scenario in ("cron", "store", "console"):
         return 1
-    if scenario == "ingest":
+    if scenario == "schedules":
+        return DECLARE_CONCURRENCY
+    if scenario == "kafka-type":
+        return 1000  # the kafka type's own per-destination default is far higher
+    if scenario in ("ingest", "ingest-backlog"):
         return INGEST_CONCURRENCY[size]
     # What the deployment runs toward one destination (the bench's receiver), so the baseline
     # runs with the same number of requests in flight as timefuse.
-    from timefuse.config import ConfigError, Settings
+    from timefuse.config import ConfigError, DispatchSettings
 
     try:
-        settings = Settings.from_env()
+        settings = DispatchSettings.from_env()
     except ConfigError as exc:
         raise BenchUsageError(str(exc)) from None
-    per_destination = getattr(settings, "destination_concurrency", 0)
-    if per_destination:
-        return min(settings.concurrency, per_destination)
-    return int(settings.concurrency)
+    if settings.destination_concurrency:
+        return min(settings.concurrency, settings.destination_concurrency)
+    return settings.concurrency

@@ -34,6 +34,17 @@ SETTINGS = {
     "max_connections": "300",
     "shared_buffers": "128MB",
 }
+# A production-like server for a sustained run, by durability: "full" is PostgreSQL's default
+# (a commit returns once its WAL is on disk); "async" writes and flushes the same WAL but a
+# commit returns before the flush (synchronous_commit=off: a crash of the server loses the last
+# few hundred milliseconds of commits); "off" is the test suite's (no fsync at all). Each has
+# more memory than the default, and checkpoints spaced by time rather than forced by WAL volume.
+_SUSTAINED = {**SETTINGS, "shared_buffers": "512MB", "max_wal_size": "4GB"}
+DURABILITY: dict[str, dict[str, str]] = {
+    "full": {**_SUSTAINED, "fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"},
+    "async": {**_SUSTAINED, "fsync": "on", "synchronous_commit": "off", "full_page_writes": "on"},
+    "off": {**_SUSTAINED, "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+}
 SUPERUSER = "postgres"
 READY_SECONDS = 60.0
 
@@ -122,12 +133,14 @@ class PrivateServer(Server):
         self._log = self.root / "postgres.log"
         self._port = free_port()
         self._started = False
+        self.settings: dict[str, str] = {}
+        self._options = ""
         if self._run_as is not None:
             os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)
         super().__init__(f"postgresql://{SUPERUSER}@127.0.0.1:{self._port}/postgres")
 
     @classmethod
-    def start(cls) -> PrivateServer:
+    def start(cls, settings: dict[str, str] | None = None) -> PrivateServer:
         bindir = find_bindir()
         if bindir is None:
             raise BenchError(
@@ -139,16 +152,27 @@ class PrivateServer(Server):
             server._run("initdb", "-D", str(server._data), "-U", SUPERUSER, "--auth=trust",
                         "--encoding=UTF8", "--no-sync")  # fmt: skip
             flags = ["-p", str(server._port), "-k", str(server.root)]
-            for key, value in SETTINGS.items():
+            for key, value in (settings or SETTINGS).items():
                 flags += ["-c", f"{key}={value}"]
-            server._run("pg_ctl", "start", "-D", str(server._data), "-w", "-l", str(server._log),
-                        "-o", shlex.join(flags))  # fmt: skip
-            server._started = True
+            server._options = shlex.join(flags)
+            server.resume()
+            server.settings = dict(settings or SETTINGS)
             server._wait_ready()
         except BaseException:
             server.close()
             raise
         return server
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m fast|immediate``) until :meth:`resume`."""
+        self._run("pg_ctl", "stop", "-D", str(self._data), "-w", "-m", mode)
+        self._started = False
+
+    def resume(self) -> None:
+        """Start the server (again), with the options it was first started with."""
+        self._run("pg_ctl", "start", "-D", str(self._data), "-w", "-l", str(self._log),
+                  "-o", self._options)  # fmt: skip
+        self._started = True
 
     def cpu_seconds(self) -> float | None:
         """The postmaster's CPU, its reaped children's, and that of every live backend."""

@@ -23,8 +23,9 @@ class BenchError(Exception):
 class ReceiverProcess:
     """The parent's handle on :mod:`timefuse.bench.receiver`, run as a child process."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", delay: float = 0.0) -> None:
         self.host = host
+        self.delay = delay
         self.port = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
@@ -38,6 +39,7 @@ class ReceiverProcess:
             "-m",
             "timefuse.bench.receiver",
             self.host,
+            str(self.delay),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=2**24,
@@ -52,6 +54,12 @@ class ReceiverProcess:
         """Requests answered so far (with or without a webhook-id)."""
         async with self._lock:
             self._send(b"count\n")
+            return int(await self._readline())
+
+    async def peak(self) -> int:
+        """The most requests held at once since the last ``peak`` (with a delay only)."""
+        async with self._lock:
+            self._send(b"peak\n")
             return int(await self._readline())
 
     async def take(self) -> list[tuple[str, float]]:

@@ -24,7 +24,7 @@ class Progress:
         self._started = time.monotonic()
         self._last_draw = 0.0
 
-    def update(self, done: int, *, force: bool = False) -> None:
+    def update(self, done: int, *, force: bool = False, detail: str = "") -> None:
         if not self._enabled:
             return
         now = time.monotonic()
@@ -36,6 +36,8 @@ class Progress:
         elapsed = max(now - self._started, 1e-9)
         bar = "#" * filled + "." * (_WIDTH - filled)
         line = f"{self._label} [{bar}] {done:,}/{self._total:,} {done / elapsed:,.0f}/s"
+        if detail:
+            line += f" {detail}"
         self._stream.write(f"\r{line}\x1b[K")
         self._stream.flush()
 

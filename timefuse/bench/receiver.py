@@ -8,6 +8,11 @@ uvloop when installed. It is driven over its standard streams: it prints its por
 ``take`` (one ``<webhook-id> <arrival>`` line each, then ``end``); it exits when its standard
 input closes.
 
+Given a delay (its second argument, in seconds), it holds each answer that long, like a receiver
+doing work, and counts the requests it holds at once: ``peak`` answers the most held at one
+moment since the last ``peak``. That is how ``timefuse bench chaos`` checks a destination's
+concurrency cap across processes.
+
 Only what timefuse's and aiohttp's clients send is parsed: bodies framed by Content-Length.
 """
 
@@ -40,9 +45,16 @@ def _header(head: bytes, name: bytes) -> bytes | None:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.count = 0
         self.records: list[tuple[bytes, float]] = []
+        self.delay = delay
+        self.holding = 0
+        self.peak = 0
+
+    def take_peak(self) -> int:
+        peak, self.peak = self.peak, self.holding
+        return peak
 
     def take(self) -> list[tuple[bytes, float]]:
         records, self.records = self.records, []
@@ -80,9 +92,19 @@ class _Protocol(asyncio.Protocol):
             answers += 1
         self._buffer = buffer
         if answers:
-            self._recorder.count += answers
-            if self._transport is not None:
+            recorder = self._recorder
+            recorder.count += answers
+            if recorder.delay > 0:
+                recorder.holding += answers
+                recorder.peak = max(recorder.peak, recorder.holding)
+                asyncio.get_running_loop().call_later(recorder.delay, self._answer_late, answers)
+            elif self._transport is not None:
                 self._transport.write(_ANSWER * answers)
+
+    def _answer_late(self, answers: int) -> None:
+        self._recorder.holding -= answers
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(_ANSWER * answers)
 
 
 async def _control(recorder: Recorder) -> None:
@@ -94,6 +116,8 @@ async def _control(recorder: Recorder) -> None:
         command = line.strip()
         if command == b"count":
             out.write(f"{recorder.count}\n")
+        elif command == b"peak":
+            out.write(f"{recorder.take_peak()}\n")
         elif command == b"take":
             lines = [f"{i.decode(errors='replace')} {t:.6f}\n" for i, t in recorder.take()]
             out.write("".join(lines) + "end\n")
@@ -102,8 +126,8 @@ async def _control(recorder: Recorder) -> None:
         out.flush()
 
 
-async def serve(host: str) -> None:
-    recorder = Recorder()
+async def serve(host: str, delay: float = 0.0) -> None:
+    recorder = Recorder(delay)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Protocol(recorder), host, 0, backlog=4096)
     port = server.sockets[0].getsockname()[1]
@@ -116,9 +140,10 @@ async def serve(host: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     host = args[0] if args else "127.0.0.1"
+    delay = float(args[1]) if len(args) > 1 else 0.0
     install_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host))
+        asyncio.run(serve(host, delay))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 Value = float | int | str | bool | None
@@ -39,6 +40,8 @@ class Report:
     errors: int = 0
     notes: list[str] = field(default_factory=list)
     unit: str = "events/s"
+    # With --runs N: each run's results and ratio; the report's own figures are their medians.
+    runs: list[dict[str, Value]] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
@@ -70,7 +73,54 @@ class Report:
             "errors": self.errors,
             "notes": self.notes,
             "unit": self.unit,
+            **({"runs": self.runs} if self.runs else {}),
         }
+
+
+def combine(reports: list[Report]) -> Report:
+    """One report of several runs of a scenario: the median of every number of theirs.
+
+    Errors add up; each run's results and ratio stay in ``runs``.
+    """
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    results: dict[str, Value] = {}
+    for key, value in first.results.items():
+        numbers = [_number(r.results.get(key)) for r in reports]
+        known = [n for n in numbers if n is not None]
+        if not known or _number(value) is None:
+            results[key] = value
+            continue
+        middle = statistics.median(known)
+        # Counts stay whole numbers where the median of the runs is one.
+        results[key] = int(middle) if isinstance(value, int) and middle.is_integer() else middle
+    baseline = None
+    if first.baseline is not None:
+        rates = [r.baseline.rate_per_s for r in reports if r.baseline is not None]
+        seconds = [r.baseline.seconds for r in reports if r.baseline is not None]
+        baseline = replace(
+            first.baseline,
+            rate_per_s=statistics.median(rates),
+            seconds=statistics.median(seconds),
+            errors=sum(r.baseline.errors for r in reports if r.baseline is not None),
+        )
+    notes = list(dict.fromkeys(note for r in reports for note in r.notes))
+    return replace(
+        first,
+        parameters={**first.parameters, "runs": len(reports)},
+        results=results,
+        baseline=baseline,
+        errors=sum(r.errors for r in reports),
+        notes=notes,
+        runs=[{**r.results, "ratio": r.ratio} for r in reports],
+    )
+
+
+def _number(value: Value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value)
 
 
 def _finite(value: Value) -> Value:
@@ -94,6 +144,10 @@ def write_table(report: Report, stream: TextIO) -> None:
             rows.append(("baseline errors", f"{b.errors:,}"))
         ratio = report.ratio
         rows.append((f"ratio ({_label(report.rate_key)} / baseline)", _ratio(ratio)))
+    if report.runs:
+        ratios = [r for r in (_number(run.get("ratio")) for run in report.runs) if r is not None]
+        if ratios:
+            rows.append(("ratio, lowest to highest run", f"{min(ratios):.2f} to {max(ratios):.2f}"))
     rows.append(("errors", f"{report.errors:,}"))
     width = max(len(label) for label, _ in rows)
     params = ", ".join(f"{k} {v}" for k, v in report.parameters.items() if v is not None)
@@ -111,7 +165,7 @@ def _ratio(ratio: float | None) -> str:
 
 
 def _label(key: str) -> str:
-    for suffix, unit in (("_per_s", ""), ("_mb", ""), ("_s", "")):
+    for suffix, unit in (("_per_s", ""), ("_mb", ""), ("_us", ""), ("_s", "")):
         if key.endswith(suffix):
             key = key[: -len(suffix)] + unit
             break
@@ -127,6 +181,8 @@ def _format(key: str, value: Value, unit: str = "events/s") -> str:
         return f"{value:,.0f} {unit}"
     if key.endswith("_mb"):
         return f"{value:,.1f} MB"
+    if key.endswith("_us"):
+        return f"{value:,.0f} µs"
     if key.endswith("_s"):
         return f"{value * 1000:,.1f} ms" if abs(value) < 1 else f"{value:,.2f} s"
     if isinstance(value, int):

@@ -12,14 +12,14 @@ import aiohttp
 
 from timefuse.bench.api import TimefuseApi
 from timefuse.bench.context import Context
-from timefuse.bench.options import BenchOptions, BenchUsageError, resolve
+from timefuse.bench.options import KAFKA_SCENARIOS, BenchOptions, BenchUsageError, resolve
 from timefuse.bench.processes import BenchError, ReceiverProcess, ServeProcess
-from timefuse.bench.report import Report, Value, write_json, write_table
+from timefuse.bench.report import Report, Value, combine, write_json, write_table
 
 Scenario = Callable[[Context], Awaitable[Report]]
 
 NO_KAFKA = (
-    "deliver-kafka needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass "
+    "{scenario} needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass "
     "--kafka HOST:PORT (and, with --url, a deployment that has Kafka delivery enabled)"
 )
 
@@ -31,13 +31,17 @@ def run_bench(args: argparse.Namespace) -> int:
     except BenchUsageError as exc:
         print(f"timefuse bench: error: {exc}", file=sys.stderr)
         return 2
-    if options.scenario == "deliver-kafka" and not options.kafka:
-        print(f"timefuse bench: error: {NO_KAFKA}", file=sys.stderr)
+    if options.scenario in KAFKA_SCENARIOS and not options.kafka:
+        print(
+            f"timefuse bench: error: {NO_KAFKA.format(scenario=options.scenario)}", file=sys.stderr
+        )
         return 2
     if options.scenario == "river":
         return _run_river(options)
+    if options.scenario == "day":
+        return _run_day(options)
     try:
-        report = _run_cron(options) if options.scenario == "cron" else asyncio.run(_run(options))
+        report = combine([_run_once(options) for _ in range(options.runs)])
     except BenchError as exc:
         print(f"timefuse bench: {exc}", file=sys.stderr)
         return 1
@@ -50,10 +54,38 @@ def run_bench(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-def _run_cron(options: BenchOptions) -> Report:
-    from timefuse.bench.cron import run_cron
+def _run_once(options: BenchOptions) -> Report:
+    """One run of the scenario: in-process, or against a deployment."""
+    scenario = options.scenario
+    if scenario == "cron":
+        from timefuse.bench.cron import run_cron
 
-    return run_cron(options)
+        return run_cron(options)
+    if scenario == "store":
+        from timefuse.bench.store import run_store
+
+        return run_store(options)
+    if scenario == "console":
+        from timefuse.bench.console import run_console
+
+        return run_console(options)
+    if scenario == "http-type":
+        from timefuse.bench.types import run_http_type
+
+        return run_http_type(options)
+    if scenario == "kafka-type":
+        from timefuse.bench.types import run_kafka_type
+
+        return run_kafka_type(options)
+    if scenario == "ingest-backlog":
+        from timefuse.bench.kafka import run_ingest_backlog
+
+        return run_ingest_backlog(options)
+    if scenario == "schedules":
+        from timefuse.bench.schedules import run_schedules
+
+        return run_schedules(options)
+    return asyncio.run(_run(options))
 
 
 def _run_river(options: BenchOptions) -> int:
@@ -74,6 +106,26 @@ def _run_river(options: BenchOptions) -> int:
         river_report.write_json(report, sys.stdout)
     else:
         river_report.write_table(report, sys.stdout)
+    return 1 if report.errors else 0
+
+
+def _run_day(options: BenchOptions) -> int:
+    from timefuse.bench import day, day_report
+
+    try:
+        report = day.run_day(options)
+    except BenchError as exc:
+        print(f"timefuse bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if options.day is not None and options.day.report:
+        with open(options.day.report, "w", encoding="utf-8") as stream:
+            day_report.write_json(report, stream)
+    if options.json:
+        day_report.write_json(report, sys.stdout)
+    else:
+        day_report.write_table(report, sys.stdout)
     return 1 if report.errors else 0
 
 

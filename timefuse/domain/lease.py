@@ -24,14 +24,15 @@ class LeaseExpiry:
 
 
 def expire_lease(
-    *, attempts: int, retry_count: int, max_retries: int, now: datetime
+    *, attempts: int, retry_count: int, max_retries: int, due_at: datetime, now: datetime
 ) -> LeaseExpiry:
     """What an event whose lease expired becomes.
 
     It goes back to PENDING, due at once, with the attempt counted as failed; if that was its
-    last allowed attempt it becomes DEAD_LETTER.
+    last allowed attempt it becomes DEAD_LETTER. It keeps its place among the due events (its
+    due time, ``due_at``, unless that is later than now): it has waited longest.
     """
     failed = retry_count + 1
     if attempts >= max_retries + 1:
         return LeaseExpiry(EventStatus.DEAD_LETTER, failed, None)
-    return LeaseExpiry(EventStatus.PENDING, failed, now)
+    return LeaseExpiry(EventStatus.PENDING, failed, min(due_at, now))

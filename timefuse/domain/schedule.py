@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from timefuse.domain.schedule_fields import (
     CheckCron,
@@ -31,7 +32,7 @@ from timefuse.domain.schedule_fields import (
 )
 from timefuse.domain.validation import FieldError, ValidationFailed
 
-__all__ = ["CheckCron", "MissedRuns", "ScheduleLimits"]
+__all__ = ["CheckCron", "MissedRuns", "ScheduleLimits", "ScheduleState"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
@@ -77,6 +78,22 @@ class Schedule:
     @property
     def runs_left(self) -> int | None:
         return None if self.max_runs is None else max(0, self.max_runs - self.runs)
+
+
+class ScheduleState(StrEnum):
+    """Where a schedule stands, as listed: running, paused, or with no instant left."""
+
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    ENDED = "ENDED"
+
+
+def state_of(schedule: Schedule, next_run: datetime | None) -> ScheduleState:
+    """``ENDED`` once no instant is left (``next_run`` is ``None``), paused or not; else
+    ``PAUSED`` or ``ACTIVE``."""
+    if next_run is None:
+        return ScheduleState.ENDED
+    return ScheduleState.PAUSED if schedule.paused else ScheduleState.ACTIVE
 
 
 def build_schedule(
@@ -210,10 +227,29 @@ def _within_end(schedule: Schedule, instant: datetime | None) -> bool:
 def next_instant(schedule: Schedule, cron_next: CronNext) -> datetime | None:
     """The next instant still to run (missed or not), or ``None`` once the schedule is over:
     ``max_runs`` reached, past ``end_at``, or its rule fires no more."""
+    return _next_by(schedule, rule_of(schedule, cron_next))
+
+
+def _next_by(schedule: Schedule, rule: Rule) -> datetime | None:
     if schedule.runs_left == 0:
         return None
-    instant = rule_of(schedule, cron_next)(_cursor(schedule))
+    instant = rule(_cursor(schedule))
     return instant if _within_end(schedule, instant) else None
+
+
+def _remembered(rule: Rule) -> Rule:
+    """``rule``, computing each answer once: a plan asks for the same instant more than once
+    (the first instant, then again in the on-time loop; the instant past the horizon, then as
+    the next one), and each answer of a cron rule costs a cron evaluation."""
+    answers: dict[datetime, datetime | None] = {}
+
+    def remembered(after: datetime) -> datetime | None:
+        if after in answers:
+            return answers[after]
+        found = answers[after] = rule(after)
+        return found
+
+    return remembered
 
 
 def upcoming(schedule: Schedule, now: datetime, cron_next: CronNext, count: int) -> list[datetime]:
@@ -270,7 +306,7 @@ def plan_occurrences(
     """
     if schedule.paused:
         return Plan((), (), schedule, next_instant(schedule, cron_next))
-    rule = rule_of(schedule, cron_next)
+    rule = _remembered(rule_of(schedule, cron_next))
     left = schedule.runs_left
     cursor = _cursor(schedule)
     late = now - grace
@@ -299,7 +335,8 @@ def plan_occurrences(
         last_instant=created[-1] if created else schedule.last_instant,
         not_before=max(schedule.not_before, late) if missed else schedule.not_before,
     )
-    return Plan(catch_up, tuple(on_time), planned, next_instant(planned, cron_next), missed)
+    # The planned schedule has the same rule (only its place moved).
+    return Plan(catch_up, tuple(on_time), planned, _next_by(planned, rule), missed)
 
 
 def latest_before(rule: Rule, after: datetime, until: datetime, count: int) -> list[datetime]:

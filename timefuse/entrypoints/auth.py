@@ -7,7 +7,7 @@ file name ends in ``.json``)::
     name = "billing-service"
     sha256 = "<64 hex digits: SHA-256 of the key>"
     sources = ["billing", "invoices"]       # or "*" for every source
-    roles = ["submit", "read", "cancel"]    # among submit, read, cancel, admin
+    roles = ["submit", "read", "cancel"]    # among submit, read, cancel, metrics, admin
     read_only = false                       # optional; true: sees, acts on nothing
 
 Only hashes are stored, so a leaked file (or a backup, or a config repository) gives nobody a
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import msgspec
 
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ApiSettings, ConfigError
 
 KEY_PREFIX = "tfk_"
 # Longest Authorization value worth hashing: real keys are ~47 characters; anything much longer
@@ -50,6 +50,8 @@ class Role(enum.Enum):
     SUBMIT = "submit"
     READ = "read"
     CANCEL = "cancel"
+    # /metrics (with the per-destination series of the key's sources), and nothing else.
+    METRICS = "metrics"
     # Every other role, every source, and the /api/v1/events/admin/* operations.
     ADMIN = "admin"
 
@@ -148,11 +150,9 @@ def key_entry(
     )
 
 
-def load_key_ring(settings: Settings) -> KeyRing | None:
+def load_key_ring(settings: ApiSettings) -> KeyRing | None:
     """The keys of ``TIMEFUSE_API_KEYS_FILE``; ``None`` when it is unset (no authentication)."""
     if not settings.api_keys_file.strip():
-        if settings.metrics_auth:
-            raise ConfigError("TIMEFUSE_METRICS_AUTH needs keys: set TIMEFUSE_API_KEYS_FILE")
         return None
     return load_keys(Path(settings.api_keys_file))
 
@@ -272,7 +272,9 @@ def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     new.add_argument(
         "--sources", required=True, help='comma list of sources it may act for, or "*"'
     )
-    new.add_argument("--roles", required=True, help="comma list among submit, read, cancel, admin")
+    new.add_argument(
+        "--roles", required=True, help="comma list among submit, read, cancel, metrics, admin"
+    )
     new.add_argument(
         "--read-only",
         action="store_true",

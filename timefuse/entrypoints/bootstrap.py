@@ -9,11 +9,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from timefuse.adapters.cron import CronRecurrence
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.system.clock import SystemClock
-from timefuse.config import ConfigError, Settings
+from timefuse.config import (
+    ApiSettings,
+    ConfigError,
+    DispatchSettings,
+    IngestSettings,
+    KafkaSettings,
+    ProcessSettings,
+    Settings,
+    StoreSettings,
+)
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.validation import SubmissionLimits
+from timefuse.plugins.kafka import cluster_clients
 from timefuse.plugins.manager import Plugins, build_registry, delivery_observer, load_plugins
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
@@ -23,10 +34,14 @@ from timefuse.service.admin import Admin
 from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
 from timefuse.service.events import EventService
 from timefuse.service.gate import DestinationLimits, GateSettings
-from timefuse.service.ingest_consumer import IngestConsumer, IngestSettings
-from timefuse.service.maintenance import Maintenance, MaintenanceSettings
-from timefuse.service.metrics import DESTINATION_SERIES_LIMIT, Metrics
+from timefuse.service.ingest_consumer import IngestConsumer
+from timefuse.service.ingest_consumer import IngestSettings as ConsumerSettings
+from timefuse.service.maintenance import Maintenance
+from timefuse.service.maintenance import MaintenanceSettings as MaintenanceRules
+from timefuse.service.metrics import Metrics
+from timefuse.service.planner import SchedulePlanner, schedule_metrics
 from timefuse.service.presence import Presence
+from timefuse.service.schedules import ScheduleService
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
@@ -34,7 +49,7 @@ from timefuse.service.wakeup import DueSignal
 HOLD_SECONDS = 5.0
 
 if TYPE_CHECKING:  # the Kafka adapter (and confluent-kafka) load only when Kafka is configured
-    from timefuse.adapters.kafka import KafkaClientSettings, TopicSpec
+    from timefuse.adapters.kafka import TopicSpec
 
 
 @dataclass
@@ -55,6 +70,8 @@ class Timefuse:
     worker_id: str = field(default="")
     ingest: IngestConsumer | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    schedules: ScheduleService | None = None
+    planner: SchedulePlanner | None = None
 
     def presence(self, roles: Collection[str]) -> Presence:
         """Heartbeats of this process, naming the roles it runs."""
@@ -83,13 +100,14 @@ class Timefuse:
             maintenance=self.maintenance,
             gate=self.dispatcher.gate,
             store=self.store,
-            retention_days=self.settings.retention_days,
-            dead_after_seconds=MaintenanceSettings().dead_after_seconds,
+            retention_days=self.settings.maintenance.retention_days,
+            dead_after_seconds=self.settings.maintenance.worker_dead_after_seconds,
+            registry=self.registry,
         )
 
 
-def build_store(settings: Settings, clock: Clock) -> StoreAdapter:
-    url = settings.store_url
+def build_store(settings: StoreSettings, clock: Clock) -> StoreAdapter:
+    url = settings.url
     if url.startswith("sqlite:"):
         from timefuse.adapters.sqlite import from_url
 
@@ -99,16 +117,17 @@ def build_store(settings: Settings, clock: Clock) -> StoreAdapter:
 
         return PostgresEventStore(
             url,
-            pool_size=settings.db_pool_size,
+            pool_size=settings.pool_size,
             partition_granularity=settings.partition_granularity,
             partitions_ahead=settings.partitions_ahead,
+            read_url=settings.read_url or None,
         )
     raise ConfigError(f"DATABASE_URL must start with sqlite:// or postgresql://, got {url!r}")
 
 
-def build_buffer(settings: Settings, store: Store, metrics: Metrics) -> IngestBuffer:
+def build_buffer(settings: KafkaSettings, store: Store, metrics: Metrics) -> IngestBuffer:
     """Kafka when ``KAFKA_BOOTSTRAP_SERVERS`` is set, else straight into the store."""
-    if not settings.kafka_enabled:
+    if not settings.enabled:
         return InlineIngestBuffer(store)
     from timefuse.adapters.kafka import KafkaIngestBuffer
 
@@ -121,33 +140,29 @@ def build_buffer(settings: Settings, store: Store, metrics: Metrics) -> IngestBu
             failed.inc()
 
     return KafkaIngestBuffer(
-        _kafka_clients(settings),
+        cluster_clients(settings),
         _ingest_topic(settings),
-        submit_timeout=settings.kafka_submit_timeout,
+        submit_timeout=settings.submit_timeout,
         observer=observe,
     )
 
 
-def build_stream(settings: Settings) -> IngestStream | None:
+def build_stream(kafka: KafkaSettings, ingest: IngestSettings) -> IngestStream | None:
     """The ingest topic as a consumer group member; ``None`` without Kafka."""
-    if not settings.kafka_enabled:
+    if not kafka.enabled:
         return None
     from timefuse.adapters.kafka import KafkaIngestStream, TopicSpec
 
     return KafkaIngestStream(
-        _kafka_clients(settings),
-        _ingest_topic(settings),
-        TopicSpec(
-            settings.kafka_dead_letter_topic,
-            settings.kafka_partitions,
-            settings.kafka_replication_factor,
-        ),
-        settings.kafka_consumer_group,
+        cluster_clients(kafka),
+        _ingest_topic(kafka),
+        TopicSpec(kafka.dead_letter_topic, kafka.partitions, kafka.replication_factor),
+        ingest.consumer_group,
     )
 
 
 def build_ingest(
-    settings: Settings,
+    settings: IngestSettings,
     stream: IngestStream | None,
     store: Store,
     metrics: Metrics,
@@ -161,35 +176,42 @@ def build_ingest(
         stream=stream,
         store=store,
         metrics=metrics,
-        settings=IngestSettings(
-            batch_size=settings.kafka_ingest_batch_size,
-            batch_timeout_seconds=settings.kafka_ingest_batch_ms / 1000.0,
+        settings=ConsumerSettings(
+            batch_size=settings.batch_size,
+            batch_timeout_seconds=settings.batch_ms / 1000.0,
         ),
         limits=limits,
         wakeup=wakeup,
     )
 
 
-def _kafka_clients(settings: Settings) -> KafkaClientSettings:
-    from timefuse.adapters.kafka import KafkaClientSettings
-
-    return KafkaClientSettings(
-        settings.kafka_bootstrap_servers,
-        client=settings.kafka_client_config,
-        producer=settings.kafka_producer_config,
-        consumer=settings.kafka_consumer_config,
-    )
-
-
-def _ingest_topic(settings: Settings) -> TopicSpec:
+def _ingest_topic(settings: KafkaSettings) -> TopicSpec:
     from timefuse.adapters.kafka import TopicSpec
 
-    return TopicSpec(
-        settings.kafka_ingest_topic, settings.kafka_partitions, settings.kafka_replication_factor
+    return TopicSpec(settings.ingest_topic, settings.partitions, settings.replication_factor)
+
+
+def submission_limits(settings: ApiSettings) -> SubmissionLimits:
+    return SubmissionLimits(
+        max_payload_bytes=settings.max_payload_bytes,
+        max_horizon_days=settings.max_horizon_days,
+        past_grace_seconds=settings.past_grace_seconds,
     )
 
 
-def gate_settings(settings: Settings, registry: DeliveryRegistry) -> GateSettings:
+def dispatcher_settings(settings: DispatchSettings, worker_id: str) -> DispatcherSettings:
+    return DispatcherSettings(
+        worker_id=worker_id,
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
+        lease_seconds=settings.lease_seconds,
+        poll_interval_seconds=settings.poll_interval_ms / 1000.0,
+        shutdown_timeout_seconds=settings.shutdown_timeout_seconds,
+        retry_policy=RetryPolicy(settings.retry_base_ms / 1000.0, settings.retry_cap_ms / 1000.0),
+    )
+
+
+def gate_settings(settings: DispatchSettings, registry: DeliveryRegistry) -> GateSettings:
     default = DestinationLimits(
         concurrency=settings.destination_concurrency, rate=settings.destination_rate
     )
@@ -213,13 +235,16 @@ def gate_settings(settings: Settings, registry: DeliveryRegistry) -> GateSetting
         type_defaults=type_defaults,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+        breaker_sources=settings.breaker_sources,
+        idle_seconds=settings.destination_idle_seconds,
+        idle_max=settings.destination_idle_max,
         # Well inside the lease: an event waiting for its destination is handed back long
         # before its lease could expire.
         hold_seconds=min(HOLD_SECONDS, settings.lease_seconds / 4),
     )
 
 
-def default_worker_id(settings: Settings) -> str:
+def default_worker_id(settings: ProcessSettings) -> str:
     return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -239,20 +264,16 @@ def bootstrap(
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
     if store is None:
-        store = build_store(settings, clock)
+        store = build_store(settings.store, clock)
     if not isinstance(store, Store):
         store = Store(store)
-    buffer = buffer or build_buffer(settings, store, metrics)
-    stream = stream or build_stream(settings)
+    buffer = buffer or build_buffer(settings.kafka, store, metrics)
+    stream = stream or build_stream(settings.kafka, settings.ingest)
     plugins = plugins or load_plugins(settings, *extra_plugins)
-    registry = build_registry(plugins, settings)
+    registry = build_registry(plugins)
     wakeup = DueSignal(clock)
-    worker_id = default_worker_id(settings)
-    limits = SubmissionLimits(
-        max_payload_bytes=settings.max_payload_bytes,
-        max_horizon_days=settings.max_horizon_days,
-        past_grace_seconds=settings.past_grace_seconds,
-    )
+    worker_id = default_worker_id(settings.process)
+    limits = submission_limits(settings.api)
     service = EventService(
         buffer=buffer,
         store=store,
@@ -267,34 +288,31 @@ def bootstrap(
         registry=registry,
         clock=clock,
         metrics=metrics,
-        settings=DispatcherSettings(
-            worker_id=worker_id,
-            batch_size=settings.batch_size,
-            concurrency=settings.concurrency,
-            lease_seconds=settings.lease_seconds,
-            poll_interval_seconds=settings.poll_interval_ms / 1000.0,
-            shutdown_timeout_seconds=settings.shutdown_timeout_seconds,
-            retry_policy=RetryPolicy(
-                settings.retry_base_ms / 1000.0, settings.retry_cap_ms / 1000.0
-            ),
-        ),
-        gate_settings=gate_settings(settings, registry),
+        settings=dispatcher_settings(settings.dispatch, worker_id),
+        gate_settings=gate_settings(settings.dispatch, registry),
         wakeup=wakeup,
         observer=delivery_observer(plugins),
     )
     gate = dispatcher.gate
-    metrics.destinations.source = lambda: gate.snapshot(
-        active_only=True, top=DESTINATION_SERIES_LIMIT
+    top = settings.dispatch.metrics_destinations
+    metrics.destinations.source = lambda sources: (
+        gate.snapshot(active_only=True, top=top, sources=sources) if top else {}
     )
+    metrics.destinations.tracked = lambda: gate.tracked
+    schedules, planner = build_schedules(store, clock, metrics, limits, service, wakeup)
     maintenance = Maintenance(
         store=store,
         clock=clock,
         metrics=metrics,
-        settings=MaintenanceSettings(retention_days=settings.retention_days),
+        settings=MaintenanceRules(
+            retention_days=settings.maintenance.retention_days,
+            dead_after_seconds=settings.maintenance.worker_dead_after_seconds,
+        ),
         holder=worker_id,
         wakeup=wakeup,
+        planner=planner,
     )
-    ingest = build_ingest(settings, stream, store, metrics, limits, wakeup)
+    ingest = build_ingest(settings.ingest, stream, store, metrics, limits, wakeup)
     return Timefuse(
         settings=settings,
         store=store,
@@ -309,4 +327,37 @@ def bootstrap(
         maintenance=maintenance,
         worker_id=worker_id,
         ingest=ingest,
+        schedules=schedules,
+        planner=planner,
     )
+
+
+def build_schedules(
+    store: Store,
+    clock: Clock,
+    metrics: Metrics,
+    limits: SubmissionLimits,
+    service: EventService,
+    wakeup: DueSignal,
+) -> tuple[ScheduleService, SchedulePlanner]:
+    """The schedules' use cases (for the API) and their planner (run by maintenance)."""
+    recurrence = CronRecurrence()
+    series = schedule_metrics(metrics.registry)
+    schedules = ScheduleService(
+        store=store,
+        recurrence=recurrence,
+        clock=clock,
+        build_event=service.build,
+        submission_limits=limits,
+        metrics=series,
+        wakeup=wakeup,
+    )
+    planner = SchedulePlanner(
+        store=store,
+        recurrence=recurrence,
+        clock=clock,
+        limits=limits,
+        metrics=series,
+        wakeup=wakeup,
+    )
+    return schedules, planner

@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import cast
 
-from timefuse.config import ConfigError, Settings, variables
+from timefuse.config import ConfigError, Settings
 from timefuse.plugins.registry import PluginError
 from timefuse.ports.ingest import BufferUnavailable, StreamUnavailable
 from timefuse.ports.store import StoreError
@@ -21,30 +22,47 @@ COMMANDS = {
     "migrate": "create or upgrade the event store's schema, then exit",
     "plugins": "list the loaded delivery types, where each comes from, and its version",
 }
+BENCH = "load-test a deployment (or one started for the run) against physical baselines"
 
 
-def _epilog() -> str:
-    rows = [f"  {v.env:<38} default {v.default or '(unset)'}\n      {v.help}" for v in variables()]
-    return "environment variables:\n" + "\n".join(rows)
+class _Parser(argparse.ArgumentParser):
+    """A parser whose help ends with every setting, gathered only when help is printed.
+
+    Listing the settings loads the plugins (they declare theirs), which a command that only
+    runs has no reason to do here.
+    """
+
+    settings_epilog = False
+
+    def format_help(self) -> str:
+        if self.settings_epilog:
+            from timefuse.entrypoints.settings_help import help_text, loaded_groups
+
+            self.epilog = help_text(*loaded_groups())
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="timefuse",
         description="Scheduled event orchestrator: events submitted over REST, delivered at "
         "their time, at least once.",
-        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.settings_epilog = True
+    # Typed as the other modules' command builders expect; every parser here is a _Parser.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND"),
+    )
     for name, text in COMMANDS.items():
         sub = commands.add_parser(
             name,
             help=text,
             description=text,
-            epilog=_epilog(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        cast(_Parser, sub).settings_epilog = True
         if name in ("serve", "api"):
             sub.add_argument("--host", help="address to listen on (TIMEFUSE_HOST)")
             sub.add_argument("--port", type=int, help="port to listen on (TIMEFUSE_PORT)")
@@ -53,13 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="allow listening beyond loopback without API keys (TIMEFUSE_API_KEYS_FILE)",
             )
-    from timefuse.bench.options import add_bench_command  # argparse only; the rest loads on use
-
-    add_bench_command(commands)
+    # `timefuse bench ...` is handed to the bench before this parser runs (see main): the
+    # bench, its options included, loads only for that command.
+    commands.add_parser("bench", help=BENCH, add_help=False)
     from timefuse.entrypoints.auth import add_keys_command
 
     add_keys_command(commands)
     _add_secrets_command(commands)
+    from timefuse.entrypoints.schedules_cli import add_schedules_command
+
+    add_schedules_command(commands)
     return parser
 
 
@@ -92,21 +113,26 @@ def _run_secrets_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        from timefuse.bench import main as bench
+
+        return bench(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "bench":
-        from timefuse.bench import run_bench
-
-        return run_bench(args)
     if args.command == "keys":
         from timefuse.entrypoints.auth import run_keys_command
 
         return run_keys_command(args)
     if args.command == "secrets":
         return _run_secrets_command(args)
+    if args.command == "schedules":
+        from timefuse.entrypoints.schedules_cli import run_schedules_command
+
+        return run_schedules_command(args)
     try:
         settings = Settings.from_env()
         return _dispatch(args, settings)
@@ -123,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from timefuse.entrypoints.logging import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     if args.command == "plugins":
         return _list_plugins(settings)
     if args.command == "migrate":
@@ -134,7 +160,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     roles = {
         # With Kafka, serve consumes what its API produced (and wakes its own dispatcher).
         "serve": {"api", "dispatch", "maintenance"}
-        | ({"ingest"} if settings.kafka_enabled else set()),
+        | ({"ingest"} if settings.kafka.enabled else set()),
         "api": {"api"},
         "ingest": {"ingest"},
         "dispatch": {"dispatch", "maintenance"},
@@ -157,7 +183,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _list_plugins(settings: Settings) -> int:
     from timefuse.plugins.manager import build_registry, load_plugins
 
-    registry = build_registry(load_plugins(settings), settings)
+    registry = build_registry(load_plugins(settings))
     print(f"{'TYPE':<16}{'VERSION':<12}ORIGIN")
     for delivery_type in registry.types():
         print(f"{delivery_type.name:<16}{delivery_type.version or '-':<12}{delivery_type.origin}")
@@ -168,11 +194,11 @@ async def _migrate(settings: Settings) -> int:
     from timefuse.adapters.system.clock import SystemClock
     from timefuse.entrypoints.bootstrap import build_store
 
-    store = build_store(settings, SystemClock())
-    migrate = getattr(store, "migrate", None)
-    if callable(migrate):
-        await migrate()
-    else:
+    store = build_store(settings.store, SystemClock())
+    migrator = store.capabilities.migrator
+    if migrator is not None:
+        await migrator.migrate()
+    else:  # a store that owns its schema creates it when it opens
         await store.open()
         await store.close()
     print("timefuse: schema is up to date")

@@ -11,16 +11,27 @@ from collections.abc import Awaitable, Collection, Iterator
 
 import structlog
 import uvicorn
-from starlette.applications import Starlette
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
-from timefuse.config import Settings
+from timefuse.config import ApiSettings, ServerSettings, Settings
+from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
-from timefuse.entrypoints.api.health import Health, health_routes
+from timefuse.entrypoints.api.health import Health, health_app
+from timefuse.entrypoints.api.refused import refused_records
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
+from timefuse.entrypoints.http_connections import (
+    Connections,
+    ServerLimits,
+    connection_cap,
+    count_closures,
+)
+from timefuse.entrypoints.http_protocol import bounded_protocol
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import StoreError
+from timefuse.ports.store import ReadsFromReplica, StoreError
 
 log = structlog.get_logger("timefuse")
 
@@ -67,7 +78,26 @@ async def readiness(tf: Timefuse) -> dict[str, str]:
     store, buffer = await asyncio.gather(
         _probe(tf.store.ping(), StoreError), _probe(tf.buffer.ping(), BufferUnavailable)
     )
-    return {"store": store, "buffer": buffer}
+    parts = {"store": store, "buffer": buffer}
+    replica = tf.store.adapter.capabilities.replica
+    if replica is not None:
+        max_lag = tf.settings.store.read_max_lag_seconds
+        parts["store_replica"] = await replica_readiness(replica, max_lag)
+    return parts
+
+
+async def replica_readiness(replica: ReadsFromReplica, max_lag: float) -> str:
+    """``ok, N s behind ...`` (ready, with the lag shown), or why the replica is not usable."""
+    try:
+        lag = await asyncio.wait_for(replica.replica_lag(), READINESS_PART_SECONDS)
+    except TimeoutError:
+        return f"no answer within {READINESS_PART_SECONDS:g} s"
+    except StoreError as exc:
+        return str(exc) or "unreachable"
+    if lag > max_lag:
+        limit = f"TIMEFUSE_DATABASE_READ_MAX_LAG_SECONDS is {max_lag:g}"
+        return f"{lag:.1f} s behind the primary ({limit})"
+    return f"ok, {lag:.1f} s behind the primary"
 
 
 async def _probe(ping: Awaitable[None], failure: type[Exception]) -> str:
@@ -84,31 +114,79 @@ def _api_task(
     tf: Timefuse, sock: socket.socket, api: bool = True
 ) -> tuple[_Server, Awaitable[None]]:
     """The REST API, or with ``api=False`` only /health and /metrics (for ingest, dispatch)."""
+    app: ASGIApp
     if api:
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
-            settings=tf.settings,
+            settings=tf.settings.api,
+            http_settings=tf.plugins.section(HttpSettings),
             readiness=lambda: readiness(tf),
             admin=tf.admin,
             registry=tf.registry,
+            refused=refused_records(tf.settings.kafka),
+            schedules=tf.schedules,
         )
     else:
-        health = Health(tf.metrics, lambda: readiness(tf))
-        app = Starlette(routes=health_routes(health, PREFIX))
-    config = uvicorn.Config(
+        app = metrics_app(tf, sock)
+    server = _Server(server_config(app, tf.settings.server, tf.metrics.registry, lifespan=api))
+    return server, server.serve(sockets=[sock])
+
+
+def metrics_app(tf: Timefuse, sock: socket.socket) -> ASGIApp:
+    """/metrics and the health probes of a process without the API, under the API's rules
+    for keys. Without keys, a listener beyond loopback names no receiver: its /metrics
+    leaves the per-destination series out (the API itself would refuse to listen there)."""
+    settings = tf.settings.api
+    keys = load_key_ring(settings)
+    health = Health(tf.metrics, lambda: readiness(tf))
+    if keys is None and not is_loopback(str(sock.getsockname()[0])):
+        log.info(
+            "no API keys: /metrics on this address shows no per-destination series",
+            host=sock.getsockname()[0],
+        )
+        return health_app(health, PREFIX, keys=keys, metrics_auth=False, trusted=False)
+    return health_app(health, PREFIX, keys=keys, metrics_auth=settings.metrics_auth)
+
+
+def server_config(
+    app: ASGIApp,
+    settings: ServerSettings,
+    registry: CollectorRegistry | None = None,
+    *,
+    lifespan: bool = False,
+) -> uvicorn.Config:
+    """uvicorn serving ``app`` with the listener's limits (see ``http_protocol``)."""
+    limits = ServerLimits(
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout=settings.body_timeout,
+        keepalive_seconds=settings.keepalive_seconds,
+    )
+    cap = connection_cap(limits.max_connections)
+    if cap < limits.max_connections:
+        log.info(
+            "fewer connections than TIMEFUSE_SERVER_MAX_CONNECTIONS: half the open-file limit",
+            max_connections=cap,
+        )
+    connections = Connections(cap)
+    if registry is not None:
+        connections.closed = count_closures(registry, connections)
+    return uvicorn.Config(
         app,
+        http=bounded_protocol(limits, connections),
+        ws="none",
+        timeout_keep_alive=limits.keepalive_seconds,
         # log_config=None: uvicorn's records go through the handler configure_logging set up.
         log_config=None,
         log_level="warning",
         access_log=False,
         # The API's lifespan keeps the console's per-minute figures; the rest of the
         # process is opened and closed by run() itself.
-        lifespan="on" if api else "off",
+        lifespan="on" if lifespan else "off",
         timeout_graceful_shutdown=5,
     )
-    server = _Server(config)
-    return server, server.serve(sockets=[sock])
 
 
 async def run(
@@ -121,10 +199,11 @@ async def run(
 ) -> None:
     """Run ``roles`` until SIGTERM or SIGINT, then stop gracefully."""
     tf = bootstrap(settings)
+    log.info("delivery types loaded", types=_loaded_types(tf))
     if "ingest" in roles and tf.ingest is None:
         raise StartupError("the ingest role reads Kafka: set KAFKA_BOOTSTRAP_SERVERS")
     if "api" in roles:
-        check_exposure(settings, host or settings.host, insecure_no_auth)
+        check_exposure(settings.api, host or settings.api.host, insecure_no_auth)
     sock = _listener(settings, roles, host, port)
     await tf.open()
     stop = asyncio.Event()
@@ -138,7 +217,12 @@ async def run(
             server, serving = _api_task(tf, sock, api="api" in roles)
             tasks.append(asyncio.ensure_future(serving))
             address = sock.getsockname()
-            log.info("listening", host=address[0], port=address[1], store=_redacted(tf))
+            log.info(
+                "listening",
+                host=address[0],
+                port=address[1],
+                store=redacted_url(tf.settings.store.url),
+            )
         if "ingest" in roles and tf.ingest is not None:
             tasks.append(asyncio.create_task(tf.ingest.run(stop)))
         if "dispatch" in roles:
@@ -160,7 +244,7 @@ async def run(
         log.info("stopped")
 
 
-def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> None:
+def check_exposure(settings: ApiSettings, host: str, insecure_no_auth: bool) -> None:
     """Refuse to serve an API without keys beyond loopback, unless explicitly told to.
 
     Loads the keys file too, so a bad one stops the process before it listens.
@@ -193,11 +277,12 @@ def check_exposure(settings: Settings, host: str, insecure_no_auth: bool) -> Non
 def _listener(
     settings: Settings, roles: Collection[str], host: str | None, port: int | None
 ) -> socket.socket | None:
+    api = settings.api
     if "api" in roles:
-        return bind(host or settings.host, settings.port if port is None else port)
-    if settings.metrics_port is not None:
+        return bind(host or api.host, api.port if port is None else port)
+    if settings.process.metrics_port is not None:
         # Processes without the API still answer Prometheus and health probes.
-        return bind(host or settings.host, settings.metrics_port)
+        return bind(host or api.host, settings.process.metrics_port)
     return None
 
 
@@ -218,7 +303,9 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -
         )
 
 
-def _redacted(tf: Timefuse) -> str:
-    url = tf.settings.store_url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+def _loaded_types(tf: Timefuse) -> dict[str, str]:
+    """Each delivery type this process delivers with, and where it comes from."""
+    return {
+        t.name: f"{t.origin} {t.version}".strip() if t.version else t.origin
+        for t in tf.registry.types()
+    }

@@ -31,6 +31,30 @@ and in that package's ``pyproject.toml``::
 Then ``pip install`` it next to timefuse: clients submit ``"delivery_type": "echo"``, and
 ``timefuse plugins`` lists it. ``TIMEFUSE_PLUGINS=echo`` loads only that external plugin.
 
+A plugin with settings declares them as a section (:class:`timefuse.config.Section`) and
+receives that section, read from the environment, in ``register_delivery_types``::
+
+    from dataclasses import dataclass
+
+    from timefuse.config import Section, setting
+
+
+    @dataclass(frozen=True)
+    class EchoSettings(Section, prefix="TIMEFUSE_ECHO_", title="echo delivery"):
+        prefix: str = setting("", "Text printed before each payload.")  # TIMEFUSE_ECHO_PREFIX
+
+
+    @hookimpl
+    def declare_settings():
+        return EchoSettings
+
+
+    @hookimpl
+    def register_delivery_types(register, settings: EchoSettings):
+        ...
+
+``timefuse --help`` lists them with timefuse's own.
+
 An implementation takes any subset of a hook's arguments, by name; it must be a plain
 function (timefuse calls hooks synchronously), and a function named like a hook below but
 for a hook that doesn't exist stops the start-up. ``docs/plugins.md`` is the full guide, and
@@ -40,10 +64,11 @@ for a hook that doesn't exist stops the start-up. ``docs/plugins.md`` is the ful
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
-from timefuse.config import Settings
+from timefuse.config import Section
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.ports.delivery import DeliveryType
@@ -55,7 +80,20 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register_delivery_types(register: Callable[[DeliveryType], None], settings: Settings) -> None:
+def declare_settings() -> type[Section]:  # type: ignore[empty-body]
+    """Declare this plugin's settings: return its section class.
+
+    Called once per process when plugins load, before ``register_delivery_types``. The
+    section (a frozen dataclass subclassing :class:`timefuse.config.Section`, every field
+    declared with :func:`timefuse.config.setting`) names each variable, its type, default and
+    meaning; ``timefuse --help`` lists them, and ``register_delivery_types`` receives the
+    section read from the environment. A variable another section declares stops the
+    start-up, as does a value the section's parsers refuse (the message names the variable).
+    """
+
+
+@hookspec
+def register_delivery_types(register: Callable[[DeliveryType], None], settings: Any) -> None:
     """Add delivery types by calling ``register`` once per type.
 
     Called once per process at start-up, after every plugin is loaded and before the API or
@@ -65,7 +103,8 @@ def register_delivery_types(register: Callable[[DeliveryType], None], settings: 
     :param register: takes a :class:`~timefuse.ports.delivery.DeliveryType`; timefuse checks
         names in one place, and two plugins claiming one name stop the start-up with an error
         naming both. Raising here stops the start-up too, with the plugin named.
-    :param settings: timefuse's configuration, for types that share its settings.
+    :param settings: the plugin's own section (see ``declare_settings``), read from the
+        environment. A plugin that declares none must not take this argument.
     """
 
 

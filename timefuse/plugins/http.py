@@ -17,7 +17,6 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, classify_http_status, parse_retry_after
 from timefuse.plugins.hookspecs import hookimpl
@@ -29,10 +28,14 @@ from timefuse.plugins.http_guard import (
     GuardedResolver,
     build_connector,
 )
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.webhook_signing import WebhookSigner
 from timefuse.ports.delivery import DeliveryType
 
-__all__ = ["HttpDelivery", "register_delivery_types"]
+__all__ = ["HttpDelivery", "HttpPlugin", "HttpSettings"]
+
+# Connections open at once when nothing says otherwise: the dispatcher's default concurrency.
+DEFAULT_CONNECTION_LIMIT = 1000
 
 # Room the dispatcher leaves above aiohttp's own total timeout before it cuts an attempt off:
 # aiohttp's timeout should fire first and yield a clear reason.
@@ -60,19 +63,28 @@ class HttpDelivery:
     construction. :meth:`deliver` never raises: every failure becomes an outcome.
     :meth:`validate_destination` is the submission-time check, with the same guard.
 
+    :param connection_limit: connections open at once (the dispatcher's concurrency: a
+        backstop that never makes a delivery queue).
     :param resolver: resolves names before the guard filters the addresses (default: aiohttp's
         own resolver); :meth:`stop` closes it.
     """
 
-    def __init__(self, settings: Settings, *, resolver: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self._settings = settings
+        self._connection_limit = connection_limit
         self._guard = DestinationGuard.from_settings(settings)
         self._signer = WebhookSigner.from_settings(settings)
         self._credentials = HttpCredentials.from_settings(settings)
         self._inner_resolver = resolver
         self._resolver: GuardedResolver | None = None
         self._timeout = aiohttp.ClientTimeout(
-            total=settings.http_total_timeout, sock_connect=settings.http_connect_timeout
+            total=settings.total_timeout, sock_connect=settings.connect_timeout
         )
         self._user_agent = f"timefuse/{_own_version()}"
         self._session: aiohttp.ClientSession | None = None
@@ -82,7 +94,7 @@ class HttpDelivery:
             return
         self._resolver = GuardedResolver(self._guard.policy, self._inner_resolver)
         self._session = aiohttp.ClientSession(
-            connector=build_connector(self._settings, self._resolver),
+            connector=build_connector(self._connection_limit, self._resolver),
             timeout=self._timeout,
             # Proxy variables would route deliveries through a proxy that connects wherever it
             # is told, past the guarded resolver: the environment is ignored on purpose.
@@ -135,7 +147,7 @@ class HttpDelivery:
             return DeliveryOutcome.retriable(str(exc))
         except Exception as exc:
             return self._failure(exc)
-        return await _answer(response, self._settings.http_total_timeout)
+        return await _answer(response, self._settings.total_timeout)
 
     def _headers(self, event: Event, attempt: int) -> dict[str, str]:
         # One timestamp for the header and the signature: they are checked against each other.
@@ -167,12 +179,12 @@ class HttpDelivery:
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             # Raised for the connect timeout and for the total one if it expires first.
             return DeliveryOutcome.retriable(
-                f"timeout while connecting (connect timeout {settings.http_connect_timeout:g}s,"
-                f" total {settings.http_total_timeout:g}s)"
+                f"timeout while connecting (connect timeout {settings.connect_timeout:g}s,"
+                f" total {settings.total_timeout:g}s)"
             )
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp.ServerTimeoutError included
             return DeliveryOutcome.retriable(
-                f"timeout: no response within {settings.http_total_timeout:g}s"
+                f"timeout: no response within {settings.total_timeout:g}s"
             )
         if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
             return DeliveryOutcome.permanent(f"invalid destination: {exc}")
@@ -246,16 +258,31 @@ def _own_version() -> str:
         return "unknown"
 
 
-@hookimpl
-def register_delivery_types(register: Callable[[DeliveryType], None], settings: Settings) -> None:
-    delivery = HttpDelivery(settings)
-    register(
-        DeliveryType(
-            name="http",
-            validate_destination=delivery.validate_destination,
-            deliver=delivery.deliver,
-            start=delivery.start,
-            stop=delivery.stop,
-            timeout_seconds=settings.http_total_timeout + TIMEOUT_MARGIN_SECONDS,
+class HttpPlugin:
+    """The built-in ``http`` delivery type, registered through the same hooks as any plugin.
+
+    :param connection_limit: the dispatcher's concurrency, which sizes the connection pool.
+    """
+
+    def __init__(self, connection_limit: int = DEFAULT_CONNECTION_LIMIT) -> None:
+        self._connection_limit = connection_limit
+
+    @hookimpl
+    def declare_settings(self) -> type[HttpSettings]:
+        return HttpSettings
+
+    @hookimpl
+    def register_delivery_types(
+        self, register: Callable[[DeliveryType], None], settings: HttpSettings
+    ) -> None:
+        delivery = HttpDelivery(settings, connection_limit=self._connection_limit)
+        register(
+            DeliveryType(
+                name="http",
+                validate_destination=delivery.validate_destination,
+                deliver=delivery.deliver,
+                start=delivery.start,
+                stop=delivery.stop,
+                timeout_seconds=settings.total_timeout + TIMEOUT_MARGIN_SECONDS,
+            )
         )
-    )

@@ -31,12 +31,12 @@ import structlog
 from authlib.oauth2.client import OAuth2Client
 from yarl import URL
 
-from timefuse.config import Settings
 from timefuse.plugins.http_credentials_file import (
     ClientCredentials,
     CredentialsConfig,
     DestinationEntry,
 )
+from timefuse.plugins.http_settings import HttpSettings
 
 __all__ = ["CredentialsUnavailable", "HttpCredentials", "Presenter", "TokenSource"]
 
@@ -319,12 +319,12 @@ class HttpCredentials:
         self.for_url = functools.lru_cache(maxsize=_CACHED_URLS)(self._for_url)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HttpCredentials:
+    def from_settings(cls, settings: HttpSettings) -> HttpCredentials:
         return cls(
-            settings.http_credentials,
-            connect_timeout=settings.http_connect_timeout,
+            settings.credentials,
+            connect_timeout=settings.connect_timeout,
             # A token request and the delivery share the attempt's time.
-            total_timeout=settings.http_total_timeout / 2,
+            total_timeout=settings.total_timeout / 2,
         )
 
     def __repr__(self) -> str:

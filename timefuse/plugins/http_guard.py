@@ -26,8 +26,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from timefuse.config import IpNetwork, Settings
 from timefuse.plugins.http_answer import AnswerRecordingConnector
+from timefuse.plugins.http_settings import HttpSettings, IpNetwork
 
 __all__ = [
     "URL_FORM",
@@ -212,8 +212,8 @@ class DestinationGuard:
         self.check = functools.lru_cache(maxsize=_CACHED_DESTINATIONS)(self._check)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DestinationGuard:
-        return cls(AddressPolicy(settings.http_allowed_networks))
+    def from_settings(cls, settings: HttpSettings) -> DestinationGuard:
+        return cls(AddressPolicy(settings.allowed_networks))
 
     def validate_destination(self, destination: str) -> str | None:
         """``None`` when http delivery may post to ``destination``, else the reason it can't."""
@@ -353,7 +353,7 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def build_connector(settings: Settings, resolver: AbstractResolver) -> aiohttp.TCPConnector:
+def build_connector(limit: int, resolver: AbstractResolver) -> aiohttp.TCPConnector:
     """The connection pool behind the one http delivery session.
 
     ``resolver`` is the caller's to close: aiohttp only closes resolvers it created. Its
@@ -361,11 +361,12 @@ def build_connector(settings: Settings, resolver: AbstractResolver) -> aiohttp.T
     """
     return AnswerRecordingConnector(
         resolver=resolver,
-        # The dispatcher already caps deliveries in flight at `concurrency`, so this limit is a
-        # backstop and never makes a delivery queue. There is no per-host limit on purpose:
-        # per-destination caps belong to the dispatcher, and a wait for a pooled connection
-        # here would be charged to the attempt's total timeout and turn into spurious retries.
-        limit=settings.concurrency,
+        # The dispatcher already caps deliveries in flight at its concurrency (the limit
+        # passed here), so this is a backstop and never makes a delivery queue. There is no
+        # per-host limit on purpose: per-destination caps belong to the dispatcher, and a
+        # wait for a pooled connection here would be charged to the attempt's total timeout
+        # and turn into spurious retries.
+        limit=limit,
         limit_per_host=0,
         # Only allowed addresses are cached: the resolver filters before aiohttp caches.
         ttl_dns_cache=_DNS_CACHE_SECONDS,

@@ -9,6 +9,10 @@ in order; its headers carry ``timefuse-event-id`` (the same on every retry: cons
 duplicates by it), ``timefuse-source``, ``timefuse-scheduled-at`` and ``timefuse-attempt``.
 Success is the broker's acknowledgement with ``acks=all`` from an idempotent producer.
 
+Records go through the Kafka adapter's producer, the one the ingest buffer uses (a built-in
+type may use adapters; a third-party plugin sees only the plugin API): its thread serves
+delivery reports to the event loop, and a producer that fails fatally is replaced.
+
 Failures that retrying cannot fix (no permission on the topic, a record over the size limit,
 an invalid topic) are permanent; everything else is retriable, an unknown topic included:
 topics are often created after the events that will feed them are scheduled, and the error
@@ -18,25 +22,31 @@ text says which topic was missing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import logging
 import re
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-import structlog
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError
 
-from timefuse.config import Settings
+from timefuse.adapters.kafka.clients import KafkaClientSettings
+from timefuse.adapters.kafka.producer import AsyncProducer, Headers, ProduceFailed
+from timefuse.config import KafkaSettings, Section, comma_list, number, setting
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.plugins.hookspecs import hookimpl
 from timefuse.ports.delivery import DeliveryType
 
-log = structlog.get_logger("timefuse.kafka")
+__all__ = [
+    "KafkaDelivery",
+    "KafkaDeliverySettings",
+    "KafkaPlugin",
+    "TopicRules",
+    "classify",
+    "cluster_clients",
+    "delivery_producer_config",
+]
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 # timefuse's own topics (and, through '.' and '_' colliding in Kafka's metric names, their
@@ -57,20 +67,42 @@ PERMANENT_ERRORS = frozenset(
 # Room above the producer's own message timeout: its delivery report, with librdkafka's
 # reason, should arrive before the dispatcher cuts the attempt off.
 TIMEOUT_MARGIN_SECONDS = 5.0
-POLL_SECONDS = 0.1
-QUEUE_FULL_WAIT_SECONDS = 0.005
+# Room above the message timeout before an attempt stops waiting for a report that a stopped
+# producer will never send.
+REPORT_MARGIN_SECONDS = 1.0
 CONTENT_TYPE = ("content-type", b"application/json")
 
-Report = tuple["asyncio.Future[KafkaError | None]", "KafkaError | None"]
+
+@dataclass(frozen=True)
+class KafkaDeliverySettings(Section, prefix="TIMEFUSE_KAFKA_", title="kafka delivery"):
+    """What the ``kafka`` delivery type reads besides the cluster (:class:`KafkaSettings`)."""
+
+    allowed_topics: tuple[str, ...] = setting(
+        "",
+        "Comma list: Kafka delivery only to these topics (empty: any but timefuse.*).",
+        comma_list,
+    )
+    delivery_timeout_seconds: float = setting(
+        "30",
+        "Kafka delivery: how long one record may wait for the broker's acknowledgement.",
+        number(0.1),
+    )
 
 
 class TopicRules:
-    """Which topics Kafka delivery may write to."""
+    """Which topics Kafka delivery may write to.
 
-    def __init__(self, settings: Settings) -> None:
-        self._allowed = frozenset(settings.kafka_allowed_topics)
-        # The configured ingest topics may have been renamed away from the timefuse. prefix.
-        self._own = frozenset({settings.kafka_ingest_topic, settings.kafka_dead_letter_topic})
+    :param allowed: when not empty, the only topics allowed.
+    :param reserved: timefuse's own topics, refused even when renamed away from ``timefuse.``.
+    """
+
+    def __init__(self, allowed: Iterable[str] = (), reserved: Iterable[str] = ()) -> None:
+        self._allowed = frozenset(allowed)
+        self._own = frozenset(reserved)
+
+    @classmethod
+    def of(cls, cluster: KafkaSettings, delivery: KafkaDeliverySettings) -> TopicRules:
+        return cls(delivery.allowed_topics, (cluster.ingest_topic, cluster.dead_letter_topic))
 
     def validate(self, destination: str) -> str | None:
         """``None`` when events may be delivered to topic ``destination``, else why not."""
@@ -86,65 +118,46 @@ class TopicRules:
         return None
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """The delivery producer's properties: durable and ordered by default, then overrides."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        # librdkafka's own log lines go through logging, not straight to stderr.
-        "logger": logging.getLogger("timefuse.kafka"),
-        **settings.kafka_client_config,
-        "acks": "all",
-        "enable.idempotence": True,
-        "compression.type": "lz4",
-        "linger.ms": 5,
-        "message.timeout.ms": int(settings.kafka_delivery_timeout * 1000),
-        **settings.kafka_producer_config,
-    }
+def cluster_clients(cluster: KafkaSettings) -> KafkaClientSettings:
+    """How timefuse's Kafka clients reach ``cluster``, with the operator's properties."""
+    return KafkaClientSettings(
+        cluster.bootstrap_servers,
+        client=cluster.client_config,
+        producer=cluster.producer_config,
+        consumer=cluster.consumer_config,
+    )
+
+
+def delivery_producer_config(
+    cluster: KafkaSettings, delivery: KafkaDeliverySettings
+) -> dict[str, Any]:
+    """The delivery producer's properties: the adapter's durable defaults, then overrides."""
+    return cluster_clients(cluster).producer_config(
+        **{"linger.ms": 5, "message.timeout.ms": int(delivery.delivery_timeout_seconds * 1000)}
+    )
 
 
 class KafkaDelivery:
-    """One producer per process, opened by :meth:`start` and flushed by :meth:`stop`.
+    """One producer per process, opened by :meth:`start` and flushed by :meth:`stop`."""
 
-    A thread polls the producer for delivery reports and hands each round of them to the event
-    loop, so :meth:`deliver` awaits the broker's answer without blocking the loop.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._rules = TopicRules(settings)
-        self._config = producer_config(settings)
-        self._timeout = settings.kafka_delivery_timeout
-        self._producer: Producer | None = None
-        self._poller: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Filled by delivery callbacks on the thread that polls; only one thread polls at once.
-        self._reports: list[Report] = []
+    def __init__(self, cluster: KafkaSettings, settings: KafkaDeliverySettings) -> None:
+        self._rules = TopicRules.of(cluster, settings)
+        self._config = delivery_producer_config(cluster, settings)
+        self._timeout = settings.delivery_timeout_seconds
+        self._producer: AsyncProducer | None = None
 
     async def start(self) -> None:
         if self._producer is not None:
             return
-        self._stopping.clear()
-        self._loop = asyncio.get_running_loop()
-        self._producer = Producer({**self._config, "error_cb": _log_error})
-        self._poller = threading.Thread(
-            target=self._poll, args=(self._producer,), name="timefuse-kafka-delivery", daemon=True
-        )
-        self._poller.start()
+        producer = AsyncProducer(self._config, name="timefuse-kafka-delivery")
+        producer.start()
+        self._producer = producer
 
     async def stop(self) -> None:
-        producer, poller = self._producer, self._poller
-        self._producer = self._poller = None
-        if producer is None or poller is None:
-            return
-        self._stopping.set()
-        await asyncio.to_thread(poller.join)
-        # Settles what is in flight, so no dispatcher task waits on a report that never comes.
-        if await asyncio.to_thread(producer.flush, self._timeout):
-            # Not acknowledged in time: fail them now (as _PURGE_QUEUE) rather than leave
-            # their deliveries waiting for reports that a closed producer never sends.
-            producer.purge()
-            await asyncio.to_thread(producer.poll, 0)
-        self._hand_over()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            # Settles what is in flight, so no attempt waits on a report that never comes.
+            await producer.stop(self._timeout)
 
     async def deliver(self, event: Event, attempt: int) -> DeliveryOutcome:
         reason = self._rules.validate(event.destination)
@@ -153,65 +166,36 @@ class KafkaDelivery:
         producer = self._producer
         if producer is None:
             return DeliveryOutcome.retriable("kafka delivery is not started")
-        deadline = time.monotonic() + self._timeout
         try:
-            # No timer of our own: librdkafka reports every record by message.timeout.ms, and
-            # the dispatcher cuts off an attempt that outlives timeout_seconds anyway.
-            error = await (await self._send(producer, event, attempt, deadline))
-        except KafkaException as exc:
-            error = exc.args[0]
+            # librdkafka reports every record by message.timeout.ms; the wait's own bound
+            # only covers a producer stopped (or replaced) while the record was queued.
+            report = await producer.enqueue(
+                event.destination,
+                event.payload,  # sent as it was received: no second encoding
+                key=event.external_job_id.encode(),
+                headers=_headers(event, attempt),
+                deadline=time.monotonic() + self._timeout,
+            )
+            await asyncio.wait_for(report, self._timeout + REPORT_MARGIN_SECONDS)
+        except ProduceFailed as exc:
+            if exc.error is not None:
+                return classify(exc.error, event.destination)
+            return DeliveryOutcome.retriable(str(exc))
         except TimeoutError:
             return DeliveryOutcome.retriable(
-                f"the local Kafka producer queue stayed full for {self._timeout:g} s"
+                f"no acknowledgement from Kafka within {self._timeout:g} s"
             )
-        return DeliveryOutcome.success() if error is None else classify(error, event.destination)
+        return DeliveryOutcome.success()
 
-    async def _send(
-        self, producer: Producer, event: Event, attempt: int, deadline: float
-    ) -> asyncio.Future[KafkaError | None]:
-        report: asyncio.Future[KafkaError | None] = asyncio.get_running_loop().create_future()
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("timefuse-event-id", event.id.encode()),
-            ("timefuse-source", event.source.encode()),
-            ("timefuse-scheduled-at", event.scheduled_at.isoformat().encode()),
-            ("timefuse-attempt", str(attempt).encode()),
-            CONTENT_TYPE,
-        ]
-        on_delivery = functools.partial(self._on_delivery, report)
-        while True:
-            try:
-                producer.produce(
-                    event.destination,
-                    event.payload,  # sent as it was received: no second encoding
-                    event.external_job_id.encode(),
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                return report
-            except BufferError:
-                # The local queue is full: wait for reports to drain it, without blocking.
-                if time.monotonic() >= deadline:
-                    raise TimeoutError from None
-                await asyncio.sleep(QUEUE_FULL_WAIT_SECONDS)
 
-    def _poll(self, producer: Producer) -> None:
-        while not self._stopping.is_set():
-            producer.poll(POLL_SECONDS)
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        # One wake-up of the loop per poll round rather than per record: under load a wake-up
-        # per record costs more than producing the record.
-        if not self._reports or self._loop is None:
-            return
-        reports, self._reports = self._reports, []
-        with contextlib.suppress(RuntimeError):  # the loop has closed; nobody is waiting
-            self._loop.call_soon_threadsafe(_settle, reports)
-
-    def _on_delivery(
-        self, report: asyncio.Future[KafkaError | None], error: KafkaError | None, _: Message
-    ) -> None:
-        self._reports.append((report, error))
+def _headers(event: Event, attempt: int) -> Headers:
+    return [
+        ("timefuse-event-id", event.id.encode()),
+        ("timefuse-source", event.source.encode()),
+        ("timefuse-scheduled-at", event.scheduled_at.isoformat().encode()),
+        ("timefuse-attempt", str(attempt).encode()),
+        CONTENT_TYPE,
+    ]
 
 
 def classify(error: KafkaError, topic: str) -> DeliveryOutcome:
@@ -224,31 +208,37 @@ def classify(error: KafkaError, topic: str) -> DeliveryOutcome:
     return DeliveryOutcome.retriable(text)
 
 
-def _settle(reports: list[Report]) -> None:
-    for report, error in reports:
-        if not report.done():  # else the dispatcher gave up on it
-            report.set_result(error)
+class KafkaPlugin:
+    """The built-in ``kafka`` delivery type, registered through the same hooks as any plugin.
 
+    :param cluster: timefuse's Kafka section: the brokers, the client properties, and the
+        ingest topics, which deliveries may not write to.
+    """
 
-def _log_error(error: KafkaError) -> None:
-    log.warning("kafka delivery producer", error=f"{error.name()}: {error.str()}")
+    def __init__(self, cluster: KafkaSettings | None = None) -> None:
+        self._cluster = cluster or KafkaSettings()
 
+    @hookimpl
+    def declare_settings(self) -> type[KafkaDeliverySettings]:
+        return KafkaDeliverySettings
 
-@hookimpl
-def register_delivery_types(register: Callable[[DeliveryType], None], settings: Settings) -> None:
-    if not settings.kafka_enabled:
-        return
-    delivery = KafkaDelivery(settings)
-    register(
-        DeliveryType(
-            name="kafka",
-            validate_destination=TopicRules(settings).validate,
-            deliver=delivery.deliver,
-            start=delivery.start,
-            stop=delivery.stop,
-            timeout_seconds=settings.kafka_delivery_timeout + TIMEOUT_MARGIN_SECONDS,
-            # The producer batches records per partition: a cap of a few hundred in flight
-            # would starve its batches. The broker's own quotas protect it.
-            destination_concurrency=10_000,
+    @hookimpl
+    def register_delivery_types(
+        self, register: Callable[[DeliveryType], None], settings: KafkaDeliverySettings
+    ) -> None:
+        if not self._cluster.enabled:
+            return
+        delivery = KafkaDelivery(self._cluster, settings)
+        register(
+            DeliveryType(
+                name="kafka",
+                validate_destination=TopicRules.of(self._cluster, settings).validate,
+                deliver=delivery.deliver,
+                start=delivery.start,
+                stop=delivery.stop,
+                timeout_seconds=settings.delivery_timeout_seconds + TIMEOUT_MARGIN_SECONDS,
+                # The producer batches records per partition: a cap of a few hundred in flight
+                # would starve its batches. The broker's own quotas protect it.
+                destination_concurrency=10_000,
+            )
         )
-    )

@@ -1,48 +1,125 @@
 """Loading plugins: built-ins first, then installed packages' ``timefuse`` entry points.
 
-``TIMEFUSE_PLUGINS`` (``Settings.plugins``) picks the external plugins: unset loads every
-installed one, an empty value none, a comma list exactly those (a name that is not installed
-stops the start-up). Built-ins always load: they are timefuse, not extensions of it.
+``TIMEFUSE_PLUGINS`` (``ProcessSettings.plugins``) picks the external plugins: unset loads
+every installed one, an empty value none, a comma list exactly those (a name that is not
+installed stops the start-up). Built-ins always load: they are timefuse, not extensions of it.
+
+Each plugin may declare a settings section (the ``declare_settings`` hook); it is read from the
+environment the process's :class:`~timefuse.config.Settings` came from, and handed to that
+plugin's ``register_delivery_types`` alone.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import inspect
+import os
 import types
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TypeVar, cast
 
 import pluggy
 import structlog
 
-from timefuse.config import Settings
+from timefuse.config import Section, Settings, core_variables, read_section
+from timefuse.config.declare import declaration_problem
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.plugins import hookspecs
 from timefuse.plugins.registry import DeliveryRegistry, PluginError
 from timefuse.ports.delivery import Deliver, DeliveryType
 
-BUILTIN_PLUGINS = ("timefuse.plugins.http", "timefuse.plugins.kafka")
 BUILTIN_ORIGIN = "timefuse (built-in)"
 
 _log = structlog.get_logger("timefuse.plugins")
 
 Origin = tuple[str, str]  # (where a plugin comes from, its version)
 
+S = TypeVar("S", bound=Section)
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """One plugin's settings section, as declared (not read)."""
+
+    plugin: str
+    origin: str
+    section: type[Section]
+
 
 class Plugins:
-    """The plugin manager and where each registered plugin came from."""
+    """The plugin manager, where each registered plugin came from, and their settings.
 
-    def __init__(self, pm: pluggy.PluginManager, origins: dict[str, Origin]) -> None:
+    :param environ: what plugins' settings sections are read from.
+    """
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        origins: dict[str, Origin],
+        environ: Mapping[str, str],
+    ) -> None:
         self.pm = pm
         self._origins = origins
+        self._environ = environ
+        self._sections: dict[str, Section] | None = None
 
     def origin_of(self, plugin: object) -> Origin:
         """``(origin, version)`` of a registered plugin object."""
         name = self.pm.get_name(plugin) or repr(plugin)
         return self._origins.get(name, (name, ""))
+
+    def declarations(self) -> list[Declared]:
+        """Every plugin's settings section, checked but not read (for ``--help``).
+
+        :raises PluginError: a declaration is not a section, its hook raised, or it declares
+            a variable that timefuse or another plugin declares.
+        """
+        claimed = {var.env: "timefuse itself" for var in core_variables()}
+        found = []
+        for impl in self.pm.hook.declare_settings.get_hookimpls():
+            name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
+            origin = self.origin_of(impl.plugin)[0]
+            try:
+                section = impl.function()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {origin} failed to declare its settings: {exc!r}"
+                ) from exc
+            problem = declaration_problem(section)
+            if problem is not None:
+                raise PluginError(
+                    f"plugin {origin} declares settings timefuse can't read: {problem}"
+                )
+            section = cast(type[Section], section)
+            for var in section.variables():
+                if var.env in claimed:
+                    raise PluginError(
+                        f"plugin {origin} declares {var.env}, which {claimed[var.env]} declares too"
+                    )
+                claimed[var.env] = f"plugin {origin}"
+            found.append(Declared(name, origin, section))
+        return found
+
+    def settings_of(self, plugin: object) -> Section | None:
+        """The section ``plugin`` declared, read from the environment; ``None`` if none.
+
+        :raises ConfigError: a value the section refuses, naming its variable.
+        :raises PluginError: as :meth:`declarations`.
+        """
+        return self._read().get(self.pm.get_name(plugin) or "")
+
+    def section(self, kind: type[S]) -> S | None:
+        """The section of type ``kind`` some plugin declared (a built-in's, say), read."""
+        return next((s for s in self._read().values() if isinstance(s, kind)), None)
+
+    def _read(self) -> dict[str, Section]:
+        if self._sections is None:
+            self._sections = {
+                d.plugin: read_section(d.section, self._environ) for d in self.declarations()
+            }
+        return self._sections
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -52,8 +129,21 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def builtin_plugins(settings: Settings) -> list[tuple[str, object]]:
+    """timefuse's own delivery types as plugins, by name, given the core sections they use."""
+    from timefuse.plugins.http import HttpPlugin
+    from timefuse.plugins.kafka import KafkaPlugin
+
+    return [
+        ("timefuse.plugins.http", HttpPlugin(settings.dispatch.concurrency)),
+        ("timefuse.plugins.kafka", KafkaPlugin(settings.kafka)),
+    ]
+
+
 def load_plugins(settings: Settings, *extra: object) -> Plugins:
     """Register the built-ins, the allowed installed plugins, and ``extra`` plugin objects.
+
+    Plugins' settings sections are read from ``settings.environ`` when first asked for.
 
     :raises PluginError: a plugin can't be imported, a ``TIMEFUSE_PLUGINS`` name is not
         installed, two packages claim one entry point name, or a plugin implements a hook
@@ -61,21 +151,21 @@ def load_plugins(settings: Settings, *extra: object) -> Plugins:
     """
     pm = new_plugin_manager()
     origins: dict[str, Origin] = {}
-    for module_name in BUILTIN_PLUGINS:
-        module = importlib.import_module(module_name)
-        _register(pm, module, module_name, (BUILTIN_ORIGIN, _own_version()), origins)
-    for entry_point in _selected_entry_points(settings.plugins):
+    for name, plugin in builtin_plugins(settings):
+        _register(pm, plugin, name, (BUILTIN_ORIGIN, _own_version()), origins)
+    for entry_point in _selected_entry_points(settings.process.plugins):
         origin = _entry_point_origin(entry_point)
         _register(pm, _load(entry_point), entry_point.name, origin, origins)
     for plugin in extra:
         _register(pm, plugin, None, _passed_in_origin(plugin), origins)
     check_hooks(pm)
-    return Plugins(pm, origins)
+    return Plugins(pm, origins, settings.environ)
 
 
-def load_only(*plugins: object) -> Plugins:
+def load_only(*plugins: object, env: Mapping[str, str] | None = None) -> Plugins:
     """Plugins from these objects alone: no built-ins, no entry points (for tests and the kit).
 
+    :param env: what their settings are read from (default: the process environment).
     :raises PluginError: as :func:`load_plugins`.
     """
     pm = new_plugin_manager()
@@ -83,7 +173,7 @@ def load_only(*plugins: object) -> Plugins:
     for plugin in plugins:
         _register(pm, plugin, None, _passed_in_origin(plugin), origins)
     check_hooks(pm)
-    return Plugins(pm, origins)
+    return Plugins(pm, origins, os.environ if env is None else env)
 
 
 def _register(
@@ -188,11 +278,12 @@ def _is_async(function: Callable[..., object]) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
-def collect_types(plugins: Plugins, settings: Settings) -> list[DeliveryType]:
+def collect_types(plugins: Plugins) -> list[DeliveryType]:
     """Ask every plugin for its delivery types, as registered, each stamped with its origin.
 
-    :raises PluginError: a plugin's ``register_delivery_types`` raised or passed something
-        that is not a :class:`DeliveryType`.
+    :raises PluginError: a plugin's ``register_delivery_types`` raised, passed something that
+        is not a :class:`DeliveryType`, or takes ``settings`` without declaring any.
+    :raises ConfigError: a plugin's settings have a value its section refuses.
     """
     collected: list[DeliveryType] = []
     for impl in plugins.pm.hook.register_delivery_types.get_hookimpls():
@@ -200,8 +291,15 @@ def collect_types(plugins: Plugins, settings: Settings) -> list[DeliveryType]:
             continue  # a wrapper has nothing of its own to register
         origin, version = plugins.origin_of(impl.plugin)
         register = _registering_into(collected, origin, version)
+        section = plugins.settings_of(impl.plugin)
+        if "settings" in impl.argnames and section is None:
+            raise PluginError(
+                f"plugin {origin}: register_delivery_types takes `settings`, but the plugin "
+                "declares none; return a settings section from a declare_settings hook (see "
+                "docs/plugins.md), or drop the argument"
+            )
         try:
-            impl.function(**_hook_kwargs(impl.argnames, register, settings))
+            impl.function(**_hook_kwargs(impl.argnames, register, section))
         except PluginError:
             raise
         except Exception as exc:
@@ -220,14 +318,14 @@ def _registering_into(
     return register
 
 
-def build_registry(plugins: Plugins, settings: Settings) -> DeliveryRegistry:
+def build_registry(plugins: Plugins) -> DeliveryRegistry:
     """The registry of every plugin's delivery types, as the dispatcher runs them.
 
     :raises PluginError: as :func:`collect_types`, or when two types share a name, a name
         breaks the naming rule, or a timeout is not positive and finite.
     """
     registry = DeliveryRegistry()
-    for delivery_type in collect_types(plugins, settings):
+    for delivery_type in collect_types(plugins):
         registry.register(replace(delivery_type, deliver=_checked(delivery_type)))
     return registry
 
@@ -250,7 +348,7 @@ def _checked(delivery_type: DeliveryType) -> Deliver:
 
 
 def _hook_kwargs(
-    argnames: Iterable[str], register: Callable[[DeliveryType], None], settings: Settings
+    argnames: Iterable[str], register: Callable[[DeliveryType], None], settings: Section | None
 ) -> dict[str, object]:
     # Like pluggy, pass only the arguments an implementation names: a plugin written
     # before a hook gained an argument keeps working.

@@ -22,7 +22,15 @@ class PluginError(Exception):
 def type_name_problem(name: object) -> str | None:
     """``None`` when ``name`` may name a delivery type, else what is wrong with it."""
     if not isinstance(name, str) or not _NAME.match(name):
-        return f"delivery type name {name!r} must be {NAME_RULE}"
+        problem = f"delivery type name {name!r} must be {NAME_RULE}"
+        if isinstance(name, str) and _NAME.match(name.lower()):
+            # Submissions name a type in any case (it is lowered before the lookup), so a
+            # lower-case registration loses nothing: say so, rather than only refuse.
+            problem += (
+                f"; register {name.lower()!r}: clients may still submit {name!r}, since "
+                "names are matched case-insensitively"
+            )
+        return problem
     return None
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from timefuse.config import Settings
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.signing_keys import (
     ANY_SOURCE,
     SigningKey,
@@ -93,7 +93,7 @@ class WebhookSigner:
         self._keys = self._fixed
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookSigner:
+    def from_settings(cls, settings: HttpSettings) -> WebhookSigner:
         """The signer of the configured keys; warns (once, at start-up) about a ``*`` key."""
         signer = cls(merged_secrets(settings), keyring_from_settings(settings))
         if signer.has_shared_key:
@@ -140,7 +140,7 @@ class WebhookSigner:
         return self._keys
 
 
-def merged_secrets(settings: Settings) -> dict[str, list[str]]:
+def merged_secrets(settings: HttpSettings) -> dict[str, list[str]]:
     """The secrets of ``TIMEFUSE_WEBHOOK_SECRETS`` and its file, by source, without repeats."""
     merged: dict[str, list[str]] = {}
     for secrets in (settings.webhook_secrets, settings.webhook_secrets_file):
@@ -150,6 +150,6 @@ def merged_secrets(settings: Settings) -> dict[str, list[str]]:
     return merged
 
 
-def keyring_from_settings(settings: Settings) -> SigningKeyring | None:
+def keyring_from_settings(settings: HttpSettings) -> SigningKeyring | None:
     path = settings.signing_keys_file.strip()
     return SigningKeyring(Path(path)) if path else None

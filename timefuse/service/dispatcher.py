@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -45,6 +46,8 @@ STORE_RETRY_SECONDS = 1.0
 MIN_IDLE_SECONDS = 0.005
 # An event whose type this process doesn't know (after a plugin went away) comes back then.
 UNKNOWN_TYPE_DELAY_SECONDS = 60.0
+# How often a process reads the breakers the others opened.
+BREAKER_SYNC_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +90,28 @@ class Dispatcher:
             store, self._wakeup, batch_size=settings.batch_size, monotonic=monotonic
         )
         self._room = asyncio.Event()
+        self._shared = store.capabilities.limits_sharer is not None
         gate = gate_settings or GateSettings()
+        self._breaker_news: deque[tuple[str, bool]] = deque()
+        self._news = asyncio.Event()
         self._gate = DestinationGate(
             # A claimed event waits at most a quarter of its lease for its destination: it
             # starts with most of its lease left, or is handed back well inside it.
-            replace(gate, hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4)),
+            replace(
+                gate,
+                shared=self._shared,
+                hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4),
+            ),
             start=self._start,
             hand_back=self._hand_back,
             monotonic=monotonic,
             on_room=self._room.set,
+            on_breaker=self._breaker_changed,
         )
         self._running: dict[asyncio.Task[None], Claimed] = {}
         self._short_of_room = False
         self._store_failures = 0
+        self._empty_claims = 0
 
     @property
     def wakeup(self) -> DueSignal:
@@ -128,10 +140,15 @@ class Dispatcher:
             asyncio.create_task(self._writer.run(writer_stop), name="timefuse-outcome-writer"),
             asyncio.create_task(self._keep_leases(stop), name="timefuse-lease-keeper"),
         ]
+        if self._shared:
+            helpers.append(
+                asyncio.create_task(self._share_breakers(stop), name="timefuse-breakers")
+            )
         watcher = self._store.capabilities.due_watcher
         if watcher is not None:
             # Events made due by other processes (an API, an ingest consumer) wake us at once.
             helpers.append(asyncio.create_task(watcher.watch_due(self._wakeup.notify, stop)))
+        await self._recover_own_claims()
         try:
             await self._claim_loop(stop, helpers)
         finally:
@@ -141,6 +158,18 @@ class Dispatcher:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._writer.flush_until_written(self._settings.shutdown_timeout_seconds)
+
+    async def _recover_own_claims(self) -> None:
+        """Claims held under this worker's id when it starts are a dead predecessor's (a
+        process restarted with the same TIMEFUSE_WORKER_ID): they can't be running here, so
+        they go back at once instead of at their lease's end. Each counts its attempt."""
+        try:
+            recovered = await self._store.recover_expired_leases([self._settings.worker_id])
+        except StoreError as exc:
+            log.warning("recovering this worker's old claims failed", error=str(exc))
+            return
+        if recovered:
+            log.info("recovered claims left by an earlier run", count=recovered)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -165,11 +194,14 @@ class Dispatcher:
                 due=self._due_filter(budget.excluded),
                 budgets=budget.budgets,
                 default_budget=budget.default,
+                shared=self._gate.shared_limits() if self._shared else None,
             )
             claimed = await self._claim(request)
             if claimed is None:
                 await self._sleep(min(STORE_RETRY_SECONDS * self._store_failures, 5.0), stop)
-            elif claimed < limit:
+                continue
+            self._empty_claims = 0 if claimed else self._empty_claims + 1
+            if claimed < limit:
                 await self._idle(stop)
 
     async def _claim(self, request: ClaimRequest) -> int | None:
@@ -191,7 +223,7 @@ class Dispatcher:
         self._metrics.claimed.observe(len(batch.events))
         self._wakeup.observe(batch.store_now)
         for event in batch.events:
-            self._gate.admit(Claimed.of(event, sent))
+            self._gate.admit(Claimed.of(event, sent), probe=event.id in batch.probes)
         return len(batch.events)
 
     async def _idle(self, stop: asyncio.Event) -> None:
@@ -208,8 +240,14 @@ class Dispatcher:
             if found.at is not None:
                 timeout = min(timeout, (found.at - found.store_now).total_seconds())
             self._wakeup.plan(found.at)
-        # A floor, so a due event this process may not claim (another took it) can't spin it.
-        await self._sleep(max(timeout, MIN_IDLE_SECONDS), stop, self._wakeup.wait)
+        # A floor, so due events this process may not claim (another took them, or another
+        # process holds the destination's whole cap) can't spin it: it grows while claims
+        # come back empty.
+        floor = min(
+            self._settings.poll_interval_seconds,
+            MIN_IDLE_SECONDS * 2 ** min(self._empty_claims, 16),
+        )
+        await self._sleep(max(timeout, floor), stop, self._wakeup.wait)
 
     async def _sleep(
         self,
@@ -358,6 +396,31 @@ class Dispatcher:
                 continue
             for claimed in old:
                 claimed.claimed_at = now
+
+    def _breaker_changed(self, key: str, opened: bool) -> None:
+        self._breaker_news.append((key, opened))
+        self._news.set()
+
+    async def _share_breakers(self, stop: asyncio.Event) -> None:
+        """Publish this process's breaker changes at once; follow the others' twice a second."""
+        while not stop.is_set():
+            self._news.clear()
+            try:
+                closed = False
+                while self._breaker_news:
+                    key, opened = self._breaker_news[0]
+                    await self._store.publish_breaker(key, open=opened)
+                    self._breaker_news.popleft()
+                    closed = closed or not opened
+                if closed:
+                    # What the store held for it may be claimed now (after a reset, at once).
+                    self._room.set()
+                shared = await self._store.open_breakers()
+            except StoreError as exc:
+                log.warning("sharing breakers failed; retrying", error=str(exc))
+            else:
+                self._gate.sync_breakers(shared)
+            await _first_of(self._news.wait(), asyncio.sleep(BREAKER_SYNC_SECONDS), stop.wait())
 
     async def _drain(self) -> None:
         """Let attempts finish within the timeout; hand back whatever didn't start or end."""

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.status import EventStatus
@@ -25,6 +25,7 @@ from timefuse.ports.store import (
     Cursor,
     EventPage,
     EventQuery,
+    MoveDueResult,
     RedeliverResult,
 )
 from timefuse.service.metrics import Metrics
@@ -181,6 +182,31 @@ class EventService:
         if await self.get(event_id, sources=sources) is None:
             return None
         return await self._store.attempts(event_id)
+
+    async def move_due(
+        self, event_id: str, due_at: datetime, *, sources: Sources = None
+    ) -> MoveDueResult:
+        """Deliver a PENDING event at ``due_at`` instead of its next due time.
+
+        ``due_at`` is bounded as a submission's ``scheduled_at`` is (:class:`ValidationFailed`
+        naming ``due_at`` otherwise); a moment within the grace for the past means now. The
+        event's ``scheduled_at`` stays what its sender asked for.
+        """
+        now = self._clock.now()
+        limits = self._limits
+        if due_at.tzinfo is None:
+            raise ValidationFailed([FieldError("due_at", "needs a time zone or offset")])
+        if due_at < now - timedelta(seconds=limits.past_grace_seconds):
+            raise ValidationFailed([FieldError("due_at", "is in the past")])
+        if due_at > now + timedelta(days=limits.max_horizon_days):
+            raise ValidationFailed(
+                [FieldError("due_at", f"is more than {limits.max_horizon_days} days ahead")]
+            )
+        due_at = max(due_at, now)
+        result = await self._store.move_due(event_id, due_at, now, sources=sources)
+        if result is MoveDueResult.MOVED and self._wakeup is not None:
+            self._wakeup.notify(due_at)
+        return result
 
     async def redeliver(self, event_id: str, *, sources: Sources = None) -> RedeliverResult:
         """Deliver a COMPLETED, FAILED or DEAD_LETTER event again, due now."""

@@ -21,6 +21,7 @@ from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import StoreError
 from timefuse.service.metrics import Metrics
+from timefuse.service.planner import SchedulePlanner
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 
@@ -56,6 +57,7 @@ class Maintenance:
         holder: str,
         wakeup: DueSignal | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        planner: SchedulePlanner | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -64,9 +66,16 @@ class Maintenance:
         self._holder = holder
         self._wakeup = wakeup
         self._now = monotonic
+        self._planner = planner
         self._last: dict[str, float] = {}
         self._background: dict[str, asyncio.Task[None]] = {}
+        self._due_types: set[str] = set()
         self.leading = False
+        # Silence only proves death while this process hears the store itself: after it lost
+        # touch (an outage, a partition), every worker gets dead_after_seconds from the moment
+        # it is back before being declared dead. Until then, only expired leases return.
+        self._lost_touch = False
+        self._judge_from = -float("inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -86,23 +95,33 @@ class Maintenance:
 
     async def _lead(self) -> bool:
         try:
-            return await self._store.acquire_leadership(
+            leading = await self._store.acquire_leadership(
                 ROLE, self._holder, self._settings.leadership_seconds
             )
         except StoreError as exc:
             log.warning("maintenance leadership unknown; will retry", error=str(exc))
+            self._lost_touch = True
             return False
+        if self._lost_touch:
+            self._lost_touch = False
+            self._judge_from = self._now() + self._settings.dead_after_seconds
+        return leading
 
     async def _round(self) -> None:
         try:
             await self.recover()
         except StoreError as exc:
             log.warning("lease recovery failed; will retry", error=str(exc))
+            self._lost_touch = True
         settings = self._settings
         self._in_background("retention", settings.retention_every_seconds, self._retention)
         if self._store.capabilities.storage_planner is not None:
             self._in_background("upkeep", settings.upkeep_every_seconds, self.prepare_storage)
         self._in_background("gauges", settings.gauges_every_seconds, self.refresh_gauges)
+        if self._planner is not None:
+            # Every round (once the previous tick has finished): occurrences are created
+            # ahead of their instants by the planner's lookahead, which covers the round.
+            self._in_background("schedules", 0.0, self._planner.run_once)
 
     def _in_background(
         self, name: str, every: float, work: Callable[[], Awaitable[object]]
@@ -128,6 +147,8 @@ class Maintenance:
         settings = self._settings
         workers = await self._store.workers()
         dead = {w.worker for w in workers if w.silent_seconds > settings.dead_after_seconds}
+        if dead and self._now() < self._judge_from:
+            dead = set()
         recovered = await self._store.recover_expired_leases(dead)
         if recovered:
             self._metrics.leases_recovered.inc(recovered)
@@ -162,3 +183,11 @@ class Maintenance:
         counts = await self._store.count_by_status()
         for status in EventStatus:
             self._metrics.events_by_status.labels(status.value).set(counts.get(status, 0))
+        due = await self._store.count_due_by_type()
+        gauge = self._metrics.due_by_type
+        for gone in self._due_types - due.keys():
+            gauge.remove(gone)
+        for delivery_type, count in due.items():
+            gauge.labels(delivery_type).set(count)
+        self._due_types = set(due)
+        self._metrics.shared_breakers_open.set(len(await self._store.open_breakers()))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -88,12 +89,41 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.shared_breakers_open = Gauge(
+            "timefuse_shared_breakers_open",
+            "Circuit breakers open for the whole cluster (shared through the store), refreshed "
+            "periodically by the maintenance leader.",
+            registry=r,
+        )
+        self.due_by_type = Gauge(
+            "timefuse_events_due",
+            "PENDING events due now and not yet claimed, per delivery type (refreshed "
+            "periodically by the maintenance leader): the backlog, and events of a type no "
+            "running dispatcher delivers.",
+            ["delivery_type"],
+            registry=r,
+        )
         self.leases_recovered = Counter(
             "timefuse_leases_recovered", "Expired leases taken back.", registry=r
         )
         self._add_kafka_metrics(r)
         self._add_process_metrics(r)
         self._add_destination_metrics(r)
+        self._scrape = asyncio.Lock()
+
+    async def exposition(self, sources: frozenset[str] | None) -> bytes:
+        """What a scrape answers: every series, with the per-destination ones of destinations
+        ``sources`` send to (``None``: every source; empty: none).
+
+        The text is rendered in a worker thread, one scrape at a time, so a large scrape
+        never holds the event loop (the deliveries and requests it runs).
+        """
+        async with self._scrape:
+            self.destinations.prepare(sources)
+            try:
+                return await asyncio.to_thread(generate_latest, self.registry)
+            finally:
+                self.destinations.clear()
 
     def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
         # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*
@@ -177,26 +207,39 @@ class Metrics:
         r.register(self.destinations)
 
 
-DestinationSnapshot = Callable[[], dict[str, dict[str, object]]]
-
-
-# Per-destination series are published only for destinations with something in flight or
-# waiting, or a breaker that is not closed, and at most this many (the busiest): one tenant
-# sending to thousands of hosts must not grow every scrape without bound.
-DESTINATION_SERIES_LIMIT = 100
+# A snapshot of destinations (see DestinationGate.snapshot) for the sources given (None:
+# every source).
+DestinationSnapshot = Callable[[frozenset[str] | None], dict[str, dict[str, object]]]
 
 
 class _DestinationCollector(Collector):
-    """Per-destination breaker state and load, read from the dispatcher's memory per scrape."""
+    """Per-destination breaker state and load, read from the dispatcher's memory.
+
+    The dispatcher's state belongs to the event loop, and a scrape is rendered off it: the
+    series are taken on the loop by :meth:`prepare` (a bounded snapshot: the busiest
+    destinations with something in flight, held, or a breaker not closed), then rendered.
+    """
 
     def __init__(self) -> None:
         self.source: DestinationSnapshot | None = None
+        self.tracked: Callable[[], int] | None = None
+        self._prepared: list[Metric] | None = None
+
+    def prepare(self, sources: frozenset[str] | None) -> None:
+        snapshot = self.source(sources) if self.source is not None else {}
+        self._prepared = self._families(snapshot, live=True)
+
+    def clear(self) -> None:
+        self._prepared = None
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self.source() if self.source is not None else {}
+        yield from self._prepared if self._prepared is not None else self._families({}, live=False)
+
+    def _families(self, snapshot: dict[str, dict[str, object]], *, live: bool) -> list[Metric]:
         state = GaugeMetricFamily(
             "timefuse_destination_breaker_open",
-            "1 while a destination's circuit breaker is open or half-open.",
+            "1 while a breaker holds events to a destination: its own (every source) or a "
+            "source's own (that source).",
             labels=["destination"],
         )
         in_flight = GaugeMetricFamily(
@@ -211,12 +254,18 @@ class _DestinationCollector(Collector):
         )
         trips = CounterMetricFamily(
             "timefuse_destination_breaker_trips",
-            "Times a destination's breaker opened.",
+            "Times a destination's breakers (its own and its sources') opened.",
             labels=["destination"],
         )
+        tracked = GaugeMetricFamily(
+            "timefuse_destinations_tracked",
+            "Destinations the dispatcher remembers (busy, held, or idle for a while).",
+        )
+        if live:
+            tracked.add_metric([], float(self.tracked() if self.tracked is not None else 0))
         for key, info in snapshot.items():
             state.add_metric([key], 0.0 if info["breaker"] == "CLOSED" else 1.0)
             in_flight.add_metric([key], float(str(info["in_flight"])))
             waiting.add_metric([key], float(str(info["waiting"])))
             trips.add_metric([key], float(str(info["trips"])))
-        yield from (state, in_flight, waiting, trips)
+        return [state, in_flight, waiting, trips, tracked]

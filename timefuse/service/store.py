@@ -34,18 +34,24 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
     StoreAdapter,
     WorkerBeat,
     WorkerRecord,
     source_set,
 )
+from timefuse.service.store_schedules import ScheduleRules
 
 T = TypeVar("T")
 
 CANCELLABLE = statuses_that_may_become(EventStatus.CANCELLED)
+# Only an event waiting for its (next) attempt may have it moved: a claimed one is being
+# delivered, a finished one is redelivered instead.
+MOVABLE = frozenset({EventStatus.PENDING})
 
 
 def _aware(name: str, moment: datetime) -> datetime:
@@ -66,7 +72,7 @@ def _not_negative(name: str, value: float) -> float:
     return value
 
 
-class Store:
+class Store(ScheduleRules):
     """The event store as services use it: an adapter behind the rules.
 
     :param adapter: any :class:`~timefuse.ports.store.StoreAdapter`.
@@ -120,6 +126,8 @@ class Store:
         types = request.due.delivery_types
         if types is not None and not types:
             return None
+        if request.shared is not None and self.capabilities.limits_sharer is None:
+            raise ValueError("this store can't keep limits shared by every process")
         return await self._adapter.claim(request)
 
     async def next_due(self, due: DueFilter) -> NextDue:
@@ -168,6 +176,15 @@ class Store:
         _aware("started_at", beat.started_at)
         await self._adapter.heartbeat(beat)
 
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        sharer = self.capabilities.limits_sharer
+        if sharer is not None:
+            await sharer.publish_breaker(key, open=open)
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        sharer = self.capabilities.limits_sharer
+        return [] if sharer is None else await sharer.open_breakers()
+
     async def workers(self) -> list[WorkerRecord]:
         return await self._adapter.workers()
 
@@ -199,6 +216,10 @@ class Store:
     ) -> EventPage:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        if query.examine_at_most is not None and query.examine_at_most < limit:
+            raise ValueError(
+                f"examine_at_most ({query.examine_at_most}) must be at least the limit ({limit})"
+            )
         if query.sources is not None and not query.sources:
             return EventPage([], None)
         return await self._adapter.list_events(query, limit, after)
@@ -214,6 +235,9 @@ class Store:
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._adapter.attempts(event_id)
+
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        return await self._adapter.count_due_by_type()
 
     # -- operator actions --------------------------------------------------------------------
 
@@ -233,6 +257,27 @@ class Store:
             return 0
         return await self._adapter.cancel_by_external_id(
             external_job_id, sources=wanted, when=CANCELLABLE
+        )
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: Collection[str] | None = None,
+    ) -> MoveDueResult:
+        """Deliver a PENDING event at ``due_at`` instead (its next attempt, if it is retrying);
+        its ``scheduled_at`` stays."""
+        wanted = source_set(sources)
+        if wanted is not None and not wanted:
+            return MoveDueResult.NOT_FOUND
+        return await self._adapter.move_due(
+            event_id,
+            _aware("due_at", due_at),
+            _aware("now", now),
+            sources=wanted,
+            when=MOVABLE,
         )
 
     async def redeliver(

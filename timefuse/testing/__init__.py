@@ -1,9 +1,12 @@
 """The contract-test kit: one suite every implementation of a port must pass.
 
-An adapter author provides an ``event_store`` fixture (an opened, empty store) and runs the
-suite with ``from timefuse.testing.store_contract import *``; ``factories`` builds valid
-domain objects for their own tests. A delivery-type author subclasses
-:class:`timefuse.testing.delivery_contract.DeliveryTypeContract` in a ``Test...`` class.
+Both suites are classes to subclass in a ``Test...`` class of the author's own tests, giving
+the fixtures they name: a store adapter's author subclasses
+:class:`timefuse.testing.store_contract.StoreContract` (an ``adapter`` fixture: an opened
+adapter over empty storage; see ``docs/store-adapters.md``), a delivery type's author
+:class:`timefuse.testing.delivery_contract.DeliveryTypeContract` (see ``docs/plugins.md``).
+``factories`` builds valid domain objects for their own tests. The kit needs timefuse's
+``testing`` extra (pytest, pytest-asyncio).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Subclass :class:`DeliveryTypeContract` in a test module, under a name pytest col
 
     class TestEchoType(DeliveryTypeContract):
         @pytest.fixture
-        def delivery_type(self, settings):
-            return collect_delivery_types(my_package.plugin, settings)["echo"]
+        def delivery_type(self, env):
+            return collect_delivery_types(my_package.plugin, env)["echo"]
 
         @pytest.fixture
         def valid_destination(self):
@@ -30,10 +30,12 @@ Subclass :class:`DeliveryTypeContract` in a test module, under a name pytest col
 
             return read
 
-Optional fixtures: ``settings`` (default: every setting at its default), and
-``arrange_failure``, which prepares a destination where delivery fails (a receiver told to
-answer 503, a destination that is a directory) and returns it; the failure test is skipped
-while it returns ``None``. Any other fixture of the class may be overridden the same way.
+Optional fixtures: ``env``, the environment variables the plugin's declared settings are read
+from (default: none, so every setting has its default), and ``arrange_failure``, which
+prepares a destination where delivery fails (a receiver told to answer 503, a destination that
+is a directory) and returns it; the failure test is skipped while it returns ``None``. Any
+other fixture of the class may be overridden the same way. Every fixture of the kit is defined
+on the class; the module itself (and timefuse's pytest plugin) adds none.
 
 The tests are coroutines run by pytest-asyncio (they carry its marker, so its strict mode
 works too).
@@ -42,13 +44,13 @@ works too).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
 
-from timefuse.config import Settings
+from timefuse.config import DispatchSettings
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.plugins.manager import collect_types, load_only
@@ -69,7 +71,7 @@ CONCURRENT_DELIVERIES = 20
 
 
 def collect_delivery_types(
-    plugin: object, settings: Settings | None = None
+    plugin: object, env: Mapping[str, str] | None = None
 ) -> dict[str, DeliveryType]:
     """The delivery types ``plugin`` registers, by name, checked as timefuse checks them.
 
@@ -77,10 +79,12 @@ def collect_delivery_types(
     same hook validation and registry rules as at start-up, so a hook typo or a bad type name
     fails here; the types come back exactly as the plugin built them (not started).
 
+    :param env: the environment variables the plugin's declared settings are read from
+        (default: none, every setting at its default; the process environment is not read).
     :raises timefuse.plugins.registry.PluginError: what would stop timefuse's start-up.
+    :raises timefuse.config.ConfigError: a value the plugin's settings refuse.
     """
-    settings = settings or Settings.from_env({})
-    delivery_types = collect_types(load_only(plugin), settings)
+    delivery_types = collect_types(load_only(plugin, env=dict(env or {})))
     registry = DeliveryRegistry()
     for delivery_type in delivery_types:
         registry.register(delivery_type)
@@ -135,8 +139,9 @@ class DeliveryTypeContract:
     # -- fixtures the author may override ---------------------------------------------------
 
     @pytest.fixture
-    def settings(self) -> Settings:
-        return Settings.from_env({})
+    def env(self) -> dict[str, str]:
+        """Environment variables for the plugin's declared settings (default: none)."""
+        return {}
 
     @pytest.fixture
     def arrange_failure(self) -> str | None:
@@ -190,7 +195,7 @@ class DeliveryTypeContract:
     ) -> None:
         assert timeout_problem(delivery_type.timeout_seconds) is None
         # An attempt outliving its lease lets another dispatcher claim and deliver it again.
-        lease = Settings.from_env({}).lease_seconds
+        lease = DispatchSettings().lease_seconds
         assert delivery_type.timeout_seconds < lease, (
             f"timeout_seconds {delivery_type.timeout_seconds:g} is not below the default "
             f"lease of {lease:g} s"

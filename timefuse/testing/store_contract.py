@@ -40,6 +40,7 @@ from timefuse.testing.store_contract_coordination import CoordinationContract
 from timefuse.testing.store_contract_events import EventsContract
 from timefuse.testing.store_contract_listing import ListingContract
 from timefuse.testing.store_contract_retention import RetentionContract
+from timefuse.testing.store_contract_schedules import SchedulesContract
 from timefuse.testing.store_contract_support import RealTime, StoreTime
 
 
@@ -52,6 +53,7 @@ class StoreContract(
     ActionsContract,
     ListingContract,
     RetentionContract,
+    SchedulesContract,
 ):
     """Every case of the store contract; see the module's docstring for how to run it.
 

@@ -1,4 +1,4 @@
-"""The store contract, part four: an operator's cancels and redeliveries."""
+"""The store contract, part four: an operator's cancels, moves and redeliveries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import CancelResult, RedeliverResult
+from timefuse.ports.store import CancelResult, MoveDueResult, RedeliverResult
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
 from timefuse.testing.store_contract_support import (
@@ -102,6 +102,58 @@ class ActionsContract:
         cancelled, pending = EventStatus.CANCELLED, EventStatus.PENDING
         assert statuses == [cancelled, cancelled, pending, pending, pending]
         assert await store.cancel_by_external_id("job-1", sources={"shipping", "other"}) == 2
+
+    # -- moving a pending event's next attempt ----------------------------------------------
+
+    async def test_moving_a_due_event_later_keeps_it_from_claims_until_then(
+        self, store: Store
+    ) -> None:
+        (event,) = await insert_events(store, make_event())
+        now = utc_now()
+        later = now + timedelta(hours=1)
+
+        assert await store.move_due(event.id, later, now) is MoveDueResult.MOVED
+
+        # Only the next attempt moves: the time the sender asked for stays.
+        assert await stored_event(store, event) == replace(
+            event, next_attempt_at=later, updated_at=now
+        )
+        assert await claim(store) == []
+
+    async def test_moving_a_later_event_to_now_makes_it_claimable(self, store: Store) -> None:
+        scheduled = utc_now() + timedelta(days=2)
+        (event,) = await insert_events(store, make_event(scheduled_at=scheduled))
+        assert await claim(store) == []
+        now = utc_now()
+
+        assert await store.move_due(event.id, now, now) is MoveDueResult.MOVED
+
+        (claimed,) = await claim(store)
+        assert (claimed.id, claimed.scheduled_at) == (event.id, scheduled)
+
+    async def test_a_claimed_or_finished_event_is_not_moved(self, store: Store) -> None:
+        claimed = await insert_and_claim(store)
+        (finished,) = await seed(store, make_event(status=EventStatus.COMPLETED))
+        later = utc_now() + timedelta(hours=1)
+
+        for event in (claimed, finished):
+            result = await store.move_due(event.id, later, utc_now())
+            assert result is MoveDueResult.NOT_PENDING
+            assert await stored_event(store, event) == event
+
+    async def test_moving_an_unknown_or_hidden_event_reports_not_found(self, store: Store) -> None:
+        (event,) = await insert_events(store, make_event(source="billing"))
+        later = utc_now() + timedelta(hours=1)
+
+        unknown = await store.move_due(new_event_id(utc_now()), later, utc_now())
+        other = await store.move_due(event.id, later, utc_now(), sources=["shipping"])
+        none = await store.move_due(event.id, later, utc_now(), sources=[])
+
+        assert (unknown, other, none) == (MoveDueResult.NOT_FOUND,) * 3
+        assert await stored_event(store, event) == event
+        assert await store.move_due(event.id, later, utc_now(), sources=["billing"]) is (
+            MoveDueResult.MOVED
+        )
 
     # -- redelivery --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus, IllegalTransition
 from timefuse.ports.store import ClaimRef, ClaimRequest, DueFilter
+from timefuse.service.gate import source_breaker_key
 from timefuse.service.store import Store
 from timefuse.testing.factories import RETRY_DELAY_SECONDS, make_event, make_outcome
 from timefuse.testing.store_contract_support import (
@@ -105,6 +106,28 @@ class ClaimsContract:
         assert [e.id for e in await claim(store, limit=1, due=due)] == [healthy.id]
         assert (await store.next_due(due)).at is None
         assert (await store.next_due(DueFilter())).at == blocked[0].next_attempt_at
+
+    async def test_claims_nothing_of_a_source_left_out_at_a_destination(self, store: Store) -> None:
+        # "<destination key>\x1f<source>": that source's events there, held by its own breaker.
+        now = utc_now()
+        url = "https://shared.example/hook"
+        held = [
+            make_event(destination=url, source="tenant-a", scheduled_at=now - timedelta(seconds=9))
+            for _ in range(3)
+        ]
+        other = make_event(
+            destination=url, source="tenant-b", scheduled_at=now - timedelta(seconds=5)
+        )
+        elsewhere = make_event(
+            destination="https://up.example/", source="tenant-a", scheduled_at=now
+        )
+        await insert_events(store, *held, other, elsewhere)
+        due = DueFilter(
+            excluded_destinations=frozenset({source_breaker_key("shared.example:443", "tenant-a")})
+        )
+        assert (await store.next_due(due)).at == other.next_attempt_at
+        assert sorted(e.id for e in await claim(store, due=due)) == sorted([other.id, elsewhere.id])
+        assert {(await stored_event(store, e)).status for e in held} == {EventStatus.PENDING}
 
     async def test_claims_at_most_a_destinations_budget(self, store: Store) -> None:
         now = utc_now()
@@ -261,11 +284,17 @@ class ClaimsContract:
         assert await store.attempts(claimed.id) == []
         assert await claim(store, "worker-b") == []
 
-    async def test_a_hand_back_without_delay_is_due_at_once(self, store: Store) -> None:
+    async def test_a_hand_back_without_delay_keeps_the_events_place_among_the_due(
+        self, store: Store
+    ) -> None:
         claimed = await insert_and_claim(store, scheduled_at=utc_now() - timedelta(minutes=1))
+        later = await insert_events(
+            store, make_event(scheduled_at=utc_now() - timedelta(seconds=1))
+        )
         assert await store.hand_back([ClaimRef.of(claimed)]) == 1
-        assert_near((await stored_event(store, claimed)).next_attempt_at, utc_now())
-        assert [event.id for event in await claim(store, "worker-b")] == [claimed.id]
+        assert (await stored_event(store, claimed)).next_attempt_at == claimed.next_attempt_at
+        taken = await claim(store, "worker-b")
+        assert [event.id for event in taken] == [claimed.id, later[0].id]
 
     async def test_a_hand_back_by_another_worker_does_nothing(self, store: Store) -> None:
         claimed = await insert_and_claim(store, "worker-a")
@@ -299,6 +328,15 @@ class ClaimsContract:
         assert (stored.locked_by, stored.lock_expires_at) == (None, None)
         assert_near(stored.next_attempt_at, utc_now())
         assert len(await claim(store, "worker-b")) == 1
+
+    async def test_an_expired_lease_keeps_the_events_place_among_the_due(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        stored = await expire_lease_of_one(
+            store, store_time, scheduled_at=utc_now() - timedelta(minutes=5)
+        )
+        assert stored.status is EventStatus.PENDING
+        assert stored.next_attempt_at == stored.scheduled_at
 
     async def test_an_expired_lease_on_the_last_attempt_dead_letters(
         self, store: Store, store_time: StoreTime

@@ -212,6 +212,21 @@ class EventsContract:
         with pytest.raises(TypeError):  # one string is not a collection of sources
             await store.find_by_external_id("job-1", sources="billing")
 
+    async def test_counts_the_events_due_now_per_delivery_type(self, store: Store) -> None:
+        now = utc_now()
+        await insert_and_claim(store, scheduled_at=now - timedelta(minutes=5))  # not pending
+        await insert_events(
+            store,
+            make_event(delivery_type="http", scheduled_at=now - timedelta(seconds=5)),
+            make_event(delivery_type="http", scheduled_at=now - timedelta(seconds=1)),
+            make_event(delivery_type="pigeon", destination="coop", scheduled_at=now),
+            make_event(
+                delivery_type="pigeon", destination="coop", scheduled_at=now + timedelta(hours=1)
+            ),
+        )
+        await seed(store, make_event(delivery_type="pigeon", status=EventStatus.FAILED))
+        assert await store.count_due_by_type() == {"http": 2, "pigeon": 1}
+
     async def test_an_unknown_event_has_no_attempts(self, store: Store) -> None:
         assert await store.attempts(new_event_id(utc_now())) == []
 

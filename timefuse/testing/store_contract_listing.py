@@ -18,6 +18,13 @@ _MANY = 10_000
 _INSERT_BATCH = 1_000
 _SOURCES = ("alpha", "beta", "gamma")
 _STATUSES = tuple(EventStatus)
+# (delivery type, destination): two hosts, one of them on two ports, and a non-URL receiver.
+_RECEIVERS = (
+    ("http", "https://a.example/orders"),
+    ("http", "https://b.example:8443/orders"),
+    ("webhook", "http://a.example/refunds"),
+    ("queue", "orders"),
+)
 
 
 def _at(base: datetime, millis: int) -> datetime:
@@ -29,11 +36,23 @@ def _listing_order(events: list[Event]) -> list[str]:
 
 
 def _matches(event: Event, query: EventQuery) -> bool:
+    # Written from EventQuery's documentation, criterion by criterion.
+    host, _, port = event.destination_key.rpartition(":")
     return (
         (query.status is None or event.status is query.status)
         and (query.sources is None or event.source in query.sources)
         and (query.scheduled_from is None or event.scheduled_at >= query.scheduled_from)
         and (query.scheduled_to is None or event.scheduled_at < query.scheduled_to)
+        and (query.delivery_type is None or event.delivery_type == query.delivery_type)
+        and (query.destination_key is None or event.destination_key == query.destination_key)
+        and (
+            query.destination_host is None
+            or (host, port.isdigit()) == (query.destination_host, True)
+        )
+        and (
+            query.destination_prefix is None
+            or event.destination.startswith(query.destination_prefix)
+        )
     )
 
 
@@ -47,9 +66,10 @@ async def _page_through(store: Store, query: EventQuery, limit: int) -> list[str
         ids.extend(event.id for event in page.events)
         if page.next_cursor is None:
             return ids
-        assert len(page.events) == limit, "a page followed by another must be full"
-        last = page.events[-1]
-        assert page.next_cursor == Cursor(last.scheduled_at, last.id)
+        if query.examine_at_most is None:
+            assert len(page.events) == limit, "a page followed by another must be full"
+            last = page.events[-1]
+            assert page.next_cursor == Cursor(last.scheduled_at, last.id)
         after = Cursor.decode(page.next_cursor.encode())
 
 
@@ -62,6 +82,8 @@ async def _insert_many_events(store: Store, base: datetime) -> list[Event]:
             scheduled_at=_at(base, (i * 7919) % 1000),
             status=_STATUSES[i % len(_STATUSES)],
             source=_SOURCES[(i // len(_STATUSES)) % len(_SOURCES)],
+            delivery_type=_RECEIVERS[(i // 7) % len(_RECEIVERS)][0],
+            destination=_RECEIVERS[(i // 7) % len(_RECEIVERS)][1],
         )
         for i in range(_MANY)
     ]
@@ -98,6 +120,116 @@ class ListingContract:
             listed = await _page_through(store, query, limit)
             assert len(listed) == len(set(listed)), f"repeats in the listing of {query}"
             assert listed == expected, f"the listing of {query} has gaps or is out of order"
+
+    async def test_pages_through_the_latest_first_and_by_receiver_without_gaps_or_repeats(
+        self,
+        store: Store,
+    ) -> None:
+        base = utc_now()
+        events = await _insert_many_events(store, base)
+        queries_and_limits = [
+            (EventQuery(descending=True), 137),
+            (EventQuery(status=EventStatus.FAILED, descending=True), 50),
+            (EventQuery(scheduled_from=_at(base, 100), scheduled_to=_at(base, 900),
+                        descending=True), 999),
+            (EventQuery(delivery_type="webhook"), 200),
+            (EventQuery(destination_host="a.example", sources=["beta"]), 101),
+            (EventQuery(destination_key="b.example:8443", descending=True), 250),
+            (EventQuery(destination_prefix="https://", status=EventStatus.PENDING), 77),
+            # Bounded pages: fewer than the limit at times, never a gap or a repeat.
+            (EventQuery(delivery_type="queue", examine_at_most=300), 100),
+            (EventQuery(destination_host="a.example", status=EventStatus.COMPLETED,
+                        scheduled_to=_at(base, 600), descending=True, examine_at_most=64), 64),
+        ]  # fmt: skip
+        for query, limit in queries_and_limits:
+            wanted = [event for event in events if _matches(event, query)]
+            expected = _listing_order(wanted)
+            if query.descending:
+                expected.reverse()
+            assert expected, f"the test data should match {query}"
+            listed = await _page_through(store, query, limit)
+            assert len(listed) == len(set(listed)), f"repeats in the listing of {query}"
+            assert listed == expected, f"the listing of {query} has gaps or is out of order"
+
+    async def test_listing_filters_by_delivery_type_and_destination(self, store: Store) -> None:
+        moment = utc_now()
+        receivers = {
+            "plain": ("http", "https://hooks.example/a"),
+            "port": ("http", "https://hooks.example:8443/b"),
+            "other": ("http", "https://hooks.example.org/c"),
+            "upper": ("http", "https://HOOKS.example/d"),
+            "named": ("hooks.example", "orders"),
+            "kafka": ("kafka", "hooks.example"),
+        }
+        made = {
+            name: make_event(
+                delivery_type=kind,
+                destination=destination,
+                scheduled_at=moment + timedelta(seconds=n),
+            )
+            for n, (name, (kind, destination)) in enumerate(receivers.items())
+        }
+        await insert_events(store, *made.values())
+        cases = {
+            # Any port of the host, however the URL spelled it; not another host it prefixes,
+            # nor a delivery type of the same name.
+            EventQuery(destination_host="hooks.example"): ["plain", "port", "upper"],
+            EventQuery(destination_key="hooks.example:443"): ["plain", "upper"],
+            EventQuery(destination_key="kafka:hooks.example"): ["kafka"],
+            # As written: case counts.
+            EventQuery(destination_prefix="https://hooks.example"): ["plain", "port", "other"],
+            EventQuery(destination_prefix="https://HOOKS"): ["upper"],
+            EventQuery(destination_prefix="order"): ["named"],
+            EventQuery(delivery_type="kafka"): ["kafka"],
+            EventQuery(delivery_type="http", destination_host="hooks.example.org"): ["other"],
+            EventQuery(delivery_type="queue"): [],
+        }
+        for query, names in cases.items():
+            page = await store.list_events(query, 10)
+            assert [event.id for event in page.events] == [made[n].id for n in names], query
+            assert page.next_cursor is None
+
+    async def test_a_bounded_page_stops_at_its_window_and_its_cursor_goes_on_from_there(
+        self,
+        store: Store,
+    ) -> None:
+        base = utc_now()
+        events = [
+            make_event(
+                scheduled_at=base + timedelta(seconds=n),
+                source="wanted" if n in (3, 12, 13, 15, 17) else "other",
+            )
+            for n in range(20)
+        ]
+        await insert_events(store, *events)
+        ids = [event.id for event in events]
+
+        async def page(after: int | None, descending: bool = False) -> tuple[list[int], int | None]:
+            """The numbers of the events on the page after event ``after``, and its cursor's."""
+            query = EventQuery(sources=["wanted"], examine_at_most=5, descending=descending)
+            cursor = None if after is None else Cursor(events[after].scheduled_at, ids[after])
+            found = await store.list_events(query, 2, cursor)
+            numbers = [ids.index(event.id) for event in found.events]
+            if found.next_cursor is None:
+                return numbers, None
+            at = ids.index(found.next_cursor.event_id)
+            assert found.next_cursor.scheduled_at == events[at].scheduled_at
+            return numbers, at
+
+        # Five candidates a page; the cursor is the last one looked at, matching or not.
+        assert await page(None) == ([3], 4)
+        assert await page(4) == ([], 9)
+        assert await page(9) == ([12, 13], 14)
+        assert await page(14) == ([15, 17], 19)
+        assert await page(19) == ([], None)
+        assert await page(None, descending=True) == ([17, 15], 15)
+        assert await page(15, descending=True) == ([13, 12], 10)
+        assert await page(10, descending=True) == ([], 5)
+        assert await page(5, descending=True) == ([3], 0)
+        assert await page(0, descending=True) == ([], None)
+        # More matches than the limit among the candidates: the cursor is the last event's.
+        assert await page(11) == ([12, 13], 13)
+        assert await page(18, descending=True) == ([17, 15], 15)
 
     async def test_events_scheduled_at_the_same_instant_are_ordered_by_id(
         self,
@@ -170,3 +302,7 @@ class ListingContract:
     async def test_listing_refuses_a_limit_below_one(self, store: Store) -> None:
         with pytest.raises(ValueError, match="limit"):
             await store.list_events(EventQuery(), 0)
+
+    async def test_listing_refuses_a_window_smaller_than_its_page(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="examine_at_most"):
+            await store.list_events(EventQuery(delivery_type="http", examine_at_most=9), 10)

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 from timefuse_file import plugin
-from timefuse_file.plugin import FileDelivery, classify_os_error, validate_destination
+from timefuse_file.plugin import FileDelivery, FileSettings, classify_os_error, validate_destination
 
-from timefuse.config import Settings
 from timefuse.domain import DeliveryOutcome, OutcomeKind
 from timefuse.ports.delivery import DeliveryType
 from timefuse.testing.delivery_contract import (
@@ -34,17 +33,20 @@ def read_records(root: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def root(tmp_path: Path) -> Path:
     root = tmp_path / "files"
     root.mkdir()
-    monkeypatch.setenv("TIMEFUSE_FILE_ROOT", str(root))
     return root
 
 
 class TestFileType(DeliveryTypeContract):
     @pytest.fixture
-    def delivery_type(self, root: Path, settings: Settings) -> DeliveryType:
-        return collect_delivery_types(plugin, settings)["file"]
+    def env(self, root: Path) -> dict[str, str]:
+        return {"TIMEFUSE_FILE_ROOT": str(root)}
+
+    @pytest.fixture
+    def delivery_type(self, env: dict[str, str]) -> DeliveryType:
+        return collect_delivery_types(plugin, env)["file"]
 
     @pytest.fixture
     def valid_destination(self) -> str:
@@ -70,6 +72,12 @@ class TestFileType(DeliveryTypeContract):
 @pytest.fixture
 def delivery(root: Path) -> FileDelivery:
     return FileDelivery(root)
+
+
+def test_the_root_is_a_declared_setting_with_a_default() -> None:
+    [variable] = FileSettings.variables()
+    assert (variable.env, variable.default) == ("TIMEFUSE_FILE_ROOT", "timefuse-files")
+    assert FileSettings.from_env({"TIMEFUSE_FILE_ROOT": "/srv/out"}).root == "/srv/out"
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 A destination is a relative path ending in ``.jsonl`` (``orders/today.jsonl``), resolved under
 the directory ``TIMEFUSE_FILE_ROOT`` names (default ``./timefuse-files``, which must exist:
-it may be a mount point, and filling an unmounted one would hide an outage). Directories
+it may be a mount point, and filling an unmounted one would hide an outage). The variable is
+declared through the ``declare_settings`` hook (:class:`FileSettings`), so ``timefuse --help``
+lists it and timefuse hands its value to ``register_delivery_types``. Directories
 below the root are created as needed. Each line is::
 
     {"event_id":"...","source":"...","scheduled_at":"...","attempt":1,"payload":<payload>}
@@ -23,16 +25,19 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from timefuse import hookimpl
+from timefuse.config import Section, setting
 from timefuse.domain import DeliveryOutcome, Event
 from timefuse.ports.delivery import DeliveryType
 
 __all__ = [
     "FileDelivery",
+    "FileSettings",
     "classify_os_error",
+    "declare_settings",
     "json_line",
     "register_delivery_types",
     "validate_destination",
@@ -41,8 +46,6 @@ __all__ = [
 log = logging.getLogger("timefuse_file")
 
 TYPE_NAME = "file"
-ROOT_VARIABLE = "TIMEFUSE_FILE_ROOT"
-DEFAULT_ROOT = "timefuse-files"
 SUFFIX = ".jsonl"
 MAX_DESTINATION_LENGTH = 1024
 MAX_NAME_BYTES = 255
@@ -69,6 +72,15 @@ PERMANENT_ERRNOS = frozenset(
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class FileSettings(Section, prefix="TIMEFUSE_FILE_", title="file delivery"):
+    """The plugin's settings: each field reads ``TIMEFUSE_FILE_<FIELD>``."""
+
+    root: str = setting(
+        "timefuse-files", "Directory every file destination is relative to (must exist)."
+    )
 
 
 class RootMissing(Exception):
@@ -212,7 +224,7 @@ class FileDelivery:
                 await asyncio.to_thread(append_line, self.root, destination, line)
         except RootMissing:
             return DeliveryOutcome.retriable(
-                f"file root {self.root} does not exist (set {ROOT_VARIABLE} or create it)"
+                f"file root {self.root} does not exist (set TIMEFUSE_FILE_ROOT or create it)"
             )
         except OutsideRoot:
             return DeliveryOutcome.permanent(
@@ -268,14 +280,17 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def root_from(environ: Mapping[str, str]) -> str:
-    return environ.get(ROOT_VARIABLE) or DEFAULT_ROOT
+@hookimpl
+def declare_settings() -> type[FileSettings]:
+    return FileSettings
 
 
 @hookimpl
-def register_delivery_types(register: Callable[[DeliveryType], None]) -> None:
-    # Read here, at start-up, not at import: importing a plugin must not read configuration.
-    delivery = FileDelivery(root_from(os.environ))
+def register_delivery_types(
+    register: Callable[[DeliveryType], None], settings: FileSettings
+) -> None:
+    # timefuse reads the settings at start-up, not at import, and hands them over here.
+    delivery = FileDelivery(settings.root)
     register(
         DeliveryType(
             name=TYPE_NAME,

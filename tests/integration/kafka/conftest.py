@@ -87,7 +87,7 @@ def settings(kafka_env: dict[str, str]) -> Settings:
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
     """The test's store, opened, for looking at what the processes wrote."""
-    opened = Store(build_store(settings, SystemClock()))
+    opened = Store(build_store(settings.store, SystemClock()))
     await opened.open()
     yield opened
     await opened.close()

@@ -88,7 +88,7 @@ async def running(kafka: KafkaBroker, names: Names, tmp_path: Path) -> AsyncIter
     await tf.open()
     # A short hold: a store outage longer than a second also takes the give-back path.
     consumer = IngestConsumer(
-        stream=build_stream(settings),
+        stream=build_stream(settings.kafka, settings.ingest),
         store=tf.store,
         metrics=tf.metrics,
         settings=IngestSettings(hold_seconds=1.0),
@@ -96,7 +96,7 @@ async def running(kafka: KafkaBroker, names: Names, tmp_path: Path) -> AsyncIter
     )
     stop = asyncio.Event()
     consuming = asyncio.create_task(consumer.run(stop))
-    app = create_app(service=tf.service, metrics=tf.metrics, settings=settings)
+    app = create_app(service=tf.service, metrics=tf.metrics, settings=settings.api)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
         yield Running(tf, store, client)

@@ -7,11 +7,16 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import KafkaError
 
-from timefuse.adapters.kafka.clients import KafkaClientSettings
 from timefuse.adapters.kafka.envelope import EnvelopeError, decode_event, encode_event
-from timefuse.config import ConfigError, Settings
+from timefuse.config import ConfigError, KafkaSettings, Settings
 from timefuse.domain.outcome import OutcomeKind
-from timefuse.plugins.kafka import TopicRules, classify
+from timefuse.plugins.kafka import (
+    KafkaDeliverySettings,
+    TopicRules,
+    classify,
+    cluster_clients,
+    delivery_producer_config,
+)
 from timefuse.testing.factories import make_event
 
 
@@ -58,12 +63,16 @@ def test_an_envelope_with_a_naive_time_is_refused() -> None:
         decode_event(value)
 
 
+def rules(**env: str) -> TopicRules:
+    return TopicRules.of(KafkaSettings.from_env(env), KafkaDeliverySettings.from_env(env))
+
+
 @pytest.mark.parametrize(
     "topic",
     ["orders", "orders.v1", "Orders_2024-01", "a", "x" * 249, "timefusex.y", "my.timefuse."],
 )
 def test_ordinary_topics_are_valid_destinations(topic: str) -> None:
-    assert TopicRules(Settings.from_env({})).validate(topic) is None
+    assert rules().validate(topic) is None
 
 
 @pytest.mark.parametrize(
@@ -84,20 +93,20 @@ def test_ordinary_topics_are_valid_destinations(topic: str) -> None:
     ],
 )
 def test_bad_and_reserved_topics_are_refused_with_a_reason(topic: str) -> None:
-    reason = TopicRules(Settings.from_env({})).validate(topic)
+    reason = rules().validate(topic)
     assert reason
 
 
 def test_renamed_ingest_topics_are_reserved_too() -> None:
-    rules = TopicRules(Settings.from_env({"TIMEFUSE_KAFKA_INGEST_TOPIC": "ingest"}))
-    assert rules.validate("ingest")
-    assert rules.validate("ingest.dlq")
+    renamed = rules(TIMEFUSE_KAFKA_INGEST_TOPIC="ingest")
+    assert renamed.validate("ingest")
+    assert renamed.validate("ingest.dlq")
 
 
 def test_an_allow_list_limits_destinations_to_its_topics() -> None:
-    rules = TopicRules(Settings.from_env({"TIMEFUSE_KAFKA_ALLOWED_TOPICS": "orders, billing"}))
-    assert rules.validate("orders") is None
-    assert "TIMEFUSE_KAFKA_ALLOWED_TOPICS" in (rules.validate("audit") or "")
+    allowed = rules(TIMEFUSE_KAFKA_ALLOWED_TOPICS="orders, billing")
+    assert allowed.validate("orders") is None
+    assert "TIMEFUSE_KAFKA_ALLOWED_TOPICS" in (allowed.validate("audit") or "")
 
 
 @pytest.mark.parametrize(
@@ -127,18 +136,14 @@ def test_an_unknown_topic_failure_names_the_topic() -> None:
 
 
 def test_producer_defaults_are_durable_and_overridable() -> None:
-    settings = Settings.from_env(
+    cluster = KafkaSettings.from_env(
         {
             "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
             "TIMEFUSE_KAFKA_CLIENT_CONFIG": '{"security.protocol": "SSL"}',
             "TIMEFUSE_KAFKA_PRODUCER_CONFIG": '{"linger.ms": 2}',
         }
     )
-    clients = KafkaClientSettings(
-        settings.kafka_bootstrap_servers,
-        client=settings.kafka_client_config,
-        producer=settings.kafka_producer_config,
-    )
+    clients = cluster_clients(cluster)
     config = clients.producer_config()
     assert config["acks"] == "all"
     assert config["enable.idempotence"] is True
@@ -149,6 +154,17 @@ def test_producer_defaults_are_durable_and_overridable() -> None:
     consumer = clients.consumer_config("g")
     assert consumer["enable.auto.commit"] is False
     assert consumer["group.id"] == "g"
+
+
+def test_the_delivery_producer_is_the_adapters_durable_one_with_its_own_timeout() -> None:
+    cluster = KafkaSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    delivery = KafkaDeliverySettings.from_env({"TIMEFUSE_KAFKA_DELIVERY_TIMEOUT_SECONDS": "7"})
+    config = delivery_producer_config(cluster, delivery)
+    assert config["bootstrap.servers"] == "k:9092"
+    assert (config["acks"], config["enable.idempotence"]) == ("all", True)
+    assert config["message.timeout.ms"] == 7000
+    overridden = KafkaSettings.from_env({"TIMEFUSE_KAFKA_PRODUCER_CONFIG": '{"linger.ms": 0}'})
+    assert delivery_producer_config(overridden, delivery)["linger.ms"] == 0
 
 
 @pytest.mark.parametrize("text", ["[1]", "{", '{"a": {"b": 1}}', '{"a": null}'])

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from timefuse.adapters.memory.schedules import MemorySchedules
 from timefuse.domain.cursor import Cursor
+from timefuse.domain.destination import destination_limit_keys
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR, expire_lease
 from timefuse.domain.outcome import OutcomeKind
@@ -27,12 +29,17 @@ from timefuse.ports.store import (
     ClaimBatch,
     ClaimRef,
     ClaimRequest,
+    DestinationRule,
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    ScheduleRecord,
+    SharedBreaker,
+    SharedLimits,
     StoreUnavailable,
     WorkerBeat,
     WorkerRecord,
@@ -66,20 +73,42 @@ class StoreFaults:
             raise queued.pop(0)
 
 
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
+# A source's own breaker at a destination is kept under "<destination key>\x1f<source>" (see
+# docs/store-adapters.md): such keys in a due filter leave that source's events to that
+# destination out, and (with shared limits) an open row of one holds only them.
+_SOURCE_SEPARATOR = "\x1f"
+
+
+def _pair_key(event: Event) -> str:
+    return f"{event.destination_key}{_SOURCE_SEPARATOR}{event.source}"
+
+
+@dataclass
+class _Breaker:
+    opened_at: datetime
+    probe_by: str | None = None
+    probe_until: datetime = _LONG_AGO
+
+
 @dataclass
 class _Worker:
     beat: WorkerBeat
     last_seen: datetime
 
 
-class MemoryStore:
+class MemoryStore(MemorySchedules):
     """:class:`timefuse.ports.store.StoreAdapter` in memory.
 
     :param clock: the store's own clock (leases, due times); the system clock by default.
     """
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(self, *, clock: Clock | None = None, shared_limits: bool = False) -> None:
         self._clock: Clock = clock or _SystemTime()
+        self._shared_limits = shared_limits
+        self._buckets: dict[str, tuple[float, datetime]] = {}
+        self._breakers: dict[str, _Breaker] = {}
         self.faults = StoreFaults()
         self._events: dict[str, Event] = {}
         self._dedup: dict[tuple[str, str, datetime], str] = {}
@@ -89,10 +118,15 @@ class MemoryStore:
         self._workers: dict[str, _Worker] = {}
         self._open = False
         self._watchers: list[Callable[[datetime | None], None]] = []
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(shared=False)
+        # With shared limits on, several dispatchers in one process share one store the way
+        # several processes share a PostgreSQL one (for tests of that).
+        return Capabilities(
+            shared=self._shared_limits, limits_sharer=self if self._shared_limits else None
+        )
 
     async def open(self) -> None:
         self._open = True
@@ -115,6 +149,9 @@ class MemoryStore:
 
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
         await self._enter("insert_many")
+        return self._insert_now(events)
+
+    def _insert_now(self, events: Sequence[Event]) -> dict[str, str]:
         stored: dict[str, str] = {}
         for event in events:
             if event.id in self._events:
@@ -132,15 +169,23 @@ class MemoryStore:
 
     # -- claims and outcomes -----------------------------------------------------------------
 
-    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
+    def _admits(self, due: DueFilter, event: Event) -> bool:
         types = due.delivery_types
+        excluded = due.excluded_destinations
+        if types is not None and event.delivery_type not in types:
+            return False
+        if event.destination_key in excluded:
+            return False
+        # Sources held at a destination by their own breakers.
+        return not (excluded and _pair_key(event) in excluded)
+
+    def _due(self, due: DueFilter, now: datetime) -> list[Event]:
         found = [
             event
             for event in self._events.values()
             if event.status is EventStatus.PENDING
             and event.next_attempt_at <= now
-            and (types is None or event.delivery_type in types)
-            and event.destination_key not in due.excluded_destinations
+            and self._admits(due, event)
         ]
         found.sort(key=lambda event: (event.next_attempt_at, event.id))
         return found
@@ -150,14 +195,32 @@ class MemoryStore:
         now = self._now()
         taken: list[Event] = []
         per_key: dict[str, int] = {}
+        allowed: dict[str, int] = {}
+        probes: set[str] = set()
+        pairs: dict[str, int] = {}
         for event in self._due(request.due, now):
             if len(taken) >= request.limit:
                 break
-            budget = request.budgets.get(event.destination_key, request.default_budget)
-            count = per_key.get(event.destination_key, 0)
+            key = event.destination_key
+            budget = request.budgets.get(key, request.default_budget)
+            pair = ""
+            if request.shared is not None:
+                if key not in allowed:
+                    allowed[key] = self._allowance(event, request, now)
+                budget = allowed[key] if budget is None else min(budget, allowed[key])
+                pair = _pair_key(event)
+                if pair in self._breakers:
+                    # A source held by its own breaker: its one probe, once cooled down.
+                    if pair not in pairs:
+                        pairs[pair] = self._probe_allowance(pair, request.shared, now)
+                    if pairs[pair] <= 0:
+                        continue
+            count = per_key.get(key, 0)
             if budget is not None and count >= budget:
                 continue
-            per_key[event.destination_key] = count + 1
+            per_key[key] = count + 1
+            if pair in pairs:
+                pairs[pair] -= 1
             claimed = replace(
                 event,
                 status=EventStatus.PROCESSING,
@@ -170,18 +233,73 @@ class MemoryStore:
             self._events[event.id] = claimed
             self._claimed_at[event.id] = now
             taken.append(replace(claimed, extra=dict(claimed.extra)))
-        return ClaimBatch(taken, now)
+        if request.shared is not None:
+            probes = self._spend(per_key, request, now, taken)
+        return ClaimBatch(taken, now, frozenset(probes))
+
+    def _allowance(self, event: Event, request: ClaimRequest, now: datetime) -> int:
+        """How many of the destination's events this claim may take for every process."""
+        shared = request.shared
+        assert shared is not None
+        key = event.destination_key
+        if key in self._breakers:
+            return self._probe_allowance(key, shared, now)
+        rule = _rule_for(event, shared)
+        allowed = 1 << 30
+        if rule.concurrency:
+            others = sum(
+                1
+                for e in self._events.values()
+                if e.status is EventStatus.PROCESSING
+                and e.destination_key == key
+                and e.locked_by != request.worker
+            )
+            allowed = max(0, rule.concurrency - others - shared.mine.get(key, 0))
+        if rule.rate > 0:
+            allowed = min(allowed, int(self._tokens(key, rule, now)))
+        return allowed
+
+    def _probe_allowance(self, key: str, shared: SharedLimits, now: datetime) -> int:
+        """An open breaker lets one probe through once cooled down, if none is out."""
+        breaker = self._breakers[key]
+        cooled = now >= breaker.opened_at + timedelta(seconds=shared.breaker_cooldown_seconds)
+        free = breaker.probe_by is None or breaker.probe_until < now
+        return 1 if cooled and free else 0
+
+    def _tokens(self, key: str, rule: DestinationRule, now: datetime) -> float:
+        tokens, refilled = self._buckets.get(key, (float(rule.burst), now))
+        return min(float(rule.burst), tokens + rule.rate * (now - refilled).total_seconds())
+
+    def _spend(
+        self, taken: dict[str, int], request: ClaimRequest, now: datetime, events: list[Event]
+    ) -> set[str]:
+        shared = request.shared
+        assert shared is not None
+        probes: set[str] = set()
+        for event in events:
+            key = event.destination_key
+            # The allowance of an open breaker (the destination's, the source's there) is
+            # its one probe: the event probes each breaker that held it.
+            for breaker_key in (key, _pair_key(event)):
+                breaker = self._breakers.get(breaker_key)
+                if breaker is not None:
+                    breaker.probe_by = request.worker
+                    breaker.probe_until = now + timedelta(seconds=request.lease_seconds)
+                    probes.add(event.id)
+            if key in self._breakers:
+                continue
+            rule = _rule_for(event, shared)
+            if rule.rate > 0 and key in taken:
+                self._buckets[key] = (self._tokens(key, rule, now) - taken.pop(key), now)
+        return probes
 
     async def next_due(self, due: DueFilter) -> NextDue:
         await self._enter("next_due")
         now = self._now()
-        types = due.delivery_types
         times = [
             event.next_attempt_at
             for event in self._events.values()
-            if event.status is EventStatus.PENDING
-            and (types is None or event.delivery_type in types)
-            and event.destination_key not in due.excluded_destinations
+            if event.status is EventStatus.PENDING and self._admits(due, event)
         ]
         return NextDue(min(times) if times else None, now)
 
@@ -234,10 +352,12 @@ class MemoryStore:
             event = self._held(ref)
             if event is None:
                 continue
+            due = now + timedelta(seconds=delay_seconds)
             self._events[event.id] = replace(
                 event,
                 status=EventStatus.PENDING,
-                next_attempt_at=now + timedelta(seconds=delay_seconds),
+                # Handed back for now: it keeps its place among the due events.
+                next_attempt_at=min(event.next_attempt_at, due) if not delay_seconds else due,
                 attempts=max(event.attempts - 1, 0),
                 locked_by=None,
                 lock_expires_at=None,
@@ -305,6 +425,21 @@ class MemoryStore:
             del self._workers[name]
         return len(gone)
 
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        await self._enter("publish_breaker")
+        if open:
+            self._breakers[key] = _Breaker(self._now())
+        else:
+            self._breakers.pop(key, None)
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        await self._enter("open_breakers")
+        now = self._now()
+        return [
+            SharedBreaker(key, (now - b.opened_at).total_seconds(), b.probe_by)
+            for key, b in sorted(self._breakers.items())
+        ]
+
     async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
         await self._enter("recover_expired_leases")
         now = self._now()
@@ -319,6 +454,7 @@ class MemoryStore:
                 attempts=event.attempts,
                 retry_count=event.retry_count,
                 max_retries=event.max_retries,
+                due_at=event.next_attempt_at,
                 now=now,
             )
             started = self._claimed_at.get(event.id, event.updated_at)
@@ -377,14 +513,21 @@ class MemoryStore:
 
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
         await self._enter("list_events")
-        found = sorted(
-            (event for event in self._events.values() if _matches(event, query, after)),
+        candidates = sorted(
+            (event for event in self._events.values() if _is_candidate(event, query, after)),
             key=_position,
+            reverse=query.descending,
         )
-        page = found[:limit]
-        if len(found) <= limit:
-            return EventPage(page, None)
-        return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+        window = query.examine_at_most
+        examined = candidates if window is None else candidates[:window]
+        found = [event for event in examined if _matches(event, query)]
+        page = [replace(event, extra=dict(event.extra)) for event in found[:limit]]
+        if len(found) > limit:
+            return EventPage(page, Cursor(page[-1].scheduled_at, page[-1].id))
+        if window is not None and len(examined) == window:
+            last = examined[-1]
+            return EventPage(page, Cursor(last.scheduled_at, last.id))
+        return EventPage(page, None)
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
         await self._enter("count_by_status")
@@ -392,6 +535,15 @@ class MemoryStore:
         for event in self._events.values():
             if sources is None or event.source in sources:
                 counts[event.status] += 1
+        return counts
+
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        await self._enter("count_due_by_type")
+        now = self._now()
+        counts: dict[str, int] = {}
+        for event in self._events.values():
+            if event.status is EventStatus.PENDING and event.next_attempt_at <= now:
+                counts[event.delivery_type] = counts.get(event.delivery_type, 0) + 1
         return counts
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
@@ -429,6 +581,25 @@ class MemoryStore:
                 self._set_status(event, EventStatus.CANCELLED)
                 count += 1
         return count
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        await self._enter("move_due")
+        event = self._visible(event_id, sources)
+        if event is None:
+            return MoveDueResult.NOT_FOUND
+        if event.status not in when:
+            return MoveDueResult.NOT_PENDING
+        self._events[event.id] = replace(event, next_attempt_at=due_at, updated_at=now)
+        self._notify(due_at)
+        return MoveDueResult.MOVED
 
     def _redeliver(self, event: Event, now: datetime) -> None:
         self._events[event.id] = replace(
@@ -472,7 +643,11 @@ class MemoryStore:
         await self._enter("redeliver_matching")
         query = EventQuery(status, sources, scheduled[0], scheduled[1])
         chosen = sorted(
-            (event for event in self._events.values() if _matches(event, query, None)),
+            (
+                event
+                for event in self._events.values()
+                if _is_candidate(event, query, None) and _matches(event, query)
+            ),
             key=_position,
         )[:limit]
         for event in chosen:
@@ -514,6 +689,14 @@ class MemoryStore:
         return {event_id: replace(event) for event_id, event in self._events.items()}
 
 
+def _rule_for(event: Event, shared: SharedLimits) -> DestinationRule:
+    for key in destination_limit_keys(event.delivery_type, event.destination):
+        rule = shared.overrides.get(key)
+        if rule is not None:
+            return rule
+    return shared.type_defaults.get(event.delivery_type, shared.default)
+
+
 def _dedup_key(event: Event) -> tuple[str, str, datetime]:
     return (event.external_job_id, event.source, event.scheduled_at.astimezone(UTC))
 
@@ -523,16 +706,38 @@ def _position(event: Event) -> tuple[datetime, Any]:
     return (event.scheduled_at, event.id.encode("utf-32-be"))
 
 
-def _matches(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+def _is_candidate(event: Event, query: EventQuery, after: Cursor | None) -> bool:
+    # What the SQL stores find through an index: status, the scheduled window, the cursor.
     if query.status is not None and event.status is not query.status:
-        return False
-    if query.sources is not None and event.source not in query.sources:
         return False
     if query.scheduled_from is not None and event.scheduled_at < query.scheduled_from:
         return False
     if query.scheduled_to is not None and event.scheduled_at >= query.scheduled_to:
         return False
-    return after is None or _position(event) > (
-        after.scheduled_at,
-        after.event_id.encode("utf-32-be"),
+    if after is None:
+        return True
+    position = (after.scheduled_at, after.event_id.encode("utf-32-be"))
+    return _position(event) < position if query.descending else _position(event) > position
+
+
+def _matches(event: Event, query: EventQuery) -> bool:
+    # What they check on each candidate.
+    key = event.destination_key
+    return (
+        (query.sources is None or event.source in query.sources)
+        and (query.delivery_type is None or event.delivery_type == query.delivery_type)
+        and (query.destination_key is None or key == query.destination_key)
+        and (query.destination_host is None or _on_host(key, query.destination_host))
+        and (
+            query.destination_prefix is None
+            or event.destination.startswith(query.destination_prefix)
+        )
     )
+
+
+def _on_host(key: str, host: str) -> bool:
+    # "host:port": the host, a colon, then the port's digits.
+    return key.startswith(host + ":") and key[len(host) + 1 : len(host) + 2] in _DIGITS
+
+
+_DIGITS = frozenset("0123456789")

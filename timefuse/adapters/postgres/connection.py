@@ -27,6 +27,13 @@ KEEPALIVES: dict[str, Any] = {
 
 async def configure(conn: Connection) -> None:
     """Prepare a new pooled session (the pool's ``configure`` callback)."""
+    await configure_reader(conn)
+    await conn.execute(queries.CREATE_STAGING)
+
+
+async def configure_reader(conn: Connection) -> None:
+    """Prepare a new session of the read pool: a hot standby refuses even a temporary table,
+    so this one has no staging table for inserts."""
     # Times come back as UTC datetimes, whatever the server's or role's default zone.
     await conn.execute("SET TIME ZONE 'UTC'")
     # Planning a statement over a partitioned table costs time in proportion to its
@@ -40,7 +47,6 @@ async def configure(conn: Connection) -> None:
     await conn.execute("SET tcp_keepalives_idle = 10")
     await conn.execute("SET tcp_keepalives_interval = 5")
     await conn.execute("SET tcp_keepalives_count = 3")
-    await conn.execute(queries.CREATE_STAGING)
 
 
 async def notify_due(conn: Connection, due_at: datetime | None) -> None:

@@ -27,7 +27,11 @@ _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMN_NAMES))
 # Each index holds the listing order after its equality prefix (events_schedule, or
 # events_status_schedule with a status), so a page is one range scan per partition from the
 # cursor, merged in order and stopped after limit + 1 rows.
-_LIST = "SELECT {columns} FROM events WHERE {where} ORDER BY scheduled_at, id LIMIT %(limit)s"
+_LIST = "SELECT {columns} FROM events WHERE {where} ORDER BY {order} LIMIT %(limit)s"
+# Where a bounded page's window ends: the candidates' index entries only (see EventQuery).
+_WINDOW_END = (
+    "SELECT scheduled_at, id FROM events WHERE {where} ORDER BY {order} OFFSET %(skip)s LIMIT 1"
+)
 
 # The earliest matching events first, locked, then updated by id within their scheduled_at range
 # (the pattern of queries.CLAIM_DUE: the partitions holding them are found at run time).
@@ -81,23 +85,56 @@ def _event_filter(
     return found
 
 
-def _query_filter(query: EventQuery, after: Cursor | None) -> _Filter:
-    scheduled_from = query.scheduled_from
-    if after is not None and (scheduled_from is None or after.scheduled_at >= scheduled_from):
-        # Of two lower bounds only the tighter goes in: a cursor before scheduled_from
-        # excludes nothing scheduled_from doesn't.
-        scheduled_from = None
-    else:
-        after = None
-    sources = None if query.sources is None else frozenset(query.sources)
-    found = _event_filter(query.status, sources, scheduled_from, query.scheduled_to)
+def _candidates(query: EventQuery, after: Cursor | None) -> _Filter:
+    """The terms an index range answers: status, the scheduled window, the cursor."""
+    lower, upper = query.scheduled_from, query.scheduled_to
+    if after is not None:
+        # Of two bounds on the same side only the tighter goes in: a cursor outside the
+        # window excludes nothing the window doesn't.
+        if not query.descending and (lower is None or after.scheduled_at >= lower):
+            lower = None
+        elif query.descending and (upper is None or after.scheduled_at < upper):
+            upper = None
+        else:
+            after = None
+    found = _event_filter(query.status, None, lower, upper)
     if after is not None:
         # The plain bound prunes partitions and starts each index range; the row comparison
         # places the page strictly after the cursor (ids compare by code point: COLLATE "C").
+        side = "<" if query.descending else ">"
         found.add(
-            "scheduled_at >= %(after_at)s AND (scheduled_at, id) > (%(after_at)s, %(after_id)s)",
+            f"scheduled_at {side}= %(after_at)s"
+            f" AND (scheduled_at, id) {side} (%(after_at)s, %(after_id)s)",
             after_at=after.scheduled_at,
             after_id=after.event_id,
+        )
+    return found
+
+
+def _checked(query: EventQuery) -> _Filter:
+    """The terms checked on each candidate."""
+    found = _Filter()
+    if query.sources is not None:
+        found.add("source = ANY(%(sources)s::text[])", sources=sorted(query.sources))
+    if query.delivery_type is not None:
+        found.add("delivery_type = %(delivery_type)s", delivery_type=query.delivery_type)
+    if query.destination_key is not None:
+        found.add("destination_key = %(destination_key)s", destination_key=query.destination_key)
+    if query.destination_host is not None:
+        host = query.destination_host + ":"
+        # left() and substr() count characters, as Python's len does; a port's digit follows.
+        found.add(
+            "left(destination_key, %(host_length)s) = %(host)s"
+            ' AND substr(destination_key, %(host_length)s + 1, 1) COLLATE "C"'
+            " BETWEEN '0' AND '9'",
+            host=host,
+            host_length=len(host),
+        )
+    if query.destination_prefix is not None:
+        found.add(
+            "left(destination, %(prefix_length)s) = %(prefix)s",
+            prefix=query.destination_prefix,
+            prefix_length=len(query.destination_prefix),
         )
     return found
 
@@ -107,17 +144,37 @@ async def list_events(
 ) -> EventPage:
     if query.sources is not None and not query.sources:
         return EventPage([], None)
-    found = _query_filter(query, after)
-    statement = sql.SQL(_LIST).format(columns=_COLUMNS, where=found.where())
+    candidates, checked = _candidates(query, after), _checked(query)
+    order = "scheduled_at DESC, id DESC" if query.descending else "scheduled_at, id"
+    window = query.examine_at_most if checked.terms else None
+    end = None
+    if window is not None:
+        # Where the window ends: an index-only walk over its candidates. A change between
+        # this and the page's statement moves the end at most as far as any keyset page moves.
+        statement = sql.SQL(_WINDOW_END).format(where=candidates.where(), order=sql.SQL(order))
+        cursor = await conn.execute(statement, {**candidates.params, "skip": window - 1})
+        end = await cursor.fetchone()
+        if end is not None:
+            side = ">=" if query.descending else "<="
+            candidates.add(
+                f"scheduled_at {side} %(end_at)s"
+                f" AND (scheduled_at, id) {side} (%(end_at)s, %(end_id)s)",
+                end_at=end[0],
+                end_id=end[1],
+            )
+    terms = [*candidates.terms, *checked.terms]
+    where = sql.SQL(" AND ").join(terms) if terms else sql.SQL("true")
+    statement = sql.SQL(_LIST).format(columns=_COLUMNS, where=where, order=sql.SQL(order))
+    params = {**candidates.params, **checked.params, "limit": limit + 1}
     # One row more than the page tells whether another page follows.
     async with conn.cursor(binary=True) as cursor:
-        await cursor.execute(statement, {**found.params, "limit": limit + 1})
+        await cursor.execute(statement, params)
         rows = await cursor.fetchall()
     events = [row_to_event(row) for row in rows[:limit]]
-    if len(rows) <= limit:
-        return EventPage(events, None)
-    last = events[-1]
-    return EventPage(events, Cursor(last.scheduled_at, last.id))
+    if len(rows) > limit:
+        last = events[-1]
+        return EventPage(events, Cursor(last.scheduled_at, last.id))
+    return EventPage(events, None if end is None else Cursor(aware(end[0]), end[1]))
 
 
 async def count_by_status(

@@ -77,14 +77,29 @@ SELECT input.id, COALESCE(x.id, d.id)
                         AND e.scheduled_at = input.scheduled_at) AS d ON true
 """
 
+# 0 on a server that is not a standby, and on a standby that has replayed all it received;
+# otherwise the age of the last transaction it replayed: about how far it is behind.
+REPLICA_LAG = """
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
+"""
+
 NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
 
 # -- claims -----------------------------------------------------------------------------------
 
-# The due filter: the types this dispatcher delivers (NULL: any), destinations it leaves now.
-_DUE_FILTER = """
+# A source's own breaker at a destination is kept under "<destination key>\x1f<source>"
+# (chr(31): neither a source nor a destination holds a control character).
+_SOURCE_BREAKER_KEY = "{t}destination_key || chr(31) || {t}source"
+
+# The due filter: the types this dispatcher delivers (NULL: any), destinations it leaves now,
+# and sources it leaves at a destination (held by their own breakers).
+_DUE_FILTER = f"""
    AND (%(types)s::text[] IS NULL OR delivery_type = ANY(%(types)s::text[]))
-   AND destination_key <> ALL(%(excluded)s::text[])"""
+   AND destination_key <> ALL(%(excluded)s::text[])
+   AND (cardinality(%(held)s::text[]) = 0
+        OR {_SOURCE_BREAKER_KEY.format(t="")} <> ALL(%(held)s::text[]))"""
 
 # Leases run on the database's clock, so dispatchers with skewed clocks agree on them. The
 # chosen rows are locked (SKIP LOCKED: a row another claim holds is passed over), then
@@ -141,6 +156,194 @@ due AS (
      LIMIT %(limit)s
 )"""
 )
+
+DUE_BY_TYPE = """
+SELECT delivery_type, count(*) FROM events
+ WHERE status = 'PENDING' AND next_attempt_at <= now()
+ GROUP BY delivery_type
+"""
+
+# -- claims within limits shared by every process -------------------------------------------
+# A claim takes, in one transaction: the destinations of its first :scan due events
+# (SHARED_DUE_KEYS), a transaction-scoped advisory lock on each in key order (LOCK_DESTINATIONS:
+# claims of one destination queue behind each other, so the next one's snapshot sees what
+# the last took), then CLAIM_SHARED, which allows per destination what its cap, tokens and
+# breaker leave, takes it, and spends the tokens.
+
+LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
+
+SHARED_DUE_KEYS = f"""
+SELECT DISTINCT destination_key FROM (
+    SELECT destination_key FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+     ORDER BY next_attempt_at
+     LIMIT %(scan)s) AS due
+"""
+
+LOCK_DESTINATIONS = """
+SELECT count(pg_advisory_xact_lock(%(namespace)s, hashtext(key)))
+  FROM (SELECT key FROM unnest(%(keys)s::text[]) AS key ORDER BY key) AS ordered
+"""
+
+_RULES = """unnest(%(rule_keys)s::text[], %(rule_caps)s::integer[],
+                       %(rule_rates)s::double precision[], %(rule_bursts)s::integer[])
+                AS {alias} (key, cap, rate, burst)"""
+
+_TOKENS_NOW = """least(burst::double precision, COALESCE(tokens, burst::double precision)
+                 + rate * extract(epoch FROM now() - COALESCE(refilled_at, now())))"""
+
+_UNLIMITED = "1073741824"
+
+# An open breaker's row lets one probe through: cooled down, and no probe out (or one whose
+# claim has run out). {d}: the row's alias.
+_PROBE_FREE = """now() >= {d}opened_at + make_interval(secs => %(cooldown)s)
+                 AND ({d}probe_by IS NULL OR {d}probe_until < now())"""
+
+CLAIM_SHARED = f"""
+WITH candidates AS MATERIALIZED (
+    SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type, source FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+       AND destination_key = ANY(%(locked)s::text[])
+     ORDER BY next_attempt_at
+     LIMIT %(scan)s
+       FOR UPDATE SKIP LOCKED
+),
+held AS (
+    -- Sources held at a destination by their own open breaker: one probe once cooled down.
+    SELECT p.destination_key, p.source,
+           CASE WHEN {_PROBE_FREE.format(d="d.")} THEN 1 ELSE 0 END AS allowed
+      FROM (SELECT DISTINCT destination_key, source,
+                   {_SOURCE_BREAKER_KEY.format(t="")} AS key FROM candidates) AS p
+      JOIN timefuse_destinations AS d ON d.key = p.key AND d.breaker = 'OPEN'
+),
+eligible AS (
+    SELECT id, scheduled_at, next_attempt_at, destination_key FROM (
+        SELECT c.*, h.allowed,
+               row_number() OVER (PARTITION BY c.destination_key, c.source
+                                  ORDER BY c.next_attempt_at, c.id) AS source_rank
+          FROM candidates AS c
+          LEFT JOIN held AS h ON h.destination_key = c.destination_key AND h.source = c.source
+    ) AS c
+     WHERE allowed IS NULL OR source_rank <= allowed
+),
+rules AS (
+    SELECT k.key,
+           COALESCE(o.cap, h.cap, t.cap, %(default_cap)s::integer) AS cap,
+           COALESCE(o.rate, h.rate, t.rate, %(default_rate)s::double precision) AS rate,
+           COALESCE(o.burst, h.burst, t.burst, %(default_burst)s::integer) AS burst
+      FROM (SELECT DISTINCT ON (destination_key) destination_key AS key, delivery_type
+              FROM candidates ORDER BY destination_key) AS k
+      LEFT JOIN {_RULES.format(alias="o")} ON o.key = k.key
+      LEFT JOIN {_RULES.format(alias="h")}
+             ON h.key = regexp_replace(k.key, ':[0-9]+$', '') AND h.key <> k.key
+      LEFT JOIN unnest(%(type_names)s::text[], %(type_caps)s::integer[],
+                       %(type_rates)s::double precision[], %(type_bursts)s::integer[])
+                AS t (name, cap, rate, burst) ON t.name = k.delivery_type
+),
+state AS (
+    SELECT r.key, r.cap, r.rate, r.burst, d.tokens, d.refilled_at,
+           COALESCE(d.breaker, 'CLOSED') = 'OPEN' AS open, d.opened_at, d.probe_by,
+           d.probe_until, COALESCE(m.n, 0) AS mine,
+           CASE WHEN r.cap > 0
+                THEN (SELECT count(*) FROM events AS p
+                       WHERE p.status = 'PROCESSING' AND p.destination_key = r.key
+                         AND p.locked_by <> %(worker)s)
+                ELSE 0 END AS others
+      FROM rules AS r
+      LEFT JOIN timefuse_destinations AS d ON d.key = r.key
+      LEFT JOIN unnest(%(mine_keys)s::text[], %(mine_counts)s::integer[]) AS m (key, n)
+             ON m.key = r.key
+),
+allowance AS (
+    SELECT key, rate, open, {_TOKENS_NOW} AS tokens_now,
+           CASE WHEN open THEN
+                     CASE WHEN {_PROBE_FREE.format(d="")} THEN 1 ELSE 0 END
+                ELSE least(CASE WHEN cap > 0 THEN greatest(cap - others - mine, 0)::integer
+                                ELSE {_UNLIMITED} END,
+                           CASE WHEN rate > 0 THEN floor({_TOKENS_NOW})::integer
+                                ELSE {_UNLIMITED} END)
+           END AS allowed
+      FROM state
+),
+ranked AS (
+    SELECT c.id, c.scheduled_at, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.destination_key
+                              ORDER BY c.next_attempt_at, c.id) AS rank,
+           least(a.allowed, COALESCE(b.budget, %(default_budget)s::integer, {_UNLIMITED}))
+               AS budget
+      FROM eligible AS c
+      JOIN allowance AS a ON a.key = c.destination_key
+      LEFT JOIN unnest(%(budget_keys)s::text[], %(budgets)s::integer[]) AS b (key, budget)
+             ON b.key = c.destination_key
+),
+due AS (
+    SELECT id, scheduled_at FROM ranked
+     WHERE rank <= budget
+     ORDER BY next_attempt_at, id
+     LIMIT %(limit)s
+),
+claimed AS (
+    UPDATE events AS e
+       SET status = 'PROCESSING',
+           locked_by = %(worker)s,
+           lock_expires_at = now() + make_interval(secs => %(lease)s),
+           attempts = e.attempts + 1,
+           claim_count = e.claim_count + 1,
+           claimed_at = now(),
+           updated_at = now()
+     WHERE e.id = ANY(ARRAY(SELECT id FROM due))
+       AND e.scheduled_at >= (SELECT min(scheduled_at) FROM due)
+       AND e.scheduled_at <= (SELECT max(scheduled_at) FROM due)
+    RETURNING {_E_COLUMNS}
+),
+taken AS (SELECT destination_key AS key, count(*) AS n FROM claimed GROUP BY destination_key),
+spent AS (
+    INSERT INTO timefuse_destinations AS d (key, tokens, refilled_at, probe_by, probe_until)
+    SELECT a.key,
+           CASE WHEN NOT a.open THEN a.tokens_now - t.n END,
+           CASE WHEN NOT a.open THEN now() END,
+           CASE WHEN a.open THEN %(worker)s END,
+           CASE WHEN a.open THEN now() + make_interval(secs => %(lease)s) END
+      FROM taken AS t JOIN allowance AS a ON a.key = t.key
+     WHERE a.rate > 0 OR a.open
+        ON CONFLICT (key) DO UPDATE
+       SET tokens = COALESCE(EXCLUDED.tokens, d.tokens),
+           refilled_at = COALESCE(EXCLUDED.refilled_at, d.refilled_at),
+           probe_by = COALESCE(EXCLUDED.probe_by, d.probe_by),
+           probe_until = COALESCE(EXCLUDED.probe_until, d.probe_until)
+    RETURNING d.key, d.breaker = 'OPEN' AS probe
+),
+source_probes AS (
+    UPDATE timefuse_destinations AS d
+       SET probe_by = %(worker)s, probe_until = now() + make_interval(secs => %(lease)s)
+      FROM (SELECT DISTINCT {_SOURCE_BREAKER_KEY.format(t="")} AS key FROM claimed) AS t
+     WHERE d.key = t.key AND d.breaker = 'OPEN'
+    RETURNING d.key
+)
+SELECT c.*, COALESCE(s.probe, false) OR p.key IS NOT NULL, now()
+  FROM claimed AS c LEFT JOIN spent AS s ON s.key = c.destination_key
+  LEFT JOIN source_probes AS p ON p.key = {_SOURCE_BREAKER_KEY.format(t="c.")}
+"""
+
+PUBLISH_BREAKER_OPEN = """
+INSERT INTO timefuse_destinations AS d (key, breaker, opened_at) VALUES (%(key)s, 'OPEN', now())
+    ON CONFLICT (key) DO UPDATE
+   SET breaker = 'OPEN', opened_at = now(), probe_by = NULL, probe_until = NULL
+"""
+
+# A closed breaker's row goes unless it keeps a token bucket: rows of sources' breakers and
+# of destinations without a rate don't pile up.
+PUBLISH_BREAKER_CLOSED = """
+WITH gone AS (DELETE FROM timefuse_destinations WHERE key = %(key)s AND tokens IS NULL)
+UPDATE timefuse_destinations
+   SET breaker = 'CLOSED', opened_at = NULL, probe_by = NULL, probe_until = NULL
+ WHERE key = %(key)s AND tokens IS NOT NULL
+"""
+
+OPEN_BREAKERS = """
+SELECT key, extract(epoch FROM now() - opened_at), probe_by FROM timefuse_destinations
+ WHERE breaker = 'OPEN' ORDER BY key
+"""
 
 NEXT_DUE_AT = f"""
 SELECT (SELECT min(next_attempt_at) FROM events
@@ -219,7 +422,9 @@ _REFERENCED_ROWS = f"""
 HAND_BACK = f"""{_REFERENCED}
 UPDATE events AS e
    SET status = 'PENDING',
-       next_attempt_at = now() + make_interval(secs => %(delay)s),
+       next_attempt_at = CASE WHEN %(delay)s::double precision = 0
+                              THEN LEAST(e.next_attempt_at, now())
+                              ELSE now() + make_interval(secs => %(delay)s) END,
        attempts = GREATEST(e.attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
@@ -251,7 +456,7 @@ recovered AS (
        SET status = CASE WHEN e.attempts >= e.max_retries + 1
                          THEN 'DEAD_LETTER' ELSE 'PENDING' END,
            next_attempt_at = CASE WHEN e.attempts >= e.max_retries + 1
-                                  THEN e.next_attempt_at ELSE now() END,
+                                  THEN e.next_attempt_at ELSE LEAST(e.next_attempt_at, now()) END,
            retry_count = e.retry_count + 1,
            last_error = %(error)s,
            locked_by = NULL,
@@ -334,6 +539,9 @@ SELECT EXISTS (SELECT 1 FROM changed),
 CANCEL = _CONDITIONAL.format(set="SET status = 'CANCELLED', updated_at = now()")
 
 REDELIVER = _CONDITIONAL.format(set=REDELIVER_SET)
+
+# Only the next attempt moves: scheduled_at, the partition key, stays where it is.
+MOVE_DUE = _CONDITIONAL.format(set="SET next_attempt_at = %(due_at)s, updated_at = %(now)s")
 
 # The dedup key (external_job_id, source, scheduled_at) serves both forms.
 CANCEL_BY_EXTERNAL_ID = f"""

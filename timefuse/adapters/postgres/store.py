@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from timefuse.adapters.postgres.rows import (
     row_to_attempt,
     row_to_event,
 )
+from timefuse.adapters.postgres.schedules import PostgresSchedules
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
@@ -54,9 +55,12 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
+    SharedLimits,
     StoreError,
     StoreUnavailable,
     WorkerBeat,
@@ -75,7 +79,7 @@ ATTACH_RETRY_SECONDS = 0.05
 ATTACH_RETRIES = 40
 
 
-class PostgresEventStore:
+class PostgresEventStore(PostgresSchedules):
     """:class:`timefuse.ports.store.StoreAdapter` on PostgreSQL, safe for many processes at once.
 
     :param url: a libpq connection string or ``postgresql://`` URL.
@@ -87,6 +91,9 @@ class PostgresEventStore:
     :param migrate_on_open: whether :meth:`open` applies missing migrations first. On by
         default so a fresh database just works; turn it off where only ``timefuse migrate``
         (or a role with DDL rights) should change the schema.
+    :param read_url: a read replica of the same database (streaming replication): listings,
+        searches by external id, attempts and statistics are read there, with a pool of its
+        own; claims, writes and reads by id (which follow writes) stay on ``url``.
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class PostgresEventStore:
         partition_granularity: str = "day",
         partitions_ahead: int = 7,
         migrate_on_open: bool = True,
+        read_url: str | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
@@ -108,10 +116,19 @@ class PostgresEventStore:
         self._partitions_ahead = partitions_ahead
         self._migrate_on_open = migrate_on_open
         self._pool: AsyncConnectionPool[Connection] | None = None
+        self._read_url = read_url or None
+        self._read_pool: AsyncConnectionPool[Connection] | None = None
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(shared=True, due_watcher=self, storage_planner=self, migrator=self)
+        return Capabilities(
+            shared=True,
+            due_watcher=self,
+            storage_planner=self,
+            migrator=self,
+            limits_sharer=self,
+            replica=self if self._read_url else None,
+        )
 
     async def open(self) -> None:
         """Open the pool; apply missing migrations (see ``migrate_on_open``); create partitions."""
@@ -121,31 +138,32 @@ class PostgresEventStore:
             await self.migrate()
         else:
             await self._check_schema()
-        pool = AsyncConnectionPool(
-            self._url,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            kwargs={"autocommit": True, **connection.KEEPALIVES},
-            configure=connection.configure,
-            timeout=POOL_TIMEOUT_SECONDS,
-            name="timefuse",
-        )
+        pool = _pool(self._url, self._pool_size, connection.configure, "timefuse")
+        reader = None
+        if self._read_url:
+            reader = _pool(self._read_url, self._pool_size, connection.configure_reader, "reads")
         try:
             with wrap_exceptions():
                 await pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
-            self._pool = pool
+                if reader is not None:
+                    await reader.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+            self._pool, self._read_pool = pool, reader
             await self._prepare_storage_on_open()
         except BaseException:
-            self._pool = None
+            self._pool = self._read_pool = None
             await pool.close()
+            if reader is not None:
+                await reader.close()
             raise
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        reader, self._read_pool = self._read_pool, None
         with wrap_exceptions():
             if pool is not None:
                 await pool.close()
+            if reader is not None:
+                await reader.close()
 
     async def migrate(self) -> list[str]:
         """Apply the migrations the database lacks (safe to run from many processes at once).
@@ -182,6 +200,13 @@ class PostgresEventStore:
         async with self._connection() as conn:
             await conn.execute("SELECT 1")
 
+    async def replica_lag(self) -> float:
+        """Seconds the read replica is behind the primary: 0 once it has replayed all it
+        received, else the age of the last transaction it replayed (0 if it is no replica)."""
+        async with self._connection(reads=True) as conn:
+            lag = await fetch_value(conn, queries.REPLICA_LAG)
+        return float(lag or 0.0)
+
     # -- submissions -------------------------------------------------------------------------
 
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
@@ -198,6 +223,8 @@ class PostgresEventStore:
     # -- claims and outcomes -----------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        if request.shared is not None:
+            return await self._claim_shared(request, request.shared)
         params: dict[str, Any] = {
             **_due_params(request.due),
             "worker": request.worker,
@@ -223,6 +250,43 @@ class PostgresEventStore:
         # RETURNING gives rows in no promised order; the port promises earliest due first.
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
         return ClaimBatch(events, store_now)
+
+    async def _claim_shared(self, request: ClaimRequest, shared: SharedLimits) -> ClaimBatch:
+        params: dict[str, Any] = {
+            **_due_params(request.due),
+            **_shared_params(shared),
+            "worker": request.worker,
+            "lease": float(request.lease_seconds),
+            "limit": request.limit,
+            "scan": request.limit * SCAN_FACTOR,
+            "budget_keys": list(request.budgets),
+            "budgets": list(request.budgets.values()),
+            "default_budget": request.default_budget,
+            "namespace": queries.LOCK_NAMESPACE,
+        }
+        async with self._connection() as conn, conn.transaction():
+            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
+            keys = sorted(key for (key,) in found)
+            if not keys:
+                return ClaimBatch([], await fetch_value(conn, queries.NOW))
+            await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
+            rows = await fetch_binary(conn, queries.CLAIM_SHARED, {**params, "locked": keys})
+            if not rows:
+                return ClaimBatch([], await fetch_value(conn, queries.NOW))
+        events = [row_to_event(row[:-2]) for row in rows]
+        events.sort(key=lambda event: (event.next_attempt_at, event.id))
+        probes = frozenset(row[0] for row in rows if row[-2])
+        return ClaimBatch(events, rows[0][-1], probes)
+
+    async def publish_breaker(self, key: str, *, open: bool) -> None:
+        statement = queries.PUBLISH_BREAKER_OPEN if open else queries.PUBLISH_BREAKER_CLOSED
+        async with self._connection() as conn:
+            await conn.execute(statement, {"key": key})
+
+    async def open_breakers(self) -> list[SharedBreaker]:
+        async with self._connection() as conn:
+            rows = await (await conn.execute(queries.OPEN_BREAKERS)).fetchall()
+        return [SharedBreaker(key, float(seconds), probe_by) for key, seconds, probe_by in rows]
 
     async def next_due(self, due: DueFilter) -> NextDue:
         async with self._connection() as conn:
@@ -319,20 +383,25 @@ class PostgresEventStore:
             "limit": limit,
             "sources": _source_array(sources),
         }
-        async with self._connection() as conn:
+        async with self._connection(reads=True) as conn:
             rows = await fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params)
         return [row_to_event(row) for row in rows]
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
-        async with self._connection() as conn:
+        async with self._connection(reads=True) as conn:
             return await listing.count_by_status(conn, sources)
 
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
-        async with self._connection() as conn:
+        async with self._connection(reads=True) as conn:
             return await listing.list_events(conn, query, limit, after)
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        async with self._connection(reads=True) as conn:
+            rows = await (await conn.execute(queries.DUE_BY_TYPE)).fetchall()
+        return {delivery_type: int(count) for delivery_type, count in rows}
+
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
-        async with self._connection() as conn:
+        async with self._connection(reads=True) as conn:
             cursor = await conn.execute(queries.ATTEMPTS, {"id": event_id})
             return [row_to_attempt(row) for row in await cursor.fetchall()]
 
@@ -361,6 +430,33 @@ class PostgresEventStore:
         }
         async with self._connection() as conn:
             return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        params = {
+            "id": event_id,
+            "due_at": aware(due_at),
+            "now": aware(now),
+            "sources": _source_array(sources),
+            "when": _statuses(when),
+        }
+        async with self._connection() as conn, conn.transaction():
+            row = await (await conn.execute(queries.MOVE_DUE, params)).fetchone()
+            if row is None:
+                raise StoreError("the move statement returned no row")
+            moved, visible = row
+            if moved:
+                await notify_due(conn, due_at)
+        if moved:
+            return MoveDueResult.MOVED
+        return MoveDueResult.NOT_PENDING if visible else MoveDueResult.NOT_FOUND
 
     async def redeliver(
         self,
@@ -430,14 +526,31 @@ class PostgresEventStore:
             )
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection (autocommit); any psycopg error leaves as a port exception."""
-        pool = self._pool
+    async def _connection(self, *, reads: bool = False) -> AsyncIterator[Connection]:
+        """A pooled connection (autocommit); any psycopg error leaves as a port exception.
+
+        ``reads``: from the read replica's pool when there is one."""
+        pool = (self._read_pool or self._pool) if reads else self._pool
         if pool is None:
             raise StoreUnavailable("the PostgreSQL event store is not open")
         with wrap_exceptions():
             async with pool.connection() as conn:
                 yield conn
+
+
+def _pool(
+    url: str, size: int, configure: Callable[[Connection], Awaitable[None]], name: str
+) -> AsyncConnectionPool[Connection]:
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        open=False,
+        kwargs={"autocommit": True, **connection.KEEPALIVES},
+        configure=configure,
+        timeout=POOL_TIMEOUT_SECONDS,
+        name=name,
+    )
 
 
 def _attaching(exc: StoreUnavailable) -> bool:
@@ -447,7 +560,31 @@ def _attaching(exc: StoreUnavailable) -> bool:
 
 def _due_params(due: DueFilter) -> dict[str, Any]:
     types = None if due.delivery_types is None else sorted(due.delivery_types)
-    return {"types": types, "excluded": sorted(due.excluded_destinations)}
+    # "<destination key>\x1f<source>" leaves one source's events to a destination out.
+    excluded = sorted(key for key in due.excluded_destinations if "\x1f" not in key)
+    held = sorted(key for key in due.excluded_destinations if "\x1f" in key)
+    return {"types": types, "excluded": excluded, "held": held}
+
+
+def _shared_params(shared: SharedLimits) -> dict[str, Any]:
+    overrides = list(shared.overrides.items())
+    types = list(shared.type_defaults.items())
+    return {
+        "rule_keys": [key for key, _ in overrides],
+        "rule_caps": [rule.concurrency for _, rule in overrides],
+        "rule_rates": [float(rule.rate) for _, rule in overrides],
+        "rule_bursts": [rule.burst for _, rule in overrides],
+        "type_names": [name for name, _ in types],
+        "type_caps": [rule.concurrency for _, rule in types],
+        "type_rates": [float(rule.rate) for _, rule in types],
+        "type_bursts": [rule.burst for _, rule in types],
+        "default_cap": shared.default.concurrency,
+        "default_rate": float(shared.default.rate),
+        "default_burst": shared.default.burst,
+        "mine_keys": list(shared.mine),
+        "mine_counts": list(shared.mine.values()),
+        "cooldown": float(shared.breaker_cooldown_seconds),
+    }
 
 
 def _statuses(statuses: Collection[EventStatus]) -> list[str]:

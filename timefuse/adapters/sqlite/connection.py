@@ -13,12 +13,13 @@ from timefuse.ports.store import StoreError
 
 # The version schema.sql writes into schema_version; bump both together, and add the
 # migration from the previous version to MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The script that brings a database at version n - 1 to version n, keyed by n.
 MIGRATIONS = {
     2: "0002_listing_redelivery_lease_history.sql",
     3: "0003_claims_and_workers.sql",
+    4: "0004_schedules.sql",
 }
 
 # UPDATE ... FROM (the batched outcomes) arrived in SQLite 3.33, RETURNING in 3.35; the JSON

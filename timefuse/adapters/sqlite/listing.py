@@ -16,6 +16,7 @@ from timefuse.adapters.sqlite import queries
 from timefuse.adapters.sqlite.connection import transaction
 from timefuse.adapters.sqlite.rows import (
     EVENT_COLUMN_NAMES,
+    from_micros,
     optional_micros,
     row_to_event,
     to_micros,
@@ -65,24 +66,53 @@ def _event_filter(
     return found
 
 
-def _query_filter(query: EventQuery, after: Cursor | None) -> _Filter:
-    scheduled_from = optional_micros(query.scheduled_from)
+def _candidates(query: EventQuery, after: Cursor | None) -> _Filter:
+    """The terms an index range answers: status, the scheduled window, the cursor."""
+    lower = optional_micros(query.scheduled_from)
+    upper = optional_micros(query.scheduled_to)
     position: tuple[int, str] | None = None
     if after is not None:
         after_at = to_micros(after.scheduled_at)
-        # Of the two lower bounds, only the tighter one goes into the text: one bound is one
-        # index seek. A cursor before scheduled_from excludes nothing scheduled_from doesn't.
-        if scheduled_from is None or after_at >= scheduled_from:
-            scheduled_from, position = None, (after_at, after.event_id)
-    sources = None if query.sources is None else frozenset(query.sources)
-    found = _event_filter(
-        query.status, sources, scheduled_from, optional_micros(query.scheduled_to)
-    )
+        # Of two bounds on the same side only the tighter goes into the text: one bound is
+        # one index seek. A cursor outside the window excludes nothing the window doesn't.
+        if not query.descending and (lower is None or after_at >= lower):
+            lower, position = None, (after_at, after.event_id)
+        elif query.descending and (upper is None or after_at < upper):
+            upper, position = None, (after_at, after.event_id)
+    found = _event_filter(query.status, None, lower, upper)
     if position is not None:
         found.add(
-            "(scheduled_at, id) > (:after_at, :after_id)",
+            f"(scheduled_at, id) {'<' if query.descending else '>'} (:after_at, :after_id)",
             after_at=position[0],
             after_id=position[1],
+        )
+    return found
+
+
+def _checked(query: EventQuery) -> _Filter:
+    """The terms checked on each candidate."""
+    found = _Filter()
+    if query.sources is not None:
+        term, names = sources_term(frozenset(query.sources))
+        found.add(term, **names)
+    if query.delivery_type is not None:
+        found.add("delivery_type = :delivery_type", delivery_type=query.delivery_type)
+    if query.destination_key is not None:
+        found.add("destination_key = :destination_key", destination_key=query.destination_key)
+    if query.destination_host is not None:
+        host = query.destination_host + ":"
+        # substr counts characters, as Python's len does; a port's first digit follows.
+        found.add(
+            "substr(destination_key, 1, :host_length) = :host"
+            " AND substr(destination_key, :host_length + 1, 1) BETWEEN '0' AND '9'",
+            host=host,
+            host_length=len(host),
+        )
+    if query.destination_prefix is not None:
+        found.add(
+            "substr(destination, 1, :prefix_length) = :prefix",
+            prefix=query.destination_prefix,
+            prefix_length=len(query.destination_prefix),
         )
     return found
 
@@ -92,21 +122,60 @@ def list_events(
 ) -> EventPage:
     if query.sources is not None and not query.sources:
         return EventPage([], None)
-    found = _query_filter(query, after)
+    candidates, checked = _candidates(query, after), _checked(query)
     # Each index holds the listing order after its equality prefix, so a page is one range
-    # scan that stops after limit + 1 rows; pinned, as a new database has no statistics.
+    # scan (backwards when descending) that stops after limit + 1 rows; pinned, as a new
+    # database has no statistics.
     index = "events_schedule" if query.status is None else "events_status_schedule"
-    sql = (
-        f"SELECT {_COLUMNS} FROM events INDEXED BY {index} WHERE {found.where()}"
-        " ORDER BY scheduled_at, id LIMIT :limit"
-    )
+    order = "scheduled_at DESC, id DESC" if query.descending else "scheduled_at, id"
+    window = query.examine_at_most if checked.terms else None
+    if window is None:
+        rows = _matching(conn, index, order, candidates, checked, limit)
+        return _page(rows, limit, None)
+    # One read transaction: the window's end and its matches come from one snapshot.
+    conn.execute("BEGIN")
+    try:
+        # Where the window ends: an index-only walk over its candidates.
+        sql = (
+            f"SELECT scheduled_at, id FROM events INDEXED BY {index}"
+            f" WHERE {candidates.where()} ORDER BY {order} LIMIT 1 OFFSET :skip"
+        )
+        end = conn.execute(sql, {**candidates.params, "skip": window - 1}).fetchone()
+        if end is not None:
+            # The same range, stopped at the window's end.
+            side = ">=" if query.descending else "<="
+            candidates.add(
+                f"scheduled_at {side} :end_at AND (scheduled_at, id) {side} (:end_at, :end_id)",
+                end_at=end[0],
+                end_id=end[1],
+            )
+        rows = _matching(conn, index, order, candidates, checked, limit)
+    finally:
+        conn.execute("COMMIT")
+    return _page(rows, limit, None if end is None else Cursor(from_micros(end[0]), end[1]))
+
+
+def _matching(
+    conn: sqlite3.Connection,
+    index: str,
+    order: str,
+    candidates: _Filter,
+    checked: _Filter,
+    limit: int,
+) -> list[Any]:
+    where = " AND ".join(candidates.terms + checked.terms) or "1"
+    sql = f"SELECT {_COLUMNS} FROM events INDEXED BY {index} WHERE {where} ORDER BY {order}"
     # One row more than the page tells whether another page follows.
-    rows = conn.execute(sql, {**found.params, "limit": limit + 1}).fetchall()
+    params = {**candidates.params, **checked.params, "limit": limit + 1}
+    return conn.execute(sql + " LIMIT :limit", params).fetchall()
+
+
+def _page(rows: list[Any], limit: int, window_end: Cursor | None) -> EventPage:
     events = [row_to_event(row) for row in rows[:limit]]
-    if len(rows) <= limit:
-        return EventPage(events, None)
-    last = events[-1]
-    return EventPage(events, Cursor(last.scheduled_at, last.id))
+    if len(rows) > limit:
+        last = events[-1]
+        return EventPage(events, Cursor(last.scheduled_at, last.id))
+    return EventPage(events, window_end)
 
 
 def count_by_status(

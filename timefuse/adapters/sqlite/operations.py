@@ -36,6 +36,7 @@ from timefuse.ports.store import (
     ClaimRef,
     ClaimRequest,
     DueFilter,
+    MoveDueResult,
     OutcomeUpdate,
     RedeliverResult,
     StoreError,
@@ -92,9 +93,14 @@ def due_terms(due: DueFilter) -> tuple[str, dict[str, Any]]:
     if due.delivery_types is not None:
         terms += queries.TYPES_TERM
         params["types"] = dumps(sorted(due.delivery_types))
-    if due.excluded_destinations:
+    excluded = sorted(key for key in due.excluded_destinations if "\x1f" not in key)
+    held = sorted(key for key in due.excluded_destinations if "\x1f" in key)
+    if excluded:
         terms += queries.EXCLUDED_TERM
-        params["excluded"] = dumps(sorted(due.excluded_destinations))
+        params["excluded"] = dumps(excluded)
+    if held:
+        terms += queries.HELD_TERM
+        params["held"] = dumps(held)
     return terms, params
 
 
@@ -146,6 +152,10 @@ def next_due_at(conn: sqlite3.Connection, due: DueFilter) -> datetime | None:
     terms, params = due_terms(due)
     value = conn.execute(queries.NEXT_DUE_AT.format(filters=terms), params).fetchone()[0]
     return None if value is None else from_micros(value)
+
+
+def count_due_by_type(conn: sqlite3.Connection, now: int) -> dict[str, int]:
+    return dict(conn.execute(queries.DUE_BY_TYPE, {"now": now}).fetchall())
 
 
 def outcome_batch(updates: Sequence[OutcomeUpdate]) -> str:
@@ -320,6 +330,24 @@ def redeliver(
             return RedeliverResult.REDELIVERED
         visible = _visible(conn, event_id, sources)
     return RedeliverResult.NOT_REDELIVERABLE if visible else RedeliverResult.NOT_FOUND
+
+
+def move_due(
+    conn: sqlite3.Connection,
+    now: int,
+    due_at: int,
+    event_id: str,
+    sources: frozenset[str] | None,
+    when: Collection[EventStatus],
+) -> MoveDueResult:
+    term, names = _of_sources(sources)
+    statement = queries.MOVE_DUE.format(when=_when(when), sources=term)
+    params = {"event_id": event_id, "now": now, "due_at": due_at, **names}
+    with transaction(conn):
+        if conn.execute(statement, params).rowcount:
+            return MoveDueResult.MOVED
+        visible = _visible(conn, event_id, sources)
+    return MoveDueResult.NOT_PENDING if visible else MoveDueResult.NOT_FOUND
 
 
 def get(conn: sqlite3.Connection, event_id: str, sources: frozenset[str] | None) -> Event | None:

@@ -80,10 +80,19 @@ SELECT json_group_array(rowid)
 
 TYPES_TERM = " AND delivery_type IN (SELECT value FROM json_each(:types))"
 EXCLUDED_TERM = " AND destination_key NOT IN (SELECT value FROM json_each(:excluded))"
+# Sources held at a destination by their own breakers: "<destination key>\x1f<source>" keys.
+HELD_TERM = " AND destination_key || char(31) || source NOT IN (SELECT value FROM json_each(:held))"
 
 NEXT_DUE_AT = """
 SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due
  WHERE status = 'PENDING'{filters}
+"""
+
+# The backlog per delivery type, from the due index alone (it holds the type).
+DUE_BY_TYPE = """
+SELECT delivery_type, COUNT(*) FROM events INDEXED BY events_due
+ WHERE status = 'PENDING' AND next_attempt_at <= :now
+ GROUP BY delivery_type
 """
 
 # The claim, on the rowids found in the same transaction. No RETURNING: it would hand back a
@@ -160,7 +169,8 @@ _REFS = f"(SELECT {json_fields(('event_id', 'claim', 'worker'))} FROM json_each(
 HAND_BACK = f"""
 UPDATE events
    SET status = 'PENDING',
-       next_attempt_at = :due_at,
+       next_attempt_at = CASE WHEN :due_at <= :now THEN MIN(next_attempt_at, :due_at)
+                              ELSE :due_at END,
        attempts = MAX(attempts - 1, 0),
        locked_by = NULL,
        lock_expires_at = NULL,
@@ -198,7 +208,7 @@ RECOVER_LOST_CLAIMS = f"""
 UPDATE events
    SET status = CASE WHEN attempts >= max_retries + 1 THEN 'DEAD_LETTER' ELSE 'PENDING' END,
        next_attempt_at = CASE WHEN attempts >= max_retries + 1
-                              THEN next_attempt_at ELSE :now END,
+                              THEN next_attempt_at ELSE MIN(next_attempt_at, :now) END,
        retry_count = retry_count + 1,
        last_error = :error,
        locked_by = NULL,
@@ -243,6 +253,11 @@ CANCEL_BY_EXTERNAL_ID = """
 UPDATE events INDEXED BY events_dedup_key
    SET status = 'CANCELLED', updated_at = :now
  WHERE external_job_id = :external_job_id AND {when}{sources}
+"""
+
+MOVE_DUE = """
+UPDATE events SET next_attempt_at = :due_at, updated_at = :now
+ WHERE id = :event_id AND {when}{sources}
 """
 
 # A redelivery starts a new delivery round: max_retries applies afresh. last_error,

@@ -20,6 +20,7 @@ from timefuse.adapters.sqlite.rows import (
     optional_micros,
     to_micros,
 )
+from timefuse.adapters.sqlite.schedules import SqliteSchedules
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
@@ -34,6 +35,7 @@ from timefuse.ports.store import (
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
@@ -53,7 +55,7 @@ class _SystemTime:
         return datetime.now(UTC)
 
 
-class SqliteEventStore:
+class SqliteEventStore(SqliteSchedules):
     """:class:`timefuse.ports.store.StoreAdapter` on a local SQLite file.
 
     Every statement runs on one worker thread that owns the only connection. SQLite admits
@@ -205,6 +207,9 @@ class SqliteEventStore:
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._run(partial(ops.attempts, event_id=event_id))
 
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        return await self._run(lambda conn: ops.count_due_by_type(conn, self._now()))
+
     # -- operator actions --------------------------------------------------------------------
 
     async def cancel(
@@ -219,6 +224,20 @@ class SqliteEventStore:
             lambda conn: ops.cancel_by_external_id(
                 conn, self._now(), external_job_id, sources, when
             )
+        )
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        moment, due = to_micros(now), to_micros(due_at)
+        return await self._run(
+            lambda conn: ops.move_due(conn, moment, due, event_id, sources, when)
         )
 
     async def redeliver(

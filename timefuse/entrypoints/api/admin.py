@@ -1,4 +1,5 @@
-"""The /api/v1/events/admin operations: bulk redelivery, retention now, destinations.
+"""The /api/v1/events/admin operations: bulk redelivery, retention now, destinations, and the
+ingest records the Kafka consumer refused.
 
 Everything under the admin prefix needs the admin role, whatever its operation declares
 (:class:`~timefuse.entrypoints.api.access.Authenticate`); each operation declares it too.
@@ -19,17 +20,30 @@ from timefuse.entrypoints.api.body import BodyLimits, read_json
 from timefuse.entrypoints.api.envelope import ok
 from timefuse.entrypoints.api.errors import (
     DESTINATION_NOT_FOUND,
+    NO_KAFKA_INGEST,
+    SERVICE_UNAVAILABLE,
     ApiError,
 )
 from timefuse.entrypoints.api.listing import check_window, instant_param, int_param, invalid
 from timefuse.entrypoints.api.models import (
     CleanedUp,
+    DeliveryTypeOut,
     DestinationOut,
     Redelivered,
     RedeliverIn,
+    RefusedRecordOut,
+    SharedBreakerOut,
+    WorkerOut,
 )
 from timefuse.entrypoints.api.operations import Operation
+from timefuse.entrypoints.api.refused import (
+    DEFAULT_REFUSED,
+    MAX_REFUSED,
+    RefusedRecords,
+    refused_rows,
+)
 from timefuse.entrypoints.auth import Role
+from timefuse.ports.ingest import StreamUnavailable
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 
@@ -41,12 +55,21 @@ _redeliver_decoder = msgspec.json.Decoder(RedeliverIn)
 
 
 class AdminApi:
-    """:param admin: retention and destinations; without it the app has no such operations."""
+    """:param admin: retention and destinations; without it the app has no such operations.
+    :param refused: the Kafka dead letter topic; ``None`` without Kafka.
+    """
 
-    def __init__(self, service: EventService, admin: Admin | None, limits: BodyLimits) -> None:
+    def __init__(
+        self,
+        service: EventService,
+        admin: Admin | None,
+        limits: BodyLimits,
+        refused: RefusedRecords | None = None,
+    ) -> None:
         self._service = service
         self._admin = admin
         self._limits = limits
+        self._refused = refused
 
     async def redeliver_dead_letters(self, request: Request) -> Response:
         body = await read_json(request, _redeliver_decoder, self._limits)
@@ -94,6 +117,57 @@ class AdminApi:
         log.info("circuit breaker reset", destination=key, key=principal(request).name)
         return ok(_destination_out(key, state), message="circuit breaker reset")
 
+    async def shared_breakers(self, request: Request) -> Response:
+        breakers = await self._facade().shared_breakers()
+        return ok([SharedBreakerOut(b.key, round(b.open_seconds, 3), b.probe_by) for b in breakers])
+
+    async def close_shared_breaker(self, request: Request) -> Response:
+        key: str = request.path_params["key"]
+        if not await self._facade().close_shared_breaker(key):
+            message = f"no circuit breaker {key[:200]!r} is open for the cluster"
+            raise ApiError(404, DESTINATION_NOT_FOUND, message)
+        log.info("shared circuit breaker closed", breaker=key, key=principal(request).name)
+        return ok(None, message="circuit breaker closed for every process")
+
+    async def workers(self, request: Request) -> Response:
+        rows = await self._facade().workers()
+        return ok(
+            [
+                WorkerOut(
+                    worker=w.worker,
+                    roles=list(w.roles),
+                    started_at=w.started_at,
+                    last_seen=w.last_seen,
+                    silent_seconds=round(w.silent_seconds, 3),
+                    in_flight=w.in_flight,
+                    alive=alive,
+                )
+                for w, alive in rows
+            ]
+        )
+
+    async def refused_records(self, request: Request) -> Response:
+        errors: list[FieldError] = []
+        limit = int_param("limit", request.query_params.get("limit"), 1, MAX_REFUSED, errors)
+        if errors:
+            raise invalid(errors)
+        if self._refused is None:
+            raise ApiError(
+                404,
+                NO_KAFKA_INGEST,
+                "this timefuse has no Kafka ingest topic (KAFKA_BOOTSTRAP_SERVERS is unset), "
+                "so no ingest record is ever refused",
+            )
+        try:
+            rows = await refused_rows(self._refused, limit or DEFAULT_REFUSED)
+        except StreamUnavailable as exc:
+            raise ApiError(503, SERVICE_UNAVAILABLE, str(exc)) from exc
+        return ok(rows, message=f"{len(rows)} records of {self._refused.topic}")
+
+    async def delivery_types(self, request: Request) -> Response:
+        rows = await self._facade().delivery_types()
+        return ok([msgspec.convert(row, DeliveryTypeOut) for row in rows])
+
     @property
     def has_facade(self) -> bool:
         return self._admin is not None
@@ -115,6 +189,12 @@ _DAYS = {
     "description": "Keep terminal events updated within this many days (default: "
     "CLEANUP_RETENTION_DAYS).",
 }
+_LIMIT = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": MAX_REFUSED,
+    "description": f"How many records, at most (default {DEFAULT_REFUSED}).",
+}
 _KEY = {
     "type": "string",
     "minLength": 1,
@@ -133,10 +213,19 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
         "become PENDING and due now, in one transaction; send {} for any source and time. "
         "Call again while it answers limit.",
     )  # fmt: skip
+    refused = Operation(
+        "GET", prefix + "/ingest/dead-letters", api.refused_records,
+        "Ingest records the Kafka consumer refused", tag, Role.ADMIN,
+        data=list[RefusedRecordOut], errors=(400, 404, 503), query={"limit": _LIMIT},
+        description="The newest records of the dead letter topic (<ingest topic>.dlq), newest "
+        "first, each with the reason the ingest consumer gave (its timefuse-error header). "
+        "404 when Kafka is not configured.",
+    )  # fmt: skip
     if not api.has_facade:
-        return [redeliver]
+        return [redeliver, refused]
     return [
         redeliver,
+        refused,
         Operation(
             "POST", prefix + "/cleanup", api.cleanup, "Run retention now", tag, Role.ADMIN,
             data=CleanedUp, errors=(400, 503), query={"days": _DAYS},
@@ -151,9 +240,40 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
             "dispatch).",
         ),
         Operation(
+            "GET", prefix + "/workers", api.workers, "The processes heard of", tag, Role.ADMIN,
+            data=list[WorkerOut], errors=(503,),
+            description="Every process heartbeats about once a second; one silent for longer "
+            "than a few seconds is dead, and its claimed events go back to PENDING at once.",
+        ),
+        Operation(
+            "GET", prefix + "/delivery-types", api.delivery_types,
+            "Delivery types and their due events", tag, Role.ADMIN,
+            data=list[DeliveryTypeOut], errors=(503,),
+            description="The types the process answering delivers, and any type that due "
+            "events name but this process lacks (after a rolling deploy adds a plugin, say): "
+            "those events wait, unclaimed and uncounted, for a process that has it.",
+        ),
+        Operation(
             "POST", prefix + "/destinations/{key:path}/reset", api.reset_destination,
             "Close a destination's circuit breaker", tag, Role.ADMIN, data=DestinationOut,
             errors=(404,), params={"key": _KEY},
             description="In the process answering only (see the list of destinations).",
+        ),
+        Operation(
+            "GET", prefix + "/breakers", api.shared_breakers,
+            "Circuit breakers open for the cluster", tag, Role.ADMIN,
+            data=list[SharedBreakerOut], errors=(503,),
+            description="With PostgreSQL, dispatchers share their breakers through the store: "
+            "one opened by any process holds every process within about half a second, and "
+            "after the cool-down one delivery in the cluster probes. Empty with SQLite (one "
+            "process: see destinations).",
+        ),
+        Operation(
+            "POST", prefix + "/breakers/{key:path}/close", api.close_shared_breaker,
+            "Close a circuit breaker for the cluster", tag, Role.ADMIN,
+            errors=(404, 503), params={"key": _KEY},
+            description="Every process stops following it at its next look (about half a "
+            "second); a dispatcher that opened it itself keeps its own until its probe or a "
+            "reset through its destinations endpoint.",
         ),
     ]  # fmt: skip

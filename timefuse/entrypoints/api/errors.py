@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from timefuse.domain.validation import FieldError, ValidationFailed
 from timefuse.entrypoints.api.envelope import fail
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import StoreError
+from timefuse.ports.store import StoreError, StoreRefused
 
 log = structlog.get_logger("timefuse.api")
 
@@ -29,6 +29,7 @@ EVENT_NOT_FOUND = "EVENT_NOT_FOUND"
 EVENT_NOT_PENDING = "EVENT_NOT_PENDING"
 EVENT_NOT_REDELIVERABLE = "EVENT_NOT_REDELIVERABLE"
 DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
+NO_KAFKA_INGEST = "NO_KAFKA_INGEST"
 PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
 UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -79,16 +80,35 @@ async def _validation_failed(request: Request, exc: Exception) -> Response:
     return fail(400, VALIDATION_FAILED, f"invalid event: {exc}", errors=exc.errors)
 
 
+# What a 503 tells clients to wait before they try again: outages of the store or the buffer
+# are usually seconds (a failover, a restart).
+RETRY_AFTER_SECONDS = 1
+
+
 async def _buffer_unavailable(request: Request, exc: Exception) -> Response:
     # Nothing was made durable, so the client must hear "not accepted", never a 202.
     log.warning("ingest buffer unavailable", error=str(exc))
-    return fail(503, SERVICE_UNAVAILABLE, str(exc) or "the ingest buffer is unavailable")
+    return fail(
+        503,
+        SERVICE_UNAVAILABLE,
+        str(exc) or "the ingest buffer is unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     # Driver messages can name hosts and users: they go to the log, not to the client.
     log.warning("event store error", error=str(exc), path=request.url.path)
-    return fail(503, SERVICE_UNAVAILABLE, "the event store is unavailable; try again later")
+    if isinstance(exc, StoreRefused):
+        # A value of the request the store can't hold (a NUL in a filter, say): retrying the
+        # same request fails the same way, so it is the client's to fix, not a 503.
+        return fail(400, VALIDATION_FAILED, "the store refused a value of this request")
+    return fail(
+        503,
+        SERVICE_UNAVAILABLE,
+        "the event store is unavailable; try again later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> Response:

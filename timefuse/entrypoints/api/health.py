@@ -7,15 +7,17 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from timefuse.entrypoints.api.access import Authenticate, principal
 from timefuse.entrypoints.api.envelope import fail, ok
-from timefuse.entrypoints.api.errors import NOT_READY
-from timefuse.entrypoints.api.operations import Operation
-from timefuse.entrypoints.auth import Role
+from timefuse.entrypoints.api.errors import EXCEPTION_HANDLERS, NOT_READY, CatchAll
+from timefuse.entrypoints.api.operations import Operation, build_routes, public_paths
+from timefuse.entrypoints.auth import KeyRing, Role
 from timefuse.service.metrics import Metrics
 
 log = structlog.get_logger("timefuse.api")
@@ -40,6 +42,11 @@ async def _up(request: Request) -> Response:
     return ok(_UP)
 
 
+def _passing(state: str) -> bool:
+    # "ok", or "ok, " and a detail worth showing (a replica's lag).
+    return state == "ok" or state.startswith("ok, ")
+
+
 class Health:
     def __init__(self, metrics: Metrics, readiness: Readiness | None) -> None:
         self._metrics = metrics
@@ -48,7 +55,7 @@ class Health:
     async def ready(self, request: Request) -> Response:
         """200 when every part answers "ok"; 503 naming each part that doesn't."""
         checks = await self._check()
-        failing = {part: state for part, state in checks.items() if state != "ok"}
+        failing = {part: state for part, state in checks.items() if not _passing(state)}
         if failing:
             reasons = "; ".join(f"{part}: {state}" for part, state in failing.items())
             data = HealthOut("DOWN", checks)
@@ -69,13 +76,18 @@ class Health:
 
     async def metrics(self, request: Request) -> Response:
         # Counters and gauges only: the per-status gauge is refreshed by a background task,
-        # so a scrape never costs a COUNT(*) (a defect of the seed).
-        body = generate_latest(self._metrics.registry)
+        # so a scrape never costs a COUNT(*) (a defect of the seed). Receivers are named only
+        # to a caller that may see metrics, and only those of its sources.
+        who = principal(request)
+        sources = who.sources if who.has(Role.METRICS) else frozenset()
+        body = await self._metrics.exposition(sources)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def health_operations(health: Health, events_prefix: str, *, metrics_auth: bool) -> list[Operation]:
-    """Probes are public: orchestrators probe without keys. /metrics is too, unless asked."""
+    """Probes are public: orchestrators probe without keys. /metrics needs a key with the
+    metrics (or admin) role, unless ``metrics_auth`` is off: then it is public, but shows
+    the per-destination series only to such a key."""
     tag = "operations"
     up = "Liveness: the process answers"
     return [
@@ -88,17 +100,36 @@ def health_operations(health: Health, events_prefix: str, *, metrics_auth: bool)
         Operation("GET", events_prefix + "/health", _up, up, tag, public=True, data=HealthOut),
         Operation(
             "GET", "/metrics", health.metrics, "Prometheus metrics", tag,
-            role=Role.READ if metrics_auth else None, public=not metrics_auth,
+            role=Role.METRICS if metrics_auth else None, public=not metrics_auth,
             media_type=CONTENT_TYPE_LATEST.split(";")[0],
         ),
     ]  # fmt: skip
 
 
-def health_routes(health: Health, events_prefix: str) -> list[Route]:
-    return [
-        Route("/health", _up, methods=["GET"]),
-        Route("/health/live", _up, methods=["GET"]),
-        Route("/health/ready", health.ready, methods=["GET"]),
-        Route(events_prefix + "/health", _up, methods=["GET"]),
-        Route("/metrics", health.metrics, methods=["GET"]),
-    ]
+def health_app(
+    health: Health,
+    events_prefix: str,
+    *,
+    keys: KeyRing | None,
+    metrics_auth: bool,
+    trusted: bool = True,
+) -> Starlette:
+    """/health* and /metrics alone (the listener of processes without the API), with the
+    API's rules: with ``keys``, /metrics as :func:`health_operations` says; without, every
+    caller is trusted, unless ``trusted`` is false: then every caller is anonymous (sees no
+    per-destination series)."""
+    operations = health_operations(health, events_prefix, metrics_auth=metrics_auth)
+    middleware = [Middleware(CatchAll)]
+    if keys is not None or trusted:
+        authenticate = Middleware(
+            Authenticate,
+            keys=keys,
+            public=public_paths(operations),
+            admin_prefix=events_prefix + "/admin",
+        )
+        middleware.append(authenticate)
+    return Starlette(
+        routes=build_routes(operations),
+        middleware=middleware,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )

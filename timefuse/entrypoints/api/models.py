@@ -342,9 +342,23 @@ class DestinationOut(msgspec.Struct):
     """A destination (host and port, or delivery type and topic) as this process sees it."""
 
     key: str
-    breaker: Annotated[str, _doc("The circuit breaker.", enum=["CLOSED", "OPEN", "HALF_OPEN"])]
-    consecutive_failures: int
-    trips: int
+    breaker: Annotated[
+        str,
+        _doc(
+            "The circuit breaker holding the most: the destination's own when it is not "
+            "closed (it holds every source), else the most restrictive of the sources' own "
+            "(each holds only its source: see held_sources).",
+            enum=["CLOSED", "OPEN", "HALF_OPEN"],
+        ),
+    ]
+    breaker_for_all: Annotated[
+        bool, _doc("Whether the destination's own breaker is open or half-open.")
+    ]
+    held_sources: Annotated[list[str], _doc("Sources whose own breaker here is open or half-open.")]
+    consecutive_failures: Annotated[
+        int, _doc("Retriable failures in a row here, every source together.")
+    ]
+    trips: Annotated[int, _doc("Times a breaker here opened, the sources' own included.")]
     in_flight: int
     waiting: int
     concurrency: Annotated[int, _doc("Deliveries in flight at once allowed (0: no cap).")]
@@ -352,3 +366,59 @@ class DestinationOut(msgspec.Struct):
     probe_in_seconds: Annotated[
         float | None, _doc("While the breaker is open: seconds until one delivery probes.")
     ]
+    sources: Annotated[
+        list[str],
+        _doc("Sources with a delivery in flight or waiting here, or a breaker of their own."),
+    ]
+
+
+class SharedBreakerOut(msgspec.Struct):
+    """A circuit breaker open for every dispatching process (kept in the store)."""
+
+    key: Annotated[str, _doc("The breaker's key: a destination, or a source at a destination.")]
+    open_seconds: Annotated[float, _doc("How long it has been open, on the store's clock.")]
+    probe_by: Annotated[
+        str | None, _doc("The worker holding the cluster's one probe delivery, if one does.")
+    ]
+
+
+class WorkerOut(msgspec.Struct):
+    """A process as the store last heard of it (each heartbeats about once a second)."""
+
+    worker: str
+    roles: list[str]
+    started_at: datetime
+    last_seen: datetime
+    silent_seconds: float
+    in_flight: Annotated[int, _doc("Deliveries it had in flight at its last heartbeat.")]
+    alive: Annotated[
+        bool, _doc("False once it has been silent too long: its claims are recovered.")
+    ]
+
+
+class RefusedRecordOut(msgspec.Struct):
+    """An ingest record the consumer refused, as the dead letter topic holds it."""
+
+    partition: Annotated[int, _doc("Its partition of the dead letter topic.")]
+    offset: int
+    timestamp: Annotated[datetime | None, _doc("When it was written to the dead letter topic.")]
+    key: Annotated[str | None, _doc("Its key as submitted (the source), UTF-8 decoded.")]
+    error: Annotated[str | None, _doc("Why the ingest consumer refused it.")]
+    origin: Annotated[
+        str | None, _doc("Where it was read from: <ingest topic>/<partition>/<offset>.")
+    ]
+    value: Annotated[str, _doc("Its value, UTF-8 decoded (undecodable bytes replaced).")]
+    value_bytes: Annotated[int, _doc("The value's size in bytes.")]
+    value_truncated: Annotated[bool, _doc("True when value holds only its first 4 KiB.")]
+
+
+class DeliveryTypeOut(msgspec.Struct):
+    """A delivery type: loaded in the process answering, or only named by due events."""
+
+    name: str
+    loaded: Annotated[
+        bool, _doc("Whether this process delivers it (false: events wait for one that does).")
+    ]
+    origin: str | None
+    version: str | None
+    due: Annotated[int, _doc("PENDING events of this type due now, in the whole store.")]

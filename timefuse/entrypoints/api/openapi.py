@@ -31,13 +31,16 @@ _ERRORS = {
     "parameter (error_code and errors say which).",
     401: "No API key, or not a valid one (WWW-Authenticate: Bearer).",
     403: "The key lacks the role, or may not act for the event's source.",
-    404: "No such event among those the key may see (or, for a destination, none this "
-    "process's dispatcher knows).",
+    404: "No such event (or schedule) among those the key may see (or, for a destination, "
+    "none this process's dispatcher knows; for refused ingest records, no Kafka ingest).",
     409: "The event's status doesn't allow it (the message names the status): cancelling needs "
-    "PENDING; redelivering needs COMPLETED, FAILED or DEAD_LETTER.",
+    "PENDING; redelivering needs COMPLETED, FAILED or DEAD_LETTER. For a schedule: it kept "
+    "changing under the request (try again).",
     413: "The request body is larger than TIMEFUSE_MAX_BODY_BYTES. (An event's payload over "
     "TIMEFUSE_MAX_PAYLOAD_BYTES is a 400 naming the payload field.)",
     415: "The body is not application/json (or a +json type).",
+    422: "A schedule's field is invalid (errors names each: an invalid cron, an unknown time "
+    "zone, end_at before start_at, an interval under one second, an event field, ...).",
     503: "A part timefuse needs (store, buffer) is unavailable; nothing was accepted or changed.",
 }
 
@@ -191,7 +194,10 @@ def _responses(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str
         content = {"application/json": {"schema": {"type": "object"}}}
     else:
         content = {op.media_type: {"schema": {"type": "string"}}}
-    responses: dict[str, Any] = {str(op.status): {"description": op.summary, "content": content}}
+    responses: dict[str, Any] = {
+        str(status): {"description": op.summary, "content": content}
+        for status in (op.status, *op.also)
+    }
     statuses = set(op.errors)
     if auth and not op.public:
         statuses.add(401)

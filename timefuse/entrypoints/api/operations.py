@@ -32,6 +32,7 @@ class Operation:
 
     :param role: the role a key needs; ``None`` with ``public`` False: any valid key.
     :param public: served without a key, even when keys are configured.
+    :param also: other success statuses it answers, with the same ``data``.
     :param data: the type of the envelope's ``data`` on success; ``None`` when the answer is
         not an envelope (``media_type`` then says what it is).
     :param body: the msgspec type the JSON request body is decoded into.
@@ -49,6 +50,7 @@ class Operation:
     role: Role | None = None
     public: bool = False
     status: int = 200
+    also: tuple[int, ...] = ()
     data: Any = None
     body: Any = None
     errors: tuple[int, ...] = ()

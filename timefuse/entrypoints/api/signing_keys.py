@@ -17,7 +17,6 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from timefuse.config import Settings
 from timefuse.domain.validation import FieldError
 from timefuse.entrypoints.api.access import principal
 from timefuse.entrypoints.api.body import BodyLimits, read_json
@@ -26,6 +25,7 @@ from timefuse.entrypoints.api.errors import SERVICE_UNAVAILABLE, ApiError
 from timefuse.entrypoints.api.listing import instant_param, invalid
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.auth import Role
+from timefuse.plugins.http_settings import HttpSettings
 from timefuse.plugins.signing_keys import (
     ANY_SOURCE,
     MAX_SOURCE_LENGTH,
@@ -128,7 +128,10 @@ class SigningKeysApi:
         self._limits = limits
 
     @classmethod
-    def from_settings(cls, settings: Settings, limits: BodyLimits) -> SigningKeysApi:
+    def from_settings(cls, settings: HttpSettings | None, limits: BodyLimits) -> SigningKeysApi:
+        """The keys of the http delivery type's settings (none without them)."""
+        if settings is None:
+            return cls([], None, limits)
         fixed = settings_keys(merged_secrets(settings).items())
         return cls(fixed, keyring_from_settings(settings), limits)
 

@@ -1,4 +1,4 @@
-"""The console's actions: cancel, redeliver, bulk redelivery, closing a breaker.
+"""The console's actions: cancel, reschedule, redeliver, bulk redelivery, closing a breaker.
 
 Each is a POST from a form of the console (the guard in :mod:`timefuse.entrypoints.ui.console`
 has already checked the session, its CSRF token and the request's origin), checks the
@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import UTC
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from timefuse.domain.event import is_event_id
+from timefuse.domain.validation import ValidationFailed
 from timefuse.entrypoints.api.access import Principal
-from timefuse.entrypoints.ui.filters import parse_filter
+from timefuse.entrypoints.ui.filters import parse_filter, parse_time
 from timefuse.entrypoints.ui.pages import MAX_BULK, Pages, Sources
 from timefuse.entrypoints.ui.visit import Visit
-from timefuse.ports.store import CancelResult, RedeliverResult
+from timefuse.ports.store import CancelResult, MoveDueResult, RedeliverResult
 
 
 class Actions:
@@ -40,6 +42,34 @@ class Actions:
             return self._pages.not_found(request, visit, "No such event.")
         self._parts.actions.record(who.name, "cancel", event_id, result.value)
         done = "cancelled" if result is CancelResult.CANCELLED else "not-pending"
+        return _back(request, f"/events/{event_id}?done={done}")
+
+    async def reschedule(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:
+        """Deliver a pending event at another time (``due_at``: UTC, or with an offset)."""
+        if not visit.abilities.reschedule:
+            return self._pages.forbidden(request, visit, "This key may not reschedule events.")
+        event_id = _event_id(request)
+        who = _who(visit)
+        if event_id is None:
+            return self._pages.not_found(request, visit, "No such event.")
+        typed = form.get("due_at", "").strip()[:64]
+        try:
+            due_at = parse_time(typed)
+        except ValueError:
+            error = "Use a date and time such as 2025-01-31T09:30 (UTC) or one with an offset."
+            return await self._pages.event(request, visit, move_error=error, move_typed=typed)
+        try:
+            result = await self._parts.service.move_due(event_id, due_at, sources=who.sources)
+        except ValidationFailed as exc:
+            error = "The new time " + "; ".join(e.message for e in exc.errors) + "."
+            return await self._pages.event(request, visit, move_error=error, move_typed=typed)
+        if result is MoveDueResult.NOT_FOUND:
+            return self._pages.not_found(request, visit, "No such event.")
+        when = due_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        self._parts.actions.record(
+            who.name, f"reschedule to {when}", event_id, result.value, due_at=due_at.isoformat()
+        )
+        done = "rescheduled" if result is MoveDueResult.MOVED else "not-movable"
         return _back(request, f"/events/{event_id}?done={done}")
 
     async def redeliver(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:

@@ -22,14 +22,15 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from timefuse.config import Settings
 from timefuse.entrypoints.api.access import Principal
+from timefuse.entrypoints.api.refused import RefusedRecords
 from timefuse.entrypoints.auth import KeyRing
 from timefuse.entrypoints.ui.actions import Actions
 from timefuse.entrypoints.ui.activity import Activity
 from timefuse.entrypoints.ui.audit import ActionLog
 from timefuse.entrypoints.ui.pages import Pages, Sources, frame
 from timefuse.entrypoints.ui.render import Templates
+from timefuse.entrypoints.ui.schedules import SchedulePages
 from timefuse.entrypoints.ui.session import COOKIE, Sessions, new_session
 from timefuse.entrypoints.ui.visit import Gate, Visit, may_sign_in, same_origin
 from timefuse.plugins.registry import DeliveryRegistry
@@ -37,6 +38,7 @@ from timefuse.ports.store import StoreError
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
+from timefuse.service.schedules import ScheduleService
 
 log = structlog.get_logger("timefuse.console")
 
@@ -55,21 +57,23 @@ class Console:
         *,
         service: EventService,
         metrics: Metrics,
-        settings: Settings,
+        secret: str,
         keys: KeyRing | None,
         admin: Admin | None = None,
         registry: DeliveryRegistry | None = None,
+        refused: RefusedRecords | None = None,
+        schedules: ScheduleService | None = None,
     ) -> None:
         # Without a configured secret, one per process: sessions end when it restarts.
-        secret = settings.ui_secret or secrets.token_urlsafe(32)
-        self.gate = Gate(keys, Sessions(secret, PREFIX))
+        self.gate = Gate(keys, Sessions(secret or secrets.token_urlsafe(32), PREFIX))
         self.activity = Activity(metrics)
         self.actions = ActionLog()
         self.templates = Templates()
-        parts = Sources(service, settings, self.activity, self.actions, admin, registry)
+        parts = Sources(service, self.activity, self.actions, admin, registry, refused)
         self.pages = Pages(parts, self.templates)
         acts = Actions(parts, self.pages)
         pages = self.pages
+        plans = SchedulePages(schedules, pages, self.templates, self.actions)
         static = StaticFiles(packages=[("timefuse.entrypoints.ui", "static")])
         self.app = Starlette(
             routes=[
@@ -78,9 +82,15 @@ class Console:
                 Route("/events/{event_id}", self._page(pages.event)),
                 Route("/events/{event_id}/cancel", self._action(acts.cancel), methods=["POST"]),
                 Route(
+                    "/events/{event_id}/reschedule",
+                    self._action(acts.reschedule),
+                    methods=["POST"],
+                ),
+                Route(
                     "/events/{event_id}/redeliver", self._action(acts.redeliver), methods=["POST"]
                 ),
                 Route("/dead-letters", self._page(pages.dead_letters)),
+                Route("/dead-letters/refused", self._page(pages.refused)),
                 Route("/dead-letters/redeliver", self._page(pages.confirm_bulk)),
                 Route(
                     "/dead-letters/redeliver", self._action(acts.bulk_redeliver), methods=["POST"]
@@ -88,6 +98,19 @@ class Console:
                 Route("/destinations", self._page(pages.destinations)),
                 Route("/destinations/reset", self._action(acts.reset_breaker), methods=["POST"]),
                 Route("/delivery-types", self._page(pages.delivery_types)),
+                Route("/schedules", self._page(plans.list)),
+                Route("/schedules/{schedule_id}", self._page(plans.detail)),
+                Route(
+                    "/schedules/{schedule_id}/pause", self._action(plans.pause), methods=["POST"]
+                ),
+                Route(
+                    "/schedules/{schedule_id}/resume", self._action(plans.resume), methods=["POST"]
+                ),
+                Route(
+                    "/schedules/{schedule_id}/trigger",
+                    self._action(plans.trigger),
+                    methods=["POST"],
+                ),
                 Route("/login", self._login_page),
                 Route("/login", self._sign_in, methods=["POST"]),
                 Route("/logout", self._action(self._sign_out), methods=["POST"]),

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 class DestinationRow:
     key: str
     breaker: str
+    breaker_for_all: bool  # the destination's own breaker holds every source
+    held_sources: tuple[str, ...]  # sources held by breakers of their own
     consecutive_failures: int
     trips: int
     in_flight: int
@@ -25,6 +27,8 @@ def destination_rows(snapshot: Mapping[str, Mapping[str, object]]) -> list[Desti
         DestinationRow(
             key=key,
             breaker=str(state.get("breaker", "?")),
+            breaker_for_all=state.get("breaker_for_all") is True,
+            held_sources=_names(state.get("held_sources")),
             consecutive_failures=_int(state.get("consecutive_failures")),
             trips=_int(state.get("trips")),
             in_flight=_int(state.get("in_flight")),
@@ -35,6 +39,10 @@ def destination_rows(snapshot: Mapping[str, Mapping[str, object]]) -> list[Desti
         )
         for key, state in snapshot.items()
     ]
+
+
+def _names(value: object) -> tuple[str, ...]:
+    return tuple(str(name) for name in value) if isinstance(value, list) else ()
 
 
 def _int(value: object) -> int:

@@ -51,6 +51,16 @@ def duration(seconds: float | None) -> str:
     return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
 
 
+def period(seconds: int) -> str:
+    """A schedule's interval in its largest whole units: 90 s, 15 min, 1 h 30 min, 2 d."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts) or "0 s"
+
+
 def payload_text(payload: bytes) -> tuple[str, str, bool]:
     """The payload pretty-printed and raw, and whether either was cut to fit the page."""
     cut = len(payload) > PAYLOAD_SHOWN_BYTES
@@ -80,7 +90,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, duration=duration, status_badge=_status_badge, number=_number)
+    env.filters.update(
+        when=when, duration=duration, period=period, status_badge=_status_badge, number=_number
+    )
     return env
 
 

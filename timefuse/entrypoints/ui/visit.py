@@ -25,9 +25,11 @@ class Abilities:
 
     see_admin: bool  # the destinations page: every source's hosts
     cancel: bool
+    reschedule: bool
     redeliver: bool
     bulk_redeliver: bool
     reset_breaker: bool
+    manage_schedules: bool  # pause, resume, trigger
 
     @classmethod
     def of(cls, who: Principal) -> Abilities:
@@ -36,10 +38,14 @@ class Abilities:
         return cls(
             see_admin=admin,
             cancel=acts and who.has(Role.CANCEL),
+            # Choosing when an event is delivered is part of submitting it.
+            reschedule=acts and who.has(Role.SUBMIT),
             # As in the API: sending an event again takes the submit role.
             redeliver=acts and who.has(Role.SUBMIT),
             bulk_redeliver=acts and admin,
             reset_breaker=acts and admin,
+            # As in the API: pausing, resuming and triggering a schedule take the submit role.
+            manage_schedules=acts and who.has(Role.SUBMIT),
         )
 
 

@@ -18,7 +18,9 @@ INSERT INTO timefuse_schema_version (version, name) VALUES
     (1, '0001_events.sql'),
     (2, '0002_status_counts.sql'),
     (3, '0003_operations.sql'),
-    (4, '0004_claims_and_workers.sql');
+    (4, '0004_claims_and_workers.sql'),
+    (5, '0005_shared_limits.sql'),
+    (6, '0006_schedules.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -65,6 +67,10 @@ CREATE INDEX events_retention ON events (updated_at)
 CREATE INDEX events_schedule ON events (scheduled_at, id);
 
 CREATE INDEX events_status_schedule ON events (status, scheduled_at, id);
+
+CREATE INDEX events_in_flight ON events (destination_key) WHERE status = 'PROCESSING';
+CREATE INDEX events_occurrences ON events ((extra ->> 'schedule_id'), scheduled_at, id)
+    WHERE (extra ->> 'schedule_id') IS NOT NULL;
 
 -- One row per stored event: global uniqueness of ids, and id -> scheduled_at.
 CREATE TABLE event_ids (
@@ -174,3 +180,44 @@ CREATE TABLE timefuse_workers (
     in_flight  integer     NOT NULL DEFAULT 0,
     CONSTRAINT timefuse_workers_pkey PRIMARY KEY (worker)
 );
+
+CREATE TABLE timefuse_destinations (
+    key         text COLLATE "C" NOT NULL,
+    tokens      double precision,
+    refilled_at timestamptz,
+    breaker     text             NOT NULL DEFAULT 'CLOSED',
+    opened_at   timestamptz,
+    probe_by    text,
+    probe_until timestamptz,
+    CONSTRAINT timefuse_destinations_pkey PRIMARY KEY (key),
+    CONSTRAINT timefuse_destinations_breaker_check CHECK (breaker IN ('CLOSED', 'OPEN'))
+);
+
+CREATE TABLE timefuse_schedules (
+    id            text COLLATE "C" NOT NULL,
+    source        text COLLATE "C" NOT NULL,
+    key           text COLLATE "C" NOT NULL,
+    version       bigint           NOT NULL,
+    state         text             NOT NULL,
+    next_run_at   timestamptz,
+    paused        boolean          NOT NULL,
+    cron          text,
+    every_seconds bigint,
+    timezone      text             NOT NULL,
+    start_at      timestamptz,
+    end_at        timestamptz,
+    max_runs      bigint,
+    missed_runs   text             NOT NULL,
+    runs          bigint           NOT NULL,
+    last_instant  timestamptz,
+    not_before    timestamptz      NOT NULL,
+    template      text             NOT NULL,
+    created_at    timestamptz      NOT NULL,
+    updated_at    timestamptz      NOT NULL,
+    CONSTRAINT timefuse_schedules_pkey PRIMARY KEY (id),
+    CONSTRAINT timefuse_schedules_key UNIQUE (source, key),
+    CONSTRAINT timefuse_schedules_state_check CHECK (state IN ('ACTIVE', 'PAUSED', 'ENDED')),
+    CONSTRAINT timefuse_schedules_missed_runs_check CHECK (missed_runs IN ('skip', 'once', 'all'))
+);
+
+CREATE INDEX timefuse_schedules_due ON timefuse_schedules (next_run_at) WHERE state = 'ACTIVE';

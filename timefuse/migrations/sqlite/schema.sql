@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 
 INSERT INTO schema_version (version)
-SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- A rowid table (not WITHOUT ROWID): payloads can reach 1 MiB, and SQLite advises against
 -- WITHOUT ROWID for rows that large. The claim subquery selects rowids straight from the
@@ -112,3 +112,41 @@ CREATE TABLE IF NOT EXISTS timefuse_workers (
     last_seen  INTEGER NOT NULL,
     in_flight  INTEGER NOT NULL DEFAULT 0
 );
+
+-- Recurring schedules. next_run_at is the next instant still to run (NULL: the schedule is
+-- over); the planner finds running schedules due by it, through an index that holds only
+-- ACTIVE ones, so it never scans the others. version is bumped by every write: writers name
+-- the version they read (compare-and-set), so the planner and an update can't undo each other.
+CREATE TABLE IF NOT EXISTS timefuse_schedules (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    source        TEXT    NOT NULL,
+    key           TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('ACTIVE', 'PAUSED', 'ENDED')),
+    next_run_at   INTEGER,
+    paused        INTEGER NOT NULL,
+    cron          TEXT,
+    every_seconds INTEGER,
+    timezone      TEXT    NOT NULL,
+    start_at      INTEGER,
+    end_at        INTEGER,
+    max_runs      INTEGER,
+    missed_runs   TEXT    NOT NULL,
+    runs          INTEGER NOT NULL,
+    last_instant  INTEGER,
+    not_before    INTEGER NOT NULL,
+    template      TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+
+-- The client's name of a schedule, unique per source; also the listing order.
+CREATE UNIQUE INDEX IF NOT EXISTS timefuse_schedules_key ON timefuse_schedules (source, key);
+
+CREATE INDEX IF NOT EXISTS timefuse_schedules_due
+    ON timefuse_schedules (next_run_at) WHERE state = 'ACTIVE';
+
+-- A schedule's occurrences, newest first: only events a schedule made are in it.
+CREATE INDEX IF NOT EXISTS events_occurrences
+    ON events (json_extract(extra, '$.schedule_id'), scheduled_at, id)
+    WHERE json_extract(extra, '$.schedule_id') IS NOT NULL;

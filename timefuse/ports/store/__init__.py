@@ -11,7 +11,14 @@ from typing import Protocol
 
 from timefuse.domain.cursor import Cursor
 from timefuse.ports.store.actions import OperatorActions
-from timefuse.ports.store.capabilities import Capabilities, Migrates, PlansStorage, WatchesDue
+from timefuse.ports.store.capabilities import (
+    Capabilities,
+    Migrates,
+    PlansStorage,
+    ReadsFromReplica,
+    SharesLimits,
+    WatchesDue,
+)
 from timefuse.ports.store.claims import Claims
 from timefuse.ports.store.coordination import Coordination
 from timefuse.ports.store.errors import StoreError, StoreRefused, StoreUnavailable
@@ -23,17 +30,29 @@ from timefuse.ports.store.records import (
     ClaimBatch,
     ClaimRef,
     ClaimRequest,
+    DestinationRule,
     DueFilter,
     EventPage,
     EventQuery,
+    MoveDueResult,
     NextDue,
     OutcomeUpdate,
     RedeliverResult,
+    SharedBreaker,
+    SharedLimits,
     WorkerBeat,
     WorkerRecord,
     source_set,
 )
 from timefuse.ports.store.retention import Retention
+from timefuse.ports.store.schedules import (
+    Materialisation,
+    SchedulePage,
+    SchedulePosition,
+    ScheduleQuery,
+    ScheduleRecord,
+    Schedules,
+)
 from timefuse.ports.store.submissions import Submissions
 
 
@@ -58,6 +77,7 @@ class StoreAdapter(
     Queries,
     OperatorActions,
     Retention,
+    Schedules,
     Protocol,
 ):
     """Every role of the store, and the adapter's declared abilities."""
@@ -76,19 +96,31 @@ __all__ = [
     "Claims",
     "Coordination",
     "Cursor",
+    "DestinationRule",
     "DueFilter",
     "EventPage",
     "EventQuery",
     "Lifecycle",
+    "Materialisation",
     "Migrates",
+    "MoveDueResult",
     "NextDue",
     "OperatorActions",
     "OutcomeUpdate",
     "Outcomes",
     "PlansStorage",
     "Queries",
+    "ReadsFromReplica",
     "RedeliverResult",
     "Retention",
+    "SchedulePage",
+    "SchedulePosition",
+    "ScheduleQuery",
+    "ScheduleRecord",
+    "Schedules",
+    "SharedBreaker",
+    "SharedLimits",
+    "SharesLimits",
     "StoreAdapter",
     "StoreError",
     "StoreRefused",

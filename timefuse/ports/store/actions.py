@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store.records import CancelResult, RedeliverResult
+from timefuse.ports.store.records import CancelResult, MoveDueResult, RedeliverResult
 
 
 class OperatorActions(Protocol):
@@ -24,6 +24,20 @@ class OperatorActions(Protocol):
         self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
     ) -> int:
         """Cancel every event with that external id (of ``sources``) in one of ``when``."""
+        ...
+
+    async def move_due(
+        self,
+        event_id: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        sources: frozenset[str] | None,
+        when: frozenset[EventStatus],
+    ) -> MoveDueResult:
+        """Move the next attempt of an event in one of ``when`` to ``due_at`` (earlier or
+        later): ``next_attempt_at`` = ``due_at``, ``updated_at`` = ``now``; ``scheduled_at``
+        (the time the sender asked for, part of the event's identity) and the rest stay."""
         ...
 
     async def redeliver(

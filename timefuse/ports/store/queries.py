@@ -27,16 +27,24 @@ class Queries(Protocol):
         ...
 
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
-        """Up to ``limit`` events matching ``query``, ordered by ``(scheduled_at, id)``.
+        """Up to ``limit`` events matching ``query``, ordered by ``(scheduled_at, id)``
+        (descending with ``query.descending``).
 
-        The page starts strictly after ``after``; its ``next_cursor`` is the position of its
-        last event when more events match, ``None`` when it reaches the end. Ids compare code
-        point by code point.
+        The page starts strictly after ``after`` in that order; its ``next_cursor`` is the
+        position of its last event when more events match, ``None`` when it reaches the end.
+        Ids compare code point by code point. With ``query.examine_at_most`` a page may hold
+        fewer than ``limit`` events and still a cursor: the position of the last candidate it
+        looked at (see :class:`EventQuery`).
         """
         ...
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
         """How many events are in each status (with ``sources``: of those sources only)."""
+        ...
+
+    async def count_due_by_type(self) -> Mapping[str, int]:
+        """How many PENDING events are due now (``next_attempt_at`` <= the store's now), per
+        delivery type: the backlog, and events whose type no running process delivers."""
         ...
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:

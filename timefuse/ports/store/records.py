@@ -85,6 +85,37 @@ class DueFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationRule:
+    """A destination's limits as the store enforces them for every process together.
+
+    ``concurrency``: claimed events of the destination at once (0: no cap); ``rate`` and
+    ``burst``: a token bucket (``rate`` 0: none), tokens taken at claim time.
+    """
+
+    concurrency: int = 0
+    rate: float = 0.0
+    burst: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLimits:
+    """What a claim must respect across processes (stores that can share limits).
+
+    :param overrides: rules by destination key, or by bare host for every port of it.
+    :param type_defaults: rules by delivery type, for destinations with no override.
+    :param mine: per destination, the events this worker already has in flight or waiting
+        (its own claims still PROCESSING are otherwise not counted: it knows them better).
+    :param breaker_cooldown_seconds: how long an open breaker holds before one probe.
+    """
+
+    default: DestinationRule
+    overrides: Mapping[str, DestinationRule] = field(default_factory=dict)
+    type_defaults: Mapping[str, DestinationRule] = field(default_factory=dict)
+    mine: Mapping[str, int] = field(default_factory=dict)
+    breaker_cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """What one claim asks for.
 
@@ -99,15 +130,28 @@ class ClaimRequest:
     due: DueFilter = field(default_factory=DueFilter)
     budgets: Mapping[str, int] = field(default_factory=dict)
     default_budget: int | None = None
+    shared: SharedLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimBatch:
     """The events one claim took (PROCESSING, each under its own token), earliest due first,
-    and the store's clock when it took them."""
+    and the store's clock when it took them. ``probes``: the events claimed as the one probe
+    of a destination whose shared breaker is open (shared limits only)."""
 
     events: list[Event]
     store_now: datetime
+    probes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SharedBreaker:
+    """A destination's breaker as every process sees it: open for how long (on the store's
+    clock), and which worker holds its probe, if one does."""
+
+    key: str
+    open_seconds: float
+    probe_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +165,12 @@ class NextDue:
 
 class CancelResult(enum.Enum):
     CANCELLED = "CANCELLED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_PENDING = "NOT_PENDING"
+
+
+class MoveDueResult(enum.Enum):
+    MOVED = "MOVED"
     NOT_FOUND = "NOT_FOUND"
     NOT_PENDING = "NOT_PENDING"
 
@@ -146,7 +196,7 @@ def source_set(sources: Collection[str] | None) -> frozenset[str] | None:
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
-    """Which events a listing returns; every criterion given must hold.
+    """Which events a listing returns, and in which order; every criterion given must hold.
 
     :param status: only events in this status (default: any).
     :param sources: only events from these sources; an empty collection matches nothing
@@ -155,12 +205,33 @@ class EventQuery:
     :param scheduled_to: only events scheduled before this instant (half-open: an event
         scheduled exactly at ``scheduled_to`` is left out, so consecutive windows don't
         overlap).
+    :param delivery_type: only events of this delivery type.
+    :param destination_key: only events whose ``destination_key`` is this one (``host:port``,
+        or ``<delivery type>:<destination>``; see :mod:`timefuse.domain.destination`).
+    :param destination_host: only events whose ``destination_key`` is this host with any port
+        (the host written as keys write it: lower case, IPv6 in brackets).
+    :param destination_prefix: only events whose destination, as submitted, starts with this
+        text (compared character by character, case included).
+    :param descending: list the latest scheduled first (``(scheduled_at, id)`` descending).
+    :param examine_at_most: bounds a page's work when criteria no index holds are given. The
+        *candidates* are the events that match ``status`` and the scheduled window, in listing
+        order from the cursor; the other criteria (sources, delivery type, destination) are
+        checked on each. With this bound a page looks at no more than this many candidates:
+        when they run out before the page is full, the page holds the matches among them (maybe
+        none) and its cursor is the position of the last candidate looked at. ``None``: no
+        bound, a page looks as far as it must.
     """
 
     status: EventStatus | None = None
     sources: Collection[str] | None = None
     scheduled_from: datetime | None = None
     scheduled_to: datetime | None = None
+    delivery_type: str | None = None
+    destination_key: str | None = None
+    destination_host: str | None = None
+    destination_prefix: str | None = None
+    descending: bool = False
+    examine_at_most: int | None = None
 
     def __post_init__(self) -> None:
         # Any collection is accepted (a list parsed from a query string); a frozenset is kept,
@@ -169,6 +240,22 @@ class EventQuery:
         for moment in (self.scheduled_from, self.scheduled_to):
             if moment is not None and moment.tzinfo is None:
                 raise ValueError(f"an event query needs timezone-aware datetimes, got {moment!r}")
+        for name in ("delivery_type", "destination_key", "destination_host", "destination_prefix"):
+            if getattr(self, name) == "":
+                raise ValueError(f"an event query's {name} is None or a non-empty text")
+        if self.examine_at_most is not None and self.examine_at_most < 1:
+            raise ValueError(f"examine_at_most must be at least 1, got {self.examine_at_most}")
+
+    @property
+    def checked_on_candidates(self) -> bool:
+        """Whether criteria beyond status and time are given (see ``examine_at_most``)."""
+        return (
+            self.sources is not None
+            or self.delivery_type is not None
+            or self.destination_key is not None
+            or self.destination_host is not None
+            or self.destination_prefix is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,126 @@
+"""Several dispatchers on one store act as one: caps, rates and breakers hold for all of them.
+
+The in-memory store keeps the shared limits here the way PostgreSQL keeps them for several
+processes; each dispatcher stands for a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from tests.service.conftest import World, answering, loop_time
+from timefuse.domain.outcome import DeliveryOutcome
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimRequest
+from timefuse.service.gate import DestinationLimits, source_breaker_key
+
+pytestmark = pytest.mark.looptime
+
+URL = "https://shared.example/hook"
+KEY = "shared.example:443"
+
+
+async def test_a_cap_holds_for_every_dispatcher_together(cluster: World) -> None:
+    cluster.receivers.answer(URL, answering(after=0.05))
+    events = await cluster.submit(*(cluster.event(destination=URL) for _ in range(800)))
+    limits = {KEY: DestinationLimits(concurrency=20)}
+    dispatchers = [cluster.dispatcher(f"worker-{n}", overrides=limits) for n in range(4)]
+    await cluster.run(60.0, *dispatchers, until=lambda: len(cluster.receivers.requests) >= 800)
+    assert cluster.receivers.most_in_flight[URL] == 20
+    assert cluster.receivers.received(URL) == {e.id: 1 for e in events}
+
+
+async def test_a_rate_holds_for_every_dispatcher_together(cluster: World) -> None:
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(100)))
+    limits = {KEY: DestinationLimits(concurrency=0, rate=10.0, burst=10)}
+    dispatchers = [cluster.dispatcher(f"worker-{n}", overrides=limits) for n in range(3)]
+    start = loop_time()
+    await cluster.run(15.0, *dispatchers)
+    times = sorted(r.at - start for r in cluster.receivers.requests)
+    assert len(times) >= 90
+    # The burst, then 10 a second for all three together.
+    for second in range(1, 9):
+        in_window = [t for t in times if second <= t < second + 1]
+        assert len(in_window) <= 11, (second, len(in_window))
+
+
+async def test_a_breaker_opened_by_one_dispatcher_stops_them_all_with_one_probe(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(DeliveryOutcome.retriable("HTTP 503", 503)))
+    await cluster.submit(*(cluster.event(destination=URL, max_retries=10) for _ in range(300)))
+    dispatchers = [
+        cluster.dispatcher(
+            f"worker-{n}",
+            limits=DestinationLimits(concurrency=2),
+            breaker_failures=3,
+            breaker_cooldown=10.0,
+        )
+        for n in range(3)
+    ]
+    start = loop_time()
+    await cluster.run(45.0, *dispatchers)
+    times = sorted(r.at - start for r in cluster.receivers.requests)
+    first_wave = [t for t in times if t < 5.0]
+    assert len(first_wave) <= 3 * 3  # each dispatcher sees at most its threshold fail
+    later = [t for t in times if t >= 5.0]
+    # Then one probe a cool-down, for all dispatchers together (each fails and reopens it).
+    assert 2 <= len(later) <= 5, later
+    assert all(b - a >= 9.5 for a, b in itertools.pairwise(later))
+    # Open for all of them: in the store, and in every dispatcher that met the receiver.
+    # One source failed, so it is that source's own breaker (the others' events would flow).
+    assert [b.key for b in await cluster.store.open_breakers()] == [
+        source_breaker_key(KEY, "tests")
+    ]
+    for dispatcher in dispatchers:
+        state = dispatcher.gate.snapshot().get(KEY)
+        assert state is None or state["breaker"] in ("OPEN", "HALF_OPEN")
+
+
+async def test_a_probes_success_reopens_the_destination_for_every_dispatcher(
+    cluster: World,
+) -> None:
+    state = {"up": False}
+
+    async def answer(event: object, attempt: int) -> DeliveryOutcome:
+        return DeliveryOutcome.success(200) if state["up"] else DeliveryOutcome.retriable("503")
+
+    cluster.receivers.answer(URL, answer)
+    events = await cluster.submit(
+        *(cluster.event(destination=URL, max_retries=20) for _ in range(60))
+    )
+    dispatchers = [
+        cluster.dispatcher(f"worker-{n}", breaker_failures=2, breaker_cooldown=5.0)
+        for n in range(3)
+    ]
+
+    async def recover() -> None:
+        await asyncio.sleep(3.0)
+        state["up"] = True
+
+    task = asyncio.create_task(recover())
+    await cluster.run(30.0, *dispatchers)
+    await task
+    statuses = {(await cluster.stored(e)).status.value for e in events}
+    assert statuses == {"COMPLETED"}
+    assert await cluster.store.open_breakers() == []
+    for dispatcher in dispatchers:
+        state = dispatcher.gate.snapshot().get(KEY)
+        assert state is None or state["breaker"] == "CLOSED"
+
+
+async def test_a_restarted_worker_takes_its_predecessors_claims_back_at_once(
+    cluster: World,
+) -> None:
+    (event,) = await cluster.submit(cluster.event(max_retries=3))
+    # The worker's previous run claimed it under a long lease, then was killed.
+    await cluster.memory.claim(ClaimRequest("worker-1", 10, 600.0))
+    start = loop_time()
+    await cluster.run(5.0, cluster.dispatcher("worker-1"))
+    (at,) = cluster.receivers.times(event.id)
+    assert at - start < 0.5
+    stored = await cluster.stored(event)
+    assert (stored.status, stored.retry_count) == (EventStatus.COMPLETED, 1)

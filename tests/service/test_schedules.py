@@ -1,0 +1,283 @@
+"""Schedules on the in-memory store, planned by the maintenance leader on a fake clock.
+
+Every instant below is stated from the schedule's rules (docs/schedules.md), not read back
+from the planner: a minute-by-minute cron from 2030-01-01T00:00Z fires at 00:01, 00:02, ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import START, World, loop_time
+from timefuse.adapters.cron import CronRecurrence
+from timefuse.adapters.inline import InlineIngestBuffer
+from timefuse.domain.event import Event
+from timefuse.domain.schedule import ScheduleState
+from timefuse.domain.validation import SubmissionLimits
+from timefuse.ports.store import ScheduleRecord
+from timefuse.ports.store.schedules import SCHEDULE_ID_EXTRA, TRIGGERED_EXTRA
+from timefuse.service.events import EventService
+from timefuse.service.maintenance import Maintenance, MaintenanceSettings
+from timefuse.service.planner import SchedulePlanner, SchedulerSettings, schedule_metrics
+from timefuse.service.schedules import ScheduleService
+
+pytestmark = pytest.mark.looptime
+
+EVENT = {"delivery_type": "http", "destination": "https://receiver.example/tick", "payload": b"{}"}
+
+
+def at(text: str) -> datetime:
+    """An instant on 2030-01-01 (UTC), as ``HH:MM`` or ``HH:MM:SS``."""
+    return datetime.fromisoformat(f"2030-01-01T{text}").replace(tzinfo=UTC)
+
+
+@dataclass
+class Kit:
+    world: World
+    service: ScheduleService
+    planner: SchedulePlanner
+
+    async def declare(self, **fields: Any) -> ScheduleRecord:
+        """Declared at 00:00:01 at the earliest (a cron instant at the very moment of
+        declaration would run: creation is inclusive)."""
+        if loop_time() < 1.0:
+            await asyncio.sleep(1.0 - loop_time())
+        body: dict[str, Any] = {"key": "tick", "source": "billing", **fields}
+        declared = await self.service.declare(body, dict(EVENT))
+        return declared.record
+
+    def maintenance(self, holder: str = "leader") -> Maintenance:
+        return Maintenance(
+            store=self.world.store,
+            clock=self.world.clock,
+            metrics=self.world.metrics,
+            settings=MaintenanceSettings(),
+            holder=holder,
+            monotonic=loop_time,
+            planner=self.planner,
+        )
+
+    async def run(self, seconds: float, *, dispatch: bool = False) -> None:
+        """Maintenance (and a dispatcher) for ``seconds`` of fake time."""
+        dispatchers = [self.world.dispatcher()] if dispatch else []
+        await self.world.run(seconds, *dispatchers, maintenance=self.maintenance())
+
+    async def occurrences(self, record: ScheduleRecord) -> list[Event]:
+        page = await self.service.occurrences(record.id, 1000)
+        assert page is not None
+        return sorted(page.events, key=lambda event: event.scheduled_at)
+
+    async def instants(self, record: ScheduleRecord) -> list[datetime]:
+        return [event.scheduled_at for event in await self.occurrences(record)]
+
+    async def stored(self, record: ScheduleRecord) -> ScheduleRecord:
+        found = await self.service.get(record.id)
+        assert found is not None
+        return found
+
+
+def kit_of(world: World, **settings: Any) -> Kit:
+    recurrence = CronRecurrence()
+    limits = SubmissionLimits()
+    events = EventService(
+        buffer=InlineIngestBuffer(world.store),
+        store=world.store,
+        registry=world.registry,
+        clock=world.clock,
+        metrics=world.metrics,
+        limits=limits,
+    )
+    series = schedule_metrics(world.metrics.registry)
+    service = ScheduleService(
+        store=world.store,
+        recurrence=recurrence,
+        clock=world.clock,
+        build_event=events.build,
+        submission_limits=limits,
+        metrics=series,
+    )
+    planner = SchedulePlanner(
+        store=world.store,
+        recurrence=recurrence,
+        clock=world.clock,
+        limits=limits,
+        metrics=series,
+        settings=SchedulerSettings(**settings),
+    )
+    return Kit(world, service, planner)
+
+
+@pytest.fixture
+def kit(world: World) -> Kit:
+    return kit_of(world)
+
+
+def minutes(first: int, last: int, step: int = 1) -> list[datetime]:
+    return [START + timedelta(minutes=n) for n in range(first, last + 1, step)]
+
+
+async def test_each_instant_becomes_one_event_delivered_once_and_on_time(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *")
+    await kit.run(10 * 60 + 30, dispatch=True)
+    events = await kit.occurrences(record)
+    assert [event.scheduled_at for event in events] == minutes(1, 10)
+    assert {event.external_job_id for event in events} == {
+        f"schedule:tick:2030-01-01T00:{n:02d}:00Z" for n in range(1, 11)
+    }
+    received = kit.world.receivers.received()
+    assert received == Counter({event.id: 1 for event in events})
+    for event in events:
+        (arrived,) = kit.world.receivers.times(event.id)
+        due = (event.scheduled_at - START).total_seconds()
+        assert 0 <= arrived - due < 1.0, "an occurrence made ahead is delivered at its instant"
+
+
+async def test_max_runs_stops_the_schedule_after_that_many(kit: Kit) -> None:
+    record = await kit.declare(every_seconds=10, max_runs=3, start_at="2030-01-01T00:00:10Z")
+    await kit.run(120)
+    assert await kit.instants(record) == [at("00:00:10"), at("00:00:20"), at("00:00:30")]
+    stored = await kit.stored(record)
+    assert (stored.state, stored.next_run_at, stored.schedule.runs) == (
+        ScheduleState.ENDED,
+        None,
+        3,
+    )
+
+
+async def test_end_at_is_the_last_instant_that_may_run(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *", end_at="2030-01-01T00:03:00Z")
+    await kit.run(6 * 60)
+    assert await kit.instants(record) == minutes(1, 3)
+    assert (await kit.stored(record)).state is ScheduleState.ENDED
+
+
+async def test_a_paused_schedule_creates_nothing_and_resumes_by_its_policy(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *")
+    await kit.run(3 * 60 + 30)  # 00:01, 00:02, 00:03
+    paused = await kit.service.pause(record.id)
+    assert paused is not None
+    assert paused.state is ScheduleState.PAUSED
+    await kit.run(10 * 60)  # until 00:13:30: nothing
+    assert await kit.instants(record) == minutes(1, 3)
+    resumed = await kit.service.resume(record.id)
+    assert resumed is not None
+    assert resumed.state is ScheduleState.ACTIVE
+    await kit.run(2 * 60)  # until 00:15:30
+    # once (the default): the latest missed instant (00:12, more than a minute before the
+    # resume at 00:13:30), then 00:13 (within the grace), 00:14 and 00:15 on time.
+    assert await kit.instants(record) == [*minutes(1, 3), *minutes(12, 15)]
+
+
+async def test_a_trigger_adds_one_occurrence_now_not_counted_against_the_schedule(
+    kit: Kit,
+) -> None:
+    record = await kit.declare(cron="* * * * *", max_runs=2)
+    await asyncio.sleep(19.0)  # fake time to 00:00:20, nothing planned yet
+    event = await kit.service.trigger(record.id)
+    assert event is not None
+    assert event.scheduled_at == at("00:00:20")
+    assert event.extra == {SCHEDULE_ID_EXTRA: record.id, TRIGGERED_EXTRA: True}
+    await kit.run(5 * 60, dispatch=True)
+    instants = await kit.instants(record)
+    assert instants == [at("00:00:20"), at("00:01"), at("00:02")]
+    stored = await kit.stored(record)
+    assert (stored.schedule.runs, stored.state) == (2, ScheduleState.ENDED)
+    assert kit.world.receivers.received()[event.id] == 1
+    # A paused schedule may be triggered too; it stays paused.
+    await kit.service.pause(record.id)
+    assert await kit.service.trigger(record.id) is not None
+    assert len(await kit.instants(record)) == 4
+
+
+@pytest.mark.parametrize(
+    ("cron", "policy", "created"),
+    [
+        # Down from 00:10:30 to 03:12:30: 00:15 to 03:10 were missed (due more than a minute,
+        # the grace, before the restart); none is due within the grace or the lookahead.
+        ("*/5 * * * *", "skip", []),
+        ("*/5 * * * *", "once", [at("03:10")]),
+        ("*/5 * * * *", "all", [at("00:15") + timedelta(minutes=5 * n) for n in range(36)]),
+        # 00:11 to 03:11 missed: 181 instants, of which "all" keeps the latest 100 (the cap);
+        # 03:12 is within the grace: on time.
+        (
+            "* * * * *",
+            "all",
+            [at("01:32") + timedelta(minutes=n) for n in range(100)] + [at("03:12")],
+        ),
+        ("* * * * *", "skip", [at("03:12")]),
+    ],
+)
+async def test_a_three_hour_outage_is_caught_up_by_the_missed_runs_policy(
+    world: World, cron: str, policy: str, created: list[datetime]
+) -> None:
+    kit = kit_of(world, catch_up_cap=100)
+    record = await kit.declare(cron=cron, missed_runs=policy)
+    await kit.run(10 * 60 + 30)
+    before = await kit.instants(record)
+    assert before == (minutes(5, 10, 5) if cron.startswith("*/5") else minutes(1, 10))
+    await asyncio.sleep((at("03:12:30") - kit.world.clock.now()).total_seconds())
+    await kit.run(1.0)
+    after = await kit.instants(record)
+    assert after[: len(before)] == before
+    assert after[len(before) :] == created
+
+
+async def test_a_new_cron_takes_effect_from_the_next_instant(kit: Kit) -> None:
+    record = await kit.declare(cron="*/10 * * * *")
+    await kit.run(12 * 60)  # 00:10
+    changed = await kit.service.update(record.id, {"cron": "*/3 * * * *"})
+    assert changed is not None
+    await kit.run(10 * 60)  # until 00:22: 00:15, 00:18, 00:21 by the new rule
+    assert await kit.instants(record) == [at("00:10"), at("00:15"), at("00:18"), at("00:21")]
+
+
+async def test_two_planners_at_once_create_each_occurrence_once(world: World) -> None:
+    first, second = kit_of(world), kit_of(world)
+    records = [await first.declare(key=f"s{n}", every_seconds=1 + n % 3) for n in range(30)]
+    faults = world.memory.faults
+    for _ in range(60):
+        await asyncio.sleep(1.0)
+        # Both read the due schedules before either writes: each plan races the other's.
+        faults.stall["materialise"] = gate = asyncio.Event()
+        ticks = [asyncio.create_task(k.planner.run_once()) for k in (first, second)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(*ticks)
+    # They did race: plans were refused for a version the other had moved on.
+    conflicts = world.metrics.registry.get_sample_value("timefuse_schedule_plan_conflicts_total")
+    assert conflicts is not None
+    assert conflicts > 0
+    # Created up to the lookahead ahead of the last tick.
+    lookahead = timedelta(seconds=first.planner.settings.lookahead_seconds)
+    horizon = world.clock.now() + lookahead
+    for record in records:
+        events = await first.occurrences(record)
+        instants = [event.scheduled_at for event in events]
+        assert len(instants) == len(set(instants))
+        every = record.schedule.every_seconds
+        assert every is not None
+        first_at = record.schedule.created_at
+        expected = [first_at + timedelta(seconds=every * k) for k in range(1, 200)]
+        assert instants == [instant for instant in expected if instant <= horizon]
+
+
+async def test_a_plan_that_lost_a_race_with_an_update_is_not_written(kit: Kit) -> None:
+    record = await kit.declare(every_seconds=60)
+    await asyncio.sleep(60.0)
+    due = await kit.world.store.due_schedules(kit.world.clock.now(), 10)
+    assert [r.id for r in due] == [record.id]
+    # Paused between the planner's read and its write: the stale plan writes nothing.
+    kit.world.memory.faults.stall["materialise"] = gate = asyncio.Event()
+    tick = asyncio.create_task(kit.planner.run_once())
+    await asyncio.sleep(0.1)
+    assert await kit.service.pause(record.id) is not None
+    gate.set()
+    assert await tick == 0
+    assert await kit.instants(record) == []
+    assert (await kit.stored(record)).state is ScheduleState.PAUSED

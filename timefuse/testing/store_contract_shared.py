@@ -1,0 +1,178 @@
+"""The contract of stores that share per-destination limits and breakers across processes.
+
+For adapters that declare ``limits_sharer`` (PostgreSQL; the in-memory one when asked): a
+subclass of :class:`SharedLimitsContract` runs with the same fixtures as
+:class:`~timefuse.testing.store_contract.StoreContract`. Workers here stand for processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from timefuse.ports.store import ClaimRef, ClaimRequest, DestinationRule, DueFilter, SharedLimits
+from timefuse.service.gate import source_breaker_key
+from timefuse.service.store import Store
+from timefuse.testing.factories import make_event, make_outcome
+from timefuse.testing.store_contract_support import StoreTime, insert_events, utc_now
+
+KEY = "capped.example:443"
+URL = "https://capped.example/hook"
+NO_LIMITS = DestinationRule()
+
+
+def limits(**kwargs: object) -> SharedLimits:
+    fields: dict[str, object] = {"default": NO_LIMITS, **kwargs}
+    return SharedLimits(**fields)  # type: ignore[arg-type]
+
+
+async def take(
+    store: Store,
+    worker: str,
+    shared: SharedLimits,
+    limit: int = 100,
+    lease: float = 30.0,
+    due: DueFilter | None = None,
+) -> tuple[list[str], frozenset[str]]:
+    request = ClaimRequest(worker, limit, lease, shared=shared, due=due or DueFilter())
+    batch = await store.claim(request)
+    assert batch is not None
+    return [event.id for event in batch.events], batch.probes
+
+
+async def due_events(
+    store: Store, count: int, url: str = URL, source: str = "tests", age: float = 0.0
+) -> list[str]:
+    now = utc_now() - timedelta(seconds=age)
+    events = [
+        make_event(destination=url, source=source, scheduled_at=now - timedelta(seconds=count - n))
+        for n in range(count)
+    ]
+    await insert_events(store, *events)
+    return [event.id for event in events]
+
+
+@pytest.mark.timefuse_contract
+@pytest.mark.asyncio
+class SharedLimitsContract:
+    async def test_a_cap_holds_across_workers(self, store: Store) -> None:
+        ids = await due_events(store, 10)
+        shared = limits(overrides={KEY: DestinationRule(concurrency=3)})
+        first, _ = await take(store, "worker-a", shared)
+        assert first == ids[:3]
+        assert (await take(store, "worker-b", shared))[0] == []
+        claimed = await store.get(first[0])
+        assert claimed is not None
+        assert await store.record_outcomes([make_outcome(claimed)]) == 1
+        assert (await take(store, "worker-b", shared))[0] == ids[3:4]
+
+    async def test_a_worker_counts_what_it_holds_itself(self, store: Store) -> None:
+        await due_events(store, 10)
+        shared = limits(overrides={KEY: DestinationRule(concurrency=3)}, mine={KEY: 2})
+        assert len((await take(store, "worker-a", shared))[0]) == 1
+
+    async def test_concurrent_claims_never_exceed_the_cap(self, store: Store) -> None:
+        await due_events(store, 40)
+        shared = limits(overrides={KEY: DestinationRule(concurrency=5)})
+        results = await asyncio.gather(
+            *(take(store, f"worker-{n}", shared, limit=10) for n in range(8))
+        )
+        assert sum(len(ids) for ids, _ in results) == 5
+
+    async def test_a_rate_holds_across_workers(self, store: Store, store_time: StoreTime) -> None:
+        await due_events(store, 10)
+        shared = limits(overrides={KEY: DestinationRule(rate=1.0, burst=2)})
+        assert len((await take(store, "worker-a", shared))[0]) == 2
+        assert (await take(store, "worker-b", shared))[0] == []
+        await store_time.advance(1.1)
+        assert len((await take(store, "worker-b", shared))[0]) == 1
+        assert (await take(store, "worker-a", shared))[0] == []
+
+    async def test_a_host_rule_covers_every_port_and_a_type_rule_its_type(
+        self, store: Store
+    ) -> None:
+        await due_events(store, 5, "https://host.example:8443/x")
+        await due_events(store, 5, "https://other.example/x")
+        shared = limits(
+            overrides={"host.example": DestinationRule(concurrency=1)},
+            type_defaults={"http": DestinationRule(concurrency=2)},
+        )
+        ids, _ = await take(store, "worker-a", shared)
+        assert len(ids) == 3  # one of host.example, two of other.example
+
+    async def test_an_open_breaker_lets_one_probe_through_after_its_cooldown(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        ids = await due_events(store, 5)
+        other = await due_events(store, 2, "https://fine.example/")
+        shared = limits(breaker_cooldown_seconds=0.2)
+        await store.publish_breaker(KEY, open=True)
+        (breaker,) = await store.open_breakers()
+        assert (breaker.key, breaker.probe_by) == (KEY, None)
+        assert breaker.open_seconds >= 0
+        taken, probes = await take(store, "worker-a", shared)
+        assert (taken, probes) == (other, frozenset())  # the open destination gives nothing
+        await store_time.advance(0.3)
+        taken, probes = await take(store, "worker-a", shared)
+        assert (taken, probes) == (ids[:1], frozenset(ids[:1]))  # one probe
+        assert (await take(store, "worker-b", shared))[0] == []  # only one, cluster-wide
+        assert [b.probe_by for b in await store.open_breakers()] == ["worker-a"]
+        await store.publish_breaker(KEY, open=False)
+        assert await store.open_breakers() == []
+        taken, probes = await take(store, "worker-b", shared)
+        assert (taken, probes) == (ids[1:], frozenset())
+
+    async def test_a_reopened_breaker_waits_a_whole_cooldown_again(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        await due_events(store, 5)
+        shared = limits(breaker_cooldown_seconds=0.2)
+        await store.publish_breaker(KEY, open=True)
+        await store_time.advance(0.3)
+        (probe,), _ = await take(store, "worker-a", shared)
+        await store.publish_breaker(KEY, open=True)  # the probe failed
+        claimed = await store.get(probe)
+        assert claimed is not None
+        await store.hand_back([ClaimRef.of(claimed)])
+        assert (await take(store, "worker-b", shared))[0] == []
+        await store_time.advance(0.3)
+        assert len((await take(store, "worker-b", shared))[0]) == 1
+
+    # -- a source's own breaker at a destination ----------------------------------------------
+
+    async def test_a_sources_breaker_holds_only_that_sources_events(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        # The failing tenant's events are due first: they must not stand in the others' way.
+        failing = await due_events(store, 5, source="tenant-a", age=60.0)
+        healthy = await due_events(store, 3, source="tenant-b")
+        shared = limits(breaker_cooldown_seconds=0.2)
+        held = source_breaker_key(KEY, "tenant-a")
+        await store.publish_breaker(held, open=True)
+        assert [b.key for b in await store.open_breakers()] == [held]
+        taken, probes = await take(store, "worker-a", shared)
+        assert (taken, probes) == (healthy, frozenset())
+        await store_time.advance(0.3)
+        taken, probes = await take(store, "worker-a", shared)
+        assert (taken, probes) == (failing[:1], frozenset(failing[:1]))  # the source's probe
+        assert (await take(store, "worker-b", shared))[0] == []  # one, cluster-wide
+        assert [(b.key, b.probe_by) for b in await store.open_breakers()] == [(held, "worker-a")]
+        await store.publish_breaker(held, open=False)
+        assert await store.open_breakers() == []
+        assert (await take(store, "worker-b", shared))[0] == failing[1:]
+
+    async def test_a_destinations_breaker_holds_every_source(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        await due_events(store, 2, source="tenant-a")
+        await due_events(store, 2, source="tenant-b")
+        shared = limits(breaker_cooldown_seconds=0.2)
+        await store.publish_breaker(KEY, open=True)
+        await store.publish_breaker(source_breaker_key(KEY, "tenant-a"), open=True)
+        assert (await take(store, "worker-a", shared))[0] == []
+        await store_time.advance(0.3)
+        taken, probes = await take(store, "worker-a", shared)
+        assert len(taken) == 1
+        assert probes == frozenset(taken)
