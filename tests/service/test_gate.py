@@ -173,7 +173,8 @@ async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alon
 
 async def test_an_abandoned_probe_lets_another_event_probe() -> None:
     seen = Seen()
-    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0)
+    # One source is enough to open the destination's own breaker, whose probe this is.
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
     c = claimed("down.example")
     gate.admit(c)
     gate.finished(c, FAIL, 0.1)
