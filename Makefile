@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck services unit bench clean
+.PHONY: run test check lint typecheck services unit mutants mutants-recheck planted-bugs bench clean
 
 run: $(STAMP)
 	$(BIN)/timefuse serve
@@ -38,6 +38,26 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+# Mutation testing (not part of `make test`): mutmut plants bugs in timefuse/domain and
+# timefuse/service one at a time and runs the fast tiers on each (configured in pyproject.toml,
+# [tool.mutmut]); results are kept in ./mutants, so a second run redoes only what changed.
+# MUTANTS_JOBS sets how many mutants are tested at once.
+MUTANTS_JOBS ?= 2
+mutants: $(STAMP)
+	$(BIN)/mutmut run --max-children $(MUTANTS_JOBS)
+	$(BIN)/python scripts/mutation_report.py
+
+# A verdict is kept until the mutated function changes: after adding tests, check the
+# survivors again.
+mutants-recheck: $(STAMP)
+	$(BIN)/mutmut run --max-children $(MUTANTS_JOBS) \
+		$$($(BIN)/python scripts/mutation_report.py --names survived)
+	$(BIN)/python scripts/mutation_report.py
+
+# Known bugs planted one at a time in a copy of the tree: which tier catches each.
+planted-bugs: $(STAMP)
+	$(BIN)/python scripts/planted_bugs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

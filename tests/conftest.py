@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support.kafka_broker import KafkaBroker, kafka_broker
 from tests.support.postgres_server import PostgresServer, postgres_server
@@ -17,6 +18,10 @@ from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver
 
 _database_names = (f"timefuse_test_{n}" for n in itertools.count(1))
+
+# `make mutants` runs the fast tiers once per planted bug (pytest --hypothesis-profile=mutants):
+# fewer examples, the same ones every run, so a mutant's verdict doesn't depend on luck.
+settings.register_profile("mutants", max_examples=20, derandomize=True, deadline=None)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -14,6 +14,8 @@ import pytest
 from tests.support.kafka_broker import KafkaBroker
 from tests.support.process import TimefuseProcess
 
+# Sizes are a few hundred events: enough to exercise each scenario whole, quick to run (the
+# figures themselves come from full-size runs, docs/benchmarks.md).
 # The bench starts its own timefuse on a temporary SQLite file unless these say otherwise.
 _BACKENDS = ("DATABASE_URL", "DB_HOST", "KAFKA_BOOTSTRAP_SERVERS", "TIMEFUSE_CONCURRENCY")
 
@@ -64,7 +66,7 @@ def assert_all_delivered(report: dict[str, Any]) -> None:
 
 
 def test_ingest_reports_the_persisted_rate_against_raw_inserts() -> None:
-    report = report_of("ingest")
+    report = report_of("ingest", "-n", "300")
 
     assert report["scenario"] == "ingest"
     assert report["rate_key"] == "persist_rate_per_s"
@@ -77,7 +79,7 @@ def test_ingest_reports_the_persisted_rate_against_raw_inserts() -> None:
 def test_events_due_at_once_are_all_delivered_and_compared_with_raw_aiohttp(
     scenario: str,
 ) -> None:
-    report = report_of(scenario)
+    report = report_of(scenario, "-n", "150")
 
     assert report["scenario"] == scenario
     assert report["baseline"]["name"] == "raw aiohttp POST"
@@ -88,10 +90,10 @@ def test_events_due_at_once_are_all_delivered_and_compared_with_raw_aiohttp(
 
 
 def test_steady_delivers_a_constant_rate_with_lateness_percentiles() -> None:
-    report = report_of("steady", "--rate", "100", "--duration", "2")
+    report = report_of("steady", "--rate", "100", "--duration", "1")
 
     assert report["parameters"]["rate"] == 100
-    assert report["parameters"]["events"] == 200
+    assert report["parameters"]["events"] == 100
     assert_all_delivered(report)
     assert_compared_with_baseline(report)
 
@@ -274,7 +276,9 @@ def test_ingest_backlog_drains_a_filled_topic_into_the_store(kafka: KafkaBroker)
 def test_deliver_kafka_puts_every_event_on_the_topic_and_compares_with_a_raw_producer(
     kafka: KafkaBroker,
 ) -> None:
-    report = report_of("deliver-kafka", env=_env(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers))
+    report = report_of(
+        "deliver-kafka", "-n", "150", env=_env(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
+    )
 
     assert report["baseline"]["name"] == "raw confluent-kafka producer"
     assert report["target"]["ingest"] == "kafka"

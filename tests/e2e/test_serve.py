@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -67,69 +67,34 @@ async def test_an_event_arrives_at_its_time_not_before_with_its_webhook_id(
     assert done["retry_count"] == 0
 
 
-async def test_lateness_of_a_batch_due_together_is_small(
+async def test_each_ending_of_an_event_through_a_real_receiver(
     timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
 ) -> None:
-    tf = timefuse()
-    scheduled = datetime.now(UTC) + timedelta(seconds=2)
-    events = [event(receiver, "/late", scheduled.isoformat()) for _ in range(200)]
-    response = await client.post(f"{tf.base_url}/api/v1/events/batch", json={"events": events})
-    assert response.status_code == 202, response.text
-    assert await receiver.wait_for(lambda: len(receiver.on("/late")) >= 200, timeout=20)
-    lateness = sorted(r.at - scheduled.timestamp() for r in receiver.on("/late"))
-    assert lateness[0] >= 0
-    p50 = statistics.median(lateness)
-    p99 = lateness[int(len(lateness) * 0.99) - 1]
-    print(f"\nlateness of 200 events due at once: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
-    assert p99 < 5.0
-
-
-async def test_a_receiver_failing_twice_then_answering_ends_completed_after_three_attempts(
-    timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
-) -> None:
+    # One process for the four endings (the service tier holds their rules in detail):
+    # a retried success, a permanent failure, retries running out, a cancellation.
     receiver.behaviours["/flaky"] = fail_then(503, failures=2)
-    tf = timefuse()
-    event_id = await submit(client, tf, event(receiver, "/flaky", at(0)))
-    done = await wait_status(client, tf, event_id, "COMPLETED", 15)
-    assert len(receiver.on("/flaky")) == 3
-    assert done["retry_count"] == 2
-    assert {r.event_id for r in receiver.on("/flaky")} == {event_id}
-
-
-async def test_a_receiver_answering_400_ends_failed_after_one_attempt(
-    timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
-) -> None:
     receiver.behaviours["/bad"] = always(400)
-    tf = timefuse()
-    event_id = await submit(client, tf, event(receiver, "/bad", at(0)))
-    done = await wait_status(client, tf, event_id, "FAILED", 10)
-    await asyncio.sleep(1.0)
-    assert len(receiver.on("/bad")) == 1
-    assert "400" in str(done["last_error"])
-
-
-async def test_always_503_with_two_retries_ends_dead_letter_after_three_attempts(
-    timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
-) -> None:
     receiver.behaviours["/down"] = always(503)
     tf = timefuse()
-    event_id = await submit(client, tf, event(receiver, "/down", at(0), max_retries=2))
-    done = await wait_status(client, tf, event_id, "DEAD_LETTER", 15)
-    await asyncio.sleep(1.0)
-    assert len(receiver.on("/down")) == 3
-    assert done["retry_count"] == 3
-
-
-async def test_cancel_before_the_time_means_no_delivery(
-    timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
-) -> None:
-    tf = timefuse()
-    event_id = await submit(client, tf, event(receiver, "/cancelled", at(1.5)))
-    response = await client.delete(f"{tf.base_url}/api/v1/events/{event_id}")
+    cancelled = await submit(client, tf, event(receiver, "/cancelled", at(1.0)))
+    response = await client.delete(f"{tf.base_url}/api/v1/events/{cancelled}")
     assert response.status_code == 200, response.text
-    await asyncio.sleep(3.0)
+    flaky = await submit(client, tf, event(receiver, "/flaky", at(0)))
+    bad = await submit(client, tf, event(receiver, "/bad", at(0)))
+    down = await submit(client, tf, event(receiver, "/down", at(0), max_retries=2))
+
+    done = await wait_status(client, tf, flaky, "COMPLETED", 15)
+    assert (done["retry_count"], receiver.count("/flaky")) == (2, 3)
+    assert {r.event_id for r in receiver.on("/flaky")} == {flaky}
+    dead = await wait_status(client, tf, down, "DEAD_LETTER", 15)
+    assert (dead["retry_count"], receiver.count("/down")) == (3, 3)
+    failed = await wait_status(client, tf, bad, "FAILED", 5)
+    assert "400" in str(failed["last_error"])
+    assert receiver.count("/bad") == 1
+    # Long past the cancelled event's time (and the others' last retries): nothing more.
+    await wait_status(client, tf, cancelled, "CANCELLED", 1)
     assert receiver.on("/cancelled") == []
-    await wait_status(client, tf, event_id, "CANCELLED", 1)
+    assert (receiver.count("/bad"), receiver.count("/down")) == (1, 3)
 
 
 async def test_a_restart_loses_nothing_that_was_accepted(
@@ -147,18 +112,28 @@ async def test_kill_9_during_a_burst_then_restart_delivers_every_accepted_event(
     timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
 ) -> None:
     receiver.delay_seconds["/burst"] = 0.2
-    tf = timefuse({"TIMEFUSE_LEASE_SECONDS": "2"})
-    events = [event(receiver, "/burst", at(0.5)) for _ in range(1000)]
+    in_flight_cap = 100
+    tf = timefuse({"TIMEFUSE_LEASE_SECONDS": "2", "TIMEFUSE_CONCURRENCY": str(in_flight_cap)})
+    events = [event(receiver, "/burst", at(0.5)) for _ in range(600)]
     response = await client.post(f"{tf.base_url}/api/v1/events/batch", json={"events": events})
     assert response.status_code == 202, response.text
     ids = {item["id"] for item in response.json()["data"]["ids"]}
-    assert len(ids) == 1000
+    assert len(ids) == 600
     assert await receiver.wait_for(lambda: len(receiver.on("/burst")) >= 100, timeout=20)
     tf.kill()
-    delivered_before_crash = len(receiver.on("/burst"))
+    # Let the receiver read the requests already on the wire (tf.start() blocks this loop).
+    await asyncio.sleep(0.5)
+    before_crash = Counter(r.event_id for r in receiver.on("/burst"))
     tf.start()
     assert await receiver.wait_for(
         lambda: {r.event_id for r in receiver.on("/burst")} >= ids, timeout=60
-    ), f"missing {len(ids - {r.event_id for r in receiver.on('/burst')})} of 1000"
-    duplicates = len(receiver.on("/burst")) - len(ids)
-    print(f"\ndelivered before kill -9: {delivered_before_crash}; duplicates after: {duplicates}")
+    ), f"missing {len(ids - {r.event_id for r in receiver.on('/burst')})} of 600"
+    seen = Counter(r.event_id for r in receiver.on("/burst"))
+    duplicated = {event_id for event_id, n in seen.items() if n > 1}
+    # A duplicate is an attempt the crash cut off before its outcome was written: made
+    # before the kill, at most once again after it, and no more than were in flight.
+    assert set(seen) == ids
+    assert duplicated <= set(before_crash)
+    assert max(seen.values()) <= 2
+    assert all(before_crash[event_id] == 1 for event_id in duplicated)
+    assert len(duplicated) <= in_flight_cap

@@ -48,6 +48,14 @@ class LoopClock:
         return START + timedelta(seconds=loop_time()) + self.skew
 
 
+class LongestWaits(random.Random):
+    """Jitter that always draws the top of its range: each backoff waits its full ceiling,
+    so a test can tell which ceiling the dispatcher used."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 Answer = Callable[[Event, int], Awaitable[DeliveryOutcome]]
 
 
@@ -130,6 +138,7 @@ class World:
         registry: DeliveryRegistry | None = None,
         breaker_failures: int = 5,
         breaker_cooldown: float = 30.0,
+        rng: random.Random | None = None,
         **settings: Any,
     ) -> Dispatcher:
         dispatch = DispatcherSettings(
@@ -140,7 +149,6 @@ class World:
             overrides=overrides or {},
             breaker_failures=breaker_failures,
             breaker_cooldown_seconds=breaker_cooldown,
-            hold_seconds=min(5.0, dispatch.lease_seconds / 4),
         )
         clock = clock or self.clock
         return Dispatcher(
@@ -151,7 +159,7 @@ class World:
             settings=dispatch,
             gate_settings=gate,
             wakeup=DueSignal(clock),
-            rng=random.Random(7),
+            rng=rng or random.Random(7),
             monotonic=loop_time,
         )
 

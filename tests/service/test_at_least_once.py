@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 from tests.service.conftest import (
     LoopClock,
@@ -29,7 +30,13 @@ from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest, OutcomeUpdate, StoreRefused
+from timefuse.ports.store import (
+    ClaimBatch,
+    ClaimRequest,
+    OutcomeUpdate,
+    StoreRefused,
+    StoreUnavailable,
+)
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.presence import Presence
 from timefuse.service.store import Store
@@ -164,8 +171,68 @@ async def test_a_dead_outcome_writer_ends_the_dispatcher(world: World) -> None:
     await world.submit(world.event())
     dispatcher = world.dispatcher()
     stop = asyncio.Event()
-    with pytest.raises(RuntimeError, match="outcome-writer"):
+    with pytest.raises(RuntimeError, match=r"^timefuse-outcome-writer failed$"):
         await asyncio.wait_for(dispatcher.run(stop), 30.0)
+
+
+async def test_a_dead_lease_keeper_ends_the_dispatcher(world: World) -> None:
+    url = "https://slow.example/hook"
+    world.receivers.answer(url, answering(after=60.0))
+    world.registry = registry_of(world.receivers.delivery_type(timeout=120.0))
+    world.memory.faults.fail["extend_leases"] = [RuntimeError("the keeper's bug")]
+    await world.submit(world.event(destination=url))
+    dispatcher = world.dispatcher(lease_seconds=8.0)
+    with pytest.raises(RuntimeError, match=r"^timefuse-lease-keeper failed$"):
+        await asyncio.wait_for(dispatcher.run(asyncio.Event()), 30.0)
+
+
+async def test_a_claim_that_succeeds_ends_the_growing_pauses(world: World) -> None:
+    tried: list[float] = []
+    claim = world.memory.claim
+
+    async def flaky_claim(request: ClaimRequest) -> ClaimBatch:
+        tried.append(loop_time())
+        if len(tried) != 4:  # refused, except the fourth time
+            raise StoreUnavailable("down")
+        return await claim(request)
+
+    world.memory.claim = flaky_claim  # type: ignore[method-assign]
+    await world.run(30.0, world.dispatcher(), until=lambda: len(tried) >= 8)
+    pauses = [round(b - a, 3) for a, b in itertools.pairwise(tried)]
+    # 1, 2, 3 s after the first three refusals; the poll interval after the success (nothing
+    # was due); then 1, 2, 3 s again: the next outage starts from the shortest pause.
+    assert pauses[:7] == [1.0, 2.0, 3.0, 1.0, 1.0, 2.0, 3.0]
+
+
+async def test_claims_the_store_refuses_are_tried_again_after_growing_pauses(
+    world: World,
+) -> None:
+    tried: list[float] = []
+    logged: list[int] = []  # outage warnings logged before each try
+    claim = world.memory.claim
+
+    async def timed_claim(request: ClaimRequest) -> ClaimBatch:
+        tried.append(loop_time())
+        logged.append(sum(e["event"] == "claiming failed; retrying" for e in logs))
+        return await claim(request)
+
+    world.memory.claim = timed_claim  # type: ignore[method-assign]
+    world.memory.faults.down.add("claim")
+    (event,) = await world.submit(world.event())
+    with structlog.testing.capture_logs() as logs:
+        await world.run(200.0, world.dispatcher(), until=lambda: len(tried) >= 41)
+    # One second more after each failure, up to five: the store isn't asked 100 times a
+    # second while it is down, nor left alone for minutes once it is back.
+    pauses = [round(b - a, 3) for a, b in itertools.pairwise(tried)]
+    assert pauses == [1.0, 2.0, 3.0, 4.0] + [5.0] * 36
+    # The outage is logged at its first failure and at every 30th, not at each.
+    assert logged == [0] + [1] * 29 + [2] * 11
+    assert {e["log_level"] for e in logs if e["event"] == "claiming failed; retrying"} == {
+        "warning"
+    }
+    world.memory.faults.down.clear()
+    await world.run(2.0, world.dispatcher())
+    assert (await world.stored(event)).status is EventStatus.COMPLETED
 
 
 async def test_outcomes_wait_out_a_store_outage_with_growing_pauses(world: World) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 
-from tests.service.conftest import World, answering, loop_time
+from tests.service.conftest import LongestWaits, World, answering, loop_time
+from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.retry import RetryPolicy
-from timefuse.domain.spread import spread_offset
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest
+from timefuse.domain.validation import SubmissionLimits, build_event
+from timefuse.ports.store import ClaimBatch, ClaimRequest
+from timefuse.service.dispatcher import Dispatcher
 from timefuse.service.gate import DestinationLimits
 
 pytestmark = pytest.mark.looptime
@@ -92,24 +95,44 @@ async def test_a_receivers_retry_after_decides_the_next_attempt(world: World) ->
     assert 30.0 <= second - first < 30.2
 
 
-async def test_an_events_own_backoff_settings_are_used(world: World) -> None:
+async def test_the_nth_retry_waits_at_most_base_times_two_to_the_n_minus_one(
+    world: World,
+) -> None:
+    url = "https://flaky.example/hook"
+    world.receivers.answer(url, answering(DeliveryOutcome.retriable("HTTP 503", 503)))
+    (event,) = await world.submit(world.event(destination=url, max_retries=4))
+    dispatcher = world.dispatcher(retry_policy=RetryPolicy(2.0, 600), rng=LongestWaits())
+    await world.run(120.0, dispatcher)
+    waits = [b - a for a, b in itertools.pairwise(world.receivers.times(event.id))]
+    # The jitter drawn at its top: each wait is its ceiling, 2 * 2**(n-1) for the n-th.
+    assert waits == pytest.approx([2.0, 4.0, 8.0, 16.0], abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("base", "cap", "waits"),
+    [
+        (7.0, 10.0, [7.0, 10.0, 10.0]),  # both the event's
+        (5.0, None, [5.0, 10.0, 20.0]),  # its base, the service's cap
+        (None, 3.0, [2.0, 3.0, 3.0]),  # the service's base, its cap
+    ],
+)
+async def test_an_events_own_backoff_settings_decide_its_waits(
+    world: World, base: float | None, cap: float | None, waits: list[float]
+) -> None:
     url = "https://flaky.example/hook"
     world.receivers.answer(url, answering(DeliveryOutcome.retriable("HTTP 500", 500)))
     (event,) = await world.submit(
         world.event(
             destination=url,
-            max_retries=2,
-            retry_backoff_seconds=100.0,
-            retry_backoff_max_seconds=100.0,
+            max_retries=3,
+            retry_backoff_seconds=base,
+            retry_backoff_max_seconds=cap,
         )
     )
-    await world.run(30.0, world.dispatcher())
-    # The service default (1 s base) would have retried twice within 30 s; the event's 100 s
-    # base lets a retry come later than that with near certainty, never within 1 s.
+    dispatcher = world.dispatcher(retry_policy=RetryPolicy(2.0, 600.0), rng=LongestWaits())
+    await world.run(60.0, dispatcher)
     times = world.receivers.times(event.id)
-    assert all(b - a <= 100.2 for a, b in itertools.pairwise(times))
-    stored = await world.stored(event)
-    assert stored.retry_count >= 1
+    assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx(waits, abs=0.05)
 
 
 async def test_a_permanent_failure_fails_the_event_at_once(world: World) -> None:
@@ -223,22 +246,62 @@ async def test_a_successful_probe_closes_the_breaker_and_the_backlog_flows(world
     assert dispatcher.gate.snapshot()["recovers.example:443"]["breaker"] == "CLOSED"
 
 
+def submitted(world: World, n: int, **fields: object) -> Event:
+    """An event as the API builds it from a submission (``delivery_window_seconds``
+    included), due a second from now."""
+    now = world.clock.now()
+    body = {
+        "external_job_id": f"job-{n}",
+        "source": "herd",
+        "scheduled_at": (now + timedelta(seconds=1.0)).isoformat(),
+        "delivery_type": "http",
+        "destination": "https://herd.example/hook",
+        "payload": b"{}",
+        **fields,
+    }
+    return build_event(body, event_id=new_event_id(now), now=now, limits=SubmissionLimits())
+
+
 async def test_a_delivery_window_spreads_a_herd_at_stable_offsets(world: World) -> None:
-    events = [world.event(after=1.0, delivery_window_seconds=60.0) for _ in range(200)]
-    for event in events:
-        # What build_event does with a window: the due time moves by the event's offset.
-        event.next_attempt_at = event.scheduled_at + timedelta(
-            seconds=spread_offset(event.id, 60.0)
+    events = [submitted(world, n, delivery_window_seconds=60.0) for n in range(300)]
+    # Stable: the same submission (same id) is due at the same moment however often built.
+    for event in events[:20]:
+        again = build_event(
+            {
+                "external_job_id": event.external_job_id,
+                "source": "herd",
+                "scheduled_at": event.scheduled_at.isoformat(),
+                "delivery_type": "http",
+                "destination": event.destination,
+                "payload": b"{}",
+                "delivery_window_seconds": 60.0,
+            },
+            event_id=event.id,
+            now=world.clock.now() + timedelta(seconds=0.5),
+            limits=SubmissionLimits(),
         )
+        assert again.next_attempt_at == event.next_attempt_at
     await world.submit(*events)
     start = loop_time()
     await world.run(70.0, world.dispatcher())
-    offsets = {e.id: spread_offset(e.id, 60.0) for e in events}
+    offsets = []
     for event in events:
         (at,) = world.receivers.times(event.id)
-        assert at - start - 1.0 == pytest.approx(offsets[event.id], abs=0.1)
-    assert max(offsets.values()) - min(offsets.values()) > 50.0  # spread over the window
-    assert sum(1 for offset in offsets.values() if offset > 1.0) > 190  # not all at the start
+        due = (event.next_attempt_at - event.scheduled_at).total_seconds()
+        assert at - start - 1.0 == pytest.approx(due, abs=0.1)  # delivered at its due time
+        offsets.append(due)
+    assert all(0.0 <= offset < 60.0 for offset in offsets)
+    # Spread over the whole window: each tenth of it holds about a tenth of the herd
+    # (300 events: 30 expected per tenth), and hardly any at the scheduled time itself.
+    per_tenth = Counter(int(offset // 6.0) for offset in offsets)
+    assert sorted(per_tenth) == list(range(10))
+    assert all(12 <= count <= 50 for count in per_tenth.values()), per_tenth
+    assert sum(1 for offset in offsets if offset < 0.5) < 10
+
+
+async def test_without_a_window_the_herd_is_due_at_its_scheduled_time(world: World) -> None:
+    events = [submitted(world, n) for n in range(20)]
+    assert {e.next_attempt_at for e in events} == {events[0].scheduled_at}
 
 
 async def test_a_cap_holds_what_a_destination_receives_at_once(world: World) -> None:
@@ -264,3 +327,92 @@ async def test_a_rate_limit_spaces_deliveries(world: World) -> None:
     for window_start in range(int(times[-1])):
         in_window = [t for t in times if window_start <= t < window_start + 1]
         assert len(in_window) <= 3
+
+
+# -- events held at their destination ---------------------------------------------------------
+
+
+async def most_held(world: World, dispatcher: Dispatcher, seconds: float) -> int:
+    """The most claimed events the dispatcher held at once over ``seconds``: PROCESSING in
+    the store, less those whose outcome or hand-back waits in the writer."""
+    most = 0
+    deadline = loop_time() + seconds
+    while loop_time() < deadline:
+        held = (await world.statuses())["PROCESSING"] - dispatcher.writer.pending
+        most = max(most, held)
+        await asyncio.sleep(0.05)
+    return most
+
+
+async def test_events_waiting_at_destinations_count_against_the_concurrency(
+    world: World,
+) -> None:
+    hosts = [f"https://metered-{n}.example/hook" for n in range(20)]
+    await world.submit(*(world.event(destination=host) for host in hosts for _ in range(5)))
+    dispatcher = world.dispatcher(
+        concurrency=5, batch_size=5, limits=DestinationLimits(concurrency=0, rate=1.0, burst=1)
+    )
+    sampling = asyncio.create_task(most_held(world, dispatcher, 10.0))
+    await world.run(10.0, dispatcher)
+    # Claimed means in flight or waiting at a destination: never more than 5 together.
+    assert await sampling == 5
+    assert len(world.receivers.requests) >= 40
+
+
+async def test_events_waiting_at_a_destination_are_handed_back_at_shutdown(world: World) -> None:
+    url = "https://metered.example/hook"
+    events = await world.submit(*(world.event(destination=url) for _ in range(10)))
+    dispatcher = world.dispatcher(limits=DestinationLimits(concurrency=0, rate=1.0, burst=1))
+    sampling = asyncio.create_task(most_held(world, dispatcher, 0.5))
+    await world.run(0.6, dispatcher)
+    assert await sampling > 1  # some were claimed and waited for a token
+    stored = [await world.stored(e) for e in events]
+    assert Counter(e.status for e in stored) == Counter(
+        {EventStatus.COMPLETED: 1, EventStatus.PENDING: 9}
+    )
+    assert all(e.attempts == 0 for e in stored if e.status is EventStatus.PENDING)
+    start = loop_time()
+    limits = DestinationLimits(concurrency=0, rate=1.0, burst=1)
+    await world.run(0.5, world.dispatcher("worker-2", limits=limits))  # at once, not at lease end
+    assert len(world.receivers.requests) == 2
+    assert world.receivers.requests[-1].at - start < 0.1
+
+
+async def test_every_attempt_starts_within_a_quarter_of_its_lease(world: World) -> None:
+    metered, slow = "https://metered.example/hook", "https://slow.example/hook"
+    world.receivers.answer(slow, answering(after=3.0))
+    claimed_at: dict[tuple[str, int], float] = {}
+    claim = world.memory.claim
+
+    async def remembering_claim(request: ClaimRequest) -> ClaimBatch:
+        batch = await claim(request)
+        for event in batch.events:
+            claimed_at[(event.id, event.attempts)] = loop_time()
+        return batch
+
+    world.memory.claim = remembering_claim  # type: ignore[method-assign]
+    events = await world.submit(
+        *(world.event(destination=metered) for _ in range(40)),
+        *(world.event(destination=slow) for _ in range(12)),
+    )
+    dispatcher = world.dispatcher(
+        lease_seconds=8.0,
+        overrides={
+            "metered.example:443": DestinationLimits(concurrency=0, rate=2.0, burst=1),
+            "slow.example:443": DestinationLimits(concurrency=2),
+        },
+    )
+    await world.run(60.0, dispatcher, maintenance=world.maintenance())
+    assert await world.statuses() == Counter({"COMPLETED": 52})
+    assert len(world.receivers.requests) == len(events)
+    for request in world.receivers.requests:
+        waited = request.at - claimed_at[(request.event_id, request.attempt)]
+        assert 0.0 <= waited <= 2.0 + 0.01, "started with more than a quarter of its lease spent"
+
+
+async def test_a_destination_takes_its_events_in_the_order_they_fell_due(world: World) -> None:
+    url = "https://metered.example/hook"
+    events = await world.submit(*(world.event(after=n * 0.05, destination=url) for n in range(40)))
+    dispatcher = world.dispatcher(limits=DestinationLimits(concurrency=0, rate=4.0, burst=1))
+    await world.run(30.0, dispatcher)
+    assert [r.event_id for r in world.receivers.requests] == [e.id for e in events]

@@ -175,7 +175,8 @@ async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alon
 
 async def test_an_abandoned_probe_lets_another_event_probe() -> None:
     seen = Seen()
-    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0)
+    # One source is enough to open the destination's own breaker, whose probe this is.
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
     c = claimed("down.example")
     gate.admit(c)
     gate.finished(c, FAIL, 0.1)
@@ -239,3 +240,204 @@ async def test_draining_takes_every_waiting_event_and_stops_the_timers() -> None
     assert gate.drain() == [waiting]
     await asyncio.sleep(5.0)
     assert seen.handed_back == []  # the timer that would have handed it back is gone
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test moves it (the gate's timers don't
+    fire in between), to look at the gate between a token coming and its timer."""
+
+    def __init__(self) -> None:
+        self.now = loop_time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_new_event_waits_behind_those_already_waiting() -> None:
+    seen = Seen()
+    clock = ManualClock()
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=1.0, burst=1), hold_seconds=5.0),
+        start=seen.started.append,
+        hand_back=lambda c, delay, why: seen.handed_back.append((c, delay, why)),
+        monotonic=clock,
+    )
+    first, second, third = (claimed(at=clock.now) for _ in range(3))
+    gate.admit(first)
+    gate.admit(second)  # no token left: waits
+    clock.now += 1.0  # a token is there; the timer that would start `second` hasn't run
+    gate.admit(third)
+    assert seen.started == [first, second]  # the token went to the one that waited
+    clock.now += 1.0
+    gate.finished(first, OK, 0.1)
+    assert seen.started == [first, second, third]
+
+
+async def test_a_token_wait_counts_the_part_of_a_token_already_there() -> None:
+    starts: list[float] = []
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=2.0, burst=1), hold_seconds=5.0),
+        start=lambda c: starts.append(loop_time()),
+        hand_back=lambda c, delay, why: None,
+        monotonic=loop_time,
+    )
+    start = loop_time()
+    gate.admit(claimed())
+    gate.admit(claimed())  # waits for the next token, half a second away
+    await asyncio.sleep(0.2)
+    gate.admit(claimed())  # sets the timer again: 0.3 s to go, not another 0.5 s
+    await asyncio.sleep(1.5)
+    assert [round(t - start, 2) for t in starts] == [0.0, 0.5, 1.0]
+
+
+async def test_a_breaker_closed_by_hand_while_probing_probes_again_when_it_next_opens() -> None:
+    seen = Seen()
+    # One source: the destination's own breaker opens on its failures alone.
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=5.0, breaker_sources=1)
+    for _ in range(2):
+        first = claimed("down.example")
+        gate.admit(first)
+        gate.finished(first, FAIL, 0.1)
+    await asyncio.sleep(5.0)
+    probe = claimed("down.example")
+    gate.admit(probe)
+    assert seen.started[-1] is probe
+    assert gate.reset_breaker("down.example:443")  # an operator closes it meanwhile
+    for n in range(2):
+        again = claimed("down.example")
+        gate.admit(again)
+        gate.finished(again, FAIL, 0.1)
+        # One failure after the reset is one of two, not a failed probe; two open it again
+        # (the old probe still out).
+        assert gate.snapshot()["down.example:443"]["breaker"] == ("CLOSED", "OPEN")[n]
+    await asyncio.sleep(5.0)
+    # The event that went out before the reset is no longer the probe: a new one may go.
+    assert gate.claim_budget().budgets["down.example:443"] == 1
+    next_probe = claimed("down.example")
+    gate.admit(next_probe)
+    assert seen.started[-1] is next_probe
+    gate.finished(probe, FAIL, 12.0)  # the old one's failure says nothing new
+    # Opened twice, not three times; each opening counts the destination's breaker and its
+    # one source's.
+    assert gate.snapshot()["down.example:443"]["trips"] == 2 * 2
+
+
+async def test_a_straggler_that_succeeds_while_the_breaker_is_open_closes_it() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=60.0)
+    slow, first, second = (claimed("flaky.example") for _ in range(3))
+    for c in (slow, first, second):
+        gate.admit(c)
+    gate.finished(first, FAIL, 0.1)
+    gate.finished(second, FAIL, 0.1)
+    assert gate.snapshot()["flaky.example:443"]["breaker"] == "OPEN"
+    gate.finished(slow, OK, 5.0)  # admitted before it opened, and the receiver answered
+    assert gate.snapshot()["flaky.example:443"]["breaker"] == "CLOSED"
+    after = claimed("flaky.example")
+    gate.admit(after)
+    assert seen.started[-1] is after
+
+
+async def test_an_attempt_that_never_ran_frees_its_slot_for_the_next_event() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1))
+    first, second = claimed(), claimed()
+    gate.admit(first)
+    gate.admit(second)
+    assert (gate.occupied, seen.started) == (2, [first])
+    gate.abandoned(first)
+    assert seen.started == [first, second]  # the waiting one took the slot
+    assert gate.occupied == 1
+    assert gate.snapshot()["a.example:443"]["in_flight"] == 1
+    gate.finished(second, OK, 0.1)
+    assert gate.occupied == 0
+    assert gate.snapshot()["a.example:443"]["in_flight"] == 0
+
+
+async def test_after_an_abandoned_probe_the_next_claim_may_take_a_probe() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(5.0)
+    probe = claimed("down.example")
+    gate.admit(probe)
+    assert "down.example:443" in gate.claim_budget().excluded  # its probe is out
+    gate.abandoned(probe)
+    assert gate.claim_budget().budgets["down.example:443"] == 1
+
+
+async def test_events_waiting_when_the_breaker_opens_are_handed_back_until_its_probe() -> None:
+    seen = Seen()
+    gate = gate_with(
+        seen,
+        default=DestinationLimits(concurrency=1),
+        breaker_failures=1,
+        breaker_cooldown_seconds=30.0,
+        breaker_sources=1,
+    )
+    await asyncio.sleep(100.0)  # any moment, not the clock's start
+    running, first, second = (claimed("down.example") for _ in range(3))
+    for c in (running, first, second):
+        gate.admit(c)
+    assert gate.occupied == 3
+    await asyncio.sleep(1.0)
+    gate.finished(running, FAIL, 1.0)  # opens it: the two waiting go back
+    assert gate.occupied == 0
+    assert [(c, reason) for c, _, reason in seen.handed_back] == [
+        (first, HandBackReason.BREAKER),
+        (second, HandBackReason.BREAKER),
+    ]
+    assert [delay for _, delay, _ in seen.handed_back] == pytest.approx([30.0, 30.0], abs=0.01)
+
+
+async def test_the_snapshot_shows_the_busiest_active_destinations_first() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1))
+    idle = claimed("idle.example")
+    gate.admit(idle)
+    gate.finished(idle, OK, 0.1)  # known, nothing in flight: listed first, not active
+    loads = {"one.example": 1, "three.example": 3, "two.example": 2, "four.example": 4}
+    for host, n in loads.items():
+        for _ in range(n):  # one in flight, the rest waiting
+            gate.admit(claimed(host))
+    busiest = gate.snapshot(active_only=True, top=2)
+    assert list(busiest) == ["four.example:443", "three.example:443"]
+    assert (busiest["four.example:443"]["in_flight"], busiest["four.example:443"]["waiting"]) == (
+        1,
+        3,
+    )
+    assert set(gate.snapshot(active_only=True)) == {f"{h}:443" for h in loads}
+    assert gate.snapshot()["idle.example:443"]["probe_in_seconds"] is None
+
+
+async def test_a_breaker_due_to_probe_shows_its_probe_at_once() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=30.0)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(10.0)
+    assert gate.snapshot()["down.example:443"]["probe_in_seconds"] == pytest.approx(20.0)
+    await asyncio.sleep(25.0)
+    assert gate.snapshot()["down.example:443"]["probe_in_seconds"] == 0.0
+
+
+async def test_an_event_handed_back_for_waiting_comes_back_when_the_queue_has_drained() -> None:
+    seen = Seen()
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=0, rate=2.0, burst=1), hold_seconds=2.0),
+        start=seen.started.append,
+        hand_back=lambda c, delay, why: seen.handed_back.append((c, delay, why)),
+        monotonic=loop_time,
+    )
+    for _ in range(10):
+        gate.admit(claimed())
+    await asyncio.sleep(3.0)
+    # Four started (0, 0.5, 1, 1.5 s); the six left all reach the hold time at 2 s and go
+    # back in order, each due when the ones still behind it would have drained at 2 a second
+    # (never later than the hold time, never sooner than the least deferral).
+    assert len(seen.started) == 4
+    delays = [delay for _, delay, _ in seen.handed_back]
+    assert delays == pytest.approx([2.0, 2.0, 1.5, 1.0, 0.5, 0.05])

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.service.conftest import World, answering, loop_time
+from tests.service.conftest import LoopClock, World, answering, loop_time
+from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest, WorkerBeat
+from timefuse.ports.store import Capabilities, ClaimRequest, StoreUnavailable, WorkerBeat
 from timefuse.service.presence import Presence
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.looptime
@@ -89,6 +91,110 @@ async def test_silent_workers_are_forgotten_after_a_day(world: World) -> None:
     await asyncio.sleep(timedelta(days=1, seconds=5).total_seconds())
     await world.run(2.0, maintenance=world.maintenance())
     assert await world.store.workers() == []
+
+
+async def test_a_process_beats_at_its_pace_with_what_it_has_in_flight(world: World) -> None:
+    started = world.clock.now()
+    load = iter(range(100))
+    presence = Presence(
+        world.store,
+        worker="dispatch-7",
+        roles=["maintenance", "dispatch"],
+        started_at=started,
+        every_seconds=2.0,
+        in_flight=lambda: next(load),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(presence.run(stop))
+    await asyncio.sleep(5.0)  # beats at 0, 2 and 4 s
+    (record,) = await world.store.workers()
+    assert (record.worker, record.roles, record.started_at) == (
+        "dispatch-7",
+        ("dispatch", "maintenance"),
+        started,
+    )
+    assert record.in_flight == 2  # the third beat's count
+    assert record.silent_seconds == pytest.approx(1.0)
+    assert world.memory.faults.calls["heartbeat"] == 3
+    stop.set()
+    await task
+
+
+async def test_heartbeats_go_on_through_a_store_outage(world: World) -> None:
+    presence = Presence(world.store, worker="w", roles=["api"], started_at=world.clock.now())
+    world.memory.faults.down.add("heartbeat")
+    stop = asyncio.Event()
+    task = asyncio.create_task(presence.run(stop))
+    await asyncio.sleep(3.5)
+    assert world.memory.faults.calls["heartbeat"] == 4  # tried every second all along
+    world.memory.faults.down.clear()
+    await asyncio.sleep(1.0)
+    (record,) = await world.store.workers()
+    assert record.silent_seconds < 1.0
+    stop.set()
+    await task
+
+
+class PlanningStore(MemoryStore):
+    """The in-memory store with a storage planner (as PostgreSQL's partitions are)."""
+
+    def __init__(self, clock: LoopClock) -> None:
+        super().__init__(clock=clock)
+        self.plans: list[float] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(storage_planner=self)
+
+    async def prepare_storage(self) -> list[str]:
+        self.plans.append(loop_time())
+        return [f"events_p{len(self.plans)}"]
+
+
+async def test_the_leader_prepares_storage_ahead_once_per_upkeep_period() -> None:
+    clock = LoopClock()
+    memory = PlanningStore(clock)
+    store = Store(memory)
+    await store.open()
+    world = World(clock, memory, store, None, None)  # type: ignore[arg-type]
+    maintenance = world.maintenance(upkeep_every_seconds=10.0)
+    start = loop_time()
+    await world.run(25.0, maintenance=maintenance)
+    assert [round(t - start) for t in memory.plans] == [0, 10, 20]
+    assert await maintenance.prepare_storage() == ["events_p4"]
+
+
+async def test_without_a_storage_planner_there_is_nothing_to_prepare(world: World) -> None:
+    assert await world.maintenance().prepare_storage() == []
+
+
+async def test_a_failed_retention_pass_is_tried_again_at_the_next_round(world: World) -> None:
+    world.memory.faults.fail["delete_finished_before"] = [StoreUnavailable("down")]
+    await world.run(3.5, maintenance=world.maintenance(retention_every_seconds=3600.0))
+    # Rounds at 0, 1, 2, 3 s: failed at the first, done at the second, then not for an hour.
+    assert world.memory.faults.calls["delete_finished_before"] == 2
+
+
+async def test_a_slow_retention_pass_is_not_started_twice(world: World) -> None:
+    stalled = asyncio.Event()
+    world.memory.faults.stall["delete_finished_before"] = stalled
+    await world.run(5.0, maintenance=world.maintenance(retention_every_seconds=1.0))
+    assert world.memory.faults.calls["delete_finished_before"] == 1
+    stalled.set()
+
+
+async def test_the_status_gauges_show_zero_for_statuses_with_no_event(world: World) -> None:
+    await world.submit(world.event(after=600.0))
+    await world.run(2.0, maintenance=world.maintenance())
+    gauge = world.metrics.registry.get_sample_value
+    assert [gauge("timefuse_events", {"status": s.value}) for s in EventStatus] == [
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
 
 
 async def test_after_a_store_outage_live_workers_get_time_to_beat_before_being_declared_dead(

@@ -256,6 +256,12 @@ class LocalKafkaBroker(BenchLocalKafkaBroker, KafkaBroker):
     kind = "local"
     restartable = True
 
+    def close(self) -> None:
+        # Its data is deleted next: a graceful shutdown (up to STOP_TIMEOUT_S) would save
+        # nothing anyone reads.
+        self.kill()
+        super().close()
+
 
 # --------------------------------------------------------------------------
 # Selection

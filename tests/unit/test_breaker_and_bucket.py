@@ -92,3 +92,54 @@ def test_a_straggler_finishing_while_half_open_does_not_take_the_probes_place() 
     assert breaker.admit(11) is Admission.REJECT  # the probe is still out
     breaker.record(succeeded=True, retriable=False, now=12, current=False)
     assert breaker.admit(12) is Admission.ALLOW
+
+
+def test_a_reset_while_a_probe_is_out_starts_the_count_afresh() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=10)
+    for _ in range(3):
+        fail(breaker, 0)
+    assert breaker.admit(10) is Admission.PROBE
+    breaker.reset()  # an operator closes it while the probe is out
+    assert breaker.admit(10) is Admission.ALLOW
+    fail(breaker, 11)  # one failure of three: not a failed probe
+    fail(breaker, 11)
+    assert breaker.state is BreakerState.CLOSED
+    fail(breaker, 12)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.admit(22) is Admission.PROBE  # and it probes again after the cooldown
+
+
+def test_a_token_wait_counts_the_part_of_a_token_already_there() -> None:
+    bucket = TokenBucket(rate=10, burst=1)
+    assert bucket.try_take(100.0)
+    assert bucket.wait_seconds(100.04) == pytest.approx(0.06)
+    assert bucket.available(100.04) == pytest.approx(0.4)
+    assert not bucket.try_take(100.09)
+    assert bucket.try_take(100.1)
+
+
+def test_a_bucket_refills_no_further_than_its_burst() -> None:
+    bucket = TokenBucket(rate=10, burst=2)
+    assert bucket.try_take(0.0)
+    assert bucket.available(1000.0) == 2
+    assert [bucket.try_take(1000.0) for _ in range(3)] == [True, True, False]
+
+
+def test_a_token_that_is_there_means_no_wait() -> None:
+    bucket = TokenBucket(rate=1, burst=2)
+    assert bucket.wait_seconds(0.0) == 0.0
+    assert bucket.try_take(0.0)
+    assert bucket.wait_seconds(0.0) == 0.0  # one of two left: exactly a token
+    assert bucket.try_take(0.0)
+    assert bucket.wait_seconds(0.0) == 1.0
+
+
+def test_a_bucket_may_start_empty_and_refuses_a_bad_rate_or_burst() -> None:
+    empty = TokenBucket(rate=1, burst=5, tokens=0.0)
+    assert not empty.try_take(0.0)
+    assert empty.wait_seconds(0.0) == 1.0
+    for rate, burst in [(0.0, 1.0), (-1.0, 1.0), (1.0, 0.5)]:
+        with pytest.raises(
+            ValueError, match=r"^a token bucket needs a positive rate and a burst of at least 1$"
+        ):
+            TokenBucket(rate=rate, burst=burst)

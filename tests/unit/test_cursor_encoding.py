@@ -89,3 +89,25 @@ def test_a_cursor_needs_an_aware_time_and_an_id() -> None:
         Cursor(datetime(2026, 1, 1), "an-id")
     with pytest.raises(ValueError, match="characters"):
         Cursor(datetime(2026, 1, 1, tzinfo=UTC), "")
+
+
+def test_a_cursor_id_has_1_to_255_printable_characters() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match=r"^a cursor needs a timezone-aware scheduled_at$"):
+        Cursor(datetime(2026, 1, 1), "an-id")
+    with pytest.raises(ValueError, match=r"^a cursor's event id has 1 to 255 characters$"):
+        Cursor(at, "x" * 256)
+    with pytest.raises(ValueError, match=r"^a cursor's event id must be printable$"):
+        Cursor(at, "an\nid")
+    longest = Cursor(at, "x" * 255)
+    assert Cursor.decode(longest.encode()) == longest
+
+
+def test_a_cursors_text_never_changes_between_versions() -> None:
+    # Pinned: clients keep a cursor while a newer timefuse is deployed, and the layout is
+    # versioned (its first byte) so that a change is never silent.
+    cursor = Cursor(datetime(2026, 1, 1, tzinfo=UTC), "0198-é")
+    assert cursor.encode() == "AQAGR0hGIEAAMDE5OC3DqQ"
+    before_1970 = Cursor(datetime(1960, 5, 1, 12, 0, 0, 1, tzinfo=UTC), "old")
+    assert before_1970.encode() == "Af_-6n5XazABb2xk"
+    assert Cursor.decode("Af_-6n5XazABb2xk") == before_1970

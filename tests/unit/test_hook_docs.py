@@ -6,9 +6,13 @@ contract, so the first code a plugin author copies keeps working.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import json
+import os
 import re
+import subprocess
 import sys
 import textwrap
 import tomllib
@@ -71,15 +75,82 @@ def test_every_hook_is_in_the_guide_with_its_full_signature(hook: str) -> None:
     assert signature in guide, f"docs/plugins.md doesn't show `{signature}`"
 
 
-@pytest.mark.parametrize("hook", HOOKS)
-def test_every_hook_has_a_test(hook: str) -> None:
-    word = re.compile(rf"\b{hook}\b")
-    testing = [
-        path.relative_to(REPO)
-        for path in (REPO / "tests").rglob("test_*.py")
-        if path.resolve() != THIS_FILE and word.search(path.read_text(encoding="utf-8"))
-    ]
-    assert testing, f"no test in tests/ mentions the hook {hook}"
+def implementing_tests(hook: str) -> list[str]:
+    """Node ids of the tests that implement ``hook`` themselves or use a module-level plugin
+    (class or function) that does: the only tests that could test it."""
+    found = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        if path.resolve() == THIS_FILE:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        holders = {
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.ClassDef | ast.FunctionDef) and _defines(node, hook)
+        }
+        for name, test in _tests(tree):
+            uses = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+            if _defines(test, hook) or uses & holders:
+                found.append(f"{path.relative_to(REPO)}::{name}")
+    return found
+
+
+def _defines(node: ast.AST, hook: str) -> bool:
+    return any(
+        isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == hook
+        for n in ast.walk(node)
+        if n is not node
+    )
+
+
+def _tests(tree: ast.Module) -> list[tuple[str, ast.AST]]:
+    found: list[tuple[str, ast.AST]] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+            "test_"
+        ):
+            found.append((node.name, node))
+        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            found.extend(
+                (f"{node.name}::{method.name}", method)
+                for method in node.body
+                if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef)
+                and method.name.startswith("test_")
+            )
+    return found
+
+
+def test_every_hook_is_called_by_a_passing_test_on_an_implementation_it_wrote(
+    tmp_path: Path,
+) -> None:
+    """A hook counts as tested only when a test's own implementation of it was called by
+    timefuse (not by the test) and the test passed: run those tests with a profiler, the
+    unit tests first (the run stops once every hook was called)."""
+    candidates = sorted(
+        {test for hook in HOOKS for test in implementing_tests(hook)},
+        key=lambda node: (not node.startswith("tests/unit/"), node),
+    )
+    assert candidates, "no test implements any hook"
+    calls = tmp_path / "calls.jsonl"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "tests.support.hook_calls"),
+            *("-p", "no:schemathesis", "-p", "no:hypothesispytest"),  # slow to load, unused
+            *candidates,
+        ],
+        cwd=REPO,
+        env={**os.environ, "TIMEFUSE_HOOK_CALLS": str(calls), "TIMEFUSE_HOOKS": ",".join(HOOKS)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    tested = {json.loads(line)["hook"] for line in lines}
+    assert tested == set(HOOKS), (
+        f"hooks no passing test calls on its own implementation: {set(HOOKS) - tested}\n"
+        f"{result.stdout[-3000:]}"
+    )
 
 
 # -- the plugin in the hookspecs docstring -----------------------------------------------------

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from timefuse.domain.lease import expire_lease
-from timefuse.domain.spread import spread_offset
+from timefuse.domain.spread import first_due_time, spread_offset
 from timefuse.domain.status import EventStatus
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -58,3 +58,13 @@ def test_spread_offsets_are_uniform_enough_to_flatten_a_herd() -> None:
 
 def test_no_window_means_no_offset() -> None:
     assert spread_offset("x", 0) == 0.0
+
+
+def test_a_window_moves_the_first_due_time_by_the_events_own_offset() -> None:
+    ids = [f"event-{i}" for i in range(200)]
+    due = {i: first_due_time(i, NOW, 600.0) for i in ids}
+    assert all(NOW <= at < NOW + timedelta(seconds=600) for at in due.values())
+    assert len(set(due.values())) == len(ids)  # each event its own moment
+    assert sum(1 for at in due.values() if at - NOW < timedelta(seconds=6)) < 10
+    assert {first_due_time(i, NOW, 600.0) for i in ids} == set(due.values())  # stable
+    assert first_due_time("event-1", NOW, 0.0) == NOW

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -109,3 +112,29 @@ def test_long_errors_are_cut_to_an_excerpt() -> None:
 def test_outcome_constructors() -> None:
     assert DeliveryOutcome.success().succeeded
     assert not DeliveryOutcome.retriable("e").succeeded
+
+
+def test_an_error_of_exactly_the_excerpt_limit_is_kept_whole() -> None:
+    assert excerpt("x" * 1000) == "x" * 1000
+    cut = excerpt("x" * 1001)
+    assert cut is not None
+    assert (len(cut), cut[-1]) == (1000, "…")
+
+
+def test_a_six_digit_retry_after_is_read_as_it_is() -> None:
+    assert parse_retry_after("100000", 0.0) == 100000.0
+    assert parse_retry_after("604800", 0.0) == 604800.0  # the 7-day limit itself
+    assert parse_retry_after("6048000", 0.0) == 604800.0
+
+
+def test_an_http_date_without_a_zone_is_gmt_whatever_the_machines_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        now = datetime(2015, 10, 21, 7, 0, tzinfo=UTC).timestamp()
+        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 -0000", now) == 1680.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -51,15 +52,55 @@ def test_retry_after_raises_the_wait_but_not_past_the_cap() -> None:
     assert POLICY.backoff(1, rng, retry_after=3600.0) == 60.0
 
 
-def test_a_retry_is_due_after_its_backoff() -> None:
-    decision = POLICY.decide(
-        DeliveryOutcome.retriable("HTTP 429", 429, retry_after=10.0),
-        attempts=1,
-        max_retries=3,
+class Draws(random.Random):
+    """Jitter that draws the same fraction of its range every time."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.fraction
+
+
+@pytest.mark.parametrize(
+    ("attempts", "wait"),
+    # base 1 s, cap 60 s: the n-th attempt failed waits up to 2**(n-1) s.
+    [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (6, 32.0), (7, 60.0), (9, 60.0)],
+)
+def test_a_retry_is_due_when_its_backoff_says(attempts: int, wait: float) -> None:
+    decide = partial(
+        POLICY.decide,
+        DeliveryOutcome.retriable("HTTP 503", 503),
+        attempts=attempts,
+        max_retries=10,
         now=NOW,
-        rng=random.Random(3),
     )
-    assert decision.next_attempt_at == NOW + timedelta(seconds=10.0)
+    top = decide(rng=Draws(1.0))
+    assert (top.next_attempt_at, top.delay_seconds) == (NOW + timedelta(seconds=wait), wait)
+    half = decide(rng=Draws(0.5))
+    assert half.next_attempt_at == NOW + timedelta(seconds=wait / 2)
+    assert decide(rng=Draws(0.0)).next_attempt_at == NOW
+
+
+def test_a_retry_after_decides_the_due_time_only_when_it_is_longer() -> None:
+    def due(retry_after: float) -> datetime | None:
+        outcome = DeliveryOutcome.retriable("HTTP 429", 429, retry_after=retry_after)
+        decision = POLICY.decide(outcome, attempts=4, max_retries=10, now=NOW, rng=Draws(0.5))
+        return decision.next_attempt_at
+
+    assert due(10.0) == NOW + timedelta(seconds=10.0)  # above the 4 s drawn
+    assert due(1.0) == NOW + timedelta(seconds=4.0)  # the backoff's own 4 s
+
+
+def test_no_due_time_when_the_event_is_done() -> None:
+    for outcome, attempts in [
+        (DeliveryOutcome.success(200), 1),
+        (DeliveryOutcome.permanent("HTTP 400", 400), 1),
+        (DeliveryOutcome.retriable("HTTP 503", 503), 4),
+    ]:
+        decision = POLICY.decide(outcome, attempts=attempts, max_retries=3, now=NOW, rng=Draws(1))
+        assert (decision.next_attempt_at, decision.delay_seconds) == (None, None)
 
 
 def test_full_jitter_spreads_retries_of_events_that_failed_together() -> None:

@@ -29,6 +29,7 @@ from timefuse.domain.schedule import (
     upcoming,
     update_schedule,
 )
+from timefuse.domain.schedule_fields import ScheduleLimits
 from timefuse.domain.validation import ValidationFailed
 
 recurrence = CronRecurrence()
@@ -608,3 +609,109 @@ def test_a_planner_never_creates_an_instant_twice(
     assert schedule.runs == len(created)
     if policy is MissedRuns.SKIP:
         assert all(i >= z("2025-10-25 20:00") for i in created)
+
+
+# -- updates, previews and ids, case by case ----------------------------------------------------
+
+
+def test_a_fixed_field_changed_alone_is_refused_by_name() -> None:
+    schedule = make(z("2025-06-01 00:00"), cron="0 * * * *")
+    with pytest.raises(ValidationFailed) as caught:
+        update_schedule(
+            schedule, {"source": "other"}, now=z("2025-06-01 00:05"), check_cron=recurrence.check
+        )
+    assert [(e.field, e.message) for e in caught.value.errors] == [("source", "cannot be changed")]
+    same = update_schedule(
+        schedule, {"source": "billing"}, now=z("2025-06-01 00:05"), check_cron=recurrence.check
+    )
+    assert same.source == "billing"  # the same value is no change
+
+
+def test_switching_from_an_interval_to_a_cron_drops_the_interval() -> None:
+    schedule = make(z("2025-06-01 00:00"), every_seconds=600)
+    changed = update_schedule(
+        schedule, {"cron": "0 * * * *"}, now=z("2025-06-01 00:05"), check_cron=recurrence.check
+    )
+    assert (changed.cron, changed.every_seconds) == ("0 * * * *", None)
+
+
+def test_giving_both_kinds_of_rule_at_once_is_refused() -> None:
+    schedule = make(z("2025-06-01 00:00"), every_seconds=600)
+    with pytest.raises(ValidationFailed):
+        update_schedule(
+            schedule,
+            {"cron": "0 * * * *", "every_seconds": 60},
+            now=z("2025-06-01 00:05"),
+            check_cron=recurrence.check,
+        )
+
+
+def test_an_update_replaces_the_template_only_when_given_one() -> None:
+    schedule = make(z("2025-06-01 00:00"), cron="0 * * * *")
+    new_template = {**TEMPLATE, "destination": "https://example.com/other"}
+    now = z("2025-06-01 00:05")
+    kept = update_schedule(schedule, {"max_runs": 5}, now=now, check_cron=recurrence.check)
+    assert kept.template == schedule.template
+    replaced = update_schedule(
+        schedule, {}, now=now, check_cron=recurrence.check, template=new_template
+    )
+    assert replaced.template == new_template
+    assert replaced.cron == schedule.cron
+
+
+def test_an_update_is_held_to_the_limits_given() -> None:
+    schedule = make(z("2025-06-01 00:00"), every_seconds=600)
+    with pytest.raises(ValidationFailed) as caught:
+        update_schedule(
+            schedule,
+            {"every_seconds": 7200},
+            now=z("2025-06-01 00:05"),
+            check_cron=recurrence.check,
+            limits=ScheduleLimits(max_every_seconds=3600),
+        )
+    assert [e.field for e in caught.value.errors] == ["every_seconds"]
+
+
+def test_a_resumed_schedule_is_not_paused() -> None:
+    schedule = pause(make(z("2025-06-01 00:00"), cron="0 * * * *"))
+    assert schedule.paused is True
+    assert resume(schedule).paused is False
+
+
+def test_the_preview_of_a_cron_schedule_follows_its_cron_and_stops_at_its_end() -> None:
+    schedule = make(z("2025-06-01 00:00"), cron="0 */6 * * *", end_at="2025-06-02T06:00:00Z")
+    preview = upcoming(schedule, z("2025-06-01 07:00"), cron_next, count=10)
+    assert preview == [
+        z("2025-06-01 12:00"),
+        z("2025-06-01 18:00"),
+        z("2025-06-02 00:00"),
+        z("2025-06-02 06:00"),
+    ]
+
+
+def test_an_occurrence_is_scheduled_in_utc_whatever_zone_its_instant_comes_in() -> None:
+    schedule = make(z("2025-06-01 00:00"), cron="0 * * * *")
+    paris = datetime.fromisoformat("2025-06-01T03:00:00+02:00")
+    found = occurrence(schedule, paris)
+    assert found.scheduled_at.utcoffset() == timedelta(0)
+    assert found.scheduled_at.isoformat() == "2025-06-01T01:00:00+00:00"
+    assert found.event_id == occurrence_id("sched-1", z("2025-06-01 01:00"))
+
+
+@pytest.mark.parametrize(
+    ("schedule_id", "instant", "expected"),
+    [
+        ("sched-1", datetime(2030, 1, 1, tzinfo=UTC), "01b8dac5-b400-73f5-a22d-f3f6b3648166"),
+        (
+            "sched-2",
+            datetime(2030, 1, 1, 0, 0, 0, 500000, tzinfo=UTC),
+            "01b8dac5-b5f4-7176-9f4a-f2c14804b7d7",
+        ),
+    ],
+)
+def test_an_occurrence_id_never_changes_between_versions(
+    schedule_id: str, instant: datetime, expected: str
+) -> None:
+    # Pinned: processes of two versions running side by side during an upgrade must derive
+    # the same id for the same occurrence, or it would be created twice.
+    assert occurrence_id(schedule_id, instant) == expected

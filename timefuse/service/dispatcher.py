@@ -94,11 +94,17 @@ class Dispatcher:
         )
         self._room = asyncio.Event()
         self._shared = store.capabilities.limits_sharer is not None
-        gate = gate_settings or GateSettings(hold_seconds=min(5.0, settings.lease_seconds / 4))
+        gate = gate_settings or GateSettings()
         self._breaker_news: deque[tuple[str, bool]] = deque()
         self._news = asyncio.Event()
         self._gate = DestinationGate(
-            replace(gate, shared=self._shared),
+            # A claimed event waits at most a quarter of its lease for its destination: it
+            # starts with most of its lease left, or is handed back well inside it.
+            replace(
+                gate,
+                shared=self._shared,
+                hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4),
+            ),
             start=self._start,
             hand_back=self._hand_back,
             monotonic=monotonic,

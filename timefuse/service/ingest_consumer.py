@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -59,6 +59,7 @@ class IngestConsumer:
         settings: IngestSettings | None = None,
         limits: SubmissionLimits | None = None,
         wakeup: DueSignal | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stream = stream
         self._store = store
@@ -66,6 +67,7 @@ class IngestConsumer:
         self._settings = settings or IngestSettings()
         self._limits = limits or SubmissionLimits()
         self._wakeup = wakeup
+        self._now = monotonic
         self._reported_partitions: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,7 +133,7 @@ class IngestConsumer:
     ) -> bool:
         valid, poison = self._sort(records)
         failures = 0
-        held_since = time.monotonic()
+        held_since = self._now()
         while True:
             try:
                 await self._store_and_dead_letter(valid, poison)
@@ -144,7 +146,7 @@ class IngestConsumer:
                 log.warning(
                     "ingest batch not stored; retrying", error=str(exc), records=len(records)
                 )
-                held = time.monotonic() - held_since
+                held = self._now() - held_since
                 if stop.is_set() or (hold_seconds is not None and held > hold_seconds):
                     return False
                 await _sleep_or_stop(self._backoff(failures), stop)

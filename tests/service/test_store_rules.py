@@ -1,0 +1,178 @@
+"""The rule layer every store call passes through (timefuse/service/store.py): a bad argument
+is refused with its name before any adapter sees it; what can be answered without the adapter
+is answered so."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.service.conftest import World
+from timefuse.ports.store import ClaimRef, EventQuery, RedeliverResult, WorkerBeat
+from timefuse.service.store import Store
+
+NAIVE = datetime(2030, 1, 1)
+AWARE = datetime(2030, 1, 1, tzinfo=UTC)
+
+Call = Callable[[Store], Awaitable[object]]
+
+BAD_CALLS: list[tuple[str, Call, str]] = [
+    (
+        "extend_leases",
+        lambda s: s.extend_leases([ClaimRef("e", 1, "w")], 0),
+        "lease_seconds must be positive",
+    ),
+    (
+        "hand_back",
+        lambda s: s.hand_back([ClaimRef("e", 1, "w")], -1.0),
+        "delay_seconds must not be negative",
+    ),
+    ("find_by_external_id", lambda s: s.find_by_external_id("x", 0), "limit must be positive"),
+    ("forget_workers", lambda s: s.forget_workers(0), "silent_seconds must be positive"),
+    (
+        "heartbeat without a worker",
+        lambda s: s.heartbeat(WorkerBeat("", ("api",), AWARE)),
+        "a heartbeat needs a worker",
+    ),
+    (
+        "heartbeat with a naive start",
+        lambda s: s.heartbeat(WorkerBeat("w", ("api",), NAIVE)),
+        "started_at must be a timezone-aware datetime",
+    ),
+    ("redeliver", lambda s: s.redeliver("e", NAIVE), "now must be a timezone-aware datetime"),
+    (
+        "redeliver_dead_letters from",
+        lambda s: s.redeliver_dead_letters(
+            sources=None, scheduled_from=NAIVE, scheduled_to=None, now=AWARE
+        ),
+        "scheduled_from must be a timezone-aware datetime",
+    ),
+    (
+        "redeliver_dead_letters to",
+        lambda s: s.redeliver_dead_letters(
+            sources=None, scheduled_from=None, scheduled_to=NAIVE, now=AWARE
+        ),
+        "scheduled_to must be a timezone-aware datetime",
+    ),
+    (
+        "redeliver_dead_letters now",
+        lambda s: s.redeliver_dead_letters(
+            sources=None, scheduled_from=None, scheduled_to=None, now=NAIVE
+        ),
+        "now must be a timezone-aware datetime",
+    ),
+    (
+        "redeliver_dead_letters limit",
+        lambda s: s.redeliver_dead_letters(
+            sources=None, scheduled_from=None, scheduled_to=None, now=AWARE, limit=0
+        ),
+        "limit must be at least 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"), [(c, m) for _, c, m in BAD_CALLS], ids=[n for n, _, _ in BAD_CALLS]
+)
+async def test_a_bad_argument_is_refused_by_name_before_the_adapter_sees_it(
+    world: World, call: Call, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        await call(world.store)
+    assert world.memory.faults.calls == {}
+
+
+async def test_nothing_to_extend_or_hand_back_asks_nothing_of_the_adapter(world: World) -> None:
+    assert await world.store.extend_leases([], 10.0) == 0
+    assert await world.store.hand_back([], 0.0) == 0
+    assert world.memory.faults.calls == {}
+
+
+async def test_no_visible_source_answers_without_the_adapter(world: World) -> None:
+    none: frozenset[str] = frozenset()
+    assert await world.store.get("e", sources=none) is None
+    assert await world.store.find_by_external_id("x", sources=none) == []
+    assert await world.store.redeliver("e", AWARE, sources=none) is RedeliverResult.NOT_FOUND
+    assert (
+        await world.store.redeliver_dead_letters(
+            sources=none, scheduled_from=None, scheduled_to=None, now=AWARE
+        )
+        == 0
+    )
+    assert world.memory.faults.calls == {}
+
+
+async def test_a_lookup_by_external_id_returns_at_most_100_by_default(world: World) -> None:
+    events = [world.event(after=float(n), external_job_id="many") for n in range(101)]
+    await world.submit(*events)
+    assert len(await world.store.find_by_external_id("many")) == 100
+
+
+async def test_a_listing_takes_pages_of_one_and_refuses_none(world: World) -> None:
+    first, _ = await world.submit(world.event(after=1.0), world.event(after=2.0))
+    page = await world.store.list_events(EventQuery(), 1)
+    assert [e.id for e in page.events] == [first.id]
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        await world.store.list_events(EventQuery(), 0)
+    empty = await world.store.list_events(EventQuery(sources=frozenset()), 10)
+    assert (empty.events, empty.next_cursor) == ([], None)
+
+
+MORE_BAD_CALLS: list[tuple[str, Call, str]] = [
+    ("leadership ttl", lambda s: s.acquire_leadership("m", "h", 0), "ttl_seconds must be positive"),
+    (
+        "leadership role",
+        lambda s: s.acquire_leadership("", "h", 1.0),
+        "^leadership needs a role and a holder$",
+    ),
+    (
+        "leadership holder",
+        lambda s: s.acquire_leadership("m", "", 1.0),
+        "^leadership needs a role and a holder$",
+    ),
+    (
+        "retention batch",
+        lambda s: s.delete_terminal_before(AWARE, batch_size=0),
+        "^batch_size must be at least 1, got 0$",
+    ),
+    (
+        "retention cutoff",
+        lambda s: s.delete_terminal_before(NAIVE),
+        "cutoff must be a timezone-aware datetime",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(c, m) for _, c, m in MORE_BAD_CALLS],
+    ids=[n for n, _, _ in MORE_BAD_CALLS],
+)
+async def test_coordination_and_retention_arguments_are_checked_too(
+    world: World, call: Call, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        await call(world.store)
+    assert world.memory.faults.calls == {}
+
+
+async def test_retention_may_go_one_event_at_a_time(world: World) -> None:
+    (event,) = await world.submit(world.event(after=60.0))
+    await world.store.cancel(event.id)
+    later = world.clock.now() + timedelta(days=1)
+    assert await world.store.delete_terminal_before(later, batch_size=1) == 1
+
+
+async def test_counts_by_status_name_every_status(world: World) -> None:
+    await world.submit(world.event(after=60.0))
+    counts = await world.store.count_by_status()
+    assert {status.value: n for status, n in counts.items()} == {
+        "PENDING": 1,
+        "PROCESSING": 0,
+        "COMPLETED": 0,
+        "FAILED": 0,
+        "DEAD_LETTER": 0,
+        "CANCELLED": 0,
+    }

@@ -1,0 +1,281 @@
+"""The outcome writer on its own: what it writes, what it keeps through an outage, what it
+reports as written."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from tests.service.conftest import World, loop_time
+from timefuse.domain.event import Event
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimRef, ClaimRequest, OutcomeUpdate, StoreRefused
+from timefuse.service.wakeup import DueSignal
+from timefuse.service.writeback import OutcomeWriter
+from timefuse.testing.factories import make_outcome
+
+pytestmark = pytest.mark.looptime
+
+
+def writer_for(world: World, batch_size: int = 100) -> tuple[OutcomeWriter, DueSignal]:
+    wakeup = DueSignal(world.clock)
+    writer = OutcomeWriter(world.store, wakeup, batch_size=batch_size, monotonic=loop_time)
+    return writer, wakeup
+
+
+async def claimed(world: World, n: int) -> list[Event]:
+    await world.submit(*(world.event() for _ in range(n)))
+    batch = await world.store.claim(ClaimRequest("worker-1", n, 60.0))
+    assert batch is not None
+    return list(batch.events)
+
+
+async def test_outcomes_are_written_and_counted_as_the_store_applied_them(world: World) -> None:
+    events = await claimed(world, 3)
+    writer, _ = writer_for(world)
+    for event in events:
+        writer.add(make_outcome(event))
+    assert writer.pending == 3
+    assert await writer.flush()
+    assert (writer.written, writer.pending, writer.dropped) == (3, 0, 0)
+    assert {(await world.stored(e)).status for e in events} == {EventStatus.COMPLETED}
+
+
+async def test_an_outcome_the_store_no_longer_takes_is_not_counted_as_written(
+    world: World,
+) -> None:
+    (event,) = await claimed(world, 1)
+    stale = make_outcome(event, worker_id="someone-else")  # not the claim's holder
+    writer, _ = writer_for(world)
+    writer.add(stale)
+    assert await writer.flush()
+    assert writer.written == 0
+    assert (await world.stored(event)).status is EventStatus.PROCESSING
+
+
+async def test_outcomes_written_while_the_store_is_down_are_kept_not_reported_written(
+    world: World,
+) -> None:
+    events = await claimed(world, 2)
+    writer, _ = writer_for(world)
+    for event in events:
+        writer.add(make_outcome(event))
+    world.memory.faults.down.add("record_outcomes")
+    assert not await writer.flush()
+    assert (writer.written, writer.pending) == (0, 2)
+    assert not await writer.flush_until_written(3.0)
+    assert (writer.written, writer.pending) == (0, 2)
+    world.memory.faults.down.clear()
+    assert await writer.flush_until_written(3.0)
+    assert (writer.written, writer.pending) == (2, 0)
+    assert {(await world.stored(e)).status for e in events} == {EventStatus.COMPLETED}
+
+
+async def test_a_hand_back_made_during_an_outage_is_written_once_the_store_is_back(
+    world: World,
+) -> None:
+    events = await claimed(world, 2)
+    writer, _ = writer_for(world)
+    for event in events:
+        writer.hand_back(ClaimRef.of(event), 5.0)
+    world.memory.faults.down.add("hand_back")
+    assert not await writer.flush()
+    assert writer.pending == 2
+    assert {(await world.stored(e)).status for e in events} == {EventStatus.PROCESSING}
+    world.memory.faults.down.clear()
+    handed_back_at = world.clock.now()
+    assert await writer.flush()
+    assert writer.pending == 0
+    for event in events:
+        stored = await world.stored(event)
+        assert stored.status is EventStatus.PENDING
+        assert stored.attempts == 0  # handed back uncounted
+        assert stored.next_attempt_at == handed_back_at + timedelta(seconds=5.0)
+
+
+async def test_hand_backs_are_never_due_sooner_than_asked(world: World) -> None:
+    events = await claimed(world, 3)
+    writer, _ = writer_for(world)
+    delays = [0.0, 0.03, 1.26]
+    for event, delay in zip(events, delays, strict=True):
+        writer.hand_back(ClaimRef.of(event), delay)
+    now = world.clock.now()
+    assert await writer.flush()
+    for event, delay in zip(events, delays, strict=True):
+        due = (await world.stored(event)).next_attempt_at
+        # Grouped by the tenth of a second, rounded up: never earlier, at most 0.1 s later.
+        assert now + timedelta(seconds=delay) <= due <= now + timedelta(seconds=delay + 0.1)
+
+
+async def test_a_hand_back_added_while_a_batch_is_written_is_not_lost(world: World) -> None:
+    first, second = await claimed(world, 2)
+    writer, _ = writer_for(world)
+    writer.hand_back(ClaimRef.of(first), 0.0)
+    stalled = asyncio.Event()
+    world.memory.faults.stall["hand_back"] = stalled
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.1)  # the first hand-back is being written
+    writer.hand_back(ClaimRef.of(second), 0.0)
+    stalled.set()
+    assert await flushing
+    del world.memory.faults.stall["hand_back"]
+    await writer.flush()
+    assert writer.pending == 0
+    assert {(await world.stored(e)).status for e in (first, second)} == {EventStatus.PENDING}
+
+
+async def test_a_retry_written_wakes_the_dispatcher_for_its_due_time(world: World) -> None:
+    (event,) = await claimed(world, 1)
+    writer, wakeup = writer_for(world)
+    wakeup.observe(world.clock.now())
+    writer.add(make_outcome(event, status=EventStatus.PENDING, retry_delay_seconds=2.0))
+    assert await writer.flush()
+    start = loop_time()
+    assert await wakeup.wait(10.0)  # told of the retry at once
+    assert loop_time() == pytest.approx(start)
+
+
+async def test_a_full_batch_is_written_at_once_without_waiting_for_the_flush_interval(
+    world: World,
+) -> None:
+    events = await claimed(world, 4)
+    writer, _ = writer_for(world, batch_size=4)
+    stop = asyncio.Event()
+    running = asyncio.create_task(writer.run(stop))
+    for event in events:
+        writer.add(make_outcome(event))
+    await asyncio.sleep(0.001)
+    assert writer.written == 4
+    stop.set()
+    await running
+
+
+async def test_the_writer_flushes_what_arrives_while_it_runs(world: World) -> None:
+    events = await claimed(world, 5)
+    writer, _ = writer_for(world)
+    stop = asyncio.Event()
+    running = asyncio.create_task(writer.run(stop))
+    for event in events:
+        writer.add(make_outcome(event))
+        await asyncio.sleep(0.5)
+    assert writer.written == 5
+    stop.set()
+    await running
+
+
+class RefusingOneStore:
+    """Refuses any batch that holds the poisoned event, even without its text."""
+
+    def __init__(self, world: World, poisoned: str) -> None:
+        self.world = world
+        self.poisoned = poisoned
+        self.batches: list[int] = []
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        self.batches.append(len(updates))
+        if any(u.event_id == self.poisoned for u in updates):
+            raise StoreRefused("no")
+        return await self.world.store.record_outcomes(updates)
+
+    async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int:
+        return await self.world.store.hand_back(refs, delay_seconds)
+
+
+async def test_an_outcome_refused_even_without_its_text_is_dropped_and_counted(
+    world: World,
+) -> None:
+    events = await claimed(world, 8)
+    store = RefusingOneStore(world, poisoned=events[5].id)
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    for event in events:
+        writer.add(make_outcome(event))
+    assert await writer.flush()
+    assert (writer.written, writer.dropped, writer.pending) == (7, 1, 0)
+    statuses = [(await world.stored(e)).status for e in events]
+    assert (
+        statuses
+        == [EventStatus.COMPLETED] * 5 + [EventStatus.PROCESSING] + [EventStatus.COMPLETED] * 2
+    )
+    # Split in halves down to the one at fault: a handful of writes, not one per outcome.
+    assert len(store.batches) < 10
+
+
+class RefusingTextStore(RefusingOneStore):
+    """Refuses any batch holding an outcome whose error text has a snowman in it."""
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        self.batches.append(len(updates))
+        if any("\u2603" in (u.last_error or "") + (u.attempt.error or "") for u in updates):
+            raise StoreRefused("no snowmen")
+        return await self.world.store.record_outcomes(updates)
+
+
+async def test_an_outcome_refused_for_its_text_is_written_without_it(world: World) -> None:
+    events = await claimed(world, 6)
+    store = RefusingTextStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    for n, event in enumerate(events):
+        error = "\u2603 melted" if n in (1, 4) else "HTTP 503"
+        update = make_outcome(event, status=EventStatus.DEAD_LETTER)
+        writer.add(replace(update, last_error=error, attempt=replace(update.attempt, error=error)))
+    assert await writer.flush()
+    assert (writer.written, writer.dropped) == (6, 0)
+    for n, event in enumerate(events):
+        stored = await world.stored(event)
+        (attempt,) = await world.store.attempts(event.id)
+        assert stored.status is EventStatus.DEAD_LETTER
+        if n in (1, 4):
+            assert stored.last_error == "the delivery type's error text could not be stored"
+            assert attempt.error is None
+        else:
+            assert (stored.last_error, attempt.error) == ("HTTP 503", "HTTP 503")
+
+
+async def test_every_outcome_refused_outright_is_counted_as_dropped(world: World) -> None:
+    events = await claimed(world, 4)
+
+    class RefusingTwo(RefusingOneStore):
+        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+            if any(u.event_id in {events[0].id, events[3].id} for u in updates):
+                raise StoreRefused("no")
+            return await self.world.store.record_outcomes(updates)
+
+    writer = OutcomeWriter(
+        RefusingTwo(world, ""), DueSignal(world.clock), batch_size=100, monotonic=loop_time
+    )
+    for event in events:
+        writer.add(make_outcome(event))
+    assert await writer.flush()
+    assert (writer.written, writer.dropped, writer.pending) == (2, 2, 0)
+
+
+async def test_tries_during_an_outage_double_their_pause_up_to_two_seconds(world: World) -> None:
+    (event,) = await claimed(world, 1)
+    writer, _ = writer_for(world)
+    tries: list[float] = []
+    record = world.memory.record_outcomes
+
+    async def timed(updates: Sequence[OutcomeUpdate]) -> int:
+        tries.append(loop_time())
+        return await record(updates)
+
+    world.memory.record_outcomes = timed  # type: ignore[method-assign]
+    world.memory.faults.down.add("record_outcomes")
+    stop = asyncio.Event()
+    running = asyncio.create_task(writer.run(stop))
+    start = loop_time()
+    writer.add(make_outcome(event))
+    await asyncio.sleep(9.0)
+    pauses = [round(b - a, 2) for a, b in itertools.pairwise(tries)]
+    assert round(tries[0] - start, 2) == 0.02  # the flush interval
+    assert pauses == [0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.0, 2.0, 2.0]
+    world.memory.faults.down.clear()
+    await asyncio.sleep(2.0)
+    assert writer.written == 1
+    stop.set()
+    await running

@@ -1,0 +1,94 @@
+"""The metrics timefuse exports, by name, type and labels: what dashboards and alert rules
+query (deploy/), so a renamed series or a dropped label is a broken contract, not a detail."""
+
+from __future__ import annotations
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from timefuse.service.metrics import Metrics
+
+EXPORTED = {
+    "timefuse_events_received": ("counter", ("delivery_type",)),
+    "timefuse_events_rejected": ("counter", ()),
+    "timefuse_events_delivered": ("counter", ("delivery_type",)),
+    "timefuse_events_failed": ("counter", ("delivery_type", "outcome")),
+    "timefuse_events_retried": ("counter", ("delivery_type",)),
+    "timefuse_events_dead_lettered": ("counter", ("delivery_type",)),
+    "timefuse_events_due": ("gauge", ("delivery_type",)),
+    "timefuse_shared_breakers_open": ("gauge", ()),
+    "timefuse_events_permanently_failed": ("counter", ("delivery_type",)),
+    "timefuse_events_cancelled": ("counter", ()),
+    "timefuse_delivery_lateness_seconds": ("histogram", ("delivery_type",)),
+    "timefuse_delivery_duration_seconds": ("histogram", ("delivery_type",)),
+    "timefuse_dispatcher_batch_size": ("histogram", ()),
+    "timefuse_dispatcher_claim_seconds": ("histogram", ()),
+    "timefuse_deliveries_in_flight": ("gauge", ()),
+    "timefuse_events": ("gauge", ("status",)),
+    "timefuse_leases_recovered": ("counter", ()),
+    "timefuse_kafka_records_produced": ("counter", ("purpose",)),
+    "timefuse_kafka_produce_failures": ("counter", ("purpose",)),
+    "timefuse_ingest_batches_persisted": ("counter", ()),
+    "timefuse_ingest_events_persisted": ("counter", ()),
+    "timefuse_ingest_duplicates": ("counter", ()),
+    "timefuse_ingest_dead_lettered": ("counter", ()),
+    "timefuse_ingest_store_retries": ("counter", ()),
+    "timefuse_ingest_write_seconds": ("histogram", ()),
+    "timefuse_ingest_consumer_lag": ("gauge", ("partition",)),
+    "timefuse_events_throttled": ("counter", ("reason",)),
+    "timefuse_spread_offset_seconds": ("histogram", ()),
+}
+PER_DESTINATION = {
+    "timefuse_destination_breaker_open": "gauge",
+    "timefuse_destination_in_flight": "gauge",
+    "timefuse_destination_waiting": "gauge",
+    "timefuse_destination_breaker_trips": "counter",
+}
+
+
+def test_every_series_is_exported_with_its_type_and_labels() -> None:
+    metrics = Metrics()
+    found = {
+        m._name: (m._type, tuple(m._labelnames))
+        for m in vars(metrics).values()
+        if isinstance(m, MetricWrapperBase)
+    }
+    assert found == EXPORTED
+    families = {family.name: family for family in metrics.registry.collect()}
+    for name in EXPORTED:
+        assert families[name].documentation, f"{name} has no help text"
+
+
+def test_the_per_destination_series_come_from_the_gates_snapshot() -> None:
+    metrics = Metrics()
+    snapshot = {
+        "a.example:443": {"breaker": "OPEN", "in_flight": 2, "waiting": 3, "trips": 4},
+        "b.example:443": {"breaker": "HALF_OPEN", "in_flight": 0, "waiting": 0, "trips": 1},
+        "c.example:443": {"breaker": "CLOSED", "in_flight": 1, "waiting": 0, "trips": 0},
+    }
+    metrics.destinations.source = lambda sources: snapshot
+    metrics.destinations.prepare(None)  # what a scrape does first, on the event loop
+    families = {f.name: f for f in metrics.registry.collect() if f.name in PER_DESTINATION}
+    assert {name: f.type for name, f in families.items()} == PER_DESTINATION
+    value = metrics.registry.get_sample_value
+    rows = [
+        (
+            key,
+            value("timefuse_destination_breaker_open", {"destination": key}),
+            value("timefuse_destination_in_flight", {"destination": key}),
+            value("timefuse_destination_waiting", {"destination": key}),
+            value("timefuse_destination_breaker_trips_total", {"destination": key}),
+        )
+        for key in snapshot
+    ]
+    assert rows == [
+        ("a.example:443", 1.0, 2.0, 3.0, 4.0),
+        ("b.example:443", 1.0, 0.0, 0.0, 1.0),  # half-open counts as open
+        ("c.example:443", 0.0, 1.0, 0.0, 0.0),
+    ]
+
+
+def test_without_a_dispatcher_no_destination_series_are_exported() -> None:
+    metrics = Metrics()
+    assert metrics.registry.get_sample_value("timefuse_destination_in_flight", {}) is None
+    names = {f.name for f in metrics.registry.collect()}
+    assert PER_DESTINATION.keys() <= names  # declared, with no samples
