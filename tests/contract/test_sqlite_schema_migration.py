@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from timefuse.adapters.sqlite import SqliteEventStore
-from timefuse.adapters.sqlite.connection import MIGRATIONS, RESERVED_VERSIONS, SCHEMA_VERSION
+from timefuse.adapters.sqlite.connection import MIGRATIONS, SCHEMA_VERSION
 from timefuse.domain.destination import destination_key
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
@@ -201,8 +201,7 @@ async def test_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
 
 
 def test_every_version_after_the_first_has_a_migration_script() -> None:
-    # Reserved versions belong to migrations not in this tree yet (see RESERVED_VERSIONS).
-    assert sorted([*MIGRATIONS, *RESERVED_VERSIONS]) == list(range(2, SCHEMA_VERSION + 1))
+    assert sorted(MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
     folder = files("timefuse") / "migrations" / "sqlite"
     for script in MIGRATIONS.values():
         assert (folder / script).is_file()

@@ -389,7 +389,10 @@ async def test_events_waiting_when_the_breaker_opens_are_handed_back_until_its_p
         (first, HandBackReason.BREAKER),
         (second, HandBackReason.BREAKER),
     ]
-    assert [delay for _, delay, _ in seen.handed_back] == pytest.approx([30.0, 30.0], abs=0.01)
+    # Due again at once: claims leave the destination out until its probe, and a reset of the
+    # breaker releases them without waiting out the cool-down.
+    assert [delay < 1.0 for _, delay, _ in seen.handed_back] == [True, True]
+    assert [k for k in gate.claim_budget().excluded if "down.example" in k]
 
 
 async def test_the_snapshot_shows_the_busiest_active_destinations_first() -> None:

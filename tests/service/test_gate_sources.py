@@ -90,7 +90,9 @@ async def test_failures_from_two_sources_hold_the_destination_for_everyone() -> 
     gate.admit(late)
     (back, delay, reason) = seen.handed_back[-1]
     assert (back, reason) == (late, HandBackReason.BREAKER)
-    assert delay == pytest.approx(30.0, abs=0.1)
+    # Due again at once: claims leave the held destination out until its probe, so a reset
+    # of the breaker releases it without waiting out the cool-down.
+    assert delay < 1.0
     assert gate.snapshot()[KEY]["breaker_for_all"] is True
 
 

@@ -16,6 +16,7 @@ EXPORTED = {
     "timefuse_events_dead_lettered": ("counter", ("delivery_type",)),
     "timefuse_events_due": ("gauge", ("delivery_type",)),
     "timefuse_shared_breakers_open": ("gauge", ()),
+    "timefuse_quota_rejections": ("counter", ("source", "reason")),
     "timefuse_events_permanently_failed": ("counter", ("delivery_type",)),
     "timefuse_events_cancelled": ("counter", ()),
     "timefuse_delivery_lateness_seconds": ("histogram", ("delivery_type",)),

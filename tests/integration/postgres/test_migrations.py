@@ -14,7 +14,6 @@ import pytest
 
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.migrations import (
-    RESERVED_VERSIONS,
     apply_migrations,
     load_migrations,
     schema_snapshot,
@@ -85,8 +84,7 @@ def build_from_snapshot(dsn: str) -> None:
 
 def test_migrations_are_numbered_in_order() -> None:
     migrations = load_migrations()
-    # Reserved versions belong to migrations not in this tree yet (see RESERVED_VERSIONS).
-    versions = sorted([*(m.version for m in migrations), *RESERVED_VERSIONS])
+    versions = sorted(m.version for m in migrations)
     assert versions == list(range(1, len(versions) + 1))
     assert len(migrations) >= 2
 

@@ -15,10 +15,6 @@ from timefuse.domain.destination import destination_key
 # calls across processes, so two starting at once apply each migration exactly once.
 MIGRATION_LOCK_KEY = 0x74696D6566_01
 
-# Versions numbered for migrations that are not in this tree yet: the numbering steps over
-# them. Temporary: once their files are here, this is empty again.
-RESERVED_VERSIONS = frozenset({7})
-
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 # The runner's own bookkeeping, created before any migration runs; schema.sql repeats it.
@@ -54,8 +50,7 @@ def load_migrations() -> list[Migration]:
             found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
     found.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in found]
-    expected = list(range(1, len(found) + len(RESERVED_VERSIONS) + 1))
-    if sorted([*versions, *RESERVED_VERSIONS]) != expected:
+    if versions != list(range(1, len(found) + 1)):
         raise RuntimeError(f"PostgreSQL migrations must be numbered 1..n, found {versions}")
     return found
 

@@ -24,10 +24,6 @@ MIGRATIONS = {
     6: "0006_source_listing_and_counts.sql",
 }
 
-# Versions numbered for migrations that are not in this tree yet: opening steps over them.
-# Temporary: once their scripts are here, this is empty again (and every version has one).
-RESERVED_VERSIONS = frozenset({5})
-
 # UPDATE ... FROM (the batched outcomes) arrived in SQLite 3.33, RETURNING in 3.35; the JSON
 # functions the batched statements use are compiled into CPython's sqlite3 in any of these.
 MINIMUM_SQLITE = (3, 35, 0)
@@ -93,8 +89,7 @@ def _prepare_schema(conn: sqlite3.Connection) -> None:
             )
         else:
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                if target not in RESERVED_VERSIONS:
-                    _run_script(conn, MIGRATIONS[target])
+                _run_script(conn, MIGRATIONS[target])
         version = _stored_version(conn)
     if version != SCHEMA_VERSION:
         raise StoreError(
