@@ -9,6 +9,7 @@ import pytest
 from tests.service.conftest import World, answering, loop_time
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
+from timefuse.service.gate import DestinationLimits
 
 pytestmark = pytest.mark.looptime
 
@@ -127,3 +128,26 @@ async def test_a_callback_the_store_refuses_is_dropped_without_blocking_writes()
 
     assert await writer.flush() is True
     assert (writer.dropped, writer.pending, len(store.handed_back)) == (1, 0, 1)
+
+
+async def test_an_error_text_with_a_lone_surrogate_still_records_the_outcome_and_its_notice(
+    world: World,
+) -> None:
+    url = "https://odd.example/hook"
+    world.receivers.answer(url, answering(DeliveryOutcome.permanent("a lone \ud83d here", 400)))
+    events = await world.submit(
+        *(
+            world.event(destination=url, max_retries=0, failure_callback_url=FAILED_HOOK)
+            for _ in range(3)
+        )
+    )
+    dispatcher = world.dispatcher(limits=DestinationLimits(concurrency=2), lease_seconds=10.0)
+    await world.run(30.0, dispatcher, maintenance=world.maintenance())
+
+    stored = [await world.stored(e) for e in events]
+    assert [(s.status, s.attempts) for s in stored] == [(EventStatus.FAILED, 1)] * 3
+    assert all("lease" not in (s.last_error or "") for s in stored)
+    assert dispatcher.gate.occupied == 0
+    sent = notices(world, FAILED_HOOK)
+    assert sorted(n["event"].parent_id for n in sent) == sorted(s.id for s in stored)
+    assert {n["status"] for n in sent} == {"FAILED"}

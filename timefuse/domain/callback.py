@@ -72,7 +72,9 @@ def callback_event(
         scheduled_at=now,
         delivery_type=CALLBACK_DELIVERY_TYPE,
         destination=url,
-        payload=json.dumps(notice, separators=(",", ":"), ensure_ascii=False).encode(),
+        # ASCII escapes: an error text a plugin built from odd bytes (a lone surrogate) still
+        # encodes, so the notice can never stop its parent's outcome from being written.
+        payload=json.dumps(notice, separators=(",", ":"), ensure_ascii=True).encode(),
         next_attempt_at=now,
         created_at=now,
         updated_at=now,

@@ -231,11 +231,16 @@ async def run(
             )
         if "ingest" in roles and tf.ingest is not None:
             tasks.append(asyncio.create_task(tf.ingest.run(stop)))
+        presence = tf.presence(roles)
         if "dispatch" in roles:
+            # Heard of before it claims: a stale row of an earlier run under the same worker
+            # id must not get this run's first claims taken back as a dead worker's.
+            with contextlib.suppress(StoreError):
+                await presence.beat()
             tasks.append(asyncio.create_task(tf.dispatcher.run(stop)))
         if "maintenance" in roles:
             tasks.append(asyncio.create_task(tf.maintenance.run(stop)))
-        tasks.append(asyncio.create_task(tf.presence(roles).run(stop)))
+        tasks.append(asyncio.create_task(presence.run(stop)))
         log.info("started", roles=sorted(roles), worker=tf.worker_id)
         await _until_stopped(stop, tasks)
     finally:

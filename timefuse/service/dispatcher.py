@@ -339,16 +339,21 @@ class Dispatcher:
                 worker=claimed.ref.worker,
             ),
         )
-        follow_up = callback_event(
-            event,
-            decision.status,
-            now=now,
-            attempts=event.attempts,
-            retry_count=update.retry_count,
-            status_code=outcome.status_code,
-            response_excerpt=outcome.response_excerpt,
-            error=error,
-        )
+        try:
+            follow_up = callback_event(
+                event,
+                decision.status,
+                now=now,
+                attempts=event.attempts,
+                retry_count=update.retry_count,
+                status_code=outcome.status_code,
+                response_excerpt=outcome.response_excerpt,
+                error=error,
+            )
+        except Exception:
+            # The outcome is written and the gate freed whatever a notice's building does.
+            log.exception("completion callback could not be built", event_id=event.id)
+            follow_up = None
         self._writer.add(update, follow_up)
         self._gate.finished(claimed, outcome, attempted.seconds)
         self._observe(event, outcome, update, attempted.seconds)
