@@ -68,6 +68,19 @@ class SharedLimitsContract:
         assert await store.record_outcomes([make_outcome(claimed)]) == 1
         assert (await take(store, "worker-b", shared))[0] == ids[3:4]
 
+    async def test_a_full_destinations_backlog_does_not_hide_the_others_due_events(
+        self, store: Store
+    ) -> None:
+        # 100 events of a capped destination fall due before another destination's 3: a claim
+        # of 10 looks at 40 rows first, all of the full one's, and must look past them.
+        await due_events(store, 100, age=60.0)
+        others = await due_events(store, 3, url="https://other.example/hook")
+        shared = limits(overrides={KEY: DestinationRule(concurrency=2)})
+        first, _ = await take(store, "worker-a", shared, limit=10)
+        assert set(others) <= set(first)
+        second, _ = await take(store, "worker-b", shared, limit=10)
+        assert second == []  # the capped one is full, the others are taken
+
     async def test_a_worker_counts_what_it_holds_itself(self, store: Store) -> None:
         await due_events(store, 10)
         shared = limits(overrides={KEY: DestinationRule(concurrency=3)}, mine={KEY: 2})

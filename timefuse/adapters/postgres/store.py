@@ -75,6 +75,8 @@ log = structlog.get_logger("timefuse.postgres")
 POOL_TIMEOUT_SECONDS = 10.0
 # A claim within budgets looks at this many due rows per event it may take.
 SCAN_FACTOR = 4
+# Rounds of one shared claim, each past the destinations the earlier ones found full.
+SHARED_CLAIM_ROUNDS = 4
 # An insert refused because its period's partition is being attached right now is tried
 # again this often, this many times (the attach takes milliseconds).
 ATTACH_RETRY_SECONDS = 0.05
@@ -259,26 +261,45 @@ class PostgresEventStore(PostgresSchedules):
             **_shared_params(shared),
             "worker": request.worker,
             "lease": float(request.lease_seconds),
-            "limit": request.limit,
-            "scan": request.limit * SCAN_FACTOR,
             "budget_keys": list(request.budgets),
             "budgets": list(request.budgets.values()),
             "default_budget": request.default_budget,
             "namespace": queries.LOCK_NAMESPACE,
         }
-        async with self._connection() as conn, conn.transaction():
-            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
-            keys = sorted(key for (key,) in found)
-            if not keys:
-                return ClaimBatch([], await fetch_value(conn, queries.NOW))
-            await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
-            rows = await fetch_binary(conn, queries.CLAIM_SHARED, {**params, "locked": keys})
-            if not rows:
-                return ClaimBatch([], await fetch_value(conn, queries.NOW))
-        events = [row_to_event(row[:-2]) for row in rows]
+        # A claim looks at the earliest due events only (scan rows). When their destinations
+        # are full (at their cap, out of tokens), the next round leaves those out and looks
+        # further: one destination's backlog never hides the others' due events.
+        events: list[Event] = []
+        probes: set[str] = set()
+        store_now: datetime | None = None
+        looked_at: list[str] = []
+        for _ in range(SHARED_CLAIM_ROUNDS):
+            wanted = request.limit - len(events)
+            excluded = sorted({*params["excluded"], *looked_at})
+            round_params = {**params, "excluded": excluded, "limit": wanted,
+                            "scan": wanted * SCAN_FACTOR}  # fmt: skip
+            async with self._connection() as conn, conn.transaction():
+                found = await (await conn.execute(queries.SHARED_DUE_KEYS, round_params)).fetchall()
+                keys = sorted(key for (key,) in found)
+                if keys:
+                    await conn.execute(queries.LOCK_DESTINATIONS, {**round_params, "keys": keys})
+                    rows = await fetch_binary(
+                        conn, queries.CLAIM_SHARED, {**round_params, "locked": keys}
+                    )
+                else:
+                    rows = []
+                if not rows and store_now is None:
+                    store_now = await fetch_value(conn, queries.NOW)
+            if rows:
+                store_now = rows[0][-1]
+                events.extend(row_to_event(row[:-2]) for row in rows)
+                probes.update(row[0] for row in rows if row[-2])
+            if not keys or len(events) >= request.limit:
+                break
+            looked_at.extend(keys)
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
-        probes = frozenset(row[0] for row in rows if row[-2])
-        return ClaimBatch(events, rows[0][-1], probes)
+        assert store_now is not None
+        return ClaimBatch(events, store_now, frozenset(probes))
 
     async def publish_breaker(self, key: str, *, open: bool) -> None:
         statement = queries.PUBLISH_BREAKER_OPEN if open else queries.PUBLISH_BREAKER_CLOSED
