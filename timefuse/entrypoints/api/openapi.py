@@ -28,7 +28,8 @@ _REF = "#/components/schemas/{name}"
 
 _ERRORS = {
     400: "The request is invalid: malformed JSON, nesting too deep, a bad field or path "
-    "parameter (error_code and errors say which).",
+    "parameter, or a query parameter the operation doesn't take (error_code and errors say "
+    "which).",
     401: "No API key, or not a valid one (WWW-Authenticate: Bearer).",
     403: "The key lacks the role, or may not act for the event's source.",
     404: "No such event (or schedule) among those the key may see (or, for a destination, "
@@ -202,7 +203,8 @@ def _responses(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str
         str(status): {"description": op.summary, "content": content}
         for status in (op.status, *op.also)
     }
-    statuses = set(op.errors)
+    # Every operation answers 400 to a query parameter it doesn't take (check_query).
+    statuses = {*op.errors, 400}
     if auth and not op.public:
         statuses.add(401)
         if op.role is not None:
