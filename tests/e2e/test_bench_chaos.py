@@ -35,7 +35,7 @@ def test_a_short_campaign_kills_and_crashes_and_every_acknowledged_event_arrives
             "--faults",
             "2",
             "--interval",
-            "4",
+            "3",
             "--rate",
             "40",
             "--dispatchers",
