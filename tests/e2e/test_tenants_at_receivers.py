@@ -98,7 +98,8 @@ def keys(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def slow() -> AsyncIterator[Receiver]:
-    server = Receiver(delay_seconds={"/slow": 30.0})
+    # Long enough to scrape while the delivery is in flight; short enough not to hold teardown.
+    server = Receiver(delay_seconds={"/slow": 5.0})
     await server.start()
     yield server
     await server.stop()

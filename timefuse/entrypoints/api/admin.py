@@ -321,7 +321,7 @@ def admin_operations(api: AdminApi, prefix: str) -> list[Operation]:
     changes = [
         Operation(
             "PUT", prefix + "/quotas/{source:path}", api.set_quota, "Set a source's quota", tag,
-            Role.ADMIN, data=QuotaOut, body=QuotaIn, errors=(400, 413, 415, 503),
+            Role.ADMIN, data=QuotaOut, body=QuotaIn, errors=(400, 404, 413, 415, 503),
             params=quota,
             description="In the process answering only, until it restarts (then "
             "TIMEFUSE_SOURCE_QUOTAS holds again): set it in the configuration to keep it, and "
