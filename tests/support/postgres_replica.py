@@ -36,6 +36,11 @@ class StandbyServer(LocalServer):
             raise
         return server
 
+    def _server_options(self) -> str:
+        # As a production standby should run: the primary keeps the row versions the standby's
+        # queries still read, so replay doesn't cancel them ("conflict with recovery").
+        return f"{super()._server_options()} -c hot_standby_feedback=on"
+
     def pause_replay(self) -> None:
         self._admin("SELECT pg_wal_replay_pause()")
 

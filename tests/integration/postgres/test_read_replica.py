@@ -130,7 +130,7 @@ async def test_readiness_shows_the_replica_lag_and_fails_past_the_limit(
     assert not state.startswith("ok")
 
 
-async def test_an_unreachable_replica_fails_readiness_and_its_reads(
+async def test_an_unreachable_replica_fails_readiness_and_the_primary_answers_its_reads(
     servers: tuple[LocalServer, StandbyServer],
 ) -> None:
     primary, standby = servers
@@ -138,11 +138,19 @@ async def test_an_unreachable_replica_fails_readiness_and_its_reads(
     store = Store(adapter)
     await store.open()
     try:
+        event = make_event(source="replica-d")
+        await store.insert_many([event])
         standby.stop()
         replica = adapter.capabilities.replica
         assert replica is not None
         state = await replica_readiness(replica, max_lag=30.0)
         assert not state.startswith("ok"), state
+        # Reads don't fail with it: the primary answers them, from its own, current rows.
+        assert await listed(store, "replica-d") == 1
+        [found] = await store.find_by_external_id(event.external_job_id)
+        assert found.id == event.id
+        assert (await store.count_by_status(["replica-d"]))[EventStatus.PENDING] == 1
+        assert await store.attempts(event.id) == []
     finally:
         standby.start()
         await store.close()

@@ -99,6 +99,15 @@ def _source_index_partitions(db: Db) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
+def _partitions_under(db: Db, rows: int) -> set[str]:
+    found = db.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass AND c.reltuples < %s",
+        (rows,),
+    ).fetchall()
+    return {str(name) for (name,) in found}
+
+
 _QUERIES = [
     EventQuery(sources=["rare"]),
     EventQuery(sources=["rare"], status=EventStatus.DEAD_LETTER),
@@ -112,6 +121,10 @@ async def test_a_sources_page_scans_events_through_the_source_index_only(
 ) -> None:
     allowed = _source_index_partitions(db)
     assert len(allowed) >= 3, "the test data should span several partitions"
+    # The partitions at the data's ends hold a part of a day, as many rows as the hour the
+    # suite runs at leaves there: the planner may read those through another index.
+    small = _partitions_under(db, 1000)
+    assert len(small) < len(allowed) - 3, "most partitions should hold whole days of rows"
     cursor = Cursor(utc_now() - timedelta(days=3), "0")
     for query in _QUERIES:
         for after in (None, cursor):
@@ -126,6 +139,8 @@ async def test_a_sources_page_scans_events_through_the_source_index_only(
                 for node in scans:
                     where = (query, after, "generic" if generic else "custom")
                     assert node["Node Type"] in ("Index Scan", "Index Only Scan"), (where, node)
+                    if node["Relation Name"] in small:
+                        continue  # any index reads a few hundred rows as cheaply
                     assert node["Index Name"] in allowed, (where, node)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -70,9 +71,12 @@ from timefuse.ports.store import (
 )
 
 log = structlog.get_logger("timefuse.postgres")
+_T = TypeVar("_T")
 
 # How long a call waits for a pooled connection before the store counts as unavailable.
 POOL_TIMEOUT_SECONDS = 10.0
+# How long reads skip a read replica that just failed one (see PostgresEventStore._read).
+REPLICA_REST_SECONDS = 5.0
 # A claim within budgets looks at this many due rows per event it may take.
 SCAN_FACTOR = 4
 # Rounds of one shared claim, each past the destinations the earlier ones found full.
@@ -122,6 +126,7 @@ class PostgresEventStore(PostgresSchedules):
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._read_url = read_url or None
         self._read_pool: AsyncConnectionPool[Connection] | None = None
+        self._replica_rests_until = 0.0
 
     @property
     def capabilities(self) -> Capabilities:
@@ -406,31 +411,26 @@ class PostgresEventStore(PostgresSchedules):
             "limit": limit,
             "sources": _source_array(sources),
         }
-        async with self._connection(reads=True) as conn:
-            rows = await fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params)
+        rows = await self._read(lambda conn: fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params))
         return [row_to_event(row) for row in rows]
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
-        async with self._connection(reads=True) as conn:
-            return await listing.count_by_status(conn, sources)
+        return await self._read(lambda conn: listing.count_by_status(conn, sources))
 
     async def pending_by_source(self, sources: frozenset[str]) -> Mapping[str, int]:
         async with self._connection() as conn:
             return await listing.pending_by_source(conn, sources)
 
     async def list_events(self, query: EventQuery, limit: int, after: Cursor | None) -> EventPage:
-        async with self._connection(reads=True) as conn:
-            return await listing.list_events(conn, query, limit, after)
+        return await self._read(lambda conn: listing.list_events(conn, query, limit, after))
 
     async def count_due_by_type(self) -> Mapping[str, int]:
-        async with self._connection(reads=True) as conn:
-            rows = await (await conn.execute(queries.DUE_BY_TYPE)).fetchall()
+        rows = await self._read(_due_by_type)
         return {delivery_type: int(count) for delivery_type, count in rows}
 
     async def attempts(self, event_id: str) -> list[AttemptRecord]:
-        async with self._connection(reads=True) as conn:
-            cursor = await conn.execute(queries.ATTEMPTS, {"id": event_id})
-            return [row_to_attempt(row) for row in await cursor.fetchall()]
+        rows = await self._read(lambda conn: _fetch_all(conn, queries.ATTEMPTS, {"id": event_id}))
+        return [row_to_attempt(row) for row in rows]
 
     # -- operator actions --------------------------------------------------------------------
 
@@ -583,6 +583,23 @@ class PostgresEventStore(PostgresSchedules):
                 "run `timefuse migrate` first"
             )
 
+    async def _read(self, work: Callable[[Connection], Awaitable[_T]]) -> _T:
+        """``work`` on the read replica when there is one, else (or when the replica can't
+        answer: unreachable, or the query canceled by a conflict with recovery) on the primary.
+        A replica takes load off the primary; it never fails a read the primary can answer.
+        After a failure the replica rests :data:`REPLICA_REST_SECONDS`, so reads don't each
+        wait out its connection timeout; readiness reports it meanwhile."""
+        if self._read_pool is not None and time.monotonic() >= self._replica_rests_until:
+            try:
+                async with self._connection(reads=True) as conn:
+                    return await work(conn)
+            except StoreUnavailable as exc:
+                self._replica_rests_until = time.monotonic() + REPLICA_REST_SECONDS
+                log.warning("the read replica failed a read; reading from the primary",
+                            error=str(exc))  # fmt: skip
+        async with self._connection() as conn:
+            return await work(conn)
+
     @contextlib.asynccontextmanager
     async def _connection(self, *, reads: bool = False) -> AsyncIterator[Connection]:
         """A pooled connection (autocommit); any psycopg error leaves as a port exception.
@@ -609,6 +626,14 @@ def _pool(
         timeout=POOL_TIMEOUT_SECONDS,
         name=name,
     )
+
+
+async def _due_by_type(conn: Connection) -> list[Any]:
+    return await _fetch_all(conn, queries.DUE_BY_TYPE)
+
+
+async def _fetch_all(conn: Connection, statement: Any, params: Any = None) -> list[Any]:
+    return await (await conn.execute(statement, params)).fetchall()
 
 
 def _attaching(exc: StoreUnavailable) -> bool:
