@@ -114,8 +114,10 @@ def test_cron_compares_the_libraries_on_the_dst_rules_and_speed() -> None:
 
 @pytest.mark.slow
 def test_schedules_creates_and_delivers_every_occurrence_once() -> None:
-    # Waits for the next whole minute: a schedule firing every minute fires then.
-    report = report_of("schedules", "-n", "20", "--stores", "sqlite", "--duration", "60")
+    # Every 5 s: two instants (20 occurrences), the first a lookahead or more after declaring.
+    report = report_of(
+        "schedules", "-n", "10", "--stores", "sqlite", "--every", "5", "--duration", "10"
+    )
     results = report["results"]
     assert report["errors"] == 0
     assert results["sqlite_occurrences_expected"] == 20
@@ -172,7 +174,9 @@ async def test_bench_drives_a_running_deployment_by_url(
         (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
         (["ingest-backlog", "--url", "http://x"], "drop --url"),
         (["herd", "--runs", "0"], "--runs: must be at least 1"),
-        (["herd", "--stores", "sqlite"], "--stores and --idle apply to the schedules scenario"),
+        (["herd", "--stores", "sqlite"], "--stores, --idle and --every apply to the schedules"),
+        (["herd", "--every", "5"], "--stores, --idle and --every apply to the schedules"),
+        (["schedules", "--every", "7"], "--every: must divide 60"),
         (["schedules", "--stores", "oracle"], "--stores: must be a comma-separated list"),
         (["schedules", "--url", "http://x"], "schedules starts its own timefuse"),
         (["schedules", "--rate", "5"], "--rate applies to the steady and day scenarios only"),

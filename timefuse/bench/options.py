@@ -28,7 +28,7 @@ SCENARIOS = {
     "bench's own timefuse (needs KAFKA_BOOTSTRAP_SERVERS)",
     "day": "a day's events through REST, Kafka, PostgreSQL, dispatch and HTTP: the sustainable "
     "rate (the knee), then -n events at 80 % of it, per stage",
-    "schedules": "-n schedules firing every minute, on SQLite and PostgreSQL: occurrence "
+    "schedules": "-n schedules firing every minute (or --every SECONDS), on SQLite and PostgreSQL: occurrence "
     "lateness (created, delivered) and duplicates",
 }
 # Scenarios that run in the bench's own process, with no deployment to point at.
@@ -147,6 +147,7 @@ class BenchOptions:
     # schedules only
     stores: tuple[str, ...] = STORES
     idle: int = 0
+    every: int = 60
 
     @property
     def self_hosted(self) -> bool:
@@ -248,6 +249,20 @@ def _add_schedules(sub: argparse.ArgumentParser) -> None:
         help="also declare N schedules that don't fire during the run (yearly), to show "
         "that schedules waiting cost the ticks nothing",
     )
+    group.add_argument(
+        "--every",
+        type=_period,
+        metavar="SECONDS",
+        help="the schedules fire every SECONDS (a divisor of 60; default 60: cron "
+        "'* * * * *'; else a six-field cron '*/SECONDS * * * * *')",
+    )
+
+
+def _period(text: str) -> int:
+    value = positive_int(text)
+    if 60 % value:
+        raise argparse.ArgumentTypeError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
+    return value
 
 
 def _add_sizes(sub: argparse.ArgumentParser) -> None:
@@ -481,6 +496,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         day=day,
         stores=args.stores or STORES,
         idle=args.idle or 0,
+        every=args.every or 60,
     )
 
 
@@ -490,8 +506,10 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise BenchUsageError("--rate applies to the steady and day scenarios only")
     if scenario not in ("steady", "schedules") and args.duration is not None:
         raise BenchUsageError("--duration applies to the steady and schedules scenarios only")
-    if scenario != "schedules" and (args.stores is not None or args.idle is not None):
-        raise BenchUsageError("--stores and --idle apply to the schedules scenario only")
+    if scenario != "schedules" and (
+        args.stores is not None or args.idle is not None or args.every is not None
+    ):
+        raise BenchUsageError("--stores, --idle and --every apply to the schedules scenario only")
     if scenario == "steady" and args.events is not None:
         raise BenchUsageError(
             "steady sends --rate events per second for --duration seconds; drop -n/--events"

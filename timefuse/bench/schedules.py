@@ -2,8 +2,8 @@
 
 For each store the bench starts its own ``timefuse serve`` (a temporary SQLite file; a fresh
 database on the PostgreSQL of ``--database-url``, else on a private server it starts), declares
-S schedules with ``cron = "* * * * *"`` through the API, and watches the whole minutes that
-follow for ``--duration`` seconds. Every occurrence's id is derived from (schedule, instant), so
+S schedules with ``cron = "* * * * *"`` (or ``*/E * * * * *`` with ``--every E``) through the
+API, and watches the instants that follow for ``--duration`` seconds. Every occurrence's id is derived from (schedule, instant), so
 the ids to expect are known in advance. It reports, per store:
 
 - how many occurrences were created, missing, or stored twice (read from the store);
@@ -64,15 +64,19 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def _next_minute(after: float) -> datetime:
-    moment = datetime.fromtimestamp(math.ceil(after / 60.0) * 60.0, UTC)
-    return moment.replace(second=0, microsecond=0)
+def cron_every(seconds: int) -> str:
+    """The cron expression firing every ``seconds`` (a divisor of 60), on whole multiples."""
+    return EVERY_MINUTE if seconds == 60 else f"*/{seconds} * * * * *"
 
 
-def window_of(ids: list[str], declared_at: float, duration: float) -> Window:
-    first = _next_minute(declared_at + SETTLE_SECONDS)
-    count = max(1, int(duration // 60))
-    instants = [first + timedelta(minutes=n) for n in range(count)]
+def _next_instant(after: float, every: int) -> datetime:
+    return datetime.fromtimestamp(math.ceil(after / every) * every, UTC).replace(microsecond=0)
+
+
+def window_of(ids: list[str], declared_at: float, duration: float, every: int = 60) -> Window:
+    first = _next_instant(declared_at + SETTLE_SECONDS, every)
+    count = max(1, int(duration // every))
+    instants = [first + timedelta(seconds=every * n) for n in range(count)]
     window = Window(instants)
     for schedule_id in ids:
         for instant in instants:
@@ -271,13 +275,14 @@ async def measure(options: BenchOptions, store: StoreUnderTest) -> tuple[dict[st
             label = f"{store.name}: idle schedules declared"
             await declare_all(session, serve.base_url, idle, options.concurrency, label)
         bodies = [
-            schedule_body(f"bench-{n}", EVERY_MINUTE, destination) for n in range(options.events)
+            schedule_body(f"bench-{n}", cron_every(options.every), destination)
+            for n in range(options.events)
         ]
         began = time.time()
         label = f"{store.name}: schedules declared"
         ids = await declare_all(session, serve.base_url, bodies, options.concurrency, label)
         declared_s = time.time() - began
-        window = window_of(ids, time.time(), options.duration)
+        window = window_of(ids, time.time(), options.duration, options.every)
         pid = serve.pid
         cpu_before, cpu_from = (cpu_seconds(pid) if pid else math.nan), time.time()
         arrivals = await watch(receiver, window)
@@ -315,7 +320,7 @@ async def _run(options: BenchOptions) -> Report:
         parameters={
             "schedules": options.events,
             "idle": options.idle or None,
-            "cron": EVERY_MINUTE,
+            "cron": cron_every(options.every),
             "duration_s": options.duration,
         },
         rate_key="",
