@@ -28,8 +28,8 @@ SCENARIOS = {
     "bench's own timefuse (needs KAFKA_BOOTSTRAP_SERVERS)",
     "day": "a day's events through REST, Kafka, PostgreSQL, dispatch and HTTP: the sustainable "
     "rate (the knee), then -n events at 80 % of it, per stage",
-    "schedules": "-n schedules firing every minute (or --every SECONDS), on SQLite and PostgreSQL: occurrence "
-    "lateness (created, delivered) and duplicates",
+    "schedules": "-n schedules firing every minute (or --every SECONDS), on SQLite and "
+    "PostgreSQL: occurrence lateness (created, delivered) and duplicates",
 }
 # Scenarios that run in the bench's own process, with no deployment to point at.
 IN_PROCESS = frozenset({"cron", "store", "console", "tenant-pages", "http-type", "kafka-type"})
@@ -261,7 +261,8 @@ def _add_schedules(sub: argparse.ArgumentParser) -> None:
 def _period(text: str) -> int:
     value = positive_int(text)
     if 60 % value:
-        raise argparse.ArgumentTypeError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
+        divisors = "1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60"
+        raise argparse.ArgumentTypeError(f"must divide 60 ({divisors}), got {value}")
     return value
 
 

@@ -3,8 +3,9 @@
 For each store the bench starts its own ``timefuse serve`` (a temporary SQLite file; a fresh
 database on the PostgreSQL of ``--database-url``, else on a private server it starts), declares
 S schedules with ``cron = "* * * * *"`` (or ``*/E * * * * *`` with ``--every E``) through the
-API, and watches the instants that follow for ``--duration`` seconds. Every occurrence's id is derived from (schedule, instant), so
-the ids to expect are known in advance. It reports, per store:
+API, and watches the instants that follow for ``--duration`` seconds. Every occurrence's id
+is derived from (schedule, instant), so the ids to expect are known in advance. It reports,
+per store:
 
 - how many occurrences were created, missing, or stored twice (read from the store);
 - creation lateness: ``created_at`` minus the instant (negative: created ahead, by the

@@ -411,7 +411,8 @@ class PostgresEventStore(PostgresSchedules):
             "limit": limit,
             "sources": _source_array(sources),
         }
-        rows = await self._read(lambda conn: fetch_binary(conn, queries.FIND_BY_EXTERNAL_ID, params))
+        statement = queries.FIND_BY_EXTERNAL_ID
+        rows = await self._read(lambda conn: fetch_binary(conn, statement, params))
         return [row_to_event(row) for row in rows]
 
     async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
