@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from timefuse.plugins.http_guard import AddressPolicy, DestinationRefused, GuardedResolver
-from timefuse.plugins.http_transport import PooledTransport
+from timefuse.plugins.http_transport import PooledTransport, ServerDisconnectedError
 
 LOOPBACK = AddressPolicy([ipaddress.ip_network("127.0.0.0/8")])
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -25,8 +25,13 @@ CLOSING = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 class Receiver:
     """Answers each request once :attr:`release` is set (set from the start unless held)."""
 
-    def __init__(self, answer: bytes = OK, *, held: bool = False) -> None:
+    def __init__(
+        self, answer: bytes = OK, *, held: bool = False, answers_per_connection: int | None = None
+    ) -> None:
         self.answer = answer
+        # When set: a connection's next request after this many is read, then the connection
+        # closed without a byte (a server closing an idle connection as the request arrives).
+        self.answers_per_connection = answers_per_connection
         self.release = asyncio.Event()
         if not held:
             self.release.set()
@@ -56,6 +61,7 @@ class Receiver:
         self.accepted += 1
         self.open += 1
         self.most_open = max(self.most_open, self.open)
+        answered = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -68,9 +74,13 @@ class Receiver:
                 async with self.arrived:
                     self.requests += 1
                     self.arrived.notify_all()
+                limit = self.answers_per_connection
+                if limit is not None and answered >= limit:
+                    return
                 await self.release.wait()
                 writer.write(self.answer)
                 await writer.drain()
+                answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -142,6 +152,41 @@ async def test_a_connection_the_receiver_closes_is_not_used_again() -> None:
 
     assert statuses == [200] * 3
     assert receiver.accepted == 3
+
+
+@pytest.mark.asyncio
+async def test_a_kept_alive_connection_closed_under_a_request_is_replaced_not_answered() -> None:
+    receiver = Receiver(answers_per_connection=1)
+    url = await receiver.start()
+    try:
+        async with transport() as pool:
+            statuses = [await post(pool, url) for _ in range(3)]
+    finally:
+        await receiver.stop()
+
+    # Each second request met a closing connection and went again on a new one.
+    assert statuses == [200] * 3
+    assert (receiver.requests, receiver.accepted) == (5, 3)
+
+
+@pytest.mark.asyncio
+async def test_a_close_without_an_answer_on_a_new_connection_is_the_attempts_failure() -> None:
+    receiver = Receiver(answers_per_connection=1)
+    url = await receiver.start()
+    try:
+        async with transport() as pool:
+            assert await post(pool, url) == 200
+            receiver.answers_per_connection = 0  # from now on: every request, closed unanswered
+            with pytest.raises(ServerDisconnectedError):
+                await post(pool, url)
+            with pytest.raises(ServerDisconnectedError):
+                await post(pool, url)
+    finally:
+        await receiver.stop()
+
+    # The second request went again once, on a new connection; the third, on a new connection
+    # from the start, was not sent again.
+    assert (receiver.requests, receiver.accepted) == (4, 3)
 
 
 @pytest.mark.asyncio

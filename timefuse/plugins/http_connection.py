@@ -102,6 +102,11 @@ class Connection(asyncio.Protocol):
 
     # -- the pool's side -------------------------------------------------------------------
 
+    @property
+    def heard_back(self) -> bool:
+        """Whether the receiver sent any byte for the last request."""
+        return self._head_bytes > 0
+
     def reusable(self, idle_after: float) -> bool:
         return not self._closed and self._idle_since >= idle_after
 

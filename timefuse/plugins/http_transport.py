@@ -22,7 +22,12 @@ What it guarantees:
 - **The status line is the answer**: once a final status line has arrived, what follows (a
   head too large, bad chunking, a reset, a timeout) ends the read, never the answer.
 - **Connection reuse** with a per-origin limit of open connections; idle connections are
-  closed after :data:`KEEPALIVE_SECONDS`, before common servers' own idle timeouts.
+  closed after :data:`KEEPALIVE_SECONDS`, before common servers' own idle timeouts. A request
+  on a kept-alive connection that the receiver closes before sending back a single byte (it
+  closed the idle connection as the request went out) is sent once more on a new connection,
+  within the same deadline: that close is no answer, and must not cost the event an attempt.
+  (A receiver that took the request and then closed without a byte may so get it twice: at
+  least once allows that.)
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import socket
 import ssl
 from collections import deque
@@ -64,13 +70,15 @@ __all__ = [
 ]
 
 # Idle keep-alive connections are dropped before the 5 s idle timeout of common servers
-# (uvicorn, Node): a POST is never sent twice, so reusing a connection the receiver is closing
-# at that instant would cost a spurious failed attempt.
+# (uvicorn, Node), so a request rarely meets a connection the receiver is closing (and is sent
+# again on a new one when it does).
 KEEPALIVE_SECONDS = 4.0
 DNS_CACHE_SECONDS = 60.0
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
 CLOSE_WAIT_SECONDS = 1.0
+# How a kept-alive connection that the receiver closed under a request ends that request.
+_CLOSED_UNDER_US = (ServerDisconnectedError, ConnectionResetError, BrokenPipeError)
 
 
 class ConnectTimeout(TimeoutError):
@@ -208,18 +216,30 @@ class PooledTransport:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(self._limit)
-        connection = pool.idle_connection(loop.time())
-        if connection is None:
-            connection = await self._open(pool, origin, context, deadline)
-        return await connection.request(
-            head + body if len(body) < 65536 else head,
-            None if len(body) < 65536 else body,
+        small = len(body) < 65536
+        data, more = (head + body, None) if small else (head, body)
+        send = functools.partial(
+            Connection.request,
+            data=data,
+            more=more,
             deadline=deadline,
             head_only=method == "HEAD",
             body_bytes=body_bytes,
             body_seconds=body_seconds,
             done=pool.release,
         )
+        connection = pool.idle_connection(loop.time())
+        if connection is not None:
+            try:
+                return await send(connection)
+            except _CLOSED_UNDER_US:
+                if connection.heard_back:
+                    raise
+            # A kept-alive connection the receiver closed as this request went out (its idle
+            # timeout ended then): nothing came back, so this is no answer of the receiver's
+            # and costs no attempt. Once more, on a connection of its own.
+        connection = await self._open(pool, origin, context, deadline)
+        return await send(connection)
 
     def _context(self, tls: ssl.SSLContext | bool) -> ssl.SSLContext:
         if isinstance(tls, ssl.SSLContext):
