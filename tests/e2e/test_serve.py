@@ -131,9 +131,11 @@ async def test_kill_9_during_a_burst_then_restart_delivers_every_accepted_event(
     seen = Counter(r.event_id for r in receiver.on("/burst"))
     duplicated = {event_id for event_id, n in seen.items() if n > 1}
     # A duplicate is an attempt the crash cut off before its outcome was written: made
-    # before the kill, at most once again after it, and no more than were in flight.
+    # before the kill, at most once again after it. Those are the ones in flight (at most the
+    # cap) and those answered whose outcomes were still on their way to the store (written
+    # in batches as they come; far fewer than the cap unless the machine stalls the writer).
     assert set(seen) == ids
     assert duplicated <= set(before_crash)
     assert max(seen.values()) <= 2
     assert all(before_crash[event_id] == 1 for event_id in duplicated)
-    assert len(duplicated) <= in_flight_cap
+    assert len(duplicated) <= 2 * in_flight_cap
