@@ -77,6 +77,8 @@ _T = TypeVar("_T")
 POOL_TIMEOUT_SECONDS = 10.0
 # How long reads skip a read replica that just failed one (see PostgresEventStore._read).
 REPLICA_REST_SECONDS = 5.0
+# How long a read waits for a replica connection before the primary answers it instead.
+REPLICA_POOL_TIMEOUT_SECONDS = 2.0
 # A claim within budgets looks at this many due rows per event it may take.
 SCAN_FACTOR = 4
 # Rounds of one shared claim, each past the destinations the earlier ones found full.
@@ -150,7 +152,13 @@ class PostgresEventStore(PostgresSchedules):
         pool = _pool(self._url, self._pool_size, connection.configure, "timefuse")
         reader = None
         if self._read_url:
-            reader = _pool(self._read_url, self._pool_size, connection.configure_reader, "reads")
+            reader = _pool(
+                self._read_url,
+                self._pool_size,
+                connection.configure_reader,
+                "reads",
+                timeout=REPLICA_POOL_TIMEOUT_SECONDS,
+            )
         try:
             with wrap_exceptions():
                 await pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
@@ -615,7 +623,12 @@ class PostgresEventStore(PostgresSchedules):
 
 
 def _pool(
-    url: str, size: int, configure: Callable[[Connection], Awaitable[None]], name: str
+    url: str,
+    size: int,
+    configure: Callable[[Connection], Awaitable[None]],
+    name: str,
+    *,
+    timeout: float = POOL_TIMEOUT_SECONDS,
 ) -> AsyncConnectionPool[Connection]:
     return AsyncConnectionPool(
         url,
@@ -624,7 +637,7 @@ def _pool(
         open=False,
         kwargs={"autocommit": True, **connection.KEEPALIVES},
         configure=configure,
-        timeout=POOL_TIMEOUT_SECONDS,
+        timeout=timeout,
         name=name,
     )
 
