@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -54,42 +55,30 @@ def run_bench(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+# The scenarios that start what they need themselves: the module, imported only when its scenario
+# is chosen (each brings its own dependencies), and its run function.
+_SELF_CONTAINED = {
+    "cron": ("cron", "run_cron"),
+    "store": ("store", "run_store"),
+    "console": ("console", "run_console"),
+    "tenant-pages": ("tenants", "run_tenant_pages"),
+    "http-type": ("types", "run_http_type"),
+    "kafka-type": ("types", "run_kafka_type"),
+    "ingest-backlog": ("kafka", "run_ingest_backlog"),
+    "schedules": ("schedules", "run_schedules"),
+}
+
+
 def _run_once(options: BenchOptions) -> Report:
     """One run of the scenario: in-process, or against a deployment."""
-    scenario = options.scenario
-    if scenario == "cron":
-        from timefuse.bench.cron import run_cron
-
-        return run_cron(options)
-    if scenario == "store":
-        from timefuse.bench.store import run_store
-
-        return run_store(options)
-    if scenario == "console":
-        from timefuse.bench.console import run_console
-
-        return run_console(options)
-    if scenario == "tenant-pages":
-        from timefuse.bench.tenants import run_tenant_pages
-
-        return run_tenant_pages(options)
-    if scenario == "http-type":
-        from timefuse.bench.types import run_http_type
-
-        return run_http_type(options)
-    if scenario == "kafka-type":
-        from timefuse.bench.types import run_kafka_type
-
-        return run_kafka_type(options)
-    if scenario == "ingest-backlog":
-        from timefuse.bench.kafka import run_ingest_backlog
-
-        return run_ingest_backlog(options)
-    if scenario == "schedules":
-        from timefuse.bench.schedules import run_schedules
-
-        return run_schedules(options)
-    return asyncio.run(_run(options))
+    entry = _SELF_CONTAINED.get(options.scenario)
+    if entry is None:
+        return asyncio.run(_run(options))
+    module, function = entry
+    run: Callable[[BenchOptions], Report] = getattr(
+        importlib.import_module(f"timefuse.bench.{module}"), function
+    )
+    return run(options)
 
 
 def _run_river(options: BenchOptions) -> int:
