@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TextIO, TypeVar
 
 import aiohttp
 
@@ -18,6 +19,14 @@ from timefuse.bench.processes import BenchError, ReceiverProcess, ServeProcess
 from timefuse.bench.report import Report, Value, combine, write_json, write_table
 
 Scenario = Callable[[Context], Awaitable[Report]]
+
+
+class _Outcome(Protocol):
+    @property
+    def errors(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Outcome)
 
 NO_KAFKA = (
     "{scenario} needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass "
@@ -41,17 +50,35 @@ def run_bench(args: argparse.Namespace) -> int:
         return _run_river(options)
     if options.scenario == "day":
         return _run_day(options)
+    return _measure_and_write(
+        options,
+        lambda: combine([_run_once(options) for _ in range(options.runs)]),
+        write_json,
+        write_table,
+    )
+
+
+def _measure_and_write(
+    options: BenchOptions,
+    measure: Callable[[], R],
+    to_json: Callable[[R, TextIO], None],
+    to_table: Callable[[R, TextIO], None],
+) -> int:
+    """Measures and writes the report; the exit status: 1 when it had errors or could not finish."""
     try:
-        report = combine([_run_once(options) for _ in range(options.runs)])
+        report = measure()
     except BenchError as exc:
         print(f"timefuse bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    if options.day is not None and options.day.report:  # the day scenario's --report PATH
+        with open(options.day.report, "w", encoding="utf-8") as stream:
+            to_json(report, stream)
     if options.json:
-        write_json(report, sys.stdout)
+        to_json(report, sys.stdout)
     else:
-        write_table(report, sys.stdout)
+        to_table(report, sys.stdout)
     return 1 if report.errors else 0
 
 
@@ -88,38 +115,17 @@ def _run_river(options: BenchOptions) -> int:
     if problem is not None:
         print(f"timefuse bench: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        report = river.run_river(options)
-    except BenchError as exc:
-        print(f"timefuse bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if options.json:
-        river_report.write_json(report, sys.stdout)
-    else:
-        river_report.write_table(report, sys.stdout)
-    return 1 if report.errors else 0
+    return _measure_and_write(
+        options, lambda: river.run_river(options), river_report.write_json, river_report.write_table
+    )
 
 
 def _run_day(options: BenchOptions) -> int:
     from timefuse.bench import day, day_report
 
-    try:
-        report = day.run_day(options)
-    except BenchError as exc:
-        print(f"timefuse bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if options.day is not None and options.day.report:
-        with open(options.day.report, "w", encoding="utf-8") as stream:
-            day_report.write_json(report, stream)
-    if options.json:
-        day_report.write_json(report, sys.stdout)
-    else:
-        day_report.write_table(report, sys.stdout)
-    return 1 if report.errors else 0
+    return _measure_and_write(
+        options, lambda: day.run_day(options), day_report.write_json, day_report.write_table
+    )
 
 
 def _scenario(name: str) -> Scenario:
