@@ -26,7 +26,7 @@ from timefuse.entrypoints.ui.pages import MAX_BULK, Pages, Sources
 from timefuse.entrypoints.ui.visit import Visit
 from timefuse.ports.store import CancelResult, MoveDueResult, RedeliverResult
 
-_Outcome = TypeVar("_Outcome", bound=enum.Enum)
+R = TypeVar("R", bound=enum.Enum)
 
 # What the event's page is told of each outcome (``?done=``); any other is "no such event".
 _CANCEL_DONE = {CancelResult.CANCELLED: "cancelled", CancelResult.NOT_PENDING: "not-pending"}
@@ -134,8 +134,8 @@ class Actions:
         visit: Visit,
         allowed: bool,
         verb: str,
-        act: Callable[..., Awaitable[_Outcome]],
-        done: Mapping[_Outcome, str],
+        act: Callable[..., Awaitable[R]],
+        done: Mapping[R, str],
     ) -> Response:
         """``act`` on the page's event; ``done`` names its outcomes but "no such event"."""
         if not allowed:
