@@ -82,17 +82,18 @@ def _measure_and_write(
     return 1 if report.errors else 0
 
 
-# The scenarios that start what they need themselves: the module, imported only when its scenario
-# is chosen (each brings its own dependencies), and its run function.
+# The scenarios that start what they need themselves, and their run functions as entry points
+# name them ("module:function"): a module is imported only when its scenario is chosen, as each
+# brings its own dependencies.
 _SELF_CONTAINED = {
-    "cron": ("cron", "run_cron"),
-    "store": ("store", "run_store"),
-    "console": ("console", "run_console"),
-    "tenant-pages": ("tenants", "run_tenant_pages"),
-    "http-type": ("types", "run_http_type"),
-    "kafka-type": ("types", "run_kafka_type"),
-    "ingest-backlog": ("kafka", "run_ingest_backlog"),
-    "schedules": ("schedules", "run_schedules"),
+    "cron": "timefuse.bench.cron:run_cron",
+    "store": "timefuse.bench.store:run_store",
+    "console": "timefuse.bench.console:run_console",
+    "tenant-pages": "timefuse.bench.tenants:run_tenant_pages",
+    "http-type": "timefuse.bench.types:run_http_type",
+    "kafka-type": "timefuse.bench.types:run_kafka_type",
+    "ingest-backlog": "timefuse.bench.kafka:run_ingest_backlog",
+    "schedules": "timefuse.bench.schedules:run_schedules",
 }
 
 
@@ -101,10 +102,8 @@ def _run_once(options: BenchOptions) -> Report:
     entry = _SELF_CONTAINED.get(options.scenario)
     if entry is None:
         return asyncio.run(_run(options))
-    module, function = entry
-    run: Callable[[BenchOptions], Report] = getattr(
-        importlib.import_module(f"timefuse.bench.{module}"), function
-    )
+    module, _, function = entry.partition(":")
+    run: Callable[[BenchOptions], Report] = getattr(importlib.import_module(module), function)
     return run(options)
 
 
