@@ -568,5 +568,96 @@ class TestReschedule:
         assert await api.store.get(event_id) == before
 
 
+class TestCancelAndRedeliver:
+    async def _post(self, api: Harness, event_id: str, action: str) -> httpx.Response:
+        page = await api.client.get(f"/ui/events/{event_id}")
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        return await api.client.post(f"/ui/events/{event_id}/{action}", data={"csrf": token})
+
+    async def test_cancelling_a_pending_event_says_so_on_its_page_and_in_its_log(
+        self, api: Harness
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+
+        response = await self._post(api, event_id, "cancel")
+        page = await api.client.get(response.headers["location"])
+
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/ui/events/{event_id}?done=cancelled"
+        stored = await api.store.get(event_id)
+        assert stored is not None
+        assert stored.status.value == "CANCELLED"
+        assert "<strong>cancel</strong> by admin (cancelled)" in page.text
+
+    async def test_cancelling_an_event_twice_does_nothing_the_second_time(
+        self, api: Harness
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        await self._post(api, event_id, "cancel")
+
+        response = await self._post(api, event_id, "cancel")
+        page = await api.client.get(response.headers["location"])
+
+        assert response.headers["location"] == f"/ui/events/{event_id}?done=not-pending"
+        assert "only a pending event can be cancelled" in page.text
+
+    async def test_redelivering_a_dead_letter_makes_it_pending_again(self, api: Harness) -> None:
+        from timefuse.domain.status import EventStatus
+
+        await sign_in(api.client, ADMIN)
+        event_id = await api.attempted(EventStatus.DEAD_LETTER)
+
+        response = await self._post(api, event_id, "redeliver")
+        page = await api.client.get(response.headers["location"])
+
+        assert response.headers["location"] == f"/ui/events/{event_id}?done=redelivered"
+        stored = await api.store.get(event_id)
+        assert stored is not None
+        assert stored.status is EventStatus.PENDING
+        assert "<strong>redeliver</strong> by admin (redelivered)" in page.text
+
+    async def test_redelivering_a_pending_event_does_nothing(self, api: Harness) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+
+        response = await self._post(api, event_id, "redeliver")
+
+        assert response.headers["location"] == f"/ui/events/{event_id}?done=not-redeliverable"
+        assert await api.store.get(event_id) == before
+
+    @pytest.mark.parametrize("action", ["cancel", "redeliver"])
+    async def test_a_read_only_key_is_refused_and_nothing_changes(
+        self, api: Harness, action: str
+    ) -> None:
+        event_id = await api.submitted_id(ADMIN)
+        before = await api.store.get(event_id)
+        await sign_in(api.client, AUDITOR)
+
+        response = await self._post(api, event_id, action)
+
+        assert response.status_code == 403
+        assert f"This key may not {action} events." in response.text
+        assert await api.store.get(event_id) == before
+
+    @pytest.mark.parametrize("action", ["cancel", "redeliver"])
+    @pytest.mark.parametrize("well_formed", [True, False], ids=["unknown", "malformed"])
+    async def test_an_event_that_is_not_there_is_a_404(
+        self, api: Harness, action: str, well_formed: bool
+    ) -> None:
+        await sign_in(api.client, ADMIN)
+        event_id = await api.submitted_id(ADMIN)
+        page = await api.client.get(f"/ui/events/{event_id}")
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        target = make_event().id if well_formed else "not-an-id"
+
+        response = await api.client.post(f"/ui/events/{target}/{action}", data={"csrf": token})
+
+        assert response.status_code == 404
+        assert "No such event." in response.text
+
+
 def at_hours(hours: int) -> str:
     return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S")

@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 
 from timefuse.bench.day_load import Clients, LagProbe, Phase, Sample, Sampler, Submitted
-from timefuse.bench.day_receiver import DayReceiverProcess, ReceiverFailed
 from timefuse.bench.day_report import (
     DayReport,
     phase_figures,
@@ -36,7 +35,7 @@ from timefuse.bench.day_report import (
 from timefuse.bench.fleet import Fleet
 from timefuse.bench.options import BenchOptions, DayOptions
 from timefuse.bench.pgserver import DURABILITY, PrivateServer, Server
-from timefuse.bench.processes import BenchError
+from timefuse.bench.processes import BenchError, DayReceiverProcess
 from timefuse.bench.progress import Progress
 
 KNEE_FRACTION = 0.8
@@ -154,8 +153,6 @@ async def _with_services(
                       database_url, run_id)  # fmt: skip
         sampler.pids = bench.pids
         return await _measure(bench)
-    except ReceiverFailed as exc:
-        raise BenchError(str(exc)) from None
     finally:
         if sampler is not None:
             await sampler.close()

@@ -15,8 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from timefuse.bench.api import SOURCE
-from timefuse.bench.day_receiver import DayReceiverProcess
-from timefuse.bench.processes import BenchError
+from timefuse.bench.processes import BenchError, DayReceiverProcess
 from timefuse.bench.procfs import cpu_seconds
 
 BATCH_PATH = "/api/v1/events/batch"

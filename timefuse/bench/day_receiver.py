@@ -23,36 +23,19 @@ It exits when its standard input closes.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import contextlib
 import itertools
 import json
 import math
 import re
 import sys
-import time
 from array import array
-from typing import cast
 
-from timefuse.entrypoints.loops import install_uvloop
+from timefuse.bench.receiver import ReceiverProtocol, run
 
-_ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
-_LENGTH_HEADER = b"\r\ncontent-length:"
 _MARK = re.compile(rb'\{"p":(\d+),"s":(\d+),"d":([0-9.]+)')
 # Lateness histogram bucket edges, in seconds: what a report shows as a distribution.
 HISTOGRAM_EDGES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def _length(head: bytes) -> int:
-    start = head.find(_LENGTH_HEADER)
-    if start < 0:
-        start = head.lower().find(_LENGTH_HEADER)
-        if start < 0:
-            return 0
-    start += len(_LENGTH_HEADER)
-    end = head.find(b"\r\n", start)
-    return int(head[start : end if end >= 0 else len(head)].strip() or b"0")
 
 
 class PhaseRecord:
@@ -150,37 +133,17 @@ class Recorder:
         self.phase(int(phase)).arrived(int(seq), arrived - float(due), arrived)
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(ReceiverProtocol):
     def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
         self._recorder = recorder
-        self._buffer = b""
-        self._transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A cast, not an isinstance check: uvloop's transports don't subclass asyncio's.
-        self._transport = cast(asyncio.Transport, transport)
+    def request(self, head: bytes, body: bytes, arrived: float) -> None:
+        self._recorder.body(body, arrived)
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        arrived = time.time()
-        answers = 0
-        recorder = self._recorder
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            length = _length(buffer[: end + 2])
-            body_end = end + 4 + length
-            if len(buffer) < body_end:
-                break
-            recorder.body(buffer[end + 4 : body_end], arrived)
-            buffer = buffer[body_end:]
-            answers += 1
-        self._buffer = buffer
-        if answers:
-            recorder.count += answers
-            if self._transport is not None:
-                self._transport.write(_ANSWER * answers)
+    def respond(self, answers: int) -> None:
+        self._recorder.count += answers
+        super().respond(answers)
 
 
 def answer(recorder: Recorder, line: bytes) -> str:
@@ -205,113 +168,14 @@ def answer(recorder: Recorder, line: bytes) -> str:
     return json.dumps({"error": f"unknown command {line.strip()!r}"})
 
 
-async def _control(recorder: Recorder) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=2**20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out = sys.stdout
-    while line := await reader.readline():
-        out.write(answer(recorder, line) + "\n")
-        out.flush()
-
-
-async def serve(host: str) -> None:
-    recorder = Recorder()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Protocol(recorder), host, 0, backlog=4096)
-    port = server.sockets[0].getsockname()[1]
-    sys.stdout.write(f"{port}\n")
-    sys.stdout.flush()
-    async with server:
-        await _control(recorder)
-
-
-class DayReceiverProcess:
-    """The bench's handle on this receiver, run as a child process."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
-        self._proc: asyncio.subprocess.Process | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://{self.host}:{self.port}{path}"
-
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "timefuse.bench.day_receiver",
-            self.host,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=2**26,
-        )
-        line = await self._readline(timeout=30.0)
-        try:
-            self.port = int(line)
-        except ValueError:
-            raise ReceiverFailed(f"the receiver did not start: {line!r}") from None
-
-    async def ask(self, command: str, timeout: float = 60.0) -> str:
-        async with self._lock:
-            if self._proc is None or self._proc.stdin is None:
-                raise ReceiverFailed("the receiver is not running")
-            self._proc.stdin.write(command.encode() + b"\n")
-            return await self._readline(timeout)
-
-    async def stats(self, phase: int) -> tuple[int, int]:
-        """Distinct sequence numbers arrived in ``phase``, and the arrivals beyond the first."""
-        answer = json.loads(await self.ask(f"stats {phase}"))
-        return int(answer["distinct"]), int(answer["duplicates"])
-
-    async def summary(self, phase: int) -> dict[str, object]:
-        result: dict[str, object] = json.loads(await self.ask(f"summary {phase}", timeout=300.0))
-        return result
-
-    async def missing(self, phase: int, expected: int, limit: int) -> list[int]:
-        found: list[int] = json.loads(await self.ask(f"missing {phase} {expected} {limit}"))
-        return found
-
-    async def unmatched(self) -> int:
-        return int(await self.ask("unmatched"))
-
-    async def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 10.0)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-    async def _readline(self, timeout: float) -> str:
-        if self._proc is None or self._proc.stdout is None:
-            raise ReceiverFailed("the receiver is not running")
-        line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
-        if not line:
-            raise ReceiverFailed("the receiver exited unexpectedly")
-        return line.decode().strip()
-
-
-class ReceiverFailed(RuntimeError):
-    """The receiver did not start or stopped answering."""
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    host = args[0] if args else "127.0.0.1"
-    install_uvloop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host))
+    recorder = Recorder()
+    run(
+        args[0] if args else "127.0.0.1",
+        lambda: _Protocol(recorder),
+        lambda line: answer(recorder, line),
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -20,15 +21,24 @@ class BenchError(Exception):
     """The bench can't run or finish; the message says why, for the command line."""
 
 
-class ReceiverProcess:
-    """The parent's handle on :mod:`timefuse.bench.receiver`, run as a child process."""
+class ReceiverChild:
+    """A receiver module run as a child process, driven one command line at a time.
 
-    def __init__(self, host: str = "127.0.0.1", delay: float = 0.0) -> None:
+    The child prints its port first, then answers each command on its standard output; it exits
+    when its standard input closes.
+    """
+
+    def __init__(self, module: str, host: str, *args: str, limit: int) -> None:
         self.host = host
-        self.delay = delay
         self.port = 0
+        self._argv = ["-m", module, host, *args]
+        self._limit = limit
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def url(self, path: str = "/hook") -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -36,13 +46,10 @@ class ReceiverProcess:
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "timefuse.bench.receiver",
-            self.host,
-            str(self.delay),
+            *self._argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            limit=2**24,
+            limit=self._limit,
         )
         line = await self._readline(timeout=30.0)
         try:
@@ -50,27 +57,11 @@ class ReceiverProcess:
         except ValueError:
             raise BenchError(f"the receiver did not start: {line!r}") from None
 
-    async def count(self) -> int:
-        """Requests answered so far (with or without a webhook-id)."""
+    async def ask(self, command: str, timeout: float = 60.0) -> str:
+        """The child's one-line answer to ``command``."""
         async with self._lock:
-            self._send(b"count\n")
-            return int(await self._readline())
-
-    async def peak(self) -> int:
-        """The most requests held at once since the last ``peak`` (with a delay only)."""
-        async with self._lock:
-            self._send(b"peak\n")
-            return int(await self._readline())
-
-    async def take(self) -> list[tuple[str, float]]:
-        """``(webhook-id, arrival)`` of every request since the last ``take``."""
-        async with self._lock:
-            self._send(b"take\n")
-            records: list[tuple[str, float]] = []
-            while (line := await self._readline()) != "end":
-                webhook_id, _, arrived = line.rpartition(" ")
-                records.append((webhook_id, float(arrived)))
-            return records
+            self._send(command)
+            return await self._readline(timeout)
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -84,10 +75,10 @@ class ReceiverProcess:
             proc.kill()
             await proc.wait()
 
-    def _send(self, command: bytes) -> None:
+    def _send(self, command: str) -> None:
         if self._proc is None or self._proc.stdin is None:
             raise BenchError("the receiver is not running")
-        self._proc.stdin.write(command)
+        self._proc.stdin.write(command.encode() + b"\n")
 
     async def _readline(self, timeout: float = 60.0) -> str:
         if self._proc is None or self._proc.stdout is None:
@@ -96,6 +87,55 @@ class ReceiverProcess:
         if not line:
             raise BenchError("the receiver exited unexpectedly")
         return line.decode().strip()
+
+
+class ReceiverProcess(ReceiverChild):
+    """The parent's handle on :mod:`timefuse.bench.receiver`, run as a child process."""
+
+    def __init__(self, host: str = "127.0.0.1", delay: float = 0.0) -> None:
+        super().__init__("timefuse.bench.receiver", host, str(delay), limit=2**24)
+        self.delay = delay
+
+    async def count(self) -> int:
+        """Requests answered so far (with or without a webhook-id)."""
+        return int(await self.ask("count"))
+
+    async def peak(self) -> int:
+        """The most requests held at once since the last ``peak`` (with a delay only)."""
+        return int(await self.ask("peak"))
+
+    async def take(self) -> list[tuple[str, float]]:
+        """``(webhook-id, arrival)`` of every request since the last ``take``."""
+        async with self._lock:
+            self._send("take")
+            records: list[tuple[str, float]] = []
+            while (line := await self._readline()) != "end":
+                webhook_id, _, arrived = line.rpartition(" ")
+                records.append((webhook_id, float(arrived)))
+            return records
+
+
+class DayReceiverProcess(ReceiverChild):
+    """The parent's handle on :mod:`timefuse.bench.day_receiver`, run as a child process."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__("timefuse.bench.day_receiver", host, limit=2**26)
+
+    async def stats(self, phase: int) -> tuple[int, int]:
+        """Distinct sequence numbers arrived in ``phase``, and the arrivals beyond the first."""
+        answer = json.loads(await self.ask(f"stats {phase}"))
+        return int(answer["distinct"]), int(answer["duplicates"])
+
+    async def summary(self, phase: int) -> dict[str, object]:
+        result: dict[str, object] = json.loads(await self.ask(f"summary {phase}", timeout=300.0))
+        return result
+
+    async def missing(self, phase: int, expected: int, limit: int) -> list[int]:
+        found: list[int] = json.loads(await self.ask(f"missing {phase} {expected} {limit}"))
+        return found
+
+    async def unmatched(self) -> int:
+        return int(await self.ask("unmatched"))
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from typing import cast
 
 from timefuse.entrypoints.loops import install_uvloop
@@ -61,9 +62,14 @@ class Recorder:
         return records
 
 
-class _Protocol(asyncio.Protocol):
-    def __init__(self, recorder: Recorder) -> None:
-        self._recorder = recorder
+class ReceiverProtocol(asyncio.Protocol):
+    """HTTP/1.1 requests framed by Content-Length, each answered 204.
+
+    A subclass says what it records of a request in :meth:`request` and may hold its answers in
+    :meth:`respond`; :mod:`timefuse.bench.day_receiver` is one too.
+    """
+
+    def __init__(self) -> None:
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
 
@@ -75,31 +81,53 @@ class _Protocol(asyncio.Protocol):
         buffer = self._buffer + data if self._buffer else data
         arrived = time.time()
         answers = 0
-        records = self._recorder.records
         while True:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 break
             head = buffer[: end + 2]
             length_text = _header(head, _LENGTH_HEADER)
-            length = int(length_text) if length_text else 0
-            if len(buffer) < end + 4 + length:
+            body_end = end + 4 + (int(length_text) if length_text else 0)
+            if len(buffer) < body_end:
                 break
-            webhook_id = _header(head, _ID_HEADER)
-            if webhook_id:
-                records.append((webhook_id, arrived))
-            buffer = buffer[end + 4 + length :]
+            self.request(head, buffer[end + 4 : body_end], arrived)
+            buffer = buffer[body_end:]
             answers += 1
         self._buffer = buffer
         if answers:
-            recorder = self._recorder
-            recorder.count += answers
-            if recorder.delay > 0:
-                recorder.holding += answers
-                recorder.peak = max(recorder.peak, recorder.holding)
-                asyncio.get_running_loop().call_later(recorder.delay, self._answer_late, answers)
-            elif self._transport is not None:
-                self._transport.write(_ANSWER * answers)
+            self.respond(answers)
+
+    def request(self, head: bytes, body: bytes, arrived: float) -> None:
+        """Records one request: its head (up to the last header's CRLF), its body, its arrival.
+
+        ``arrived`` is ``time.time()`` when the read that completed it began.
+        """
+
+    def respond(self, answers: int) -> None:
+        """Answers the requests framed by one read."""
+        if self._transport is not None:
+            self._transport.write(_ANSWER * answers)
+
+
+class _Protocol(ReceiverProtocol):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def request(self, head: bytes, body: bytes, arrived: float) -> None:
+        webhook_id = _header(head, _ID_HEADER)
+        if webhook_id:
+            self._recorder.records.append((webhook_id, arrived))
+
+    def respond(self, answers: int) -> None:
+        recorder = self._recorder
+        recorder.count += answers
+        if recorder.delay > 0:
+            recorder.holding += answers
+            recorder.peak = max(recorder.peak, recorder.holding)
+            asyncio.get_running_loop().call_later(recorder.delay, self._answer_late, answers)
+        else:
+            super().respond(answers)
 
     def _answer_late(self, answers: int) -> None:
         self._recorder.holding -= answers
@@ -107,43 +135,53 @@ class _Protocol(asyncio.Protocol):
             self._transport.write(_ANSWER * answers)
 
 
-async def _control(recorder: Recorder) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out = sys.stdout
-    while line := await reader.readline():
-        command = line.strip()
-        if command == b"count":
-            out.write(f"{recorder.count}\n")
-        elif command == b"peak":
-            out.write(f"{recorder.take_peak()}\n")
-        elif command == b"take":
-            lines = [f"{i.decode(errors='replace')} {t:.6f}\n" for i, t in recorder.take()]
-            out.write("".join(lines) + "end\n")
-        else:
-            out.write(f"error unknown command {command!r}\n")
-        out.flush()
+def answer(recorder: Recorder, line: bytes) -> str:
+    """The answer to one control command (without its last newline)."""
+    command = line.strip()
+    if command == b"count":
+        return str(recorder.count)
+    if command == b"peak":
+        return str(recorder.take_peak())
+    if command == b"take":
+        lines = [f"{i.decode(errors='replace')} {t:.6f}\n" for i, t in recorder.take()]
+        return "".join(lines) + "end"
+    return f"error unknown command {command!r}"
 
 
-async def serve(host: str, delay: float = 0.0) -> None:
-    recorder = Recorder(delay)
+def run(
+    host: str, protocol: Callable[[], asyncio.Protocol], answer: Callable[[bytes], str]
+) -> None:
+    """Serves ``protocol`` on a free port of ``host`` until the standard input closes.
+
+    It prints the port first, then the answer to each line of the standard input, one a line.
+    """
+    install_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(host, protocol, answer))
+
+
+async def _serve(
+    host: str, protocol: Callable[[], asyncio.Protocol], answer: Callable[[bytes], str]
+) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Protocol(recorder), host, 0, backlog=4096)
+    server = await loop.create_server(protocol, host, 0, backlog=4096)
     port = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
     async with server:
-        await _control(recorder)
+        reader = asyncio.StreamReader(limit=2**20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        out = sys.stdout
+        while line := await reader.readline():
+            out.write(answer(line) + "\n")
+            out.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     host = args[0] if args else "127.0.0.1"
-    delay = float(args[1]) if len(args) > 1 else 0.0
-    install_uvloop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, delay))
+    recorder = Recorder(float(args[1]) if len(args) > 1 else 0.0)
+    run(host, lambda: _Protocol(recorder), lambda line: answer(recorder, line))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TextIO, TypeVar
 
 import aiohttp
 
@@ -17,6 +19,14 @@ from timefuse.bench.processes import BenchError, ReceiverProcess, ServeProcess
 from timefuse.bench.report import Report, Value, combine, write_json, write_table
 
 Scenario = Callable[[Context], Awaitable[Report]]
+
+
+class _Outcome(Protocol):
+    @property
+    def errors(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Outcome)
 
 NO_KAFKA = (
     "{scenario} needs a Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass "
@@ -40,56 +50,61 @@ def run_bench(args: argparse.Namespace) -> int:
         return _run_river(options)
     if options.scenario == "day":
         return _run_day(options)
+    return _measure_and_write(
+        options,
+        lambda: combine([_run_once(options) for _ in range(options.runs)]),
+        write_json,
+        write_table,
+    )
+
+
+def _measure_and_write(
+    options: BenchOptions,
+    measure: Callable[[], R],
+    to_json: Callable[[R, TextIO], None],
+    to_table: Callable[[R, TextIO], None],
+) -> int:
+    """Measures and writes the report; the exit status: 1 when it had errors or could not finish."""
     try:
-        report = combine([_run_once(options) for _ in range(options.runs)])
+        report = measure()
     except BenchError as exc:
         print(f"timefuse bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    if options.day is not None and options.day.report:  # the day scenario's --report PATH
+        with open(options.day.report, "w", encoding="utf-8") as stream:
+            to_json(report, stream)
     if options.json:
-        write_json(report, sys.stdout)
+        to_json(report, sys.stdout)
     else:
-        write_table(report, sys.stdout)
+        to_table(report, sys.stdout)
     return 1 if report.errors else 0
+
+
+# The scenarios that start what they need themselves, and their run functions as entry points
+# name them ("module:function"): a module is imported only when its scenario is chosen, as each
+# brings its own dependencies.
+_SELF_CONTAINED = {
+    "cron": "timefuse.bench.cron:run_cron",
+    "store": "timefuse.bench.store:run_store",
+    "console": "timefuse.bench.console:run_console",
+    "tenant-pages": "timefuse.bench.tenants:run_tenant_pages",
+    "http-type": "timefuse.bench.types:run_http_type",
+    "kafka-type": "timefuse.bench.types:run_kafka_type",
+    "ingest-backlog": "timefuse.bench.kafka:run_ingest_backlog",
+    "schedules": "timefuse.bench.schedules:run_schedules",
+}
 
 
 def _run_once(options: BenchOptions) -> Report:
     """One run of the scenario: in-process, or against a deployment."""
-    scenario = options.scenario
-    if scenario == "cron":
-        from timefuse.bench.cron import run_cron
-
-        return run_cron(options)
-    if scenario == "store":
-        from timefuse.bench.store import run_store
-
-        return run_store(options)
-    if scenario == "console":
-        from timefuse.bench.console import run_console
-
-        return run_console(options)
-    if scenario == "tenant-pages":
-        from timefuse.bench.tenants import run_tenant_pages
-
-        return run_tenant_pages(options)
-    if scenario == "http-type":
-        from timefuse.bench.types import run_http_type
-
-        return run_http_type(options)
-    if scenario == "kafka-type":
-        from timefuse.bench.types import run_kafka_type
-
-        return run_kafka_type(options)
-    if scenario == "ingest-backlog":
-        from timefuse.bench.kafka import run_ingest_backlog
-
-        return run_ingest_backlog(options)
-    if scenario == "schedules":
-        from timefuse.bench.schedules import run_schedules
-
-        return run_schedules(options)
-    return asyncio.run(_run(options))
+    entry = _SELF_CONTAINED.get(options.scenario)
+    if entry is None:
+        return asyncio.run(_run(options))
+    module, _, function = entry.partition(":")
+    run: Callable[[BenchOptions], Report] = getattr(importlib.import_module(module), function)
+    return run(options)
 
 
 def _run_river(options: BenchOptions) -> int:
@@ -99,38 +114,17 @@ def _run_river(options: BenchOptions) -> int:
     if problem is not None:
         print(f"timefuse bench: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        report = river.run_river(options)
-    except BenchError as exc:
-        print(f"timefuse bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if options.json:
-        river_report.write_json(report, sys.stdout)
-    else:
-        river_report.write_table(report, sys.stdout)
-    return 1 if report.errors else 0
+    return _measure_and_write(
+        options, lambda: river.run_river(options), river_report.write_json, river_report.write_table
+    )
 
 
 def _run_day(options: BenchOptions) -> int:
     from timefuse.bench import day, day_report
 
-    try:
-        report = day.run_day(options)
-    except BenchError as exc:
-        print(f"timefuse bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if options.day is not None and options.day.report:
-        with open(options.day.report, "w", encoding="utf-8") as stream:
-            day_report.write_json(report, stream)
-    if options.json:
-        day_report.write_json(report, sys.stdout)
-    else:
-        day_report.write_table(report, sys.stdout)
-    return 1 if report.errors else 0
+    return _measure_and_write(
+        options, lambda: day.run_day(options), day_report.write_json, day_report.write_table
+    )
 
 
 def _scenario(name: str) -> Scenario:

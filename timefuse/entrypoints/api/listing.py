@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import FieldError, parse_instant
 from timefuse.entrypoints.api.errors import VALIDATION_FAILED, ApiError
 from timefuse.ports.store import Cursor, EventQuery
+
+E = TypeVar("E", bound=enum.StrEnum)
+P = TypeVar("P")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -66,13 +70,13 @@ class Listing:
 def parse_listing(params: Mapping[str, str]) -> Listing:
     """The listing ``params`` ask for; 400 naming every bad parameter."""
     errors: list[FieldError] = []
-    status = _status(params.get("status"), errors)
+    status = enum_param("status", params.get("status"), EventStatus, errors)
     source = _source(params.get("source"), errors)
     scheduled_from = instant_param("scheduled_from", params.get("scheduled_from"), errors)
     scheduled_to = instant_param("scheduled_to", params.get("scheduled_to"), errors)
     check_window(scheduled_from, scheduled_to, errors)
     limit = int_param("limit", params.get("limit"), 1, MAX_LIMIT, errors)
-    after = _cursor(params.get("cursor"), errors)
+    after = cursor_param(params.get("cursor"), Cursor.decode, errors)
     if errors:
         raise invalid(errors)
     query = EventQuery(
@@ -123,17 +127,6 @@ def check_window(
         errors.append(FieldError("scheduled_to", "must not be before scheduled_from"))
 
 
-def _status(text: str | None, errors: list[FieldError]) -> EventStatus | None:
-    if text is None:
-        return None
-    try:
-        return EventStatus(text.upper())
-    except ValueError:
-        names = ", ".join(status.value for status in EventStatus)
-        errors.append(FieldError("status", f"must be one of {names}"))
-        return None
-
-
 def _source(text: str | None, errors: list[FieldError]) -> str | None:
     return None if text is None else source_param(text, errors)
 
@@ -158,11 +151,26 @@ def source_param(text: str, errors: list[FieldError]) -> str:
     return text
 
 
-def _cursor(text: str | None, errors: list[FieldError]) -> Cursor | None:
+def enum_param(name: str, text: str | None, kind: type[E], errors: list[FieldError]) -> E | None:
+    """``text`` as a member of ``kind``, in any case (``pending`` is ``PENDING``)."""
     if text is None:
         return None
     try:
-        return Cursor.decode(text)
+        return kind(text.upper())
+    except ValueError:
+        names = ", ".join(member.value for member in kind)
+        errors.append(FieldError(name, f"must be one of {names}"))
+        return None
+
+
+def cursor_param(
+    text: str | None, decode: Callable[[str], P], errors: list[FieldError]
+) -> P | None:
+    """The position a ``cursor`` parameter encodes; ``decode`` raises ValueError for any other."""
+    if text is None:
+        return None
+    try:
+        return decode(text)
     except ValueError:
         errors.append(FieldError("cursor", "is not a cursor this API gave (use next_cursor)"))
         return None

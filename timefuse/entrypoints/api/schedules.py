@@ -29,7 +29,7 @@ from timefuse.entrypoints.api.errors import (
     VALIDATION_FAILED,
     ApiError,
 )
-from timefuse.entrypoints.api.listing import int_param, invalid
+from timefuse.entrypoints.api.listing import cursor_param, enum_param, int_param, invalid
 from timefuse.entrypoints.api.models import NOT_A_SCALAR, EventIn, EventOut, event_out
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.api.schedule_models import (
@@ -162,9 +162,9 @@ class SchedulesApi:
         source = params.get("source")
         if source is not None and not 0 < len(source) <= _MAX_SOURCE:
             errors.append(FieldError("source", f"must have 1 to {_MAX_SOURCE} characters"))
-        state = _state(params.get("state"), errors)
+        state = enum_param("state", params.get("state"), ScheduleState, errors)
         limit = int_param("limit", params.get("limit"), 1, MAX_LIMIT, errors)
-        after = _position(params.get("cursor"), errors)
+        after = cursor_param(params.get("cursor"), SchedulePosition.decode, errors)
         if errors:
             raise invalid(errors)
         query = ScheduleQuery(sources=None if source is None else frozenset({source}), state=state)
@@ -253,7 +253,7 @@ class SchedulesApi:
         params = request.query_params
         errors: list[FieldError] = []
         limit = int_param("limit", params.get("limit"), 1, MAX_LIMIT, errors)
-        before = _cursor(params.get("cursor"), errors)
+        before = cursor_param(params.get("cursor"), Cursor.decode, errors)
         if errors:
             raise invalid(errors)
         page = await self._service.occurrences(
@@ -278,37 +278,6 @@ def _schedule_id(request: Request) -> str:
 
 def _not_found(schedule_id: str) -> ApiError:
     return ApiError(404, SCHEDULE_NOT_FOUND, f"no schedule with id {schedule_id}")
-
-
-def _state(text: str | None, errors: list[FieldError]) -> ScheduleState | None:
-    if text is None:
-        return None
-    try:
-        return ScheduleState(text.upper())
-    except ValueError:
-        names = ", ".join(state.value for state in ScheduleState)
-        errors.append(FieldError("state", f"must be one of {names}"))
-        return None
-
-
-def _position(text: str | None, errors: list[FieldError]) -> SchedulePosition | None:
-    if text is None:
-        return None
-    try:
-        return SchedulePosition.decode(text)
-    except ValueError:
-        errors.append(FieldError("cursor", "is not a cursor this API gave (use next_cursor)"))
-        return None
-
-
-def _cursor(text: str | None, errors: list[FieldError]) -> Cursor | None:
-    if text is None:
-        return None
-    try:
-        return Cursor.decode(text)
-    except ValueError:
-        errors.append(FieldError("cursor", "is not a cursor this API gave (use next_cursor)"))
-        return None
 
 
 _SCHEDULE_ID = {"type": "string", "format": "uuid", "description": "The schedule's id."}

@@ -8,9 +8,11 @@ that says what happened (post/redirect/get: a reload doesn't repeat the action).
 
 from __future__ import annotations
 
+import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC
+from typing import TypeVar
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -24,6 +26,15 @@ from timefuse.entrypoints.ui.pages import MAX_BULK, Pages, Sources
 from timefuse.entrypoints.ui.visit import Visit
 from timefuse.ports.store import CancelResult, MoveDueResult, RedeliverResult
 
+R = TypeVar("R", bound=enum.Enum)
+
+# What the event's page is told of each outcome (``?done=``); any other is "no such event".
+_CANCEL_DONE = {CancelResult.CANCELLED: "cancelled", CancelResult.NOT_PENDING: "not-pending"}
+_REDELIVER_DONE = {
+    RedeliverResult.REDELIVERED: "redelivered",
+    RedeliverResult.NOT_REDELIVERABLE: "not-redeliverable",
+}
+
 
 class Actions:
     def __init__(self, parts: Sources, pages: Pages) -> None:
@@ -31,18 +42,10 @@ class Actions:
         self._pages = pages
 
     async def cancel(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:
-        if not visit.abilities.cancel:
-            return self._pages.forbidden(request, visit, "This key may not cancel events.")
-        event_id = _event_id(request)
-        who = _who(visit)
-        if event_id is None:
-            return self._pages.not_found(request, visit, "No such event.")
-        result = await self._parts.service.cancel(event_id, sources=who.sources)
-        if result is CancelResult.NOT_FOUND:
-            return self._pages.not_found(request, visit, "No such event.")
-        self._parts.actions.record(who.name, "cancel", event_id, result.value)
-        done = "cancelled" if result is CancelResult.CANCELLED else "not-pending"
-        return _back(request, f"/events/{event_id}?done={done}")
+        cancel = self._parts.service.cancel
+        return await self._act_on_event(
+            request, visit, visit.abilities.cancel, "cancel", cancel, _CANCEL_DONE
+        )
 
     async def reschedule(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:
         """Deliver a pending event at another time (``due_at``: UTC, or with an offset)."""
@@ -73,18 +76,10 @@ class Actions:
         return _back(request, f"/events/{event_id}?done={done}")
 
     async def redeliver(self, request: Request, visit: Visit, form: Mapping[str, str]) -> Response:
-        if not visit.abilities.redeliver:
-            return self._pages.forbidden(request, visit, "This key may not redeliver events.")
-        event_id = _event_id(request)
-        who = _who(visit)
-        if event_id is None:
-            return self._pages.not_found(request, visit, "No such event.")
-        result = await self._parts.service.redeliver(event_id, sources=who.sources)
-        if result is RedeliverResult.NOT_FOUND:
-            return self._pages.not_found(request, visit, "No such event.")
-        self._parts.actions.record(who.name, "redeliver", event_id, result.value)
-        done = "redelivered" if result is RedeliverResult.REDELIVERED else "not-redeliverable"
-        return _back(request, f"/events/{event_id}?done={done}")
+        redeliver = self._parts.service.redeliver
+        return await self._act_on_event(
+            request, visit, visit.abilities.redeliver, "redeliver", redeliver, _REDELIVER_DONE
+        )
 
     async def bulk_redeliver(
         self, request: Request, visit: Visit, form: Mapping[str, str]
@@ -132,6 +127,28 @@ class Actions:
             return self._pages.not_found(request, visit, "This process knows no such destination.")
         self._parts.actions.record(_who(visit).name, "reset breaker", key, "CLOSED")
         return _back(request, f"/destinations?done=reset#{quote(key)}")
+
+    async def _act_on_event(
+        self,
+        request: Request,
+        visit: Visit,
+        allowed: bool,
+        verb: str,
+        act: Callable[..., Awaitable[R]],
+        done: Mapping[R, str],
+    ) -> Response:
+        """``act`` on the page's event; ``done`` names its outcomes but "no such event"."""
+        if not allowed:
+            return self._pages.forbidden(request, visit, f"This key may not {verb} events.")
+        event_id = _event_id(request)
+        who = _who(visit)
+        if event_id is None:
+            return self._pages.not_found(request, visit, "No such event.")
+        result = await act(event_id, sources=who.sources)
+        if result not in done:
+            return self._pages.not_found(request, visit, "No such event.")
+        self._parts.actions.record(who.name, verb, event_id, result.value)
+        return _back(request, f"/events/{event_id}?done={done[result]}")
 
 
 def _who(visit: Visit) -> Principal:
