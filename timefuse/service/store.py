@@ -137,8 +137,9 @@ class Store(ScheduleRules):
     async def next_due(self, due: DueFilter) -> NextDue:
         return await self._adapter.next_due(due)
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
-        """Write outcomes; for an event given several, only the latest claim's can apply."""
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        """Write outcomes; the ids of the events whose update applied. For an event given
+        several, only the latest claim's can apply (of one claim's, the last given)."""
         latest: dict[str, OutcomeUpdate] = {}
         for update in updates:
             checked = _recordable(update)
@@ -146,7 +147,7 @@ class Store(ScheduleRules):
             if kept is None or checked.ref.claim >= kept.ref.claim:
                 latest[checked.event_id] = checked
         if not latest:
-            return 0
+            return frozenset()
         return await self._adapter.record_outcomes(list(latest.values()))
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int:

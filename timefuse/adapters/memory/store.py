@@ -315,10 +315,10 @@ class MemoryStore(MemorySchedules):
             return None
         return event
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         await self._enter("record_outcomes")
         now = self._now()
-        applied = 0
+        applied: set[str] = set()
         for update in updates:
             event = self._held(update.ref)
             if event is None:
@@ -338,8 +338,8 @@ class MemoryStore(MemorySchedules):
                 updated_at=now,
             )
             self._keep_attempt(event.id, update.attempt)
-            applied += 1
-        return applied
+            applied.add(event.id)
+        return frozenset(applied)
 
     def _keep_attempt(self, event_id: str, record: AttemptRecord) -> None:
         history = self._history.setdefault(event_id, [])

@@ -398,6 +398,7 @@ INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, d
 SELECT input.event_id, input.scheduled_at, input.attempt, input.started_at, input.duration_ms,
        input.outcome, input.status_code, input.error, input.worker, applied.attempt_records
   FROM input JOIN applied ON applied.id = input.event_id
+RETURNING event_id
 """
 
 # The claims of a batch of references, found by id within their scheduled_at range.

@@ -324,10 +324,11 @@ class PostgresEventStore(PostgresSchedules):
             raise StoreError("the next-due statement returned no row")
         return NextDue(row[0], row[1])
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         params = outcome_arrays(updates)
         async with self._connection() as conn:
-            return (await conn.execute(queries.RECORD_OUTCOMES, params)).rowcount
+            rows = await (await conn.execute(queries.RECORD_OUTCOMES, params)).fetchall()
+        return frozenset(str(event_id) for (event_id,) in rows)
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
         params = {**ref_arrays(refs), "delay": float(delay_seconds)}

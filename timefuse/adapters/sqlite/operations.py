@@ -186,11 +186,13 @@ def outcome_batch(updates: Sequence[OutcomeUpdate]) -> str:
     return dumps(rows)
 
 
-def record_outcomes(conn: sqlite3.Connection, now: int, batch: str) -> int:
+def record_outcomes(conn: sqlite3.Connection, now: int, batch: str) -> frozenset[str]:
     with transaction(conn):
-        # Attempts first: they see the claims the outcomes are about to end.
+        # Which apply, then their attempts: all three see the claims the outcomes end.
+        (held,) = conn.execute(queries.HELD_OUTCOME_IDS_JSON, {"batch": batch}).fetchone()
         conn.execute(queries.INSERT_ATTEMPTS_IF_HELD, {"batch": batch})
-        return conn.execute(queries.APPLY_OUTCOMES, {"batch": batch, "now": now}).rowcount
+        conn.execute(queries.APPLY_OUTCOMES, {"batch": batch, "now": now})
+    return frozenset(json.loads(held))
 
 
 def ref_batch(refs: Sequence[ClaimRef]) -> str:

@@ -168,7 +168,7 @@ class SqliteEventStore(SqliteSchedules):
 
         return await self._run(work)
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         # Built on the event loop, so the SQLite thread runs almost no Python (see ops.claim).
         batch = ops.outcome_batch(updates)
         return await self._run(lambda conn: ops.record_outcomes(conn, self._now(), batch))
