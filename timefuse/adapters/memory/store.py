@@ -23,6 +23,7 @@ from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -562,11 +563,11 @@ class MemoryStore(MemorySchedules):
     # -- operator actions --------------------------------------------------------------------
 
     async def amend(
-        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+        self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
     ) -> AmendResult:
         await self._enter("amend")
         stored = self._events.get(event.id)
-        if stored is None or stored.status not in when or stored.version != expected_version:
+        if stored is None or stored.status not in when or AmendBasis.of(stored) != basis:
             return AmendResult.NOT_AMENDABLE
         key = _dedup_key(event)
         twin = self._dedup.get(key)

@@ -47,6 +47,7 @@ from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES, Even
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -461,11 +462,17 @@ class PostgresEventStore(PostgresSchedules):
             return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
 
     async def amend(
-        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+        self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
     ) -> AmendResult:
         values = dict(zip(EVENT_COLUMN_NAMES, event_values(event), strict=True))
         params: dict[str, Any] = {name: values[name] for name in AMENDED_COLUMN_NAMES}
-        params.update(id=event.id, expected_version=expected_version, when=_statuses(when))
+        params.update(
+            id=event.id,
+            when=_statuses(when),
+            basis_version=basis.version,
+            basis_claim_count=basis.claim_count,
+            basis_next_attempt_at=basis.next_attempt_at,
+        )
         async with self._connection() as conn:
             try:
                 async with conn.transaction():

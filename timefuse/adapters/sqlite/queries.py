@@ -262,7 +262,8 @@ UPDATE events SET status = 'CANCELLED', updated_at = :now
 AMEND = (
     "UPDATE events SET "
     + ", ".join(f"{name} = :{name}" for name in AMENDED_COLUMN_NAMES)
-    + " WHERE id = :id AND {when} AND version = :expected_version"
+    + " WHERE id = :id AND {when} AND version = :basis_version"
+    " AND claim_count = :basis_claim_count AND next_attempt_at = :basis_next_attempt_at"
 )
 
 CANCEL_BY_EXTERNAL_ID = """
