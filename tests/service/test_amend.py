@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from tests.service.conftest import World, loop_time
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimRequest
 from timefuse.service.events import AmendAnswer, EventService
+from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.looptime
 
@@ -80,3 +83,35 @@ async def test_a_retrying_event_keeps_its_backoff_when_only_its_payload_changes(
     assert outcome.answer is AmendAnswer.AMENDED
     stored = await world.stored(event)
     assert (stored.payload, stored.next_attempt_at) == (b'{"v":2}', due)
+
+
+async def test_a_patch_racing_a_retry_applies_to_the_retrying_event_keeping_its_backoff(
+    world: World,
+) -> None:
+    service = service_of(world)
+    (event,) = await world.submit(world.event())
+    stalled = asyncio.Event()
+    world.memory.faults.stall["amend"] = stalled
+    patching = asyncio.create_task(service.amend(event.id, {"max_retries": 7}, if_version=1))
+    while not world.memory.faults.calls.get("amend"):
+        await asyncio.sleep(0)  # the change is computed from the event as read, not yet written
+    # Meanwhile a dispatcher claims the event and its attempt fails: a retry, backed off.
+    batch = await world.store.claim(ClaimRequest("worker-1", 1, 60.0))
+    assert batch is not None
+    (claimed,) = batch.events
+    retry = make_outcome(claimed, status=EventStatus.PENDING, retry_delay_seconds=30.0)
+    assert await world.store.record_outcomes([retry]) == {event.id}
+    retrying = await world.stored(event)
+    del world.memory.faults.stall["amend"]
+    stalled.set()
+
+    outcome = await patching
+
+    # An attempt is no new version: the client's if_version still holds, and the change is
+    # made afresh on the event as the retry left it.
+    assert outcome.answer is AmendAnswer.AMENDED
+    stored = await world.stored(event)
+    assert (stored.max_retries, stored.version) == (7, 2)
+    assert stored.next_attempt_at == retrying.next_attempt_at
+    assert (stored.retry_count, stored.last_error) == (1, retry.last_error)
+    assert world.memory.faults.calls["amend"] == 2

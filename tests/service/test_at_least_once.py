@@ -137,7 +137,7 @@ class RefusingStore(MemoryStore):
         super().__init__(clock=clock)
         self.poison = poison
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         if any(u.last_error and self.poison in u.last_error for u in updates):
             raise StoreRefused("the store can't take this text")
         return await super().record_outcomes(updates)

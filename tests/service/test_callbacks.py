@@ -100,8 +100,10 @@ async def test_an_event_without_callbacks_makes_no_child(world: World) -> None:
 
 
 async def test_a_callback_the_store_refuses_is_dropped_without_blocking_writes() -> None:
+    from collections.abc import Sequence
+
     from timefuse.domain.event import Event
-    from timefuse.ports.store import ClaimRef, StoreRefused
+    from timefuse.ports.store import ClaimRef, OutcomeUpdate, StoreRefused
     from timefuse.service.wakeup import DueSignal
     from timefuse.service.writeback import OutcomeWriter
     from timefuse.testing.factories import make_event, make_outcome
@@ -110,8 +112,8 @@ async def test_a_callback_the_store_refuses_is_dropped_without_blocking_writes()
         def __init__(self) -> None:
             self.handed_back: list[ClaimRef] = []
 
-        async def record_outcomes(self, updates: object) -> int:
-            return len(updates)  # type: ignore[arg-type]
+        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+            return frozenset(update.event_id for update in updates)
 
         async def insert_many(self, events: list[Event]) -> dict[str, str]:
             raise StoreRefused("no")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -12,9 +13,17 @@ from datetime import timedelta
 import pytest
 
 from tests.service.conftest import World, loop_time
+from timefuse.domain.callback import callback_event
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRef, ClaimRequest, OutcomeUpdate, StoreRefused
+from timefuse.ports.store import (
+    AttemptRecord,
+    ClaimRef,
+    ClaimRequest,
+    OutcomeUpdate,
+    StoreRefused,
+    StoreUnavailable,
+)
 from timefuse.service.wakeup import DueSignal
 from timefuse.service.writeback import OutcomeWriter
 from timefuse.testing.factories import make_outcome
@@ -176,7 +185,7 @@ class RefusingOneStore:
         self.poisoned = poisoned
         self.batches: list[int] = []
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         self.batches.append(len(updates))
         if any(u.event_id == self.poisoned for u in updates):
             raise StoreRefused("no")
@@ -184,6 +193,12 @@ class RefusingOneStore:
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int:
         return await self.world.store.hand_back(refs, delay_seconds)
+
+    async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
+        return await self.world.store.insert_many(events)
+
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
+        return await self.world.store.attempts(event_id)
 
 
 async def test_an_outcome_refused_even_without_its_text_is_dropped_and_counted(
@@ -208,7 +223,7 @@ async def test_an_outcome_refused_even_without_its_text_is_dropped_and_counted(
 class RefusingTextStore(RefusingOneStore):
     """Refuses any batch holding an outcome whose error text has a snowman in it."""
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         self.batches.append(len(updates))
         if any("\u2603" in (u.last_error or "") + (u.attempt.error or "") for u in updates):
             raise StoreRefused("no snowmen")
@@ -240,7 +255,7 @@ async def test_every_outcome_refused_outright_is_counted_as_dropped(world: World
     events = await claimed(world, 4)
 
     class RefusingTwo(RefusingOneStore):
-        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
             if any(u.event_id in {events[0].id, events[3].id} for u in updates):
                 raise StoreRefused("no")
             return await self.world.store.record_outcomes(updates)
@@ -260,7 +275,7 @@ async def test_tries_during_an_outage_double_their_pause_up_to_two_seconds(world
     tries: list[float] = []
     record = world.memory.record_outcomes
 
-    async def timed(updates: Sequence[OutcomeUpdate]) -> int:
+    async def timed(updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         tries.append(loop_time())
         return await record(updates)
 
@@ -279,3 +294,157 @@ async def test_tries_during_an_outage_double_their_pause_up_to_two_seconds(world
     assert writer.written == 1
     stop.set()
     await running
+
+
+# -- completion callbacks: inserted only for outcomes that applied ------------------------------
+
+HOOK = "https://client.example/hook"
+
+
+async def lost_and_held(world: World) -> tuple[Event, Event]:
+    """Two claimed events with callbacks: ``lost`` by worker-1, whose lease ran out and which
+    worker-2 has claimed since, and ``held``, still worker-1's."""
+    await world.submit(
+        *(world.event(callback_url=HOOK, failure_callback_url=HOOK) for _ in range(2))
+    )
+    short = await world.store.claim(ClaimRequest("worker-1", 1, 5.0))
+    long = await world.store.claim(ClaimRequest("worker-1", 1, 60.0))
+    assert short is not None
+    assert long is not None
+    await asyncio.sleep(6.0)  # fake time: the short lease runs out
+    assert await world.store.recover_expired_leases() == 1
+    again = await world.store.claim(ClaimRequest("worker-2", 1, 60.0))
+    assert again is not None
+    assert [e.id for e in again.events] == [short.events[0].id]
+    return short.events[0], long.events[0]
+
+
+def with_callback(
+    writer: OutcomeWriter, world: World, event: Event, status: EventStatus, **overrides: object
+) -> None:
+    update = make_outcome(event, status=status, **overrides)
+    notice = callback_event(
+        event,
+        status,
+        now=world.clock.now(),
+        attempts=event.attempts,
+        retry_count=update.retry_count,
+        status_code=update.attempt.status_code,
+        response_excerpt=None,
+        error=update.last_error,
+    )
+    assert notice is not None
+    writer.add(update, notice)
+
+
+def callbacks_of(world: World) -> dict[str, str]:
+    """The stored callbacks' parents, and the status each reports."""
+    return {
+        event.parent_id: json.loads(event.payload)["status"]
+        for event in world.memory.snapshot().values()
+        if event.parent_id is not None
+    }
+
+
+async def test_a_fenced_out_outcome_inserts_no_callback_an_applied_one_does(
+    world: World,
+) -> None:
+    lost, held = await lost_and_held(world)
+    writer, _ = writer_for(world)
+    with_callback(writer, world, lost, EventStatus.DEAD_LETTER)
+    with_callback(writer, world, held, EventStatus.COMPLETED)
+
+    assert await writer.flush()
+
+    assert callbacks_of(world) == {held.id: "COMPLETED"}
+    assert (writer.written, writer.pending, writer.dropped) == (1, 0, 0)
+    assert (await world.stored(lost)).locked_by == "worker-2"
+
+
+async def test_callbacks_follow_only_applied_outcomes_through_a_split_write(
+    world: World,
+) -> None:
+    lost, held = await lost_and_held(world)
+    await world.submit(world.event(callback_url=HOOK, failure_callback_url=HOOK))
+    batch = await world.store.claim(ClaimRequest("worker-1", 1, 60.0))
+    assert batch is not None
+    refused = batch.events[0]
+    store = RefusingTextStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    with_callback(writer, world, lost, EventStatus.FAILED)
+    snowman = "\u2603 melted"
+    update = make_outcome(refused, status=EventStatus.FAILED)
+    update = replace(update, last_error=snowman, attempt=replace(update.attempt, error=snowman))
+    notice = callback_event(
+        refused,
+        EventStatus.FAILED,
+        now=world.clock.now(),
+        attempts=1,
+        retry_count=1,
+        status_code=503,
+        response_excerpt=None,
+        error=snowman,
+    )
+    writer.add(update, notice)
+    with_callback(writer, world, held, EventStatus.COMPLETED)
+
+    assert await writer.flush()
+
+    # Split until the refused one is alone, which is then written without its text.
+    assert len(store.batches) > 1
+    assert callbacks_of(world) == {held.id: "COMPLETED", refused.id: "FAILED"}
+    assert (writer.written, writer.dropped) == (2, 0)
+
+
+async def test_callbacks_wait_through_an_outage_and_follow_only_applied_outcomes(
+    world: World,
+) -> None:
+    lost, held = await lost_and_held(world)
+    writer, _ = writer_for(world)
+    with_callback(writer, world, lost, EventStatus.DEAD_LETTER)
+    with_callback(writer, world, held, EventStatus.COMPLETED)
+    world.memory.faults.down.add("record_outcomes")
+
+    assert not await writer.flush()
+    assert callbacks_of(world) == {}
+    assert writer.pending == 4  # two outcomes, each with its callback
+
+    world.memory.faults.down.clear()
+    assert await writer.flush()
+    assert callbacks_of(world) == {held.id: "COMPLETED"}
+    assert (writer.written, writer.pending) == (1, 0)
+
+
+class AnswerLostStore(RefusingOneStore):
+    """Writes the first batch of outcomes, then fails as if the answer were lost on the way."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world, poisoned="")
+        self.answered = False
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        applied = await self.world.store.record_outcomes(updates)
+        if not self.answered:
+            self.answered = True
+            raise StoreUnavailable("connection lost before the commit was acknowledged")
+        return applied
+
+
+async def test_an_outcome_written_though_its_answer_was_lost_still_has_its_callback(
+    world: World,
+) -> None:
+    lost, held = await lost_and_held(world)
+    writer = OutcomeWriter(
+        AnswerLostStore(world), DueSignal(world.clock), batch_size=100, monotonic=loop_time
+    )
+    with_callback(writer, world, lost, EventStatus.DEAD_LETTER)
+    with_callback(writer, world, held, EventStatus.COMPLETED)
+
+    assert not await writer.flush()
+    assert (await world.stored(held)).status is EventStatus.COMPLETED
+    assert callbacks_of(world) == {}
+
+    # Written again, neither applies now; the store's history shows which one had.
+    assert await writer.flush()
+    assert callbacks_of(world) == {held.id: "COMPLETED"}
+    assert (writer.written, writer.pending) == (1, 0)

@@ -78,7 +78,7 @@ class Harness:
         assert [event.id for event in claimed] == [event_id]
         retry = {"retry_delay_seconds": 0.0} if status is EventStatus.PENDING else {}
         outcome = make_outcome(claimed[0], "worker-test", status, **retry)
-        assert await self.store.record_outcomes([outcome]) == 1
+        assert await self.store.record_outcomes([outcome]) == {event_id}
         return event_id
 
 

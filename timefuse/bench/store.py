@@ -128,7 +128,7 @@ async def _through_the_store(store: Store, events: list[Event]) -> dict[str, Any
             break
         updates = [make_outcome(e, WORKER, EventStatus.COMPLETED) for e in claimed.events]
         t2 = time.perf_counter()
-        completed += await store.record_outcomes(updates)
+        completed += len(await store.record_outcomes(updates))
         claim_s += t1 - t0
         write_s += time.perf_counter() - t2
         claims += 1

@@ -25,6 +25,7 @@ from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.clock import Clock
 from timefuse.ports.ingest import IngestBuffer
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -311,7 +312,7 @@ class EventService:
             if reason is not None:
                 raise ValidationFailed([FieldError("destination", reason)])
             self._check_callbacks(changed)
-            result = await self._store.amend(changed, expected_version=current.version)
+            result = await self._store.amend(changed, basis=AmendBasis.of(current))
             if result is AmendResult.AMENDED:
                 if self._wakeup is not None:
                     self._wakeup.notify(changed.next_attempt_at)
@@ -319,7 +320,7 @@ class EventService:
                 return Amended(AmendAnswer.AMENDED, changed)
             if result is AmendResult.DUPLICATE:
                 return Amended(AmendAnswer.DUPLICATE, current)
-            # Claimed or changed since it was read: look again.
+            # Claimed, attempted, changed or moved since it was read: look again.
         latest = await self._store.get(event_id, sources=sources)
         if latest is None:
             return Amended(AmendAnswer.NOT_FOUND, None)

@@ -25,6 +25,7 @@ from timefuse.domain.status import (
 )
 from timefuse.domain.text import storable
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -137,8 +138,9 @@ class Store(ScheduleRules):
     async def next_due(self, due: DueFilter) -> NextDue:
         return await self._adapter.next_due(due)
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
-        """Write outcomes; for an event given several, only the latest claim's can apply."""
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        """Write outcomes; the ids of the events whose update applied. For an event given
+        several, only the latest claim's can apply (of one claim's, the last given)."""
         latest: dict[str, OutcomeUpdate] = {}
         for update in updates:
             checked = _recordable(update)
@@ -146,7 +148,7 @@ class Store(ScheduleRules):
             if kept is None or checked.ref.claim >= kept.ref.claim:
                 latest[checked.event_id] = checked
         if not latest:
-            return 0
+            return frozenset()
         return await self._adapter.record_outcomes(list(latest.values()))
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int:
@@ -260,18 +262,20 @@ class Store(ScheduleRules):
             return CancelResult.NOT_FOUND
         return await self._adapter.cancel(event_id, sources=wanted, when=CANCELLABLE)
 
-    async def amend(self, event: Event, *, expected_version: int) -> AmendResult:
-        """Replace the changeable fields of a PENDING event still at ``expected_version``
-        (``event.version`` must be the next one); see the port's ``amend``."""
+    async def amend(self, event: Event, *, basis: AmendBasis) -> AmendResult:
+        """Replace the changeable fields of a PENDING event still in the state ``basis``
+        describes, the one the change was computed from (``event.version`` must be the next
+        one); see the port's ``amend``."""
         for name in ("scheduled_at", "next_attempt_at", "updated_at"):
             _aware(name, getattr(event, name))
-        if event.version != expected_version + 1:
+        _aware("basis.next_attempt_at", basis.next_attempt_at)
+        if event.version != basis.version + 1:
             raise ValueError("a change makes the event's version exactly one more")
         if event.destination_key != destination_key(event.delivery_type, event.destination):
             event = replace(
                 event, destination_key=destination_key(event.delivery_type, event.destination)
             )
-        return await self._adapter.amend(event, expected_version=expected_version, when=AMENDABLE)
+        return await self._adapter.amend(event, basis=basis, when=AMENDABLE)
 
     async def cancel_by_external_id(
         self, external_job_id: str, *, sources: Collection[str] | None = None

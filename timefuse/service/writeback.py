@@ -6,6 +6,10 @@ writer keeps them and tries again with a growing pause, logging the outage once 
 every half minute while it lasts). A write the store refuses for its values is split until
 the update at fault is alone; that one is written without its text, or dropped: its claim then
 expires and lease recovery counts the attempt, so the event is neither lost nor stuck.
+
+A completion callback is inserted only once the store says its parent's outcome applied: an
+outcome fenced out (the lease was lost, another worker holds the event now) reports nothing,
+since the event ends as that other worker's attempt decides.
 """
 
 from __future__ import annotations
@@ -14,13 +18,19 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
 
 from timefuse.domain.event import Event
-from timefuse.ports.store import ClaimRef, OutcomeUpdate, StoreError, StoreUnavailable
+from timefuse.ports.store import (
+    AttemptRecord,
+    ClaimRef,
+    OutcomeUpdate,
+    StoreError,
+    StoreUnavailable,
+)
 from timefuse.service.wakeup import DueSignal
 
 log = structlog.get_logger("timefuse.dispatcher")
@@ -33,11 +43,23 @@ DELAY_GRANULARITY = 0.1
 
 
 class OutcomeStore(Protocol):
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int: ...
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]: ...
 
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]: ...
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int: ...
+
+    async def attempts(self, event_id: str) -> list[AttemptRecord]: ...
+
+
+@dataclass(eq=False, slots=True)
+class _Outcome:
+    """One outcome to write, and the callback that reports it once it applied."""
+
+    update: OutcomeUpdate
+    follow_up: Event | None
+    # A write of it failed without an answer: it may have applied nonetheless.
+    in_doubt: bool = False
 
 
 class OutcomeWriter:
@@ -53,8 +75,8 @@ class OutcomeWriter:
         self._wakeup = wakeup
         self._batch_size = batch_size
         self._now = monotonic
-        self._outcomes: list[OutcomeUpdate] = []
-        # Completion callbacks, inserted once the outcomes that end their parents are written.
+        self._outcomes: list[_Outcome] = []
+        # Completion callbacks whose parents' outcomes applied, waiting to be inserted.
         self._follow_ups: list[Event] = []
         self._hand_backs: dict[float, list[ClaimRef]] = defaultdict(list)
         self._ready = asyncio.Event()  # a batch is full: write it now
@@ -65,10 +87,8 @@ class OutcomeWriter:
         self.dropped = 0
 
     def add(self, update: OutcomeUpdate, follow_up: Event | None = None) -> None:
-        """Write ``update``; then insert ``follow_up`` (a new event), if any."""
-        self._outcomes.append(update)
-        if follow_up is not None:
-            self._follow_ups.append(follow_up)
+        """Write ``update``; then, if it applied, insert ``follow_up`` (a new event), if any."""
+        self._outcomes.append(_Outcome(update, follow_up))
         self._arrived.set()
         if len(self._outcomes) >= self._batch_size:
             self._ready.set()
@@ -83,6 +103,7 @@ class OutcomeWriter:
     def pending(self) -> int:
         return (
             len(self._outcomes)
+            + sum(outcome.follow_up is not None for outcome in self._outcomes)
             + len(self._follow_ups)
             + sum(len(refs) for refs in self._hand_backs.values())
         )
@@ -149,20 +170,21 @@ class OutcomeWriter:
         while self._outcomes:
             batch = self._outcomes[: self._batch_size]
             del self._outcomes[: len(batch)]
+            settled: set[_Outcome] = set()
             try:
-                await self._write(batch)
+                await self._write(batch, settled)
             except BaseException:
-                # Kept for the next flush (an outage, or a cancellation at shutdown).
-                self._outcomes[:0] = batch
+                # Kept for the next flush (an outage, or a cancellation at shutdown), but for
+                # what the store has answered for. A write left unanswered may have applied.
+                unsettled = [outcome for outcome in batch if outcome not in settled]
+                for outcome in unsettled:
+                    outcome.in_doubt = True
+                self._outcomes[:0] = unsettled
                 raise
-            retries = [u.retry_delay_seconds for u in batch if u.retry_delay_seconds is not None]
-            if retries:
-                self._wakeup.notify_after(min(retries))
 
     async def _flush_follow_ups(self) -> None:
-        # Taken with no await since the outcomes were flushed: each one's outcome is written.
-        # Their ids are derived from their parents', so a write retried after an outage
-        # stores each once.
+        # Only the callbacks of outcomes that applied are here. Their ids are derived from
+        # their parents' (and claims'), so a write retried after an outage stores each once.
         events, self._follow_ups = self._follow_ups, []
         if not events:
             return
@@ -181,20 +203,25 @@ class OutcomeWriter:
             raise
         self._wakeup.notify(min(event.next_attempt_at for event in events))
 
-    async def _write(self, batch: list[OutcomeUpdate]) -> None:
+    async def _write(self, batch: list[_Outcome], settled: set[_Outcome]) -> None:
         try:
-            self.written += await self._store.record_outcomes(batch)
+            applied = await self._store.record_outcomes([outcome.update for outcome in batch])
         except StoreUnavailable:
             raise
         except StoreError as exc:
             if len(batch) > 1:
                 middle = len(batch) // 2
-                await self._write(batch[:middle])
-                await self._write(batch[middle:])
+                await self._write(batch[:middle], settled)
+                await self._write(batch[middle:], settled)
                 return
-            await self._write_poison(batch[0], exc)
+            await self._write_poison(batch[0], exc, settled)
+            return
+        await self._settle(batch, applied, settled)
 
-    async def _write_poison(self, update: OutcomeUpdate, exc: StoreError) -> None:
+    async def _write_poison(
+        self, outcome: _Outcome, exc: StoreError, settled: set[_Outcome]
+    ) -> None:
+        update = outcome.update
         stripped = replace(
             update,
             last_error="the delivery type's error text could not be stored",
@@ -202,15 +229,46 @@ class OutcomeWriter:
         )
         log.error("an outcome was refused by the store", event_id=update.event_id, error=str(exc))
         try:
-            self.written += await self._store.record_outcomes([stripped])
+            applied = await self._store.record_outcomes([stripped])
         except StoreUnavailable:
             raise
         except StoreError as again:
             # Its claim expires and lease recovery counts the attempt: not lost, not stuck.
             self.dropped += 1
+            settled.add(outcome)
             log.error(
                 "dropped an outcome the store refuses", event_id=update.event_id, error=str(again)
             )
+            return
+        await self._settle([outcome], applied, settled)
+
+    async def _settle(
+        self, outcomes: list[_Outcome], applied: frozenset[str], settled: set[_Outcome]
+    ) -> None:
+        """Count what applied, queue its callbacks, and wake the dispatcher for its retries."""
+        took = _took(outcomes, applied)
+        for n, outcome in enumerate(outcomes):
+            if outcome.in_doubt and not took[n]:
+                took[n] = await self._applied_earlier(outcome.update)
+        retries = []
+        for outcome, applies in zip(outcomes, took, strict=True):
+            settled.add(outcome)
+            if not applies:
+                continue
+            self.written += 1
+            if outcome.follow_up is not None:
+                self._follow_ups.append(outcome.follow_up)
+            if outcome.update.retry_delay_seconds is not None:
+                retries.append(outcome.update.retry_delay_seconds)
+        if retries:
+            self._wakeup.notify_after(min(retries))
+
+    async def _applied_earlier(self, update: OutcomeUpdate) -> bool:
+        # A write that failed without an answer may have committed: then the store keeps this
+        # very attempt (kept exactly when its outcome applies). Its error text may be stored
+        # otherwise (made storable, or left out), so that is not compared.
+        mine = _as_kept(update.attempt)
+        return any(_as_kept(kept) == mine for kept in await self._store.attempts(update.event_id))
 
     async def _flush_hand_backs(self) -> None:
         while self._hand_backs:
@@ -222,6 +280,27 @@ class OutcomeWriter:
                 self._hand_backs[delay].extend(refs)
                 raise
             self._wakeup.notify_after(delay)
+
+
+def _as_kept(record: AttemptRecord) -> AttemptRecord:
+    return replace(record, error=None, sequence=0)
+
+
+def _took(outcomes: list[_Outcome], applied: frozenset[str]) -> list[bool]:
+    """Which of ``outcomes`` applied, given the ids of the events whose update did.
+
+    Of several outcomes for one event only the latest claim's can apply (the store's rule); of
+    one claim's, the last given."""
+    latest: dict[str, int] = {}
+    for n, outcome in enumerate(outcomes):
+        event_id, claim = outcome.update.event_id, outcome.update.ref.claim
+        kept = latest.get(event_id)
+        if kept is None or claim >= outcomes[kept].update.ref.claim:
+            latest[event_id] = n
+    return [
+        outcome.update.event_id in applied and latest[outcome.update.event_id] == n
+        for n, outcome in enumerate(outcomes)
+    ]
 
 
 async def _first_of(*waits: Awaitable[object]) -> None:

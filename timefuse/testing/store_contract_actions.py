@@ -162,7 +162,7 @@ class ActionsContract:
         self, store: Store, status: EventStatus
     ) -> None:
         claimed = await insert_and_claim(store, max_retries=2)
-        assert await store.record_outcomes([make_outcome(claimed, status=status)]) == 1
+        assert await store.record_outcomes([make_outcome(claimed, status=status)]) == {claimed.id}
         finished = await stored_event(store, claimed)
         now = utc_now()
         assert await store.redeliver(claimed.id, now) is RedeliverResult.REDELIVERED

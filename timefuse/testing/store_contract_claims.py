@@ -160,7 +160,7 @@ class ClaimsContract:
     async def test_a_success_completes_the_event_and_keeps_the_attempt(self, store: Store) -> None:
         claimed = await insert_and_claim(store, "worker-a")
         outcome = make_outcome(claimed, status=EventStatus.COMPLETED)
-        assert await store.record_outcomes([outcome]) == 1
+        assert await store.record_outcomes([outcome]) == {claimed.id}
         stored = await stored_event(store, claimed)
         assert stored.status is EventStatus.COMPLETED
         assert (stored.locked_by, stored.lock_expires_at) == (None, None)
@@ -170,7 +170,7 @@ class ClaimsContract:
     async def test_a_retry_is_due_its_delay_after_the_stores_now(self, store: Store) -> None:
         claimed = await insert_and_claim(store, "worker-a")
         outcome = make_outcome(claimed, status=EventStatus.PENDING)
-        assert await store.record_outcomes([outcome]) == 1
+        assert await store.record_outcomes([outcome]) == {claimed.id}
         stored = await stored_event(store, claimed)
         assert (stored.status, stored.retry_count, stored.last_error) == (
             EventStatus.PENDING,
@@ -184,7 +184,7 @@ class ClaimsContract:
     async def test_an_outcome_from_another_worker_does_not_apply(self, store: Store) -> None:
         claimed = await insert_and_claim(store, "worker-a")
         outcome = make_outcome(claimed, "worker-b")
-        assert await store.record_outcomes([outcome]) == 0
+        assert await store.record_outcomes([outcome]) == frozenset()
         assert await stored_event(store, claimed) == claimed
         assert await store.attempts(claimed.id) == []
 
@@ -193,11 +193,27 @@ class ClaimsContract:
         mine = await claim(store, "worker-a")
         theirs = await insert_and_claim(store, "worker-b")
         updates = [make_outcome(event, "worker-a") for event in [*mine, theirs]]
-        assert await store.record_outcomes(updates) == 2
+        assert await store.record_outcomes(updates) == {event.id for event in mine}
         assert (await stored_event(store, theirs)).status is EventStatus.PROCESSING
         assert await store.attempts(theirs.id) == []
         for event in mine:
             assert len(await store.attempts(event.id)) == 1
+
+    async def test_a_fenced_out_outcomes_event_is_not_among_those_that_applied(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        lost = await insert_and_claim(store, "worker-a", SHORT_LEASE)
+        await store_time.advance(PAST_SHORT_LEASE)
+        assert await store.recover_expired_leases() == 1
+        (retaken,) = await claim(store, "worker-b")
+        held = await insert_and_claim(store, "worker-a")
+        late = make_outcome(lost, status=EventStatus.DEAD_LETTER)
+
+        applied = await store.record_outcomes([late, make_outcome(held)])
+
+        assert applied == {held.id}
+        assert await stored_event(store, lost) == retaken
+        assert (await stored_event(store, held)).status is EventStatus.COMPLETED
 
     async def test_the_rules_refuse_an_outcome_the_status_machine_forbids(
         self, store: Store
@@ -219,7 +235,7 @@ class ClaimsContract:
         poison = "refused\x00 by \ud800 the receiver"
         outcome = make_outcome(claimed, status=EventStatus.PENDING, last_error=poison)
         outcome = replace(outcome, attempt=replace(outcome.attempt, error=poison))
-        assert await store.record_outcomes([outcome]) == 1
+        assert await store.record_outcomes([outcome]) == {claimed.id}
         stored = await stored_event(store, claimed)
         assert stored.last_error == "refused\ufffd by \ufffd the receiver"
         (record,) = await store.attempts(claimed.id)
@@ -237,7 +253,7 @@ class ClaimsContract:
             (newer,) = await claim(store, worker)
             assert newer.claim_count == stale.claim_count + (1 if worker == "worker-b" else 2)
             ref = ClaimRef.of(stale)
-            assert await store.record_outcomes([make_outcome(stale)]) == 0
+            assert await store.record_outcomes([make_outcome(stale)]) == frozenset()
             assert await store.hand_back([ref], 0.0) == 0
             assert await store.extend_leases([ref], 300.0) == 0
             assert await stored_event(store, stale) == newer
@@ -255,8 +271,8 @@ class ClaimsContract:
         await store.redeliver(hung.id, utc_now())
         (again,) = await claim(store, "worker-a")
         assert again.attempts == hung.attempts == 1  # the round restarts; the token doesn't
-        assert await store.record_outcomes([make_outcome(hung)]) == 0
-        assert await store.record_outcomes([make_outcome(again)]) == 1
+        assert await store.record_outcomes([make_outcome(hung)]) == frozenset()
+        assert await store.record_outcomes([make_outcome(again)]) == {again.id}
 
     async def test_of_two_outcomes_for_one_event_the_latest_claims_applies(
         self, store: Store, store_time: StoreTime
@@ -266,7 +282,7 @@ class ClaimsContract:
         await store.recover_expired_leases()
         (second,) = await claim(store, "worker-a")
         late, current = make_outcome(first), make_outcome(second)
-        assert await store.record_outcomes([current, late]) == 1
+        assert await store.record_outcomes([current, late]) == {second.id}
         assert (await stored_event(store, second)).status is EventStatus.COMPLETED
 
     # -- hand-backs and leases ---------------------------------------------------------------
@@ -315,7 +331,7 @@ class ClaimsContract:
         assert await store.recover_expired_leases() == 0
         stored = await stored_event(store, claimed)
         assert_near(stored.lock_expires_at, utc_now() + timedelta(seconds=60))
-        assert await store.record_outcomes([make_outcome(claimed)]) == 1
+        assert await store.record_outcomes([make_outcome(claimed)]) == {claimed.id}
 
     # -- lease recovery ----------------------------------------------------------------------
 

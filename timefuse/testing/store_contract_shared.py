@@ -65,7 +65,7 @@ class SharedLimitsContract:
         assert (await take(store, "worker-b", shared))[0] == []
         claimed = await store.get(first[0])
         assert claimed is not None
-        assert await store.record_outcomes([make_outcome(claimed)]) == 1
+        assert await store.record_outcomes([make_outcome(claimed)]) == {claimed.id}
         assert (await take(store, "worker-b", shared))[0] == ids[3:4]
 
     async def test_a_full_destinations_backlog_does_not_hide_the_others_due_events(

@@ -37,7 +37,7 @@ async def claim_until_done(dsn: str, worker: str, start_at: float) -> list[str]:
             empty = 0
             claimed.extend(event.id for event in batch)
             outcomes = [make_outcome(event, worker) for event in batch]
-            assert await store.record_outcomes(outcomes) == len(batch)
+            assert await store.record_outcomes(outcomes) == {event.id for event in batch}
         return claimed
     finally:
         await store.close()

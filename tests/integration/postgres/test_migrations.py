@@ -202,7 +202,7 @@ async def test_upgrading_a_database_with_events_keeps_their_counts_and_histories
         assert [record.sequence for record in await store.attempts("c")] == [1, 2]
         processing = await store.get("c")
         assert processing is not None
-        assert await store.record_outcomes([make_outcome(processing, "w")]) == 1
+        assert await store.record_outcomes([make_outcome(processing, "w")]) == {"c"}
         assert [record.sequence for record in await store.attempts("c")] == [1, 2, 3]
     finally:
         await store.close()

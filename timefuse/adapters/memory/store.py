@@ -23,6 +23,7 @@ from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -315,10 +316,10 @@ class MemoryStore(MemorySchedules):
             return None
         return event
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         await self._enter("record_outcomes")
         now = self._now()
-        applied = 0
+        applied: set[str] = set()
         for update in updates:
             event = self._held(update.ref)
             if event is None:
@@ -338,8 +339,8 @@ class MemoryStore(MemorySchedules):
                 updated_at=now,
             )
             self._keep_attempt(event.id, update.attempt)
-            applied += 1
-        return applied
+            applied.add(event.id)
+        return frozenset(applied)
 
     def _keep_attempt(self, event_id: str, record: AttemptRecord) -> None:
         history = self._history.setdefault(event_id, [])
@@ -562,11 +563,11 @@ class MemoryStore(MemorySchedules):
     # -- operator actions --------------------------------------------------------------------
 
     async def amend(
-        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+        self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
     ) -> AmendResult:
         await self._enter("amend")
         stored = self._events.get(event.id)
-        if stored is None or stored.status not in when or stored.version != expected_version:
+        if stored is None or stored.status not in when or AmendBasis.of(stored) != basis:
             return AmendResult.NOT_AMENDABLE
         key = _dedup_key(event)
         twin = self._dedup.get(key)

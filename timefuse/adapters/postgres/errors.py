@@ -14,6 +14,7 @@ from timefuse.ports.store import StoreError, StoreRefused, StoreUnavailable
 # big). Sending the same values again fails the same way.
 _VALUES_AT_FAULT = ("22", "23", "54")
 CHECK_VIOLATION = "23514"
+SERIALIZATION_FAILURE = "40001"
 
 
 def translate(exc: psycopg.Error) -> StoreError:
@@ -34,6 +35,17 @@ def translate(exc: psycopg.Error) -> StoreError:
     if state[:2] in _VALUES_AT_FAULT or (not state and isinstance(exc, psycopg.DataError)):
         return StoreRefused(message)
     return StoreUnavailable(message)
+
+
+def lost_to_a_moved_row(exc: StoreError) -> bool:
+    """Whether ``exc`` is a statement's lost race with an update that moved a row it was
+    about to lock to another partition (a PATCH of ``scheduled_at``).
+
+    At READ COMMITTED on the primary that is what a serialization failure (40001) means;
+    the statement run again takes a fresh snapshot and finds the row where it now is.
+    """
+    cause = exc.__cause__
+    return isinstance(cause, psycopg.Error) and cause.sqlstate == SERIALIZATION_FAILURE
 
 
 def _about_default_partition(exc: psycopg.Error) -> bool:

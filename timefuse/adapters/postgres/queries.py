@@ -398,6 +398,7 @@ INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, d
 SELECT input.event_id, input.scheduled_at, input.attempt, input.started_at, input.duration_ms,
        input.outcome, input.status_code, input.error, input.worker, applied.attempt_records
   FROM input JOIN applied ON applied.id = input.event_id
+RETURNING event_id
 """
 
 # The claims of a batch of references, found by id within their scheduled_at range.
@@ -549,7 +550,9 @@ AMEND = (
     "UPDATE events SET "
     + ", ".join(f"{name} = %({name})s::{_SQL_TYPE_OF[name]}" for name in AMENDED_COLUMN_NAMES)
     + " WHERE id = %(id)s AND scheduled_at = %(old_scheduled_at)s"
-    " AND status = ANY(%(when)s::text[]) AND version = %(expected_version)s"
+    " AND status = ANY(%(when)s::text[]) AND version = %(basis_version)s"
+    " AND claim_count = %(basis_claim_count)s"
+    " AND next_attempt_at = %(basis_next_attempt_at)s::timestamptz"
 )
 AMEND_MOVED_ID = "UPDATE event_ids SET scheduled_at = %(scheduled_at)s WHERE id = %(id)s"
 AMEND_MOVED_ATTEMPTS = """

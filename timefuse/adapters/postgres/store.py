@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -20,7 +21,7 @@ from timefuse.adapters.postgres.connection import (
     fetch_value,
     notify_due,
 )
-from timefuse.adapters.postgres.errors import wrap_exceptions
+from timefuse.adapters.postgres.errors import lost_to_a_moved_row, wrap_exceptions
 from timefuse.adapters.postgres.inserts import insert_events
 from timefuse.adapters.postgres.listener import Notify, watch_due
 from timefuse.adapters.postgres.migrations import (
@@ -47,6 +48,7 @@ from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES, Even
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -87,6 +89,9 @@ SHARED_CLAIM_ROUNDS = 4
 # again this often, this many times (the attach takes milliseconds).
 ATTACH_RETRY_SECONDS = 0.05
 ATTACH_RETRIES = 40
+# A claim that meets a row a concurrent PATCH has just moved to another partition fails
+# rather than skipping it; it is run again at once, up to this many times in all.
+MOVED_ROW_TRIES = 4
 
 
 class PostgresEventStore(PostgresSchedules):
@@ -242,6 +247,9 @@ class PostgresEventStore(PostgresSchedules):
     async def claim(self, request: ClaimRequest) -> ClaimBatch:
         if request.shared is not None:
             return await self._claim_shared(request, request.shared)
+        return await _past_moved_rows(partial(self._claim_due, request))
+
+    async def _claim_due(self, request: ClaimRequest) -> ClaimBatch:
         params: dict[str, Any] = {
             **_due_params(request.due),
             "worker": request.worker,
@@ -291,18 +299,11 @@ class PostgresEventStore(PostgresSchedules):
             excluded = sorted({*params["excluded"], *looked_at})
             round_params = {**params, "excluded": excluded, "limit": wanted,
                             "scan": wanted * SCAN_FACTOR}  # fmt: skip
-            async with self._connection() as conn, conn.transaction():
-                found = await (await conn.execute(queries.SHARED_DUE_KEYS, round_params)).fetchall()
-                keys = sorted(key for (key,) in found)
-                if keys:
-                    await conn.execute(queries.LOCK_DESTINATIONS, {**round_params, "keys": keys})
-                    rows = await fetch_binary(
-                        conn, queries.CLAIM_SHARED, {**round_params, "locked": keys}
-                    )
-                else:
-                    rows = []
-                if not rows and store_now is None:
-                    store_now = await fetch_value(conn, queries.NOW)
+            claim_round = partial(
+                self._claim_shared_round, round_params, want_now=store_now is None
+            )
+            keys, rows, round_now = await _past_moved_rows(claim_round)
+            store_now = store_now or round_now
             if rows:
                 store_now = rows[0][-1]
                 events.extend(row_to_event(row[:-2]) for row in rows)
@@ -313,6 +314,21 @@ class PostgresEventStore(PostgresSchedules):
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
         assert store_now is not None
         return ClaimBatch(events, store_now, frozenset(probes))
+
+    async def _claim_shared_round(
+        self, params: dict[str, Any], *, want_now: bool
+    ) -> tuple[list[str], list[Any], datetime | None]:
+        """One round of a shared claim: the due destinations looked at, the rows claimed, and
+        (``want_now``) the store's now when none were: the rows carry it otherwise."""
+        async with self._connection() as conn, conn.transaction():
+            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
+            keys = sorted(key for (key,) in found)
+            rows = []
+            if keys:
+                await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
+                rows = await fetch_binary(conn, queries.CLAIM_SHARED, {**params, "locked": keys})
+            now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
+        return keys, rows, now
 
     async def publish_breaker(self, key: str, *, open: bool) -> None:
         statement = queries.PUBLISH_BREAKER_OPEN if open else queries.PUBLISH_BREAKER_CLOSED
@@ -332,10 +348,11 @@ class PostgresEventStore(PostgresSchedules):
             raise StoreError("the next-due statement returned no row")
         return NextDue(row[0], row[1])
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         params = outcome_arrays(updates)
         async with self._connection() as conn:
-            return (await conn.execute(queries.RECORD_OUTCOMES, params)).rowcount
+            rows = await (await conn.execute(queries.RECORD_OUTCOMES, params)).fetchall()
+        return frozenset(str(event_id) for (event_id,) in rows)
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
         params = {**ref_arrays(refs), "delay": float(delay_seconds)}
@@ -468,11 +485,17 @@ class PostgresEventStore(PostgresSchedules):
             return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
 
     async def amend(
-        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+        self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
     ) -> AmendResult:
         values = dict(zip(EVENT_COLUMN_NAMES, event_values(event), strict=True))
         params: dict[str, Any] = {name: values[name] for name in AMENDED_COLUMN_NAMES}
-        params.update(id=event.id, expected_version=expected_version, when=_statuses(when))
+        params.update(
+            id=event.id,
+            when=_statuses(when),
+            basis_version=basis.version,
+            basis_claim_count=basis.claim_count,
+            basis_next_attempt_at=basis.next_attempt_at,
+        )
         async with self._connection() as conn:
             try:
                 async with conn.transaction():
@@ -648,6 +671,17 @@ async def _due_by_type(conn: Connection) -> list[Any]:
 
 async def _fetch_all(conn: Connection, statement: Any, params: Any = None) -> list[Any]:
     return await (await conn.execute(statement, params)).fetchall()
+
+
+async def _past_moved_rows(claim: Callable[[], Awaitable[_T]]) -> _T:
+    for tries_left in reversed(range(MOVED_ROW_TRIES)):
+        try:
+            return await claim()
+        except StoreUnavailable as exc:
+            if not tries_left or not lost_to_a_moved_row(exc):
+                raise
+            log.debug("a claim met a row moved to another partition; claiming again")
+    raise AssertionError("unreachable")
 
 
 def _attaching(exc: StoreUnavailable) -> bool:

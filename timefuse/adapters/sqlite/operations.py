@@ -31,6 +31,7 @@ from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -186,11 +187,13 @@ def outcome_batch(updates: Sequence[OutcomeUpdate]) -> str:
     return dumps(rows)
 
 
-def record_outcomes(conn: sqlite3.Connection, now: int, batch: str) -> int:
+def record_outcomes(conn: sqlite3.Connection, now: int, batch: str) -> frozenset[str]:
     with transaction(conn):
-        # Attempts first: they see the claims the outcomes are about to end.
+        # Which apply, then their attempts: all three see the claims the outcomes end.
+        (held,) = conn.execute(queries.HELD_OUTCOME_IDS_JSON, {"batch": batch}).fetchone()
         conn.execute(queries.INSERT_ATTEMPTS_IF_HELD, {"batch": batch})
-        return conn.execute(queries.APPLY_OUTCOMES, {"batch": batch, "now": now}).rowcount
+        conn.execute(queries.APPLY_OUTCOMES, {"batch": batch, "now": now})
+    return frozenset(json.loads(held))
 
 
 def ref_batch(refs: Sequence[ClaimRef]) -> str:
@@ -304,16 +307,20 @@ def cancel(
 
 
 def amend(
-    conn: sqlite3.Connection, event: Event, expected_version: int, when: Collection[EventStatus]
+    conn: sqlite3.Connection, event: Event, basis: AmendBasis, when: Collection[EventStatus]
 ) -> AmendResult:
     values = dict(zip(EVENT_COLUMN_NAMES, event_to_row(event), strict=True))
     params = {name: values[name] for name in AMENDED_COLUMN_NAMES}
+    params.update(
+        id=event.id,
+        basis_version=basis.version,
+        basis_claim_count=basis.claim_count,
+        basis_next_attempt_at=to_micros(basis.next_attempt_at),
+    )
     statement = queries.AMEND.format(when=_when(when))
     try:
         with transaction(conn):
-            changed = conn.execute(
-                statement, {**params, "id": event.id, "expected_version": expected_version}
-            ).rowcount
+            changed = conn.execute(statement, params).rowcount
     except sqlite3.IntegrityError:
         # The dedup key's unique index: another event of the job is at that time.
         return AmendResult.DUPLICATE

@@ -137,6 +137,14 @@ _HELD += " AND events.locked_by = {b}.worker"
 _NEXT_ATTEMPT_SEQ = """COALESCE((SELECT MAX(history.attempt_seq) FROM event_attempts AS history
                   WHERE history.event_id = {event_id}), 0) + 1"""
 
+# The events whose outcome applies, as one JSON array: read before the writes in the same
+# transaction (one value, not a row per event to hand from the SQLite thread: see the claim).
+HELD_OUTCOME_IDS_JSON = f"""
+SELECT json_group_array(b.event_id)
+  FROM {_OUTCOMES} AS b
+ WHERE EXISTS (SELECT 1 FROM events WHERE events.id = b.event_id AND {_HELD.format(b="b")})
+"""
+
 # Written before APPLY_OUTCOMES in the same transaction, so it sees the claims the outcomes are
 # about to end: history is kept exactly for the outcomes that apply. Event ids in a batch are
 # unique, so each row's next attempt_seq is unaffected by the other rows.
@@ -254,7 +262,8 @@ UPDATE events SET status = 'CANCELLED', updated_at = :now
 AMEND = (
     "UPDATE events SET "
     + ", ".join(f"{name} = :{name}" for name in AMENDED_COLUMN_NAMES)
-    + " WHERE id = :id AND {when} AND version = :expected_version"
+    + " WHERE id = :id AND {when} AND version = :basis_version"
+    " AND claim_count = :basis_claim_count AND next_attempt_at = :basis_next_attempt_at"
 )
 
 CANCEL_BY_EXTERNAL_ID = """

@@ -27,6 +27,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.clock import Clock
 from timefuse.ports.store import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -168,7 +169,7 @@ class SqliteEventStore(SqliteSchedules):
 
         return await self._run(work)
 
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         # Built on the event loop, so the SQLite thread runs almost no Python (see ops.claim).
         batch = ops.outcome_batch(updates)
         return await self._run(lambda conn: ops.record_outcomes(conn, self._now(), batch))
@@ -247,9 +248,9 @@ class SqliteEventStore(SqliteSchedules):
         return await self._run(lambda conn: ops.cancel(conn, self._now(), event_id, sources, when))
 
     async def amend(
-        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+        self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
     ) -> AmendResult:
-        return await self._run(lambda conn: ops.amend(conn, event, expected_version, when))
+        return await self._run(lambda conn: ops.amend(conn, event, basis, when))
 
     async def cancel_by_external_id(
         self, external_job_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]

@@ -25,6 +25,7 @@ from timefuse.ports.store.errors import StoreError, StoreRefused, StoreUnavailab
 from timefuse.ports.store.outcomes import Outcomes
 from timefuse.ports.store.queries import Queries
 from timefuse.ports.store.records import (
+    AmendBasis,
     AmendResult,
     AttemptRecord,
     CancelResult,
@@ -88,6 +89,7 @@ class StoreAdapter(
 
 
 __all__ = [
+    "AmendBasis",
     "AmendResult",
     "AttemptRecord",
     "CancelResult",

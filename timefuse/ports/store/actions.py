@@ -12,6 +12,7 @@ from typing import Protocol
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store.records import (
+    AmendBasis,
     AmendResult,
     CancelResult,
     MoveDueResult,
@@ -33,14 +34,15 @@ class OperatorActions(Protocol):
         ...
 
     async def amend(
-        self, event: Event, *, expected_version: int, when: frozenset[EventStatus]
+        self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
     ) -> AmendResult:
         """Write ``event``'s changeable fields over the stored event of its id, if that one is
-        in one of ``when`` and of ``expected_version``, in one conditional write.
+        in one of ``when`` and still as ``basis`` says (its ``version``, ``claim_count`` and
+        ``next_attempt_at``), in one conditional write.
 
         The changeable fields are the accepted ones (:data:`EVENT_COLUMNS`, ``accepted``) but
         ``id``, ``external_job_id``, ``source``, ``delivery_type`` and ``created_at``, plus
-        ``updated_at`` and ``extra``; ``version`` becomes ``expected_version + 1``. A new
+        ``updated_at`` and ``extra``; ``version`` becomes ``basis.version + 1``. A new
         ``scheduled_at`` moves the event and its attempt history with it.
         """
         ...

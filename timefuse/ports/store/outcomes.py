@@ -9,13 +9,15 @@ from timefuse.ports.store.records import ClaimRef, OutcomeUpdate
 
 
 class Outcomes(Protocol):
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> int:
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         """Write attempt outcomes back in one transaction, keeping each attempt's record.
 
         An update applies only while its event is PROCESSING under the claim it quotes
         (``ref``: the token and its worker), and then clears the lease. The attempt record is
         kept exactly when its update applies, numbered by the store. At most one update per
-        event. Returns how many applied.
+        event. Returns the ids of the events whose update applied: one fenced out (its lease
+        lost, the event claimed again or finished meanwhile) is not among them, so what
+        follows from an outcome (a completion callback) follows only from one that applied.
         """
         ...
 

@@ -169,11 +169,32 @@ class CancelResult(enum.Enum):
     NOT_PENDING = "NOT_PENDING"
 
 
+@dataclass(frozen=True, slots=True)
+class AmendBasis:
+    """The stored state a change of an event was computed from: the change applies only while
+    the event is still in it.
+
+    ``version`` moves with every change a client makes. An attempt (a claim, then its outcome,
+    a hand-back or lease recovery) and a moved due time change the event without a new
+    version, so ``claim_count`` and ``next_attempt_at`` are compared too: a change computed
+    before either would write back the due time (and history) it read, skipping a backoff.
+    """
+
+    version: int
+    claim_count: int
+    next_attempt_at: datetime
+
+    @classmethod
+    def of(cls, event: Event) -> AmendBasis:
+        """The basis of a change computed from ``event`` as it was read."""
+        return cls(event.version, event.claim_count, event.next_attempt_at)
+
+
 class AmendResult(enum.Enum):
     """How a change of a stored event went."""
 
     AMENDED = "AMENDED"
-    # Not in a status the change applies to, or no longer of the version it was read at.
+    # Not in a status the change applies to, or no longer in the state it was computed from.
     NOT_AMENDABLE = "NOT_AMENDABLE"
     # The new scheduled_at would give the event the dedup key of another one.
     DUPLICATE = "DUPLICATE"
