@@ -56,6 +56,8 @@ def test_matches_are_normalised_lower_case_with_the_default_port_explicit(
         ("api.example.com:99999", "valid"),
         ("api.example.com/hooks", "scheme"),
         ("https:///hooks", "host"),
+        ("http://[]@", "user or password|valid"),
+        ("[]", "valid|host"),
     ],
 )
 def test_a_bad_match_says_why(text: str, reason: str) -> None:

@@ -73,6 +73,8 @@ def test_rejects_what_is_not_an_absolute_http_url(destination: str) -> None:
         ("http://example.com:99999/", URL_FORM),
         ("http://example.com:abc/", URL_FORM),
         ("http://[::1/", URL_FORM),
+        ("http://[]@", URL_FORM),
+        ("http://[]@example.com/", URL_FORM),
         ("http://example.com:0/", "port"),
         ("http://-bad-.example/", "host"),
         ("http://a..b/", "host"),

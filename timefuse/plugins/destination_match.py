@@ -107,6 +107,8 @@ def _parse(text: str) -> URL:
         url.port  # noqa: B018 - raises for a port out of range
     except ValueError as exc:
         raise ValueError(f"is not a valid host or URL ({exc})") from None
+    except IndexError:  # yarl, on some malformed authorities ("http://[]@")
+        raise ValueError("is not a valid host or URL") from None
     if not url.raw_host:
         raise ValueError("has no host")
     return url

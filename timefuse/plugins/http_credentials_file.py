@@ -311,7 +311,7 @@ def _oauth2(raw: _OAuth2, base: Path) -> ClientCredentials:
 def _check_token_url(part: str, text: str) -> None:
     try:
         url = URL(text)
-    except ValueError:
+    except (ValueError, IndexError):  # IndexError: yarl, on some malformed authorities
         raise CredentialsError(f"{part}: token_url is not a URL") from None
     if url.scheme not in ("http", "https") or not url.raw_host:
         raise CredentialsError(f"{part}: token_url must be an absolute https:// URL")

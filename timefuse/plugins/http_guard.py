@@ -257,6 +257,9 @@ def parse_destination(destination: str) -> URL | str:
         as_written = URL(destination, encoded=True)
     except ValueError as exc:
         return f"{URL_FORM} ({exc})"
+    except IndexError:
+        # yarl 1.25 fails this way on some malformed authorities ("http://[]@").
+        return URL_FORM
     if url.scheme not in _SCHEMES or not url.raw_host:
         return URL_FORM
     if "@" in as_written.raw_authority:
