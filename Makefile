@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(BIN)/timefuse serve
 
+# Two workers (each with its own PostgreSQL and Kafka when its tests need them); the slowest
+# tests are end-to-end runs of real processes that mostly wait, so they overlap well.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) services check
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 $(STAMP): pyproject.toml examples/timefuse-file/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
