@@ -9,7 +9,6 @@ it stops; like the test suite's, it trades durability for speed (``fsync=off``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shlex
@@ -47,6 +46,7 @@ DURABILITY: dict[str, dict[str, str]] = {
 }
 SUPERUSER = "postgres"
 READY_SECONDS = 60.0
+DROP_ATTEMPTS = 5
 
 
 def find_bindir() -> Path | None:
@@ -99,13 +99,17 @@ class Server:
         return with_dbname(self.dsn, name)
 
     def drop_database(self, name: str) -> None:
-        with (
-            contextlib.suppress(psycopg.Error),
-            psycopg.connect(self.dsn, autocommit=True) as conn,
-        ):
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        # FORCE ends the sessions still on it, but waits only 5 s for them to go: on a busy
+        # machine a peer's sessions may take longer, so it is tried again.
+        for attempt in range(DROP_ATTEMPTS):
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                    conn.execute(statement)
+                break
+            except psycopg.Error:
+                if attempt + 1 < DROP_ATTEMPTS:
+                    time.sleep(1.0)
         if name in self._made:
             self._made.remove(name)
 
