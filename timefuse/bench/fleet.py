@@ -88,7 +88,8 @@ class Fleet:
         else:
             self._spawn("api", "--port", str(self.port), port=self.port)
             for _ in range(dispatchers):
-                self._spawn("dispatch")
+                port = free_port()
+                self._spawn("dispatch", port=port, env={"TIMEFUSE_METRICS_PORT": str(port)})
         await self._until_started()
 
     async def start_roles(self, *, api: int, ingest: int, dispatch: int) -> None:

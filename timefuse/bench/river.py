@@ -21,8 +21,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from timefuse.bench import baselines
-from timefuse.bench.api import BATCH_LIMIT, TimefuseApi, event_fields, iso
+from timefuse.bench.api import BATCH_LIMIT, TimefuseApi, event_fields, iso, sum_samples
 from timefuse.bench.fleet import Fleet
 from timefuse.bench.gopeers import GoReceiver, Peers, ReceiverStats, build, run_json
 from timefuse.bench.options import BenchOptions
@@ -234,6 +236,28 @@ async def _river(bench: Bench, run: int, workers: int) -> Measurement:
     )
 
 
+async def _claim_figures(urls: list[str]) -> dict[str, Value]:
+    """The delivering processes' claims over the run: how many, their mean size and time."""
+    sums: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for url in urls:
+            try:
+                async with session.get(url + "/metrics") as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                return {}
+            for name, value in sum_samples(text).items():
+                sums[name] = sums.get(name, 0.0) + value
+    claims = sums.get("timefuse_dispatcher_claim_seconds_count", 0.0)
+    if not claims:
+        return {}
+    return {
+        "claims": int(claims),
+        "claim_mean_ms": round(1000 * sums["timefuse_dispatcher_claim_seconds_sum"] / claims, 2),
+        "claim_mean_events": round(sums.get("timefuse_dispatcher_batch_size_sum", 0.0) / claims, 1),
+    }
+
+
 def _drain(seen: ReceiverStats, started: float) -> float:
     return seen.last_unix - started if seen.last_unix is not None else math.nan
 
@@ -310,6 +334,7 @@ async def _drain_through(
         _add_profile(bench, recorders, seen.distinct, cpu, serve, dispatchers)
     arrived = await bench.receiver.ids()
     expected = set(ids)
+    claims = await _claim_figures(fleet.urls("serve" if serve else "dispatch"))
     return Measurement(
         system=TIMEFUSE_SERVE if serve else TIMEFUSE,
         processes=dispatchers,
@@ -327,6 +352,7 @@ async def _drain_through(
             "all_completed_after_s": completed_after,
             "api_cpu_s": sum(cpu_seconds(pid) for pid in fleet.pids("api")),
             "submission_late_s": late,
+            **claims,
             "profiled": bool(recorders),
         },
     )

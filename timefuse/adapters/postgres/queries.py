@@ -208,8 +208,10 @@ WITH candidates AS MATERIALIZED (
      LIMIT %(scan)s
        FOR UPDATE SKIP LOCKED
 ),
-held AS (
+held AS MATERIALIZED (
     -- Sources held at a destination by their own open breaker: one probe once cooled down.
+    -- Materialized: the planner, expecting one candidate, would otherwise compute it again for
+    -- every candidate it joins (quadratic in the scan).
     SELECT p.destination_key, p.source,
            CASE WHEN {_PROBE_FREE.format(d="d.")} THEN 1 ELSE 0 END AS allowed
       FROM (SELECT DISTINCT destination_key, source,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
@@ -77,14 +79,22 @@ _T = TypeVar("_T")
 
 # How long a call waits for a pooled connection before the store counts as unavailable.
 POOL_TIMEOUT_SECONDS = 10.0
+# A destination key's port, as the claim statement strips it to find a rule for the bare host.
+_PORT_SUFFIX = re.compile(r":[0-9]+$")
 # How long reads skip a read replica that just failed one (see PostgresEventStore._read).
 REPLICA_REST_SECONDS = 5.0
 # How long a read waits for a replica connection before the primary answers it instead.
 REPLICA_POOL_TIMEOUT_SECONDS = 2.0
 # A claim within budgets looks at this many due rows per event it may take.
 SCAN_FACTOR = 4
+# A shared claim's round, its destinations known and locked, locks this many of their earliest
+# due rows per event their rules let it take (some may be held by a source's open breaker).
+SHARED_SCAN_FACTOR = 2
 # Rounds of one shared claim, each past the destinations the earlier ones found full.
 SHARED_CLAIM_ROUNDS = 4
+# After a round that looked past full destinations and found no other due ones, claims make one
+# round only for this long: another destination's events falling due meanwhile wait that much.
+ONE_ROUND_SECONDS = 1.0
 # An insert refused because its period's partition is being attached right now is tried
 # again this often, this many times (the attach takes milliseconds).
 ATTACH_RETRY_SECONDS = 0.05
@@ -134,6 +144,7 @@ class PostgresEventStore(PostgresSchedules):
         self._read_url = read_url or None
         self._read_pool: AsyncConnectionPool[Connection] | None = None
         self._replica_rests_until = 0.0
+        self._one_round_until = 0.0
 
     @property
     def capabilities(self) -> Capabilities:
@@ -294,13 +305,17 @@ class PostgresEventStore(PostgresSchedules):
         probes: set[str] = set()
         store_now: datetime | None = None
         looked_at: list[str] = []
-        for _ in range(SHARED_CLAIM_ROUNDS):
+        rounds = SHARED_CLAIM_ROUNDS if time.monotonic() >= self._one_round_until else 1
+        for round_number in range(rounds):
             wanted = request.limit - len(events)
             excluded = sorted({*params["excluded"], *looked_at})
             round_params = {**params, "excluded": excluded, "limit": wanted,
-                            "scan": wanted * SCAN_FACTOR}  # fmt: skip
+                            "scan": wanted}  # fmt: skip
             claim_round = partial(
-                self._claim_shared_round, round_params, want_now=store_now is None
+                self._claim_shared_round,
+                round_params,
+                partial(_most_claimable, shared, request),
+                want_now=store_now is None,
             )
             keys, rows, round_now = await _past_moved_rows(claim_round)
             store_now = store_now or round_now
@@ -308,7 +323,14 @@ class PostgresEventStore(PostgresSchedules):
                 store_now = rows[0][-1]
                 events.extend(row_to_event(row[:-2]) for row in rows)
                 probes.update(row[0] for row in rows if row[-2])
-            if not keys or len(events) >= request.limit:
+            if not keys:
+                if round_number:
+                    # Looking past the full destinations found nothing: the next claims look
+                    # once only, for a while. Each further round reads the full ones' whole
+                    # backlog (a million rows in a herd) to skip it.
+                    self._one_round_until = time.monotonic() + ONE_ROUND_SECONDS
+                break
+            if len(events) >= request.limit:
                 break
             looked_at.extend(keys)
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
@@ -316,7 +338,11 @@ class PostgresEventStore(PostgresSchedules):
         return ClaimBatch(events, store_now, frozenset(probes))
 
     async def _claim_shared_round(
-        self, params: dict[str, Any], *, want_now: bool
+        self,
+        params: dict[str, Any],
+        most_claimable: Callable[[str], int | None],
+        *,
+        want_now: bool,
     ) -> tuple[list[str], list[Any], datetime | None]:
         """One round of a shared claim: the due destinations looked at, the rows claimed, and
         (``want_now``) the store's now when none were: the rows carry it otherwise."""
@@ -326,7 +352,15 @@ class PostgresEventStore(PostgresSchedules):
             rows = []
             if keys:
                 await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
-                rows = await fetch_binary(conn, queries.CLAIM_SHARED, {**params, "locked": keys})
+                # No more rows are read (and locked) than these destinations could take: a
+                # capped destination's backlog costs a claim its cap, not the claim's limit.
+                limit = params["limit"]
+                bounds = [most_claimable(key) for key in keys]
+                if None not in bounds:
+                    limit = max(1, min(limit, sum(b for b in bounds if b is not None)))
+                claim_params = {**params, "locked": keys, "limit": limit,
+                                "scan": limit * SHARED_SCAN_FACTOR}  # fmt: skip
+                rows = await fetch_binary(conn, queries.CLAIM_SHARED, claim_params)
             now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
         return keys, rows, now
 
@@ -695,6 +729,29 @@ def _due_params(due: DueFilter) -> dict[str, Any]:
     excluded = sorted(key for key in due.excluded_destinations if "\x1f" not in key)
     held = sorted(key for key in due.excluded_destinations if "\x1f" in key)
     return {"types": types, "excluded": excluded, "held": held}
+
+
+def _most_claimable(shared: SharedLimits, request: ClaimRequest, key: str) -> int | None:
+    """At most how many events of destination ``key`` one claim can take, as its rules allow
+    (``None``: no bound known). An upper bound: its cap less this worker's own in flight, its
+    burst, its budget; with no rule of its own, the loosest of the default and the type rules
+    (the claim statement picks by the delivery type, unknown here)."""
+    bare = _PORT_SUFFIX.sub("", key)
+    rule = shared.overrides.get(key) or (shared.overrides.get(bare) if bare != key else None)
+    rules = [rule] if rule is not None else [shared.default, *shared.type_defaults.values()]
+    mine = shared.mine.get(key, 0)
+    most: float = 0
+    for each in rules:
+        bound: float = math.inf
+        if each.concurrency > 0:
+            bound = max(each.concurrency - mine, 0)
+        if each.rate > 0:
+            bound = min(bound, each.burst)
+        most = max(most, bound)
+    budget = request.budgets.get(key, request.default_budget)
+    if budget is not None:
+        most = min(most, budget)
+    return None if most == math.inf else int(most)
 
 
 def _shared_params(shared: SharedLimits) -> dict[str, Any]:
