@@ -184,6 +184,7 @@ class RefusingOneStore:
         self.world = world
         self.poisoned = poisoned
         self.batches: list[int] = []
+        self.history_reads: list[bool] = []  # each read's ``current``
 
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         self.batches.append(len(updates))
@@ -197,8 +198,9 @@ class RefusingOneStore:
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
         return await self.world.store.insert_many(events)
 
-    async def attempts(self, event_id: str) -> list[AttemptRecord]:
-        return await self.world.store.attempts(event_id)
+    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
+        self.history_reads.append(current)
+        return await self.world.store.attempts(event_id, current=current)
 
 
 async def test_an_outcome_refused_even_without_its_text_is_dropped_and_counted(
@@ -434,9 +436,8 @@ async def test_an_outcome_written_though_its_answer_was_lost_still_has_its_callb
     world: World,
 ) -> None:
     lost, held = await lost_and_held(world)
-    writer = OutcomeWriter(
-        AnswerLostStore(world), DueSignal(world.clock), batch_size=100, monotonic=loop_time
-    )
+    store = AnswerLostStore(world)
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
     with_callback(writer, world, lost, EventStatus.DEAD_LETTER)
     with_callback(writer, world, held, EventStatus.COMPLETED)
 
@@ -448,3 +449,6 @@ async def test_an_outcome_written_though_its_answer_was_lost_still_has_its_callb
     assert await writer.flush()
     assert callbacks_of(world) == {held.id: "COMPLETED"}
     assert (writer.written, writer.pending) == (1, 0)
+    # The history is read as the store holds it now, never from a replica that may lag.
+    assert store.history_reads
+    assert all(store.history_reads)

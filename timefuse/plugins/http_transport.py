@@ -237,7 +237,8 @@ class PooledTransport:
                     raise
             # A kept-alive connection the receiver closed as this request went out (its idle
             # timeout ended then): nothing came back, so this is no answer of the receiver's
-            # and costs no attempt. Once more, on a connection of its own.
+            # and costs no attempt. Once more, on another connection (a new one, unless one
+            # came back idle meanwhile); what that one does is the attempt's answer.
         connection = await self._open(pool, origin, context, deadline)
         return await send(connection)
 

@@ -49,7 +49,7 @@ class OutcomeStore(Protocol):
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int: ...
 
-    async def attempts(self, event_id: str) -> list[AttemptRecord]: ...
+    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -265,10 +265,12 @@ class OutcomeWriter:
 
     async def _applied_earlier(self, update: OutcomeUpdate) -> bool:
         # A write that failed without an answer may have committed: then the store keeps this
-        # very attempt (kept exactly when its outcome applies). Its error text may be stored
-        # otherwise (made storable, or left out), so that is not compared.
-        mine = _as_kept(update.attempt)
-        return any(_as_kept(kept) == mine for kept in await self._store.attempts(update.event_id))
+        # very attempt (kept exactly when its outcome applies), as the primary holds it now (a
+        # replica may not have it yet). Its error text may be stored otherwise (made storable,
+        # or left out) and its duration as the store rounds it, so those are not compared.
+        mine = _identity(update.attempt)
+        kept = await self._store.attempts(update.event_id, current=True)
+        return any(_identity(record) == mine for record in kept)
 
     async def _flush_hand_backs(self) -> None:
         while self._hand_backs:
@@ -282,8 +284,8 @@ class OutcomeWriter:
             self._wakeup.notify_after(delay)
 
 
-def _as_kept(record: AttemptRecord) -> AttemptRecord:
-    return replace(record, error=None, sequence=0)
+def _identity(record: AttemptRecord) -> tuple[object, ...]:
+    return (record.attempt, record.started_at, record.worker, record.outcome, record.status_code)
 
 
 def _took(outcomes: list[_Outcome], applied: frozenset[str]) -> list[bool]:

@@ -81,6 +81,41 @@ class SharedLimitsContract:
         second, _ = await take(store, "worker-b", shared, limit=10)
         assert second == []  # the capped one is full, the others are taken
 
+    async def test_a_destination_found_behind_a_full_ones_rows_is_read_and_claimed(
+        self, store: Store
+    ) -> None:
+        # A (cap 10) is full with another worker's claims and has 35 more due before B's one
+        # event (cap 5). A claim of 40 finds B among its first 40 due rows; reading only what
+        # A and B could take (15, twice over) would stop at A's rows and pass B over.
+        await due_events(store, 45, age=60.0)
+        (other,) = await due_events(store, 1, url="https://other.example/hook")
+        shared = limits(
+            overrides={KEY: DestinationRule(concurrency=10),
+                       "other.example:443": DestinationRule(concurrency=5)}
+        )  # fmt: skip
+        assert len((await take(store, "worker-a", shared, limit=10))[0]) == 10
+        taken, _ = await take(store, "worker-b", shared, limit=40)
+        assert taken == [other]
+
+    async def test_claims_keep_looking_past_a_full_destination_while_that_finds_work(
+        self, store: Store
+    ) -> None:
+        # A (cap 5) is full, its backlog due first; C (cap 10) behind it. Each claim finds C
+        # past A, again and again, not only the first time.
+        await due_events(store, 30, age=120.0)
+        await due_events(store, 25, url="https://other.example/hook")
+        shared = limits(
+            overrides={KEY: DestinationRule(concurrency=5),
+                       "other.example:443": DestinationRule(concurrency=10)}
+        )  # fmt: skip
+        assert len((await take(store, "worker-a", shared, limit=5))[0]) == 5
+        for _ in range(2):
+            taken, _ = await take(store, "worker-b", shared, limit=15)
+            assert len(taken) == 10
+            claimed = [await store.get(event_id) for event_id in taken]
+            outcomes = [make_outcome(event) for event in claimed if event is not None]
+            assert len(await store.record_outcomes(outcomes)) == 10
+
     async def test_a_worker_counts_what_it_holds_itself(self, store: Store) -> None:
         await due_events(store, 10)
         shared = limits(overrides={KEY: DestinationRule(concurrency=3)}, mine={KEY: 2})

@@ -92,7 +92,7 @@ SCAN_FACTOR = 4
 SHARED_SCAN_FACTOR = 2
 # Rounds of one shared claim, each past the destinations the earlier ones found full.
 SHARED_CLAIM_ROUNDS = 4
-# After a round that looked past full destinations and found no other due ones, claims make one
+# After rounds that looked past full destinations and claimed nothing there, claims make one
 # round only for this long: another destination's events falling due meanwhile wait that much.
 ONE_ROUND_SECONDS = 1.0
 # An insert refused because its period's partition is being attached right now is tried
@@ -306,6 +306,7 @@ class PostgresEventStore(PostgresSchedules):
         store_now: datetime | None = None
         looked_at: list[str] = []
         rounds = SHARED_CLAIM_ROUNDS if time.monotonic() >= self._one_round_until else 1
+        past_the_first = 0  # events the rounds after the first claimed
         for round_number in range(rounds):
             wanted = request.limit - len(events)
             excluded = sorted({*params["excluded"], *looked_at})
@@ -321,12 +322,13 @@ class PostgresEventStore(PostgresSchedules):
             store_now = store_now or round_now
             if rows:
                 store_now = rows[0][-1]
+                past_the_first += len(rows) if round_number else 0
                 events.extend(row_to_event(row[:-2]) for row in rows)
                 probes.update(row[0] for row in rows if row[-2])
             if not keys:
-                if round_number:
-                    # Looking past the full destinations found nothing: the next claims look
-                    # once only, for a while. Each further round reads the full ones' whole
+                if round_number and not past_the_first:
+                    # Looking past the full destinations found nothing to claim: the next claims
+                    # look once only, for a while. Each further round reads the full ones' whole
                     # backlog (a million rows in a herd) to skip it.
                     self._one_round_until = time.monotonic() + ONE_ROUND_SECONDS
                 break
@@ -354,12 +356,14 @@ class PostgresEventStore(PostgresSchedules):
                 await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
                 # No more rows are read (and locked) than these destinations could take: a
                 # capped destination's backlog costs a claim its cap, not the claim's limit.
+                # At least as many as the destinations were found in, though: each of them
+                # then has its earliest due rows read, so none is passed over unread.
                 limit = params["limit"]
                 bounds = [most_claimable(key) for key in keys]
                 if None not in bounds:
                     limit = max(1, min(limit, sum(b for b in bounds if b is not None)))
-                claim_params = {**params, "locked": keys, "limit": limit,
-                                "scan": limit * SHARED_SCAN_FACTOR}  # fmt: skip
+                scan = max(limit * SHARED_SCAN_FACTOR, params["scan"])
+                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan}
                 rows = await fetch_binary(conn, queries.CLAIM_SHARED, claim_params)
             now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
         return keys, rows, now
@@ -488,8 +492,13 @@ class PostgresEventStore(PostgresSchedules):
         rows = await self._read(_due_by_type)
         return {delivery_type: int(count) for delivery_type, count in rows}
 
-    async def attempts(self, event_id: str) -> list[AttemptRecord]:
-        rows = await self._read(lambda conn: _fetch_all(conn, queries.ATTEMPTS, {"id": event_id}))
+    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
+        params = {"id": event_id}
+        if current:
+            async with self._connection() as conn:
+                rows = await _fetch_all(conn, queries.ATTEMPTS, params)
+        else:
+            rows = await self._read(lambda conn: _fetch_all(conn, queries.ATTEMPTS, params))
         return [row_to_attempt(row) for row in rows]
 
     # -- operator actions --------------------------------------------------------------------
