@@ -55,13 +55,19 @@ def start_dispatchers(
 
 
 async def insert_due(
-    store: Store, url: str, count: int, due: datetime, **fields: object
+    store: Store,
+    url: str,
+    count: int,
+    due: datetime,
+    step: timedelta = timedelta(0),
+    **fields: object,
 ) -> set[str]:
+    """``count`` events due at ``due``, or ``step`` apart from it (a defined due order)."""
     ids: set[str] = set()
     for start in range(0, count, 500):
         batch = [
-            make_event(destination=url, scheduled_at=due, payload=b"{}", **fields)
-            for _ in range(min(500, count - start))
+            make_event(destination=url, scheduled_at=due + n * step, payload=b"{}", **fields)
+            for n in range(start, min(start + 500, count))
         ]
         ids.update(await store.insert_many(batch))
     return ids
@@ -150,9 +156,12 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     env = {"TIMEFUSE_DESTINATION_CONCURRENCY": "30"}
     dispatchers = start_dispatchers(processes, postgres_dsn, 3, env)
     await until_heard_of(store, {f"dispatch-{n}" for n in range(3)})
+    # A millisecond apart: claims take the earliest first, so the victim's claims, back in
+    # PENDING, come before the rest of the backlog again instead of anywhere among it.
     ids = await insert_due(
-        store, receiver.url("/slow"), 1500, datetime.now(UTC) + timedelta(seconds=1)
-    )
+        store, receiver.url("/slow"), 1500, datetime.now(UTC) + timedelta(seconds=1),
+        step=timedelta(milliseconds=1),
+    )  # fmt: skip
     assert await receiver.wait_for(lambda: receiver.count("/slow") >= 300, timeout=60)
     # The victim is the dispatcher holding the most claims right now.
     row = db_conn.execute(
@@ -165,6 +174,10 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     assert process.proc is not None
     # Frozen first, so what it holds can't finish between looking and killing.
     process.proc.send_signal(signal.SIGSTOP)
+    leader = db_conn.execute(
+        "SELECT holder FROM timefuse_leaders WHERE role = 'maintenance' AND expires_at > now()"
+    ).fetchone()
+    victim_led = leader is not None and str(leader[0]) == victim
     stranded = {
         str(event_id)
         for (event_id,) in db_conn.execute(
@@ -181,10 +194,12 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     for r in receiver.on("/slow"):
         last_seen[r.event_id] = max(last_seen.get(r.event_id, 0.0), r.at)
     # The victim is declared dead after 5 s of silence and its claims go back at once:
-    # each arrives (again) within seconds of the kill, not after its 60 s lease.
+    # each arrives (again) within seconds of the kill, not after its 60 s lease. When it led
+    # maintenance itself, another leads once its 10 s leadership lapses, and recovers them then.
     back_after = max(last_seen[event_id] - killed_at for event_id in stranded)
-    print(f"\n{len(stranded)} stranded claims, all delivered {back_after:.1f} s after the kill")
-    assert back_after < 12.0
+    print(f"\n{len(stranded)} stranded claims, all delivered {back_after:.1f} s after the kill"
+          f" ({'the maintenance leader' if victim_led else 'not the leader'})")  # fmt: skip
+    assert back_after < (17.0 if victim_led else 12.0)
 
 
 @pytest.fixture
