@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from tests.support.postgres_server import PostgresServer, postgres_server
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver
 
-_database_names = (f"timefuse_test_{n}" for n in itertools.count(1))
+# Named by the pytest-xdist worker too: workers sharing one external server (the
+# TIMEFUSE_TEST_DATABASE_URL one) never make the same database.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_database_names = (f"timefuse_test_{_WORKER}_{n}" for n in itertools.count(1))
 
 # `make mutants` runs the fast tiers once per planted bug (pytest --hypothesis-profile=mutants):
 # fewer examples, the same ones every run, so a mutant's verdict doesn't depend on luck.
