@@ -107,15 +107,20 @@ async def post(pool: PooledTransport, url: str) -> int:
     return answer.status
 
 
-@pytest.mark.asyncio
-async def test_requests_one_after_another_share_one_connection() -> None:
-    receiver = Receiver()
+async def post_in_turn(receiver: Receiver, count: int) -> list[int]:
+    """``count`` POSTs to ``receiver``, one after another, through one transport."""
     url = await receiver.start()
     try:
         async with transport() as pool:
-            statuses = [await post(pool, url) for _ in range(5)]
+            return [await post(pool, url) for _ in range(count)]
     finally:
         await receiver.stop()
+
+
+@pytest.mark.asyncio
+async def test_requests_one_after_another_share_one_connection() -> None:
+    receiver = Receiver()
+    statuses = await post_in_turn(receiver, 5)
 
     assert statuses == [200] * 5
     assert receiver.accepted == 1
@@ -143,12 +148,7 @@ async def test_requests_beyond_the_limit_wait_for_a_connection_instead_of_openin
 @pytest.mark.asyncio
 async def test_a_connection_the_receiver_closes_is_not_used_again() -> None:
     receiver = Receiver(CLOSING)
-    url = await receiver.start()
-    try:
-        async with transport() as pool:
-            statuses = [await post(pool, url) for _ in range(3)]
-    finally:
-        await receiver.stop()
+    statuses = await post_in_turn(receiver, 3)
 
     assert statuses == [200] * 3
     assert receiver.accepted == 3
@@ -157,12 +157,7 @@ async def test_a_connection_the_receiver_closes_is_not_used_again() -> None:
 @pytest.mark.asyncio
 async def test_a_kept_alive_connection_closed_under_a_request_is_replaced_not_answered() -> None:
     receiver = Receiver(answers_per_connection=1)
-    url = await receiver.start()
-    try:
-        async with transport() as pool:
-            statuses = [await post(pool, url) for _ in range(3)]
-    finally:
-        await receiver.stop()
+    statuses = await post_in_turn(receiver, 3)
 
     # Each second request met a closing connection and went again on a new one.
     assert statuses == [200] * 3
