@@ -20,6 +20,8 @@ from tests.support.process import TimefuseProcess, free_port
 from tests.support.receiver import Receiver
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.domain.event import Event
+from timefuse.domain.lease import LEASE_EXPIRED_ERROR
+from timefuse.domain.outcome import OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import EventQuery
 from timefuse.service.store import Store
@@ -55,6 +57,24 @@ async def until_heard_of(store: Store, workers: set[str], timeout: float = 60.0)
     while {w.worker for w in await store.workers()} < workers:
         assert asyncio.get_running_loop().time() < deadline, "the dispatchers did not start"
         await asyncio.sleep(0.2)
+
+
+async def until_none_in_flight(store: Store, timeout: float = 30.0) -> None:
+    """Wait until no event is PROCESSING (every outcome of the attempts made is written)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await store.count_by_status())[EventStatus.PROCESSING]:
+        assert asyncio.get_running_loop().time() < deadline, "events stayed PROCESSING"
+        await asyncio.sleep(0.1)
+
+
+async def every_event(store: Store) -> AsyncIterator[Event]:
+    page = await store.list_events(EventQuery(), 1000)
+    while True:
+        for event in page.events:
+            yield event
+        if page.next_cursor is None:
+            return
+        page = await store.list_events(EventQuery(), 1000, page.next_cursor)
 
 
 def events_for(url: str, count: int, due: Callable[[int], datetime]) -> list[Event]:
@@ -112,23 +132,28 @@ async def test_two_dispatchers_keep_the_promise_for_every_kind_of_receiver(
     ]
     assert max(healthy_late) < 2.0, f"a healthy event arrived {max(healthy_late):.2f} s late"
 
-    # Every attempt the store counted for a live receiver's event is a request it got.
+    # An outcome is written a little after its receiver answered: compare histories once no
+    # attempt is in flight any more.
+    await until_none_in_flight(store)
+
+    # Every attempt the store counted for a live receiver's event is a request it got; every
+    # attempt counted for the refusing receiver's is a connection it refused, none a lease
+    # that ran out while the event waited.
     requests = collections.Counter(
         r.event_id for receiver in receivers.values() for r in receiver.on("/hook")
     )
-    page = await store.list_events(EventQuery(), 1000)
-    checked = 0
-    after = None
-    while True:
-        for event in page.events:
-            if event.destination == refusing:
-                continue
-            history = await store.attempts(event.id)
-            assert len(history) == requests[event.id], (event.id, history)
-            assert event.status is not EventStatus.DEAD_LETTER, event
-            checked += 1
-        after = page.next_cursor
-        if after is None:
-            break
-        page = await store.list_events(EventQuery(), 1000, after)
-    assert checked == HEALTHY + METERED + CAPPED
+    checked = refused_attempts = 0
+    async for event in every_event(store):
+        history = await store.attempts(event.id)
+        checked += 1
+        if event.destination == refusing:
+            for attempt in history:
+                assert attempt.error != LEASE_EXPIRED_ERROR, (event.id, history)
+                assert attempt.outcome is OutcomeKind.RETRIABLE, (event.id, attempt)
+                assert (attempt.error or "").startswith("connection failed: "), (event.id, attempt)
+            refused_attempts += len(history)
+            continue
+        assert len(history) == requests[event.id], (event.id, history)
+        assert event.status is EventStatus.COMPLETED, event
+    assert checked == HEALTHY + METERED + CAPPED + REFUSING
+    assert refused_attempts > 0, "no attempt was made at the refusing receiver"
