@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import structlog
+import structlog.testing
 
 from tests.service.conftest import World, loop_time
 from timefuse.domain.callback import callback_event
@@ -296,6 +298,61 @@ async def test_tries_during_an_outage_double_their_pause_up_to_two_seconds(world
     assert writer.written == 1
     stop.set()
     await running
+
+
+OUTAGE = "writing outcomes failed; keeping them and retrying"
+
+
+async def test_an_outage_is_logged_at_its_first_failure_then_every_half_minute_not_per_try(
+    world: World,
+) -> None:
+    (event,) = await claimed(world, 1)
+    writer, _ = writer_for(world)
+    tries: list[float] = []
+    logged: list[int] = []  # outage warnings logged before each try
+    record = world.memory.record_outcomes
+
+    async def timed(updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        tries.append(loop_time())
+        logged.append(sum(e["event"] == OUTAGE for e in logs))
+        return await record(updates)
+
+    world.memory.record_outcomes = timed  # type: ignore[method-assign]
+    world.memory.faults.down.add("record_outcomes")
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        running = asyncio.create_task(writer.run(stop))
+        writer.add(make_outcome(event))
+        await asyncio.sleep(65.0)
+        during = len(tries)
+        world.memory.faults.down.clear()
+        await asyncio.sleep(3.0)
+        assert writer.written == 1
+        # A later outage is news again: logged at its first failure.
+        (second,) = await claimed(world, 1)
+        world.memory.faults.down.add("record_outcomes")
+        writer.add(make_outcome(second))
+        await asyncio.sleep(1.0)
+        stop.set()
+        world.memory.faults.down.clear()
+        await running
+    # Tries two seconds apart at most, so dozens of them in 65 s; the warnings came with the
+    # first, then with the first try at least 30 s after the last warning.
+    assert during >= 30
+    warned_at = [round(tries[n], 2) for n in range(during) if logged[n + 1] > logged[n]]
+    first = tries[0]
+    second = min(t for t in tries if t >= first + 30.0)
+    third = min(t for t in tries if t >= second + 30.0)
+    assert warned_at == [round(t, 2) for t in (first, second, third)]
+    back = "writing outcomes again"
+    told = [(e["event"], e["log_level"]) for e in logs if e["event"] in (OUTAGE, back)]
+    # Three warnings for the 65 s outage, one for the second; each end is told once.
+    assert told == [
+        *[(OUTAGE, "warning")] * 3,
+        (back, "info"),
+        (OUTAGE, "warning"),
+        (back, "info"),
+    ]
 
 
 # -- completion callbacks: inserted only for outcomes that applied ------------------------------
