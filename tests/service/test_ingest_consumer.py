@@ -17,7 +17,7 @@ from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.ingest import IngestRecord, StreamUnavailable
-from timefuse.ports.store import StoreRefused
+from timefuse.ports.store import StoreError, StoreRefused
 from timefuse.service.ingest_consumer import IngestConsumer, IngestSettings
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
@@ -282,6 +282,35 @@ async def test_while_the_store_is_down_nothing_is_committed_or_dead_lettered(
     assert ingest.stream.all_committed()
     assert len(ingest.stream.dead_letters) == 1
     assert ingest.metric("timefuse_ingest_store_retries_total") == tries
+    stop.set()
+    await task
+
+
+async def test_a_store_error_that_blames_no_event_is_retried_not_dead_lettered(
+    ingest: Ingest,
+) -> None:
+    # A plain StoreError is neither "unavailable" nor a refusal of the values: what SQLite's
+    # translation gives a missing table, say. It is the store's state, never an event's fault.
+    world = ingest.world
+    events = [world.event() for _ in range(4)]
+    ingest.stream.add(*events, None)
+    failures = [StoreError("SQLite: no such table: events") for _ in range(5)]
+    world.memory.faults.fail["insert_many"] = list(failures)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest.consumer.run(stop))
+    await asyncio.sleep(3.0)
+    assert world.memory.faults.calls["insert_many"] >= 3
+    assert "commit" not in ingest.stream.calls
+    assert ingest.stream.dead_letters == []
+    assert await stored_statuses(world) == {}
+    await asyncio.sleep(10.0)
+    # Tried again whole, with backoff, until the store took the batch: every event stored,
+    # only the undecodable record dead-lettered, everything committed.
+    assert world.memory.faults.calls["insert_many"] == len(failures) + 1
+    assert set(await stored_statuses(world)) == {e.id for e in events}
+    assert [record.offset for record, _ in ingest.stream.dead_letters] == [4]
+    assert ingest.stream.all_committed()
+    assert ingest.metric("timefuse_ingest_store_retries_total") == len(failures)
     stop.set()
     await task
 

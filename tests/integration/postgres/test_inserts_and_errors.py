@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import psycopg_pool
 import pytest
 
-from tests.integration.postgres.conftest import Db, counted_by_scan
+from tests.integration.postgres.conftest import Db, counted_by_scan, partition_of
 from tests.support.postgres_server import free_port, postgres_url
 from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres import store as postgres_store
 from timefuse.adapters.postgres.errors import translate
 from timefuse.adapters.postgres.inserts import COPY_MIN_BATCH
+from timefuse.adapters.postgres.partitions import period_start
 from timefuse.ports.store import StoreError, StoreRefused, StoreUnavailable
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
@@ -142,3 +144,42 @@ def test_driver_errors_become_port_errors(error: psycopg.Error, expected: type) 
     translated = translate(error)
     assert isinstance(translated, StoreError)
     assert type(translated) is expected
+
+
+def _check_violation(db: Db, statement: str, params: tuple[object, ...]) -> psycopg.Error:
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        db.execute(statement, params)
+    return caught.value
+
+
+async def test_a_check_violation_on_the_default_partition_is_unavailable_elsewhere_refused(
+    pg_store: Store, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between the two steps of a partition's creation DEFAULT refuses the period's rows
+    # (partitions.create_partitions): such a row is fine, and goes in once the partition is
+    # attached. A check a row breaks anywhere else is the row's own fault.
+    lower = period_start(datetime.now(UTC), "day") + timedelta(days=20)
+    upper = lower + timedelta(days=1)
+    waiting = make_event(scheduled_at=lower + timedelta(hours=1))
+    today = make_event()
+    await pg_store.insert_many([waiting, today])
+    assert partition_of(db, "events", waiting.id) == "events_default"
+    assert partition_of(db, "events", today.id) != "events_default"
+    db.execute(
+        "ALTER TABLE events_default ADD CONSTRAINT timefuse_creating_test CHECK"
+        f" (scheduled_at < '{lower.isoformat()}' OR scheduled_at >= '{upper.isoformat()}')"
+        " NOT VALID"
+    )
+    fenced = _check_violation(
+        db, "UPDATE events SET retry_count = retry_count WHERE id = %s", (waiting.id,)
+    )
+    assert fenced.diag.table_name == "events_default"
+    assert type(translate(fenced)) is StoreUnavailable
+    broken = _check_violation(db, "UPDATE events SET status = 'BOGUS' WHERE id = %s", (today.id,))
+    assert broken.diag.table_name == partition_of(db, "events", today.id)
+    assert type(translate(broken)) is StoreRefused
+    # What an ingest consumer sees of an insert into the fenced period, once the store is
+    # done waiting for the attach: "unavailable", so the record is retried, not dead-lettered.
+    monkeypatch.setattr(postgres_store, "ATTACH_RETRIES", 2)
+    with pytest.raises(StoreUnavailable):
+        await pg_store.insert_many([make_event(scheduled_at=lower + timedelta(hours=2))])
