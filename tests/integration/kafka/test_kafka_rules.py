@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
 
+from timefuse.adapters.kafka import buffer as kafka_buffer
 from timefuse.adapters.kafka.envelope import EnvelopeError, decode_event, encode_event
+from timefuse.adapters.memory import MemoryStore
 from timefuse.config import ConfigError, KafkaSettings, Settings
 from timefuse.domain.outcome import OutcomeKind
+from timefuse.entrypoints.bootstrap import build_buffer
 from timefuse.plugins.kafka import (
     KafkaDeliverySettings,
     TopicRules,
@@ -17,6 +21,8 @@ from timefuse.plugins.kafka import (
     cluster_clients,
     delivery_producer_config,
 )
+from timefuse.service.metrics import Metrics
+from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
 
 
@@ -165,6 +171,30 @@ def test_the_delivery_producer_is_the_adapters_durable_one_with_its_own_timeout(
     assert config["message.timeout.ms"] == 7000
     overridden = KafkaSettings.from_env({"TIMEFUSE_KAFKA_PRODUCER_CONFIG": '{"linger.ms": 0}'})
     assert delivery_producer_config(overridden, delivery)["linger.ms"] == 0
+
+
+@pytest.mark.parametrize(("seconds", "expected_ms"), [("7.5", 7500), ("30", 30000), ("0.2", 1000)])
+def test_the_ingest_producer_gives_up_on_a_record_when_its_submission_does(
+    monkeypatch: pytest.MonkeyPatch, seconds: str, expected_ms: int
+) -> None:
+    # A record still unacknowledged when its submission was answered 503 must fail, never be
+    # written later: librdkafka's message.timeout.ms follows the submit timeout (at least the
+    # one second librdkafka needs to try at all).
+    configs: list[dict[str, Any]] = []
+
+    class Recording:
+        def __init__(self, config: dict[str, Any], name: str) -> None:
+            configs.append(config)
+
+    monkeypatch.setattr(kafka_buffer, "AsyncProducer", Recording)
+    settings = KafkaSettings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS": seconds}
+    )
+    build_buffer(settings, Store(MemoryStore()), Metrics())
+    (config,) = configs
+    assert config["message.timeout.ms"] == expected_ms
+    assert (config["acks"], config["enable.idempotence"]) == ("all", True)
+    assert config["bootstrap.servers"] == "k:9092"
 
 
 @pytest.mark.parametrize("text", ["[1]", "{", '{"a": {"b": 1}}', '{"a": null}'])
