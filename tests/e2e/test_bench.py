@@ -112,22 +112,40 @@ def test_cron_compares_the_libraries_on_the_dst_rules_and_speed() -> None:
     assert_compared_with_baseline(report)
 
 
-@pytest.mark.slow
-def test_schedules_creates_and_delivers_every_occurrence_once() -> None:
+def schedules_report(store: str, *extra: str) -> dict[str, Any]:
     # Every 5 s: two instants (20 occurrences), the first a lookahead or more after declaring.
     report = report_of(
-        "schedules", "-n", "10", "--stores", "sqlite", "--every", "5", "--duration", "10"
+        "schedules", "-n", "10", "--stores", store, "--every", "5", "--duration", "10", *extra
     )
     results = report["results"]
     assert report["errors"] == 0
-    assert results["sqlite_occurrences_expected"] == 20
-    assert results["sqlite_occurrences_created"] == 20
-    assert (results["sqlite_occurrences_missing"], results["sqlite_stored_twice"]) == (0, 0)
-    assert results["sqlite_delivered"] == 20
+    assert report["target"]["stores"] == store
+    assert results[f"{store}_occurrences_expected"] == 20
+    assert results[f"{store}_occurrences_created"] == 20
+    assert (results[f"{store}_occurrences_missing"], results[f"{store}_stored_twice"]) == (0, 0)
+    assert results[f"{store}_delivered"] == 20
     # Created ahead of the instant (the planner's lookahead), delivered after it.
     assert (
-        results["sqlite_created_lateness_max_s"] < 0 <= results["sqlite_delivered_lateness_p50_s"]
+        results[f"{store}_created_lateness_max_s"]
+        < 0
+        <= results[f"{store}_delivered_lateness_p50_s"]
     )
+    return report
+
+
+@pytest.mark.slow
+def test_schedules_creates_and_delivers_every_occurrence_once() -> None:
+    schedules_report("sqlite")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_schedules_on_postgres_creates_and_delivers_every_occurrence_once(
+    postgres_dsn: str,
+) -> None:
+    # The bench makes its own database on the server of --database-url, and drops it after.
+    report = schedules_report("postgres", "--database-url", postgres_dsn)
+    assert not any(name.startswith("sqlite_") for name in report["results"])
 
 
 def test_the_table_is_the_default_output() -> None:

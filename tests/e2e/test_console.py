@@ -9,6 +9,7 @@ API. Screenshots of each page land in ``test-artifacts/console/``.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -546,7 +547,9 @@ async def test_screenshots_of_the_remaining_pages(
     await expect(page.locator("tbody")).to_contain_text(f"127.0.0.1:{receiver.port}")
     await screenshot(page, "destinations")
     await page.get_by_role("link", name="Delivery types").click()
-    await expect(page.locator("tbody")).to_contain_text("http")
+    http_row = page.locator("tbody tr").filter(has=page.locator("code", has_text="http"))
+    # Type, version (a built-in carries timefuse's own), origin.
+    await expect(http_row.locator("td").first).to_have_text(importlib.metadata.version("timefuse"))
     await screenshot(page, "delivery-types")
     login = await (await visitor(browser)).new_page()
     await login.goto(f"{api.tf.base_url}/ui/events")

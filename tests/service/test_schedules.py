@@ -118,6 +118,16 @@ def kit(world: World) -> Kit:
     return kit_of(world)
 
 
+def sample(world: World, name: str, **labels: str) -> float:
+    """A sample of the schedules' series on the world's registry (0 when never recorded)."""
+    found = world.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def created(world: World, kind: str) -> float:
+    return sample(world, "timefuse_schedule_occurrences_created_total", kind=kind)
+
+
 def minutes(first: int, last: int, step: int = 1) -> list[datetime]:
     return [START + timedelta(minutes=n) for n in range(first, last + 1, step)]
 
@@ -183,38 +193,42 @@ async def test_a_trigger_adds_one_occurrence_now_not_counted_against_the_schedul
     assert event is not None
     assert event.scheduled_at == at("00:00:20")
     assert event.extra == {SCHEDULE_ID_EXTRA: record.id, TRIGGERED_EXTRA: True}
+    assert created(kit.world, "trigger") == 1
     await kit.run(5 * 60, dispatch=True)
     instants = await kit.instants(record)
     assert instants == [at("00:00:20"), at("00:01"), at("00:02")]
     stored = await kit.stored(record)
     assert (stored.schedule.runs, stored.state) == (2, ScheduleState.ENDED)
     assert kit.world.receivers.received()[event.id] == 1
+    assert (created(kit.world, "on_time"), created(kit.world, "catch_up")) == (2, 0)
     # A paused schedule may be triggered too; it stays paused.
     await kit.service.pause(record.id)
     assert await kit.service.trigger(record.id) is not None
     assert len(await kit.instants(record)) == 4
+    assert created(kit.world, "trigger") == 2
 
 
 @pytest.mark.parametrize(
-    ("cron", "policy", "created"),
+    ("cron", "policy", "made", "caught_up"),
     [
         # Down from 00:10:30 to 03:12:30: 00:15 to 03:10 were missed (due more than a minute,
         # the grace, before the restart); none is due within the grace or the lookahead.
-        ("*/5 * * * *", "skip", []),
-        ("*/5 * * * *", "once", [at("03:10")]),
-        ("*/5 * * * *", "all", [at("00:15") + timedelta(minutes=5 * n) for n in range(36)]),
+        ("*/5 * * * *", "skip", [], 0),
+        ("*/5 * * * *", "once", [at("03:10")], 1),
+        ("*/5 * * * *", "all", [at("00:15") + timedelta(minutes=5 * n) for n in range(36)], 36),
         # 00:11 to 03:11 missed: 181 instants, of which "all" keeps the latest 100 (the cap);
         # 03:12 is within the grace: on time.
         (
             "* * * * *",
             "all",
             [at("01:32") + timedelta(minutes=n) for n in range(100)] + [at("03:12")],
+            100,
         ),
-        ("* * * * *", "skip", [at("03:12")]),
+        ("* * * * *", "skip", [at("03:12")], 0),
     ],
 )
 async def test_a_three_hour_outage_is_caught_up_by_the_missed_runs_policy(
-    world: World, cron: str, policy: str, created: list[datetime]
+    world: World, cron: str, policy: str, made: list[datetime], caught_up: int
 ) -> None:
     kit = kit_of(world, catch_up_cap=100)
     record = await kit.declare(cron=cron, missed_runs=policy)
@@ -225,7 +239,10 @@ async def test_a_three_hour_outage_is_caught_up_by_the_missed_runs_policy(
     await kit.run(1.0)
     after = await kit.instants(record)
     assert after[: len(before)] == before
-    assert after[len(before) :] == created
+    assert after[len(before) :] == made
+    # Counted by kind: the missed instants the policy kept, and the others made on time.
+    assert created(world, "catch_up") == caught_up
+    assert created(world, "on_time") == len(before) + len(made) - caught_up
 
 
 async def test_a_new_cron_takes_effect_from_the_next_instant(kit: Kit) -> None:
@@ -281,3 +298,52 @@ async def test_a_plan_that_lost_a_race_with_an_update_is_not_written(kit: Kit) -
     assert await tick == 0
     assert await kit.instants(record) == []
     assert (await kit.stored(record)).state is ScheduleState.PAUSED
+
+
+async def test_the_state_gauges_count_each_state_and_are_refreshed_periodically(
+    kit: Kit,
+) -> None:
+    def states() -> dict[str, float]:
+        return {
+            state.value: sample(kit.world, "timefuse_schedules", state=state.value)
+            for state in ScheduleState
+        }
+
+    running = await kit.declare(key="running", cron="* * * * *")
+    paused = await kit.declare(key="paused", cron="* * * * *")
+    assert await kit.service.pause(paused.id) is not None
+    # Its only instant (00:00:11) is within the lookahead: the first tick runs it, and it ends.
+    once = await kit.declare(key="once", every_seconds=10, max_runs=1)
+    await kit.planner.run_once()
+    assert (await kit.stored(once)).state is ScheduleState.ENDED
+    assert states() == {"ACTIVE": 1, "PAUSED": 1, "ENDED": 1}
+    # Counted again only every gauges_every_seconds (15 s): a tick a second later keeps them.
+    assert await kit.service.pause(running.id) is not None
+    await asyncio.sleep(1.0)
+    await kit.planner.run_once()
+    assert states() == {"ACTIVE": 1, "PAUSED": 1, "ENDED": 1}
+    await asyncio.sleep(kit.planner.settings.gauges_every_seconds)
+    await kit.planner.run_once()
+    assert states() == {"ACTIVE": 0, "PAUSED": 2, "ENDED": 1}
+
+
+async def test_the_materialisation_lag_is_how_late_past_the_lookahead_a_plan_was_made(
+    kit: Kit,
+) -> None:
+    lag = "timefuse_schedule_materialisation_lag_seconds"
+    record = await kit.declare(every_seconds=60)  # at 00:00:01: 00:01:01, 00:02:01, ...
+    assert record.next_run_at == at("00:01:01")
+    lookahead = kit.planner.settings.lookahead_seconds
+    assert lookahead == 10
+    # Planned as soon as its instant is within the lookahead (00:00:51): no lag.
+    await asyncio.sleep((at("00:00:51") - kit.world.clock.now()).total_seconds())
+    assert await kit.planner.run_once() == 1
+    assert (sample(kit.world, f"{lag}_count"), sample(kit.world, f"{lag}_sum")) == (1, 0)
+    # The planner down until 00:05:00: 00:02:01 was due to be planned at 00:01:51.
+    await asyncio.sleep((at("00:05:00") - kit.world.clock.now()).total_seconds())
+    await kit.planner.run_once()
+    assert sample(kit.world, f"{lag}_count") == 2
+    assert sample(kit.world, f"{lag}_sum") == pytest.approx(189.0)
+    assert sample(kit.world, f"{lag}_bucket", le="0.001") == 1
+    assert sample(kit.world, f"{lag}_bucket", le="120.0") == 1
+    assert sample(kit.world, f"{lag}_bucket", le="300.0") == 2

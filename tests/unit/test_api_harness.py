@@ -159,6 +159,7 @@ async def running_api(
             http_settings=tf.plugins.section(HttpSettings),
             readiness=readiness,
             admin=tf.admin,
+            registry=tf.registry,  # as a running process passes them: the console lists them
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:

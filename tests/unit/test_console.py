@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -12,18 +18,25 @@ import httpx
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, bearer, running_api
+from timefuse import hookimpl
 from timefuse.config import ApiSettings, ConfigError
+from timefuse.domain.event import Event
+from timefuse.domain.outcome import DeliveryOutcome
+from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.auth import Role, hash_key, key_entry, load_keys
 from timefuse.entrypoints.cli import main
 from timefuse.entrypoints.ui.activity import Activity, Tally, percentiles
 from timefuse.entrypoints.ui.charts import Line, Series, bar_chart, log_line_chart, nice_ceiling
 from timefuse.entrypoints.ui.filters import EXAMINED_PER_PAGE, parse_filter
 from timefuse.entrypoints.ui.session import COOKIE
+from timefuse.plugins.manager import BUILTIN_ORIGIN
+from timefuse.ports.delivery import DeliveryType
 from timefuse.ports.store import StoreUnavailable, WorkerBeat
 from timefuse.service.metrics import Metrics
 from timefuse.testing.factories import make_event
 from timefuse.testing.store_contract_support import seed
 
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN, AUDITOR = "tfk_unit_admin", "tfk_unit_auditor"
 SECRET = "s" * 40
 
@@ -661,3 +674,227 @@ class TestCancelAndRedeliver:
 
 def at_hours(hours: int) -> str:
     return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def field_time(moment: datetime) -> str:
+    """As a browser's date-time field sends it (UTC, no offset)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def external_ids(page: httpx.Response) -> list[str]:
+    """The external ids of a list page's rows, in their order."""
+    rows = page.text.split("<tbody>")[1].split("</tbody>")[0]
+    cells = rows.split('data-label="External id"')[1:]
+    return [cell.split("</a>")[0].rsplit(">", 1)[1] for cell in cells]
+
+
+class TestScheduledRange:
+    async def test_the_events_list_holds_only_events_scheduled_in_the_range_page_by_page(
+        self, api: Harness
+    ) -> None:
+        start = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
+        end = start + timedelta(minutes=30)
+        inside = [
+            make_event(external_job_id=f"in-{n:02d}", scheduled_at=start + timedelta(minutes=n))
+            for n in range(30)
+        ]
+        # Just before the start, and at the end: the range includes its start, not its end.
+        outside = [
+            make_event(external_job_id="before", scheduled_at=start - timedelta(seconds=1)),
+            make_event(external_job_id="at-end", scheduled_at=end),
+        ]
+        await seed(api.store, *inside, *outside)
+        await sign_in(api.client, ADMIN)
+        # The start with an offset (read as that instant), the end as a date-time field sends it.
+        typed_start = start.astimezone(timezone(timedelta(hours=2))).isoformat()
+
+        first = await api.client.get(
+            "/ui/events", params={"from": typed_start, "to": field_time(end), "limit": "25"}
+        )
+        further = first.text.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+        second = await api.client.get(further.replace("&amp;", "&"))
+
+        assert first.status_code == 200
+        assert external_ids(first) == [f"in-{n:02d}" for n in range(25)]
+        assert external_ids(second) == [f"in-{n:02d}" for n in range(25, 30)]
+        # Written back in UTC into the form, and kept by the next page's link.
+        assert f'name="from" type="datetime-local" step="1" value="{field_time(start)}"' in (
+            first.text
+        )
+        assert f'name="to" type="datetime-local" step="1" value="{field_time(end)}"' in (
+            second.text
+        )
+        assert 'rel="next"' not in second.text
+
+    @pytest.mark.parametrize(
+        ("params", "field", "reason", "listed"),
+        [
+            # The end is left out; the start still applies.
+            (
+                {"from": "2030-01-02T00:00", "to": "2030-01-01T00:00"},
+                "to",
+                "must not be before the start",
+                ["later"],
+            ),
+            ({"from": "tomorrow"}, "from", "use a date and time such as", ["now", "later"]),
+        ],
+    )
+    async def test_a_bad_bound_is_a_400_naming_its_field_and_is_left_out(
+        self, api: Harness, params: dict[str, str], field: str, reason: str, listed: list[str]
+    ) -> None:
+        await seed(
+            api.store,
+            make_event(external_job_id="now"),
+            make_event(external_job_id="later", scheduled_at=datetime(2030, 1, 3, tzinfo=UTC)),
+        )
+        await sign_in(api.client, ADMIN)
+
+        page = await api.client.get("/ui/events", params=params)
+
+        assert page.status_code == 400
+        error = page.text.split(f'id="e-{field}">')[1].split("</span>")[0]
+        assert reason in error
+        assert f'aria-describedby="e-{field}"' in page.text
+        assert external_ids(page) == listed
+
+    async def test_bulk_redelivery_takes_only_the_dead_letters_scheduled_in_the_range(
+        self, api: Harness
+    ) -> None:
+        start = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+        letters = [
+            make_event(
+                external_job_id=f"dead-{n}",
+                scheduled_at=start + timedelta(hours=n),
+                status=EventStatus.DEAD_LETTER,
+                attempts=3,
+            )
+            for n in range(-1, 4)
+        ]
+        await seed(api.store, *letters)
+        await sign_in(api.client, ADMIN)
+        chosen = {"from": field_time(start), "to": field_time(start + timedelta(hours=2))}
+
+        listed = await api.client.get("/ui/dead-letters", params=chosen)
+        confirm = await api.client.get("/ui/dead-letters/redeliver", params=chosen)
+        form = confirm.text.split('action="/ui/dead-letters/redeliver"')[1].split("</form>")[0]
+        hidden = {
+            part.split('"')[0]: part.split('value="')[1].split('"')[0]
+            for part in form.split('name="')[1:]
+        }
+        done = await api.client.post("/ui/dead-letters/redeliver", data=hidden)
+        after = {
+            letter.external_job_id: (await stored_status(api, letter.id)) for letter in letters
+        }
+
+        assert external_ids(listed) == ["dead-0", "dead-1"]
+        # The bulk form on the list and the confirmation carry the range.
+        assert f'name="from" value="{chosen["from"]}"' in listed.text.split('class="bulk"')[1]
+        assert "This will redeliver <strong>2</strong> events" in confirm.text
+        assert (hidden["from"], hidden["to"], hidden["count"]) == (
+            chosen["from"],
+            chosen["to"],
+            "2",
+        )
+        assert done.status_code == 303
+        assert dict(parse_qsl(done.headers["location"].split("?", 1)[1])) == {
+            **chosen, "done": "bulk", "n": "2",
+        }  # fmt: skip
+        assert after == {
+            "dead--1": EventStatus.DEAD_LETTER,
+            "dead-0": EventStatus.PENDING,
+            "dead-1": EventStatus.PENDING,
+            "dead-2": EventStatus.DEAD_LETTER,
+            "dead-3": EventStatus.DEAD_LETTER,
+        }
+
+
+async def stored_status(api: Harness, event_id: str) -> EventStatus:
+    stored = await api.store.get(event_id)
+    assert stored is not None
+    return stored.status
+
+
+Register = Callable[[DeliveryType], None]
+
+
+class Ledger:
+    """A delivery type's plugin passed in with a version of its own."""
+
+    __version__ = "2.7.1"
+
+    @hookimpl
+    def register_delivery_types(self, register: Register) -> None:
+        register(DeliveryType("ledger", lambda destination: None, self.deliver))
+
+    async def deliver(self, event: Event, attempt: int) -> DeliveryOutcome:
+        return DeliveryOutcome.success(200)
+
+
+async def test_the_delivery_types_page_shows_each_types_version(tmp_path: Path) -> None:
+    env = {
+        "TIMEFUSE_API_KEYS_FILE": str(keys_file(tmp_path / "keys.toml")),
+        "TIMEFUSE_UI_SECRET": SECRET,
+        "TIMEFUSE_PLUGINS": "",
+    }
+    async with running_api(tmp_path, env=env, plugins=(Ledger(),)) as api:
+        await sign_in(api.client, ADMIN)
+        page = await api.client.get("/ui/delivery-types")
+
+    rows = page.text.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    cells = {
+        row.split("<code>")[1].split("</code>")[0]: [
+            cell.split("</td>")[0] for cell in row.split("<td")[1:]
+        ]
+        for row in rows
+    }
+    assert page.status_code == 200
+    assert '<th scope="col">Version</th>' in page.text
+    assert cells["ledger"][:2] == [">2.7.1", f">{__name__}.Ledger (passed in)"]
+    # A built-in type carries timefuse's own version.
+    assert cells["http"][:2] == [
+        f">{importlib.metadata.version('timefuse')}",
+        f">{BUILTIN_ORIGIN}",
+    ]
+
+
+@pytest.mark.slow  # a wheel built in a subprocess: a second or two
+def test_the_wheel_ships_the_consoles_templates_and_static_files(tmp_path: Path) -> None:
+    # Built with this environment's setuptools (the dev extra pins one that needs no `wheel`
+    # package), offline: no isolated build environment, no index.
+    setuptools = importlib.metadata.version("setuptools")
+    assert tuple(map(int, setuptools.split(".")[:2])) >= (70, 1), (
+        "setuptools is older than the dev extra asks: run `make .venv/.installed`"
+    )
+    # Built from a copy of the sources, so that nothing a build left in the checkout (build/)
+    # can stand in for a file the package data would miss.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "timefuse", source / "timefuse", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "--wheel-dir", str(tmp_path / "dist"), str(source)],
+        env={**os.environ, "PIP_NO_INDEX": "1"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("timefuse-*.whl")
+    ui = ROOT / "timefuse" / "entrypoints" / "ui"
+    wanted = {
+        path.relative_to(ROOT).as_posix(): path.read_bytes()
+        for folder in ("templates", "static")
+        for path in (ui / folder).iterdir()
+        if path.is_file()
+    }
+
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name: archive.read(name) for name in archive.namelist() if name in wanted}
+
+    assert {"timefuse/entrypoints/ui/templates/base.html",
+            "timefuse/entrypoints/ui/templates/events.html",
+            "timefuse/entrypoints/ui/static/console.css",
+            "timefuse/entrypoints/ui/static/console.js"} <= set(wanted)  # fmt: skip
+    assert shipped == wanted
