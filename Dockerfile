@@ -16,6 +16,9 @@ RUN pip install . && rm -rf /opt/timefuse/build
 RUN useradd --system --uid 10001 --home-dir /var/lib/timefuse --create-home timefuse
 USER timefuse
 WORKDIR /var/lib/timefuse
+# Where the compose stack mounts the signing keyring's volume: a new volume takes this
+# directory's owner and mode, so the API (not root) can write the keyring there.
+RUN mkdir -m 0700 /var/lib/timefuse/keys
 
 # In a container the API must listen beyond loopback; JSON logs for the log collector.
 ENV TIMEFUSE_HOST=0.0.0.0 \

@@ -1,12 +1,15 @@
-"""``timefuse serve`` with per-event HTTP options, a PATCH and a completion callback."""
+"""``timefuse serve`` with per-event HTTP options, a PATCH and a signed completion callback."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
+import standardwebhooks
 
 from tests.e2e.test_serve import event, submit, wait_status
 from tests.support.process import TimefuseProcess
@@ -16,11 +19,15 @@ Start = Callable[..., TimefuseProcess]
 
 XML = '<?xml version="1.0"?>\n<order id="5"><total>1.50</total></order>'
 
+# The signing secret of the events' source ("e2e"), as its receivers hold it.
+SECRET = "whsec_" + base64.b64encode(b"request control e2e secret, 32 b").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"a secret timefuse never held, 32").decode()
 
-async def test_a_patched_event_arrives_early_as_its_own_request_and_calls_back(
+
+async def test_a_patched_event_arrives_early_as_its_own_request_and_calls_back_signed(
     timefuse: Start, receiver: Receiver, client: httpx.AsyncClient
 ) -> None:
-    tf = timefuse()
+    tf = timefuse({"TIMEFUSE_WEBHOOK_SECRETS": json.dumps({"e2e": [SECRET]})})
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     body = event(receiver, "/orders", later, callback_url=receiver.url("/done"))
     del body["payload"]
@@ -47,7 +54,15 @@ async def test_a_patched_event_arrives_early_as_its_own_request_and_calls_back(
     assert arrival.body == XML.encode()
     headers = {name.lower(): value for name, value in arrival.headers.items()}
     assert (headers["content-type"], headers["x-tenant"]) == ("application/xml", "acme")
-    notice = json.loads(receiver.on("/done")[0].body)
+    # Both the event and its callback verify with the source's secret, checked by the
+    # reference library (it raises on a missing or wrong signature).
+    webhook = standardwebhooks.Webhook(SECRET)
+    webhook.verify(arrival.body, arrival.headers, json_parse=False)
+    [callback] = receiver.on("/done")
+    notice = webhook.verify(callback.body, callback.headers)
+    assert callback.event_id not in ("", event_id)  # the callback is an event of its own
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(OTHER_SECRET).verify(callback.body, callback.headers)
     assert (notice["event_id"], notice["status"], notice["type"]) == (
         event_id,
         "COMPLETED",

@@ -7,9 +7,15 @@ import json
 import pytest
 
 from tests.service.conftest import World, answering, loop_time
+from timefuse.domain.callback import callback_event
+from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimRequest
 from timefuse.service.gate import DestinationLimits
+from timefuse.service.wakeup import DueSignal
+from timefuse.service.writeback import OutcomeWriter
+from timefuse.testing.factories import make_outcome
 
 pytestmark = pytest.mark.looptime
 
@@ -87,6 +93,51 @@ async def test_a_dead_lettered_event_calls_its_failure_url(world: World) -> None
         2,
     )
     assert notice["error"] == "HTTP 503"
+    assert notices(world, DONE_HOOK) == []
+
+
+async def test_an_event_dead_lettered_by_lease_recovery_calls_its_failure_url_once(
+    world: World,
+) -> None:
+    (parent,) = await world.submit(
+        world.event(max_retries=0, callback_url=DONE_HOOK, failure_callback_url=FAILED_HOOK)
+    )
+    # A dispatcher claimed the event's only attempt and died before it reported anything.
+    (lost,) = (await world.memory.claim(ClaimRequest("crashed", 10, 2.0))).events
+
+    await world.run(
+        30.0,
+        world.dispatcher(),
+        maintenance=world.maintenance(),
+        until=lambda: bool(world.receivers.received(FAILED_HOOK)),
+    )
+    # The dead worker's outcome and notice, written late, are fenced out: nothing is added.
+    writer = OutcomeWriter(world.store, DueSignal(), batch_size=10, monotonic=loop_time)
+    late_notice = callback_event(
+        lost,
+        EventStatus.DEAD_LETTER,
+        now=world.clock.now(),
+        attempts=1,
+        retry_count=1,
+        status_code=503,
+        response_excerpt=None,
+        error="HTTP 503",
+    )
+    writer.add(make_outcome(lost, status=EventStatus.DEAD_LETTER), late_notice)
+    assert await writer.flush()
+    await world.run(5.0, world.dispatcher())
+
+    assert (writer.written, writer.pending) == (0, 0)
+    assert (await world.stored(parent)).status is EventStatus.DEAD_LETTER
+    [notice] = notices(world, FAILED_HOOK)
+    assert notice["event"].status is EventStatus.COMPLETED  # type: ignore[attr-defined]
+    assert list(world.receivers.received(FAILED_HOOK).values()) == [1]
+    assert (notice["type"], notice["event_id"], notice["attempts"], notice["error"]) == (
+        "event.dead_lettered",
+        parent.id,
+        1,
+        LEASE_EXPIRED_ERROR,
+    )
     assert notices(world, DONE_HOOK) == []
 
 

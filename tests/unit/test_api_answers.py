@@ -16,6 +16,7 @@ import pytest
 from tests.unit.test_api_harness import EVENTS, Harness, at, event_json, running_api
 from timefuse.domain.dedup import dedup_event_id
 from timefuse.domain.event import Event
+from timefuse.entrypoints.api import external as by_external
 from timefuse.ports.store import StoreUnavailable
 from timefuse.service.store import Store
 
@@ -279,6 +280,30 @@ async def test_all_pages_through_every_event_of_an_external_id(api: Harness) -> 
     assert pages == 3
     assert seen == list(reversed(made[:7]))  # newest first, each once
     assert len(set(seen)) == 7
+
+
+async def test_all_reaches_the_newest_events_up_to_its_depth_and_then_ends(
+    api: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The documented ceiling, scaled down: 5 instead of 100,000.
+    monkeypatch.setattr(by_external, "MAX_DEPTH", 5)
+    base = datetime.now(UTC) + timedelta(hours=1)
+    made = [
+        await api.submitted_id(
+            external_job_id="deep", scheduled_at=(base + timedelta(days=n)).isoformat()
+        )
+        for n in range(8)
+    ]
+    seen: list[str] = []
+    url: str | None = f"{EVENTS}/external/deep/all?limit=2"
+    while url is not None:
+        response = await api.client.get(url)
+        assert response.status_code == 200, response.text
+        seen += [event["id"] for event in response.json()["data"]]
+        link = response.headers.get("link")
+        url = link[1 : link.index(">")] if link else None
+
+    assert seen == list(reversed(made))[:5]
 
 
 async def test_a_cursor_this_api_did_not_make_is_a_400(api: Harness) -> None:

@@ -198,3 +198,16 @@ async def test_query_parameters_are_described_as_optional(api: Harness) -> None:
     assert cleanup[0]["schema"]["maximum"] == 36500
     assert schemas["RedeliverIn"]["additionalProperties"] is False
     assert {"EventPageOut", "AttemptOut", "DestinationOut"} <= set(schemas)
+
+
+async def test_the_all_listing_declares_its_link_header(api: Harness) -> None:
+    spec = await spec_of(api)
+
+    listing = spec["paths"][EVENTS + "/external/{external_job_id}/all"]["get"]
+    link = listing["responses"]["200"]["headers"]["Link"]
+    assert link["schema"] == {"type": "string"}
+    assert 'rel="next"' in link["description"]
+    assert "100000" in link["description"]  # the depth it reaches, stated
+    # Only the answers that carry it declare it.
+    assert "headers" not in listing["responses"]["404"]
+    assert "headers" not in spec["paths"][EVENTS]["post"]["responses"]["202"]

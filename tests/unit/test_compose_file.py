@@ -223,3 +223,30 @@ def test_the_api_gets_a_keys_file_it_can_load(services: dict[str, dict[str, Any]
     keys = load_key_ring(ApiSettings.from_env({"TIMEFUSE_API_KEYS_FILE": str(on_host)}))
     assert keys is not None
     assert len(keys) >= 1
+
+
+def test_the_api_and_the_dispatchers_share_the_signing_keyring(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """A key added through the API's admin endpoint reaches the processes that sign."""
+
+    def keyring_mount(name: str) -> tuple[str, str, str]:
+        path = services[name]["environment"]["TIMEFUSE_SIGNING_KEYS_FILE"]
+        for mount in services[name]["volumes"]:
+            source, target, *mode = str(mount).split(":")
+            if path.startswith(target.rstrip("/") + "/"):
+                return source, target, mode[0] if mode else "rw"
+        raise AssertionError(f"{name}: {path} is on no volume")
+
+    api_source, api_target, api_mode = keyring_mount("api")
+    dispatch_source, dispatch_target, _ = keyring_mount("dispatch")
+    assert api_source == dispatch_source, "the two processes see different keyrings"
+    assert api_source in compose["volumes"]  # a named volume, not a host path
+    assert api_target == dispatch_target
+    assert api_mode == "rw"  # the API rewrites the file (and its lock) there
+    # The image makes the mount point as its own user, so a new volume is writable by it.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    made = re.search(rf"^RUN mkdir .*{re.escape(api_target)}\s*$", dockerfile, re.MULTILINE)
+    assert made is not None
+    assert made.start() > dockerfile.rindex(f"USER {users[-1]}")

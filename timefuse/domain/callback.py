@@ -1,10 +1,12 @@
 """Completion callbacks: the child event that tells a URL how its parent event ended.
 
 An event with ``callback_url`` gets one POSTed notice when it completes; with
-``failure_callback_url``, one when it ends FAILED or DEAD_LETTER. Each notice is an ordinary
-http event (signed, retried, guarded like any other) whose ``parent_id`` names the event it
-reports on. Its id is derived from the parent's id and claim, so writing it twice (a retried
-write) stores it once.
+``failure_callback_url``, one when it ends FAILED or DEAD_LETTER, whether its last attempt
+reported that outcome or lease recovery dead-lettered it (its worker died mid-attempt). Each
+notice is an ordinary http event (signed, retried, guarded like any other) whose ``parent_id``
+names the event it reports on. Its id is derived from the parent's id and claim, so writing it
+twice (a retried write) stores it once, and a claim ended by recovery (which fences its
+worker's late outcome out) is reported once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 
 from timefuse.domain.destination import destination_key
 from timefuse.domain.event import Event
+from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
 
 CALLBACK_DELIVERY_TYPE = "http"
@@ -81,6 +84,27 @@ def callback_event(
         max_retries=parent.max_retries,
         destination_key=destination_key(CALLBACK_DELIVERY_TYPE, url),
         parent_id=parent.id,
+    )
+
+
+def lease_expiry_callback(parent: Event, *, now: datetime) -> Event | None:
+    """The notice of ``parent`` dead-lettered by lease recovery, due ``now``; ``None`` when it
+    isn't DEAD_LETTER or has no ``failure_callback_url``.
+
+    ``parent`` is the event as recovery left it (its lost attempt counted, its claim count
+    that of the lost claim). The lost attempt got no answer: no status code, no excerpt.
+    """
+    if parent.status is not EventStatus.DEAD_LETTER:
+        return None
+    return callback_event(
+        parent,
+        EventStatus.DEAD_LETTER,
+        now=now,
+        attempts=parent.attempts,
+        retry_count=parent.retry_count,
+        status_code=None,
+        response_excerpt=None,
+        error=LEASE_EXPIRED_ERROR,
     )
 
 

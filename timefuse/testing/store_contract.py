@@ -40,6 +40,7 @@ from timefuse.testing.store_contract_claims import ClaimsContract
 from timefuse.testing.store_contract_coordination import CoordinationContract
 from timefuse.testing.store_contract_events import EventsContract
 from timefuse.testing.store_contract_listing import ListingContract
+from timefuse.testing.store_contract_recovery import RecoveryCallbacksContract
 from timefuse.testing.store_contract_retention import RetentionContract
 from timefuse.testing.store_contract_schedules import SchedulesContract
 from timefuse.testing.store_contract_support import RealTime, StoreTime
@@ -51,6 +52,7 @@ from timefuse.testing.store_contract_tenants import TenantsContract
 class StoreContract(
     EventsContract,
     ClaimsContract,
+    RecoveryCallbacksContract,
     CoordinationContract,
     ActionsContract,
     AmendContract,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from timefuse.adapters.memory.schedules import MemorySchedules
+from timefuse.domain.callback import lease_expiry_callback
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.destination import destination_limit_keys
 from timefuse.domain.event import AMENDED_COLUMN_NAMES, Event
@@ -472,7 +473,7 @@ class MemoryStore(MemorySchedules):
                     worker=event.locked_by or "",
                 ),
             )
-            self._events[event.id] = replace(
+            recovered = replace(
                 event,
                 status=expiry.status,
                 retry_count=expiry.retry_count,
@@ -482,6 +483,10 @@ class MemoryStore(MemorySchedules):
                 lock_expires_at=None,
                 updated_at=now,
             )
+            self._events[event.id] = recovered
+            notice = lease_expiry_callback(recovered, now=now)
+            if notice is not None:
+                self._insert_now([notice])
             count += 1
         if count:
             self._notify(None)

@@ -470,14 +470,25 @@ recovered AS (
        AND e.scheduled_at >= (SELECT min(scheduled_at) FROM lost)
        AND e.scheduled_at <= (SELECT max(scheduled_at) FROM lost)
        AND e.status = 'PROCESSING'
-    RETURNING e.id, e.scheduled_at, e.attempts, e.attempt_records
+    RETURNING e.id, e.scheduled_at, e.attempts, e.attempt_records,
+              e.status = 'DEAD_LETTER' AND e.failure_callback_url IS NOT NULL AS calls_back
+),
+kept AS (
+    INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
+                                outcome, status_code, error, worker, sequence)
+    SELECT recovered.id, recovered.scheduled_at, recovered.attempts, lost.started_at,
+           extract(epoch FROM now() - lost.started_at) * 1000, 'RETRIABLE', NULL, %(error)s,
+           COALESCE(lost.locked_by, ''), recovered.attempt_records
+      FROM recovered JOIN lost ON lost.id = recovered.id
 )
-INSERT INTO event_attempts (event_id, event_scheduled_at, attempt, started_at, duration_ms,
-                            outcome, status_code, error, worker, sequence)
-SELECT recovered.id, recovered.scheduled_at, recovered.attempts, lost.started_at,
-       extract(epoch FROM now() - lost.started_at) * 1000, 'RETRIABLE', NULL, %(error)s,
-       COALESCE(lost.locked_by, ''), recovered.attempt_records
-  FROM recovered JOIN lost ON lost.id = recovered.id
+SELECT id, scheduled_at, calls_back FROM recovered
+"""
+
+# The events recovery just dead-lettered that have a failure notice to send, as they are now
+# (same transaction), and the transaction's now(): the instant recovery wrote.
+RECOVERED_EVENTS = f"""
+SELECT {_COLUMNS}, now() FROM events
+ WHERE (id, scheduled_at) IN (SELECT * FROM unnest(%(ids)s::text[], %(at)s::timestamptz[]))
 """
 
 # -- coordination -----------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from timefuse.adapters.postgres.rows import (
     row_to_event,
 )
 from timefuse.adapters.postgres.schedules import PostgresSchedules
+from timefuse.domain.callback import lease_expiry_callback
 from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES, Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
@@ -451,10 +452,14 @@ class PostgresEventStore(PostgresSchedules):
     async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
         params = {"error": LEASE_EXPIRED_ERROR, "dead": sorted(dead_workers)}
         async with self._connection() as conn, conn.transaction():
-            changed = (await conn.execute(queries.RECOVER_LOST_CLAIMS, params)).rowcount
-            if changed:
+            cursor = await conn.execute(queries.RECOVER_LOST_CLAIMS, params)
+            recovered = await cursor.fetchall()
+            calling_back = [(event_id, at) for event_id, at, calls_back in recovered if calls_back]
+            if calling_back:
+                await _insert_lease_expiry_callbacks(conn, calling_back)
+            if recovered:
                 await notify_due(conn, None)
-        return changed
+        return len(recovered)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -725,6 +730,17 @@ async def _past_moved_rows(claim: Callable[[], Awaitable[_T]]) -> _T:
                 raise
             log.debug("a claim met a row moved to another partition; claiming again")
     raise AssertionError("unreachable")
+
+
+async def _insert_lease_expiry_callbacks(
+    conn: Connection, dead_lettered: Sequence[tuple[str, datetime]]
+) -> None:
+    """Insert the failure notices of events recovery dead-lettered, in its transaction."""
+    params = {"ids": [i for i, _ in dead_lettered], "at": [at for _, at in dead_lettered]}
+    rows = await fetch_binary(conn, queries.RECOVERED_EVENTS, params)
+    notices = [lease_expiry_callback(row_to_event(row[:-1]), now=row[-1]) for row in rows]
+    if any(notice is not None for notice in notices):
+        await insert_events(conn, [notice for notice in notices if notice is not None])
 
 
 def _attaching(exc: StoreUnavailable) -> bool:

@@ -25,6 +25,7 @@ from timefuse.adapters.sqlite.rows import (
     row_to_event,
     to_micros,
 )
+from timefuse.domain.callback import lease_expiry_callback
 from timefuse.domain.destination import destination_key
 from timefuse.domain.event import AMENDED_COLUMN_NAMES, EVENT_COLUMN_NAMES, Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
@@ -219,8 +220,20 @@ def recover_lost_claims(conn: sqlite3.Connection, now: int, dead: Collection[str
         "outcome": OutcomeKind.RETRIABLE.value,
     }
     with transaction(conn):
+        calling_back = [
+            row[0] for row in conn.execute(queries.LOST_LAST_ATTEMPTS_CALLING_BACK, params)
+        ]
         conn.execute(queries.RECORD_LOST_ATTEMPTS, params)
-        return conn.execute(queries.RECOVER_LOST_CLAIMS, params).rowcount
+        recovered = conn.execute(queries.RECOVER_LOST_CLAIMS, params).rowcount
+        notices = []
+        for event_id in calling_back:
+            row = conn.execute(queries.GET, (event_id,)).fetchone()
+            notice = lease_expiry_callback(row_to_event(row), now=from_micros(now))
+            if notice is not None:
+                notices.append(event_to_row(notice))
+        # A notice already stored (its id) stays as it is.
+        conn.executemany(queries.INSERT_EVENT, notices)
+        return recovered
 
 
 def acquire_leadership(

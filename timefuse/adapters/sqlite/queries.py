@@ -211,6 +211,13 @@ SELECT id, attempts, started_at, (:now - started_at) / 1000.0, :outcome, NULL, :
           FROM events WHERE {_LOST}) AS lost
 """
 
+# The lost claims that RECOVER_LOST_CLAIMS (same transaction, same :now) is about to
+# dead-letter and that have a failure notice to send.
+LOST_LAST_ATTEMPTS_CALLING_BACK = f"""
+SELECT id FROM events
+ WHERE {_LOST} AND attempts >= max_retries + 1 AND failure_callback_url IS NOT NULL
+"""
+
 # timefuse.domain.lease.expire_lease in SQL: the lost attempt counts as failed; the last
 # allowed attempt dead-letters. A lease is held through its expiry instant.
 RECOVER_LOST_CLAIMS = f"""

@@ -6,7 +6,8 @@ use the same external id); ``source`` narrows a lookup, a listing or a cancel to
 ``/all`` lists the events of an external id newest first (by creation, then id), a page at a
 time. A page resumes strictly after the last event of the one before (keyset), so events
 created between two requests never shift a page; its cursor also carries how many events came
-before, which sizes the read of the next page.
+before, which sizes the read of the next page. The listing reaches the newest ``MAX_DEPTH``
+events of an external id and no further (documented in docs/api.md).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ _MAX_SOURCE = 100
 MAX_DEPTH = 100_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+LINK_HEADER: dict[str, Any] = {
+    "description": 'The next page, as <path?query>; rel="next". Absent on the last page, and '
+    f"after the newest {MAX_DEPTH} events of the external id (the listing reaches no deeper).",
+    "schema": {"type": "string"},
+}
 
 SOURCE_PARAM: dict[str, Any] = {
     "type": "string",

@@ -199,10 +199,10 @@ def _responses(op: Operation, schema_of: dict[Any, Any], auth: bool) -> dict[str
         content = {"application/json": {"schema": {"type": "object"}}}
     else:
         content = {op.media_type: {"schema": {"type": "string"}}}
-    responses: dict[str, Any] = {
-        str(status): {"description": op.summary, "content": content}
-        for status in (op.status, *op.also)
-    }
+    answer: dict[str, Any] = {"description": op.summary, "content": content}
+    if op.headers:
+        answer["headers"] = {name: dict(header) for name, header in op.headers.items()}
+    responses: dict[str, Any] = {str(status): dict(answer) for status in (op.status, *op.also)}
     # Every operation answers 400 to a query parameter it doesn't take (check_query).
     statuses = {*op.errors, 400}
     if auth and not op.public:

@@ -41,6 +41,8 @@ class Operation:
     :param params: JSON schemas of the path parameters, by name.
     :param query: JSON schemas of the (optional) query parameters, by name; a ``description``
         in one describes the parameter.
+    :param headers: headers a success answer may carry, by name: OpenAPI header objects
+        (``description`` and ``schema``).
     """
 
     method: str
@@ -57,6 +59,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     media_type: str = "application/json"
     description: str = ""
 

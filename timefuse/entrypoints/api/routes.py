@@ -420,10 +420,11 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "GET", external + "/all", api.all_by_external_id,
             "List the events of an external id", tag, Role.READ, data=list[EventOut],
             errors=(400, 404, 503), params={"external_job_id": _EXTERNAL_ID},
-            query=by_external.PAGE_PARAMS,
+            query=by_external.PAGE_PARAMS, headers={"Link": by_external.LINK_HEADER},
             description="Newest first, a page at a time: a Link header (rel=next) names the "
-            "next page while there is one. Every source the key acts for, unless source "
-            "narrows it.",
+            "next page while there is one, within the newest "
+            f"{by_external.MAX_DEPTH} events of the external id. Every source the key acts "
+            "for, unless source narrows it.",
         ),
         Operation(
             "GET", external, api.latest_by_external_id,

@@ -39,6 +39,10 @@ class Coordination(Protocol):
         A claim is lost when its lease has expired (``lock_expires_at`` < the store's now) or
         its worker is among ``dead_workers``. Each keeps an attempt record: outcome RETRIABLE,
         error :data:`timefuse.domain.lease.LEASE_EXPIRED_ERROR`, worker = the holder,
-        ``started_at`` = the claim's time, duration = now - the claim's time. Returns how many.
+        ``started_at`` = the claim's time, duration = now - the claim's time. Each event this
+        dead-letters gets, in the same transaction, the failure notice of
+        :func:`timefuse.domain.callback.lease_expiry_callback` (the event as recovered, now),
+        inserted as ``insert_many`` would (an id already stored is kept), so a
+        notice is neither lost nor made twice. Returns how many claims it recovered.
         """
         ...
