@@ -137,7 +137,8 @@ async def test_a_resubmission_takes_from_the_rate_like_a_new_event_singly_and_in
     assert again.json()["data"]["duplicate"] is True
     assert (single.status_code, single.json()["error_code"]) == (429, "QUOTA_RATE")
     assert (batch.status_code, batch.json()["error_code"]) == (429, "QUOTA_RATE")
-    assert "retry-after" in single.headers and "retry-after" in batch.headers
+    assert "retry-after" in single.headers
+    assert "retry-after" in batch.headers
 
 
 async def test_a_resubmission_at_the_pending_cap_is_refused_singly_and_in_a_batch(
@@ -167,14 +168,14 @@ async def test_a_resubmission_at_the_pending_cap_is_refused_singly_and_in_a_batc
     assert (after.json()["data"]["id"], after.json()["data"]["duplicate"]) == (stored["c-0"], True)
 
 
-async def test_a_batch_refused_whole_for_quotas_and_bad_fields_answers_400(api: Harness) -> None:
+async def test_a_batch_refused_whole_for_quotas_and_bad_fields_answers_422(api: Harness) -> None:
     await api.client.post(BATCH, json={"events": jobs("billing", 2)})
     items = [*jobs("billing", 1, first=2), event_json(external_job_id="bad", max_retries=99)]
 
     response = await api.client.post(BATCH, json={"events": items})
 
     # Resending it won't help the bad item: a client must fix it first.
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["error_code"] == "VALIDATION_FAILED"
 
 
