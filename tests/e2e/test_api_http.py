@@ -74,7 +74,7 @@ async def test_bad_requests_get_their_4xx_and_the_server_stays_well(
         "too large, chunked": 413,
         "not json": 415,
         "malformed": 400,
-        "invalid": 400,
+        "invalid": 422,
         "no route": 404,
         "wrong method": 405,
     }

@@ -208,7 +208,7 @@ async def test_unknown_fields_can_be_refused(tmp_path: Path) -> None:
         events = [event_json(external_job_id="a"), event_json(external_job_id="b", sauce=1)]
         batch = await api.client.post(f"{EVENTS}/batch", json={"events": events})
 
-    assert single.status_code == 400
+    assert single.status_code == 422
     assert [e["field"] for e in single.json()["errors"]] == ["max_retry"]
     assert batch.status_code == 202
     (rejected,) = batch.json()["data"]["rejected_events"]

@@ -100,12 +100,12 @@ async def test_a_batch_of_the_wrong_shape_answers_400(api: Harness, body: object
     assert error_fields(response) <= {"events", "body"}
 
 
-async def test_a_batch_with_nothing_valid_answers_400_listing_every_item(api: Harness) -> None:
+async def test_a_batch_with_nothing_valid_answers_422_listing_every_item(api: Harness) -> None:
     items = [event_json(max_retries=11, source=""), 7]
 
     response = await api.client.post(BATCH, json={"events": items})
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     body = response.json()
     assert_envelope(body, success=False)
     assert body["error_code"] == "VALIDATION_FAILED"
@@ -166,7 +166,7 @@ async def test_an_all_rejected_batch_still_carries_the_seeds_fields(api: Harness
 
     response = await api.client.post(f"{EVENTS}/batch", json={"events": items})
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     data = response.json()["data"]
     assert (data["total_submitted"], data["total_accepted"], data["total_rejected"]) == (2, 0, 2)
     assert data["accepted_message_ids"] == []

@@ -44,7 +44,7 @@ def nested(depth: int, inner: bytes = b"1") -> bytes:
 
 
 class TestSizes:
-    async def test_a_body_over_the_request_limit_is_413_and_a_payload_over_its_limit_400(
+    async def test_a_body_over_the_request_limit_is_413_and_a_payload_over_its_limit_422(
         self, tmp_path: Path
     ) -> None:
         env = {"TIMEFUSE_MAX_BODY_BYTES": "4000", "TIMEFUSE_MAX_PAYLOAD_BYTES": "1000"}
@@ -58,7 +58,7 @@ class TestSizes:
 
         assert body_too_large.status_code == 413
         assert body_too_large.json()["error_code"] == "PAYLOAD_TOO_LARGE"
-        assert payload_too_large.status_code == 400
+        assert payload_too_large.status_code == 422
         assert error_fields(payload_too_large) == {"payload"}
         # In a batch the oversized payload rejects its own item only.
         assert batch.status_code == 202
@@ -103,7 +103,7 @@ class TestSizes:
         finally:
             tracemalloc.stop()
 
-        assert response.status_code == 400
+        assert response.status_code == 422
         assert error_fields(response) == {"external_job_id"}
         assert peak < 10 * len(body)
 
@@ -154,7 +154,7 @@ class TestSchedule:
             far = await api.submit(scheduled_at=at(2 * 86400), external_job_id="far")
 
         assert near.status_code == 202
-        assert far.status_code == 400
+        assert far.status_code == 422
         assert "1 days ahead" in far.json()["errors"][0]["message"]
 
     async def test_the_default_horizon_is_ten_years(self, api: Harness) -> None:
@@ -162,7 +162,7 @@ class TestSchedule:
 
         assert error_fields(response) == {"scheduled_at"}
 
-    @pytest.mark.parametrize(("grace", "status"), [("5", 400), ("60", 202)])
+    @pytest.mark.parametrize(("grace", "status"), [("5", 422), ("60", 202)])
     async def test_the_past_grace_is_configurable(
         self, tmp_path: Path, grace: str, status: int
     ) -> None:
@@ -260,9 +260,9 @@ def test_a_path_external_id_meets_the_rules_of_a_submitted_one(value: str) -> No
 
 
 @pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+03:04", "9999-12-31T23:59:59-05:00"])
-async def test_an_instant_out_of_range_in_utc_is_400_not_500(api: Harness, instant: str) -> None:
+async def test_an_instant_out_of_range_in_utc_is_422_not_500(api: Harness, instant: str) -> None:
     # Found by the schemathesis run (tests/integration/test_api_fuzz.py).
     response = await api.submit(scheduled_at=instant)
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert error_fields(response) == {"scheduled_at"}

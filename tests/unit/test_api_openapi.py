@@ -84,7 +84,7 @@ async def test_it_is_openapi_3_1_with_the_models_as_schemas(api: Harness) -> Non
     body = submit["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"] == "#/components/schemas/EventIn"
     assert "source" in body["required"]
-    assert set(submit["responses"]) == {"202", "400", "403", "413", "415", "429", "503"}
+    assert set(submit["responses"]) == {"202", "400", "403", "413", "415", "422", "429", "503"}
     # Every reference resolves.
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', str(spec).replace("'", '"')))
     assert refs <= set(schemas)
@@ -144,6 +144,9 @@ async def test_the_docs_page_is_self_contained(api: Harness) -> None:
     ("method", "path", "role", "statuses"),
     [
         ("get", EVENTS, "read", "200 400 401 403 503"),
+        # A body that can't be read is 400; a field of a readable event that breaks a rule 422.
+        ("post", EVENTS + "/batch", "submit", "202 400 401 403 413 415 422 429 503"),
+        ("patch", EVENTS + "/{event_id}", "submit", "200 400 401 403 404 409 412 413 415 422 503"),
         ("get", EVENTS + "/{event_id}/attempts", "read", "200 400 401 403 404 503"),
         ("post", EVENTS + "/{event_id}/redeliver", "submit", "200 400 401 403 404 409 503"),
         ("post", EVENTS + "/admin/redeliver", "admin", "200 400 401 403 413 415 503"),

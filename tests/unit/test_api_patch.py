@@ -89,14 +89,14 @@ async def test_a_patch_on_an_event_no_longer_pending_is_409(
         ({}, "body"),
     ],
 )
-async def test_a_bad_change_is_400_naming_the_field(
+async def test_a_bad_change_is_422_naming_the_field(
     api: Harness, body: dict[str, object], field: str
 ) -> None:
     event_id = await api.submitted_id()
 
     response = await api.client.patch(f"{EVENTS}/{event_id}", json=body)
 
-    assert response.status_code == 400
+    assert response.status_code == 422, response.text
     assert field in error_fields(response)
     assert (await api.store.get(event_id)).version == 1  # type: ignore[union-attr]
 
@@ -106,8 +106,22 @@ async def test_an_unknown_field_is_refused(api: Harness) -> None:
 
     response = await api.client.patch(f"{EVENTS}/{event_id}", json={"max_retry": 1})
 
-    assert response.status_code == 400
-    assert "max_retry" in response.text
+    assert response.status_code == 422
+    assert error_fields(response) == {"max_retry"}
+    assert "did you mean max_retries?" in response.text
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"max_retries": ', b'"change"'])
+async def test_a_change_that_cannot_be_read_is_400(api: Harness, body: bytes) -> None:
+    event_id = await api.submitted_id()
+
+    response = await api.client.patch(
+        f"{EVENTS}/{event_id}", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] in {"VALIDATION_FAILED", "MALFORMED_JSON"}
+    assert (await api.store.get(event_id)).version == 1  # type: ignore[union-attr]
 
 
 async def test_an_unknown_event_is_404(api: Harness) -> None:

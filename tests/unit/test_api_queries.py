@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, assert_envelope, at, running_api
-from timefuse.ports.store import StoreUnavailable
+from timefuse.ports.store import StoreRefused, StoreUnavailable
 from timefuse.testing.store_contract_support import claim
 
 EVENT_FIELDS = {
@@ -199,3 +199,46 @@ async def test_a_store_failure_on_a_read_answers_503(api: Harness) -> None:
     assert_envelope(response.json(), success=False)
     assert response.json()["error_code"] == "SERVICE_UNAVAILABLE"
     assert "/secret/path" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/external/order-7"),
+        ("GET", "/external/order-7/all"),
+        ("DELETE", "/external/order-7"),
+    ],
+)
+@pytest.mark.parametrize("source", ["bill\x00ing", "billing\r\n", "\u200bbilling"])
+async def test_a_control_character_in_the_source_of_an_external_id_answers_400_naming_it(
+    api: Harness, method: str, path: str, source: str
+) -> None:
+    event_id = await api.submitted_id(external_job_id="order-7")
+
+    response = await api.client.request(method, f"{EVENTS}{path}", params={"source": source})
+
+    assert response.status_code == 400
+    assert_envelope(response.json(), success=False)
+    assert response.json()["error_code"] == "VALIDATION_FAILED"
+    assert [error["field"] for error in response.json()["errors"]] == ["source"]
+    assert "control characters" in response.json()["message"]
+    # Nothing was cancelled on the way.
+    assert (await api.client.get(f"{EVENTS}/{event_id}")).json()["data"]["status"] == "PENDING"
+
+
+async def test_a_value_the_store_refuses_answers_400_without_the_stores_words(
+    api: Harness,
+) -> None:
+    # What a store answers when a value of the request can't be held (PostgreSQL and a NUL,
+    # say) that no check above the store caught: the same request would fail again.
+    failure = StoreRefused("PostgreSQL: invalid byte sequence near 'secret-row'")
+    api.memory.faults.fail["get"] = [failure]
+
+    response = await api.client.get(f"{EVENTS}/{uuid.uuid4()}")
+
+    assert response.status_code == 400
+    assert_envelope(response.json(), success=False)
+    assert response.json()["error_code"] == "VALIDATION_FAILED"
+    assert "refused a value" in response.json()["message"]
+    assert "secret-row" not in response.text
+    assert "Retry-After" not in response.headers

@@ -14,6 +14,7 @@ from tests.unit.test_api_harness import (
     EVENTS,
     Harness,
     assert_envelope,
+    at,
     error_fields,
     event_json,
     running_api,
@@ -122,14 +123,59 @@ async def test_a_batch_refused_whole_by_quotas_answers_429(api: Harness) -> None
     assert "retry-after" in response.headers
 
 
-async def test_a_batch_refused_whole_for_quotas_and_bad_fields_answers_400(api: Harness) -> None:
+async def test_a_resubmission_takes_from_the_rate_like_a_new_event_singly_and_in_a_batch(
+    api: Harness,
+) -> None:
+    event = event_json(source="billing", external_job_id="b-0", scheduled_at=at(3600))
+    first = await api.client.post(EVENTS, json=event)
+    again = await api.client.post(EVENTS, json=event)
+    # The burst of 2 is spent: one event stored, and its resubmission.
+    single = await api.client.post(EVENTS, json=event)
+    batch = await api.client.post(BATCH, json={"events": [event]})
+
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert again.json()["data"]["duplicate"] is True
+    assert (single.status_code, single.json()["error_code"]) == (429, "QUOTA_RATE")
+    assert (batch.status_code, batch.json()["error_code"]) == (429, "QUOTA_RATE")
+    assert "retry-after" in single.headers
+    assert "retry-after" in batch.headers
+
+
+async def test_a_resubmission_at_the_pending_cap_is_refused_singly_and_in_a_batch(
+    api: Harness,
+) -> None:
+    when = at(3600)
+    for n in range(3):
+        await api.submitted_id(source="capped", external_job_id=f"c-{n}", scheduled_at=when)
+    resubmitted = event_json(source="capped", external_job_id="c-0", scheduled_at=when)
+
+    single = await api.client.post(EVENTS, json=resubmitted)
+    batch = await api.client.post(
+        BATCH, json={"events": [resubmitted, event_json(source="shipping")]}
+    )
+
+    assert (single.status_code, single.json()["error_code"]) == (429, "QUOTA_PENDING")
+    assert batch.status_code == 202, batch.text
+    data = batch.json()["data"]
+    assert [(r["index"], r["code"]) for r in data["rejected_events"]] == [(0, "QUOTA_PENDING")]
+    assert [entry["index"] for entry in data["ids"]] == [1]
+    # Room under the cap lets the resubmission through, answered by the stored event.
+    listed = await api.client.get(EVENTS, params={"source": "capped"})
+    stored = {e["external_job_id"]: e["id"] for e in listed.json()["data"]["events"]}
+    await api.client.delete(f"{EVENTS}/{stored['c-1']}")
+    after = await api.client.post(EVENTS, json=resubmitted)
+    assert after.status_code == 202, after.text
+    assert (after.json()["data"]["id"], after.json()["data"]["duplicate"]) == (stored["c-0"], True)
+
+
+async def test_a_batch_refused_whole_for_quotas_and_bad_fields_answers_422(api: Harness) -> None:
     await api.client.post(BATCH, json={"events": jobs("billing", 2)})
     items = [*jobs("billing", 1, first=2), event_json(external_job_id="bad", max_retries=99)]
 
     response = await api.client.post(BATCH, json={"events": items})
 
     # Resending it won't help the bad item: a client must fix it first.
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["error_code"] == "VALIDATION_FAILED"
 
 

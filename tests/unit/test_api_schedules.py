@@ -228,9 +228,17 @@ async def test_listing_pages_and_filters(api: Api) -> None:
     assert [s["key"] for s in paused.json()["data"]["schedules"]] == ["other"]
     billing = await api.call("GET", SCHEDULES, params={"source": "billing", "limit": 100})
     assert len(billing.json()["data"]["schedules"]) == 5
-    for params in ({"state": "asleep"}, {"cursor": "bm90LWEtY3Vyc29y"}, {"limit": "0"}):
+    for params in (
+        {"state": "asleep"},
+        {"cursor": "bm90LWEtY3Vyc29y"},
+        {"limit": "0"},
+        {"source": "bill\x00ing"},
+        {"source": "billing\n"},
+        {"source": " "},
+    ):
         response = await api.call("GET", SCHEDULES, params=params)
         assert (response.status_code, error_fields(response)) == (400, set(params))
+        assert "source" not in params or "source" in response.json()["message"]
 
 
 async def test_patch_pause_resume_and_delete(api: Api) -> None:

@@ -73,7 +73,7 @@ async def test_every_bad_field_is_named_in_one_answer(api: Harness) -> None:
 
     response = await api.client.post(EVENTS, json=body)
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert_envelope(response.json(), success=False)
     assert response.json()["error_code"] == "VALIDATION_FAILED"
     assert error_fields(response) == {
@@ -107,12 +107,12 @@ async def test_every_bad_field_is_named_in_one_answer(api: Harness) -> None:
         ({"destination": "https://example.com:0443/hook"}, "destination"),
     ],
 )
-async def test_a_rule_broken_answers_400_naming_the_field(
+async def test_a_rule_broken_answers_422_naming_the_field(
     api: Harness, overrides: dict[str, object], field: str
 ) -> None:
     response = await api.submit(**overrides)
 
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["error_code"] == "VALIDATION_FAILED"
     assert field in error_fields(response)
     assert (await api.service.statistics())["TOTAL"] == 0
@@ -125,7 +125,7 @@ async def test_a_number_json_can_not_hold_as_a_float_is_named(api: Harness) -> N
         EVENTS, content=body, headers={"content-type": "application/json"}
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["error_code"] == "VALIDATION_FAILED"
     assert error_fields(response) == {"max_retries"}
 
@@ -136,7 +136,7 @@ async def test_an_absent_payload_is_missing(api: Harness) -> None:
 
     response = await api.client.post(EVENTS, json=body)
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert error_fields(response) == {"payload"}
 
 

@@ -158,10 +158,10 @@ async def api(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
-async def test_the_api_answers_400_naming_a_forbidden_header(api: Harness) -> None:
+async def test_the_api_answers_422_naming_a_forbidden_header(api: Harness) -> None:
     response = await api.client.post(EVENTS, json=event_json(http={"headers": {"Host": "x"}}))
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert error_fields(response) == {"http.headers.Host"}
     assert "http.headers.Host: may not be set" in response.json()["message"]
 
@@ -226,9 +226,9 @@ async def test_callback_urls_are_checked_like_destinations_and_shown(api: Harnes
     )
     data = (await api.client.get(f"{EVENTS}/{event_id}")).json()["data"]
 
-    assert bad.status_code == 400
+    assert bad.status_code == 422
     assert error_fields(bad) == {"callback_url"}
-    assert internal.status_code == 400
+    assert internal.status_code == 422
     assert error_fields(internal) == {"failure_callback_url"}
     assert (data["callback_url"], data["failure_callback_url"], data["parent_id"]) == (
         "https://client.example/done",

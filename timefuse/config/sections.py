@@ -376,7 +376,7 @@ class ApiSettings(Section, title="API and console"):
         env="TIMEFUSE_UNKNOWN_FIELDS",
         default="warn",
         help="A submitted event's fields timefuse doesn't know: warn (accepted, named in the "
-        "answer's warnings) or reject (400 naming them).",
+        "answer's warnings) or reject (422 naming them).",
         parse=choice("warn", "reject"),
     )
     api_keys_file: str = setting(

@@ -193,13 +193,14 @@ class EventService:
         return await within(self._submit_timeout, self._accept_one(event))
 
     async def _accept_one(self, event: Event) -> Accepted:
-        twin = await self._twins.find(event.id)
-        if twin is not None:
-            # A resubmission takes no quota: it adds nothing.
-            return duplicate_of(twin)
+        # The quota comes first, so a resubmission counts like a new event, as in a batch: the
+        # quota bounds the store work a source can ask for, and looking up a twin is some.
         async with self._admit([event]) as admission:
             if admission.refused:
                 raise QuotaExceeded(admission.refused[0][1])
+            twin = await self._twins.find(event.id)
+            if twin is not None:
+                return duplicate_of(twin)
             stored_id = (await self._accept([event]))[event.id]
         if stored_id != event.id:
             # Deduplicated against an event stored under another id (before ids came from

@@ -183,3 +183,40 @@ async def test_a_check_violation_on_the_default_partition_is_unavailable_elsewhe
     monkeypatch.setattr(postgres_store, "ATTACH_RETRIES", 2)
     with pytest.raises(StoreUnavailable):
         await pg_store.insert_many([make_event(scheduled_at=lower + timedelta(hours=2))])
+
+
+SECRET = "card-4111-1111-1111-1111"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # A check violation: "DETAIL: Failing row contains (..., <payload>)".
+        "INSERT INTO refused (n, payload) VALUES (-1, %s)",
+        # A unique violation: "DETAIL: Key (payload)=(<payload>) already exists."
+        "INSERT INTO refused (n, payload) VALUES (1, %s)",
+    ],
+    ids=["check", "unique"],
+)
+def test_a_refusal_keeps_the_rows_values_out_of_its_message(db: Db, statement: str) -> None:
+    db.execute("CREATE TEMP TABLE refused (n int CHECK (n > 0), payload text UNIQUE)")
+    db.execute("INSERT INTO refused VALUES (1, %s)", (SECRET,))
+    with pytest.raises(psycopg.Error) as caught:
+        db.execute(statement, (SECRET,))
+    # PostgreSQL quotes the row in its DETAIL: what the translation must leave out.
+    assert SECRET in (caught.value.diag.message_detail or "")
+    translated = translate(caught.value)
+    assert isinstance(translated, StoreRefused)
+    assert SECRET not in str(translated)
+    assert str(translated).startswith("PostgreSQL: ")
+    assert caught.value.diag.message_primary in str(translated)
+
+
+def test_a_refusal_without_diagnostics_drops_the_detail_of_its_text() -> None:
+    # An error built by the driver itself carries no diagnostics, only its text.
+    error = psycopg.errors.CheckViolation(
+        f'new row violates check constraint "c"\nDETAIL:  Failing row contains ({SECRET}).'
+    )
+    translated = translate(error)
+    assert SECRET not in str(translated)
+    assert 'violates check constraint "c"' in str(translated)

@@ -17,6 +17,7 @@ from timefuse.entrypoints.api.errors import (
     ApiError,
     quota_code,
     retry_after,
+    unprocessable,
 )
 from timefuse.entrypoints.api.models import (
     AcceptedId,
@@ -193,7 +194,7 @@ async def submit_items(
 
 
 def all_rejected(submitted: Submitted) -> ApiError:
-    """The answer when nothing in a batch was accepted: 400, every item's errors listed; 429
+    """The answer when nothing in a batch was accepted: 422, every item's errors listed; 429
     when every item was refused by its source's quota (with ``Retry-After`` when one was
     over its rate), as the same batch may pass later.
 
@@ -215,4 +216,4 @@ def all_rejected(submitted: Submitted) -> ApiError:
         headers = retry_after(wait) if wait is not None else None
         code = QUOTA_RATE if QUOTA_RATE in codes else QUOTA_PENDING
         return ApiError(429, code, message, errors=errors, data=out, headers=headers)
-    return ApiError(400, VALIDATION_FAILED, message, errors=errors, data=out)
+    return unprocessable(errors, message, data=out)

@@ -83,9 +83,19 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def unprocessable(errors: Sequence[FieldError], message: str, *, data: object = None) -> ApiError:
+    """422: the request was read, and a field of the event it holds breaks a rule.
+
+    The events API answers 400 only for a request it can't read (malformed JSON, a body or
+    envelope of the wrong shape, a malformed id, cursor or query parameter); a well-formed
+    event with a bad value is 422 naming the field, as a schedule's is.
+    """
+    return ApiError(422, VALIDATION_FAILED, message, errors=errors, data=data)
+
+
 async def _validation_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ValidationFailed)
-    return fail(400, VALIDATION_FAILED, f"invalid event: {exc}", errors=exc.errors)
+    return fail(422, VALIDATION_FAILED, f"invalid event: {exc}", errors=exc.errors)
 
 
 # What a 503 tells clients to wait before they try again: outages of the store or the buffer

@@ -22,6 +22,7 @@ from typing import Any
 
 from timefuse.domain.event import Event
 from timefuse.domain.validation import FieldError
+from timefuse.entrypoints.api import listing
 from timefuse.entrypoints.api.listing import MAX_LIMIT, int_param, invalid
 
 DEFAULT_LIMIT = 100
@@ -101,13 +102,7 @@ def _micros(moment: datetime) -> int:
 
 def source_param(params: Mapping[str, str], errors: list[FieldError]) -> str | None:
     text = params.get("source")
-    if text is None:
-        return None
-    if not text.strip():
-        errors.append(FieldError("source", "must not be blank"))
-    elif len(text) > _MAX_SOURCE:
-        errors.append(FieldError("source", f"must be at most {_MAX_SOURCE} characters"))
-    return text
+    return None if text is None else listing.source_param(text, errors)
 
 
 def narrowed(sources: frozenset[str] | None, source: str | None) -> frozenset[str] | None:

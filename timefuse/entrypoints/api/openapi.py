@@ -27,9 +27,10 @@ SECURITY_SCHEME = "bearerAuth"
 _REF = "#/components/schemas/{name}"
 
 _ERRORS = {
-    400: "The request is invalid: malformed JSON, nesting too deep, a bad field or path "
-    "parameter, or a query parameter the operation doesn't take (error_code and errors say "
-    "which).",
+    400: "The request can't be read: malformed JSON, nesting too deep, a body or batch "
+    "envelope of the wrong shape (not an object, events not an array or over the limit), a "
+    "malformed id, cursor or query parameter, or a query parameter the operation doesn't take "
+    "(error_code and errors say which).",
     401: "No API key, or not a valid one (WWW-Authenticate: Bearer).",
     403: "The key lacks the role, or may not act for the event's source.",
     404: "No such event (or schedule) among those the key may see (or, for a destination, "
@@ -40,10 +41,13 @@ _ERRORS = {
     "changing under the request (try again).",
     412: "if_version names another version than the event's (data holds the event as it is).",
     413: "The request body is larger than TIMEFUSE_MAX_BODY_BYTES. (An event's payload over "
-    "TIMEFUSE_MAX_PAYLOAD_BYTES is a 400 naming the payload field.)",
+    "TIMEFUSE_MAX_PAYLOAD_BYTES is a 422 naming the payload field.)",
     415: "The body is not application/json (or a +json type).",
-    422: "A schedule's field is invalid (errors names each: an invalid cron, an unknown time "
-    "zone, end_at before start_at, an interval under one second, an event field, ...).",
+    422: "The request was read, but a field of the event (or schedule) it holds breaks a rule; "
+    "errors names each (a destination refused, a port with leading zeros, credentials in a "
+    "URL, a forbidden header, a payload too large, an unknown field; for a schedule an "
+    "invalid cron, an unknown time zone, ...). For a batch: no event was accepted, and data "
+    "lists the rejections.",
     429: "The event's source is over its quota (error_code QUOTA_RATE: its submission rate, "
     "with Retry-After; QUOTA_PENDING: its PENDING events); nothing was accepted.",
     503: "A part timefuse needs (store, buffer) is unavailable; nothing was accepted or changed.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from urllib.parse import urlencode
 
@@ -28,6 +29,7 @@ from timefuse.entrypoints.api.errors import (
     VERSION_MISMATCH,
     ApiError,
     retry_after,
+    unprocessable,
 )
 from timefuse.entrypoints.api.listing import (
     QUERY_PARAMS,
@@ -36,6 +38,7 @@ from timefuse.entrypoints.api.listing import (
     parse_listing,
 )
 from timefuse.entrypoints.api.models import (
+    EVENT_FIELDS,
     AcceptedOut,
     AttemptOut,
     BatchBody,
@@ -127,7 +130,7 @@ class EventsApi:
         if warnings and self._reject_unknown:
             errors = [FieldError(w.field, w.message) for w in warnings]
             named = ", ".join(w.field for w in warnings)
-            raise ApiError(400, VALIDATION_FAILED, f"unknown fields: {named}", errors=errors)
+            raise unprocessable(errors, f"unknown fields: {named}")
         accepted = await self._service.submit(body.to_fields())
         return ok(
             accepted_out(accepted, warnings),
@@ -137,7 +140,7 @@ class EventsApi:
         )
 
     async def submit_batch(self, request: Request) -> Response:
-        """Accept the valid events of a batch: 202 if any went through, else 400.
+        """Accept the valid events of a batch: 202 if any went through, else 422 (or 429).
 
         See :func:`timefuse.entrypoints.api.batch.all_rejected` for the all-rejected answer.
         """
@@ -197,14 +200,11 @@ class EventsApi:
         return await self._amend(request, (pending or events)[0].id)
 
     async def _amend(self, request: Request, event_id: str) -> Response:
-        body = await read_json(request, _patch_decoder, self._limits)
+        body = await _read_changes(request, self._limits)
         wanted = body.version_wanted
         if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int)):
             message = "must be an integer: the version the change applies to"
-            raise ApiError(
-                400, VALIDATION_FAILED, f"if_version {message}",
-                errors=[FieldError("if_version", message)],
-            )  # fmt: skip
+            raise unprocessable([FieldError("if_version", message)], f"if_version {message}")
         outcome = await self._service.amend(
             event_id,
             body.to_changes(),
@@ -318,6 +318,31 @@ class EventsApi:
         return value
 
 
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>.+)`$")
+
+
+async def _read_changes(request: Request, limits: BodyLimits) -> EventPatchIn:
+    """A PATCH body: 400 if it can't be read, 422 naming a field no change may hold."""
+    try:
+        return await read_json(request, _patch_decoder, limits)
+    except ApiError as exc:
+        named = [_UNKNOWN_FIELD.match(error.message) for error in exc.errors or []]
+        if exc.error_code != VALIDATION_FAILED or not named or None in named:
+            raise
+        errors = [
+            FieldError(
+                match["name"],
+                "can't be changed"
+                if match["name"] in EVENT_FIELDS
+                else unknown_field_message(match["name"]),
+            )
+            for match in named
+            if match is not None
+        ]
+        fields = ", ".join(error.field for error in errors)
+        raise unprocessable(errors, f"unknown fields: {fields}") from None
+
+
 def external_id_problem(value: str, max_length: int) -> str | None:
     """What is wrong with an external id from a path, by the rules a submitted one meets."""
     if not value.strip():
@@ -382,7 +407,8 @@ def event_operations(api: EventsApi) -> list[Operation]:
     return [
         Operation(
             "POST", PREFIX, api.submit, "Submit an event", tag, Role.SUBMIT,
-            status=202, data=AcceptedOut, body=EventBody, errors=(400, 403, 413, 415, 429, 503),
+            status=202, data=AcceptedOut, body=EventBody,
+            errors=(400, 403, 413, 415, 422, 429, 503),
             description="The event's id is derived from its (source, external_job_id, "
             "scheduled_at): a resubmission, or a retry after a 503 or a timeout, gets the same "
             "id and never makes a second event. A resubmission of a stored event answers "
@@ -400,10 +426,10 @@ def event_operations(api: EventsApi) -> list[Operation]:
         Operation(
             "POST", PREFIX + "/batch", api.submit_batch, "Submit a batch of events", tag,
             Role.SUBMIT, status=202, data=BatchOut, body=BatchBody,
-            errors=(400, 403, 413, 415, 429, 503),
+            errors=(400, 403, 413, 415, 422, 429, 503),
             description="Each event is accepted or rejected on its own (rejected_events[].code "
             "says why: VALIDATION_FAILED, FORBIDDEN_SOURCE, QUOTA_RATE, QUOTA_PENDING); a "
-            "source over its quota has its first events accepted and the rest rejected. 400 "
+            "source over its quota has its first events accepted and the rest rejected. 422 "
             "when none is accepted (data lists the rejections), 429 when none is because of "
             "quotas (with Retry-After for a rate); 403 when every event is for a source the "
             "key may not act for. Retry-After on a 202 says when events refused for a rate "
@@ -445,7 +471,7 @@ def event_operations(api: EventsApi) -> list[Operation]:
         Operation(
             "PATCH", external, api.amend_by_external_id,
             "Change the latest pending event of an external id", tag, Role.SUBMIT,
-            data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 503),
+            data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 422, 503),
             params={"external_job_id": _EXTERNAL_ID},
             description=_PATCH_DOC + " Applies to the most recent PENDING event of the "
             "external id (with none, the answer is 409 naming the latest event's status).",
@@ -461,7 +487,7 @@ def event_operations(api: EventsApi) -> list[Operation]:
         ),
         Operation(
             "PATCH", by_id, api.amend, "Change a pending event", tag, Role.SUBMIT,
-            data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 503),
+            data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 422, 503),
             params={"event_id": _EVENT_ID}, description=_PATCH_DOC,
         ),
         Operation(

@@ -29,7 +29,13 @@ from timefuse.entrypoints.api.errors import (
     VALIDATION_FAILED,
     ApiError,
 )
-from timefuse.entrypoints.api.listing import cursor_param, enum_param, int_param, invalid
+from timefuse.entrypoints.api.listing import (
+    cursor_param,
+    enum_param,
+    int_param,
+    invalid,
+    source_param,
+)
 from timefuse.entrypoints.api.models import NOT_A_SCALAR, EventIn, EventOut, event_out
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.api.schedule_models import (
@@ -160,8 +166,8 @@ class SchedulesApi:
         params = request.query_params
         errors: list[FieldError] = []
         source = params.get("source")
-        if source is not None and not 0 < len(source) <= _MAX_SOURCE:
-            errors.append(FieldError("source", f"must have 1 to {_MAX_SOURCE} characters"))
+        if source is not None:
+            source_param(source, errors)
         state = enum_param("state", params.get("state"), ScheduleState, errors)
         limit = int_param("limit", params.get("limit"), 1, MAX_LIMIT, errors)
         after = cursor_param(params.get("cursor"), SchedulePosition.decode, errors)
