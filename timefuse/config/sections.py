@@ -8,6 +8,7 @@ delivery types' settings are declared by their plugins (:mod:`timefuse.plugins.h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -100,12 +101,19 @@ class StoreSettings(Section, title="Event store"):
         return "sqlite:///timefuse.db"
 
 
+# libpq takes a password in the query string too (``?password=``, ``sslpassword=``).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+
+
 def redacted_url(url: str) -> str:
-    """``url`` without its user and password (all before the last ``@``, scheme or not)."""
+    """``url`` without its user and password (all before the last ``@``, scheme or not), and
+    with any password in its query string replaced by ``***``."""
     scheme, separator, rest = url.partition("://")
     if not separator:
-        return url.rpartition("@")[2]
-    return f"{scheme}{separator}{rest.rpartition('@')[2]}"
+        scheme, rest = "", url
+    address, question, query = rest.partition("?")
+    query = _QUERY_PASSWORD.sub(r"\1***", question + query)
+    return f"{scheme}{separator}{address.rpartition('@')[2]}{query}"
 
 
 @dataclass(frozen=True)
