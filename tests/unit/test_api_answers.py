@@ -78,6 +78,41 @@ async def test_a_resubmission_of_a_cancelled_event_says_it_is_cancelled(api: Har
     assert fresh["id"] != event_id
 
 
+async def test_a_batch_item_repeating_a_cancelled_event_says_it_is_a_cancelled_duplicate(
+    api: Harness,
+) -> None:
+    when = at(3600)
+    event_id = await api.submitted_id(external_job_id="again", scheduled_at=when)
+    assert (await api.client.delete(f"{EVENTS}/{event_id}")).status_code == 200
+    again = event_json(external_job_id="again", scheduled_at=when)
+    fresh = event_json(external_job_id="fresh", scheduled_at=when)
+
+    response = await api.client.post(f"{EVENTS}/batch", json={"events": [fresh, again, fresh]})
+
+    assert response.status_code == 202, response.text
+    items = response.json()["data"]["ids"]
+    answers = [(i["index"], i["status"], i["duplicate"]) for i in items]
+    # The twins of this batch are one new event, not duplicates of each other.
+    assert answers == [(0, "PENDING", False), (1, "CANCELLED", True), (2, "PENDING", False)]
+    assert items[1]["id"] == event_id
+    stored = await api.store.get(event_id)
+    assert stored is not None
+    assert stored.status.value == "CANCELLED"
+
+
+async def test_a_batch_resubmitted_after_its_events_were_stored_is_all_duplicates(
+    api: Harness,
+) -> None:
+    items = [event_json(external_job_id=f"job-{n}", scheduled_at=at(600)) for n in range(20)]
+    first = (await api.client.post(f"{EVENTS}/batch", json={"events": items})).json()["data"]
+
+    again = (await api.client.post(f"{EVENTS}/batch", json={"events": items})).json()["data"]
+
+    assert {i["duplicate"] for i in first["ids"]} == {False}
+    assert [i["id"] for i in again["ids"]] == [i["id"] for i in first["ids"]]
+    assert {(i["status"], i["duplicate"]) for i in again["ids"]} == {("PENDING", True)}
+
+
 async def test_identical_items_of_one_batch_get_one_id_and_make_one_event(api: Harness) -> None:
     item = event_json(external_job_id="twin", scheduled_at=at(600))
     other = event_json(external_job_id="other", scheduled_at=at(600))

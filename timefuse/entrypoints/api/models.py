@@ -399,8 +399,25 @@ def accepted_message(accepted: Accepted) -> str:
 
 
 class AcceptedId(msgspec.Struct):
-    index: int
-    id: str
+    """An accepted item of a batch: what became of it, as for one submission."""
+
+    index: Annotated[int, _doc("The item's position in events, from 0.")]
+    id: Annotated[str, _doc("The event's id in the store (or once the buffer has stored it).")]
+    status: Annotated[
+        str,
+        _doc(
+            "The event's status in the store: PENDING for an event this batch made, the stored "
+            "event's own status for a duplicate (a CANCELLED one is never delivered)."
+        ),
+    ] = "PENDING"
+    duplicate: Annotated[
+        bool,
+        _doc(
+            "An event with this (source, external_job_id, scheduled_at) was stored before this "
+            "batch: nothing changed, and status is that event's. Identical items of one batch "
+            "share one id and are not duplicates of each other."
+        ),
+    ] = False
 
 
 class RejectedEvent(msgspec.Struct):
@@ -424,7 +441,8 @@ class BatchOut(msgspec.Struct, omit_defaults=True):
     """A batch's result: timefuse's own fields and the seed's, which say the same thing.
 
     ``ids`` and ``accepted_message_ids`` are in the order of the items; a resubmitted twin's
-    id is its earlier event's id.
+    id is its earlier event's id, and its entry in ``ids`` says ``duplicate`` with that
+    event's ``status``.
     """
 
     accepted: int
