@@ -188,15 +188,18 @@ class EventsApi:
 
     async def amend_by_external_id(self, request: Request) -> Response:
         external_job_id = self._external_id(request)
-        sources = principal(request).sources
+        sources = _external_sources(request)
         events = await self._service.find_by_external_id(external_job_id, sources=sources)
         if not events:
             raise _no_external(external_job_id)
         # The most recent PENDING one; with none, the most recent (for its 409).
         pending = [event for event in events if event.status is EventStatus.PENDING]
-        return await self._amend(request, (pending or events)[0].id)
+        return await self._amend(request, (pending or events)[0].id, sources)
 
-    async def _amend(self, request: Request, event_id: str) -> Response:
+    async def _amend(
+        self, request: Request, event_id: str, sources: frozenset[str] | None = None
+    ) -> Response:
+        """Change ``event_id`` among ``sources`` (default: every source the key acts for)."""
         body = await read_json(request, _patch_decoder, self._limits)
         wanted = body.version_wanted
         if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int)):
@@ -209,7 +212,7 @@ class EventsApi:
             event_id,
             body.to_changes(),
             if_version=wanted,
-            sources=principal(request).sources,
+            sources=principal(request).sources if sources is None else sources,
         )
         event = outcome.event
         answer = outcome.answer
@@ -446,8 +449,10 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "Change the latest pending event of an external id", tag, Role.SUBMIT,
             data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 503),
             params={"external_job_id": _EXTERNAL_ID},
+            query={"source": by_external.SOURCE_PARAM},
             description=_PATCH_DOC + " Applies to the most recent PENDING event of the "
-            "external id (with none, the answer is 409 naming the latest event's status).",
+            "external id (with none, the answer is 409 naming the latest event's status), "
+            "among every source the key acts for unless source narrows it.",
         ),
         Operation(
             "GET", by_id, api.get, "Read an event", tag, Role.READ, data=EventOut,
