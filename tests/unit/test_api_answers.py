@@ -249,6 +249,31 @@ async def test_unknown_fields_can_be_refused(tmp_path: Path) -> None:
     assert (rejected["index"], rejected["errors"][0]["field"]) == (1, "sauce")
 
 
+async def test_an_unknown_field_of_a_batch_body_is_warned_with_no_index(api: Harness) -> None:
+    body = {"events": [event_json()], "dry_run": True, "event": 1}
+
+    response = await api.client.post(f"{EVENTS}/batch", json=body)
+
+    assert response.status_code == 202, response.text
+    warnings = response.json()["data"]["warnings"]
+    assert [(w["index"], w["field"]) for w in warnings] == [(None, "dry_run"), (None, "event")]
+    assert "did you mean events?" in warnings[1]["message"]
+    # Not a dry run: the event was accepted and stored.
+    stored = await api.store.get(response.json()["data"]["ids"][0]["id"])
+    assert stored is not None
+
+
+async def test_an_unknown_field_of_a_batch_body_can_be_refused(tmp_path: Path) -> None:
+    async with running_api(tmp_path, env={"TIMEFUSE_UNKNOWN_FIELDS": "reject"}) as api:
+        body = {"events": [event_json()], "dry_run": True}
+        response = await api.client.post(f"{EVENTS}/batch", json=body)
+        listed = await api.client.get(EVENTS)
+
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["dry_run"]
+    assert listed.json()["data"]["events"] == []
+
+
 @pytest.mark.parametrize(
     ("path", "params", "named"),
     [

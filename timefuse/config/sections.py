@@ -383,8 +383,9 @@ class ApiSettings(Section, title="API and console"):
     unknown_fields: str = setting(
         env="TIMEFUSE_UNKNOWN_FIELDS",
         default="warn",
-        help="A submitted event's fields timefuse doesn't know: warn (accepted, named in the "
-        "answer's warnings) or reject (400 naming them).",
+        help="Fields timefuse doesn't know, in a submitted event, a batch body or a "
+        "schedule's event template: warn (accepted, named in the answer's warnings) or reject "
+        "(400 naming them; 422 for a schedule's template).",
         parse=choice("warn", "reject"),
     )
     api_keys_file: str = setting(

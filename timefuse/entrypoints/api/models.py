@@ -432,9 +432,22 @@ class RejectedEvent(msgspec.Struct):
 
 
 class ItemWarning(msgspec.Struct):
-    index: int
+    """A field of a batch that was ignored: of the item at ``index``, or (``index`` null) of
+    the batch body itself."""
+
+    index: Annotated[int | None, _doc("The item's position in events; null: the body's own.")]
     field: str
     message: str
+
+
+BATCH_FIELDS = frozenset({"events"})
+
+
+def unknown_batch_field_message(name: str) -> str:
+    """Why an unknown field of a batch body is named."""
+    close = difflib.get_close_matches(name, sorted(BATCH_FIELDS), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}?" if close else "it takes: events"
+    return f"is not a field of a batch ({hint})"
 
 
 class BatchOut(msgspec.Struct, omit_defaults=True):
@@ -464,7 +477,10 @@ class BatchOut(msgspec.Struct, omit_defaults=True):
     ]
     warnings: Annotated[
         list[ItemWarning],
-        _doc("Fields of accepted items that were ignored (unknown fields), by item index."),
+        _doc(
+            "Fields that were ignored (unknown fields): of accepted items by index, of the "
+            "batch body itself with index null."
+        ),
     ] = msgspec.field(default_factory=list)
 
 

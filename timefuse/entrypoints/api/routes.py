@@ -36,6 +36,7 @@ from timefuse.entrypoints.api.listing import (
     parse_listing,
 )
 from timefuse.entrypoints.api.models import (
+    BATCH_FIELDS,
     AcceptedOut,
     AttemptOut,
     BatchBody,
@@ -46,6 +47,7 @@ from timefuse.entrypoints.api.models import (
     EventOut,
     EventPageOut,
     EventPatchIn,
+    ItemWarning,
     RawFields,
     Submitted,
     accepted_message,
@@ -53,6 +55,7 @@ from timefuse.entrypoints.api.models import (
     attempt_out,
     event_out,
     read_event,
+    unknown_batch_field_message,
     unknown_field_message,
 )
 from timefuse.entrypoints.api.operations import Operation
@@ -65,7 +68,6 @@ PREFIX = "/api/v1/events"
 ADMIN_PREFIX = PREFIX + "/admin"
 
 _fields_decoder = msgspec.json.Decoder(RawFields)
-_batch_decoder = msgspec.json.Decoder(BatchIn)
 _patch_decoder = msgspec.json.Decoder(EventPatchIn)
 
 
@@ -141,7 +143,17 @@ class EventsApi:
 
         See :func:`timefuse.entrypoints.api.batch.all_rejected` for the all-rejected answer.
         """
-        body = await read_json(request, _batch_decoder, self._limits)
+        fields = await read_json(request, _fields_decoder, self._limits)
+        unknown = [
+            ItemWarning(None, name, unknown_batch_field_message(name))
+            for name in fields
+            if name not in BATCH_FIELDS
+        ]
+        if unknown and self._reject_unknown:
+            errors = [FieldError(w.field, w.message) for w in unknown]
+            named = ", ".join(w.field for w in unknown)
+            raise ApiError(400, VALIDATION_FAILED, f"unknown fields: {named}", errors=errors)
+        body = BatchIn(events=fields.get("events", msgspec.Raw()))
         items = batch.check_size(body, self._batch_items, self._max_batch_events)
         submitted = await batch.submit_items(
             self._service,
@@ -151,6 +163,7 @@ class EventsApi:
             reject_unknown=self._reject_unknown,
         )
         out = submitted.out
+        out.warnings[:0] = unknown
         if not out.accepted:
             raise batch.all_rejected(submitted)
         message = f"{out.accepted} accepted, {out.rejected} rejected"
