@@ -398,7 +398,7 @@ class ApiSettings(Section, title="API and console"):
         env="TIMEFUSE_METRICS_AUTH",
         default="true",
         help="With API keys, true: /metrics needs a key with the metrics or admin role; false: "
-        "it answers without one, but without per-destination series.",
+        "it answers without one, but without per-destination series or quota rejections.",
         parse=boolean,
     )
     ui: bool = setting(
