@@ -147,7 +147,8 @@ class KafkaSettings(Section, title="Kafka"):
     submit_timeout: float = setting(
         env="TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS",
         default="5",
-        help="How long the API waits for Kafka to acknowledge a submission before answering 503.",
+        help="How long the API waits for Kafka to acknowledge a submission before answering 503 "
+        "(and for the store to count a source's PENDING events, for a source with max_pending).",
         parse=number(0.1),
     )
     client_config: KafkaProperties = setting(
