@@ -38,8 +38,17 @@ def test_every_block_of_the_docs_follows_the_convention() -> None:
 
 
 # What an example may do that the suite doesn't: load for minutes, install into its
-# environment, run this very suite.
-UNRUN = ("timefuse bench ", "pip ", ".venv/bin/pip ", "apt-get ", "make ")
+# environment, run this very suite (or mutation testing, hours of it).
+UNRUN = (
+    "timefuse bench ",
+    "pip ",
+    ".venv/bin/pip ",
+    "apt-get ",
+    "make ",
+    ".venv/bin/pytest ",
+    ".venv/bin/mutmut ",
+    ".venv/bin/python scripts/mutation_report.py",
+)
 
 
 def test_only_benchmarks_and_installs_are_left_unrun_and_each_says_why() -> None:
@@ -107,6 +116,10 @@ def test_a_doc_test_comment_above_a_fence_annotates_the_block(tmp_path: Path) ->
         ("<!-- doc-test: flaky -->\n```sh\nls\n```\n", "unknown doc-test key"),
         ("<!-- doc-test: server -->\n```sh\ndocker run timefuse\n```\n", "server block"),
         ('```sh\ncurl -s x\n# {"a": 1,,}\n```\n', "not JSON"),
+        ("```text\ncurl -s localhost:8080/health/ready\n```\n", "holding a command"),
+        ("```text\n$ timefuse secrets new\n```\n", "holding a command"),
+        ("```json\nTIMEFUSE_UI=off timefuse serve\n```\n", "holding a command"),
+        ("```text\n.venv/bin/pytest tests/unit\n```\n", "holding a command"),
     ],
 )
 def test_a_block_that_breaks_the_convention_is_named(
@@ -117,6 +130,15 @@ def test_a_block_that_breaks_the_convention_is_named(
     except DocFormatError as exc:
         problems = [str(exc)]
     assert any(problem in p for p in problems), problems
+
+
+def test_text_that_shows_how_to_write_an_example_is_not_an_unrun_example(tmp_path: Path) -> None:
+    blocks = _block(
+        tmp_path,
+        "````text\n```sh\ncurl -s localhost:8080/health/ready\n# 200 {…}\n```\n````\n\n"
+        "```text\nmodule  mutants  killed\ntimefuse/domain/event.py  57  12\n```\n",
+    )
+    assert list(convention_problems(blocks)) == []
 
 
 def test_a_server_block_gives_the_variables_and_arguments_timefuse_starts_with(

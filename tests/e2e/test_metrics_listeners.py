@@ -4,6 +4,7 @@ series it exports move."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -87,3 +88,59 @@ async def test_an_event_with_a_delivery_window_is_counted_in_the_spread_offsets(
         if line.startswith("timefuse_spread_offset_seconds_count")
     ]
     assert counts == ["timefuse_spread_offset_seconds_count 1.0"], counts
+
+
+async def test_a_metrics_key_scoped_to_a_source_sees_only_its_quota_rejections(
+    processes: Start, tmp_path: Path
+) -> None:
+    submitter, monitoring, quiet_team = new_key(), new_key(), new_key()
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        key_entry("submitter", hash_key(submitter), None, [Role.SUBMIT])
+        + "\n"
+        + key_entry("monitoring", hash_key(monitoring), None, [Role.METRICS])
+        + "\n"
+        + key_entry("quiet", hash_key(quiet_team), ["quiet"], [Role.METRICS])
+    )
+    # One event a thousand seconds for each: the second submission is refused.
+    quotas = {"noisy": {"rate": 0.001, "burst": 1}, "quiet": {"rate": 0.001, "burst": 1}}
+    tf = processes(
+        {"TIMEFUSE_API_KEYS_FILE": str(keys), "TIMEFUSE_SOURCE_QUOTAS": json.dumps(quotas)}
+    )
+
+    def job(source: str, n: int) -> dict[str, object]:
+        return {
+            "external_job_id": f"{source}-{n}",
+            "source": source,
+            "scheduled_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            "delivery_type": "http",
+            "destination": "https://example.com/hook",
+            "payload": {},
+        }
+
+    def bearer(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        events = f"{tf.base_url}/api/v1/events"
+        answers = [
+            (await client.post(events, json=job(source, n), headers=bearer(submitter))).status_code
+            for source in ("noisy", "quiet")
+            for n in range(2)
+        ]
+        everything = (await client.get(f"{tf.base_url}/metrics", headers=bearer(monitoring))).text
+        scoped = (await client.get(f"{tf.base_url}/metrics", headers=bearer(quiet_team))).text
+
+    def rejections(text: str) -> list[str]:
+        return [
+            line for line in text.splitlines() if line.startswith("timefuse_quota_rejections_total")
+        ]
+
+    assert answers == [202, 429, 202, 429]
+    assert rejections(everything) == [
+        'timefuse_quota_rejections_total{reason="rate",source="noisy"} 1.0',
+        'timefuse_quota_rejections_total{reason="rate",source="quiet"} 1.0',
+    ]
+    assert rejections(scoped) == [
+        'timefuse_quota_rejections_total{reason="rate",source="quiet"} 1.0'
+    ]

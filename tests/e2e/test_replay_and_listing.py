@@ -80,6 +80,10 @@ async def test_a_dead_letter_redelivered_arrives_and_keeps_its_history(
     arrivals = receiver.on("/flaky")
     assert len(arrivals) == 3
     assert {arrival.event_id for arrival in arrivals} == {event_id}
+    # What the README tells receivers: the redelivery keeps webhook-id and starts
+    # timefuse-attempt again at 1, exactly as a resend of the first attempt would look.
+    assert {arrival.headers["webhook-id"] for arrival in arrivals} == {event_id}
+    assert [arrival.headers["timefuse-attempt"] for arrival in arrivals] == ["1", "2", "1"]
     # The dispatcher of this process met the receiver: two failures, not enough to trip.
     key = f"127.0.0.1:{receiver.port}"
     assert [(d["key"], d["consecutive_failures"]) for d in destinations] == [(key, 2)]

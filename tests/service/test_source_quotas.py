@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -14,6 +15,7 @@ from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.event import Event
 from timefuse.domain.quota import QuotaTable, SourceQuota
 from timefuse.domain.status import EventStatus
+from timefuse.ports.store import StoreUnavailable
 from timefuse.service.metrics import Metrics
 from timefuse.service.quotas import MAX_IDLE_BUCKETS, QuotaReason, SourceQuotas
 from timefuse.service.store import Store
@@ -284,3 +286,30 @@ async def test_a_changed_default_applies_to_every_source_under_it_keeping_their_
     assert len(await admitted(quota, events("alpha", 50))) == 50
     # ops keeps its own entry and its empty bucket.
     assert await admitted(quota, events("ops", 1)) == []
+
+
+@pytest.mark.looptime
+async def test_a_capped_sources_count_is_bounded_when_a_count_timeout_is_set(
+    store: Store,
+) -> None:
+    # With Kafka, nothing else bounds this read: a stalled store must answer within the bound.
+    memory = store.adapter
+    assert isinstance(memory, MemoryStore)
+    stalled = asyncio.Event()
+    memory.faults.stall["pending_by_source"] = stalled
+    table = QuotaTable({"capped": SourceQuota(max_pending=5), "rated": SourceQuota(rate=1.0)})
+    quota = SourceQuotas(table, store, Metrics(), monotonic=Clock(), count_timeout=2.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    with pytest.raises(StoreUnavailable, match="within 2 s"):
+        await admitted(quota, events("capped", 1))
+
+    assert loop.time() - started == pytest.approx(2.0, abs=0.1)
+    # A source without a cap doesn't read the store at all.
+    assert await admitted(quota, events("rated", 1)) == ["rated-0"]
+    # The reservation of the failed admission was given back.
+    stalled.set()
+    assert await admitted(quota, events("capped", 5), store=store) == [
+        f"capped-{n}" for n in range(5)
+    ]

@@ -38,6 +38,12 @@ _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _ANNOTATION = re.compile(r"^\s*<!--\s*doc-test:(?P<body>.*?)-->\s*$")
 _STATUS = re.compile(r"^# (?P<status>\d{3})(?:\s+(?P<rest>[\[{].*))?$")
 _HTTP_STATUS = re.compile(r"^HTTP/\d(?:\.\d)? (?P<status>\d{3})\b")
+# A command line a reader would run (after a prompt or variables set for it): such a line in
+# a block the suite doesn't run is an example nobody checks.
+_COMMAND = re.compile(
+    r"^\s*(?:\$\s+)?(?:[A-Z_][A-Z0-9_]*=\S*\s+)*"
+    r"(?:curl|timefuse|\.venv/bin/\S+|python3? -m timefuse)(?:\s|$)"
+)
 
 
 class DocFormatError(ValueError):
@@ -151,6 +157,12 @@ def convention_problems(blocks: Iterable[Block]) -> Iterator[str]:
             yield f"{block.where}: tag it {REFUSED[language]}: examples run in a POSIX shell"
         if not block.runnable and note != Annotation():
             yield f"{block.where}: a doc-test comment above a {language or 'bare'} block"
+        command = unrun_command(block)
+        if command is not None:
+            yield (
+                f"{block.where}: a {language or 'bare'} block holding a command ({command!r}): "
+                'tag it sh so the suite runs it, or sh with <!-- doc-test: skip="why" -->'
+            )
         if note.server and note.background:
             yield f"{block.where}: a block is either the server or in the background"
         if block.runnable and note.skip is None:
@@ -160,6 +172,20 @@ def convention_problems(blocks: Iterable[Block]) -> Iterator[str]:
                     ServerCommand.parse(block)
             except DocFormatError as exc:
                 yield str(exc)
+
+
+def unrun_command(block: Block) -> str | None:
+    """The first command line of a block the suite doesn't run (``None``: none).
+
+    A block that shows Markdown with fenced blocks of its own (how to write an example) is
+    about the convention, not an example: its lines are not commands.
+    """
+    if block.runnable or block.language in REFUSED:
+        return None
+    lines = block.text.splitlines()
+    if any(_FENCE.match(line) for line in lines):
+        return None
+    return next((line.strip() for line in lines if _COMMAND.match(line)), None)
 
 
 # -- what a block says it prints ------------------------------------------------------------

@@ -79,6 +79,41 @@ async def test_a_resubmission_of_a_cancelled_event_says_it_is_cancelled(api: Har
     assert fresh["id"] != event_id
 
 
+async def test_a_batch_item_repeating_a_cancelled_event_says_it_is_a_cancelled_duplicate(
+    api: Harness,
+) -> None:
+    when = at(3600)
+    event_id = await api.submitted_id(external_job_id="again", scheduled_at=when)
+    assert (await api.client.delete(f"{EVENTS}/{event_id}")).status_code == 200
+    again = event_json(external_job_id="again", scheduled_at=when)
+    fresh = event_json(external_job_id="fresh", scheduled_at=when)
+
+    response = await api.client.post(f"{EVENTS}/batch", json={"events": [fresh, again, fresh]})
+
+    assert response.status_code == 202, response.text
+    items = response.json()["data"]["ids"]
+    answers = [(i["index"], i["status"], i["duplicate"]) for i in items]
+    # The twins of this batch are one new event, not duplicates of each other.
+    assert answers == [(0, "PENDING", False), (1, "CANCELLED", True), (2, "PENDING", False)]
+    assert items[1]["id"] == event_id
+    stored = await api.store.get(event_id)
+    assert stored is not None
+    assert stored.status.value == "CANCELLED"
+
+
+async def test_a_batch_resubmitted_after_its_events_were_stored_is_all_duplicates(
+    api: Harness,
+) -> None:
+    items = [event_json(external_job_id=f"job-{n}", scheduled_at=at(600)) for n in range(20)]
+    first = (await api.client.post(f"{EVENTS}/batch", json={"events": items})).json()["data"]
+
+    again = (await api.client.post(f"{EVENTS}/batch", json={"events": items})).json()["data"]
+
+    assert {i["duplicate"] for i in first["ids"]} == {False}
+    assert [i["id"] for i in again["ids"]] == [i["id"] for i in first["ids"]]
+    assert {(i["status"], i["duplicate"]) for i in again["ids"]} == {("PENDING", True)}
+
+
 async def test_identical_items_of_one_batch_get_one_id_and_make_one_event(api: Harness) -> None:
     item = event_json(external_job_id="twin", scheduled_at=at(600))
     other = event_json(external_job_id="other", scheduled_at=at(600))
@@ -213,6 +248,31 @@ async def test_unknown_fields_can_be_refused(tmp_path: Path) -> None:
     assert batch.status_code == 202
     (rejected,) = batch.json()["data"]["rejected_events"]
     assert (rejected["index"], rejected["errors"][0]["field"]) == (1, "sauce")
+
+
+async def test_an_unknown_field_of_a_batch_body_is_warned_with_no_index(api: Harness) -> None:
+    body = {"events": [event_json()], "dry_run": True, "event": 1}
+
+    response = await api.client.post(f"{EVENTS}/batch", json=body)
+
+    assert response.status_code == 202, response.text
+    warnings = response.json()["data"]["warnings"]
+    assert [(w["index"], w["field"]) for w in warnings] == [(None, "dry_run"), (None, "event")]
+    assert "did you mean events?" in warnings[1]["message"]
+    # Not a dry run: the event was accepted and stored.
+    stored = await api.store.get(response.json()["data"]["ids"][0]["id"])
+    assert stored is not None
+
+
+async def test_an_unknown_field_of_a_batch_body_can_be_refused(tmp_path: Path) -> None:
+    async with running_api(tmp_path, env={"TIMEFUSE_UNKNOWN_FIELDS": "reject"}) as api:
+        body = {"events": [event_json()], "dry_run": True}
+        response = await api.client.post(f"{EVENTS}/batch", json=body)
+        listed = await api.client.get(EVENTS)
+
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["dry_run"]
+    assert listed.json()["data"]["events"] == []
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,30 @@ async def test_a_patch_by_external_id_changes_its_pending_event(api: Harness) ->
     assert missing.status_code == 404
 
 
+async def test_source_narrows_a_patch_by_external_id_to_one_sources_event(api: Harness) -> None:
+    when = at(7200)
+    billing = await api.submitted_id(source="billing", external_job_id="order-1", scheduled_at=when)
+    shipping = await api.submitted_id(
+        source="shipping", external_job_id="order-1", scheduled_at=when
+    )
+    url = f"{EVENTS}/external/order-1"
+
+    response = await api.client.patch(url, params={"source": "billing"}, json={"max_retries": 6})
+    elsewhere = await api.client.patch(url, params={"source": "nobody"}, json={"max_retries": 6})
+    blank = await api.client.patch(url, params={"source": " "}, json={"max_retries": 6})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["id"] == billing
+    assert elsewhere.status_code == 404
+    assert blank.status_code == 400
+    assert error_fields(blank) == {"source"}
+    changed = await api.store.get(billing)
+    untouched = await api.store.get(shipping)
+    assert changed is not None
+    assert untouched is not None
+    assert (changed.max_retries, untouched.max_retries) == (6, 3)
+
+
 async def test_a_new_payload_replaces_a_body_and_a_body_replaces_the_payload(
     api: Harness,
 ) -> None:

@@ -81,8 +81,10 @@ class Api:
 
 
 @asynccontextmanager
-async def running(keys: KeyRing | None = KEYS) -> AsyncIterator[Api]:
-    settings = Settings.from_env({})
+async def running(
+    keys: KeyRing | None = KEYS, env: dict[str, str] | None = None
+) -> AsyncIterator[Api]:
+    settings = Settings.from_env(env or {})
     clock = ShiftedClock()
     store = Store(MemoryStore(clock=clock))
     await store.open()
@@ -108,6 +110,51 @@ async def running(keys: KeyRing | None = KEYS) -> AsyncIterator[Api]:
 async def api() -> AsyncIterator[Api]:
     async with running() as harness:
         yield harness
+
+
+def _misspelt_template() -> dict[str, Any]:
+    event = dict(schedule_json()["event"])
+    del event["max_retries"]
+    return {**event, "max_retry": 5}
+
+
+async def test_an_unknown_field_of_the_event_template_is_named_in_the_warnings(
+    api: Api,
+) -> None:
+    declared = await api.declare(event=_misspelt_template())
+    schedule_id = declared.json()["data"]["id"]
+    changed = await api.call(
+        "PATCH", f"{SCHEDULES}/{schedule_id}", json={"event": {**_misspelt_template(), "x": 1}}
+    )
+    read = await api.call("GET", f"{SCHEDULES}/{schedule_id}")
+
+    assert declared.status_code == 201, declared.text
+    (warning,) = declared.json()["data"]["warnings"]
+    assert warning["field"] == "event.max_retry"
+    assert "did you mean max_retries?" in warning["message"]
+    assert "max_retry" not in declared.json()["data"]["event"]
+    assert "max_retries" not in declared.json()["data"]["event"]  # the default applies
+    assert changed.status_code == 200, changed.text
+    fields = [w["field"] for w in changed.json()["data"]["warnings"]]
+    assert fields == ["event.max_retry", "event.x"]
+    assert "warnings" not in read.json()["data"]
+
+
+async def test_an_unknown_field_of_the_event_template_can_be_refused() -> None:
+    async with running(env={"TIMEFUSE_UNKNOWN_FIELDS": "reject"}) as api:
+        refused = await api.declare(event=_misspelt_template())
+        declared = await api.declared()
+        changed = await api.call(
+            "PATCH", f"{SCHEDULES}/{declared['id']}", json={"event": _misspelt_template()}
+        )
+        listed = await api.call("GET", SCHEDULES)
+
+    assert refused.status_code == 422
+    assert error_fields(refused) == {"event.max_retry"}
+    assert changed.status_code == 422
+    assert error_fields(changed) == {"event.max_retry"}
+    (kept,) = listed.json()["data"]["schedules"]
+    assert kept["event"]["max_retries"] == 5
 
 
 async def test_a_declaration_creates_then_replaces_by_key(api: Api) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.test_api_harness import EVENTS, Harness, bearer, event_json, running_api
+from tests.unit.test_api_harness import EVENTS, Harness, at, bearer, event_json, running_api
 from timefuse.domain.status import EventStatus
 from timefuse.entrypoints.auth import hash_key
 from timefuse.service.gate import Claimed
@@ -246,6 +246,34 @@ async def test_cancel_by_external_id_cancels_only_the_keys_sources(world: World)
     assert alpha is not None
     assert beta is not None
     assert (alpha.status.value, beta.status.value) == ("PENDING", "CANCELLED")
+
+
+async def test_a_patch_by_external_id_changes_only_the_keys_sources_event(world: World) -> None:
+    api = world.api
+    shared = "shared-patch"
+    when = at(7200)
+    alpha_id = await api.submitted_id(
+        KEYS["alpha"], source="alpha", external_job_id=shared, scheduled_at=when
+    )
+    # Beta's event is the newer one: an unscoped change would pick it.
+    beta_id = await api.submitted_id(
+        KEYS["beta"], source="beta", external_job_id=shared, scheduled_at=when
+    )
+    url = f"{EVENTS}/external/{shared}"
+
+    changed = await api.client.patch(url, json={"max_retries": 7}, headers=bearer(KEYS["alpha"]))
+    asked_for_beta = await api.client.patch(
+        url, params={"source": "beta"}, json={"max_retries": 9}, headers=bearer(KEYS["alpha"])
+    )
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["id"] == alpha_id
+    assert asked_for_beta.status_code == 404
+    alpha = await api.store.get(alpha_id)
+    beta = await api.store.get(beta_id)
+    assert alpha is not None
+    assert beta is not None
+    assert (alpha.max_retries, beta.max_retries, beta.version) == (7, 3, 1)
 
 
 async def test_a_batch_rejects_the_items_of_other_sources_one_by_one(world: World) -> None:

@@ -121,6 +121,35 @@ async def test_a_metrics_key_sees_the_receivers_of_its_own_sources(
         assert (f'destination="{host}"' in response.text) is (host in shown), host
 
 
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("alpha-metrics", {"alpha"}),
+        ("beta-metrics", {"beta"}),
+        ("all-metrics", {"alpha", "beta", "*"}),
+        ("admin", {"alpha", "beta", "*"}),
+    ],
+)
+async def test_a_metrics_key_sees_the_quota_rejections_of_its_own_sources(
+    api: Harness, key: str, shown: set[str]
+) -> None:
+    # Entries as the quotas count them: a source's own, and * for sources without one.
+    for entry in ("alpha", "beta", "*"):
+        api.metrics.quota_rejections.labels(entry, "rate").inc()
+
+    text = (await scrape(api.client, key)).text
+
+    listed = {
+        line.split('source="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("timefuse_quota_rejections_total{")
+    }
+    assert listed == shown
+    # Narrowed for the scrape only: the next caller sees its own.
+    others = (await scrape(api.client, "all-metrics")).text
+    assert others.count("timefuse_quota_rejections_total{") == 3
+
+
 @pytest.mark.parametrize(("key", "status"), [(None, 401), ("alpha-reader", 403)])
 async def test_no_receiver_is_named_without_a_metrics_key(
     api: Harness, key: str | None, status: int

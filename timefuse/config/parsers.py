@@ -130,9 +130,10 @@ def producer_properties(text: str) -> KafkaProperties:
     if refused:
         raise ValueError(
             f"may not set {', '.join(refused)}: timefuse sets them so that an accepted event "
-            "is durable (acks=all, an idempotent producer) and a submission answered 503 is "
-            "never written later (message.timeout.ms follows "
-            "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS)"
+            "is durable (acks=all, an idempotent producer) and the producer stops trying soon "
+            "after a submission is answered 503 (message.timeout.ms follows "
+            "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS, at least 1 s); a record in flight then may "
+            "still be written, which a resubmission can't duplicate"
         )
     return properties
 

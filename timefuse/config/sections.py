@@ -8,6 +8,7 @@ delivery types' settings are declared by their plugins (:mod:`timefuse.plugins.h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -100,12 +101,19 @@ class StoreSettings(Section, title="Event store"):
         return "sqlite:///timefuse.db"
 
 
+# libpq takes a password in the query string too (``?password=``, ``sslpassword=``).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+
+
 def redacted_url(url: str) -> str:
-    """``url`` without its user and password (all before the last ``@``, scheme or not)."""
+    """``url`` without its user and password (all before the last ``@``, scheme or not), and
+    with any password in its query string replaced by ``***``."""
     scheme, separator, rest = url.partition("://")
     if not separator:
-        return url.rpartition("@")[2]
-    return f"{scheme}{separator}{rest.rpartition('@')[2]}"
+        scheme, rest = "", url
+    address, question, query = rest.partition("?")
+    query = _QUERY_PASSWORD.sub(r"\1***", question + query)
+    return f"{scheme}{separator}{address.rpartition('@')[2]}{query}"
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,8 @@ class KafkaSettings(Section, title="Kafka"):
     submit_timeout: float = setting(
         env="TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS",
         default="5",
-        help="How long the API waits for Kafka to acknowledge a submission before answering 503.",
+        help="How long the API waits for Kafka to acknowledge a submission before answering 503 "
+        "(and for the store to count a source's PENDING events, for a source with max_pending).",
         parse=number(0.1),
     )
     client_config: KafkaProperties = setting(
@@ -375,8 +384,9 @@ class ApiSettings(Section, title="API and console"):
     unknown_fields: str = setting(
         env="TIMEFUSE_UNKNOWN_FIELDS",
         default="warn",
-        help="A submitted event's fields timefuse doesn't know: warn (accepted, named in the "
-        "answer's warnings) or reject (422 naming them).",
+        help="Fields timefuse doesn't know, in a submitted event, a batch body or a "
+        "schedule's event template: warn (accepted, named in the answer's warnings) or reject "
+        "(422 naming an event's or a template's; 400 naming a batch body's own).",
         parse=choice("warn", "reject"),
     )
     api_keys_file: str = setting(
@@ -389,7 +399,7 @@ class ApiSettings(Section, title="API and console"):
         env="TIMEFUSE_METRICS_AUTH",
         default="true",
         help="With API keys, true: /metrics needs a key with the metrics or admin role; false: "
-        "it answers without one, but without per-destination series.",
+        "it answers without one, but without per-destination series or quota rejections.",
         parse=boolean,
     )
     ui: bool = setting(

@@ -278,7 +278,12 @@ def bootstrap(
     wakeup = DueSignal(clock)
     worker_id = default_worker_id(settings.process)
     limits = submission_limits(settings.api)
-    quotas = SourceQuotas(settings.tenants.source_quotas, store, metrics)
+    # With Kafka nothing else bounds the store read of a capped source (inline, the submit
+    # timeout does): TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS bounds it too.
+    count_timeout = settings.kafka.submit_timeout if settings.kafka.enabled else None
+    quotas = SourceQuotas(
+        settings.tenants.source_quotas, store, metrics, count_timeout=count_timeout
+    )
     service = EventService(
         buffer=buffer,
         store=store,

@@ -99,7 +99,10 @@ _AMEND_TRIES = 3
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    accepted: list[tuple[int, str]]
+    """The accepted items (by index: what became of each, as for one submission) and the
+    rejected ones."""
+
+    accepted: list[tuple[int, Accepted]]
     rejected: list[Rejection]
 
 
@@ -237,6 +240,8 @@ class EventService:
     async def _accept_batch(
         self, events: list[tuple[int, Event]], rejected: list[Rejection]
     ) -> BatchResult:
+        # Looked up before the insert, so an item is a duplicate only of what was there.
+        twins = await self._twins.find_many(event.id for _, event in events)
         async with self._admit(distinct(event for _, event in events)) as admission:
             refused = {event.id: refusal for event, refusal in admission.refused}
             kept: list[tuple[int, Event]] = []
@@ -248,7 +253,24 @@ class EventService:
             accepting = distinct(event for _, event in kept)
             ids = await self._accept(accepting) if kept else {}
         rejected.sort(key=lambda rejection: rejection.index)
-        return BatchResult([(index, ids[event.id]) for index, event in kept], rejected)
+        stored_elsewhere = {ids[event.id] for _, event in kept} - set(twins) - set(ids)
+        for stored_id in stored_elsewhere:
+            # Deduplicated against an event stored under another id (before ids came from
+            # the dedup key): answer with that one, as for one submission.
+            found = await self._store.get(stored_id)
+            if found is not None:
+                twins[stored_id] = found
+        accepted = []
+        for index, event in kept:
+            stored_id = ids[event.id]
+            twin = twins.get(stored_id)
+            answer = (
+                duplicate_of(twin)
+                if twin is not None
+                else accepted_new(stored_id, stored=not self._buffered)
+            )
+            accepted.append((index, answer))
+        return BatchResult(accepted, rejected)
 
     def _admit(self, events: list[Event]) -> AbstractAsyncContextManager[Admission]:
         """The quotas' admission of ``events`` (all of them without quotas): a step of its

@@ -156,10 +156,12 @@ class Metrics:
         """
         async with self._scrape:
             self.destinations.prepare(sources)
+            self._quota_series.narrow(sources)
             try:
                 return await asyncio.to_thread(generate_latest, self.registry)
             finally:
                 self.destinations.clear()
+                self._quota_series.narrow(None)
 
     def delivery_series(self, kind: str) -> DeliverySeries:
         """The per-delivery series of delivery type ``kind``."""
@@ -176,13 +178,18 @@ class Metrics:
     def _add_quota_metrics(self, r: CollectorRegistry) -> None:
         # Labelled by quota entry (a configured source, or "*" for every other source), not by
         # the submitted source: a client inventing sources can't grow the series.
+        # Per source, so a scrape shows only the sources its caller may see (as the
+        # per-destination series): registered through a collector that narrows it.
         self.quota_rejections = Counter(
             "timefuse_quota_rejections",
             "Events refused by their source's quota, by quota entry (the source, or * for "
-            "sources without an entry of their own) and reason (rate, pending).",
+            "sources without an entry of their own) and reason (rate, pending); a key scoped "
+            "to sources sees only theirs (* only a key of every source).",
             ["source", "reason"],
-            registry=r,
+            registry=None,
         )
+        self._quota_series = _BySource(self.quota_rejections)
+        r.register(self._quota_series)
 
     def _add_kafka_metrics(self, r: CollectorRegistry) -> None:
         # The Kafka ingest path: API -> topic -> `timefuse ingest` -> store. Kafka *delivery*
@@ -328,3 +335,26 @@ class _DestinationCollector(Collector):
             waiting.add_metric([key], float(str(info["waiting"])))
             trips.add_metric([key], float(str(info["trips"])))
         return [state, in_flight, waiting, trips, tracked]
+
+
+class _BySource(Collector):
+    """The series of ``inner`` (labelled ``source``), during a scrape only those of the
+    sources its caller may see."""
+
+    def __init__(self, inner: Counter) -> None:
+        self._inner = inner
+        self._sources: frozenset[str] | None = None
+
+    def narrow(self, sources: frozenset[str] | None) -> None:
+        """Show only the series of ``sources`` (``None``: every series; empty: none)."""
+        self._sources = sources
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._inner.describe())
+
+    def collect(self) -> Iterator[Metric]:
+        sources = self._sources
+        for family in self._inner.collect():
+            if sources is not None:
+                family.samples = [s for s in family.samples if s.labels["source"] in sources]
+            yield family

@@ -20,16 +20,18 @@ record the API acknowledged and checks no quota: a 202 is a promise to deliver.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from timefuse.domain.event import Event
 from timefuse.domain.quota import ANY_SOURCE, QuotaTable, SourceQuota
 from timefuse.domain.ratelimit import TokenBucket
+from timefuse.ports.store import StoreUnavailable
 from timefuse.service.metrics import Metrics
 from timefuse.service.store import Store
 
@@ -96,7 +98,11 @@ class QuotaUsage:
 
 
 class SourceQuotas:
-    """:param monotonic: the buckets' clock (seconds, never going back)."""
+    """:param monotonic: the buckets' clock (seconds, never going back).
+    :param count_timeout: the longest the count of a capped source's PENDING events may take
+        (``None``: the store's own bound); after it, :class:`StoreUnavailable` (a 503). With
+        Kafka the rest of a submission doesn't need the store, so that read is bounded here.
+    """
 
     def __init__(
         self,
@@ -105,11 +111,13 @@ class SourceQuotas:
         metrics: Metrics,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        count_timeout: float | None = None,
     ) -> None:
         self._table = table
         self._store = store
         self._metrics = metrics
         self._monotonic = monotonic
+        self._count_timeout = count_timeout
         self._buckets: dict[str, TokenBucket] = {}
         self._sweep_at = MAX_IDLE_BUCKETS
         # Events this process is inserting now, per capped source: granted, not yet committed.
@@ -193,7 +201,7 @@ class SourceQuotas:
         room = _Room()
         try:
             # One read for every capped source of the batch, however many it names.
-            pending = await self._store.pending_by_source(asked) if asked else {}
+            pending = await self._pending(asked) if asked else {}
             for source in asked:
                 cap = self._cap_of(source)
                 assert cap is not None
@@ -202,6 +210,17 @@ class SourceQuotas:
             self._reserved.subtract(asked)
             raise
         return room, asked
+
+    async def _pending(self, sources: Counter[str]) -> Mapping[str, int]:
+        counting = self._store.pending_by_source(sources)
+        if self._count_timeout is None:
+            return await counting
+        try:
+            return await asyncio.wait_for(counting, self._count_timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the store did not count PENDING events within {self._count_timeout:g} s"
+            ) from None
 
     def _check(self, event: Event, room: _Room, now: float) -> QuotaRefusal | None:
         entry = self._table.entry_of(event.source)

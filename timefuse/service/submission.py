@@ -29,6 +29,8 @@ T = TypeVar("T")
 LOOKUP_SECONDS = 0.5
 # After a lookup failed, submissions skip it for this long instead of each waiting it out.
 LOOKUP_PAUSE_SECONDS = 5.0
+# A batch's items are looked up this many at a time.
+LOOKUP_CONCURRENCY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,42 @@ class TwinLookup:
         except (StoreError, TimeoutError):
             self._paused_until = self._monotonic() + LOOKUP_PAUSE_SECONDS
             return None
+
+    async def find_many(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        """The stored events among ``event_ids``, by id (the items of a batch); tolerant as
+        :meth:`find` is, the whole lookup bounded by :data:`LOOKUP_SECONDS`."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+        if not self._tolerant:
+            return await self._get_many(ids)
+        if self._monotonic() < self._paused_until:
+            return {}
+        try:
+            return await asyncio.wait_for(self._get_many(ids), LOOKUP_SECONDS)
+        except (StoreError, TimeoutError):
+            self._paused_until = self._monotonic() + LOOKUP_PAUSE_SECONDS
+            return {}
+
+    async def _get_many(self, ids: list[str]) -> dict[str, Event]:
+        found: dict[str, Event] = {}
+
+        async def look(chunk: list[str]) -> None:
+            for event_id in chunk:
+                event = await self._store.get(event_id)
+                if event is not None:
+                    found[event.id] = event
+
+        # A few lookups at a time, each task its share; one failing cancels the others, and
+        # its error is the caller's (a store error answers 503 as for one submission).
+        try:
+            async with asyncio.TaskGroup() as group:
+                for n in range(LOOKUP_CONCURRENCY):
+                    if ids[n::LOOKUP_CONCURRENCY]:
+                        group.create_task(look(ids[n::LOOKUP_CONCURRENCY]))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return found
 
 
 async def within(seconds: float | None, work: Awaitable[T]) -> T:

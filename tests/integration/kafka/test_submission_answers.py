@@ -5,6 +5,7 @@ absorbs a database outage. Real processes, broker and store."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 
@@ -118,7 +119,14 @@ async def test_an_api_with_kafka_stays_ready_degraded_while_its_database_is_down
         pytest.skip("the test PostgreSQL server can't be restarted")
     if store_url != postgres_dsn:
         pytest.skip("the store is not PostgreSQL")
-    api = processes(kafka_env, command="api")
+    # A source with max_pending needs its PENDING events counted in the store.
+    quotas = '{"capped": {"max_pending": 1000}}'
+    env = {
+        **kafka_env,
+        "TIMEFUSE_SOURCE_QUOTAS": quotas,
+        "TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS": "1",
+    }
+    api = processes(env, command="api")
     async with httpx.AsyncClient(timeout=15) as client:
         ready = await client.get(f"{api.base_url}/health/ready")
         assert ready.json()["data"]["status"] == "UP", ready.text
@@ -126,6 +134,10 @@ async def test_an_api_with_kafka_stays_ready_degraded_while_its_database_is_down
         try:
             ready = await client.get(f"{api.base_url}/health/ready")
             submitted = await client.post(f"{api.base_url}/api/v1/events", json=event("down"))
+            capped = {**event("capped"), "source": "capped"}
+            began = time.monotonic()
+            refused = await client.post(f"{api.base_url}/api/v1/events", json=capped)
+            refused_after = time.monotonic() - began
         finally:
             postgres.start()
     assert ready.status_code == 200, ready.text
@@ -134,3 +146,6 @@ async def test_an_api_with_kafka_stays_ready_degraded_while_its_database_is_down
     assert data["checks"]["store"].startswith("degraded:")
     assert submitted.status_code == 202, submitted.text
     assert submitted.json()["data"]["stored"] is False
+    # Refused, and within the submit timeout (1 s), not after the pool's 10 s.
+    assert refused.status_code == 503, refused.text
+    assert refused_after < 5, f"the 503 took {refused_after:.1f} s"

@@ -69,19 +69,19 @@ def create_app(
     if keys is _FROM_SETTINGS:
         keys = load_key_ring(settings)
     limits = BodyLimits(settings.max_body_bytes, settings.max_json_depth)
+    reject_unknown = settings.unknown_fields == "reject"
     api = EventsApi(
-        service,
-        metrics,
-        limits,
-        settings.max_batch_events,
-        reject_unknown=settings.unknown_fields == "reject",
+        service, metrics, limits, settings.max_batch_events, reject_unknown=reject_unknown
+    )
+    schedules_api = (
+        SchedulesApi(schedules, limits, reject_unknown=reject_unknown) if schedules else None
     )
     description = ApiDescription()
     operations = [
         *event_operations(api),
         *admin_operations(AdminApi(service, admin, limits, refused), ADMIN_PREFIX),
         *signing_key_operations(SigningKeysApi.from_settings(http_settings, limits), ADMIN_PREFIX),
-        *(schedule_operations(SchedulesApi(schedules, limits)) if schedules else []),
+        *(schedule_operations(schedules_api) if schedules_api else []),
         *health_operations(
             Health(metrics, readiness),
             PREFIX,

@@ -173,7 +173,10 @@ async def submit_items(
     result = await service.submit_batch(sorted_items.submissions)
     # The service numbers the items it was given; map them back to the client's positions.
     positions = sorted_items.positions
-    ids = [AcceptedId(positions[i], event_id) for i, event_id in result.accepted]
+    ids = [
+        AcceptedId(positions[i], answer.id, answer.status.value, answer.duplicate)
+        for i, answer in result.accepted
+    ]
     waits = [r.quota.retry_after for r in result.rejected if r.quota is not None]
     rejected.extend(
         RejectedEvent(

@@ -399,8 +399,25 @@ def accepted_message(accepted: Accepted) -> str:
 
 
 class AcceptedId(msgspec.Struct):
-    index: int
-    id: str
+    """An accepted item of a batch: what became of it, as for one submission."""
+
+    index: Annotated[int, _doc("The item's position in events, from 0.")]
+    id: Annotated[str, _doc("The event's id in the store (or once the buffer has stored it).")]
+    status: Annotated[
+        str,
+        _doc(
+            "The event's status in the store: PENDING for an event this batch made, the stored "
+            "event's own status for a duplicate (a CANCELLED one is never delivered)."
+        ),
+    ] = "PENDING"
+    duplicate: Annotated[
+        bool,
+        _doc(
+            "An event with this (source, external_job_id, scheduled_at) was stored before this "
+            "batch: nothing changed, and status is that event's. Identical items of one batch "
+            "share one id and are not duplicates of each other."
+        ),
+    ] = False
 
 
 class RejectedEvent(msgspec.Struct):
@@ -415,16 +432,30 @@ class RejectedEvent(msgspec.Struct):
 
 
 class ItemWarning(msgspec.Struct):
-    index: int
+    """A field of a batch that was ignored: of the item at ``index``, or (``index`` null) of
+    the batch body itself."""
+
+    index: Annotated[int | None, _doc("The item's position in events; null: the body's own.")]
     field: str
     message: str
+
+
+BATCH_FIELDS = frozenset({"events"})
+
+
+def unknown_batch_field_message(name: str) -> str:
+    """Why an unknown field of a batch body is named."""
+    close = difflib.get_close_matches(name, sorted(BATCH_FIELDS), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}?" if close else "it takes: events"
+    return f"is not a field of a batch ({hint})"
 
 
 class BatchOut(msgspec.Struct, omit_defaults=True):
     """A batch's result: timefuse's own fields and the seed's, which say the same thing.
 
     ``ids`` and ``accepted_message_ids`` are in the order of the items; a resubmitted twin's
-    id is its earlier event's id.
+    id is its earlier event's id, and its entry in ``ids`` says ``duplicate`` with that
+    event's ``status``.
     """
 
     accepted: int
@@ -446,7 +477,10 @@ class BatchOut(msgspec.Struct, omit_defaults=True):
     ]
     warnings: Annotated[
         list[ItemWarning],
-        _doc("Fields of accepted items that were ignored (unknown fields), by item index."),
+        _doc(
+            "Fields that were ignored (unknown fields): of accepted items by index, of the "
+            "batch body itself with index null."
+        ),
     ] = msgspec.field(default_factory=list)
 
 

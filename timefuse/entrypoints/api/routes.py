@@ -38,6 +38,7 @@ from timefuse.entrypoints.api.listing import (
     parse_listing,
 )
 from timefuse.entrypoints.api.models import (
+    BATCH_FIELDS,
     EVENT_FIELDS,
     AcceptedOut,
     AttemptOut,
@@ -49,6 +50,7 @@ from timefuse.entrypoints.api.models import (
     EventOut,
     EventPageOut,
     EventPatchIn,
+    ItemWarning,
     RawFields,
     Submitted,
     accepted_message,
@@ -56,6 +58,7 @@ from timefuse.entrypoints.api.models import (
     attempt_out,
     event_out,
     read_event,
+    unknown_batch_field_message,
     unknown_field_message,
 )
 from timefuse.entrypoints.api.operations import Operation
@@ -68,7 +71,6 @@ PREFIX = "/api/v1/events"
 ADMIN_PREFIX = PREFIX + "/admin"
 
 _fields_decoder = msgspec.json.Decoder(RawFields)
-_batch_decoder = msgspec.json.Decoder(BatchIn)
 _patch_decoder = msgspec.json.Decoder(EventPatchIn)
 
 
@@ -144,7 +146,17 @@ class EventsApi:
 
         See :func:`timefuse.entrypoints.api.batch.all_rejected` for the all-rejected answer.
         """
-        body = await read_json(request, _batch_decoder, self._limits)
+        fields = await read_json(request, _fields_decoder, self._limits)
+        unknown = [
+            ItemWarning(None, name, unknown_batch_field_message(name))
+            for name in fields
+            if name not in BATCH_FIELDS
+        ]
+        if unknown and self._reject_unknown:
+            errors = [FieldError(w.field, w.message) for w in unknown]
+            named = ", ".join(w.field for w in unknown)
+            raise ApiError(400, VALIDATION_FAILED, f"unknown fields: {named}", errors=errors)
+        body = BatchIn(events=fields.get("events", msgspec.Raw()))
         items = batch.check_size(body, self._batch_items, self._max_batch_events)
         submitted = await batch.submit_items(
             self._service,
@@ -154,6 +166,7 @@ class EventsApi:
             reject_unknown=self._reject_unknown,
         )
         out = submitted.out
+        out.warnings[:0] = unknown
         if not out.accepted:
             raise batch.all_rejected(submitted)
         message = f"{out.accepted} accepted, {out.rejected} rejected"
@@ -191,15 +204,18 @@ class EventsApi:
 
     async def amend_by_external_id(self, request: Request) -> Response:
         external_job_id = self._external_id(request)
-        sources = principal(request).sources
+        sources = _external_sources(request)
         events = await self._service.find_by_external_id(external_job_id, sources=sources)
         if not events:
             raise _no_external(external_job_id)
         # The most recent PENDING one; with none, the most recent (for its 409).
         pending = [event for event in events if event.status is EventStatus.PENDING]
-        return await self._amend(request, (pending or events)[0].id)
+        return await self._amend(request, (pending or events)[0].id, sources)
 
-    async def _amend(self, request: Request, event_id: str) -> Response:
+    async def _amend(
+        self, request: Request, event_id: str, sources: frozenset[str] | None = None
+    ) -> Response:
+        """Change ``event_id`` among ``sources`` (default: every source the key acts for)."""
         body = await _read_changes(request, self._limits)
         wanted = body.version_wanted
         if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int)):
@@ -209,7 +225,7 @@ class EventsApi:
             event_id,
             body.to_changes(),
             if_version=wanted,
-            sources=principal(request).sources,
+            sources=principal(request).sources if sources is None else sources,
         )
         event = outcome.event
         answer = outcome.answer
@@ -473,8 +489,10 @@ def event_operations(api: EventsApi) -> list[Operation]:
             "Change the latest pending event of an external id", tag, Role.SUBMIT,
             data=EventOut, body=EventPatchIn, errors=(400, 404, 409, 412, 413, 415, 422, 503),
             params={"external_job_id": _EXTERNAL_ID},
+            query={"source": by_external.SOURCE_PARAM},
             description=_PATCH_DOC + " Applies to the most recent PENDING event of the "
-            "external id (with none, the answer is 409 naming the latest event's status).",
+            "external id (with none, the answer is 409 naming the latest event's status), "
+            "among every source the key acts for unless source narrows it.",
         ),
         Operation(
             "GET", by_id, api.get, "Read an event", tag, Role.READ, data=EventOut,

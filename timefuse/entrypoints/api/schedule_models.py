@@ -9,6 +9,7 @@ import msgspec
 
 from timefuse.domain.schedule import ScheduleLimits, ScheduleState, instant_text
 from timefuse.domain.schedule_fields import MissedRuns
+from timefuse.entrypoints.api.envelope import FieldErrorOut
 from timefuse.entrypoints.api.models import EventOut
 from timefuse.ports.store import ScheduleRecord
 
@@ -191,6 +192,25 @@ def schedule_out(record: ScheduleRecord, next_runs: list[datetime] | None = None
         event=template,
         next_runs=None if next_runs is None else [instant_text(i) for i in next_runs],
     )
+
+
+class ScheduleWrittenOut(ScheduleOut):
+    """A schedule as a declaration or a change left it, and the fields of its ``event`` that
+    were ignored (unknown fields, named ``event.<field>``)."""
+
+    warnings: Annotated[
+        list[FieldErrorOut],
+        _doc(
+            "Fields of the event template that were ignored (unknown fields), each named; "
+            "refused instead with TIMEFUSE_UNKNOWN_FIELDS=reject (422)."
+        ),
+    ] = msgspec.field(default_factory=list)
+
+
+def schedule_written_out(record: ScheduleRecord, warnings: list[FieldErrorOut]) -> ScheduleOut:
+    out = schedule_out(record)
+    fields = {name: getattr(out, name) for name in ScheduleOut.__struct_fields__}
+    return ScheduleWrittenOut(**fields, warnings=warnings)
 
 
 class SchedulePageOut(msgspec.Struct):

@@ -23,7 +23,7 @@ from timefuse.domain.schedule import ScheduleState
 from timefuse.domain.validation import FieldError, ValidationFailed
 from timefuse.entrypoints.api.access import FORBIDDEN_SOURCE, principal
 from timefuse.entrypoints.api.body import BodyLimits, decode_json, is_json_media_type, read_body
-from timefuse.entrypoints.api.envelope import ok
+from timefuse.entrypoints.api.envelope import FieldErrorOut, ok
 from timefuse.entrypoints.api.errors import (
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION_FAILED,
@@ -36,7 +36,14 @@ from timefuse.entrypoints.api.listing import (
     invalid,
     source_param,
 )
-from timefuse.entrypoints.api.models import NOT_A_SCALAR, EventIn, EventOut, event_out
+from timefuse.entrypoints.api.models import (
+    NOT_A_SCALAR,
+    EventOut,
+    RawFields,
+    event_out,
+    read_event,
+    unknown_field_message,
+)
 from timefuse.entrypoints.api.operations import Operation
 from timefuse.entrypoints.api.schedule_models import (
     OccurrencePageOut,
@@ -46,7 +53,9 @@ from timefuse.entrypoints.api.schedule_models import (
     ScheduleOut,
     SchedulePageOut,
     SchedulePatchIn,
+    ScheduleWrittenOut,
     schedule_out,
+    schedule_written_out,
 )
 from timefuse.entrypoints.auth import Role
 from timefuse.ports.store import SchedulePosition, ScheduleQuery
@@ -71,7 +80,7 @@ T = TypeVar("T")
 
 _schedule_decoder = msgspec.json.Decoder(ScheduleIn)
 _patch_decoder = msgspec.json.Decoder(SchedulePatchIn)
-_event_decoder = msgspec.json.Decoder(EventIn)
+_fields_decoder = msgspec.json.Decoder(RawFields)
 # Fields of a declaration that a PATCH can't hold.
 _FIXED = ("key", "source")
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>.+)`$")
@@ -90,14 +99,24 @@ def scalar(raw: msgspec.Raw) -> object:
         return NOT_A_SCALAR
 
 
-def template_of(raw: msgspec.Raw) -> object:
-    """The ``event`` field as submission fields; ``None`` when absent or null."""
+def template_of(raw: msgspec.Raw) -> tuple[object, list[str]]:
+    """The ``event`` field as submission fields (``None`` when absent or null), and the names
+    of its fields no event has."""
     text = bytes(raw) if raw else b""
     if not text or text == b"null":
-        return None
+        return None, []
     if text[:1] != b"{":
-        return NOT_AN_OBJECT
-    return _event_decoder.decode(text).to_fields()
+        return NOT_AN_OBJECT, []
+    event, unknown = read_event(_fields_decoder.decode(text))
+    return event.to_fields(), unknown
+
+
+def _unknown_in_template(names: list[str], *, reject: bool) -> list[FieldErrorOut]:
+    """The template's unknown fields as warnings; with ``reject``, a 422 naming them."""
+    warnings = [FieldErrorOut(f"event.{name}", unknown_field_message(name)) for name in names]
+    if warnings and reject:
+        raise _unprocessable([FieldError(w.field, w.message) for w in warnings])
+    return warnings
 
 
 def _unprocessable(errors: list[FieldError]) -> ApiError:
@@ -127,9 +146,14 @@ async def _read(request: Request, decoder: msgspec.json.Decoder[T], limits: Body
 
 
 class SchedulesApi:
-    def __init__(self, service: ScheduleService, limits: BodyLimits) -> None:
+    def __init__(
+        self, service: ScheduleService, limits: BodyLimits, *, reject_unknown: bool = False
+    ) -> None:
+        """:param reject_unknown: an unknown field of an event template is refused (422),
+        not ignored with a warning (TIMEFUSE_UNKNOWN_FIELDS)."""
         self._service = service
         self._limits = limits
+        self._reject_unknown = reject_unknown
 
     async def declare(self, request: Request) -> Response:
         body = await _read(request, _schedule_decoder, self._limits)
@@ -138,9 +162,11 @@ class SchedulesApi:
             for name in ScheduleIn.__struct_fields__
             if name != "event"
         }
+        event, unknown = template_of(body.event)
+        warnings = _unknown_in_template(unknown, reject=self._reject_unknown)
         try:
             declared = await self._service.declare(
-                fields, template_of(body.event), sources=principal(request).sources
+                fields, event, sources=principal(request).sources
             )
         except ForbiddenSource as exc:
             error = FieldError("source", str(exc))
@@ -156,7 +182,7 @@ class SchedulesApi:
             message = "schedule updated" if declared.changed else "schedule unchanged"
             status = 200
         return ok(
-            schedule_out(record),
+            schedule_written_out(record, warnings),
             status,
             message=message,
             headers={"Location": f"{PREFIX}/{record.id}"},
@@ -200,9 +226,10 @@ class SchedulesApi:
             for name in SchedulePatchIn.__struct_fields__
             if name != "event" and getattr(body, name)
         }
-        event = template_of(body.event) if body.event else None
+        event, unknown = template_of(body.event) if body.event else (None, [])
         if body.event and event is None:
             raise _unprocessable([FieldError("event", "can't be cleared: give a new event")])
+        warnings = _unknown_in_template(unknown, reject=self._reject_unknown)
         try:
             record = await self._service.update(
                 schedule_id, changes, event, sources=principal(request).sources
@@ -213,7 +240,7 @@ class SchedulesApi:
             raise ApiError(409, SCHEDULE_BUSY, str(exc)) from None
         if record is None:
             raise _not_found(schedule_id)
-        return ok(schedule_out(record), message="schedule updated")
+        return ok(schedule_written_out(record, warnings), message="schedule updated")
 
     async def delete(self, request: Request) -> Response:
         schedule_id = _schedule_id(request)
@@ -321,7 +348,7 @@ def schedule_operations(api: SchedulesApi) -> list[Operation]:
     return [
         Operation(
             "POST", PREFIX, api.declare, "Declare a schedule (create, or replace by key)", tag,
-            Role.SUBMIT, status=201, also=(200,), data=ScheduleOut, body=ScheduleBody,
+            Role.SUBMIT, status=201, also=(200,), data=ScheduleWrittenOut, body=ScheduleBody,
             errors=(400, 403, 409, 413, 415, 422, 503),
             description="201 when the key is new for the source, 200 when it replaces the "
             "schedule declared before (fields left out take their defaults; a pause stays "
@@ -340,7 +367,7 @@ def schedule_operations(api: SchedulesApi) -> list[Operation]:
         ),
         Operation(
             "PATCH", by_id, api.update, "Change a schedule", tag, Role.SUBMIT,
-            data=ScheduleOut, body=SchedulePatchIn, errors=_WRITE_ERRORS, params=params,
+            data=ScheduleWrittenOut, body=SchedulePatchIn, errors=_WRITE_ERRORS, params=params,
         ),
         Operation(
             "DELETE", by_id, api.delete, "Delete a schedule", tag, Role.CANCEL,
