@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,13 @@ import pytest
 from tests.service.conftest import LoopClock, World, answering, loop_time
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import Capabilities, ClaimRequest, StoreUnavailable, WorkerBeat
+from timefuse.ports.store import (
+    Capabilities,
+    ClaimRequest,
+    StoreUnavailable,
+    WorkerBeat,
+    WorkerRecord,
+)
 from timefuse.service.presence import Presence
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
@@ -24,8 +31,8 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 async def test_one_of_several_processes_leads_and_another_takes_over_when_it_stops(
     world: World,
 ) -> None:
-    first = world.maintenance("first", leadership_seconds=5.0)
-    second = world.maintenance("second", leadership_seconds=5.0)
+    first = world.maintenance("first")
+    second = world.maintenance("second")
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     running = [
         asyncio.create_task(first.run(stop_first)),
@@ -47,13 +54,72 @@ async def test_a_leader_that_stops_renewing_loses_leadership_after_its_time(
     world: World,
 ) -> None:
     assert await world.store.acquire_leadership("maintenance", "hung", 10.0)
-    other = world.maintenance("other", leadership_seconds=10.0)
+    other = world.maintenance("other", dead_after_seconds=10.0)
     stop = asyncio.Event()
     task = asyncio.create_task(other.run(stop))
     await asyncio.sleep(9.0)
     assert not other.leading
     await asyncio.sleep(2.5)
     assert other.leading
+    stop.set()
+    await task
+
+
+class SlowWorkersStore(MemoryStore):
+    """The in-memory store whose worker listing (read by every recovery round) is slow."""
+
+    async def workers(self) -> list[WorkerRecord]:
+        await asyncio.sleep(1.2)
+        return await super().workers()
+
+
+async def test_a_leader_renews_its_short_leadership_in_time_even_with_slow_rounds() -> None:
+    clock = LoopClock()
+    memory = SlowWorkersStore(clock=clock)
+    store = Store(memory)
+    await store.open()
+    world = World(clock, memory, store, None, None)  # type: ignore[arg-type]
+    # A round of 1.2 s of recovery plus the wait between rounds: the leadership of 2 s
+    # must be renewed more often than once a second, or the leader loses it between rounds.
+    leader = world.maintenance("leader", dead_after_seconds=2.0)
+    other = world.maintenance("other", dead_after_seconds=2.0)
+    stop = asyncio.Event()
+    leading = asyncio.create_task(leader.run(stop))
+    await asyncio.sleep(0.1)
+    following = asyncio.create_task(other.run(stop))
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        assert (leader.leading, other.leading) == (True, False)
+    stop.set()
+    await asyncio.gather(leading, following)
+
+
+async def test_a_killed_leaders_claims_come_back_within_the_dead_after_time(
+    world: World,
+) -> None:
+    (event,) = await world.submit(world.event())
+    dead_after = 5.0
+    await Presence(world.store, worker="leader", roles=["dispatch"], started_at=START).beat()
+    leader = world.maintenance("leader", dead_after_seconds=dead_after)
+    leading = asyncio.create_task(leader.run(asyncio.Event()))
+    await asyncio.sleep(0.5)
+    assert leader.leading
+    await world.memory.claim(ClaimRequest("leader", 10, 600.0))
+    # Then it vanishes (SIGKILL): it neither beats nor renews nor gives its leadership up.
+    world.memory.faults.down.add("release_leadership")
+    leading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leading
+    world.memory.faults.down.clear()
+    follower = world.maintenance("follower", dead_after_seconds=dead_after)
+    stop = asyncio.Event()
+    task = asyncio.create_task(follower.run(stop))
+    await asyncio.sleep(dead_after - 0.5)
+    assert (await world.stored(event)).status is EventStatus.PROCESSING  # not judged early
+    await asyncio.sleep(2.0)  # the leadership lapsed and the leader is dead: one round later
+    assert follower.leading
+    stored = await world.stored(event)
+    assert (stored.status, stored.retry_count) == (EventStatus.PENDING, 1)
     stop.set()
     await task
 

@@ -27,6 +27,8 @@ class Answer:
 
     writer: asyncio.StreamWriter
     written: int = 0
+    # The request read on this connection (head and body), empty when reads_request is False.
+    request: bytes = b""
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -79,7 +81,8 @@ class RawReceiver:
             if self.reads_request:
                 head = await reader.readuntil(b"\r\n\r\n")
                 body = await reader.readexactly(_content_length(head))
-                self.requests.append(head + body)
+                answer.request = head + body
+                self.requests.append(answer.request)
             await self.script(answer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
             self.client_left.set()

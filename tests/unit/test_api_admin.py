@@ -209,6 +209,31 @@ async def test_workers_are_listed_alive_or_silent(api: Harness) -> None:
     )
 
 
+async def test_a_silent_worker_is_listed_as_dead_beside_a_live_one() -> None:
+    clock = ShiftedClock()
+    store = Store(MemoryStore(clock=clock))
+    await store.open()
+    try:
+        settings = Settings.from_env({})  # dead after 5 s of silence
+        tf = bootstrap(settings, store=store, buffer=InlineIngestBuffer(store), metrics=Metrics())
+        app = create_app(
+            service=tf.service, metrics=tf.metrics, settings=settings.api, admin=tf.admin
+        )
+        await store.heartbeat(WorkerBeat("dispatch-gone", ("dispatch",), clock.now(), 4))
+        await clock.advance(6)
+        await store.heartbeat(WorkerBeat("dispatch-here", ("dispatch",), clock.now(), 0))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://timefuse") as client:
+            response = await client.get(WORKERS)
+    finally:
+        await store.close()
+    assert response.status_code == 200, response.text
+    rows = {w["worker"]: w for w in response.json()["data"]}
+    assert (rows["dispatch-gone"]["alive"], rows["dispatch-here"]["alive"]) == (False, True)
+    assert rows["dispatch-gone"]["silent_seconds"] >= 6.0
+    assert rows["dispatch-gone"]["in_flight"] == 4  # what it held at its last heartbeat
+
+
 async def test_delivery_types_show_the_loaded_ones_and_any_due_events_name(
     api: Harness,
 ) -> None:

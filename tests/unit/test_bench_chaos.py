@@ -66,7 +66,16 @@ def test_each_window_counts_its_own_events_missing_duplicates_and_lateness(
 
 def test_the_report_sums_the_windows_and_keeps_the_worst_peaks() -> None:
     windows = [
-        Window(0, "none", offered=10, acknowledged=10, delivered=10, capped_peak=7),
+        Window(
+            0,
+            "none",
+            offered=10,
+            acknowledged=10,
+            delivered=10,
+            capped_peak=7,
+            limited_peak=9,
+            limited_peak_per_s=160,
+        ),
         Window(
             1,
             "kill-dispatch",
@@ -77,6 +86,8 @@ def test_the_report_sums_the_windows_and_keeps_the_worst_peaks() -> None:
             missing=1,
             duplicates=3,
             capped_peak=20,
+            limited_peak=4,
+            limited_peak_per_s=120,
             lateness_max_s=6.5,
         ),
     ]
@@ -84,10 +95,37 @@ def test_the_report_sums_the_windows_and_keeps_the_worst_peaks() -> None:
     lines = render(windows).splitlines()
 
     assert lines[0].split()[:3] == ["#", "fault", "at"]
+    assert lines[0].split()[-6:] == ["cap", "peak", "rate", "peak", "rate", "peak/s"]
     assert lines[2].split()[1] == "kill-dispatch"
+    assert lines[2].split()[-3:] == ["20", "4", "120"]
     total = lines[-1].split()
     assert total[:9] == ["total", "-", "0", "30", "28", "2", "27", "1", "3"]
-    assert total[-2:] == ["20", "0"]
+    assert total[-3:] == ["20", "9", "160"]
+
+
+class HeldAtOnce:
+    """A receiver's ``peak``: the most requests held at once since the last look."""
+
+    def __init__(self, *peaks: int) -> None:
+        self._peaks = list(peaks)
+
+    async def peak(self) -> int:
+        return self._peaks.pop(0)
+
+
+async def test_each_window_keeps_the_most_each_receiver_held_at_once(tmp_path: Path) -> None:
+    chaos = campaign(tmp_path)
+    chaos.options.faults, chaos.options.interval = 0, 0.01
+    capped, limited = HeldAtOnce(20, 3), HeldAtOnce(12, 17)
+    load = Load("http://127.0.0.1:1", ["http://127.0.0.1:2/hook"], rate=10, lead=1.0)
+
+    await chaos._faults(load, capped, limited)  # type: ignore[arg-type]
+    (window,) = chaos.windows
+    assert (window.capped_peak, window.limited_peak) == (20, 12)
+
+    # The drain looks again for the last window: a higher peak there counts, a lower one not.
+    await chaos._peaks(window, capped, limited)  # type: ignore[arg-type]
+    assert (window.capped_peak, window.limited_peak) == (20, 17)
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,9 @@ one fault at a random moment, the kinds taken in a shuffled rotation:
 
 Then the load stops and the bench waits (up to ``--drain`` s) for every acknowledged event. Per
 window it prints what was offered and acknowledged (202), delivered, missing, delivered more
-than once, the lateness of first arrivals (arrival - scheduled time), the most requests the
-capped receiver held at once and the most the limited one received in any second. The exit
-status is 1 when an acknowledged event is missing.
+than once, the lateness of first arrivals (arrival - scheduled time), the most requests each
+receiver held at once, and the most the limited one received in any second. The exit status is
+1 when an acknowledged event is missing.
 
     timefuse bench chaos [--faults 20] [--interval 15] [--dispatchers 3] [--rate 200] [--seed N]
 """
@@ -251,6 +251,7 @@ class Window:
     lateness_max_s: float = math.nan
     recovery_s: float = math.nan
     capped_peak: int = 0
+    limited_peak: int = 0
     limited_peak_per_s: int = 0
     struck_wall: float = math.nan
     begun_wall: float = 0.0
@@ -312,7 +313,7 @@ class Campaign:
             loader = asyncio.create_task(load.run(stop))
             collector = asyncio.create_task(self._collect(capped, limited))
             try:
-                await self._faults(load, capped)
+                await self._faults(load, capped, limited)
             finally:
                 stop.set()
                 await loader
@@ -413,12 +414,12 @@ class Campaign:
                 if receiver is limited:
                     self.limited_arrivals.append(arrived)
 
-    async def _faults(self, load: Load, capped: ReceiverProcess) -> None:
+    async def _faults(self, load: Load, capped: ReceiverProcess, limited: ReceiverProcess) -> None:
         options = self.options
         strikes = self._strikes()
         window = Window(0, "none", begun_wall=time.time())
         await asyncio.sleep(options.interval)
-        window.capped_peak = await capped.peak()
+        await self._peaks(window, capped, limited)
         window.ended_wall = time.time()
         self.windows.append(window)
         for index in range(1, options.faults + 1):
@@ -433,9 +434,16 @@ class Campaign:
             window.down_s = await self._strike(kind)
             rest = options.interval - (time.monotonic() - begun)
             await asyncio.sleep(max(rest, options.interval / 3))
-            window.capped_peak = await capped.peak()
+            await self._peaks(window, capped, limited)
             window.ended_wall = time.time()
             self.windows.append(window)
+
+    @staticmethod
+    async def _peaks(window: Window, capped: ReceiverProcess, limited: ReceiverProcess) -> None:
+        """The most requests each receiver held at once since the last look (the window's,
+        or the drain's for the last window), kept if more than the window saw already."""
+        window.capped_peak = max(window.capped_peak, await capped.peak())
+        window.limited_peak = max(window.limited_peak, await limited.peak())
 
     def _strikes(self) -> Iterator[str]:
         kinds = list(self.kinds())
@@ -488,7 +496,7 @@ class Campaign:
         await self._take(capped, limited)
         if self.windows:
             last = self.windows[-1]
-            last.capped_peak = max(last.capped_peak, await capped.peak())
+            await self._peaks(last, capped, limited)
             last.ended_wall = time.time()
 
     def _account(self, load: Load) -> None:
@@ -657,7 +665,8 @@ COLUMNS = (
     ("delivered", "delivered"), ("missing", "missing"), ("dup", "duplicates"),
     ("late p50", "lateness_p50_s"), ("late p99", "lateness_p99_s"), ("late max", "lateness_max_s"),
     ("wait after", "recovery_s"),
-    ("cap peak", "capped_peak"), ("rate peak/s", "limited_peak_per_s"),
+    ("cap peak", "capped_peak"), ("rate peak", "limited_peak"),
+    ("rate peak/s", "limited_peak_per_s"),
 )  # fmt: skip
 
 
@@ -671,6 +680,7 @@ def render(windows: Sequence[Window]) -> str:
     waits = [w.recovery_s for w in windows if not math.isnan(w.recovery_s)]
     total.recovery_s = max(waits, default=math.nan)
     total.capped_peak = max((w.capped_peak for w in windows), default=0)
+    total.limited_peak = max((w.limited_peak for w in windows), default=0)
     total.limited_peak_per_s = max((w.limited_peak_per_s for w in windows), default=0)
     totals = [_cell(getattr(total, name)) for _, name in COLUMNS]
     totals[0] = ""

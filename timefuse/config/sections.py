@@ -472,7 +472,9 @@ class MaintenanceSettings(Section, title="Maintenance"):
         env="TIMEFUSE_WORKER_DEAD_AFTER_SECONDS",
         default="5",
         help="A process whose heartbeats (one a second) stop for this long is dead: the "
-        "maintenance leader returns its claimed events to PENDING at once, an attempt counted.",
+        "maintenance leader returns its claimed events to PENDING at once, an attempt counted. "
+        "Maintenance leadership is a lease of the same length, so a dead leader is replaced "
+        "as fast.",
         parse=number(2.0),
     )
 

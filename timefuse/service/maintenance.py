@@ -1,7 +1,9 @@
 """Maintenance: lease recovery, retention, storage upkeep and gauges, led by one process.
 
 Leadership is a lease in the store (renewed every round, taken over when its holder stops
-renewing), so it can't hang on a session the way a lock tied to a connection can. Lease
+renewing), so it can't hang on a session the way a lock tied to a connection can. It lasts as
+long as a worker's silence before it is declared dead: a killed leader is replaced, and its own
+claims recovered, as fast as any other dead worker's. Lease
 recovery runs every round; retention and storage upkeep run in tasks of their own, so a long
 retention pass never delays the recovery of lost claims.
 """
@@ -33,11 +35,11 @@ ROLE = "maintenance"
 @dataclass(frozen=True, slots=True)
 class MaintenanceSettings:
     retention_days: int = 7
-    # How often the leader recovers lost claims (and renews its leadership).
+    # How often the leader recovers lost claims (and renews its leadership); at most a third
+    # of dead_after_seconds, so a live leader renews its leadership well before it lapses.
     round_seconds: float = 1.0
-    # Leadership not renewed for this long passes to another process.
-    leadership_seconds: float = 10.0
-    # A worker silent this long is dead: its claims are recovered.
+    # A worker silent this long is dead: its claims are recovered. Leadership not renewed for
+    # this long passes to another process.
     dead_after_seconds: float = 5.0
     # A worker silent this long is forgotten (no longer listed).
     forget_after_seconds: float = 86_400.0
@@ -77,6 +79,10 @@ class Maintenance:
         self._lost_touch = False
         self._judge_from = -float("inf")
 
+    @property
+    def _round_every(self) -> float:
+        return min(self._settings.round_seconds, self._settings.dead_after_seconds / 3)
+
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
@@ -84,7 +90,7 @@ class Maintenance:
                 if self.leading:
                     await self._round()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._settings.round_seconds)
+                    await asyncio.wait_for(stop.wait(), self._round_every)
         finally:
             for task in self._background.values():
                 task.cancel()
@@ -96,7 +102,7 @@ class Maintenance:
     async def _lead(self) -> bool:
         try:
             leading = await self._store.acquire_leadership(
-                ROLE, self._holder, self._settings.leadership_seconds
+                ROLE, self._holder, self._settings.dead_after_seconds
             )
         except StoreError as exc:
             log.warning("maintenance leadership unknown; will retry", error=str(exc))

@@ -1,8 +1,9 @@
 """timefuse with Kafka as a user runs it: real processes, real broker, real store, real HTTP.
 
-``timefuse serve`` (every role in one process) and ``timefuse api`` + ``timefuse ingest``
-(scaled out) run as child processes; the tests crash them, stop the broker under them, and
-check that every event answered 202 is stored exactly once.
+``timefuse serve`` (every role in one process) and ``timefuse api`` + ``timefuse ingest`` +
+``timefuse dispatch`` (scaled out) run as child processes; the tests crash them, stop the
+broker under them, and check that every event answered 202 is stored exactly once and
+delivered.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import json
 import random
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,9 @@ from tests.support.receiver import Receiver
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 Start = Callable[..., TimefuseProcess]
+
+# How long the broker stays down in the outage test.
+OUTAGE_SECONDS = 30.0
 
 
 def stored_ids(store_url: str) -> list[str]:
@@ -61,6 +66,23 @@ async def submit_batch(
 
 def batch_ids(response: httpx.Response) -> list[str]:
     return [str(item["id"]) for item in response.json()["data"]["ids"]]
+
+
+async def until_delivered(receiver: Receiver, ids: set[str], timeout: float) -> None:
+    """Every one of ``ids`` has arrived at the receiver (polled: thousands of arrivals)."""
+
+    def missing() -> set[str]:
+        return ids - {r.event_id for r in receiver.on("/hook")}
+
+    deadline = time.monotonic() + timeout
+    while missing():
+        assert time.monotonic() < deadline, f"{len(missing())} of {len(ids)} never arrived"
+        await asyncio.sleep(0.5)
+
+
+def delivered_twice(receiver: Receiver) -> int:
+    arrivals = [r.event_id for r in receiver.on("/hook")]
+    return len(arrivals) - len(set(arrivals))
 
 
 async def test_an_event_goes_from_rest_through_kafka_and_the_store_to_its_receiver(
@@ -120,20 +142,23 @@ async def test_a_killed_ingest_consumer_loses_and_duplicates_nothing(
 ) -> None:
     api = processes(kafka_env, command="api")
     ingest = processes(kafka_env, command="ingest")
+    processes(kafka_env, command="dispatch")
     accepted: list[str] = []
     async with httpx.AsyncClient(timeout=15) as client:
 
-        async def submit_stream(batches: int) -> None:
-            for b in range(batches):
-                events = [http_event(receiver, f"src-{i % 7}", b * 100 + i) for i in range(100)]
+        async def submit_stream(start: int, batches: int) -> None:
+            for b in range(start, start + batches):
+                events = [
+                    http_event(receiver, f"src-{i % 7}", b * 100 + i, seconds=2) for i in range(100)
+                ]
                 response = await submit_batch(client, api, events)
                 assert response.status_code == 202, response.text
                 accepted.extend(batch_ids(response))
 
-        await submit_stream(5)
+        await submit_stream(0, 5)
         await eventually(lambda: len(stored_ids(store_url)) > 0, timeout=20)
-        streaming = asyncio.create_task(submit_stream(15))
-        await asyncio.sleep(0.3)
+        streaming = asyncio.create_task(submit_stream(5, 15))
+        await asyncio.sleep(random.uniform(0.1, 0.8))
         ingest.kill()  # SIGKILL mid-stream: nothing flushed, nothing committed on the way out
         await asyncio.sleep(0.5)
         ingest.start()
@@ -143,6 +168,8 @@ async def test_a_killed_ingest_consumer_loses_and_duplicates_nothing(
     ids = stored_ids(store_url)
     assert len(accepted) == 2000
     assert sorted(ids) == sorted(accepted)
+    await until_delivered(receiver, set(accepted), timeout=60)
+    assert delivered_twice(receiver) == 0  # no dispatcher died: nothing was in flight twice
 
 
 async def test_while_the_broker_is_down_the_api_answers_503_then_recovers_losing_nothing(
@@ -160,7 +187,8 @@ async def test_while_the_broker_is_down_the_api_answers_503_then_recovers_losing
         retry_after: list[str | None] = []
 
         async def submit(n: int) -> int:
-            response = await submit_batch(client, tf, [http_event(receiver, "outage", n)])
+            event = http_event(receiver, "outage", n, seconds=1)
+            response = await submit_batch(client, tf, [event])
             if response.status_code == 202:
                 accepted.extend(batch_ids(response))
             else:
@@ -168,23 +196,41 @@ async def test_while_the_broker_is_down_the_api_answers_503_then_recovers_losing
             return response.status_code
 
         assert [await submit(n) for n in range(3)] == [202] * 3
+        # Stored before the outage, due during it: delivered from the store meanwhile.
+        await eventually(lambda: set(accepted) <= set(stored_ids(store_url)), timeout=30)
         kafka.stop()
+        stopped = time.monotonic()
+        during: list[int] = []
+        answered_in: list[float] = []
+        readiness: list[int] = []
         try:
-            during = [await submit(n) for n in range(3, 6)]
-            ready = await client.get(f"{tf.base_url}/health/ready")
+            n = 3
+            while time.monotonic() - stopped < OUTAGE_SECONDS:
+                asked = time.monotonic()
+                during.append(await submit(n))
+                answered_in.append(time.monotonic() - asked)
+                readiness.append((await client.get(f"{tf.base_url}/health/ready")).status_code)
+                n += 1
+                await asyncio.sleep(1.0)
+            down_for = time.monotonic() - stopped
         finally:
             kafka.start()
-        assert during == [503] * 3
-        assert retry_after == ["1"] * 3  # clients are told when to come back, not left to guess
-        assert ready.status_code == 503
+        print(f"\nbroker down {down_for:.1f} s: {len(during)} submissions, answered in at most "
+              f"{max(answered_in):.1f} s")  # fmt: skip
+        assert set(during) == {503}
+        assert retry_after == ["1"] * len(during)  # told when to come back, not left to guess
+        assert max(answered_in) < 5.0  # the 2 s submission deadline, not a hang
+        assert set(readiness) == {503}
+        assert len(accepted) == 3
 
         async def accepted_again() -> bool:
             return await submit(100) == 202
 
-        await eventually(accepted_again, timeout=30, interval=0.5)
+        await eventually(accepted_again, timeout=60, interval=0.5)
         assert {await submit(n) for n in range(200, 205)} == {202}
     await eventually(lambda: set(accepted) <= set(stored_ids(store_url)), timeout=30)
     assert len(stored_ids(store_url)) == len(set(stored_ids(store_url)))
+    await until_delivered(receiver, set(accepted), timeout=30)
 
 
 async def test_a_killed_api_loses_nothing_it_answered_202_for(
@@ -192,6 +238,7 @@ async def test_a_killed_api_loses_nothing_it_answered_202_for(
 ) -> None:
     api = processes(kafka_env, command="api")
     processes(kafka_env, command="ingest")
+    processes(kafka_env, command="dispatch")
     accepted: list[str] = []
     cut = 0
     async with httpx.AsyncClient(timeout=15) as client:
@@ -199,7 +246,10 @@ async def test_a_killed_api_loses_nothing_it_answered_202_for(
         async def submit_stream(stream: int, batches: int) -> None:
             nonlocal cut
             for b in range(batches):
-                events = [http_event(receiver, f"api-{stream}", b * 100 + i) for i in range(100)]
+                events = [
+                    http_event(receiver, f"api-{stream}", b * 100 + i, seconds=2)
+                    for i in range(100)
+                ]
                 try:
                     response = await submit_batch(client, api, events)
                 except httpx.HTTPError:
@@ -219,3 +269,5 @@ async def test_a_killed_api_loses_nothing_it_answered_202_for(
     await eventually(lambda: set(accepted) <= set(stored_ids(store_url)), timeout=40)
     ids = stored_ids(store_url)
     assert len(ids) == len(set(ids)), "an event was stored twice"
+    await until_delivered(receiver, set(accepted), timeout=60)
+    assert delivered_twice(receiver) == 0  # no dispatcher died: nothing was in flight twice
