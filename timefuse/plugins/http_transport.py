@@ -74,6 +74,8 @@ __all__ = [
 # again on a new one when it does).
 KEEPALIVE_SECONDS = 4.0
 DNS_CACHE_SECONDS = 60.0
+# Origins whose (empty) connection pools are kept before the empty ones are forgotten.
+POOLS_KEPT = 1024
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
 CLOSE_WAIT_SECONDS = 1.0
@@ -184,6 +186,8 @@ class PooledTransport:
         self._pools: dict[tuple[str, int, bool, object], _Pool] = {}
         self._origins: dict[URL, _Origin] = {}
         self._addresses: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
+        # Pools are forgotten once this many are kept, those with no connection left.
+        self._forget_at = POOLS_KEPT
         self._closed = False
 
     @property
@@ -215,6 +219,8 @@ class PooledTransport:
         key = (origin.host, origin.port, origin.tls, context)
         pool = self._pools.get(key)
         if pool is None:
+            if len(self._pools) >= self._forget_at:
+                self._forget_empty_pools()
             pool = self._pools[key] = _Pool(self._limit)
         small = len(body) < 65536
         data, more = (head + body, None) if small else (head, body)
@@ -241,6 +247,13 @@ class PooledTransport:
             # came back idle meanwhile); what that one does is the attempt's answer.
         connection = await self._open(pool, origin, context, deadline)
         return await send(connection)
+
+    def _forget_empty_pools(self) -> None:
+        """Drop the pools of origins with no connection open or awaited: a sender spraying
+        receivers must not grow the process. Next time when twice as many are kept (at least
+        ``POOLS_KEPT``), so the sweeps cost as little per request as the pools do."""
+        self._pools = {key: pool for key, pool in self._pools.items() if not pool.empty}
+        self._forget_at = max(POOLS_KEPT, 2 * len(self._pools))
 
     def _context(self, tls: ssl.SSLContext | bool) -> ssl.SSLContext:
         if isinstance(tls, ssl.SSLContext):
@@ -407,6 +420,11 @@ class _Pool:
                 )
         else:
             connection.close()
+
+    @property
+    def empty(self) -> bool:
+        """No connection open, being opened or awaited: nothing here to keep."""
+        return not self.open and not self._waiters
 
     def made(self, connection: Connection) -> None:
         """``connection`` is open (counted already by :meth:`reserve`)."""
