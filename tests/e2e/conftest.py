@@ -6,6 +6,8 @@ import httpx
 import pytest
 
 from tests.support.process import TimefuseProcess
+from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.service.store import Store
 
 # Fast retries and leases so the suite watches whole lifecycles in seconds.
 FAST = {
@@ -30,3 +32,12 @@ def timefuse(processes: Callable[..., TimefuseProcess]) -> Callable[..., Timefus
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10.0) as http:
         yield http
+
+
+@pytest.fixture
+async def store(postgres_dsn: str) -> AsyncIterator[Store]:
+    """The run's PostgreSQL database, opened as the processes under test open it."""
+    pg = Store(PostgresEventStore(postgres_dsn, pool_size=4))
+    await pg.open()
+    yield pg
+    await pg.close()

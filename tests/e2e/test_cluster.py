@@ -8,7 +8,7 @@ import itertools
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -17,7 +17,6 @@ import pytest
 from tests.integration.postgres.conftest import Db
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver, always
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.service.gate import source_breaker_key
 from timefuse.service.store import Store
 from timefuse.testing import make_event
@@ -25,14 +24,6 @@ from timefuse.testing import make_event
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 Start = Callable[..., TimefuseProcess]
-
-
-@pytest.fixture
-async def store(postgres_dsn: str) -> AsyncIterator[Store]:
-    pg = Store(PostgresEventStore(postgres_dsn, pool_size=4))
-    await pg.open()
-    yield pg
-    await pg.close()
 
 
 async def until_heard_of(store: Store, workers: set[str], timeout: float = 60.0) -> None:

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import pytest_asyncio
 
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.service.store import Store
 from timefuse.testing import make_event
 
 pytestmark = pytest.mark.postgres
 
 Dispatchers = Callable[[int, dict[str, str]], list[TimefuseProcess]]
-
-
-@pytest_asyncio.fixture
-async def store(postgres_dsn: str) -> AsyncIterator[Store]:
-    pg = Store(PostgresEventStore(postgres_dsn, pool_size=4))
-    await pg.open()
-    yield pg
-    await pg.close()
 
 
 @pytest.fixture

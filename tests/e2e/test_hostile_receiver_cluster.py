@@ -14,7 +14,6 @@ import pytest
 from tests.e2e.test_cluster import Start, insert_due, start_dispatchers, until_heard_of
 from tests.support.raw_receiver import Answer, RawReceiver
 from tests.support.receiver import Receiver
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.domain.status import EventStatus
 from timefuse.service.store import Store
 
@@ -54,14 +53,6 @@ def webhook_id(request: bytes) -> str:
         if name.strip().lower() == b"webhook-id":
             return value.strip().decode()
     return ""
-
-
-@pytest.fixture
-async def store(postgres_dsn: str) -> AsyncIterator[Store]:
-    pg = Store(PostgresEventStore(postgres_dsn, pool_size=4))
-    await pg.open()
-    yield pg
-    await pg.close()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 
 from tests.support.process import TimefuseProcess, free_port
 from tests.support.receiver import Receiver
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import OutcomeKind
@@ -30,14 +29,6 @@ from timefuse.testing import make_event
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 HEALTHY, METERED, CAPPED, REFUSING = 1400, 400, 40, 160
-
-
-@pytest.fixture
-async def store(postgres_dsn: str) -> AsyncIterator[Store]:
-    pg = Store(PostgresEventStore(postgres_dsn, pool_size=4))
-    await pg.open()
-    yield pg
-    await pg.close()
 
 
 @pytest.fixture
