@@ -36,7 +36,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def store(postgres_dsn: str) -> AsyncIterator[Store]:
-    """The run's PostgreSQL database, opened as the processes under test open it."""
+    """The run's PostgreSQL database, opened (and so migrated) before any process starts."""
     pg = Store(PostgresEventStore(postgres_dsn, pool_size=4))
     await pg.open()
     yield pg

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ import standardwebhooks
 
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Received, Receiver
-from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.service.store import Store
 
 pytestmark = pytest.mark.postgres
@@ -27,15 +26,6 @@ KEYS = f"{EVENTS}/admin/signing-keys"
 # The documented bound: every process re-reads a changed keyring within a second. An event due
 # this long after a change is signed by a process that has read it.
 AFTER_A_CHANGE = timedelta(seconds=1.5)
-
-
-@pytest.fixture
-async def store(postgres_dsn: str) -> AsyncIterator[Store]:
-    # Opened first: it brings the fresh database's schema up to date for both processes.
-    pg = Store(PostgresEventStore(postgres_dsn, pool_size=2))
-    await pg.open()
-    yield pg
-    await pg.close()
 
 
 async def until_heard_of(store: Store, worker: str, timeout: float = 60.0) -> None:
