@@ -4,8 +4,9 @@ One transaction per flush instead of one per event: at thousands of deliveries a
 store sees tens of statements a second, not thousands. While the store can't take them, the
 writer keeps them and tries again with a growing pause, logging the outage once (and again
 every half minute while it lasts). A write the store refuses for its values is split until
-the update at fault is alone; that one is written without its text, or dropped: its claim then
-expires and lease recovery counts the attempt, so the event is neither lost nor stuck.
+the update at fault is alone; that one is written without its text (then without its
+callback), or dropped: its claim then expires and lease recovery counts the attempt, so the
+event is neither lost nor stuck.
 
 A completion callback travels in its parent's outcome (``OutcomeUpdate.callback``) and the
 store inserts it in the outcome's own transaction, when and only when the outcome applies: an
