@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +13,7 @@ from timefuse.domain.callback import callback_event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest
+from timefuse.ports.store import ClaimRequest, OutcomeUpdate, StoreUnavailable
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.wakeup import DueSignal
 from timefuse.service.writeback import OutcomeWriter
@@ -123,7 +125,7 @@ async def test_an_event_dead_lettered_by_lease_recovery_calls_its_failure_url_on
         response_excerpt=None,
         error="HTTP 503",
     )
-    writer.add(make_outcome(lost, status=EventStatus.DEAD_LETTER), late_notice)
+    writer.add(replace(make_outcome(lost, status=EventStatus.DEAD_LETTER), callback=late_notice))
     assert await writer.flush()
     await world.run(5.0, world.dispatcher())
 
@@ -150,37 +152,42 @@ async def test_an_event_without_callbacks_makes_no_child(world: World) -> None:
     assert len(world.memory.snapshot()) == 1
 
 
-async def test_a_callback_the_store_refuses_is_dropped_without_blocking_writes() -> None:
-    from collections.abc import Sequence
+async def test_a_callback_is_written_with_its_outcome_so_losing_the_store_after_loses_none(
+    world: World,
+) -> None:
+    world.receivers.answer("https://receiver.example/a", answering())
+    (parent,) = await world.submit(
+        world.event(destination="https://receiver.example/a", callback_url=DONE_HOOK)
+    )
+    record = world.memory.record_outcomes
 
-    from timefuse.domain.event import Event
-    from timefuse.ports.store import ClaimRef, OutcomeUpdate, StoreRefused
-    from timefuse.service.wakeup import DueSignal
-    from timefuse.service.writeback import OutcomeWriter
-    from timefuse.testing.factories import make_event, make_outcome
+    async def then_gone(updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        # The outcome is committed; then the store is gone before the answer arrives, and
+        # stays gone until the process stops: it never writes anything else.
+        await record(updates)
+        world.memory.faults.down.add("*")
+        raise StoreUnavailable("connection lost before the commit was acknowledged")
 
-    class RefusingStore:
-        def __init__(self) -> None:
-            self.handed_back: list[ClaimRef] = []
+    world.memory.record_outcomes = then_gone  # type: ignore[method-assign]
+    first = world.dispatcher("worker-1", shutdown_timeout_seconds=2.0)
+    await world.run(
+        10.0,
+        first,
+        until=lambda: world.memory.snapshot()[parent.id].status is EventStatus.COMPLETED,
+    )
+    assert first.writer.pending == 1  # stopped without knowing its outcome was written
 
-        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
-            return frozenset(update.event_id for update in updates)
-
-        async def insert_many(self, events: list[Event]) -> dict[str, str]:
-            raise StoreRefused("no")
-
-        async def hand_back(self, refs: list[ClaimRef], delay_seconds: float = 0.0) -> int:
-            self.handed_back.extend(refs)
-            return len(refs)
-
-    store = RefusingStore()
-    writer = OutcomeWriter(store, DueSignal(), batch_size=10, monotonic=loop_time)
-    event = make_event(attempts=1, claim_count=1)
-    writer.add(make_outcome(event, "w"), make_event())
-    writer.hand_back(ClaimRef(event.id, 1, "w"), 0.0)
-
-    assert await writer.flush() is True
-    assert (writer.dropped, writer.pending, len(store.handed_back)) == (1, 0, 1)
+    # The store is back; the next process finds the notice stored with the outcome.
+    del world.memory.record_outcomes
+    world.memory.faults.down.clear()
+    [notice] = notices(world, DONE_HOOK)
+    assert (notice["event"].parent_id, notice["status"]) == (parent.id, "COMPLETED")  # type: ignore[attr-defined]
+    await world.run(
+        10.0, world.dispatcher("worker-2"), until=lambda: bool(world.receivers.received(DONE_HOOK))
+    )
+    await world.run(5.0, world.dispatcher("worker-2"))
+    assert list(world.receivers.received(DONE_HOOK).values()) == [1]
+    assert len(notices(world, DONE_HOOK)) == 1
 
 
 async def test_an_error_text_with_a_lone_surrogate_still_records_the_outcome_and_its_notice(

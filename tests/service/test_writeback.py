@@ -19,7 +19,6 @@ from timefuse.domain.callback import callback_event
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
-    AttemptRecord,
     ClaimRef,
     ClaimRequest,
     OutcomeUpdate,
@@ -186,7 +185,6 @@ class RefusingOneStore:
         self.world = world
         self.poisoned = poisoned
         self.batches: list[int] = []
-        self.history_reads: list[bool] = []  # each read's ``current``
 
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         self.batches.append(len(updates))
@@ -196,13 +194,6 @@ class RefusingOneStore:
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int:
         return await self.world.store.hand_back(refs, delay_seconds)
-
-    async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
-        return await self.world.store.insert_many(events)
-
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
-        self.history_reads.append(current)
-        return await self.world.store.attempts(event_id, current=current)
 
 
 async def test_an_outcome_refused_even_without_its_text_is_dropped_and_counted(
@@ -393,7 +384,7 @@ def with_callback(
         error=update.last_error,
     )
     assert notice is not None
-    writer.add(update, notice)
+    writer.add(replace(update, callback=notice))
 
 
 def callbacks_of(world: World) -> dict[str, str]:
@@ -444,7 +435,7 @@ async def test_callbacks_follow_only_applied_outcomes_through_a_split_write(
         response_excerpt=None,
         error=snowman,
     )
-    writer.add(update, notice)
+    writer.add(replace(update, callback=notice))
     with_callback(writer, world, held, EventStatus.COMPLETED)
 
     assert await writer.flush()
@@ -466,7 +457,7 @@ async def test_callbacks_wait_through_an_outage_and_follow_only_applied_outcomes
 
     assert not await writer.flush()
     assert callbacks_of(world) == {}
-    assert writer.pending == 4  # two outcomes, each with its callback
+    assert writer.pending == 2  # two outcomes, each carrying its callback
 
     world.memory.faults.down.clear()
     assert await writer.flush()
@@ -474,38 +465,65 @@ async def test_callbacks_wait_through_an_outage_and_follow_only_applied_outcomes
     assert (writer.written, writer.pending) == (1, 0)
 
 
-class AnswerLostStore(RefusingOneStore):
-    """Writes the first batch of outcomes, then fails as if the answer were lost on the way."""
-
-    def __init__(self, world: World) -> None:
-        super().__init__(world, poisoned="")
-        self.answered = False
-
-    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
-        applied = await self.world.store.record_outcomes(updates)
-        if not self.answered:
-            self.answered = True
-            raise StoreUnavailable("connection lost before the commit was acknowledged")
-        return applied
-
-
-async def test_an_outcome_written_though_its_answer_was_lost_still_has_its_callback(
+async def test_an_outcome_written_though_its_answer_was_lost_has_its_callback_once(
     world: World,
 ) -> None:
     lost, held = await lost_and_held(world)
-    store = AnswerLostStore(world)
-    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    writer, wakeup = writer_for(world)
     with_callback(writer, world, lost, EventStatus.DEAD_LETTER)
     with_callback(writer, world, held, EventStatus.COMPLETED)
+    world.memory.faults.lose_answer["record_outcomes"] = [
+        StoreUnavailable("connection lost before the commit was acknowledged")
+    ]
 
     assert not await writer.flush()
+    # Written with its outcome, in one write: there already, though the writer doesn't know.
     assert (await world.stored(held)).status is EventStatus.COMPLETED
-    assert callbacks_of(world) == {}
-
-    # Written again, neither applies now; the store's history shows which one had.
-    assert await writer.flush()
     assert callbacks_of(world) == {held.id: "COMPLETED"}
-    assert (writer.written, writer.pending) == (1, 0)
-    # The history is read as the store holds it now, never from a replica that may lag.
-    assert store.history_reads
-    assert all(store.history_reads)
+    assert writer.pending == 2
+
+    # Written again, neither applies now (the fence), so nothing is stored twice; the
+    # dispatcher is woken for the callback the lost write may have made due.
+    wakeup.observe(world.clock.now())
+    assert await writer.flush()
+    start = loop_time()
+    assert await wakeup.wait(10.0)
+    assert loop_time() == pytest.approx(start)
+    assert callbacks_of(world) == {held.id: "COMPLETED"}
+    assert len([e for e in world.memory.snapshot().values() if e.parent_id]) == 1
+    assert (writer.written, writer.pending, writer.dropped) == (0, 0, 0)
+
+
+class CallbackRefusingStore(RefusingOneStore):
+    """Refuses any batch holding an outcome that carries a callback."""
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        self.batches.append(len(updates))
+        if any(u.callback is not None for u in updates):
+            raise StoreRefused("no callbacks")
+        return await self.world.store.record_outcomes(updates)
+
+
+async def test_a_callback_the_store_refuses_is_dropped_its_outcome_written_without_it(
+    world: World,
+) -> None:
+    _, held = await lost_and_held(world)
+    (plain,) = await claimed(world, 1)
+    store = CallbackRefusingStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    with_callback(writer, world, held, EventStatus.FAILED)
+    writer.add(make_outcome(plain))
+
+    assert await writer.flush()
+
+    assert (await world.stored(plain)).status is EventStatus.COMPLETED
+    stored = await world.stored(held)
+    (attempt,) = await world.store.attempts(held.id)
+    # Tried without its text first (kept, with the callback), then without the callback.
+    assert (stored.status, stored.last_error, attempt.error) == (
+        EventStatus.FAILED,
+        "HTTP 503",
+        "HTTP 503",
+    )
+    assert callbacks_of(world) == {}
+    assert (writer.written, writer.dropped, writer.pending) == (2, 1, 0)

@@ -340,7 +340,7 @@ class Dispatcher:
             ),
         )
         try:
-            follow_up = callback_event(
+            callback = callback_event(
                 event,
                 decision.status,
                 now=now,
@@ -353,8 +353,11 @@ class Dispatcher:
         except Exception:
             # The outcome is written and the gate freed whatever a notice's building does.
             log.exception("completion callback could not be built", event_id=event.id)
-            follow_up = None
-        self._writer.add(update, follow_up)
+            callback = None
+        if callback is not None:
+            # Written with the outcome, in its transaction, if the outcome applies.
+            update = replace(update, callback=callback)
+        self._writer.add(update)
         self._gate.finished(claimed, outcome, attempted.seconds)
         self._observe(event, outcome, update, attempted.seconds)
 

@@ -140,7 +140,8 @@ class Store(ScheduleRules):
 
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         """Write outcomes; the ids of the events whose update applied. For an event given
-        several, only the latest claim's can apply (of one claim's, the last given)."""
+        several, only the latest claim's can apply (of one claim's, the last given). An
+        update's callback is stored with it, when and only when the update applies."""
         latest: dict[str, OutcomeUpdate] = {}
         for update in updates:
             checked = _recordable(update)
@@ -387,8 +388,24 @@ def _recordable(update: OutcomeUpdate) -> OutcomeUpdate:
     if update.ref.worker != update.attempt.worker:
         raise ValueError("an outcome is recorded by the worker that holds the claim")
     _aware("started_at", update.attempt.started_at)
+    callback = update.callback
+    if callback is not None:
+        if update.status not in TERMINAL_STATUSES:
+            raise ValueError(f"a callback reports an event's end, not {update.status.value}")
+        if callback.parent_id != update.event_id:
+            raise ValueError("an outcome's callback names the event of the outcome as its parent")
+        callback = _insertable(callback)
     last_error = storable(update.last_error)
     error = storable(update.attempt.error)
-    if last_error == update.last_error and error == update.attempt.error:
+    if (
+        last_error == update.last_error
+        and error == update.attempt.error
+        and callback is update.callback
+    ):
         return update
-    return replace(update, last_error=last_error, attempt=replace(update.attempt, error=error))
+    return replace(
+        update,
+        last_error=last_error,
+        attempt=replace(update.attempt, error=error),
+        callback=callback,
+    )

@@ -4,12 +4,16 @@ One transaction per flush instead of one per event: at thousands of deliveries a
 store sees tens of statements a second, not thousands. While the store can't take them, the
 writer keeps them and tries again with a growing pause, logging the outage once (and again
 every half minute while it lasts). A write the store refuses for its values is split until
-the update at fault is alone; that one is written without its text, or dropped: its claim then
-expires and lease recovery counts the attempt, so the event is neither lost nor stuck.
+the update at fault is alone; that one is written without its text (then without its
+callback), or dropped: its claim then expires and lease recovery counts the attempt, so the
+event is neither lost nor stuck.
 
-A completion callback is inserted only once the store says its parent's outcome applied: an
+A completion callback travels in its parent's outcome (``OutcomeUpdate.callback``) and the
+store inserts it in the outcome's own transaction, when and only when the outcome applies: an
 outcome fenced out (the lease was lost, another worker holds the event now) reports nothing,
-since the event ends as that other worker's attempt decides.
+since the event ends as that other worker's attempt decides. So no crash can come between an
+outcome and its callback, and a write made again after its answer was lost (which the fence
+then refuses, if it had applied) can't store a second one.
 """
 
 from __future__ import annotations
@@ -19,13 +23,12 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Protocol
 
 import structlog
 
-from timefuse.domain.event import Event
 from timefuse.ports.store import (
-    AttemptRecord,
     ClaimRef,
     OutcomeUpdate,
     StoreError,
@@ -45,19 +48,14 @@ DELAY_GRANULARITY = 0.1
 class OutcomeStore(Protocol):
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]: ...
 
-    async def insert_many(self, events: Sequence[Event]) -> dict[str, str]: ...
-
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int: ...
-
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]: ...
 
 
 @dataclass(eq=False, slots=True)
 class _Outcome:
-    """One outcome to write, and the callback that reports it once it applied."""
+    """One outcome to write (with its callback, if any)."""
 
     update: OutcomeUpdate
-    follow_up: Event | None
     # A write of it failed without an answer: it may have applied nonetheless.
     in_doubt: bool = False
 
@@ -76,19 +74,19 @@ class OutcomeWriter:
         self._batch_size = batch_size
         self._now = monotonic
         self._outcomes: list[_Outcome] = []
-        # Completion callbacks whose parents' outcomes applied, waiting to be inserted.
-        self._follow_ups: list[Event] = []
         self._hand_backs: dict[float, list[ClaimRef]] = defaultdict(list)
         self._ready = asyncio.Event()  # a batch is full: write it now
         self._arrived = asyncio.Event()  # something to write
         self._failures = 0
         self._outage_logged_at: float | None = None
+        # Outcomes the store answered it applied (one whose answer was lost is not counted).
         self.written = 0
+        # Outcomes, and callbacks, the store refused outright.
         self.dropped = 0
 
-    def add(self, update: OutcomeUpdate, follow_up: Event | None = None) -> None:
-        """Write ``update``; then, if it applied, insert ``follow_up`` (a new event), if any."""
-        self._outcomes.append(_Outcome(update, follow_up))
+    def add(self, update: OutcomeUpdate) -> None:
+        """Write ``update`` (and, if it applies, its callback with it)."""
+        self._outcomes.append(_Outcome(update))
         self._arrived.set()
         if len(self._outcomes) >= self._batch_size:
             self._ready.set()
@@ -101,12 +99,7 @@ class OutcomeWriter:
 
     @property
     def pending(self) -> int:
-        return (
-            len(self._outcomes)
-            + sum(outcome.follow_up is not None for outcome in self._outcomes)
-            + len(self._follow_ups)
-            + sum(len(refs) for refs in self._hand_backs.values())
-        )
+        return len(self._outcomes) + sum(len(refs) for refs in self._hand_backs.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every few milliseconds, or at once when a batch is full, until ``stop``.
@@ -133,7 +126,6 @@ class OutcomeWriter:
         """Write what is buffered; ``False`` (and everything kept) if the store is down."""
         try:
             await self._flush_outcomes()
-            await self._flush_follow_ups()
             await self._flush_hand_backs()
         except StoreError as exc:
             # Down, or refusing a hand-back (which quotes only ids): keep it all, try again.
@@ -182,27 +174,6 @@ class OutcomeWriter:
                 self._outcomes[:0] = unsettled
                 raise
 
-    async def _flush_follow_ups(self) -> None:
-        # Only the callbacks of outcomes that applied are here. Their ids are derived from
-        # their parents' (and claims'), so a write retried after an outage stores each once.
-        events, self._follow_ups = self._follow_ups, []
-        if not events:
-            return
-        try:
-            await self._store.insert_many(events)
-        except StoreUnavailable:
-            self._follow_ups[:0] = events
-            raise
-        except StoreError as exc:
-            # Refused for their values: trying again would block every write behind them.
-            self.dropped += len(events)
-            log.error("dropped completion callbacks the store refuses", error=str(exc))
-            return
-        except BaseException:
-            self._follow_ups[:0] = events
-            raise
-        self._wakeup.notify(min(event.next_attempt_at for event in events))
-
     async def _write(self, batch: list[_Outcome], settled: set[_Outcome]) -> None:
         try:
             applied = await self._store.record_outcomes([outcome.update for outcome in batch])
@@ -216,61 +187,59 @@ class OutcomeWriter:
                 return
             await self._write_poison(batch[0], exc, settled)
             return
-        await self._settle(batch, applied, settled)
+        self._settle(batch, applied, settled)
 
     async def _write_poison(
         self, outcome: _Outcome, exc: StoreError, settled: set[_Outcome]
     ) -> None:
         update = outcome.update
-        stripped = replace(
-            update,
-            last_error="the delivery type's error text could not be stored",
-            attempt=replace(update.attempt, error=None),
-        )
         log.error("an outcome was refused by the store", event_id=update.event_id, error=str(exc))
-        try:
-            applied = await self._store.record_outcomes([stripped])
-        except StoreUnavailable:
-            raise
-        except StoreError as again:
-            # Its claim expires and lease recovery counts the attempt: not lost, not stuck.
-            self.dropped += 1
-            settled.add(outcome)
-            log.error(
-                "dropped an outcome the store refuses", event_id=update.event_id, error=str(again)
-            )
+        for attempt in _without_what_may_be_refused(update):
+            try:
+                applied = await self._store.record_outcomes([attempt])
+            except StoreUnavailable:
+                raise
+            except StoreError as again:
+                exc = again
+                continue
+            if attempt.callback is None and update.callback is not None:
+                self.dropped += 1
+                log.error(
+                    "dropped a completion callback the store refuses", event_id=update.event_id
+                )
+            outcome.update = attempt
+            self._settle([outcome], applied, settled)
             return
-        await self._settle([outcome], applied, settled)
+        # Its claim expires and lease recovery counts the attempt: not lost, not stuck.
+        self.dropped += 1
+        settled.add(outcome)
+        log.error("dropped an outcome the store refuses", event_id=update.event_id, error=str(exc))
 
-    async def _settle(
+    def _settle(
         self, outcomes: list[_Outcome], applied: frozenset[str], settled: set[_Outcome]
     ) -> None:
-        """Count what applied, queue its callbacks, and wake the dispatcher for its retries."""
+        """Count what applied, and wake the dispatcher for the retries and callbacks it made
+        due."""
         took = _took(outcomes, applied)
-        for n, outcome in enumerate(outcomes):
-            if outcome.in_doubt and not took[n]:
-                took[n] = await self._applied_earlier(outcome.update)
-        retries = []
+        retries: list[float] = []
+        callbacks: list[datetime] = []
         for outcome, applies in zip(outcomes, took, strict=True):
             settled.add(outcome)
-            if not applies:
+            if applies:
+                self.written += 1
+            elif not outcome.in_doubt:
                 continue
-            self.written += 1
-            if outcome.follow_up is not None:
-                self._follow_ups.append(outcome.follow_up)
-            if outcome.update.retry_delay_seconds is not None:
-                retries.append(outcome.update.retry_delay_seconds)
+            # Applied now, or maybe by a write whose answer was lost (refused now by the fence
+            # it passed then): a wake-up for nothing costs the dispatcher one look.
+            update = outcome.update
+            if update.retry_delay_seconds is not None:
+                retries.append(update.retry_delay_seconds)
+            if update.callback is not None:
+                callbacks.append(update.callback.next_attempt_at)
         if retries:
             self._wakeup.notify_after(min(retries))
-
-    async def _applied_earlier(self, update: OutcomeUpdate) -> bool:
-        # A write that failed without an answer may have committed: then the store keeps this
-        # very attempt (kept exactly when its outcome applies), as the primary holds it now (a
-        # replica may not have it yet). Its error text may be stored otherwise (made storable,
-        # or left out) and its duration as the store rounds it, so those are not compared.
-        mine = _identity(update.attempt)
-        kept = await self._store.attempts(update.event_id, current=True)
-        return any(_identity(record) == mine for record in kept)
+        if callbacks:
+            self._wakeup.notify(min(callbacks))
 
     async def _flush_hand_backs(self) -> None:
         while self._hand_backs:
@@ -284,8 +253,24 @@ class OutcomeWriter:
             self._wakeup.notify_after(delay)
 
 
-def _identity(record: AttemptRecord) -> tuple[object, ...]:
-    return (record.attempt, record.started_at, record.worker, record.outcome, record.status_code)
+def _without_what_may_be_refused(update: OutcomeUpdate) -> list[OutcomeUpdate]:
+    """What to write instead of ``update``, refused, in turn: without its error text, then
+    without its callback (a notice the store refuses never keeps its parent's outcome from
+    being written), then without both."""
+    tries = []
+    stripped = update
+    if update.last_error is not None or update.attempt.error is not None:
+        stripped = replace(
+            update,
+            last_error="the delivery type's error text could not be stored",
+            attempt=replace(update.attempt, error=None),
+        )
+        tries.append(stripped)
+    if update.callback is not None:
+        tries.append(replace(update, callback=None))
+        if stripped is not update:
+            tries.append(replace(stripped, callback=None))
+    return tries
 
 
 def _took(outcomes: list[_Outcome], applied: frozenset[str]) -> list[bool]:

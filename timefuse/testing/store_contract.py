@@ -36,6 +36,7 @@ from timefuse.ports.store import StoreAdapter
 from timefuse.service.store import Store
 from timefuse.testing.store_contract_actions import ActionsContract
 from timefuse.testing.store_contract_amend import AmendContract
+from timefuse.testing.store_contract_callbacks import OutcomeCallbacksContract
 from timefuse.testing.store_contract_claims import ClaimsContract
 from timefuse.testing.store_contract_coordination import CoordinationContract
 from timefuse.testing.store_contract_events import EventsContract
@@ -52,6 +53,7 @@ from timefuse.testing.store_contract_tenants import TenantsContract
 class StoreContract(
     EventsContract,
     ClaimsContract,
+    OutcomeCallbacksContract,
     RecoveryCallbacksContract,
     CoordinationContract,
     ActionsContract,

@@ -57,12 +57,22 @@ class _SystemTime:
 @dataclass
 class StoreFaults:
     """Failures to inject: ``fail["claim"] = [StoreUnavailable("down")]`` makes the next
-    ``claim`` raise that; ``stall["record_outcomes"] = event`` makes calls wait for it."""
+    ``claim`` raise that; ``stall["record_outcomes"] = event`` makes calls wait for it.
+    ``lose_answer["record_outcomes"] = [StoreUnavailable("lost")]`` makes the next call
+    write, then raise that: a commit whose answer never reached the caller (the operations
+    that check it say so)."""
 
     fail: dict[str, list[BaseException]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     stall: dict[str, asyncio.Event] = field(default_factory=dict)
+    lose_answer: dict[str, list[BaseException]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+
+    def answered(self, operation: str) -> None:
+        """Called by an operation once it wrote: raises the next lost answer queued for it."""
+        queued = self.lose_answer.get(operation)
+        if queued:
+            raise queued.pop(0)
 
     async def check(self, operation: str) -> None:
         self.calls[operation] = self.calls.get(operation, 0) + 1
@@ -321,10 +331,13 @@ class MemoryStore(MemorySchedules):
         await self._enter("record_outcomes")
         now = self._now()
         applied: set[str] = set()
+        notices: list[Event] = []
         for update in updates:
             event = self._held(update.ref)
             if event is None:
                 continue
+            if update.callback is not None:
+                notices.append(update.callback)
             next_at = event.next_attempt_at
             if update.retry_delay_seconds is not None:
                 next_at = now + timedelta(seconds=update.retry_delay_seconds)
@@ -341,6 +354,9 @@ class MemoryStore(MemorySchedules):
             )
             self._keep_attempt(event.id, update.attempt)
             applied.add(event.id)
+        # With the outcomes, as one write: nothing awaits in between.
+        self._insert_now(notices)
+        self.faults.answered("record_outcomes")
         return frozenset(applied)
 
     def _keep_attempt(self, event_id: str, record: AttemptRecord) -> None:

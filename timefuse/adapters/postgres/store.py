@@ -244,15 +244,11 @@ class PostgresEventStore(PostgresSchedules):
     # -- submissions -------------------------------------------------------------------------
 
     async def insert_many(self, events: Sequence[Event]) -> dict[str, str]:
-        for attempt in range(ATTACH_RETRIES):
-            try:
-                async with self._connection() as conn, conn.transaction():
-                    return await insert_events(conn, events)
-            except StoreUnavailable as exc:
-                if not _attaching(exc) or attempt == ATTACH_RETRIES - 1:
-                    raise
-            await asyncio.sleep(ATTACH_RETRY_SECONDS)
-        raise AssertionError("unreachable")
+        async def insert() -> dict[str, str]:
+            async with self._connection() as conn, conn.transaction():
+                return await insert_events(conn, events)
+
+        return await _past_attaching_partitions(insert)
 
     # -- claims and outcomes -----------------------------------------------------------------
 
@@ -389,9 +385,29 @@ class PostgresEventStore(PostgresSchedules):
 
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         params = outcome_arrays(updates)
-        async with self._connection() as conn:
-            rows = await (await conn.execute(queries.RECORD_OUTCOMES, params)).fetchall()
-        return frozenset(str(event_id) for (event_id,) in rows)
+        if all(update.callback is None for update in updates):
+            async with self._connection() as conn:
+                rows = await (await conn.execute(queries.RECORD_OUTCOMES, params)).fetchall()
+            return frozenset(str(event_id) for (event_id,) in rows)
+
+        async def record_with_callbacks() -> frozenset[str]:
+            async with self._connection() as conn, conn.transaction():
+                rows = await (await conn.execute(queries.RECORD_OUTCOMES, params)).fetchall()
+                applied = frozenset(str(event_id) for (event_id,) in rows)
+                # The notices of the outcomes that applied, inserted as insert_many does (one
+                # already stored stays as it is), committed with them or not at all.
+                notices = [
+                    update.callback
+                    for update in updates
+                    if update.callback is not None and update.event_id in applied
+                ]
+                if notices:
+                    await insert_events(conn, notices)
+                return applied
+
+        # A notice inserted into a partition being attached is refused for a moment: the
+        # whole write (rolled back) is made again.
+        return await _past_attaching_partitions(record_with_callbacks)
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
         params = {**ref_arrays(refs), "delay": float(delay_seconds)}
@@ -741,6 +757,19 @@ async def _insert_lease_expiry_callbacks(
     notices = [lease_expiry_callback(row_to_event(row[:-1]), now=row[-1]) for row in rows]
     if any(notice is not None for notice in notices):
         await insert_events(conn, [notice for notice in notices if notice is not None])
+
+
+async def _past_attaching_partitions(write: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``write`` (a whole transaction) again while it inserts into a partition being
+    attached right now (the attach takes milliseconds)."""
+    for attempt in range(ATTACH_RETRIES):
+        try:
+            return await write()
+        except StoreUnavailable as exc:
+            if not _attaching(exc) or attempt == ATTACH_RETRIES - 1:
+                raise
+        await asyncio.sleep(ATTACH_RETRY_SECONDS)
+    raise AssertionError("unreachable")
 
 
 def _attaching(exc: StoreUnavailable) -> bool:

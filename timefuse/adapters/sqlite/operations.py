@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -188,13 +188,34 @@ def outcome_batch(updates: Sequence[OutcomeUpdate]) -> str:
     return dumps(rows)
 
 
-def record_outcomes(conn: sqlite3.Connection, now: int, batch: str) -> frozenset[str]:
+def callback_rows(updates: Sequence[OutcomeUpdate]) -> dict[str, tuple[Any, ...]]:
+    """The rows of the updates' callbacks, by the id of the event each reports on (built on
+    the event loop, like :func:`outcome_batch`)."""
+    return {
+        update.event_id: event_to_row(update.callback)
+        for update in updates
+        if update.callback is not None
+    }
+
+
+def record_outcomes(
+    conn: sqlite3.Connection,
+    now: int,
+    batch: str,
+    callbacks: Mapping[str, tuple[Any, ...]],
+) -> frozenset[str]:
     with transaction(conn):
         # Which apply, then their attempts: all three see the claims the outcomes end.
         (held,) = conn.execute(queries.HELD_OUTCOME_IDS_JSON, {"batch": batch}).fetchone()
         conn.execute(queries.INSERT_ATTEMPTS_IF_HELD, {"batch": batch})
         conn.execute(queries.APPLY_OUTCOMES, {"batch": batch, "now": now})
-    return frozenset(json.loads(held))
+        applied = frozenset(json.loads(held))
+        if callbacks:
+            # The notices of the outcomes that applied, with them; one already stored (its id
+            # or dedup key) stays as it is.
+            rows = [row for event_id, row in callbacks.items() if event_id in applied]
+            conn.executemany(queries.INSERT_EVENT, rows)
+    return applied
 
 
 def ref_batch(refs: Sequence[ClaimRef]) -> str:

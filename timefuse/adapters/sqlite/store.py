@@ -171,8 +171,10 @@ class SqliteEventStore(SqliteSchedules):
 
     async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
         # Built on the event loop, so the SQLite thread runs almost no Python (see ops.claim).
-        batch = ops.outcome_batch(updates)
-        return await self._run(lambda conn: ops.record_outcomes(conn, self._now(), batch))
+        batch, callbacks = ops.outcome_batch(updates), ops.callback_rows(updates)
+        return await self._run(
+            lambda conn: ops.record_outcomes(conn, self._now(), batch, callbacks)
+        )
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
         batch, delay = ops.ref_batch(refs), micros_of_seconds(delay_seconds)

@@ -14,10 +14,12 @@ class Outcomes(Protocol):
 
         An update applies only while its event is PROCESSING under the claim it quotes
         (``ref``: the token and its worker), and then clears the lease. The attempt record is
-        kept exactly when its update applies, numbered by the store. At most one update per
-        event. Returns the ids of the events whose update applied: one fenced out (its lease
-        lost, the event claimed again or finished meanwhile) is not among them, so what
-        follows from an outcome (a completion callback) follows only from one that applied.
+        kept exactly when its update applies, numbered by the store, and so is its
+        ``callback`` (inserted as ``insert_many`` would, in the same transaction: a notice
+        whose id or dedup key is stored already is skipped). At most one update per event.
+        Returns the ids of the events whose update applied: one fenced out (its lease lost,
+        the event claimed again or finished meanwhile) is not among them, and stores no
+        callback, so a completion callback follows exactly from an outcome that applied.
         """
         ...
 

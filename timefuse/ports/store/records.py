@@ -60,6 +60,11 @@ class OutcomeUpdate:
     last error). A retry (``status`` PENDING) is due ``retry_delay_seconds`` after the store's
     own now; other outcomes keep the last due time. ``executed_at`` is written when not
     ``None`` (a success), else the time of any earlier successful delivery stays.
+
+    ``callback`` is the notice of the event's end (a new event, see
+    :mod:`timefuse.domain.callback`), inserted in the same transaction as the outcome when,
+    and only when, the outcome applies. Its id is derived from the event's id and claim, so
+    a notice already stored (a write made again) stays as it is.
     """
 
     ref: ClaimRef
@@ -69,6 +74,7 @@ class OutcomeUpdate:
     retry_delay_seconds: float | None
     executed_at: datetime | None
     attempt: AttemptRecord
+    callback: Event | None = None
 
     @property
     def event_id(self) -> str:
