@@ -65,6 +65,24 @@ async def test_a_leader_that_stops_renewing_loses_leadership_after_its_time(
     await task
 
 
+async def test_a_long_dead_after_time_still_lets_a_hung_leaders_leadership_lapse_in_10_s(
+    world: World,
+) -> None:
+    # A leader with a dead-after time of 300 s takes leadership for 10 s at most: killed, it
+    # holds recovery and the schedule planner up no longer than that.
+    leader = world.maintenance("leader", dead_after_seconds=300.0)
+    assert await leader._lead()  # takes leadership once, then hangs: no renewal, no release
+    other = world.maintenance("other", dead_after_seconds=300.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(other.run(stop))
+    await asyncio.sleep(9.5)
+    assert not other.leading
+    await asyncio.sleep(2.0)  # 10 s, and the round that finds it lapsed
+    assert other.leading
+    stop.set()
+    await task
+
+
 class SlowWorkersStore(MemoryStore):
     """The in-memory store whose worker listing (read by every recovery round) is slow."""
 

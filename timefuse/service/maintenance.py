@@ -30,16 +30,21 @@ from timefuse.service.wakeup import DueSignal
 log = structlog.get_logger("timefuse.maintenance")
 
 ROLE = "maintenance"
+# Leadership lasts the dead-after time, but never longer than this: a killed leader holds up
+# recovery, retention and the schedule planner (whose grace for late instants is 60 s) until it
+# lapses, whatever dead-after time an operator sets.
+LEADERSHIP_MAX_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceSettings:
     retention_days: int = 7
     # How often the leader recovers lost claims (and renews its leadership); at most a third
-    # of dead_after_seconds, so a live leader renews its leadership well before it lapses.
+    # of its leadership (dead_after_seconds, at most LEADERSHIP_MAX_SECONDS), so a live leader
+    # renews it well before it lapses.
     round_seconds: float = 1.0
     # A worker silent this long is dead: its claims are recovered. Leadership not renewed for
-    # this long passes to another process.
+    # this long (at most LEADERSHIP_MAX_SECONDS) passes to another process.
     dead_after_seconds: float = 5.0
     # A worker silent this long is forgotten (no longer listed).
     forget_after_seconds: float = 86_400.0
@@ -80,8 +85,12 @@ class Maintenance:
         self._judge_from = -float("inf")
 
     @property
+    def _leadership_seconds(self) -> float:
+        return min(self._settings.dead_after_seconds, LEADERSHIP_MAX_SECONDS)
+
+    @property
     def _round_every(self) -> float:
-        return min(self._settings.round_seconds, self._settings.dead_after_seconds / 3)
+        return min(self._settings.round_seconds, self._leadership_seconds / 3)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -102,7 +111,7 @@ class Maintenance:
     async def _lead(self) -> bool:
         try:
             leading = await self._store.acquire_leadership(
-                ROLE, self._holder, self._settings.dead_after_seconds
+                ROLE, self._holder, self._leadership_seconds
             )
         except StoreError as exc:
             log.warning("maintenance leadership unknown; will retry", error=str(exc))
