@@ -67,7 +67,11 @@ def callback_event(
         "error": error,
         "at": now.isoformat(),
     }
-    child_id = str(uuid.uuid5(_NAMESPACE, f"{parent.id}/{parent.claim_count}/{status.value}"))
+    # One notice per claim's end, so a retried write stores it once; the parent's creation
+    # time too, so a parent resubmitted after retention removed it (same id, claims counted
+    # from 0 again) gets notices of its own, not the earlier copy's still kept.
+    seed = f"{parent.id}/{parent.created_at.isoformat()}/{parent.claim_count}/{status.value}"
+    child_id = str(uuid.uuid5(_NAMESPACE, seed))
     return Event(
         id=child_id,
         external_job_id=f"callback/{parent.id}",
