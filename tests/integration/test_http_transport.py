@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 from yarl import URL
 
+from timefuse.plugins import http_transport
 from timefuse.plugins.http_guard import AddressPolicy, DestinationRefused, GuardedResolver
 from timefuse.plugins.http_transport import PooledTransport, ServerDisconnectedError
 
@@ -220,3 +221,27 @@ async def test_an_address_the_policy_refuses_is_never_connected_to() -> None:
         await receiver.stop()
 
     assert receiver.accepted == 0
+
+
+async def test_the_pools_of_origins_with_nothing_open_are_forgotten_but_not_one_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_transport, "POOLS_KEPT", 2)
+    held = Receiver(held=True)
+    closing = [Receiver(CLOSING) for _ in range(6)]
+    held_url = await held.start()
+    urls = [await receiver.start() for receiver in closing]
+    async with transport(limit=1) as pooled:
+        waiting = asyncio.create_task(post(pooled, held_url))  # in use all along
+        await held.until_requests(1)
+        in_use = dict(pooled._pools)
+        for url in urls:  # each answers and closes: its pool is left empty
+            assert await post(pooled, url) == 200
+        # Swept as they came: never more than twice the kept number, the one in use stays.
+        assert len(pooled._pools) <= 2 * 2
+        assert set(in_use.items()) <= set(pooled._pools.items())
+        held.release.set()
+        assert await waiting == 200
+        assert held.most_open == 1
+    for receiver in (held, *closing):
+        await receiver.stop()

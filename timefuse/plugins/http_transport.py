@@ -234,19 +234,26 @@ class PooledTransport:
             body_seconds=body_seconds,
             done=pool.release,
         )
-        connection = pool.idle_connection(loop.time())
-        if connection is not None:
-            try:
-                return await send(connection)
-            except _CLOSED_UNDER_US:
-                if connection.heard_back:
-                    raise
-            # A kept-alive connection the receiver closed as this request went out (its idle
-            # timeout ended then): nothing came back, so this is no answer of the receiver's
-            # and costs no attempt. Once more, on another connection (a new one, unless one
-            # came back idle meanwhile); what that one does is the attempt's answer.
-        connection = await self._open(pool, origin, context, deadline)
-        return await send(connection)
+        # Held while this request may still reserve a connection of the pool: a pool in use
+        # is never forgotten, so its origin keeps one pool and one limit.
+        pool.users += 1
+        try:
+            connection = pool.idle_connection(loop.time())
+            if connection is not None:
+                try:
+                    return await send(connection)
+                except _CLOSED_UNDER_US:
+                    if connection.heard_back:
+                        raise
+                # A kept-alive connection the receiver closed as this request went out (its
+                # idle timeout ended then): nothing came back, so this is no answer of the
+                # receiver's and costs no attempt. Once more, on another connection (a new
+                # one, unless one came back idle meanwhile); what that one does is the
+                # attempt's answer.
+            connection = await self._open(pool, origin, context, deadline)
+            return await send(connection)
+        finally:
+            pool.users -= 1
 
     def _forget_empty_pools(self) -> None:
         """Drop the pools of origins with no connection open or awaited: a sender spraying
@@ -364,7 +371,7 @@ class PooledTransport:
 class _Pool:
     """One origin's connections: idle ones (most recently used last) and a count of open."""
 
-    __slots__ = ("_all", "_idle", "_limit", "_sweep", "_waiters", "open")
+    __slots__ = ("_all", "_idle", "_limit", "_sweep", "_waiters", "open", "users")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -373,6 +380,7 @@ class _Pool:
         self._sweep: asyncio.TimerHandle | None = None
         self._all: set[Connection] = set()
         self.open = 0
+        self.users = 0  # requests between taking the pool and their answer
 
     def idle_connection(self, now: float) -> Connection | None:
         idle = self._idle
@@ -423,8 +431,8 @@ class _Pool:
 
     @property
     def empty(self) -> bool:
-        """No connection open, being opened or awaited: nothing here to keep."""
-        return not self.open and not self._waiters
+        """No connection open or being opened, no request using it: nothing here to keep."""
+        return not self.open and not self.users
 
     def made(self, connection: Connection) -> None:
         """``connection`` is open (counted already by :meth:`reserve`)."""
