@@ -6,19 +6,24 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.event import Event
 from timefuse.domain.quota import QuotaTable, SourceQuota
 from timefuse.domain.status import EventStatus
+from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.store import StoreUnavailable
+from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
 from timefuse.service.quotas import MAX_IDLE_BUCKETS, QuotaReason, SourceQuotas
 from timefuse.service.store import Store
+from timefuse.service.submission import identified
 from timefuse.testing.factories import make_event
 from timefuse.testing.store_contract_support import seed
 
@@ -313,3 +318,33 @@ async def test_a_capped_sources_count_is_bounded_when_a_count_timeout_is_set(
     assert await admitted(quota, events("capped", 5), store=store) == [
         f"capped-{n}" for n in range(5)
     ]
+
+
+async def test_a_batch_the_quotas_refuse_costs_the_store_no_look_up() -> None:
+    # What a quota refuses must not cost the store: a refused batch makes no twin look-ups.
+    class WallClock:
+        def now(self) -> datetime:
+            return datetime.now(UTC)
+
+    adapter = MemoryStore()
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"noisy": SourceQuota(rate=0.001, burst=1)}), store, Metrics())
+    service = EventService(
+        buffer=InlineIngestBuffer(adapter),
+        store=store,
+        registry=DeliveryRegistry(),
+        clock=WallClock(),
+        metrics=Metrics(),
+        quotas=quotas,
+    )
+    first = identified(make_event(source="noisy", external_job_id="first"))
+    assert len((await service._accept_batch([(0, first)], [])).accepted) == 1  # the one token
+    reads = adapter.faults.calls.get("get", 0)
+    batch = [
+        (n, identified(make_event(source="noisy", external_job_id=f"n-{n}"))) for n in range(50)
+    ]
+    result = await service._accept_batch(batch, [])
+    assert (len(result.accepted), len(result.rejected)) == (0, 50)
+    assert adapter.faults.calls.get("get", 0) == reads
+    await store.close()

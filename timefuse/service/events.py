@@ -240,8 +240,6 @@ class EventService:
     async def _accept_batch(
         self, events: list[tuple[int, Event]], rejected: list[Rejection]
     ) -> BatchResult:
-        # Looked up before the insert, so an item is a duplicate only of what was there.
-        twins = await self._twins.find_many(event.id for _, event in events)
         async with self._admit(distinct(event for _, event in events)) as admission:
             refused = {event.id: refusal for event, refusal in admission.refused}
             kept: list[tuple[int, Event]] = []
@@ -251,6 +249,9 @@ class EventService:
                 else:
                     kept.append((index, event))
             accepting = distinct(event for _, event in kept)
+            # Looked up once the quotas admitted them (what they refuse costs the store
+            # nothing), and before the insert, so an item is a duplicate only of what was there.
+            twins = await self._twins.find_many(event.id for event in accepting)
             ids = await self._accept(accepting) if kept else {}
         rejected.sort(key=lambda rejection: rejection.index)
         stored_elsewhere = {ids[event.id] for _, event in kept} - set(twins) - set(ids)
