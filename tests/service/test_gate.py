@@ -444,3 +444,64 @@ async def test_an_event_handed_back_for_waiting_comes_back_when_the_queue_has_dr
     assert len(seen.started) == 4
     delays = [delay for _, delay, _ in seen.handed_back]
     assert delays == pytest.approx([2.0, 2.0, 1.5, 1.0, 0.5, 0.05])
+
+
+async def test_with_shared_limits_events_claimed_ahead_of_the_cap_wait_for_its_slots() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=2), shared=True, hold_seconds=4.0)
+    events = [claimed() for _ in range(4)]
+    for c in events:
+        gate.admit(c)
+    assert seen.started == events[:2]
+    assert gate.occupied == 4
+    assert gate.in_flight == 2
+    gate.finished(events[0], OK, 0.1)
+    assert seen.started == events[:3]
+    # The last waits no longer than the hold time: then it goes back, uncounted.
+    await asyncio.sleep(4.1)
+    assert [(b, why) for b, _, why in seen.handed_back] == [(events[3], HandBackReason.WAIT)]
+
+
+async def test_the_only_holder_asks_to_hold_what_its_pace_starts_in_half_the_hold_time() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=4), shared=True, hold_seconds=2.0)
+    first = claimed()
+    gate.admit(first)
+    # Pace unknown before a delivery ended: nothing ahead of the cap.
+    assert gate.shared_limits().ahead == {}
+    assert gate.ahead() == 0
+    gate.admit(second := claimed())
+    gate.finished(first, OK, 1.0)  # 4 slots at 1 s each: 4/s, 4 in half the hold time
+    assert gate.shared_limits().ahead == {"a.example:443": 4}
+    assert gate.shared_limits().mine == {"a.example:443": 1}
+    assert gate.ahead() == 4
+    for _ in range(40):  # a fast receiver: at most two rounds of the cap
+        gate.admit(fast := claimed())
+        gate.finished(fast, OK, 0.001)
+    assert gate.shared_limits().ahead == {"a.example:443": 8}
+    gate.finished(second, OK, 0.001)
+    # Just drained, its pace holds for a hold time; then it is asked for as a new one.
+    assert gate.shared_limits().ahead == {"a.example:443": 8}
+    assert gate.shared_limits().mine == {}
+    await asyncio.sleep(2.1)
+    assert gate.shared_limits().ahead == {}
+
+
+async def test_the_global_bound_holds_events_of_every_destination_and_frees_them_in_turn() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=0), concurrency=2)
+    a1, a2, b1, c1 = (
+        claimed("a.example"),
+        claimed("a.example"),
+        claimed("b.example"),
+        claimed("c.example"),
+    )
+    for c in (a1, a2, b1, c1):
+        gate.admit(c)
+    assert seen.started == [a1, a2]
+    gate.finished(a1, OK, 0.1)
+    assert seen.started == [a1, a2, b1]
+    gate.finished(a2, OK, 0.1)
+    assert seen.started == [a1, a2, b1, c1]
+    assert gate.in_flight == 2
+    assert gate.occupied == 2
