@@ -320,3 +320,37 @@ async def test_a_worker_still_silent_after_the_outage_is_declared_dead_and_its_c
     assert (await world.stored(event)).status is EventStatus.PENDING
     # Back after the 8 s outage plus the 5 s the leader waits after it: not before.
     assert 13.0 <= loop_time() - start <= 16.0
+
+
+async def test_a_worker_back_between_the_listing_and_the_recovery_keeps_its_new_claim(
+    world: World,
+) -> None:
+    back = Presence(world.store, worker="worker-back", roles=["dispatch"], started_at=START)
+    await back.beat()
+    await asyncio.sleep(6.0)  # cut off from the store for longer than the dead-after time
+    maintenance = world.maintenance(dead_after_seconds=5.0)
+    faults = world.memory.faults
+    stalled = asyncio.Event()  # the recovery call waits (for a pool connection, say)
+    faults.stall["recover_expired_leases"] = stalled
+    recovering = asyncio.create_task(maintenance.recover())
+    await asyncio.sleep(0.01)
+    # It listed the workers (silent 6 s: dead) and is now stuck in the recovery call.
+    assert (faults.calls["workers"], faults.calls["recover_expired_leases"]) == (1, 1)
+    await back.beat()  # back, and claims an event on its last allowed attempt
+    (event,) = await world.submit(
+        world.event(max_retries=0, failure_callback_url="https://client.example/failed")
+    )
+    (claimed,) = (await world.store.claim(ClaimRequest("worker-back", 10, 30.0))).events
+    stalled.set()
+
+    assert await recovering == 0
+    stored = await world.stored(event)
+    assert (stored.status, stored.locked_by, stored.retry_count) == (
+        EventStatus.PROCESSING,
+        "worker-back",
+        0,
+    )
+    assert await world.store.find_by_external_id(f"callback/{event.id}") == []  # no notice
+    # Its delivery's outcome is taken: no duplicate, no false failure.
+    assert await world.store.record_outcomes([make_outcome(claimed)]) == frozenset({event.id})
+    assert world.metrics.leases_recovered._value.get() == 0
