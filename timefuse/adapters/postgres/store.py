@@ -470,7 +470,7 @@ class PostgresEventStore(PostgresSchedules):
     ) -> int:
         params: dict[str, object] = {"error": LEASE_EXPIRED_ERROR, "dead": sorted(dead_workers)}
         statement = queries.RECOVER_LOST_CLAIMS
-        if silent_seconds is not None:
+        if silent_seconds is not None and dead_workers:  # none named: expired leases only
             params["silent"] = float(silent_seconds)
             statement = queries.RECOVER_LOST_CLAIMS_OF_SILENT
         async with self._connection() as conn, conn.transaction():
