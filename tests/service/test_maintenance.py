@@ -338,3 +338,98 @@ async def test_a_worker_still_silent_after_the_outage_is_declared_dead_and_its_c
     assert (await world.stored(event)).status is EventStatus.PENDING
     # Back after the 8 s outage plus the 5 s the leader waits after it: not before.
     assert 13.0 <= loop_time() - start <= 16.0
+
+
+async def test_a_worker_back_between_the_listing_and_the_recovery_keeps_its_new_claim(
+    world: World,
+) -> None:
+    back = Presence(world.store, worker="worker-back", roles=["dispatch"], started_at=START)
+    await back.beat()
+    await asyncio.sleep(6.0)  # cut off from the store for longer than the dead-after time
+    maintenance = world.maintenance(dead_after_seconds=5.0)
+    faults = world.memory.faults
+    stalled = asyncio.Event()  # the recovery call waits (for a pool connection, say)
+    faults.stall["recover_expired_leases"] = stalled
+    recovering = asyncio.create_task(maintenance.recover())
+    await asyncio.sleep(0.01)
+    # It listed the workers (silent 6 s: dead) and is now stuck in the recovery call.
+    assert (faults.calls["workers"], faults.calls["recover_expired_leases"]) == (1, 1)
+    await back.beat()  # back, and claims an event on its last allowed attempt
+    (event,) = await world.submit(
+        world.event(max_retries=0, failure_callback_url="https://client.example/failed")
+    )
+    (claimed,) = (await world.store.claim(ClaimRequest("worker-back", 10, 30.0))).events
+    stalled.set()
+
+    assert await recovering == 0
+    stored = await world.stored(event)
+    assert (stored.status, stored.locked_by, stored.retry_count) == (
+        EventStatus.PROCESSING,
+        "worker-back",
+        0,
+    )
+    assert await world.store.find_by_external_id(f"callback/{event.id}") == []  # no notice
+    # Its delivery's outcome is taken: no duplicate, no false failure.
+    assert await world.store.record_outcomes([make_outcome(claimed)]) == frozenset({event.id})
+    assert world.metrics.leases_recovered._value.get() == 0
+
+
+async def test_a_dispatcher_whose_heartbeats_fail_claims_nothing_the_leader_would_take_back(
+    world: World,
+) -> None:
+    # Its heartbeats fail from 0 to 8 s while its claims would succeed; a delivery takes 10 s.
+    world.receivers.answer(world.event().destination, answering(after=10.0))
+    presence = Presence(
+        world.store,
+        worker="worker-1",
+        roles=["dispatch"],
+        started_at=START,
+        dead_after_seconds=5.0,
+        monotonic=loop_time,
+    )
+    await presence.beat()
+    faults = world.memory.faults
+    faults.down.add("heartbeat")
+    await asyncio.sleep(3.0)
+    (event,) = await world.submit(world.event(max_retries=3))
+
+    async def heal() -> None:
+        await asyncio.sleep(5.0)
+        faults.down.discard("heartbeat")
+
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(presence.run(stop)),
+        asyncio.create_task(world.dispatcher("worker-1").run(stop, presence=presence)),
+        asyncio.create_task(world.maintenance("leader", dead_after_seconds=5.0).run(stop)),
+        asyncio.create_task(heal()),
+    ]
+    await asyncio.sleep(4.5)
+    # Silent long enough to be judged dead: it claims only once the store hears of it.
+    assert (await world.stored(event)).status is EventStatus.PENDING
+    assert world.memory.faults.calls.get("claim", 0) == 0
+    await asyncio.sleep(15.0)
+    stop.set()
+    await asyncio.gather(*tasks)
+
+    stored = await world.stored(event)
+    assert (stored.status, stored.retry_count) == (EventStatus.COMPLETED, 0)
+    assert world.receivers.received() == Counter({event.id: 1})
+    assert world.metrics.leases_recovered._value.get() == 0
+
+
+async def test_a_dispatcher_heard_of_lately_claims_without_an_extra_heartbeat(
+    world: World,
+) -> None:
+    presence = Presence(
+        world.store, worker="worker-1", roles=["dispatch"], started_at=START, monotonic=loop_time
+    )
+    await presence.beat()
+    events = await world.submit(world.event(), world.event(after=1.0))
+    stop = asyncio.Event()
+    dispatching = asyncio.create_task(world.dispatcher("worker-1").run(stop, presence=presence))
+    await asyncio.sleep(2.0)  # less than half the dead-after time since the beat
+    assert {(await world.stored(e)).status for e in events} == {EventStatus.COMPLETED}
+    assert world.memory.faults.calls["heartbeat"] == 1
+    stop.set()
+    await dispatching

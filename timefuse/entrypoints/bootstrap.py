@@ -83,6 +83,7 @@ class Timefuse:
             roles=roles,
             started_at=self.started_at,
             in_flight=lambda: self.dispatcher.in_flight,
+            dead_after_seconds=self.settings.maintenance.worker_dead_after_seconds,
         )
 
     async def open(self) -> None:

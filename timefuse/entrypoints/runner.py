@@ -237,7 +237,7 @@ async def run(
             # id must not get this run's first claims taken back as a dead worker's.
             with contextlib.suppress(StoreError):
                 await presence.beat()
-            tasks.append(asyncio.create_task(tf.dispatcher.run(stop)))
+            tasks.append(asyncio.create_task(tf.dispatcher.run(stop, presence=presence)))
         if "maintenance" in roles:
             tasks.append(asyncio.create_task(tf.maintenance.run(stop)))
         tasks.append(asyncio.create_task(presence.run(stop)))

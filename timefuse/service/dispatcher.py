@@ -35,6 +35,7 @@ from timefuse.ports.store import (
 from timefuse.service.executor import Attempted, AttemptExecutor, UnknownDeliveryType
 from timefuse.service.gate import Claimed, DestinationGate, GateSettings, HandBackReason
 from timefuse.service.metrics import Metrics
+from timefuse.service.presence import Presence
 from timefuse.service.store import Store
 from timefuse.service.wakeup import DueSignal
 from timefuse.service.writeback import OutcomeWriter
@@ -121,6 +122,7 @@ class Dispatcher:
         metrics.count_in_flight(lambda: len(self._running))
         self._store_failures = 0
         self._empty_claims = 0
+        self._presence: Presence | None = None
 
     @property
     def wakeup(self) -> DueSignal:
@@ -138,12 +140,18 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._running)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, presence: Presence | None = None) -> None:
         """Dispatch until ``stop`` is set, then shut down gracefully.
 
         Raises if the outcome writer or the lease keeper fails: a dispatcher that can't
         record what it delivers must not go on delivering.
+
+        :param presence: this process's heartbeats. Each claim is then made only once the
+            store heard of the process lately (:meth:`Presence.vouch`): after a silence
+            long enough to be judged dead, a heartbeat first, so what it claims next is
+            not taken back as a dead worker's.
         """
+        self._presence = presence
         writer_stop = asyncio.Event()
         helpers = [
             asyncio.create_task(self._writer.run(writer_stop), name="timefuse-outcome-writer"),
@@ -231,8 +239,10 @@ class Dispatcher:
 
     async def _claim(self, request: ClaimRequest) -> int | None:
         """Claim and admit; how many were claimed, ``None`` if the store failed."""
-        sent = self._now()
         try:
+            if self._presence is not None:
+                await self._presence.vouch()
+            sent = self._now()
             batch = await self._store.claim(request)
         except StoreError as exc:
             self._store_failures += 1

@@ -158,16 +158,23 @@ class Maintenance:
             self._last.pop(name, None)
 
     async def recover(self) -> int:
-        """Recover the claims of expired leases and of dead workers; how many."""
+        """Recover the claims of expired leases and of dead workers; how many.
+
+        The listing only names the suspects: the store recovers a suspect's claims only if it
+        is still silent when the recovery runs, so a worker that comes back (and claims
+        again) between the two calls keeps what it claimed.
+        """
         settings = self._settings
         workers = await self._store.workers()
         dead = {w.worker for w in workers if w.silent_seconds > settings.dead_after_seconds}
         if dead and self._now() < self._judge_from:
             dead = set()
-        recovered = await self._store.recover_expired_leases(dead)
+        recovered = await self._store.recover_expired_leases(
+            dead, silent_seconds=settings.dead_after_seconds
+        )
         if recovered:
             self._metrics.leases_recovered.inc(recovered)
-            log.info("recovered lost claims", count=recovered, dead_workers=sorted(dead))
+            log.info("recovered lost claims", count=recovered, suspected_dead=sorted(dead))
             if self._wakeup is not None:
                 self._wakeup.notify()
         if any(w.silent_seconds > settings.forget_after_seconds for w in workers):

@@ -198,8 +198,14 @@ class Store(ScheduleRules):
     async def forget_workers(self, silent_seconds: float) -> int:
         return await self._adapter.forget_workers(_positive("silent_seconds", silent_seconds))
 
-    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
-        return await self._adapter.recover_expired_leases(frozenset(dead_workers))
+    async def recover_expired_leases(
+        self, dead_workers: Collection[str] = (), *, silent_seconds: float | None = None
+    ) -> int:
+        if silent_seconds is not None:
+            _positive("silent_seconds", silent_seconds)
+        return await self._adapter.recover_expired_leases(
+            frozenset(dead_workers), silent_seconds=silent_seconds
+        )
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -41,7 +41,10 @@ from timefuse.testing.store_contract_claims import ClaimsContract
 from timefuse.testing.store_contract_coordination import CoordinationContract
 from timefuse.testing.store_contract_events import EventsContract
 from timefuse.testing.store_contract_listing import ListingContract
-from timefuse.testing.store_contract_recovery import RecoveryCallbacksContract
+from timefuse.testing.store_contract_recovery import (
+    DeadWorkersContract,
+    RecoveryCallbacksContract,
+)
 from timefuse.testing.store_contract_retention import RetentionContract
 from timefuse.testing.store_contract_schedules import SchedulesContract
 from timefuse.testing.store_contract_support import RealTime, StoreTime
@@ -55,6 +58,7 @@ class StoreContract(
     ClaimsContract,
     OutcomeCallbacksContract,
     RecoveryCallbacksContract,
+    DeadWorkersContract,
     CoordinationContract,
     ActionsContract,
     AmendContract,

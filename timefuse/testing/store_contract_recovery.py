@@ -1,4 +1,8 @@
-"""The store contract: lease recovery that dead-letters an event sends its failure notice.
+"""The store contract: lease recovery of dead workers' claims, and its failure notices.
+
+A worker is judged dead from its heartbeats, and the judgement is the store's own, made in
+the recovery's transaction: a worker heard of again between the caller's listing and the
+recovery (it came back, and may have claimed again) keeps its claims.
 
 A dispatcher that dies during an event's last allowed attempt never reports an outcome, so
 the writer never makes the event's failure callback; lease recovery, which dead-letters the
@@ -13,6 +17,7 @@ import json
 from timefuse.domain.event import Event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.status import EventStatus
+from timefuse.ports.store import WorkerBeat
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
 from timefuse.testing.store_contract_support import (
@@ -28,6 +33,8 @@ from timefuse.testing.store_contract_support import (
 
 DONE_HOOK = "https://client.example/done"
 FAILED_HOOK = "https://client.example/failed"
+# Silence that makes a worker dead in these cases: less than PAST_SHORT_LEASE.
+SILENCE = 0.2
 
 
 async def notices_of(store: Store, parent: Event) -> list[Event]:
@@ -131,3 +138,72 @@ class RecoveryCallbacksContract:
         assert await notices_of(store, success_only) == []
         assert await notices_of(store, retried) == []
         assert sum((await store.count_by_status()).values()) == 2
+
+
+async def beat(store: Store, worker: str) -> None:
+    await store.heartbeat(WorkerBeat(worker, ("dispatch",), utc_now()))
+
+
+class DeadWorkersContract:
+    async def test_a_worker_heard_of_since_it_was_judged_dead_keeps_its_claims(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        await beat(store, "worker-back")
+        await beat(store, "worker-gone")
+        held = await insert_and_claim(store, "worker-back", 600.0)
+        lost = await insert_and_claim(store, "worker-gone", 600.0)
+        await store_time.advance(PAST_SHORT_LEASE)
+        # Both were listed as silent for longer than SILENCE. Before the recovery runs, one
+        # heartbeats again and claims a new event.
+        await beat(store, "worker-back")
+        fresh = await insert_and_claim(store, "worker-back", 600.0)
+        dead = ["worker-back", "worker-gone"]
+        assert await store.recover_expired_leases(dead, silent_seconds=SILENCE) == 1
+
+        for mine in (held, fresh):
+            stored = await stored_event(store, mine)
+            assert (stored.status, stored.locked_by, stored.claim_count, stored.retry_count) == (
+                EventStatus.PROCESSING,
+                "worker-back",
+                mine.claim_count,
+                0,
+            )
+            assert await store.attempts(mine.id) == []
+        gone = await stored_event(store, lost)
+        assert (gone.status, gone.locked_by, gone.retry_count) == (EventStatus.PENDING, None, 1)
+        (record,) = await store.attempts(lost.id)
+        assert (record.error, record.worker) == (LEASE_EXPIRED_ERROR, "worker-gone")
+        # The worker that came back still owns its claims: its outcomes are taken.
+        done = [make_outcome(held), make_outcome(fresh)]
+        assert await store.record_outcomes(done) == frozenset({held.id, fresh.id})
+
+    async def test_a_silent_worker_judged_again_later_loses_its_claims(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        await beat(store, "worker-a")
+        held = await insert_and_claim(store, "worker-a", 600.0)
+        assert await store.recover_expired_leases(["worker-a"], silent_seconds=SILENCE) == 0
+        await store_time.advance(PAST_SHORT_LEASE)
+        assert await store.recover_expired_leases(["worker-a"], silent_seconds=SILENCE) == 1
+        assert (await stored_event(store, held)).status is EventStatus.PENDING
+
+    async def test_a_worker_never_heard_of_is_left_to_its_leases(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        unheard = await insert_and_claim(store, "worker-unheard", 600.0)
+        expiring = await insert_and_claim(store, "worker-unheard", SHORT_LEASE)
+        await store_time.advance(PAST_SHORT_LEASE)
+        recovered = await store.recover_expired_leases(["worker-unheard"], silent_seconds=SILENCE)
+        assert recovered == 1
+        assert (await stored_event(store, unheard)).status is EventStatus.PROCESSING
+        assert (await stored_event(store, expiring)).status is EventStatus.PENDING
+
+    async def test_without_a_silence_every_claim_of_the_workers_named_is_recovered(
+        self, store: Store
+    ) -> None:
+        # A restarted process under the same worker id (its heartbeat is fresh: it is the
+        # new process's) takes its predecessor's claims back.
+        await beat(store, "worker-restarted")
+        held = await insert_and_claim(store, "worker-restarted", 600.0)
+        assert await store.recover_expired_leases(["worker-restarted"]) == 1
+        assert (await stored_event(store, held)).status is EventStatus.PENDING

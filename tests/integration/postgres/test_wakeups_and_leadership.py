@@ -1,4 +1,4 @@
-"""Cross-process coordination through PostgreSQL: due notifications and leadership."""
+"""Cross-process coordination through PostgreSQL: due notifications, leadership, recovery."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.listener import parse_due
-from timefuse.ports.store import ClaimRef, RedeliverResult
+from timefuse.ports.store import ClaimRef, RedeliverResult, WorkerBeat
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
-from timefuse.testing.store_contract_support import claim
+from timefuse.testing.store_contract_support import claim, insert_and_claim, stored_event
 
 pytestmark = pytest.mark.postgres
 
@@ -122,3 +122,21 @@ async def test_leadership_passes_on_while_the_old_leaders_connections_stay_open(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_recovery_leaves_a_worker_whose_heartbeat_is_being_written_alone(
+    pg_store: Store, postgres_dsn: str
+) -> None:
+    await pg_store.heartbeat(WorkerBeat("worker-back", ("dispatch",), datetime.now(UTC)))
+    held = await insert_and_claim(pg_store, "worker-back", 600.0)
+    await asyncio.sleep(0.3)  # silent for longer than the 0.2 s that makes it dead
+    with psycopg.connect(postgres_dsn) as beating:
+        # Its heartbeat is being written (not committed yet) while recovery runs.
+        beating.execute(
+            "UPDATE timefuse_workers SET last_seen = now() WHERE worker = 'worker-back'"
+        )
+        assert await pg_store.recover_expired_leases(["worker-back"], silent_seconds=0.2) == 0
+        beating.rollback()
+    # That heartbeat never landed: the worker is still silent.
+    assert await pg_store.recover_expired_leases(["worker-back"], silent_seconds=0.2) == 1
+    assert (await stored_event(pg_store, held)).locked_by is None

@@ -460,15 +460,27 @@ class MemoryStore(MemorySchedules):
             for key, b in sorted(self._breakers.items())
         ]
 
-    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
+    async def recover_expired_leases(
+        self, dead_workers: Collection[str] = (), *, silent_seconds: float | None = None
+    ) -> int:
         await self._enter("recover_expired_leases")
         now = self._now()
+        dead = set(dead_workers)
+        if silent_seconds is not None:
+            # Judged now, with the claims (no await in between): one heard of since is alive.
+            silent_before = now - timedelta(seconds=silent_seconds)
+            dead = {
+                name
+                for name in dead
+                if (worker := self._workers.get(name)) is not None
+                and worker.last_seen < silent_before
+            }
         count = 0
         for event in list(self._events.values()):
             if event.status is not EventStatus.PROCESSING:
                 continue
             expired = event.lock_expires_at is not None and event.lock_expires_at < now
-            if not expired and event.locked_by not in dead_workers:
+            if not expired and event.locked_by not in dead:
                 continue
             expiry = expire_lease(
                 attempts=event.attempts,

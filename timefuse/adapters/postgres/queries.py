@@ -451,14 +451,9 @@ UPDATE events AS e
 # declared dead. Each keeps an attempt record from the claim until now; the holder and claim
 # time are read before the update clears them. Rows locked right now (their worker is writing
 # the outcome) are skipped: the next recovery sees them again if they are still lost.
-RECOVER_LOST_CLAIMS = """
-WITH lost AS (
-    SELECT id, scheduled_at, locked_by, COALESCE(claimed_at, updated_at) AS started_at
-      FROM events
-     WHERE status = 'PROCESSING'
-       AND (lock_expires_at < now() OR locked_by = ANY(%(dead)s::text[]))
-       FOR UPDATE SKIP LOCKED
-),
+# {lost}: the CTEs that end in "lost" (id, scheduled_at, locked_by, started_at), locked.
+_RECOVER_LOST_CLAIMS = """
+WITH {lost},
 recovered AS (
     UPDATE events AS e
        SET status = CASE WHEN e.attempts >= e.max_retries + 1
@@ -488,6 +483,41 @@ kept AS (
 )
 SELECT id, scheduled_at, calls_back FROM recovered
 """
+
+_LOST_COLUMNS = "e.id, e.scheduled_at, e.locked_by, COALESCE(e.claimed_at, e.updated_at)"
+
+# Expired leases, and every claim of the workers named: a restarted process's predecessor.
+RECOVER_LOST_CLAIMS = _RECOVER_LOST_CLAIMS.format(
+    lost=f"""lost (id, scheduled_at, locked_by, started_at) AS (
+    SELECT {_LOST_COLUMNS}
+      FROM events AS e
+     WHERE e.status = 'PROCESSING'
+       AND (e.lock_expires_at < now() OR e.locked_by = ANY(%(dead)s::text[]))
+       FOR UPDATE SKIP LOCKED
+)"""
+)
+
+# Expired leases, and the claims of the workers named that are still silent: each worker's
+# heartbeat row is locked with its claims and re-read if a heartbeat changed it since the
+# statement began (READ COMMITTED re-checks locked rows), so a worker heard of since it was
+# judged keeps its claims; one whose heartbeat is being written right now is skipped.
+RECOVER_LOST_CLAIMS_OF_SILENT = _RECOVER_LOST_CLAIMS.format(
+    lost=f"""expired (id, scheduled_at, locked_by, started_at) AS (
+    SELECT {_LOST_COLUMNS}
+      FROM events AS e
+     WHERE e.status = 'PROCESSING' AND e.lock_expires_at < now()
+       FOR UPDATE SKIP LOCKED
+),
+abandoned (id, scheduled_at, locked_by, started_at) AS (
+    SELECT {_LOST_COLUMNS}
+      FROM events AS e
+      JOIN timefuse_workers AS w ON w.worker = e.locked_by
+     WHERE e.status = 'PROCESSING' AND e.locked_by = ANY(%(dead)s::text[])
+       AND w.last_seen < now() - make_interval(secs => %(silent)s)
+       FOR UPDATE OF e, w SKIP LOCKED
+),
+lost AS (SELECT * FROM expired UNION SELECT * FROM abandoned)"""
+)
 
 # The events recovery just dead-lettered that have a failure notice to send, as they are now
 # (same transaction), and the transaction's now(): the instant recovery wrote.

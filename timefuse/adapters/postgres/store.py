@@ -465,10 +465,16 @@ class PostgresEventStore(PostgresSchedules):
             cursor = await conn.execute(queries.FORGET_WORKERS, {"silent": float(silent_seconds)})
             return cursor.rowcount
 
-    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
-        params = {"error": LEASE_EXPIRED_ERROR, "dead": sorted(dead_workers)}
+    async def recover_expired_leases(
+        self, dead_workers: Collection[str] = (), *, silent_seconds: float | None = None
+    ) -> int:
+        params: dict[str, object] = {"error": LEASE_EXPIRED_ERROR, "dead": sorted(dead_workers)}
+        statement = queries.RECOVER_LOST_CLAIMS
+        if silent_seconds is not None and dead_workers:  # none named: expired leases only
+            params["silent"] = float(silent_seconds)
+            statement = queries.RECOVER_LOST_CLAIMS_OF_SILENT
         async with self._connection() as conn, conn.transaction():
-            cursor = await conn.execute(queries.RECOVER_LOST_CLAIMS, params)
+            cursor = await conn.execute(statement, params)
             recovered = await cursor.fetchall()
             calling_back = [(event_id, at) for event_id, at, calls_back in recovered if calls_back]
             if calling_back:

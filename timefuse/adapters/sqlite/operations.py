@@ -233,7 +233,11 @@ def extend_leases(conn: sqlite3.Connection, now: int, refs: str, lease: int) -> 
         return conn.execute(queries.EXTEND_LEASES, {"refs": refs, "expires": now + lease}).rowcount
 
 
-def recover_lost_claims(conn: sqlite3.Connection, now: int, dead: Collection[str]) -> int:
+def recover_lost_claims(
+    conn: sqlite3.Connection, now: int, dead: Collection[str], silent_before: int | None
+) -> int:
+    """``silent_before``: when given, a worker of ``dead`` is dead only if its heartbeat row
+    says it was last seen before then, read under the write lock heartbeats need too."""
     params = {
         "now": now,
         "dead": dumps(sorted(dead)),
@@ -241,6 +245,11 @@ def recover_lost_claims(conn: sqlite3.Connection, now: int, dead: Collection[str
         "outcome": OutcomeKind.RETRIABLE.value,
     }
     with transaction(conn):
+        if silent_before is not None:
+            still_silent = conn.execute(
+                queries.SILENT_WORKERS, {"dead": params["dead"], "before": silent_before}
+            )
+            params["dead"] = dumps(sorted(row[0] for row in still_silent))
         calling_back = [
             row[0] for row in conn.execute(queries.LOST_LAST_ATTEMPTS_CALLING_BACK, params)
         ]

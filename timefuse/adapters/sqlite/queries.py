@@ -199,6 +199,13 @@ UPDATE events SET lock_expires_at = :expires
 _LOST = """status = 'PROCESSING'
    AND (lock_expires_at < :now OR locked_by IN (SELECT value FROM json_each(:dead)))"""
 
+# Of the workers judged dead, those still silent: run in recovery's transaction, so a worker
+# that heartbeat since it was judged keeps its claims.
+SILENT_WORKERS = """
+SELECT worker FROM timefuse_workers
+ WHERE worker IN (SELECT value FROM json_each(:dead)) AND last_seen < :before
+"""
+
 # The attempt record of each lost claim, written before RECOVER_LOST_CLAIMS in the same
 # transaction (and with the same :now), so it sees exactly the claims about to be recovered.
 RECORD_LOST_ATTEMPTS = f"""

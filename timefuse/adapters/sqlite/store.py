@@ -206,9 +206,18 @@ class SqliteEventStore(SqliteSchedules):
             lambda conn: ops.forget_workers(conn, self._now() - micros_of_seconds(silent_seconds))
         )
 
-    async def recover_expired_leases(self, dead_workers: Collection[str] = ()) -> int:
+    async def recover_expired_leases(
+        self, dead_workers: Collection[str] = (), *, silent_seconds: float | None = None
+    ) -> int:
         dead = frozenset(dead_workers)
-        return await self._run(lambda conn: ops.recover_lost_claims(conn, self._now(), dead))
+        silent = None if silent_seconds is None else micros_of_seconds(silent_seconds)
+
+        def work(conn: sqlite3.Connection) -> int:
+            now = self._now()
+            before = None if silent is None else now - silent
+            return ops.recover_lost_claims(conn, now, dead, before)
+
+        return await self._run(work)
 
     # -- queries -----------------------------------------------------------------------------
 
