@@ -56,6 +56,27 @@ async def test_a_dispatcher_is_woken_by_an_api_process_committing_to_the_same_sq
             assert late < 2, f"{name} arrived {late:.1f} s late"
 
 
+@pytest.mark.slow
+def test_a_second_dispatching_process_on_one_sqlite_file_is_refused(processes: Start) -> None:
+    first = processes({}, command="serve")
+    api = processes({}, command="api")  # an API process is welcome
+    second = processes({}, command="dispatch")
+    assert second.proc is not None
+    assert second.proc.wait(30) != 0
+    assert "another process dispatches from" in second.log()
+    assert api.proc is not None
+    assert api.proc.poll() is None
+    # The lock goes with its process, however it ends: a dispatcher started again takes it.
+    first.kill()
+    second.start()
+    lock = second.workdir / "timefuse.db.dispatch.lock"
+    deadline = time.monotonic() + 30
+    while lock.read_text().strip() != str(second.proc.pid):
+        assert second.proc.poll() is None, second.log()
+        assert time.monotonic() < deadline, "the second dispatcher never took the lock"
+        time.sleep(0.05)
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_during_a_database_outage_one_event_and_a_batch_answer_503_within_the_submit_timeout(

@@ -14,6 +14,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from timefuse.adapters.sqlite import DispatchLockHeld, dispatch_lock, path_from_url
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
@@ -211,6 +212,14 @@ async def run(
     if "api" in roles:
         check_exposure(settings.api, host or settings.api.host, insecure_no_auth)
     sock = _listener(settings, roles, host, port)
+    sole = contextlib.ExitStack()
+    if "dispatch" in roles and settings.store.url.startswith("sqlite:"):
+        try:
+            sole.enter_context(dispatch_lock(path_from_url(settings.store.url)))
+        except DispatchLockHeld as exc:
+            if sock is not None:
+                sock.close()
+            raise StartupError(str(exc)) from None
     await tf.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -252,6 +261,7 @@ async def run(
         await tf.close()
         if sock is not None:
             sock.close()
+        sole.close()
         log.info("stopped")
 
 
