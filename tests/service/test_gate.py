@@ -469,10 +469,12 @@ async def test_the_only_holder_asks_to_hold_what_its_pace_starts_in_half_the_hol
     gate.admit(first)
     # Pace unknown before a delivery ended: nothing ahead of the cap.
     assert gate.shared_limits().ahead == {}
+    assert gate.ahead() == 0
     gate.admit(second := claimed())
     gate.finished(first, OK, 1.0)  # 4 slots at 1 s each: 4/s, 4 in half the hold time
     assert gate.shared_limits().ahead == {"a.example:443": 4}
     assert gate.shared_limits().mine == {"a.example:443": 1}
+    assert gate.ahead() == 4
     for _ in range(40):  # a fast receiver: at most two rounds of the cap
         gate.admit(fast := claimed())
         gate.finished(fast, OK, 0.001)
@@ -485,20 +487,21 @@ async def test_the_only_holder_asks_to_hold_what_its_pace_starts_in_half_the_hol
     assert gate.shared_limits().ahead == {}
 
 
-async def test_nothing_is_held_ahead_of_a_rate_nor_beyond_what_the_process_may_hold() -> None:
+async def test_the_global_bound_holds_events_of_every_destination_and_frees_them_in_turn() -> None:
     seen = Seen()
-    rated = DestinationLimits(concurrency=4, rate=100.0, burst=10)
-    gate = gate_with(
-        seen,
-        default=DestinationLimits(concurrency=4),
-        overrides={"rated.example": rated},
-        shared=True,
-        concurrency=7,
+    gate = gate_with(seen, default=DestinationLimits(concurrency=0), concurrency=2)
+    a1, a2, b1, c1 = (
+        claimed("a.example"),
+        claimed("a.example"),
+        claimed("b.example"),
+        claimed("c.example"),
     )
-    for host in ("a.example", "rated.example"):
-        gate.admit(first := claimed(host))
-        gate.admit(claimed(host))
-        gate.finished(first, OK, 0.01)  # fast: its pace would allow two rounds of the cap
-    # The rated destination gets none (its tokens are spent at the claim); the other only
-    # what the bound of 7 leaves once its cap of 4 and the 1 held elsewhere are counted.
-    assert gate.shared_limits().ahead == {"a.example:443": 2}
+    for c in (a1, a2, b1, c1):
+        gate.admit(c)
+    assert seen.started == [a1, a2]
+    gate.finished(a1, OK, 0.1)
+    assert seen.started == [a1, a2, b1]
+    gate.finished(a2, OK, 0.1)
+    assert seen.started == [a1, a2, b1, c1]
+    assert gate.in_flight == 2
+    assert gate.occupied == 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -91,15 +92,14 @@ class GateSettings:
     # ``ahead``), so the gate spends no tokens of its own; it starts what its slots allow,
     # judges receivers and publishes its breakers' changes.
     shared: bool = False
-    # The events this process may hold at once, in flight or waiting (the dispatcher claims no
-    # more): what a destination's only holder claims ahead of its cap stays within it.
+    # Attempts in flight at once across all destinations (0: no bound): a claimed event waits
+    # for a slot, as for its destination's.
     concurrency: int = 0
 
 
 # With shared limits, the events beyond its cap that a destination's only holder may keep
 # waiting, at most: this many rounds of its cap (and no more than it starts within half the
-# hold time, nor than its own bound leaves). Claims then run while the attempts before them
-# do, instead of between them.
+# hold time). Claims then run while the attempts before them do, instead of between them.
 AHEAD_ROUNDS = 2
 
 
@@ -193,6 +193,8 @@ class DestinationGate:
         self._shared_open: dict[str, float] = {}
         self._waiting = 0
         self._in_flight = 0
+        # Destinations with events waiting for a slot of the global bound, in arrival order.
+        self._blocked: dict[str, None] = {}
         self._closed = False
 
     @property
@@ -352,22 +354,26 @@ class DestinationGate:
             breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
         )
 
+    def ahead(self) -> int:
+        """How many claimed events may wait beyond the attempts in flight, all destinations
+        together: their ``_ahead``, at most the global bound."""
+        bound = self._settings.concurrency or math.inf
+        total = 0
+        for key in itertools.chain(self._busy, self._recently_idle(self._now())):
+            total += self._ahead(self._destinations[key])
+            if total >= bound:
+                break
+        return int(min(total, bound))
+
     def _ahead(self, dest: DestinationState) -> int:
         """How many events beyond its cap ``dest`` may keep waiting here: what it starts in
-        half the hold time at its known pace, at most ``AHEAD_ROUNDS`` of its cap, and only
-        what this process's own bound leaves once the whole cap is held. None while its pace
-        is unknown, a breaker is not closed, or a rate limits it (the store spends tokens at
-        the claim: events waiting for slots would then start in a burst)."""
+        half the hold time at its known pace, at most ``AHEAD_ROUNDS`` of its cap; none while
+        its pace is unknown or a breaker is not closed."""
         cap = dest.limits.concurrency
-        if not cap or dest.limits.rate > 0 or dest.typical_seconds is None or dest.tripped:
+        if not cap or dest.typical_seconds is None or dest.tripped:
             return 0
-        bound = self._settings.concurrency
-        spare = math.inf
-        if bound:
-            others = self.occupied - dest.in_flight - dest.waiting_count
-            spare = bound - others - cap
         paced = self._pace(dest) * self._settings.hold_seconds / 2
-        return max(0, int(min(cap * AHEAD_ROUNDS, paced, spare)))
+        return int(min(cap * AHEAD_ROUNDS, paced))
 
     def sync_breakers(self, shared: Sequence[SharedBreaker]) -> None:
         """Follow the shared breakers: open here what another process opened (for as long as
@@ -588,6 +594,7 @@ class DestinationGate:
         self._publish(changes)
         self._pump(claimed.key, dest)
         self._settle(claimed.key, dest)
+        self._pump_blocked()
 
     def _publish(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -605,6 +612,7 @@ class DestinationGate:
         self._unprobe(dest, claimed)
         self._pump(claimed.key, dest)
         self._settle(claimed.key, dest)
+        self._pump_blocked()
 
     def _unprobe(self, dest: DestinationState, claimed: Claimed) -> None:
         """``claimed`` won't probe after all: let another event do it."""
@@ -624,11 +632,26 @@ class DestinationGate:
         self._start(claimed)
 
     def _can_start(self, dest: DestinationState, now: float) -> bool:
+        bound = self._settings.concurrency
+        if bound and self._in_flight >= bound:
+            self._blocked[dest.key] = None
+            return False
         cap = dest.limits.concurrency
         if cap and dest.in_flight >= cap:
             return False
         # With shared limits the store spent the tokens when it gave the event.
         return self._settings.shared or dest.bucket is None or dest.bucket.try_take(now)
+
+    def _pump_blocked(self) -> None:
+        """A global slot came free: let the destinations waiting for one start, in turn."""
+        bound = self._settings.concurrency
+        while self._blocked and self._in_flight < bound:
+            key = next(iter(self._blocked))
+            del self._blocked[key]
+            dest = self._destinations.get(key)
+            if dest is not None and dest.waiting:
+                self._pump(key, dest)
+                self._settle(key, dest)
 
     def _pump(self, key: str, dest: DestinationState) -> None:
         """Start what ``dest`` can take now, hand back what waited too long or is held, set
