@@ -105,7 +105,6 @@ class Dispatcher:
                 gate,
                 shared=self._shared,
                 hold_seconds=min(gate.hold_seconds, settings.lease_seconds / 4),
-                concurrency=settings.concurrency,
             ),
             start=self._start,
             hand_back=self._hand_back,
@@ -197,10 +196,7 @@ class Dispatcher:
         settings = self._settings
         while not stop.is_set():
             _raise_if_failed(helpers)
-            # The gate starts no more than ``concurrency`` at once; busy capped destinations
-            # may have more waiting for their slots (each within the hold time), so their
-            # claims run while their attempts do.
-            room = settings.concurrency + self._gate.ahead() - self._gate.occupied
+            room = settings.concurrency - self._gate.occupied
             self._short_of_room = room < min(settings.batch_size, settings.concurrency) // 2
             if room <= 0:
                 await self._sleep(settings.poll_interval_seconds, stop)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,19 +87,9 @@ class GateSettings:
     # At most this many idle destinations are remembered; past it the longest idle goes.
     idle_max: int = 10_000
     # The store enforces caps, rates and breakers for every process together (claims ask for
-    # no more than they may start, plus what a destination's only holder may keep waiting:
-    # ``ahead``), so the gate spends no tokens of its own; it starts what its slots allow,
-    # judges receivers and publishes its breakers' changes.
+    # no more than they may start), so the gate starts what it is given and keeps no limit of
+    # its own; it still judges receivers and publishes its breakers' changes.
     shared: bool = False
-    # Attempts in flight at once across all destinations (0: no bound): a claimed event waits
-    # for a slot, as for its destination's.
-    concurrency: int = 0
-
-
-# With shared limits, the events beyond its cap that a destination's only holder may keep
-# waiting, at most: this many rounds of its cap (and no more than it starts within half the
-# hold time). Claims then run while the attempts before them do, instead of between them.
-AHEAD_ROUNDS = 2
 
 
 class ClaimBudget:
@@ -193,19 +182,12 @@ class DestinationGate:
         self._shared_open: dict[str, float] = {}
         self._waiting = 0
         self._in_flight = 0
-        # Destinations with events waiting for a slot of the global bound, in arrival order.
-        self._blocked: dict[str, None] = {}
         self._closed = False
 
     @property
     def occupied(self) -> int:
         """Events in flight or waiting, all destinations together."""
         return self._in_flight + self._waiting
-
-    @property
-    def in_flight(self) -> int:
-        """Attempts started and not yet ended, all destinations together."""
-        return self._in_flight
 
     @property
     def tracked(self) -> int:
@@ -335,45 +317,16 @@ class DestinationGate:
         """The limits the store enforces for every process, and what this one holds."""
         settings = self._settings
         mine = {}
-        ahead = {}
         for key in self._busy:
             dest = self._destinations[key]
             mine[key] = dest.in_flight + dest.waiting_count
-            if more := self._ahead(dest):
-                ahead[key] = more
-        # Just drained (its claims ran behind its attempts): its pace still holds.
-        for key in self._recently_idle(self._now()):
-            if more := self._ahead(self._destinations[key]):
-                ahead[key] = more
         return SharedLimits(
             default=_rule(settings.default),
             overrides={key: _rule(limits) for key, limits in settings.overrides.items()},
             type_defaults={name: _rule(limits) for name, limits in settings.type_defaults.items()},
             mine=mine,
-            ahead=ahead,
             breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
         )
-
-    def ahead(self) -> int:
-        """How many claimed events may wait beyond the attempts in flight, all destinations
-        together: their ``_ahead``, at most the global bound."""
-        bound = self._settings.concurrency or math.inf
-        total = 0
-        for key in itertools.chain(self._busy, self._recently_idle(self._now())):
-            total += self._ahead(self._destinations[key])
-            if total >= bound:
-                break
-        return int(min(total, bound))
-
-    def _ahead(self, dest: DestinationState) -> int:
-        """How many events beyond its cap ``dest`` may keep waiting here: what it starts in
-        half the hold time at its known pace, at most ``AHEAD_ROUNDS`` of its cap; none while
-        its pace is unknown or a breaker is not closed."""
-        cap = dest.limits.concurrency
-        if not cap or dest.typical_seconds is None or dest.tripped:
-            return 0
-        paced = self._pace(dest) * self._settings.hold_seconds / 2
-        return int(min(cap * AHEAD_ROUNDS, paced))
 
     def sync_breakers(self, shared: Sequence[SharedBreaker]) -> None:
         """Follow the shared breakers: open here what another process opened (for as long as
@@ -520,9 +473,6 @@ class DestinationGate:
         if not dest.waiting and self._can_start(dest, now):
             self._launch(dest, claimed)
             return
-        self._queue(dest, claimed)
-
-    def _queue(self, dest: DestinationState, claimed: Claimed) -> None:
         if dest.waiting is None:
             dest.waiting = deque()
         dest.waiting.append(claimed)
@@ -558,10 +508,6 @@ class DestinationGate:
                 and hold.probe_id is None
             ):
                 dest.drop_hold(source)
-            if dest.waiting or not self._can_start(dest, self._now()):
-                # Claimed ahead of a free slot: it waits, as long as the hold time at most.
-                self._queue(dest, claimed)
-                return
         self._launch(dest, claimed)
 
     def finished(self, claimed: Claimed, outcome: DeliveryOutcome, seconds: float) -> None:
@@ -594,7 +540,6 @@ class DestinationGate:
         self._publish(changes)
         self._pump(claimed.key, dest)
         self._settle(claimed.key, dest)
-        self._pump_blocked()
 
     def _publish(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -612,7 +557,6 @@ class DestinationGate:
         self._unprobe(dest, claimed)
         self._pump(claimed.key, dest)
         self._settle(claimed.key, dest)
-        self._pump_blocked()
 
     def _unprobe(self, dest: DestinationState, claimed: Claimed) -> None:
         """``claimed`` won't probe after all: let another event do it."""
@@ -632,26 +576,12 @@ class DestinationGate:
         self._start(claimed)
 
     def _can_start(self, dest: DestinationState, now: float) -> bool:
-        bound = self._settings.concurrency
-        if bound and self._in_flight >= bound:
-            self._blocked[dest.key] = None
-            return False
+        if self._settings.shared:
+            return True
         cap = dest.limits.concurrency
         if cap and dest.in_flight >= cap:
             return False
-        # With shared limits the store spent the tokens when it gave the event.
-        return self._settings.shared or dest.bucket is None or dest.bucket.try_take(now)
-
-    def _pump_blocked(self) -> None:
-        """A global slot came free: let the destinations waiting for one start, in turn."""
-        bound = self._settings.concurrency
-        while self._blocked and self._in_flight < bound:
-            key = next(iter(self._blocked))
-            del self._blocked[key]
-            dest = self._destinations.get(key)
-            if dest is not None and dest.waiting:
-                self._pump(key, dest)
-                self._settle(key, dest)
+        return dest.bucket is None or dest.bucket.try_take(now)
 
     def _pump(self, key: str, dest: DestinationState) -> None:
         """Start what ``dest`` can take now, hand back what waited too long or is held, set

@@ -121,26 +121,6 @@ class SharedLimitsContract:
         shared = limits(overrides={KEY: DestinationRule(concurrency=3)}, mine={KEY: 2})
         assert len((await take(store, "worker-a", shared))[0]) == 1
 
-    async def test_the_only_holder_may_claim_ahead_of_the_cap_and_no_one_else_beyond_it(
-        self, store: Store
-    ) -> None:
-        ids = await due_events(store, 20)
-        cap = {KEY: DestinationRule(concurrency=3)}
-        # Worker a holds 3 of its own (in flight) and may keep 4 more waiting: it takes 4.
-        first, _ = await take(store, "worker-a", limits(overrides=cap))
-        assert first == ids[:3]
-        ahead = limits(overrides=cap, mine={KEY: 3}, ahead={KEY: 4})
-        assert (await take(store, "worker-a", ahead))[0] == ids[3:7]
-        # Another worker finds the cap taken 7 times over: nothing, ahead or not.
-        assert (await take(store, "worker-b", limits(overrides=cap, ahead={KEY: 4})))[0] == []
-        # With another holder, the cap alone bounds a: it holds 7, more than the cap.
-        done = [await store.get(event_id) for event_id in first + ids[3:7]]
-        outcomes = [make_outcome(event) for event in done if event is not None]
-        assert len(await store.record_outcomes(outcomes)) == 7
-        assert (await take(store, "worker-b", limits(overrides=cap), limit=1))[0] == ids[7:8]
-        held_ahead = limits(overrides=cap, mine={KEY: 0}, ahead={KEY: 4})
-        assert (await take(store, "worker-a", held_ahead))[0] == ids[8:10]
-
     async def test_concurrent_claims_never_exceed_the_cap(self, store: Store) -> None:
         await due_events(store, 40)
         shared = limits(overrides={KEY: DestinationRule(concurrency=5)})

@@ -267,8 +267,7 @@ class MemoryStore(MemorySchedules):
                 and e.destination_key == key
                 and e.locked_by != request.worker
             )
-            ahead = 0 if others else shared.ahead.get(key, 0)
-            allowed = max(0, rule.concurrency + ahead - others - shared.mine.get(key, 0))
+            allowed = max(0, rule.concurrency - others - shared.mine.get(key, 0))
         if rule.rate > 0:
             allowed = min(allowed, int(self._tokens(key, rule, now)))
         return allowed

@@ -245,7 +245,7 @@ rules AS (
 state AS (
     SELECT r.key, r.cap, r.rate, r.burst, d.tokens, d.refilled_at,
            COALESCE(d.breaker, 'CLOSED') = 'OPEN' AS open, d.opened_at, d.probe_by,
-           d.probe_until, COALESCE(m.n, 0) AS mine, COALESCE(ah.n, 0) AS ahead,
+           d.probe_until, COALESCE(m.n, 0) AS mine,
            CASE WHEN r.cap > 0
                 THEN (SELECT count(*) FROM events AS p
                        WHERE p.status = 'PROCESSING' AND p.destination_key = r.key
@@ -255,17 +255,12 @@ state AS (
       LEFT JOIN timefuse_destinations AS d ON d.key = r.key
       LEFT JOIN unnest(%(mine_keys)s::text[], %(mine_counts)s::integer[]) AS m (key, n)
              ON m.key = r.key
-      LEFT JOIN unnest(%(ahead_keys)s::text[], %(ahead_counts)s::integer[]) AS ah (key, n)
-             ON ah.key = r.key
 ),
 allowance AS (
     SELECT key, rate, open, {_TOKENS_NOW} AS tokens_now,
            CASE WHEN open THEN
                      CASE WHEN {_PROBE_FREE.format(d="")} THEN 1 ELSE 0 END
-                -- The destination's only holder may hold its "ahead" beyond the cap.
-                ELSE least(CASE WHEN cap > 0
-                                THEN greatest(cap + CASE WHEN others = 0 THEN ahead ELSE 0 END
-                                              - others - mine, 0)::integer
+                ELSE least(CASE WHEN cap > 0 THEN greatest(cap - others - mine, 0)::integer
                                 ELSE {_UNLIMITED} END,
                            CASE WHEN rate > 0 THEN floor({_TOKENS_NOW})::integer
                                 ELSE {_UNLIMITED} END)

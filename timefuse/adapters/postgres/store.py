@@ -793,14 +793,13 @@ def _due_params(due: DueFilter) -> dict[str, Any]:
 
 def _most_claimable(shared: SharedLimits, request: ClaimRequest, key: str) -> int | None:
     """At most how many events of destination ``key`` one claim can take, as its rules allow
-    (``None``: no bound known). An upper bound: its cap (and what this worker may hold ahead
-    of it) less this worker's own in flight, its burst, its budget; with no rule of its own,
-    the loosest of the default and the type rules (the claim statement picks by the delivery
-    type, unknown here)."""
+    (``None``: no bound known). An upper bound: its cap less this worker's own in flight, its
+    burst, its budget; with no rule of its own, the loosest of the default and the type rules
+    (the claim statement picks by the delivery type, unknown here)."""
     bare = _PORT_SUFFIX.sub("", key)
     rule = shared.overrides.get(key) or (shared.overrides.get(bare) if bare != key else None)
     rules = [rule] if rule is not None else [shared.default, *shared.type_defaults.values()]
-    mine = shared.mine.get(key, 0) - shared.ahead.get(key, 0)
+    mine = shared.mine.get(key, 0)
     most: float = 0
     for each in rules:
         bound: float = math.inf
@@ -832,8 +831,6 @@ def _shared_params(shared: SharedLimits) -> dict[str, Any]:
         "default_burst": shared.default.burst,
         "mine_keys": list(shared.mine),
         "mine_counts": list(shared.mine.values()),
-        "ahead_keys": list(shared.ahead),
-        "ahead_counts": list(shared.ahead.values()),
         "cooldown": float(shared.breaker_cooldown_seconds),
     }
 

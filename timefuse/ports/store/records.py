@@ -111,10 +111,6 @@ class SharedLimits:
     :param type_defaults: rules by delivery type, for destinations with no override.
     :param mine: per destination, the events this worker already has in flight or waiting
         (its own claims still PROCESSING are otherwise not counted: it knows them better).
-    :param ahead: per destination, how many events beyond its cap this worker may hold
-        claimed (waiting for its own slots) while no other worker holds any of the
-        destination's events; with another holder the cap alone bounds everyone's claims, so
-        no more than the cap are ever in flight to the destination.
     :param breaker_cooldown_seconds: how long an open breaker holds before one probe.
     """
 
@@ -122,7 +118,6 @@ class SharedLimits:
     overrides: Mapping[str, DestinationRule] = field(default_factory=dict)
     type_defaults: Mapping[str, DestinationRule] = field(default_factory=dict)
     mine: Mapping[str, int] = field(default_factory=dict)
-    ahead: Mapping[str, int] = field(default_factory=dict)
     breaker_cooldown_seconds: float = 30.0
 
 
