@@ -12,6 +12,7 @@ import itertools
 import pytest
 
 from tests.service.conftest import World, answering, loop_time
+from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import ClaimRequest
@@ -124,3 +125,47 @@ async def test_a_restarted_worker_takes_its_predecessors_claims_back_at_once(
     assert at - start < 0.5
     stored = await cluster.stored(event)
     assert (stored.status, stored.retry_count) == (EventStatus.COMPLETED, 1)
+
+
+async def test_a_holder_that_may_run_less_than_the_cap_leaves_the_rest_to_the_others(
+    cluster: World,
+) -> None:
+    # Each dispatcher may hold 3 events, the destination's cap is 6: the first one alone must
+    # not hold the whole cap and keep the second from the other 3 slots.
+    cluster.receivers.answer(URL, answering(after=1.0))
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(1000)))
+    limits = {KEY: DestinationLimits(concurrency=6)}
+    first = cluster.dispatcher("worker-a", overrides=limits, concurrency=3)
+    second = cluster.dispatcher("worker-b", overrides=limits, concurrency=3)
+    stop = asyncio.Event()
+    running = [asyncio.create_task(first.run(stop))]
+    await asyncio.sleep(5.0)
+    running.append(asyncio.create_task(second.run(stop)))
+    joined = loop_time()
+    await asyncio.sleep(30.0)
+    stop.set()
+    await asyncio.gather(*running)
+    after = [r for r in cluster.receivers.requests if joined + 2 <= r.at < joined + 30]
+    assert len(after) / 28 > 5.5  # both deliver: 6 at once, a second each
+    assert cluster.receivers.most_in_flight[URL] == 6
+
+
+async def test_attempts_ending_at_once_never_start_more_than_a_shared_rate_allows(
+    cluster: World,
+) -> None:
+    # The receiver stalls with the cap's worth in flight, then answers them all at once: the
+    # next claims must not start a burst past the shared bucket.
+    started = loop_time()
+
+    async def stall_then_answer(event: Event, attempt: int) -> DeliveryOutcome:
+        elapsed = loop_time() - started
+        await asyncio.sleep(10.0 - elapsed if 5.0 <= elapsed < 10.0 else 1.0)
+        return DeliveryOutcome.success(200)
+
+    cluster.receivers.answer(URL, stall_then_answer)
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(400)))
+    limits = {KEY: DestinationLimits(concurrency=20, rate=10.0, burst=10)}
+    await cluster.run(20.0, cluster.dispatcher(overrides=limits))
+    times = sorted(r.at - started for r in cluster.receivers.requests)
+    busiest = max(sum(1 for t in times if at <= t < at + 0.5) for at in times)
+    assert busiest <= 10 + 10 * 0.5
