@@ -32,8 +32,9 @@ def _wait_listening(url: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"nothing answers on {url}")
 
 
-def test_the_metrics_port_of_dispatch_needs_a_key_with_the_metrics_role(
-    processes: Start, tmp_path: Path
+@pytest.mark.parametrize("command", ["dispatch", pytest.param("ingest", marks=pytest.mark.kafka)])
+def test_the_metrics_port_of_dispatch_and_ingest_needs_a_key_with_the_metrics_role(
+    processes: Start, tmp_path: Path, request: pytest.FixtureRequest, command: str
 ) -> None:
     everyone, billing = new_key(), new_key()
     keys = tmp_path / "keys.toml"
@@ -43,14 +44,20 @@ def test_the_metrics_port_of_dispatch_needs_a_key_with_the_metrics_role(
         + key_entry("billing", hash_key(billing), ["billing"], [Role.READ])
     )
     port = free_port()
-    processes(
-        {
-            "TIMEFUSE_API_KEYS_FILE": str(keys),
-            "TIMEFUSE_METRICS_AUTH": "true",
-            "TIMEFUSE_METRICS_PORT": str(port),
-        },
-        command="dispatch",
-    )
+    env = {
+        "TIMEFUSE_API_KEYS_FILE": str(keys),
+        "TIMEFUSE_METRICS_AUTH": "true",
+        "TIMEFUSE_METRICS_PORT": str(port),
+    }
+    if command == "ingest":
+        # A topic and group of its own: the session's broker is shared by every test.
+        suffix = new_key()[-12:].lower()
+        env |= {
+            "KAFKA_BOOTSTRAP_SERVERS": request.getfixturevalue("kafka").bootstrap_servers,
+            "TIMEFUSE_KAFKA_INGEST_TOPIC": f"metrics-listener-{suffix}",
+            "TIMEFUSE_KAFKA_CONSUMER_GROUP": f"metrics-listener-{suffix}",
+        }
+    processes(env, command=command)
     base = f"http://127.0.0.1:{port}"
     _wait_listening(f"{base}/health/live")
 
