@@ -48,6 +48,9 @@ from timefuse.ports.store import (
 )
 from timefuse.service.store_schedules import ScheduleRules
 
+# Ids one get_many may ask for: a batch of submissions.
+MAX_GET_MANY = 1000
+
 T = TypeVar("T")
 
 CANCELLABLE = statuses_that_may_become(EventStatus.CANCELLED)
@@ -214,6 +217,13 @@ class Store(ScheduleRules):
         if wanted is not None and not wanted:
             return None
         return await self._adapter.get(event_id, sources=wanted)
+
+    async def get_many(self, event_ids: Collection[str]) -> list[Event]:
+        """The stored events among ``event_ids`` (at most :data:`MAX_GET_MANY` at once)."""
+        ids = list(dict.fromkeys(event_ids))
+        if len(ids) > MAX_GET_MANY:
+            raise ValueError(f"at most {MAX_GET_MANY} ids at once, got {len(ids)}")
+        return await self._adapter.get_many(ids) if ids else []
 
     async def find_by_external_id(
         self, external_job_id: str, limit: int = 100, *, sources: Collection[str] | None = None

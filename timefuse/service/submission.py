@@ -20,7 +20,7 @@ from timefuse.domain.spread import first_due_time
 from timefuse.domain.status import EventStatus
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
-from timefuse.service.store import Store
+from timefuse.service.store import MAX_GET_MANY, Store
 
 T = TypeVar("T")
 
@@ -29,8 +29,6 @@ T = TypeVar("T")
 LOOKUP_SECONDS = 0.5
 # After a lookup failed, submissions skip it for this long instead of each waiting it out.
 LOOKUP_PAUSE_SECONDS = 5.0
-# A batch's items are looked up this many at a time.
-LOOKUP_CONCURRENCY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,23 +122,11 @@ class TwinLookup:
             return {}
 
     async def _get_many(self, ids: list[str]) -> dict[str, Event]:
+        # One read per batch (a store error is the caller's: it answers 503 as for one event).
         found: dict[str, Event] = {}
-
-        async def look(chunk: list[str]) -> None:
-            for event_id in chunk:
-                event = await self._store.get(event_id)
-                if event is not None:
-                    found[event.id] = event
-
-        # A few lookups at a time, each task its share; one failing cancels the others, and
-        # its error is the caller's (a store error answers 503 as for one submission).
-        try:
-            async with asyncio.TaskGroup() as group:
-                for n in range(LOOKUP_CONCURRENCY):
-                    if ids[n::LOOKUP_CONCURRENCY]:
-                        group.create_task(look(ids[n::LOOKUP_CONCURRENCY]))
-        except ExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+        for start in range(0, len(ids), MAX_GET_MANY):
+            for event in await self._store.get_many(ids[start : start + MAX_GET_MANY]):
+                found[event.id] = event
         return found
 
 

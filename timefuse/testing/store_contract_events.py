@@ -108,6 +108,19 @@ class EventsContract:
     async def test_returns_none_for_an_unknown_id(self, store: Store) -> None:
         assert await store.get(new_event_id(utc_now())) is None
 
+    async def test_many_ids_are_read_at_once_and_unknown_ones_left_out(self, store: Store) -> None:
+        # Several days apart: on a partitioned store each is read where it lives.
+        now = utc_now()
+        events = [make_event(scheduled_at=now + timedelta(days=n)) for n in range(3)]
+        await insert_events(store, *events)
+        ids = [events[2].id, new_event_id(now), events[0].id, events[0].id]
+        found = await store.get_many(ids)
+        assert sorted(event.id for event in found) == sorted([events[0].id, events[2].id])
+        assert {event.id: event for event in found}[events[2].id] == events[2]
+        assert await store.get_many([]) == []
+        with pytest.raises(ValueError, match="at most"):
+            await store.get_many([new_event_id(now) for _ in range(1001)])
+
     async def test_inserting_nothing_stores_nothing(self, store: Store) -> None:
         assert await store.insert_many([]) == {}
         assert await store.count_by_status() == _NO_EVENTS

@@ -533,6 +533,11 @@ class MemoryStore(MemorySchedules):
         event = self._visible(event_id, sources)
         return None if event is None else replace(event, extra=dict(event.extra))
 
+    async def get_many(self, event_ids: Sequence[str]) -> list[Event]:
+        await self._enter("get_many")
+        found = (self._events.get(event_id) for event_id in event_ids)
+        return [replace(event, extra=dict(event.extra)) for event in found if event is not None]
+
     async def find_by_external_id(
         self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
     ) -> list[Event]:

@@ -617,6 +617,13 @@ GET = f"""
 SELECT {_COLUMNS} FROM events WHERE id = %(id)s AND scheduled_at = {_SCHEDULED_AT_OF_ID}
 """
 
+# A batch's ids, each found through event_ids (its scheduled_at: the partition to read).
+GET_MANY = f"""
+SELECT {_E_COLUMNS} FROM event_ids AS i
+  JOIN events AS e ON e.id = i.id AND e.scheduled_at = i.scheduled_at
+ WHERE i.id = ANY(%(ids)s::text[])
+"""
+
 FIND_BY_EXTERNAL_ID = f"""
 SELECT {_COLUMNS} FROM events
  WHERE external_job_id = %(external_job_id)s AND {_OF_SOURCES}

@@ -493,6 +493,11 @@ class PostgresEventStore(PostgresSchedules):
         event = row_to_event(rows[0])
         return event if sources is None or event.source in sources else None
 
+    async def get_many(self, event_ids: Sequence[str]) -> list[Event]:
+        async with self._connection() as conn:
+            rows = await fetch_binary(conn, queries.GET_MANY, {"ids": list(event_ids)})
+        return [row_to_event(row) for row in rows]
+
     async def find_by_external_id(
         self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
     ) -> list[Event]:

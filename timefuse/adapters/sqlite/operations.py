@@ -426,6 +426,11 @@ def get(conn: sqlite3.Connection, event_id: str, sources: frozenset[str] | None)
     return event if sources is None or event.source in sources else None
 
 
+def get_many(conn: sqlite3.Connection, event_ids: Sequence[str]) -> list[Event]:
+    rows = conn.execute(queries.GET_MANY, (json.dumps(list(event_ids)),)).fetchall()
+    return [row_to_event(row) for row in rows]
+
+
 def find_by_external_id(
     conn: sqlite3.Connection, external_job_id: str, limit: int, sources: frozenset[str] | None
 ) -> list[Event]:

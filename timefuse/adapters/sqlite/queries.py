@@ -36,6 +36,9 @@ ID_BY_DEDUP_KEY = (
 
 GET = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
 
+# One statement for a batch's ids however many (json_each: SQLite caps a statement's parameters).
+GET_MANY = f"SELECT {_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
+
 SOURCE_OF = "SELECT source FROM events WHERE id = ?"
 
 

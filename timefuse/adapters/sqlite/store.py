@@ -224,6 +224,9 @@ class SqliteEventStore(SqliteSchedules):
     async def get(self, event_id: str, *, sources: frozenset[str] | None) -> Event | None:
         return await self._run(partial(ops.get, event_id=event_id, sources=sources))
 
+    async def get_many(self, event_ids: Sequence[str]) -> list[Event]:
+        return await self._run(partial(ops.get_many, event_ids=event_ids))
+
     async def find_by_external_id(
         self, external_job_id: str, limit: int, *, sources: frozenset[str] | None
     ) -> list[Event]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from timefuse.domain.cursor import Cursor
@@ -14,6 +14,11 @@ from timefuse.ports.store.records import AttemptRecord, EventPage, EventQuery
 class Queries(Protocol):
     async def get(self, event_id: str, *, sources: frozenset[str] | None) -> Event | None:
         """The event, if it exists and (with ``sources``) belongs to one of them."""
+        ...
+
+    async def get_many(self, event_ids: Sequence[str]) -> list[Event]:
+        """The stored events among ``event_ids`` (any source, in no order): one read for a
+        batch's items, however many."""
         ...
 
     async def find_by_external_id(
