@@ -75,6 +75,16 @@ def test_ingest_reports_the_persisted_rate_against_raw_inserts() -> None:
     assert_compared_with_baseline(report)
 
 
+def test_ingest_of_single_posts_stores_each_event_and_reports_its_rate() -> None:
+    report = report_of("ingest", "--single", "-n", "120", "--concurrency", "6")
+
+    assert report["parameters"]["batch"] == 1
+    assert report["parameters"]["concurrency"] == 6
+    assert report["results"]["time_to_persist_s"] > 0
+    assert report["results"]["batch_latency_p50_s"] <= report["results"]["batch_latency_p99_s"]
+    assert_compared_with_baseline(report)
+
+
 @pytest.mark.parametrize("scenario", ["deliver-http", "herd"])
 def test_events_due_at_once_are_all_delivered_and_compared_with_raw_aiohttp(
     scenario: str,
@@ -191,6 +201,7 @@ async def test_bench_drives_a_running_deployment_by_url(
         (["console", "--database-url", "postgresql://x/y"], "--database-url applies to the"),
         (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
         (["ingest-backlog", "--url", "http://x"], "drop --url"),
+        (["herd", "--single"], "--single applies to the ingest scenario only"),
         (["herd", "--runs", "0"], "--runs: must be at least 1"),
         (["herd", "--stores", "sqlite"], "--stores, --idle and --every apply to the schedules"),
         (["herd", "--every", "5"], "--stores, --idle and --every apply to the schedules"),

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from timefuse.bench.processes import BenchError
 
 BATCH_PATH = "/api/v1/events/batch"
+ONE_PATH = "/api/v1/events"
 STATISTICS_PATH = "/api/v1/events/statistics"
 BATCH_LIMIT = 1000
 SOURCE = "timefuse-bench"
@@ -57,6 +58,14 @@ class TimefuseApi:
 
     async def close(self) -> None:
         await self._session.close()
+
+    async def submit_one(self, event: dict[str, Any]) -> str:
+        """Submit one event on its own (``POST /api/v1/events``); returns its id."""
+        async with self._session.post(self.base_url + ONE_PATH, data=_encoder.encode(event)) as r:
+            text = await r.read()
+            if r.status != 202:
+                raise BenchError(f"POST {ONE_PATH} answered {r.status}: {text[:300]!r}")
+        return str(msgspec.json.decode(text)["data"]["id"])
 
     async def submit_batch(self, events: Sequence[dict[str, Any]]) -> list[str]:
         """Submit up to 1000 events; returns their ids in order. Any rejection is an error."""

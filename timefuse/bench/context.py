@@ -76,6 +76,32 @@ async def submit_all(
     return ids, latencies
 
 
+async def submit_each(
+    ctx: Context, events: Sequence[dict[str, Any]], clients: int, label: str
+) -> tuple[list[str], list[float]]:
+    """Submit ``events`` one request each, from ``clients`` concurrent clients.
+
+    Returns the ids in order and each request's latency in seconds.
+    """
+    ids: list[str] = [""] * len(events)
+    latencies: list[float] = []
+    progress = Progress(label, len(events))
+    queue = iter(range(len(events)))
+
+    async def client() -> None:
+        for index in queue:
+            began = time.perf_counter()
+            ids[index] = await ctx.api.submit_one(events[index])
+            latencies.append(time.perf_counter() - began)
+            progress.update(len(latencies))
+
+    try:
+        await asyncio.gather(*(client() for _ in range(clients)))
+    finally:
+        progress.close()
+    return ids, latencies
+
+
 @dataclass
 class Arrivals:
     first: dict[str, float] = field(default_factory=dict)  # event id -> first arrival

@@ -64,6 +64,8 @@ DECLARE_CONCURRENCY = 16
 RIVER_RUNS = 2
 MAX_DISPATCHERS = 32
 INGEST_CONCURRENCY = (4, 2)
+# ingest --single: concurrent clients each POSTing one event at a time.
+SINGLE_CLIENTS = (50, 8)
 STEADY_RATE = (1000.0, 100.0)
 STEADY_DURATION = (60.0, 3.0)
 MAX_PROCESSES = 32
@@ -138,6 +140,8 @@ class BenchOptions:
     dispatchers: tuple[int, ...] = (1,)
     serve: bool = False
     py_spy: str | None = None
+    # ingest only: one event per request, not batches of 1,000
+    single: bool = False
     # store only
     backend: str = "sqlite"
     # console only
@@ -280,6 +284,11 @@ def _add_sizes(sub: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=positive_int,
         help="deliveries (or, for ingest, batch requests) in flight at once",
+    )
+    sub.add_argument(
+        "--single",
+        action="store_true",
+        help="ingest: POST each event alone (/api/v1/events), --concurrency clients (default 50)",
     )
     sub.add_argument("--short", action="store_true", help="tiny sizes, a few seconds per run")
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -465,7 +474,9 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
     default_duration = SCHEDULES_DURATION if scenario == "schedules" else STEADY_DURATION
     duration = args.duration or default_duration[size]
     events = args.events or (int(rate * duration) if steady else EVENTS[scenario][size])
-    concurrency = args.concurrency or _default_concurrency(scenario, size)
+    concurrency = args.concurrency or (
+        SINGLE_CLIENTS[size] if args.single else _default_concurrency(scenario, size)
+    )
     kafka = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
     day = _day_options(args, size) if scenario == "day" else None
     if day is not None and day.knee_start > day.knee_max:
@@ -493,6 +504,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         serve=args.serve,
         py_spy=args.py_spy,
         backend=backend,
+        single=args.single,
         keep=args.keep,
         day=day,
         stores=args.stores or STORES,
@@ -511,6 +523,8 @@ def _check_combinations(args: argparse.Namespace) -> None:
         args.stores is not None or args.idle is not None or args.every is not None
     ):
         raise BenchUsageError("--stores, --idle and --every apply to the schedules scenario only")
+    if args.single and scenario != "ingest":
+        raise BenchUsageError("--single applies to the ingest scenario only")
     if scenario == "steady" and args.events is not None:
         raise BenchUsageError(
             "steady sends --rate events per second for --duration seconds; drop -n/--events"

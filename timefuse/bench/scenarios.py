@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from timefuse.bench import baselines
-from timefuse.bench.api import event_fields, iso, metric_delta
-from timefuse.bench.context import Arrivals, Context, collect, submit_all
+from timefuse.bench.api import BATCH_LIMIT, event_fields, iso, metric_delta
+from timefuse.bench.context import Arrivals, Context, collect, submit_all, submit_each
 from timefuse.bench.processes import BenchError
 from timefuse.bench.report import Report
 from timefuse.bench.stats import lateness_summary, percentile, rate
@@ -28,13 +28,15 @@ def _report(ctx: Context, **parameters: Any) -> Report:
 
 async def ingest(ctx: Context) -> Report:
     o = ctx.options
-    report = _report(ctx, events=o.events, concurrency=o.concurrency, batch=1000)
+    batch = 1 if o.single else BATCH_LIMIT
+    report = _report(ctx, events=o.events, concurrency=o.concurrency, batch=batch)
     report.baseline = await baselines.raw_insert(_baseline_store_url(ctx), o.events)
     before = (await ctx.api.statistics()).get("TOTAL", 0)
     due = iso(time.time() + INGEST_DUE_AHEAD_S)
     fields = [event_fields(ctx.run_id, i, due, "http", ctx.receiver.url()) for i in range(o.events)]
     started = time.perf_counter()
-    _, latencies = await submit_all(ctx, fields, o.concurrency, "submitting")
+    submit = submit_each if o.single else submit_all
+    _, latencies = await submit(ctx, fields, o.concurrency, "submitting")
     accepted = time.perf_counter() - started
     # Inline ingest answers 202 only once the events are in the store; through Kafka they are
     # persisted when the statistics count them.
