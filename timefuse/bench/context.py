@@ -47,56 +47,39 @@ class Context:
 
 
 async def submit_all(
-    ctx: Context, events: Sequence[dict[str, Any]], concurrency: int, label: str
+    ctx: Context,
+    events: Sequence[dict[str, Any]],
+    concurrency: int,
+    label: str,
+    *,
+    per_request: int = BATCH_LIMIT,
 ) -> tuple[list[str], list[float]]:
-    """Submit ``events`` in batches of 1000, ``concurrency`` batches in flight.
-
-    Returns the ids in order and each batch's latency in seconds.
-    """
-    ids: list[str] = [""] * len(events)
-    latencies: list[float] = []
-    progress = Progress(label, len(events))
-    semaphore = asyncio.Semaphore(concurrency)
-    done = 0
-
-    async def one(start: int) -> None:
-        nonlocal done
-        async with semaphore:
-            began = time.perf_counter()
-            batch = events[start : start + BATCH_LIMIT]
-            ids[start : start + len(batch)] = await ctx.api.submit_batch(batch)
-            latencies.append(time.perf_counter() - began)
-            done += len(batch)
-            progress.update(done)
-
-    try:
-        await asyncio.gather(*(one(s) for s in range(0, len(events), BATCH_LIMIT)))
-    finally:
-        progress.close()
-    return ids, latencies
-
-
-async def submit_each(
-    ctx: Context, events: Sequence[dict[str, Any]], clients: int, label: str
-) -> tuple[list[str], list[float]]:
-    """Submit ``events`` one request each, from ``clients`` concurrent clients.
+    """Submit ``events`` in requests of ``per_request`` (1: each alone, to
+    ``POST /api/v1/events``; else batches), ``concurrency`` requests in flight.
 
     Returns the ids in order and each request's latency in seconds.
     """
     ids: list[str] = [""] * len(events)
     latencies: list[float] = []
     progress = Progress(label, len(events))
-    queue = iter(range(len(events)))
+    starts = iter(range(0, len(events), per_request))
+    done = 0
 
     async def client() -> None:
-        for index in queue:
+        nonlocal done
+        for start in starts:
+            chunk = events[start : start + per_request]
             began = time.perf_counter()
-            ids[index] = await ctx.api.submit_one(events[index])
+            if per_request == 1:
+                ids[start] = await ctx.api.submit_one(chunk[0])
+            else:
+                ids[start : start + len(chunk)] = await ctx.api.submit_batch(chunk)
             latencies.append(time.perf_counter() - began)
-            progress.update(len(latencies))
+            done += len(chunk)
+            progress.update(done)
 
     try:
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client() for _ in range(concurrency)))
     finally:
         progress.close()
     return ids, latencies

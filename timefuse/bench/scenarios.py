@@ -9,7 +9,7 @@ from typing import Any
 
 from timefuse.bench import baselines
 from timefuse.bench.api import BATCH_LIMIT, event_fields, iso, metric_delta
-from timefuse.bench.context import Arrivals, Context, collect, submit_all, submit_each
+from timefuse.bench.context import Arrivals, Context, collect, submit_all
 from timefuse.bench.processes import BenchError
 from timefuse.bench.report import Report
 from timefuse.bench.stats import lateness_summary, percentile, rate
@@ -35,8 +35,7 @@ async def ingest(ctx: Context) -> Report:
     due = iso(time.time() + INGEST_DUE_AHEAD_S)
     fields = [event_fields(ctx.run_id, i, due, "http", ctx.receiver.url()) for i in range(o.events)]
     started = time.perf_counter()
-    submit = submit_each if o.single else submit_all
-    _, latencies = await submit(ctx, fields, o.concurrency, "submitting")
+    _, latencies = await submit_all(ctx, fields, o.concurrency, "submitting", per_request=batch)
     accepted = time.perf_counter() - started
     # Inline ingest answers 202 only once the events are in the store; through Kafka they are
     # persisted when the statistics count them.
