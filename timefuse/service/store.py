@@ -263,8 +263,8 @@ class Store(ScheduleRules):
         counts = await self._adapter.pending_by_source(wanted)
         return {source: counts.get(source, 0) for source in wanted}
 
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
-        return await self._adapter.attempts(event_id, current=current)
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
+        return await self._adapter.attempts(event_id)
 
     async def count_due_by_type(self) -> Mapping[str, int]:
         return await self._adapter.count_due_by_type()

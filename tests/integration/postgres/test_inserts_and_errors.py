@@ -12,7 +12,7 @@ import pytest
 from tests.integration.postgres.conftest import Db, counted_by_scan, partition_of
 from tests.support.postgres_server import free_port, postgres_url
 from timefuse.adapters.postgres import PostgresEventStore
-from timefuse.adapters.postgres import store as postgres_store
+from timefuse.adapters.postgres import inserts as postgres_inserts
 from timefuse.adapters.postgres.errors import translate
 from timefuse.adapters.postgres.inserts import COPY_MIN_BATCH
 from timefuse.adapters.postgres.partitions import period_start
@@ -180,7 +180,7 @@ async def test_a_check_violation_on_the_default_partition_is_unavailable_elsewhe
     assert type(translate(broken)) is StoreRefused
     # What an ingest consumer sees of an insert into the fenced period, once the store is
     # done waiting for the attach: "unavailable", so the record is retried, not dead-lettered.
-    monkeypatch.setattr(postgres_store, "ATTACH_RETRIES", 2)
+    monkeypatch.setattr(postgres_inserts, "ATTACH_RETRIES", 2)
     with pytest.raises(StoreUnavailable):
         await pg_store.insert_many([make_event(scheduled_at=lower + timedelta(hours=2))])
 

@@ -594,7 +594,7 @@ class MemoryStore(MemorySchedules):
                 counts[event.delivery_type] = counts.get(event.delivery_type, 0) + 1
         return counts
 
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
         await self._enter("attempts")
         return list(self._history.get(event_id, []))
 

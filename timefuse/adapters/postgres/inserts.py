@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
+import psycopg
 from psycopg.rows import TupleRow
 
 from timefuse.adapters.postgres import queries
 from timefuse.adapters.postgres.connection import Connection, notify_due
 from timefuse.adapters.postgres.rows import copy_row, event_arrays
 from timefuse.domain.event import Event
-from timefuse.ports.store import StoreError
+from timefuse.ports.store import StoreError, StoreUnavailable
+
+_T = TypeVar("_T")
 
 # From this many events, insert_many sends them by COPY rather than as array parameters.
 # benchmarks/postgres_store.py puts the break-even between 250 and 1000 events: arrays win
 # small batches (one round trip fewer), COPY wins 1000-event ones by some 10-15%.
 COPY_MIN_BATCH = 500
+# A write refused because its period's partition is being attached right now is tried again
+# this often, this many times (the attach takes milliseconds).
+ATTACH_RETRY_SECONDS = 0.05
+ATTACH_RETRIES = 40
+
+
+async def past_attaching_partitions(write: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``write`` (a whole transaction that inserts events) again while it meets a
+    partition being attached right now."""
+    for attempt in range(ATTACH_RETRIES):
+        try:
+            return await write()
+        except StoreUnavailable as exc:
+            if not attaching(exc) or attempt == ATTACH_RETRIES - 1:
+                raise
+        await asyncio.sleep(ATTACH_RETRY_SECONDS)
+    raise AssertionError("unreachable")
+
+
+def attaching(exc: StoreUnavailable) -> bool:
+    """Whether ``exc`` is an insert refused by a partition being attached (its fence)."""
+    return isinstance(exc.__cause__, psycopg.errors.CheckViolation)
 
 
 async def insert_events(conn: Connection, events: Sequence[Event]) -> dict[str, str]:

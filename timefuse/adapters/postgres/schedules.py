@@ -8,16 +8,13 @@ in one transaction.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from timefuse.adapters.postgres.connection import Connection, fetch_binary
-from timefuse.adapters.postgres.inserts import insert_events
+from timefuse.adapters.postgres.inserts import insert_events, past_attaching_partitions
 from timefuse.adapters.postgres.rows import row_to_event
 from timefuse.domain.cursor import Cursor
 from timefuse.domain.event import EVENT_COLUMN_NAMES, Event
@@ -29,7 +26,6 @@ from timefuse.ports.store import (
     SchedulePosition,
     ScheduleQuery,
     ScheduleRecord,
-    StoreUnavailable,
 )
 from timefuse.ports.store.schedules import decode_template, encode_template
 
@@ -81,11 +77,6 @@ SELECT {_EVENTS} FROM events
  LIMIT %(limit)s
 """
 _BEFORE = "AND (scheduled_at, id) < (%(before_at)s, %(before_id)s)"
-
-# An insert refused because its period's partition is being attached right now is tried again
-# (as PostgresEventStore.insert_many does).
-_ATTACH_RETRY_SECONDS = 0.05
-_ATTACH_RETRIES = 40
 
 
 def record_params(record: ScheduleRecord) -> dict[str, Any]:
@@ -212,26 +203,19 @@ class PostgresSchedules:
 
     async def materialise(self, batch: Sequence[Materialisation]) -> list[str]:
         arrays = update_arrays([(plan.record, plan.expected_version) for plan in batch])
-        for attempt in range(_ATTACH_RETRIES):
-            try:
-                async with self._connection() as conn, conn.transaction():
-                    cursor = await conn.execute(UPDATE, arrays)
-                    applied = {row[0] for row in await cursor.fetchall()}
-                    events: list[Event] = [
-                        event
-                        for plan in batch
-                        if plan.record.id in applied
-                        for event in plan.events
-                    ]
-                    if events:
-                        await insert_events(conn, events)
-                    return [plan.record.id for plan in batch if plan.record.id in applied]
-            except StoreUnavailable as exc:
-                attaching = isinstance(exc.__cause__, psycopg.errors.CheckViolation)
-                if not attaching or attempt == _ATTACH_RETRIES - 1:
-                    raise
-            await asyncio.sleep(_ATTACH_RETRY_SECONDS)
-        raise AssertionError("unreachable")
+
+        async def write() -> list[str]:
+            async with self._connection() as conn, conn.transaction():
+                cursor = await conn.execute(UPDATE, arrays)
+                applied = {row[0] for row in await cursor.fetchall()}
+                events: list[Event] = [
+                    event for plan in batch if plan.record.id in applied for event in plan.events
+                ]
+                if events:
+                    await insert_events(conn, events)
+                return [plan.record.id for plan in batch if plan.record.id in applied]
+
+        return await past_attaching_partitions(write)
 
     async def count_schedules(self, sources: frozenset[str] | None) -> Mapping[ScheduleState, int]:
         async with self._connection() as conn:

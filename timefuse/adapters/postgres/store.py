@@ -24,7 +24,7 @@ from timefuse.adapters.postgres.connection import (
     notify_due,
 )
 from timefuse.adapters.postgres.errors import lost_to_a_moved_row, wrap_exceptions
-from timefuse.adapters.postgres.inserts import insert_events
+from timefuse.adapters.postgres.inserts import insert_events, past_attaching_partitions
 from timefuse.adapters.postgres.listener import Notify, watch_due
 from timefuse.adapters.postgres.migrations import (
     apply_migrations,
@@ -96,10 +96,6 @@ SHARED_CLAIM_ROUNDS = 4
 # After rounds that looked past full destinations and claimed nothing there, claims make one
 # round only for this long: another destination's events falling due meanwhile wait that much.
 ONE_ROUND_SECONDS = 1.0
-# An insert refused because its period's partition is being attached right now is tried
-# again this often, this many times (the attach takes milliseconds).
-ATTACH_RETRY_SECONDS = 0.05
-ATTACH_RETRIES = 40
 # A claim that meets a row a concurrent PATCH has just moved to another partition fails
 # rather than skipping it; it is run again at once, up to this many times in all.
 MOVED_ROW_TRIES = 4
@@ -248,7 +244,7 @@ class PostgresEventStore(PostgresSchedules):
             async with self._connection() as conn, conn.transaction():
                 return await insert_events(conn, events)
 
-        return await _past_attaching_partitions(insert)
+        return await past_attaching_partitions(insert)
 
     # -- claims and outcomes -----------------------------------------------------------------
 
@@ -407,7 +403,7 @@ class PostgresEventStore(PostgresSchedules):
 
         # A notice inserted into a partition being attached is refused for a moment: the
         # whole write (rolled back) is made again.
-        return await _past_attaching_partitions(record_with_callbacks)
+        return await past_attaching_partitions(record_with_callbacks)
 
     async def hand_back(self, refs: Sequence[ClaimRef], delay_seconds: float) -> int:
         params = {**ref_arrays(refs), "delay": float(delay_seconds)}
@@ -524,13 +520,8 @@ class PostgresEventStore(PostgresSchedules):
         rows = await self._read(_due_by_type)
         return {delivery_type: int(count) for delivery_type, count in rows}
 
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
-        params = {"id": event_id}
-        if current:
-            async with self._connection() as conn:
-                rows = await _fetch_all(conn, queries.ATTEMPTS, params)
-        else:
-            rows = await self._read(lambda conn: _fetch_all(conn, queries.ATTEMPTS, params))
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
+        rows = await self._read(lambda conn: _fetch_all(conn, queries.ATTEMPTS, {"id": event_id}))
         return [row_to_attempt(row) for row in rows]
 
     # -- operator actions --------------------------------------------------------------------
@@ -768,24 +759,6 @@ async def _insert_lease_expiry_callbacks(
     notices = [lease_expiry_callback(row_to_event(row[:-1]), now=row[-1]) for row in rows]
     if any(notice is not None for notice in notices):
         await insert_events(conn, [notice for notice in notices if notice is not None])
-
-
-async def _past_attaching_partitions(write: Callable[[], Awaitable[_T]]) -> _T:
-    """Run ``write`` (a whole transaction) again while it inserts into a partition being
-    attached right now (the attach takes milliseconds)."""
-    for attempt in range(ATTACH_RETRIES):
-        try:
-            return await write()
-        except StoreUnavailable as exc:
-            if not _attaching(exc) or attempt == ATTACH_RETRIES - 1:
-                raise
-        await asyncio.sleep(ATTACH_RETRY_SECONDS)
-    raise AssertionError("unreachable")
-
-
-def _attaching(exc: StoreUnavailable) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, psycopg.errors.CheckViolation)
 
 
 def _due_params(due: DueFilter) -> dict[str, Any]:

@@ -248,7 +248,7 @@ class SqliteEventStore(SqliteSchedules):
     async def pending_by_source(self, sources: frozenset[str]) -> Mapping[str, int]:
         return await self._run(partial(listing.pending_by_source, sources=sources))
 
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
         return await self._run(partial(ops.attempts, event_id=event_id))
 
     async def count_due_by_type(self) -> Mapping[str, int]:

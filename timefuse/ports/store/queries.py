@@ -57,8 +57,6 @@ class Queries(Protocol):
         delivery type: the backlog, and events whose type no running process delivers."""
         ...
 
-    async def attempts(self, event_id: str, *, current: bool = False) -> list[AttemptRecord]:
-        """The attempt history of one event, oldest first (by its sequence).
-
-        ``current``: as the store holds it now, never from a read replica that may lag."""
+    async def attempts(self, event_id: str) -> list[AttemptRecord]:
+        """The attempt history of one event, oldest first (by its sequence)."""
         ...
