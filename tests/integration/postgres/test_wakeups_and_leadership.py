@@ -129,14 +129,19 @@ async def test_recovery_leaves_a_worker_whose_heartbeat_is_being_written_alone(
 ) -> None:
     await pg_store.heartbeat(WorkerBeat("worker-back", ("dispatch",), datetime.now(UTC)))
     held = await insert_and_claim(pg_store, "worker-back", 600.0)
-    await asyncio.sleep(0.3)  # silent for longer than the 0.2 s that makes it dead
+    with psycopg.connect(postgres_dsn, autocommit=True) as clock:
+        # Last heard of a minute ago: silent for longer than the 30 s that make it dead.
+        clock.execute(
+            "UPDATE timefuse_workers SET last_seen = now() - interval '1 minute'"
+            " WHERE worker = 'worker-back'"
+        )
     with psycopg.connect(postgres_dsn) as beating:
         # Its heartbeat is being written (not committed yet) while recovery runs.
         beating.execute(
             "UPDATE timefuse_workers SET last_seen = now() WHERE worker = 'worker-back'"
         )
-        assert await pg_store.recover_expired_leases(["worker-back"], silent_seconds=0.2) == 0
+        assert await pg_store.recover_expired_leases(["worker-back"], silent_seconds=30) == 0
         beating.rollback()
     # That heartbeat never landed: the worker is still silent.
-    assert await pg_store.recover_expired_leases(["worker-back"], silent_seconds=0.2) == 1
+    assert await pg_store.recover_expired_leases(["worker-back"], silent_seconds=30) == 1
     assert (await stored_event(pg_store, held)).locked_by is None
