@@ -161,17 +161,10 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     )  # fmt: skip
     assert await receiver.wait_for(lambda: receiver.count("/slow") >= 300, timeout=60)
     # Frozen first, so what the victim holds can't finish between looking and killing.
-    victim = pick_victim(db_conn, dispatchers, leader=victim_leads)
+    victim, stranded = await freeze_victim(db_conn, dispatchers, leader=victim_leads)
     process = dispatchers[int(victim.removeprefix("dispatch-"))]
-    stranded = {
-        str(event_id)
-        for (event_id,) in db_conn.execute(
-            "SELECT id FROM events WHERE status = 'PROCESSING' AND locked_by = %s", (victim,)
-        )
-    }
     process.kill()  # SIGKILL: 60 s leases left
     killed_at = time.time()
-    assert stranded, "the victim held no claim when it was killed"
     assert await receiver.wait_for(
         lambda: {r.event_id for r in receiver.on("/slow")} >= ids, timeout=120
     )
@@ -188,26 +181,47 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     assert back_after <= 10.0
 
 
-def pick_victim(db_conn: Db, dispatchers: list[TimefuseProcess], *, leader: bool) -> str:
-    """Freeze (SIGSTOP) the maintenance leader, or the follower holding the most claims."""
+async def freeze_victim(
+    db_conn: Db, dispatchers: list[TimefuseProcess], *, leader: bool
+) -> tuple[str, set[str]]:
+    """Freeze (SIGSTOP) the maintenance leader, or the follower holding the most claims, and
+    return it with the claims it holds frozen. A process can finish every claim it held
+    between the look and the freeze; then it is thawed and the look taken again."""
+    for _ in range(50):
+        victim = pick_victim(db_conn, leader=leader)
+        if victim is None:
+            await asyncio.sleep(0.1)
+            continue
+        process = dispatchers[int(victim.removeprefix("dispatch-"))].proc
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+        stranded = {
+            str(event_id)
+            for (event_id,) in db_conn.execute(
+                "SELECT id FROM events WHERE status = 'PROCESSING' AND locked_by = %s", (victim,)
+            )
+        }
+        if stranded:
+            return victim, stranded
+        process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.1)
+    raise AssertionError("no victim held a claim when frozen")
+
+
+def pick_victim(db_conn: Db, *, leader: bool) -> str | None:
+    """The maintenance leader, or the follower holding the most claims (None: none holds one)."""
     holder = db_conn.execute(
         "SELECT holder FROM timefuse_leaders WHERE role = 'maintenance' AND expires_at > now()"
     ).fetchone()
     assert holder is not None, "nobody leads maintenance"
     if leader:
-        victim = str(holder[0])
-    else:
-        row = db_conn.execute(
-            "SELECT locked_by FROM events WHERE status = 'PROCESSING' AND locked_by <> %s"
-            " GROUP BY locked_by ORDER BY count(*) DESC LIMIT 1",
-            (str(holder[0]),),
-        ).fetchone()
-        assert row is not None, "no follower held a claim"
-        victim = str(row[0])
-    process = dispatchers[int(victim.removeprefix("dispatch-"))].proc
-    assert process is not None
-    process.send_signal(signal.SIGSTOP)
-    return victim
+        return str(holder[0])
+    row = db_conn.execute(
+        "SELECT locked_by FROM events WHERE status = 'PROCESSING' AND locked_by <> %s"
+        " GROUP BY locked_by ORDER BY count(*) DESC LIMIT 1",
+        (str(holder[0]),),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 @pytest.fixture
