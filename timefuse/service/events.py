@@ -35,8 +35,9 @@ from timefuse.ports.store import (
     MoveDueResult,
     RedeliverResult,
 )
+from timefuse.service.grouping import GroupAnswers, SubmissionGroups
 from timefuse.service.metrics import Metrics
-from timefuse.service.quotas import Admission, QuotaExceeded, QuotaRefusal, SourceQuotas
+from timefuse.service.quotas import Admission, QuotaRefusal, SourceQuotas
 from timefuse.service.store import Store
 from timefuse.service.submission import (
     Accepted,
@@ -141,6 +142,8 @@ class EventService:
         self._buffered = buffered
         self._submit_timeout = submit_timeout
         self._twins = TwinLookup(store, tolerant=buffered)
+        # Submissions of one event that arrive together are stored in one transaction.
+        self._groups = SubmissionGroups(self._store_group)
         self._quotas = quotas
         # Per set of visible sources (None: all); callers are few (one per API key).
         self._statistics: dict[frozenset[str] | None, tuple[float, dict[str, int]]] = {}
@@ -193,25 +196,13 @@ class EventService:
         except ValidationFailed:
             self._metrics.rejected.inc()
             raise
-        return await within(self._submit_timeout, self._accept_one(event))
+        return await within(self._submit_timeout, self._groups.submit(event))
 
-    async def _accept_one(self, event: Event) -> Accepted:
-        # The quota comes first, so a resubmission counts like a new event, as in a batch: the
-        # quota bounds the store work a source can ask for, and looking up a twin is some.
-        async with self._admit([event]) as admission:
-            if admission.refused:
-                raise QuotaExceeded(admission.refused[0][1])
-            twin = await self._twins.find(event.id)
-            if twin is not None:
-                return duplicate_of(twin)
-            stored_id = (await self._accept([event]))[event.id]
-        if stored_id != event.id:
-            # Deduplicated against an event stored under another id (before ids came from
-            # the dedup key): answer with that one.
-            found = await self._store.get(stored_id)
-            if found is not None:
-                return duplicate_of(found)
-        return accepted_new(stored_id, stored=not self._buffered)
+    async def _store_group(self, events: list[Event]) -> GroupAnswers:
+        """Single submissions that arrived together, accepted as one batch."""
+        result = await self._accept_batch(list(enumerate(events)), [])
+        refused = [(r.index, r.quota) for r in result.rejected if r.quota is not None]
+        return GroupAnswers(result.accepted, refused)
 
     async def submit_batch(self, items: Sequence[Mapping[str, object]]) -> BatchResult:
         """Accept the valid events of a batch together; report the invalid ones by index."""
@@ -252,9 +243,11 @@ class EventService:
             # Looked up once the quotas admitted them (what they refuse costs the store
             # nothing), and before the insert, so an item is a duplicate only of what was there.
             twins = await self._twins.find_many(event.id for event in accepting)
-            ids = await self._accept(accepting) if kept else {}
+            # What is stored already is not stored (nor buffered) again.
+            fresh = [event for event in accepting if event.id not in twins]
+            ids = await self._accept(fresh) if fresh else {}
         rejected.sort(key=lambda rejection: rejection.index)
-        stored_elsewhere = {ids[event.id] for _, event in kept} - set(twins) - set(ids)
+        stored_elsewhere = set(ids.values()) - set(twins) - set(ids)
         for stored_id in stored_elsewhere:
             # Deduplicated against an event stored under another id (before ids came from
             # the dedup key): answer with that one, as for one submission.
@@ -263,7 +256,7 @@ class EventService:
                 twins[stored_id] = found
         accepted = []
         for index, event in kept:
-            stored_id = ids[event.id]
+            stored_id = ids.get(event.id, event.id)
             twin = twins.get(stored_id)
             answer = (
                 duplicate_of(twin)

@@ -1,0 +1,236 @@
+"""Single submissions stored together (timefuse.service.grouping), alone and through the
+events service on the in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.service.conftest import Receivers, registry_of
+from timefuse.adapters.inline import InlineIngestBuffer
+from timefuse.adapters.memory import MemoryStore
+from timefuse.adapters.system.clock import SystemClock
+from timefuse.domain.event import Event
+from timefuse.domain.status import EventStatus
+from timefuse.ports.ingest import BufferUnavailable
+from timefuse.ports.store import EventQuery, StoreUnavailable
+from timefuse.service.events import EventService
+from timefuse.service.grouping import GroupAnswers, SubmissionGroups
+from timefuse.service.metrics import Metrics
+from timefuse.service.quotas import QuotaExceeded, QuotaReason, QuotaRefusal
+from timefuse.service.store import Store
+from timefuse.service.submission import Accepted, accepted_new
+from timefuse.testing.factories import make_event
+
+DUE = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+REFUSAL = QuotaRefusal("noisy", "noisy", QuotaReason.RATE, "over its rate", 1.0)
+
+
+class FakeStorage:
+    """Stores groups when ``open`` is set, answering each event as new unless told."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+        self.failures: list[Exception] = []
+        self.refuse: set[str] = set()
+
+    async def __call__(self, events: list[Event]) -> GroupAnswers:
+        self.groups.append([event.external_job_id for event in events])
+        await self.open.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        accepted = [
+            (n, accepted_new(event.id, stored=True))
+            for n, event in enumerate(events)
+            if event.external_job_id not in self.refuse
+        ]
+        refused = [
+            (n, REFUSAL) for n, event in enumerate(events) if event.external_job_id in self.refuse
+        ]
+        return GroupAnswers(accepted, refused)
+
+
+def job(name: str) -> Event:
+    return make_event(external_job_id=name, id=f"id-{name}")
+
+
+async def submitted(groups: SubmissionGroups, *names: str) -> list[asyncio.Task[Accepted]]:
+    tasks = [asyncio.create_task(groups.submit(job(name))) for name in names]
+    await asyncio.sleep(0)  # each has joined the waiting list
+    return tasks
+
+
+async def test_a_lone_submission_is_stored_at_once_as_a_group_of_one() -> None:
+    storage = FakeStorage()
+    groups = SubmissionGroups(storage)
+
+    answer = await groups.submit(job("a"))
+
+    assert answer == accepted_new("id-a", stored=True)
+    assert storage.groups == [["a"]]
+
+
+async def test_submissions_arriving_while_a_group_is_stored_go_together_in_the_next() -> None:
+    storage = FakeStorage()
+    storage.open.clear()
+    groups = SubmissionGroups(storage)
+    first = await submitted(groups, "a")
+    await asyncio.sleep(0)
+    later = await submitted(groups, "b", "c", "d")
+
+    storage.open.set()
+    answers = await asyncio.gather(*first, *later)
+
+    assert storage.groups == [["a"], ["b", "c", "d"]]
+    assert [answer.id for answer in answers] == ["id-a", "id-b", "id-c", "id-d"]
+
+
+async def test_a_group_holds_at_most_its_limit() -> None:
+    storage = FakeStorage()
+    storage.open.clear()
+    groups = SubmissionGroups(storage, limit=3)
+    tasks = await submitted(groups, *"abcdefg")
+
+    storage.open.set()
+    await asyncio.gather(*tasks)
+
+    assert storage.groups == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+
+
+async def test_a_failed_group_fails_each_of_its_submissions_and_the_next_is_stored() -> None:
+    storage = FakeStorage()
+    storage.open.clear()
+    storage.failures.append(StoreUnavailable("the store is down"))
+    groups = SubmissionGroups(storage)
+    failing = await submitted(groups, "a", "b")
+    await asyncio.sleep(0)
+    after = await submitted(groups, "c")
+
+    storage.open.set()
+    results = await asyncio.gather(*failing, *after, return_exceptions=True)
+
+    assert [type(result) for result in results[:2]] == [StoreUnavailable, StoreUnavailable]
+    assert results[2] == accepted_new("id-c", stored=True)
+
+
+async def test_a_submission_its_quota_refuses_gets_the_refusal_and_the_others_are_accepted() -> (
+    None
+):
+    storage = FakeStorage()
+    storage.refuse.add("b")
+    groups = SubmissionGroups(storage)
+    tasks = await submitted(groups, "a", "b", "c")
+
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    refused = results[1]
+    assert isinstance(refused, QuotaExceeded)
+    assert refused.refusal == REFUSAL
+    assert [results[0], results[2]] == [
+        accepted_new("id-a", stored=True),
+        accepted_new("id-c", stored=True),
+    ]
+
+
+async def test_a_submission_whose_caller_stopped_waiting_is_left_out_of_the_next_group() -> None:
+    storage = FakeStorage()
+    storage.open.clear()
+    groups = SubmissionGroups(storage)
+    first = await submitted(groups, "a")
+    await asyncio.sleep(0)
+    gone, kept = await submitted(groups, "b", "c")
+    gone.cancel()
+    await asyncio.sleep(0)
+
+    storage.open.set()
+    await asyncio.gather(*first, kept)
+
+    assert storage.groups == [["a"], ["c"]]
+    assert gone.cancelled()
+
+
+async def test_when_the_storing_stops_every_waiting_submission_is_told_it_was_not_stored() -> None:
+    storage = FakeStorage()
+    storage.open.clear()
+    groups = SubmissionGroups(storage)
+    tasks = await submitted(groups, "a")
+    await asyncio.sleep(0)
+    tasks += await submitted(groups, "b")
+    storing = groups._storing
+    assert storing is not None
+
+    storing.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert [type(result) for result in results] == [BufferUnavailable, BufferUnavailable]
+    # and the next submission starts storing again
+    storage.open.set()
+    assert await groups.submit(job("c")) == accepted_new("id-c", stored=True)
+
+
+# -- through the events service -----------------------------------------------------------
+
+
+@pytest.fixture
+def adapter() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+async def service(adapter: MemoryStore) -> AsyncIterator[EventService]:
+    store = Store(adapter)
+    await store.open()
+    yield EventService(
+        buffer=InlineIngestBuffer(adapter),
+        store=store,
+        registry=registry_of(Receivers().delivery_type()),
+        clock=SystemClock(),
+        metrics=Metrics(),
+    )
+    await store.close()
+
+
+def fields(external_job_id: str) -> dict[str, object]:
+    return {
+        "external_job_id": external_job_id,
+        "source": "billing",
+        "scheduled_at": DUE,
+        "delivery_type": "http",
+        "destination": "https://example.com/hook",
+        "payload": b'{"n": 1}',
+        "max_retries": 3,
+    }
+
+
+async def test_fifty_concurrent_submissions_are_one_lookup_and_one_insert(
+    service: EventService, adapter: MemoryStore
+) -> None:
+    answers = await asyncio.gather(*(service.submit(fields(f"job-{n}")) for n in range(50)))
+
+    assert len({answer.id for answer in answers}) == 50
+    assert not any(answer.duplicate for answer in answers)
+    assert adapter.faults.calls.get("insert_many") == 1
+    assert adapter.faults.calls.get("get_many") == 1
+    stored = await service.list_events(EventQuery(), 100)
+    assert len(stored.events) == 50
+
+
+async def test_a_resubmission_in_a_group_is_answered_with_the_stored_event_and_not_stored_again(
+    service: EventService, adapter: MemoryStore
+) -> None:
+    first = await service.submit(fields("job-1"))
+    inserts = adapter.faults.calls.get("insert_many", 0)
+
+    again, other = await asyncio.gather(
+        service.submit(fields("job-1")), service.submit(fields("b"))
+    )
+
+    assert again == Accepted(first.id, EventStatus.PENDING, duplicate=True, stored=True)
+    assert other.duplicate is False
+    assert adapter.faults.calls.get("insert_many") == inserts + 1  # b's group, without job-1
+    assert len((await service.list_events(EventQuery(), 10)).events) == 2
