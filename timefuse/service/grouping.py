@@ -52,9 +52,12 @@ class SubmissionGroups:
         A caller that stops waiting (a time-out) takes its event out of the next group; one
         already being stored may still be stored, as a timed-out submission may be.
         """
-        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Accepted] = loop.create_future()
         self._waiting.append((event, answer))
-        if self._storing is None:
+        if self._storing is None or self._storing.get_loop() is not loop:
+            # (A task of a loop that was closed under it never finishes: this loop starts anew.)
+            self._waiting[:-1] = [(e, a) for e, a in self._waiting[:-1] if a.get_loop() is loop]
             # A context of its own: the first caller's log context is not the group's.
             self._storing = asyncio.create_task(
                 self._store_groups(), name="timefuse-submission-groups",
