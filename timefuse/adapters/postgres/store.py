@@ -530,8 +530,13 @@ class PostgresEventStore(PostgresSchedules):
         self, event_id: str, *, sources: frozenset[str] | None, when: frozenset[EventStatus]
     ) -> CancelResult:
         params = {"id": event_id, "sources": _source_array(sources), "when": _statuses(when)}
-        async with self._connection() as conn:
-            row = await (await conn.execute(queries.CANCEL, params)).fetchone()
+
+        async def cancel() -> Any:
+            async with self._connection() as conn:
+                return await (await conn.execute(queries.CANCEL, params)).fetchone()
+
+        # A PENDING event may be moved to another partition by a PATCH meanwhile.
+        row = await _past_moved_rows(cancel)
         if row is None:
             raise StoreError("the cancel statement returned no row")
         cancelled, visible = row
@@ -547,8 +552,12 @@ class PostgresEventStore(PostgresSchedules):
             "sources": _source_array(sources),
             "when": _statuses(when),
         }
-        async with self._connection() as conn:
-            return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+
+        async def cancel() -> int:
+            async with self._connection() as conn:
+                return (await conn.execute(queries.CANCEL_BY_EXTERNAL_ID, params)).rowcount
+
+        return await _past_moved_rows(cancel)
 
     async def amend(
         self, event: Event, *, basis: AmendBasis, when: frozenset[EventStatus]
@@ -596,13 +605,18 @@ class PostgresEventStore(PostgresSchedules):
             "sources": _source_array(sources),
             "when": _statuses(when),
         }
-        async with self._connection() as conn, conn.transaction():
-            row = await (await conn.execute(queries.MOVE_DUE, params)).fetchone()
-            if row is None:
-                raise StoreError("the move statement returned no row")
-            moved, visible = row
-            if moved:
-                await notify_due(conn, due_at)
+
+        async def move() -> Any:
+            async with self._connection() as conn, conn.transaction():
+                row = await (await conn.execute(queries.MOVE_DUE, params)).fetchone()
+                if row is not None and row[0]:
+                    await notify_due(conn, due_at)
+                return row
+
+        row = await _past_moved_rows(move)
+        if row is None:
+            raise StoreError("the move statement returned no row")
+        moved, visible = row
         if moved:
             return MoveDueResult.MOVED
         return MoveDueResult.NOT_PENDING if visible else MoveDueResult.NOT_FOUND
@@ -739,14 +753,16 @@ async def _fetch_all(conn: Connection, statement: Any, params: Any = None) -> li
     return await (await conn.execute(statement, params)).fetchall()
 
 
-async def _past_moved_rows(claim: Callable[[], Awaitable[_T]]) -> _T:
+async def _past_moved_rows(statement: Callable[[], Awaitable[_T]]) -> _T:
+    """``statement`` run again (a few times at most) when it lost a race with a PATCH that
+    moved a row it was about to lock to another partition."""
     for tries_left in reversed(range(MOVED_ROW_TRIES)):
         try:
-            return await claim()
+            return await statement()
         except StoreUnavailable as exc:
             if not tries_left or not lost_to_a_moved_row(exc):
                 raise
-            log.debug("a claim met a row moved to another partition; claiming again")
+            log.debug("a statement met a row moved to another partition; running it again")
     raise AssertionError("unreachable")
 
 
