@@ -234,3 +234,14 @@ async def test_a_resubmission_in_a_group_is_answered_with_the_stored_event_and_n
     assert other.duplicate is False
     assert adapter.faults.calls.get("insert_many") == inserts + 1  # b's group, without job-1
     assert len((await service.list_events(EventQuery(), 10)).events) == 2
+
+
+async def test_identical_submissions_in_one_group_make_one_event_and_the_others_repeat_it(
+    service: EventService,
+) -> None:
+    answers = await asyncio.gather(*(service.submit(fields("same")) for _ in range(3)))
+
+    assert len({answer.id for answer in answers}) == 1
+    assert [answer.duplicate for answer in answers] == [False, True, True]
+    assert all(answer.status is EventStatus.PENDING and answer.stored for answer in answers)
+    assert len((await service.list_events(EventQuery(), 10)).events) == 1

@@ -202,7 +202,22 @@ class EventService:
         """Single submissions that arrived together, accepted as one batch."""
         result = await self._accept_batch(list(enumerate(events)), [])
         refused = [(r.index, r.quota) for r in result.rejected if r.quota is not None]
-        return GroupAnswers(result.accepted, refused)
+        return GroupAnswers(self._repeats_in_group(result.accepted), refused)
+
+    def _repeats_in_group(self, accepted: list[tuple[int, Accepted]]) -> list[tuple[int, Accepted]]:
+        """Identical submissions of one group are requests of their own: the first made the
+        event, the others repeat a stored one, as they would one group later. (Through Kafka
+        none is stored yet, so none is answered a duplicate.)"""
+        if self._buffered:
+            return accepted
+        made: set[str] = set()
+        answers = []
+        for index, answer in accepted:
+            if not answer.duplicate and answer.id in made:
+                answer = dataclasses.replace(answer, duplicate=True)
+            made.add(answer.id)
+            answers.append((index, answer))
+        return answers
 
     async def submit_batch(self, items: Sequence[Mapping[str, object]]) -> BatchResult:
         """Accept the valid events of a batch together; report the invalid ones by index."""
