@@ -16,7 +16,7 @@ from timefuse.adapters.system.clock import SystemClock
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import EventQuery, StoreUnavailable
+from timefuse.ports.store import EventQuery, StoreRefused, StoreUnavailable
 from timefuse.service.events import EventService
 from timefuse.service.grouping import GroupAnswers, SubmissionGroups
 from timefuse.service.metrics import Metrics
@@ -245,3 +245,40 @@ async def test_identical_submissions_in_one_group_make_one_event_and_the_others_
     assert [answer.duplicate for answer in answers] == [False, True, True]
     assert all(answer.status is EventStatus.PENDING and answer.stored for answer in answers)
     assert len((await service.list_events(EventQuery(), 10)).events) == 1
+
+
+async def test_a_value_the_store_refuses_fails_only_its_own_submission() -> None:
+    storage = FakeStorage()
+    storage.open.clear()
+    groups = SubmissionGroups(storage)
+    first = await submitted(groups, "a")
+    await asyncio.sleep(0)
+    tasks = await submitted(groups, "b", "c", "bad", "d", "e")
+    refused = StoreRefused("PostgreSQL: unsupported Unicode escape sequence")
+
+    async def refusing(events: list[Event]) -> GroupAnswers:
+        if any(event.external_job_id == "bad" for event in events):
+            storage.groups.append([event.external_job_id for event in events])
+            raise refused
+        return await storage(events)
+
+    groups._store_group = refusing
+    storage.open.set()
+    results = await asyncio.gather(*first, *tasks, return_exceptions=True)
+
+    assert results[3] is refused
+    assert [r.id for r in results if isinstance(r, Accepted)] == [
+        "id-a",
+        "id-b",
+        "id-c",
+        "id-d",
+        "id-e",
+    ]
+    # Halves apart, down to the one at fault: a few transactions, not one per submission.
+    assert storage.groups[1:] == [
+        ["b", "c", "bad", "d", "e"],
+        ["b", "c"],
+        ["bad", "d", "e"],
+        ["bad"],
+        ["d", "e"],
+    ]

@@ -27,6 +27,7 @@ ENCODINGS = 'must be "text" or "base64"'
 NOT_A_NUMBER = "must be a number of seconds"
 VISIBLE = "must hold visible ASCII characters, spaces and tabs only"
 UNKNOWN = "is not an http option"
+NUL = 'must not contain NUL characters (send such bytes as "base64")'
 
 
 def refusals(http: object) -> list[tuple[str, str]]:
@@ -60,6 +61,7 @@ def test_an_error_names_its_field_and_says_why() -> None:
         ({"body_encoding": "text"}, [("http.body_encoding", "is only meaningful with http.body")]),
         ({"body": "%%%", "body_encoding": "base64"}, [("http.body", "is not valid base64")]),
         ({"body": "x" * 17}, [("http.body", "must be at most 16 bytes")]),
+        ({"body": "a\x00b"}, [("http.body", NUL)]),
         ({"body": "é" * 9}, [("http.body", "must be at most 16 bytes")]),  # 18 bytes in UTF-8
         ({"content_type": 5}, [("http.content_type", MEDIA_TYPE)]),
         ({"content_type": "   "}, [("http.content_type", MEDIA_TYPE)]),

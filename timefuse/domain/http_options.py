@@ -241,6 +241,11 @@ def _check_header(name: str, value: object, seen: set[str]) -> None:
 def _body(value: object, limits: HttpLimits) -> str:
     if not isinstance(value, str):
         raise HttpOptionsError("http.body", "must be a string (text, or base64 bytes)")
+    if "\x00" in value:
+        # The options are stored as JSON, which PostgreSQL's jsonb can't hold a NUL in.
+        raise HttpOptionsError(
+            "http.body", 'must not contain NUL characters (send such bytes as "base64")'
+        )
     return value
 
 

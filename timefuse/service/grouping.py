@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from timefuse.domain.event import Event
 from timefuse.ports.ingest import BufferUnavailable
+from timefuse.ports.store import StoreRefused
 from timefuse.service.quotas import QuotaExceeded, QuotaRefusal
 from timefuse.service.submission import Accepted
 
@@ -87,10 +88,19 @@ class SubmissionGroups:
     async def _store(self, group: list[tuple[Event, asyncio.Future[Accepted]]]) -> None:
         try:
             answers = await self._store_group([event for event, _ in group])
+        except StoreRefused as exc:
+            if len(group) > 1:
+                # One submission's values refused fail the transaction of all: the halves are
+                # stored apart, down to the one at fault, so only it is refused, not the
+                # clients beside it.
+                half = len(group) // 2
+                await self._store(group[:half])
+                await self._store(group[half:])
+                return
+            _fail(group, exc)
+            return
         except Exception as exc:
-            for _, answer in group:
-                if not answer.done():
-                    answer.set_exception(exc)
+            _fail(group, exc)
             return
         for index, accepted in answers.accepted:
             if not group[index][1].done():
@@ -101,3 +111,9 @@ class SubmissionGroups:
         for _, answer in group:
             if not answer.done():  # a group's every event is answered; this is a fault
                 answer.set_exception(RuntimeError("a submission of a group was not answered"))
+
+
+def _fail(group: list[tuple[Event, asyncio.Future[Accepted]]], exc: Exception) -> None:
+    for _, answer in group:
+        if not answer.done():
+            answer.set_exception(exc)
