@@ -444,3 +444,51 @@ async def test_an_event_handed_back_for_waiting_comes_back_when_the_queue_has_dr
     assert len(seen.started) == 4
     delays = [delay for _, delay, _ in seen.handed_back]
     assert delays == pytest.approx([2.0, 2.0, 1.5, 1.0, 0.5, 0.05])
+
+
+async def test_an_abandoned_attempt_no_longer_counts_for_its_source_or_its_destination() -> None:
+    seen = Seen()
+    gate = gate_with(seen)
+    first, second = claimed(source="tenant-a"), claimed(source="tenant-a")
+    gate.admit(first)
+    gate.admit(second)
+    gate.abandoned(first)
+    state = gate.snapshot()["a.example:443"]
+    assert (state["in_flight"], state["sources"]) == (1, ["tenant-a"])
+    gate.abandoned(second)
+    state = gate.snapshot()["a.example:443"]
+    assert (state["in_flight"], state["sources"]) == (0, [])
+    assert gate.snapshot(active_only=True) == {}  # idle again
+    assert gate.snapshot(sources=frozenset({"tenant-a"})) == {}
+
+
+async def test_an_event_left_waiting_after_an_abandoned_attempt_leaves_its_destination_idle() -> (
+    None
+):
+    seen = Seen()
+    limits = DestinationLimits(concurrency=0, rate=0.1, burst=1)
+    gate = gate_with(seen, default=limits, hold_seconds=5.0)
+    running, queued = claimed(), claimed()
+    gate.admit(running)
+    gate.admit(queued)  # waits for the next token, 10 s away
+    gate.abandoned(running)
+    await asyncio.sleep(5.1)
+    assert [(c, why) for c, _, why in seen.handed_back] == [(queued, HandBackReason.WAIT)]
+    assert gate.occupied == 0
+    assert gate.snapshot(active_only=True) == {}
+
+
+async def test_an_event_left_waiting_after_a_reset_leaves_its_destination_idle() -> None:
+    seen = Seen()
+    limits = DestinationLimits(concurrency=0, rate=0.1, burst=1)
+    gate = gate_with(seen, default=limits, hold_seconds=5.0)
+    first = claimed()
+    gate.admit(first)
+    gate.finished(first, FAIL, 0.1)
+    queued = claimed()
+    gate.admit(queued)  # waits for the next token, 10 s away
+    assert gate.reset_breaker("a.example:443")
+    assert gate.snapshot()["a.example:443"]["consecutive_failures"] == 0
+    await asyncio.sleep(5.1)
+    assert [(c, why) for c, _, why in seen.handed_back] == [(queued, HandBackReason.WAIT)]
+    assert gate.snapshot(active_only=True) == {}

@@ -198,3 +198,40 @@ async def test_shared_breakers_of_sources_are_followed_and_probed() -> None:
     await asyncio.sleep(3.0)
     gate.sync_breakers([])
     assert gate.snapshot()[KEY]["held_sources"] == []
+
+
+async def test_after_a_sources_abandoned_probe_another_event_of_it_may_probe() -> None:
+    seen = Seen()
+    gate = gate_for(seen)
+    for _ in range(3):
+        attempt(gate, A)
+    await asyncio.sleep(30.0)
+    probe = claimed(HOST, source=A)
+    gate.admit(probe)
+    assert A_AT_HOST in gate.claim_budget().excluded  # while its probe is out
+    gate.abandoned(probe)  # it never ran
+    assert A_AT_HOST not in gate.claim_budget().excluded
+    again = claimed(HOST, source=A)
+    gate.admit(again)
+    assert seen.started[-1] is again
+
+
+async def test_a_held_sources_event_comes_back_when_its_probe_is_due_within_the_hold_time() -> None:
+    seen = Seen()
+    gate = gate_for(seen, hold_seconds=5.0)
+    for _ in range(3):
+        attempt(gate, A)  # A's breaker reopens 30 s from now
+    early = claimed(HOST, source=A)
+    gate.admit(early)
+    await asyncio.sleep(27.0)
+    later = claimed(HOST, source=A)
+    gate.admit(later)
+    await asyncio.sleep(2.5)
+    last = claimed(HOST, source=A)
+    gate.admit(last)
+    delays = [(c, why, pytest.approx(delay)) for c, delay, why in seen.handed_back]
+    assert delays == [
+        (early, HandBackReason.BREAKER, 5.0),  # a whole hold time, not the cool-down
+        (later, HandBackReason.BREAKER, 3.0),
+        (last, HandBackReason.BREAKER, 0.5),
+    ]

@@ -1,0 +1,86 @@
+"""What a dispatcher remembers of one destination, on its own: breaker keys, sources' own
+breakers, an operator's reset, and when the state may be forgotten."""
+
+from __future__ import annotations
+
+from timefuse.domain.breaker import BreakerState, CircuitBreaker
+from timefuse.domain.ratelimit import TokenBucket
+from timefuse.service.destination_state import (
+    Change,
+    DestinationState,
+    source_breaker_key,
+    split_breaker_key,
+)
+from timefuse.service.gate import DestinationLimits
+
+KEY = "receiver.example:443"
+A, B = "tenant-a", "tenant-b"
+
+
+def state(bucket: TokenBucket | None = None) -> DestinationState:
+    return DestinationState(KEY, DestinationLimits(), CircuitBreaker(3, 30.0), bucket)
+
+
+def open_breaker(breaker: CircuitBreaker, at: float) -> None:
+    for _ in range(breaker.failure_threshold):
+        breaker.record(succeeded=False, retriable=True, now=at)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_a_destinations_own_breaker_key_splits_with_no_source() -> None:
+    assert split_breaker_key(KEY) == (KEY, None)
+
+
+def test_a_sources_breaker_key_splits_into_destination_and_source() -> None:
+    assert split_breaker_key(source_breaker_key(KEY, A)) == (KEY, A)
+
+
+def test_dropping_one_sources_breaker_keeps_the_others() -> None:
+    dest = state()
+    dest.new_hold(A)
+    kept = dest.new_hold(B)
+    dest.drop_hold(A)
+    assert dest.hold_of(A) is None
+    assert dest.hold_of(B) is kept
+
+
+def test_dropping_a_source_with_no_breaker_here_changes_nothing() -> None:
+    dest = state()
+    kept = dest.new_hold(A)
+    dest.drop_hold(B)
+    assert dest.hold_of(A) is kept
+
+
+def test_a_source_breaker_can_be_made_again_after_the_last_one_is_dropped() -> None:
+    dest = state()
+    dest.new_hold(A)
+    dest.drop_hold(A)
+    again = dest.new_hold(B)
+    assert dest.hold_of(B) is again
+    assert dest.present_sources() == {B}
+
+
+def test_a_reset_closes_every_breaker_and_reports_each_that_was_not_closed() -> None:
+    dest = state()
+    open_breaker(dest.breaker, at=0.0)
+    open_breaker(dest.new_hold(A).breaker, at=0.0)
+    dest.new_hold(B)  # a partial count: closed, so not reported
+    assert dest.reset() == [Change(KEY, False), Change(source_breaker_key(KEY, A), False)]
+    assert dest.breaker.state is BreakerState.CLOSED
+    assert dest.held_sources() == []
+    assert not dest.tripped
+
+
+def test_an_open_breaker_is_forgettable_once_its_cooldown_ended_idle_seconds_ago() -> None:
+    dest = state()
+    open_breaker(dest.breaker, at=0.0)  # reopens at 30
+    assert not dest.forgettable(now=39.0, idle_seconds=10.0)
+    assert dest.forgettable(now=40.0, idle_seconds=10.0)
+
+
+def test_a_token_bucket_not_full_again_keeps_the_state() -> None:
+    bucket = TokenBucket(rate=0.5, burst=2)
+    dest = state(bucket)
+    assert bucket.try_take(0.0)
+    assert not dest.forgettable(now=1.0, idle_seconds=0.0)  # 1.5 tokens of 2
+    assert dest.forgettable(now=2.0, idle_seconds=0.0)  # exactly full again
