@@ -18,14 +18,15 @@ from tests.service.conftest import START, World, loop_time
 from timefuse.adapters.cron import CronRecurrence
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.domain.event import Event
-from timefuse.domain.schedule import ScheduleState
-from timefuse.domain.validation import SubmissionLimits
-from timefuse.ports.store import ScheduleRecord
+from timefuse.domain.schedule import ScheduleLimits, ScheduleState
+from timefuse.domain.validation import SubmissionLimits, ValidationFailed
+from timefuse.ports.store import ScheduleQuery, ScheduleRecord
 from timefuse.ports.store.schedules import SCHEDULE_ID_EXTRA, TRIGGERED_EXTRA
 from timefuse.service.events import EventService
 from timefuse.service.maintenance import Maintenance, MaintenanceSettings
 from timefuse.service.planner import SchedulePlanner, SchedulerSettings, schedule_metrics
-from timefuse.service.schedules import ScheduleService
+from timefuse.service.schedules import ForbiddenSource, ScheduleService
+from timefuse.service.wakeup import DueSignal
 
 pytestmark = pytest.mark.looptime
 
@@ -347,3 +348,164 @@ async def test_the_materialisation_lag_is_how_late_past_the_lookahead_a_plan_was
     assert sample(kit.world, f"{lag}_bucket", le="0.001") == 1
     assert sample(kit.world, f"{lag}_bucket", le="120.0") == 1
     assert sample(kit.world, f"{lag}_bucket", le="300.0") == 2
+
+
+def service_of(world: World, **options: Any) -> ScheduleService:
+    """A schedule service on the world's store with options of its own (limits, a wake-up)."""
+    limits = SubmissionLimits()
+    events = EventService(
+        buffer=InlineIngestBuffer(world.store),
+        store=world.store,
+        registry=world.registry,
+        clock=world.clock,
+        metrics=world.metrics,
+        limits=limits,
+    )
+    return ScheduleService(
+        store=world.store,
+        recurrence=CronRecurrence(),
+        clock=world.clock,
+        build_event=events.build,
+        submission_limits=limits,
+        metrics=schedule_metrics(world.metrics.registry),
+        **options,
+    )
+
+
+async def test_a_source_the_key_does_not_act_for_is_refused_by_name(kit: Kit) -> None:
+    long_source = "s" * 150
+    body = {"key": "tick", "source": long_source, "cron": "* * * * *"}
+
+    with pytest.raises(ForbiddenSource) as caught:
+        await kit.service.declare(body, dict(EVENT), sources={"billing"})
+
+    assert str(caught.value) == f"this key may not manage schedules of source {'s' * 100!r}"
+    assert caught.value.source == long_source
+    assert await kit.service.find(long_source, "tick") is None
+
+
+async def test_an_update_is_held_to_the_service_limits(world: World) -> None:
+    service = service_of(world, limits=ScheduleLimits(max_every_seconds=3600))
+    declared = await service.declare(
+        {"key": "tick", "source": "billing", "every_seconds": 600}, dict(EVENT)
+    )
+
+    with pytest.raises(ValidationFailed) as caught:
+        await service.update(declared.record.id, {"every_seconds": 7200})
+
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        ("every_seconds", "must be at most 3600")
+    ]
+    stored = await service.get(declared.record.id)
+    assert stored is not None
+    assert stored.schedule.every_seconds == 600
+
+
+async def test_an_update_with_an_event_replaces_the_template(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *")
+    other = {**EVENT, "destination": "https://receiver.example/other"}
+
+    changed = await kit.service.update(record.id, {}, dict(other))
+
+    assert changed is not None
+    assert changed.schedule.template == other
+    assert changed.version == record.version + 1
+    assert (await kit.stored(record)).schedule.template == other
+    await kit.run(90)
+    (made,) = await kit.occurrences(record)
+    assert made.destination == "https://receiver.example/other"
+
+
+async def test_a_schedule_is_resumed_only_for_its_own_source(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *")
+    await kit.service.pause(record.id)
+
+    assert await kit.service.resume(record.id, sources={"other"}) is None
+    assert (await kit.stored(record)).state is ScheduleState.PAUSED
+
+    resumed = await kit.service.resume(record.id, sources={"billing"})
+    assert resumed is not None
+    assert resumed.state is ScheduleState.ACTIVE
+
+
+async def test_a_listing_for_some_sources_keeps_the_state_asked_for(kit: Kit) -> None:
+    running = await kit.declare(key="running", cron="* * * * *")
+    paused = await kit.declare(key="paused", cron="* * * * *")
+    await kit.service.pause(paused.id)
+    elsewhere = await kit.declare(key="elsewhere", source="other", cron="* * * * *")
+    await kit.service.pause(elsewhere.id)
+
+    page = await kit.service.list(
+        ScheduleQuery(state=ScheduleState.PAUSED), 10, sources={"billing"}
+    )
+    assert [found.id for found in page.schedules] == [paused.id]
+    page = await kit.service.list(
+        ScheduleQuery(state=ScheduleState.ACTIVE), 10, sources={"billing", "other"}
+    )
+    assert [found.id for found in page.schedules] == [running.id]
+
+
+async def test_a_delete_for_no_source_deletes_nothing(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *")
+
+    assert await kit.service.delete(record.id, sources=[]) is False
+    assert await kit.service.get(record.id) is not None
+    assert await kit.service.delete(record.id, sources=["billing"]) is True
+    assert await kit.service.get(record.id) is None
+
+
+async def test_a_trigger_wakes_a_dispatcher_only_if_it_would_wake_later(world: World) -> None:
+    signal = DueSignal(world.clock)
+    service = service_of(world, wakeup=signal)
+    declared = await service.declare(
+        {"key": "tick", "source": "billing", "cron": "@daily"}, dict(EVENT)
+    )
+
+    signal.plan(world.clock.now() + timedelta(seconds=60))
+    assert await service.trigger(declared.record.id) is not None
+    assert await signal.wait(1.0) is True
+
+    # A dispatcher already due to wake at this very moment is not woken twice.
+    await asyncio.sleep(5.0)
+    signal.plan(world.clock.now())
+    assert await service.trigger(declared.record.id) is not None
+    assert await signal.wait(1.0) is False
+
+
+async def test_a_trigger_at_the_instant_of_a_planned_occurrence_is_that_occurrence(
+    kit: Kit,
+) -> None:
+    record = await kit.declare(cron="* * * * *")
+    await kit.run(55)  # 00:01 is created ahead (the lookahead), not yet due
+    (planned,) = await kit.occurrences(record)
+    await asyncio.sleep((at("00:01") - kit.world.clock.now()).total_seconds())
+    assert kit.world.clock.now() == at("00:01")
+
+    event = await kit.service.trigger(record.id)
+
+    assert event is not None
+    assert (event.id, event.scheduled_at) == (planned.id, at("00:01"))
+    assert event.extra == {SCHEDULE_ID_EXTRA: record.id}, "as stored: planned, not triggered"
+    assert await kit.occurrences(record) == [planned]
+
+
+async def test_a_trigger_reports_its_occurrence_even_if_it_is_gone_when_read_back(
+    kit: Kit,
+) -> None:
+    record = await kit.declare(cron="@daily")
+    gate = asyncio.Event()
+    kit.world.memory.faults.stall["get"] = gate
+    triggering = asyncio.create_task(kit.service.trigger(record.id))
+    while kit.world.memory.faults.calls.get("get", 0) == 0:
+        await asyncio.sleep(0.01)
+    # Inserted, not yet read back: cancelled and removed by retention meanwhile.
+    (made,) = await kit.occurrences(record)
+    await kit.world.store.cancel(made.id)
+    assert await kit.world.store.delete_terminal_before(kit.world.clock.now() + timedelta(1)) == 1
+    gate.set()
+
+    event = await triggering
+
+    assert event is not None
+    assert (event.id, event.scheduled_at) == (made.id, made.scheduled_at)
+    assert event.extra == {SCHEDULE_ID_EXTRA: record.id, TRIGGERED_EXTRA: True}

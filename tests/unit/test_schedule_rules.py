@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -715,3 +716,36 @@ def test_an_occurrence_id_never_changes_between_versions(
     # Pinned: processes of two versions running side by side during an upgrade must derive
     # the same id for the same occurrence, or it would be created twice.
     assert occurrence_id(schedule_id, instant) == expected
+
+
+@pytest.fixture
+def machine_zone_ahead_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone set to UTC+05:30 (a POSIX rule: no zone data needed)."""
+    monkeypatch.setenv("TZ", "XST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("machine_zone_ahead_of_utc")
+def test_an_occurrence_is_named_and_scheduled_in_utc_whatever_the_machine_zone() -> None:
+    schedule = make(z("2025-06-01 00:00"), cron="0 * * * *")
+    paris = datetime.fromisoformat("2025-06-01T03:00:00+02:00")
+
+    found = occurrence(schedule, paris)
+
+    assert instant_text(paris) == "2025-06-01T01:00:00Z"
+    assert found.external_job_id == "schedule:nightly:2025-06-01T01:00:00Z"
+    assert found.scheduled_at.isoformat() == "2025-06-01T01:00:00+00:00"
+
+
+def test_a_schedule_declared_paused_is_paused_until_changed() -> None:
+    now = z("2025-06-01 00:00")
+    schedule = make(now, cron="0 * * * *", paused=True)
+    assert schedule.paused is True
+
+    running = update_schedule(schedule, {"paused": False}, now=now, check_cron=recurrence.check)
+    assert running.paused is False
+    again = update_schedule(running, {"paused": True}, now=now, check_cron=recurrence.check)
+    assert again.paused is True
