@@ -32,6 +32,7 @@ from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
     ClaimBatch,
+    ClaimRef,
     ClaimRequest,
     OutcomeUpdate,
     StoreRefused,
@@ -373,3 +374,77 @@ async def test_a_store_refusing_claims_leaves_everything_pending(world: World) -
     world.memory.faults.down.clear()
     await world.run(5.0, world.dispatcher())
     assert {(await world.stored(e)).status for e in events} == {EventStatus.COMPLETED}
+
+
+async def test_a_running_attempts_lease_is_renewed_once_past_half_its_length(
+    world: World,
+) -> None:
+    # Looked at every quarter of a lease, renewed at the first look past its half: every
+    # three quarters of a lease while the attempt lasts, a full lease ahead each time.
+    url = "https://slow.example/hook"
+    world.receivers.answer(url, answering(after=20.0))
+    renewed: list[tuple[float, float]] = []  # (when, seconds of lease left after)
+    extend = world.memory.extend_leases
+
+    async def timed(refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        count = await extend(refs, lease_seconds)
+        stored = await world.stored(event)
+        assert stored.lock_expires_at is not None
+        left = (stored.lock_expires_at - world.clock.now()).total_seconds()
+        renewed.append((round(loop_time(), 3), left))
+        return count
+
+    world.memory.extend_leases = timed  # type: ignore[method-assign]
+    (event,) = await world.submit(world.event(destination=url))
+    await world.run(25.0, world.dispatcher(lease_seconds=4.0))
+    assert (await world.stored(event)).status is EventStatus.COMPLETED
+    assert renewed == [(t, 4.0) for t in (3.0, 6.0, 9.0, 12.0, 15.0, 18.0)]
+
+
+async def test_an_attempt_still_running_at_the_shutdown_timeout_is_cut_off_and_handed_back(
+    world: World,
+) -> None:
+    url = "https://slow.example/hook"
+    cut_off: list[float] = []
+
+    async def slow(event: Event, attempt: int) -> DeliveryOutcome:
+        try:
+            await asyncio.sleep(30.0)
+        except asyncio.CancelledError:
+            cut_off.append(loop_time())
+            raise
+        return DeliveryOutcome.success(200)
+
+    world.receivers.answer(url, slow)
+    (event,) = await world.submit(world.event(destination=url))
+    await world.run(1.0, world.dispatcher(shutdown_timeout_seconds=2.0))
+    # Stopped at 1 s, waited 2 s for the attempt, then cut it off: it goes back uncounted.
+    assert cut_off == [3.0]
+    stored = await world.stored(event)
+    assert (stored.status, stored.attempts, stored.locked_by) == (EventStatus.PENDING, 0, None)
+
+
+async def test_an_attempt_finishing_during_shutdown_keeps_its_lease_until_it_ends(
+    world: World,
+) -> None:
+    # Stopped at 5.5 s with a lease of 8 s last renewed at the claim: the attempt ends at 10 s,
+    # within the shutdown timeout. Its lease is renewed meanwhile, so lease recovery never
+    # takes the event back from an attempt still running, and its success is what is stored.
+    url = "https://slow.example/hook"
+    world.receivers.answer(url, answering(after=10.0))
+    (event,) = await world.submit(world.event(destination=url))
+    dispatcher = world.dispatcher(lease_seconds=8.0, shutdown_timeout_seconds=10.0)
+    maintenance = world.maintenance()
+    stop, maintenance_stop = asyncio.Event(), asyncio.Event()
+    dispatching = asyncio.create_task(dispatcher.run(stop))
+    maintaining = asyncio.create_task(maintenance.run(maintenance_stop))
+    await asyncio.sleep(5.5)
+    stop.set()
+    await dispatching
+    await asyncio.sleep(2.0)
+    maintenance_stop.set()
+    await maintaining
+    assert loop_time() == pytest.approx(12.0, abs=0.1)
+    stored = await world.stored(event)
+    assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
+    assert len(world.receivers.requests) == 1

@@ -131,6 +131,7 @@ async def test_a_submission_its_quota_refuses_gets_the_refusal_and_the_others_ar
     refused = results[1]
     assert isinstance(refused, QuotaExceeded)
     assert refused.refusal == REFUSAL
+    assert str(refused) == REFUSAL.message
     assert [results[0], results[2]] == [
         accepted_new("id-a", stored=True),
         accepted_new("id-c", stored=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -90,6 +91,47 @@ async def test_the_workers_list_says_which_processes_count_as_alive(world: World
     await world.store.heartbeat(WorkerBeat("busy", ("api",), now, 3))
     alive = {record.worker: ok for record, ok in await admin.workers()}
     assert alive == {"busy": True, "quiet": False}  # silent 6 s > 5 s
+
+
+async def test_a_worker_silent_exactly_the_dead_after_time_still_counts_as_alive(
+    world: World,
+) -> None:
+    admin = admin_of(world)  # dead after 5 s
+    await world.store.heartbeat(WorkerBeat("edge", ("dispatch",), world.clock.now(), 0))
+    world.clock.skew = timedelta(seconds=5)
+    assert [(record.worker, ok) for record, ok in await admin.workers()] == [("edge", True)]
+
+
+async def test_an_operators_cleanup_waits_for_a_retention_pass_running_elsewhere(
+    world: World,
+) -> None:
+    # A pass running in another process is waited for (PostgreSQL), not skipped as the
+    # scheduled pass skips it: the store is asked to wait.
+    asked: list[bool] = []
+    delete = world.memory.delete_finished_before
+
+    async def recorded(*args: Any, wait: bool = False) -> int:
+        asked.append(wait)
+        return await delete(*args, wait=wait)
+
+    world.memory.delete_finished_before = recorded  # type: ignore[method-assign]
+    assert await admin_of(world).cleanup() == 0
+    assert await admin_of(world).cleanup(days=1) == 0
+    assert asked == [True, True]
+
+
+async def test_a_loaded_delivery_type_with_nothing_due_shows_zero_due(world: World) -> None:
+    admin = Admin(
+        maintenance=world.maintenance(),
+        gate=world.dispatcher().gate,
+        store=world.store,
+        retention_days=7,
+        dead_after_seconds=5.0,
+        registry=world.registry,
+    )
+    await world.submit(world.event(after=60.0))  # due later: not counted
+    rows = await admin.delivery_types()
+    assert [(row["name"], row["loaded"], row["due"]) for row in rows] == [("http", True, 0)]
 
 
 async def test_forgetting_workers_needs_a_positive_silence(world: World) -> None:

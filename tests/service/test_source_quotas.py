@@ -348,3 +348,29 @@ async def test_a_batch_the_quotas_refuse_costs_the_store_no_look_up() -> None:
     assert (len(result.accepted), len(result.rejected)) == (0, 50)
     assert adapter.faults.calls.get("get", 0) == reads
     await store.close()
+
+
+async def test_a_rate_taken_off_a_source_drops_its_bucket_and_a_new_rate_starts_full(
+    store: Store,
+) -> None:
+    clock = Clock()
+    quota = quotas(store, clock, billing=SourceQuota(rate=1.0, burst=2))
+    assert len(await admitted(quota, events("billing", 3))) == 2  # the bucket is empty now
+    assert quota.bucket_count == 1
+
+    assert quota.set_entry("billing", SourceQuota(max_pending=100))
+    assert quota.bucket_count == 0
+    assert quota.set_entry("billing", SourceQuota(rate=1.0, burst=2))
+    # No time has passed: only a fresh bucket holds tokens.
+    assert len(await admitted(quota, events("billing", 3))) == 2
+
+
+async def test_a_default_made_rate_free_drops_the_bucket_of_every_source_under_it(
+    store: Store,
+) -> None:
+    quota = quotas(store, Clock(), ANY=SourceQuota(rate=1.0, burst=1))
+    await admitted(quota, events("alpha", 1) + events("beta", 1) + events("gamma", 1))
+    assert quota.bucket_count == 3
+
+    assert quota.set_entry("*", SourceQuota(max_pending=100))
+    assert quota.bucket_count == 0

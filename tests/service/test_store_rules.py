@@ -4,14 +4,17 @@ is answered so."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.service.conftest import World
+from timefuse.adapters.memory import MemoryStore
+from timefuse.domain.status import EventStatus
 from timefuse.ports.store import ClaimRef, EventQuery, RedeliverResult, WorkerBeat
 from timefuse.service.store import Store
+from timefuse.testing.factories import make_event
 
 NAIVE = datetime(2030, 1, 1)
 AWARE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -34,7 +37,7 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
     (
         "heartbeat without a worker",
         lambda s: s.heartbeat(WorkerBeat("", ("api",), AWARE)),
-        "a heartbeat needs a worker",
+        "^a heartbeat needs a worker$",
     ),
     (
         "heartbeat with a naive start",
@@ -42,6 +45,17 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "started_at must be a timezone-aware datetime",
     ),
     ("redeliver", lambda s: s.redeliver("e", NAIVE), "now must be a timezone-aware datetime"),
+    (
+        "move_due due_at",
+        lambda s: s.move_due("e", NAIVE, AWARE),
+        "^due_at must be a timezone-aware datetime",
+    ),
+    ("move_due now", lambda s: s.move_due("e", AWARE, NAIVE), "^now must be a timezone-aware"),
+    (
+        "insert_many naive",
+        lambda s: s.insert_many([make_event(scheduled_at=NAIVE)]),
+        "^scheduled_at must be a timezone-aware datetime",
+    ),
     (
         "redeliver_dead_letters from",
         lambda s: s.redeliver_dead_letters(
@@ -176,3 +190,29 @@ async def test_counts_by_status_name_every_status(world: World) -> None:
         "DEAD_LETTER": 0,
         "CANCELLED": 0,
     }
+
+
+class SparseCounts(MemoryStore):
+    """An adapter that counts only the statuses it holds events in (as a GROUP BY does)."""
+
+    async def count_by_status(self, sources: frozenset[str] | None) -> Mapping[EventStatus, int]:
+        counts = await super().count_by_status(sources)
+        return {status: n for status, n in counts.items() if n}
+
+
+async def test_counts_by_status_name_every_status_even_from_an_adapter_that_leaves_some_out() -> (
+    None
+):
+    store = Store(SparseCounts())
+    await store.open()
+    await store.insert_many([make_event(status=EventStatus.PENDING)])
+    counts = await store.count_by_status()
+    assert {status.value: n for status, n in counts.items()} == {
+        "PENDING": 1,
+        "PROCESSING": 0,
+        "COMPLETED": 0,
+        "FAILED": 0,
+        "DEAD_LETTER": 0,
+        "CANCELLED": 0,
+    }
+    await store.close()

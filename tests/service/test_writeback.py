@@ -527,3 +527,177 @@ async def test_a_callback_the_store_refuses_is_dropped_its_outcome_written_witho
     )
     assert callbacks_of(world) == {}
     assert (writer.written, writer.dropped, writer.pending) == (2, 1, 0)
+
+
+# -- what is written instead of an outcome the store refuses -------------------------------------
+
+SNOWMAN = "\u2603 melted"
+
+
+class RefusingTextAndCallbacksStore(RefusingOneStore):
+    """Refuses any batch holding a snowman in an error text or a completion callback."""
+
+    async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+        self.batches.append(len(updates))
+        for u in updates:
+            if u.callback is not None:
+                raise StoreRefused("no callbacks")
+            if SNOWMAN in (u.last_error or "") + (u.attempt.error or ""):
+                raise StoreRefused("no snowmen")
+        return await self.world.store.record_outcomes(updates)
+
+
+@pytest.mark.parametrize("where", ["last_error", "attempt.error"])
+async def test_an_error_text_refused_in_either_place_is_replaced_in_both(
+    world: World, where: str
+) -> None:
+    (event,) = await claimed(world, 1)
+    store = RefusingTextStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    update = make_outcome(event, status=EventStatus.DEAD_LETTER)
+    if where == "last_error":
+        update = replace(update, last_error=SNOWMAN, attempt=replace(update.attempt, error=None))
+    else:
+        update = replace(update, last_error=None, attempt=replace(update.attempt, error=SNOWMAN))
+    writer.add(update)
+
+    assert await writer.flush()
+
+    stored = await world.stored(event)
+    (attempt,) = await world.store.attempts(event.id)
+    assert (stored.status, stored.last_error, attempt.error) == (
+        EventStatus.DEAD_LETTER,
+        "the delivery type's error text could not be stored",
+        None,
+    )
+    assert (writer.written, writer.dropped) == (1, 0)
+
+
+async def test_a_refused_callback_of_an_outcome_without_error_text_is_dropped_alone(
+    world: World,
+) -> None:
+    _, held = await lost_and_held(world)
+    store = CallbackRefusingStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    with_callback(writer, world, held, EventStatus.COMPLETED)  # a success: no error text
+
+    assert await writer.flush()
+
+    assert (await world.stored(held)).status is EventStatus.COMPLETED
+    assert callbacks_of(world) == {}
+    # One try without the callback, written: nothing else was tried.
+    assert store.batches == [1, 1]
+    assert (writer.written, writer.dropped, writer.pending) == (1, 1, 0)
+
+
+async def test_an_outcome_refused_for_its_text_and_its_callback_is_written_without_both(
+    world: World,
+) -> None:
+    _, held = await lost_and_held(world)
+    store = RefusingTextAndCallbacksStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    with_callback(
+        writer,
+        world,
+        held,
+        EventStatus.FAILED,
+        last_error=SNOWMAN,
+    )
+
+    assert await writer.flush()
+
+    stored = await world.stored(held)
+    (attempt,) = await world.store.attempts(held.id)
+    assert (stored.status, stored.last_error, attempt.error) == (
+        EventStatus.FAILED,
+        "the delivery type's error text could not be stored",
+        None,
+    )
+    assert callbacks_of(world) == {}
+    # As given, without its text, without its callback, then without both.
+    assert store.batches == [1, 1, 1, 1]
+    assert (writer.written, writer.dropped, writer.pending) == (1, 1, 0)
+
+
+async def test_each_callback_the_store_refuses_is_counted_as_dropped(world: World) -> None:
+    _, held = await lost_and_held(world)
+    await world.submit(world.event(callback_url=HOOK, failure_callback_url=HOOK))
+    batch = await world.store.claim(ClaimRequest("worker-1", 1, 60.0))
+    assert batch is not None
+    store = CallbackRefusingStore(world, poisoned="")
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    with_callback(writer, world, held, EventStatus.COMPLETED)
+    with_callback(writer, world, batch.events[0], EventStatus.COMPLETED)
+
+    assert await writer.flush()
+
+    assert callbacks_of(world) == {}
+    assert (writer.written, writer.dropped, writer.pending) == (2, 2, 0)
+
+
+async def test_an_outcome_dropped_before_an_outage_is_not_kept_with_the_others(
+    world: World,
+) -> None:
+    poisoned, other = await claimed(world, 2)
+
+    class RefusingThenDown(RefusingOneStore):
+        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+            self.batches.append(len(updates))
+            if any(u.event_id == self.poisoned for u in updates):
+                raise StoreRefused("no")
+            raise StoreUnavailable("down")
+
+    store = RefusingThenDown(world, poisoned=poisoned.id)
+    writer = OutcomeWriter(store, DueSignal(world.clock), batch_size=100, monotonic=loop_time)
+    writer.add(make_outcome(poisoned))
+    writer.add(make_outcome(other))
+
+    assert not await writer.flush()
+
+    # The refused one was dropped once, for good; only the other waits for the store.
+    assert (writer.written, writer.dropped, writer.pending) == (0, 1, 1)
+    store.poisoned = ""
+    assert not await writer.flush()
+    assert store.batches[-1] == 1
+    assert (writer.dropped, writer.pending) == (1, 1)
+
+
+async def test_an_outcome_dropped_is_logged_with_the_stores_last_refusal(world: World) -> None:
+    (event,) = await claimed(world, 1)
+    refusals = iter(["the whole outcome", "even without its text"])
+
+    class RefusingInTurn(RefusingOneStore):
+        async def record_outcomes(self, updates: Sequence[OutcomeUpdate]) -> frozenset[str]:
+            raise StoreRefused(next(refusals))
+
+    writer = OutcomeWriter(
+        RefusingInTurn(world, ""), DueSignal(world.clock), batch_size=100, monotonic=loop_time
+    )
+    writer.add(make_outcome(event, status=EventStatus.FAILED))  # with its error text
+    with structlog.testing.capture_logs() as logs:
+        assert await writer.flush()
+    dropped = [e for e in logs if e["event"] == "dropped an outcome the store refuses"]
+    assert [(e["event_id"], e["error"]) for e in dropped] == [(event.id, "even without its text")]
+    assert writer.dropped == 1
+
+
+async def test_hand_backs_due_within_one_tenth_of_a_second_share_one_write(world: World) -> None:
+    events = await claimed(world, 3)
+    writer, _ = writer_for(world)
+    writes: list[tuple[int, float]] = []
+    hand_back = world.memory.hand_back
+
+    async def counted(refs: Sequence[ClaimRef], delay_seconds: float = 0.0) -> int:
+        writes.append((len(refs), delay_seconds))
+        return await hand_back(refs, delay_seconds)
+
+    world.memory.hand_back = counted  # type: ignore[method-assign]
+    for event, delay in zip(events, [0.01, 0.05, 0.1], strict=True):
+        writer.hand_back(ClaimRef.of(event), delay)
+    now = world.clock.now()
+
+    assert await writer.flush()
+
+    assert writes == [(3, 0.1)]
+    for event in events:
+        assert (await world.stored(event)).next_attempt_at == now + timedelta(seconds=0.1)
