@@ -448,3 +448,29 @@ async def test_an_attempt_finishing_during_shutdown_keeps_its_lease_until_it_end
     stored = await world.stored(event)
     assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
     assert len(world.receivers.requests) == 1
+
+
+async def test_leases_are_renewed_while_the_shutdown_waits_for_running_attempts(
+    world: World,
+) -> None:
+    # Stopped at 3.5 s, before the 8 s lease is half spent (nothing to renew on the way out);
+    # the attempt ends at 10 s, within the 10 s shutdown timeout but after the lease claimed
+    # at 0 s would have run out. The lease keeper goes on while the shutdown waits, so lease
+    # recovery never takes the event from the attempt still running.
+    url = "https://slow.example/hook"
+    world.receivers.answer(url, answering(after=10.0))
+    (event,) = await world.submit(world.event(destination=url))
+    dispatcher = world.dispatcher(lease_seconds=8.0, shutdown_timeout_seconds=10.0)
+    maintenance = world.maintenance()
+    stop, maintenance_stop = asyncio.Event(), asyncio.Event()
+    dispatching = asyncio.create_task(dispatcher.run(stop))
+    maintaining = asyncio.create_task(maintenance.run(maintenance_stop))
+    await asyncio.sleep(3.5)
+    stop.set()
+    await dispatching
+    await asyncio.sleep(2.0)
+    maintenance_stop.set()
+    await maintaining
+    stored = await world.stored(event)
+    assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
+    assert len(world.receivers.requests) == 1

@@ -151,10 +151,12 @@ class Dispatcher:
             not taken back as a dead worker's.
         """
         self._presence = presence
+        # Set once the attempts have drained: the writer and the lease keeper work until then
+        # (an attempt the shutdown waits for keeps its lease as long as it runs).
         writer_stop = asyncio.Event()
         helpers = [
             asyncio.create_task(self._writer.run(writer_stop), name="timefuse-outcome-writer"),
-            asyncio.create_task(self._keep_leases(stop), name="timefuse-lease-keeper"),
+            asyncio.create_task(self._keep_leases(writer_stop), name="timefuse-lease-keeper"),
         ]
         if self._shared:
             helpers.append(
