@@ -424,11 +424,21 @@ async def test_an_attempt_still_running_at_the_shutdown_timeout_is_cut_off_and_h
     assert (stored.status, stored.attempts, stored.locked_by) == (EventStatus.PENDING, 0, None)
 
 
+@pytest.mark.parametrize(
+    "stopped_at",
+    [
+        # The 8 s lease is past half spent at the stop: renewed on the keeper's way out.
+        5.5,
+        # Not yet half spent: nothing to renew at the stop; only a keeper that goes on while
+        # the shutdown waits renews it before it runs out at 8 s.
+        3.5,
+    ],
+)
 async def test_an_attempt_finishing_during_shutdown_keeps_its_lease_until_it_ends(
-    world: World,
+    world: World, stopped_at: float
 ) -> None:
-    # Stopped at 5.5 s with a lease of 8 s last renewed at the claim: the attempt ends at 10 s,
-    # within the shutdown timeout. Its lease is renewed meanwhile, so lease recovery never
+    # The attempt ends at 10 s, within the 10 s shutdown timeout but after the lease taken at
+    # the claim would have run out. Its lease is renewed meanwhile, so lease recovery never
     # takes the event back from an attempt still running, and its success is what is stored.
     url = "https://slow.example/hook"
     world.receivers.answer(url, answering(after=10.0))
@@ -438,39 +448,13 @@ async def test_an_attempt_finishing_during_shutdown_keeps_its_lease_until_it_end
     stop, maintenance_stop = asyncio.Event(), asyncio.Event()
     dispatching = asyncio.create_task(dispatcher.run(stop))
     maintaining = asyncio.create_task(maintenance.run(maintenance_stop))
-    await asyncio.sleep(5.5)
+    await asyncio.sleep(stopped_at)
     stop.set()
     await dispatching
     await asyncio.sleep(2.0)
     maintenance_stop.set()
     await maintaining
     assert loop_time() == pytest.approx(12.0, abs=0.1)
-    stored = await world.stored(event)
-    assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
-    assert len(world.receivers.requests) == 1
-
-
-async def test_leases_are_renewed_while_the_shutdown_waits_for_running_attempts(
-    world: World,
-) -> None:
-    # Stopped at 3.5 s, before the 8 s lease is half spent (nothing to renew on the way out);
-    # the attempt ends at 10 s, within the 10 s shutdown timeout but after the lease claimed
-    # at 0 s would have run out. The lease keeper goes on while the shutdown waits, so lease
-    # recovery never takes the event from the attempt still running.
-    url = "https://slow.example/hook"
-    world.receivers.answer(url, answering(after=10.0))
-    (event,) = await world.submit(world.event(destination=url))
-    dispatcher = world.dispatcher(lease_seconds=8.0, shutdown_timeout_seconds=10.0)
-    maintenance = world.maintenance()
-    stop, maintenance_stop = asyncio.Event(), asyncio.Event()
-    dispatching = asyncio.create_task(dispatcher.run(stop))
-    maintaining = asyncio.create_task(maintenance.run(maintenance_stop))
-    await asyncio.sleep(3.5)
-    stop.set()
-    await dispatching
-    await asyncio.sleep(2.0)
-    maintenance_stop.set()
-    await maintaining
     stored = await world.stored(event)
     assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
     assert len(world.receivers.requests) == 1
