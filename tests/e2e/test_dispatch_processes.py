@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +12,7 @@ import pytest
 
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver
+from timefuse.domain.status import EventStatus
 from timefuse.service.store import Store
 from timefuse.testing import make_event
 
@@ -83,3 +86,40 @@ async def test_kill_9_of_one_dispatcher_loses_nothing_and_duplicates_at_most_its
     duplicates = receiver.count("/scaled") - len(ids)
     print(f"\nduplicates after kill -9 of one of four dispatchers: {duplicates}")
     assert duplicates <= in_flight_cap
+
+
+async def test_a_dispatcher_stopping_gracefully_keeps_its_long_attempt_to_itself(
+    store: Store, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    # An attempt of 6 s, the stop signal a moment into it, dead after 2 s of silence: the
+    # stopping process waits for the attempt (its shutdown timeout is longer) and goes on
+    # heartbeating meanwhile, so the other's maintenance doesn't take the claim back as a
+    # dead worker's and send the event a second time.
+    receiver.delay_seconds["/slow"] = 6.0
+    env = {"TIMEFUSE_WORKER_DEAD_AFTER_SECONDS": "2", "TIMEFUSE_SHUTDOWN_TIMEOUT_SECONDS": "20"}
+    started = dispatchers(2, env)
+    (event_id,) = await store.insert_many(
+        [make_event(scheduled_at=datetime.now(UTC), destination=receiver.url("/slow"))]
+    )
+    holder = await until_claimed(store, event_id)
+    stopping = started[int(holder.removeprefix("dispatch-"))]
+    assert stopping.proc is not None
+    stopping.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        while stopping.proc.poll() is None:
+            await asyncio.sleep(0.1)  # the process's own exit, not a guess at how long
+    stored = await store.get(event_id)
+    assert stopping.proc.returncode == 0
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
+    await asyncio.sleep(3.0)  # a second delivery would have started by now
+    assert receiver.arrivals("/slow", event_id) == 1
+
+
+async def until_claimed(store: Store, event_id: str) -> str:
+    async with asyncio.timeout(30):
+        while True:
+            stored = await store.get(event_id)
+            if stored is not None and stored.locked_by is not None:
+                return stored.locked_by
+            await asyncio.sleep(0.05)

@@ -101,6 +101,10 @@ class Receiver:
     def count(self, path: str) -> int:
         return len(self._by_path.get(path, ()))
 
+    def arrivals(self, path: str, event_id: str) -> int:
+        """How many requests for ``event_id`` arrived on ``path``, answered or not yet."""
+        return self._counts[(path, event_id)]
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         assert self._arrived is not None
         try:

@@ -227,6 +227,11 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     server: _Server | None = None
     tasks: list[asyncio.Task[None]] = []
+    # Heartbeats go on until every other role has stopped: a dispatcher that drains its
+    # running attempts after the stop signal is alive, not a dead worker whose claims the
+    # other processes' lease recovery should take back.
+    beats_stop = asyncio.Event()
+    beating: asyncio.Task[None] | None = None
     try:
         if sock is not None:
             server, serving = _api_task(tf, sock, api="api" in roles)
@@ -249,7 +254,8 @@ async def run(
             tasks.append(asyncio.create_task(tf.dispatcher.run(stop, presence=presence)))
         if "maintenance" in roles:
             tasks.append(asyncio.create_task(tf.maintenance.run(stop)))
-        tasks.append(asyncio.create_task(presence.run(stop)))
+        beating = asyncio.create_task(presence.run(beats_stop))
+        tasks.append(beating)
         log.info("started", roles=sorted(roles), worker=tf.worker_id)
         await _until_stopped(stop, tasks)
     finally:
@@ -257,6 +263,10 @@ async def run(
         stop.set()
         if server is not None:
             server.should_exit = True
+        await asyncio.gather(
+            *(task for task in tasks if task is not beating), return_exceptions=True
+        )
+        beats_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await tf.close()
         if sock is not None:
