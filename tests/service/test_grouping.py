@@ -4,7 +4,7 @@ events service on the in-memory store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,13 +14,14 @@ from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
 from timefuse.adapters.system.clock import SystemClock
 from timefuse.domain.event import Event
+from timefuse.domain.quota import QuotaTable, SourceQuota
 from timefuse.domain.status import EventStatus
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import EventQuery, StoreRefused, StoreUnavailable
 from timefuse.service.events import EventService
 from timefuse.service.grouping import GroupAnswers, SubmissionGroups
 from timefuse.service.metrics import Metrics
-from timefuse.service.quotas import QuotaExceeded, QuotaReason, QuotaRefusal
+from timefuse.service.quotas import QuotaExceeded, QuotaReason, QuotaRefusal, SourceQuotas
 from timefuse.service.store import Store
 from timefuse.service.submission import Accepted, accepted_new
 from timefuse.testing.factories import make_event
@@ -182,24 +183,36 @@ def adapter() -> MemoryStore:
     return MemoryStore()
 
 
-@pytest.fixture
-async def service(adapter: MemoryStore) -> AsyncIterator[EventService]:
-    store = Store(adapter)
-    await store.open()
-    yield EventService(
-        buffer=InlineIngestBuffer(adapter),
+def events_service(
+    adapter: MemoryStore,
+    store: Store,
+    *,
+    quotas: SourceQuotas | None = None,
+    buffer: KafkaLike | None = None,
+) -> EventService:
+    return EventService(
+        buffer=buffer or InlineIngestBuffer(adapter),
         store=store,
         registry=registry_of(Receivers().delivery_type()),
         clock=SystemClock(),
         metrics=Metrics(),
+        buffered=buffer is not None,
+        quotas=quotas,
     )
+
+
+@pytest.fixture
+async def service(adapter: MemoryStore) -> AsyncIterator[EventService]:
+    store = Store(adapter)
+    await store.open()
+    yield events_service(adapter, store)
     await store.close()
 
 
-def fields(external_job_id: str) -> dict[str, object]:
+def fields(external_job_id: str, *, source: str = "billing") -> dict[str, object]:
     return {
         "external_job_id": external_job_id,
-        "source": "billing",
+        "source": source,
         "scheduled_at": DUE,
         "delivery_type": "http",
         "destination": "https://example.com/hook",
@@ -248,38 +261,121 @@ async def test_identical_submissions_in_one_group_make_one_event_and_the_others_
     assert len((await service.list_events(EventQuery(), 10)).events) == 1
 
 
-async def test_a_value_the_store_refuses_fails_only_its_own_submission() -> None:
+async def test_a_group_stuck_in_the_store_past_its_deadline_fails_and_the_next_is_stored() -> None:
     storage = FakeStorage()
-    storage.open.clear()
-    groups = SubmissionGroups(storage)
-    first = await submitted(groups, "a")
-    await asyncio.sleep(0)
-    tasks = await submitted(groups, "b", "c", "bad", "d", "e")
-    refused = StoreRefused("PostgreSQL: unsupported Unicode escape sequence")
+    calls = 0
 
-    async def refusing(events: list[Event]) -> GroupAnswers:
-        if any(event.external_job_id == "bad" for event in events):
-            storage.groups.append([event.external_job_id for event in events])
-            raise refused
+    async def first_stuck(events: list[Event]) -> GroupAnswers:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()  # a store call that never returns
         return await storage(events)
 
-    groups._store_group = refusing
-    storage.open.set()
-    results = await asyncio.gather(*first, *tasks, return_exceptions=True)
+    groups = SubmissionGroups(first_stuck, deadline=0.05)
+    stuck = await submitted(groups, "a")
+    await asyncio.sleep(0)
+    later = await submitted(groups, "b")
 
-    assert results[3] is refused
-    assert [r.id for r in results if isinstance(r, Accepted)] == [
-        "id-a",
-        "id-b",
-        "id-c",
-        "id-d",
-        "id-e",
-    ]
-    # Halves apart, down to the one at fault: a few transactions, not one per submission.
-    assert storage.groups[1:] == [
-        ["b", "c", "bad", "d", "e"],
-        ["b", "c"],
-        ["bad", "d", "e"],
+    results = await asyncio.gather(*stuck, *later, return_exceptions=True)
+
+    assert isinstance(results[0], BufferUnavailable)
+    assert str(results[0]) == "the event store did not confirm the submission within 0.05 s"
+    assert results[1] == accepted_new("id-b", stored=True)
+
+
+def refusing_bad_values(adapter: MemoryStore) -> list[list[str]]:
+    """Make ``adapter`` refuse any insert holding the event of job "bad", as PostgreSQL
+    refuses a whole transaction for one value; returns the inserts tried."""
+    tried: list[list[str]] = []
+    insert = adapter.insert_many
+
+    async def refusing(events: Sequence[Event]) -> dict[str, str]:
+        tried.append([event.external_job_id for event in events])
+        if any(event.external_job_id == "bad" for event in events):
+            raise StoreRefused("PostgreSQL: unsupported Unicode escape sequence")
+        return await insert(events)
+
+    adapter.insert_many = refusing  # type: ignore[method-assign]
+    return tried
+
+
+async def test_a_value_the_store_refuses_fails_only_its_own_submission(
+    adapter: MemoryStore,
+) -> None:
+    tried = refusing_bad_values(adapter)
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"a": SourceQuota(rate=0.001, burst=4)}), store, Metrics())
+    service = events_service(adapter, store, quotas=quotas)
+    names = [("a", "1"), ("a", "2"), ("b", "bad"), ("a", "3"), ("a", "4")]
+
+    results = await asyncio.gather(
+        *(service.submit(fields(job, source=source)) for source, job in names),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[2], StoreRefused)
+    # The others are stored, each admitted by its source's quota once: the halves stored
+    # apart took no second token.
+    assert [isinstance(r, Accepted) and not r.duplicate for r in results] == [
+        True, True, False, True, True,
+    ]  # fmt: skip
+    assert tried == [
+        ["1", "2", "bad", "3", "4"],
+        ["1", "2"],
+        ["bad", "3", "4"],
         ["bad"],
-        ["d", "e"],
+        ["3", "4"],
     ]
+    assert len((await service.list_events(EventQuery(), 10)).events) == 4
+
+
+async def test_a_batch_item_the_store_refuses_is_rejected_alone(adapter: MemoryStore) -> None:
+    refusing_bad_values(adapter)
+    store = Store(adapter)
+    await store.open()
+    service = events_service(adapter, store)
+
+    result = await service.submit_batch([fields("1"), fields("bad"), fields("2")])
+
+    assert [index for index, _ in result.accepted] == [0, 2]
+    (rejection,) = result.rejected
+    assert (rejection.index, rejection.external_job_id, rejection.errors) == (1, "bad", [])
+    assert rejection.reason == "the store refused a value of this event"
+
+
+class KafkaLike:
+    """A buffer that takes events for a later store, as the Kafka buffer does."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def submit(self, events: Sequence[Event]) -> dict[str, str]:
+        self.events.extend(events)
+        return {event.id: event.id for event in events}
+
+
+async def test_with_kafka_and_the_store_down_only_capped_sources_submissions_fail(
+    adapter: MemoryStore,
+) -> None:
+    # Counting a capped source's PENDING events needs the store; the others don't.
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"capped": SourceQuota(max_pending=10)}), store, Metrics())
+    buffer = KafkaLike()
+    service = events_service(adapter, store, quotas=quotas, buffer=buffer)
+    adapter.faults.down.update({"pending_by_source", "get_many"})
+
+    results = await asyncio.gather(
+        service.submit(fields("c1", source="capped")),
+        service.submit(fields("f1", source="free")),
+        service.submit(fields("f2", source="free")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], StoreUnavailable)
+    assert [(r.duplicate, r.stored) for r in results[1:] if isinstance(r, Accepted)] == [
+        (False, False), (False, False),
+    ]  # fmt: skip
+    assert [event.external_job_id for event in buffer.events] == ["f1", "f2"]

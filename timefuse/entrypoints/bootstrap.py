@@ -294,8 +294,11 @@ def bootstrap(
         limits=limits,
         wakeup=wakeup,
         buffered=settings.kafka.enabled,
-        # With Kafka, its acknowledgement bounds a submission (TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_...).
-        submit_timeout=None if settings.kafka.enabled else settings.api.submit_timeout,
+        # How long a submission may wait, its turn among others included, before a 503: with
+        # Kafka, for its acknowledgement (TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS).
+        submit_timeout=(
+            settings.kafka.submit_timeout if settings.kafka.enabled else settings.api.submit_timeout
+        ),
         quotas=quotas,
     )
     dispatcher = Dispatcher(

@@ -34,6 +34,7 @@ from timefuse.ports.store import (
     EventQuery,
     MoveDueResult,
     RedeliverResult,
+    StoreRefused,
 )
 from timefuse.service.grouping import GroupAnswers, SubmissionGroups
 from timefuse.service.metrics import Metrics
@@ -67,14 +68,15 @@ def _narrow(query: EventQuery, sources: Sources) -> EventQuery:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """An item of a batch not accepted: invalid (``errors``), or refused by its source's
-    quota (``quota``)."""
+    """An item of a batch not accepted: invalid (``errors``), refused by its source's quota
+    (``quota``), or holding a value the store refused (``store_refusal``)."""
 
     index: int
     external_job_id: str | None
     reason: str
     errors: list[FieldError]
     quota: QuotaRefusal | None = None
+    store_refusal: StoreRefused | None = None
 
 
 class AmendAnswer(enum.Enum):
@@ -105,6 +107,11 @@ class BatchResult:
 
     accepted: list[tuple[int, Accepted]]
     rejected: list[Rejection]
+
+
+def _refused_by_store(index: int, event: Event, refusal: StoreRefused) -> Rejection:
+    reason = "the store refused a value of this event"
+    return Rejection(index, event.external_job_id, reason, [], store_refusal=refusal)
 
 
 def _over_quota(index: int, event: Event, refusal: QuotaRefusal) -> Rejection:
@@ -143,7 +150,7 @@ class EventService:
         self._submit_timeout = submit_timeout
         self._twins = TwinLookup(store, tolerant=buffered)
         # Submissions of one event that arrive together are stored in one transaction.
-        self._groups = SubmissionGroups(self._store_group)
+        self._groups = SubmissionGroups(self._store_group, deadline=submit_timeout)
         self._quotas = quotas
         # Per set of visible sources (None: all); callers are few (one per API key).
         self._statistics: dict[frozenset[str] | None, tuple[float, dict[str, int]]] = {}
@@ -199,10 +206,39 @@ class EventService:
         return await within(self._submit_timeout, self._groups.submit(event))
 
     async def _store_group(self, events: list[Event]) -> GroupAnswers:
-        """Single submissions that arrived together, accepted as one batch."""
-        result = await self._accept_batch(list(enumerate(events)), [])
-        refused = [(r.index, r.quota) for r in result.rejected if r.quota is not None]
-        return GroupAnswers(self._repeats_in_group(result.accepted), refused)
+        """Single submissions that arrived together, accepted as one batch.
+
+        Through Kafka, events of sources whose PENDING events are counted go apart from the
+        others: while the store is down that count fails, and it must fail only them, as it
+        would if each had come alone (the others go on into Kafka).
+        """
+        items = list(enumerate(events))
+        quotas = self._quotas
+        if not self._buffered or quotas is None:
+            parts = [items]
+        else:
+            counted = [(n, e) for n, e in items if quotas.counts_pending(e.source)]
+            others = [(n, e) for n, e in items if not quotas.counts_pending(e.source)]
+            parts = [part for part in (others, counted) if part]
+        accepted: list[tuple[int, Accepted]] = []
+        refused: list[tuple[int, QuotaRefusal]] = []
+        failed: list[tuple[int, Exception]] = []
+        for part in parts:
+            try:
+                result = await self._accept_batch(part, [])
+            except Exception as exc:
+                if len(parts) == 1:
+                    raise
+                failed.extend((n, exc) for n, _ in part)
+                continue
+            accepted.extend(result.accepted)
+            for rejection in result.rejected:
+                if rejection.quota is not None:
+                    refused.append((rejection.index, rejection.quota))
+                elif rejection.store_refusal is not None:
+                    failed.append((rejection.index, rejection.store_refusal))
+        accepted.sort(key=lambda item: item[0])
+        return GroupAnswers(self._repeats_in_group(accepted), refused, failed)
 
     def _repeats_in_group(self, accepted: list[tuple[int, Accepted]]) -> list[tuple[int, Accepted]]:
         """Identical submissions of one group are requests of their own: the first made the
@@ -260,7 +296,11 @@ class EventService:
             twins = await self._twins.find_many(event.id for event in accepting)
             # What is stored already is not stored (nor buffered) again.
             fresh = [event for event in accepting if event.id not in twins]
-            ids = await self._accept(fresh) if fresh else {}
+            ids, refusals = await self._accept_apart(fresh) if fresh else ({}, {})
+        for index, event in kept:
+            if event.id in refusals:
+                rejected.append(_refused_by_store(index, event, refusals[event.id]))
+        kept = [(index, event) for index, event in kept if event.id not in refusals]
         rejected.sort(key=lambda rejection: rejection.index)
         stored_elsewhere = set(ids.values()) - set(twins) - set(ids)
         for stored_id in stored_elsewhere:
@@ -287,6 +327,22 @@ class EventService:
         if self._quotas is None:
             return nullcontext(Admission(admitted=events))
         return self._quotas.admit(events)
+
+    async def _accept_apart(
+        self, events: list[Event]
+    ) -> tuple[dict[str, str], dict[str, StoreRefused]]:
+        """:meth:`_accept`, and when the store refuses a value of one of the events (which
+        fails the transaction of all), the halves apart, down to the events at fault: their
+        refusals by id, and the others accepted. The quotas admitted them all once before."""
+        try:
+            return await self._accept(events), {}
+        except StoreRefused as exc:
+            if len(events) == 1:
+                return {}, {events[0].id: exc}
+        half = len(events) // 2
+        first, first_refused = await self._accept_apart(events[:half])
+        second, second_refused = await self._accept_apart(events[half:])
+        return first | second, first_refused | second_refused
 
     async def _accept(self, events: list[Event]) -> dict[str, str]:
         ids = await self._buffer.submit(events)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from timefuse.domain.event import Event
 from timefuse.ports.ingest import BufferUnavailable
-from timefuse.ports.store import StoreRefused
 from timefuse.service.quotas import QuotaExceeded, QuotaRefusal
 from timefuse.service.submission import Accepted
 
@@ -27,28 +26,38 @@ GROUP_LIMIT = 1000
 
 @dataclass(frozen=True, slots=True)
 class GroupAnswers:
-    """What became of a group's events, by their position in the group: accepted, or
-    refused by their source's quota."""
+    """What became of a group's events, by their position in the group: accepted, refused
+    by their source's quota, or failed on their own (the store refused a value of theirs,
+    or a part of the group they were in could not be stored)."""
 
     accepted: Sequence[tuple[int, Accepted]]
-    refused: Sequence[tuple[int, QuotaRefusal]]
+    refused: Sequence[tuple[int, QuotaRefusal]] = ()
+    failed: Sequence[tuple[int, Exception]] = ()
 
 
 StoreGroup = Callable[[list[Event]], Awaitable[GroupAnswers]]
+Waiting = tuple[Event, "asyncio.Future[Accepted]"]
 
 
 class SubmissionGroups:
-    """:param store_group: stores a group durably (or raises), answering each of its events."""
+    """:param store_group: stores a group durably (or raises), answering each of its events.
+    :param deadline: the longest one group may take to store (``None``: unbounded); past it
+        the group's submissions are answered :class:`BufferUnavailable` and the next group
+        is stored, so one stuck store call can't hold every later submission.
+    """
 
-    def __init__(self, store_group: StoreGroup, *, limit: int = GROUP_LIMIT) -> None:
+    def __init__(
+        self, store_group: StoreGroup, *, limit: int = GROUP_LIMIT, deadline: float | None = None
+    ) -> None:
         self._store_group = store_group
         self._limit = limit
-        self._waiting: list[tuple[Event, asyncio.Future[Accepted]]] = []
+        self._deadline = deadline
+        self._waiting: list[Waiting] = []
         self._storing: asyncio.Task[None] | None = None
 
     async def submit(self, event: Event) -> Accepted:
-        """``event``'s answer once the group it joined is durable; the group's error if
-        storing it failed, :class:`QuotaExceeded` if its source's quota refused it.
+        """``event``'s answer once the group it joined is durable; its own failure or its
+        group's if storing it failed, :class:`QuotaExceeded` if its source's quota refused it.
 
         A caller that stops waiting (a time-out) takes its event out of the next group; one
         already being stored may still be stored, as a timed-out submission may be.
@@ -56,7 +65,8 @@ class SubmissionGroups:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Accepted] = loop.create_future()
         self._waiting.append((event, answer))
-        if self._storing is None or self._storing.get_loop() is not loop:
+        storing = self._storing
+        if storing is None or storing.done() or storing.get_loop() is not loop:
             # (A task of a loop that was closed under it never finishes: this loop starts anew.)
             self._waiting[:-1] = [(e, a) for e, a in self._waiting[:-1] if a.get_loop() is loop]
             # A context of its own: the first caller's log context is not the group's.
@@ -67,7 +77,7 @@ class SubmissionGroups:
         return await answer
 
     async def _store_groups(self) -> None:
-        group: list[tuple[Event, asyncio.Future[Accepted]]] = []
+        group: list[Waiting] = []
         try:
             while self._waiting:
                 taken = self._waiting[: self._limit]
@@ -77,43 +87,45 @@ class SubmissionGroups:
                     await self._store(group)
                 group = []
         finally:
-            self._storing = None
             # Cancelled (the server stopping): nobody is left to store what still waits.
             stopped = BufferUnavailable("the server is stopping; the submission was not stored")
-            for _, answer in group + self._waiting:
-                if not answer.done():
-                    answer.set_exception(stopped)
-            self._waiting.clear()
+            _fail(group, stopped)
+            if self._storing is asyncio.current_task():
+                self._storing = None
+                _fail(self._waiting, stopped)
+                self._waiting.clear()
 
-    async def _store(self, group: list[tuple[Event, asyncio.Future[Accepted]]]) -> None:
+    async def _store(self, group: list[Waiting]) -> None:
+        bound = asyncio.timeout(self._deadline)
         try:
-            answers = await self._store_group([event for event, _ in group])
-        except StoreRefused as exc:
-            if len(group) > 1:
-                # One submission's values refused fail the transaction of all: the halves are
-                # stored apart, down to the one at fault, so only it is refused, not the
-                # clients beside it.
-                half = len(group) // 2
-                await self._store(group[:half])
-                await self._store(group[half:])
-                return
-            _fail(group, exc)
-            return
+            async with bound:
+                answers = await self._store_group([event for event, _ in group])
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and bound.expired():
+                exc = BufferUnavailable(
+                    f"the event store did not confirm the submission within {self._deadline:g} s"
+                )
             _fail(group, exc)
             return
         for index, accepted in answers.accepted:
-            if not group[index][1].done():
-                group[index][1].set_result(accepted)
+            _settle(group[index][1], accepted)
         for index, refusal in answers.refused:
-            if not group[index][1].done():
-                group[index][1].set_exception(QuotaExceeded(refusal))
-        for _, answer in group:
-            if not answer.done():  # a group's every event is answered; this is a fault
-                answer.set_exception(RuntimeError("a submission of a group was not answered"))
+            _settle(group[index][1], QuotaExceeded(refusal))
+        for index, failure in answers.failed:
+            _settle(group[index][1], failure)
+        # Every event of a group is answered; one left out would be a fault of the caller's.
+        _fail(group, RuntimeError("a submission of a group was not answered"))
 
 
-def _fail(group: list[tuple[Event, asyncio.Future[Accepted]]], exc: Exception) -> None:
+def _settle(answer: asyncio.Future[Accepted], outcome: Accepted | Exception) -> None:
+    if answer.done():
+        return
+    if isinstance(outcome, Exception):
+        answer.set_exception(outcome)
+    else:
+        answer.set_result(outcome)
+
+
+def _fail(group: list[Waiting], exc: Exception) -> None:
     for _, answer in group:
-        if not answer.done():
-            answer.set_exception(exc)
+        _settle(answer, exc)

@@ -252,6 +252,11 @@ class SourceQuotas:
             room.granted[event.source] += 1
         return None
 
+    def counts_pending(self, source: str) -> bool:
+        """Whether admitting ``source``'s events needs its PENDING events counted (a store
+        read)."""
+        return self._cap_of(source) is not None
+
     def _cap_of(self, source: str) -> int | None:
         entry = self._table.entry_of(source)
         return None if entry is None else entry[1].max_pending
