@@ -144,6 +144,15 @@ class KafkaSettings(Section, title="Kafka"):
         help="Replication factor of the topics timefuse creates (-1: the broker's default).",
         parse=integer(-1, 32767),
     )
+    max_record_bytes: int = setting(
+        env="TIMEFUSE_KAFKA_MAX_RECORD_BYTES",
+        default="4194304",
+        help="Largest ingest record: the producer's message.max.bytes and the max.message.bytes "
+        "of the topics timefuse creates. The default holds the largest event the default "
+        "TIMEFUSE_MAX_PAYLOAD_BYTES allows (a body of base64 bytes is a third larger); raise "
+        "both together. A topic that exists already keeps its own max.message.bytes.",
+        parse=integer(1024, 1_000_000_000),
+    )
     submit_timeout: float = setting(
         env="TIMEFUSE_KAFKA_SUBMIT_TIMEOUT_SECONDS",
         default="5",

@@ -161,7 +161,12 @@ def build_stream(kafka: KafkaSettings, ingest: IngestSettings) -> IngestStream |
     return KafkaIngestStream(
         cluster_clients(kafka),
         _ingest_topic(kafka),
-        TopicSpec(kafka.dead_letter_topic, kafka.partitions, kafka.replication_factor),
+        TopicSpec(
+            kafka.dead_letter_topic,
+            kafka.partitions,
+            kafka.replication_factor,
+            max_message_bytes=kafka.max_record_bytes,
+        ),
         ingest.consumer_group,
     )
 
@@ -193,7 +198,12 @@ def build_ingest(
 def _ingest_topic(settings: KafkaSettings) -> TopicSpec:
     from timefuse.adapters.kafka import TopicSpec
 
-    return TopicSpec(settings.ingest_topic, settings.partitions, settings.replication_factor)
+    return TopicSpec(
+        settings.ingest_topic,
+        settings.partitions,
+        settings.replication_factor,
+        max_message_bytes=settings.max_record_bytes,
+    )
 
 
 def submission_limits(settings: ApiSettings) -> SubmissionLimits:

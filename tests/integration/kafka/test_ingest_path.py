@@ -7,6 +7,7 @@ store's insert calls and take the store down at will; the broker is real.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,3 +206,31 @@ async def test_http_options_and_callbacks_travel_through_the_ingest_topic(runnin
     assert stored.http == http
     assert stored.payload == b"null"
     assert stored.callback_url == "https://client.example/done"
+
+
+async def test_the_largest_events_a_submission_may_hold_pass_through_the_ingest_topic(
+    running: Running,
+) -> None:
+    # A payload of the whole 1 MiB allowed, and an http.body of 1 MiB of bytes (base64, a
+    # third larger), each beside an ordinary event: all three answered 202 and stored.
+    payload = {"blob": "x" * (1024 * 1024 - 20)}
+    raw = base64.b64encode(bytes(range(256)) * 4096).decode()
+    bodies = [
+        {"payload": payload},
+        {"payload": None, "http": {"body": raw, "body_encoding": "base64"}},
+        {"payload": {"n": 1}},
+    ]
+    ids = []
+    for n, body in enumerate(bodies):
+        event = {
+            "external_job_id": f"large-{n}",
+            "source": "large",
+            "scheduled_at": at(3600),
+            "delivery_type": "http",
+            "destination": "https://receiver.example/hook",
+            **body,
+        }
+        response = await running.client.post("/api/v1/events", json=event)
+        assert response.status_code == 202, response.text[:500]
+        ids.append(response.json()["data"]["id"])
+    await eventually(lambda: set(ids) <= set(running.store.inserted()), timeout=20)

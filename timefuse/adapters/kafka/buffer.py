@@ -46,8 +46,13 @@ class KafkaIngestBuffer:
         # A record older than a submission's timeout has been answered 503 already: fail it
         # rather than have it land long after the client was told it didn't.
         timeout_ms = max(1000, int(submit_timeout * 1000))
+        limits: dict[str, object] = {"message.timeout.ms": timeout_ms}
+        if topic.max_message_bytes is not None:
+            # An accepted event must fit: librdkafka's own default (1,000,000) is below the
+            # largest payload a submission may hold.
+            limits["message.max.bytes"] = topic.max_message_bytes
         self._producer = AsyncProducer(
-            settings.producer_config(**{"message.timeout.ms": timeout_ms}),
+            settings.producer_config(**limits),
             name="timefuse-ingest-producer",
         )
         self._topic_ready = False

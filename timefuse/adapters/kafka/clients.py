@@ -81,6 +81,13 @@ class TopicSpec:
     name: str
     partitions: int
     replication_factor: int = -1  # the broker's default.replication.factor
+    # The topic's max.message.bytes when timefuse creates it (None: the broker's default).
+    max_message_bytes: int | None = None
+
+    def config(self) -> dict[str, str]:
+        if self.max_message_bytes is None:
+            return {}
+        return {"max.message.bytes": str(self.max_message_bytes)}
 
 
 async def ensure_topics(
@@ -101,7 +108,7 @@ def _ensure_topics(settings: KafkaClientSettings, topics: list[TopicSpec], timeo
     missing = [t for t in topics if t.name not in existing]
     if not missing:
         return
-    new = [NewTopic(t.name, t.partitions, t.replication_factor) for t in missing]
+    new = [NewTopic(t.name, t.partitions, t.replication_factor, config=t.config()) for t in missing]
     futures = admin.create_topics(new, request_timeout=timeout)
     for name, future in futures.items():
         try:
