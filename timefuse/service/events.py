@@ -311,7 +311,8 @@ class EventService:
                 twins[stored_id] = found
         accepted = []
         for index, event in kept:
-            stored_id = ids.get(event.id, event.id)
+            # A found twin was not stored again; every other event has the buffer's answer.
+            stored_id = event.id if event.id in twins else ids[event.id]
             twin = twins.get(stored_id)
             answer = (
                 duplicate_of(twin)
