@@ -546,3 +546,32 @@ async def test_a_destination_left_out_comes_back_for_a_worthwhile_batch(
         gate.finished(done, OK, hold)  # deliveries as long as the first guess: same pace
     assert rooms_at == [room_after]
     assert gate.claim_budget().budgets["a.example:443"] == room_after
+
+
+async def test_a_full_destination_with_a_token_to_spare_waits_for_a_slot_without_spinning() -> (
+    None
+):
+    looks = 0
+
+    def clock() -> float:
+        nonlocal looks
+        looks += 1
+        if looks > 1000:  # stops a busy loop so that the assertion below can tell
+            raise RuntimeError("the gate keeps looking at its clock")
+        return loop_time()
+
+    started: list[Claimed] = []
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=1, rate=1.0, burst=1), hold_seconds=5),
+        start=started.append,
+        hand_back=lambda c, delay, why: None,
+        monotonic=clock,
+    )
+    running, waiting = claimed(), claimed()
+    gate.admit(running)
+    gate.admit(waiting)
+    await asyncio.sleep(3.0)  # a token is there from 1 s on; the slot is not
+    assert looks < 20
+    assert started == [running]
+    gate.finished(running, OK, 3.0)
+    assert started == [running, waiting]  # the freed slot takes the waiting event at once
