@@ -548,9 +548,7 @@ async def test_a_destination_left_out_comes_back_for_a_worthwhile_batch(
     assert gate.claim_budget().budgets["a.example:443"] == room_after
 
 
-async def test_a_full_destination_with_a_token_to_spare_waits_for_a_slot_without_spinning() -> (
-    None
-):
+async def test_a_full_destination_with_a_token_to_spare_waits_for_a_slot_without_spinning() -> None:
     looks = 0
 
     def clock() -> float:
