@@ -492,3 +492,84 @@ async def test_an_event_left_waiting_after_a_reset_leaves_its_destination_idle()
     await asyncio.sleep(5.1)
     assert [(c, why) for c, _, why in seen.handed_back] == [(queued, HandBackReason.WAIT)]
     assert gate.snapshot(active_only=True) == {}
+
+
+async def test_events_handed_back_one_after_the_other_leave_their_destination_idle() -> None:
+    seen = Seen()
+    limits = DestinationLimits(concurrency=0, rate=0.1, burst=1)
+    gate = gate_with(seen, default=limits, hold_seconds=2.0)
+    first, early = claimed(), claimed()
+    gate.admit(first)
+    gate.finished(first, OK, 0.1)
+    gate.admit(early)  # waits for the next token, 10 s away
+    await asyncio.sleep(0.5)
+    late = claimed()
+    gate.admit(late)
+    await asyncio.sleep(1.6)  # the early one's hold time is up, not yet the late one's
+    assert [(c, why) for c, _, why in seen.handed_back] == [(early, HandBackReason.WAIT)]
+    await asyncio.sleep(0.5)
+    assert [c for c, _, _ in seen.handed_back] == [early, late]
+    assert gate.occupied == 0
+    assert gate.snapshot(active_only=True) == {}
+
+
+@pytest.mark.parametrize(
+    ("cap", "queue", "hold", "room_after"),
+    [
+        # 10 per 2 s (hold time as the first guess of a delivery's time) is 5/s: a batch of
+        # 40 % of the 10 it starts within the hold time is 4.
+        (10, 8, 2.0, 4),
+        # 300/s starts 300 within a 1 s hold time: 40 % is 120, but no more than 100.
+        (300, 150, 1.0, 100),
+    ],
+)
+async def test_a_destination_left_out_comes_back_for_a_worthwhile_batch(
+    cap: int, queue: int, hold: float, room_after: int
+) -> None:
+    rooms_at: list[int] = []
+    finished: list[Claimed] = []
+    started: list[Claimed] = []
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=cap, queue=queue), hold_seconds=hold),
+        start=started.append,
+        hand_back=lambda c, delay, why: None,
+        monotonic=loop_time,
+        on_room=lambda: rooms_at.append(len(finished)),
+    )
+    for _ in range(cap + queue):
+        gate.admit(claimed())
+    assert (len(started), gate.occupied) == (cap, cap + queue)
+    assert "a.example:443" in gate.claim_budget().excluded  # full: slots taken, queue full
+    while started[len(finished) :] and not rooms_at:
+        done = started[len(finished)]
+        finished.append(done)
+        gate.finished(done, OK, hold)  # deliveries as long as the first guess: same pace
+    assert rooms_at == [room_after]
+    assert gate.claim_budget().budgets["a.example:443"] == room_after
+
+
+async def test_a_full_destination_with_a_token_to_spare_waits_for_a_slot_without_spinning() -> None:
+    looks = 0
+
+    def clock() -> float:
+        nonlocal looks
+        looks += 1
+        if looks > 1000:  # stops a busy loop so that the assertion below can tell
+            raise RuntimeError("the gate keeps looking at its clock")
+        return loop_time()
+
+    started: list[Claimed] = []
+    gate = DestinationGate(
+        GateSettings(default=DestinationLimits(concurrency=1, rate=1.0, burst=1), hold_seconds=5),
+        start=started.append,
+        hand_back=lambda c, delay, why: None,
+        monotonic=clock,
+    )
+    running, waiting = claimed(), claimed()
+    gate.admit(running)
+    gate.admit(waiting)
+    await asyncio.sleep(3.0)  # a token is there from 1 s on; the slot is not
+    assert looks < 20
+    assert started == [running]
+    gate.finished(running, OK, 3.0)
+    assert started == [running, waiting]  # the freed slot takes the waiting event at once

@@ -228,6 +228,26 @@ async def test_poison_is_dead_lettered_with_its_reason_and_its_neighbours_stored
     assert ingest.metric("timefuse_ingest_dead_lettered_total") == 10
 
 
+@pytest.mark.parametrize("at", [0, 1])
+async def test_a_refused_event_in_a_batch_of_two_is_dead_lettered_alone(at: int) -> None:
+    clock = LoopClock()
+    memory = RefusingStore(clock=clock)
+    store = Store(memory)
+    await store.open()
+    world = World(clock, memory, store, None, None)  # type: ignore[arg-type]
+    ingest = ingest_on(world)
+    good = world.event()
+    batch = [good]
+    batch.insert(at, world.event(source="refused"))
+    ingest.stream.add(*batch)
+    await ingest.run(1.0)
+    assert set(await stored_statuses(world)) == {good.id}
+    assert [(r.offset, reason) for r, reason in ingest.stream.dead_letters] == [
+        (at, "store refused the event: value out of range")
+    ]
+    assert ingest.stream.all_committed()
+
+
 async def test_a_record_with_a_window_and_its_own_backoff_is_stored_as_it_was_accepted(
     ingest: Ingest,
 ) -> None:

@@ -25,7 +25,7 @@ from timefuse.ports.store.schedules import SCHEDULE_ID_EXTRA, TRIGGERED_EXTRA
 from timefuse.service.events import EventService
 from timefuse.service.maintenance import Maintenance, MaintenanceSettings
 from timefuse.service.planner import SchedulePlanner, SchedulerSettings, schedule_metrics
-from timefuse.service.schedules import ForbiddenSource, ScheduleService
+from timefuse.service.schedules import ForbiddenSource, ScheduleBusy, ScheduleService
 from timefuse.service.wakeup import DueSignal
 
 pytestmark = pytest.mark.looptime
@@ -399,6 +399,43 @@ async def test_an_update_is_held_to_the_service_limits(world: World) -> None:
     stored = await service.get(declared.record.id)
     assert stored is not None
     assert stored.schedule.every_seconds == 600
+
+
+async def test_each_change_is_stamped_with_the_time_it_was_made(kit: Kit) -> None:
+    record = await kit.declare(every_seconds=60)
+    await asyncio.sleep(30.0)
+    paused = await kit.service.pause(record.id)
+    assert paused is not None
+    assert paused.updated_at == kit.world.clock.now() > record.updated_at
+    await asyncio.sleep(30.0)
+    updated = await kit.service.update(record.id, {"every_seconds": 120})
+    assert updated is not None
+    assert updated.updated_at == kit.world.clock.now() > paused.updated_at
+    assert (await kit.stored(record)).updated_at == updated.updated_at
+
+
+async def test_a_change_that_keeps_losing_to_other_writers_is_refused_as_busy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = service_of(world)
+    declared = await service.declare(
+        {"key": "tick", "source": "billing", "every_seconds": 600}, dict(EVENT)
+    )
+    schedule_id = declared.record.id
+
+    async def always_outrun(record: ScheduleRecord, *, expected_version: int | None) -> bool:
+        return False  # another writer saved a newer version first, every time
+
+    monkeypatch.setattr(world.memory, "save_schedule", always_outrun)
+    busy = r"^the schedule kept changing; try again$"
+    with pytest.raises(ScheduleBusy, match=busy):
+        await service.update(schedule_id, {"every_seconds": 900})
+    with pytest.raises(ScheduleBusy, match=busy):
+        await service.pause(schedule_id)
+    stored = await service.get(schedule_id)
+    assert stored is not None
+    assert (stored.version, stored.schedule.every_seconds) == (1, 600)
+    assert stored.state is ScheduleState.ACTIVE
 
 
 async def test_an_update_with_an_event_replaces_the_template(kit: Kit) -> None:

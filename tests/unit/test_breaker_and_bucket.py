@@ -143,3 +143,21 @@ def test_a_bucket_may_start_empty_and_refuses_a_bad_rate_or_burst() -> None:
             ValueError, match=r"^a token bucket needs a positive rate and a burst of at least 1$"
         ):
             TokenBucket(rate=rate, burst=burst)
+
+
+def test_a_stragglers_permanent_failure_while_open_closes_the_breaker() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=10)
+    fail(breaker, 0)
+    assert breaker.state is BreakerState.OPEN
+    # A 4xx from a delivery admitted before the breaker opened: the receiver is up.
+    breaker.record(succeeded=False, retriable=False, now=1, current=False)
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.admit(1) is Admission.ALLOW
+
+
+def test_a_token_due_but_for_rounding_is_granted_and_no_earlier() -> None:
+    bucket = TokenBucket(rate=1, burst=1)
+    assert bucket.try_take(0.0)
+    assert not TokenBucket(rate=1, burst=1, tokens=0.0).try_take(1.0 - 2e-9)
+    assert bucket.try_take(1.0 - 1e-9)  # a billionth of a token short: rounding
+    assert not bucket.try_take(1.0 - 1e-9)

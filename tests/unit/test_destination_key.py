@@ -179,6 +179,11 @@ def test_the_known_respellings_of_one_receiver_share_its_key(destination: str) -
         ("http://xn--caf-dma.example/", "xn--caf-dma.example:80"),
         ("http://[2001:DB8:0:0::1]/", "[2001:db8::1]:80"),
         ("https://[2001:db8::1]:8443/", "[2001:db8::1]:8443"),
+        # More digits than a 32-bit number's 10 (leading zeros included) are a name.
+        ("http://01234567890/", "01234567890:80"),
+        # A port that is no number is keyed as written, in lower case.
+        ("http://example.com:AbC/", "example.com:abc"),
+        ("http://example.com:aBc/", "example.com:abc"),
     ],
 )
 def test_the_default_port_is_explicit_and_hosts_canonical(destination: str, key: str) -> None:
@@ -187,6 +192,7 @@ def test_the_default_port_is_explicit_and_hosts_canonical(destination: str, key:
 
 def test_a_destination_that_is_no_http_url_is_keyed_with_its_type() -> None:
     assert destination_key("kafka", "orders") == "kafka:orders"
+    assert destination_key("http", "http://[::1]]/") == "http:http://[::1]]/"  # no host
     assert destination_key("file", "/var/spool/a:b") == "file:/var/spool/a:b"
     assert destination_key("http", "ftp://example.com/x") == "http:ftp://example.com/x"
 
@@ -245,6 +251,7 @@ def test_override_keys_are_normalised_like_destinations(text: str, key: str) -> 
         ("-bad-.example:443", "host name"),
         ("a..b", "host name"),
         ("[::1", "'['"),
+        ("[::1]]", "'['"),
         ("[not-v6]:80", "IPv6"),
         ("ftp://example.com/", "http"),
         ("http://", "http"),

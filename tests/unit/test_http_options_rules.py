@@ -111,6 +111,7 @@ def test_a_bad_body_is_not_also_blamed_on_its_encoding() -> None:
         ({"timeout_seconds": 30}, {"timeout_seconds": 30.0}),
         ({"success_statuses": [599, 200, 599]}, {"success_statuses": [200, 599]}),
         ({"success_statuses": list(range(200, 250))}, {"success_statuses": list(range(200, 250))}),
+        ({"success_statuses": [204]}, {"success_statuses": [204]}),
         ({"body": "x" * 16}, {"body": "x" * 16}),
         ({"body": base64.b64encode(b"\x00" * 16).decode(), "body_encoding": "base64"},
          {"body": base64.b64encode(b"\x00" * 16).decode(), "body_encoding": "base64"}),
@@ -155,6 +156,11 @@ def test_headers_are_limited_in_their_total_size_names_and_values_together() -> 
     assert stored({"headers": at_limit}) == {"headers": at_limit}
     over = {**at_limit, "X-4": "v"}
     assert header_refusal(over) == [("http.headers", "must total at most 16384 bytes")]
+
+
+def test_a_header_name_and_value_at_their_length_limits_are_kept() -> None:
+    headers = {"X" * 256: "v" * 4096}
+    assert stored({"headers": headers}) == {"headers": headers}
 
 
 def test_thirty_two_headers_and_tabs_and_spaces_in_values_are_kept() -> None:

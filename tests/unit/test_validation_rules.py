@@ -89,6 +89,7 @@ def built(**overrides: Any) -> Any:
         ({"failure_callback_url": 5}, {"failure_callback_url": "must be a string"}),
         # Without a delivery type, http options are not also blamed on it.
         ({"delivery_type": None, "http": {"method": "PUT"}}, {"delivery_type": "is required"}),
+        ({"delivery_type": 5, "http": {"method": "PUT"}}, {"delivery_type": "must be a string"}),
         ({"delivery_type": "kafka", "destination": "t", "http": {"method": "PUT"}},
          {"http": "applies to the http delivery type only"}),
     ],

@@ -617,7 +617,13 @@ class DestinationGate:
             self._launch(dest, head)
         if waiting and not self._closed:
             deadline = waiting[0].claimed_at + hold_seconds - now
-            token = dest.bucket.wait_seconds(now) if dest.bucket is not None else math.inf
+            cap = dest.limits.concurrency
+            # A full destination starts its next event when a slot frees (finished pumps), not
+            # when a token comes: a token there now would re-arm the timer at 0 s, a busy loop.
+            full = bool(cap) and dest.in_flight >= cap
+            token = math.inf
+            if dest.bucket is not None and not full:
+                token = dest.bucket.wait_seconds(now)
             delay = max(0.0, min(deadline, token))
             dest.timer = asyncio.get_running_loop().call_later(delay, self._on_timer, key, dest)
         elif not waiting:
