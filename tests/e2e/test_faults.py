@@ -57,8 +57,12 @@ async def test_sqlite_killed_during_a_flood_of_submissions_keeps_every_acknowled
                     accepted.update(str(item["id"]) for item in response.json()["data"]["ids"])
 
     submitters = [asyncio.create_task(submitter(w)) for w in range(4)]
-    # Kill at a moment the test doesn't choose: batches are being written and delivered.
-    await asyncio.sleep(random.uniform(0.8, 1.6))
+    # Kill at a moment the test doesn't choose, once the flood is going (however long a busy
+    # machine takes to get it there): batches are being written and delivered.
+    async with asyncio.timeout(60):
+        while len(accepted) < 100:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(random.uniform(0.0, 0.8))
     tf.kill()
     await asyncio.sleep(0.3)
     stop.set()
