@@ -15,7 +15,6 @@ from tests.service.test_gate_sources import (
     KEY,
     A,
     B,
-    C,
     Published,
     attempt,
     gate_for,
@@ -278,15 +277,3 @@ async def test_an_event_given_plainly_closes_the_breakers_held_here_for_it() -> 
     gate.finished(plain, FAIL, 0.1)  # a new run of failures starts
     assert gate.snapshot()[KEY]["consecutive_failures"] == 1
     assert published.changes == []
-
-
-async def test_an_event_given_plainly_keeps_the_failures_counted_so_far() -> None:
-    seen, published = Seen(), Published()
-    gate = gate_for(seen, published, shared=True)
-    attempt(gate, A)
-    attempt(gate, B)
-    plain = claimed(HOST, source=C)
-    gate.admit(plain)
-    assert gate.snapshot()[KEY]["consecutive_failures"] == 2
-    gate.finished(plain, FAIL, 0.1)
-    assert published.changes == [(KEY, True)]
