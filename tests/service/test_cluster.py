@@ -169,3 +169,64 @@ async def test_attempts_ending_at_once_never_start_more_than_a_shared_rate_allow
     times = sorted(r.at - started for r in cluster.receivers.requests)
     busiest = max(sum(1 for t in times if at <= t < at + 0.5) for at in times)
     assert busiest <= 10 + 10 * 0.5
+
+
+async def test_a_dispatcher_at_a_full_destination_claims_again_once_a_quarter_has_ended(
+    cluster: World,
+) -> None:
+    arrivals = itertools.count(1)
+
+    async def staggered(event: Event, attempt: int) -> DeliveryOutcome:
+        n = next(arrivals)
+        await asyncio.sleep(float(n) if n <= 6 else 1.0)  # the first six end 1 s apart
+        return DeliveryOutcome.success(200)
+
+    cluster.receivers.answer(URL, staggered)
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(8)))
+    limits = {KEY: DestinationLimits(concurrency=6)}
+    dispatcher = cluster.dispatcher(overrides=limits, poll_interval_seconds=30.0)
+    start = loop_time()
+    await cluster.run(3.0, dispatcher)
+    times = [r.at - start for r in cluster.receivers.requests]
+    assert all(t < 0.01 for t in times[:6])
+    # Six in flight: a quarter (one, rounded down) ending frees a slot and the next claim
+    # takes it at once, not at the poll interval.
+    assert 1.0 <= times[6] < 1.01
+    assert 2.0 <= times[7] < 2.01
+
+
+async def test_a_dispatcher_at_a_full_destination_claims_at_once_what_falls_due_meanwhile(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(after=10.0))
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(3)))
+    dispatcher = cluster.dispatcher(
+        overrides={KEY: DestinationLimits(concurrency=2)}, poll_interval_seconds=60.0
+    )
+    start = loop_time()
+
+    async def submit_later() -> str:
+        await asyncio.sleep(1.0)
+        (other,) = await cluster.submit(cluster.event(destination="https://other.example/hook"))
+        return other.id
+
+    submitting = asyncio.create_task(submit_later())
+    await cluster.run(5.0, dispatcher)
+    (at,) = cluster.receivers.times(await submitting)
+    assert 1.0 <= at - start < 1.01
+
+
+async def test_a_dispatcher_follows_breakers_opened_elsewhere_twice_a_second(
+    cluster: World,
+) -> None:
+    (known,) = await cluster.submit(cluster.event(destination=URL))
+    dispatcher = cluster.dispatcher(poll_interval_seconds=30.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    await asyncio.sleep(1.0)
+    assert cluster.receivers.received(URL) == {known.id: 1}
+    await cluster.memory.publish_breaker(KEY, open=True)  # another process opened it
+    await asyncio.sleep(0.6)
+    assert dispatcher.gate.snapshot()[KEY]["breaker_for_all"] is True
+    stop.set()
+    await running
