@@ -230,3 +230,12 @@ async def test_a_dispatcher_follows_breakers_opened_elsewhere_twice_a_second(
     assert dispatcher.gate.snapshot()[KEY]["breaker_for_all"] is True
     stop.set()
     await running
+
+
+async def test_an_idle_dispatcher_claims_no_more_often_than_its_poll_interval(
+    cluster: World,
+) -> None:
+    # Breakers are synced twice a second; that alone must not wake the claim loop.
+    dispatcher = cluster.dispatcher(poll_interval_seconds=5.0)
+    await cluster.run(20.0, dispatcher)
+    assert cluster.memory.faults.calls["claim"] == 4  # at 0, 5, 10 and 15 s
