@@ -239,3 +239,34 @@ async def test_an_idle_dispatcher_claims_no_more_often_than_its_poll_interval(
     dispatcher = cluster.dispatcher(poll_interval_seconds=5.0)
     await cluster.run(20.0, dispatcher)
     assert cluster.memory.faults.calls["claim"] == 4  # at 0, 5, 10 and 15 s
+
+
+async def test_an_attempt_ending_after_a_refill_wait_timed_out_does_not_wake_the_claim_loop(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(after=12.0))
+    await cluster.submit(cluster.event(destination=URL))
+    dispatcher = cluster.dispatcher(
+        overrides={KEY: DestinationLimits(concurrency=1)}, poll_interval_seconds=5.0
+    )
+    await cluster.run(20.0, dispatcher)
+    # At 0 s (its one event), then one per poll interval: its end at 12 s claims nothing.
+    assert cluster.memory.faults.calls["claim"] == 4
+
+
+async def test_a_source_breaker_closed_by_its_probe_lets_its_events_be_claimed_at_once(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(after=12.0))
+    await cluster.memory.publish_breaker(source_breaker_key(KEY, "tests"), open=True)
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(3)))
+    dispatcher = cluster.dispatcher(poll_interval_seconds=5.0, breaker_cooldown=1.0)
+    start = loop_time()
+    await cluster.run(30.0, dispatcher)
+    probe, *held = [r.at - start for r in cluster.receivers.requests]
+    # The probe goes at the first claim after the cool-down; when it succeeds (12 s later) the
+    # closed breaker is published and the source's other events are claimed at once, not at
+    # the next poll.
+    assert 5.0 <= probe < 5.1
+    assert len(held) == 2
+    assert all(probe + 12.0 <= at < probe + 12.1 for at in held)
