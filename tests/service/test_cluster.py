@@ -169,3 +169,104 @@ async def test_attempts_ending_at_once_never_start_more_than_a_shared_rate_allow
     times = sorted(r.at - started for r in cluster.receivers.requests)
     busiest = max(sum(1 for t in times if at <= t < at + 0.5) for at in times)
     assert busiest <= 10 + 10 * 0.5
+
+
+async def test_a_dispatcher_at_a_full_destination_claims_again_once_a_quarter_has_ended(
+    cluster: World,
+) -> None:
+    arrivals = itertools.count(1)
+
+    async def staggered(event: Event, attempt: int) -> DeliveryOutcome:
+        n = next(arrivals)
+        await asyncio.sleep(float(n) if n <= 6 else 1.0)  # the first six end 1 s apart
+        return DeliveryOutcome.success(200)
+
+    cluster.receivers.answer(URL, staggered)
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(8)))
+    limits = {KEY: DestinationLimits(concurrency=6)}
+    dispatcher = cluster.dispatcher(overrides=limits, poll_interval_seconds=30.0)
+    start = loop_time()
+    await cluster.run(3.0, dispatcher)
+    times = [r.at - start for r in cluster.receivers.requests]
+    assert all(t < 0.01 for t in times[:6])
+    # Six in flight: a quarter (one, rounded down) ending frees a slot and the next claim
+    # takes it at once, not at the poll interval.
+    assert 1.0 <= times[6] < 1.01
+    assert 2.0 <= times[7] < 2.01
+
+
+async def test_a_dispatcher_at_a_full_destination_claims_at_once_what_falls_due_meanwhile(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(after=10.0))
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(3)))
+    dispatcher = cluster.dispatcher(
+        overrides={KEY: DestinationLimits(concurrency=2)}, poll_interval_seconds=60.0
+    )
+    start = loop_time()
+
+    async def submit_later() -> str:
+        await asyncio.sleep(1.0)
+        (other,) = await cluster.submit(cluster.event(destination="https://other.example/hook"))
+        return other.id
+
+    submitting = asyncio.create_task(submit_later())
+    await cluster.run(5.0, dispatcher)
+    (at,) = cluster.receivers.times(await submitting)
+    assert 1.0 <= at - start < 1.01
+
+
+async def test_a_dispatcher_follows_breakers_opened_elsewhere_twice_a_second(
+    cluster: World,
+) -> None:
+    (known,) = await cluster.submit(cluster.event(destination=URL))
+    dispatcher = cluster.dispatcher(poll_interval_seconds=30.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    await asyncio.sleep(1.0)
+    assert cluster.receivers.received(URL) == {known.id: 1}
+    await cluster.memory.publish_breaker(KEY, open=True)  # another process opened it
+    await asyncio.sleep(0.6)
+    assert dispatcher.gate.snapshot()[KEY]["breaker_for_all"] is True
+    stop.set()
+    await running
+
+
+async def test_an_idle_dispatcher_claims_no_more_often_than_its_poll_interval(
+    cluster: World,
+) -> None:
+    # Breakers are synced twice a second; that alone must not wake the claim loop.
+    dispatcher = cluster.dispatcher(poll_interval_seconds=5.0)
+    await cluster.run(20.0, dispatcher)
+    assert cluster.memory.faults.calls["claim"] == 4  # at 0, 5, 10 and 15 s
+
+
+async def test_an_attempt_ending_after_a_refill_wait_timed_out_does_not_wake_the_claim_loop(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(after=12.0))
+    await cluster.submit(cluster.event(destination=URL))
+    dispatcher = cluster.dispatcher(
+        overrides={KEY: DestinationLimits(concurrency=1)}, poll_interval_seconds=5.0
+    )
+    await cluster.run(20.0, dispatcher)
+    # At 0 s (its one event), then one per poll interval: its end at 12 s claims nothing.
+    assert cluster.memory.faults.calls["claim"] == 4
+
+
+async def test_a_source_breaker_closed_by_its_probe_lets_its_events_be_claimed_at_once(
+    cluster: World,
+) -> None:
+    cluster.receivers.answer(URL, answering(after=12.0))
+    await cluster.memory.publish_breaker(source_breaker_key(KEY, "tests"), open=True)
+    await cluster.submit(*(cluster.event(destination=URL) for _ in range(3)))
+    dispatcher = cluster.dispatcher(poll_interval_seconds=5.0, breaker_cooldown=1.0)
+    start = loop_time()
+    await cluster.run(30.0, dispatcher)
+    probe, *held = [r.at - start for r in cluster.receivers.requests]
+    # The probe goes at the first claim after the cool-down; when it succeeds (12 s later) the
+    # closed breaker is published and the source's other events are claimed at once, not at
+    # the next poll.
+    assert 5.0 <= probe < 5.1
+    assert len(held) == 2
+    assert all(probe + 12.0 <= at < probe + 12.1 for at in held)

@@ -77,6 +77,11 @@ async def test_retries_back_off_exponentially_until_retries_run_out(world: World
         "HTTP 503",
     )
     assert [r.outcome for r in await world.store.attempts(event.id)] == [OutcomeKind.RETRIABLE] * 4
+    sample = world.metrics.registry.get_sample_value
+    http = {"delivery_type": "http"}
+    assert sample("timefuse_events_failed_total", {**http, "outcome": "RETRIABLE"}) == 4
+    assert sample("timefuse_events_retried_total", http) == 3
+    assert sample("timefuse_events_dead_lettered_total", http) == 1
 
 
 async def test_a_receivers_retry_after_decides_the_next_attempt(world: World) -> None:
@@ -142,6 +147,10 @@ async def test_a_permanent_failure_fails_the_event_at_once(world: World) -> None
     await world.run(30.0, world.dispatcher())
     assert len(world.receivers.times(event.id)) == 1
     assert (await world.stored(event)).status is EventStatus.FAILED
+    failed = world.metrics.registry.get_sample_value(
+        "timefuse_events_failed_total", {"delivery_type": "http", "outcome": "PERMANENT"}
+    )
+    assert failed == 1
 
 
 async def test_a_crashed_dispatchers_lease_expires_and_counts_an_attempt(world: World) -> None:

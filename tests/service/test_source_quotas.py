@@ -374,3 +374,64 @@ async def test_a_default_made_rate_free_drops_the_bucket_of_every_source_under_i
 
     assert quota.set_entry("*", SourceQuota(max_pending=100))
     assert quota.bucket_count == 0
+
+
+async def test_refusals_name_their_source_and_say_why_in_full(store: Store) -> None:
+    long = "tenant-" + "x" * 150  # named in a message by its first 100 characters
+    quota = quotas(
+        store,
+        billing=SourceQuota(max_pending=1),
+        ANY=SourceQuota(rate=2.0, burst=1),
+    )
+
+    async with quota.admit(events("billing", 2) + events(long, 2)) as admission:
+        refusals = [refusal for _, refusal in admission.refused]
+
+    pending, rate = refusals
+    assert (pending.source, pending.entry, pending.reason) == (
+        "billing",
+        "billing",
+        QuotaReason.PENDING,
+    )
+    assert pending.message == (
+        "source 'billing' holds its quota of 1 PENDING events; "
+        "more are accepted as those are delivered or cancelled"
+    )
+    assert (rate.source, rate.entry, rate.reason) == (long, "*", QuotaReason.RATE)
+    assert rate.message == (
+        f"source {long[:100]!r} is over its quota of 2 events/s (bursts of 1); retry in 0.50 s"
+    )
+
+
+async def test_a_long_pending_refusal_names_the_source_by_its_first_100_characters(
+    store: Store,
+) -> None:
+    long = "tenant-" + "y" * 150
+    quota = quotas(store, ANY=SourceQuota(max_pending=0))
+
+    async with quota.admit(events(long, 1)) as admission:
+        ((_, refusal),) = admission.refused
+
+    assert refusal.source == long
+    assert refusal.message.startswith(f"source {long[:100]!r} holds its quota of 0 PENDING")
+
+
+async def test_busy_sources_buckets_are_swept_again_once_their_number_has_doubled(
+    store: Store,
+) -> None:
+    clock = Clock()
+    quota = quotas(store, clock, ANY=SourceQuota(rate=1.0, burst=1))
+    first = [make_event(source=f"s{n}") for n in range(MAX_IDLE_BUCKETS)]
+    assert len(await admitted(quota, first)) == MAX_IDLE_BUCKETS
+    # Every bucket is in use (just emptied): a sweep drops none, and the next one waits until
+    # there are twice as many.
+    more = [make_event(source=f"t{n}") for n in range(MAX_IDLE_BUCKETS - 1)]
+    await admitted(quota, more)
+    assert quota.bucket_count == 2 * MAX_IDLE_BUCKETS - 1
+    await admitted(quota, [make_event(source="u")])
+    assert quota.bucket_count == 2 * MAX_IDLE_BUCKETS
+    clock.now += 5.0  # every bucket is full again
+
+    await admitted(quota, [make_event(source="newcomer")])
+
+    assert quota.bucket_count == 1

@@ -5,6 +5,7 @@ is answered so."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,14 @@ import pytest
 from tests.service.conftest import World
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRef, EventQuery, RedeliverResult, WorkerBeat
+from timefuse.ports.store import (
+    AmendBasis,
+    AmendResult,
+    ClaimRef,
+    EventQuery,
+    RedeliverResult,
+    WorkerBeat,
+)
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
 
@@ -84,6 +92,21 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         ),
         "limit must be at least 1",
     ),
+    (
+        "amend naive",
+        lambda s: s.amend(make_event(version=2, updated_at=NAIVE), basis=AmendBasis(1, 0, AWARE)),
+        "^updated_at must be a timezone-aware datetime",
+    ),
+    (
+        "amend naive basis",
+        lambda s: s.amend(make_event(version=2), basis=AmendBasis(1, 0, NAIVE)),
+        "^basis.next_attempt_at must be a timezone-aware datetime",
+    ),
+    (
+        "amend version",
+        lambda s: s.amend(make_event(version=3), basis=AmendBasis(1, 0, AWARE)),
+        "^a change makes the event's version exactly one more$",
+    ),
 ]
 
 
@@ -106,6 +129,7 @@ async def test_nothing_to_extend_or_hand_back_asks_nothing_of_the_adapter(world:
 
 async def test_no_visible_source_answers_without_the_adapter(world: World) -> None:
     none: frozenset[str] = frozenset()
+    assert await world.store.get_many([]) == []
     assert await world.store.get("e", sources=none) is None
     assert await world.store.find_by_external_id("x", sources=none) == []
     assert await world.store.redeliver("e", AWARE, sources=none) is RedeliverResult.NOT_FOUND
@@ -216,3 +240,25 @@ async def test_counts_by_status_name_every_status_even_from_an_adapter_that_leav
         "CANCELLED": 0,
     }
     await store.close()
+
+
+async def test_a_changed_destination_is_stored_under_its_own_canonical_key(world: World) -> None:
+    (event,) = await world.submit(world.event(after=60.0))
+    # The change names a new receiver but still carries the old receiver's key.
+    moved = replace(event, destination="https://Other.Example:443/hooks", version=event.version + 1)
+    assert moved.destination_key == "receiver.example:443"
+    assert await world.store.amend(moved, basis=AmendBasis.of(event)) is AmendResult.AMENDED
+    stored = await world.stored(event)
+    assert (stored.destination, stored.destination_key) == (
+        "https://Other.Example:443/hooks",
+        "other.example:443",
+    )
+
+
+async def test_a_changed_destination_of_another_type_is_keyed_by_that_type(world: World) -> None:
+    (event,) = await world.submit(
+        world.event(after=60.0, delivery_type="kafka", destination="orders")
+    )
+    moved = replace(event, destination="orders.v2", version=event.version + 1)
+    assert await world.store.amend(moved, basis=AmendBasis.of(event)) is AmendResult.AMENDED
+    assert (await world.stored(event)).destination_key == "kafka:orders.v2"
