@@ -14,7 +14,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
-from timefuse.adapters.sqlite import DispatchLockHeld, dispatch_lock, path_from_url
+from timefuse.adapters.sqlite import DispatchLockError, dispatch_lock, path_from_url
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
 from timefuse.entrypoints.api.app import create_app
@@ -216,7 +216,7 @@ async def run(
     if "dispatch" in roles and settings.store.url.startswith("sqlite:"):
         try:
             sole.enter_context(dispatch_lock(path_from_url(settings.store.url)))
-        except DispatchLockHeld as exc:
+        except DispatchLockError as exc:
             if sock is not None:
                 sock.close()
             raise StartupError(str(exc)) from None

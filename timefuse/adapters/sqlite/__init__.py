@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from timefuse.adapters.sqlite.dispatch_lock import DispatchLockHeld, dispatch_lock
+from timefuse.adapters.sqlite.dispatch_lock import (
+    DispatchLockError,
+    DispatchLockHeld,
+    dispatch_lock,
+)
 from timefuse.adapters.sqlite.store import SqliteEventStore
 from timefuse.ports.clock import Clock
 
-__all__ = ["DispatchLockHeld", "SqliteEventStore", "dispatch_lock", "from_url", "path_from_url"]
+__all__ = [
+    "DispatchLockError",
+    "DispatchLockHeld",
+    "SqliteEventStore",
+    "dispatch_lock",
+    "from_url",
+    "path_from_url",
+]
 
 _SCHEME = "sqlite:"
 _PREFIX = "sqlite:///"

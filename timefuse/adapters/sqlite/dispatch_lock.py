@@ -12,9 +12,14 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 
-class DispatchLockHeld(Exception):
+class DispatchLockError(Exception):
+    """The dispatch lock of a SQLite file can't be held; the message says why."""
+
+
+class DispatchLockHeld(DispatchLockError):
     """Another process dispatches from this SQLite file."""
 
 
@@ -22,7 +27,15 @@ class DispatchLockHeld(Exception):
 def dispatch_lock(database_path: str) -> Iterator[str]:
     """Hold the dispatch lock of ``database_path`` (yields the lock file's path)."""
     path = f"{database_path}.dispatch.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # Beside the database, whose directory the store makes when it opens: made here
+        # first, as the lock is taken before the store opens.
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise DispatchLockError(
+            f"can't create the dispatch lock {path} beside the SQLite database: {exc.strerror}"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
