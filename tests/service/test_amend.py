@@ -199,7 +199,9 @@ async def test_a_new_time_taken_by_a_twin_of_the_event_is_a_duplicate_leaving_it
 Contender = Callable[[int], Awaitable[None]]
 
 
-async def amend_contended(world: World, service: EventService, event: Event, contend: Contender):
+async def amend_contended(
+    world: World, service: EventService, event: Event, contend: Contender
+) -> Amended:
     """``service.amend`` while another writer changes the event between each read and write
     of the change: ``contend(n)`` runs while try ``n`` waits to write."""
     gate = asyncio.Event()

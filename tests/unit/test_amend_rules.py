@@ -28,7 +28,9 @@ def pending(**overrides: object) -> Event:
     return make_event(**fields)
 
 
-def failed_fields(current: Event, changes: dict[str, object], limits: SubmissionLimits) -> list:
+def failed_fields(
+    current: Event, changes: dict[str, object], limits: SubmissionLimits
+) -> list[FieldError]:
     with pytest.raises(ValidationFailed) as raised:
         amend_event(current, changes, now=NOW, limits=limits)
     return raised.value.errors
