@@ -379,3 +379,29 @@ async def test_with_kafka_and_the_store_down_only_capped_sources_submissions_fai
         (False, False), (False, False),
     ]  # fmt: skip
     assert [event.external_job_id for event in buffer.events] == ["f1", "f2"]
+
+
+async def test_an_event_stored_under_an_older_id_answers_its_resubmission_with_its_state(
+    service: EventService, adapter: MemoryStore
+) -> None:
+    # Stored before ids came from the dedup key: same source, job id and time, another id.
+    legacy = make_event(
+        id="0190f0f0-0000-7000-8000-0000000000aa",
+        external_job_id="job-1",
+        source="billing",
+        scheduled_at=datetime.fromisoformat(DUE),
+        status=EventStatus.COMPLETED,
+    )
+    await adapter.insert_many([legacy])
+
+    alone = await service.submit(fields("job-1"))
+    batch = await service.submit_batch([fields("job-1"), fields("job-2")])
+
+    twin = Accepted(legacy.id, EventStatus.COMPLETED, duplicate=True, stored=True)
+    assert alone == twin
+    assert [index for index, _ in batch.accepted] == [0, 1]
+    (_, in_batch), (_, new) = batch.accepted
+    assert in_batch == twin
+    assert (new.status, new.duplicate, new.stored) == (EventStatus.PENDING, False, True)
+    assert new.id != legacy.id
+    assert len((await service.list_events(EventQuery(), 10)).events) == 2

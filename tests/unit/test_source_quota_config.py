@@ -71,3 +71,10 @@ def test_a_bad_table_is_refused_at_start_up_naming_the_variable_and_the_fault(
 
     assert "TIMEFUSE_SOURCE_QUOTAS" in str(raised.value)
     assert names in str(raised.value)
+
+
+def test_a_burst_without_a_rate_is_refused_with_exactly_that_reason() -> None:
+    with pytest.raises(ConfigError) as raised:
+        table('{"billing": {"burst": 5}}')
+
+    assert str(raised.value) == "TIMEFUSE_SOURCE_QUOTAS: billing: burst needs a rate"

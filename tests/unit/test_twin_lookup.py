@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from timefuse.domain.event import Event
 from timefuse.ports.store import StoreUnavailable
 from timefuse.service.store import Store
-from timefuse.service.submission import TwinLookup
+from timefuse.service.submission import LOOKUP_PAUSE_SECONDS, LOOKUP_SECONDS, TwinLookup
 from timefuse.testing.factories import make_event
 
 
@@ -71,3 +72,64 @@ async def test_with_a_buffer_a_down_store_finds_nothing_and_pauses_the_lookups()
     assert store.reads == reads
     now[0] += 60
     assert set(await lookup.find_many([event.id])) == {event.id}
+
+
+class _StalledStore(_Store):
+    """Reads that never answer (a store hanging on a lock or a dead connection)."""
+
+    async def get(self, event_id: str, **_: Any) -> Event | None:
+        self.reads += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def get_many(self, event_ids: list[str]) -> list[Event]:
+        self.reads += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.looptime
+async def test_with_a_buffer_a_store_that_does_not_answer_is_given_up_on_after_the_bound() -> None:
+    store = _StalledStore([])
+    lookup = _lookup(store, tolerant=True, now=[0.0])
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    # Bounded here too, so a lookup that waits forever fails the test instead of hanging it.
+    assert await asyncio.wait_for(lookup.find_many(["a", "b"]), 10 * LOOKUP_SECONDS) == {}
+    assert loop.time() - started == pytest.approx(LOOKUP_SECONDS)
+    started = loop.time()
+    other = _lookup(store, tolerant=True, now=[0.0])
+    assert await asyncio.wait_for(other.find("a"), 10 * LOOKUP_SECONDS) is None
+    assert loop.time() - started == pytest.approx(LOOKUP_SECONDS)
+
+
+async def test_a_single_lookup_pauses_after_a_failure_and_resumes_when_the_pause_ends() -> None:
+    event = make_event()
+    store = _Store([event])
+    store.down = True
+    now = [100.0]
+    lookup = _lookup(store, tolerant=True, now=now)
+
+    assert await lookup.find(event.id) is None
+    store.down = False
+    now[0] = 100.0 + LOOKUP_PAUSE_SECONDS - 0.001
+    assert await lookup.find(event.id) is None  # paused: not even asked
+    assert store.reads == 1
+    now[0] = 100.0 + LOOKUP_PAUSE_SECONDS
+    assert await lookup.find(event.id) == event
+    assert store.reads == 2
+
+
+async def test_many_lookups_resume_exactly_when_the_pause_ends() -> None:
+    event = make_event()
+    store = _Store([event])
+    store.down = True
+    now = [100.0]
+    lookup = _lookup(store, tolerant=True, now=now)
+
+    assert await lookup.find_many([event.id]) == {}
+    store.down = False
+    now[0] = 100.0 + LOOKUP_PAUSE_SECONDS
+
+    assert await lookup.find_many([event.id]) == {event.id: event}
