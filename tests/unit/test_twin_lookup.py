@@ -98,27 +98,6 @@ async def test_with_a_buffer_a_store_that_does_not_answer_is_given_up_on_after_t
     # Bounded here too, so a lookup that waits forever fails the test instead of hanging it.
     assert await asyncio.wait_for(lookup.find_many(["a", "b"]), 10 * LOOKUP_SECONDS) == {}
     assert loop.time() - started == pytest.approx(LOOKUP_SECONDS)
-    started = loop.time()
-    other = _lookup(store, tolerant=True, now=[0.0])
-    assert await asyncio.wait_for(other.find("a"), 10 * LOOKUP_SECONDS) is None
-    assert loop.time() - started == pytest.approx(LOOKUP_SECONDS)
-
-
-async def test_a_single_lookup_pauses_after_a_failure_and_resumes_when_the_pause_ends() -> None:
-    event = make_event()
-    store = _Store([event])
-    store.down = True
-    now = [100.0]
-    lookup = _lookup(store, tolerant=True, now=now)
-
-    assert await lookup.find(event.id) is None
-    store.down = False
-    now[0] = 100.0 + LOOKUP_PAUSE_SECONDS - 0.001
-    assert await lookup.find(event.id) is None  # paused: not even asked
-    assert store.reads == 1
-    now[0] = 100.0 + LOOKUP_PAUSE_SECONDS
-    assert await lookup.find(event.id) == event
-    assert store.reads == 2
 
 
 async def test_many_lookups_resume_exactly_when_the_pause_ends() -> None:

@@ -94,20 +94,9 @@ class TwinLookup:
         self._monotonic = monotonic
         self._paused_until = 0.0
 
-    async def find(self, event_id: str) -> Event | None:
-        if not self._tolerant:
-            return await self._store.get(event_id)
-        if self._monotonic() < self._paused_until:
-            return None
-        try:
-            return await asyncio.wait_for(self._store.get(event_id), LOOKUP_SECONDS)
-        except (StoreError, TimeoutError):
-            self._paused_until = self._monotonic() + LOOKUP_PAUSE_SECONDS
-            return None
-
     async def find_many(self, event_ids: Iterable[str]) -> dict[str, Event]:
-        """The stored events among ``event_ids``, by id (the items of a batch); tolerant as
-        :meth:`find` is, the whole lookup bounded by :data:`LOOKUP_SECONDS`."""
+        """The stored events among ``event_ids``, by id (the items of a batch or a group);
+        the whole lookup bounded by :data:`LOOKUP_SECONDS` when tolerant."""
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
