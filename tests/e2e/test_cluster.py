@@ -155,8 +155,10 @@ async def test_a_killed_dispatchers_events_are_delivered_by_the_others_within_se
     await until_heard_of(store, {f"dispatch-{n}" for n in range(3)})
     # A millisecond apart: claims take the earliest first, so the victim's claims, back in
     # PENDING, come before the rest of the backlog again instead of anywhere among it.
+    # A backlog of several seconds at the three processes' 90 attempts at once, so that the
+    # victim still holds claims whenever it is looked at, on a busy machine too.
     ids = await insert_due(
-        store, receiver.url("/slow"), 1500, datetime.now(UTC) + timedelta(seconds=1),
+        store, receiver.url("/slow"), 3000, datetime.now(UTC) + timedelta(seconds=1),
         step=timedelta(milliseconds=1),
     )  # fmt: skip
     assert await receiver.wait_for(lambda: receiver.count("/slow") >= 300, timeout=60)
@@ -187,7 +189,7 @@ async def freeze_victim(
     """Freeze (SIGSTOP) the maintenance leader, or the follower holding the most claims, and
     return it with the claims it holds frozen. A process can finish every claim it held
     between the look and the freeze; then it is thawed and the look taken again."""
-    for _ in range(50):
+    for _ in range(100):
         victim = pick_victim(db_conn, leader=leader)
         if victim is None:
             await asyncio.sleep(0.1)
@@ -205,7 +207,11 @@ async def freeze_victim(
             return victim, stranded
         process.send_signal(signal.SIGCONT)
         await asyncio.sleep(0.1)
-    raise AssertionError("no victim held a claim when frozen")
+    held = db_conn.execute(
+        "SELECT locked_by, count(*) FROM events WHERE status = 'PROCESSING' GROUP BY locked_by"
+    ).fetchall()
+    leaders = db_conn.execute("SELECT role, holder, expires_at FROM timefuse_leaders").fetchall()
+    raise AssertionError(f"no victim held a claim when frozen; claims {held}, leaders {leaders}")
 
 
 def pick_victim(db_conn: Db, *, leader: bool) -> str | None:
