@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import psycopg
 
@@ -15,6 +17,8 @@ from timefuse.ports.store import StoreError, StoreRefused, StoreUnavailable
 _VALUES_AT_FAULT = ("22", "23", "54")
 CHECK_VIOLATION = "23514"
 SERIALIZATION_FAILURE = "40001"
+
+_T = TypeVar("_T")
 
 
 def translate(exc: psycopg.Error) -> StoreError:
@@ -67,3 +71,24 @@ def wrap_exceptions() -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+async def run_again_while(
+    work: Callable[[], Awaitable[_T]],
+    passing: Callable[[StoreUnavailable], bool],
+    *,
+    tries: int,
+    pause: float = 0.0,
+) -> _T:
+    """``work`` (a statement or a whole transaction), run again, ``pause`` seconds apart and
+    ``tries`` times at most, while it fails with a :class:`StoreUnavailable` that ``passing``
+    says is a passing moment (a race the same work wins when run again)."""
+    for tries_left in reversed(range(tries)):
+        try:
+            return await work()
+        except StoreUnavailable as exc:
+            if not tries_left or not passing(exc):
+                raise
+        if pause:
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")

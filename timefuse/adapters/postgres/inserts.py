@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -11,6 +10,7 @@ from psycopg.rows import TupleRow
 
 from timefuse.adapters.postgres import queries
 from timefuse.adapters.postgres.connection import Connection, notify_due
+from timefuse.adapters.postgres.errors import run_again_while
 from timefuse.adapters.postgres.rows import copy_row, event_arrays
 from timefuse.domain.event import Event
 from timefuse.ports.store import StoreError, StoreUnavailable
@@ -30,14 +30,7 @@ ATTACH_RETRIES = 40
 async def past_attaching_partitions(write: Callable[[], Awaitable[_T]]) -> _T:
     """Run ``write`` (a whole transaction that inserts events) again while it meets a
     partition being attached right now."""
-    for attempt in range(ATTACH_RETRIES):
-        try:
-            return await write()
-        except StoreUnavailable as exc:
-            if not attaching(exc) or attempt == ATTACH_RETRIES - 1:
-                raise
-        await asyncio.sleep(ATTACH_RETRY_SECONDS)
-    raise AssertionError("unreachable")
+    return await run_again_while(write, attaching, tries=ATTACH_RETRIES, pause=ATTACH_RETRY_SECONDS)
 
 
 def attaching(exc: StoreUnavailable) -> bool:

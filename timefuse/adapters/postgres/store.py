@@ -23,7 +23,11 @@ from timefuse.adapters.postgres.connection import (
     fetch_value,
     notify_due,
 )
-from timefuse.adapters.postgres.errors import lost_to_a_moved_row, wrap_exceptions
+from timefuse.adapters.postgres.errors import (
+    lost_to_a_moved_row,
+    run_again_while,
+    wrap_exceptions,
+)
 from timefuse.adapters.postgres.inserts import insert_events, past_attaching_partitions
 from timefuse.adapters.postgres.listener import Notify, watch_due
 from timefuse.adapters.postgres.migrations import (
@@ -756,14 +760,7 @@ async def _fetch_all(conn: Connection, statement: Any, params: Any = None) -> li
 async def _past_moved_rows(statement: Callable[[], Awaitable[_T]]) -> _T:
     """``statement`` run again (a few times at most) when it lost a race with a PATCH that
     moved a row it was about to lock to another partition."""
-    for tries_left in reversed(range(MOVED_ROW_TRIES)):
-        try:
-            return await statement()
-        except StoreUnavailable as exc:
-            if not tries_left or not lost_to_a_moved_row(exc):
-                raise
-            log.debug("a statement met a row moved to another partition; running it again")
-    raise AssertionError("unreachable")
+    return await run_again_while(statement, lost_to_a_moved_row, tries=MOVED_ROW_TRIES)
 
 
 async def _insert_lease_expiry_callbacks(
