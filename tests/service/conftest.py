@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome
@@ -24,6 +25,7 @@ from timefuse.domain.retry import RetryPolicy
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.delivery import DeliveryType
 from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
+from timefuse.service.events import EventService
 from timefuse.service.gate import DestinationLimits, GateSettings
 from timefuse.service.maintenance import Maintenance, MaintenanceSettings
 from timefuse.service.metrics import Metrics
@@ -162,6 +164,18 @@ class World:
             rng=rng or random.Random(7),
             monotonic=loop_time,
         )
+
+    def events(self, **options: Any) -> EventService:
+        """An events service on the world's store, storing submissions inline; ``options``
+        are the service's own (a wake-up, quotas, limits, another registry)."""
+        fields: dict[str, Any] = {
+            "buffer": InlineIngestBuffer(self.store),
+            "store": self.store,
+            "registry": self.registry,
+            "clock": self.clock,
+            "metrics": self.metrics,
+        }
+        return EventService(**{**fields, **options})
 
     def maintenance(self, holder: str = "maintainer", **settings: Any) -> Maintenance:
         return Maintenance(

@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 
 from tests.service.conftest import Receivers, World, loop_time, registry_of
-from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import FieldError, ValidationFailed
@@ -28,14 +27,7 @@ HOUR = 3600.0
 def service_of(
     world: World, wakeup: object = None, registry: DeliveryRegistry | None = None
 ) -> EventService:
-    return EventService(
-        buffer=InlineIngestBuffer(world.store.adapter),
-        store=world.store,
-        registry=registry or world.registry,
-        clock=world.clock,
-        metrics=world.metrics,
-        wakeup=wakeup,  # type: ignore[arg-type]
-    )
+    return world.events(registry=registry or world.registry, wakeup=wakeup)
 
 
 async def test_a_patch_moving_a_pending_event_an_hour_earlier_delivers_it_then(

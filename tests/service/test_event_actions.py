@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.service.conftest import World
-from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.domain.event import Event
 from timefuse.domain.quota import QuotaTable, SourceQuota
 from timefuse.domain.status import EventStatus
@@ -30,15 +29,7 @@ pytestmark = pytest.mark.looptime
 def service_of(
     world: World, wakeup: DueSignal | None = None, quotas: SourceQuotas | None = None
 ) -> EventService:
-    return EventService(
-        buffer=InlineIngestBuffer(world.store),
-        store=world.store,
-        registry=world.registry,
-        clock=world.clock,
-        metrics=world.metrics,
-        wakeup=wakeup,
-        quotas=quotas,
-    )
+    return world.events(wakeup=wakeup, quotas=quotas)
 
 
 async def wakes(wakeup: DueSignal, planned: datetime | None, action: Awaitable[object]) -> bool:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.service.conftest import World, answering
-from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.ports.store import CancelResult, ClaimRequest, WorkerBeat
 from timefuse.service.admin import Admin
 from timefuse.service.events import EventService
@@ -21,13 +20,7 @@ pytestmark = pytest.mark.looptime
 
 
 def events_of(world: World) -> EventService:
-    return EventService(
-        buffer=InlineIngestBuffer(world.store),
-        store=world.store,
-        registry=world.registry,
-        clock=world.clock,
-        metrics=world.metrics,
-    )
+    return world.events()
 
 
 def admin_of(world: World, retention_days: int = 7) -> Admin:
@@ -201,14 +194,7 @@ async def test_a_batch_names_a_rejected_items_external_id_only_when_it_is_text(
 
 async def test_an_accepted_event_due_sooner_wakes_the_dispatcher(world: World) -> None:
     wakeup = DueSignal(world.clock)
-    service = EventService(
-        buffer=InlineIngestBuffer(world.store),
-        store=world.store,
-        registry=world.registry,
-        clock=world.clock,
-        metrics=world.metrics,
-        wakeup=wakeup,
-    )
+    service = world.events(wakeup=wakeup)
     wakeup.plan(world.clock.now() + timedelta(hours=2))
     await service.submit_batch([body(scheduled_at="2030-01-01T03:00:00+00:00")])
     later = asyncio.create_task(wakeup.wait(60.0))

@@ -16,13 +16,11 @@ import pytest
 
 from tests.service.conftest import START, World, loop_time
 from timefuse.adapters.cron import CronRecurrence
-from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.domain.event import Event
 from timefuse.domain.schedule import ScheduleLimits, ScheduleState
 from timefuse.domain.validation import SubmissionLimits, ValidationFailed
 from timefuse.ports.store import ScheduleQuery, ScheduleRecord
 from timefuse.ports.store.schedules import SCHEDULE_ID_EXTRA, TRIGGERED_EXTRA
-from timefuse.service.events import EventService
 from timefuse.service.maintenance import Maintenance, MaintenanceSettings
 from timefuse.service.planner import SchedulePlanner, SchedulerSettings, schedule_metrics
 from timefuse.service.schedules import ForbiddenSource, ScheduleBusy, ScheduleService
@@ -86,14 +84,7 @@ class Kit:
 def kit_of(world: World, **settings: Any) -> Kit:
     recurrence = CronRecurrence()
     limits = SubmissionLimits()
-    events = EventService(
-        buffer=InlineIngestBuffer(world.store),
-        store=world.store,
-        registry=world.registry,
-        clock=world.clock,
-        metrics=world.metrics,
-        limits=limits,
-    )
+    events = world.events(limits=limits)
     series = schedule_metrics(world.metrics.registry)
     service = ScheduleService(
         store=world.store,
@@ -353,14 +344,7 @@ async def test_the_materialisation_lag_is_how_late_past_the_lookahead_a_plan_was
 def service_of(world: World, **options: Any) -> ScheduleService:
     """A schedule service on the world's store with options of its own (limits, a wake-up)."""
     limits = SubmissionLimits()
-    events = EventService(
-        buffer=InlineIngestBuffer(world.store),
-        store=world.store,
-        registry=world.registry,
-        clock=world.clock,
-        metrics=world.metrics,
-        limits=limits,
-    )
+    events = world.events(limits=limits)
     return ScheduleService(
         store=world.store,
         recurrence=CronRecurrence(),
