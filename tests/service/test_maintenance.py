@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -433,3 +434,160 @@ async def test_a_dispatcher_heard_of_lately_claims_without_an_extra_heartbeat(
     assert world.memory.faults.calls["heartbeat"] == 1
     stop.set()
     await dispatching
+
+
+class EndingRetentionStore(MemoryStore):
+    """The in-memory store whose retention pass takes long; it notes when that pass ends and
+    when the leadership is given up."""
+
+    def __init__(self, clock: LoopClock) -> None:
+        super().__init__(clock=clock)
+        self.log: list[tuple[str, float]] = []
+
+    async def delete_finished_before(self, *args: Any, **kwargs: Any) -> int:
+        try:
+            await asyncio.sleep(3600.0)
+            return await super().delete_finished_before(*args, **kwargs)
+        finally:
+            self.log.append(("retention ended", loop_time()))
+
+    async def release_leadership(self, role: str, holder: str) -> None:
+        self.log.append(("leadership released", loop_time()))
+        await super().release_leadership(role, holder)
+
+
+async def test_a_stopping_leader_ends_its_background_passes_before_giving_leadership_up() -> None:
+    clock = LoopClock()
+    memory = EndingRetentionStore(clock)
+    store = Store(memory)
+    await store.open()
+    world = World(clock, memory, store, None, None)  # type: ignore[arg-type]
+    maintenance = world.maintenance()
+    stop = asyncio.Event()
+    task = asyncio.create_task(maintenance.run(stop))
+    await asyncio.sleep(2.5)
+    assert memory.log == []  # the retention pass started at 0 s is still running
+    stop.set()
+    await task
+    # The next leader can't start a pass while this one's still runs.
+    assert memory.log == [("retention ended", 2.5), ("leadership released", 2.5)]
+
+
+async def test_a_process_whose_leadership_is_unknown_does_not_lead(world: World) -> None:
+    (event,) = await world.submit(world.event(max_retries=3))
+    await world.memory.claim(ClaimRequest("crashed", 10, 1.0))  # its lease expires at 1 s
+    world.memory.faults.down.add("acquire_leadership")
+    maintenance = world.maintenance()
+    stop = asyncio.Event()
+    task = asyncio.create_task(maintenance.run(stop))
+    await asyncio.sleep(5.0)
+    # Whether another process leads is unknown: this one recovers nothing meanwhile.
+    assert not maintenance.leading
+    assert (await world.stored(event)).status is EventStatus.PROCESSING
+    world.memory.faults.down.clear()
+    await asyncio.sleep(1.0)
+    assert maintenance.leading
+    assert (await world.stored(event)).status is EventStatus.PENDING
+    stop.set()
+    await task
+
+
+async def test_after_failed_recoveries_silent_workers_get_the_dead_after_time_again(
+    world: World,
+) -> None:
+    # The leader keeps its leadership, but its recovery rounds fail from 0 to 7.5 s: it did
+    # not hear the store's worker listing meanwhile, so a worker silent since is given the
+    # dead-after time (5 s) from the first round that hears it again (8 s) before it is dead.
+    (event,) = await world.submit(world.event(max_retries=3))
+    await world.memory.heartbeat(WorkerBeat("crashed", ("dispatch",), world.clock.now()))
+    await world.memory.claim(ClaimRequest("crashed", 10, 600.0))
+    faults = world.memory.faults
+    faults.down.add("workers")
+    stop = asyncio.Event()
+    task = asyncio.create_task(world.maintenance("leader", dead_after_seconds=5.0).run(stop))
+    await asyncio.sleep(7.5)
+    faults.down.clear()
+    await asyncio.sleep(5.0)  # 12.5 s: the rounds at 8 to 12 s judge nobody dead yet
+    assert (await world.stored(event)).status is EventStatus.PROCESSING
+    await asyncio.sleep(1.0)  # the round at 13 s, 5 s after the store answered again
+    stored = await world.stored(event)
+    assert (stored.status, stored.retry_count) == (EventStatus.PENDING, 1)
+    stop.set()
+    await task
+
+
+async def test_a_worker_silent_exactly_the_dead_after_time_is_not_yet_dead(world: World) -> None:
+    (event,) = await world.submit(world.event(max_retries=3))
+    await world.memory.heartbeat(WorkerBeat("slow", ("dispatch",), world.clock.now()))
+    await world.memory.claim(ClaimRequest("slow", 10, 600.0))
+    await asyncio.sleep(5.0)
+    faults = world.memory.faults
+    stalled = asyncio.Event()  # the recovery call waits (for a pool connection, say)
+    faults.stall["recover_expired_leases"] = stalled
+    recovering = asyncio.create_task(world.maintenance(dead_after_seconds=5.0).recover())
+    await asyncio.sleep(0.5)
+    # Listed silent 5 s (not more): not a suspect, though silent 5.5 s when recovery runs.
+    stalled.set()
+    assert await recovering == 0
+    stored = await world.stored(event)
+    assert (stored.status, stored.locked_by) == (EventStatus.PROCESSING, "slow")
+
+
+async def test_a_worker_silent_exactly_the_forget_time_is_still_listed(world: World) -> None:
+    await world.memory.heartbeat(WorkerBeat("quiet", ("dispatch",), world.clock.now()))
+    await asyncio.sleep(100.0)
+    faults = world.memory.faults
+    stalled = asyncio.Event()
+    faults.stall["forget_workers"] = stalled
+    recovering = asyncio.create_task(world.maintenance(forget_after_seconds=100.0).recover())
+    await asyncio.sleep(0.5)
+    stalled.set()
+    await recovering
+    assert [w.worker for w in await world.store.workers()] == ["quiet"]
+    # Silent for longer than that, it is forgotten.
+    await world.maintenance(forget_after_seconds=100.0).recover()
+    assert await world.store.workers() == []
+
+
+class RetentionCallsStore(MemoryStore):
+    """The in-memory store, noting whether each retention pass asked to wait for another
+    process's pass (the in-memory store has one writer: nothing to wait for)."""
+
+    def __init__(self, clock: LoopClock) -> None:
+        super().__init__(clock=clock)
+        self.waits: list[bool] = []
+
+    async def delete_finished_before(self, *args: Any, wait: bool = False, **kwargs: Any) -> int:
+        self.waits.append(wait)
+        return await super().delete_finished_before(*args, wait=wait, **kwargs)
+
+
+async def test_the_scheduled_retention_pass_skips_a_running_one_and_an_operators_waits() -> None:
+    clock = LoopClock()
+    memory = RetentionCallsStore(clock)
+    store = Store(memory)
+    await store.open()
+    world = World(clock, memory, store, None, None)  # type: ignore[arg-type]
+    maintenance = world.maintenance()
+    await world.run(1.5, maintenance=maintenance)
+    assert memory.waits == [False]  # the schedule's pass: skipped if another is running
+    await maintenance.cleanup(7, wait=True)
+    await maintenance.cleanup(7)
+    assert memory.waits == [False, True, False]
+
+
+async def test_the_due_gauge_drops_a_delivery_type_with_nothing_due_any_more(world: World) -> None:
+    email = world.event(delivery_type="email")
+    await world.submit(world.event(), world.event(), email)
+    maintenance = world.maintenance()
+    gauge = world.metrics.registry.get_sample_value
+    await maintenance.refresh_gauges()
+    assert gauge("timefuse_events_due", {"delivery_type": "http"}) == 2
+    assert gauge("timefuse_events_due", {"delivery_type": "email"}) == 1
+    await world.store.cancel(email.id)
+    await maintenance.refresh_gauges()
+    assert gauge("timefuse_events_due", {"delivery_type": "http"}) == 2
+    assert gauge("timefuse_events_due", {"delivery_type": "email"}) is None
+    await world.submit(world.event(delivery_type="email"))
+    await maintenance.refresh_gauges()
+    assert gauge("timefuse_events_due", {"delivery_type": "email"}) == 1
