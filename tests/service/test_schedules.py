@@ -530,3 +530,147 @@ async def test_a_trigger_reports_its_occurrence_even_if_it_is_gone_when_read_bac
     assert event is not None
     assert (event.id, event.scheduled_at) == (made.id, made.scheduled_at)
     assert event.extra == {SCHEDULE_ID_EXTRA: record.id, TRIGGERED_EXTRA: True}
+
+
+async def advance_to(kit: Kit, text: str) -> None:
+    """Fake time forward to ``text`` (``HH:MM:SS`` on 2030-01-01)."""
+    await asyncio.sleep((at(text) - kit.world.clock.now()).total_seconds())
+
+
+async def test_a_plan_stamps_its_occurrences_and_its_schedule_with_the_time_it_was_made(
+    kit: Kit,
+) -> None:
+    record = await kit.declare(every_seconds=60)  # at 00:00:01: next at 00:01:01
+    await advance_to(kit, "00:00:51")  # 00:01:01 is within the lookahead
+    assert await kit.planner.run_once() == 1
+    (made,) = await kit.occurrences(record)
+    assert made.scheduled_at == at("00:01:01")
+    assert (made.created_at, made.updated_at) == (at("00:00:51"), at("00:00:51"))
+    stored = await kit.stored(record)
+    assert (stored.version, stored.updated_at) == (record.version + 1, at("00:00:51"))
+
+
+async def test_a_tick_plans_every_due_schedule_a_batch_at_a_time(world: World) -> None:
+    kit = kit_of(world, batch_size=2)
+    records = [await kit.declare(key=f"s{n}", every_seconds=60) for n in range(5)]
+    await advance_to(kit, "00:00:51")
+    assert await kit.planner.run_once() == 5
+    assert world.memory.faults.calls["materialise"] == 3  # 2 + 2 + 1
+    for record in records:
+        assert await kit.instants(record) == [at("00:01:01")]
+
+
+async def test_only_the_plans_that_lost_a_race_count_as_conflicts(kit: Kit) -> None:
+    kept = await kit.declare(key="kept", every_seconds=60)
+    raced = await kit.declare(key="raced", every_seconds=60)
+    await advance_to(kit, "00:00:51")
+    kit.world.memory.faults.stall["materialise"] = gate = asyncio.Event()
+    tick = asyncio.create_task(kit.planner.run_once())
+    await asyncio.sleep(0.1)
+    assert await kit.service.pause(raced.id) is not None
+    gate.set()
+    assert await tick == 1
+    assert sample(kit.world, "timefuse_schedule_plan_conflicts_total") == 1
+    assert await kit.instants(kept) == [at("00:01:01")]
+    assert await kit.instants(raced) == []
+
+
+def planner_of(kit: Kit, **options: Any) -> SchedulePlanner:
+    """Another planner on the kit's store and series: its own limits, settings, wake-up."""
+    fields: dict[str, Any] = {
+        "store": kit.world.store,
+        "recurrence": CronRecurrence(),
+        "clock": kit.world.clock,
+        "limits": SubmissionLimits(),
+        "metrics": schedule_metrics(kit.world.metrics.registry),
+    }
+    return SchedulePlanner(**{**fields, **options})
+
+
+async def test_a_plan_wakes_a_dispatcher_only_if_it_would_wake_later(kit: Kit) -> None:
+    signal = DueSignal(kit.world.clock)
+    planner = planner_of(kit, wakeup=signal)
+    await kit.declare(every_seconds=60)  # 00:01:01, 00:02:01, ...
+    await advance_to(kit, "00:00:51")
+    signal.plan(at("00:00:55"))  # the dispatcher looks again before 00:01:01 anyway
+    assert await planner.run_once() == 1
+    assert await signal.wait(1.0) is False
+    await advance_to(kit, "00:01:51")
+    signal.plan(at("00:05:00"))  # it would sleep past 00:02:01: woken
+    assert await planner.run_once() == 1
+    assert await signal.wait(1.0) is True
+
+
+async def test_an_instant_later_than_the_grace_is_missed(world: World) -> None:
+    kit = kit_of(world, grace_seconds=30)
+    record = await kit.declare(cron="* * * * *", missed_runs="skip")
+    await advance_to(kit, "00:01:45")  # 00:01 is 45 s late: past the 30 s grace
+    assert await kit.planner.run_once() == 0
+    assert await kit.instants(record) == []
+    await advance_to(kit, "00:02:20")  # 00:02 is 20 s late: within it
+    assert await kit.planner.run_once() == 1
+    assert await kit.instants(record) == [at("00:02")]
+
+
+async def test_missed_instants_are_caught_up_to_the_cap(world: World) -> None:
+    kit = kit_of(world, catch_up_cap=3)
+    record = await kit.declare(cron="* * * * *", missed_runs="all")
+    await advance_to(kit, "00:10:30")  # 00:01 to 00:09 missed; 00:10 within the grace
+    assert await kit.planner.run_once() == 4
+    assert await kit.instants(record) == minutes(7, 10)
+    assert (created(world, "catch_up"), created(world, "on_time")) == (3, 1)
+
+
+async def test_one_plan_creates_at_most_the_plan_limit_and_the_rest_come_later(
+    world: World,
+) -> None:
+    kit = kit_of(world, plan_limit=2)
+    record = await kit.declare(every_seconds=1)  # at 00:00:01: 00:00:02, 00:00:03, ...
+    assert await kit.planner.run_once() == 2  # of the 10 instants within the lookahead
+    assert await kit.instants(record) == [at("00:00:02"), at("00:00:03")]
+    await asyncio.sleep(1.0)
+    assert await kit.planner.run_once() == 2
+    assert await kit.instants(record) == [at(f"00:00:{s:02d}") for s in range(2, 6)]
+
+
+async def test_a_template_that_no_longer_passes_skips_its_instants_and_counts_none(
+    kit: Kit,
+) -> None:
+    record = await kit.declare(every_seconds=60)  # its payload, b"{}", is 2 bytes
+    stricter = planner_of(kit, limits=SubmissionLimits(max_payload_bytes=1))
+    await advance_to(kit, "00:00:51")
+    assert await stricter.run_once() == 0
+    assert await kit.instants(record) == []
+    stored = await kit.stored(record)
+    assert (stored.next_run_at, stored.version) == (at("00:02:01"), record.version + 1)
+    assert (created(kit.world, "on_time"), created(kit.world, "catch_up")) == (0, 0)
+    # The instants after it, planned by the rules it passes, are made.
+    await advance_to(kit, "00:01:51")
+    assert await kit.planner.run_once() == 1
+    assert await kit.instants(record) == [at("00:02:01")]
+    assert created(kit.world, "on_time") == 1
+
+
+async def test_the_state_gauges_are_counted_again_once_the_period_is_over(kit: Kit) -> None:
+    record = await kit.declare(cron="* * * * *")
+    await kit.planner.run_once()
+    assert sample(kit.world, "timefuse_schedules", state="ACTIVE") == 1
+    assert await kit.service.pause(record.id) is not None
+    await asyncio.sleep(kit.planner.settings.gauges_every_seconds)  # exactly the period
+    await kit.planner.run_once()
+    assert sample(kit.world, "timefuse_schedules", state="ACTIVE") == 0
+    assert sample(kit.world, "timefuse_schedules", state="PAUSED") == 1
+
+
+async def test_the_planner_ticks_at_every_round_of_the_leader_however_short(kit: Kit) -> None:
+    maintenance = Maintenance(
+        store=kit.world.store,
+        clock=kit.world.clock,
+        metrics=kit.world.metrics,
+        settings=MaintenanceSettings(round_seconds=0.5),
+        holder="leader",
+        monotonic=loop_time,
+        planner=kit.planner,
+    )
+    await kit.world.run(4.75, maintenance=maintenance)  # rounds at 0, 0.5, ... 4.5 s
+    assert kit.world.memory.faults.calls["due_schedules"] == 10
