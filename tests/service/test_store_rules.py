@@ -203,6 +203,41 @@ async def test_retention_may_go_one_event_at_a_time(world: World) -> None:
     assert await world.store.delete_terminal_before(later, batch_size=1) == 1
 
 
+class RetentionCalls(MemoryStore):
+    """The in-memory store, noting how each retention pass was asked for (it deletes all at
+    once itself; the SQL adapters delete ``batch_size`` rows per transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes: list[tuple[frozenset[EventStatus], int, bool]] = []
+
+    async def delete_finished_before(
+        self,
+        cutoff: datetime,
+        statuses: frozenset[EventStatus],
+        batch_size: int,
+        *,
+        wait: bool = False,
+    ) -> int:
+        self.passes.append((statuses, batch_size, wait))
+        return await super().delete_finished_before(cutoff, statuses, batch_size, wait=wait)
+
+
+async def test_retention_deletes_finished_events_in_batches_of_10000_and_waits_only_if_asked() -> (
+    None
+):
+    adapter = RetentionCalls()
+    store = Store(adapter)
+    await store.open()
+    await store.delete_terminal_before(AWARE)
+    await store.delete_terminal_before(AWARE, batch_size=7)
+    await store.delete_terminal_before(AWARE, batch_size=7, wait=True)
+    finished = frozenset(
+        {EventStatus.COMPLETED, EventStatus.FAILED, EventStatus.DEAD_LETTER, EventStatus.CANCELLED}
+    )
+    assert adapter.passes == [(finished, 10_000, False), (finished, 7, False), (finished, 7, True)]
+
+
 async def test_counts_by_status_name_every_status(world: World) -> None:
     await world.submit(world.event(after=60.0))
     counts = await world.store.count_by_status()
