@@ -530,3 +530,34 @@ async def test_a_trigger_reports_its_occurrence_even_if_it_is_gone_when_read_bac
     assert event is not None
     assert (event.id, event.scheduled_at) == (made.id, made.scheduled_at)
     assert event.extra == {SCHEDULE_ID_EXTRA: record.id, TRIGGERED_EXTRA: True}
+
+
+UNKNOWN_TYPE = ("event.delivery_type", "unknown delivery type 'pigeon' (registered: http)")
+
+
+def errors_of(caught: pytest.ExceptionInfo[ValidationFailed]) -> list[tuple[str, str]]:
+    return [(error.field, error.message) for error in caught.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        # Too long for an occurrence's external_job_id (at most 255 characters).
+        ({"key": "k" * 250}, ("key", "must be at most 200 characters")),
+        ({"key": "tick\x00"}, ("key", "must not contain control characters")),
+        ({"source": "s" * 101}, ("source", "must be at most 100 characters")),
+        ({"source": "billing\x07"}, ("source", "must not contain control characters")),
+        ({"source": None}, ("source", "is required")),
+        ({"source": 7}, ("source", "must be a string")),
+        ({"key": ["tick"]}, ("key", "must be a string")),
+    ],
+)
+async def test_a_bad_key_or_source_does_not_hide_the_templates_errors(
+    kit: Kit, fields: dict[str, object], error: tuple[str, str]
+) -> None:
+    body = {"key": "tick", "source": "billing", "cron": "* * * * *", **fields}
+
+    with pytest.raises(ValidationFailed) as caught:
+        await kit.service.declare(body, {**EVENT, "delivery_type": "pigeon"})
+
+    assert errors_of(caught) == [error, UNKNOWN_TYPE]
