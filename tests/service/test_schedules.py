@@ -23,7 +23,7 @@ from timefuse.ports.store import ScheduleQuery, ScheduleRecord
 from timefuse.ports.store.schedules import SCHEDULE_ID_EXTRA, TRIGGERED_EXTRA
 from timefuse.service.maintenance import Maintenance, MaintenanceSettings
 from timefuse.service.planner import SchedulePlanner, SchedulerSettings, schedule_metrics
-from timefuse.service.schedules import ForbiddenSource, ScheduleBusy, ScheduleService
+from timefuse.service.schedules import Declared, ForbiddenSource, ScheduleBusy, ScheduleService
 from timefuse.service.wakeup import DueSignal
 
 pytestmark = pytest.mark.looptime
@@ -674,3 +674,196 @@ async def test_the_planner_ticks_at_every_round_of_the_leader_however_short(kit:
     )
     await kit.world.run(4.75, maintenance=maintenance)  # rounds at 0, 0.5, ... 4.5 s
     assert kit.world.memory.faults.calls["due_schedules"] == 10
+
+
+UNKNOWN_TYPE = ("event.delivery_type", "unknown delivery type 'pigeon' (registered: http)")
+
+
+def errors_of(caught: pytest.ExceptionInfo[ValidationFailed]) -> list[tuple[str, str]]:
+    return [(error.field, error.message) for error in caught.value.errors]
+
+
+async def test_a_declaration_says_whether_it_created_replaced_or_kept_the_schedule(
+    kit: Kit,
+) -> None:
+    body = {"key": "tick", "source": "billing", "every_seconds": 60}
+    first = await kit.service.declare(body, dict(EVENT))
+    assert (first.created, first.changed, first.record.version) == (True, True, 1)
+
+    await asyncio.sleep(30.0)
+    same = await kit.service.declare(body, dict(EVENT))
+    assert (same.created, same.changed) == (False, False)
+    assert same.record == first.record
+
+    await asyncio.sleep(30.0)
+    other = {**EVENT, "destination": "https://receiver.example/other"}
+    replaced = await kit.service.declare({**body, "every_seconds": 120}, dict(other))
+    assert (replaced.created, replaced.changed) == (False, True)
+    record = replaced.record
+    assert (record.id, record.version, record.updated_at) == (first.record.id, 2, at("00:01:00"))
+    assert (record.schedule.every_seconds, record.schedule.template) == (120, other)
+    assert await kit.stored(record) == record
+
+
+async def test_a_declaration_pauses_or_resumes_only_when_it_says_so(kit: Kit) -> None:
+    body = {"key": "tick", "source": "billing", "cron": "* * * * *"}
+    await kit.service.declare(body, dict(EVENT))
+
+    paused = await kit.service.declare({**body, "paused": True}, dict(EVENT))
+    assert (paused.changed, paused.record.state) == (True, ScheduleState.PAUSED)
+    # Not mentioned: a paused schedule stays paused.
+    kept = await kit.service.declare(body, dict(EVENT))
+    assert (kept.changed, kept.record.state) == (False, ScheduleState.PAUSED)
+    resumed = await kit.service.declare({**body, "paused": False}, dict(EVENT))
+    assert (resumed.changed, resumed.record.state) == (True, ScheduleState.ACTIVE)
+    assert (await kit.stored(resumed.record)).state is ScheduleState.ACTIVE
+
+
+async def test_a_declaration_that_loses_the_race_to_create_replaces_the_winner(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, rival = service_of(world), service_of(world)
+    save = world.memory.save_schedule
+    rivals: list[Declared] = []
+    raced = False
+
+    async def rival_first(record: ScheduleRecord, *, expected_version: int | None) -> bool:
+        nonlocal raced
+        if expected_version is None and not raced:
+            raced = True
+            # The rival declares the same schedule between this one's look-up and its write.
+            rivals.append(
+                await rival.declare(
+                    {"key": "tick", "source": "billing", "every_seconds": 600}, dict(EVENT)
+                )
+            )
+        return await save(record, expected_version=expected_version)
+
+    monkeypatch.setattr(world.memory, "save_schedule", rival_first)
+    declared = await service.declare(
+        {"key": "tick", "source": "billing", "every_seconds": 60}, dict(EVENT)
+    )
+
+    assert (declared.created, declared.changed) == (False, True)
+    assert (declared.record.version, declared.record.schedule.every_seconds) == (2, 60)
+    (won,) = rivals
+    assert won.created
+    assert declared.record.id == won.record.id, "the rival's schedule is the one kept"
+    assert await service.get(declared.record.id) == declared.record
+
+
+async def test_a_declaration_that_keeps_losing_to_other_writers_is_refused_as_busy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = service_of(world)
+    body = {"key": "tick", "source": "billing", "every_seconds": 600}
+    await service.declare(body, dict(EVENT))
+
+    async def always_outrun(record: ScheduleRecord, *, expected_version: int | None) -> bool:
+        return False
+
+    monkeypatch.setattr(world.memory, "save_schedule", always_outrun)
+    busy = r"^the schedule kept changing; try again$"
+    with pytest.raises(ScheduleBusy, match=busy):
+        await service.declare({**body, "key": "new"}, dict(EVENT))
+    with pytest.raises(ScheduleBusy, match=busy):
+        await service.declare({**body, "every_seconds": 900}, dict(EVENT))
+    assert await service.find("billing", "new") is None
+    stored = await service.find("billing", "tick")
+    assert stored is not None
+    assert (stored.version, stored.schedule.every_seconds) == (1, 600)
+
+
+async def test_a_declaration_is_held_to_the_service_limits_wider_than_the_defaults(
+    world: World,
+) -> None:
+    wide = ScheduleLimits(max_runs_limit=3_000_000_000)
+    service = service_of(world, limits=wide)
+    body = {"key": "tick", "source": "billing", "every_seconds": 60}
+
+    created = await service.declare({**body, "max_runs": 2_000_000_000}, dict(EVENT))
+    assert created.record.schedule.max_runs == 2_000_000_000
+    replaced = await service.declare({**body, "max_runs": 2_500_000_000}, dict(EVENT))
+    assert (replaced.changed, replaced.record.schedule.max_runs) == (True, 2_500_000_000)
+    with pytest.raises(ValidationFailed) as caught:
+        await service.declare({**body, "max_runs": 3_000_000_001}, dict(EVENT))
+    assert errors_of(caught) == [("max_runs", "must be at most 3000000000")]
+
+
+async def test_a_field_over_the_service_limits_is_reported_with_the_templates_errors(
+    world: World,
+) -> None:
+    service = service_of(world, limits=ScheduleLimits(max_every_seconds=3600))
+    body = {"key": "tick", "source": "billing", "every_seconds": 7200}
+
+    with pytest.raises(ValidationFailed) as caught:
+        await service.declare(body, {**EVENT, "delivery_type": "pigeon"})
+
+    assert errors_of(caught) == [("every_seconds", "must be at most 3600"), UNKNOWN_TYPE]
+    assert await service.find("billing", "tick") is None
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (None, "is required: the event each occurrence delivers"),
+        ("tick", "must be a JSON object"),
+        ([dict(EVENT)], "must be a JSON object"),
+    ],
+)
+async def test_a_declaration_without_an_event_object_is_refused_by_name(
+    kit: Kit, event: object, message: str
+) -> None:
+    body = {"key": "tick", "source": "billing", "cron": "* * * * *"}
+
+    with pytest.raises(ValidationFailed) as caught:
+        await kit.service.declare(body, event)
+
+    assert errors_of(caught) == [("event", message)]
+
+
+async def test_a_template_field_the_schedule_sets_is_refused_with_the_templates_errors(
+    kit: Kit,
+) -> None:
+    body = {"key": "tick", "source": "billing", "cron": "* * * * *"}
+    event = {
+        **EVENT,
+        "delivery_type": "pigeon",
+        "external_job_id": "job-1",
+        "source": "billing",
+        "scheduled_at": None,  # no value: not set, so not refused
+    }
+
+    with pytest.raises(ValidationFailed) as caught:
+        await kit.service.declare(body, event)
+
+    set_by_schedule = "is set by the schedule for each occurrence"
+    assert errors_of(caught) == [
+        ("event.external_job_id", set_by_schedule),
+        ("event.source", set_by_schedule),
+        UNKNOWN_TYPE,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        # Too long for an occurrence's external_job_id (at most 255 characters).
+        ({"key": "k" * 250}, ("key", "must be at most 200 characters")),
+        ({"key": "tick\x00"}, ("key", "must not contain control characters")),
+        ({"source": "s" * 101}, ("source", "must be at most 100 characters")),
+        ({"source": "billing\x07"}, ("source", "must not contain control characters")),
+        ({"source": None}, ("source", "is required")),
+        ({"source": 7}, ("source", "must be a string")),
+        ({"key": ["tick"]}, ("key", "must be a string")),
+    ],
+)
+async def test_a_bad_key_or_source_does_not_hide_the_templates_errors(
+    kit: Kit, fields: dict[str, object], error: tuple[str, str]
+) -> None:
+    body = {"key": "tick", "source": "billing", "cron": "* * * * *", **fields}
+
+    with pytest.raises(ValidationFailed) as caught:
+        await kit.service.declare(body, {**EVENT, "delivery_type": "pigeon"})
+
+    assert errors_of(caught) == [error, UNKNOWN_TYPE]

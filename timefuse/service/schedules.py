@@ -157,8 +157,11 @@ class ScheduleService:
         except ValidationFailed as exc:
             errors += exc.errors
         key, source = fields.get("key"), fields.get("source")
-        key_text = key if isinstance(key, str) else ""
-        source_text = source if isinstance(source, str) else ""
+        # A bad key or source stands aside for the template's check: as the occurrence's
+        # external_job_id and source it would fail that check and hide the template's errors.
+        bad = {error.field for error in errors}
+        key_text = key if isinstance(key, str) and "key" not in bad else ""
+        source_text = source if isinstance(source, str) and "source" not in bad else ""
         template, template_errors = self.check_template(event, key=key_text, source=source_text)
         if errors or template_errors:
             raise ValidationFailed(errors + template_errors)
