@@ -6,6 +6,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
+from timefuse.domain.dedup import dedup_event_id
 from timefuse.domain.event import Event
 from timefuse.domain.quota import QuotaTable, SourceQuota
 from timefuse.domain.status import EventStatus
@@ -23,7 +25,6 @@ from timefuse.service.events import EventService
 from timefuse.service.metrics import Metrics
 from timefuse.service.quotas import MAX_IDLE_BUCKETS, QuotaReason, SourceQuotas
 from timefuse.service.store import Store
-from timefuse.service.submission import identified
 from timefuse.testing.factories import make_event
 from timefuse.testing.store_contract_support import seed
 
@@ -318,6 +319,13 @@ async def test_a_capped_sources_count_is_bounded_when_a_count_timeout_is_set(
     assert await admitted(quota, events("capped", 5), store=store) == [
         f"capped-{n}" for n in range(5)
     ]
+
+
+def identified(event: Event) -> Event:
+    """``event`` with the id its dedup key gives, as a submission's is."""
+    return replace(
+        event, id=dedup_event_id(event.source, event.external_job_id, event.scheduled_at)
+    )
 
 
 async def test_a_batch_the_quotas_refuse_costs_the_store_no_look_up() -> None:

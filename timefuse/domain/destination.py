@@ -18,6 +18,7 @@ receiver to one key:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -110,6 +111,10 @@ def normalise_destination_limit_key(text: str) -> str:
     return _strict_host(text)
 
 
+# Every submission asks for its destination's host, and most ask for a host asked for just
+# before: the answers of the latest hosts are kept (the reading of numeric spellings and IDNA
+# is most of what a submission's destination costs).
+@functools.lru_cache(maxsize=4096)
 def canonical_host(host: str) -> str:
     """``host`` (as in a URL's authority, IPv6 without brackets) in its canonical text.
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from timefuse.domain.dedup import dedup_event_id
 from timefuse.domain.destination import destination_key
 from timefuse.domain.event import DEFAULT_MAX_RETRIES, Event, to_utc
 from timefuse.domain.http_options import (
@@ -228,13 +229,14 @@ def submission_fields(event: Event) -> dict[str, object]:
 def build_event(
     fields: Mapping[str, object],
     *,
-    event_id: str,
+    event_id: str | None,
     now: datetime,
     limits: SubmissionLimits,
 ) -> Event:
     """Check a submission and build the PENDING event it asks for.
 
     ``fields`` holds the decoded request fields, with ``payload`` as the raw JSON bytes.
+    ``event_id`` ``None``: the id the event's dedup key gives (a new submission's).
     Raises :class:`ValidationFailed` naming every bad field.
     """
     errors: list[FieldError] = []
@@ -289,6 +291,8 @@ def build_event(
     )
     if errors or scheduled_at is None:
         raise ValidationFailed(errors)
+    if event_id is None:
+        event_id = dedup_event_id(source, external_job_id, scheduled_at)
     return Event(
         id=event_id,
         external_job_id=external_job_id,

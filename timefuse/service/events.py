@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from timefuse.domain.amend import amend_event
 from timefuse.domain.callback import CALLBACK_DELIVERY_TYPE
-from timefuse.domain.event import Event, new_event_id
+from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import (
     CALLBACK_FIELDS,
@@ -46,7 +46,6 @@ from timefuse.service.submission import (
     accepted_new,
     distinct,
     duplicate_of,
-    identified,
     within,
 )
 from timefuse.service.wakeup import DueSignal
@@ -172,8 +171,8 @@ class EventService:
     def build(self, fields: Mapping[str, object]) -> Event:
         """Validate one submission; :class:`ValidationFailed` names every bad field."""
         now = self._clock.now()
-        event = build_event(fields, event_id=new_event_id(now), now=now, limits=self._limits)
-        event = identified(event)
+        # The id the dedup key gives, and the first due time that id spreads.
+        event = build_event(fields, event_id=None, now=now, limits=self._limits)
         reason = self._registry.check_destination(event.delivery_type, event.destination)
         if reason is not None:
             known = self._registry.get(event.delivery_type) is not None

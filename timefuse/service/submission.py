@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
-from timefuse.domain.dedup import dedup_event_id
 from timefuse.domain.event import Event
-from timefuse.domain.spread import first_due_time
 from timefuse.domain.status import EventStatus
 from timefuse.ports.ingest import BufferUnavailable
 from timefuse.ports.store import StoreError
@@ -47,13 +45,6 @@ class Accepted:
     status: EventStatus
     duplicate: bool
     stored: bool
-
-
-def identified(event: Event) -> Event:
-    """``event`` with the id its dedup key gives, and its first due time spread by that id."""
-    event_id = dedup_event_id(event.source, event.external_job_id, event.scheduled_at)
-    due = first_due_time(event_id, event.scheduled_at, event.delivery_window_seconds)
-    return replace(event, id=event_id, next_attempt_at=due)
 
 
 def distinct(events: Iterable[Event]) -> list[Event]:
