@@ -198,7 +198,7 @@ async def test_an_accepted_event_due_sooner_wakes_the_dispatcher(world: World) -
     wakeup.plan(world.clock.now() + timedelta(hours=2))
     await service.submit_batch([body(scheduled_at="2030-01-01T03:00:00+00:00")])
     later = asyncio.create_task(wakeup.wait(60.0))
-    await asyncio.sleep(0)
+    await asyncio.sleep(1)  # the loop's fake clock: time for a woken wait to return
     assert not later.done()  # due after the planned wake-up: nobody woken
     await service.submit_batch([body(external_job_id="job-2")])  # due in an hour
     assert await later
