@@ -4,10 +4,12 @@ events service on the in-memory store."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 
 from tests.service.conftest import Receivers, registry_of
 from timefuse.adapters.inline import InlineIngestBuffer
@@ -170,9 +172,133 @@ async def test_when_the_storing_stops_every_waiting_submission_is_told_it_was_no
     results = await asyncio.gather(*tasks, return_exceptions=True)
 
     assert [type(result) for result in results] == [BufferUnavailable, BufferUnavailable]
+    assert [str(result) for result in results] == [
+        "the server is stopping; the submission was not stored"
+    ] * 2
     # and the next submission starts storing again
     storage.open.set()
     assert await groups.submit(job("c")) == accepted_new("id-c", stored=True)
+
+
+@pytest.mark.looptime
+async def test_a_submission_left_by_a_storing_stopped_before_its_start_joins_the_next_group() -> (
+    None
+):
+    storage = FakeStorage()
+    groups = SubmissionGroups(storage)
+    first = await submitted(groups, "a")
+    storing = groups._storing
+    assert storing is not None
+    storing.cancel()  # before its first step: it never took "a"
+    await asyncio.sleep(0)
+    assert storing.cancelled()
+
+    second = await submitted(groups, "b")
+    answers = await asyncio.wait_for(asyncio.gather(*first, *second), 10)
+
+    assert [answer.id for answer in answers] == ["id-a", "id-b"]
+    assert storage.groups == [["a", "b"]]
+
+
+def test_a_storing_left_behind_on_another_loop_does_not_hold_a_new_loops_submissions() -> None:
+    # (A loop closed under its tasks leaves them pending for ever; this one is closed after.)
+    stored: list[list[str]] = []
+
+    async def first_never_answered(events: list[Event]) -> GroupAnswers:
+        stored.append([event.external_job_id for event in events])
+        if len(stored) == 1:
+            await asyncio.get_running_loop().create_future()
+        return GroupAnswers(
+            [(n, accepted_new(event.id, stored=True)) for n, event in enumerate(events)]
+        )
+
+    groups = SubmissionGroups(first_never_answered)
+    old = asyncio.new_event_loop()
+    left: list[asyncio.Task[Accepted]] = []
+
+    async def leave_two_waiting() -> None:
+        left.append(asyncio.create_task(groups.submit(job("a"))))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # "a" is being stored, for ever
+        left.append(asyncio.create_task(groups.submit(job("c"))))
+        await asyncio.sleep(0)  # "c" waits for the next group
+
+    try:
+        old.run_until_complete(leave_two_waiting())
+
+        async def on_a_new_loop() -> Accepted:
+            return await asyncio.wait_for(groups.submit(job("b")), 2)
+
+        assert asyncio.run(on_a_new_loop()) == accepted_new("id-b", stored=True)
+        assert stored == [["a"], ["b"]]
+        assert not any(task.done() for task in left)
+    finally:
+        pending = asyncio.all_tasks(old)
+        for task in pending:
+            task.cancel()
+        old.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        old.close()
+
+
+async def test_a_group_is_stored_outside_the_log_context_of_its_first_caller() -> None:
+    seen: list[dict[str, object]] = []
+
+    async def store(events: list[Event]) -> GroupAnswers:
+        seen.append(structlog.contextvars.get_contextvars())
+        return GroupAnswers(
+            [(n, accepted_new(event.id, stored=True)) for n, event in enumerate(events)]
+        )
+
+    groups = SubmissionGroups(store)
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        await groups.submit(job("a"))
+
+    assert seen == [{}]
+
+
+async def test_a_storing_that_ran_out_of_submissions_ends_without_an_error() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    gc.collect()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        groups = SubmissionGroups(FakeStorage())
+        await groups.submit(job("a"))
+        await asyncio.sleep(0)  # the storing has nothing left and ends
+        await groups.submit(job("b"))
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+
+    assert errors == []
+
+
+@pytest.mark.looptime
+async def test_a_time_out_the_store_raises_itself_is_passed_on_not_taken_for_the_deadline() -> None:
+    storage = FakeStorage()
+    own = TimeoutError("the driver gave up")
+    storage.failures.append(own)
+    groups = SubmissionGroups(storage, deadline=5.0)
+
+    with pytest.raises(TimeoutError) as raised:
+        await groups.submit(job("a"))
+
+    assert raised.value is own
+
+
+async def test_a_submission_its_group_left_unanswered_fails_with_an_error_saying_so() -> None:
+    async def answers_only_the_first(events: list[Event]) -> GroupAnswers:
+        return GroupAnswers([(0, accepted_new(events[0].id, stored=True))])
+
+    groups = SubmissionGroups(answers_only_the_first)
+    tasks = await submitted(groups, "a", "b")
+
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert results[0] == accepted_new("id-a", stored=True)
+    assert isinstance(results[1], RuntimeError)
+    assert str(results[1]) == "a submission of a group was not answered"
 
 
 # -- through the events service -----------------------------------------------------------
