@@ -315,6 +315,7 @@ def events_service(
     *,
     quotas: SourceQuotas | None = None,
     buffer: KafkaLike | None = None,
+    submit_timeout: float | None = None,
 ) -> EventService:
     return EventService(
         buffer=buffer or InlineIngestBuffer(adapter),
@@ -324,6 +325,7 @@ def events_service(
         metrics=Metrics(),
         buffered=buffer is not None,
         quotas=quotas,
+        submit_timeout=submit_timeout,
     )
 
 
@@ -473,12 +475,16 @@ async def test_a_batch_item_the_store_refuses_is_rejected_alone(adapter: MemoryS
 
 
 class KafkaLike:
-    """A buffer that takes events for a later store, as the Kafka buffer does."""
+    """A buffer that takes events for a later store, as the Kafka buffer does; a call holding
+    an event of a source in ``unreachable`` fails whole."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.unreachable: set[str] = set()
 
     async def submit(self, events: Sequence[Event]) -> dict[str, str]:
+        if any(event.source in self.unreachable for event in events):
+            raise BufferUnavailable("Kafka did not confirm the events")
         self.events.extend(events)
         return {event.id: event.id for event in events}
 
@@ -532,3 +538,92 @@ async def test_an_event_stored_under_an_older_id_answers_its_resubmission_with_i
     assert (new.status, new.duplicate, new.stored) == (EventStatus.PENDING, False, True)
     assert new.id != legacy.id
     assert len((await service.list_events(EventQuery(), 10)).events) == 2
+
+
+@pytest.mark.looptime
+async def test_a_submission_waiting_behind_a_stuck_group_is_answered_once_its_own_time_is_up(
+    adapter: MemoryStore,
+) -> None:
+    async def never_confirmed(events: Sequence[Event]) -> dict[str, str]:
+        await asyncio.Event().wait()
+        return {}
+
+    adapter.insert_many = never_confirmed  # type: ignore[method-assign]
+    store = Store(adapter)
+    await store.open()
+    service = events_service(adapter, store, submit_timeout=5.0)
+    loop = asyncio.get_running_loop()
+    stuck = asyncio.create_task(service.submit(fields("a")))
+    await asyncio.sleep(1)
+
+    started = loop.time()
+    with pytest.raises(BufferUnavailable) as raised:
+        await service.submit(fields("b"))
+
+    # 5 s after it was made, though its group could only start once "a"'s gave up (at 4 s)
+    assert loop.time() - started == pytest.approx(5.0)
+    assert str(raised.value) == "the event store did not confirm the submission within 5 s"
+    with pytest.raises(BufferUnavailable):
+        await stuck
+
+
+async def test_with_source_quotas_a_group_of_capped_and_free_sources_is_still_one_insert(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"capped": SourceQuota(max_pending=10)}), store, Metrics())
+    service = events_service(adapter, store, quotas=quotas)
+
+    answers = await asyncio.gather(
+        service.submit(fields("c1", source="capped")),
+        service.submit(fields("f1", source="free")),
+        service.submit(fields("f2", source="free")),
+    )
+
+    assert [(answer.duplicate, answer.stored) for answer in answers] == [(False, True)] * 3
+    assert adapter.faults.calls.get("insert_many") == 1
+    assert len((await service.list_events(EventQuery(), 10)).events) == 3
+
+
+async def test_with_kafka_a_part_of_a_group_the_buffer_fails_fails_only_its_own_submissions(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"capped": SourceQuota(max_pending=10)}), store, Metrics())
+    buffer = KafkaLike()
+    buffer.unreachable.add("free")
+    service = events_service(adapter, store, quotas=quotas, buffer=buffer)
+
+    results = await asyncio.gather(
+        service.submit(fields("c1", source="capped")),
+        service.submit(fields("f1", source="free")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], Accepted)
+    assert (results[0].duplicate, results[0].stored) == (False, False)
+    assert isinstance(results[1], BufferUnavailable)
+    assert [event.external_job_id for event in buffer.events] == ["c1"]
+
+
+async def test_a_single_submission_its_source_quota_refuses_is_answered_with_the_refusal(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"noisy": SourceQuota(rate=0.001, burst=1)}), store, Metrics())
+    service = events_service(adapter, store, quotas=quotas)
+
+    results = await asyncio.gather(
+        service.submit(fields("n1", source="noisy")),
+        service.submit(fields("n2", source="noisy")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], Accepted)
+    refused = results[1]
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.refusal.source, refused.refusal.reason) == ("noisy", QuotaReason.RATE)
+    assert len((await service.list_events(EventQuery(), 10)).events) == 1
