@@ -71,10 +71,12 @@ class ClaimSizes(MemoryStore):
     def __init__(self, clock: LoopClock) -> None:
         super().__init__(clock=clock)
         self.sizes: list[int] = []
+        self.times: list[float] = []
 
     async def claim(self, request: ClaimRequest) -> ClaimBatch:
         batch = await super().claim(request)
         self.sizes.append(len(batch.events))
+        self.times.append(loop_time())
         return batch
 
 
@@ -101,6 +103,43 @@ async def test_a_first_claim_takes_no_more_of_a_destination_than_its_cap(
         await asyncio.sleep(1.0)
 
     assert memory.sizes[0] == first
+
+
+async def test_a_claim_that_filled_its_batch_claims_again_at_once() -> None:
+    clock = LoopClock()
+    memory = ClaimSizes(clock)
+    world = await world_on(memory, clock)
+    await world.submit(*(world.event(external_job_id=f"job-{n}") for n in range(5)))
+    world.receivers.answer(world.event().destination, answering(after=30.0))
+
+    async with dispatching(world.dispatcher(batch_size=2)):
+        await asyncio.sleep(1.0)
+
+    assert memory.sizes[:3] == [2, 2, 1]
+    assert memory.times[1:3] == [memory.times[0]] * 2
+
+
+class SlowClaims(MemoryStore):
+    """The in-memory store, taking a quarter of a second to answer each claim."""
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        await asyncio.sleep(0.25)
+        return await super().claim(request)
+
+
+async def test_the_claim_latency_metric_is_how_long_each_claim_took_the_store() -> None:
+    clock = LoopClock()
+    world = await world_on(SlowClaims(clock=clock), clock)
+    await world.submit(world.event())
+    await asyncio.sleep(10.0)  # (the loop's clock is well past zero)
+
+    async with dispatching(world.dispatcher()):
+        await asyncio.sleep(2.0)
+
+    samples = {s.name: s.value for s in world.metrics.claim_latency.collect()[0].samples}
+    count = samples["timefuse_dispatcher_claim_seconds_count"]
+    assert count >= 2
+    assert samples["timefuse_dispatcher_claim_seconds_sum"] == pytest.approx(0.25 * count)
 
 
 # -- short of room: a finished delivery makes it claim at once --------------------------------
@@ -182,6 +221,31 @@ async def test_empty_claims_back_off_doubling_from_10_ms(
 
     gaps = [b - a for a, b in itertools.pairwise(memory.claims)]
     assert gaps[: len(expected)] == pytest.approx(expected, abs=0.001)
+
+
+class ClaimsOneThenNone(TakenElsewhere):
+    """The first claim takes one due event; the later ones come back empty, while the due
+    query keeps reporting the others due."""
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        if self.claims:
+            return await super().claim(request)
+        self.claims.append(loop_time())
+        return await MemoryStore.claim(self, replace(request, limit=1))
+
+
+async def test_after_a_claim_that_took_events_the_back_off_starts_again_from_5_ms() -> None:
+    clock = LoopClock()
+    memory = ClaimsOneThenNone(clock)
+    world = await world_on(memory, clock)
+    await world.submit(world.event(external_job_id="a"), world.event(external_job_id="b"))
+    world.receivers.answer(world.event().destination, answering(after=30.0))
+
+    async with dispatching(world.dispatcher(poll_interval_seconds=1.0)):
+        await asyncio.sleep(0.1)
+
+    gaps = [b - a for a, b in itertools.pairwise(memory.claims)]
+    assert gaps[:3] == pytest.approx([0.005, 0.01, 0.02], abs=0.001)
 
 
 async def test_a_failing_due_query_is_retried_at_the_next_poll(world: World) -> None:
