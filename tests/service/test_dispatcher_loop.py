@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -21,7 +21,13 @@ from tests.service.conftest import (
     registry_of,
 )
 from timefuse.adapters.memory import MemoryStore
-from timefuse.ports.store import Capabilities, ClaimBatch, ClaimRequest, StoreUnavailable
+from timefuse.ports.store import (
+    Capabilities,
+    ClaimBatch,
+    ClaimRef,
+    ClaimRequest,
+    StoreUnavailable,
+)
 from timefuse.service.dispatcher import Dispatcher
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.store import Store
@@ -339,4 +345,37 @@ async def test_a_stopped_dispatcher_leaves_no_task_behind(world: World) -> None:
     await world.run(2.0, world.dispatcher())
 
     assert asyncio.all_tasks() == before
+    assert (await world.statuses())["COMPLETED"] == 1
+
+
+class StuckLeaseExtensions(MemoryStore):
+    """The in-memory store, whose lease extensions never answer (noted when asked)."""
+
+    def __init__(self, clock: LoopClock) -> None:
+        super().__init__(clock=clock)
+        self.extensions: list[float] = []
+
+    async def extend_leases(self, refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        self.extensions.append(loop_time())
+        await asyncio.Event().wait()
+        return 0
+
+
+async def test_a_lease_extension_the_store_never_answers_does_not_hold_the_shutdown() -> None:
+    clock = LoopClock()
+    memory = StuckLeaseExtensions(clock)
+    world = await world_on(memory, clock)
+    await world.submit(world.event())
+    world.receivers.answer(world.event().destination, answering(after=8.0))
+    stop = asyncio.Event()
+    started = loop_time()
+    task = asyncio.create_task(world.dispatcher(lease_seconds=10.0).run(stop))
+    await asyncio.sleep(7.9)  # past half its lease (5 s) the attempt's lease is extended
+    assert memory.extensions
+
+    stop.set()
+    await asyncio.wait_for(task, 60.0)
+
+    # it ends once the attempt has (at 8 s), leaving the extension unanswered
+    assert loop_time() - started == pytest.approx(8.0, abs=0.1)
     assert (await world.statuses())["COMPLETED"] == 1
