@@ -379,3 +379,17 @@ async def test_a_lease_extension_the_store_never_answers_does_not_hold_the_shutd
     # it ends once the attempt has (at 8 s), leaving the extension unanswered
     assert loop_time() - started == pytest.approx(8.0, abs=0.1)
     assert (await world.statuses())["COMPLETED"] == 1
+
+
+@pytest.mark.timeout(10)
+async def test_with_no_delivery_type_a_dispatcher_with_room_for_one_looks_once_a_poll(
+    world: World,
+) -> None:
+    # Its claims ask for nothing (no call reaches the store): it must not spin on them.
+    await world.submit(world.event())
+
+    await world.run(10.0, world.dispatcher(registry=registry_of(), concurrency=1))
+
+    assert world.memory.faults.calls["next_due"] == 10  # at 0 s, 1 s, ... 9 s
+    assert "claim" not in world.memory.faults.calls
+    assert (await world.statuses())["PENDING"] == 1
