@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -21,7 +21,13 @@ from tests.service.conftest import (
     registry_of,
 )
 from timefuse.adapters.memory import MemoryStore
-from timefuse.ports.store import Capabilities, ClaimBatch, ClaimRequest, StoreUnavailable
+from timefuse.ports.store import (
+    Capabilities,
+    ClaimBatch,
+    ClaimRef,
+    ClaimRequest,
+    StoreUnavailable,
+)
 from timefuse.service.dispatcher import Dispatcher
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.store import Store
@@ -71,10 +77,12 @@ class ClaimSizes(MemoryStore):
     def __init__(self, clock: LoopClock) -> None:
         super().__init__(clock=clock)
         self.sizes: list[int] = []
+        self.times: list[float] = []
 
     async def claim(self, request: ClaimRequest) -> ClaimBatch:
         batch = await super().claim(request)
         self.sizes.append(len(batch.events))
+        self.times.append(loop_time())
         return batch
 
 
@@ -101,6 +109,43 @@ async def test_a_first_claim_takes_no_more_of_a_destination_than_its_cap(
         await asyncio.sleep(1.0)
 
     assert memory.sizes[0] == first
+
+
+async def test_a_claim_that_filled_its_batch_claims_again_at_once() -> None:
+    clock = LoopClock()
+    memory = ClaimSizes(clock)
+    world = await world_on(memory, clock)
+    await world.submit(*(world.event(external_job_id=f"job-{n}") for n in range(5)))
+    world.receivers.answer(world.event().destination, answering(after=30.0))
+
+    async with dispatching(world.dispatcher(batch_size=2)):
+        await asyncio.sleep(1.0)
+
+    assert memory.sizes[:3] == [2, 2, 1]
+    assert memory.times[1:3] == [memory.times[0]] * 2
+
+
+class SlowClaims(MemoryStore):
+    """The in-memory store, taking a quarter of a second to answer each claim."""
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        await asyncio.sleep(0.25)
+        return await super().claim(request)
+
+
+async def test_the_claim_latency_metric_is_how_long_each_claim_took_the_store() -> None:
+    clock = LoopClock()
+    world = await world_on(SlowClaims(clock=clock), clock)
+    await world.submit(world.event())
+    await asyncio.sleep(10.0)  # (the loop's clock is well past zero)
+
+    async with dispatching(world.dispatcher()):
+        await asyncio.sleep(2.0)
+
+    samples = {s.name: s.value for s in world.metrics.claim_latency.collect()[0].samples}
+    count = samples["timefuse_dispatcher_claim_seconds_count"]
+    assert count >= 2
+    assert samples["timefuse_dispatcher_claim_seconds_sum"] == pytest.approx(0.25 * count)
 
 
 # -- short of room: a finished delivery makes it claim at once --------------------------------
@@ -182,6 +227,31 @@ async def test_empty_claims_back_off_doubling_from_10_ms(
 
     gaps = [b - a for a, b in itertools.pairwise(memory.claims)]
     assert gaps[: len(expected)] == pytest.approx(expected, abs=0.001)
+
+
+class ClaimsOneThenNone(TakenElsewhere):
+    """The first claim takes one due event; the later ones come back empty, while the due
+    query keeps reporting the others due."""
+
+    async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        if self.claims:
+            return await super().claim(request)
+        self.claims.append(loop_time())
+        return await MemoryStore.claim(self, replace(request, limit=1))
+
+
+async def test_after_a_claim_that_took_events_the_back_off_starts_again_from_5_ms() -> None:
+    clock = LoopClock()
+    memory = ClaimsOneThenNone(clock)
+    world = await world_on(memory, clock)
+    await world.submit(world.event(external_job_id="a"), world.event(external_job_id="b"))
+    world.receivers.answer(world.event().destination, answering(after=30.0))
+
+    async with dispatching(world.dispatcher(poll_interval_seconds=1.0)):
+        await asyncio.sleep(0.1)
+
+    gaps = [b - a for a, b in itertools.pairwise(memory.claims)]
+    assert gaps[:3] == pytest.approx([0.005, 0.01, 0.02], abs=0.001)
 
 
 async def test_a_failing_due_query_is_retried_at_the_next_poll(world: World) -> None:
@@ -276,3 +346,50 @@ async def test_a_stopped_dispatcher_leaves_no_task_behind(world: World) -> None:
 
     assert asyncio.all_tasks() == before
     assert (await world.statuses())["COMPLETED"] == 1
+
+
+class StuckLeaseExtensions(MemoryStore):
+    """The in-memory store, whose lease extensions never answer (noted when asked)."""
+
+    def __init__(self, clock: LoopClock) -> None:
+        super().__init__(clock=clock)
+        self.extensions: list[float] = []
+
+    async def extend_leases(self, refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        self.extensions.append(loop_time())
+        await asyncio.Event().wait()
+        return 0
+
+
+async def test_a_lease_extension_the_store_never_answers_does_not_hold_the_shutdown() -> None:
+    clock = LoopClock()
+    memory = StuckLeaseExtensions(clock)
+    world = await world_on(memory, clock)
+    await world.submit(world.event())
+    world.receivers.answer(world.event().destination, answering(after=8.0))
+    stop = asyncio.Event()
+    started = loop_time()
+    task = asyncio.create_task(world.dispatcher(lease_seconds=10.0).run(stop))
+    await asyncio.sleep(7.9)  # past half its lease (5 s) the attempt's lease is extended
+    assert memory.extensions
+
+    stop.set()
+    await asyncio.wait_for(task, 60.0)
+
+    # it ends once the attempt has (at 8 s), leaving the extension unanswered
+    assert loop_time() - started == pytest.approx(8.0, abs=0.1)
+    assert (await world.statuses())["COMPLETED"] == 1
+
+
+@pytest.mark.timeout(10)
+async def test_with_no_delivery_type_a_dispatcher_with_room_for_one_looks_once_a_poll(
+    world: World,
+) -> None:
+    # Its claims ask for nothing (no call reaches the store): it must not spin on them.
+    await world.submit(world.event())
+
+    await world.run(10.0, world.dispatcher(registry=registry_of(), concurrency=1))
+
+    assert world.memory.faults.calls["next_due"] == 10  # at 0 s, 1 s, ... 9 s
+    assert "claim" not in world.memory.faults.calls
+    assert (await world.statuses())["PENDING"] == 1

@@ -4,10 +4,12 @@ events service on the in-memory store."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 
 from tests.service.conftest import Receivers, registry_of
 from timefuse.adapters.inline import InlineIngestBuffer
@@ -170,9 +172,133 @@ async def test_when_the_storing_stops_every_waiting_submission_is_told_it_was_no
     results = await asyncio.gather(*tasks, return_exceptions=True)
 
     assert [type(result) for result in results] == [BufferUnavailable, BufferUnavailable]
+    assert [str(result) for result in results] == [
+        "the server is stopping; the submission was not stored"
+    ] * 2
     # and the next submission starts storing again
     storage.open.set()
     assert await groups.submit(job("c")) == accepted_new("id-c", stored=True)
+
+
+@pytest.mark.looptime
+async def test_a_submission_left_by_a_storing_stopped_before_its_start_joins_the_next_group() -> (
+    None
+):
+    storage = FakeStorage()
+    groups = SubmissionGroups(storage)
+    first = await submitted(groups, "a")
+    storing = groups._storing
+    assert storing is not None
+    storing.cancel()  # before its first step: it never took "a"
+    await asyncio.sleep(0)
+    assert storing.cancelled()
+
+    second = await submitted(groups, "b")
+    answers = await asyncio.wait_for(asyncio.gather(*first, *second), 10)
+
+    assert [answer.id for answer in answers] == ["id-a", "id-b"]
+    assert storage.groups == [["a", "b"]]
+
+
+def test_a_storing_left_behind_on_another_loop_does_not_hold_a_new_loops_submissions() -> None:
+    # (A loop closed under its tasks leaves them pending for ever; this one is closed after.)
+    stored: list[list[str]] = []
+
+    async def first_never_answered(events: list[Event]) -> GroupAnswers:
+        stored.append([event.external_job_id for event in events])
+        if len(stored) == 1:
+            await asyncio.get_running_loop().create_future()
+        return GroupAnswers(
+            [(n, accepted_new(event.id, stored=True)) for n, event in enumerate(events)]
+        )
+
+    groups = SubmissionGroups(first_never_answered)
+    old = asyncio.new_event_loop()
+    left: list[asyncio.Task[Accepted]] = []
+
+    async def leave_two_waiting() -> None:
+        left.append(asyncio.create_task(groups.submit(job("a"))))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # "a" is being stored, for ever
+        left.append(asyncio.create_task(groups.submit(job("c"))))
+        await asyncio.sleep(0)  # "c" waits for the next group
+
+    try:
+        old.run_until_complete(leave_two_waiting())
+
+        async def on_a_new_loop() -> Accepted:
+            return await asyncio.wait_for(groups.submit(job("b")), 2)
+
+        assert asyncio.run(on_a_new_loop()) == accepted_new("id-b", stored=True)
+        assert stored == [["a"], ["b"]]
+        assert not any(task.done() for task in left)
+    finally:
+        pending = asyncio.all_tasks(old)
+        for task in pending:
+            task.cancel()
+        old.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        old.close()
+
+
+async def test_a_group_is_stored_outside_the_log_context_of_its_first_caller() -> None:
+    seen: list[dict[str, object]] = []
+
+    async def store(events: list[Event]) -> GroupAnswers:
+        seen.append(structlog.contextvars.get_contextvars())
+        return GroupAnswers(
+            [(n, accepted_new(event.id, stored=True)) for n, event in enumerate(events)]
+        )
+
+    groups = SubmissionGroups(store)
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        await groups.submit(job("a"))
+
+    assert seen == [{}]
+
+
+async def test_a_storing_that_ran_out_of_submissions_ends_without_an_error() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    gc.collect()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        groups = SubmissionGroups(FakeStorage())
+        await groups.submit(job("a"))
+        await asyncio.sleep(0)  # the storing has nothing left and ends
+        await groups.submit(job("b"))
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+
+    assert errors == []
+
+
+@pytest.mark.looptime
+async def test_a_time_out_the_store_raises_itself_is_passed_on_not_taken_for_the_deadline() -> None:
+    storage = FakeStorage()
+    own = TimeoutError("the driver gave up")
+    storage.failures.append(own)
+    groups = SubmissionGroups(storage, deadline=5.0)
+
+    with pytest.raises(TimeoutError) as raised:
+        await groups.submit(job("a"))
+
+    assert raised.value is own
+
+
+async def test_a_submission_its_group_left_unanswered_fails_with_an_error_saying_so() -> None:
+    async def answers_only_the_first(events: list[Event]) -> GroupAnswers:
+        return GroupAnswers([(0, accepted_new(events[0].id, stored=True))])
+
+    groups = SubmissionGroups(answers_only_the_first)
+    tasks = await submitted(groups, "a", "b")
+
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert results[0] == accepted_new("id-a", stored=True)
+    assert isinstance(results[1], RuntimeError)
+    assert str(results[1]) == "a submission of a group was not answered"
 
 
 # -- through the events service -----------------------------------------------------------
@@ -189,6 +315,7 @@ def events_service(
     *,
     quotas: SourceQuotas | None = None,
     buffer: KafkaLike | None = None,
+    submit_timeout: float | None = None,
 ) -> EventService:
     return EventService(
         buffer=buffer or InlineIngestBuffer(adapter),
@@ -198,6 +325,7 @@ def events_service(
         metrics=Metrics(),
         buffered=buffer is not None,
         quotas=quotas,
+        submit_timeout=submit_timeout,
     )
 
 
@@ -347,12 +475,16 @@ async def test_a_batch_item_the_store_refuses_is_rejected_alone(adapter: MemoryS
 
 
 class KafkaLike:
-    """A buffer that takes events for a later store, as the Kafka buffer does."""
+    """A buffer that takes events for a later store, as the Kafka buffer does; a call holding
+    an event of a source in ``unreachable`` fails whole."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.unreachable: set[str] = set()
 
     async def submit(self, events: Sequence[Event]) -> dict[str, str]:
+        if any(event.source in self.unreachable for event in events):
+            raise BufferUnavailable("Kafka did not confirm the events")
         self.events.extend(events)
         return {event.id: event.id for event in events}
 
@@ -406,3 +538,92 @@ async def test_an_event_stored_under_an_older_id_answers_its_resubmission_with_i
     assert (new.status, new.duplicate, new.stored) == (EventStatus.PENDING, False, True)
     assert new.id != legacy.id
     assert len((await service.list_events(EventQuery(), 10)).events) == 2
+
+
+@pytest.mark.looptime
+async def test_a_submission_waiting_behind_a_stuck_group_is_answered_once_its_own_time_is_up(
+    adapter: MemoryStore,
+) -> None:
+    async def never_confirmed(events: Sequence[Event]) -> dict[str, str]:
+        await asyncio.Event().wait()
+        return {}
+
+    adapter.insert_many = never_confirmed  # type: ignore[method-assign]
+    store = Store(adapter)
+    await store.open()
+    service = events_service(adapter, store, submit_timeout=5.0)
+    loop = asyncio.get_running_loop()
+    stuck = asyncio.create_task(service.submit(fields("a")))
+    await asyncio.sleep(1)
+
+    started = loop.time()
+    with pytest.raises(BufferUnavailable) as raised:
+        await service.submit(fields("b"))
+
+    # 5 s after it was made, though its group could only start once "a"'s gave up (at 4 s)
+    assert loop.time() - started == pytest.approx(5.0)
+    assert str(raised.value) == "the event store did not confirm the submission within 5 s"
+    with pytest.raises(BufferUnavailable):
+        await stuck
+
+
+async def test_with_source_quotas_a_group_of_capped_and_free_sources_is_still_one_insert(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"capped": SourceQuota(max_pending=10)}), store, Metrics())
+    service = events_service(adapter, store, quotas=quotas)
+
+    answers = await asyncio.gather(
+        service.submit(fields("c1", source="capped")),
+        service.submit(fields("f1", source="free")),
+        service.submit(fields("f2", source="free")),
+    )
+
+    assert [(answer.duplicate, answer.stored) for answer in answers] == [(False, True)] * 3
+    assert adapter.faults.calls.get("insert_many") == 1
+    assert len((await service.list_events(EventQuery(), 10)).events) == 3
+
+
+async def test_with_kafka_a_part_of_a_group_the_buffer_fails_fails_only_its_own_submissions(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"capped": SourceQuota(max_pending=10)}), store, Metrics())
+    buffer = KafkaLike()
+    buffer.unreachable.add("free")
+    service = events_service(adapter, store, quotas=quotas, buffer=buffer)
+
+    results = await asyncio.gather(
+        service.submit(fields("c1", source="capped")),
+        service.submit(fields("f1", source="free")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], Accepted)
+    assert (results[0].duplicate, results[0].stored) == (False, False)
+    assert isinstance(results[1], BufferUnavailable)
+    assert [event.external_job_id for event in buffer.events] == ["c1"]
+
+
+async def test_a_single_submission_its_source_quota_refuses_is_answered_with_the_refusal(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    quotas = SourceQuotas(QuotaTable({"noisy": SourceQuota(rate=0.001, burst=1)}), store, Metrics())
+    service = events_service(adapter, store, quotas=quotas)
+
+    results = await asyncio.gather(
+        service.submit(fields("n1", source="noisy")),
+        service.submit(fields("n2", source="noisy")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], Accepted)
+    refused = results[1]
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.refusal.source, refused.refusal.reason) == ("noisy", QuotaReason.RATE)
+    assert len((await service.list_events(EventQuery(), 10)).events) == 1

@@ -443,3 +443,13 @@ async def test_busy_sources_buckets_are_swept_again_once_their_number_has_double
     await admitted(quota, [make_event(source="newcomer")])
 
     assert quota.bucket_count == 1
+
+
+async def test_only_a_source_under_a_pending_cap_needs_its_pending_events_counted(
+    store: Store,
+) -> None:
+    quota = quotas(store, capped=SourceQuota(max_pending=10), rated=SourceQuota(rate=1.0, burst=5))
+    anywhere = quotas(store, ANY=SourceQuota(max_pending=3))
+
+    assert [quota.counts_pending(s) for s in ("capped", "rated", "other")] == [True, False, False]
+    assert [anywhere.counts_pending(s) for s in ("alpha", "beta")] == [True, True]
