@@ -12,6 +12,7 @@ import pytest
 
 from tests.service.conftest import LoopClock, World, answering, loop_time
 from timefuse.adapters.memory import MemoryStore
+from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
     Capabilities,
@@ -314,12 +315,18 @@ async def test_after_a_store_outage_live_workers_get_time_to_beat_before_being_d
     assert world.metrics.leases_recovered._value.get() == 0
 
 
-async def test_a_worker_still_silent_after_the_outage_is_declared_dead_and_its_claims_return(
-    world: World,
-) -> None:
+async def held_by_a_crashed_worker(world: World) -> Event:
+    """An event claimed by a worker that beat once, then crashed."""
     (event,) = await world.submit(world.event(max_retries=3))
     await world.memory.heartbeat(WorkerBeat("crashed", ("dispatch",), world.clock.now()))
     await world.memory.claim(ClaimRequest("crashed", 10, 600.0))
+    return event
+
+
+async def test_a_worker_still_silent_after_the_outage_is_declared_dead_and_its_claims_return(
+    world: World,
+) -> None:
+    event = await held_by_a_crashed_worker(world)
     faults = world.memory.faults
 
     async def outage() -> None:
@@ -498,9 +505,7 @@ async def test_after_failed_recoveries_silent_workers_get_the_dead_after_time_ag
     # The leader keeps its leadership, but its recovery rounds fail from 0 to 7.5 s: it did
     # not hear the store's worker listing meanwhile, so a worker silent since is given the
     # dead-after time (5 s) from the first round that hears it again (8 s) before it is dead.
-    (event,) = await world.submit(world.event(max_retries=3))
-    await world.memory.heartbeat(WorkerBeat("crashed", ("dispatch",), world.clock.now()))
-    await world.memory.claim(ClaimRequest("crashed", 10, 600.0))
+    event = await held_by_a_crashed_worker(world)
     faults = world.memory.faults
     faults.down.add("workers")
     stop = asyncio.Event()
