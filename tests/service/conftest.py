@@ -211,9 +211,10 @@ class World:
         *dispatchers: Dispatcher,
         maintenance: Maintenance | None = None,
         until: Callable[[], bool] | None = None,
+        every: float = 1.0,
     ) -> None:
         """Run the dispatchers (and maintenance) for ``seconds`` of loop time, or until
-        ``until()`` holds; then stop them gracefully."""
+        ``until()`` holds (asked every ``every`` seconds); then stop them gracefully."""
         stop = asyncio.Event()
         roles: list[Callable[[asyncio.Event], Awaitable[None]]] = [d.run for d in dispatchers]
         if maintenance is not None:
@@ -222,7 +223,7 @@ class World:
         tasks = [asyncio.create_task(role(stop)) for role in roles]
         deadline = loop_time() + seconds
         while loop_time() < deadline and not (until is not None and until()):
-            step = deadline - loop_time() if until is None else 1.0
+            step = deadline - loop_time() if until is None else every
             # A role that ends before it is told to (its writer died, say) raises here.
             done, _ = await asyncio.wait(tasks, timeout=max(0.0, step))
             for task in done:
