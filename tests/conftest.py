@@ -17,6 +17,7 @@ from tests.support.kafka_broker import KafkaBroker, kafka_broker
 from tests.support.postgres_server import PostgresServer, postgres_server
 from tests.support.process import TimefuseProcess
 from tests.support.receiver import Receiver
+from timefuse.domain import destination
 
 # Named by the pytest-xdist worker too: workers sharing one external server (the
 # TIMEFUSE_TEST_DATABASE_URL one) never make the same database.
@@ -40,6 +41,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     if not inspect.iscoroutinefunction(inspect.unwrap(pyfuncitem.obj)):
         asyncio.set_event_loop(None)
     return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_hosts() -> None:
+    """Each test reads hosts anew: a host's canonical name remembered from another test (or,
+    under `make mutants`, from the unmutated code the tests were collected with) would hide
+    what this one changes."""
+    destination._cached_canonical_host.cache_clear()
 
 
 @pytest.fixture(scope="session")

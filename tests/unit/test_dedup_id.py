@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from timefuse.domain.dedup import dedup_event_id
 from timefuse.domain.event import is_event_id
+from timefuse.domain.validation import SubmissionLimits, build_event
 
 AT = datetime(2031, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 
@@ -60,3 +61,25 @@ def test_every_key_gives_a_well_formed_event_id(source: str, external: str) -> N
     event_id = dedup_event_id(source, external, AT)
     assert is_event_id(event_id)
     assert event_id == dedup_event_id(source, external, AT)
+
+
+def test_a_submission_is_stored_under_the_same_id_and_due_time_in_every_version() -> None:
+    # Ids are the dedup key's: a submission sent again after an upgrade, or to another API
+    # process of another version, must find the event stored before. These values were made
+    # by the code of earlier versions; a change that moves them re-keys every stored event.
+    event = build_event(
+        {
+            "external_job_id": "invoice-42",
+            "source": "billing",
+            "scheduled_at": "2031-03-04T07:06:07.123456+02:00",
+            "delivery_type": "http",
+            "destination": "https://receiver.example/hook",
+            "payload": b"{}",
+            "delivery_window_seconds": 600,
+        },
+        event_id=None,
+        now=datetime(2031, 3, 4, tzinfo=UTC),
+        limits=SubmissionLimits(),
+    )
+    assert event.id == "01c172d9-6a93-77a5-931e-8dc81a5b385d"
+    assert event.next_attempt_at.isoformat() == "2031-03-04T05:15:03.620891+00:00"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from timefuse.domain import destination as destination_module
 from timefuse.domain.destination import (
     destination_key,
     destination_limit_keys,
@@ -292,3 +293,16 @@ def test_a_host_override_applies_after_the_host_and_port_one() -> None:
         "hooks.example.com",
     )
     assert destination_limit_keys("kafka", "orders") == ("kafka:orders",)
+
+
+def test_a_hosts_reading_is_remembered_but_not_that_of_text_longer_than_any_host() -> None:
+    # A client sending made-up hosts of thousands of characters must not fill the memory of
+    # every API process with them (they are read, and refused or kept, all the same).
+    cache = destination_module._cached_canonical_host
+    for n in range(100):
+        long_host = "\U0001f600" * 2000 + str(n)
+        assert destination_key("http", f"http://{long_host}/x") == f"{long_host.lower()}:80"
+    assert cache.cache_info().currsize == 0
+    assert destination_key("http", "http://Hooks.Example.COM./a") == "hooks.example.com:80"
+    assert destination_key("http", "http://hooks.example.com/b") == "hooks.example.com:80"
+    assert cache.cache_info().currsize == 2  # as written: two spellings, one name each

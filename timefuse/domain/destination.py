@@ -111,15 +111,21 @@ def normalise_destination_limit_key(text: str) -> str:
     return _strict_host(text)
 
 
-# Every submission asks for its destination's host, and most ask for a host asked for just
-# before: the answers of the latest hosts are kept (the reading of numeric spellings and IDNA
-# is most of what a submission's destination costs).
-@functools.lru_cache(maxsize=4096)
 def canonical_host(host: str) -> str:
     """``host`` (as in a URL's authority, IPv6 without brackets) in its canonical text.
 
     Never raises: a host that is no valid name comes back in lower case.
     """
+    # Every submission asks for its destination's host, and most ask for a host asked for
+    # just before: the answers for the latest hosts are kept (reading numeric spellings and
+    # IDNA is most of what a submission's destination costs). Only for text that can be a
+    # host name: a client sending long made-up ones can't fill the cache with them.
+    if len(host) > _MAX_HOST_LENGTH + 2:
+        return _canonical_host(host)
+    return _cached_canonical_host(host)
+
+
+def _canonical_host(host: str) -> str:
     address = _ip_address(host)
     if address is not None:
         return _address_text(address)
@@ -128,6 +134,9 @@ def canonical_host(host: str) -> str:
         return name.encode("idna").decode("ascii").lower()
     except UnicodeError:
         return name.lower()
+
+
+_cached_canonical_host = functools.lru_cache(maxsize=4096)(_canonical_host)
 
 
 def _http_authority(destination: str) -> tuple[str, str, str | None] | None:
