@@ -401,6 +401,28 @@ async def test_a_running_attempts_lease_is_renewed_once_past_half_its_length(
     assert renewed == [(t, 4.0) for t in (3.0, 6.0, 9.0, 12.0, 15.0, 18.0)]
 
 
+async def test_a_lease_renewal_the_store_refuses_is_tried_again_at_the_next_look(
+    world: World,
+) -> None:
+    url = "https://slow.example/hook"
+    world.receivers.answer(url, answering(after=8.0))
+    tried: list[float] = []
+    extend = world.memory.extend_leases
+
+    async def refused_once(refs: Sequence[ClaimRef], lease_seconds: float) -> int:
+        tried.append(round(loop_time(), 3))
+        if len(tried) == 1:
+            raise StoreUnavailable("down")
+        return await extend(refs, lease_seconds)
+
+    world.memory.extend_leases = refused_once  # type: ignore[method-assign]
+    (event,) = await world.submit(world.event(destination=url))
+    await world.run(10.0, world.dispatcher(lease_seconds=4.0))
+    assert (await world.stored(event)).status is EventStatus.COMPLETED
+    # Refused at 3 s, tried again a quarter lease later, then every three quarters.
+    assert tried == [3.0, 4.0, 7.0]
+
+
 async def test_an_attempt_still_running_at_the_shutdown_timeout_is_cut_off_and_handed_back(
     world: World,
 ) -> None:

@@ -235,3 +235,23 @@ async def test_a_held_sources_event_comes_back_when_its_probe_is_due_within_the_
         (later, HandBackReason.BREAKER, 3.0),
         (last, HandBackReason.BREAKER, 0.5),
     ]
+
+
+async def test_a_held_sources_event_does_not_take_the_destinations_probe_from_the_others() -> None:
+    seen = Seen()
+    gate = gate_for(seen)
+    a1, a2, a3, b1 = (claimed(HOST, source=s) for s in (A, A, A, B))
+    for c in (a1, a2, a3, b1):
+        gate.admit(c)
+    for c in (a1, a2, b1):  # failures from two sources: the destination opens, reopens at 30
+        gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(10.0)
+    gate.finished(a3, FAIL, 0.1)  # A's third: A's own breaker opens, reopens at 40
+    await asyncio.sleep(27.0)
+    # The destination may be probed now, but not by A, held for 3 s more.
+    held, other = claimed(HOST, source=A), claimed(HOST, source=B)
+    gate.admit(held)
+    assert seen.handed_back == [(held, 3.0, HandBackReason.BREAKER)]
+    gate.admit(other)
+    assert seen.started[-1] is other
+    assert gate.snapshot()[KEY]["breaker"] == "HALF_OPEN"

@@ -3,9 +3,10 @@ breakers, an operator's reset, and when the state may be forgotten."""
 
 from __future__ import annotations
 
-from timefuse.domain.breaker import BreakerState, CircuitBreaker
+from timefuse.domain.breaker import Admission, BreakerState, CircuitBreaker
 from timefuse.domain.ratelimit import TokenBucket
 from timefuse.service.destination_state import (
+    MAX_SOURCE_BREAKERS,
     Change,
     DestinationState,
     source_breaker_key,
@@ -84,3 +85,49 @@ def test_a_token_bucket_not_full_again_keeps_the_state() -> None:
     assert bucket.try_take(0.0)
     assert not dest.forgettable(now=1.0, idle_seconds=0.0)  # 1.5 tokens of 2
     assert dest.forgettable(now=2.0, idle_seconds=0.0)  # exactly full again
+
+
+def test_past_the_most_source_breakers_the_closed_ones_are_forgotten_for_a_new_one() -> None:
+    dest = state()
+    held = dest.new_hold(A)
+    open_breaker(held.breaker, at=0.0)
+    for n in range(MAX_SOURCE_BREAKERS - 1):  # partial counts: closed
+        dest.new_hold(f"source-{n}")
+    assert len(dest.sources or {}) == MAX_SOURCE_BREAKERS
+    dest.new_hold(B)
+    # The open one holds events: it is kept; the closed ones are not.
+    assert set(dest.sources or {}) == {A, B}
+
+
+def test_a_source_that_succeeds_after_a_failure_is_no_longer_remembered() -> None:
+    dest = state()
+    for succeeded in (False, True):
+        changes = dest.judge(
+            A,
+            succeeded=succeeded,
+            retriable=not succeeded,
+            now=0.0,
+            sources_needed=2,
+            probed=False,
+            source_probed=False,
+        )
+        assert changes == []
+        assert dest.present_sources() == (set() if succeeded else {A})
+    assert dest.sources is None
+    assert dest.present_sources() == set()
+    assert dest.row(now=0.0)["sources"] == []
+
+
+def test_a_row_shows_the_held_source_breaker_that_opens_again_soonest() -> None:
+    dest = state()
+    # A's breaker cooled down and is being probed; B's and C's are open, C's reopening first.
+    probed = dest.new_hold(A).breaker
+    open_breaker(probed, at=0.0)
+    assert probed.admit(now=40.0) is Admission.PROBE
+    open_breaker(dest.new_hold(B).breaker, at=20.0)  # reopens at 50
+    open_breaker(dest.new_hold("tenant-c").breaker, at=15.0)  # reopens at 45
+    row = dest.row(now=41.0)
+    assert row["breaker"] == "OPEN"
+    assert row["breaker_for_all"] is False
+    assert row["held_sources"] == [A, B, "tenant-c"]
+    assert row["probe_in_seconds"] == 4.0

@@ -93,3 +93,40 @@ def test_without_a_dispatcher_no_destination_series_are_exported() -> None:
     assert metrics.registry.get_sample_value("timefuse_destination_in_flight", {}) is None
     names = {f.name for f in metrics.registry.collect()}
     assert PER_DESTINATION.keys() <= names  # declared, with no samples
+
+
+def test_after_a_scrape_the_destination_series_are_gone_but_still_declared() -> None:
+    metrics = Metrics()
+    snapshot = {"a.example:443": {"breaker": "OPEN", "in_flight": 2, "waiting": 3, "trips": 4}}
+    metrics.destinations.source = lambda sources: snapshot
+    metrics.destinations.tracked = lambda: 1
+    metrics.destinations.prepare(None)
+    metrics.destinations.clear()  # what a scrape does last
+    value = metrics.registry.get_sample_value
+    assert value("timefuse_destination_in_flight", {"destination": "a.example:443"}) is None
+    assert value("timefuse_destinations_tracked", {}) is None
+    names = {f.name for f in metrics.registry.collect()}
+    assert {*PER_DESTINATION, "timefuse_destinations_tracked"} <= names
+
+
+def test_outside_a_scrape_the_dispatchers_memory_is_not_read() -> None:
+    # Read off the event loop, it could be read mid-change: only a scrape's prepare reads it.
+    metrics = Metrics()
+    asked: list[str] = []
+
+    def tracked() -> int:
+        asked.append("tracked")
+        return 7
+
+    metrics.destinations.tracked = tracked
+    assert metrics.registry.get_sample_value("timefuse_destinations_tracked", {}) is None
+    assert asked == []
+    metrics.destinations.prepare(None)
+    assert metrics.registry.get_sample_value("timefuse_destinations_tracked", {}) == 7.0
+    assert asked == ["tracked"]
+
+
+def test_a_process_with_no_dispatcher_tracks_no_destinations() -> None:
+    metrics = Metrics()
+    metrics.destinations.prepare(None)
+    assert metrics.registry.get_sample_value("timefuse_destinations_tracked", {}) == 0.0
