@@ -165,3 +165,21 @@ async def test_a_hundred_thousand_destinations_leave_memory_and_metrics_bounded(
     assert len(series) == 4 * 100  # four series per destination, the 100 busiest
     assert len(body) < 100_000, len(body)
     assert "timefuse_destinations_tracked 2500.0" in body
+
+
+async def test_an_idle_destination_is_kept_for_exactly_idle_seconds() -> None:
+    seen = Seen()
+    gate = gate_with(seen, idle_seconds=300.0)
+    await asyncio.sleep(100.0)  # idle from t=100 on the gate's clock, not from its start
+    c = claimed("idle.example")
+    gate.admit(c)
+    gate.finished(c, OK, 0.1)
+    await asyncio.sleep(150.0)
+    gate.claim_budget()
+    assert gate.tracked == 1
+    await asyncio.sleep(150.0)  # idle for exactly idle_seconds: still kept
+    gate.claim_budget()
+    assert gate.tracked == 1
+    await asyncio.sleep(0.5)
+    gate.claim_budget()
+    assert gate.tracked == 0
