@@ -24,7 +24,7 @@ from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.retry import RetryPolicy
 from timefuse.plugins.registry import DeliveryRegistry
 from timefuse.ports.delivery import DeliveryType
-from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
+from timefuse.service.dispatcher import Dispatcher, DispatcherSettings, Observer
 from timefuse.service.events import EventService
 from timefuse.service.gate import DestinationLimits, GateSettings
 from timefuse.service.maintenance import Maintenance, MaintenanceSettings
@@ -141,6 +141,7 @@ class World:
         breaker_failures: int = 5,
         breaker_cooldown: float = 30.0,
         rng: random.Random | None = None,
+        observer: Observer | None = None,
         **settings: Any,
     ) -> Dispatcher:
         dispatch = DispatcherSettings(
@@ -162,6 +163,7 @@ class World:
             gate_settings=gate,
             wakeup=DueSignal(clock),
             rng=rng or random.Random(7),
+            observer=observer,
             monotonic=loop_time,
         )
 
