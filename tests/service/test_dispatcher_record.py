@@ -8,12 +8,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
+import structlog
 
 from tests.service.conftest import World, loop_time
 from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.status import EventStatus
+from timefuse.service import dispatcher as dispatcher_module
 from timefuse.service.gate import DestinationLimits
 
 pytestmark = pytest.mark.looptime
@@ -121,3 +123,31 @@ async def test_a_delivery_cut_off_at_shutdown_is_handed_back_though_it_takes_tim
     await world.run(1.0, world.dispatcher(shutdown_timeout_seconds=2.0))
     stored = await world.stored(event)
     assert (stored.status, stored.attempts, stored.locked_by) == (EventStatus.PENDING, 0, None)
+
+
+async def test_a_notice_that_cannot_be_built_is_logged_and_the_outcome_written_without_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> Event | None:
+        raise RuntimeError("no notice")
+
+    monkeypatch.setattr(dispatcher_module, "callback_event", broken)
+    world.receivers.answer(URL, fails_then_succeeds(0))
+    (event,) = await world.submit(world.event(destination=URL))
+    with structlog.testing.capture_logs() as logs:
+        await world.run(1.0, world.dispatcher())
+    stored = await world.stored(event)
+    assert (stored.status, stored.attempts) == (EventStatus.COMPLETED, 1)
+    assert list(world.memory.snapshot()) == [event.id]  # no notice stored with it
+    errors = [(e["event"], e.get("event_id")) for e in logs if e["log_level"] == "error"]
+    assert errors == [("completion callback could not be built", event.id)]
+
+
+async def test_the_destinations_pace_follows_how_long_its_deliveries_took(world: World) -> None:
+    world.receivers.answer(URL, fails_then_succeeds(0))  # each delivery takes 0.25 s
+    await world.submit(world.event(destination=URL))
+    dispatcher = world.dispatcher(limits=DestinationLimits(concurrency=2))
+    await world.run(1.0, dispatcher)
+    # 2 free slots, plus 2 per 0.25 s for 80 % of the 5 s hold time (not 2 per hold time,
+    # the guess made before any delivery ended).
+    assert dispatcher.gate.claim_budget().budgets["flaky.example:443"] == 2 + 32

@@ -17,12 +17,14 @@ from timefuse.ports.store import (
     AmendBasis,
     AmendResult,
     ClaimRef,
+    ClaimRequest,
     EventQuery,
+    OutcomeUpdate,
     RedeliverResult,
     WorkerBeat,
 )
 from timefuse.service.store import Store
-from timefuse.testing.factories import make_event
+from timefuse.testing.factories import make_event, make_outcome
 
 NAIVE = datetime(2030, 1, 1)
 AWARE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -297,3 +299,72 @@ async def test_a_changed_destination_of_another_type_is_keyed_by_that_type(world
     moved = replace(event, destination="orders.v2", version=event.version + 1)
     assert await world.store.amend(moved, basis=AmendBasis.of(event)) is AmendResult.AMENDED
     assert (await world.stored(event)).destination_key == "kafka:orders.v2"
+
+
+def _retry(**overrides: object) -> list[OutcomeUpdate]:
+    return [make_outcome(make_event(), status=EventStatus.PENDING, **overrides)]
+
+
+def _done(**overrides: object) -> list[OutcomeUpdate]:
+    return [make_outcome(make_event(), **overrides)]
+
+
+def _started_naive() -> list[OutcomeUpdate]:
+    update = make_outcome(make_event())
+    return [replace(update, attempt=replace(update.attempt, started_at=NAIVE))]
+
+
+BAD_OUTCOMES: list[tuple[str, Call, str]] = [
+    (
+        "retry without a delay",
+        lambda s: s.record_outcomes(_retry(retry_delay_seconds=None)),
+        r"^a retry \(PENDING\) needs its retry_delay_seconds$",
+    ),
+    (
+        "retry with a negative delay",
+        lambda s: s.record_outcomes(_retry(retry_delay_seconds=-1.0)),
+        r"^retry_delay_seconds must not be negative, got -1\.0$",
+    ),
+    (
+        "naive executed_at",
+        lambda s: s.record_outcomes(_done(executed_at=NAIVE)),
+        r"^executed_at must be a timezone-aware datetime, got ",
+    ),
+    (
+        "another worker's attempt",
+        lambda s: s.record_outcomes(_done(ref=ClaimRef("e", 1, "worker-2"))),
+        r"^an outcome is recorded by the worker that holds the claim$",
+    ),
+    (
+        "naive attempt start",
+        lambda s: s.record_outcomes(_started_naive()),
+        r"^started_at must be a timezone-aware datetime, got ",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(c, m) for _, c, m in BAD_OUTCOMES],
+    ids=[n for n, _, _ in BAD_OUTCOMES],
+)
+async def test_an_outcome_that_breaks_a_rule_is_refused_with_the_rule_it_breaks(
+    world: World, call: Call, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        await call(world.store)
+    assert world.memory.faults.calls == {}
+
+
+async def test_of_one_claims_outcomes_given_together_the_last_given_applies(
+    world: World,
+) -> None:
+    (event,) = await world.submit(world.event())
+    batch = await world.store.claim(ClaimRequest("worker-1", 1, 60.0))
+    assert batch is not None
+    (claimed,) = batch.events
+    retry = make_outcome(claimed, status=EventStatus.PENDING, retry_delay_seconds=30.0)
+    done = make_outcome(claimed)
+    assert await world.store.record_outcomes([retry, done]) == {event.id}
+    stored = await world.stored(event)
+    assert (stored.status, stored.executed_at) == (EventStatus.COMPLETED, done.executed_at)

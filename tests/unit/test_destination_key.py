@@ -185,6 +185,10 @@ def test_the_known_respellings_of_one_receiver_share_its_key(destination: str) -
         # A port that is no number is keyed as written, in lower case.
         ("http://example.com:AbC/", "example.com:abc"),
         ("http://example.com:aBc/", "example.com:abc"),
+        # A host IDNA refuses (an empty label, a label over 63 characters) is kept as
+        # written, in lower case.
+        ("http://Bad..Example/", "bad..example:80"),
+        ("https://" + "L" * 64 + ".Example/", "l" * 64 + ".example:443"),
     ],
 )
 def test_the_default_port_is_explicit_and_hosts_canonical(destination: str, key: str) -> None:
