@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 import structlog
@@ -15,6 +16,7 @@ from timefuse.domain.event import Event
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimBatch, ClaimRequest
 from timefuse.service import dispatcher as dispatcher_module
 from timefuse.service.gate import DestinationLimits
 
@@ -123,6 +125,37 @@ async def test_a_delivery_cut_off_at_shutdown_is_handed_back_though_it_takes_tim
     await world.run(1.0, world.dispatcher(shutdown_timeout_seconds=2.0))
     stored = await world.stored(event)
     assert (stored.status, stored.attempts, stored.locked_by) == (EventStatus.PENDING, 0, None)
+    # Due again at once, in its old place among the due events: not delayed.
+    assert stored.next_attempt_at == event.next_attempt_at
+
+
+async def test_a_claimed_event_of_a_type_this_process_lacks_is_handed_back_for_a_minute(
+    world: World,
+) -> None:
+    # A store that hands out due events of every type, not only those the claim names.
+    claim = world.memory.claim
+
+    async def any_type(request: ClaimRequest) -> ClaimBatch:
+        return await claim(replace(request, due=replace(request.due, delivery_types=None)))
+
+    world.memory.claim = any_type  # type: ignore[method-assign]
+    pigeon, other = await world.submit(
+        world.event(delivery_type="pigeon", destination="coop"), world.event()
+    )
+    submitted = world.clock.now()
+    await world.run(10.0, world.dispatcher())
+    stored = await world.stored(pigeon)
+    # Not attempted, not counted, no longer claimed: due again a minute after its claim.
+    assert (stored.status, stored.attempts, stored.retry_count, stored.locked_by) == (
+        EventStatus.PENDING,
+        0,
+        0,
+        None,
+    )
+    assert 60.0 <= (stored.next_attempt_at - submitted).total_seconds() < 60.1
+    assert await world.store.attempts(pigeon.id) == []
+    assert world.receivers.received() == Counter({other.id: 1})
+    assert (await world.stored(other)).status is EventStatus.COMPLETED
 
 
 async def test_a_notice_that_cannot_be_built_is_logged_and_the_outcome_written_without_it(
