@@ -12,6 +12,8 @@ import pytest
 
 from tests.service.conftest import World
 from timefuse.adapters.memory import MemoryStore
+from timefuse.domain.destination import destination_key
+from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
 from timefuse.ports.store import (
     AmendBasis,
@@ -309,6 +311,12 @@ def _done(**overrides: object) -> list[OutcomeUpdate]:
     return [make_outcome(make_event(), **overrides)]
 
 
+def _with_callback(status: EventStatus) -> list[OutcomeUpdate]:
+    event = make_event()
+    notice = make_event(parent_id=event.id)
+    return [make_outcome(event, status=status, callback=notice)]
+
+
 def _started_naive() -> list[OutcomeUpdate]:
     update = make_outcome(make_event())
     return [replace(update, attempt=replace(update.attempt, started_at=NAIVE))]
@@ -340,6 +348,16 @@ BAD_OUTCOMES: list[tuple[str, Call, str]] = [
         lambda s: s.record_outcomes(_started_naive()),
         r"^started_at must be a timezone-aware datetime, got ",
     ),
+    (
+        "callback of another event",
+        lambda s: s.record_outcomes(_done(callback=make_event(parent_id="another"))),
+        r"^an outcome's callback names the event of the outcome as its parent$",
+    ),
+    (
+        "callback of a retry",
+        lambda s: s.record_outcomes(_with_callback(EventStatus.PENDING)),
+        r"^a callback reports an event's end, not PENDING$",
+    ),
 ]
 
 
@@ -368,3 +386,52 @@ async def test_of_one_claims_outcomes_given_together_the_last_given_applies(
     assert await world.store.record_outcomes([retry, done]) == {event.id}
     stored = await world.stored(event)
     assert (stored.status, stored.executed_at) == (EventStatus.COMPLETED, done.executed_at)
+
+
+async def _claimed(world: World) -> Event:
+    await world.submit(world.event())
+    batch = await world.store.claim(ClaimRequest("worker-1", 1, 60.0))
+    assert batch is not None
+    (claimed,) = batch.events
+    return claimed
+
+
+async def test_an_unstorable_last_error_is_stored_made_storable_though_the_attempts_is_clean(
+    world: World,
+) -> None:
+    claimed = await _claimed(world)
+    retry = make_outcome(claimed, status=EventStatus.PENDING, last_error="HTTP\x00503")
+    assert retry.attempt.error == "HTTP 503"
+    assert await world.store.record_outcomes([retry]) == {claimed.id}
+    assert (await world.stored(claimed)).last_error == "HTTP\ufffd503"
+    (record,) = await world.store.attempts(claimed.id)
+    assert record.error == "HTTP 503"
+
+
+async def test_an_unstorable_attempt_error_is_stored_made_storable_though_the_last_is_clean(
+    world: World,
+) -> None:
+    claimed = await _claimed(world)
+    retry = make_outcome(claimed, status=EventStatus.PENDING)
+    retry = replace(retry, attempt=replace(retry.attempt, error="HTTP\x00503"))
+    assert retry.last_error == "HTTP 503"
+    assert await world.store.record_outcomes([retry]) == {claimed.id}
+    assert (await world.stored(claimed)).last_error == "HTTP 503"
+    (record,) = await world.store.attempts(claimed.id)
+    assert record.error == "HTTP\ufffd503"
+
+
+async def test_an_outcomes_callback_is_stored_under_its_destinations_key(world: World) -> None:
+    claimed = await _claimed(world)
+    notice = make_event(
+        parent_id=claimed.id,
+        delivery_type="http",
+        destination="HTTPS://Notices.Example:443/done",
+        destination_key="",
+    )
+    done = make_outcome(claimed, callback=notice)
+    assert await world.store.record_outcomes([done]) == {claimed.id}
+    stored = await world.stored(notice)
+    assert (stored.parent_id, stored.status) == (claimed.id, EventStatus.PENDING)
+    assert stored.destination_key == destination_key("http", notice.destination)
+    assert stored.destination_key
