@@ -435,3 +435,39 @@ async def test_an_outcomes_callback_is_stored_under_its_destinations_key(world: 
     assert (stored.parent_id, stored.status) == (claimed.id, EventStatus.PENDING)
     assert stored.destination_key == destination_key("http", notice.destination)
     assert stored.destination_key
+
+
+BAD_CLAIMS: list[tuple[str, ClaimRequest, str]] = [
+    ("negative limit", ClaimRequest("w", -1, 60.0), r"^limit must not be negative, got -1$"),
+    ("no lease", ClaimRequest("w", 1, 0.0), r"^lease_seconds must be positive, got 0.0$"),
+    ("no worker", ClaimRequest("", 1, 60.0), r"^a claim needs a worker$"),
+    (
+        "negative budget",
+        ClaimRequest("w", 1, 60.0, budgets={"receiver.example:443": -1}),
+        r"^destination budgets must not be negative$",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [(r, m) for _, r, m in BAD_CLAIMS],
+    ids=[n for n, _, _ in BAD_CLAIMS],
+)
+async def test_a_claim_that_breaks_a_rule_is_refused_with_the_rule_it_breaks(
+    world: World, request_: ClaimRequest, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        await world.store.claim(request_)
+    assert world.memory.faults.calls == {}
+
+
+async def test_a_zero_budget_claims_none_of_its_destination_and_the_others_still_their_own(
+    world: World,
+) -> None:
+    held = world.event(after=-1.0, destination="https://held.example/hook")
+    free = world.event(destination="https://free.example/hook")
+    await world.submit(held, free)
+    batch = await world.store.claim(ClaimRequest("w", 10, 60.0, budgets={"held.example:443": 0}))
+    assert batch is not None
+    assert [event.id for event in batch.events] == [free.id]
