@@ -13,7 +13,7 @@ from timefuse.domain.callback import callback_event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest, OutcomeUpdate, StoreUnavailable
+from timefuse.ports.store import ClaimRequest, EventQuery, OutcomeUpdate, StoreUnavailable
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.wakeup import DueSignal
 from timefuse.service.writeback import OutcomeWriter
@@ -133,6 +133,9 @@ async def test_an_event_dead_lettered_by_lease_recovery_calls_its_failure_url_on
     assert (await world.stored(parent)).status is EventStatus.DEAD_LETTER
     [notice] = notices(world, FAILED_HOOK)
     assert notice["event"].status is EventStatus.COMPLETED  # type: ignore[attr-defined]
+    # Stored under its receiver's key, as any notice: found by a listing for that receiver.
+    found = await world.store.list_events(EventQuery(destination_key="client.example:443"), 10)
+    assert [event.id for event in found.events] == [notice["event"].id]  # type: ignore[attr-defined]
     assert list(world.receivers.received(FAILED_HOOK).values()) == [1]
     assert (notice["type"], notice["event_id"], notice["attempts"], notice["error"]) == (
         "event.dead_lettered",
