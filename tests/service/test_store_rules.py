@@ -20,9 +20,11 @@ from timefuse.ports.store import (
     AmendResult,
     ClaimRef,
     ClaimRequest,
+    DestinationRule,
     EventQuery,
     OutcomeUpdate,
     RedeliverResult,
+    SharedLimits,
     WorkerBeat,
 )
 from timefuse.service.store import Store
@@ -446,6 +448,16 @@ BAD_CLAIMS: list[tuple[str, ClaimRequest, str]] = [
         ClaimRequest("w", 1, 60.0, budgets={"receiver.example:443": -1}),
         r"^destination budgets must not be negative$",
     ),
+    (
+        "negative default budget",
+        ClaimRequest("w", 1, 60.0, default_budget=-1),
+        r"^default_budget must not be negative, got -1$",
+    ),
+    (
+        "shared limits on a store that can't share them",
+        ClaimRequest("w", 1, 60.0, shared=SharedLimits(default=DestinationRule())),
+        r"^this store can't keep limits shared by every process$",
+    ),
 ]
 
 
@@ -471,3 +483,20 @@ async def test_a_zero_budget_claims_none_of_its_destination_and_the_others_still
     batch = await world.store.claim(ClaimRequest("w", 10, 60.0, budgets={"held.example:443": 0}))
     assert batch is not None
     assert [event.id for event in batch.events] == [free.id]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ClaimRequest("w", 0, 60.0),
+        ClaimRequest("w", 5, 60.0, default_budget=0),
+        ClaimRequest("w", 5, 60.0, default_budget=0, budgets={"receiver.example:443": 0}),
+    ],
+    ids=["no room", "no budget anywhere", "no budget listed either"],
+)
+async def test_a_claim_with_room_for_nothing_is_answered_none_without_the_adapter(
+    world: World, request_: ClaimRequest
+) -> None:
+    await world.submit(world.event())
+    assert await world.store.claim(request_) is None
+    assert "claim" not in world.memory.faults.calls

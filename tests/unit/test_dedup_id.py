@@ -52,8 +52,24 @@ def test_text_the_store_would_replace_gives_the_id_of_what_it_stores() -> None:
 
 
 def test_a_naive_instant_is_refused() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match=r"^scheduled_at must be timezone-aware$"):
         dedup_event_id("billing", "job", datetime(2031, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("source", "external_job_id", "expected"),
+    [
+        ("", "invoice-42", "01c172d9-6a93-7c6a-8a71-42c747908207"),
+        ("billing", "", "01c172d9-6a93-785a-9ec8-3ecca04e7d43"),
+    ],
+    ids=["empty source", "empty external_job_id"],
+)
+def test_an_empty_part_of_the_key_is_read_as_empty_text(
+    source: str, external_job_id: str, expected: str
+) -> None:
+    # Submissions never have one (both are required), but the id of such a key is fixed too:
+    # the empty part stays empty in the hashed key, like any other text.
+    assert dedup_event_id(source, external_job_id, AT) == expected
 
 
 @given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20))
