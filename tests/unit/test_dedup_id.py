@@ -99,3 +99,22 @@ def test_a_submission_is_stored_under_the_same_id_and_due_time_in_every_version(
     )
     assert event.id == "01c172d9-6a93-77a5-931e-8dc81a5b385d"
     assert event.next_attempt_at.isoformat() == "2031-03-04T05:15:03.620891+00:00"
+
+
+@pytest.mark.parametrize(
+    ("scheduled_at", "expected"),
+    [
+        # Reachable with a past grace of decades (TIMEFUSE_PAST_GRACE_SECONDS has no upper
+        # bound): the time bits are the instant's milliseconds modulo 2**48, as for any other.
+        (datetime(1960, 1, 1, tzinfo=UTC), "ffb683a1-3400-7d66-9c8e-567607467d81"),
+        (
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            "e677d21f-dbff-76d9-8aa3-035e6a1d2d05",
+        ),
+    ],
+    ids=["before 1970", "the last instant"],
+)
+def test_the_ids_of_the_first_and_last_instants_are_fixed(
+    scheduled_at: datetime, expected: str
+) -> None:
+    assert dedup_event_id("billing", "invoice-7", scheduled_at) == expected
