@@ -131,3 +131,57 @@ def test_a_row_shows_the_held_source_breaker_that_opens_again_soonest() -> None:
     assert row["breaker_for_all"] is False
     assert row["held_sources"] == [A, B, "tenant-c"]
     assert row["probe_in_seconds"] == 4.0
+
+
+def judge(
+    dest: DestinationState,
+    source: str,
+    outcome: str,
+    *,
+    now: float = 0.0,
+    probed: bool = False,
+) -> list[Change]:
+    """One attempt's result: ``outcome`` is "success", "retriable" or "permanent"."""
+    return dest.judge(
+        source,
+        succeeded=outcome == "success",
+        retriable=outcome == "retriable",
+        now=now,
+        sources_needed=2,
+        probed=probed,
+        source_probed=False,
+    )
+
+
+def test_a_permanent_failure_from_a_new_source_forgets_no_partial_counts() -> None:
+    dest = state()
+    for n in range(MAX_SOURCE_BREAKERS):  # partial counts: closed
+        dest.new_hold(f"source-{n}")
+    assert len(dest.sources or {}) == MAX_SOURCE_BREAKERS
+    # A 4xx says the receiver is up: it counts nowhere and makes no room.
+    assert judge(dest, B, "permanent") == []
+    assert set(dest.sources or {}) == {f"source-{n}" for n in range(MAX_SOURCE_BREAKERS)}
+
+
+def test_a_success_starts_the_count_of_failing_sources_again() -> None:
+    dest = state()  # opens after 3 failures, from 2 sources or more
+    judge(dest, A, "retriable")
+    judge(dest, A, "success")
+    # Three failures from B alone: A's earlier failure no longer counts as a second source.
+    assert judge(dest, B, "retriable") == []
+    assert judge(dest, B, "retriable") == []
+    # B's own breaker opens; the destination's stays closed to every other source.
+    assert judge(dest, B, "retriable") == [Change(source_breaker_key(KEY, B), True)]
+    assert dest.breaker.state is BreakerState.CLOSED
+    assert dest.row(now=0.0)["held_sources"] == [B]
+
+
+def test_a_destination_breaker_closing_forgets_the_sources_partial_counts() -> None:
+    dest = state()
+    open_breaker(dest.breaker, at=0.0)
+    judge(dest, B, "retriable")  # a straggler's failure: a partial count for B
+    assert dest.present_sources() == {B}
+    assert dest.breaker.admit(now=30.0) is Admission.PROBE
+    assert judge(dest, A, "success", now=30.0, probed=True) == [Change(KEY, False)]
+    assert dest.present_sources() == set()
+    assert dest.row(now=30.0)["sources"] == []
