@@ -329,7 +329,7 @@ async def test_a_straggler_that_succeeds_while_the_breaker_is_open_closes_it() -
     for c in (slow, first, second):
         gate.admit(c)
     gate.finished(first, FAIL, 0.1)
-    gate.finished(second, FAIL, 0.1)
+    gate.finished(second, OK, 0.1)
     assert gate.snapshot()["flaky.example:443"]["breaker"] == "OPEN"
     gate.finished(slow, OK, 5.0)  # admitted before it opened, and the receiver answered
     assert gate.snapshot()["flaky.example:443"]["breaker"] == "CLOSED"
@@ -573,3 +573,32 @@ async def test_a_full_destination_with_a_token_to_spare_waits_for_a_slot_without
     assert started == [running]
     gate.finished(running, OK, 3.0)
     assert started == [running, waiting]  # the freed slot takes the waiting event at once
+
+
+async def test_a_finished_attempt_no_longer_counts_for_its_source_or_its_destination() -> None:
+    seen = Seen()
+    gate = gate_with(seen)
+    first, second = claimed(source="tenant-a"), claimed(source="tenant-a")
+    gate.admit(first)
+    gate.admit(second)
+    gate.finished(first, OK, 0.1)
+    state = gate.snapshot()["a.example:443"]
+    assert (state["in_flight"], state["sources"]) == (1, ["tenant-a"])
+    gate.finished(second, OK, 0.1)
+    state = gate.snapshot()["a.example:443"]
+    assert (state["in_flight"], state["sources"]) == (0, [])
+    assert gate.snapshot(sources=frozenset({"tenant-a"})) == {}
+
+
+async def test_a_budget_paces_a_capped_destination_by_its_moving_average_duration() -> None:
+    seen = Seen()
+    gate = gate_with(seen, default=DestinationLimits(concurrency=1), hold_seconds=10.0)
+    first, second = claimed(), claimed()
+    gate.admit(first)
+    gate.finished(first, OK, 0.5)
+    # One free slot + 1 slot / 0.5 s for 80 % of the hold time.
+    assert gate.claim_budget().budgets["a.example:443"] == 1 + 16
+    gate.admit(second)
+    gate.finished(second, OK, 5.5)
+    # The average moves a tenth of the way: 0.5 + 0.1 * (5.5 - 0.5) = 1.0 s.
+    assert gate.claim_budget().budgets["a.example:443"] == 1 + 8
