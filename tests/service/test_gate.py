@@ -9,6 +9,7 @@ import pytest
 
 from tests.service.conftest import loop_time
 from timefuse.domain.outcome import DeliveryOutcome
+from timefuse.service.destination_state import source_breaker_key
 from timefuse.service.gate import (
     Claimed,
     DestinationGate,
@@ -602,3 +603,42 @@ async def test_a_budget_paces_a_capped_destination_by_its_moving_average_duratio
     gate.finished(second, OK, 5.5)
     # The average moves a tenth of the way: 0.5 + 0.1 * (5.5 - 0.5) = 1.0 s.
     assert gate.claim_budget().budgets["a.example:443"] == 1 + 8
+
+
+async def test_a_failed_probe_lets_the_next_probe_be_claimed_after_the_next_cooldown() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
+    c = claimed("down.example")
+    gate.admit(c)
+    gate.finished(c, FAIL, 0.1)
+    await asyncio.sleep(5.0)
+    probe = claimed("down.example")
+    gate.admit(probe)
+    assert seen.started[-1] is probe
+    gate.finished(probe, FAIL, 0.1)  # open again
+    assert "down.example:443" in gate.claim_budget().excluded
+    await asyncio.sleep(5.0)
+    assert gate.claim_budget().budgets["down.example:443"] == 1  # the next probe
+    again = claimed("down.example")
+    gate.admit(again)
+    assert seen.started[-1] is again
+
+
+async def test_a_stragglers_end_leaves_its_sources_probe_out() -> None:
+    seen = Seen()
+    gate = gate_with(seen, breaker_failures=2, breaker_cooldown_seconds=5.0, breaker_sources=2)
+    pair = source_breaker_key("a.example:443", "tenant-a")
+    first, second, straggler = (claimed(source="tenant-a") for _ in range(3))
+    for c in (first, second, straggler):
+        gate.admit(c)
+    gate.finished(first, FAIL, 0.1)
+    gate.finished(second, FAIL, 0.1)  # tenant-a's own breaker opens
+    await asyncio.sleep(5.0)
+    probe = claimed(source="tenant-a")
+    gate.admit(probe)
+    assert seen.started[-1] is probe
+    assert pair in gate.claim_budget().excluded  # while its probe is out
+    gate.finished(straggler, FAIL, 0.1)  # admitted before the breaker opened: not the probe
+    assert pair in gate.claim_budget().excluded  # the probe is still out
+    gate.finished(probe, OK, 0.1)
+    assert pair not in gate.claim_budget().excluded
