@@ -642,3 +642,37 @@ async def test_a_stragglers_end_leaves_its_sources_probe_out() -> None:
     assert pair in gate.claim_budget().excluded  # the probe is still out
     gate.finished(probe, OK, 0.1)
     assert pair not in gate.claim_budget().excluded
+
+
+async def test_an_event_handed_back_after_a_finish_leaves_its_destination_idle() -> None:
+    seen = Seen()
+    limits = DestinationLimits(concurrency=0, rate=0.1, burst=1)  # a token every 10 s
+    gate = gate_with(seen, default=limits, hold_seconds=2.0)
+    running, waiting = claimed(), claimed()
+    gate.admit(running)
+    gate.admit(waiting)  # no token until 10 s: waits
+    gate.finished(running, OK, 0.1)
+    assert list(gate.snapshot(active_only=True)) == ["a.example:443"]  # one waiting
+    await asyncio.sleep(2.0)
+    assert [(c, why) for c, _, why in seen.handed_back] == [(waiting, HandBackReason.WAIT)]
+    assert gate.snapshot(active_only=True) == {}  # idle again
+
+
+async def test_a_source_held_at_a_finish_lets_the_next_sources_event_start() -> None:
+    seen = Seen()
+    gate = gate_with(
+        seen,
+        default=DestinationLimits(concurrency=2),
+        breaker_failures=2,
+        breaker_sources=2,
+    )
+    a1, a2, a3, a4 = (claimed(source="tenant-a") for _ in range(4))
+    b1 = claimed(source="tenant-b")
+    for c in (a1, a2, a3, a4, b1):
+        gate.admit(c)
+    assert seen.started == [a1, a2]
+    gate.finished(a1, FAIL, 0.1)  # a3 takes the slot
+    assert seen.started == [a1, a2, a3]
+    gate.finished(a2, FAIL, 0.1)  # tenant-a's own breaker opens: a4 is held, b1 starts
+    assert [(c, why) for c, _, why in seen.handed_back] == [(a4, HandBackReason.BREAKER)]
+    assert seen.started == [a1, a2, a3, b1]
