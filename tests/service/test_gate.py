@@ -330,7 +330,7 @@ async def test_a_straggler_that_succeeds_while_the_breaker_is_open_closes_it() -
     for c in (slow, first, second):
         gate.admit(c)
     gate.finished(first, FAIL, 0.1)
-    gate.finished(second, OK, 0.1)
+    gate.finished(second, FAIL, 0.1)
     assert gate.snapshot()["flaky.example:443"]["breaker"] == "OPEN"
     gate.finished(slow, OK, 5.0)  # admitted before it opened, and the receiver answered
     assert gate.snapshot()["flaky.example:443"]["breaker"] == "CLOSED"
