@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
-from tests.service.conftest import World, answering, loop_time
+from tests.service.conftest import World, answering, loop_time, registry_of
 from timefuse.domain.callback import callback_event
 from timefuse.domain.lease import LEASE_EXPIRED_ERROR
 from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.status import EventStatus
+from timefuse.domain.validation import FieldError, ValidationFailed
 from timefuse.ports.store import ClaimRequest, EventQuery, OutcomeUpdate, StoreUnavailable
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.wakeup import DueSignal
@@ -214,3 +216,26 @@ async def test_an_error_text_with_a_lone_surrogate_still_records_the_outcome_and
     sent = notices(world, FAILED_HOOK)
     assert sorted(n["event"].parent_id for n in sent) == sorted(s.id for s in stored)
     assert {n["status"] for n in sent} == {"FAILED"}
+
+
+async def test_a_callback_url_the_http_type_refuses_is_refused_with_its_reason(
+    world: World,
+) -> None:
+    def refuse_failed_hook(destination: str) -> str | None:
+        return "the receiver refuses it" if destination == FAILED_HOOK else None
+
+    http = replace(world.receivers.delivery_type(), validate_destination=refuse_failed_hook)
+    service = world.events(registry=registry_of(http))
+    fields = {
+        "external_job_id": "job-1",
+        "source": "billing",
+        "scheduled_at": (world.clock.now() + timedelta(minutes=1)).isoformat(),
+        "delivery_type": "http",
+        "destination": "https://receiver.example/a",
+        "payload": b"{}",
+        "callback_url": DONE_HOOK,
+        "failure_callback_url": FAILED_HOOK,
+    }
+    with pytest.raises(ValidationFailed) as refused:
+        service.build(fields)
+    assert refused.value.errors == [FieldError("failure_callback_url", "the receiver refuses it")]

@@ -109,6 +109,11 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "^basis.next_attempt_at must be a timezone-aware datetime",
     ),
     (
+        "recovery silence",
+        lambda s: s.recover_expired_leases(silent_seconds=0.0),
+        "^silent_seconds must be positive, got 0.0$",
+    ),
+    (
         "amend version",
         lambda s: s.amend(make_event(version=3), basis=AmendBasis(1, 0, AWARE)),
         "^a change makes the event's version exactly one more$",

@@ -60,6 +60,13 @@ def test_no_window_means_no_offset() -> None:
     assert spread_offset("x", 0) == 0.0
 
 
+def test_a_window_of_under_a_second_spreads_too() -> None:
+    offsets = {spread_offset(f"event-{i}", 0.5) for i in range(100)}
+    assert len(offsets) == 100
+    assert all(0.0 <= offset < 0.5 for offset in offsets)
+    assert max(offsets) > 0.45  # the whole window, not its start
+
+
 def test_a_window_moves_the_first_due_time_by_the_events_own_offset() -> None:
     ids = [f"event-{i}" for i in range(200)]
     due = {i: first_due_time(i, NOW, 600.0) for i in ids}
