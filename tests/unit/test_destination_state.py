@@ -185,3 +185,15 @@ def test_a_destination_breaker_closing_forgets_the_sources_partial_counts() -> N
     assert judge(dest, A, "success", now=30.0, probed=True) == [Change(KEY, False)]
     assert dest.present_sources() == set()
     assert dest.row(now=30.0)["sources"] == []
+
+
+def test_a_source_done_flying_leaves_the_others_counted() -> None:
+    dest = state()
+    dest.fly("tenant-a", 1)
+    dest.fly("tenant-b", 1)
+    dest.fly("tenant-b", 1)
+    dest.fly("tenant-a", -1)
+    assert dest.flying == {"tenant-b": 2}
+    dest.fly("tenant-b", -1)
+    dest.fly("tenant-b", -1)
+    assert dest.flying is None  # nothing in flight: nothing kept
