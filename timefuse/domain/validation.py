@@ -153,9 +153,8 @@ def _check_payload(value: object, limits: SubmissionLimits, errors: list[FieldEr
     if not isinstance(value, bytes):
         errors.append(FieldError("payload", "must be a JSON value"))
         return b""
-    if value.strip() == b"null":
-        errors.append(FieldError("payload", "is required"))
-    elif len(value) > limits.max_payload_bytes:
+    # (A JSON null was made None by the caller: "is required" above.)
+    if len(value) > limits.max_payload_bytes:
         errors.append(FieldError("payload", f"must be at most {limits.max_payload_bytes} bytes"))
     return value
 
