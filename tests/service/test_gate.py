@@ -174,9 +174,9 @@ async def test_an_open_breaker_hands_back_until_its_probe_and_leaves_claims_alon
     assert "down.example:443" in gate.claim_budget().excluded  # while the probe is out
 
 
-async def test_an_abandoned_probe_lets_another_event_probe() -> None:
-    seen = Seen()
-    # One source is enough to open the destination's own breaker, whose probe this is.
+async def probing(seen: Seen) -> tuple[DestinationGate, Claimed]:
+    """A gate whose destination's own breaker opened at one failure and cooled down for 5 s,
+    and the event admitted then: its probe."""
     gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
     c = claimed("down.example")
     gate.admit(c)
@@ -184,6 +184,13 @@ async def test_an_abandoned_probe_lets_another_event_probe() -> None:
     await asyncio.sleep(5.0)
     probe = claimed("down.example")
     gate.admit(probe)
+    return gate, probe
+
+
+async def test_an_abandoned_probe_lets_another_event_probe() -> None:
+    seen = Seen()
+    # One source is enough to open the destination's own breaker, whose probe this is.
+    gate, probe = await probing(seen)
     gate.abandoned(probe)
     again = claimed("down.example")
     gate.admit(again)
@@ -357,13 +364,7 @@ async def test_an_attempt_that_never_ran_frees_its_slot_for_the_next_event() -> 
 
 async def test_after_an_abandoned_probe_the_next_claim_may_take_a_probe() -> None:
     seen = Seen()
-    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
-    c = claimed("down.example")
-    gate.admit(c)
-    gate.finished(c, FAIL, 0.1)
-    await asyncio.sleep(5.0)
-    probe = claimed("down.example")
-    gate.admit(probe)
+    gate, probe = await probing(seen)
     assert "down.example:443" in gate.claim_budget().excluded  # its probe is out
     gate.abandoned(probe)
     assert gate.claim_budget().budgets["down.example:443"] == 1
@@ -607,13 +608,7 @@ async def test_a_budget_paces_a_capped_destination_by_its_moving_average_duratio
 
 async def test_a_failed_probe_lets_the_next_probe_be_claimed_after_the_next_cooldown() -> None:
     seen = Seen()
-    gate = gate_with(seen, breaker_failures=1, breaker_cooldown_seconds=5.0, breaker_sources=1)
-    c = claimed("down.example")
-    gate.admit(c)
-    gate.finished(c, FAIL, 0.1)
-    await asyncio.sleep(5.0)
-    probe = claimed("down.example")
-    gate.admit(probe)
+    gate, probe = await probing(seen)
     assert seen.started[-1] is probe
     gate.finished(probe, FAIL, 0.1)  # open again
     assert "down.example:443" in gate.claim_budget().excluded
