@@ -310,3 +310,18 @@ def test_a_hosts_reading_is_remembered_but_not_that_of_text_longer_than_any_host
     assert destination_key("http", "http://Hooks.Example.COM./a") == "hooks.example.com:80"
     assert destination_key("http", "http://hooks.example.com/b") == "hooks.example.com:80"
     assert cache.cache_info().currsize == 2  # as written: two spellings, one name each
+
+
+@pytest.mark.parametrize(
+    ("destination", "key"),
+    [
+        ("http://0x7f.1/hook", "127.0.0.1:80"),
+        ("https://2130706433/hook", "127.0.0.1:443"),
+        ("http://[::FFFF:7f00:1]:8080/", "127.0.0.1:8080"),
+        ("http://[0:0::1]/", "[::1]:80"),
+    ],
+)
+def test_an_address_written_another_way_is_keyed_as_its_usual_text(
+    destination: str, key: str
+) -> None:
+    assert destination_key("http", destination) == key
