@@ -9,21 +9,10 @@ from datetime import timedelta
 import pytest
 
 from tests.service.conftest import World
+from tests.service.test_operations import body
 from timefuse.service.wakeup import DueSignal
 
 pytestmark = pytest.mark.looptime
-
-
-def body(**fields: object) -> dict[str, object]:
-    return {
-        "external_job_id": "job-1",
-        "source": "billing",
-        "scheduled_at": "2030-01-01T01:00:00+00:00",
-        "delivery_type": "http",
-        "destination": "https://receiver.example/hook",
-        "payload": b"{}",
-        **fields,
-    }
 
 
 async def test_a_windowed_submission_records_the_offset_it_was_given(world: World) -> None:
