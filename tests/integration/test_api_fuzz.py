@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.sqlite import SqliteEventStore
 from timefuse.config import Settings
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.auth import ApiKey, KeyRing, Role, hash_key
 from timefuse.entrypoints.bootstrap import bootstrap
 from timefuse.service.metrics import Metrics

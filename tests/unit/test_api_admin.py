@@ -15,7 +15,7 @@ from timefuse.adapters.memory import MemoryStore
 from timefuse.config import ApiSettings, ConfigError, Settings
 from timefuse.domain.outcome import DeliveryOutcome
 from timefuse.domain.status import EventStatus
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.bootstrap import bootstrap
 from timefuse.ports.store import WorkerBeat
 from timefuse.service.gate import Claimed, DestinationGate

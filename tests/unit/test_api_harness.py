@@ -21,7 +21,7 @@ from timefuse.adapters.memory import MemoryStore
 from timefuse.config import Settings
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
 from timefuse.plugins.http_settings import HttpSettings
 from timefuse.ports.ingest import BufferUnavailable, IngestBuffer

@@ -16,7 +16,7 @@ import pytest
 
 from tests.unit.test_api_harness import EVENTS, Harness, assert_envelope, running_api
 from timefuse.config import ApiSettings
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.ports.ingest import StreamUnavailable
 
 REFUSED = f"{EVENTS}/admin/ingest/dead-letters"

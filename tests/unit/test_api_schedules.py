@@ -16,7 +16,7 @@ from tests.unit.test_api_harness import assert_envelope, bearer, error_fields
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
 from timefuse.config import Settings
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.auth import ApiKey, KeyRing, Role, hash_key
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
 from timefuse.service.metrics import Metrics

@@ -30,3 +30,10 @@ def test_the_bench_command_loads_the_bench() -> None:
         "try:\n    main(['bench', '--help'])\nexcept SystemExit:\n    pass"
     )
     assert "timefuse.bench.options" in loaded
+
+
+def test_the_runner_of_dispatch_and_ingest_loads_neither_the_api_nor_the_console() -> None:
+    loaded = modules_loaded_after("import timefuse.entrypoints.runner")
+    assert "timefuse.entrypoints.api.health" in loaded  # their probes and /metrics
+    assert "timefuse.entrypoints.api.app" not in loaded
+    assert not {name for name in loaded if name.startswith("timefuse.entrypoints.ui")}

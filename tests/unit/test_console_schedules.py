@@ -23,7 +23,7 @@ from tests.unit.test_api_schedules import (
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
 from timefuse.config import Settings
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.bootstrap import bootstrap
 from timefuse.entrypoints.ui.render import period
 from timefuse.service.metrics import Metrics

@@ -16,7 +16,7 @@ import pytest
 from timefuse.adapters.inline import InlineIngestBuffer
 from timefuse.adapters.memory import MemoryStore
 from timefuse.config import Settings
-from timefuse.entrypoints.api import create_app
+from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.bootstrap import bootstrap
 from timefuse.entrypoints.cli import build_parser, main
 from timefuse.entrypoints.schedules_cli import Transport, run_schedules_command

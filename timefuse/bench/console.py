@@ -132,7 +132,7 @@ def _pages(count: int) -> dict[str, str]:
 async def _measure(path: Path, count: int) -> dict[str, float]:
     from timefuse.adapters.sqlite import SqliteEventStore
     from timefuse.config import ApiSettings, ProcessSettings, Settings, StoreSettings
-    from timefuse.entrypoints.api import create_app
+    from timefuse.entrypoints.api.app import create_app
     from timefuse.entrypoints.bootstrap import bootstrap
 
     store = SqliteEventStore(str(path))

@@ -17,9 +17,7 @@ from starlette.types import ASGIApp
 from timefuse.adapters.sqlite import DispatchLockError, dispatch_lock, path_from_url
 from timefuse.config import ApiSettings, ServerSettings, Settings
 from timefuse.config.sections import redacted_url
-from timefuse.entrypoints.api.app import create_app
 from timefuse.entrypoints.api.health import DEGRADED, Health, health_app
-from timefuse.entrypoints.api.refused import refused_records
 from timefuse.entrypoints.api.routes import PREFIX
 from timefuse.entrypoints.auth import is_loopback, load_key_ring
 from timefuse.entrypoints.bootstrap import Timefuse, bootstrap
@@ -123,6 +121,10 @@ def _api_task(
     """The REST API, or with ``api=False`` only /health and /metrics (for ingest, dispatch)."""
     app: ASGIApp
     if api:
+        # Here, not at the top: dispatch and ingest serve only the probes and /metrics.
+        from timefuse.entrypoints.api.app import create_app
+        from timefuse.entrypoints.api.refused import refused_records
+
         app = create_app(
             service=tf.service,
             metrics=tf.metrics,
