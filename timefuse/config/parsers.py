@@ -33,8 +33,14 @@ def integer(low: int = 0, high: int = 2**31) -> Callable[[str], int]:
     return parse
 
 
-def number(low: float = 0.0) -> Callable[[str], float]:
-    """A number of at least ``low``."""
+# The largest number a setting takes: ten years in seconds. Every number setting is a time in
+# seconds or a rate per second; beyond this a time no longer fits a date (a grace of 10^12 s
+# before now is before year 1) and "inf" would reach timers and dates as an overflow.
+MOST = 10 * 365 * 86_400.0
+
+
+def number(low: float = 0.0, high: float = MOST) -> Callable[[str], float]:
+    """A number from ``low`` to ``high``."""
 
     def parse(text: str) -> float:
         try:
@@ -43,6 +49,8 @@ def number(low: float = 0.0) -> Callable[[str], float]:
             raise ValueError(f"must be a number, got {text!r}") from None
         if not value >= low:  # NaN included
             raise ValueError(f"must be at least {low:g}, got {value:g}")
+        if not value <= high:
+            raise ValueError(f"must be at most {high:.15g}, got {value:g}")
         return value
 
     return parse
