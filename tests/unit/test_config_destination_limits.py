@@ -59,6 +59,37 @@ def test_a_key_that_names_no_destination_is_refused_by_name(key: str) -> None:
     assert repr(key) in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (" ", "is empty"),
+        ("ftp://x/", "is a URL but not an http:// or https:// one with a host"),
+        ("[::1", "has an unclosed '[' or text after ']' that is not ':port'"),
+        ("[::1]x", "has an unclosed '[' or text after ']' that is not ':port'"),
+        ("orders:", "is neither host:port with a numeric port nor <delivery type>:<destination>"),
+    ],
+)
+def test_the_operator_reads_why_a_key_is_refused_and_what_to_write(key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        limits({key: {"rate": 1}})
+    assert str(refused.value) == (
+        f"TIMEFUSE_DESTINATION_LIMITS: key {key!r} {reason}; write host:port, a host, "
+        "an http(s) URL or <delivery type>:<destination>"
+    )
+
+
+def test_a_bracketed_address_with_an_empty_port_never_crashes_the_start_up() -> None:
+    # Read as port 80 today while "hooks.example.com:" is refused: which one is right is open,
+    # but either way the operator gets the setting read or a message naming the key, not a
+    # traceback.
+    outcome: object
+    try:
+        outcome = set(limits({"[2001:db8::1]:": {"rate": 1}}))
+    except ConfigError as refused:
+        outcome = str(refused)
+    assert outcome == {"[2001:db8::1]:80"} or "key '[2001:db8::1]:'" in str(outcome)
+
+
 def test_two_keys_for_one_destination_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"both name hooks\.example\.com:443"):
         limits({"hooks.example.com:443": {"rate": 1}, "https://hooks.example.com/": {"rate": 2}})

@@ -220,8 +220,10 @@ def test_any_text_gets_a_key_without_raising(destination: str, delivery_type: st
     [
         ("hooks.example.com:443", "hooks.example.com:443"),
         ("Hooks.Example.COM:0443", "hooks.example.com:443"),
+        ("hooks.example.com:65535", "hooks.example.com:65535"),
         ("https://hooks.example.com/", "hooks.example.com:443"),
         ("http://hooks.example.com/any/path?q", "hooks.example.com:80"),
+        ("https://hooks.example.com:/", "hooks.example.com:443"),  # an empty port: the default
         ("127.0.0.2:80", "127.0.0.2:80"),
         ("[::ffff:7f00:2]:80", "127.0.0.2:80"),
         ("[2001:DB8::0001]:8443", "[2001:db8::1]:8443"),
@@ -231,12 +233,14 @@ def test_any_text_gets_a_key_without_raising(destination: str, delivery_type: st
         ("Hooks.Example.com", "hooks.example.com"),
         ("hooks.example.com.", "hooks.example.com"),
         ("2001:db8::1", "[2001:db8::1]"),
+        ("::1", "[::1]"),
         ("::ffff:127.0.0.2", "127.0.0.2"),
         ("[2001:db8::1]", "[2001:db8::1]"),
         # Other delivery types: the type's case is folded, the destination kept.
         ("kafka:orders", "kafka:orders"),
         ("Kafka:Orders", "kafka:Orders"),
         ("file:/var/spool/a:b", "file:/var/spool/a:b"),
+        ("Kafka:Orders:v2", "kafka:Orders:v2"),
         ("slack:https://hooks.example.com/x", "hooks.example.com:443"),
     ],
 )
@@ -251,6 +255,9 @@ def test_override_keys_are_normalised_like_destinations(text: str, key: str) -> 
         ("   ", "empty"),
         ("hooks.example.com:99999", "port"),
         ("hooks.example.com:0", "port"),
+        ("hooks.example.com:65536", "port"),
+        # Eleven digits are more than a port is read from (a URL with them is keyed as written).
+        ("hooks.example.com:00000000443", "port"),
         ("https://hooks.example.com:0x1bb/", "port"),
         ("exa mple.com:443", "host name"),
         ("-bad-.example:443", "host name"),
@@ -269,6 +276,28 @@ def test_override_keys_that_name_no_destination_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(reason_mentions)):
         normalise_destination_limit_key(text)
+
+
+@pytest.mark.parametrize(
+    ("override", "destination"),
+    [
+        ("hooks.example.com:0000000443", "https://hooks.example.com:0000000443/"),
+        ("https://hooks.example.com:0000000443/x", "https://hooks.example.com/"),
+        ("[fe80::1%25eth0]:80", "http://[fe80::1%25eth0]/"),
+        ("[fe80::1%eth0]:80", "http://[fe80::1%25eth0]/"),
+    ],
+)
+def test_an_override_key_matches_the_destination_it_spells(override: str, destination: str) -> None:
+    assert normalise_destination_limit_key(override) == destination_key("http", destination)
+
+
+def test_a_host_name_of_253_characters_is_the_longest_accepted() -> None:
+    labels = ["a" * 63, "b" * 63, "c" * 63, "d" * 61]
+    longest = ".".join(labels)
+    assert len(longest) == 253
+    assert normalise_destination_limit_key(f"{longest}:443") == f"{longest}:443"
+    with pytest.raises(ValueError, match="host name"):
+        normalise_destination_limit_key(f"{longest}d:443")
 
 
 @given(st.ip_addresses(), PORTS, st.sampled_from(["http", "https"]), st.data())
