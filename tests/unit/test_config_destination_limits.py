@@ -78,16 +78,17 @@ def test_the_operator_reads_why_a_key_is_refused_and_what_to_write(key: str, rea
     )
 
 
-def test_a_bracketed_address_with_an_empty_port_never_crashes_the_start_up() -> None:
-    # Read as port 80 today while "hooks.example.com:" is refused: which one is right is open,
-    # but either way the operator gets the setting read or a message naming the key, not a
-    # traceback.
-    outcome: object
-    try:
-        outcome = set(limits({"[2001:db8::1]:": {"rate": 1}}))
-    except ConfigError as refused:
-        outcome = str(refused)
-    assert outcome == {"[2001:db8::1]:80"} or "key '[2001:db8::1]:'" in str(outcome)
+def test_a_key_with_an_empty_port_is_refused_bracketed_or_not() -> None:
+    # Only a URL's empty port means the scheme's default (https://hooks.example.com:/ is :443).
+    refusals = {
+        "[2001:db8::1]:": "has ':' after ']' but no port",
+        "hooks.example.com:": "is neither host:port with a numeric port",
+        "127.0.0.2:": "is neither host:port with a numeric port",
+    }
+    for key, reason in refusals.items():
+        with pytest.raises(ConfigError) as refused:
+            limits({key: {"rate": 1}})
+        assert f"key {key!r} {reason}" in str(refused.value)
 
 
 def test_two_keys_for_one_destination_are_refused() -> None:

@@ -97,6 +97,8 @@ def normalise_destination_limit_key(text: str) -> str:
         canonical = _strict_host(inside, bracketed=True)
         if bracket_port is None:
             return canonical
+        if not bracket_port:  # only a URL's empty port means its scheme's: "[v6]:" names none
+            raise ValueError("has ':' after ']' but no port")
         return f"{canonical}:{_strict_port(bracket_port, 'http')}"
     if text.count(":") > 1 and _ip_address(text) is not None:
         return canonical_host(text)  # a bare IPv6 address: every port of it
