@@ -3,6 +3,7 @@ query (deploy/), so a renamed series or a dropped label is a broken contract, no
 
 from __future__ import annotations
 
+from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from timefuse.service.metrics import Metrics
@@ -130,3 +131,14 @@ def test_a_process_with_no_dispatcher_tracks_no_destinations() -> None:
     metrics = Metrics()
     metrics.destinations.prepare(None)
     assert metrics.registry.get_sample_value("timefuse_destinations_tracked", {}) == 0.0
+
+
+def test_the_breaker_series_says_which_breakers_it_counts() -> None:
+    # Half-open counts as open and a source's own breaker counts too: the help text is where
+    # an operator reading /metrics learns it.
+    metrics = Metrics()
+    help_line = (
+        "# HELP timefuse_destination_breaker_open 1 while a breaker holds events to a "
+        "destination: its own (every source) or a source's own (that source).\n"
+    )
+    assert help_line in generate_latest(metrics.registry).decode()

@@ -23,6 +23,7 @@ LIMITS = SubmissionLimits(
     max_payload_bytes=16,
     max_window_seconds=60.0,
     max_backoff_seconds=100.0,
+    max_http_timeout_seconds=30.0,
 )
 
 
@@ -87,6 +88,11 @@ def built(**overrides: Any) -> Any:
          {"retry_backoff_max_seconds": "must not be below retry_backoff_seconds (10)"}),
         ({"callback_url": "ftp://example.com/x"}, {"callback_url": "must be an http(s) URL"}),
         ({"failure_callback_url": 5}, {"failure_callback_url": "must be a string"}),
+        # http.body and http.timeout_seconds are bounded by the submission limits.
+        ({"payload": None, "http": {"body": "x" * 17}},
+         {"http.body": "must be at most 16 bytes"}),
+        ({"http": {"timeout_seconds": 30.5}},
+         {"http.timeout_seconds": "must be between 0.1 and 30"}),
         # Without a delivery type, http options are not also blamed on it.
         ({"delivery_type": None, "http": {"method": "PUT"}}, {"delivery_type": "is required"}),
         ({"delivery_type": 5, "http": {"method": "PUT"}}, {"delivery_type": "must be a string"}),
@@ -108,6 +114,23 @@ def test_every_bad_field_is_named_in_one_refusal() -> None:
     }
 
 
+def test_the_refusals_text_names_each_field_with_its_message() -> None:
+    # The text a batch's rejected item and an ingest dead letter give as their reason.
+    with pytest.raises(ValidationFailed) as caught:
+        built(source=None, destination="", max_retries=9)
+    assert str(caught.value) == (
+        "source: is required; destination: must not be blank; max_retries: must be between 0 and 5"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com/done", "https://example.com/done", "HTTP://example.com/done"]
+)
+def test_http_and_https_callback_urls_are_accepted(url: str) -> None:
+    event = built(callback_url=url, failure_callback_url=url)
+    assert (event.callback_url, event.failure_callback_url) == (url, url)
+
+
 def test_values_at_their_limits_are_accepted() -> None:
     event = built(
         external_job_id="x" * 8,
@@ -125,6 +148,8 @@ def test_values_at_their_limits_are_accepted() -> None:
         scheduled_at=(NOW + timedelta(days=10)).isoformat()
     ).scheduled_at == NOW + timedelta(days=10)
     assert built(max_retries=0, retry_backoff_seconds=0).max_retries == 0
+    at_limits = built(payload=None, http={"body": "x" * 16, "timeout_seconds": 30})
+    assert at_limits.http == {"body": "x" * 16, "timeout_seconds": 30.0}
 
 
 def test_an_instant_with_an_offset_is_stored_in_utc_and_the_type_lower_case() -> None:
