@@ -84,6 +84,9 @@ def built(**overrides: Any) -> Any:
         ({"delivery_window_seconds": -0.5}, {"delivery_window_seconds": WINDOW}),
         ({"delivery_window_seconds": 60.5}, {"delivery_window_seconds": WINDOW}),
         ({"retry_backoff_seconds": 101}, {"retry_backoff_seconds": "must be between 0 and 100"}),
+        ({"retry_backoff_max_seconds": "1"}, {"retry_backoff_max_seconds": SECONDS}),
+        ({"retry_backoff_max_seconds": 100.5},
+         {"retry_backoff_max_seconds": "must be between 0 and 100"}),
         ({"retry_backoff_seconds": 10, "retry_backoff_max_seconds": 9.5},
          {"retry_backoff_max_seconds": "must not be below retry_backoff_seconds (10)"}),
         ({"callback_url": "ftp://example.com/x"}, {"callback_url": "must be an http(s) URL"}),
@@ -91,6 +94,16 @@ def built(**overrides: Any) -> Any:
         # http.body and http.timeout_seconds are bounded by the submission limits.
         ({"payload": None, "http": {"body": "x" * 17}},
          {"http.body": "must be at most 16 bytes"}),
+        # A refused http.body still stands in for the payload: the client meant to send it,
+        # so a missing payload isn't also blamed and a given one is still one too many.
+        ({"payload": None, "http": {"body": 5}},
+         {"http.body": "must be a string (text, or base64 bytes)"}),
+        ({"http": {"body": "a\x00b"}},
+         {"http.body": 'must not contain NUL characters (send such bytes as "base64")',
+          "payload": "must be absent when http.body is given"}),
+        # A misspelt body is no body: the payload is still required.
+        ({"payload": None, "http": {"BODY": "x"}},
+         {"http.BODY": "is not an http option", "payload": "is required"}),
         ({"http": {"timeout_seconds": 30.5}},
          {"http.timeout_seconds": "must be between 0.1 and 30"}),
         # Without a delivery type, http options are not also blamed on it.
