@@ -53,6 +53,14 @@ def test_max_retries_defaults_to_three() -> None:
     assert build_event(fields, event_id="x", now=NOW, limits=LIMITS).max_retries == 3
 
 
+def test_a_non_http_destination_is_keyed_by_its_delivery_type_in_lower_case() -> None:
+    fields = valid(delivery_type="Kafka", destination="orders.created")
+    event = build_event(fields, event_id="e1", now=NOW, limits=LIMITS)
+
+    assert event.delivery_type == "kafka"
+    assert event.destination_key == "kafka:orders.created"
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
