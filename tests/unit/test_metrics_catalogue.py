@@ -3,7 +3,7 @@ query (deploy/), so a renamed series or a dropped label is a broken contract, no
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from timefuse.service.metrics import Metrics
@@ -142,3 +142,11 @@ def test_the_breaker_series_says_which_breakers_it_counts() -> None:
         "destination: its own (every source) or a source's own (that source).\n"
     )
     assert help_line in generate_latest(metrics.registry).decode()
+
+
+def test_the_series_are_registered_in_the_registry_given() -> None:
+    given = CollectorRegistry()
+    metrics = Metrics(given)
+    metrics.received.labels("http").inc()
+    assert metrics.registry is given
+    assert given.get_sample_value("timefuse_events_received_total", {"delivery_type": "http"}) == 1
