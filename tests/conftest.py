@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,27 @@ _database_names = (f"timefuse_test_{_WORKER}_{n}" for n in itertools.count(1))
 # `make mutants` runs the fast tiers once per planted bug (pytest --hypothesis-profile=mutants):
 # fewer examples, the same ones every run, so a mutant's verdict doesn't depend on luck.
 settings.register_profile("mutants", max_examples=20, derandomize=True, deadline=None)
+
+
+@functools.cache
+def _durations_in_the_mutation_run() -> dict[str, float]:
+    """Under `make mutants` (mutmut runs the tests from ./mutants): each test's time in
+    mutmut's clean run; elsewhere nothing."""
+    stats = Path("mutmut-stats.json")
+    if "MUTANT_UNDER_TEST" not in os.environ or not stats.is_file():
+        return {}
+    durations: dict[str, float] = json.loads(stats.read_bytes()).get("duration_by_test", {})
+    return durations
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make mutants`, a mutant's tests run fastest first. mutmut stops at the first
+    failure, so a killed mutant dies in its quickest failing test instead of wherever its
+    tests happened to come (a survivor runs them all either way): the same verdicts, sooner."""
+    durations = _durations_in_the_mutation_run()
+    if durations:
+        items.sort(key=lambda item: (durations.get(item.nodeid, 0.0), item.nodeid))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
