@@ -71,6 +71,21 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "^scheduled_at must be a timezone-aware datetime",
     ),
     (
+        "insert_many locked",
+        lambda s: s.insert_many([make_event(locked_by="w")]),
+        "^a new event can't be under a claim$",
+    ),
+    (
+        "insert_many with a lease",
+        lambda s: s.insert_many([make_event(lock_expires_at=AWARE)]),
+        "^a new event can't be under a claim$",
+    ),
+    (
+        "insert_many claimed before",
+        lambda s: s.insert_many([make_event(claim_count=1)]),
+        "^a new event can't be under a claim$",
+    ),
+    (
         "redeliver_dead_letters from",
         lambda s: s.redeliver_dead_letters(
             sources=None, scheduled_from=NAIVE, scheduled_to=None, now=AWARE
@@ -308,6 +323,12 @@ async def test_a_changed_destination_of_another_type_is_keyed_by_that_type(world
     moved = replace(event, destination="orders.v2", version=event.version + 1)
     assert await world.store.amend(moved, basis=AmendBasis.of(event)) is AmendResult.AMENDED
     assert (await world.stored(event)).destination_key == "kafka:orders.v2"
+
+
+async def test_a_new_event_without_a_key_is_stored_under_its_types_key(world: World) -> None:
+    event = world.event(delivery_type="kafka", destination="orders", destination_key="")
+    await world.submit(event)
+    assert (await world.stored(event)).destination_key == "kafka:orders"
 
 
 def _retry(**overrides: object) -> list[OutcomeUpdate]:
