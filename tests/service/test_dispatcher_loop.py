@@ -28,7 +28,7 @@ from timefuse.ports.store import (
     ClaimRequest,
     StoreUnavailable,
 )
-from timefuse.service.dispatcher import Dispatcher
+from timefuse.service.dispatcher import Dispatcher, DispatcherSettings
 from timefuse.service.gate import DestinationLimits
 from timefuse.service.store import Store
 
@@ -280,6 +280,51 @@ async def test_news_of_an_event_due_after_the_next_known_one_does_not_wake_it(
         dispatcher.wakeup.notify(world.clock.now() + timedelta(seconds=1))
         await asyncio.sleep(0.5)
         assert world.memory.faults.calls["claim"] == claims + 1  # sooner news wakes it
+
+
+async def test_a_dispatcher_given_no_wake_up_signal_keeps_its_own_on_the_stores_clock(
+    world: World,
+) -> None:
+    await world.submit(world.event(after=10.0))
+    dispatcher = Dispatcher(
+        store=world.store,
+        registry=world.registry,
+        clock=world.clock,
+        metrics=world.metrics,
+        settings=DispatcherSettings(worker_id="worker-1", poll_interval_seconds=60.0),
+        monotonic=loop_time,
+    )
+
+    async with dispatching(dispatcher):
+        await asyncio.sleep(1.0)
+        claims = world.memory.faults.calls["claim"]
+        dispatcher.wakeup.notify_after(30.0)  # due after the event it knows of, at 10 s
+        await asyncio.sleep(5.0)
+        assert world.memory.faults.calls["claim"] == claims  # still asleep until 10 s
+        dispatcher.wakeup.notify_after(1.0)
+        await asyncio.sleep(0.5)
+        assert world.memory.faults.calls["claim"] == claims + 1  # sooner news wakes it
+
+
+async def test_a_destination_at_its_cap_is_claimed_again_as_soon_as_a_delivery_there_ends(
+    world: World,
+) -> None:
+    events = await world.submit(
+        *(world.event(external_job_id=f"job-{n}", destination=SLOW) for n in range(2))
+    )
+    world.receivers.answer(SLOW, answering(after=2.0))
+    dispatcher = world.dispatcher(
+        overrides={"slow.example:443": DestinationLimits(concurrency=1)},
+        poll_interval_seconds=60.0,
+    )
+
+    async with dispatching(dispatcher):
+        await asyncio.sleep(10.0)
+
+    # Left out of claims while full, the destination is claimed when its delivery ends, not
+    # at the next poll a minute later.
+    starts = sorted(t for e in events for t in world.receivers.times(e.id))
+    assert starts == [pytest.approx(0.0, abs=0.01), pytest.approx(2.0, abs=0.1)]
 
 
 # -- what wakes it from outside, what it leaves behind ----------------------------------------
