@@ -567,6 +567,56 @@ async def test_a_submission_waiting_behind_a_stuck_group_is_answered_once_its_ow
         await stuck
 
 
+@pytest.mark.looptime
+async def test_a_submission_after_one_stuck_in_the_store_timed_out_is_stored(
+    adapter: MemoryStore,
+) -> None:
+    insert = adapter.insert_many
+    inserts = 0
+
+    async def first_never_confirmed(events: Sequence[Event]) -> dict[str, str]:
+        nonlocal inserts
+        inserts += 1
+        if inserts == 1:
+            await asyncio.Event().wait()
+        return await insert(events)
+
+    adapter.insert_many = first_never_confirmed  # type: ignore[method-assign]
+    store = Store(adapter)
+    await store.open()
+    service = events_service(adapter, store, submit_timeout=5.0)
+    with pytest.raises(BufferUnavailable):
+        await service.submit(fields("a"))
+
+    # The stuck store call gave up with its submission: it doesn't hold the next one.
+    later = await service.submit(fields("b"))
+
+    assert (later.duplicate, later.stored) == (False, True)
+    assert await store.get(later.id) is not None
+
+
+async def test_an_events_service_not_told_of_a_buffer_answers_its_events_stored(
+    adapter: MemoryStore,
+) -> None:
+    store = Store(adapter)
+    await store.open()
+    service = EventService(
+        buffer=InlineIngestBuffer(adapter),
+        store=store,
+        registry=registry_of(Receivers().delivery_type()),
+        clock=SystemClock(),
+        metrics=Metrics(),
+    )
+
+    answers = await asyncio.gather(service.submit(fields("same")), service.submit(fields("same")))
+
+    assert service.buffered is False
+    assert [(answer.duplicate, answer.stored) for answer in answers] == [
+        (False, True),
+        (True, True),
+    ]
+
+
 async def test_with_source_quotas_a_group_of_capped_and_free_sources_is_still_one_insert(
     adapter: MemoryStore,
 ) -> None:
