@@ -179,13 +179,16 @@ class World:
         }
         return EventService(**{**fields, **options})
 
-    def maintenance(self, holder: str = "maintainer", **settings: Any) -> Maintenance:
+    def maintenance(
+        self, holder: str = "maintainer", *, wakeup: DueSignal | None = None, **settings: Any
+    ) -> Maintenance:
         return Maintenance(
             store=self.store,
             clock=self.clock,
             metrics=self.metrics,
             settings=MaintenanceSettings(**settings),
             holder=holder,
+            wakeup=wakeup,
             monotonic=loop_time,
         )
 

@@ -155,6 +155,52 @@ async def test_only_the_leader_recovers_lost_claims(world: World) -> None:
     assert (await world.stored(event)).status is EventStatus.PENDING
 
 
+async def test_recovered_claims_wake_the_dispatcher_at_once(world: World) -> None:
+    event = await held_by_a_crashed_worker(world)
+    await asyncio.sleep(6.0)  # the crashed worker is silent past the dead-after time (5 s)
+    dispatcher = world.dispatcher(poll_interval_seconds=60.0)
+    maintenance = world.maintenance("leader", wakeup=dispatcher.wakeup)
+    started = loop_time()
+
+    await world.run(10.0, dispatcher, maintenance=maintenance)
+
+    # Recovered in the leader's first round, delivered then, not at the next poll.
+    (at,) = world.receivers.times(event.id)
+    assert at - started == pytest.approx(0.0, abs=0.1)
+
+
+async def test_a_worker_silent_past_the_dead_after_time_when_a_leader_starts_is_dead_at_once(
+    world: World,
+) -> None:
+    # A new leader that has not lost touch with the store takes the store's word on silence.
+    event = await held_by_a_crashed_worker(world)
+    await asyncio.sleep(6.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(world.maintenance("leader", dead_after_seconds=5.0).run(stop))
+
+    await asyncio.sleep(0.5)
+
+    stored = await world.stored(event)
+    assert (stored.status, stored.retry_count) == (EventStatus.PENDING, 1)
+    stop.set()
+    await task
+
+
+async def test_a_maintenance_not_yet_run_does_not_lead_nor_give_up_anothers_leadership(
+    world: World,
+) -> None:
+    # A process restarted under its predecessor's name, whose leadership still runs.
+    assert await world.store.acquire_leadership("maintenance", "maintainer", 10.0)
+    maintenance = world.maintenance("maintainer")
+    assert maintenance.leading is False
+
+    stopped = asyncio.Event()
+    stopped.set()
+    await maintenance.run(stopped)  # stopped before its first round
+
+    assert not await world.store.acquire_leadership("maintenance", "another", 10.0)
+
+
 async def test_retention_deletes_old_finished_events_and_keeps_the_rest(world: World) -> None:
     done, waiting = await world.submit(world.event(), world.event(after=86_400 * 30))
     (claimed,) = (await world.memory.claim(ClaimRequest("w", 1, 60.0))).events
