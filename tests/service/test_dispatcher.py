@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from timefuse.domain.outcome import DeliveryOutcome, OutcomeKind
 from timefuse.domain.retry import RetryPolicy
 from timefuse.domain.status import EventStatus
 from timefuse.domain.validation import SubmissionLimits, build_event
-from timefuse.ports.store import ClaimBatch, ClaimRequest
+from timefuse.ports.store import ClaimBatch, ClaimRef, ClaimRequest
 from timefuse.service.dispatcher import Dispatcher
 from timefuse.service.gate import DestinationLimits
 
@@ -417,6 +418,42 @@ async def test_every_attempt_starts_within_a_quarter_of_its_lease(world: World) 
     for request in world.receivers.requests:
         waited = request.at - claimed_at[(request.event_id, request.attempt)]
         assert 0.0 <= waited <= 2.0 + 0.01, "started with more than a quarter of its lease spent"
+
+
+async def test_an_event_waiting_for_its_destination_goes_back_at_a_quarter_of_its_lease(
+    world: World,
+) -> None:
+    slow = "https://slow.example/hook"
+    fast, busy = answering(after=0.001), answering(after=30.0)
+
+    async def answer(event: Event, attempt: int) -> DeliveryOutcome:
+        return await (fast if event.external_job_id == "quick" else busy)(event, attempt)
+
+    world.receivers.answer(slow, answer)
+    # A quick delivery first, so the gate expects the destination's slot back soon and claims
+    # two at once; then one takes the slot for 30 s and the other waits for it.
+    await world.submit(world.event(external_job_id="quick", destination=slow))
+    events = await world.submit(*(world.event(after=1.0, destination=slow) for _ in range(2)))
+    handed_back: list[tuple[str, float]] = []
+    hand_back = world.memory.hand_back
+
+    async def remembering_hand_back(refs: Sequence[ClaimRef], delay_seconds: float) -> int:
+        handed_back.extend((ref.event_id, loop_time()) for ref in refs)
+        return await hand_back(refs, delay_seconds)
+
+    world.memory.hand_back = remembering_hand_back  # type: ignore[method-assign]
+    # An 8 s lease: a claimed event waits a quarter of it, 2 s, for the destination's slot.
+    dispatcher = world.dispatcher(lease_seconds=8.0, limits=DestinationLimits(concurrency=1))
+    await world.run(4.0, dispatcher)
+
+    (running,) = [e for e in events if world.receivers.times(e.id)]
+    (waiting,) = [e for e in events if e is not running]
+    (started,) = world.receivers.times(running.id)
+    (back_id, back_at), *_ = handed_back
+    assert back_id == waiting.id
+    assert 2.0 <= back_at - started < 2.1
+    stored = await world.stored(waiting)
+    assert (stored.status, stored.attempts) == (EventStatus.PENDING, 0)
 
 
 async def test_a_destination_takes_its_events_in_the_order_they_fell_due(world: World) -> None:
