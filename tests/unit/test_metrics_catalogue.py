@@ -150,3 +150,35 @@ def test_the_series_are_registered_in_the_registry_given() -> None:
     metrics.received.labels("http").inc()
     assert metrics.registry is given
     assert given.get_sample_value("timefuse_events_received_total", {"delivery_type": "http"}) == 1
+
+
+def bucket_bounds(exposition: str, name: str) -> list[float]:
+    return [
+        float(line.split('le="')[1].split('"')[0])
+        for line in exposition.splitlines()
+        if line.startswith(f"{name}_bucket{{") and 'le="+Inf"' not in line
+    ]
+
+
+def test_the_histograms_buckets_span_what_they_measure() -> None:
+    metrics = Metrics()
+    metrics.lateness.labels("http").observe(0.2)
+    metrics.duration.labels("http").observe(0.2)
+    for histogram in (metrics.claimed, metrics.claim_latency):
+        histogram.observe(1)
+    metrics.ingest_write_seconds.observe(0.1)
+    metrics.spread_offset.observe(1.0)
+    exposition = generate_latest(metrics.registry).decode()
+    # From a millisecond to an hour: a healthy dispatcher and a backlog after an outage.
+    seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    seconds += [30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]
+    for name in (
+        "timefuse_delivery_lateness_seconds",
+        "timefuse_delivery_duration_seconds",
+        "timefuse_dispatcher_claim_seconds",
+        "timefuse_ingest_write_seconds",
+        "timefuse_spread_offset_seconds",
+    ):
+        assert bucket_bounds(exposition, name) == seconds, name
+    batch = [0.0, 1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]
+    assert bucket_bounds(exposition, "timefuse_dispatcher_batch_size") == batch

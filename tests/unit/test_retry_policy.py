@@ -110,9 +110,10 @@ def test_full_jitter_spreads_retries_of_events_that_failed_together() -> None:
     assert min(delays) < 4.0 < max(delays)
 
 
-def test_a_negative_base_is_refused() -> None:
-    with pytest.raises(ValueError, match="must not be negative"):
-        RetryPolicy(base_seconds=-1.0)
+def test_a_negative_base_or_cap_is_refused() -> None:
+    for base, cap in ((-1.0, 60.0), (1.0, -1.0)):
+        with pytest.raises(ValueError, match=r"^backoff base and cap must not be negative$"):
+            RetryPolicy(base_seconds=base, cap_seconds=cap)
 
 
 @given(
