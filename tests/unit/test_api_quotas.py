@@ -4,6 +4,7 @@ the admin view, the metrics."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.unit.test_api_harness import (
     running_api,
 )
 from timefuse.domain.event import Event
+from timefuse.entrypoints.api.errors import retry_after
 from timefuse.service.store import Store
 
 BATCH = f"{EVENTS}/batch"
@@ -325,6 +327,10 @@ async def test_the_default_entry_can_be_set_too(api: Harness) -> None:
     ("path", "body", "field"),
     [
         ("billing", {"rate": 0}, "rate"),
+        ("billing", {"rate": 5e-324, "burst": 1}, "rate"),  # a wait past any date
+        ("billing", {"rate": 1e300}, "rate"),
+        ("billing", {"rate": 1, "burst": 2**31}, "burst"),
+        ("billing", {"max_pending": 2**31}, "max_pending"),
         ("billing", {"rate": "fast"}, "rate"),
         ("billing", {"burst": 5}, "burst"),
         ("billing", {"rate": 1, "burst": 0}, "burst"),
@@ -344,3 +350,9 @@ async def test_a_bad_quota_answers_400_and_changes_nothing(
     assert error_fields(response) == {field}
     rows = {row["source"]: row for row in (await api.client.get(QUOTAS)).json()["data"]}
     assert (rows["billing"]["rate"], rows["billing"]["burst"]) == (SLOW, 2)
+
+
+def test_a_wait_that_cannot_be_told_is_answered_as_ten_years() -> None:
+    assert retry_after(0.2) == {"Retry-After": "1"}
+    assert retry_after(math.inf) == {"Retry-After": "315360000"}
+    assert retry_after(math.nan) == {"Retry-After": "315360000"}

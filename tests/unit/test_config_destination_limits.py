@@ -110,3 +110,17 @@ def test_a_retry_cap_equal_to_the_base_is_accepted() -> None:
         {"TIMEFUSE_RETRY_BASE_MS": "500", "TIMEFUSE_RETRY_CAP_MS": "500"}
     )
     assert (settings.retry_base_ms, settings.retry_cap_ms) == (500, 500)
+
+
+@pytest.mark.parametrize("field", ["rate", "concurrency", "burst", "queue"])
+@pytest.mark.parametrize("value", ["Infinity", "NaN", "1e999", "1" + "0" * 400, "315360001"])
+def test_a_limit_that_is_not_a_finite_number_up_to_ten_years_is_refused_naming_the_variable(
+    field: str, value: str
+) -> None:
+    # Infinity once stopped the dispatcher at its first claim, NaN left the receiver unlimited.
+    with pytest.raises(ConfigError) as refused:
+        DispatchSettings.from_env(
+            {"TIMEFUSE_DESTINATION_LIMITS": f'{{"hooks.example.com": {{"{field}": {value}}}}}'}
+        )
+    assert str(refused.value).startswith("TIMEFUSE_DESTINATION_LIMITS")
+    assert f"hooks.example.com.{field} must be a number from 0 to 315360000" in str(refused.value)

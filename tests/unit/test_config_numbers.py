@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from timefuse.config import ApiSettings, ConfigError, DispatchSettings
+from timefuse.config import ApiSettings, ConfigError, DispatchSettings, MaintenanceSettings
 from timefuse.domain.validation import build_event
 from timefuse.entrypoints.bootstrap import submission_limits
 
@@ -51,3 +51,10 @@ def test_the_longest_grace_accepts_a_submission_almost_ten_years_old() -> None:
         limits=submission_limits(settings),
     )
     assert event.scheduled_at == old
+
+
+def test_retention_days_beyond_a_hundred_years_stop_the_start() -> None:
+    # A million days made every retention pass overflow its date: terminal events were kept.
+    with pytest.raises(ConfigError, match="CLEANUP_RETENTION_DAYS must be between 0 and 36500"):
+        MaintenanceSettings.from_env({"CLEANUP_RETENTION_DAYS": "1000000"})
+    assert MaintenanceSettings.from_env({"CLEANUP_RETENTION_DAYS": "36500"}).retention_days == 36500

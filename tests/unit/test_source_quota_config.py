@@ -59,6 +59,13 @@ def test_the_burst_defaults_to_one_seconds_worth_and_at_least_one(
         ('{"billing": {"rate": 1, "burst": 1.5}}', "billing.burst must be an integer"),
         ('{"billing": {"max_pending": -1}}', "max_pending must not be negative"),
         ('{"billing": {"max_pending": 10.0}}', "billing.max_pending must be an integer"),
+        # A rate whose wait can't be told (a 500 on every submission of the source before).
+        ('{"billing": {"rate": Infinity}}', "billing.rate must be from 3.2e-09"),
+        ('{"billing": {"rate": 1e999}}', "billing.rate must be from 3.2e-09"),
+        ('{"billing": {"rate": NaN}}', "billing.rate must be from 3.2e-09"),
+        ('{"billing": {"rate": 5e-324}}', "billing.rate must be from 3.2e-09"),
+        ('{"billing": {"rate": 1, "burst": 2147483648}}', "billing.burst must be at most"),
+        ('{"billing": {"max_pending": 1' + "0" * 400 + "}}", "billing.max_pending must be at"),
         ('{" ": {"max_pending": 1}}', "1 to 100 characters"),
         ('{"' + "s" * 101 + '": {"max_pending": 1}}', "1 to 100 characters"),
     ],

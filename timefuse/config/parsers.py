@@ -37,6 +37,10 @@ def integer(low: int = 0, high: int = 2**31) -> Callable[[str], int]:
 # seconds or a rate per second; beyond this a time no longer fits a date (a grace of 10^12 s
 # before now is before year 1) and "inf" would reach timers and dates as an overflow.
 MOST = 10 * 365 * 86_400.0
+# The slowest rate a setting takes (one event in ten years: a slower one would make a client
+# wait past any date), and the largest count (a cap, a burst, a queue).
+LEAST_RATE = 1 / MOST
+MOST_WHOLE = 2**31 - 1
 
 
 def number(low: float = 0.0, high: float = MOST) -> Callable[[str], float]:
@@ -171,8 +175,10 @@ def destination_limits(text: str) -> DestinationLimitTable:
         if not isinstance(entry, dict) or not set(entry) <= _LIMIT_KEYS:
             raise ValueError(f"{host!r} must map to an object with {sorted(_LIMIT_KEYS)}")
         for key, value in entry.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{host}.{key} must be a number >= 0")
+            if not 0 <= value <= MOST:  # NaN and Infinity included
+                raise ValueError(f"{host}.{key} must be a number from 0 to {MOST:.15g}")
         try:
             destination = normalise_destination_limit_key(host)
         except ValueError as exc:
@@ -220,6 +226,14 @@ def _quota(source: str, entry: object) -> SourceQuota:
         if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
             kind = "an integer" if whole else "a number"
             raise ValueError(f"{source}.{key} must be {kind}, got {value!r}")
+        if whole and value > MOST_WHOLE:
+            raise ValueError(f"{source}.{key} must be at most {MOST_WHOLE}, got {value}")
+        # Not above 0 is the quota's own refusal; NaN and Infinity are refused here.
+        if not whole and not (value <= 0 or LEAST_RATE <= value <= MOST):
+            raise ValueError(
+                f"{source}.rate must be from {LEAST_RATE:.2g} (one event in ten years) to "
+                f"{MOST:.15g} a second, got {value!r}"
+            )
     try:
         return SourceQuota(
             rate=None if entry.get("rate") is None else float(entry["rate"]),

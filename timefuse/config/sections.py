@@ -475,7 +475,7 @@ class MaintenanceSettings(Section, title="Maintenance"):
         default="7",
         help="Days terminal events are kept; once retention deletes one, a resubmission of "
         "its (source, external_job_id, scheduled_at) makes a new event.",
-        parse=integer(0),
+        parse=integer(0, 36_500),
     )
     worker_dead_after_seconds: float = setting(
         env="TIMEFUSE_WORKER_DEAD_AFTER_SECONDS",

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from timefuse.config.parsers import MOST
 from timefuse.domain.validation import FieldError, ValidationFailed
 from timefuse.entrypoints.api.envelope import fail
 from timefuse.ports.ingest import BufferUnavailable
@@ -120,7 +121,8 @@ def quota_code(refusal: QuotaRefusal) -> str:
 
 def retry_after(seconds: float) -> dict[str, str]:
     """A ``Retry-After`` header in whole seconds, never 0 (a client would retry at once)."""
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    # At most ten years: a source's slowest rate, and never an infinite or undefined wait.
+    return {"Retry-After": str(max(1, math.ceil(seconds if seconds < MOST else MOST)))}
 
 
 async def _quota_exceeded(request: Request, exc: Exception) -> Response:

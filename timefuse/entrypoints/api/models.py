@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from timefuse.config.parsers import LEAST_RATE, MOST, MOST_WHOLE
 from timefuse.domain.amend import HISTORY_EXTRA
 from timefuse.domain.event import Event
 from timefuse.domain.validation import SubmissionLimits
@@ -680,7 +681,14 @@ class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
     misspelt limit silently ignored would leave the source unlimited."""
 
     rate: (
-        Annotated[float, msgspec.Meta(gt=0, description="Events accepted per second on average.")]
+        Annotated[
+            float,
+            msgspec.Meta(
+                ge=LEAST_RATE,
+                le=MOST,
+                description="Events accepted per second on average (at least one in ten years).",
+            ),
+        ]
         | None
     ) = None
     burst: (
@@ -688,6 +696,7 @@ class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
             int,
             msgspec.Meta(
                 ge=1,
+                le=MOST_WHOLE,
                 description="Events accepted at once after a quiet spell (needs rate; default "
                 "one second's worth, at least 1).",
             ),
@@ -695,7 +704,11 @@ class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
         | None
     ) = None
     max_pending: (
-        Annotated[int, msgspec.Meta(ge=0, description="PENDING events the source may hold.")] | None
+        Annotated[
+            int,
+            msgspec.Meta(ge=0, le=MOST_WHOLE, description="PENDING events the source may hold."),
+        ]
+        | None
     ) = None
 
 
