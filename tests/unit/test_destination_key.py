@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from timefuse.domain import destination as destination_module
 from timefuse.domain.destination import (
+    canonical_host,
     destination_key,
     destination_limit_keys,
     normalise_destination_limit_key,
@@ -354,3 +355,47 @@ def test_an_address_written_another_way_is_keyed_as_its_usual_text(
     destination: str, key: str
 ) -> None:
     assert destination_key("http", destination) == key
+
+
+def test_text_as_long_as_a_host_name_with_its_trailing_dot_is_remembered() -> None:
+    # The longest name (253 characters) with a trailing dot and one character to spare is
+    # still kept; anything longer is no host name and is read afresh each time.
+    cache = destination_module._cached_canonical_host
+    for length in (252, 253, 254, 255):
+        canonical_host("a" * length)
+    assert cache.cache_info().currsize == 4
+    canonical_host("a" * 256)
+    assert cache.cache_info().currsize == 4
+
+
+@pytest.mark.parametrize(
+    ("destination", "key"),
+    [
+        # A part past what its bytes can hold makes no address (inet_aton and the URL
+        # standard refuse it): the host is then a name, keyed as written.
+        ("http://1.2.3.256/", "1.2.3.256:80"),
+        ("http://1.2.65536/", "1.2.65536:80"),
+        ("http://1.16777216/", "1.16777216:80"),
+        ("http://4294967296/", "4294967296:80"),
+        ("http://1.2.3.255/", "1.2.3.255:80"),
+        ("http://1.2.65535/", "1.2.255.255:80"),
+        ("http://1.16777215/", "1.255.255.255:80"),
+        ("http://4294967295/", "255.255.255.255:80"),
+        # "0x" alone is a hex part of value 0.
+        ("http://127.0.0.0x/", "127.0.0.0:80"),
+        ("http://0x.0x.0x.0x/", "0.0.0.0:80"),
+    ],
+)
+def test_a_legacy_ipv4_part_is_read_within_its_bytes(destination: str, key: str) -> None:
+    assert destination_key("http", destination) == key
+
+
+def test_an_empty_port_is_the_schemes_default() -> None:
+    assert destination_key("http", "http://example.com:/x") == "example.com:80"
+    assert destination_key("webhook", "https://example.com:/x") == "example.com:443"
+
+
+def test_a_port_of_more_than_ten_digits_is_keyed_as_written() -> None:
+    # No port has eleven digits: the text is no port, and is not read as a number.
+    assert destination_key("http", "http://example.com:01234567890/") == ("example.com:01234567890")
+    assert destination_key("http", "http://example.com:0123456789/") == "example.com:123456789"
