@@ -182,3 +182,16 @@ def test_the_histograms_buckets_span_what_they_measure() -> None:
         assert bucket_bounds(exposition, name) == seconds, name
     batch = [0.0, 1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]
     assert bucket_bounds(exposition, "timefuse_dispatcher_batch_size") == batch
+
+
+def test_the_process_and_platform_series_are_in_the_registry_served() -> None:
+    # On Linux the process_* series read /proc/self; python_info comes from the interpreter.
+    exposition = generate_latest(Metrics(CollectorRegistry()).registry).decode()
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "python_info",
+        "python_gc_collections_total",
+    ):
+        assert f"\n{name}" in exposition, name
