@@ -399,3 +399,14 @@ def test_a_port_of_more_than_ten_digits_is_keyed_as_written() -> None:
     # No port has eleven digits: the text is no port, and is not read as a number.
     assert destination_key("http", "http://example.com:01234567890/") == ("example.com:01234567890")
     assert destination_key("http", "http://example.com:0123456789/") == "example.com:123456789"
+
+
+def test_the_port_is_what_follows_the_authoritys_last_colon() -> None:
+    # A malformed host with a colon of its own keeps it; the port after the last one is read.
+    assert destination_key("http", "http://a:b:0080/") == "a:b:80"
+
+
+def test_a_legacy_ipv4_address_with_a_trailing_dot_is_the_address_a_leading_dot_a_name() -> None:
+    assert canonical_host("0x7f.1.") == "127.0.0.1"
+    assert canonical_host("127.1.") == "127.0.0.1"
+    assert canonical_host(".127.0.0.1") == ".127.0.0.1"
