@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import itertools
 import json
@@ -31,15 +30,18 @@ _database_names = (f"timefuse_test_{_WORKER}_{n}" for n in itertools.count(1))
 settings.register_profile("mutants", max_examples=20, derandomize=True, deadline=None)
 
 
-@functools.cache
+_durations: dict[str, float] = {}
+
+
 def _durations_in_the_mutation_run() -> dict[str, float]:
     """Under `make mutants` (mutmut runs the tests from ./mutants): each test's time in
-    mutmut's clean run; elsewhere nothing."""
+    mutmut's clean run; elsewhere nothing. Kept once read: mutmut's workers fork from a
+    process that collected the tests, so they find it read (not kept while there is none
+    yet: the first run writes it after that process started)."""
     stats = Path("mutmut-stats.json")
-    if "MUTANT_UNDER_TEST" not in os.environ or not stats.is_file():
-        return {}
-    durations: dict[str, float] = json.loads(stats.read_bytes()).get("duration_by_test", {})
-    return durations
+    if not _durations and "MUTANT_UNDER_TEST" in os.environ and stats.is_file():
+        _durations.update(json.loads(stats.read_bytes()).get("duration_by_test", {}))
+    return _durations
 
 
 @pytest.hookimpl(trylast=True)
