@@ -346,8 +346,16 @@ class PostgresEventStore(PostgresSchedules):
         """One round of a shared claim: the due destinations looked at, the rows claimed, and
         (``want_now``) the store's now when none were: the rows carry it otherwise."""
         async with self._connection() as conn, conn.transaction():
-            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
-            keys = sorted(key for (key,) in found)
+            wanted = params["limit"]
+            scanned = wanted * SHARED_SCAN_FACTOR
+            found = await (
+                await conn.execute(queries.SHARED_DUE_KEYS, {**params, "scan": scanned})
+            ).fetchall()
+            keys = sorted(key for key, first, _, _ in found if first <= wanted)
+            # With more due rows than were looked at, the claim reads none due after them.
+            horizon = None
+            if sum(count for _, _, count, _ in found) >= scanned:
+                horizon = max(latest for _, _, _, latest in found)
             rows = []
             if keys:
                 await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
@@ -360,7 +368,8 @@ class PostgresEventStore(PostgresSchedules):
                 if None not in bounds:
                     limit = max(1, min(limit, sum(b for b in bounds if b is not None)))
                 scan = max(limit * SHARED_SCAN_FACTOR, params["scan"])
-                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan}
+                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan,
+                                "horizon": horizon}  # fmt: skip
                 rows = await fetch_binary(conn, queries.CLAIM_SHARED, claim_params)
             now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
         return keys, rows, now
