@@ -1,22 +1,25 @@
-"""A shared claim reads the due index about as far as it looks, not through the whole backlog.
+"""A shared claim reads the due index about as far as it looks, not through the whole backlog,
+and claims queued behind one destination's lock each still get their share.
 
-Its first statement looks at the earliest due rows and finds their destinations; the claim
-itself then reads those destinations' due rows. When each has one due row and thousands of
-others' wait behind them, it must stop where the first statement stopped: reading on would make
-every claim cost the backlog (a claim of 100 took 36 ms instead of 11 with 20,000 due, and a
-backlog of 100,000 receivers drained at some hundreds a second).
+A shared claim first finds the destinations of the earliest due rows, locks them, then reads
+their due rows. When each has one due row and thousands of others' wait behind them, it must
+stop near where it looked: reading on made every claim cost the backlog (a claim of 100 took
+36 ms instead of 11 with 20,000 due to as many receivers). Where it stops is decided once the
+locks are held, so a claim that waited behind others' reads past what they took.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from tests.integration.postgres.conftest import Db
 from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres.queries import LOCK_NAMESPACE
+from timefuse.domain.event import Event
 from timefuse.ports.store import ClaimRequest, DestinationRule, SharedLimits
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
@@ -31,27 +34,56 @@ SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes
  WHERE relname LIKE 'events%' AND indexrelname LIKE '%next_attempt_at%'
 """
 
+OTHER_CLIENTS = """
+SELECT count(*) FROM pg_stat_activity
+ WHERE datname = current_database() AND backend_type = 'client backend'
+   AND pid <> pg_backend_pid()
+"""
 
-async def reads_after_closing(store: Store, db: Db) -> int:
-    """The due index's entries read, once the store's connections have gone (a backend
-    reports its counts when it ends, so they are all in when the figure stops moving)."""
+WAITING_FOR_A_DESTINATION = """
+SELECT count(*) FROM pg_locks
+ WHERE locktype = 'advisory' AND classid = %s AND NOT granted
+"""
+
+
+async def opened(dsn: str) -> Store:
+    store = Store(PostgresEventStore(dsn, pool_size=2))
+    await store.open()
+    return store
+
+
+async def stored(dsn: str, events: list[Event]) -> None:
+    store = await opened(dsn)
+    try:
+        for start in range(0, len(events), 1000):
+            await store.insert_many(events[start : start + 1000])
+    finally:
+        await store.close()
+
+
+async def until(db: Db, query: str, expected: int, *params: object) -> None:
+    for _ in range(400):
+        row = db.execute(query, params).fetchone()
+        if row is not None and int(row[0]) == expected:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"still not {expected}: {query}")
+
+
+async def due_index_reads_after_closing(store: Store, db: Db) -> int:
+    """The due index's entries read so far: a backend has reported its counts once it has
+    left ``pg_stat_activity``, so the store's connections are closed and waited for first."""
     await store.close()
-    last, steady_since = -1, time.monotonic()
-    while time.monotonic() - steady_since < 0.5:
-        db.execute("SELECT pg_stat_clear_snapshot()")
-        row = db.execute(DUE_INDEX_READS).fetchone()
-        assert row is not None
-        if int(row[0]) != last:
-            last, steady_since = int(row[0]), time.monotonic()
-        await asyncio.sleep(0.05)
-    return last
+    await until(db, OTHER_CLIENTS, 0)
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    row = db.execute(DUE_INDEX_READS).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def test_a_claim_of_one_event_per_destination_stops_where_it_looked(
     postgres_dsn: str, db: Db
 ) -> None:
-    store = Store(PostgresEventStore(postgres_dsn, pool_size=2))
-    await store.open()
     now = datetime.now(UTC)
     events = [
         make_event(
@@ -60,17 +92,52 @@ async def test_a_claim_of_one_event_per_destination_stops_where_it_looked(
         )
         for n in range(BACKLOG)
     ]
-    for start in range(0, BACKLOG, 1000):
-        await store.insert_many(events[start : start + 1000])
-    before = await reads_after_closing(store, db)
+    await stored(postgres_dsn, events)
+    store = await opened(postgres_dsn)
+    before = await due_index_reads_after_closing(store, db)
 
-    store = Store(PostgresEventStore(postgres_dsn, pool_size=2))
-    await store.open()
+    store = await opened(postgres_dsn)
     shared = SharedLimits(default=DestinationRule(concurrency=10))
     batch = await store.claim(ClaimRequest("w", LIMIT, 60.0, shared=shared))
-    read = await reads_after_closing(store, db) - before
+    read = await due_index_reads_after_closing(store, db) - before
 
     # The earliest due, one per destination, as before.
     assert [event.id for event in batch.events] == [event.id for event in events[:LIMIT]]
-    # What the claim looked at (twice its limit) and then read again, not the backlog.
+    # What the claim looked at (its limit), then twice that once locked; not the backlog.
     assert LIMIT <= read <= 6 * LIMIT, read
+
+
+async def test_claims_that_queued_behind_a_destinations_lock_each_get_a_full_batch(
+    postgres_dsn: str, db: Db
+) -> None:
+    now = datetime.now(UTC)
+    destination = "https://busy.example/hook"
+    events = [
+        make_event(destination=destination, scheduled_at=now - timedelta(seconds=10 + n / 1000))
+        for n in range(2000)
+    ]
+    await stored(postgres_dsn, events)
+    key = events[0].destination_key
+    stores = [await opened(postgres_dsn) for _ in range(4)]
+    try:
+        # The destination's lock held here: the four claims find its due rows, then wait for
+        # it, and go one after another once it is let go.
+        with psycopg.connect(postgres_dsn, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, key))
+            shared = SharedLimits(default=DestinationRule())  # no cap: each may take 100
+            claims = [
+                asyncio.create_task(store.claim(ClaimRequest(f"w{n}", 100, 60.0, shared=shared)))
+                for n, store in enumerate(stores)
+            ]
+            await until(db, WAITING_FOR_A_DESTINATION, 4, LOCK_NAMESPACE)
+            holder.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_NAMESPACE, key))
+            batches = await asyncio.gather(*claims)
+    finally:
+        for store in stores:
+            await store.close()
+
+    assert [len(batch.events) for batch in batches] == [100, 100, 100, 100]
+    ids = [event.id for batch in batches for event in batch.events]
+    assert len(set(ids)) == 400
+    # Together, the 400 earliest due.
+    assert set(ids) == {event.id for event in sorted(events, key=lambda e: e.next_attempt_at)[:400]}

@@ -172,19 +172,12 @@ SELECT delivery_type, count(*) FROM events
 
 LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
 
-# The first :scan due rows, by destination: the rank of its earliest (the destinations among the
-# first :wanted are the round's), its rows, and its latest due time. The latest of all, when
-# there were :scan rows, bounds the claim's own scan: a claim whose destinations have few due
-# rows each then doesn't read the whole backlog after them.
 SHARED_DUE_KEYS = f"""
-SELECT destination_key, min(n), count(*), max(next_attempt_at) FROM (
-    SELECT destination_key, next_attempt_at,
-           row_number() OVER (ORDER BY next_attempt_at) AS n
-      FROM (SELECT destination_key, next_attempt_at FROM events
-             WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-             ORDER BY next_attempt_at
-             LIMIT %(scan)s) AS due) AS seen
- GROUP BY destination_key
+SELECT DISTINCT destination_key FROM (
+    SELECT destination_key FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+     ORDER BY next_attempt_at
+     LIMIT %(scan)s) AS due
 """
 
 LOCK_DESTINATIONS = """
@@ -210,7 +203,16 @@ CLAIM_SHARED = f"""
 WITH candidates AS MATERIALIZED (
     SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type, source FROM events
      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-       AND next_attempt_at <= COALESCE(%(horizon)s::timestamptz, 'infinity')
+       AND next_attempt_at <= COALESCE((
+               -- The horizon: the due time of the :scan-th due row of any destination, as
+               -- things stand once the locks are held. When the locked destinations have few
+               -- due rows each, the scan stops there instead of reading the whole backlog.
+               SELECT max(next_attempt_at) FROM (
+                   SELECT next_attempt_at FROM events
+                    WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+                    ORDER BY next_attempt_at
+                    LIMIT %(scan)s) AS looked
+               HAVING count(*) >= %(scan)s), 'infinity')
        AND destination_key = ANY(%(locked)s::text[])
      ORDER BY next_attempt_at
      LIMIT %(scan)s

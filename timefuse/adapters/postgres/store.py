@@ -346,30 +346,24 @@ class PostgresEventStore(PostgresSchedules):
         """One round of a shared claim: the due destinations looked at, the rows claimed, and
         (``want_now``) the store's now when none were: the rows carry it otherwise."""
         async with self._connection() as conn, conn.transaction():
-            wanted = params["limit"]
-            scanned = wanted * SHARED_SCAN_FACTOR
-            found = await (
-                await conn.execute(queries.SHARED_DUE_KEYS, {**params, "scan": scanned})
-            ).fetchall()
-            keys = sorted(key for key, first, _, _ in found if first <= wanted)
-            # With more due rows than were looked at, the claim reads none due after them.
-            horizon = None
-            if sum(count for _, _, count, _ in found) >= scanned:
-                horizon = max(latest for _, _, _, latest in found)
+            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
+            keys = sorted(key for (key,) in found)
             rows = []
             if keys:
                 await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
                 # No more rows are read (and locked) than these destinations could take: a
                 # capped destination's backlog costs a claim its cap, not the claim's limit.
                 # At least as many as the destinations were found in, though: each of them
-                # then has its earliest due rows read, so none is passed over unread.
+                # then has its earliest due rows read (unless earlier ones fell due since),
+                # so none is passed over unread. The statement reads no further than the
+                # :scan-th due row of any destination, as it finds them once the locks are
+                # held: claims that queued behind these locks took what they took.
                 limit = params["limit"]
                 bounds = [most_claimable(key) for key in keys]
                 if None not in bounds:
                     limit = max(1, min(limit, sum(b for b in bounds if b is not None)))
                 scan = max(limit * SHARED_SCAN_FACTOR, params["scan"])
-                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan,
-                                "horizon": horizon}  # fmt: skip
+                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan}
                 rows = await fetch_binary(conn, queries.CLAIM_SHARED, claim_params)
             now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
         return keys, rows, now
