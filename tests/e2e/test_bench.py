@@ -199,6 +199,7 @@ async def test_bench_drives_a_running_deployment_by_url(
         (["store", "--concurrency", "4"], "store runs in-process with no deployment"),
         (["herd", "--backend", "sqlite"], "--backend applies to the store and tenant-pages"),
         (["console", "--database-url", "postgresql://x/y"], "--database-url applies to the"),
+        (["herd", "--receivers", "5"], "--receivers applies to the store scenario only"),
         (["herd", "--keep", "/tmp/x"], "--keep applies to the console scenario only"),
         (["ingest-backlog", "--url", "http://x"], "drop --url"),
         (["herd", "--single"], "--single applies to the ingest scenario only"),
@@ -241,6 +242,22 @@ def test_store_compares_the_adapter_with_its_bare_driver_and_repeats_with_runs()
     assert len(runs) == 2
     rates = sorted(run["claim_complete_rate_per_s"] for run in runs)
     assert results["claim_complete_rate_per_s"] == pytest.approx(sum(rates) / 2)
+
+
+@pytest.mark.postgres
+def test_store_on_postgres_claims_as_dispatchers_do_there_over_many_receivers(
+    postgres_dsn: str,
+) -> None:
+    report = report_of("store", "--receivers", "50", "--database-url", postgres_dsn)
+
+    assert report["target"]["store"] == "postgresql"
+    assert report["parameters"]["receivers"] == 50
+    results = report["results"]
+    assert results["claims"] == 4  # 2,000 events in claims of 500
+    # Within the cap of 100 per receiver, claims of 100: 2,000 events in 20.
+    assert results["shared_claims"] == 20
+    assert results["shared_mean_claim_s"] > 0
+    assert report["errors"] == 0  # every event of both passes completed and deleted
 
 
 def test_console_times_each_page_on_a_large_and_a_small_store() -> None:

@@ -144,6 +144,7 @@ class BenchOptions:
     single: bool = False
     # store only
     backend: str = "sqlite"
+    receivers: int = 1
     # console only
     keep: str | None = None
     # day only
@@ -326,6 +327,12 @@ def _add_target(sub: argparse.ArgumentParser) -> None:
         "--database-url)",
     )
     sub.add_argument(
+        "--receivers",
+        type=positive_int,
+        metavar="N",
+        help="store: spread the events over N receivers (default 1)",
+    )
+    sub.add_argument(
         "--keep",
         metavar="DIR",
         help="console: keep the filled databases in DIR and reuse them on the next run",
@@ -504,6 +511,7 @@ def resolve(args: argparse.Namespace) -> BenchOptions:
         serve=args.serve,
         py_spy=args.py_spy,
         backend=backend,
+        receivers=args.receivers or 1,
         single=args.single,
         keep=args.keep,
         day=day,
@@ -567,6 +575,8 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise BenchUsageError("--backend applies to the store and tenant-pages scenarios only")
     if args.backend == "sqlite" and args.database_url is not None:
         raise BenchUsageError("--database-url names a PostgreSQL server: drop --backend sqlite")
+    if args.receivers is not None and scenario != "store":
+        raise BenchUsageError("--receivers applies to the store scenario only")
     if args.keep is not None and scenario != "console":
         raise BenchUsageError("--keep applies to the console scenario only")
     if scenario == "river" and (args.url is not None or args.profile or args.serve_log):

@@ -1,10 +1,13 @@
 """store: the event store alone, through the rule layer every service uses, against its driver.
 
-In-process, no deployment. N events due over the last ten minutes are inserted in batches of
-1,000, then claimed in batches of ``SCHEDULER_BATCH_SIZE`` (500) and completed, as the
-dispatcher does, until none is due; then retention deletes them. The baseline, in the same
-run, is the bare driver on a minimal table (no dedup key, attempts, counters or partitions):
-inserts in the same batches, then a claim-and-complete loop of the same size.
+In-process, no deployment. N events due over the last ten minutes (to one receiver, or spread
+over ``--receivers``) are inserted in batches of 1,000, then claimed in batches of
+``SCHEDULER_BATCH_SIZE`` (500) and completed until none is due; then retention deletes them.
+On a store that shares limits across processes (PostgreSQL), the same again with the claims
+a dispatcher makes there: within a cap of 100 per receiver, 100 at a time (the figures
+``shared_*``). The baseline, in the same run, is the bare driver on a minimal table (no dedup
+key, attempts, counters or partitions): inserts in the same batches, then a claim-and-complete
+loop of the same size.
 
 SQLite: a file in a temporary directory, with the adapter's durability (WAL,
 ``synchronous=FULL``). PostgreSQL (``--backend postgresql``): a database made for the run on a
@@ -30,28 +33,35 @@ from timefuse.bench.report import Baseline, Report
 from timefuse.bench.stats import rate
 from timefuse.domain.event import Event, new_event_id
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRequest
+from timefuse.ports.store import ClaimRequest, DestinationRule, SharedLimits
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_outcome
 
 INSERT_BATCH = 1000
 CLAIM_BATCH = 500
+# Shared claims: the default cap per receiver, and claims of as many (a dispatcher's claim is
+# bounded by its free room; with one receiver, by the receiver's cap).
+SHARED_CAP = 100
 WORKER = "bench-store"
 PAYLOAD_PAD = "x" * 160
 
 
-def due_events(count: int, ahead: timedelta = timedelta(0), sources: int = 50) -> list[Event]:
+def due_events(
+    count: int, ahead: timedelta = timedelta(0), sources: int = 50, receivers: int = 1
+) -> list[Event]:
     """``count`` events due over the ten minutes before now + ``ahead``, from ``sources``
-    sources (the ingest topic's records are keyed by source)."""
+    sources (the ingest topic's records are keyed by source), to ``receivers`` receivers in
+    turn."""
     now = datetime.now(UTC)
     events = []
     for n in range(count):
         at = now + ahead - timedelta(minutes=10) * (1 - n / count)
         payload = f'{{"n": {n}, "pad": "{PAYLOAD_PAD}"}}'.encode()
         source = f"timefuse-bench-{n % sources}"
+        host = "r.example" if receivers == 1 else f"r{n % receivers}.example"
         events.append(
             Event(id=new_event_id(now), external_job_id=f"job-{n}", source=source,
-                  scheduled_at=at, delivery_type="http", destination="https://r.example/h",
+                  scheduled_at=at, delivery_type="http", destination=f"https://{host}/h",
                   payload=payload, next_attempt_at=at, created_at=now, updated_at=now)
         )  # fmt: skip
     return events
@@ -67,12 +77,17 @@ def run_store(options: BenchOptions) -> Report:
 
 
 async def _run(options: BenchOptions) -> Report:
-    events = due_events(options.events)
+    events = due_events(options.events, receivers=options.receivers)
     async with _database(options) as (url, target):
         report = Report(
             "store",
             target,
-            {"events": options.events, "insert_batch": INSERT_BATCH, "claim_batch": CLAIM_BATCH},
+            {
+                "events": options.events,
+                "receivers": options.receivers,
+                "insert_batch": INSERT_BATCH,
+                "claim_batch": CLAIM_BATCH,
+            },  # fmt: skip
         )
         raw_url = url if url.startswith("postgresql") else url.replace("timefuse.db", "raw.db")
         raw_insert, raw_claim = await _raw(raw_url, events)
@@ -80,6 +95,10 @@ async def _run(options: BenchOptions) -> Report:
         await store.open()
         try:
             figures = await _through_the_store(store, events)
+            shared = None
+            if store.capabilities.limits_sharer is not None:
+                again = due_events(options.events, receivers=options.receivers)
+                shared = await _through_the_store(store, again, shared=True)
         finally:
             await store.close()
     count = len(events)
@@ -103,6 +122,19 @@ async def _run(options: BenchOptions) -> Report:
         "claims": figures["claims"],
         "retention_rate_per_s": rate(figures["deleted"], figures["retention_s"]),
     }
+    if shared is not None:
+        report.results.update(
+            {
+                "shared_claim_complete_rate_per_s": rate(
+                    shared["completed"], shared["claim_complete_s"]
+                ),
+                "shared_mean_claim_s": shared["claim_s"] / max(shared["claims"], 1),
+                "shared_mean_outcome_write_s": shared["write_s"] / max(shared["claims"], 1),
+                "shared_claims": shared["claims"],
+            }
+        )
+        figures["completed"] += shared["completed"] - count
+        figures["deleted"] += shared["deleted"] - count
     report.errors = (count - figures["completed"]) + (count - figures["deleted"])
     if report.errors:
         report.notes.append(
@@ -111,7 +143,11 @@ async def _run(options: BenchOptions) -> Report:
     return report
 
 
-async def _through_the_store(store: Store, events: list[Event]) -> dict[str, Any]:
+async def _through_the_store(
+    store: Store, events: list[Event], *, shared: bool = False
+) -> dict[str, Any]:
+    """Insert, claim and complete, delete. ``shared``: claims as a dispatcher makes them on a
+    store that shares limits (a cap per receiver, claims of as many)."""
     started = time.perf_counter()
     for batch in _batches(events, INSERT_BATCH):
         await store.insert_many(batch)
@@ -119,6 +155,9 @@ async def _through_the_store(store: Store, events: list[Event]) -> dict[str, Any
     claims = completed = 0
     claim_s = write_s = 0.0
     request = ClaimRequest(worker=WORKER, limit=CLAIM_BATCH, lease_seconds=60.0)
+    if shared:
+        limits = SharedLimits(default=DestinationRule(concurrency=SHARED_CAP))
+        request = ClaimRequest(worker=WORKER, limit=SHARED_CAP, lease_seconds=60.0, shared=limits)
     started = time.perf_counter()
     while True:
         t0 = time.perf_counter()
