@@ -87,7 +87,7 @@ async def _run(options: BenchOptions) -> Report:
                 "receivers": options.receivers,
                 "insert_batch": INSERT_BATCH,
                 "claim_batch": CLAIM_BATCH,
-            },  # fmt: skip
+            },
         )
         raw_url = url if url.startswith("postgresql") else url.replace("timefuse.db", "raw.db")
         raw_insert, raw_claim = await _raw(raw_url, events)

@@ -141,3 +141,35 @@ async def test_claims_that_queued_behind_a_destinations_lock_each_get_a_full_bat
     assert len(set(ids)) == 400
     # Together, the 400 earliest due.
     assert set(ids) == {event.id for event in sorted(events, key=lambda e: e.next_attempt_at)[:400]}
+
+
+async def test_a_claim_stops_where_it_looked_among_events_due_at_one_instant(
+    postgres_dsn: str, db: Db
+) -> None:
+    # A cron time or a herd: every event due at the same instant, each to its own receiver.
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    events = [
+        make_event(destination=f"https://receiver-{n}.example/hook", scheduled_at=at)
+        for n in range(BACKLOG)
+    ]
+    await stored(postgres_dsn, events)
+    store = await opened(postgres_dsn)
+    before = await due_index_reads_after_closing(store, db)
+
+    store = await opened(postgres_dsn)
+    shared = SharedLimits(default=DestinationRule(concurrency=10))
+    first = await store.claim(ClaimRequest("w", LIMIT, 60.0, shared=shared))
+    read = await due_index_reads_after_closing(store, db) - before
+    store = await opened(postgres_dsn)
+    try:
+        rest = []
+        while batch := (await store.claim(ClaimRequest("w", 500, 60.0, shared=shared))).events:
+            rest.extend(batch)
+    finally:
+        await store.close()
+
+    assert len(first.events) == LIMIT
+    assert LIMIT <= read <= 6 * LIMIT, read
+    # None passed over: the later claims take every other one, each once.
+    ids = [event.id for event in [*first.events, *rest]]
+    assert sorted(ids) == sorted(event.id for event in events)

@@ -200,21 +200,24 @@ _PROBE_FREE = """now() >= {d}opened_at + make_interval(secs => %(cooldown)s)
                  AND ({d}probe_by IS NULL OR {d}probe_until < now())"""
 
 CLAIM_SHARED = f"""
-WITH candidates AS MATERIALIZED (
+WITH horizon AS MATERIALIZED (
+    -- The :scan-th due row of any destination, as things stand once the locks are held: when
+    -- the locked destinations have few due rows each, the claim's scan stops there (an index
+    -- condition on events_due) instead of reading the whole backlog, ties included.
+    SELECT next_attempt_at, id FROM events
+     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+     ORDER BY next_attempt_at, id
+     OFFSET %(scan)s - 1
+     LIMIT 1
+),
+candidates AS MATERIALIZED (
     SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type, source FROM events
      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-       AND next_attempt_at <= COALESCE((
-               -- The horizon: the due time of the :scan-th due row of any destination, as
-               -- things stand once the locks are held. When the locked destinations have few
-               -- due rows each, the scan stops there instead of reading the whole backlog.
-               SELECT max(next_attempt_at) FROM (
-                   SELECT next_attempt_at FROM events
-                    WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-                    ORDER BY next_attempt_at
-                    LIMIT %(scan)s) AS looked
-               HAVING count(*) >= %(scan)s), 'infinity')
+       AND (next_attempt_at, id) <= (
+               COALESCE((SELECT next_attempt_at FROM horizon), 'infinity'),
+               COALESCE((SELECT id FROM horizon), ''))
        AND destination_key = ANY(%(locked)s::text[])
-     ORDER BY next_attempt_at
+     ORDER BY next_attempt_at, id
      LIMIT %(scan)s
        FOR UPDATE SKIP LOCKED
 ),

@@ -22,7 +22,8 @@ INSERT INTO timefuse_schema_version (version, name) VALUES
     (5, '0005_shared_limits.sql'),
     (6, '0006_schedules.sql'),
     (7, '0007_request_control.sql'),
-    (8, '0008_source_listing.sql');
+    (8, '0008_source_listing.sql'),
+    (9, '0009_due_index_by_id.sql');
 
 -- Events, RANGE-partitioned by scheduled_at; dated partitions are created at run time.
 CREATE TABLE events (
@@ -64,7 +65,7 @@ CREATE TABLE events (
 
 CREATE TABLE events_default PARTITION OF events DEFAULT;
 
-CREATE INDEX events_due ON events (next_attempt_at) WHERE status = 'PENDING';
+CREATE INDEX events_due ON events (next_attempt_at, id) WHERE status = 'PENDING';
 
 CREATE UNIQUE INDEX events_dedup_key ON events (external_job_id, source, scheduled_at);
 
