@@ -97,6 +97,7 @@ async def _run(options: BenchOptions) -> Report:
             figures = await _through_the_store(store, events)
             shared = None
             if store.capabilities.limits_sharer is not None:
+                _vacuum(url)  # the first pass's dead rows don't weigh on the second
                 again = due_events(options.events, receivers=options.receivers)
                 shared = await _through_the_store(store, again, shared=True)
         finally:
@@ -133,13 +134,17 @@ async def _run(options: BenchOptions) -> Report:
                 "shared_claims": shared["claims"],
             }
         )
-        figures["completed"] += shared["completed"] - count
-        figures["deleted"] += shared["deleted"] - count
-    report.errors = (count - figures["completed"]) + (count - figures["deleted"])
-    if report.errors:
-        report.notes.append(
-            f"completed {figures['completed']:,} and deleted {figures['deleted']:,} of {count:,}"
-        )
+    report.errors = 0
+    for name, done in (("", figures), ("shared claims: ", shared)):
+        if done is None:
+            continue
+        errors = (count - done["completed"]) + (count - done["deleted"])
+        report.errors += errors
+        if errors:
+            report.notes.append(
+                f"{name}completed {done['completed']:,} and deleted {done['deleted']:,}"
+                f" of {count:,}"
+            )
     return report
 
 
@@ -184,6 +189,13 @@ async def _through_the_store(
         "deleted": deleted,
         "retention_s": time.perf_counter() - started,
     }
+
+
+def _vacuum(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) events")
 
 
 def _adapter(url: str) -> Any:

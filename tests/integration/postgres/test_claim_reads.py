@@ -11,6 +11,7 @@ locks are held, so a claim that waited behind others' reads past what they took.
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -43,6 +44,7 @@ SELECT count(*) FROM pg_stat_activity
 WAITING_FOR_A_DESTINATION = """
 SELECT count(*) FROM pg_locks
  WHERE locktype = 'advisory' AND classid = %s AND NOT granted
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
@@ -103,7 +105,8 @@ async def test_a_claim_of_one_event_per_destination_stops_where_it_looked(
 
     # The earliest due, one per destination, as before.
     assert [event.id for event in batch.events] == [event.id for event in events[:LIMIT]]
-    # What the claim looked at (its limit), then twice that once locked; not the backlog.
+    # What the claim looked at (its limit), then the horizon's and its own reads of twice
+    # that once locked (250 in all); not the backlog.
     assert LIMIT <= read <= 6 * LIMIT, read
 
 
@@ -146,13 +149,14 @@ async def test_claims_that_queued_behind_a_destinations_lock_each_get_a_full_bat
 async def test_a_claim_stops_where_it_looked_among_events_due_at_one_instant(
     postgres_dsn: str, db: Db
 ) -> None:
-    # A cron time or a herd: every event due at the same instant, each to its own receiver.
+    # A cron time or a herd: every event due at the same instant, each to its own receiver,
+    # stored in an order that is not their ids' (as ids made from dedup keys are not).
     at = datetime.now(UTC) - timedelta(minutes=5)
     events = [
         make_event(destination=f"https://receiver-{n}.example/hook", scheduled_at=at)
         for n in range(BACKLOG)
     ]
-    await stored(postgres_dsn, events)
+    await stored(postgres_dsn, random.Random(7).sample(events, len(events)))
     store = await opened(postgres_dsn)
     before = await due_index_reads_after_closing(store, db)
 
@@ -173,3 +177,41 @@ async def test_a_claim_stops_where_it_looked_among_events_due_at_one_instant(
     # None passed over: the later claims take every other one, each once.
     ids = [event.id for event in [*first.events, *rest]]
     assert sorted(ids) == sorted(event.id for event in events)
+
+
+async def test_events_due_at_one_instant_across_partitions_are_each_claimed(
+    postgres_dsn: str, db: Db
+) -> None:
+    # Due at the same instant (handed back together, say), stored in two partitions: today's
+    # (later ids) and an older one's. Each claim gets its full batch, none comes back empty.
+    now = datetime.now(UTC)
+    due = now - timedelta(seconds=30)
+    # The older ones made first: smaller ids, as ids made from scheduled times are.
+    older = [
+        make_event(
+            destination=f"https://o{n}.example/h",
+            scheduled_at=now - timedelta(days=3),
+            next_attempt_at=due,
+        )
+        for n in range(300)
+    ]
+    today = [
+        make_event(destination=f"https://t{n}.example/h", scheduled_at=now, next_attempt_at=due)
+        for n in range(500)
+    ]
+    await stored(postgres_dsn, [*today, *older])
+    db.execute("ANALYZE events")  # as autovacuum would: the plan then reads by due time
+    store = await opened(postgres_dsn)
+    try:
+        shared = SharedLimits(default=DestinationRule(concurrency=10))
+        sizes = []
+        claimed: list[str] = []
+        for _ in range(8):
+            batch = await store.claim(ClaimRequest("w", 100, 60.0, shared=shared))
+            sizes.append(len(batch.events))
+            claimed.extend(event.id for event in batch.events)
+    finally:
+        await store.close()
+
+    assert sizes == [100] * 8
+    assert sorted(claimed) == sorted(event.id for event in [*today, *older])

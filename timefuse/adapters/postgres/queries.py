@@ -172,12 +172,18 @@ SELECT delivery_type, count(*) FROM events
 
 LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
 
+# The destinations of the first :scan due rows, in (due time, id) order as the claim reads
+# them, and the last of those rows (its destination NULL).
 SHARED_DUE_KEYS = f"""
-SELECT DISTINCT destination_key FROM (
-    SELECT destination_key FROM events
+WITH due AS (
+    SELECT destination_key, next_attempt_at, id FROM events
      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-     ORDER BY next_attempt_at
-     LIMIT %(scan)s) AS due
+     ORDER BY next_attempt_at, id
+     LIMIT %(scan)s
+)
+SELECT DISTINCT destination_key, NULL::timestamptz, NULL::text FROM due
+UNION ALL
+(SELECT NULL, next_attempt_at, id FROM due ORDER BY next_attempt_at DESC, id DESC LIMIT 1)
 """
 
 LOCK_DESTINATIONS = """
@@ -201,21 +207,30 @@ _PROBE_FREE = """now() >= {d}opened_at + make_interval(secs => %(cooldown)s)
 
 CLAIM_SHARED = f"""
 WITH horizon AS MATERIALIZED (
-    -- The :scan-th due row of any destination, as things stand once the locks are held: when
-    -- the locked destinations have few due rows each, the claim's scan stops there (an index
-    -- condition on events_due) instead of reading the whole backlog, ties included.
-    SELECT next_attempt_at, id FROM events
-     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-     ORDER BY next_attempt_at, id
-     OFFSET %(scan)s - 1
+    -- How far the claim reads, in (due time, id) order, so that when the locked destinations
+    -- have few due rows each it stops there (an index condition on events_due) instead of
+    -- reading the whole backlog, ties included: the later of the :scan-th due row of any
+    -- destination as things stand once the locks are held (no bound with fewer due), and the
+    -- last row the destinations were found in (:looked_at, :looked_id), so each locked
+    -- destination's rows seen then are within it.
+    SELECT at, id FROM (
+        SELECT COALESCE(h.at, 'infinity') AS at, COALESCE(h.id, '') COLLATE "C" AS id
+          FROM (SELECT 1) AS one
+          LEFT JOIN (SELECT next_attempt_at AS at, id FROM events
+                      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+                      ORDER BY next_attempt_at, id
+                     OFFSET %(scan)s - 1
+                      LIMIT 1) AS h ON true
+        UNION ALL
+        SELECT %(looked_at)s::timestamptz, %(looked_id)s::text COLLATE "C"
+    ) AS bounds
+     ORDER BY at DESC, id DESC
      LIMIT 1
 ),
 candidates AS MATERIALIZED (
     SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type, source FROM events
      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-       AND (next_attempt_at, id) <= (
-               COALESCE((SELECT next_attempt_at FROM horizon), 'infinity'),
-               COALESCE((SELECT id FROM horizon), ''))
+       AND (next_attempt_at, id) <= ((SELECT at FROM horizon), (SELECT id FROM horizon))
        AND destination_key = ANY(%(locked)s::text[])
      ORDER BY next_attempt_at, id
      LIMIT %(scan)s

@@ -347,23 +347,25 @@ class PostgresEventStore(PostgresSchedules):
         (``want_now``) the store's now when none were: the rows carry it otherwise."""
         async with self._connection() as conn, conn.transaction():
             found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
-            keys = sorted(key for (key,) in found)
+            keys = sorted(key for key, _, _ in found if key is not None)
+            looked = next(((at, id_) for key, at, id_ in found if key is None), (None, None))
             rows = []
             if keys:
                 await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
                 # No more rows are read (and locked) than these destinations could take: a
                 # capped destination's backlog costs a claim its cap, not the claim's limit.
                 # At least as many as the destinations were found in, though: each of them
-                # then has its earliest due rows read (unless earlier ones fell due since),
-                # so none is passed over unread. The statement reads no further than the
-                # :scan-th due row of any destination, as it finds them once the locks are
-                # held: claims that queued behind these locks took what they took.
+                # then has its earliest due rows read, so none is passed over unread. The
+                # statement reads as far as the last row they were found in, or the :scan-th
+                # due row as it finds them once the locks are held if that is further (claims
+                # that queued behind these locks took what they took), and no further.
                 limit = params["limit"]
                 bounds = [most_claimable(key) for key in keys]
                 if None not in bounds:
                     limit = max(1, min(limit, sum(b for b in bounds if b is not None)))
                 scan = max(limit * SHARED_SCAN_FACTOR, params["scan"])
-                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan}
+                claim_params = {**params, "locked": keys, "limit": limit, "scan": scan,
+                                "looked_at": looked[0], "looked_id": looked[1]}  # fmt: skip
                 rows = await fetch_binary(conn, queries.CLAIM_SHARED, claim_params)
             now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
         return keys, rows, now
