@@ -176,6 +176,23 @@ def test_a_figure_that_could_not_be_measured_is_null_in_the_json() -> None:
     assert set(found) >= {"parameters", "target", "knee", "run", "store", "errors", "notes"}
 
 
+def test_a_retention_that_failed_is_said_in_the_table_with_the_run_s_store_figures() -> None:
+    from timefuse.bench.day_report import _write_store
+
+    figures = {"database_mb": 9.0, "wal_position_mb": 100.0}
+    store = {
+        "before": figures,
+        "after_run": {"database_mb": 2058.0, "wal_position_mb": 5763.0},
+        "after_retention": {"database_mb": 2058.0, "wal_position_mb": 5763.0},
+        "retention": {"error": "PostgreSQL: deadlock detected"},
+    }
+    lines: list[str] = []
+    _write_store(store, lines.append)
+    assert "2,058 MB after the run" in lines[0]
+    assert "retention (failed: PostgreSQL: deadlock detected)" in lines[0]
+    assert "WAL written 5,663 MB" in lines[0]
+
+
 # -- options -------------------------------------------------------------------------------------
 
 

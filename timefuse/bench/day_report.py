@@ -350,11 +350,15 @@ def _write_store(store: dict[str, Any], w: Callable[[str], object]) -> None:
     before, after, kept = store["before"], store["after_run"], store["after_retention"]
     retention = store["retention"]
     wal = after["wal_position_mb"] - before["wal_position_mb"]
+    deleted = (
+        f"failed: {retention['error']}"
+        if "error" in retention
+        else f"{retention['deleted']:,} events deleted in {retention['seconds']:.1f} s"
+    )
     w(
         f"  PostgreSQL: database {before['database_mb']:,.0f} MB before, "
         f"{after['database_mb']:,.0f} MB after the run, {kept['database_mb']:,.0f} MB after "
-        f"retention ({retention['deleted']:,} events deleted in {retention['seconds']:.1f} s); "
-        f"WAL written {wal:,.0f} MB\n"
+        f"retention ({deleted}); WAL written {wal:,.0f} MB\n"
     )
     disk = store.get("disk", {})
     w(

@@ -206,3 +206,31 @@ async def test_upgrading_a_database_with_events_keeps_their_counts_and_histories
         assert [record.sequence for record in await store.attempts("c")] == [1, 2, 3]
     finally:
         await store.close()
+
+
+async def test_rebuilding_the_due_index_under_claims_deadlocks_nothing(postgres_dsn: str) -> None:
+    # A live cluster during a rolling deploy: a claim has read events and will write them
+    # when the migration that swaps the due index starts. Neither may be aborted.
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+        await apply_migrations(conn, target=8)
+    with psycopg.connect(postgres_dsn) as claim:
+        claim.execute("SELECT count(*) FROM events WHERE status = 'PENDING'")  # reads first
+        async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+            migrating = asyncio.create_task(apply_migrations(conn))
+            with psycopg.connect(postgres_dsn, autocommit=True) as db:
+                for _ in range(400):
+                    waiting = db.execute(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                        " WHERE d.datname = current_database() AND NOT l.granted"
+                        " AND l.mode = 'AccessExclusiveLock'"
+                    ).fetchone()
+                    if waiting is not None and waiting[0]:
+                        break
+                    await asyncio.sleep(0.025)
+                else:
+                    raise AssertionError("the migration never waited for the claim")
+            # Then writes them, while the migration waits for it.
+            claim.execute("UPDATE events SET attempts = attempts WHERE status = 'PENDING'")
+            claim.commit()
+            applied = await asyncio.wait_for(migrating, timeout=30)
+    assert applied == ["0009_due_index_by_id.sql"]
