@@ -21,7 +21,7 @@ from tests.integration.postgres.conftest import Db
 from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres.queries import LOCK_NAMESPACE
 from timefuse.domain.event import Event
-from timefuse.ports.store import ClaimRequest, DestinationRule, SharedLimits
+from timefuse.ports.store import ClaimBatch, ClaimRequest, DestinationRule, SharedLimits
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event
 
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.postgres
 
 BACKLOG = 3000
 LIMIT = 50
+CAPPED = SharedLimits(default=DestinationRule(concurrency=10))
 
 DUE_INDEX_READS = """
 SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes
@@ -83,6 +84,19 @@ async def due_index_reads_after_closing(store: Store, db: Db) -> int:
     return int(row[0])
 
 
+async def first_claim_and_its_reads(
+    dsn: str, db: Db, events: list[Event]
+) -> tuple[ClaimBatch, int]:
+    """Store ``events``, then one claim of :data:`LIMIT` (a cap of 10 per destination): the
+    claim and the due index's entries it read."""
+    await stored(dsn, events)
+    store = await opened(dsn)
+    before = await due_index_reads_after_closing(store, db)
+    store = await opened(dsn)
+    batch = await store.claim(ClaimRequest("w", LIMIT, 60.0, shared=CAPPED))
+    return batch, await due_index_reads_after_closing(store, db) - before
+
+
 async def test_a_claim_of_one_event_per_destination_stops_where_it_looked(
     postgres_dsn: str, db: Db
 ) -> None:
@@ -94,14 +108,7 @@ async def test_a_claim_of_one_event_per_destination_stops_where_it_looked(
         )
         for n in range(BACKLOG)
     ]
-    await stored(postgres_dsn, events)
-    store = await opened(postgres_dsn)
-    before = await due_index_reads_after_closing(store, db)
-
-    store = await opened(postgres_dsn)
-    shared = SharedLimits(default=DestinationRule(concurrency=10))
-    batch = await store.claim(ClaimRequest("w", LIMIT, 60.0, shared=shared))
-    read = await due_index_reads_after_closing(store, db) - before
+    batch, read = await first_claim_and_its_reads(postgres_dsn, db, events)
 
     # The earliest due, one per destination, as before.
     assert [event.id for event in batch.events] == [event.id for event in events[:LIMIT]]
@@ -156,18 +163,12 @@ async def test_a_claim_stops_where_it_looked_among_events_due_at_one_instant(
         make_event(destination=f"https://receiver-{n}.example/hook", scheduled_at=at)
         for n in range(BACKLOG)
     ]
-    await stored(postgres_dsn, random.Random(7).sample(events, len(events)))
-    store = await opened(postgres_dsn)
-    before = await due_index_reads_after_closing(store, db)
-
-    store = await opened(postgres_dsn)
-    shared = SharedLimits(default=DestinationRule(concurrency=10))
-    first = await store.claim(ClaimRequest("w", LIMIT, 60.0, shared=shared))
-    read = await due_index_reads_after_closing(store, db) - before
+    shuffled = random.Random(7).sample(events, len(events))
+    first, read = await first_claim_and_its_reads(postgres_dsn, db, shuffled)
     store = await opened(postgres_dsn)
     try:
         rest = []
-        while batch := (await store.claim(ClaimRequest("w", 500, 60.0, shared=shared))).events:
+        while batch := (await store.claim(ClaimRequest("w", 500, 60.0, shared=CAPPED))).events:
             rest.extend(batch)
     finally:
         await store.close()
@@ -203,7 +204,7 @@ async def test_events_due_at_one_instant_across_partitions_are_each_claimed(
     db.execute("ANALYZE events")  # as autovacuum would: the plan then reads by due time
     store = await opened(postgres_dsn)
     try:
-        shared = SharedLimits(default=DestinationRule(concurrency=10))
+        shared = CAPPED
         sizes = []
         claimed: list[str] = []
         for _ in range(8):
