@@ -173,17 +173,15 @@ SELECT delivery_type, count(*) FROM events
 LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
 
 # The destinations of the first :scan due rows, in (due time, id) order as the claim reads
-# them, and the last of those rows (its destination NULL).
+# them, and the last of those rows' due time and id.
 SHARED_DUE_KEYS = f"""
-WITH due AS (
-    SELECT destination_key, next_attempt_at, id FROM events
-     WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-     ORDER BY next_attempt_at, id
-     LIMIT %(scan)s
-)
-SELECT DISTINCT destination_key, NULL::timestamptz, NULL::text FROM due
-UNION ALL
-(SELECT NULL, next_attempt_at, id FROM due ORDER BY next_attempt_at DESC, id DESC LIMIT 1)
+SELECT array_agg(DISTINCT destination_key),
+       (array_agg(next_attempt_at ORDER BY next_attempt_at DESC, id DESC))[1],
+       (array_agg(id ORDER BY next_attempt_at DESC, id DESC))[1]
+  FROM (SELECT destination_key, next_attempt_at, id FROM events
+         WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+         ORDER BY next_attempt_at, id
+         LIMIT %(scan)s) AS due
 """
 
 LOCK_DESTINATIONS = """

@@ -346,9 +346,10 @@ class PostgresEventStore(PostgresSchedules):
         """One round of a shared claim: the due destinations looked at, the rows claimed, and
         (``want_now``) the store's now when none were: the rows carry it otherwise."""
         async with self._connection() as conn, conn.transaction():
-            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchall()
-            keys = sorted(key for key, _, _ in found if key is not None)
-            looked = next(((at, id_) for key, at, id_ in found if key is None), (None, None))
+            found = await (await conn.execute(queries.SHARED_DUE_KEYS, params)).fetchone()
+            if found is None:
+                raise StoreError("the due-destinations statement returned no row")
+            keys, looked_at, looked_id = sorted(found[0] or []), found[1], found[2]
             rows = []
             if keys:
                 await conn.execute(queries.LOCK_DESTINATIONS, {**params, "keys": keys})
@@ -365,7 +366,7 @@ class PostgresEventStore(PostgresSchedules):
                     limit = max(1, min(limit, sum(b for b in bounds if b is not None)))
                 scan = max(limit * SHARED_SCAN_FACTOR, params["scan"])
                 claim_params = {**params, "locked": keys, "limit": limit, "scan": scan,
-                                "looked_at": looked[0], "looked_id": looked[1]}  # fmt: skip
+                                "looked_at": looked_at, "looked_id": looked_id}  # fmt: skip
                 rows = await fetch_binary(conn, queries.CLAIM_SHARED, claim_params)
             now = await fetch_value(conn, queries.NOW) if want_now and not rows else None
         return keys, rows, now
