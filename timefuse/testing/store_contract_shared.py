@@ -211,6 +211,24 @@ class SharedLimitsContract:
         assert await store.open_breakers() == []
         assert (await take(store, "worker-b", shared))[0] == failing[1:]
 
+    async def test_a_held_sources_due_events_keep_no_other_source_out_of_reach(
+        self, store: Store
+    ) -> None:
+        # A held source's events first, a full destination's backlog after them, then another
+        # source's events to the held source's destination: a claim of 10 reads 20 rows ahead
+        # at most, which must not be the held ones' and the full one's.
+        await due_events(store, 10, source="held", age=300.0)
+        await due_events(store, 40, url="https://full.example/hook", age=200.0)
+        healthy = await due_events(store, 3, source="healthy")
+        shared = limits(
+            overrides={"full.example:443": DestinationRule(concurrency=1)},
+            breaker_cooldown_seconds=60.0,
+        )
+        elsewhere = DueFilter(excluded_destinations=frozenset({KEY}))
+        assert len((await take(store, "worker-b", shared, limit=1, due=elsewhere))[0]) == 1
+        await store.publish_breaker(source_breaker_key(KEY, "held"), open=True)
+        assert (await take(store, "worker-a", shared, limit=10))[0] == healthy
+
     async def test_a_destinations_breaker_holds_every_source(
         self, store: Store, store_time: StoreTime
     ) -> None:

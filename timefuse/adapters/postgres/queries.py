@@ -172,18 +172,6 @@ SELECT delivery_type, count(*) FROM events
 
 LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
 
-# The destinations of the first :scan due rows, in (due time, id) order as the claim reads
-# them, and the last of those rows' due time and id.
-SHARED_DUE_KEYS = f"""
-SELECT array_agg(DISTINCT destination_key),
-       (array_agg(next_attempt_at ORDER BY next_attempt_at DESC, id DESC))[1],
-       (array_agg(id ORDER BY next_attempt_at DESC, id DESC))[1]
-  FROM (SELECT destination_key, next_attempt_at, id FROM events
-         WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
-         ORDER BY next_attempt_at, id
-         LIMIT %(scan)s) AS due
-"""
-
 LOCK_DESTINATIONS = """
 SELECT count(pg_advisory_xact_lock(%(namespace)s, hashtext(key)))
   FROM (SELECT key FROM unnest(%(keys)s::text[]) AS key ORDER BY key) AS ordered
@@ -203,6 +191,26 @@ _UNLIMITED = "1073741824"
 _PROBE_FREE = """now() >= {d}opened_at + make_interval(secs => %(cooldown)s)
                  AND ({d}probe_by IS NULL OR {d}probe_until < now())"""
 
+# A due row of a source held at its destination by its own open breaker (no probe free): the
+# first statement and the horizon look past it, or such rows could fill what a claim looks at
+# and keep the destination's other sources out of reach.
+_NOT_HELD = f"""
+   AND NOT EXISTS (SELECT 1 FROM timefuse_destinations AS b
+                    WHERE b.key = {_SOURCE_BREAKER_KEY.format(t="events.")}
+                      AND b.breaker = 'OPEN' AND NOT ({_PROBE_FREE.format(d="b.")}))"""
+
+# The destinations of the first :scan due rows, in (due time, id) order as the claim reads
+# them, and the last of those rows' due time and id.
+SHARED_DUE_KEYS = f"""
+SELECT array_agg(DISTINCT destination_key),
+       (array_agg(next_attempt_at ORDER BY next_attempt_at DESC, id DESC))[1],
+       (array_agg(id ORDER BY next_attempt_at DESC, id DESC))[1]
+  FROM (SELECT destination_key, next_attempt_at, id FROM events
+         WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}{_NOT_HELD}
+         ORDER BY next_attempt_at, id
+         LIMIT %(scan)s) AS due
+"""
+
 CLAIM_SHARED = f"""
 WITH horizon AS MATERIALIZED (
     -- How far the claim reads, in (due time, id) order, so that when the locked destinations
@@ -215,7 +223,7 @@ WITH horizon AS MATERIALIZED (
         SELECT COALESCE(h.at, 'infinity') AS at, COALESCE(h.id, '') COLLATE "C" AS id
           FROM (SELECT 1) AS one
           LEFT JOIN (SELECT next_attempt_at AS at, id FROM events
-                      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
+                      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}{_NOT_HELD}
                       ORDER BY next_attempt_at, id
                      OFFSET %(scan)s - 1
                       LIMIT 1) AS h ON true
