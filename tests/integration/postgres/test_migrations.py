@@ -12,8 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres import PostgresEventStore, migrations
 from timefuse.adapters.postgres.migrations import (
+    Migration,
     apply_migrations,
     load_migrations,
     schema_snapshot,
@@ -217,20 +218,52 @@ async def test_rebuilding_the_due_index_under_claims_deadlocks_nothing(postgres_
         claim.execute("SELECT count(*) FROM events WHERE status = 'PENDING'")  # reads first
         async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
             migrating = asyncio.create_task(apply_migrations(conn))
-            with psycopg.connect(postgres_dsn, autocommit=True) as db:
-                for _ in range(400):
-                    waiting = db.execute(
-                        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
-                        " WHERE d.datname = current_database() AND NOT l.granted"
-                        " AND l.mode = 'AccessExclusiveLock'"
-                    ).fetchone()
-                    if waiting is not None and waiting[0]:
-                        break
-                    await asyncio.sleep(0.025)
-                else:
-                    raise AssertionError("the migration never waited for the claim")
+            await _until_an_access_exclusive_lock_waits(postgres_dsn)
             # Then writes them, while the migration waits for it.
             claim.execute("UPDATE events SET attempts = attempts WHERE status = 'PENDING'")
             claim.commit()
             applied = await asyncio.wait_for(migrating, timeout=30)
     assert applied == ["0009_due_index_by_id.sql"]
+
+
+async def test_a_migration_chosen_as_a_deadlocks_victim_is_applied_again(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A later migration locks two tables; a live write holds the second and then asks for the
+    # first. PostgreSQL aborts the migration (it waited first, so its backend looks for a
+    # deadlock first, deadlock_timeout after it began to wait):
+    # the runner applies it again once the write is done, instead of failing the deploy.
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+        await apply_migrations(conn)
+    known = load_migrations()
+    version = len(known) + 1
+    two_tables = Migration(
+        version,
+        f"{version:04d}_two_tables.sql",
+        "LOCK TABLE timefuse_destinations IN ACCESS EXCLUSIVE MODE;\n"
+        "LOCK TABLE events IN ACCESS EXCLUSIVE MODE;\n",
+    )
+    monkeypatch.setattr(migrations, "load_migrations", lambda: [*known, two_tables])
+    with psycopg.connect(postgres_dsn) as write:
+        write.execute("UPDATE events SET attempts = attempts")  # holds events
+        async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+            migrating = asyncio.create_task(apply_migrations(conn))
+            await _until_an_access_exclusive_lock_waits(postgres_dsn)
+            await asyncio.to_thread(write.execute, "SELECT count(*) FROM timefuse_destinations")
+            write.commit()
+            applied = await asyncio.wait_for(migrating, timeout=30)
+    assert applied == [two_tables.name]
+
+
+async def _until_an_access_exclusive_lock_waits(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as db:
+        for _ in range(400):
+            waiting = db.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE d.datname = current_database() AND NOT l.granted"
+                " AND l.mode = 'AccessExclusiveLock'"
+            ).fetchone()
+            if waiting is not None and waiting[0]:
+                return
+            await asyncio.sleep(0.025)
+    raise AssertionError("the migration never waited")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+
+from psycopg import errors
 
 from timefuse.adapters.postgres import queries
 from timefuse.adapters.postgres.connection import Connection
@@ -28,6 +31,11 @@ CREATE TABLE IF NOT EXISTS timefuse_schema_version (
 """
 CURRENT_VERSION = "SELECT COALESCE(max(version), 0) FROM timefuse_schema_version"
 RECORD_VERSION = "INSERT INTO timefuse_schema_version (version, name) VALUES (%s, %s)"
+
+# A migration that locks a table a live claim or write already holds, while that one waits for
+# a lock the migration took, is chosen as a deadlock's victim now and then: it is applied again,
+# from the start (its transaction was rolled back), this many times in all.
+MIGRATION_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,18 @@ async def apply_migrations(conn: Connection, *, target: int | None = None) -> li
     migration leaves the schema as it was.
     """
     migrations = [m for m in load_migrations() if target is None or m.version <= target]
+    attempt = 1
+    while True:
+        try:
+            return await _apply(conn, migrations)
+        except errors.DeadlockDetected:
+            if attempt == MIGRATION_ATTEMPTS:
+                raise
+        await asyncio.sleep(0.1 * attempt)
+        attempt += 1
+
+
+async def _apply(conn: Connection, migrations: list[Migration]) -> list[str]:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         await conn.execute(CREATE_VERSION_TABLE)
