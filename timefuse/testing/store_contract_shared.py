@@ -138,6 +138,64 @@ class SharedLimitsContract:
         assert len((await take(store, "worker-b", shared))[0]) == 1
         assert (await take(store, "worker-a", shared))[0] == []
 
+    async def test_a_rate_limited_destinations_backlog_does_not_hide_the_others_due_events(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        # A's 30 events (a burst of 2, a token every 2 s) fall due before B's 15: a claim of 10
+        # looks at A's rows only and A takes its burst; the claim must look past A for the rest.
+        # Out of tokens, A takes nothing, claim after claim, until one comes back.
+        limited = await due_events(store, 30, age=120.0)
+        others = await due_events(store, 15, url="https://other.example/hook")
+        shared = limits(overrides={KEY: DestinationRule(rate=0.5, burst=2)})
+        assert (await take(store, "worker-a", shared, limit=10))[0] == limited[:2] + others[:8]
+        assert (await take(store, "worker-b", shared, limit=10))[0] == others[8:]
+        assert (await take(store, "worker-a", shared, limit=10))[0] == []  # only A's are due
+        await store_time.advance(2.1)
+        assert (await take(store, "worker-b", shared, limit=10))[0] == limited[2:3]
+
+    async def test_a_destination_found_beside_one_out_of_tokens_is_read_past_where_it_was_found(
+        self, store: Store
+    ) -> None:
+        # A's 8 events (a burst of 2) fall due before B's 20: a claim of 10 finds A and B in its
+        # first 10 due rows, only two of them B's. A takes its burst, then nothing: the claim must
+        # read B's rows past the ones it found B in to fill up, since later rounds pass B over.
+        limited = await due_events(store, 8, age=120.0)
+        others = await due_events(store, 20, url="https://other.example/hook")
+        shared = limits(overrides={KEY: DestinationRule(rate=0.5, burst=2)})
+        assert (await take(store, "worker-a", shared, limit=10))[0] == limited[:2] + others[:8]
+        assert (await take(store, "worker-b", shared, limit=10))[0] == others[8:18]
+
+    async def test_a_destination_found_in_the_last_row_looked_at_takes_all_its_cap_allows(
+        self, store: Store
+    ) -> None:
+        # A (cap 2) is full with worker-c's claims and has 9 more due before B's 5 (cap 3): a
+        # claim of 10 finds B in the last of the 10 rows it looks at. Reading no further than
+        # that, B would give one event a claim; it gives three to the first, and no more: what
+        # the claim took in one round counts toward B's cap in the next.
+        await due_events(store, 11, age=120.0)
+        others = await due_events(store, 5, url="https://other.example/hook")
+        shared = limits(
+            overrides={KEY: DestinationRule(concurrency=2),
+                       "other.example:443": DestinationRule(concurrency=3)}
+        )  # fmt: skip
+        assert len((await take(store, "worker-c", shared, limit=2))[0]) == 2
+        assert (await take(store, "worker-b", shared, limit=10))[0] == others[:3]
+        assert (await take(store, "worker-a", shared, limit=10))[0] == []
+
+    async def test_a_claims_budget_for_a_destination_holds_over_its_rounds(
+        self, store: Store
+    ) -> None:
+        # As above, with B bounded by the claim's own budget (what the process has room for)
+        # instead of a cap: the rounds together take three of B's five.
+        await due_events(store, 11, age=120.0)
+        others = await due_events(store, 5, url="https://other.example/hook")
+        shared = limits(overrides={KEY: DestinationRule(concurrency=2)})
+        assert len((await take(store, "worker-c", shared, limit=2))[0]) == 2
+        request = ClaimRequest("worker-b", 10, 30.0, default_budget=3, shared=shared)
+        batch = await store.claim(request)
+        assert batch is not None
+        assert [event.id for event in batch.events] == others[:3]
+
     async def test_a_host_rule_covers_every_port_and_a_type_rule_its_type(
         self, store: Store
     ) -> None:
@@ -187,6 +245,37 @@ class SharedLimitsContract:
         assert (await take(store, "worker-b", shared))[0] == []
         await store_time.advance(0.3)
         assert len((await take(store, "worker-b", shared))[0]) == 1
+
+    async def test_handed_back_events_are_claimed_again_past_a_full_destinations_rows(
+        self, store: Store, store_time: StoreTime
+    ) -> None:
+        # A (cap 2) is full with worker-c's claims and has 6 more due before B's 20. Worker-a
+        # hands its 10 of B back (a shutdown), worker-b then its own 10 with a delay (a wait that
+        # ran too long): each time, a claim of 10 finds A's 6 rows and 4 of B's first, and must
+        # read on to take B's handed-back events again, in due order, their attempts uncounted.
+        await due_events(store, 8, age=120.0)
+        others = await due_events(store, 20, url="https://other.example/hook")
+        shared = limits(overrides={KEY: DestinationRule(concurrency=2)})
+        assert len((await take(store, "worker-c", shared, limit=2))[0]) == 2
+        elsewhere = DueFilter(excluded_destinations=frozenset({KEY}))
+        first, _ = await take(store, "worker-a", shared, limit=10, due=elsewhere)
+        assert first == others[:10]
+        refs = [ClaimRef.of(event) for event in await store.get_many(first)]
+        assert await store.hand_back(refs, 0.0) == 10
+        # Handed back at once, they keep their places: before B's others.
+        again, _ = await take(store, "worker-b", shared, limit=10)
+        assert again == others[:10]
+        claimed = await store.get_many(again)
+        assert {(event.attempts, event.claim_count) for event in claimed} == {(1, 2)}
+        refs = [ClaimRef.of(event) for event in claimed]
+        assert await store.hand_back(refs, 0.2) == 10
+        await store_time.advance(0.3)
+        # Handed back for later, they are due after B's others, all at one time (then by id).
+        assert (await take(store, "worker-a", shared, limit=10))[0] == others[10:]
+        last, _ = await take(store, "worker-a", shared, limit=10)
+        assert last == sorted(others[:10])
+        claimed = await store.get_many(last)
+        assert {(event.attempts, event.claim_count) for event in claimed} == {(1, 3)}
 
     # -- a source's own breaker at a destination ----------------------------------------------
 

@@ -7,7 +7,9 @@ import contextlib
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -285,42 +287,35 @@ class PostgresEventStore(PostgresSchedules):
         return ClaimBatch(events, store_now)
 
     async def _claim_shared(self, request: ClaimRequest, shared: SharedLimits) -> ClaimBatch:
-        params: dict[str, Any] = {
-            **_due_params(request.due),
-            **_shared_params(shared),
-            "worker": request.worker,
-            "lease": float(request.lease_seconds),
-            "budget_keys": list(request.budgets),
-            "budgets": list(request.budgets.values()),
-            "default_budget": request.default_budget,
-            "namespace": queries.LOCK_NAMESPACE,
-        }
         # A claim looks at the earliest due events only (scan rows). When their destinations
         # are full (at their cap, out of tokens), the next round leaves those out and looks
-        # further: one destination's backlog never hides the others' due events.
+        # further: one destination's backlog never hides the others' due events. A destination
+        # that took some but not all it may (the round read no further than its horizon) is
+        # looked at again, counting what it took as this worker's own.
         events: list[Event] = []
         probes: set[str] = set()
         store_now: datetime | None = None
-        looked_at: list[str] = []
+        taken: Counter[str] = Counter()  # events per destination the rounds so far claimed
+        done: set[str] = set()  # destinations found full, or that took all they may
         rounds = SHARED_CLAIM_ROUNDS if time.monotonic() >= self._one_round_until else 1
         past_the_first = 0  # events the rounds after the first claimed
         for round_number in range(rounds):
             wanted = request.limit - len(events)
-            excluded = sorted({*params["excluded"], *looked_at})
-            round_params = {**params, "excluded": excluded, "limit": wanted,
-                            "scan": wanted}  # fmt: skip
+            round_shared, round_request = _after_taken(shared, request, taken)
+            round_params = _shared_claim_params(round_shared, round_request)
+            round_params.update(excluded=sorted({*round_params["excluded"], *done}),
+                                limit=wanted, scan=wanted)  # fmt: skip
+            most_claimable = partial(_most_claimable, round_shared, round_request)
             claim_round = partial(
-                self._claim_shared_round,
-                round_params,
-                partial(_most_claimable, shared, request),
-                want_now=store_now is None,
+                self._claim_shared_round, round_params, most_claimable, want_now=store_now is None
             )
             keys, rows, round_now = await _past_moved_rows(claim_round)
             store_now = store_now or round_now
+            claimed = [row_to_event(row[:-2]) for row in rows]
             if rows:
                 store_now = rows[0][-1]
                 past_the_first += len(rows) if round_number else 0
-                events.extend(row_to_event(row[:-2]) for row in rows)
+                events.extend(claimed)
                 probes.update(row[0] for row in rows if row[-2])
             if not keys:
                 if round_number and not past_the_first:
@@ -331,7 +326,12 @@ class PostgresEventStore(PostgresSchedules):
                 break
             if len(events) >= request.limit:
                 break
-            looked_at.extend(keys)
+            got = Counter(event.destination_key for event in claimed)
+            taken.update(got)
+            for key in keys:
+                most = most_claimable(key)
+                if not got[key] or (most is not None and got[key] >= most):
+                    done.add(key)
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
         assert store_now is not None
         return ClaimBatch(events, store_now, frozenset(probes))
@@ -809,6 +809,37 @@ def _most_claimable(shared: SharedLimits, request: ClaimRequest, key: str) -> in
     if budget is not None:
         most = min(most, budget)
     return None if most == math.inf else int(most)
+
+
+def _shared_claim_params(shared: SharedLimits, request: ClaimRequest) -> dict[str, Any]:
+    return {
+        **_due_params(request.due),
+        **_shared_params(shared),
+        "worker": request.worker,
+        "lease": float(request.lease_seconds),
+        "budget_keys": list(request.budgets),
+        "budgets": list(request.budgets.values()),
+        "default_budget": request.default_budget,
+        "namespace": queries.LOCK_NAMESPACE,
+    }
+
+
+def _after_taken(
+    shared: SharedLimits, request: ClaimRequest, taken: Mapping[str, int]
+) -> tuple[SharedLimits, ClaimRequest]:
+    """``shared`` and ``request`` for a claim's next round: the events the rounds before it
+    took (committed, PROCESSING under this worker) count as this worker's own, and come out of
+    their destinations' budgets."""
+    if not taken:
+        return shared, request
+    mine = dict(shared.mine)
+    budgets = dict(request.budgets)
+    for key, n in taken.items():
+        mine[key] = mine.get(key, 0) + n
+        budget = budgets.get(key, request.default_budget)
+        if budget is not None:
+            budgets[key] = max(budget - n, 0)
+    return replace(shared, mine=mine), replace(request, budgets=budgets)
 
 
 def _shared_params(shared: SharedLimits) -> dict[str, Any]:
