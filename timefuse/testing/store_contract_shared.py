@@ -182,6 +182,30 @@ class SharedLimitsContract:
         assert (await take(store, "worker-b", shared, limit=10))[0] == others[:3]
         assert (await take(store, "worker-a", shared, limit=10))[0] == []
 
+    async def test_a_destination_given_all_its_room_leaves_the_rounds_to_the_others(
+        self, store: Store
+    ) -> None:
+        # A (cap 4, two held by worker-c), then C and D (cap 1, held), each with a backlog, and
+        # B's 3 due last. A gives its two; looking at A again would spend a round on nothing,
+        # and B would be left behind C's and D's backlogs with no round to reach it.
+        await due_events(store, 32, age=400.0)
+        await due_events(store, 31, url="https://c.example/hook", age=300.0)
+        await due_events(store, 31, url="https://d.example/hook", age=200.0)
+        last = await due_events(store, 3, url="https://b.example/hook")
+        shared = limits(
+            overrides={KEY: DestinationRule(concurrency=4),
+                       "c.example:443": DestinationRule(concurrency=1),
+                       "d.example:443": DestinationRule(concurrency=1)}
+        )  # fmt: skip
+        assert len((await take(store, "worker-c", shared, limit=2))[0]) == 2
+        for held in ("c.example:443", "d.example:443"):
+            others = frozenset({KEY, "c.example:443", "d.example:443"} - {held})
+            due = DueFilter(excluded_destinations=others)
+            assert len((await take(store, "worker-c", shared, limit=1, due=due))[0]) == 1
+        taken, _ = await take(store, "worker-b", shared, limit=10)
+        assert len(taken) == 5
+        assert set(last) <= set(taken)
+
     async def test_a_claims_budget_for_a_destination_holds_over_its_rounds(
         self, store: Store
     ) -> None:

@@ -80,7 +80,8 @@ async def schema_version(conn: Connection) -> int:
 
 
 async def apply_migrations(conn: Connection, *, target: int | None = None) -> list[str]:
-    """Apply the migrations the database lacks (up to ``target``), in one transaction.
+    """Apply the migrations the database lacks (up to ``target``), in one transaction (tried
+    again from the start when PostgreSQL aborts it as a deadlock's victim).
 
     Returns the names of those applied. DDL is transactional in PostgreSQL, so a failing
     migration leaves the schema as it was.

@@ -168,7 +168,9 @@ SELECT delivery_type, count(*) FROM events
 # (SHARED_DUE_KEYS), a transaction-scoped advisory lock on each in key order (LOCK_DESTINATIONS:
 # claims of one destination queue behind each other, so the next one's snapshot sees what
 # the last took), then CLAIM_SHARED, which allows per destination what its cap, tokens and
-# breaker leave, takes it, and spends the tokens.
+# breaker leave, takes it, and spends the tokens. Its rows: each claimed event's columns, how
+# many its destination could give this claim (its room: the rules' allowance within the
+# claim's budget), whether it is a probe, and the store's now.
 
 LOCK_NAMESPACE = 0x7466  # the first key of every destination's advisory lock
 
@@ -356,9 +358,10 @@ source_probes AS (
      WHERE d.key = t.key AND d.breaker = 'OPEN'
     RETURNING d.key
 )
-SELECT c.*, COALESCE(s.probe, false) OR p.key IS NOT NULL, now()
+SELECT c.*, r.budget, COALESCE(s.probe, false) OR p.key IS NOT NULL, now()
   FROM claimed AS c LEFT JOIN spent AS s ON s.key = c.destination_key
   LEFT JOIN source_probes AS p ON p.key = {_SOURCE_BREAKER_KEY.format(t="c.")}
+  JOIN ranked AS r ON r.id = c.id
 """
 
 PUBLISH_BREAKER_OPEN = """

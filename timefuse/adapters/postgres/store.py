@@ -305,13 +305,23 @@ class PostgresEventStore(PostgresSchedules):
             round_params = _shared_claim_params(round_shared, round_request)
             round_params.update(excluded=sorted({*round_params["excluded"], *done}),
                                 limit=wanted, scan=wanted)  # fmt: skip
-            most_claimable = partial(_most_claimable, round_shared, round_request)
             claim_round = partial(
-                self._claim_shared_round, round_params, most_claimable, want_now=store_now is None
+                self._claim_shared_round,
+                round_params,
+                partial(_most_claimable, round_shared, round_request),
+                want_now=store_now is None,
             )
-            keys, rows, round_now = await _past_moved_rows(claim_round)
+            try:
+                keys, rows, round_now = await _past_moved_rows(claim_round)
+            except StoreError:
+                if not events:
+                    raise
+                # The rounds before committed their claims: they are this claim's, or they would
+                # wait out their leases unattempted (and a last attempt would be dead-lettered).
+                log.warning("claim round failed; keeping the rounds before", exc_info=True)
+                break
             store_now = store_now or round_now
-            claimed = [row_to_event(row[:-2]) for row in rows]
+            claimed = [row_to_event(row[:-3]) for row in rows]
             if rows:
                 store_now = rows[0][-1]
                 past_the_first += len(rows) if round_number else 0
@@ -328,11 +338,16 @@ class PostgresEventStore(PostgresSchedules):
                 break
             got = Counter(event.destination_key for event in claimed)
             taken.update(got)
-            for key in keys:
-                most = most_claimable(key)
-                if not got[key] or (most is not None and got[key] >= most):
-                    done.add(key)
-        events.sort(key=lambda event: (event.next_attempt_at, event.id))
+            room = {
+                event.destination_key: row[-3] for event, row in zip(claimed, rows, strict=True)
+            }
+            # Looked at again: a destination that took less than its room (its rows ran out at
+            # the round's horizon, or none more are due: then no round finds it).
+            done.update(key for key in keys if not got[key] or got[key] >= room[key])
+        # A round's event whose lease ran out and was recovered before a later round took it
+        # again: the later claim (its lease the live one) stands.
+        latest = {event.id: event for event in sorted(events, key=lambda e: e.claim_count)}
+        events = sorted(latest.values(), key=lambda event: (event.next_attempt_at, event.id))
         assert store_now is not None
         return ClaimBatch(events, store_now, frozenset(probes))
 

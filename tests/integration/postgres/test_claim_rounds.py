@@ -1,0 +1,106 @@
+"""A shared claim's rounds on PostgreSQL: each round is a transaction of its own, so what the
+earlier rounds took is committed before a later one runs.
+
+A destination found behind a full one's backlog (SharedLimitsContract shows the layout) is
+looked at again in the next round. Between the two, the first round's events are committed
+under this worker: a later round that fails must still hand them over, and one whose earlier
+event was recovered and taken again must hand it over once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.ports.store import DestinationRule, StoreError, StoreUnavailable
+from timefuse.service.store import Store
+from timefuse.testing.store_contract_shared import KEY, due_events, limits, take
+from timefuse.testing.store_contract_support import PAST_SHORT_LEASE, SHORT_LEASE, RealTime
+
+pytestmark = pytest.mark.postgres
+
+OTHER_URL = "https://other.example/hook"
+Round = Callable[..., Awaitable[Any]]
+SHARED = limits(
+    overrides={KEY: DestinationRule(concurrency=2),
+               "other.example:443": DestinationRule(concurrency=3)}
+)  # fmt: skip
+
+
+async def behind_a_full_destination(store: Store) -> list[str]:
+    # A (cap 2) full with worker-c's claims, 9 more due before B's 5 (cap 3): a claim of 10
+    # finds B in the last row its first round reads, and takes two more of B's in a second.
+    await due_events(store, 11, age=120.0)
+    others = await due_events(store, 5, url=OTHER_URL)
+    assert len((await take(store, "worker-c", SHARED, limit=2))[0]) == 2
+    return others
+
+
+def before_the_second_round(
+    monkeypatch: pytest.MonkeyPatch, step: Callable[[], Awaitable[None]]
+) -> None:
+    real: Round = PostgresEventStore._claim_shared_round
+    rounds = 0
+
+    async def round_with_a_step(self: PostgresEventStore, *args: Any, **kwargs: Any) -> Any:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 2:
+            await step()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", round_with_a_step)
+
+
+async def test_a_later_rounds_failure_hands_over_what_the_earlier_rounds_took(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first round's event is committed PROCESSING under worker-b: were the claim to fail
+    # with it, it would wait out its lease unattempted (and a last attempt be dead-lettered).
+    others = await behind_a_full_destination(pg_store)
+
+    async def connection_lost() -> None:
+        raise StoreUnavailable("the connection was lost")
+
+    before_the_second_round(monkeypatch, connection_lost)
+    taken, _ = await take(pg_store, "worker-b", SHARED, limit=10)
+    assert taken == others[:1]
+
+
+async def test_a_first_rounds_failure_is_the_claims(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real: Round = PostgresEventStore._claim_shared_round
+
+    async def refused(self: PostgresEventStore, *args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("the connection was lost")
+
+    await due_events(pg_store, 3)
+    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", refused)
+    with pytest.raises(StoreError):
+        await take(pg_store, "worker-b", SHARED, limit=10)
+    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", real)
+    assert len((await take(pg_store, "worker-b", SHARED, limit=10))[0]) == 2  # none taken before
+
+
+async def test_an_event_recovered_and_taken_again_between_rounds_comes_once_under_its_new_lease(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim stalls between its rounds past its short lease, and recovery puts the first
+    # round's event back: the second round takes it again. The batch holds it once, as the
+    # second round claimed it (that lease is the live one).
+    others = await behind_a_full_destination(pg_store)
+
+    async def stall_and_recover() -> None:
+        await RealTime().advance(PAST_SHORT_LEASE)
+        assert await pg_store.recover_expired_leases() == 1
+
+    before_the_second_round(monkeypatch, stall_and_recover)
+    taken, _ = await take(pg_store, "worker-b", SHARED, limit=10, lease=SHORT_LEASE)
+    # The recovered event still counts toward B's cap in the second round: two, not three.
+    assert sorted(taken) == sorted(others[:2])
+    claimed = {event.id: event for event in await pg_store.get_many(taken)}
+    assert claimed[others[0]].claim_count == 2
