@@ -54,6 +54,25 @@ async def due_events(
     return [event.id for event in events]
 
 
+C_AND_D_CAPPED = {
+    "c.example:443": DestinationRule(concurrency=1),
+    "d.example:443": DestinationRule(concurrency=1),
+}
+
+
+async def c_and_d_full_then_b(store: Store, shared: SharedLimits) -> list[str]:
+    """C's and D's backlogs (cap 1 each, held by worker-c), then B's 3 events, due after
+    whatever is stored already: a claim meeting them needs all its rounds to reach B."""
+    await due_events(store, 31, url="https://c.example/hook", age=300.0)
+    await due_events(store, 31, url="https://d.example/hook", age=200.0)
+    last = await due_events(store, 3, url="https://b.example/hook")
+    for held in C_AND_D_CAPPED:
+        others = frozenset({KEY, *C_AND_D_CAPPED} - {held})
+        due = DueFilter(excluded_destinations=others)
+        assert len((await take(store, "worker-c", shared, limit=1, due=due))[0]) == 1
+    return last
+
+
 @pytest.mark.timefuse_contract
 @pytest.mark.asyncio
 class SharedLimitsContract:
@@ -185,25 +204,41 @@ class SharedLimitsContract:
     async def test_a_destination_given_all_its_room_leaves_the_rounds_to_the_others(
         self, store: Store
     ) -> None:
-        # A (cap 4, two held by worker-c), then C and D (cap 1, held), each with a backlog, and
-        # B's 3 due last. A gives its two; looking at A again would spend a round on nothing,
-        # and B would be left behind C's and D's backlogs with no round to reach it.
+        # A (cap 4, two held by worker-c) first, then C's and D's backlogs, B's 3 last. A gives
+        # its two; looking at A again would spend a round on nothing, and B would be left
+        # behind C's and D's backlogs with no round to reach it.
         await due_events(store, 32, age=400.0)
-        await due_events(store, 31, url="https://c.example/hook", age=300.0)
-        await due_events(store, 31, url="https://d.example/hook", age=200.0)
-        last = await due_events(store, 3, url="https://b.example/hook")
-        shared = limits(
-            overrides={KEY: DestinationRule(concurrency=4),
-                       "c.example:443": DestinationRule(concurrency=1),
-                       "d.example:443": DestinationRule(concurrency=1)}
-        )  # fmt: skip
+        shared = limits(overrides={KEY: DestinationRule(concurrency=4), **C_AND_D_CAPPED})
         assert len((await take(store, "worker-c", shared, limit=2))[0]) == 2
-        for held in ("c.example:443", "d.example:443"):
-            others = frozenset({KEY, "c.example:443", "d.example:443"} - {held})
-            due = DueFilter(excluded_destinations=others)
-            assert len((await take(store, "worker-c", shared, limit=1, due=due))[0]) == 1
+        last = await c_and_d_full_then_b(store, shared)
         taken, _ = await take(store, "worker-b", shared, limit=10)
         assert len(taken) == 5
+        assert set(last) <= set(taken)
+
+    async def test_a_destination_given_all_its_tokens_leaves_the_rounds_to_the_others(
+        self, store: Store
+    ) -> None:
+        # As above, A's room being the two tokens worker-c left in its bucket.
+        await due_events(store, 32, age=400.0)
+        shared = limits(overrides={KEY: DestinationRule(rate=0.001, burst=4), **C_AND_D_CAPPED})
+        only_a = DueFilter(excluded_destinations=frozenset({"c.example:443", "d.example:443"}))
+        assert len((await take(store, "worker-c", shared, limit=2, due=only_a))[0]) == 2
+        last = await c_and_d_full_then_b(store, shared)
+        taken, _ = await take(store, "worker-b", shared, limit=10)
+        assert len(taken) == 5
+        assert set(last) <= set(taken)
+
+    async def test_a_destination_given_its_probe_leaves_the_rounds_to_the_others(
+        self, store: Store
+    ) -> None:
+        # As above, A's breaker open and cooled down: its room is its one probe.
+        await due_events(store, 32, age=400.0)
+        shared = limits(overrides=C_AND_D_CAPPED, breaker_cooldown_seconds=0.0)
+        last = await c_and_d_full_then_b(store, shared)
+        await store.publish_breaker(KEY, open=True)
+        taken, probes = await take(store, "worker-b", shared, limit=10)
+        assert len(probes) == 1
+        assert len(taken) == 4
         assert set(last) <= set(taken)
 
     async def test_a_claims_budget_for_a_destination_holds_over_its_rounds(
@@ -341,6 +376,17 @@ class SharedLimitsContract:
         assert len((await take(store, "worker-b", shared, limit=1, due=elsewhere))[0]) == 1
         await store.publish_breaker(source_breaker_key(KEY, "held"), open=True)
         assert (await take(store, "worker-a", shared, limit=10))[0] == healthy
+
+    async def test_a_held_sources_backlog_keeps_no_other_source_of_its_destination_out(
+        self, store: Store
+    ) -> None:
+        # 30 events of a held source, then another source's 3, to one destination: a claim of
+        # 10 reads at most 20 of its rows, which must not be the held ones.
+        await due_events(store, 30, source="held", age=400.0)
+        healthy = await due_events(store, 3, source="healthy")
+        await store.publish_breaker(source_breaker_key(KEY, "held"), open=True)
+        shared = limits(breaker_cooldown_seconds=60.0)
+        assert (await take(store, "worker-b", shared, limit=10))[0] == healthy
 
     async def test_a_destinations_breaker_holds_every_source(
         self, store: Store, store_time: StoreTime

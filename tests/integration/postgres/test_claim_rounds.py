@@ -68,6 +68,9 @@ async def test_a_later_rounds_failure_hands_over_what_the_earlier_rounds_took(
     before_the_second_round(monkeypatch, connection_lost)
     taken, _ = await take(pg_store, "worker-b", SHARED, limit=10)
     assert taken == others[:1]
+    # A round that reads past backlogs may be what fails (a statement timeout): the next
+    # claims make one round only for a while, rather than fail it again each time.
+    assert (await take(pg_store, "worker-d", SHARED, limit=10))[0] == others[1:2]
 
 
 async def test_a_first_rounds_failure_is_the_claims(

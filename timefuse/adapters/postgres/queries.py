@@ -194,8 +194,8 @@ _PROBE_FREE = """now() >= {d}opened_at + make_interval(secs => %(cooldown)s)
                  AND ({d}probe_by IS NULL OR {d}probe_until < now())"""
 
 # A due row of a source held at its destination by its own open breaker (no probe free): the
-# first statement and the horizon look past it, or such rows could fill what a claim looks at
-# and keep the destination's other sources out of reach.
+# first statement, the horizon and the claim's candidates look past it, or such rows could fill
+# what a claim looks at and keep the destination's other sources out of reach.
 _NOT_HELD = f"""
    AND NOT EXISTS (SELECT 1 FROM timefuse_destinations AS b
                     WHERE b.key = {_SOURCE_BREAKER_KEY.format(t="events.")}
@@ -239,7 +239,7 @@ candidates AS MATERIALIZED (
     SELECT id, scheduled_at, next_attempt_at, destination_key, delivery_type, source FROM events
      WHERE status = 'PENDING' AND next_attempt_at <= now(){_DUE_FILTER}
        AND (next_attempt_at, id) <= ((SELECT at FROM horizon), (SELECT id FROM horizon))
-       AND destination_key = ANY(%(locked)s::text[])
+       AND destination_key = ANY(%(locked)s::text[]){_NOT_HELD}
      ORDER BY next_attempt_at, id
      LIMIT %(scan)s
        FOR UPDATE SKIP LOCKED

@@ -313,12 +313,15 @@ class PostgresEventStore(PostgresSchedules):
             )
             try:
                 keys, rows, round_now = await _past_moved_rows(claim_round)
-            except StoreError:
+            except StoreError as exc:
                 if not events:
                     raise
                 # The rounds before committed their claims: they are this claim's, or they would
                 # wait out their leases unattempted (and a last attempt would be dead-lettered).
-                log.warning("claim round failed; keeping the rounds before", exc_info=True)
+                # The next claims look once only for a while: a round that reads past backlogs
+                # may be what fails (a statement timeout), and a failing store fails them anyway.
+                self._one_round_until = time.monotonic() + ONE_ROUND_SECONDS
+                log.warning("claim round failed; keeping the rounds before", error=str(exc))
                 break
             store_now = store_now or round_now
             claimed = [row_to_event(row[:-3]) for row in rows]
