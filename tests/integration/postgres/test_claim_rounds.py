@@ -10,11 +10,13 @@ event was recovered and taken again must hand it over once.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from timefuse.adapters.postgres import PostgresEventStore
+from timefuse.adapters.postgres import store as postgres_store
 from timefuse.ports.store import DestinationRule, StoreError, StoreUnavailable
 from timefuse.service.store import Store
 from timefuse.testing.store_contract_shared import KEY, due_events, limits, take
@@ -107,3 +109,36 @@ async def test_an_event_recovered_and_taken_again_between_rounds_comes_once_unde
     assert sorted(taken) == sorted(others[:2])
     claimed = {event.id: event for event in await pg_store.get_many(taken)}
     assert claimed[others[0]].claim_count == 2
+
+
+async def test_after_a_long_look_past_a_backlog_claims_look_once_for_twenty_times_as_long(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Looking past a backlog reads all of it: seconds for a million rows. Done every second, it
+    # took PostgreSQL's whole time and the backlog never drained (a ten-million-event day fell
+    # behind for good). Here the look takes 2 s of a fake clock: the next claims look once
+    # only for 40 s.
+    await due_events(pg_store, 10, age=60.0)
+    assert len((await take(pg_store, "worker-c", SHARED, limit=2))[0]) == 2  # KEY is full
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(postgres_store, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    real: Round = PostgresEventStore._claim_shared_round
+    rounds: list[list[str]] = []
+
+    async def timed(self: PostgresEventStore, params: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        rounds.append(params["excluded"])
+        if KEY in params["excluded"]:
+            clock.now += 2.0  # looking past the full destination's backlog
+        return await real(self, params, *args, **kw)
+
+    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", timed)
+    assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
+    assert rounds == [[], [KEY]]
+    clock.now += 30.0
+    rounds.clear()
+    assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
+    assert rounds == [[]]
+    clock.now += 11.0
+    rounds.clear()
+    assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
+    assert rounds == [[], [KEY]]

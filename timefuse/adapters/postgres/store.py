@@ -100,8 +100,12 @@ SHARED_SCAN_FACTOR = 2
 # Rounds of one shared claim, each past the destinations the earlier ones found full.
 SHARED_CLAIM_ROUNDS = 4
 # After rounds that looked past full destinations and claimed nothing there, claims make one
-# round only for this long: another destination's events falling due meanwhile wait that much.
+# round only for this long at least, and for this many times as long as those rounds took: a
+# look past a backlog reads all of it (a million rows: seconds), and done every second it
+# would take the database's whole time, so that a backlog, once there, never drains. Another
+# destination's events falling due meanwhile wait that much longer.
 ONE_ROUND_SECONDS = 1.0
+ONE_ROUND_COST_FACTOR = 20
 # A claim that meets a row a concurrent PATCH has just moved to another partition fails
 # rather than skipping it; it is run again at once, up to this many times in all.
 MOVED_ROW_TRIES = 4
@@ -299,7 +303,9 @@ class PostgresEventStore(PostgresSchedules):
         done: set[str] = set()  # destinations found full, or that took all they may
         rounds = SHARED_CLAIM_ROUNDS if time.monotonic() >= self._one_round_until else 1
         past_the_first = 0  # events the rounds after the first claimed
+        looking_past = 0.0  # seconds the rounds after the first took
         for round_number in range(rounds):
+            started = time.monotonic()
             wanted = request.limit - len(events)
             round_shared, round_request = _after_taken(shared, request, taken)
             round_params = _shared_claim_params(round_shared, round_request)
@@ -320,9 +326,11 @@ class PostgresEventStore(PostgresSchedules):
                 # wait out their leases unattempted (and a last attempt would be dead-lettered).
                 # The next claims look once only for a while: a round that reads past backlogs
                 # may be what fails (a statement timeout), and a failing store fails them anyway.
-                self._one_round_until = time.monotonic() + ONE_ROUND_SECONDS
+                self._one_round_for(looking_past + time.monotonic() - started)
                 log.warning("claim round failed; keeping the rounds before", error=str(exc))
                 break
+            if round_number:
+                looking_past += time.monotonic() - started
             store_now = store_now or round_now
             claimed = [row_to_event(row[:-3]) for row in rows]
             if rows:
@@ -335,7 +343,7 @@ class PostgresEventStore(PostgresSchedules):
                     # Looking past the full destinations found nothing to claim: the next claims
                     # look once only, for a while. Each further round reads the full ones' whole
                     # backlog (a million rows in a herd) to skip it.
-                    self._one_round_until = time.monotonic() + ONE_ROUND_SECONDS
+                    self._one_round_for(looking_past)
                 break
             if len(events) >= request.limit:
                 break
@@ -353,6 +361,12 @@ class PostgresEventStore(PostgresSchedules):
         events = sorted(latest.values(), key=lambda event: (event.next_attempt_at, event.id))
         assert store_now is not None
         return ClaimBatch(events, store_now, frozenset(probes))
+
+    def _one_round_for(self, looking_past: float) -> None:
+        """Claims make one round only for a while: :data:`ONE_ROUND_SECONDS`, or
+        :data:`ONE_ROUND_COST_FACTOR` times ``looking_past`` (what looking past took) if longer."""
+        hold = max(ONE_ROUND_SECONDS, ONE_ROUND_COST_FACTOR * looking_past)
+        self._one_round_until = time.monotonic() + hold
 
     async def _claim_shared_round(
         self,
