@@ -142,3 +142,31 @@ async def test_after_a_long_look_past_a_backlog_claims_look_once_for_twenty_time
     rounds.clear()
     assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
     assert rounds == [[], [KEY]]
+
+
+async def test_a_long_look_past_a_backlog_that_finds_work_holds_the_next_claims_too(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another destination's events behind the backlog, found by each look: were only a look
+    # that finds nothing to pause the next ones, every claim would read the backlog again.
+    await due_events(pg_store, 30, age=60.0)
+    others = await due_events(pg_store, 5, url=OTHER_URL)
+    assert len((await take(pg_store, "worker-c", SHARED, limit=2))[0]) == 2  # KEY is full
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(postgres_store, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    real: Round = PostgresEventStore._claim_shared_round
+    rounds: list[list[str]] = []
+
+    async def timed(self: PostgresEventStore, params: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        rounds.append(params["excluded"])
+        if KEY in params["excluded"]:
+            clock.now += 1.0  # looking past the full destination's backlog
+        return await real(self, params, *args, **kw)
+
+    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", timed)
+    assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == others[:3]
+    assert len(rounds) == 3  # the first, the look that finds B, the look that finds none
+    clock.now += 30.0  # less than 20 times the looks' 2 s
+    rounds.clear()
+    assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
+    assert rounds == [[]]

@@ -99,13 +99,16 @@ SCAN_FACTOR = 4
 SHARED_SCAN_FACTOR = 2
 # Rounds of one shared claim, each past the destinations the earlier ones found full.
 SHARED_CLAIM_ROUNDS = 4
-# After rounds that looked past full destinations and claimed nothing there, claims make one
-# round only for this long at least, and for this many times as long as those rounds took: a
-# look past a backlog reads all of it (a million rows: seconds), and done every second it
-# would take the database's whole time, so that a backlog, once there, never drains. Another
+# After rounds that looked past full destinations and took LOOK_PAST_FREE_SECONDS or more,
+# claims make one round only for ONE_ROUND_COST_FACTOR times as long as those rounds took (up
+# to ONE_ROUND_MOST_SECONDS), and for ONE_ROUND_SECONDS at least when they claimed nothing
+# there: a look past a backlog reads all of it (a million rows: seconds), and done at every
+# claim it takes the claims' time, so that a backlog, once there, never drains. Another
 # destination's events falling due meanwhile wait that much longer.
 ONE_ROUND_SECONDS = 1.0
 ONE_ROUND_COST_FACTOR = 20
+ONE_ROUND_MOST_SECONDS = 300.0
+LOOK_PAST_FREE_SECONDS = 0.05
 # A claim that meets a row a concurrent PATCH has just moved to another partition fails
 # rather than skipping it; it is run again at once, up to this many times in all.
 MOVED_ROW_TRIES = 4
@@ -304,6 +307,7 @@ class PostgresEventStore(PostgresSchedules):
         rounds = SHARED_CLAIM_ROUNDS if time.monotonic() >= self._one_round_until else 1
         past_the_first = 0  # events the rounds after the first claimed
         looking_past = 0.0  # seconds the rounds after the first took
+        hold = 0.0  # at least this long, the next claims make one round only
         for round_number in range(rounds):
             started = time.monotonic()
             wanted = request.limit - len(events)
@@ -326,7 +330,7 @@ class PostgresEventStore(PostgresSchedules):
                 # wait out their leases unattempted (and a last attempt would be dead-lettered).
                 # The next claims look once only for a while: a round that reads past backlogs
                 # may be what fails (a statement timeout), and a failing store fails them anyway.
-                self._one_round_for(looking_past + time.monotonic() - started)
+                hold = ONE_ROUND_SECONDS
                 log.warning("claim round failed; keeping the rounds before", error=str(exc))
                 break
             if round_number:
@@ -343,7 +347,7 @@ class PostgresEventStore(PostgresSchedules):
                     # Looking past the full destinations found nothing to claim: the next claims
                     # look once only, for a while. Each further round reads the full ones' whole
                     # backlog (a million rows in a herd) to skip it.
-                    self._one_round_for(looking_past)
+                    hold = ONE_ROUND_SECONDS
                 break
             if len(events) >= request.limit:
                 break
@@ -355,18 +359,16 @@ class PostgresEventStore(PostgresSchedules):
             # Looked at again: a destination that took less than its room (its rows ran out at
             # the round's horizon, or none more are due: then no round finds it).
             done.update(key for key in keys if not got[key] or got[key] >= room[key])
+        if hold or looking_past >= LOOK_PAST_FREE_SECONDS:
+            hold = max(hold, min(ONE_ROUND_COST_FACTOR * looking_past, ONE_ROUND_MOST_SECONDS))
+        if hold:
+            self._one_round_until = time.monotonic() + hold
         # A round's event whose lease ran out and was recovered before a later round took it
         # again: the later claim (its lease the live one) stands.
         latest = {event.id: event for event in sorted(events, key=lambda e: e.claim_count)}
         events = sorted(latest.values(), key=lambda event: (event.next_attempt_at, event.id))
         assert store_now is not None
         return ClaimBatch(events, store_now, frozenset(probes))
-
-    def _one_round_for(self, looking_past: float) -> None:
-        """Claims make one round only for a while: :data:`ONE_ROUND_SECONDS`, or
-        :data:`ONE_ROUND_COST_FACTOR` times ``looking_past`` (what looking past took) if longer."""
-        hold = max(ONE_ROUND_SECONDS, ONE_ROUND_COST_FACTOR * looking_past)
-        self._one_round_until = time.monotonic() + hold
 
     async def _claim_shared_round(
         self,
