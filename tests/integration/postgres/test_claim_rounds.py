@@ -111,6 +111,30 @@ async def test_an_event_recovered_and_taken_again_between_rounds_comes_once_unde
     assert claimed[others[0]].claim_count == 2
 
 
+class SlowLooks:
+    """A fake monotonic clock for the store, moved on by ``seconds`` in every round that looks
+    past KEY (the full destination's backlog); each round's excluded destinations, in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+        self.now = 1000.0
+        self.rounds: list[list[str]] = []
+        real: Round = PostgresEventStore._claim_shared_round
+        looks = self
+
+        async def timed(self: PostgresEventStore, params: dict[str, Any], *a: Any, **k: Any) -> Any:
+            looks.rounds.append(params["excluded"])
+            if KEY in params["excluded"]:
+                looks.now += seconds
+            return await real(self, params, *a, **k)
+
+        monkeypatch.setattr(postgres_store, "time", SimpleNamespace(monotonic=lambda: self.now))
+        monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", timed)
+
+    def later(self, seconds: float) -> None:
+        self.now += seconds
+        self.rounds.clear()
+
+
 async def test_after_a_long_look_past_a_backlog_claims_look_once_for_twenty_times_as_long(
     pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,28 +144,15 @@ async def test_after_a_long_look_past_a_backlog_claims_look_once_for_twenty_time
     # only for 40 s.
     await due_events(pg_store, 10, age=60.0)
     assert len((await take(pg_store, "worker-c", SHARED, limit=2))[0]) == 2  # KEY is full
-    clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(postgres_store, "time", SimpleNamespace(monotonic=lambda: clock.now))
-    real: Round = PostgresEventStore._claim_shared_round
-    rounds: list[list[str]] = []
-
-    async def timed(self: PostgresEventStore, params: dict[str, Any], *args: Any, **kw: Any) -> Any:
-        rounds.append(params["excluded"])
-        if KEY in params["excluded"]:
-            clock.now += 2.0  # looking past the full destination's backlog
-        return await real(self, params, *args, **kw)
-
-    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", timed)
+    looks = SlowLooks(monkeypatch, 2.0)
     assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
-    assert rounds == [[], [KEY]]
-    clock.now += 30.0
-    rounds.clear()
+    assert looks.rounds == [[], [KEY]]
+    looks.later(30.0)
     assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
-    assert rounds == [[]]
-    clock.now += 11.0
-    rounds.clear()
+    assert looks.rounds == [[]]
+    looks.later(11.0)
     assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
-    assert rounds == [[], [KEY]]
+    assert looks.rounds == [[], [KEY]]
 
 
 async def test_a_long_look_past_a_backlog_that_finds_work_holds_the_next_claims_too(
@@ -152,21 +163,9 @@ async def test_a_long_look_past_a_backlog_that_finds_work_holds_the_next_claims_
     await due_events(pg_store, 30, age=60.0)
     others = await due_events(pg_store, 5, url=OTHER_URL)
     assert len((await take(pg_store, "worker-c", SHARED, limit=2))[0]) == 2  # KEY is full
-    clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(postgres_store, "time", SimpleNamespace(monotonic=lambda: clock.now))
-    real: Round = PostgresEventStore._claim_shared_round
-    rounds: list[list[str]] = []
-
-    async def timed(self: PostgresEventStore, params: dict[str, Any], *args: Any, **kw: Any) -> Any:
-        rounds.append(params["excluded"])
-        if KEY in params["excluded"]:
-            clock.now += 1.0  # looking past the full destination's backlog
-        return await real(self, params, *args, **kw)
-
-    monkeypatch.setattr(PostgresEventStore, "_claim_shared_round", timed)
+    looks = SlowLooks(monkeypatch, 1.0)
     assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == others[:3]
-    assert len(rounds) == 3  # the first, the look that finds B, the look that finds none
-    clock.now += 30.0  # less than 20 times the looks' 2 s
-    rounds.clear()
+    assert len(looks.rounds) == 3  # the first, the look that finds B, the look that finds none
+    looks.later(30.0)  # less than 20 times the looks' 2 s
     assert (await take(pg_store, "worker-b", SHARED, limit=10))[0] == []
-    assert rounds == [[]]
+    assert looks.rounds == [[]]
