@@ -363,10 +363,12 @@ class PostgresEventStore(PostgresSchedules):
             hold = max(hold, min(ONE_ROUND_COST_FACTOR * looking_past, ONE_ROUND_MOST_SECONDS))
         if hold:
             self._one_round_until = time.monotonic() + hold
-        # A round's event whose lease ran out and was recovered before a later round took it
-        # again: the later claim (its lease the live one) stands.
-        latest = {event.id: event for event in sorted(events, key=lambda e: e.claim_count)}
-        events = sorted(latest.values(), key=lambda event: (event.next_attempt_at, event.id))
+        if past_the_first:
+            # A round's event whose lease ran out and was recovered before a later round took
+            # it again: the later claim (its lease the live one) stands.
+            latest = {event.id: event for event in sorted(events, key=lambda e: e.claim_count)}
+            events = list(latest.values())
+        events.sort(key=lambda event: (event.next_attempt_at, event.id))
         assert store_now is not None
         return ClaimBatch(events, store_now, frozenset(probes))
 
