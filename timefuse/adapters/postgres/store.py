@@ -108,7 +108,7 @@ SHARED_CLAIM_ROUNDS = 4
 ONE_ROUND_SECONDS = 1.0
 ONE_ROUND_COST_FACTOR = 20
 ONE_ROUND_MOST_SECONDS = 300.0
-LOOK_PAST_FREE_SECONDS = 0.05
+LOOK_PAST_FREE_SECONDS = 0.25
 # A claim that meets a row a concurrent PATCH has just moved to another partition fails
 # rather than skipping it; it is run again at once, up to this many times in all.
 MOVED_ROW_TRIES = 4
@@ -331,6 +331,7 @@ class PostgresEventStore(PostgresSchedules):
                 # The next claims look once only for a while: a round that reads past backlogs
                 # may be what fails (a statement timeout), and a failing store fails them anyway.
                 hold = ONE_ROUND_SECONDS
+                looking_past += time.monotonic() - started
                 log.warning("claim round failed; keeping the rounds before", error=str(exc))
                 break
             if round_number:
