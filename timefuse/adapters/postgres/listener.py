@@ -32,11 +32,14 @@ def parse_due(payload: str) -> datetime | None:
         return None
 
 
-async def watch_due(url: str, notify: Notify, stop: asyncio.Event) -> None:
+async def watch_due(
+    url: str, notify: Notify, stop: asyncio.Event, listening: Callable[[bool], None]
+) -> None:
     """Call ``notify`` for every notification on the due channel until ``stop`` is set.
 
     Listens on a dedicated connection and reconnects when it breaks. ``notify(None)`` follows
     every (re)connection, since notifications sent while nobody listened are lost.
+    ``listening(True)`` follows each LISTEN, ``listening(False)`` each loss of it.
     """
     failures = 0
     while not stop.is_set():
@@ -44,8 +47,12 @@ async def watch_due(url: str, notify: Notify, stop: asyncio.Event) -> None:
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {DUE_CHANNEL}")
                 failures = 0
-                notify(None)
-                await _relay(conn, notify, stop)
+                listening(True)
+                try:
+                    notify(None)
+                    await _relay(conn, notify, stop)
+                finally:
+                    listening(False)
         except psycopg.Error as exc:
             delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
             failures += 1

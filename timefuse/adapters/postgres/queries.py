@@ -93,9 +93,12 @@ NOTIFY_DUE = f"SELECT pg_notify('{DUE_CHANNEL}', %(payload)s)"
 # (chr(31): neither a source nor a destination holds a control character).
 _SOURCE_BREAKER_KEY = "{t}destination_key || chr(31) || {t}source"
 
-# The due filter: the types this dispatcher delivers (NULL: any), destinations it leaves now,
-# and sources it leaves at a destination (held by their own breakers).
+# The due filter: from the process's floor on (see due_floor: an index condition that skips
+# the entries claimed events left behind), the types this dispatcher delivers (NULL: any),
+# destinations it leaves now, and sources it leaves at a destination (held by their own
+# breakers).
 _DUE_FILTER = f"""
+   AND (next_attempt_at, id) >= (%(floor_at)s::timestamptz, %(floor_id)s::text COLLATE "C")
    AND (%(types)s::text[] IS NULL OR delivery_type = ANY(%(types)s::text[]))
    AND destination_key <> ALL(%(excluded)s::text[])
    AND (cardinality(%(held)s::text[]) = 0
@@ -382,6 +385,19 @@ UPDATE timefuse_destinations
 OPEN_BREAKERS = """
 SELECT key, extract(epoch FROM now() - opened_at), probe_by FROM timefuse_destinations
  WHERE breaker = 'OPEN' ORDER BY key
+"""
+
+# The floor's lookup: the earliest PENDING row, from the front of the due index, or a moment
+# before now if that is earlier (or there is none).
+DUE_FLOOR = """
+SELECT CASE WHEN f.at < now() - make_interval(secs => %(margin)s) THEN f.at
+            ELSE now() - make_interval(secs => %(margin)s) END,
+       CASE WHEN f.at < now() - make_interval(secs => %(margin)s) THEN f.id ELSE '' END
+  FROM (SELECT 1) AS one
+  LEFT JOIN (SELECT next_attempt_at AS at, id FROM events
+              WHERE status = 'PENDING' AND next_attempt_at IS NOT NULL
+              ORDER BY next_attempt_at, id
+              LIMIT 1) AS f ON true
 """
 
 NEXT_DUE_AT = f"""

@@ -18,7 +18,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from timefuse.adapters.postgres import connection, listing, queries, retention
+from timefuse.adapters.postgres import connection, due_floor, listing, queries, retention
 from timefuse.adapters.postgres.connection import (
     Connection,
     fetch_binary,
@@ -155,6 +155,7 @@ class PostgresEventStore(PostgresSchedules):
         self._read_pool: AsyncConnectionPool[Connection] | None = None
         self._replica_rests_until = 0.0
         self._one_round_until = 0.0
+        self._floor = due_floor.DueFloor()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -237,7 +238,31 @@ class PostgresEventStore(PostgresSchedules):
         ``due_at`` is the batch's earliest ``next_attempt_at``, or ``None`` for "look now"
         (events handed back or recovered, or a reconnection that may have missed some).
         """
-        await watch_due(self._url, notify, stop)
+
+        def heard(due_at: datetime | None) -> None:
+            self._floor.hear(due_at)
+            notify(due_at)
+
+        try:
+            await watch_due(self._url, heard, stop, self._floor.listen)
+        finally:
+            self._floor.listen(False)
+
+    async def _due_floor(self) -> dict[str, Any]:
+        """The floor this process's claims read the due index from (see ``due_floor``),
+        looked up first when that is due."""
+        floor = self._floor
+        if floor.lookup_due(time.monotonic()):
+            found = None
+            floor.begin_lookup()
+            try:
+                async with self._connection() as conn:
+                    params = {"margin": due_floor.MARGIN_SECONDS}
+                    row = await (await conn.execute(queries.DUE_FLOOR, params)).fetchone()
+                found = None if row is None else (row[0], str(row[1]))
+            finally:
+                floor.end_lookup(found, time.monotonic())
+        return floor.params()
 
     async def ping(self) -> None:
         async with self._connection() as conn:
@@ -262,13 +287,15 @@ class PostgresEventStore(PostgresSchedules):
     # -- claims and outcomes -----------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> ClaimBatch:
+        floor = await self._due_floor()
         if request.shared is not None:
-            return await self._claim_shared(request, request.shared)
-        return await _past_moved_rows(partial(self._claim_due, request))
+            return await self._claim_shared(request, request.shared, floor)
+        return await _past_moved_rows(partial(self._claim_due, request, floor))
 
-    async def _claim_due(self, request: ClaimRequest) -> ClaimBatch:
+    async def _claim_due(self, request: ClaimRequest, floor: dict[str, Any]) -> ClaimBatch:
         params: dict[str, Any] = {
             **_due_params(request.due),
+            **floor,
             "worker": request.worker,
             "lease": float(request.lease_seconds),
             "limit": request.limit,
@@ -293,7 +320,9 @@ class PostgresEventStore(PostgresSchedules):
         events.sort(key=lambda event: (event.next_attempt_at, event.id))
         return ClaimBatch(events, store_now)
 
-    async def _claim_shared(self, request: ClaimRequest, shared: SharedLimits) -> ClaimBatch:
+    async def _claim_shared(
+        self, request: ClaimRequest, shared: SharedLimits, floor: dict[str, Any]
+    ) -> ClaimBatch:
         # A claim looks at the earliest due events only (scan rows). When their destinations
         # are full (at their cap, out of tokens), the next round leaves those out and looks
         # further: one destination's backlog never hides the others' due events. A destination
@@ -312,7 +341,7 @@ class PostgresEventStore(PostgresSchedules):
             started = time.monotonic()
             wanted = request.limit - len(events)
             round_shared, round_request = _after_taken(shared, request, taken)
-            round_params = _shared_claim_params(round_shared, round_request)
+            round_params = {**_shared_claim_params(round_shared, round_request), **floor}
             round_params.update(excluded=sorted({*round_params["excluded"], *done}),
                                 limit=wanted, scan=wanted)  # fmt: skip
             claim_round = partial(
@@ -419,8 +448,9 @@ class PostgresEventStore(PostgresSchedules):
         return [SharedBreaker(key, float(seconds), probe_by) for key, seconds, probe_by in rows]
 
     async def next_due(self, due: DueFilter) -> NextDue:
+        params = {**_due_params(due), **await self._due_floor()}
         async with self._connection() as conn:
-            cursor = await conn.execute(queries.NEXT_DUE_AT, _due_params(due))
+            cursor = await conn.execute(queries.NEXT_DUE_AT, params)
             row = await cursor.fetchone()
         if row is None:
             raise StoreError("the next-due statement returned no row")
