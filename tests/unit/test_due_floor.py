@@ -98,3 +98,16 @@ def test_losing_the_listening_connection_drops_the_floor() -> None:
     assert floor.params()["floor_at"] == FRONT
     floor.listen(True)
     assert floor.params()["floor_at"] == FRONT  # notifications were missed meanwhile
+
+
+def test_a_floor_is_kept_while_any_of_several_connections_listens() -> None:
+    floor = looked_up(T)
+    floor.listen(True)  # a second watcher
+    floor.listen(False)  # one of them stops: what was kept goes, the floor stays possible
+    assert floor.lookup_due(1e9)
+    floor.begin_lookup()
+    floor.end_lookup((T, "e-7"), 200.0)
+    assert floor.params() == {"floor_at": T, "floor_id": "e-7"}
+    floor.listen(False)
+    assert floor.params()["floor_at"] == FRONT
+    assert not floor.lookup_due(1e9)

@@ -18,9 +18,10 @@ from timefuse.adapters.postgres import PostgresEventStore
 from timefuse.adapters.postgres import store as postgres_store
 from timefuse.adapters.postgres.due_floor import LOOKUP_SECONDS
 from timefuse.domain.event import Event
-from timefuse.ports.store import ClaimRef, ClaimRequest
+from timefuse.domain.status import EventStatus
+from timefuse.ports.store import ClaimRef, ClaimRequest, MoveDueResult
 from timefuse.service.store import Store
-from timefuse.testing.factories import make_event
+from timefuse.testing.factories import make_event, make_outcome
 
 pytestmark = pytest.mark.postgres
 
@@ -193,3 +194,31 @@ async def test_an_event_made_due_below_the_floor_unannounced_is_claimed_after_th
             assert (await claim(claimer, 10))[0] == first[0]
     finally:
         await claimer.close()
+
+
+async def test_a_retry_due_now_and_an_event_moved_below_the_floor_are_claimed_at_once(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch)
+    claimer, other = await opened(postgres_dsn), await opened(postgres_dsn)
+    try:
+        later = make_event(scheduled_at=datetime.now(UTC) + timedelta(hours=1))
+        await insert(other, [*backlog(300, age=timedelta(minutes=10)), later])
+        async with listening(claimer) as heard:
+            batch = await claimer.claim(ClaimRequest("w", 100, 60.0))
+            clock.past_the_lookup()
+            assert len(await claim(claimer, 100)) == 100  # the floor: where the first stopped
+            retried = batch.events[0]
+            # A retry is due at the database's now plus its delay: above the floor.
+            outcome = make_outcome(retried, "w", EventStatus.PENDING, retry_delay_seconds=0.0)
+            assert await claimer.record_outcomes([outcome]) == {retried.id}
+            assert retried.id in await claim(claimer, 200)  # after the last 100 of the backlog
+            # Moved by another process to an hour ago: announced with that time.
+            moved = await other.move_due(later.id, datetime.now(UTC) - timedelta(hours=1),
+                                         datetime.now(UTC))  # fmt: skip
+            assert moved is MoveDueResult.MOVED
+            await heard.until(2)
+            assert (await claim(claimer, 10))[0] == later.id
+    finally:
+        await claimer.close()
+        await other.close()

@@ -11,15 +11,19 @@ So a process keeps a floor, the (due time, id) its claims read from:
 - **Looked up** at most once a second while it claims: the earliest PENDING row, read from
   the front of the index, but no later than a few seconds before the database's now (margin
   for writes that no notification announces).
-- **Lowered at once** for every event made due below it that the process hears of. Every
-  write that makes events due (insert, hand-back, lease recovery, reschedule, amend,
-  redelivery) sends a notification at commit with the earliest due time it made, or none for
-  "look now"; a due time lowers the floor to it, a "look now" drops the floor until the next
-  lookup. Heard while a lookup is under way, they apply to what the lookup finds too.
-- **None at all** while the process is not listening: its claims read from the front.
+- **Lowered at once** for every event made due below it that the process hears of. A write
+  that makes events due at a time it chooses (insert, reschedule, amend, redelivery) sends a
+  notification at commit with the earliest due time it wrote; a hand-back due now and a lease
+  recovery send "look now", which drops the floor until the next lookup. Heard while a lookup
+  is under way, they apply to what the lookup finds too. Retries and hand-backs for later are
+  due at the database's now plus a delay: above the floor, whose margin covers a commit slow
+  to become visible.
+- **None at all** while no connection of the process listens: its claims read from the front.
 
 An event made due below the floor that no notification announces waits for the next lookup:
-a second at most while the process claims.
+a second at most while the process claims (its poll interval while it idles). The floor is
+the earliest pending event of any destination, so a full destination's old backlog holds it
+at that backlog's start.
 """
 
 from __future__ import annotations
@@ -42,17 +46,17 @@ class DueFloor:
     at: datetime | None = None  # None: read from the front
     id: str = ""
     look_after: float = 0.0
-    listening: bool = False
+    listeners: int = 0  # connections listening for notifications
     _lookups: int = 0  # lookups under way
     _lowest_heard: datetime | None = None  # since the first of them began
     _dropped: bool = False  # a "look now" heard since then
 
     def params(self) -> dict[str, Any]:
-        at, event_id = _FRONT if self.at is None or not self.listening else (self.at, self.id)
+        at, event_id = _FRONT if self.at is None or not self.listeners else (self.at, self.id)
         return {"floor_at": at, "floor_id": event_id}
 
     def lookup_due(self, now: float) -> bool:
-        return self.listening and now >= self.look_after
+        return self.listeners > 0 and now >= self.look_after
 
     def begin_lookup(self) -> None:
         if not self._lookups:
@@ -87,6 +91,7 @@ class DueFloor:
             self._dropped = True
 
     def listen(self, listening: bool) -> None:
-        """Whether notifications are heard from now on; either way, what was kept goes."""
-        self.listening = listening
+        """A connection starts (``True``) or stops listening; either way, what was kept goes.
+        While none listens there is no floor."""
+        self.listeners = max(0, self.listeners + (1 if listening else -1))
         self.drop()

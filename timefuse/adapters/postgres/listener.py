@@ -11,6 +11,7 @@ import psycopg
 import structlog
 from psycopg.rows import TupleRow
 
+from timefuse.adapters.postgres.connection import KEEPALIVES
 from timefuse.adapters.postgres.queries import DUE_CHANNEL
 
 log = structlog.get_logger("timefuse.postgres")
@@ -44,7 +45,10 @@ async def watch_due(
     failures = 0
     while not stop.is_set():
         try:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            # Keepalives: a half-open connection (a failover, a cut network) is found within
+            # about 30 s instead of never, since this connection only ever reads.
+            connect = psycopg.AsyncConnection.connect(url, autocommit=True, **KEEPALIVES)
+            async with await connect as conn:
                 await conn.execute(f"LISTEN {DUE_CHANNEL}")
                 failures = 0
                 listening(True)

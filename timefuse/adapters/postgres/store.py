@@ -243,10 +243,7 @@ class PostgresEventStore(PostgresSchedules):
             self._floor.hear(due_at)
             notify(due_at)
 
-        try:
-            await watch_due(self._url, heard, stop, self._floor.listen)
-        finally:
-            self._floor.listen(False)
+        await watch_due(self._url, heard, stop, self._floor.listen)
 
     async def _due_floor(self) -> dict[str, Any]:
         """The floor this process's claims read the due index from (see ``due_floor``),
