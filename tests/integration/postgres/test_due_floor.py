@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -125,100 +126,88 @@ async def test_claims_behind_a_claimed_backlog_read_past_it_once_a_second_not_ev
     assert with_floor * 4 < without, (with_floor, without)
 
 
-async def test_an_event_another_process_inserts_below_the_floor_is_claimed_at_once(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class Floored:
+    claimer: Store
+    other: Store
+    heard: Heard
+    clock: Clock
+    first: list[Event]  # the claimer's first claim: now below its floor
+
+
+@contextlib.asynccontextmanager
+async def past_a_floor(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, *also: Event
+) -> AsyncIterator[Floored]:
+    """A claimer, listening, whose floor stands past the 200 events it claimed (in two claims
+    of 100, the second after a lookup) of 300 due ten minutes ago that another store (a second
+    process) inserted with ``also``."""
     clock = Clock(monkeypatch)
-    claimer, other = await opened(postgres_dsn), await opened(postgres_dsn)
+    claimer, other = await opened(dsn), await opened(dsn)
     try:
-        await insert(other, backlog(300, age=timedelta(minutes=10)))
+        await insert(other, [*backlog(300, age=timedelta(minutes=10)), *also])
         async with listening(claimer) as heard:
-            assert len(await claim(claimer, 100)) == 100
+            first = await claimer.claim(ClaimRequest("w", 100, 60.0))
             clock.past_the_lookup()
-            assert len(await claim(claimer, 100)) == 100  # the floor: the 101st event
-            late = make_event(scheduled_at=datetime.now(UTC) - timedelta(hours=1))
-            await other.insert_many([late])
-            await heard.until(2)  # the connection's "look now", then this insert
-            taken = await claim(claimer, 10)
-        assert taken[0] == late.id
-        assert len(taken) == 10
+            assert len(await claim(claimer, 100)) == 100  # the floor: where the first stopped
+            yield Floored(claimer, other, heard, clock, first.events)
     finally:
         await claimer.close()
         await other.close()
+
+
+async def test_an_event_another_process_inserts_below_the_floor_is_claimed_at_once(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with past_a_floor(postgres_dsn, monkeypatch) as f:
+        late = make_event(scheduled_at=datetime.now(UTC) - timedelta(hours=1))
+        await f.other.insert_many([late])
+        await f.heard.until(2)  # the connection's "look now", then this insert
+        taken = await claim(f.claimer, 10)
+    assert taken[0] == late.id
+    assert len(taken) == 10
 
 
 async def test_an_event_another_process_hands_back_below_the_floor_is_claimed_at_once(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = Clock(monkeypatch)
-    claimer, other = await opened(postgres_dsn), await opened(postgres_dsn)
-    try:
-        events = backlog(300, age=timedelta(minutes=10))
-        await insert(other, events)
-        batch = await other.claim(ClaimRequest("other", 1, 60.0))  # the earliest
-        (first,) = batch.events
-        async with listening(claimer) as heard:
-            assert len(await claim(claimer, 100)) == 100
-            clock.past_the_lookup()
-            assert len(await claim(claimer, 100)) == 100  # the floor: where the first stopped
-            # Handed back due now: a "look now", and the floor goes.
-            assert await other.hand_back([ClaimRef.of(first)], 0.0) == 1
-            await heard.until(2)
-            taken = await claim(claimer, 10)
-        assert taken[0] == first.id
-    finally:
-        await claimer.close()
-        await other.close()
+    async with past_a_floor(postgres_dsn, monkeypatch) as f:
+        # Handed back due now: a "look now", and the floor goes.
+        assert await f.other.hand_back([ClaimRef.of(f.first[0])], 0.0) == 1
+        await f.heard.until(2)
+        taken = await claim(f.claimer, 10)
+    assert taken[0] == f.first[0].id
 
 
 async def test_an_event_made_due_below_the_floor_unannounced_is_claimed_after_the_next_lookup(
     postgres_dsn: str, db: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A write no notification announces (by hand, say) waits for the floor's next lookup.
-    clock = Clock(monkeypatch)
-    claimer = await opened(postgres_dsn)
-    try:
-        events = backlog(300, age=timedelta(minutes=10))
-        await insert(claimer, events)
-        async with listening(claimer):
-            first = await claim(claimer, 100)
-            clock.past_the_lookup()
-            assert len(await claim(claimer, 100)) == 100
-            db.execute(
-                "UPDATE events SET status = 'PENDING', locked_by = NULL,"
-                " lock_expires_at = NULL WHERE id = %s",
-                (first[0],),
-            )
-            assert first[0] not in await claim(claimer, 10)
-            clock.past_the_lookup()
-            assert (await claim(claimer, 10))[0] == first[0]
-    finally:
-        await claimer.close()
+    async with past_a_floor(postgres_dsn, monkeypatch) as f:
+        unannounced = f.first[0].id
+        db.execute(
+            "UPDATE events SET status = 'PENDING', locked_by = NULL, lock_expires_at = NULL"
+            " WHERE id = %s",
+            (unannounced,),
+        )
+        assert unannounced not in await claim(f.claimer, 10)
+        f.clock.past_the_lookup()
+        assert (await claim(f.claimer, 10))[0] == unannounced
 
 
 async def test_a_retry_due_now_and_an_event_moved_below_the_floor_are_claimed_at_once(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = Clock(monkeypatch)
-    claimer, other = await opened(postgres_dsn), await opened(postgres_dsn)
-    try:
-        later = make_event(scheduled_at=datetime.now(UTC) + timedelta(hours=1))
-        await insert(other, [*backlog(300, age=timedelta(minutes=10)), later])
-        async with listening(claimer) as heard:
-            batch = await claimer.claim(ClaimRequest("w", 100, 60.0))
-            clock.past_the_lookup()
-            assert len(await claim(claimer, 100)) == 100  # the floor: where the first stopped
-            retried = batch.events[0]
-            # A retry is due at the database's now plus its delay: above the floor.
-            outcome = make_outcome(retried, "w", EventStatus.PENDING, retry_delay_seconds=0.0)
-            assert await claimer.record_outcomes([outcome]) == {retried.id}
-            assert retried.id in await claim(claimer, 200)  # after the last 100 of the backlog
-            # Moved by another process to an hour ago: announced with that time.
-            moved = await other.move_due(later.id, datetime.now(UTC) - timedelta(hours=1),
-                                         datetime.now(UTC))  # fmt: skip
-            assert moved is MoveDueResult.MOVED
-            await heard.until(2)
-            assert (await claim(claimer, 10))[0] == later.id
-    finally:
-        await claimer.close()
-        await other.close()
+    later = make_event(scheduled_at=datetime.now(UTC) + timedelta(hours=1))
+    async with past_a_floor(postgres_dsn, monkeypatch, later) as f:
+        retried = f.first[0]
+        # A retry is due at the database's now plus its delay: above the floor.
+        outcome = make_outcome(retried, "w", EventStatus.PENDING, retry_delay_seconds=0.0)
+        assert await f.claimer.record_outcomes([outcome]) == {retried.id}
+        assert retried.id in await claim(f.claimer, 200)  # after the last 100 of the backlog
+        # Moved by another process to an hour ago: announced with that time.
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        moved = await f.other.move_due(later.id, an_hour_ago, datetime.now(UTC))
+        assert moved is MoveDueResult.MOVED
+        await f.heard.until(2)
+        assert (await claim(f.claimer, 10))[0] == later.id
