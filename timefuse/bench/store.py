@@ -5,7 +5,8 @@ over ``--receivers``) are inserted in batches of 1,000, then claimed in batches 
 ``SCHEDULER_BATCH_SIZE`` (500) and completed until none is due; then retention deletes them.
 On a store that shares limits across processes (PostgreSQL), the same again with the claims
 a dispatcher makes there: within a cap of 100 per receiver, 100 at a time (the figures
-``shared_*``). The baseline, in the same run, is the bare driver on a minimal table (no dedup
+``shared_*``). On PostgreSQL the claims hear due notifications as a dispatcher's do (so they
+read the due index from the floor a dispatcher keeps). The baseline, in the same run, is the bare driver on a minimal table (no dedup
 key, attempts, counters or partitions): inserts in the same batches, then a claim-and-complete
 loop of the same size.
 
@@ -163,20 +164,21 @@ async def _through_the_store(
     if shared:
         limits = SharedLimits(default=DestinationRule(concurrency=SHARED_CAP))
         request = ClaimRequest(worker=WORKER, limit=SHARED_CAP, lease_seconds=60.0, shared=limits)
-    started = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        claimed = await store.claim(request)
-        t1 = time.perf_counter()
-        if claimed is None or not claimed.events:
-            break
-        updates = [make_outcome(e, WORKER, EventStatus.COMPLETED) for e in claimed.events]
-        t2 = time.perf_counter()
-        completed += len(await store.record_outcomes(updates))
-        claim_s += t1 - t0
-        write_s += time.perf_counter() - t2
-        claims += 1
-    claim_complete = time.perf_counter() - started
+    async with _hearing_due_events(store):
+        started = time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            claimed = await store.claim(request)
+            t1 = time.perf_counter()
+            if claimed is None or not claimed.events:
+                break
+            updates = [make_outcome(e, WORKER, EventStatus.COMPLETED) for e in claimed.events]
+            t2 = time.perf_counter()
+            completed += len(await store.record_outcomes(updates))
+            claim_s += t1 - t0
+            write_s += time.perf_counter() - t2
+            claims += 1
+        claim_complete = time.perf_counter() - started
     started = time.perf_counter()
     deleted = await store.delete_terminal_before(datetime.now(UTC) + timedelta(minutes=1))
     return {
@@ -189,6 +191,25 @@ async def _through_the_store(
         "deleted": deleted,
         "retention_s": time.perf_counter() - started,
     }
+
+
+@contextlib.asynccontextmanager
+async def _hearing_due_events(store: Store) -> AsyncIterator[None]:
+    """A store shared by processes (PostgreSQL) hearing due notifications while it claims, as
+    a dispatcher's does (its claims then read the due index from a floor: see
+    ``timefuse.adapters.postgres.due_floor``); any other store as it is."""
+    watcher = store.capabilities.due_watcher
+    if watcher is None or not store.capabilities.shared:
+        yield
+        return
+    listening, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(watcher.watch_due(lambda _due: listening.set(), stop))
+    try:
+        await asyncio.wait_for(listening.wait(), 10.0)  # the "look now" of connecting
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 def _vacuum(url: str) -> None:
