@@ -6,9 +6,9 @@ over ``--receivers``) are inserted in batches of 1,000, then claimed in batches 
 On a store that shares limits across processes (PostgreSQL), the same again with the claims
 a dispatcher makes there: within a cap of 100 per receiver, 100 at a time (the figures
 ``shared_*``). On PostgreSQL the claims hear due notifications as a dispatcher's do (so they
-read the due index from the floor a dispatcher keeps). The baseline, in the same run, is the bare driver on a minimal table (no dedup
-key, attempts, counters or partitions): inserts in the same batches, then a claim-and-complete
-loop of the same size.
+read the due index from the floor a dispatcher keeps). The baseline, in the same run, is the
+bare driver on a minimal table (no dedup key, attempts, counters or partitions): inserts in
+the same batches, then a claim-and-complete loop of the same size.
 
 SQLite: a file in a temporary directory, with the adapter's durability (WAL,
 ``synchronous=FULL``). PostgreSQL (``--backend postgresql``): a database made for the run on a
