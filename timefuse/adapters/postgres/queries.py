@@ -390,10 +390,8 @@ SELECT key, extract(epoch FROM now() - opened_at), probe_by FROM timefuse_destin
 # The floor's lookup: the earliest PENDING row, from the front of the due index, or a moment
 # before now if that is earlier (or there is none).
 DUE_FLOOR = """
-SELECT CASE WHEN f.at < now() - make_interval(secs => %(margin)s) THEN f.at
-            ELSE now() - make_interval(secs => %(margin)s) END,
-       CASE WHEN f.at < now() - make_interval(secs => %(margin)s) THEN f.id ELSE '' END
-  FROM (SELECT 1) AS one
+SELECT least(f.at, c.at), CASE WHEN f.at < c.at THEN f.id ELSE '' END
+  FROM (SELECT now() - make_interval(secs => %(margin)s) AS at) AS c
   LEFT JOIN (SELECT next_attempt_at AS at, id FROM events
               WHERE status = 'PENDING' AND next_attempt_at IS NOT NULL
               ORDER BY next_attempt_at, id
