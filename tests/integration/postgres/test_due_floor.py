@@ -20,7 +20,7 @@ from timefuse.adapters.postgres import store as postgres_store
 from timefuse.adapters.postgres.due_floor import LOOKUP_SECONDS
 from timefuse.domain.event import Event
 from timefuse.domain.status import EventStatus
-from timefuse.ports.store import ClaimRef, ClaimRequest, MoveDueResult
+from timefuse.ports.store import ClaimRef, ClaimRequest, MoveDueResult, StoreError
 from timefuse.service.store import Store
 from timefuse.testing.factories import make_event, make_outcome
 
@@ -211,3 +211,39 @@ async def test_a_retry_due_now_and_an_event_moved_below_the_floor_are_claimed_at
         assert moved is MoveDueResult.MOVED
         await f.heard.until(2)
         assert (await claim(f.claimer, 10))[0] == later.id
+
+
+async def test_an_event_inserted_while_the_listener_was_cut_off_is_claimed_once_it_is_back(
+    postgres_dsn: str, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart of the listening connection (a failover, a killed backend): what was announced
+    # meanwhile is lost, so the floor goes and the next claim reads from the front.
+    late = make_event(scheduled_at=datetime.now(UTC) - timedelta(hours=1))
+    async with past_a_floor(postgres_dsn, monkeypatch) as f:
+        cut = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query = 'LISTEN timefuse_due'"
+        ).fetchall()
+        assert cut == [(True,)]
+        await f.other.insert_many([late])  # announced while nobody listens (0.5 s to return)
+        await f.heard.until(2)  # the reconnection's "look now"
+        taken = await claim(f.claimer, 10)
+    assert late.id in taken
+
+
+async def test_a_failed_lookup_fails_that_claim_only_and_loses_nothing(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await opened(postgres_dsn)
+    try:
+        events = backlog(20, age=timedelta(minutes=10))
+        await insert(store, events)
+        async with listening(store):
+            with monkeypatch.context() as refusing:
+                refusing.setattr(postgres_store.queries, "DUE_FLOOR", "SELECT 1 / 0")
+                with pytest.raises(StoreError):
+                    await claim(store, 10)
+            taken = await claim(store, 20)  # looked up again at once
+        assert sorted(taken) == sorted(event.id for event in events)
+    finally:
+        await store.close()
